@@ -1,0 +1,463 @@
+//! Validation of an untrusted document into an [`Entity`]: every problem is
+//! reported with the field path and the rule it breaks, never just the first.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::entity::Entity;
+use crate::entity_ref::{EntityRef, RefError};
+use crate::names;
+use crate::spec::{self, FieldShape};
+
+/// A rule an entity can break. The code is stable: clients and tests match on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rule {
+    DocumentNotObject,
+    UnknownRootKey,
+    Required,
+    WrongType,
+    ApiVersionPattern,
+    ApiVersionForKind,
+    KindLength,
+    KindPattern,
+    NameLength,
+    NamePattern,
+    NamespaceLength,
+    NamespacePattern,
+    TagLength,
+    TagPattern,
+    KeyPrefixLength,
+    KeyPrefixPattern,
+    KeyNameLength,
+    KeyNamePattern,
+    LabelValueLength,
+    LabelValuePattern,
+    LinkUrl,
+    ReferenceSyntax,
+    ReferenceKindRequired,
+    EnumValue,
+}
+
+impl Rule {
+    /// The stable machine-readable code of the rule.
+    pub fn code(self) -> &'static str {
+        match self {
+            Rule::DocumentNotObject => "document.object",
+            Rule::UnknownRootKey => "root.known-keys",
+            Rule::Required => "required",
+            Rule::WrongType => "type",
+            Rule::ApiVersionPattern => "apiVersion.pattern",
+            Rule::ApiVersionForKind => "apiVersion.kind",
+            Rule::KindLength => "kind.length",
+            Rule::KindPattern => "kind.pattern",
+            Rule::NameLength => "name.length",
+            Rule::NamePattern => "name.pattern",
+            Rule::NamespaceLength => "namespace.length",
+            Rule::NamespacePattern => "namespace.pattern",
+            Rule::TagLength => "tag.length",
+            Rule::TagPattern => "tag.pattern",
+            Rule::KeyPrefixLength => "key.prefix-length",
+            Rule::KeyPrefixPattern => "key.prefix-pattern",
+            Rule::KeyNameLength => "key.name-length",
+            Rule::KeyNamePattern => "key.name-pattern",
+            Rule::LabelValueLength => "label-value.length",
+            Rule::LabelValuePattern => "label-value.pattern",
+            Rule::LinkUrl => "link.url",
+            Rule::ReferenceSyntax => "reference.syntax",
+            Rule::ReferenceKindRequired => "reference.kind-required",
+            Rule::EnumValue => "enum",
+        }
+    }
+
+    /// The rule as a sentence a person can act on.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Rule::DocumentNotObject => "a document must be a mapping with apiVersion, kind, metadata and spec",
+            Rule::UnknownRootKey => "only apiVersion, kind, metadata and spec are accepted at the top level",
+            Rule::Required => "is required",
+            Rule::WrongType => "has the wrong type",
+            Rule::ApiVersionPattern => "must look like [prefix/]version, e.g. backstage.io/v1alpha1",
+            Rule::ApiVersionForKind => "is not an apiVersion this kind accepts",
+            Rule::KindLength => "must be 1-63 characters",
+            Rule::KindPattern => "must match ^[a-zA-Z][a-zA-Z0-9]*$",
+            Rule::NameLength => "must be 1-63 characters",
+            Rule::NamePattern => "must match ^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$",
+            Rule::NamespaceLength => "must be 1-63 characters",
+            Rule::NamespacePattern => "must be a lower-case DNS label (^[a-z0-9]+(-[a-z0-9]+)*$)",
+            Rule::TagLength => "must be 1-63 characters",
+            Rule::TagPattern => "must match ^[a-z0-9:+#]+(-[a-z0-9:+#]+)*$",
+            Rule::KeyPrefixLength => "prefix must be 1-253 characters",
+            Rule::KeyPrefixPattern => "prefix must be a lower-case DNS subdomain",
+            Rule::KeyNameLength => "name part must be 1-63 characters",
+            Rule::KeyNamePattern => "name part must match ^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$",
+            Rule::LabelValueLength => "must be at most 63 characters",
+            Rule::LabelValuePattern => "must be empty or match ^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$",
+            Rule::LinkUrl => "must be an absolute URL",
+            Rule::ReferenceSyntax => "must be an entity reference [kind:][namespace/]name",
+            Rule::ReferenceKindRequired => "must be kind-qualified, e.g. component:name or resource:name",
+            Rule::EnumValue => "is not one of the accepted values",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// One problem with one field of a document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidationError {
+    /// The path of the field, e.g. `metadata.tags[2]` or `spec.owner`.
+    pub field: String,
+    pub rule: Rule,
+    /// The sentence shown to people; names the field, the rule and the detail.
+    pub message: String,
+}
+
+impl ValidationError {
+    pub(crate) fn new(field: impl Into<String>, rule: Rule, detail: Option<String>) -> Self {
+        let field = field.into();
+        let message = match detail {
+            Some(detail) => format!("{field} {} ({detail}) [rule {}]", rule.describe(), rule.code()),
+            None => format!("{field} {} [rule {}]", rule.describe(), rule.code()),
+        };
+        Self { field, rule, message }
+    }
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ValidationError {}
+
+const ROOT_KEYS: [&str; 4] = ["apiVersion", "kind", "metadata", "spec"];
+
+/// Collects errors while walking a document.
+#[derive(Default)]
+struct Problems(Vec<ValidationError>);
+
+impl Problems {
+    fn push(&mut self, field: impl Into<String>, rule: Rule, detail: Option<String>) {
+        self.0.push(ValidationError::new(field, rule, detail));
+    }
+
+    fn check(&mut self, field: &str, value: &str, check: fn(&str) -> Result<(), Rule>) {
+        if let Err(rule) = check(value) {
+            self.push(field, rule, Some(format!("got {value:?}")));
+        }
+    }
+
+    fn string<'a>(&mut self, object: &'a Map<String, Value>, key: &str, path: &str, required: bool) -> Option<&'a str> {
+        match object.get(key) {
+            None | Some(Value::Null) if required => {
+                self.push(path, Rule::Required, None);
+                None
+            }
+            None | Some(Value::Null) => None,
+            Some(Value::String(text)) if required && text.trim().is_empty() => {
+                self.push(path, Rule::Required, Some("must not be empty".into()));
+                None
+            }
+            Some(Value::String(text)) => Some(text),
+            Some(other) => {
+                self.push(path, Rule::WrongType, Some(format!("expected a string, got {}", type_name(other))));
+                None
+            }
+        }
+    }
+}
+
+/// Validates a parsed document as a Backstage entity.
+///
+/// Returns the entity, or every problem found in it. The entity's relations are
+/// derived here too, so a valid entity always carries them.
+pub fn validate(document: &Value) -> Result<Entity, Vec<ValidationError>> {
+    let mut problems = Problems::default();
+    let Value::Object(root) = document else {
+        problems.push("(document)", Rule::DocumentNotObject, Some(format!("got {}", type_name(document))));
+        return Err(problems.0);
+    };
+    for key in root.keys() {
+        if !ROOT_KEYS.contains(&key.as_str()) {
+            problems.push(key.clone(), Rule::UnknownRootKey, None);
+        }
+    }
+    let api_version = problems.string(root, "apiVersion", "apiVersion", true);
+    if let Some(api_version) = api_version {
+        problems.check("apiVersion", api_version, names::check_api_version);
+    }
+    let kind = problems.string(root, "kind", "kind", true);
+    if let Some(kind) = kind {
+        problems.check("kind", kind, names::check_kind);
+    }
+    let empty = Map::new();
+    let metadata = match root.get("metadata") {
+        Some(Value::Object(metadata)) => metadata,
+        None | Some(Value::Null) => {
+            problems.push("metadata", Rule::Required, None);
+            &empty
+        }
+        Some(other) => {
+            problems.push("metadata", Rule::WrongType, Some(format!("expected a mapping, got {}", type_name(other))));
+            &empty
+        }
+    };
+    let namespace = validate_metadata(metadata, &mut problems, root.contains_key("metadata"));
+    let spec = match root.get("spec") {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(spec)) => spec,
+        Some(other) => {
+            problems.push("spec", Rule::WrongType, Some(format!("expected a mapping, got {}", type_name(other))));
+            &empty
+        }
+    };
+    if let (Some(api_version), Some(kind)) = (api_version, kind)
+        && let Some(kind_spec) = spec::kind_spec(kind)
+    {
+        if !kind_spec.api_versions.contains(&api_version) {
+            problems.push(
+                "apiVersion",
+                Rule::ApiVersionForKind,
+                Some(format!("{kind} accepts {}, got {api_version:?}", kind_spec.api_versions.join(" or "))),
+            );
+        }
+        validate_spec(
+            kind_spec,
+            spec,
+            namespace.as_deref().unwrap_or(crate::entity_ref::DEFAULT_NAMESPACE),
+            &mut problems,
+        );
+    }
+    if !problems.0.is_empty() {
+        return Err(problems.0);
+    }
+    let entity: Entity = serde_json::from_value(document.clone())
+        .map_err(|error| vec![ValidationError::new("(document)", Rule::WrongType, Some(error.to_string()))])?;
+    Ok(entity.with_derived_relations())
+}
+
+/// Checks metadata and returns the namespace when it is valid.
+fn validate_metadata(metadata: &Map<String, Value>, problems: &mut Problems, present: bool) -> Option<String> {
+    if present && let Some(name) = problems.string(metadata, "name", "metadata.name", true) {
+        problems.check("metadata.name", name, names::check_name);
+    }
+    let namespace = problems.string(metadata, "namespace", "metadata.namespace", false);
+    let mut valid_namespace = Some(crate::entity_ref::DEFAULT_NAMESPACE.to_owned());
+    if let Some(namespace) = namespace {
+        if let Err(rule) = names::check_namespace(namespace) {
+            problems.push("metadata.namespace", rule, Some(format!("got {namespace:?}")));
+            valid_namespace = None;
+        } else {
+            valid_namespace = Some(namespace.to_owned());
+        }
+    }
+    for key in ["title", "description", "uid", "etag"] {
+        problems.string(metadata, key, &format!("metadata.{key}"), false);
+    }
+    if let Some(labels) = object_field(metadata, "labels", "metadata.labels", problems) {
+        for (key, value) in labels {
+            let path = format!("metadata.labels[{key:?}]");
+            if let Err(rule) = names::check_key(key) {
+                problems.push(path.clone(), rule, Some(format!("key {key:?}")));
+            }
+            match value {
+                Value::String(value) => {
+                    if let Err(rule) = names::check_label_value(value) {
+                        problems.push(path, rule, Some(format!("got {value:?}")));
+                    }
+                }
+                other => {
+                    problems.push(path, Rule::WrongType, Some(format!("expected a string, got {}", type_name(other))))
+                }
+            }
+        }
+    }
+    if let Some(annotations) = object_field(metadata, "annotations", "metadata.annotations", problems) {
+        for (key, value) in annotations {
+            let path = format!("metadata.annotations[{key:?}]");
+            if let Err(rule) = names::check_key(key) {
+                problems.push(path.clone(), rule, Some(format!("key {key:?}")));
+            }
+            if !value.is_string() {
+                problems.push(path, Rule::WrongType, Some(format!("expected a string, got {}", type_name(value))));
+            }
+        }
+    }
+    if let Some(tags) = array_field(metadata, "tags", "metadata.tags", problems) {
+        for (index, tag) in tags.iter().enumerate() {
+            let path = format!("metadata.tags[{index}]");
+            match tag {
+                Value::String(tag) => problems.check(&path, tag, names::check_tag),
+                other => {
+                    problems.push(path, Rule::WrongType, Some(format!("expected a string, got {}", type_name(other))))
+                }
+            }
+        }
+    }
+    if let Some(links) = array_field(metadata, "links", "metadata.links", problems) {
+        for (index, link) in links.iter().enumerate() {
+            let path = format!("metadata.links[{index}]");
+            let Value::Object(link) = link else {
+                problems.push(path, Rule::WrongType, Some(format!("expected a mapping, got {}", type_name(link))));
+                continue;
+            };
+            if let Some(url) = problems.string(link, "url", &format!("{path}.url"), true)
+                && url::Url::parse(url).is_err()
+            {
+                problems.push(format!("{path}.url"), Rule::LinkUrl, Some(format!("got {url:?}")));
+            }
+            for key in ["title", "icon", "type"] {
+                problems.string(link, key, &format!("{path}.{key}"), false);
+            }
+        }
+    }
+    valid_namespace
+}
+
+fn validate_spec(kind_spec: &spec::KindSpec, spec: &Map<String, Value>, namespace: &str, problems: &mut Problems) {
+    for field in kind_spec.fields {
+        let path = format!("spec.{}", field.name);
+        let value = spec.get(field.name).filter(|value| !value.is_null());
+        let Some(value) = value else {
+            if field.required {
+                problems.push(path, Rule::Required, None);
+            }
+            continue;
+        };
+        match field.shape {
+            FieldShape::Text => {
+                problems.string(spec, field.name, &path, field.required);
+            }
+            FieldShape::OneOf(allowed) => {
+                if let Some(text) = problems.string(spec, field.name, &path, field.required)
+                    && !allowed.contains(&text)
+                {
+                    problems.push(
+                        path,
+                        Rule::EnumValue,
+                        Some(format!("expected one of {}, got {text:?}", allowed.join(", "))),
+                    );
+                }
+            }
+            FieldShape::Object => {
+                if !value.is_object() {
+                    problems.push(path, Rule::WrongType, Some(format!("expected a mapping, got {}", type_name(value))));
+                }
+            }
+            FieldShape::ObjectOrList => {
+                if !value.is_object() && !value.is_array() {
+                    problems.push(
+                        path,
+                        Rule::WrongType,
+                        Some(format!("expected a mapping or a list, got {}", type_name(value))),
+                    );
+                }
+            }
+            FieldShape::TextList => {
+                string_list(value, &path, problems);
+            }
+            FieldShape::ObjectList => match value {
+                Value::Array(items) => {
+                    for (index, item) in items.iter().enumerate() {
+                        if !item.is_object() {
+                            problems.push(
+                                format!("{path}[{index}]"),
+                                Rule::WrongType,
+                                Some(format!("expected a mapping, got {}", type_name(item))),
+                            );
+                        }
+                    }
+                }
+                other => {
+                    problems.push(path, Rule::WrongType, Some(format!("expected a list, got {}", type_name(other))))
+                }
+            },
+            FieldShape::Reference(default_kind) => {
+                if let Some(text) = problems.string(spec, field.name, &path, field.required) {
+                    check_reference(text, default_kind, namespace, &path, problems);
+                }
+            }
+            FieldShape::ReferenceList(default_kind) => {
+                for (index, text) in string_list(value, &path, problems) {
+                    check_reference(text, default_kind, namespace, &format!("{path}[{index}]"), problems);
+                }
+            }
+        }
+    }
+}
+
+fn check_reference(text: &str, default_kind: Option<&str>, namespace: &str, path: &str, problems: &mut Problems) {
+    match EntityRef::parse_with_defaults(text, default_kind, namespace) {
+        Ok(_) => {}
+        Err(RefError::KindRequired) => problems.push(path, Rule::ReferenceKindRequired, Some(format!("got {text:?}"))),
+        Err(error) => problems.push(path, Rule::ReferenceSyntax, Some(format!("{error}: got {text:?}"))),
+    }
+}
+
+fn string_list<'a>(value: &'a Value, path: &str, problems: &mut Problems) -> Vec<(usize, &'a str)> {
+    let Value::Array(items) = value else {
+        problems.push(path, Rule::WrongType, Some(format!("expected a list of strings, got {}", type_name(value))));
+        return Vec::new();
+    };
+    let mut texts = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        match item {
+            Value::String(text) => texts.push((index, text.as_str())),
+            other => problems.push(
+                format!("{path}[{index}]"),
+                Rule::WrongType,
+                Some(format!("expected a string, got {}", type_name(other))),
+            ),
+        }
+    }
+    texts
+}
+
+fn object_field<'a>(
+    object: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+    problems: &mut Problems,
+) -> Option<&'a Map<String, Value>> {
+    match object.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(map)) => Some(map),
+        Some(other) => {
+            problems.push(path, Rule::WrongType, Some(format!("expected a mapping, got {}", type_name(other))));
+            None
+        }
+    }
+}
+
+fn array_field<'a>(
+    object: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+    problems: &mut Problems,
+) -> Option<&'a Vec<Value>> {
+    match object.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => Some(items),
+        Some(other) => {
+            problems.push(path, Rule::WrongType, Some(format!("expected a list, got {}", type_name(other))));
+            None
+        }
+    }
+}
+
+pub(crate) fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}

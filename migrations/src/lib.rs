@@ -1,0 +1,17 @@
+//! The catalog's schema as a sequence of migrations. Each migration is a frozen
+//! fact: it never imports the store's models, so changing a model can never
+//! silently change what an old migration did.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_catalog_core;
+
+/// Every migration, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261124_000001_catalog_core::Migration)]
+    }
+}

@@ -1,0 +1,13 @@
+//! The one error type of the store boundary.
+
+/// Why a store call failed. Database errors keep their cause for the log; the
+/// API shows clients a generic message for them.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the database failed: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error("the database URL {0:?} is not supported: use sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+    #[error("a stored entity is corrupt ({entity_ref}): {message}")]
+    Corrupt { entity_ref: String, message: String },
+}

@@ -1,0 +1,19 @@
+//! Catalog storage on sea-orm, one schema for SQLite (embedded) and PostgreSQL
+//! (production). This is the only crate that knows sea-orm: it takes and returns
+//! domain values, and every write goes through [`Store::apply_snapshot`], which
+//! also appends to the change log.
+
+mod connection;
+mod error;
+mod models;
+mod query;
+mod record;
+mod snapshot;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use connection::Store;
+pub use error::StoreError;
+pub use query::{EntityPage, Facet, Filter, FilterField, ListQuery, OrderField, Predicate};
+pub use record::{Change, ChangeType, ConflictRecord, LocationRecord, StoredEntity, StoredRelation};
+pub use snapshot::{ApplySummary, InvalidEntity, LocationStatus, Snapshot, SnapshotEntity};

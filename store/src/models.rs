@@ -1,0 +1,146 @@
+//! sea-orm models of the catalog tables. Rows never leave this crate: the public
+//! API converts them to domain values.
+
+pub(crate) mod entity_row {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "entities")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        #[sea_orm(unique)]
+        pub entity_ref: String,
+        pub kind: String,
+        pub namespace: String,
+        pub name: String,
+        pub uid: String,
+        pub etag: String,
+        #[sea_orm(column_type = "JsonBinary")]
+        pub body: Json,
+        pub owner_ref: Option<String>,
+        pub lifecycle: Option<String>,
+        pub spec_type: Option<String>,
+        pub system_ref: Option<String>,
+        pub title: Option<String>,
+        #[sea_orm(column_type = "Text")]
+        pub search_text: String,
+        pub provider: String,
+        pub location_key: Option<String>,
+        #[sea_orm(column_type = "JsonBinary", nullable)]
+        pub errors: Option<Json>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod relation_row {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "relations")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub origin_id: i64,
+        pub source_ref: String,
+        pub relation_type: String,
+        pub target_ref: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod facet_row {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "entity_facets")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub entity_id: i64,
+        pub key: String,
+        pub value: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod change_row {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "change_log")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        pub created_at: DateTimeUtc,
+        pub entity_ref: String,
+        pub change_type: String,
+        pub etag: Option<String>,
+        #[sea_orm(column_type = "JsonBinary", nullable)]
+        pub body: Option<Json>,
+        pub provider: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod location_row {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "locations")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub provider: String,
+        pub target: String,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub error: Option<String>,
+        pub n_entities: i64,
+        pub refreshed_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod conflict_row {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "conflicts")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub entity_ref: String,
+        pub owner_provider: String,
+        pub owner_location: Option<String>,
+        pub claimant_provider: String,
+        pub claimant_location: Option<String>,
+        pub detected_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

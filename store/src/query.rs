@@ -1,0 +1,413 @@
+//! Reads: entities by ref or filter, pages with totalCount, facets, relation
+//! edges in batches, locations, conflicts and the change log.
+
+use std::collections::HashMap;
+
+use catalog_domain::{Entity, EntityRef, RelationType};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, Query};
+use sea_orm::{ColumnTrait, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde_json::Value;
+
+use crate::connection::Store;
+use crate::error::StoreError;
+use crate::models::{change_row, conflict_row, entity_row, facet_row, location_row, relation_row};
+use crate::record::{Change, ChangeType, ConflictRecord, LocationRecord, StoredEntity, StoredRelation};
+
+/// How many refs go into one `IN (...)` list.
+const REF_CHUNK: usize = 500;
+
+/// A filter over entities: comparisons on a field, composed with all/any/not.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Filter {
+    All(Vec<Filter>),
+    Any(Vec<Filter>),
+    Not(Box<Filter>),
+    Field { field: FilterField, predicate: Predicate },
+}
+
+/// What a field comparison tests.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Predicate {
+    /// Equal to one of the values (one value: equality).
+    In(Vec<String>),
+    /// The field is present (true) or absent (false).
+    Exists(bool),
+}
+
+/// A filterable field. The common ones are typed columns; any other dotted path
+/// (`metadata.labels.x`, `spec.profile.email`) goes through the facet index.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum FilterField {
+    Kind,
+    Namespace,
+    Name,
+    /// Values are entity refs; partial refs default to kind Group.
+    Owner,
+    Lifecycle,
+    Type,
+    /// Values are entity refs; partial refs default to kind System.
+    System,
+    Tag,
+    Path(String),
+}
+
+impl FilterField {
+    /// The field for a dotted key as users write it.
+    pub fn from_key(key: &str) -> FilterField {
+        match key {
+            "kind" => FilterField::Kind,
+            "namespace" | "metadata.namespace" => FilterField::Namespace,
+            "name" | "metadata.name" => FilterField::Name,
+            "owner" | "spec.owner" => FilterField::Owner,
+            "lifecycle" | "spec.lifecycle" => FilterField::Lifecycle,
+            "type" | "spec.type" => FilterField::Type,
+            "system" | "spec.system" => FilterField::System,
+            "tags" | "tag" | "metadata.tags" => FilterField::Tag,
+            other => FilterField::Path(other.to_owned()),
+        }
+    }
+
+    /// The key of this field in the facet index.
+    pub fn facet_key(&self) -> String {
+        match self {
+            FilterField::Kind => "kind".into(),
+            FilterField::Namespace => "metadata.namespace".into(),
+            FilterField::Name => "metadata.name".into(),
+            FilterField::Owner => "spec.owner".into(),
+            FilterField::Lifecycle => "spec.lifecycle".into(),
+            FilterField::Type => "spec.type".into(),
+            FilterField::System => "spec.system".into(),
+            FilterField::Tag => "metadata.tags".into(),
+            FilterField::Path(path) => path.clone(),
+        }
+    }
+}
+
+/// Sort keys for entity pages. Every order ends with the row id so that pages
+/// are stable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OrderField {
+    #[default]
+    Name,
+    Kind,
+    Namespace,
+    Title,
+    CreatedAt,
+    UpdatedAt,
+}
+
+/// A page request over entities.
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    pub filter: Option<Filter>,
+    /// Free text: every word must appear in the name, title, description or tags.
+    pub search: Option<String>,
+    pub order: OrderField,
+    pub descending: bool,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+/// A page of entities with the total number that match.
+#[derive(Clone, Debug)]
+pub struct EntityPage {
+    pub entities: Vec<StoredEntity>,
+    pub total_count: u64,
+}
+
+/// The values of one field with how many matching entities have each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Facet {
+    pub field: String,
+    pub values: Vec<(String, u64)>,
+}
+
+impl Store {
+    /// One entity by its canonical ref.
+    pub async fn entity_by_ref(&self, entity_ref: &EntityRef) -> Result<Option<StoredEntity>, StoreError> {
+        let mut found = self.entities_by_refs(std::slice::from_ref(entity_ref)).await?;
+        Ok(found.remove(&entity_ref.to_string()))
+    }
+
+    /// Entities by canonical ref, keyed by ref; missing refs are absent. One
+    /// statement per 500 refs.
+    pub async fn entities_by_refs(&self, refs: &[EntityRef]) -> Result<HashMap<String, StoredEntity>, StoreError> {
+        let texts: Vec<String> = refs.iter().map(ToString::to_string).collect();
+        let mut found = HashMap::with_capacity(texts.len());
+        for chunk in texts.chunks(REF_CHUNK) {
+            let rows = entity_row::Entity::find()
+                .filter(entity_row::Column::EntityRef.is_in(chunk.iter().cloned()))
+                .all(&self.db)
+                .await?;
+            for row in rows {
+                let stored = to_stored(row)?;
+                found.insert(stored.entity_ref.to_string(), stored);
+            }
+        }
+        Ok(found)
+    }
+
+    /// A filtered, searched, sorted page and the total count.
+    pub async fn list_entities(&self, query: &ListQuery) -> Result<EntityPage, StoreError> {
+        let condition = condition(query.filter.as_ref(), query.search.as_deref());
+        let total_count = entity_row::Entity::find().filter(condition.clone()).count(&self.db).await?;
+        let direction = if query.descending { Order::Desc } else { Order::Asc };
+        let column = match query.order {
+            OrderField::Name => entity_row::Column::Name,
+            OrderField::Kind => entity_row::Column::Kind,
+            OrderField::Namespace => entity_row::Column::Namespace,
+            OrderField::Title => entity_row::Column::Title,
+            OrderField::CreatedAt => entity_row::Column::CreatedAt,
+            OrderField::UpdatedAt => entity_row::Column::UpdatedAt,
+        };
+        let rows = entity_row::Entity::find()
+            .filter(condition)
+            .order_by(column, direction.clone())
+            .order_by(entity_row::Column::Id, direction)
+            .offset(query.offset)
+            .limit(query.limit)
+            .all(&self.db)
+            .await?;
+        let entities = rows.into_iter().map(to_stored).collect::<Result<_, _>>()?;
+        Ok(EntityPage { entities, total_count })
+    }
+
+    /// Value counts of each field over the entities that match the filter.
+    pub async fn facets(&self, fields: &[String], filter: Option<&Filter>) -> Result<Vec<Facet>, StoreError> {
+        let mut facets = Vec::with_capacity(fields.len());
+        for field in fields {
+            let key = FilterField::from_key(field).facet_key();
+            let mut query = facet_row::Entity::find()
+                .select_only()
+                .column(facet_row::Column::Value)
+                .column_as(facet_row::Column::Id.count(), "n")
+                .filter(facet_row::Column::Key.eq(key))
+                .group_by(facet_row::Column::Value)
+                .order_by_desc(facet_row::Column::Id.count())
+                .order_by_asc(facet_row::Column::Value);
+            if let Some(filter) = filter {
+                let matching = Query::select()
+                    .column(entity_row::Column::Id)
+                    .from(entity_row::Entity)
+                    .cond_where(condition(Some(filter), None))
+                    .to_owned();
+                query = query.filter(facet_row::Column::EntityId.in_subquery(matching));
+            }
+            let values = query
+                .into_tuple::<(String, i64)>()
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .map(|(value, n)| (value, u64::try_from(n).unwrap_or_default()))
+                .collect();
+            facets.push(Facet { field: field.clone(), values });
+        }
+        Ok(facets)
+    }
+
+    /// The edges leaving each of the given refs, optionally of some types only.
+    /// Incoming edges are outgoing edges of the reverse type, so this one call
+    /// serves both directions. One statement per 500 refs.
+    pub async fn relations_from(
+        &self,
+        sources: &[String],
+        types: Option<&[RelationType]>,
+    ) -> Result<Vec<StoredRelation>, StoreError> {
+        let mut edges = Vec::new();
+        for chunk in sources.chunks(REF_CHUNK) {
+            let mut query = relation_row::Entity::find()
+                .select_only()
+                .columns([
+                    relation_row::Column::SourceRef,
+                    relation_row::Column::RelationType,
+                    relation_row::Column::TargetRef,
+                ])
+                .distinct()
+                .filter(relation_row::Column::SourceRef.is_in(chunk.iter().cloned()))
+                .order_by_asc(relation_row::Column::SourceRef)
+                .order_by_asc(relation_row::Column::RelationType)
+                .order_by_asc(relation_row::Column::TargetRef);
+            if let Some(types) = types {
+                query = query.filter(relation_row::Column::RelationType.is_in(types.iter().map(|t| t.as_str())));
+            }
+            for (source_ref, relation_type, target_ref) in
+                query.into_tuple::<(String, String, String)>().all(&self.db).await?
+            {
+                let Ok(relation_type) = relation_type.parse::<RelationType>() else { continue };
+                edges.push(StoredRelation { source_ref, relation_type, target_ref });
+            }
+        }
+        Ok(edges)
+    }
+
+    /// Every location every provider read, by provider and target.
+    pub async fn locations(&self) -> Result<Vec<LocationRecord>, StoreError> {
+        let rows = location_row::Entity::find()
+            .order_by_asc(location_row::Column::Provider)
+            .order_by_asc(location_row::Column::Target)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| LocationRecord {
+                id: row.id,
+                provider: row.provider,
+                target: row.target,
+                error: row.error,
+                n_entities: row.n_entities,
+                refreshed_at: row.refreshed_at,
+            })
+            .collect())
+    }
+
+    /// Every ref claimed by two sources.
+    pub async fn conflicts(&self) -> Result<Vec<ConflictRecord>, StoreError> {
+        let rows = conflict_row::Entity::find().order_by_asc(conflict_row::Column::EntityRef).all(&self.db).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| ConflictRecord {
+                entity_ref: row.entity_ref,
+                owner_provider: row.owner_provider,
+                owner_location: row.owner_location,
+                claimant_provider: row.claimant_provider,
+                claimant_location: row.claimant_location,
+                detected_at: row.detected_at,
+            })
+            .collect())
+    }
+
+    /// Change-log rows after a sequence number, oldest first.
+    pub async fn changes_after(&self, after: i64, limit: u64) -> Result<Vec<Change>, StoreError> {
+        let rows = change_row::Entity::find()
+            .filter(change_row::Column::Seq.gt(after))
+            .order_by_asc(change_row::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                Some(Change {
+                    sequence: row.seq,
+                    time: row.created_at,
+                    entity_ref: row.entity_ref,
+                    change_type: ChangeType::parse(&row.change_type)?,
+                    entity: row.body,
+                    provider: row.provider,
+                })
+            })
+            .collect())
+    }
+
+    /// How many entities there are of each kind (for readiness and metrics).
+    pub async fn count_entities(&self) -> Result<u64, StoreError> {
+        Ok(entity_row::Entity::find().count(&self.db).await?)
+    }
+}
+
+fn to_stored(row: entity_row::Model) -> Result<StoredEntity, StoreError> {
+    let entity: Entity = serde_json::from_value(row.body.clone())
+        .map_err(|error| StoreError::Corrupt { entity_ref: row.entity_ref.clone(), message: error.to_string() })?;
+    // The body skips relations on deserialization (they are output only), so
+    // derive them again from the stored spec.
+    let entity = entity.with_derived_relations();
+    let entity_ref = EntityRef::parse(&row.entity_ref)
+        .map_err(|error| StoreError::Corrupt { entity_ref: row.entity_ref.clone(), message: error.to_string() })?;
+    let errors = match row.errors {
+        Some(Value::Array(items)) => items.into_iter().filter_map(|item| item.as_str().map(str::to_owned)).collect(),
+        _ => Vec::new(),
+    };
+    Ok(StoredEntity {
+        id: row.id,
+        entity_ref,
+        entity,
+        provider: row.provider,
+        location: row.location_key,
+        errors,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+/// Builds the WHERE condition of a filter and a search.
+fn condition(filter: Option<&Filter>, search: Option<&str>) -> Condition {
+    let mut condition = Condition::all();
+    if let Some(filter) = filter {
+        condition = condition.add(filter_condition(filter));
+    }
+    for word in search.unwrap_or_default().split_whitespace() {
+        let pattern = format!("%{}%", escape_like(&word.to_lowercase()));
+        condition = condition.add(
+            Expr::col(entity_row::Column::SearchText).like(sea_orm::sea_query::LikeExpr::new(pattern).escape('\\')),
+        );
+    }
+    condition
+}
+
+fn escape_like(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+fn filter_condition(filter: &Filter) -> Condition {
+    match filter {
+        Filter::All(filters) => {
+            filters.iter().fold(Condition::all(), |condition, filter| condition.add(filter_condition(filter)))
+        }
+        Filter::Any(filters) => {
+            filters.iter().fold(Condition::any(), |condition, filter| condition.add(filter_condition(filter)))
+        }
+        Filter::Not(filter) => filter_condition(filter).not(),
+        Filter::Field { field, predicate } => field_condition(field, predicate),
+    }
+}
+
+fn field_condition(field: &FilterField, predicate: &Predicate) -> Condition {
+    let column = match field {
+        FilterField::Kind => Some((entity_row::Column::Kind, None)),
+        FilterField::Namespace => Some((entity_row::Column::Namespace, None)),
+        FilterField::Name => Some((entity_row::Column::Name, None)),
+        FilterField::Owner => Some((entity_row::Column::OwnerRef, Some("Group"))),
+        FilterField::Lifecycle => Some((entity_row::Column::Lifecycle, None)),
+        FilterField::Type => Some((entity_row::Column::SpecType, None)),
+        FilterField::System => Some((entity_row::Column::SystemRef, Some("System"))),
+        FilterField::Tag | FilterField::Path(_) => None,
+    };
+    if let Some((column, default_kind)) = column {
+        return match predicate {
+            Predicate::Exists(true) => Condition::all().add(column.is_not_null()),
+            Predicate::Exists(false) => Condition::all().add(column.is_null()),
+            Predicate::In(values) => {
+                let values = values.iter().map(|value| match default_kind {
+                    Some(default_kind) => EntityRef::parse_with_defaults(
+                        value,
+                        Some(default_kind),
+                        catalog_domain::entity_ref::DEFAULT_NAMESPACE,
+                    )
+                    .map(|entity_ref| entity_ref.to_string())
+                    .unwrap_or_else(|_| value.to_lowercase()),
+                    None => value.to_lowercase(),
+                });
+                Condition::all().add(column.is_in(values))
+            }
+        };
+    }
+    let mut facet = Query::select();
+    facet
+        .column(facet_row::Column::EntityId)
+        .from(facet_row::Entity)
+        .and_where(Expr::col(facet_row::Column::Key).eq(field.facet_key()));
+    match predicate {
+        Predicate::In(values) => {
+            facet.and_where(Expr::col(facet_row::Column::Value).is_in(values.iter().cloned()));
+            Condition::all().add(Expr::col(entity_row::Column::Id).in_subquery(facet.to_owned()))
+        }
+        Predicate::Exists(exists) => {
+            let subquery = facet.to_owned();
+            if *exists {
+                Condition::all().add(Expr::col(entity_row::Column::Id).in_subquery(subquery))
+            } else {
+                Condition::all().add(Expr::col(entity_row::Column::Id).not_in_subquery(subquery))
+            }
+        }
+    }
+}

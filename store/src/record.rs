@@ -1,0 +1,89 @@
+//! What the store returns: domain entities with the catalog's own bookkeeping.
+
+use catalog_domain::{Entity, EntityRef};
+use chrono::{DateTime, Utc};
+
+/// An entity as the catalog holds it: the last good version, where it came
+/// from, and the problems of its latest ingestion.
+#[derive(Clone, Debug)]
+pub struct StoredEntity {
+    pub id: i64,
+    pub entity_ref: EntityRef,
+    /// The entity with metadata.uid and metadata.etag set by the catalog.
+    pub entity: Entity,
+    pub provider: String,
+    pub location: Option<String>,
+    /// Problems of the latest version the source offered (empty when it was valid).
+    pub errors: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One edge of the catalog graph as stored, with whether its target exists.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StoredRelation {
+    pub source_ref: String,
+    pub relation_type: catalog_domain::RelationType,
+    pub target_ref: String,
+}
+
+/// A location a provider read, with the outcome of its last read.
+#[derive(Clone, Debug)]
+pub struct LocationRecord {
+    pub id: i64,
+    pub provider: String,
+    pub target: String,
+    pub error: Option<String>,
+    pub n_entities: i64,
+    pub refreshed_at: DateTime<Utc>,
+}
+
+/// Two sources claimed the same ref: the owner keeps it, the claimant is refused.
+#[derive(Clone, Debug)]
+pub struct ConflictRecord {
+    pub entity_ref: String,
+    pub owner_provider: String,
+    pub owner_location: Option<String>,
+    pub claimant_provider: String,
+    pub claimant_location: Option<String>,
+    pub detected_at: DateTime<Utc>,
+}
+
+/// What happened to an entity, as recorded in the change log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeType {
+    Added,
+    Updated,
+    Removed,
+}
+
+impl ChangeType {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ChangeType::Added => "added",
+            ChangeType::Updated => "updated",
+            ChangeType::Removed => "removed",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        match text {
+            "added" => Some(ChangeType::Added),
+            "updated" => Some(ChangeType::Updated),
+            "removed" => Some(ChangeType::Removed),
+            _ => None,
+        }
+    }
+}
+
+/// One row of the change log.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub sequence: i64,
+    pub time: DateTime<Utc>,
+    pub entity_ref: String,
+    pub change_type: ChangeType,
+    /// The entity after the change; `None` when it was removed.
+    pub entity: Option<serde_json::Value>,
+    pub provider: String,
+}

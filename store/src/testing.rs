@@ -1,0 +1,125 @@
+//! Test harness: a fresh, migrated database per test, on SQLite (a file in a
+//! temporary directory) or PostgreSQL (a new database on the server named by
+//! `CATALOG_TEST_DATABASE_URL`).
+
+use crate::connection::Store;
+
+/// Where the PostgreSQL server for tests is, e.g. `postgres://postgres@127.0.0.1:5432/postgres`.
+pub const DATABASE_URL_VARIABLE: &str = "CATALOG_TEST_DATABASE_URL";
+/// Set to `1` (as CI does) to make PostgreSQL cases fail, not skip, without a URL.
+pub const REQUIRE_POSTGRES_VARIABLE: &str = "CATALOG_TEST_REQUIRE_POSTGRES";
+
+/// A database that lives as long as the test holds it.
+pub struct TestDatabase {
+    pub store: Store,
+    pub url: String,
+    _directory: Option<tempfile::TempDir>,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    /// A fresh SQLite file.
+    pub async fn sqlite() -> TestDatabase {
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        let url = format!("sqlite://{}", directory.path().join("catalog.db").display());
+        let store = Store::connect(&url).await.expect("SQLite opens");
+        store.migrate().await.expect("migrations run on SQLite");
+        TestDatabase { store, url, _directory: Some(directory), postgres: None }
+    }
+
+    /// A fresh PostgreSQL database, or `None` (with a loud message) when no
+    /// server is configured and it is not required.
+    pub async fn postgres() -> Option<TestDatabase> {
+        let Some(admin_url) = std::env::var(DATABASE_URL_VARIABLE).ok().filter(|url| !url.is_empty()) else {
+            if std::env::var(REQUIRE_POSTGRES_VARIABLE).is_ok_and(|value| value == "1") {
+                panic!("{REQUIRE_POSTGRES_VARIABLE}=1 but {DATABASE_URL_VARIABLE} is not set");
+            }
+            eprintln!("SKIPPED: PostgreSQL case (set {DATABASE_URL_VARIABLE} to run it)");
+            return None;
+        };
+        let name = format!("catalog_test_{}", uuid::Uuid::new_v4().simple());
+        let admin =
+            Store::connect(&admin_url).await.expect("the PostgreSQL server in CATALOG_TEST_DATABASE_URL answers");
+        sea_orm::ConnectionTrait::execute_unprepared(&admin.db, &format!("CREATE DATABASE {name}"))
+            .await
+            .expect("a test database can be created");
+        admin.close().await.ok();
+        let url = replace_database(&admin_url, &name);
+        let store = Store::connect(&url).await.expect("the new test database opens");
+        store.migrate().await.expect("migrations run on PostgreSQL");
+        Some(TestDatabase { store, url, _directory: None, postgres: Some((admin_url, name)) })
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.postgres.take() else { return };
+        // Dropping needs a runtime of its own: Drop cannot await, and the test's
+        // runtime may be shutting down.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let admin = Store::connect(&admin_url).await.ok()?;
+                sea_orm::ConnectionTrait::execute_unprepared(
+                    &admin.db,
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                )
+                .await
+                .ok()?;
+                admin.close().await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+fn replace_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |index| index + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{database}?{query}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+/// Generates, for each named `async fn(Store)`, one test on SQLite and one on
+/// PostgreSQL, so both backends run the same body.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let database = $crate::testing::TestDatabase::sqlite().await;
+                    super::$name(database.store.clone()).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    let Some(database) = $crate::testing::TestDatabase::postgres().await else { return };
+                    super::$name(database.store.clone()).await;
+                }
+            }
+        )*
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_database_name_is_replaced_keeping_credentials_and_options() {
+        assert_eq!(
+            super::replace_database("postgres://u:p@h:5432/postgres?sslmode=disable", "t1"),
+            "postgres://u:p@h:5432/t1?sslmode=disable"
+        );
+        assert_eq!(super::replace_database("postgres://h", "t1"), "postgres://h/t1");
+    }
+}

@@ -1,0 +1,279 @@
+//! The store's behaviour, each test body run on SQLite and on PostgreSQL.
+
+use catalog_domain::{Entity, EntityRef, RelationType};
+use catalog_store::{
+    ChangeType, Filter, FilterField, InvalidEntity, ListQuery, LocationStatus, OrderField, Predicate, Snapshot,
+    SnapshotEntity, Store, backend_tests,
+};
+use serde_json::json;
+
+fn component(name: &str, owner: &str, extra: serde_json::Value) -> Entity {
+    let mut spec = json!({"type": "service", "lifecycle": "production", "owner": owner});
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    catalog_domain::validate(&json!({
+        "apiVersion": "backstage.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": name, "tags": ["rust"], "description": format!("The {name} service")},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn group(name: &str) -> Entity {
+    catalog_domain::validate(&json!({
+        "apiVersion": "backstage.io/v1alpha1", "kind": "Group",
+        "metadata": {"name": name}, "spec": {"type": "team", "children": []}
+    }))
+    .unwrap()
+}
+
+fn snapshot(provider: &str, entities: Vec<(Entity, &str)>) -> Snapshot {
+    let mut locations: Vec<String> = entities.iter().map(|(_, location)| (*location).to_owned()).collect();
+    locations.sort();
+    locations.dedup();
+    Snapshot {
+        provider: provider.into(),
+        entities: entities
+            .into_iter()
+            .map(|(entity, location)| SnapshotEntity { entity, location: Some(location.into()) })
+            .collect(),
+        invalid: Vec::new(),
+        locations: locations.into_iter().map(|target| LocationStatus { target, error: None, n_entities: 1 }).collect(),
+    }
+}
+
+fn reference(text: &str) -> EntityRef {
+    EntityRef::parse(text).unwrap()
+}
+
+async fn a_snapshot_adds_updates_and_removes_with_one_change_each(store: Store) {
+    let first = snapshot(
+        "file",
+        vec![(component("a", "team-a", json!({})), "a.yaml"), (component("b", "team-a", json!({})), "b.yaml")],
+    );
+    let summary = store.apply_snapshot(&first).await.unwrap();
+    assert_eq!((summary.added, summary.updated, summary.removed), (2, 0, 0));
+
+    let second = snapshot("file", vec![(component("a", "team-b", json!({})), "a.yaml")]);
+    let summary = store.apply_snapshot(&second).await.unwrap();
+    assert_eq!((summary.added, summary.updated, summary.removed), (0, 1, 1));
+
+    let changes = store.changes_after(0, 100).await.unwrap();
+    let kinds: Vec<(String, ChangeType)> =
+        changes.iter().map(|change| (change.entity_ref.clone(), change.change_type)).collect();
+    assert_eq!(kinds.len(), 4);
+    assert!(kinds.contains(&("component:default/a".into(), ChangeType::Updated)));
+    assert!(kinds.contains(&("component:default/b".into(), ChangeType::Removed)));
+    assert!(changes.windows(2).all(|pair| pair[0].sequence < pair[1].sequence));
+    let removed = changes.iter().find(|change| change.change_type == ChangeType::Removed).unwrap();
+    assert!(removed.entity.is_none());
+
+    let a = store.entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
+    assert_eq!(a.entity.spec["owner"], "team-b");
+    assert!(store.entity_by_ref(&reference("component:default/b")).await.unwrap().is_none());
+}
+
+async fn an_unchanged_entity_is_not_rewritten_and_keeps_its_uid(store: Store) {
+    let first = snapshot("file", vec![(component("a", "team-a", json!({})), "a.yaml")]);
+    store.apply_snapshot(&first).await.unwrap();
+    let before = store.entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
+    let summary = store.apply_snapshot(&first).await.unwrap();
+    assert_eq!((summary.unchanged, summary.added, summary.updated), (1, 0, 0));
+    assert_eq!(store.changes_after(0, 100).await.unwrap().len(), 1);
+
+    store.apply_snapshot(&snapshot("file", vec![(component("a", "team-z", json!({})), "a.yaml")])).await.unwrap();
+    let after = store.entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
+    assert_eq!(before.entity.metadata.uid, after.entity.metadata.uid);
+    assert_ne!(before.entity.metadata.etag, after.entity.metadata.etag);
+    assert_eq!(before.created_at, after.created_at);
+}
+
+async fn an_invalid_new_version_keeps_the_last_good_one_with_its_errors(store: Store) {
+    store.apply_snapshot(&snapshot("file", vec![(component("a", "team-a", json!({})), "a.yaml")])).await.unwrap();
+    let mut broken = snapshot("file", vec![]);
+    broken.invalid.push(InvalidEntity {
+        entity_ref: reference("component:default/a"),
+        location: Some("a.yaml".into()),
+        errors: vec!["spec.owner is required [rule required]".into()],
+    });
+    broken.locations.push(LocationStatus { target: "a.yaml".into(), error: None, n_entities: 0 });
+    let summary = store.apply_snapshot(&broken).await.unwrap();
+    assert_eq!((summary.removed, summary.invalid), (0, 1));
+    let kept = store.entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
+    assert_eq!(kept.entity.spec["owner"], "team-a");
+    assert_eq!(kept.errors, ["spec.owner is required [rule required]"]);
+
+    store.apply_snapshot(&snapshot("file", vec![(component("a", "team-a", json!({})), "a.yaml")])).await.unwrap();
+    let healed = store.entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
+    assert!(healed.errors.is_empty());
+}
+
+async fn a_location_that_fails_to_read_keeps_its_entities(store: Store) {
+    store
+        .apply_snapshot(&snapshot(
+            "file",
+            vec![(component("a", "team-a", json!({})), "a.yaml"), (component("b", "team-a", json!({})), "b.yaml")],
+        ))
+        .await
+        .unwrap();
+    let mut failing = snapshot("file", vec![(component("b", "team-a", json!({})), "b.yaml")]);
+    failing.locations.push(LocationStatus {
+        target: "a.yaml".into(),
+        error: Some("permission denied".into()),
+        n_entities: 0,
+    });
+    let summary = store.apply_snapshot(&failing).await.unwrap();
+    assert_eq!(summary.removed, 0);
+    assert!(store.entity_by_ref(&reference("component:default/a")).await.unwrap().is_some());
+    let locations = store.locations().await.unwrap();
+    let a = locations.iter().find(|location| location.target == "a.yaml").unwrap();
+    assert_eq!(a.error.as_deref(), Some("permission denied"));
+}
+
+async fn a_ref_claimed_by_two_sources_stays_with_the_first_and_is_recorded(store: Store) {
+    store.apply_snapshot(&snapshot("file", vec![(component("a", "team-a", json!({})), "a.yaml")])).await.unwrap();
+    let summary = store
+        .apply_snapshot(&snapshot("github", vec![(component("a", "team-b", json!({})), "repo/a.yaml")]))
+        .await
+        .unwrap();
+    assert_eq!((summary.conflicts, summary.added), (1, 0));
+    let kept = store.entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
+    assert_eq!((kept.provider.as_str(), kept.entity.spec["owner"].as_str()), ("file", Some("team-a")));
+    let conflicts = store.conflicts().await.unwrap();
+    assert_eq!(conflicts.len(), 1);
+    assert_eq!((conflicts[0].owner_provider.as_str(), conflicts[0].claimant_provider.as_str()), ("file", "github"));
+    assert_eq!(conflicts[0].claimant_location.as_deref(), Some("repo/a.yaml"));
+    // The claimant's next run re-records rather than duplicates.
+    store
+        .apply_snapshot(&snapshot("github", vec![(component("a", "team-b", json!({})), "repo/a.yaml")]))
+        .await
+        .unwrap();
+    assert_eq!(store.conflicts().await.unwrap().len(), 1);
+}
+
+async fn relations_are_stored_both_ways_and_dangling_targets_stay_visible(store: Store) {
+    let a = component("a", "team-a", json!({"dependsOn": ["component:b", "component:ghost"]}));
+    store
+        .apply_snapshot(&snapshot(
+            "file",
+            vec![(a, "a.yaml"), (component("b", "team-a", json!({})), "b.yaml"), (group("team-a"), "g.yaml")],
+        ))
+        .await
+        .unwrap();
+    let edges = store.relations_from(&["component:default/a".into()], Some(&[RelationType::DependsOn])).await.unwrap();
+    let targets: Vec<&str> = edges.iter().map(|edge| edge.target_ref.as_str()).collect();
+    assert_eq!(targets, ["component:default/b", "component:default/ghost"]);
+    let owned = store.relations_from(&["group:default/team-a".into()], Some(&[RelationType::OwnerOf])).await.unwrap();
+    assert_eq!(owned.len(), 2);
+    let dependents = store.relations_from(&["component:default/b".into()], None).await.unwrap();
+    assert!(
+        dependents
+            .iter()
+            .any(|edge| edge.relation_type == RelationType::DependencyOf && edge.target_ref == "component:default/a")
+    );
+}
+
+async fn pages_are_filtered_sorted_counted_and_searchable(store: Store) {
+    let mut entities = Vec::new();
+    for index in 0..25 {
+        let owner = if index % 2 == 0 { "team-even" } else { "team-odd" };
+        let lifecycle = if index < 5 { "experimental" } else { "production" };
+        let mut entity = component(&format!("svc-{index:02}"), owner, json!({"lifecycle": lifecycle}));
+        entity.metadata.labels.insert("acme.com/tier".into(), format!("{}", index % 3));
+        entities.push((entity, "all.yaml"));
+    }
+    entities.push((group("team-even"), "all.yaml"));
+    store.apply_snapshot(&snapshot("file", entities)).await.unwrap();
+
+    let components = Filter::Field { field: FilterField::Kind, predicate: Predicate::In(vec!["component".into()]) };
+    let page = store
+        .list_entities(&ListQuery { filter: Some(components.clone()), limit: 10, offset: 10, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(page.total_count, 25);
+    let names: Vec<&str> = page.entities.iter().map(|stored| stored.entity.metadata.name.as_str()).collect();
+    assert_eq!(names.first(), Some(&"svc-10"));
+    assert_eq!(names.len(), 10);
+
+    let even = Filter::All(vec![
+        components.clone(),
+        Filter::Field { field: FilterField::Owner, predicate: Predicate::In(vec!["Team-Even".into()]) },
+        Filter::Not(Box::new(Filter::Field {
+            field: FilterField::Lifecycle,
+            predicate: Predicate::In(vec!["experimental".into()]),
+        })),
+    ]);
+    let page = store
+        .list_entities(&ListQuery {
+            filter: Some(even),
+            limit: 100,
+            order: OrderField::Name,
+            descending: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total_count, 10);
+    assert_eq!(page.entities[0].entity.metadata.name, "svc-24");
+
+    let labelled = Filter::Any(vec![
+        Filter::Field {
+            field: FilterField::from_key("metadata.labels.acme.com/tier"),
+            predicate: Predicate::In(vec!["0".into()]),
+        },
+        Filter::Field { field: FilterField::Kind, predicate: Predicate::In(vec!["group".into()]) },
+    ]);
+    let page =
+        store.list_entities(&ListQuery { filter: Some(labelled), limit: 100, ..Default::default() }).await.unwrap();
+    assert_eq!(page.total_count, 9 + 1);
+
+    let unlabelled = Filter::Field {
+        field: FilterField::from_key("metadata.labels.acme.com/tier"),
+        predicate: Predicate::Exists(false),
+    };
+    let page =
+        store.list_entities(&ListQuery { filter: Some(unlabelled), limit: 100, ..Default::default() }).await.unwrap();
+    assert_eq!(page.total_count, 1);
+
+    let page = store
+        .list_entities(&ListQuery { search: Some("SVC-1 service".into()), limit: 100, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(page.total_count, 10);
+    let page = store
+        .list_entities(&ListQuery { search: Some("100%".into()), limit: 100, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(page.total_count, 0);
+
+    let facets = store
+        .facets(&["kind".into(), "spec.lifecycle".into(), "metadata.tags".into()], Some(&components))
+        .await
+        .unwrap();
+    assert_eq!(facets[0].values, [("Component".to_owned(), 25)]);
+    assert_eq!(facets[1].values, [("production".to_owned(), 20), ("experimental".to_owned(), 5)]);
+    assert_eq!(facets[2].values, [("rust".to_owned(), 25)]);
+}
+
+async fn many_refs_are_fetched_in_one_statement(store: Store) {
+    let entities = (0..30).map(|index| (component(&format!("c{index}"), "team-a", json!({})), "x.yaml")).collect();
+    store.apply_snapshot(&snapshot("file", entities)).await.unwrap();
+    let refs: Vec<EntityRef> = (0..40).map(|index| reference(&format!("component:default/c{index}"))).collect();
+    let before = store.statement_count();
+    let found = store.entities_by_refs(&refs).await.unwrap();
+    assert_eq!(store.statement_count() - before, 1);
+    assert_eq!(found.len(), 30);
+}
+
+backend_tests!(
+    a_snapshot_adds_updates_and_removes_with_one_change_each,
+    an_unchanged_entity_is_not_rewritten_and_keeps_its_uid,
+    an_invalid_new_version_keeps_the_last_good_one_with_its_errors,
+    a_location_that_fails_to_read_keeps_its_entities,
+    a_ref_claimed_by_two_sources_stays_with_the_first_and_is_recorded,
+    relations_are_stored_both_ways_and_dangling_targets_stay_visible,
+    pages_are_filtered_sorted_counted_and_searchable,
+    many_refs_are_fetched_in_one_statement,
+);
