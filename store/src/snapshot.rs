@@ -55,13 +55,16 @@ pub struct InvalidEntity {
     pub errors: Vec<String>,
 }
 
-/// The outcome of reading one location. A location with an error keeps every
-/// entity it produced before: a failing source never deletes.
-#[derive(Clone, Debug)]
+/// The outcome of reading one location.
+#[derive(Clone, Debug, Default)]
 pub struct LocationStatus {
     pub target: String,
     pub error: Option<String>,
     pub n_entities: usize,
+    /// The read failed in a way that says nothing about the content (an I/O
+    /// error, a document that would not parse): every entity the location
+    /// produced before is kept. A failing source never deletes.
+    pub keeps_entities: bool,
 }
 
 /// What applying a snapshot changed.
@@ -242,12 +245,8 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
         }
     }
 
-    let failed_locations: HashSet<&str> = snapshot
-        .locations
-        .iter()
-        .filter(|status| status.error.is_some())
-        .map(|status| status.target.as_str())
-        .collect();
+    let failed_locations: HashSet<&str> =
+        snapshot.locations.iter().filter(|status| status.keeps_entities).map(|status| status.target.as_str()).collect();
     for (entity_ref, row) in &existing {
         if seen.contains_key(entity_ref) || invalid_refs.contains(entity_ref) {
             continue;

@@ -40,7 +40,10 @@ fn snapshot(provider: &str, entities: Vec<(Entity, &str)>) -> Snapshot {
             .map(|(entity, location)| SnapshotEntity { entity, location: Some(location.into()) })
             .collect(),
         invalid: Vec::new(),
-        locations: locations.into_iter().map(|target| LocationStatus { target, error: None, n_entities: 1 }).collect(),
+        locations: locations
+            .into_iter()
+            .map(|target| LocationStatus { target, n_entities: 1, ..Default::default() })
+            .collect(),
     }
 }
 
@@ -98,7 +101,7 @@ async fn an_invalid_new_version_keeps_the_last_good_one_with_its_errors(store: S
         location: Some("a.yaml".into()),
         errors: vec!["spec.owner is required [rule required]".into()],
     });
-    broken.locations.push(LocationStatus { target: "a.yaml".into(), error: None, n_entities: 0 });
+    broken.locations.push(LocationStatus { target: "a.yaml".into(), ..Default::default() });
     let summary = store.apply_snapshot(&broken).await.unwrap();
     assert_eq!((summary.removed, summary.invalid), (0, 1));
     let kept = store.entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
@@ -123,6 +126,7 @@ async fn a_location_that_fails_to_read_keeps_its_entities(store: Store) {
         target: "a.yaml".into(),
         error: Some("permission denied".into()),
         n_entities: 0,
+        keeps_entities: true,
     });
     let summary = store.apply_snapshot(&failing).await.unwrap();
     assert_eq!(summary.removed, 0);

@@ -1,0 +1,215 @@
+//! The file provider: reads catalog-info.yaml files from configured paths and
+//! globs, and follows the Location entities they contain.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+
+use catalog_domain::{DocumentOutcome, Entity, parse_documents};
+use catalog_store::{InvalidEntity, LocationStatus, Snapshot, SnapshotEntity};
+use serde::Deserialize;
+
+/// The annotation naming the location an entity was read from.
+pub const MANAGED_BY_LOCATION: &str = "backstage.io/managed-by-location";
+/// The annotation naming the configured location that led to it.
+pub const MANAGED_BY_ORIGIN_LOCATION: &str = "backstage.io/managed-by-origin-location";
+
+/// The most files one run reads, so that a Location cycle or a glob over a huge
+/// tree cannot run away.
+const MAX_FILES: usize = 10_000;
+
+/// Where the file provider reads from.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileProviderConfig {
+    /// Files or glob patterns, relative to the working directory.
+    pub paths: Vec<String>,
+}
+
+/// A ready file provider.
+#[derive(Clone, Debug)]
+pub struct FileProvider {
+    paths: Vec<String>,
+}
+
+struct Target {
+    path: PathBuf,
+    origin: String,
+    required: bool,
+}
+
+impl FileProvider {
+    /// The provider key its entities are stored under.
+    pub const KEY: &'static str = "file";
+
+    pub fn new(config: &FileProviderConfig) -> Self {
+        Self { paths: config.paths.clone() }
+    }
+
+    /// Reads every file once into a snapshot. Blocking: run it off the async
+    /// runtime's worker threads.
+    pub fn read(&self) -> Snapshot {
+        let mut snapshot = Snapshot { provider: Self::KEY.to_owned(), ..Default::default() };
+        let mut queue = VecDeque::new();
+        for pattern in &self.paths {
+            match glob::glob(pattern) {
+                Ok(paths) => {
+                    let mut matched = false;
+                    for path in paths.flatten() {
+                        matched = true;
+                        let origin = location_key(&path);
+                        queue.push_back(Target { path, origin, required: true });
+                    }
+                    if !matched && !has_glob_characters(pattern) {
+                        let path = PathBuf::from(pattern);
+                        queue.push_back(Target { origin: location_key(&path), path, required: true });
+                    }
+                }
+                Err(error) => snapshot.locations.push(LocationStatus {
+                    target: format!("file:{pattern}"),
+                    error: Some(format!("invalid glob pattern: {error}")),
+                    keeps_entities: true,
+                    ..Default::default()
+                }),
+            }
+        }
+        let mut visited = HashSet::new();
+        while let Some(target) = queue.pop_front() {
+            let key = location_key(&target.path);
+            if !visited.insert(key.clone()) {
+                continue;
+            }
+            if visited.len() > MAX_FILES {
+                snapshot.locations.push(LocationStatus {
+                    target: key,
+                    error: Some(format!("more than {MAX_FILES} files: the rest were not read")),
+                    keeps_entities: true,
+                    ..Default::default()
+                });
+                break;
+            }
+            read_file(&target, &key, &mut snapshot, &mut queue);
+        }
+        snapshot
+    }
+}
+
+fn read_file(target: &Target, key: &str, snapshot: &mut Snapshot, queue: &mut VecDeque<Target>) {
+    let text = match std::fs::read_to_string(&target.path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            // A file that is gone is a real removal: its entities go with it.
+            if target.required {
+                snapshot.locations.push(LocationStatus {
+                    target: key.to_owned(),
+                    error: Some("the file does not exist".into()),
+                    ..Default::default()
+                });
+            }
+            return;
+        }
+        Err(error) => {
+            snapshot.locations.push(LocationStatus {
+                target: key.to_owned(),
+                error: Some(format!("cannot read the file: {error}")),
+                keeps_entities: true,
+                ..Default::default()
+            });
+            return;
+        }
+    };
+    let mut problems = Vec::new();
+    let mut keeps_entities = false;
+    let mut n_entities = 0;
+    for document in parse_documents(&text) {
+        let position = format!("document {} (line {})", document.index + 1, document.line);
+        match document.outcome {
+            DocumentOutcome::Entity(entity) => {
+                let entity = annotate(*entity, key, &target.origin);
+                if entity.kind.eq_ignore_ascii_case("Location") {
+                    follow_location(&entity, &target.path, &target.origin, queue);
+                }
+                n_entities += 1;
+                snapshot.entities.push(SnapshotEntity { entity, location: Some(key.to_owned()) });
+            }
+            DocumentOutcome::Invalid { entity_ref, errors } => {
+                let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                problems.push(format!("{position}: {}", messages.join("; ")));
+                match entity_ref {
+                    Some(entity_ref) => snapshot.invalid.push(InvalidEntity {
+                        entity_ref,
+                        location: Some(key.to_owned()),
+                        errors: messages,
+                    }),
+                    // Which entity it was is unknown, so nothing of this file may go.
+                    None => keeps_entities = true,
+                }
+            }
+            DocumentOutcome::Unparsable { message } => {
+                problems.push(format!("{position}: {message}"));
+                keeps_entities = true;
+            }
+        }
+    }
+    for problem in &problems {
+        tracing::warn!(location = key, error = %problem, "invalid catalog document");
+    }
+    snapshot.locations.push(LocationStatus {
+        target: key.to_owned(),
+        error: (!problems.is_empty()).then(|| problems.join("\n")),
+        n_entities,
+        keeps_entities,
+    });
+}
+
+fn annotate(mut entity: Entity, location: &str, origin: &str) -> Entity {
+    entity.metadata.annotations.insert(MANAGED_BY_LOCATION.to_owned(), location.to_owned());
+    entity.metadata.annotations.insert(MANAGED_BY_ORIGIN_LOCATION.to_owned(), origin.to_owned());
+    entity
+}
+
+/// Queues the files a Location entity points at, relative to its own file.
+fn follow_location(entity: &Entity, file: &Path, origin: &str, queue: &mut VecDeque<Target>) {
+    let location_type = entity.spec_str("type").unwrap_or("file");
+    if location_type != "file" {
+        tracing::warn!(location = %entity.entity_ref(), location_type, "only file locations are followed");
+        return;
+    }
+    let required = entity.spec_str("presence") != Some("optional");
+    let mut targets: Vec<&str> = entity.spec_str("target").into_iter().collect();
+    if let Some(list) = entity.spec.get("targets").and_then(serde_json::Value::as_array) {
+        targets.extend(list.iter().filter_map(serde_json::Value::as_str));
+    }
+    let directory = file.parent().unwrap_or(Path::new("."));
+    for target in targets {
+        let path = directory.join(target);
+        if has_glob_characters(target) {
+            if let Ok(paths) = glob::glob(&path.to_string_lossy()) {
+                for path in paths.flatten() {
+                    queue.push_back(Target { path, origin: origin.to_owned(), required });
+                }
+            }
+        } else {
+            queue.push_back(Target { path, origin: origin.to_owned(), required });
+        }
+    }
+}
+
+fn has_glob_characters(pattern: &str) -> bool {
+    pattern.contains(['*', '?', '['])
+}
+
+/// The location key of a file: `file:` and its absolute, normalised path.
+fn location_key(path: &Path) -> String {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut normal = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                normal.pop();
+            }
+            other => normal.push(other),
+        }
+    }
+    format!("file:{}", normal.display())
+}
