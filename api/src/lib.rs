@@ -1,1 +1,9 @@
-//! placeholder
+//! The catalog's API: the GraphQL schema, the HTTP server with its request
+//! firewall, configuration, and the application that ties them to the store
+//! and the ingestion engine. The only crate that knows GraphQL and HTTP.
+
+pub mod app;
+pub mod config;
+pub mod firewall;
+pub mod graphql;
+mod http;

@@ -1,1 +1,154 @@
-fn main() {}
+//! The `catalog` binary: serve, migrate, validate, print the schema, ingest.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use catalog_api::app::Application;
+use catalog_api::config::Config;
+use catalog_api::graphql::{sdl, validation_report};
+use clap::{Parser, Subcommand};
+
+/// The software catalog, served as GraphQL.
+#[derive(Parser)]
+#[command(name = "catalog", version)]
+struct Cli {
+    /// A YAML config file; CATALOG_SECTION__KEY variables override it.
+    #[arg(long, global = true, env = "CATALOG_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve GraphQL, ingesting on a schedule (defaults: SQLite in ./data, the
+    /// example catalog, 127.0.0.1:7007).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Validate catalog files; exits non-zero when any document is invalid.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the GraphQL schema (SDL).
+    Schema,
+    /// Run the providers.
+    Ingest {
+        /// Run once and exit (the only mode for now: `serve` schedules runs).
+        #[arg(long, required = true)]
+        once: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CATALOG_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = || Config::load(cli.config.as_deref(), std::env::vars()).context("cannot load the configuration");
+    match &cli.command {
+        Command::Serve => {
+            let application = Application::build(config()?).await?;
+            println!("catalog listening on http://{}/graphql", application.address());
+            application.run_until(shutdown_signal()).await?;
+        }
+        Command::Migrate => {
+            let config = config()?;
+            let store =
+                catalog_store::Store::connect(&config.database.url).await.context("cannot open the database")?;
+            store.migrate().await.context("cannot migrate the database")?;
+            println!("migrations applied");
+        }
+        Command::Validate { files } => return validate(files),
+        Command::Schema => print!("{}", sdl()),
+        Command::Ingest { .. } => {
+            let mut config = config()?;
+            config.server.port = 0;
+            let application = Application::build(config).await?;
+            for run in application.ingest_once().await? {
+                let summary = run.summary;
+                println!(
+                    "{}: {} added, {} updated, {} removed, {} unchanged, {} invalid, {} conflicts, {} location errors",
+                    run.provider,
+                    summary.added,
+                    summary.updated,
+                    summary.removed,
+                    summary.unchanged,
+                    summary.invalid,
+                    summary.conflicts,
+                    run.n_location_errors
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let mut all_valid = true;
+    for file in files {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let report = validation_report(&text);
+        if report.documents.is_empty() {
+            println!("{}: no documents", file.display());
+        }
+        for document in &report.documents {
+            let name = document.entity_ref.as_deref().unwrap_or("(unknown entity)");
+            if document.valid {
+                println!("{}:{}: ok {name}", file.display(), document.line);
+            } else {
+                all_valid = false;
+                for problem in &document.problems {
+                    println!("{}:{}: error {name}: {}", file.display(), document.line, problem.message);
+                }
+            }
+        }
+    }
+    Ok(if all_valid { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

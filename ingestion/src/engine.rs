@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use catalog_store::{ApplySummary, Store, StoreError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::file::{FileProvider, FileProviderConfig};
 
 /// The providers there are. Closed: each variant builds a ready provider.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ProviderConfig {
     File(FileProviderConfig),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use catalog_domain::{DocumentOutcome, Entity, parse_documents};
 use catalog_store::{InvalidEntity, LocationStatus, Snapshot, SnapshotEntity};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The annotation naming the location an entity was read from.
 pub const MANAGED_BY_LOCATION: &str = "backstage.io/managed-by-location";
@@ -18,7 +18,7 @@ pub const MANAGED_BY_ORIGIN_LOCATION: &str = "backstage.io/managed-by-origin-loc
 const MAX_FILES: usize = 10_000;
 
 /// Where the file provider reads from.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FileProviderConfig {
     /// Files or glob patterns, relative to the working directory.

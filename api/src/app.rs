@@ -1,0 +1,83 @@
+//! The application: store, schema, HTTP server and ingestion loop, built from a
+//! configuration. Tests build it on port 0 and read the bound address.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use catalog_ingestion::{Engine, ProviderRun};
+use catalog_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::graphql::{SchemaLimits, build_schema};
+use crate::http::{HttpState, router};
+
+/// A built, bound, not yet serving application.
+pub struct Application {
+    listener: TcpListener,
+    address: SocketAddr,
+    store: Store,
+    engine: Engine,
+    config: Config,
+}
+
+impl Application {
+    /// Connects and migrates the database and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = Store::connect(&config.database.url).await.context("cannot open the database")?;
+        store.migrate().await.context("cannot migrate the database")?;
+        let engine = Engine::new(store.clone(), &config.ingestion.providers);
+        let listener = TcpListener::bind((config.server.host.as_str(), config.server.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", config.server.host, config.server.port))?;
+        let address = listener.local_addr().context("the listener has no address")?;
+        Ok(Self { listener, address, store, engine, config })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs every provider once, now.
+    pub async fn ingest_once(&self) -> anyhow::Result<Vec<ProviderRun>> {
+        self.engine.run_once().await.context("ingestion failed")
+    }
+
+    /// Serves until `shutdown` completes, running ingestion on its schedule
+    /// when enabled; in-flight requests finish before it returns.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let limits = SchemaLimits {
+            max_depth: self.config.graphql.max_depth,
+            max_complexity: self.config.graphql.max_complexity,
+        };
+        let state = HttpState {
+            schema: build_schema(self.store.clone(), limits),
+            store: self.store.clone(),
+            graphql: self.config.graphql.clone(),
+            request_timeout: Duration::from_secs(self.config.server.request_timeout_seconds),
+        };
+        let (stop_ingestion, ingestion_stopped) = watch::channel(false);
+        let ingestion = self.config.ingestion.enabled.then(|| {
+            let interval = Duration::from_secs(self.config.ingestion.interval_seconds.max(1));
+            tokio::spawn(self.engine.clone().run(interval, ingestion_stopped))
+        });
+        tracing::info!(address = %self.address, "serving GraphQL at /graphql");
+        axum::serve(self.listener, router(state))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("the server failed")?;
+        let _ = stop_ingestion.send(true);
+        if let Some(ingestion) = ingestion {
+            let _ = ingestion.await;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,222 @@
+//! Configuration: defaults that run with nothing set, then an optional YAML
+//! file, then `CATALOG_SECTION__KEY` environment variables.
+
+use std::path::Path;
+
+use catalog_ingestion::{FileProviderConfig, ProviderConfig};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The whole configuration. Unknown keys are errors, so typos never pass silently.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub ingestion: IngestionConfig,
+    pub graphql: GraphqlConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The address to listen on.
+    pub host: String,
+    /// The port to listen on; 0 picks a free one.
+    pub port: u16,
+    /// The longest a request may run before it is cut off.
+    pub request_timeout_seconds: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (embedded) or `postgres://USER@HOST:PORT/DB`. Put the
+    /// password in the environment (CATALOG_DATABASE__URL), never in a file.
+    pub url: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestionConfig {
+    /// Whether `serve` runs the providers on a schedule.
+    pub enabled: bool,
+    /// Time between provider runs.
+    pub interval_seconds: u64,
+    pub providers: Vec<ProviderConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphqlConfig {
+    /// Whether GET /graphql from a browser serves GraphiQL.
+    pub graphiql_enabled: bool,
+    /// The largest request body accepted on /graphql.
+    pub max_body_bytes: usize,
+    /// The longest query text accepted.
+    pub max_query_bytes: usize,
+    /// The deepest nesting of brackets, braces and parentheses in a query,
+    /// checked before parsing (the parser recurses per level).
+    pub max_nesting: usize,
+    /// The deepest selection nesting of an operation.
+    pub max_depth: usize,
+    /// The most an operation may cost; connection fields cost their page size
+    /// times their selection.
+    pub max_complexity: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { host: "127.0.0.1".into(), port: 7007, request_timeout_seconds: 30 }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: "sqlite://data/catalog.db".into() }
+    }
+}
+
+impl Default for IngestionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_seconds: 60,
+            providers: vec![ProviderConfig::File(FileProviderConfig {
+                paths: vec!["examples/catalog-info.yaml".into()],
+            })],
+        }
+    }
+}
+
+impl Default for GraphqlConfig {
+    fn default() -> Self {
+        Self {
+            graphiql_enabled: true,
+            max_body_bytes: 256 * 1024,
+            max_query_bytes: 32 * 1024,
+            max_nesting: 40,
+            max_depth: 16,
+            max_complexity: 10_000,
+        }
+    }
+}
+
+/// Why a configuration could not be loaded; names the file or variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("environment variable {name}: {message}")]
+    Environment { name: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The prefix of environment overrides; `__` separates sections.
+pub const ENV_PREFIX: &str = "CATALOG_";
+
+impl Config {
+    /// Defaults, then the file (when given), then the environment variables.
+    pub fn load(
+        file: Option<&Path>,
+        environment: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut value =
+            serde_json::to_value(Config::default()).map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|error| ConfigError::File { path: path.display().to_string(), message: error.to_string() })?;
+            let overlay = catalog_domain::document::parse_yaml(&text)
+                .map_err(|message| ConfigError::File { path: path.display().to_string(), message })?;
+            if !overlay.is_null() {
+                merge(&mut value, overlay);
+            }
+        }
+        for (name, raw) in environment {
+            let Some(path) = name.strip_prefix(ENV_PREFIX) else { continue };
+            // Variables the binary itself reads, not config keys.
+            if path == "CONFIG" || path == "LOG" || path.starts_with("TEST_") {
+                continue;
+            }
+            let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+            if keys.iter().any(String::is_empty) {
+                return Err(ConfigError::Environment { name, message: "empty section name".into() });
+            }
+            let parsed = serde_json::from_str::<Value>(&raw).unwrap_or(Value::String(raw));
+            set_path(&mut value, &keys, parsed).map_err(|message| ConfigError::Environment { name, message })?;
+        }
+        serde_json::from_value(value).map_err(|error| ConfigError::Invalid(error.to_string()))
+    }
+}
+
+fn merge(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (Value::Object(base), Value::Object(overlay)) => {
+            for (key, value) in overlay {
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
+
+fn set_path(value: &mut Value, keys: &[String], new: Value) -> Result<(), String> {
+    let Some((last, parents)) = keys.split_last() else { return Err("no key".into()) };
+    let mut current = value;
+    for key in parents {
+        let Value::Object(map) = current else { return Err(format!("{key} is not a section")) };
+        current = map.entry(key.clone()).or_insert_with(|| Value::Object(Map::new()));
+    }
+    let Value::Object(map) = current else { return Err(format!("{last} is not inside a section")) };
+    // A string for a numeric or boolean key was not valid JSON: keep it as text
+    // so that deserialization names the key in its error.
+    map.insert(last.clone(), new);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_need_no_file_and_no_environment() {
+        let config = Config::load(None, Vec::new()).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.server.port, 7007);
+        assert!(config.database.url.starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn the_file_overrides_defaults_and_the_environment_overrides_the_file() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("catalog.yaml");
+        std::fs::write(&path, "server:\n  port: 8080\n  host: 0.0.0.0\ningestion:\n  interval_seconds: 5\n").unwrap();
+        let environment = vec![
+            ("CATALOG_SERVER__PORT".to_owned(), "9090".to_owned()),
+            ("CATALOG_DATABASE__URL".to_owned(), "postgres://catalog@db/catalog".to_owned()),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ];
+        let config = Config::load(Some(&path), environment).unwrap();
+        assert_eq!((config.server.host.as_str(), config.server.port), ("0.0.0.0", 9090));
+        assert_eq!(config.ingestion.interval_seconds, 5);
+        assert_eq!(config.database.url, "postgres://catalog@db/catalog");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("catalog.yaml");
+        std::fs::write(&path, "server:\n  prot: 8080\n").unwrap();
+        let error = Config::load(Some(&path), Vec::new()).unwrap_err().to_string();
+        assert!(error.contains("prot"), "{error}");
+        let error =
+            Config::load(None, vec![("CATALOG_SERVER__PORT".to_owned(), "eighty".to_owned())]).unwrap_err().to_string();
+        assert!(error.contains("eighty") || error.contains("u16"), "{error}");
+    }
+}

@@ -1,0 +1,593 @@
+//! The Entity interface and one object type per kind. Each type wraps a stored
+//! domain entity; relation fields resolve through the DataLoaders.
+
+use std::sync::Arc;
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, Enum, ID, Interface, Json, Object, Result, SimpleObject};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use catalog_domain::RelationType as DomainRelationType;
+use catalog_store::StoredEntity;
+use chrono::{DateTime, Utc};
+
+use super::loaders::{EdgesLoader, EntityLoader};
+
+/// The relation types of the catalog graph, each with its reverse.
+#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
+#[graphql(name = "RelationType")]
+pub enum RelationTypeValue {
+    OwnedBy,
+    OwnerOf,
+    PartOf,
+    HasPart,
+    DependsOn,
+    DependencyOf,
+    ProvidesApi,
+    ApiProvidedBy,
+    ConsumesApi,
+    ApiConsumedBy,
+    MemberOf,
+    HasMember,
+    ChildOf,
+    ParentOf,
+}
+
+impl From<RelationTypeValue> for DomainRelationType {
+    fn from(value: RelationTypeValue) -> Self {
+        match value {
+            RelationTypeValue::OwnedBy => DomainRelationType::OwnedBy,
+            RelationTypeValue::OwnerOf => DomainRelationType::OwnerOf,
+            RelationTypeValue::PartOf => DomainRelationType::PartOf,
+            RelationTypeValue::HasPart => DomainRelationType::HasPart,
+            RelationTypeValue::DependsOn => DomainRelationType::DependsOn,
+            RelationTypeValue::DependencyOf => DomainRelationType::DependencyOf,
+            RelationTypeValue::ProvidesApi => DomainRelationType::ProvidesApi,
+            RelationTypeValue::ApiProvidedBy => DomainRelationType::ApiProvidedBy,
+            RelationTypeValue::ConsumesApi => DomainRelationType::ConsumesApi,
+            RelationTypeValue::ApiConsumedBy => DomainRelationType::ApiConsumedBy,
+            RelationTypeValue::MemberOf => DomainRelationType::MemberOf,
+            RelationTypeValue::HasMember => DomainRelationType::HasMember,
+            RelationTypeValue::ChildOf => DomainRelationType::ChildOf,
+            RelationTypeValue::ParentOf => DomainRelationType::ParentOf,
+        }
+    }
+}
+
+impl From<DomainRelationType> for RelationTypeValue {
+    fn from(value: DomainRelationType) -> Self {
+        match value {
+            DomainRelationType::OwnedBy => RelationTypeValue::OwnedBy,
+            DomainRelationType::OwnerOf => RelationTypeValue::OwnerOf,
+            DomainRelationType::PartOf => RelationTypeValue::PartOf,
+            DomainRelationType::HasPart => RelationTypeValue::HasPart,
+            DomainRelationType::DependsOn => RelationTypeValue::DependsOn,
+            DomainRelationType::DependencyOf => RelationTypeValue::DependencyOf,
+            DomainRelationType::ProvidesApi => RelationTypeValue::ProvidesApi,
+            DomainRelationType::ApiProvidedBy => RelationTypeValue::ApiProvidedBy,
+            DomainRelationType::ConsumesApi => RelationTypeValue::ConsumesApi,
+            DomainRelationType::ApiConsumedBy => RelationTypeValue::ApiConsumedBy,
+            DomainRelationType::MemberOf => RelationTypeValue::MemberOf,
+            DomainRelationType::HasMember => RelationTypeValue::HasMember,
+            DomainRelationType::ChildOf => RelationTypeValue::ChildOf,
+            DomainRelationType::ParentOf => RelationTypeValue::ParentOf,
+        }
+    }
+}
+
+/// A label or annotation.
+#[derive(SimpleObject, Clone)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: String,
+}
+
+/// A link shown on an entity's page.
+#[derive(SimpleObject, Clone)]
+pub struct EntityLink {
+    pub url: String,
+    pub title: Option<String>,
+    pub icon: Option<String>,
+    #[graphql(name = "type")]
+    pub link_type: Option<String>,
+}
+
+/// One edge from this entity. `target` is null when nothing in the catalog has
+/// `targetRef` yet: dangling references are shown, never hidden.
+pub struct RelationEdge {
+    relation_type: DomainRelationType,
+    target_ref: String,
+}
+
+#[Object]
+impl RelationEdge {
+    #[graphql(name = "type")]
+    async fn relation_type(&self) -> RelationTypeValue {
+        self.relation_type.into()
+    }
+
+    async fn target_ref(&self) -> &str {
+        &self.target_ref
+    }
+
+    async fn target(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
+        let found = ctx.data_unchecked::<DataLoader<EntityLoader>>().load_one(self.target_ref.clone()).await?;
+        Ok(found.map(EntityValue::from))
+    }
+
+    /// Whether the target exists in the catalog.
+    async fn resolved(&self, ctx: &Context<'_>) -> Result<bool> {
+        Ok(ctx.data_unchecked::<DataLoader<EntityLoader>>().load_one(self.target_ref.clone()).await?.is_some())
+    }
+}
+
+/// The opaque global ID of an entity: stable for a ref.
+pub fn entity_node_id(entity_ref: &str) -> ID {
+    ID(URL_SAFE_NO_PAD.encode(format!("Entity:{entity_ref}")))
+}
+
+/// Decodes a global ID into its type and key.
+pub fn decode_node_id(id: &str) -> Option<(String, String)> {
+    let bytes = URL_SAFE_NO_PAD.decode(id).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (kind, key) = text.split_once(':')?;
+    Some((kind.to_owned(), key.to_owned()))
+}
+
+/// Targets of the given relation types from an entity, optionally of one kind,
+/// in a stable order, loaded in batches.
+async fn related(
+    ctx: &Context<'_>,
+    stored: &StoredEntity,
+    types: &[DomainRelationType],
+    kind: Option<&str>,
+) -> Result<Vec<Arc<StoredEntity>>> {
+    let source = stored.entity_ref.to_string();
+    let edges = ctx.data_unchecked::<DataLoader<EdgesLoader>>().load_one(source).await?.unwrap_or_default();
+    let prefix = kind.map(|kind| format!("{}:", kind.to_ascii_lowercase()));
+    let mut targets: Vec<String> = edges
+        .iter()
+        .filter(|edge| types.contains(&edge.relation_type))
+        .filter(|edge| prefix.as_ref().is_none_or(|prefix| edge.target_ref.starts_with(prefix.as_str())))
+        .map(|edge| edge.target_ref.clone())
+        .collect();
+    targets.dedup();
+    let found = ctx.data_unchecked::<DataLoader<EntityLoader>>().load_many(targets.iter().cloned()).await?;
+    Ok(targets.iter().filter_map(|target| found.get(target).cloned()).collect())
+}
+
+async fn related_one(
+    ctx: &Context<'_>,
+    stored: &StoredEntity,
+    relation_type: DomainRelationType,
+    kind: Option<&str>,
+) -> Result<Option<Arc<StoredEntity>>> {
+    Ok(related(ctx, stored, &[relation_type], kind).await?.into_iter().next())
+}
+
+fn spec_text(stored: &StoredEntity, field: &str) -> Option<String> {
+    stored.entity.spec_str(field).map(str::to_owned)
+}
+
+fn spec_json(stored: &StoredEntity, field: &str) -> Option<Json<serde_json::Value>> {
+    stored.entity.spec.get(field).cloned().map(Json)
+}
+
+fn spec_texts(stored: &StoredEntity, field: &str) -> Vec<String> {
+    match stored.entity.spec.get(field) {
+        Some(serde_json::Value::Array(items)) => {
+            items.iter().filter_map(|item| item.as_str().map(str::to_owned)).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn entities(stored: Vec<Arc<StoredEntity>>) -> Vec<EntityValue> {
+    stored.into_iter().map(EntityValue::from).collect()
+}
+
+macro_rules! entity_object {
+    ($(#[$doc:meta])* $name:ident { $($fields:tt)* }) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name(pub Arc<StoredEntity>);
+
+        #[Object]
+        impl $name {
+            /// Opaque global ID (Relay Node).
+            pub async fn id(&self) -> ID {
+                entity_node_id(&self.0.entity_ref.to_string())
+            }
+
+            /// The canonical reference `kind:namespace/name`, lower-case.
+            pub async fn entity_ref(&self) -> String {
+                self.0.entity_ref.to_string()
+            }
+
+            pub async fn kind(&self) -> &str {
+                &self.0.entity.kind
+            }
+
+            pub async fn api_version(&self) -> &str {
+                &self.0.entity.api_version
+            }
+
+            pub async fn namespace(&self) -> &str {
+                &self.0.entity.metadata.namespace
+            }
+
+            pub async fn name(&self) -> &str {
+                &self.0.entity.metadata.name
+            }
+
+            pub async fn title(&self) -> Option<&str> {
+                self.0.entity.metadata.title.as_deref()
+            }
+
+            pub async fn description(&self) -> Option<&str> {
+                self.0.entity.metadata.description.as_deref()
+            }
+
+            /// Stable across re-ingestion of the same ref.
+            pub async fn uid(&self) -> Option<&str> {
+                self.0.entity.metadata.uid.as_deref()
+            }
+
+            /// Changes exactly when the entity's content changes.
+            pub async fn etag(&self) -> Option<&str> {
+                self.0.entity.metadata.etag.as_deref()
+            }
+
+            pub async fn labels(&self) -> Vec<KeyValue> {
+                key_values(&self.0.entity.metadata.labels)
+            }
+
+            pub async fn annotations(&self) -> Vec<KeyValue> {
+                key_values(&self.0.entity.metadata.annotations)
+            }
+
+            /// One annotation's value.
+            pub async fn annotation(&self, key: String) -> Option<&str> {
+                self.0.entity.metadata.annotations.get(&key).map(String::as_str)
+            }
+
+            pub async fn tags(&self) -> &[String] {
+                &self.0.entity.metadata.tags
+            }
+
+            pub async fn links(&self) -> Vec<EntityLink> {
+                entity_links(&self.0)
+            }
+
+            /// The whole entity as Backstage serves it, for anything not typed here.
+            pub async fn raw(&self) -> Json<serde_json::Value> {
+                Json(serde_json::to_value(&self.0.entity).unwrap_or_default())
+            }
+
+            /// Edges from this entity (both those its spec states and those other
+            /// entities state about it), including unresolved targets.
+            pub async fn relations(
+                &self,
+                ctx: &Context<'_>,
+                #[graphql(name = "type")] relation_type: Option<RelationTypeValue>,
+            ) -> Result<Vec<RelationEdge>> {
+                relation_edges(ctx, &self.0, relation_type).await
+            }
+
+            /// Problems with the latest version its source offered; the entity shown
+            /// is the last valid one.
+            pub async fn processing_errors(&self) -> &[String] {
+                &self.0.errors
+            }
+
+            /// Where the entity was read from.
+            pub async fn source_location(&self) -> Option<&str> {
+                self.0.location.as_deref()
+            }
+
+            pub async fn created_at(&self) -> DateTime<Utc> {
+                self.0.created_at
+            }
+
+            pub async fn updated_at(&self) -> DateTime<Utc> {
+                self.0.updated_at
+            }
+
+            $($fields)*
+        }
+    };
+}
+
+fn key_values(map: &std::collections::BTreeMap<String, String>) -> Vec<KeyValue> {
+    map.iter().map(|(key, value)| KeyValue { key: key.clone(), value: value.clone() }).collect()
+}
+
+fn entity_links(stored: &StoredEntity) -> Vec<EntityLink> {
+    stored
+        .entity
+        .metadata
+        .links
+        .iter()
+        .map(|link| EntityLink {
+            url: link.url.clone(),
+            title: link.title.clone(),
+            icon: link.icon.clone(),
+            link_type: link.link_type.clone(),
+        })
+        .collect()
+}
+
+async fn relation_edges(
+    ctx: &Context<'_>,
+    stored: &StoredEntity,
+    relation_type: Option<RelationTypeValue>,
+) -> Result<Vec<RelationEdge>> {
+    let wanted = relation_type.map(DomainRelationType::from);
+    let edges = ctx
+        .data_unchecked::<DataLoader<EdgesLoader>>()
+        .load_one(stored.entity_ref.to_string())
+        .await?
+        .unwrap_or_default();
+    Ok(edges
+        .iter()
+        .filter(|edge| wanted.is_none_or(|wanted| edge.relation_type == wanted))
+        .map(|edge| RelationEdge { relation_type: edge.relation_type, target_ref: edge.target_ref.clone() })
+        .collect())
+}
+
+use DomainRelationType as R;
+
+entity_object!(
+    /// A piece of software: a service, website, library...
+    Component {
+        #[graphql(name = "type")]
+        async fn component_type(&self) -> Option<String> { spec_text(&self.0, "type") }
+        async fn lifecycle(&self) -> Option<String> { spec_text(&self.0, "lifecycle") }
+        async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
+            Ok(related_one(ctx, &self.0, R::OwnedBy, None).await?.map(EntityValue::from))
+        }
+        async fn system(&self, ctx: &Context<'_>) -> Result<Option<System>> {
+            Ok(related_one(ctx, &self.0, R::PartOf, Some("system")).await?.map(System))
+        }
+        /// The component this one is a part of.
+        async fn subcomponent_of(&self, ctx: &Context<'_>) -> Result<Option<Component>> {
+            Ok(related_one(ctx, &self.0, R::PartOf, Some("component")).await?.map(Component))
+        }
+        async fn subcomponents(&self, ctx: &Context<'_>) -> Result<Vec<Component>> {
+            Ok(related(ctx, &self.0, &[R::HasPart], Some("component")).await?.into_iter().map(Component).collect())
+        }
+        async fn provides_apis(&self, ctx: &Context<'_>) -> Result<Vec<Api>> {
+            Ok(related(ctx, &self.0, &[R::ProvidesApi], None).await?.into_iter().map(Api).collect())
+        }
+        async fn consumes_apis(&self, ctx: &Context<'_>) -> Result<Vec<Api>> {
+            Ok(related(ctx, &self.0, &[R::ConsumesApi], None).await?.into_iter().map(Api).collect())
+        }
+        /// What this component depends on (components and resources).
+        async fn depends_on(&self, ctx: &Context<'_>) -> Result<Vec<EntityValue>> {
+            Ok(entities(related(ctx, &self.0, &[R::DependsOn], None).await?))
+        }
+        /// What depends on this component.
+        async fn dependents(&self, ctx: &Context<'_>) -> Result<Vec<EntityValue>> {
+            Ok(entities(related(ctx, &self.0, &[R::DependencyOf], None).await?))
+        }
+    }
+);
+
+entity_object!(
+    /// An interface between components.
+    Api {
+        #[graphql(name = "type")]
+        async fn api_type(&self) -> Option<String> { spec_text(&self.0, "type") }
+        async fn lifecycle(&self) -> Option<String> { spec_text(&self.0, "lifecycle") }
+        /// The definition as written (OpenAPI, AsyncAPI, GraphQL SDL, protobuf...).
+        async fn definition(&self) -> Option<String> { spec_text(&self.0, "definition") }
+        async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
+            Ok(related_one(ctx, &self.0, R::OwnedBy, None).await?.map(EntityValue::from))
+        }
+        async fn system(&self, ctx: &Context<'_>) -> Result<Option<System>> {
+            Ok(related_one(ctx, &self.0, R::PartOf, Some("system")).await?.map(System))
+        }
+        /// Components that provide this API.
+        async fn providers(&self, ctx: &Context<'_>) -> Result<Vec<Component>> {
+            Ok(related(ctx, &self.0, &[R::ApiProvidedBy], Some("component")).await?.into_iter().map(Component).collect())
+        }
+        /// Components that consume this API.
+        async fn consumers(&self, ctx: &Context<'_>) -> Result<Vec<Component>> {
+            Ok(related(ctx, &self.0, &[R::ApiConsumedBy], Some("component")).await?.into_iter().map(Component).collect())
+        }
+    }
+);
+
+entity_object!(
+    /// Infrastructure a component needs: a database, a bucket, a topic...
+    Resource {
+        #[graphql(name = "type")]
+        async fn resource_type(&self) -> Option<String> { spec_text(&self.0, "type") }
+        async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
+            Ok(related_one(ctx, &self.0, R::OwnedBy, None).await?.map(EntityValue::from))
+        }
+        async fn system(&self, ctx: &Context<'_>) -> Result<Option<System>> {
+            Ok(related_one(ctx, &self.0, R::PartOf, Some("system")).await?.map(System))
+        }
+        async fn depends_on(&self, ctx: &Context<'_>) -> Result<Vec<EntityValue>> {
+            Ok(entities(related(ctx, &self.0, &[R::DependsOn], None).await?))
+        }
+        async fn dependents(&self, ctx: &Context<'_>) -> Result<Vec<EntityValue>> {
+            Ok(entities(related(ctx, &self.0, &[R::DependencyOf], None).await?))
+        }
+    }
+);
+
+entity_object!(
+    /// A collection of components, APIs and resources that form one product.
+    System {
+        #[graphql(name = "type")]
+        async fn system_type(&self) -> Option<String> { spec_text(&self.0, "type") }
+        async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
+            Ok(related_one(ctx, &self.0, R::OwnedBy, None).await?.map(EntityValue::from))
+        }
+        async fn domain(&self, ctx: &Context<'_>) -> Result<Option<Domain>> {
+            Ok(related_one(ctx, &self.0, R::PartOf, Some("domain")).await?.map(Domain))
+        }
+        async fn components(&self, ctx: &Context<'_>) -> Result<Vec<Component>> {
+            Ok(related(ctx, &self.0, &[R::HasPart], Some("component")).await?.into_iter().map(Component).collect())
+        }
+        async fn apis(&self, ctx: &Context<'_>) -> Result<Vec<Api>> {
+            Ok(related(ctx, &self.0, &[R::HasPart], Some("api")).await?.into_iter().map(Api).collect())
+        }
+        async fn resources(&self, ctx: &Context<'_>) -> Result<Vec<Resource>> {
+            Ok(related(ctx, &self.0, &[R::HasPart], Some("resource")).await?.into_iter().map(Resource).collect())
+        }
+    }
+);
+
+entity_object!(
+    /// A business area grouping systems.
+    Domain {
+        #[graphql(name = "type")]
+        async fn domain_type(&self) -> Option<String> { spec_text(&self.0, "type") }
+        async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
+            Ok(related_one(ctx, &self.0, R::OwnedBy, None).await?.map(EntityValue::from))
+        }
+        /// The domain this one is a subdomain of.
+        async fn subdomain_of(&self, ctx: &Context<'_>) -> Result<Option<Domain>> {
+            Ok(related_one(ctx, &self.0, R::PartOf, Some("domain")).await?.map(Domain))
+        }
+        async fn subdomains(&self, ctx: &Context<'_>) -> Result<Vec<Domain>> {
+            Ok(related(ctx, &self.0, &[R::HasPart], Some("domain")).await?.into_iter().map(Domain).collect())
+        }
+        async fn systems(&self, ctx: &Context<'_>) -> Result<Vec<System>> {
+            Ok(related(ctx, &self.0, &[R::HasPart], Some("system")).await?.into_iter().map(System).collect())
+        }
+    }
+);
+
+entity_object!(
+    /// A team, department or organisation.
+    Group {
+        #[graphql(name = "type")]
+        async fn group_type(&self) -> Option<String> { spec_text(&self.0, "type") }
+        async fn profile(&self) -> Option<Json<serde_json::Value>> { spec_json(&self.0, "profile") }
+        async fn parent(&self, ctx: &Context<'_>) -> Result<Option<Group>> {
+            Ok(related_one(ctx, &self.0, R::ChildOf, Some("group")).await?.map(Group))
+        }
+        async fn children(&self, ctx: &Context<'_>) -> Result<Vec<Group>> {
+            Ok(related(ctx, &self.0, &[R::ParentOf], Some("group")).await?.into_iter().map(Group).collect())
+        }
+        async fn members(&self, ctx: &Context<'_>) -> Result<Vec<User>> {
+            Ok(related(ctx, &self.0, &[R::HasMember], Some("user")).await?.into_iter().map(User).collect())
+        }
+        /// What this group owns directly.
+        async fn owned_entities(&self, ctx: &Context<'_>) -> Result<Vec<EntityValue>> {
+            Ok(entities(related(ctx, &self.0, &[R::OwnerOf], None).await?))
+        }
+    }
+);
+
+entity_object!(
+    /// A person.
+    User {
+        async fn profile(&self) -> Option<Json<serde_json::Value>> { spec_json(&self.0, "profile") }
+        async fn member_of(&self, ctx: &Context<'_>) -> Result<Vec<Group>> {
+            Ok(related(ctx, &self.0, &[R::MemberOf], Some("group")).await?.into_iter().map(Group).collect())
+        }
+        /// What this user owns directly.
+        async fn owned_entities(&self, ctx: &Context<'_>) -> Result<Vec<EntityValue>> {
+            Ok(entities(related(ctx, &self.0, &[R::OwnerOf], None).await?))
+        }
+    }
+);
+
+entity_object!(
+    /// A pointer to more catalog files.
+    Location {
+        #[graphql(name = "type")]
+        async fn location_type(&self) -> Option<String> { spec_text(&self.0, "type") }
+        async fn target(&self) -> Option<String> { spec_text(&self.0, "target") }
+        async fn targets(&self) -> Vec<String> { spec_texts(&self.0, "targets") }
+        async fn presence(&self) -> Option<String> { spec_text(&self.0, "presence") }
+    }
+);
+
+entity_object!(
+    /// A scaffolder software template.
+    Template {
+        #[graphql(name = "type")]
+        async fn template_type(&self) -> Option<String> { spec_text(&self.0, "type") }
+        async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
+            Ok(related_one(ctx, &self.0, R::OwnedBy, None).await?.map(EntityValue::from))
+        }
+        /// The parameter form as JSON Schema (one object or a list of pages).
+        async fn parameters(&self) -> Option<Json<serde_json::Value>> { spec_json(&self.0, "parameters") }
+        async fn steps(&self) -> Option<Json<serde_json::Value>> { spec_json(&self.0, "steps") }
+        async fn output(&self) -> Option<Json<serde_json::Value>> { spec_json(&self.0, "output") }
+    }
+);
+
+entity_object!(
+    /// An entity of a kind this catalog has no type for; see `raw`.
+    GenericEntity {
+        /// The whole spec.
+        async fn spec(&self) -> Json<serde_json::Value> {
+            Json(serde_json::Value::Object(self.0.entity.spec.clone()))
+        }
+    }
+);
+
+/// Any catalog entity.
+// clippy reads the interface's repeated `field(ty = ...)` entries as duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(Interface, Clone)]
+#[graphql(
+    name = "Entity",
+    field(name = "id", ty = "ID"),
+    field(name = "entity_ref", ty = "String"),
+    field(name = "kind", ty = "&str"),
+    field(name = "api_version", ty = "&str"),
+    field(name = "namespace", ty = "&str"),
+    field(name = "name", ty = "&str"),
+    field(name = "title", ty = "Option<&str>"),
+    field(name = "description", ty = "Option<&str>"),
+    field(name = "uid", ty = "Option<&str>"),
+    field(name = "etag", ty = "Option<&str>"),
+    field(name = "labels", ty = "Vec<KeyValue>"),
+    field(name = "annotations", ty = "Vec<KeyValue>"),
+    field(name = "annotation", ty = "Option<&str>", arg(name = "key", ty = "String")),
+    field(name = "tags", ty = "&[String]"),
+    field(name = "links", ty = "Vec<EntityLink>"),
+    field(name = "raw", ty = "Json<serde_json::Value>"),
+    field(name = "relations", ty = "Vec<RelationEdge>", arg(name = "type", ty = "Option<RelationTypeValue>")),
+    field(name = "processing_errors", ty = "&[String]"),
+    field(name = "source_location", ty = "Option<&str>"),
+    field(name = "created_at", ty = "DateTime<Utc>"),
+    field(name = "updated_at", ty = "DateTime<Utc>")
+)]
+pub enum EntityValue {
+    Component(Component),
+    Api(Api),
+    Resource(Resource),
+    System(System),
+    Domain(Domain),
+    Group(Group),
+    User(User),
+    Location(Location),
+    Template(Template),
+    GenericEntity(GenericEntity),
+}
+
+impl From<Arc<StoredEntity>> for EntityValue {
+    fn from(stored: Arc<StoredEntity>) -> Self {
+        match stored.entity_ref.kind() {
+            "component" => EntityValue::Component(Component(stored)),
+            "api" => EntityValue::Api(Api(stored)),
+            "resource" => EntityValue::Resource(Resource(stored)),
+            "system" => EntityValue::System(System(stored)),
+            "domain" => EntityValue::Domain(Domain(stored)),
+            "group" => EntityValue::Group(Group(stored)),
+            "user" => EntityValue::User(User(stored)),
+            "location" => EntityValue::Location(Location(stored)),
+            "template" => EntityValue::Template(Template(stored)),
+            _ => EntityValue::GenericEntity(GenericEntity(stored)),
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! The GraphQL schema: the query root, connections, facets, validation and the
+//! wiring of per-request DataLoaders.
+
+mod entity;
+mod error;
+mod filter;
+mod loaders;
+
+use std::sync::Arc;
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{
+    Context, EmptyMutation, EmptySubscription, ID, Interface, Object, Request, Result, Schema, SimpleObject,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use catalog_domain::{DocumentOutcome, EntityRef, parse_documents};
+use catalog_store::{ListQuery, Store};
+use chrono::{DateTime, Utc};
+
+pub use entity::EntityValue;
+pub use error::ApiError;
+pub use filter::{EntityFilter, EntityOrder};
+
+use entity::{Api, Component, Domain, GenericEntity, Group, Location, Resource, System, Template, User};
+use loaders::{EdgesLoader, EntityLoader};
+
+/// The executable schema.
+pub type CatalogSchema = Schema<QueryRoot, EmptyMutation, EmptySubscription>;
+
+/// Page sizes: the default, and the most one page may hold.
+pub const DEFAULT_PAGE_SIZE: u64 = 20;
+pub const MAX_PAGE_SIZE: u64 = 100;
+/// The most refs one `entitiesByRefs` or `nodes` call may ask for.
+pub const MAX_REFS: usize = 500;
+
+/// Limits the schema enforces on every operation.
+#[derive(Clone, Copy, Debug)]
+pub struct SchemaLimits {
+    pub max_depth: usize,
+    pub max_complexity: usize,
+}
+
+/// Builds the schema over a store.
+pub fn build_schema(store: Store, limits: SchemaLimits) -> CatalogSchema {
+    Schema::build(QueryRoot, EmptyMutation, EmptySubscription)
+        .data(store)
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity)
+        .limit_recursive_depth(32)
+        .limit_directives(50)
+        .finish()
+}
+
+/// The schema without data, for printing the SDL.
+pub fn sdl() -> String {
+    Schema::build(QueryRoot, EmptyMutation, EmptySubscription).finish().sdl()
+}
+
+/// Adds the per-request DataLoaders: their caches must never outlive a request.
+pub fn with_loaders(request: Request, store: &Store) -> Request {
+    request
+        .data(DataLoader::new(EntityLoader(store.clone()), tokio::spawn))
+        .data(DataLoader::new(EdgesLoader(store.clone()), tokio::spawn))
+}
+
+/// Anything with a global ID.
+#[derive(Interface)]
+#[graphql(field(name = "id", ty = "ID"))]
+pub enum Node {
+    Component(Component),
+    Api(Api),
+    Resource(Resource),
+    System(System),
+    Domain(Domain),
+    Group(Group),
+    User(User),
+    Location(Location),
+    Template(Template),
+    GenericEntity(GenericEntity),
+}
+
+impl From<EntityValue> for Node {
+    fn from(value: EntityValue) -> Self {
+        match value {
+            EntityValue::Component(inner) => Node::Component(inner),
+            EntityValue::Api(inner) => Node::Api(inner),
+            EntityValue::Resource(inner) => Node::Resource(inner),
+            EntityValue::System(inner) => Node::System(inner),
+            EntityValue::Domain(inner) => Node::Domain(inner),
+            EntityValue::Group(inner) => Node::Group(inner),
+            EntityValue::User(inner) => Node::User(inner),
+            EntityValue::Location(inner) => Node::Location(inner),
+            EntityValue::Template(inner) => Node::Template(inner),
+            EntityValue::GenericEntity(inner) => Node::GenericEntity(inner),
+        }
+    }
+}
+
+/// Relay page information.
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    pub has_previous_page: bool,
+    pub start_cursor: Option<String>,
+    pub end_cursor: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct EntityEdge {
+    pub cursor: String,
+    pub node: EntityValue,
+}
+
+/// A page of entities.
+#[derive(SimpleObject)]
+pub struct EntityConnection {
+    pub edges: Vec<EntityEdge>,
+    /// The entities of the page, without cursors.
+    pub nodes: Vec<EntityValue>,
+    pub page_info: PageInfo,
+    /// How many entities match, over all pages.
+    pub total_count: u64,
+}
+
+#[derive(SimpleObject)]
+pub struct FacetValue {
+    pub value: String,
+    pub count: u64,
+}
+
+/// The values of one field with their counts, most frequent first.
+#[derive(SimpleObject)]
+pub struct Facet {
+    pub field: String,
+    pub values: Vec<FacetValue>,
+}
+
+/// A location a provider read, and the outcome of its last read.
+#[derive(SimpleObject)]
+pub struct CatalogLocation {
+    pub provider: String,
+    pub target: String,
+    /// Why the last read failed, or the problems of its documents.
+    pub error: Option<String>,
+    pub entity_count: i64,
+    pub refreshed_at: DateTime<Utc>,
+}
+
+/// A ref that two sources claim: the owner keeps it.
+#[derive(SimpleObject)]
+pub struct Conflict {
+    pub entity_ref: String,
+    pub owner_provider: String,
+    pub owner_location: Option<String>,
+    pub claimant_provider: String,
+    pub claimant_location: Option<String>,
+    pub detected_at: DateTime<Utc>,
+}
+
+/// One problem of one document.
+#[derive(SimpleObject)]
+pub struct ValidationProblem {
+    /// The field path, e.g. `spec.owner` (`(document)` for the whole document).
+    pub field: String,
+    /// The stable rule code, e.g. `name.pattern`.
+    pub rule: String,
+    pub message: String,
+}
+
+/// The outcome of one document.
+#[derive(SimpleObject)]
+pub struct DocumentReport {
+    pub index: i32,
+    pub line: i32,
+    pub entity_ref: Option<String>,
+    pub valid: bool,
+    pub problems: Vec<ValidationProblem>,
+}
+
+#[derive(SimpleObject)]
+pub struct ValidationReport {
+    pub valid: bool,
+    pub documents: Vec<DocumentReport>,
+}
+
+fn offset_cursor(offset: u64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("offset:{offset}"))
+}
+
+fn decode_cursor(cursor: &str) -> Result<u64, ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.strip_prefix("offset:").and_then(|number| number.parse().ok()))
+        .ok_or_else(|| ApiError::BadUserInput(format!("cursor {cursor:?} is not a cursor this API issued")))
+}
+
+fn page_size(name: &str, value: Option<i32>) -> Result<Option<u64>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some(size) if size < 1 => Err(ApiError::BadUserInput(format!("{name} must be at least 1, got {size}"))),
+        Some(size) if u64::try_from(size).unwrap_or(u64::MAX) > MAX_PAGE_SIZE => Err(ApiError::LimitExceeded {
+            limit: "pageSize",
+            message: format!("{name} must be at most {MAX_PAGE_SIZE}, got {size}"),
+        }),
+        Some(size) => Ok(u64::try_from(size).ok()),
+    }
+}
+
+fn store(ctx: &Context<'_>) -> Store {
+    ctx.data_unchecked::<Store>().clone()
+}
+
+fn parse_ref(text: &str, default_kind: Option<&str>, default_namespace: &str) -> Result<EntityRef, ApiError> {
+    EntityRef::parse_with_defaults(text, default_kind, default_namespace)
+        .map_err(|error| ApiError::BadUserInput(format!("{text:?} is not an entity reference: {error}")))
+}
+
+/// The entry point of every query.
+pub struct QueryRoot;
+
+#[Object]
+impl QueryRoot {
+    /// One entity by ref. Partial refs are completed with `defaultKind` and
+    /// `defaultNamespace`, e.g. `entity(ref: "shipment-tracker", defaultKind: "Component")`.
+    async fn entity(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "ref")] entity_ref: String,
+        default_kind: Option<String>,
+        #[graphql(default = "default")] default_namespace: String,
+    ) -> Result<Option<EntityValue>> {
+        let entity_ref = parse_ref(&entity_ref, default_kind.as_deref(), &default_namespace)?;
+        let loader = ctx.data_unchecked::<DataLoader<EntityLoader>>();
+        Ok(loader.load_one(entity_ref.to_string()).await?.map(EntityValue::from))
+    }
+
+    /// Entities by full ref, in input order, with null for refs not in the catalog.
+    async fn entities_by_refs(&self, ctx: &Context<'_>, refs: Vec<String>) -> Result<Vec<Option<EntityValue>>> {
+        if refs.len() > MAX_REFS {
+            return Err(ApiError::LimitExceeded {
+                limit: "refs",
+                message: format!("at most {MAX_REFS} refs per call, got {}", refs.len()),
+            }
+            .into());
+        }
+        let parsed = refs.iter().map(|text| parse_ref(text, None, "default")).collect::<Result<Vec<_>, _>>()?;
+        let keys: Vec<String> = parsed.iter().map(ToString::to_string).collect();
+        let found = ctx.data_unchecked::<DataLoader<EntityLoader>>().load_many(keys.iter().cloned()).await?;
+        Ok(keys.iter().map(|key| found.get(key).cloned().map(EntityValue::from)).collect())
+    }
+
+    /// A page of entities: filtered, searched, sorted. `search` matches words in
+    /// the name, title, description and tags. Pages hold 20 by default, 100 at most.
+    #[graphql(complexity = "first.or(last).unwrap_or(20).max(1) as usize * child_complexity + 5")]
+    #[allow(clippy::too_many_arguments)]
+    async fn entities(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<EntityFilter>,
+        search: Option<String>,
+        order_by: Option<EntityOrder>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> Result<EntityConnection> {
+        let first = page_size("first", first)?;
+        let last = page_size("last", last)?;
+        if first.is_some() && last.is_some() {
+            return Err(ApiError::BadUserInput("set first or last, not both".into()).into());
+        }
+        let start = after.as_deref().map(decode_cursor).transpose()?.map_or(0, |offset| offset + 1);
+        let end = before.as_deref().map(decode_cursor).transpose()?;
+        let filter = filter.map(|filter| filter.to_store()).transpose()?;
+        let order = order_by.unwrap_or_default();
+        let store = store(ctx);
+        let mut query = ListQuery {
+            filter,
+            search: search.filter(|text| !text.trim().is_empty()),
+            order: order.field.to_store(),
+            descending: order.direction == filter::OrderDirection::Desc,
+            offset: start,
+            limit: 0,
+        };
+        if let Some(last) = last {
+            let end = match end {
+                Some(end) => end,
+                None => store.list_entities(&query).await.map_err(ApiError::from)?.total_count,
+            };
+            query.offset = end.saturating_sub(last).max(start);
+            query.limit = end.saturating_sub(query.offset);
+        } else {
+            let size = first.unwrap_or(DEFAULT_PAGE_SIZE);
+            query.limit = match end {
+                Some(end) => size.min(end.saturating_sub(start)),
+                None => size,
+            };
+        }
+        let page = store.list_entities(&query).await.map_err(ApiError::from)?;
+        let offset = query.offset;
+        let edges: Vec<EntityEdge> = page
+            .entities
+            .into_iter()
+            .enumerate()
+            .map(|(index, stored)| EntityEdge {
+                cursor: offset_cursor(offset + index as u64),
+                node: EntityValue::from(Arc::new(stored)),
+            })
+            .collect();
+        let n_edges = edges.len() as u64;
+        let page_info = PageInfo {
+            has_next_page: offset + n_edges < page.total_count,
+            has_previous_page: offset > 0,
+            start_cursor: edges.first().map(|edge| edge.cursor.clone()),
+            end_cursor: edges.last().map(|edge| edge.cursor.clone()),
+        };
+        let nodes = edges.iter().map(|edge| edge.node.clone()).collect();
+        Ok(EntityConnection { edges, nodes, page_info, total_count: page.total_count })
+    }
+
+    /// Value counts per field over the entities that match the filter, e.g.
+    /// fields `["kind", "spec.type", "metadata.tags", "spec.lifecycle"]`.
+    async fn facets(&self, ctx: &Context<'_>, fields: Vec<String>, filter: Option<EntityFilter>) -> Result<Vec<Facet>> {
+        if fields.len() > 20 {
+            return Err(ApiError::LimitExceeded { limit: "facetFields", message: "at most 20 fields".into() }.into());
+        }
+        let filter = filter.map(|filter| filter.to_store()).transpose()?;
+        let facets = store(ctx).facets(&fields, filter.as_ref()).await.map_err(ApiError::from)?;
+        Ok(facets
+            .into_iter()
+            .map(|facet| Facet {
+                field: facet.field,
+                values: facet.values.into_iter().map(|(value, count)| FacetValue { value, count }).collect(),
+            })
+            .collect())
+    }
+
+    /// Fetches an object by global ID.
+    async fn node(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Node>> {
+        let entity_ref = match entity::decode_node_id(&id) {
+            Some((kind, entity_ref)) if kind == "Entity" => entity_ref,
+            _ => return Err(ApiError::BadUserInput(format!("{:?} is not an ID this API issued", id.as_str())).into()),
+        };
+        let found = ctx.data_unchecked::<DataLoader<EntityLoader>>().load_one(entity_ref).await?;
+        Ok(found.map(|stored| Node::from(EntityValue::from(stored))))
+    }
+
+    /// Fetches objects by global ID, in input order.
+    async fn nodes(&self, ctx: &Context<'_>, ids: Vec<ID>) -> Result<Vec<Option<Node>>> {
+        if ids.len() > MAX_REFS {
+            return Err(ApiError::LimitExceeded { limit: "ids", message: format!("at most {MAX_REFS} ids") }.into());
+        }
+        let mut keys = Vec::with_capacity(ids.len());
+        for id in &ids {
+            match entity::decode_node_id(id) {
+                Some((kind, key)) if kind == "Entity" => keys.push(key),
+                _ => {
+                    return Err(ApiError::BadUserInput(format!("{:?} is not an ID this API issued", id.as_str())).into());
+                }
+            }
+        }
+        let found = ctx.data_unchecked::<DataLoader<EntityLoader>>().load_many(keys.iter().cloned()).await?;
+        Ok(keys.iter().map(|key| found.get(key).cloned().map(|stored| Node::from(EntityValue::from(stored)))).collect())
+    }
+
+    /// Every location the providers read, with the outcome of the last read.
+    async fn locations(&self, ctx: &Context<'_>) -> Result<Vec<CatalogLocation>> {
+        let locations = store(ctx).locations().await.map_err(ApiError::from)?;
+        Ok(locations
+            .into_iter()
+            .map(|location| CatalogLocation {
+                provider: location.provider,
+                target: location.target,
+                error: location.error,
+                entity_count: location.n_entities,
+                refreshed_at: location.refreshed_at,
+            })
+            .collect())
+    }
+
+    /// Refs claimed by two sources.
+    async fn conflicts(&self, ctx: &Context<'_>) -> Result<Vec<Conflict>> {
+        let conflicts = store(ctx).conflicts().await.map_err(ApiError::from)?;
+        Ok(conflicts
+            .into_iter()
+            .map(|conflict| Conflict {
+                entity_ref: conflict.entity_ref,
+                owner_provider: conflict.owner_provider,
+                owner_location: conflict.owner_location,
+                claimant_provider: conflict.claimant_provider,
+                claimant_location: conflict.claimant_location,
+                detected_at: conflict.detected_at,
+            })
+            .collect())
+    }
+
+    /// Validates catalog YAML (one or many documents) without storing it, and
+    /// returns every problem of every document.
+    async fn validate_entity(&self, yaml: String) -> ValidationReport {
+        validation_report(&yaml)
+    }
+}
+
+/// Every document's outcome, shared by the API and the `validate` command.
+pub fn validation_report(yaml: &str) -> ValidationReport {
+    let documents: Vec<DocumentReport> = parse_documents(yaml)
+        .into_iter()
+        .map(|document| {
+            let index = i32::try_from(document.index).unwrap_or(i32::MAX);
+            let line = i32::try_from(document.line).unwrap_or(i32::MAX);
+            match document.outcome {
+                DocumentOutcome::Entity(entity) => DocumentReport {
+                    index,
+                    line,
+                    entity_ref: Some(entity.entity_ref().to_string()),
+                    valid: true,
+                    problems: Vec::new(),
+                },
+                DocumentOutcome::Invalid { entity_ref, errors } => DocumentReport {
+                    index,
+                    line,
+                    entity_ref: entity_ref.map(|entity_ref| entity_ref.to_string()),
+                    valid: false,
+                    problems: errors
+                        .into_iter()
+                        .map(|error| ValidationProblem {
+                            field: error.field.clone(),
+                            rule: error.rule.code().to_owned(),
+                            message: error.message,
+                        })
+                        .collect(),
+                },
+                DocumentOutcome::Unparsable { message } => DocumentReport {
+                    index,
+                    line,
+                    entity_ref: None,
+                    valid: false,
+                    problems: vec![ValidationProblem { field: "(document)".into(), rule: "yaml".into(), message }],
+                },
+            }
+        })
+        .collect();
+    ValidationReport { valid: !documents.is_empty() && documents.iter().all(|document| document.valid), documents }
+}
