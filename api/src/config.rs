@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use catalog_ingestion::{FileProviderConfig, ProviderConfig};
+use catalog_ingestion::FileProviderConfig;
+pub use catalog_ingestion::ProviderConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 

@@ -144,6 +144,13 @@ async fn execute(
     if let Some(variables) = variables {
         request = request.variables(Variables::from_json(variables));
     }
+    // Parsing here, after the firewall, tells a parse failure apart from a
+    // validation failure without reading error messages.
+    if let Err(error) = request.parsed_query() {
+        let mut response = GraphqlResponse::from_errors(vec![error]);
+        set_code(&mut response.errors[0], "GRAPHQL_PARSE_FAILED", None);
+        return json_response(headers, StatusCode::BAD_REQUEST, &response);
+    }
     let request = with_loaders(request, &state.store);
     let response = match tokio::time::timeout(state.request_timeout, state.schema.execute(request)).await {
         Ok(response) => response,
@@ -171,32 +178,31 @@ fn with_codes(mut response: GraphqlResponse) -> GraphqlResponse {
         let message = error.message.to_ascii_lowercase();
         let (code, limit) = if message.contains("too complex") {
             ("LIMIT_EXCEEDED", Some("complexity"))
-        } else if message.contains("nested too deep") {
+        } else if message.contains("nested too deep") || message.contains("recursion depth") {
             ("LIMIT_EXCEEDED", Some("depth"))
         } else if message.contains("directives") && message.contains("limit") {
             ("LIMIT_EXCEEDED", Some("directives"))
-        } else if error.locations.is_empty() && error.path.is_empty() {
-            ("GRAPHQL_PARSE_FAILED", None)
-        } else {
+        } else if error.path.is_empty() {
             ("GRAPHQL_VALIDATION_FAILED", None)
+        } else {
+            ("INTERNAL", None)
         };
-        let extensions = error.extensions.get_or_insert_with(Default::default);
-        extensions.set("code", code);
-        if let Some(limit) = limit {
-            extensions.set("limit", limit);
-        }
+        set_code(error, code, limit);
     }
     response
 }
 
-fn rejection(headers: &HeaderMap, status: StatusCode, code: &str, limit: Option<&str>, message: &str) -> Response {
-    let mut error = ServerError::new(message, None);
-    let mut extensions = async_graphql::ErrorExtensionValues::default();
+fn set_code(error: &mut ServerError, code: &str, limit: Option<&str>) {
+    let extensions = error.extensions.get_or_insert_with(Default::default);
     extensions.set("code", code);
     if let Some(limit) = limit {
         extensions.set("limit", limit);
     }
-    error.extensions = Some(extensions);
+}
+
+fn rejection(headers: &HeaderMap, status: StatusCode, code: &str, limit: Option<&str>, message: &str) -> Response {
+    let mut error = ServerError::new(message, None);
+    set_code(&mut error, code, limit);
     json_response(headers, status, &GraphqlResponse::from_errors(vec![error]))
 }
 

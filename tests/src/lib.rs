@@ -1,1 +1,2 @@
-//! End-to-end tests live in tests/; this crate has no library code.
+//! End-to-end tests live in `tests/api/`: one test binary that starts the real
+//! server on a random port over a fresh database per test.

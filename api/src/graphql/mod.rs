@@ -47,7 +47,7 @@ pub fn build_schema(store: Store, limits: SchemaLimits) -> CatalogSchema {
         .data(store)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
-        .limit_recursive_depth(32)
+        .limit_recursive_depth(64)
         .limit_directives(50)
         .finish()
 }
@@ -358,7 +358,9 @@ impl QueryRoot {
             match entity::decode_node_id(id) {
                 Some((kind, key)) if kind == "Entity" => keys.push(key),
                 _ => {
-                    return Err(ApiError::BadUserInput(format!("{:?} is not an ID this API issued", id.as_str())).into());
+                    return Err(
+                        ApiError::BadUserInput(format!("{:?} is not an ID this API issued", id.as_str())).into()
+                    );
                 }
             }
         }

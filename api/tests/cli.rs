@@ -1,0 +1,54 @@
+//! The `catalog` binary's commands that need no server.
+
+use std::process::Command;
+
+fn catalog() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_catalog"))
+}
+
+#[test]
+fn validate_accepts_every_example_file() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let mut files = Vec::new();
+    let mut directories = vec![std::path::PathBuf::from(examples)];
+    while let Some(directory) = directories.pop() {
+        for entry in std::fs::read_dir(directory).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                directories.push(path);
+            } else if path.extension().is_some_and(|extension| extension == "yaml") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() >= 5, "{files:?}");
+    let output = catalog().arg("validate").args(&files).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.lines().filter(|line| line.contains(": ok ")).count() >= 60, "{stdout}");
+}
+
+#[test]
+fn validate_rejects_invalid_entities_naming_field_and_rule() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: ok-one\nspec:\n  type: service\n  lifecycle: production\n  owner: team-a\n---\napiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: bad one\nspec:\n  type: service\n  lifecycle: production\n",
+    )
+    .unwrap();
+    let output = catalog().arg("validate").arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success());
+    assert!(stdout.contains("ok component:default/ok-one"), "{stdout}");
+    assert!(stdout.contains("metadata.name") && stdout.contains("name.pattern"), "{stdout}");
+    assert!(stdout.contains("spec.owner") && stdout.contains("[rule required]"), "{stdout}");
+}
+
+#[test]
+fn schema_prints_the_sdl() {
+    let output = catalog().arg("schema").output().unwrap();
+    assert!(output.status.success());
+    let sdl = String::from_utf8_lossy(&output.stdout);
+    assert!(sdl.contains("interface Entity") && sdl.contains("type Component implements Entity"), "{sdl}");
+}

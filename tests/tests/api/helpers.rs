@@ -1,0 +1,102 @@
+//! Starting the real application for a test, and talking to it over HTTP.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use catalog_api::app::Application;
+use catalog_api::config::Config;
+use catalog_store::Store;
+use catalog_store::testing::TestDatabase;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+/// A running server over a fresh database holding the example catalog.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub client: reqwest::Client,
+    /// The application's own store, to count the statements it runs.
+    pub store: Store,
+    _database: TestDatabase,
+    _shutdown: oneshot::Sender<()>,
+}
+
+pub fn examples_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+pub async fn spawn_app(database: TestDatabase) -> TestApp {
+    let mut config = Config::default();
+    config.server.port = 0;
+    config.database.url = database.url.clone();
+    config.ingestion.enabled = false;
+    config.ingestion.providers = vec![catalog_ingestion_config(examples_root().join("catalog-info.yaml"))];
+    let application = Application::build(config).await.expect("the application builds");
+    let runs = application.ingest_once().await.expect("the example catalog ingests");
+    assert!(runs[0].summary.added >= 60, "the example catalog has at least 60 entities: {:?}", runs[0]);
+    assert_eq!(runs[0].n_location_errors, 0, "every example location reads cleanly");
+    let address = application.address();
+    let store = application.store().clone();
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    tokio::spawn(application.run_until(async move {
+        let _ = stopped.await;
+    }));
+    TestApp { address, client: reqwest::Client::new(), store, _database: database, _shutdown: shutdown }
+}
+
+fn catalog_ingestion_config(path: PathBuf) -> catalog_api::config::ProviderConfig {
+    serde_json::from_value(json!({"type": "file", "paths": [path.display().to_string()]})).unwrap()
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// POSTs a query and returns the status and JSON body.
+    pub async fn post(&self, query: &str, variables: Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url("/graphql"))
+            .json(&json!({"query": query, "variables": variables}))
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("a JSON body"))
+    }
+
+    /// POSTs a query that must succeed and returns its data.
+    pub async fn query(&self, query: &str, variables: Value) -> Value {
+        let (status, body) = self.post(query, variables).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+}
+
+/// The `extensions.code` of the first error of a response.
+pub fn error_code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"].as_str().unwrap_or_default()
+}
+
+/// Generates one test per backend for each `async fn(TestApp)`.
+macro_rules! e2e_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let database = catalog_store::testing::TestDatabase::sqlite().await;
+                    super::$name($crate::helpers::spawn_app(database).await).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    let Some(database) = catalog_store::testing::TestDatabase::postgres().await else { return };
+                    super::$name($crate::helpers::spawn_app(database).await).await;
+                }
+            }
+        )*
+    };
+}
+pub(crate) use e2e_tests;

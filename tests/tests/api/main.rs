@@ -1,0 +1,6 @@
+//! End-to-end tests: the real server on a random port, over a fresh SQLite file
+//! or PostgreSQL database per test, with the example catalog ingested.
+
+mod helpers;
+mod limits;
+mod queries;
