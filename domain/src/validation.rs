@@ -461,3 +461,150 @@ pub(crate) fn type_name(value: &Value) -> &'static str {
         Value::Object(_) => "a mapping",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn problems(document: Value) -> Vec<(String, &'static str)> {
+        match validate(&document) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.into_iter().map(|error| (error.field, error.rule.code())).collect(),
+        }
+    }
+
+    fn entity(kind: &str, api_version: &str, spec: Value) -> Value {
+        json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": "a"}, "spec": spec})
+    }
+
+    const CORE: &str = "backstage.io/v1alpha1";
+
+    #[test]
+    fn each_kind_accepts_its_minimal_spec_and_names_every_missing_required_field() {
+        let cases: [(&str, &str, Value, &[&str]); 9] = [
+            (
+                "Component",
+                CORE,
+                json!({"type": "service", "lifecycle": "production", "owner": "t"}),
+                &["type", "lifecycle", "owner"],
+            ),
+            (
+                "API",
+                CORE,
+                json!({"type": "openapi", "lifecycle": "production", "owner": "t", "definition": "x"}),
+                &["type", "lifecycle", "owner", "definition"],
+            ),
+            ("Resource", CORE, json!({"type": "database", "owner": "t"}), &["type", "owner"]),
+            ("System", CORE, json!({"owner": "t"}), &["owner"]),
+            ("Domain", CORE, json!({"owner": "t"}), &["owner"]),
+            ("Group", CORE, json!({"type": "team", "children": []}), &["type", "children"]),
+            ("User", CORE, json!({"memberOf": []}), &["memberOf"]),
+            ("Location", CORE, json!({"target": "./a.yaml"}), &[]),
+            (
+                "Template",
+                "scaffolder.backstage.io/v1beta3",
+                json!({"type": "service", "steps": []}),
+                &["type", "steps"],
+            ),
+        ];
+        for (kind, api_version, minimal, required) in cases {
+            assert_eq!(problems(entity(kind, api_version, minimal)), [], "{kind} minimal spec");
+            let missing = problems(entity(kind, api_version, json!({})));
+            let expected: Vec<(String, &str)> =
+                required.iter().map(|field| (format!("spec.{field}"), "required")).collect();
+            assert_eq!(missing, expected, "{kind} without a spec");
+        }
+    }
+
+    #[test]
+    fn only_api_version_kind_metadata_and_spec_are_accepted_at_the_root() {
+        let mut document = entity("System", CORE, json!({"owner": "t"}));
+        document["relations"] = json!([]);
+        document["status"] = json!({});
+        assert_eq!(problems(document), [("relations".into(), "root.known-keys"), ("status".into(), "root.known-keys")]);
+    }
+
+    #[test]
+    fn the_api_version_must_suit_the_kind() {
+        assert_eq!(
+            problems(entity("Template", CORE, json!({"type": "service", "steps": []}))),
+            [("apiVersion".into(), "apiVersion.kind")]
+        );
+        assert_eq!(
+            problems(entity("System", "backstage.io/v1beta1", json!({"owner": "t"}))),
+            [],
+            "v1beta1 is accepted for core kinds"
+        );
+        assert_eq!(problems(entity("System", "not a version!", json!({"owner": "t"})))[0].1, "apiVersion.pattern");
+    }
+
+    #[test]
+    fn every_problem_of_a_document_is_reported() {
+        let document = json!({
+            "apiVersion": CORE, "kind": "Component",
+            "metadata": {"name": "-a-", "namespace": "Not_Valid", "tags": ["OK", 3], "labels": {"a/b/c": "x"},
+                         "annotations": {"note": 5}, "links": [{"url": "not a url"}, {"title": "no url"}]},
+            "spec": {"type": ["service"], "lifecycle": "production", "owner": "t", "dependsOn": ["other"]}
+        });
+        let found = problems(document);
+        for expected in [
+            ("metadata.name", "name.pattern"),
+            ("metadata.namespace", "namespace.pattern"),
+            ("metadata.tags[0]", "tag.pattern"),
+            ("metadata.tags[1]", "type"),
+            ("metadata.annotations[\"note\"]", "type"),
+            ("metadata.links[0].url", "link.url"),
+            ("metadata.links[1].url", "required"),
+            ("spec.type", "type"),
+            ("spec.dependsOn[0]", "reference.kind-required"),
+        ] {
+            assert!(
+                found.iter().any(|(field, rule)| field == expected.0 && *rule == expected.1),
+                "{expected:?} in {found:?}"
+            );
+        }
+        assert!(found.iter().any(|(field, _)| field.starts_with("metadata.labels")), "{found:?}");
+    }
+
+    #[test]
+    fn a_message_names_the_field_the_rule_and_the_value() {
+        let errors = validate(
+            &json!({"apiVersion": CORE, "kind": "System", "metadata": {"name": "bad name"}, "spec": {"owner": "t"}}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            errors[0].message,
+            "metadata.name must match ^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$ (got \"bad name\") [rule name.pattern]"
+        );
+    }
+
+    #[test]
+    fn references_must_be_well_formed() {
+        let spec = json!({"type": "service", "lifecycle": "production", "owner": "group:", "system": "a/b/c"});
+        let found = problems(entity("Component", CORE, spec));
+        assert!(found.contains(&("spec.owner".into(), "reference.syntax")), "{found:?}");
+    }
+
+    #[test]
+    fn a_location_presence_is_required_or_optional() {
+        assert_eq!(
+            problems(entity("Location", CORE, json!({"target": "a", "presence": "maybe"}))),
+            [("spec.presence".into(), "enum")]
+        );
+    }
+
+    #[test]
+    fn unknown_kinds_pass_with_envelope_rules_only() {
+        let document = json!({"apiVersion": "acme.com/v1", "kind": "Pipeline", "metadata": {"name": "p"}, "spec": {"anything": [1, 2]}});
+        let entity = validate(&document).unwrap();
+        assert_eq!(entity.spec["anything"], json!([1, 2]));
+        assert!(entity.relations.is_empty());
+    }
+
+    #[test]
+    fn a_document_that_is_not_a_mapping_is_one_clear_error() {
+        assert_eq!(problems(json!(["a"])), [("(document)".into(), "document.object")]);
+    }
+}

@@ -15,7 +15,7 @@ use super::loaders::{EdgesLoader, EntityLoader};
 
 /// The relation types of the catalog graph, each with its reverse.
 #[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
-#[graphql(name = "RelationType")]
+#[graphql(name = "RelationType", remote = "catalog_domain::RelationType")]
 pub enum RelationTypeValue {
     OwnedBy,
     OwnerOf,
@@ -31,48 +31,6 @@ pub enum RelationTypeValue {
     HasMember,
     ChildOf,
     ParentOf,
-}
-
-impl From<RelationTypeValue> for DomainRelationType {
-    fn from(value: RelationTypeValue) -> Self {
-        match value {
-            RelationTypeValue::OwnedBy => DomainRelationType::OwnedBy,
-            RelationTypeValue::OwnerOf => DomainRelationType::OwnerOf,
-            RelationTypeValue::PartOf => DomainRelationType::PartOf,
-            RelationTypeValue::HasPart => DomainRelationType::HasPart,
-            RelationTypeValue::DependsOn => DomainRelationType::DependsOn,
-            RelationTypeValue::DependencyOf => DomainRelationType::DependencyOf,
-            RelationTypeValue::ProvidesApi => DomainRelationType::ProvidesApi,
-            RelationTypeValue::ApiProvidedBy => DomainRelationType::ApiProvidedBy,
-            RelationTypeValue::ConsumesApi => DomainRelationType::ConsumesApi,
-            RelationTypeValue::ApiConsumedBy => DomainRelationType::ApiConsumedBy,
-            RelationTypeValue::MemberOf => DomainRelationType::MemberOf,
-            RelationTypeValue::HasMember => DomainRelationType::HasMember,
-            RelationTypeValue::ChildOf => DomainRelationType::ChildOf,
-            RelationTypeValue::ParentOf => DomainRelationType::ParentOf,
-        }
-    }
-}
-
-impl From<DomainRelationType> for RelationTypeValue {
-    fn from(value: DomainRelationType) -> Self {
-        match value {
-            DomainRelationType::OwnedBy => RelationTypeValue::OwnedBy,
-            DomainRelationType::OwnerOf => RelationTypeValue::OwnerOf,
-            DomainRelationType::PartOf => RelationTypeValue::PartOf,
-            DomainRelationType::HasPart => RelationTypeValue::HasPart,
-            DomainRelationType::DependsOn => RelationTypeValue::DependsOn,
-            DomainRelationType::DependencyOf => RelationTypeValue::DependencyOf,
-            DomainRelationType::ProvidesApi => RelationTypeValue::ProvidesApi,
-            DomainRelationType::ApiProvidedBy => RelationTypeValue::ApiProvidedBy,
-            DomainRelationType::ConsumesApi => RelationTypeValue::ConsumesApi,
-            DomainRelationType::ApiConsumedBy => RelationTypeValue::ApiConsumedBy,
-            DomainRelationType::MemberOf => RelationTypeValue::MemberOf,
-            DomainRelationType::HasMember => RelationTypeValue::HasMember,
-            DomainRelationType::ChildOf => RelationTypeValue::ChildOf,
-            DomainRelationType::ParentOf => RelationTypeValue::ParentOf,
-        }
-    }
 }
 
 /// A label or annotation.

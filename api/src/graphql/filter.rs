@@ -1,7 +1,7 @@
 //! GraphQL filter and ordering inputs, converted to the store's filter.
 
 use async_graphql::{Enum, InputObject};
-use catalog_store::{Filter, FilterField, OrderField, Predicate};
+use catalog_store::{Filter, FilterField, Predicate};
 
 use super::error::ApiError;
 
@@ -118,6 +118,7 @@ impl FieldPredicate {
 
 /// The key to sort entities by.
 #[derive(Enum, Copy, Clone, Debug, Eq, PartialEq, Default)]
+#[graphql(remote = "catalog_store::OrderField")]
 pub enum EntityOrderField {
     #[default]
     Name,
@@ -141,17 +142,4 @@ pub struct EntityOrder {
     pub field: EntityOrderField,
     #[graphql(default)]
     pub direction: OrderDirection,
-}
-
-impl EntityOrderField {
-    pub fn to_store(self) -> OrderField {
-        match self {
-            EntityOrderField::Name => OrderField::Name,
-            EntityOrderField::Kind => OrderField::Kind,
-            EntityOrderField::Namespace => OrderField::Namespace,
-            EntityOrderField::Title => OrderField::Title,
-            EntityOrderField::CreatedAt => OrderField::CreatedAt,
-            EntityOrderField::UpdatedAt => OrderField::UpdatedAt,
-        }
-    }
 }

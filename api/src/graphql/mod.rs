@@ -280,7 +280,7 @@ impl QueryRoot {
         let mut query = ListQuery {
             filter,
             search: search.filter(|text| !text.trim().is_empty()),
-            order: order.field.to_store(),
+            order: order.field.into(),
             descending: order.direction == filter::OrderDirection::Desc,
             offset: start,
             limit: 0,
