@@ -11,10 +11,12 @@ pub mod entity_ref;
 pub mod names;
 pub mod relation;
 pub mod spec;
+pub mod typed_spec;
 pub mod validation;
 
 pub use document::{DocumentOutcome, ParsedDocument, parse_documents, parse_entities};
 pub use entity::{Entity, Link, Metadata};
 pub use entity_ref::{EntityRef, RefError};
 pub use relation::{Relation, RelationEdge, RelationType, derive_relations};
+pub use typed_spec::TypedSpec;
 pub use validation::{Rule, ValidationError, validate};

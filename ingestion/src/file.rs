@@ -4,7 +4,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 
-use catalog_domain::{DocumentOutcome, Entity, parse_documents};
+use catalog_domain::{DocumentOutcome, Entity, TypedSpec, parse_documents};
 use catalog_store::{InvalidEntity, LocationStatus, Snapshot, SnapshotEntity};
 use serde::{Deserialize, Serialize};
 
@@ -169,16 +169,14 @@ fn annotate(mut entity: Entity, location: &str, origin: &str) -> Entity {
 
 /// Queues the files a Location entity points at, relative to its own file.
 fn follow_location(entity: &Entity, file: &Path, origin: &str, queue: &mut VecDeque<Target>) {
-    let location_type = entity.spec_str("type").unwrap_or("file");
+    let Ok(TypedSpec::Location(spec)) = entity.typed_spec() else { return };
+    let location_type = spec.location_type.as_deref().unwrap_or("file");
     if location_type != "file" {
         tracing::warn!(location = %entity.entity_ref(), location_type, "only file locations are followed");
         return;
     }
-    let required = entity.spec_str("presence") != Some("optional");
-    let mut targets: Vec<&str> = entity.spec_str("target").into_iter().collect();
-    if let Some(list) = entity.spec.get("targets").and_then(serde_json::Value::as_array) {
-        targets.extend(list.iter().filter_map(serde_json::Value::as_str));
-    }
+    let required = spec.presence.as_deref() != Some("optional");
+    let targets = spec.target.iter().chain(spec.targets.iter());
     let directory = file.parent().unwrap_or(Path::new("."));
     for target in targets {
         let path = directory.join(target);
