@@ -91,7 +91,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for run in application.ingest_once().await? {
                 let summary = run.summary;
                 println!(
-                    "{}: {} added, {} updated, {} removed, {} unchanged, {} invalid, {} conflicts, {} location errors",
+                    "{}: {} added, {} updated, {} removed, {} unchanged, {} invalid, {} conflicts, {} location errors, {} rows written",
                     run.provider,
                     summary.added,
                     summary.updated,
@@ -99,7 +99,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     summary.unchanged,
                     summary.invalid,
                     summary.conflicts,
-                    run.n_location_errors
+                    run.n_location_errors,
+                    summary.rows_written
                 );
             }
         }

@@ -72,7 +72,7 @@ enum Locations {
     Target,
     Error,
     NEntities,
-    RefreshedAt,
+    UpdatedAt,
 }
 
 #[derive(DeriveIden)]
@@ -251,7 +251,7 @@ impl MigrationTrait for Migration {
                     .col(string(Locations::Target))
                     .col(text(Locations::Error).null())
                     .col(big_integer(Locations::NEntities))
-                    .col(timestamp_with_time_zone(Locations::RefreshedAt))
+                    .col(timestamp_with_time_zone(Locations::UpdatedAt))
                     .to_owned(),
             )
             .await?;

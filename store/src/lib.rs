@@ -3,6 +3,7 @@
 //! domain values, and every write goes through [`Store::apply_snapshot`], which
 //! also appends to the change log.
 
+mod bulk;
 mod connection;
 mod error;
 mod models;

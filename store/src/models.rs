@@ -114,7 +114,7 @@ pub(crate) mod location_row {
         #[sea_orm(column_type = "Text", nullable)]
         pub error: Option<String>,
         pub n_entities: i64,
-        pub refreshed_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -8,13 +8,11 @@ use sea_orm::sea_query::{Condition, Expr, ExprTrait, Query};
 use sea_orm::{ColumnTrait, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::Value;
 
+use crate::bulk::{self, REF_CHUNK};
 use crate::connection::Store;
 use crate::error::StoreError;
 use crate::models::{change_row, conflict_row, entity_row, facet_row, location_row, relation_row};
 use crate::record::{Change, ChangeType, ConflictRecord, LocationRecord, StoredEntity, StoredRelation};
-
-/// How many refs go into one `IN (...)` list.
-const REF_CHUNK: usize = 500;
 
 /// A filter over entities: comparisons on a field, composed with all/any/not.
 #[derive(Clone, Debug, PartialEq)]
@@ -130,13 +128,17 @@ impl Store {
     }
 
     /// Entities by canonical ref, keyed by ref; missing refs are absent. One
-    /// statement per 500 refs.
+    /// statement per 5,000 refs.
     pub async fn entities_by_refs(&self, refs: &[EntityRef]) -> Result<HashMap<String, StoredEntity>, StoreError> {
         let texts: Vec<String> = refs.iter().map(ToString::to_string).collect();
         let mut found = HashMap::with_capacity(texts.len());
         for chunk in texts.chunks(REF_CHUNK) {
             let rows = entity_row::Entity::find()
-                .filter(entity_row::Column::EntityRef.is_in(chunk.iter().cloned()))
+                .filter(bulk::one_of(
+                    self.db.get_database_backend(),
+                    entity_row::Column::EntityRef,
+                    chunk.iter().cloned(),
+                ))
                 .all(&self.db)
                 .await?;
             for row in rows {
@@ -207,7 +209,7 @@ impl Store {
 
     /// The edges leaving each of the given refs, optionally of some types only.
     /// Incoming edges are outgoing edges of the reverse type, so this one call
-    /// serves both directions. One statement per 500 refs.
+    /// serves both directions. One statement per 5,000 refs.
     pub async fn relations_from(
         &self,
         sources: &[String],
@@ -223,7 +225,11 @@ impl Store {
                     relation_row::Column::TargetRef,
                 ])
                 .distinct()
-                .filter(relation_row::Column::SourceRef.is_in(chunk.iter().cloned()))
+                .filter(bulk::one_of(
+                    self.db.get_database_backend(),
+                    relation_row::Column::SourceRef,
+                    chunk.iter().cloned(),
+                ))
                 .order_by_asc(relation_row::Column::SourceRef)
                 .order_by_asc(relation_row::Column::RelationType)
                 .order_by_asc(relation_row::Column::TargetRef);
@@ -255,7 +261,7 @@ impl Store {
                 target: row.target,
                 error: row.error,
                 n_entities: row.n_entities,
-                refreshed_at: row.refreshed_at,
+                updated_at: row.updated_at,
             })
             .collect())
     }

@@ -35,7 +35,8 @@ pub struct LocationRecord {
     pub target: String,
     pub error: Option<String>,
     pub n_entities: i64,
-    pub refreshed_at: DateTime<Utc>,
+    /// When the outcome of reading it last changed (an unchanged re-read writes nothing).
+    pub updated_at: DateTime<Utc>,
 }
 
 /// Two sources claimed the same ref: the owner keeps it, the claimant is refused.

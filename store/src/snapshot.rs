@@ -7,10 +7,12 @@ use catalog_domain::{Entity, EntityRef, derive_relations};
 use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
+    TransactionTrait,
 };
 use serde_json::Value;
 
+use crate::bulk::{self, REF_CHUNK, VALUES_CHUNK as INSERT_CHUNK};
 use crate::connection::Store;
 use crate::error::StoreError;
 use crate::models::{change_row, conflict_row, entity_row, facet_row, location_row, relation_row};
@@ -22,9 +24,6 @@ const MAX_FACET_VALUE_CHARS: usize = 200;
 
 /// Deepest spec path flattened into the facet index.
 const MAX_FACET_DEPTH: usize = 3;
-
-/// How many refs go into one `IN (...)` list, well under both backends' limits.
-const REF_CHUNK: usize = 500;
 
 /// Everything one provider currently offers. Applying it makes the catalog's
 /// view of that provider equal to it.
@@ -76,6 +75,8 @@ pub struct ApplySummary {
     pub unchanged: usize,
     pub invalid: usize,
     pub conflicts: usize,
+    /// Rows inserted, updated or deleted in every table: zero when nothing changed.
+    pub rows_written: usize,
 }
 
 struct Existing {
@@ -83,6 +84,7 @@ struct Existing {
     etag: String,
     location: Option<String>,
     errors: Option<Value>,
+    uid: String,
 }
 
 impl Store {
@@ -109,6 +111,24 @@ impl Store {
     }
 }
 
+/// An entity to write, with everything its rows need.
+struct Pending<'a> {
+    entity_ref: String,
+    item: &'a SnapshotEntity,
+    uid: String,
+    etag: String,
+}
+
+impl Pending<'_> {
+    /// The body as stored; built per write chunk, never for the whole snapshot.
+    fn body(&self) -> Value {
+        stored_body(&self.item.entity, &self.uid, &self.etag)
+    }
+}
+
+/// Entities per write chunk.
+const WRITE_CHUNK: usize = 2_000;
+
 async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySummary, StoreError> {
     let provider = snapshot.provider.as_str();
     let now = Utc::now();
@@ -122,13 +142,14 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
             entity_row::Column::Etag,
             entity_row::Column::LocationKey,
             entity_row::Column::Errors,
+            entity_row::Column::Uid,
         ])
         .filter(entity_row::Column::Provider.eq(provider))
-        .into_tuple::<(i64, String, String, Option<String>, Option<Value>)>()
+        .into_tuple::<(i64, String, String, Option<String>, Option<Value>, String)>()
         .all(txn)
         .await?
         .into_iter()
-        .map(|(id, entity_ref, etag, location, errors)| (entity_ref, Existing { id, etag, location, errors }))
+        .map(|(id, entity_ref, etag, location, errors, uid)| (entity_ref, Existing { id, etag, location, errors, uid }))
         .collect();
 
     // Refs that another provider already holds cannot be taken.
@@ -143,7 +164,7 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
         let rows = entity_row::Entity::find()
             .select_only()
             .columns([entity_row::Column::EntityRef, entity_row::Column::Provider, entity_row::Column::LocationKey])
-            .filter(entity_row::Column::EntityRef.is_in(chunk.iter().cloned()))
+            .filter(bulk::one_of(txn.get_database_backend(), entity_row::Column::EntityRef, chunk.iter().cloned()))
             .into_tuple::<(String, String, Option<String>)>()
             .all(txn)
             .await?;
@@ -152,20 +173,19 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
         }
     }
 
-    conflict_row::Entity::delete_many().filter(conflict_row::Column::ClaimantProvider.eq(provider)).exec(txn).await?;
-
     let mut seen: HashMap<String, Option<String>> = HashMap::new();
+    let mut conflicts: Vec<ConflictClaim> = Vec::new();
+    let mut inserts: Vec<Pending> = Vec::new();
+    let mut updates: Vec<(i64, Pending)> = Vec::new();
+    let mut moves: Vec<(i64, Option<String>)> = Vec::new();
     for item in &snapshot.entities {
         let entity_ref = item.entity.entity_ref().to_string();
         if let Some(owner_location) = seen.get(&entity_ref) {
-            record_conflict(txn, &entity_ref, provider, owner_location.clone(), provider, item.location.clone())
-                .await?;
-            summary.conflicts += 1;
+            conflicts.push(ConflictClaim::new(&entity_ref, provider, owner_location.clone(), provider, &item.location));
             continue;
         }
         if let Some((owner, owner_location)) = foreign.get(&entity_ref) {
-            record_conflict(txn, &entity_ref, owner, owner_location.clone(), provider, item.location.clone()).await?;
-            summary.conflicts += 1;
+            conflicts.push(ConflictClaim::new(&entity_ref, owner, owner_location.clone(), provider, &item.location));
             continue;
         }
         seen.insert(entity_ref.clone(), item.location.clone());
@@ -173,56 +193,32 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
         match existing.get(&entity_ref) {
             None => {
                 let uid = uuid::Uuid::new_v4().to_string();
-                let body = stored_body(&item.entity, &uid, &etag);
-                let id = insert_entity(txn, &item.entity, &body, &uid, &etag, provider, item.location.as_deref(), now)
-                    .await?;
-                write_index(txn, id, &item.entity).await?;
-                log_change(txn, &entity_ref, ChangeType::Added, Some(&etag), Some(body), provider, now).await?;
-                summary.added += 1;
+                inserts.push(Pending { entity_ref, item, uid, etag });
             }
             Some(row) if row.etag == etag => {
                 if row.location != item.location || row.errors.is_some() {
-                    entity_row::Entity::update_many()
-                        .col_expr(entity_row::Column::LocationKey, Expr::value(item.location.clone()))
-                        .col_expr(entity_row::Column::Errors, Expr::value(Option::<Value>::None))
-                        .filter(entity_row::Column::Id.eq(row.id))
-                        .exec(txn)
-                        .await?;
+                    moves.push((row.id, item.location.clone()));
                 }
                 summary.unchanged += 1;
             }
             Some(row) => {
-                let uid: String = entity_row::Entity::find_by_id(row.id)
-                    .select_only()
-                    .column(entity_row::Column::Uid)
-                    .into_tuple()
-                    .one(txn)
-                    .await?
-                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-                let body = stored_body(&item.entity, &uid, &etag);
-                let columns = typed_columns(&item.entity);
-                entity_row::Entity::update_many()
-                    .col_expr(entity_row::Column::Kind, Expr::value(columns.kind))
-                    .col_expr(entity_row::Column::Etag, Expr::value(etag.clone()))
-                    .col_expr(entity_row::Column::Body, Expr::value(body.clone()))
-                    .col_expr(entity_row::Column::OwnerRef, Expr::value(columns.owner_ref))
-                    .col_expr(entity_row::Column::Lifecycle, Expr::value(columns.lifecycle))
-                    .col_expr(entity_row::Column::SpecType, Expr::value(columns.spec_type))
-                    .col_expr(entity_row::Column::SystemRef, Expr::value(columns.system_ref))
-                    .col_expr(entity_row::Column::Title, Expr::value(item.entity.metadata.title.clone()))
-                    .col_expr(entity_row::Column::SearchText, Expr::value(columns.search_text))
-                    .col_expr(entity_row::Column::LocationKey, Expr::value(item.location.clone()))
-                    .col_expr(entity_row::Column::Errors, Expr::value(Option::<Value>::None))
-                    .col_expr(entity_row::Column::UpdatedAt, Expr::value(now))
-                    .filter(entity_row::Column::Id.eq(row.id))
-                    .exec(txn)
-                    .await?;
-                clear_index(txn, row.id).await?;
-                write_index(txn, row.id, &item.entity).await?;
-                log_change(txn, &entity_ref, ChangeType::Updated, Some(&etag), Some(body), provider, now).await?;
-                summary.updated += 1;
+                updates.push((row.id, Pending { entity_ref, item, uid: row.uid.clone(), etag }));
             }
         }
+    }
+    summary.conflicts = conflicts.len();
+    summary.added = inserts.len();
+    summary.updated = updates.len();
+    summary.rows_written += sync_conflicts(txn, provider, &conflicts).await?;
+
+    for (id, location) in &moves {
+        entity_row::Entity::update_many()
+            .col_expr(entity_row::Column::LocationKey, Expr::value(location.clone()))
+            .col_expr(entity_row::Column::Errors, Expr::value(Option::<Value>::None))
+            .filter(entity_row::Column::Id.eq(*id))
+            .exec(txn)
+            .await?;
+        summary.rows_written += 1;
     }
 
     let mut invalid_refs = HashSet::new();
@@ -241,35 +237,92 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
                     .filter(entity_row::Column::Id.eq(row.id))
                     .exec(txn)
                     .await?;
+                summary.rows_written += 1;
             }
         }
     }
 
     let failed_locations: HashSet<&str> =
         snapshot.locations.iter().filter(|status| status.keeps_entities).map(|status| status.target.as_str()).collect();
-    for (entity_ref, row) in &existing {
-        if seen.contains_key(entity_ref) || invalid_refs.contains(entity_ref) {
-            continue;
+    let removed: Vec<(&String, i64)> = existing
+        .iter()
+        .filter(|(entity_ref, _)| !seen.contains_key(*entity_ref) && !invalid_refs.contains(*entity_ref))
+        .filter(|(_, row)| !row.location.as_deref().is_some_and(|location| failed_locations.contains(location)))
+        .map(|(entity_ref, row)| (entity_ref, row.id))
+        .collect();
+    summary.removed = removed.len();
+
+    let stale_ids: Vec<i64> = updates.iter().map(|(id, _)| *id).chain(removed.iter().map(|(_, id)| *id)).collect();
+    summary.rows_written += clear_index(txn, &stale_ids).await?;
+    for chunk in removed.chunks(INSERT_CHUNK) {
+        let ids = chunk.iter().map(|(_, id)| *id);
+        summary.rows_written +=
+            entity_row::Entity::delete_many().filter(entity_row::Column::Id.is_in(ids)).exec(txn).await?.rows_affected
+                as usize;
+    }
+    let removals: Vec<change_row::ActiveModel> =
+        removed.iter().map(|(entity_ref, _)| change(entity_ref, ChangeType::Removed, None, provider, now)).collect();
+    bulk::insert_changes(txn, &removals).await?;
+    summary.rows_written += removals.len();
+
+    // Writes go in chunks so that memory holds one chunk's rows, not the
+    // snapshot's: 100,000 entities carry millions of index rows.
+    for chunk in inserts.chunks(WRITE_CHUNK) {
+        let bodies: Vec<Value> = chunk.iter().map(Pending::body).collect();
+        let rows: Vec<entity_row::ActiveModel> = chunk
+            .iter()
+            .zip(&bodies)
+            .map(|(pending, body)| entity_active_model(pending, body, provider, now))
+            .collect();
+        let ids = bulk::insert_entities(txn, &rows).await?;
+        let mut indexed = Vec::with_capacity(chunk.len());
+        for pending in chunk {
+            let id = ids.get(&pending.entity_ref).copied().ok_or_else(|| StoreError::Corrupt {
+                entity_ref: pending.entity_ref.clone(),
+                message: "the inserted row was not found".into(),
+            })?;
+            indexed.push((id, &pending.item.entity));
         }
-        if row.location.as_deref().is_some_and(|location| failed_locations.contains(location)) {
-            continue;
-        }
-        clear_index(txn, row.id).await?;
-        entity_row::Entity::delete_by_id(row.id).exec(txn).await?;
-        log_change(txn, entity_ref, ChangeType::Removed, None, None, provider, now).await?;
-        summary.removed += 1;
+        summary.rows_written += rows.len() + write_index(txn, &indexed).await?;
+        let changes: Vec<change_row::ActiveModel> = chunk
+            .iter()
+            .zip(bodies)
+            .map(|(pending, body)| change(&pending.entity_ref, ChangeType::Added, Some((pending, body)), provider, now))
+            .collect();
+        bulk::insert_changes(txn, &changes).await?;
+        summary.rows_written += changes.len();
     }
 
-    location_row::Entity::delete_many().filter(location_row::Column::Provider.eq(provider)).exec(txn).await?;
-    let locations = snapshot.locations.iter().map(|status| location_row::ActiveModel {
-        provider: Set(provider.to_owned()),
-        target: Set(status.target.clone()),
-        error: Set(status.error.clone()),
-        n_entities: Set(i64::try_from(status.n_entities).unwrap_or(i64::MAX)),
-        refreshed_at: Set(now),
-        ..Default::default()
-    });
-    location_row::Entity::insert_many(locations).exec(txn).await?;
+    for chunk in updates.chunks(WRITE_CHUNK) {
+        let mut changes = Vec::with_capacity(chunk.len());
+        for (id, pending) in chunk {
+            let body = pending.body();
+            let columns = typed_columns(&pending.item.entity);
+            entity_row::Entity::update_many()
+                .col_expr(entity_row::Column::Kind, Expr::value(columns.kind))
+                .col_expr(entity_row::Column::Etag, Expr::value(pending.etag.clone()))
+                .col_expr(entity_row::Column::Body, Expr::value(body.clone()))
+                .col_expr(entity_row::Column::OwnerRef, Expr::value(columns.owner_ref))
+                .col_expr(entity_row::Column::Lifecycle, Expr::value(columns.lifecycle))
+                .col_expr(entity_row::Column::SpecType, Expr::value(columns.spec_type))
+                .col_expr(entity_row::Column::SystemRef, Expr::value(columns.system_ref))
+                .col_expr(entity_row::Column::Title, Expr::value(pending.item.entity.metadata.title.clone()))
+                .col_expr(entity_row::Column::SearchText, Expr::value(columns.search_text))
+                .col_expr(entity_row::Column::LocationKey, Expr::value(pending.item.location.clone()))
+                .col_expr(entity_row::Column::Errors, Expr::value(Option::<Value>::None))
+                .col_expr(entity_row::Column::UpdatedAt, Expr::value(now))
+                .filter(entity_row::Column::Id.eq(*id))
+                .exec(txn)
+                .await?;
+            changes.push(change(&pending.entity_ref, ChangeType::Updated, Some((pending, body)), provider, now));
+        }
+        let indexed: Vec<(i64, &Entity)> = chunk.iter().map(|(id, pending)| (*id, &pending.item.entity)).collect();
+        summary.rows_written += chunk.len() + write_index(txn, &indexed).await?;
+        bulk::insert_changes(txn, &changes).await?;
+        summary.rows_written += changes.len();
+    }
+
+    summary.rows_written += sync_locations(txn, provider, &snapshot.locations, now).await?;
     Ok(summary)
 }
 
@@ -317,68 +370,6 @@ fn typed_columns(entity: &Entity) -> TypedColumns {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn insert_entity(
-    txn: &DatabaseTransaction,
-    entity: &Entity,
-    body: &Value,
-    uid: &str,
-    etag: &str,
-    provider: &str,
-    location: Option<&str>,
-    now: chrono::DateTime<Utc>,
-) -> Result<i64, StoreError> {
-    let columns = typed_columns(entity);
-    let row = entity_row::ActiveModel {
-        entity_ref: Set(entity.entity_ref().to_string()),
-        kind: Set(columns.kind),
-        namespace: Set(entity.metadata.namespace.to_ascii_lowercase()),
-        name: Set(entity.metadata.name.to_ascii_lowercase()),
-        uid: Set(uid.to_owned()),
-        etag: Set(etag.to_owned()),
-        body: Set(body.clone()),
-        owner_ref: Set(columns.owner_ref),
-        lifecycle: Set(columns.lifecycle),
-        spec_type: Set(columns.spec_type),
-        system_ref: Set(columns.system_ref),
-        title: Set(entity.metadata.title.clone()),
-        search_text: Set(columns.search_text),
-        provider: Set(provider.to_owned()),
-        location_key: Set(location.map(str::to_owned)),
-        errors: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-        ..Default::default()
-    };
-    Ok(entity_row::Entity::insert(row).exec(txn).await?.last_insert_id)
-}
-
-async fn clear_index(txn: &DatabaseTransaction, id: i64) -> Result<(), StoreError> {
-    relation_row::Entity::delete_many().filter(relation_row::Column::OriginId.eq(id)).exec(txn).await?;
-    facet_row::Entity::delete_many().filter(facet_row::Column::EntityId.eq(id)).exec(txn).await?;
-    Ok(())
-}
-
-/// Writes the entity's relation edges (both directions) and facet rows.
-async fn write_index(txn: &DatabaseTransaction, id: i64, entity: &Entity) -> Result<(), StoreError> {
-    let relations = derive_relations(entity).into_iter().map(|edge| relation_row::ActiveModel {
-        origin_id: Set(id),
-        source_ref: Set(edge.source.to_string()),
-        relation_type: Set(edge.relation_type.as_str().to_owned()),
-        target_ref: Set(edge.target.to_string()),
-        ..Default::default()
-    });
-    relation_row::Entity::insert_many(relations).exec(txn).await?;
-    let facets = facet_pairs(entity).into_iter().map(|(key, value)| facet_row::ActiveModel {
-        entity_id: Set(id),
-        key: Set(key),
-        value: Set(value),
-        ..Default::default()
-    });
-    facet_row::Entity::insert_many(facets).exec(txn).await?;
-    Ok(())
-}
-
 /// The (key, value) pairs of the facet index: kind, namespace, name, tags,
 /// labels, annotations and scalar spec fields, keyed by their dotted path.
 pub(crate) fn facet_pairs(entity: &Entity) -> Vec<(String, String)> {
@@ -422,49 +413,248 @@ fn flatten(path: &str, value: &Value, depth: usize, pairs: &mut Vec<(String, Str
     }
 }
 
-async fn log_change(
-    txn: &DatabaseTransaction,
-    entity_ref: &str,
-    change_type: ChangeType,
-    etag: Option<&str>,
-    body: Option<Value>,
+fn entity_active_model(
+    pending: &Pending,
+    body: &Value,
     provider: &str,
     now: chrono::DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let row = change_row::ActiveModel {
+) -> entity_row::ActiveModel {
+    let entity = &pending.item.entity;
+    let columns = typed_columns(entity);
+    entity_row::ActiveModel {
+        entity_ref: Set(pending.entity_ref.clone()),
+        kind: Set(columns.kind),
+        namespace: Set(entity.metadata.namespace.to_ascii_lowercase()),
+        name: Set(entity.metadata.name.to_ascii_lowercase()),
+        uid: Set(pending.uid.clone()),
+        etag: Set(pending.etag.clone()),
+        body: Set(body.clone()),
+        owner_ref: Set(columns.owner_ref),
+        lifecycle: Set(columns.lifecycle),
+        spec_type: Set(columns.spec_type),
+        system_ref: Set(columns.system_ref),
+        title: Set(entity.metadata.title.clone()),
+        search_text: Set(columns.search_text),
+        provider: Set(provider.to_owned()),
+        location_key: Set(pending.item.location.clone()),
+        errors: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+}
+
+/// Deletes the relation and facet rows of entities; returns the rows deleted.
+async fn clear_index(txn: &DatabaseTransaction, ids: &[i64]) -> Result<usize, StoreError> {
+    let mut n_rows = 0;
+    for chunk in ids.chunks(INSERT_CHUNK) {
+        n_rows += relation_row::Entity::delete_many()
+            .filter(relation_row::Column::OriginId.is_in(chunk.iter().copied()))
+            .exec(txn)
+            .await?
+            .rows_affected;
+        n_rows += facet_row::Entity::delete_many()
+            .filter(facet_row::Column::EntityId.is_in(chunk.iter().copied()))
+            .exec(txn)
+            .await?
+            .rows_affected;
+    }
+    Ok(n_rows as usize)
+}
+
+/// Writes the relation edges (both directions) and facet rows of entities in
+/// multi-row inserts; returns the rows written.
+async fn write_index(txn: &DatabaseTransaction, entities: &[(i64, &Entity)]) -> Result<usize, StoreError> {
+    let relations: Vec<relation_row::ActiveModel> = entities
+        .iter()
+        .flat_map(|(id, entity)| {
+            derive_relations(entity).into_iter().map(move |edge| relation_row::ActiveModel {
+                origin_id: Set(*id),
+                source_ref: Set(edge.source.to_string()),
+                relation_type: Set(edge.relation_type.as_str().to_owned()),
+                target_ref: Set(edge.target.to_string()),
+                ..Default::default()
+            })
+        })
+        .collect();
+    let facets: Vec<facet_row::ActiveModel> = entities
+        .iter()
+        .flat_map(|(id, entity)| {
+            facet_pairs(entity).into_iter().map(move |(key, value)| facet_row::ActiveModel {
+                entity_id: Set(*id),
+                key: Set(key),
+                value: Set(value),
+                ..Default::default()
+            })
+        })
+        .collect();
+    bulk::insert_relations(txn, &relations).await?;
+    bulk::insert_facets(txn, &facets).await?;
+    Ok(relations.len() + facets.len())
+}
+
+fn change(
+    entity_ref: &str,
+    change_type: ChangeType,
+    written: Option<(&Pending, Value)>,
+    provider: &str,
+    now: chrono::DateTime<Utc>,
+) -> change_row::ActiveModel {
+    let (etag, body) = match written {
+        Some((pending, body)) => (Some(pending.etag.clone()), Some(body)),
+        None => (None, None),
+    };
+    change_row::ActiveModel {
         created_at: Set(now),
         entity_ref: Set(entity_ref.to_owned()),
         change_type: Set(change_type.as_str().to_owned()),
-        etag: Set(etag.map(str::to_owned)),
+        etag: Set(etag),
         body: Set(body),
         provider: Set(provider.to_owned()),
         ..Default::default()
-    };
-    change_row::Entity::insert(row).exec(txn).await?;
-    Ok(())
+    }
 }
 
-async fn record_conflict(
-    txn: &DatabaseTransaction,
-    entity_ref: &str,
-    owner: &str,
+/// A refused claim on a ref another source (or an earlier location) holds.
+struct ConflictClaim {
+    entity_ref: String,
+    owner: String,
     owner_location: Option<String>,
-    claimant: &str,
+    claimant: String,
     claimant_location: Option<String>,
-) -> Result<(), StoreError> {
-    tracing::warn!(entity_ref, owner, claimant, "entity claimed by two sources");
-    let row = conflict_row::ActiveModel {
-        entity_ref: Set(entity_ref.to_owned()),
-        owner_provider: Set(owner.to_owned()),
-        owner_location: Set(owner_location),
-        claimant_provider: Set(claimant.to_owned()),
-        claimant_location: Set(claimant_location),
-        detected_at: Set(Utc::now()),
-        ..Default::default()
-    };
-    conflict_row::Entity::insert(row)
-        .on_conflict_do_nothing_on([conflict_row::Column::EntityRef, conflict_row::Column::ClaimantProvider])
-        .exec(txn)
-        .await?;
-    Ok(())
+}
+
+impl ConflictClaim {
+    fn new(
+        entity_ref: &str,
+        owner: &str,
+        owner_location: Option<String>,
+        claimant: &str,
+        location: &Option<String>,
+    ) -> Self {
+        tracing::warn!(entity_ref, owner, claimant, "entity claimed by two sources");
+        Self {
+            entity_ref: entity_ref.to_owned(),
+            owner: owner.to_owned(),
+            owner_location,
+            claimant: claimant.to_owned(),
+            claimant_location: location.clone(),
+        }
+    }
+}
+
+/// Makes the provider's recorded claims equal to `claims`, writing only what
+/// differs; returns the rows written.
+async fn sync_conflicts(
+    txn: &DatabaseTransaction,
+    provider: &str,
+    claims: &[ConflictClaim],
+) -> Result<usize, StoreError> {
+    let recorded: HashMap<String, conflict_row::Model> = conflict_row::Entity::find()
+        .filter(conflict_row::Column::ClaimantProvider.eq(provider))
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(|row| (row.entity_ref.clone(), row))
+        .collect();
+    let mut n_rows = 0;
+    let mut current = HashSet::new();
+    for claim in claims {
+        if !current.insert(claim.entity_ref.as_str()) {
+            continue;
+        }
+        let same = recorded.get(&claim.entity_ref).is_some_and(|row| {
+            row.owner_provider == claim.owner
+                && row.owner_location == claim.owner_location
+                && row.claimant_location == claim.claimant_location
+        });
+        if same {
+            continue;
+        }
+        if let Some(row) = recorded.get(&claim.entity_ref) {
+            conflict_row::Entity::delete_by_id(row.id).exec(txn).await?;
+        }
+        let row = conflict_row::ActiveModel {
+            entity_ref: Set(claim.entity_ref.clone()),
+            owner_provider: Set(claim.owner.clone()),
+            owner_location: Set(claim.owner_location.clone()),
+            claimant_provider: Set(claim.claimant.clone()),
+            claimant_location: Set(claim.claimant_location.clone()),
+            detected_at: Set(Utc::now()),
+            ..Default::default()
+        };
+        conflict_row::Entity::insert(row).exec_without_returning(txn).await?;
+        n_rows += 1;
+    }
+    let stale: Vec<i64> =
+        recorded.values().filter(|row| !current.contains(row.entity_ref.as_str())).map(|row| row.id).collect();
+    if !stale.is_empty() {
+        n_rows += conflict_row::Entity::delete_many()
+            .filter(conflict_row::Column::Id.is_in(stale))
+            .exec(txn)
+            .await?
+            .rows_affected as usize;
+    }
+    Ok(n_rows)
+}
+
+/// Makes the provider's location rows equal to `statuses`, writing only rows
+/// whose outcome changed; returns the rows written.
+async fn sync_locations(
+    txn: &DatabaseTransaction,
+    provider: &str,
+    statuses: &[LocationStatus],
+    now: chrono::DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let recorded: HashMap<String, location_row::Model> = location_row::Entity::find()
+        .filter(location_row::Column::Provider.eq(provider))
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(|row| (row.target.clone(), row))
+        .collect();
+    let mut n_rows = 0;
+    let mut inserts = Vec::new();
+    let mut current = HashSet::new();
+    for status in statuses {
+        if !current.insert(status.target.as_str()) {
+            continue;
+        }
+        let n_entities = i64::try_from(status.n_entities).unwrap_or(i64::MAX);
+        match recorded.get(&status.target) {
+            Some(row) if row.error == status.error && row.n_entities == n_entities => {}
+            Some(row) => {
+                location_row::Entity::update_many()
+                    .col_expr(location_row::Column::Error, Expr::value(status.error.clone()))
+                    .col_expr(location_row::Column::NEntities, Expr::value(n_entities))
+                    .col_expr(location_row::Column::UpdatedAt, Expr::value(now))
+                    .filter(location_row::Column::Id.eq(row.id))
+                    .exec(txn)
+                    .await?;
+                n_rows += 1;
+            }
+            None => inserts.push(location_row::ActiveModel {
+                provider: Set(provider.to_owned()),
+                target: Set(status.target.clone()),
+                error: Set(status.error.clone()),
+                n_entities: Set(n_entities),
+                updated_at: Set(now),
+                ..Default::default()
+            }),
+        }
+    }
+    n_rows += inserts.len();
+    for chunk in inserts.chunks(INSERT_CHUNK) {
+        location_row::Entity::insert_many(chunk.iter().cloned()).exec_without_returning(txn).await?;
+    }
+    let stale: Vec<i64> =
+        recorded.values().filter(|row| !current.contains(row.target.as_str())).map(|row| row.id).collect();
+    for chunk in stale.chunks(INSERT_CHUNK) {
+        n_rows += location_row::Entity::delete_many()
+            .filter(location_row::Column::Id.is_in(chunk.iter().copied()))
+            .exec(txn)
+            .await?
+            .rows_affected as usize;
+    }
+    Ok(n_rows)
 }

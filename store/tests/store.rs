@@ -84,6 +84,7 @@ async fn an_unchanged_entity_is_not_rewritten_and_keeps_its_uid(store: Store) {
     let before = store.entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
     let summary = store.apply_snapshot(&first).await.unwrap();
     assert_eq!((summary.unchanged, summary.added, summary.updated), (1, 0, 0));
+    assert_eq!(summary.rows_written, 0, "an unchanged snapshot writes nothing");
     assert_eq!(store.changes_after(0, 100).await.unwrap().len(), 1);
 
     store.apply_snapshot(&snapshot("file", vec![(component("a", "team-z", json!({})), "a.yaml")])).await.unwrap();
@@ -271,7 +272,33 @@ async fn many_refs_are_fetched_in_one_statement(store: Store) {
     assert_eq!(found.len(), 30);
 }
 
+async fn a_large_snapshot_is_written_in_statements_under_the_bind_parameter_limits(store: Store) {
+    // 3,000 entities hold about 40,000 facet rows (120,000 parameters in one
+    // statement) and 9,000 relation rows: more than PostgreSQL's 65,535 limit
+    // unless the writes are batched.
+    let entities: Vec<(Entity, &str)> = (0..3_000)
+        .map(|index| {
+            let mut entity = component(&format!("c{index}"), "team-a", json!({"dependsOn": ["component:c0"]}));
+            for label in 0..8 {
+                entity.metadata.labels.insert(format!("acme.com/l{label}"), format!("v{index}"));
+            }
+            (entity, "big.yaml")
+        })
+        .collect();
+    let before = store.statement_count();
+    let summary = store.apply_snapshot(&snapshot("file", entities)).await.unwrap();
+    assert_eq!(summary.added, 3_000);
+    assert!(store.statement_count() - before < 200, "{} statements", store.statement_count() - before);
+    let dependents =
+        store.relations_from(&["component:default/c0".into()], Some(&[RelationType::DependencyOf])).await.unwrap();
+    assert_eq!(dependents.len(), 3_000, "c0 included: it depends on itself, as written");
+    let page =
+        store.list_entities(&ListQuery { search: Some("c2999".into()), limit: 5, ..Default::default() }).await.unwrap();
+    assert_eq!(page.total_count, 1);
+}
+
 backend_tests!(
+    a_large_snapshot_is_written_in_statements_under_the_bind_parameter_limits,
     a_snapshot_adds_updates_and_removes_with_one_change_each,
     an_unchanged_entity_is_not_rewritten_and_keeps_its_uid,
     an_invalid_new_version_keeps_the_last_good_one_with_its_errors,

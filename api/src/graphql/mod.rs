@@ -144,7 +144,8 @@ pub struct CatalogLocation {
     /// Why the last read failed, or the problems of its documents.
     pub error: Option<String>,
     pub entity_count: i64,
-    pub refreshed_at: DateTime<Utc>,
+    /// When the outcome of reading it (error or entity count) last changed.
+    pub updated_at: DateTime<Utc>,
 }
 
 /// A ref that two sources claim: the owner keeps it.
@@ -378,7 +379,7 @@ impl QueryRoot {
                 target: location.target,
                 error: location.error,
                 entity_count: location.n_entities,
-                refreshed_at: location.refreshed_at,
+                updated_at: location.updated_at,
             })
             .collect())
     }

@@ -1,0 +1,220 @@
+//! Multi-row inserts sized to each backend. SQLite takes multi-row VALUES in
+//! chunks under its bind-parameter limit. PostgreSQL takes one array per
+//! column through UNNEST: four parameters per statement whatever the row count,
+//! instead of VALUES lists of thousands of parameters that PostgreSQL must
+//! parse and plan (measured on 10,000 entities: entity rows 2.6 s with VALUES;
+//! the same rows copied server-side take 0.14 s).
+
+use std::collections::HashMap;
+
+use sea_orm::sea_query::extension::postgres::PgFunc;
+use sea_orm::sea_query::{Expr, ExprTrait, SimpleExpr};
+use sea_orm::{
+    ActiveValue, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QuerySelect,
+    Statement, Value as SeaValue,
+};
+
+use crate::error::StoreError;
+use crate::models::{change_row, entity_row, facet_row, relation_row};
+
+/// Rows per multi-row VALUES insert: well under PostgreSQL's 65,535 bind
+/// parameters and SQLite's 32,766 for the widest table (19 columns).
+pub(crate) const VALUES_CHUNK: usize = 500;
+
+/// Refs per lookup statement. Each statement costs a round trip and, on
+/// PostgreSQL here, about 30 ms inside a long transaction whatever its size
+/// (measured: 20 lookups of 500 refs 0.67 s, 2 of 5,000 refs 0.06 s), so
+/// lookups are few and large, under SQLite's 32,766 parameters.
+pub(crate) const REF_CHUNK: usize = 5_000;
+
+/// Rows per UNNEST insert: bounded only by the message size.
+const UNNEST_CHUNK: usize = 20_000;
+
+fn is_postgres(txn: &DatabaseTransaction) -> bool {
+    txn.get_database_backend() == DbBackend::Postgres
+}
+
+fn take<T: Clone + Default + Into<SeaValue>>(value: &ActiveValue<T>) -> T {
+    value.clone().take().unwrap_or_default()
+}
+
+/// Optional text as an array element: PostgreSQL arrays of nullable text are
+/// passed with `''` for null and turned back with NULLIF in the statement.
+fn text_or_empty(value: &ActiveValue<Option<String>>) -> String {
+    value.clone().take().flatten().unwrap_or_default()
+}
+
+fn column<T, F>(rows: &[T], get: F) -> SeaValue
+where
+    F: Fn(&T) -> SeaValue,
+{
+    let values: Vec<SeaValue> = rows.iter().map(get).collect();
+    let array_type = match values.first() {
+        Some(SeaValue::BigInt(_)) => sea_orm::sea_query::ArrayType::BigInt,
+        Some(SeaValue::Json(_)) => sea_orm::sea_query::ArrayType::Json,
+        _ => sea_orm::sea_query::ArrayType::String,
+    };
+    SeaValue::Array(array_type, Some(Box::new(values)))
+}
+
+/// Inserts entity rows and returns their ids by ref.
+pub(crate) async fn insert_entities(
+    txn: &DatabaseTransaction,
+    rows: &[entity_row::ActiveModel],
+) -> Result<HashMap<String, i64>, StoreError> {
+    let mut ids = HashMap::with_capacity(rows.len());
+    if is_postgres(txn) {
+        for chunk in rows.chunks(UNNEST_CHUNK) {
+            let Some(first) = chunk.first() else { continue };
+            let statement = Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "INSERT INTO entities (entity_ref, kind, namespace, name, uid, etag, body, owner_ref, lifecycle, \
+                 spec_type, system_ref, title, search_text, provider, location_key, errors, created_at, updated_at) \
+                 SELECT r, k, ns, n, u, e, b, NULLIF(o, ''), NULLIF(l, ''), NULLIF(t, ''), NULLIF(s, ''), \
+                 NULLIF(ti, ''), st, $14, NULLIF(lk, ''), NULL, $15, $15 \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], \
+                 $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $16::text[]) \
+                 AS input(r, k, ns, n, u, e, b, o, l, t, s, ti, st, lk) \
+                 RETURNING id, entity_ref",
+                [
+                    column(chunk, |row| take(&row.entity_ref).into()),
+                    column(chunk, |row| take(&row.kind).into()),
+                    column(chunk, |row| take(&row.namespace).into()),
+                    column(chunk, |row| take(&row.name).into()),
+                    column(chunk, |row| take(&row.uid).into()),
+                    column(chunk, |row| take(&row.etag).into()),
+                    column(chunk, |row| SeaValue::Json(Some(Box::new(take(&row.body))))),
+                    column(chunk, |row| text_or_empty(&row.owner_ref).into()),
+                    column(chunk, |row| text_or_empty(&row.lifecycle).into()),
+                    column(chunk, |row| text_or_empty(&row.spec_type).into()),
+                    column(chunk, |row| text_or_empty(&row.system_ref).into()),
+                    column(chunk, |row| text_or_empty(&row.title).into()),
+                    column(chunk, |row| take(&row.search_text).into()),
+                    take(&first.provider).into(),
+                    take(&first.created_at).into(),
+                    column(chunk, |row| text_or_empty(&row.location_key).into()),
+                ],
+            );
+            for row in txn.query_all_raw(statement).await? {
+                ids.insert(row.try_get::<String>("", "entity_ref")?, row.try_get::<i64>("", "id")?);
+            }
+        }
+        return Ok(ids);
+    }
+    for chunk in rows.chunks(VALUES_CHUNK) {
+        entity_row::Entity::insert_many(chunk.iter().cloned()).exec_without_returning(txn).await?;
+        let refs = chunk.iter().map(|row| take(&row.entity_ref));
+        let found = entity_row::Entity::find()
+            .select_only()
+            .columns([entity_row::Column::EntityRef, entity_row::Column::Id])
+            .filter(entity_row::Column::EntityRef.is_in(refs))
+            .into_tuple::<(String, i64)>()
+            .all(txn)
+            .await?;
+        ids.extend(found);
+    }
+    Ok(ids)
+}
+
+pub(crate) async fn insert_relations(
+    txn: &DatabaseTransaction,
+    rows: &[relation_row::ActiveModel],
+) -> Result<(), StoreError> {
+    if is_postgres(txn) {
+        for chunk in rows.chunks(UNNEST_CHUNK) {
+            let statement = Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "INSERT INTO relations (origin_id, source_ref, relation_type, target_ref) \
+                 SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[])",
+                [
+                    column(chunk, |row| take(&row.origin_id).into()),
+                    column(chunk, |row| take(&row.source_ref).into()),
+                    column(chunk, |row| take(&row.relation_type).into()),
+                    column(chunk, |row| take(&row.target_ref).into()),
+                ],
+            );
+            txn.execute_raw(statement).await?;
+        }
+        return Ok(());
+    }
+    // Four columns a row: four times the rows of the widest table fit.
+    for chunk in rows.chunks(VALUES_CHUNK * 4) {
+        relation_row::Entity::insert_many(chunk.iter().cloned()).exec_without_returning(txn).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn insert_facets(
+    txn: &DatabaseTransaction,
+    rows: &[facet_row::ActiveModel],
+) -> Result<(), StoreError> {
+    if is_postgres(txn) {
+        for chunk in rows.chunks(UNNEST_CHUNK) {
+            let statement = Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "INSERT INTO entity_facets (entity_id, key, value) SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[])",
+                [
+                    column(chunk, |row| take(&row.entity_id).into()),
+                    column(chunk, |row| take(&row.key).into()),
+                    column(chunk, |row| take(&row.value).into()),
+                ],
+            );
+            txn.execute_raw(statement).await?;
+        }
+        return Ok(());
+    }
+    for chunk in rows.chunks(VALUES_CHUNK * 4) {
+        facet_row::Entity::insert_many(chunk.iter().cloned()).exec_without_returning(txn).await?;
+    }
+    Ok(())
+}
+
+/// Appends change-log rows in order, so sequence numbers follow the input.
+pub(crate) async fn insert_changes(
+    txn: &DatabaseTransaction,
+    rows: &[change_row::ActiveModel],
+) -> Result<(), StoreError> {
+    if is_postgres(txn) {
+        for chunk in rows.chunks(UNNEST_CHUNK) {
+            let Some(first) = chunk.first() else { continue };
+            let statement = Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "INSERT INTO change_log (created_at, entity_ref, change_type, etag, body, provider) \
+                 SELECT $1, r, c, NULLIF(e, ''), NULLIF(b, 'null'::jsonb), $2 \
+                 FROM UNNEST($3::text[], $4::text[], $5::text[], $6::jsonb[]) WITH ORDINALITY AS input(r, c, e, b, position) \
+                 ORDER BY position",
+                [
+                    take(&first.created_at).into(),
+                    take(&first.provider).into(),
+                    column(chunk, |row| take(&row.entity_ref).into()),
+                    column(chunk, |row| take(&row.change_type).into()),
+                    column(chunk, |row| text_or_empty(&row.etag).into()),
+                    column(chunk, |row| {
+                        SeaValue::Json(Some(Box::new(row.body.clone().take().flatten().unwrap_or_default())))
+                    }),
+                ],
+            );
+            txn.execute_raw(statement).await?;
+        }
+        return Ok(());
+    }
+    for chunk in rows.chunks(VALUES_CHUNK) {
+        change_row::Entity::insert_many(chunk.iter().cloned()).exec_without_returning(txn).await?;
+    }
+    Ok(())
+}
+
+/// `column IN (values)` for many values: on PostgreSQL one array parameter
+/// (`= ANY($1)`), since planning IN lists of hundreds of parameters costs tens
+/// of milliseconds a statement there; on SQLite a plain IN list.
+pub(crate) fn one_of<C>(backend: DbBackend, column: C, values: impl IntoIterator<Item = String>) -> SimpleExpr
+where
+    C: ColumnTrait,
+{
+    let values: Vec<String> = values.into_iter().collect();
+    if backend == DbBackend::Postgres {
+        Expr::col(column).eq(PgFunc::any(Expr::val(SeaValue::from(values))))
+    } else {
+        column.is_in(values)
+    }
+}
