@@ -363,7 +363,7 @@ pub fn generate(total: usize, seed: u64, layout: Layout, out: &Path) -> anyhow::
         relations,
         hubs: hubs(&dependents, &component_names, &resource_names),
         samples: Samples {
-            components: component_names.iter().take(20).map(|name| format!("component:default/{name}")).collect(),
+            components: component_names.iter().take(100).map(|name| format!("component:default/{name}")).collect(),
             groups: teams.iter().take(20).map(|index| format!("group:default/{}", group_names[*index])).collect(),
             apis: api_names.iter().take(20).map(|name| format!("api:default/{name}")).collect(),
             systems: system_names.iter().take(20).map(|name| format!("system:default/{name}")).collect(),

@@ -1,12 +1,16 @@
-//! `catalog-bench`: generate synthetic catalogs (and, in later work, drive load
-//! against a live server).
+//! `catalog-bench`: generate synthetic catalogs and drive load against a live
+//! server. `bench/run.sh` ties them to the ingestion benchmark.
 
 mod generate;
+mod load;
 mod rng;
 mod yaml;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -29,13 +33,77 @@ enum Command {
         #[arg(long, value_enum, default_value_t = generate::Layout::Single)]
         layout: generate::Layout,
     },
+    /// Send each scenario at each concurrency to a live server; print a table
+    /// and write the figures as JSON.
+    Load {
+        /// The GraphQL endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:7007/graphql")]
+        url: String,
+        /// The manifest.json of the catalog the server holds.
+        #[arg(long)]
+        manifest: PathBuf,
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+        concurrency: Vec<usize>,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, value_enum, value_delimiter = ',')]
+        scenarios: Option<Vec<load::Scenario>>,
+        /// Where to write the JSON results.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Generate { entities, seed, out, layout } => {
             let manifest = generate::generate(entities, seed, layout, &out)?;
             println!("{}", serde_json::to_string_pretty(&manifest)?);
+        }
+        Command::Load { url, manifest, concurrency, seconds, scenarios, out } => {
+            let text =
+                std::fs::read_to_string(&manifest).with_context(|| format!("cannot read {}", manifest.display()))?;
+            let targets = Arc::new(load::Targets::from_manifest(&serde_json::from_str(&text)?)?);
+            let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+            let mut measurements = Vec::new();
+            println!(
+                "{:<8} {:>4} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8}",
+                "scenario", "conc", "requests", "errors", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms"
+            );
+            for scenario in scenarios.unwrap_or_else(|| load::Scenario::ALL.to_vec()) {
+                for &level in &concurrency {
+                    let m = load::measure(
+                        &client,
+                        &url,
+                        targets.clone(),
+                        scenario,
+                        level.max(1),
+                        Duration::from_secs(seconds),
+                    )
+                    .await?;
+                    println!(
+                        "{:<8} {:>4} {:>9} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+                        serde_json::to_value(m.scenario)?.as_str().unwrap_or_default(),
+                        m.concurrency,
+                        m.requests,
+                        m.errors,
+                        m.requests_per_second,
+                        m.p50_ms,
+                        m.p90_ms,
+                        m.p99_ms,
+                        m.max_ms
+                    );
+                    measurements.push(m);
+                }
+            }
+            if let Some(out) = out {
+                std::fs::write(&out, serde_json::to_string_pretty(&measurements)?)
+                    .with_context(|| format!("cannot write {}", out.display()))?;
+            }
+            if measurements.iter().any(|m| m.errors > 0) {
+                anyhow::bail!("some requests failed");
+            }
         }
     }
     Ok(())

@@ -57,11 +57,18 @@ pub fn sdl() -> String {
     Schema::build(QueryRoot, EmptyMutation, EmptySubscription).finish().sdl()
 }
 
+/// How long a DataLoader waits for sibling fields to add their keys before it
+/// runs the batch. Siblings register their keys within one poll of their
+/// parent, microseconds apart; async-graphql's default of 1 ms added a
+/// millisecond to every level of every query (by-ref with owner and system:
+/// 4.8 ms at p50, measured on 10,000 entities).
+const LOADER_DELAY: std::time::Duration = std::time::Duration::from_micros(100);
+
 /// Adds the per-request DataLoaders: their caches must never outlive a request.
 pub fn with_loaders(request: Request, store: &Store) -> Request {
     request
-        .data(DataLoader::new(EntityLoader(store.clone()), tokio::spawn))
-        .data(DataLoader::new(EdgesLoader(store.clone()), tokio::spawn))
+        .data(DataLoader::new(EntityLoader(store.clone()), tokio::spawn).delay(LOADER_DELAY))
+        .data(DataLoader::new(EdgesLoader(store.clone()), tokio::spawn).delay(LOADER_DELAY))
 }
 
 /// Anything with a global ID.

@@ -1,0 +1,180 @@
+//! The load driver: realistic GraphQL queries against a live server at
+//! several concurrency levels, with latencies in HDR histograms.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// Refs taken from a generated catalog's manifest.
+pub struct Targets {
+    components: Vec<String>,
+    groups: Vec<String>,
+    words: Vec<String>,
+}
+
+impl Targets {
+    pub fn from_manifest(manifest: &Value) -> anyhow::Result<Self> {
+        let list = |key: &str| -> anyhow::Result<Vec<String>> {
+            let values =
+                manifest["samples"][key].as_array().with_context(|| format!("manifest.samples.{key} is missing"))?;
+            Ok(values.iter().filter_map(|value| value.as_str().map(str::to_owned)).collect())
+        };
+        let components = list("components")?;
+        let words = components
+            .iter()
+            .filter_map(|entity_ref| entity_ref.rsplit('/').next())
+            .filter_map(|name| name.split('-').nth(1).map(str::to_owned))
+            .collect();
+        Ok(Self { components, groups: list("groups")?, words })
+    }
+
+    fn component(&self, index: usize) -> &str {
+        &self.components[index % self.components.len()]
+    }
+
+    fn group(&self, index: usize) -> &str {
+        &self.groups[index % self.groups.len()]
+    }
+}
+
+/// One kind of request the driver sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    ByRef,
+    Page,
+    Facets,
+    Search,
+    FanOut,
+    Batch,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 6] =
+        [Scenario::ByRef, Scenario::Page, Scenario::Facets, Scenario::Search, Scenario::FanOut, Scenario::Batch];
+
+    /// The request body for the `index`th request of this scenario.
+    fn request(self, targets: &Targets, index: usize) -> Value {
+        match self {
+            Scenario::ByRef => json!({
+                "query": "query ($ref: String!) { entity(ref: $ref) { entityRef name ... on Component { owner { entityRef } system { entityRef } } } }",
+                "variables": {"ref": targets.component(index)},
+            }),
+            Scenario::Page => json!({
+                "query": "query ($owner: String!) { entities(filter: {kind: [\"component\"], owner: [$owner]}, first: 50) { totalCount nodes { entityRef name } } }",
+                "variables": {"owner": targets.group(index)},
+            }),
+            Scenario::Facets => json!({
+                "query": "{ facets(fields: [\"kind\", \"spec.type\", \"metadata.tags\", \"spec.lifecycle\"], filter: {kind: [\"component\", \"api\"]}) { field values { value count } } }",
+            }),
+            Scenario::Search => json!({
+                "query": "query ($text: String!) { entities(search: $text, first: 20) { totalCount nodes { entityRef } } }",
+                "variables": {"text": targets.words[index % targets.words.len()]},
+            }),
+            Scenario::FanOut => json!({
+                "query": "query ($ref: String!) { entity(ref: $ref) { entityRef ... on Component { type lifecycle \
+                    owner { entityRef ... on Group { members { entityRef } } } \
+                    system { entityRef domain { entityRef } } \
+                    providesApis { entityRef } \
+                    consumesApis { entityRef providers { entityRef } } \
+                    dependsOn { entityRef ... on Component { owner { entityRef } } ... on Resource { owner { entityRef } } } } } }",
+                "variables": {"ref": targets.component(index)},
+            }),
+            Scenario::Batch => {
+                let refs: Vec<&str> = (0..100).map(|offset| targets.component(index + offset)).collect();
+                json!({
+                    "query": "query ($refs: [String!]!) { entitiesByRefs(refs: $refs) { entityRef } }",
+                    "variables": {"refs": refs},
+                })
+            }
+        }
+    }
+}
+
+/// The figures of one scenario at one concurrency.
+#[derive(Debug, Serialize)]
+pub struct Measurement {
+    pub scenario: Scenario,
+    pub concurrency: usize,
+    pub requests: u64,
+    pub errors: u64,
+    pub requests_per_second: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Sends one scenario's requests from `concurrency` workers for `duration`.
+pub async fn measure(
+    client: &reqwest::Client,
+    url: &str,
+    targets: Arc<Targets>,
+    scenario: Scenario,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<Measurement> {
+    // Warm caches and connections; these requests are not counted.
+    for index in 0..20 {
+        send(client, url, &scenario.request(&targets, index)).await;
+    }
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut workers = Vec::with_capacity(concurrency);
+    for worker in 0..concurrency {
+        let client = client.clone();
+        let url = url.to_owned();
+        let targets = targets.clone();
+        workers.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new(3).expect("a histogram with 3 significant figures");
+            let mut errors = 0u64;
+            let mut index = worker * 7919;
+            while Instant::now() < deadline {
+                let body = scenario.request(&targets, index);
+                let sent = Instant::now();
+                if !send(&client, &url, &body).await {
+                    errors += 1;
+                }
+                let _ = histogram.record(sent.elapsed().as_micros() as u64);
+                index += 1;
+            }
+            (histogram, errors)
+        }));
+    }
+    let mut histogram = Histogram::<u64>::new(3).context("a histogram")?;
+    let mut errors = 0;
+    for worker in workers {
+        let (worker_histogram, worker_errors) = worker.await.context("a worker panicked")?;
+        histogram.add(worker_histogram).context("histograms merge")?;
+        errors += worker_errors;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    Ok(Measurement {
+        scenario,
+        concurrency,
+        requests: histogram.len(),
+        errors,
+        requests_per_second: histogram.len() as f64 / elapsed,
+        p50_ms: ms(histogram.value_at_quantile(0.50)),
+        p90_ms: ms(histogram.value_at_quantile(0.90)),
+        p99_ms: ms(histogram.value_at_quantile(0.99)),
+        max_ms: ms(histogram.max()),
+    })
+}
+
+/// Whether the request succeeded: HTTP 200 and no GraphQL errors.
+async fn send(client: &reqwest::Client, url: &str, body: &Value) -> bool {
+    let Ok(response) = client.post(url).json(body).send().await else { return false };
+    if !response.status().is_success() {
+        return false;
+    }
+    match response.json::<Value>().await {
+        Ok(body) => body.get("errors").is_none() && body.get("data").is_some(),
+        Err(_) => false,
+    }
+}
