@@ -87,6 +87,16 @@ impl Store {
         }
     }
 
+    /// Refreshes the query planner's statistics of the catalog tables.
+    pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
+        let statement = match self.db.get_database_backend() {
+            DatabaseBackend::Postgres => "ANALYZE entities, relations, entity_facets",
+            _ => "PRAGMA optimize",
+        };
+        self.db.execute_unprepared(statement).await?;
+        Ok(())
+    }
+
     /// Closes the pool.
     pub async fn close(self) -> Result<(), StoreError> {
         self.db.close().await?;

@@ -174,37 +174,38 @@ impl Store {
         Ok(EntityPage { entities, total_count })
     }
 
-    /// Value counts of each field over the entities that match the filter.
+    /// Value counts of each field over the entities that match the filter. The
+    /// fields are counted concurrently, each on its own pooled connection.
     pub async fn facets(&self, fields: &[String], filter: Option<&Filter>) -> Result<Vec<Facet>, StoreError> {
-        let mut facets = Vec::with_capacity(fields.len());
-        for field in fields {
-            let key = FilterField::from_key(field).facet_key();
-            let mut query = facet_row::Entity::find()
-                .select_only()
-                .column(facet_row::Column::Value)
-                .column_as(facet_row::Column::Id.count(), "n")
-                .filter(facet_row::Column::Key.eq(key))
-                .group_by(facet_row::Column::Value)
-                .order_by_desc(facet_row::Column::Id.count())
-                .order_by_asc(facet_row::Column::Value);
-            if let Some(filter) = filter {
-                let matching = Query::select()
-                    .column(entity_row::Column::Id)
-                    .from(entity_row::Entity)
-                    .cond_where(condition(Some(filter), None))
-                    .to_owned();
-                query = query.filter(facet_row::Column::EntityId.in_subquery(matching));
-            }
-            let values = query
-                .into_tuple::<(String, i64)>()
-                .all(&self.db)
-                .await?
-                .into_iter()
-                .map(|(value, n)| (value, u64::try_from(n).unwrap_or_default()))
-                .collect();
-            facets.push(Facet { field: field.clone(), values });
+        futures::future::try_join_all(fields.iter().map(|field| self.facet(field, filter))).await
+    }
+
+    async fn facet(&self, field: &str, filter: Option<&Filter>) -> Result<Facet, StoreError> {
+        let key = FilterField::from_key(field).facet_key();
+        let mut query = facet_row::Entity::find()
+            .select_only()
+            .column(facet_row::Column::Value)
+            .column_as(facet_row::Column::Id.count(), "n")
+            .filter(facet_row::Column::Key.eq(key))
+            .group_by(facet_row::Column::Value)
+            .order_by_desc(facet_row::Column::Id.count())
+            .order_by_asc(facet_row::Column::Value);
+        if let Some(filter) = filter {
+            let matching = Query::select()
+                .column(entity_row::Column::Id)
+                .from(entity_row::Entity)
+                .cond_where(condition(Some(filter), None))
+                .to_owned();
+            query = query.filter(facet_row::Column::EntityId.in_subquery(matching));
         }
-        Ok(facets)
+        let values = query
+            .into_tuple::<(String, i64)>()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|(value, n)| (value, u64::try_from(n).unwrap_or_default()))
+            .collect();
+        Ok(Facet { field: field.to_owned(), values })
     }
 
     /// The edges leaving each of the given refs, optionally of some types only.
