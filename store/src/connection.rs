@@ -87,13 +87,14 @@ impl Store {
         }
     }
 
-    /// Refreshes the query planner's statistics of the catalog tables.
+    /// Refreshes the query planner's statistics of the catalog tables on
+    /// PostgreSQL. SQLite is left without statistics on purpose: with them
+    /// (ANALYZE at 100,000 entities) it chose to probe the facet index once per
+    /// matching entity and facets went from 0.17 s to 0.56 s.
     pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
-        let statement = match self.db.get_database_backend() {
-            DatabaseBackend::Postgres => "ANALYZE entities, relations, entity_facets",
-            _ => "PRAGMA optimize",
-        };
-        self.db.execute_unprepared(statement).await?;
+        if self.db.get_database_backend() == DatabaseBackend::Postgres {
+            self.db.execute_unprepared("ANALYZE entities, relations, entity_facets").await?;
+        }
         Ok(())
     }
 
