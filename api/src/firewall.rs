@@ -33,8 +33,9 @@ pub fn check_query(query: &str, max_bytes: usize, max_nesting: usize) -> Result<
     let mut index = 0;
     while index < bytes.len() {
         match bytes[index] {
+            // GraphQL ends a comment at a line feed or a bare carriage return.
             b'#' => {
-                while index < bytes.len() && bytes[index] != b'\n' {
+                while index < bytes.len() && bytes[index] != b'\n' && bytes[index] != b'\r' {
                     index += 1;
                 }
             }
@@ -94,6 +95,16 @@ mod tests {
         assert_eq!(check_query(&query, 1 << 20, 5), Ok(()));
         let block = format!("{{ validateEntity(yaml: \"\"\"{brackets}\"\"\") {{ valid }} }}");
         assert_eq!(check_query(&block, 1 << 20, 5), Ok(()));
+    }
+
+    #[test]
+    fn a_comment_ended_by_a_carriage_return_does_not_hide_brackets() {
+        let query = format!(
+            "{{ entities(filter: {{kind: #\r{}\"a\"{}}}) {{ totalCount }} }}",
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert!(matches!(check_query(&query, 1 << 20, 40), Err(Rejection::NestingTooDeep { .. })));
     }
 
     #[test]

@@ -38,10 +38,16 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(store: Store, configs: &[ProviderConfig]) -> Self {
+        // Keys follow the configuration order: `file`, then `file-2`, `file-3`...
+        let mut n_file = 0;
         let providers = configs
             .iter()
             .map(|config| match config {
-                ProviderConfig::File(config) => Provider::File(FileProvider::new(config)),
+                ProviderConfig::File(config) => {
+                    n_file += 1;
+                    let key = if n_file == 1 { "file".to_owned() } else { format!("file-{n_file}") };
+                    Provider::File(FileProvider::new(key, config))
+                }
             })
             .collect();
         Self { store, providers }
@@ -57,7 +63,7 @@ impl Engine {
                     match tokio::task::spawn_blocking(move || file.read()).await {
                         Ok(snapshot) => snapshot,
                         Err(error) => {
-                            tracing::error!(provider = FileProvider::KEY, error = %error, "provider run failed");
+                            tracing::error!(provider = "file", error = %error, "provider run failed");
                             continue;
                         }
                     }

@@ -28,6 +28,7 @@ pub struct FileProviderConfig {
 /// A ready file provider.
 #[derive(Clone, Debug)]
 pub struct FileProvider {
+    key: String,
     paths: Vec<String>,
 }
 
@@ -38,26 +39,34 @@ struct Target {
 }
 
 impl FileProvider {
-    /// The provider key its entities are stored under.
-    pub const KEY: &'static str = "file";
+    /// `key` is what its entities are stored under; each provider needs its
+    /// own, since a provider's snapshot removes that key's other entities.
+    pub fn new(key: String, config: &FileProviderConfig) -> Self {
+        Self { key, paths: config.paths.clone() }
+    }
 
-    pub fn new(config: &FileProviderConfig) -> Self {
-        Self { paths: config.paths.clone() }
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     /// Reads every file once into a snapshot. Blocking: run it off the async
     /// runtime's worker threads.
     pub fn read(&self) -> Snapshot {
-        let mut snapshot = Snapshot { provider: Self::KEY.to_owned(), ..Default::default() };
+        let mut snapshot = Snapshot { provider: self.key.clone(), ..Default::default() };
         let mut queue = VecDeque::new();
         for pattern in &self.paths {
             match glob::glob(pattern) {
                 Ok(paths) => {
                     let mut matched = false;
-                    for path in paths.flatten() {
-                        matched = true;
-                        let origin = location_key(&path);
-                        queue.push_back(Target { path, origin, required: true });
+                    for path in paths {
+                        match path {
+                            Ok(path) => {
+                                matched = true;
+                                let origin = location_key(&path);
+                                queue.push_back(Target { path, origin, required: true });
+                            }
+                            Err(error) => snapshot.locations.push(unreadable(error.path(), error.error())),
+                        }
                     }
                     if !matched && !has_glob_characters(pattern) {
                         let path = PathBuf::from(pattern);
@@ -126,7 +135,7 @@ fn read_file(target: &Target, key: &str, snapshot: &mut Snapshot, queue: &mut Ve
             DocumentOutcome::Entity(entity) => {
                 let entity = annotate(*entity, key, &target.origin);
                 if entity.kind.eq_ignore_ascii_case("Location") {
-                    follow_location(&entity, &target.path, &target.origin, queue);
+                    follow_location(&entity, &target.path, &target.origin, queue, &mut snapshot.locations);
                 }
                 n_entities += 1;
                 snapshot.entities.push(SnapshotEntity { entity, location: Some(key.to_owned()) });
@@ -168,7 +177,13 @@ fn annotate(mut entity: Entity, location: &str, origin: &str) -> Entity {
 }
 
 /// Queues the files a Location entity points at, relative to its own file.
-fn follow_location(entity: &Entity, file: &Path, origin: &str, queue: &mut VecDeque<Target>) {
+fn follow_location(
+    entity: &Entity,
+    file: &Path,
+    origin: &str,
+    queue: &mut VecDeque<Target>,
+    failures: &mut Vec<LocationStatus>,
+) {
     let Ok(TypedSpec::Location(spec)) = entity.typed_spec() else { return };
     let location_type = spec.location_type.as_deref().unwrap_or("file");
     if location_type != "file" {
@@ -181,14 +196,37 @@ fn follow_location(entity: &Entity, file: &Path, origin: &str, queue: &mut VecDe
     for target in targets {
         let path = directory.join(target);
         if has_glob_characters(target) {
-            if let Ok(paths) = glob::glob(&path.to_string_lossy()) {
-                for path in paths.flatten() {
-                    queue.push_back(Target { path, origin: origin.to_owned(), required });
+            // Only the target is a pattern: the directory is matched literally.
+            let pattern = format!("{}/{target}", glob::Pattern::escape(&directory.to_string_lossy()));
+            match glob::glob(&pattern) {
+                Ok(paths) => {
+                    for path in paths {
+                        match path {
+                            Ok(path) => queue.push_back(Target { path, origin: origin.to_owned(), required }),
+                            Err(error) => failures.push(unreadable(error.path(), error.error())),
+                        }
+                    }
                 }
+                Err(error) => failures.push(LocationStatus {
+                    target: format!("file:{pattern}"),
+                    error: Some(format!("invalid glob pattern: {error}")),
+                    keeps_entities: true,
+                    ..Default::default()
+                }),
             }
         } else {
             queue.push_back(Target { path, origin: origin.to_owned(), required });
         }
+    }
+}
+
+/// A path that could not be read while expanding a glob: its entities stay.
+fn unreadable(path: &Path, error: &std::io::Error) -> LocationStatus {
+    LocationStatus {
+        target: location_key(path),
+        error: Some(format!("cannot read while expanding a glob: {error}")),
+        keeps_entities: true,
+        ..Default::default()
     }
 }
 

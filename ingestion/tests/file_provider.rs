@@ -92,7 +92,46 @@ async fn a_broken_file_keeps_its_entities_and_a_deleted_one_removes_them(store: 
     assert!(owner_of(&store, "a").await.is_none());
 }
 
+async fn a_location_file_that_breaks_keeps_everything_it_led_to(store: Store) {
+    let root = tempfile::tempdir().unwrap();
+    let location = "apiVersion: backstage.io/v1alpha1\nkind: Location\nmetadata:\n  name: root\nspec:\n  targets: [./teams/*.yaml]\n";
+    std::fs::create_dir_all(root.path().join("teams")).unwrap();
+    std::fs::write(root.path().join("catalog-info.yaml"), location).unwrap();
+    std::fs::write(root.path().join("teams/a.yaml"), component("a", "team-a")).unwrap();
+    let engine = engine(&store, root.path());
+    assert_eq!(engine.run_once().await.unwrap()[0].summary.added, 2);
+
+    // A typo in the root Location hides what it lists: nothing may go.
+    std::fs::write(root.path().join("catalog-info.yaml"), format!("{location}  oops: [\n")).unwrap();
+    let runs = engine.run_once().await.unwrap();
+    assert_eq!(runs[0].summary.removed, 0);
+    assert_eq!(owner_of(&store, "a").await.as_deref(), Some("team-a"));
+}
+
+async fn two_file_providers_keep_their_own_entities(store: Store) {
+    let first = tempfile::tempdir().unwrap();
+    let second = tempfile::tempdir().unwrap();
+    std::fs::write(first.path().join("catalog-info.yaml"), component("a", "team-a")).unwrap();
+    std::fs::write(second.path().join("catalog-info.yaml"), component("b", "team-b")).unwrap();
+    let configs: Vec<ProviderConfig> = [first.path(), second.path()]
+        .iter()
+        .map(|root| {
+            ProviderConfig::File(FileProviderConfig {
+                paths: vec![root.join("catalog-info.yaml").display().to_string()],
+            })
+        })
+        .collect();
+    let engine = Engine::new(store.clone(), &configs);
+    engine.run_once().await.unwrap();
+    let runs = engine.run_once().await.unwrap();
+    assert_eq!(runs.iter().map(|run| run.provider.as_str()).collect::<Vec<_>>(), ["file", "file-2"]);
+    assert!(runs.iter().all(|run| run.summary.removed == 0 && run.summary.unchanged == 1), "{runs:?}");
+    assert!(owner_of(&store, "a").await.is_some() && owner_of(&store, "b").await.is_some());
+}
+
 backend_tests!(
+    two_file_providers_keep_their_own_entities,
+    a_location_file_that_breaks_keeps_everything_it_led_to,
     locations_are_followed_and_entities_annotated,
     a_broken_file_keeps_its_entities_and_a_deleted_one_removes_them
 );

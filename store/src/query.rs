@@ -403,7 +403,9 @@ fn field_condition(field: &FilterField, predicate: &Predicate) -> Condition {
                     .unwrap_or_else(|_| value.to_lowercase()),
                     None => value.to_lowercase(),
                 });
-                Condition::all().add(column.is_in(values))
+                // `IS NOT NULL` keeps `NOT (...)` true for entities without the
+                // field: `NOT (NULL IN (...))` is NULL, which would drop them.
+                Condition::all().add(column.is_not_null()).add(column.is_in(values))
             }
         };
     }

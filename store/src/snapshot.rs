@@ -253,10 +253,18 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
 
     let failed_locations: HashSet<&str> =
         snapshot.locations.iter().filter(|status| status.keeps_entities).map(|status| status.target.as_str()).collect();
+    // When any location failed, what it would have led to is unknown (a
+    // Location file that cannot be read hides the files it lists), so only
+    // entities of locations that were read may go.
+    let listed_locations: HashSet<&str> = snapshot.locations.iter().map(|status| status.target.as_str()).collect();
+    let keep_unlisted = !failed_locations.is_empty();
     let removed: Vec<(&String, i64)> = existing
         .iter()
         .filter(|(entity_ref, _)| !seen.contains_key(*entity_ref) && !invalid_refs.contains(*entity_ref))
         .filter(|(_, row)| !row.location.as_deref().is_some_and(|location| failed_locations.contains(location)))
+        .filter(|(_, row)| {
+            !keep_unlisted || row.location.as_deref().is_some_and(|location| listed_locations.contains(location))
+        })
         .map(|(entity_ref, row)| (entity_ref, row.id))
         .collect();
     summary.removed = removed.len();

@@ -234,6 +234,15 @@ async fn pages_are_filtered_sorted_counted_and_searchable(store: Store) {
         store.list_entities(&ListQuery { filter: Some(labelled), limit: 100, ..Default::default() }).await.unwrap();
     assert_eq!(page.total_count, 9 + 1);
 
+    // Negating a typed column keeps the entities that do not have it at all.
+    let outside = Filter::Not(Box::new(Filter::Field {
+        field: FilterField::System,
+        predicate: Predicate::In(vec!["elsewhere".into()]),
+    }));
+    let page =
+        store.list_entities(&ListQuery { filter: Some(outside), limit: 100, ..Default::default() }).await.unwrap();
+    assert_eq!(page.total_count, 26);
+
     let unlabelled = Filter::Field {
         field: FilterField::from_key("metadata.labels.acme.com/tier"),
         predicate: Predicate::Exists(false),

@@ -78,9 +78,12 @@ impl EntityFilter {
             all.push(predicate.to_store()?);
         }
         for filter in self.and.iter().flatten() {
+            *n_terms += 1;
             all.push(filter.convert(depth + 1, n_terms)?);
         }
         if let Some(any) = &self.or {
+            // Every child counts, empty ones included: each is a condition.
+            *n_terms += any.len();
             let any = any.iter().map(|filter| filter.convert(depth + 1, n_terms)).collect::<Result<_, _>>()?;
             all.push(Filter::Any(any));
         }

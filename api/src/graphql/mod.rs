@@ -31,6 +31,8 @@ pub type CatalogSchema = Schema<QueryRoot, EmptyMutation, EmptySubscription>;
 /// Page sizes: the default, and the most one page may hold.
 pub const DEFAULT_PAGE_SIZE: u64 = 20;
 pub const MAX_PAGE_SIZE: u64 = 100;
+/// The largest YAML `validateEntity` accepts.
+pub const MAX_VALIDATE_BYTES: usize = 64 * 1024;
 /// The most refs one `entitiesByRefs` or `nodes` call may ask for.
 pub const MAX_REFS: usize = 500;
 
@@ -201,7 +203,9 @@ fn decode_cursor(cursor: &str) -> Result<u64, ApiError> {
         .decode(cursor)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.strip_prefix("offset:").and_then(|number| number.parse().ok()))
+        .and_then(|text| text.strip_prefix("offset:").and_then(|number| number.parse::<u64>().ok()))
+        // Offsets reach the database as signed 64-bit integers.
+        .filter(|offset| *offset < i64::MAX as u64)
         .ok_or_else(|| ApiError::BadUserInput(format!("cursor {cursor:?} is not a cursor this API issued")))
 }
 
@@ -215,6 +219,22 @@ fn page_size(name: &str, value: Option<i32>) -> Result<Option<u64>, ApiError> {
         }),
         Some(size) => Ok(u64::try_from(size).ok()),
     }
+}
+
+/// The most words one search may hold; each is one condition.
+const MAX_SEARCH_WORDS: usize = 10;
+
+fn search_words(text: &str) -> Result<String, ApiError> {
+    let mut words: Vec<&str> = text.split_whitespace().collect();
+    words.sort_unstable();
+    words.dedup();
+    if words.len() > MAX_SEARCH_WORDS {
+        return Err(ApiError::LimitExceeded {
+            limit: "searchWords",
+            message: format!("a search may hold at most {MAX_SEARCH_WORDS} words, got {}", words.len()),
+        });
+    }
+    Ok(words.join(" "))
 }
 
 fn store(ctx: &Context<'_>) -> Store {
@@ -287,7 +307,7 @@ impl QueryRoot {
         let store = store(ctx);
         let mut query = ListQuery {
             filter,
-            search: search.filter(|text| !text.trim().is_empty()),
+            search: search.filter(|text| !text.trim().is_empty()).map(|text| search_words(&text)).transpose()?,
             order: order.field.into(),
             descending: order.direction == filter::OrderDirection::Desc,
             offset: start,
@@ -407,10 +427,20 @@ impl QueryRoot {
             .collect())
     }
 
-    /// Validates catalog YAML (one or many documents) without storing it, and
-    /// returns every problem of every document.
-    async fn validate_entity(&self, yaml: String) -> ValidationReport {
-        validation_report(&yaml)
+    /// Validates catalog YAML (one or many documents, up to 64 KB) without
+    /// storing it, and returns every problem of every document. Costly by
+    /// design: a few calls fit in one operation's complexity budget.
+    #[graphql(complexity = 1000)]
+    async fn validate_entity(&self, yaml: String) -> Result<ValidationReport> {
+        if yaml.len() > MAX_VALIDATE_BYTES {
+            return Err(ApiError::LimitExceeded {
+                limit: "validateBytes",
+                message: format!("yaml is {} bytes, over the limit of {MAX_VALIDATE_BYTES}", yaml.len()),
+            }
+            .into());
+        }
+        // Parsing is CPU work that never yields: keep it off the async workers.
+        tokio::task::spawn_blocking(move || validation_report(&yaml)).await.map_err(|_| ApiError::Internal.into())
     }
 }
 

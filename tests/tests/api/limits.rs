@@ -67,6 +67,17 @@ async fn page_sizes_depth_and_complexity_are_bounded_with_codes(app: TestApp) {
     assert_eq!(body["errors"][0]["extensions"]["limit"], "pageSize");
     let (_, body) = app.post("{ entities(first: 0) { totalCount } }", json!({})).await;
     assert_eq!(error_code(&body), "BAD_USER_INPUT");
+    // An offset past what the database can take is refused, not a crash.
+    let (_, body) = app
+        .post(
+            "query ($after: String) { entities(after: $after) { totalCount } }",
+            json!({"after": "b2Zmc2V0OjE4NDQ2NzQ0MDczNzA5NTUxNjE1"}),
+        )
+        .await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    let words = (0..11).map(|index| format!("w{index}")).collect::<Vec<_>>().join(" ");
+    let (_, body) = app.post("query ($q: String) { entities(search: $q) { totalCount } }", json!({"q": words})).await;
+    assert_eq!(body["errors"][0]["extensions"]["limit"], "searchWords", "{body}");
 
     // 18 levels: deeper than max_depth (16) but within max_nesting (40 brackets).
     let mut selection = String::from("name");
