@@ -45,10 +45,6 @@ impl FileProvider {
         Self { key, paths: config.paths.clone() }
     }
 
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
     /// Reads every file once into a snapshot. Blocking: run it off the async
     /// runtime's worker threads.
     pub fn read(&self) -> Snapshot {

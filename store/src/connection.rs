@@ -78,15 +78,6 @@ impl Store {
         self.statements.load(Ordering::Relaxed)
     }
 
-    /// `sqlite` or `postgres`.
-    pub fn backend_name(&self) -> &'static str {
-        match self.db.get_database_backend() {
-            DatabaseBackend::Postgres => "postgres",
-            DatabaseBackend::Sqlite => "sqlite",
-            _ => "other",
-        }
-    }
-
     /// Refreshes the query planner's statistics of the catalog tables on
     /// PostgreSQL. SQLite is left without statistics on purpose: with them
     /// (ANALYZE at 100,000 entities) it chose to probe the facet index once per

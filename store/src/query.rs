@@ -314,11 +314,6 @@ impl Store {
             })
             .collect())
     }
-
-    /// How many entities there are of each kind (for readiness and metrics).
-    pub async fn count_entities(&self) -> Result<u64, StoreError> {
-        Ok(entity_row::Entity::find().count(&self.db).await?)
-    }
 }
 
 fn to_stored(row: entity_row::Model) -> Result<StoredEntity, StoreError> {

@@ -7,8 +7,8 @@ use catalog_domain::{Entity, EntityRef, derive_relations};
 use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
-    TransactionTrait,
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
 };
 use serde_json::Value;
 
@@ -314,23 +314,13 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
         let mut changes = Vec::with_capacity(chunk.len());
         for (id, pending) in chunk {
             let body = pending.body();
-            let columns = typed_columns(&pending.item.entity);
-            entity_row::Entity::update_many()
-                .col_expr(entity_row::Column::Kind, Expr::value(columns.kind))
-                .col_expr(entity_row::Column::Etag, Expr::value(pending.etag.clone()))
-                .col_expr(entity_row::Column::Body, Expr::value(body.clone()))
-                .col_expr(entity_row::Column::OwnerRef, Expr::value(columns.owner_ref))
-                .col_expr(entity_row::Column::Lifecycle, Expr::value(columns.lifecycle))
-                .col_expr(entity_row::Column::SpecType, Expr::value(columns.spec_type))
-                .col_expr(entity_row::Column::SystemRef, Expr::value(columns.system_ref))
-                .col_expr(entity_row::Column::Title, Expr::value(pending.item.entity.metadata.title.clone()))
-                .col_expr(entity_row::Column::SearchText, Expr::value(columns.search_text))
-                .col_expr(entity_row::Column::LocationKey, Expr::value(pending.item.location.clone()))
-                .col_expr(entity_row::Column::Errors, Expr::value(Option::<Value>::None))
-                .col_expr(entity_row::Column::UpdatedAt, Expr::value(now))
-                .filter(entity_row::Column::Id.eq(*id))
-                .exec(txn)
-                .await?;
+            // The same row an insert writes, but the ref, uid and creation time stay.
+            let mut row = entity_active_model(pending, &body, provider, now);
+            row.entity_ref = NotSet;
+            row.uid = NotSet;
+            row.provider = NotSet;
+            row.created_at = NotSet;
+            entity_row::Entity::update_many().set(row).filter(entity_row::Column::Id.eq(*id)).exec(txn).await?;
             changes.push(change(&pending.entity_ref, ChangeType::Updated, Some((pending, body)), provider, now));
         }
         let indexed: Vec<(i64, &Entity)> = chunk.iter().map(|(id, pending)| (*id, &pending.item.entity)).collect();
