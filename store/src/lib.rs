@@ -6,6 +6,7 @@
 mod bulk;
 mod connection;
 mod error;
+mod graph;
 mod models;
 mod query;
 mod record;
@@ -15,6 +16,7 @@ pub mod testing;
 
 pub use connection::Store;
 pub use error::StoreError;
+pub use graph::{Direction, Reached, Walk, WalkRequest};
 pub use query::{EntityPage, Facet, Filter, FilterField, ListQuery, OrderField, Predicate};
 pub use record::{Change, ChangeType, ConflictRecord, LocationRecord, StoredEntity, StoredRelation};
 pub use snapshot::{ApplySummary, InvalidEntity, LocationStatus, Snapshot, SnapshotEntity};

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use catalog_domain::{Entity, EntityRef, RelationType};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, Query};
-use sea_orm::{ColumnTrait, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, DbBackend, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::Value;
 
 use crate::bulk::{self, REF_CHUNK};
@@ -46,6 +46,12 @@ pub enum FilterField {
     /// Values are entity refs; partial refs default to kind System.
     System,
     Tag,
+    /// Values are group refs: owned by the group or by any group under it
+    /// (children, transitively). Partial refs default to kind Group.
+    OwnedByTree,
+    /// Values are user refs: owned by the user or by any group the user is a
+    /// member of, directly or through parent groups. Partial refs default to kind User.
+    OwnedByMember,
     Path(String),
 }
 
@@ -61,6 +67,8 @@ impl FilterField {
             "type" | "spec.type" => FilterField::Type,
             "system" | "spec.system" => FilterField::System,
             "tags" | "tag" | "metadata.tags" => FilterField::Tag,
+            "ownedByTree" => FilterField::OwnedByTree,
+            "ownedByMember" => FilterField::OwnedByMember,
             other => FilterField::Path(other.to_owned()),
         }
     }
@@ -71,7 +79,7 @@ impl FilterField {
             FilterField::Kind => "kind".into(),
             FilterField::Namespace => "metadata.namespace".into(),
             FilterField::Name => "metadata.name".into(),
-            FilterField::Owner => "spec.owner".into(),
+            FilterField::Owner | FilterField::OwnedByTree | FilterField::OwnedByMember => "spec.owner".into(),
             FilterField::Lifecycle => "spec.lifecycle".into(),
             FilterField::Type => "spec.type".into(),
             FilterField::System => "spec.system".into(),
@@ -151,7 +159,7 @@ impl Store {
 
     /// A filtered, searched, sorted page and the total count.
     pub async fn list_entities(&self, query: &ListQuery) -> Result<EntityPage, StoreError> {
-        let condition = condition(query.filter.as_ref(), query.search.as_deref());
+        let condition = condition(self.db.get_database_backend(), query.filter.as_ref(), query.search.as_deref());
         let total_count = entity_row::Entity::find().filter(condition.clone()).count(&self.db).await?;
         let direction = if query.descending { Order::Desc } else { Order::Asc };
         let column = match query.order {
@@ -203,7 +211,7 @@ impl Store {
             let matching = Query::select()
                 .column(entity_row::Column::Id)
                 .from(entity_row::Entity)
-                .cond_where(condition(Some(filter), None))
+                .cond_where(condition(self.db.get_database_backend(), Some(filter), None))
                 .to_owned();
             query = query.filter(facet_row::Column::EntityId.in_subquery(matching));
         }
@@ -341,10 +349,10 @@ fn to_stored(row: entity_row::Model) -> Result<StoredEntity, StoreError> {
 }
 
 /// Builds the WHERE condition of a filter and a search.
-fn condition(filter: Option<&Filter>, search: Option<&str>) -> Condition {
+pub(crate) fn condition(backend: DbBackend, filter: Option<&Filter>, search: Option<&str>) -> Condition {
     let mut condition = Condition::all();
     if let Some(filter) = filter {
-        condition = condition.add(filter_condition(filter));
+        condition = condition.add(filter_condition(backend, filter));
     }
     for word in search.unwrap_or_default().split_whitespace() {
         let pattern = format!("%{}%", escape_like(&word.to_lowercase()));
@@ -359,25 +367,30 @@ fn escape_like(text: &str) -> String {
     text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
-fn filter_condition(filter: &Filter) -> Condition {
+fn filter_condition(backend: DbBackend, filter: &Filter) -> Condition {
     match filter {
         Filter::All(filters) => {
-            filters.iter().fold(Condition::all(), |condition, filter| condition.add(filter_condition(filter)))
+            filters.iter().fold(Condition::all(), |condition, filter| condition.add(filter_condition(backend, filter)))
         }
         Filter::Any(filters) => {
-            filters.iter().fold(Condition::any(), |condition, filter| condition.add(filter_condition(filter)))
+            filters.iter().fold(Condition::any(), |condition, filter| condition.add(filter_condition(backend, filter)))
         }
-        Filter::Not(filter) => filter_condition(filter).not(),
-        Filter::Field { field, predicate } => field_condition(field, predicate),
+        Filter::Not(filter) => filter_condition(backend, filter).not(),
+        Filter::Field { field, predicate } => field_condition(backend, field, predicate),
     }
 }
 
-fn field_condition(field: &FilterField, predicate: &Predicate) -> Condition {
+fn field_condition(backend: DbBackend, field: &FilterField, predicate: &Predicate) -> Condition {
+    if let (FilterField::OwnedByTree | FilterField::OwnedByMember, Predicate::In(values)) = (field, predicate) {
+        return owner_closure(backend, field, values);
+    }
     let column = match field {
         FilterField::Kind => Some((entity_row::Column::Kind, None)),
         FilterField::Namespace => Some((entity_row::Column::Namespace, None)),
         FilterField::Name => Some((entity_row::Column::Name, None)),
-        FilterField::Owner => Some((entity_row::Column::OwnerRef, Some("Group"))),
+        FilterField::Owner | FilterField::OwnedByTree | FilterField::OwnedByMember => {
+            Some((entity_row::Column::OwnerRef, Some("Group")))
+        }
         FilterField::Lifecycle => Some((entity_row::Column::Lifecycle, None)),
         FilterField::Type => Some((entity_row::Column::SpecType, None)),
         FilterField::System => Some((entity_row::Column::SystemRef, Some("System"))),
@@ -423,4 +436,34 @@ fn field_condition(field: &FilterField, predicate: &Predicate) -> Condition {
             }
         }
     }
+}
+
+/// Owned by any ref in the closure of `roots` over group edges: down the
+/// group tree (`parentOf`) for OwnedByTree, up from a user through its groups
+/// and their parents (`memberOf`, `childOf`) for OwnedByMember. The closure is
+/// a recursive subquery evaluated once; UNION makes it stop on cycles.
+fn owner_closure(backend: DbBackend, field: &FilterField, roots: &[String]) -> Condition {
+    let (default_kind, edges) = match field {
+        FilterField::OwnedByMember => ("User", "'memberOf', 'childOf'"),
+        _ => ("Group", "'parentOf'"),
+    };
+    let roots: Vec<String> = roots
+        .iter()
+        .map(|root| {
+            EntityRef::parse_with_defaults(root, Some(default_kind), catalog_domain::entity_ref::DEFAULT_NAMESPACE)
+                .map(|entity_ref| entity_ref.to_string())
+                .unwrap_or_else(|_| root.to_lowercase())
+        })
+        .collect();
+    if roots.is_empty() {
+        // Owned by nothing: matches no entity, like an empty IN list.
+        return Condition::all().add(Expr::cust("1 = 0"));
+    }
+    let (roots_sql, roots) = crate::graph::set_select(backend, &roots);
+    let sql = format!(
+        "owner_ref IS NOT NULL AND owner_ref IN (WITH RECURSIVE tree(r) AS ({roots_sql} UNION \
+         SELECT rel.target_ref FROM relations rel JOIN tree ON rel.source_ref = tree.r \
+         WHERE rel.relation_type IN ({edges})) SELECT r FROM tree)"
+    );
+    Condition::all().add(Expr::cust_with_values(sql, [roots]))
 }
