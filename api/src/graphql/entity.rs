@@ -11,7 +11,15 @@ use catalog_domain::RelationType as DomainRelationType;
 use catalog_store::StoredEntity;
 use chrono::{DateTime, Utc};
 
+use catalog_store::{Direction, Filter, FilterField, Predicate, Store, WalkRequest};
+
+use super::filter::{EntityFilter, EntityOrder};
+use super::graph::{
+    MAX_DEPTH, MAX_WALK_NODES, Traversal, TraversalConnection, TraversalDirection, dependency_types, dependent_types,
+    traversal_connection,
+};
 use super::loaders::{EdgesLoader, EntityLoader};
+use super::{DEFAULT_PAGE_SIZE, EntityConnection, MAX_PAGE_SIZE, PageArgs, list_connection};
 
 /// The relation types of the catalog graph, each with its reverse.
 #[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
@@ -144,8 +152,14 @@ fn entities(stored: Vec<Arc<StoredEntity>>) -> Vec<EntityValue> {
     stored.into_iter().map(EntityValue::from).collect()
 }
 
+// `ownedEntities` is written here rather than by the caller because its
+// complexity expression names `child_complexity`, which #[Object] binds in
+// this macro's hygiene context: from the caller's tokens it is out of reach.
 macro_rules! entity_object {
-    ($(#[$doc:meta])* $name:ident { $($fields:tt)* }) => {
+    (
+        $(#[$doc:meta])* $name:ident { $($fields:tt)* }
+        $(owned_entities: $(#[$owned_doc:meta])* $flag:ident = $default:literal => $transitive:expr)?
+    ) => {
         $(#[$doc])*
         #[derive(Clone)]
         pub struct $name(pub Arc<StoredEntity>);
@@ -251,6 +265,74 @@ macro_rules! entity_object {
                 self.0.updated_at
             }
 
+            /// Entities reachable from this one over the given relation types
+            /// (every type when omitted), nearest first, each with its distance
+            /// and one shortest path. Cycle-safe; unresolved refs are included.
+            #[graphql(complexity = "traversal_cost(first, max_depth, child_complexity)")]
+            #[allow(clippy::too_many_arguments)]
+            pub async fn traverse(
+                &self,
+                ctx: &Context<'_>,
+                relation_types: Option<Vec<RelationTypeValue>>,
+                #[graphql(default)] direction: TraversalDirection,
+                #[graphql(default = 3)] max_depth: i32,
+                filter: Option<EntityFilter>,
+                first: Option<i32>,
+                after: Option<String>,
+            ) -> Result<TraversalConnection> {
+                let types = relation_types.unwrap_or_default().into_iter().map(DomainRelationType::from).collect();
+                walk_from(ctx, &self.0, types, direction.into(), max_depth, filter, first, after).await
+            }
+
+            /// What this entity depends on, transitively up to `depth` hops:
+            /// `dependsOn`, and with `throughApis` the APIs it consumes and the
+            /// components that provide them (each API is one hop).
+            #[graphql(complexity = "traversal_cost(first, depth, child_complexity)")]
+            pub async fn dependencies(
+                &self,
+                ctx: &Context<'_>,
+                #[graphql(default = 1)] depth: i32,
+                #[graphql(default = true)] through_apis: bool,
+                filter: Option<EntityFilter>,
+                first: Option<i32>,
+                after: Option<String>,
+            ) -> Result<TraversalConnection> {
+                let types = dependency_types(through_apis);
+                walk_from(ctx, &self.0, types, Direction::Outgoing, depth, filter, first, after).await
+            }
+
+            /// What depends on this entity, transitively up to `depth` hops: the
+            /// reverse of `dependencies`.
+            #[graphql(complexity = "traversal_cost(first, depth, child_complexity)")]
+            pub async fn dependents(
+                &self,
+                ctx: &Context<'_>,
+                #[graphql(default = 1)] depth: i32,
+                #[graphql(default = true)] through_apis: bool,
+                filter: Option<EntityFilter>,
+                first: Option<i32>,
+                after: Option<String>,
+            ) -> Result<TraversalConnection> {
+                let types = dependent_types(through_apis);
+                walk_from(ctx, &self.0, types, Direction::Outgoing, depth, filter, first, after).await
+            }
+
+            $(
+                $(#[$owned_doc])*
+                #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity + 5")]
+                pub async fn owned_entities(
+                    &self,
+                    ctx: &Context<'_>,
+                    #[graphql(default = $default)] $flag: bool,
+                    filter: Option<EntityFilter>,
+                    first: Option<i32>,
+                    after: Option<String>,
+                ) -> Result<EntityConnection> {
+                    let field = if $flag { $transitive } else { FilterField::Owner };
+                    owned_connection(ctx, &self.0, field, filter, first, after).await
+                }
+            )?
+
             $($fields)*
         }
     };
@@ -295,6 +377,68 @@ async fn relation_edges(
 
 use DomainRelationType as R;
 
+/// The complexity of a walk: its page times what each node selects, plus a
+/// charge per hop, so one operation cannot ask for many deep walks.
+pub(crate) fn traversal_cost(first: Option<i32>, depth: i32, child_complexity: usize) -> usize {
+    let page = first.unwrap_or(DEFAULT_PAGE_SIZE as i32).clamp(1, MAX_PAGE_SIZE as i32) as usize;
+    page * child_complexity + depth.clamp(1, MAX_DEPTH) as usize * 10
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn walk_from(
+    ctx: &Context<'_>,
+    stored: &StoredEntity,
+    types: Vec<DomainRelationType>,
+    direction: Direction,
+    max_depth: i32,
+    filter: Option<EntityFilter>,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<TraversalConnection> {
+    let traversal = Traversal { from: vec![stored.entity_ref.to_string()], types, direction, max_depth };
+    traversal_connection(ctx, traversal, filter, first, after).await
+}
+
+/// Entities owned by `stored` as `field` (Owner, OwnedByTree or OwnedByMember) means it.
+async fn owned_connection(
+    ctx: &Context<'_>,
+    stored: &StoredEntity,
+    field: FilterField,
+    filter: Option<EntityFilter>,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<EntityConnection> {
+    let mut all = vec![Filter::Field { field, predicate: Predicate::In(vec![stored.entity_ref.to_string()]) }];
+    if let Some(filter) = filter {
+        all.push(filter.to_store()?);
+    }
+    let page = PageArgs { first, after, ..PageArgs::default() };
+    let store = ctx.data_unchecked::<Store>();
+    Ok(list_connection(store, Some(Filter::All(all)), None, EntityOrder::default(), page).await?)
+}
+
+/// The groups a walk over `types` reaches from `stored`, nearest first.
+async fn groups_by_walk(ctx: &Context<'_>, stored: &StoredEntity, types: &[DomainRelationType]) -> Result<Vec<Group>> {
+    let request = WalkRequest {
+        from: vec![stored.entity_ref.to_string()],
+        types: types.to_vec(),
+        direction: Direction::Outgoing,
+        max_depth: MAX_DEPTH as u32,
+        max_nodes: MAX_WALK_NODES,
+        target: None,
+        probe_past_depth: false,
+    };
+    let walk = super::graph::walk(ctx, &request).await?;
+    let refs: Vec<String> = walk
+        .nodes
+        .iter()
+        .filter(|node| node.distance > 0 && node.entity_ref.starts_with("group:"))
+        .map(|node| node.entity_ref.clone())
+        .collect();
+    let found = ctx.data_unchecked::<DataLoader<EntityLoader>>().load_many(refs.iter().cloned()).await?;
+    Ok(refs.iter().filter_map(|entity_ref| found.get(entity_ref).cloned()).map(Group).collect())
+}
+
 entity_object!(
     /// A piece of software: a service, website, library...
     Component {
@@ -323,10 +467,6 @@ entity_object!(
         /// What this component depends on (components and resources).
         async fn depends_on(&self, ctx: &Context<'_>) -> Result<Vec<EntityValue>> {
             Ok(entities(related(ctx, &self.0, &[R::DependsOn], None).await?))
-        }
-        /// What depends on this component.
-        async fn dependents(&self, ctx: &Context<'_>) -> Result<Vec<EntityValue>> {
-            Ok(entities(related(ctx, &self.0, &[R::DependencyOf], None).await?))
         }
     }
 );
@@ -369,9 +509,6 @@ entity_object!(
         }
         async fn depends_on(&self, ctx: &Context<'_>) -> Result<Vec<EntityValue>> {
             Ok(entities(related(ctx, &self.0, &[R::DependsOn], None).await?))
-        }
-        async fn dependents(&self, ctx: &Context<'_>) -> Result<Vec<EntityValue>> {
-            Ok(entities(related(ctx, &self.0, &[R::DependencyOf], None).await?))
         }
     }
 );
@@ -435,11 +572,19 @@ entity_object!(
         async fn members(&self, ctx: &Context<'_>) -> Result<Vec<User>> {
             Ok(related(ctx, &self.0, &[R::HasMember], Some("user")).await?.into_iter().map(User).collect())
         }
-        /// What this group owns directly.
-        async fn owned_entities(&self, ctx: &Context<'_>) -> Result<Vec<EntityValue>> {
-            Ok(entities(related(ctx, &self.0, &[R::OwnerOf], None).await?))
+        /// The groups above this one, nearest first.
+        async fn ancestors(&self, ctx: &Context<'_>) -> Result<Vec<Group>> {
+            groups_by_walk(ctx, &self.0, &[R::ChildOf]).await
+        }
+        /// The groups under this one (children, transitively), nearest first.
+        async fn descendants(&self, ctx: &Context<'_>) -> Result<Vec<Group>> {
+            groups_by_walk(ctx, &self.0, &[R::ParentOf]).await
         }
     }
+    owned_entities:
+        /// What this group owns; with `includeSubgroups`, also what every group
+        /// under it (children, transitively) owns.
+        include_subgroups = false => FilterField::OwnedByTree
 );
 
 entity_object!(
@@ -449,11 +594,20 @@ entity_object!(
         async fn member_of(&self, ctx: &Context<'_>) -> Result<Vec<Group>> {
             Ok(related(ctx, &self.0, &[R::MemberOf], Some("group")).await?.into_iter().map(Group).collect())
         }
-        /// What this user owns directly.
-        async fn owned_entities(&self, ctx: &Context<'_>) -> Result<Vec<EntityValue>> {
-            Ok(entities(related(ctx, &self.0, &[R::OwnerOf], None).await?))
+        /// The groups this user is a member of; with `transitive`, also every
+        /// group above them, nearest first.
+        async fn groups(&self, ctx: &Context<'_>, #[graphql(default = false)] transitive: bool) -> Result<Vec<Group>> {
+            if transitive {
+                groups_by_walk(ctx, &self.0, &[R::MemberOf, R::ChildOf]).await
+            } else {
+                Ok(related(ctx, &self.0, &[R::MemberOf], Some("group")).await?.into_iter().map(Group).collect())
+            }
         }
     }
+    owned_entities:
+        /// What this user owns; with `throughGroups` (the default), also what
+        /// every group the user belongs to owns, directly or through parent groups.
+        through_groups = true => FilterField::OwnedByMember
 );
 
 entity_object!(
@@ -518,7 +672,35 @@ entity_object!(
     field(name = "processing_errors", ty = "&[String]"),
     field(name = "source_location", ty = "Option<&str>"),
     field(name = "created_at", ty = "DateTime<Utc>"),
-    field(name = "updated_at", ty = "DateTime<Utc>")
+    field(name = "updated_at", ty = "DateTime<Utc>"),
+    field(
+        name = "traverse",
+        ty = "TraversalConnection",
+        arg(name = "relation_types", ty = "Option<Vec<RelationTypeValue>>"),
+        arg(name = "direction", ty = "TraversalDirection", default),
+        arg(name = "max_depth", ty = "i32", default = 3),
+        arg(name = "filter", ty = "Option<EntityFilter>"),
+        arg(name = "first", ty = "Option<i32>"),
+        arg(name = "after", ty = "Option<String>")
+    ),
+    field(
+        name = "dependencies",
+        ty = "TraversalConnection",
+        arg(name = "depth", ty = "i32", default = 1),
+        arg(name = "through_apis", ty = "bool", default = true),
+        arg(name = "filter", ty = "Option<EntityFilter>"),
+        arg(name = "first", ty = "Option<i32>"),
+        arg(name = "after", ty = "Option<String>")
+    ),
+    field(
+        name = "dependents",
+        ty = "TraversalConnection",
+        arg(name = "depth", ty = "i32", default = 1),
+        arg(name = "through_apis", ty = "bool", default = true),
+        arg(name = "filter", ty = "Option<EntityFilter>"),
+        arg(name = "first", ty = "Option<i32>"),
+        arg(name = "after", ty = "Option<String>")
+    )
 )]
 pub enum EntityValue {
     Component(Component),

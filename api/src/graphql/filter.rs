@@ -26,6 +26,12 @@ pub struct EntityFilter {
     pub system: Option<Vec<String>>,
     /// Entities with any of these tags.
     pub tags: Option<Vec<String>>,
+    /// Owned by any of these groups or by any group under them (children,
+    /// transitively). A bare name means a Group in the default namespace.
+    pub owned_by_tree: Option<Vec<String>>,
+    /// Owned by any of these users or by any group they belong to, directly or
+    /// through parent groups. A bare name means a User in the default namespace.
+    pub owned_by_member: Option<Vec<String>>,
     /// Comparisons on any dotted path, e.g. `metadata.labels.acme.com/tier` or
     /// `spec.profile.email`.
     pub fields: Option<Vec<FieldPredicate>>,
@@ -68,6 +74,8 @@ impl EntityFilter {
             (FilterField::Type, &self.spec_type),
             (FilterField::System, &self.system),
             (FilterField::Tag, &self.tags),
+            (FilterField::OwnedByTree, &self.owned_by_tree),
+            (FilterField::OwnedByMember, &self.owned_by_member),
         ];
         for (field, values) in typed {
             if let Some(values) = values {
