@@ -3,6 +3,10 @@
 # cold ingestion and an unchanged re-sync, start the server and drive load.
 #
 #   bench/run.sh --entities 10000 --database sqlite|postgres [--layout single|per-file] [--seconds 10] [--out bench/results]
+#                [--scenarios dependencies,impact,...] [--tag NAME]
+#
+# --scenarios runs some of the driver's scenarios (all by default); --tag adds
+# "-NAME" to the result files' names so that a partial run keeps the full one.
 #
 # PostgreSQL: the server named by BENCH_POSTGRES_URL (default
 # postgres://postgres@127.0.0.1:5432/postgres) gets a fresh database.
@@ -17,6 +21,8 @@ concurrency=1,8,32
 out=bench/results
 profile=release
 layout=single
+scenarios=""
+tag=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --entities) entities=$2; shift 2 ;;
@@ -25,6 +31,8 @@ while [ $# -gt 0 ]; do
     --concurrency) concurrency=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --layout) layout=$2; shift 2 ;;
+    --scenarios) scenarios=$2; shift 2 ;;
+    --tag) tag="-$2"; shift 2 ;;
     --smoke) entities=200; seconds=1; concurrency=1,4; profile=dev; out=$(mktemp -d); shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
@@ -81,11 +89,11 @@ print(round(100.0 * used / os.sysconf("SC_CLK_TCK") / 3, 2))
 PY
 )
 "$bin_dir/catalog-bench" load --url "http://127.0.0.1:$port/graphql" --manifest "$work/catalog/manifest.json" \
-  --seconds "$seconds" --concurrency "$concurrency" --out "$work/load.json"
+  --seconds "$seconds" --concurrency "$concurrency" --out "$work/load.json" ${scenarios:+--scenarios "$scenarios"}
 server_rss=$(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status")
 
 mkdir -p "$out"
-stem="$out/$database-$entities$([ "$layout" = single ] || echo "-$layout")"
+stem="$out/$database-$entities$([ "$layout" = single ] || echo "-$layout")$tag"
 python3 - "$work" "$stem" <<PY
 import json, os, sys, datetime
 work, stem = sys.argv[1], sys.argv[2]

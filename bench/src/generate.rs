@@ -60,7 +60,10 @@ pub struct Hub {
 #[derive(Debug, Serialize)]
 pub struct Samples {
     pub components: Vec<String>,
+    /// Teams: groups at the bottom of the hierarchy.
     pub groups: Vec<String>,
+    /// The top of the group hierarchy: its subtree is every group.
+    pub root_groups: Vec<String>,
     pub apis: Vec<String>,
     pub systems: Vec<String>,
 }
@@ -365,6 +368,10 @@ pub fn generate(total: usize, seed: u64, layout: Layout, out: &Path) -> anyhow::
         samples: Samples {
             components: component_names.iter().take(100).map(|name| format!("component:default/{name}")).collect(),
             groups: teams.iter().take(20).map(|index| format!("group:default/{}", group_names[*index])).collect(),
+            root_groups: (0..counts.groups)
+                .filter(|index| parents[*index].is_none())
+                .map(|index| format!("group:default/{}", group_names[index]))
+                .collect(),
             apis: api_names.iter().take(20).map(|name| format!("api:default/{name}")).collect(),
             systems: system_names.iter().take(20).map(|name| format!("system:default/{name}")).collect(),
         },

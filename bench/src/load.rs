@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 pub struct Targets {
     components: Vec<String>,
     groups: Vec<String>,
+    root_groups: Vec<String>,
+    /// The three components or resources with the most transitive dependents.
+    hubs: Vec<String>,
     words: Vec<String>,
 }
 
@@ -29,7 +32,15 @@ impl Targets {
             .filter_map(|entity_ref| entity_ref.rsplit('/').next())
             .filter_map(|name| name.split('-').nth(1).map(str::to_owned))
             .collect();
-        Ok(Self { components, groups: list("groups")?, words })
+        let hubs: Vec<String> = manifest["hubs"]
+            .as_array()
+            .context("manifest.hubs is missing")?
+            .iter()
+            .take(3)
+            .filter_map(|hub| hub["entity_ref"].as_str().map(str::to_owned))
+            .collect();
+        anyhow::ensure!(!hubs.is_empty(), "manifest.hubs is empty");
+        Ok(Self { components, groups: list("groups")?, root_groups: list("root_groups")?, hubs, words })
     }
 
     fn component(&self, index: usize) -> &str {
@@ -38,6 +49,14 @@ impl Targets {
 
     fn group(&self, index: usize) -> &str {
         &self.groups[index % self.groups.len()]
+    }
+
+    fn root_group(&self, index: usize) -> &str {
+        &self.root_groups[index % self.root_groups.len()]
+    }
+
+    fn hub(&self, index: usize) -> &str {
+        &self.hubs[index % self.hubs.len()]
     }
 }
 
@@ -51,11 +70,29 @@ pub enum Scenario {
     Search,
     FanOut,
     Batch,
+    /// Dependencies of a component three hops deep, first 50 with totalCount.
+    Dependencies,
+    /// Dependents of a top hub at full depth, first 50 with totalCount.
+    HubDependents,
+    /// What a root group's whole subtree owns, first 50 with totalCount.
+    OwnedSubtree,
+    /// The impact of a top hub: every dependent counted, owners grouped.
+    Impact,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] =
-        [Scenario::ByRef, Scenario::Page, Scenario::Facets, Scenario::Search, Scenario::FanOut, Scenario::Batch];
+    pub const ALL: [Scenario; 10] = [
+        Scenario::ByRef,
+        Scenario::Page,
+        Scenario::Facets,
+        Scenario::Search,
+        Scenario::FanOut,
+        Scenario::Batch,
+        Scenario::Dependencies,
+        Scenario::HubDependents,
+        Scenario::OwnedSubtree,
+        Scenario::Impact,
+    ];
 
     /// The request body for the `index`th request of this scenario.
     fn request(self, targets: &Targets, index: usize) -> Value {
@@ -91,6 +128,22 @@ impl Scenario {
                     "variables": {"refs": refs},
                 })
             }
+            Scenario::Dependencies => json!({
+                "query": "query ($ref: String!) { entity(ref: $ref) { dependencies(depth: 3, first: 50) { totalCount nodes { entityRef distance } } } }",
+                "variables": {"ref": targets.component(index)},
+            }),
+            Scenario::HubDependents => json!({
+                "query": "query ($ref: String!) { entity(ref: $ref) { dependents(depth: 32, first: 50) { totalCount complete nodes { entityRef distance } } } }",
+                "variables": {"ref": targets.hub(index)},
+            }),
+            Scenario::OwnedSubtree => json!({
+                "query": "query ($ref: String!) { entity(ref: $ref) { ... on Group { ownedEntities(includeSubgroups: true, first: 50) { totalCount nodes { entityRef } } } } }",
+                "variables": {"ref": targets.root_group(index)},
+            }),
+            Scenario::Impact => json!({
+                "query": "query ($ref: String!) { impact(ref: $ref) { totalCount complete owners { ownerRef count } entities(first: 20) { nodes { entityRef distance } } } }",
+                "variables": {"ref": targets.hub(index)},
+            }),
         }
     }
 }
