@@ -89,7 +89,8 @@ print(round(100.0 * used / os.sysconf("SC_CLK_TCK") / 3, 2))
 PY
 )
 "$bin_dir/catalog-bench" load --url "http://127.0.0.1:$port/graphql" --manifest "$work/catalog/manifest.json" \
-  --seconds "$seconds" --concurrency "$concurrency" --out "$work/load.json" ${scenarios:+--scenarios "$scenarios"}
+  --seconds "$seconds" --concurrency "$concurrency" --out "$work/load.json" ${scenarios:+--scenarios "$scenarios"} \
+  --database-url "$database_url"
 server_rss=$(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status")
 
 mkdir -p "$out"
@@ -121,6 +122,12 @@ lines = [f"# {result['database']}, {result['entities']} entities ({result['date'
          "| scenario | concurrency | req/s | p50 ms | p90 ms | p99 ms | max ms | errors |", "|---|---|---|---|---|---|---|---|"]
 for m in result["load"]:
     lines.append(f"| {m['scenario']} | {m['concurrency']} | {m['requests_per_second']:.0f} | {m['p50_ms']:.2f} | {m['p90_ms']:.2f} | {m['p99_ms']:.2f} | {m['max_ms']:.2f} | {m['errors']} |")
+at_one = {m["scenario"]: m for m in result["load"] if m["concurrency"] == 1}
+for api, sql in (("by-ref", "sql-by-ref"), ("page", "sql-page")):
+    if api in at_one and sql in at_one:
+        ratio = at_one[api]["p50_ms"] / max(at_one[sql]["p50_ms"], 0.001)
+        lines.append(f"\nAPI overhead for {api} at concurrency 1: p50 {at_one[api]['p50_ms']:.2f} ms over HTTP and GraphQL "
+                     f"vs {at_one[sql]['p50_ms']:.2f} ms for the hand-written SQL: {ratio:.1f}x.")
 open(f"{stem}.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -78,10 +79,15 @@ pub enum Scenario {
     OwnedSubtree,
     /// The impact of a top hub: every dependent counted, owners grouped.
     Impact,
+    /// by-ref as hand-written SQL straight to the database: the baseline the
+    /// API's overhead is measured against.
+    SqlByRef,
+    /// page as hand-written SQL (the page, then the count).
+    SqlPage,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::ByRef,
         Scenario::Page,
         Scenario::Facets,
@@ -92,7 +98,14 @@ impl Scenario {
         Scenario::HubDependents,
         Scenario::OwnedSubtree,
         Scenario::Impact,
+        Scenario::SqlByRef,
+        Scenario::SqlPage,
     ];
+
+    /// Whether this scenario talks to the database instead of the server.
+    pub fn is_sql(self) -> bool {
+        matches!(self, Scenario::SqlByRef | Scenario::SqlPage)
+    }
 
     /// The request body for the `index`th request of this scenario.
     fn request(self, targets: &Targets, index: usize) -> Value {
@@ -144,8 +157,72 @@ impl Scenario {
                 "query": "query ($ref: String!) { impact(ref: $ref) { totalCount complete owners { ownerRef count } entities(first: 20) { nodes { entityRef distance } } } }",
                 "variables": {"ref": targets.hub(index)},
             }),
+            Scenario::SqlByRef => json!({"ref": targets.component(index)}),
+            Scenario::SqlPage => json!({"owner": targets.group(index)}),
         }
     }
+}
+
+/// Where requests go: the server over HTTP, and for the SQL baselines the
+/// database the server reads.
+pub struct Driver {
+    pub client: reqwest::Client,
+    pub url: String,
+    pub database: Option<DatabaseConnection>,
+}
+
+impl Driver {
+    /// Sends one request; whether it succeeded.
+    async fn send(&self, scenario: Scenario, body: &Value) -> bool {
+        if !scenario.is_sql() {
+            return send(&self.client, &self.url, body).await;
+        }
+        let Some(database) = &self.database else { return false };
+        sql(database, scenario, body).await.is_ok()
+    }
+}
+
+/// The hand-written SQL a developer would write for by-ref (the entity with
+/// its owner and system in one statement) and page (the page, then the count),
+/// reading what the API's answer holds: the entity's JSON body for by-ref.
+async fn sql(database: &DatabaseConnection, scenario: Scenario, parameters: &Value) -> Result<(), DbErr> {
+    let backend = database.get_database_backend();
+    let placeholder = if backend == DbBackend::Postgres { "$1" } else { "?" };
+    let text = |key: &str| parameters[key].as_str().unwrap_or_default().to_owned();
+    match scenario {
+        Scenario::SqlByRef => {
+            let statement = Statement::from_sql_and_values(
+                backend,
+                format!(
+                    "SELECT e.entity_ref, e.name, e.body, o.entity_ref AS owner, s.entity_ref AS system FROM entities e \
+                     LEFT JOIN entities o ON o.entity_ref = e.owner_ref LEFT JOIN entities s ON s.entity_ref = e.system_ref \
+                     WHERE e.entity_ref = {placeholder}"
+                ),
+                [text("ref").into()],
+            );
+            let row = database.query_one_raw(statement).await?.ok_or_else(|| DbErr::RecordNotFound("entity".into()))?;
+            let body: Value = row.try_get("", "body")?;
+            if !body.is_object() {
+                return Err(DbErr::Custom("body is not an object".into()));
+            }
+        }
+        _ => {
+            let filter = format!("kind = 'component' AND owner_ref = {placeholder}");
+            let page = Statement::from_sql_and_values(
+                backend,
+                format!("SELECT entity_ref, name FROM entities WHERE {filter} ORDER BY name, id LIMIT 50"),
+                [text("owner").into()],
+            );
+            database.query_all_raw(page).await?;
+            let count = Statement::from_sql_and_values(
+                backend,
+                format!("SELECT COUNT(*) AS n FROM entities WHERE {filter}"),
+                [text("owner").into()],
+            );
+            database.query_one_raw(count).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The figures of one scenario at one concurrency.
@@ -164,8 +241,7 @@ pub struct Measurement {
 
 /// Sends one scenario's requests from `concurrency` workers for `duration`.
 pub async fn measure(
-    client: &reqwest::Client,
-    url: &str,
+    driver: Arc<Driver>,
     targets: Arc<Targets>,
     scenario: Scenario,
     concurrency: usize,
@@ -173,14 +249,13 @@ pub async fn measure(
 ) -> anyhow::Result<Measurement> {
     // Warm caches and connections; these requests are not counted.
     for index in 0..20 {
-        send(client, url, &scenario.request(&targets, index)).await;
+        driver.send(scenario, &scenario.request(&targets, index)).await;
     }
     let started = Instant::now();
     let deadline = started + duration;
     let mut workers = Vec::with_capacity(concurrency);
     for worker in 0..concurrency {
-        let client = client.clone();
-        let url = url.to_owned();
+        let driver = driver.clone();
         let targets = targets.clone();
         workers.push(tokio::spawn(async move {
             let mut histogram = Histogram::<u64>::new(3).expect("a histogram with 3 significant figures");
@@ -189,7 +264,7 @@ pub async fn measure(
             while Instant::now() < deadline {
                 let body = scenario.request(&targets, index);
                 let sent = Instant::now();
-                if !send(&client, &url, &body).await {
+                if !driver.send(scenario, &body).await {
                     errors += 1;
                 }
                 let _ = histogram.record(sent.elapsed().as_micros() as u64);

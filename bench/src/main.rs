@@ -48,6 +48,10 @@ enum Command {
         seconds: u64,
         #[arg(long, value_enum, value_delimiter = ',')]
         scenarios: Option<Vec<load::Scenario>>,
+        /// The database the server reads, for the hand-written SQL baselines
+        /// (sql-by-ref, sql-page); without it those scenarios are skipped.
+        #[arg(long)]
+        database_url: Option<String>,
         /// Where to write the JSON results.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -61,21 +65,33 @@ async fn main() -> anyhow::Result<()> {
             let manifest = generate::generate(entities, seed, layout, &out)?;
             println!("{}", serde_json::to_string_pretty(&manifest)?);
         }
-        Command::Load { url, manifest, concurrency, seconds, scenarios, out } => {
+        Command::Load { url, manifest, concurrency, seconds, scenarios, database_url, out } => {
             let text =
                 std::fs::read_to_string(&manifest).with_context(|| format!("cannot read {}", manifest.display()))?;
             let targets = Arc::new(load::Targets::from_manifest(&serde_json::from_str(&text)?)?);
             let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+            let database = match &database_url {
+                Some(database_url) => {
+                    let mut options = sea_orm::ConnectOptions::new(database_url.clone());
+                    // As many connections as the server's pool: the same footing.
+                    options
+                        .max_connections(if database_url.starts_with("sqlite:") { 4 } else { 16 })
+                        .sqlx_logging(false);
+                    Some(sea_orm::Database::connect(options).await.context("cannot connect to --database-url")?)
+                }
+                None => None,
+            };
+            let driver = Arc::new(load::Driver { client, url, database });
             let mut measurements = Vec::new();
             println!(
                 "{:<8} {:>4} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8}",
                 "scenario", "conc", "requests", "errors", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms"
             );
-            for scenario in scenarios.unwrap_or_else(|| load::Scenario::ALL.to_vec()) {
+            let scenarios = scenarios.unwrap_or_else(|| load::Scenario::ALL.to_vec());
+            for scenario in scenarios.into_iter().filter(|scenario| !scenario.is_sql() || driver.database.is_some()) {
                 for &level in &concurrency {
                     let m = load::measure(
-                        &client,
-                        &url,
+                        driver.clone(),
                         targets.clone(),
                         scenario,
                         level.max(1),

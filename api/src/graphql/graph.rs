@@ -118,6 +118,26 @@ impl TraversalNode {
     async fn resolved(&self, ctx: &Context<'_>) -> Result<bool> {
         Ok(ctx.data_unchecked::<DataLoader<EntityLoader>>().load_one(self.entity_ref.clone()).await?.is_some())
     }
+
+    /// The owner's ref, for kinds that have one; null for unresolved refs.
+    async fn owner_ref(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        let found = ctx.data_unchecked::<DataLoader<EntityLoader>>().load_one(self.entity_ref.clone()).await?;
+        Ok(found.and_then(|stored| {
+            stored
+                .entity
+                .relations
+                .iter()
+                .find(|relation| relation.relation_type == R::OwnedBy)
+                .map(|relation| relation.target_ref.clone())
+        }))
+    }
+
+    /// The owner (a Group or User), when it is in the catalog.
+    async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
+        let Some(owner_ref) = self.owner_ref(ctx).await? else { return Ok(None) };
+        let found = ctx.data_unchecked::<DataLoader<EntityLoader>>().load_one(owner_ref).await?;
+        Ok(found.map(EntityValue::from))
+    }
 }
 
 #[derive(SimpleObject, Clone)]

@@ -24,7 +24,7 @@ const IMPACT: &str = r#"query ($ref: String!, $throughApis: Boolean!) {
         entities(first: 100) {
             totalCount
             nodes {
-                entityRef distance resolved
+                entityRef distance resolved ownerRef owner { entityRef }
                 path { sourceRef type targetRef }
                 entity { ... on Component { owner { entityRef } } ... on Api { owner { entityRef } } ... on Resource { owner { entityRef } } }
             }
@@ -61,6 +61,8 @@ async fn impact_lists_every_dependent_with_its_path_and_groups_owners(app: TestA
     for node in nodes.as_array().unwrap() {
         if let Some(owner) = node["entity"]["owner"]["entityRef"].as_str() {
             *expected.entry(owner.to_owned()).or_default() += 1;
+            assert_eq!(node["ownerRef"], owner);
+            assert_eq!(node["owner"]["entityRef"], owner);
         }
     }
     let owners: BTreeMap<String, u64> = impact["owners"]
