@@ -5,6 +5,7 @@
 //! that reaches the catalog passes through [`document::parse_documents`] and
 //! [`validation::validate`], so the rules live in exactly one place.
 
+pub mod diff;
 pub mod document;
 pub mod entity;
 pub mod entity_ref;
@@ -14,6 +15,7 @@ pub mod spec;
 pub mod typed_spec;
 pub mod validation;
 
+pub use diff::changed_paths;
 pub use document::{DocumentOutcome, ParsedDocument, parse_documents, parse_entities};
 pub use entity::{Entity, Link, Metadata};
 pub use entity_ref::{EntityRef, RefError};

@@ -5,6 +5,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_catalog_core;
+mod m20261125_000001_change_stream;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -12,6 +13,6 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261124_000001_catalog_core::Migration)]
+        vec![Box::new(m20261124_000001_catalog_core::Migration), Box::new(m20261125_000001_change_stream::Migration)]
     }
 }

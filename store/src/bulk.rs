@@ -44,6 +44,12 @@ fn text_or_empty(value: &ActiveValue<Option<String>>) -> String {
     value.clone().take().flatten().unwrap_or_default()
 }
 
+/// Optional JSON as an array element: JSON null stands for SQL NULL and is
+/// turned back with NULLIF in the statement.
+fn json_or_null(value: &ActiveValue<Option<serde_json::Value>>) -> SeaValue {
+    SeaValue::Json(Some(Box::new(value.clone().take().flatten().unwrap_or_default())))
+}
+
 fn column<T, F>(rows: &[T], get: F) -> SeaValue
 where
     F: Fn(&T) -> SeaValue,
@@ -179,9 +185,10 @@ pub(crate) async fn insert_changes(
             let Some(first) = chunk.first() else { continue };
             let statement = Statement::from_sql_and_values(
                 DbBackend::Postgres,
-                "INSERT INTO change_log (created_at, entity_ref, change_type, etag, body, provider) \
-                 SELECT $1, r, c, NULLIF(e, ''), NULLIF(b, 'null'::jsonb), $2 \
-                 FROM UNNEST($3::text[], $4::text[], $5::text[], $6::jsonb[]) WITH ORDINALITY AS input(r, c, e, b, position) \
+                "INSERT INTO change_log (created_at, entity_ref, change_type, etag, body, provider, changed_fields, previous_body) \
+                 SELECT $1, r, c, NULLIF(e, ''), NULLIF(b, 'null'::jsonb), $2, NULLIF(f, 'null'::jsonb), NULLIF(p, 'null'::jsonb) \
+                 FROM UNNEST($3::text[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::jsonb[]) \
+                 WITH ORDINALITY AS input(r, c, e, b, f, p, position) \
                  ORDER BY position",
                 [
                     take(&first.created_at).into(),
@@ -189,9 +196,9 @@ pub(crate) async fn insert_changes(
                     column(chunk, |row| take(&row.entity_ref).into()),
                     column(chunk, |row| take(&row.change_type).into()),
                     column(chunk, |row| text_or_empty(&row.etag).into()),
-                    column(chunk, |row| {
-                        SeaValue::Json(Some(Box::new(row.body.clone().take().flatten().unwrap_or_default())))
-                    }),
+                    column(chunk, |row| json_or_null(&row.body)),
+                    column(chunk, |row| json_or_null(&row.changed_fields)),
+                    column(chunk, |row| json_or_null(&row.previous_body)),
                 ],
             );
             txn.execute_raw(statement).await?;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use catalog_migrations::Migrator;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection};
 use sea_orm_migration::MigratorTrait;
+use tokio::sync::watch;
 
 use crate::error::StoreError;
 
@@ -17,12 +18,25 @@ use crate::error::StoreError;
 pub struct Store {
     pub(crate) db: DatabaseConnection,
     statements: Arc<AtomicU64>,
+    /// Bumped after every commit that wrote change-log rows, by this process
+    /// or (on PostgreSQL, once `listen_for_commits` runs) by any other.
+    commits: Arc<watch::Sender<u64>>,
+    /// One snapshot at a time per process. SQLite cannot upgrade a reading
+    /// transaction to a writing one while another writes ("database is
+    /// locked", measured with four concurrent providers); PostgreSQL
+    /// serialises writers across processes with an advisory lock as well.
+    pub(crate) writer: Arc<tokio::sync::Mutex<()>>,
+    /// The URL it was opened with, for tests that need a second, independent
+    /// pool (as another process has). Never logged: it may hold a password.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub(crate) url: Arc<str>,
 }
 
 impl Store {
     /// Connects to `sqlite://PATH` (the file and its directory are created) or
     /// `postgres://...`. Does not migrate: call [`Store::migrate`].
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let given: Arc<str> = url.into();
         let (url, max_connections) = if let Some(path) = url.strip_prefix("sqlite://") {
             let path = path.split('?').next().unwrap_or(path);
             if path != ":memory:"
@@ -57,7 +71,60 @@ impl Store {
             db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
             db.execute_unprepared("PRAGMA foreign_keys=ON").await?;
         }
-        Ok(Self { db, statements })
+        Ok(Self { db, statements, commits: Arc::new(watch::channel(0).0), writer: Arc::default(), url: given })
+    }
+
+    /// A receiver that changes after every commit that wrote change-log rows.
+    /// It only says "look again": the change log is the truth.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.subscribe()
+    }
+
+    pub(crate) fn announce_commit(&self) {
+        self.commits.send_modify(|count| *count = count.wrapping_add(1));
+    }
+
+    /// On PostgreSQL, listens for the commits of every process sharing the
+    /// database (each snapshot NOTIFYs at commit) and announces them here,
+    /// reconnecting after errors until the store's last clone is dropped. A
+    /// no-op on SQLite, where the only writer is this process.
+    pub fn listen_for_commits(&self) {
+        if self.db.get_database_backend() != DatabaseBackend::Postgres {
+            return;
+        }
+        let pool = self.db.get_postgres_connection_pool().clone();
+        let commits = Arc::downgrade(&self.commits);
+        tokio::spawn(async move {
+            loop {
+                let listened = async {
+                    let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(&pool).await?;
+                    listener.listen(crate::snapshot::COMMIT_CHANNEL).await?;
+                    // A commit may have landed while nobody listened.
+                    if let Some(commits) = commits.upgrade() {
+                        commits.send_modify(|count| *count = count.wrapping_add(1));
+                    }
+                    loop {
+                        listener.recv().await?;
+                        let Some(commits) = commits.upgrade() else { return Ok(()) };
+                        commits.send_modify(|count| *count = count.wrapping_add(1));
+                    }
+                };
+                let outcome: Result<(), sea_orm::sqlx::Error> = listened.await;
+                match outcome {
+                    Ok(()) => return,
+                    Err(error) => tracing::warn!(%error, "listening for commits failed; retrying in 1 s"),
+                }
+                if commits.strong_count() == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    /// Whether the database is PostgreSQL (else SQLite).
+    pub fn is_postgres(&self) -> bool {
+        self.db.get_database_backend() == DatabaseBackend::Postgres
     }
 
     /// Applies every pending migration.

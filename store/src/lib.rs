@@ -4,6 +4,7 @@
 //! also appends to the change log.
 
 mod bulk;
+mod changes;
 mod connection;
 mod error;
 mod graph;

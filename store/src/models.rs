@@ -93,6 +93,12 @@ pub(crate) mod change_row {
         #[sea_orm(column_type = "JsonBinary", nullable)]
         pub body: Option<Json>,
         pub provider: String,
+        /// Field paths an update changed (JSON array of strings).
+        #[sea_orm(column_type = "JsonBinary", nullable)]
+        pub changed_fields: Option<Json>,
+        /// For a removal, the last version of the removed entity.
+        #[sea_orm(column_type = "JsonBinary", nullable)]
+        pub previous_body: Option<Json>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

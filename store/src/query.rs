@@ -11,8 +11,8 @@ use serde_json::Value;
 use crate::bulk::{self, REF_CHUNK};
 use crate::connection::Store;
 use crate::error::StoreError;
-use crate::models::{change_row, conflict_row, entity_row, facet_row, location_row, relation_row};
-use crate::record::{Change, ChangeType, ConflictRecord, LocationRecord, StoredEntity, StoredRelation};
+use crate::models::{conflict_row, entity_row, facet_row, location_row, relation_row};
+use crate::record::{ConflictRecord, LocationRecord, StoredEntity, StoredRelation};
 
 /// A filter over entities: comparisons on a field, composed with all/any/not.
 #[derive(Clone, Debug, PartialEq)]
@@ -296,29 +296,6 @@ impl Store {
                 claimant_provider: row.claimant_provider,
                 claimant_location: row.claimant_location,
                 detected_at: row.detected_at,
-            })
-            .collect())
-    }
-
-    /// Change-log rows after a sequence number, oldest first.
-    pub async fn changes_after(&self, after: i64, limit: u64) -> Result<Vec<Change>, StoreError> {
-        let rows = change_row::Entity::find()
-            .filter(change_row::Column::Seq.gt(after))
-            .order_by_asc(change_row::Column::Seq)
-            .limit(limit)
-            .all(&self.db)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|row| {
-                Some(Change {
-                    sequence: row.seq,
-                    time: row.created_at,
-                    entity_ref: row.entity_ref,
-                    change_type: ChangeType::parse(&row.change_type)?,
-                    entity: row.body,
-                    provider: row.provider,
-                })
             })
             .collect())
     }

@@ -59,7 +59,7 @@ pub enum ChangeType {
 }
 
 impl ChangeType {
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             ChangeType::Added => "added",
             ChangeType::Updated => "updated",
@@ -86,5 +86,17 @@ pub struct Change {
     pub change_type: ChangeType,
     /// The entity after the change; `None` when it was removed.
     pub entity: Option<serde_json::Value>,
+    /// For a removal, the last version of the removed entity.
+    pub previous: Option<serde_json::Value>,
+    /// The field paths an update changed; empty for additions and removals.
+    pub changed_fields: Vec<String>,
     pub provider: String,
+}
+
+impl Change {
+    /// The version to match filters against: the entity after the change, or
+    /// for a removal the version it removed.
+    pub fn latest_version(&self) -> Option<&serde_json::Value> {
+        self.entity.as_ref().or(self.previous.as_ref())
+    }
 }

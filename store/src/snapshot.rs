@@ -79,6 +79,13 @@ pub struct ApplySummary {
     pub rows_written: usize,
 }
 
+impl ApplySummary {
+    /// Whether the snapshot wrote change-log rows.
+    pub fn changed(&self) -> bool {
+        self.added + self.updated + self.removed > 0
+    }
+}
+
 struct Existing {
     id: i64,
     etag: String,
@@ -94,9 +101,13 @@ impl Store {
     /// last good version and refs claimed by another source as conflicts.
     /// Unchanged entities are not written and produce no change-log row.
     pub async fn apply_snapshot(&self, snapshot: &Snapshot) -> Result<ApplySummary, StoreError> {
+        let _writing = self.writer.lock().await;
         let txn = self.db.begin().await?;
         let summary = apply(&txn, snapshot).await?;
         txn.commit().await?;
+        if summary.changed() {
+            self.announce_commit();
+        }
         if summary.rows_written >= ANALYZE_AFTER_ROWS {
             self.refresh_statistics().await?;
         }
@@ -138,7 +149,22 @@ const ANALYZE_AFTER_ROWS: usize = 10_000;
 /// Entities per write chunk.
 const WRITE_CHUNK: usize = 2_000;
 
+/// The key of the PostgreSQL advisory lock every snapshot transaction holds.
+const WRITER_LOCK: i64 = 0x6361_7461_6c6f_67; // "catalog"
+
 async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySummary, StoreError> {
+    // Change-log sequence numbers are drawn from a sequence before commit; two
+    // writers could commit 11 before 10, and a reader that saw 11 would miss
+    // 10. One writer at a time (a lock held until commit) makes sequence order
+    // commit order. SQLite has one writer anyway.
+    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT pg_advisory_xact_lock($1)",
+            [WRITER_LOCK.into()],
+        ))
+        .await?;
+    }
     let provider = snapshot.provider.as_str();
     let now = Utc::now();
     let mut summary = ApplySummary::default();
@@ -269,6 +295,8 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
         .collect();
     summary.removed = removed.len();
 
+    let removed_ids: Vec<i64> = removed.iter().map(|(_, id)| *id).collect();
+    let mut last_versions = bodies_by_id(txn, &removed_ids).await?;
     let stale_ids: Vec<i64> = updates.iter().map(|(id, _)| *id).chain(removed.iter().map(|(_, id)| *id)).collect();
     summary.rows_written += clear_index(txn, &stale_ids).await?;
     for chunk in removed.chunks(INSERT_CHUNK) {
@@ -277,8 +305,14 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
             entity_row::Entity::delete_many().filter(entity_row::Column::Id.is_in(ids)).exec(txn).await?.rows_affected
                 as usize;
     }
-    let removals: Vec<change_row::ActiveModel> =
-        removed.iter().map(|(entity_ref, _)| change(entity_ref, ChangeType::Removed, None, provider, now)).collect();
+    let removals: Vec<change_row::ActiveModel> = removed
+        .iter()
+        .map(|(entity_ref, id)| {
+            let mut row = change(entity_ref, ChangeType::Removed, None, provider, now);
+            row.previous_body = Set(last_versions.remove(id));
+            row
+        })
+        .collect();
     bulk::insert_changes(txn, &removals).await?;
     summary.rows_written += removals.len();
 
@@ -312,8 +346,11 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
 
     for chunk in updates.chunks(WRITE_CHUNK) {
         let mut changes = Vec::with_capacity(chunk.len());
+        let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
+        let previous = bodies_by_id(txn, &ids).await?;
         for (id, pending) in chunk {
             let body = pending.body();
+            let changed = previous.get(id).map(|old| catalog_domain::changed_paths(old, &body)).unwrap_or_default();
             // The same row an insert writes, but the ref, uid and creation time stay.
             let mut row = entity_active_model(pending, &body, provider, now);
             row.entity_ref = NotSet;
@@ -321,7 +358,9 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
             row.provider = NotSet;
             row.created_at = NotSet;
             entity_row::Entity::update_many().set(row).filter(entity_row::Column::Id.eq(*id)).exec(txn).await?;
-            changes.push(change(&pending.entity_ref, ChangeType::Updated, Some((pending, body)), provider, now));
+            let mut change_row = change(&pending.entity_ref, ChangeType::Updated, Some((pending, body)), provider, now);
+            change_row.changed_fields = Set(Some(Value::from(changed)));
+            changes.push(change_row);
         }
         let indexed: Vec<(i64, &Entity)> = chunk.iter().map(|(id, pending)| (*id, &pending.item.entity)).collect();
         summary.rows_written += chunk.len() + write_index(txn, &indexed).await?;
@@ -330,7 +369,30 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
     }
 
     summary.rows_written += sync_locations(txn, provider, &snapshot.locations, now).await?;
+    if summary.changed() && txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        // Delivered at commit to every replica listening: their wake-up call.
+        txn.execute_unprepared(&format!("NOTIFY {COMMIT_CHANNEL}")).await?;
+    }
     Ok(summary)
+}
+
+/// The PostgreSQL channel a snapshot notifies when it changed something.
+pub(crate) const COMMIT_CHANNEL: &str = "catalog_changes";
+
+/// The stored bodies of entity rows by id. One statement per 5,000 ids.
+async fn bodies_by_id(txn: &DatabaseTransaction, ids: &[i64]) -> Result<HashMap<i64, Value>, StoreError> {
+    let mut bodies = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(REF_CHUNK) {
+        let rows = entity_row::Entity::find()
+            .select_only()
+            .columns([entity_row::Column::Id, entity_row::Column::Body])
+            .filter(entity_row::Column::Id.is_in(chunk.iter().copied()))
+            .into_tuple::<(i64, Value)>()
+            .all(txn)
+            .await?;
+        bodies.extend(rows);
+    }
+    Ok(bodies)
 }
 
 /// The body as served: the author's entity with the catalog's uid and etag.
@@ -518,6 +580,8 @@ fn change(
         etag: Set(etag),
         body: Set(body),
         provider: Set(provider.to_owned()),
+        changed_fields: Set(None),
+        previous_body: Set(None),
         ..Default::default()
     }
 }

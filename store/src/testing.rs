@@ -123,3 +123,11 @@ mod tests {
         assert_eq!(super::replace_database("postgres://h", "t1"), "postgres://h/t1");
     }
 }
+
+impl Store {
+    /// Another store on the same database with its own pool and its own
+    /// writer lock: what a second process sees.
+    pub async fn open_again(&self) -> Store {
+        Store::connect(&self.url).await.expect("the database opens again")
+    }
+}
