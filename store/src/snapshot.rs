@@ -150,7 +150,7 @@ const ANALYZE_AFTER_ROWS: usize = 10_000;
 const WRITE_CHUNK: usize = 2_000;
 
 /// The key of the PostgreSQL advisory lock every snapshot transaction holds.
-const WRITER_LOCK: i64 = 0x6361_7461_6c6f_67; // "catalog"
+const WRITER_LOCK: i64 = 0x0063_6174_616c_6f67; // "catalog" in ASCII
 
 async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySummary, StoreError> {
     // Change-log sequence numbers are drawn from a sequence before commit; two
