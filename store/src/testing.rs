@@ -91,6 +91,14 @@ fn replace_database(url: &str, database: &str) -> String {
 
 /// Generates, for each named `async fn(Store)`, one test on SQLite and one on
 /// PostgreSQL, so both backends run the same body.
+impl Store {
+    /// Another store on the same database with its own pool and its own
+    /// writer lock: what a second process sees.
+    pub async fn open_again(&self) -> Store {
+        Store::connect(&self.url).await.expect("the database opens again")
+    }
+}
+
 #[macro_export]
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
@@ -121,13 +129,5 @@ mod tests {
             "postgres://u:p@h:5432/t1?sslmode=disable"
         );
         assert_eq!(super::replace_database("postgres://h", "t1"), "postgres://h/t1");
-    }
-}
-
-impl Store {
-    /// Another store on the same database with its own pool and its own
-    /// writer lock: what a second process sees.
-    pub async fn open_again(&self) -> Store {
-        Store::connect(&self.url).await.expect("the database opens again")
     }
 }
