@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -14,6 +15,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::graphql::{SchemaLimits, build_schema};
 use crate::http::{HttpState, router};
+use crate::hub::ChangeHub;
 
 /// A built, bound, not yet serving application.
 pub struct Application {
@@ -21,6 +23,7 @@ pub struct Application {
     address: SocketAddr,
     store: Store,
     engine: Engine,
+    hub: Arc<ChangeHub>,
     config: Config,
 }
 
@@ -30,11 +33,15 @@ impl Application {
         let store = Store::connect(&config.database.url).await.context("cannot open the database")?;
         store.migrate().await.context("cannot migrate the database")?;
         let engine = Engine::new(store.clone(), &config.ingestion.providers);
+        // Listening first, then the hub reads where the log ends: no commit
+        // of another replica falls between the two.
+        store.listen_for_commits().await.context("cannot listen for commits")?;
+        let hub = ChangeHub::start(store.clone()).await;
         let listener = TcpListener::bind((config.server.host.as_str(), config.server.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", config.server.host, config.server.port))?;
         let address = listener.local_addr().context("the listener has no address")?;
-        Ok(Self { listener, address, store, engine, config })
+        Ok(Self { listener, address, store, engine, hub, config })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -43,6 +50,11 @@ impl Application {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The ingestion engine, to run providers on demand (tests, `refresh`).
+    pub fn engine(&self) -> Engine {
+        self.engine.clone()
     }
 
     /// Runs every provider once, now.
@@ -58,7 +70,7 @@ impl Application {
             max_complexity: self.config.graphql.max_complexity,
         };
         let state = HttpState {
-            schema: build_schema(self.store.clone(), limits),
+            schema: build_schema(self.store.clone(), self.hub.clone(), limits),
             store: self.store.clone(),
             graphql: self.config.graphql.clone(),
             request_timeout: Duration::from_secs(self.config.server.request_timeout_seconds),

@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::GraphiQLSource;
 use async_graphql::{Request, Response as GraphqlResponse, ServerError, Variables};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -16,7 +19,7 @@ use serde::Deserialize;
 
 use crate::config::GraphqlConfig;
 use crate::firewall;
-use crate::graphql::{CatalogSchema, with_loaders};
+use crate::graphql::{CatalogSchema, with_loaders, with_subscription_loaders};
 
 #[derive(Clone)]
 pub(crate) struct HttpState {
@@ -29,12 +32,98 @@ pub(crate) struct HttpState {
 pub(crate) fn router(state: HttpState) -> Router {
     let body_limit = state.graphql.max_body_bytes;
     Router::new()
-        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/graphql", get(graphql_get_or_upgrade).post(graphql_post))
+        .route("/graphql/ws", get(graphql_ws))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// GraphQL over WebSocket (graphql-transport-ws and the legacy graphql-ws,
+/// chosen by Sec-WebSocket-Protocol) at /graphql/ws.
+async fn graphql_ws(State(state): State<HttpState>, protocol: GraphQLProtocol, upgrade: WebSocketUpgrade) -> Response {
+    let executor = FirewalledExecutor { state: state.clone() };
+    upgrade.protocols(ALL_WEBSOCKET_PROTOCOLS).max_message_size(state.graphql.max_body_bytes).on_upgrade(
+        move |stream| {
+            GraphQLWebSocket::new(stream, executor, protocol)
+                // The seam for authentication (the API security issue): the
+                // connection_init payload will be checked like HTTP credentials.
+                .on_connection_init(|_payload| async { Ok(async_graphql::Data::default()) })
+                .serve()
+        },
+    )
+}
+
+/// GET /graphql: a WebSocket upgrade goes to the subscription endpoint, anything
+/// else is a query over GET (or GraphiQL).
+async fn graphql_get_or_upgrade(State(state): State<HttpState>, request: axum::extract::Request) -> Response {
+    use axum::extract::FromRequestParts as _;
+    let (mut parts, _body) = request.into_parts();
+    let wants_websocket = parts
+        .headers
+        .get(header::UPGRADE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
+    if wants_websocket {
+        let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &state).await {
+            Ok(protocol) => protocol,
+            Err(rejection) => return rejection.into_response(),
+        };
+        return match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+            Ok(upgrade) => graphql_ws(State(state), protocol, upgrade).await,
+            Err(rejection) => rejection.into_response(),
+        };
+    }
+    match Query::<GetParams>::from_request_parts(&mut parts, &state).await {
+        Ok(query) => graphql_get(State(state), parts.headers, query).await,
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+/// Runs WebSocket operations through the same firewall and per-request data as
+/// HTTP: the parser never sees a query the firewall refused.
+#[derive(Clone)]
+struct FirewalledExecutor {
+    state: HttpState,
+}
+
+impl FirewalledExecutor {
+    fn refused(&self, request: &Request) -> Option<GraphqlResponse> {
+        let graphql = &self.state.graphql;
+        let rejected = firewall::check_query(&request.query, graphql.max_query_bytes, graphql.max_nesting).err()?;
+        tracing::info!(limit = rejected.limit_name(), "subscription refused before parsing");
+        let mut error = ServerError::new(rejected.to_string(), None);
+        set_code(&mut error, "LIMIT_EXCEEDED", Some(rejected.limit_name()));
+        Some(GraphqlResponse::from_errors(vec![error]))
+    }
+}
+
+impl async_graphql::Executor for FirewalledExecutor {
+    async fn execute(&self, request: Request) -> GraphqlResponse {
+        if let Some(refused) = self.refused(&request) {
+            return refused;
+        }
+        let request = with_loaders(request, &self.state.store);
+        with_codes(self.state.schema.execute(request).await)
+    }
+
+    fn execute_stream(
+        &self,
+        request: Request,
+        session_data: Option<std::sync::Arc<async_graphql::Data>>,
+    ) -> futures::stream::BoxStream<'static, GraphqlResponse> {
+        use futures::StreamExt as _;
+        if let Some(refused) = self.refused(&request) {
+            return futures::stream::once(async move { refused }).boxed();
+        }
+        let request = with_subscription_loaders(request, &self.state.store);
+        match session_data {
+            Some(data) => self.state.schema.execute_stream_with_session_data(request, data).map(with_codes).boxed(),
+            None => self.state.schema.execute_stream(request).map(with_codes).boxed(),
+        }
+    }
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {

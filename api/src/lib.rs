@@ -7,3 +7,4 @@ pub mod config;
 pub mod firewall;
 pub mod graphql;
 mod http;
+pub mod hub;

@@ -85,41 +85,52 @@ impl Store {
     }
 
     /// On PostgreSQL, listens for the commits of every process sharing the
-    /// database (each snapshot NOTIFYs at commit) and announces them here,
-    /// reconnecting after errors until the store's last clone is dropped. A
-    /// no-op on SQLite, where the only writer is this process.
-    pub fn listen_for_commits(&self) {
+    /// database (each snapshot NOTIFYs at commit) and announces them here.
+    /// Returns once listening, so that a reader started afterwards misses no
+    /// commit; re-connects after errors (announcing once, for what it may
+    /// have missed) until the store's last clone is dropped. A no-op on
+    /// SQLite, where the only writer is this process.
+    pub async fn listen_for_commits(&self) -> Result<(), StoreError> {
+        use sea_orm::sqlx::postgres::PgListener;
         if self.db.get_database_backend() != DatabaseBackend::Postgres {
-            return;
+            return Ok(());
         }
         let pool = self.db.get_postgres_connection_pool().clone();
+        let connect = move |pool: sea_orm::sqlx::PgPool| async move {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(crate::snapshot::COMMIT_CHANNEL).await?;
+            Ok::<_, sea_orm::sqlx::Error>(listener)
+        };
+        let mut listener = connect(pool.clone())
+            .await
+            .map_err(|error| StoreError::Database(sea_orm::DbErr::Custom(error.to_string())))?;
         let commits = Arc::downgrade(&self.commits);
         tokio::spawn(async move {
             loop {
-                let listened = async {
-                    let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(&pool).await?;
-                    listener.listen(crate::snapshot::COMMIT_CHANNEL).await?;
-                    // A commit may have landed while nobody listened.
-                    if let Some(commits) = commits.upgrade() {
-                        commits.send_modify(|count| *count = count.wrapping_add(1));
+                let error = loop {
+                    if let Err(error) = listener.recv().await {
+                        break error;
                     }
-                    loop {
-                        listener.recv().await?;
-                        let Some(commits) = commits.upgrade() else { return Ok(()) };
-                        commits.send_modify(|count| *count = count.wrapping_add(1));
+                    let Some(commits) = commits.upgrade() else { return };
+                    commits.send_modify(|count| *count = count.wrapping_add(1));
+                };
+                tracing::warn!(%error, "listening for commits failed; re-connecting");
+                listener = loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if commits.strong_count() == 0 {
+                        return;
+                    }
+                    match connect(pool.clone()).await {
+                        Ok(listener) => break listener,
+                        Err(error) => tracing::warn!(%error, "re-connecting the commit listener failed"),
                     }
                 };
-                let outcome: Result<(), sea_orm::sqlx::Error> = listened.await;
-                match outcome {
-                    Ok(()) => return,
-                    Err(error) => tracing::warn!(%error, "listening for commits failed; retrying in 1 s"),
-                }
-                if commits.strong_count() == 0 {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                // Commits may have landed while nobody listened.
+                let Some(commits) = commits.upgrade() else { return };
+                commits.send_modify(|count| *count = count.wrapping_add(1));
             }
         });
+        Ok(())
     }
 
     /// Whether the database is PostgreSQL (else SQLite).

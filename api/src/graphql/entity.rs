@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 
 use catalog_store::{Direction, Filter, FilterField, Predicate, Store, WalkRequest};
 
+use super::changes::{ChangeCursor, ChangePage, history_page};
 use super::filter::{EntityFilter, EntityOrder};
 use super::graph::{
     MAX_DEPTH, MAX_WALK_NODES, Traversal, TraversalConnection, TraversalDirection, dependency_types, dependent_types,
@@ -315,6 +316,19 @@ macro_rules! entity_object {
             ) -> Result<TraversalConnection> {
                 let types = dependent_types(through_apis);
                 walk_from(ctx, &self.0, types, Direction::Outgoing, depth, filter, first, after).await
+            }
+
+            /// The versions of this entity, newest first: each change with its
+            /// cursor, time, type and changed fields. Pass `nextCursor` as
+            /// `after` for older ones.
+            pub async fn history(
+                &self,
+                ctx: &Context<'_>,
+                #[graphql(default = 20)] first: i32,
+                after: Option<ChangeCursor>,
+            ) -> Result<ChangePage> {
+                let store = ctx.data_unchecked::<Store>();
+                Ok(history_page(store, &self.0.entity_ref.to_string(), first, after).await?)
             }
 
             $(
@@ -691,6 +705,12 @@ entity_object!(
         arg(name = "filter", ty = "Option<EntityFilter>"),
         arg(name = "first", ty = "Option<i32>"),
         arg(name = "after", ty = "Option<String>")
+    ),
+    field(
+        name = "history",
+        ty = "ChangePage",
+        arg(name = "first", ty = "i32", default = 20),
+        arg(name = "after", ty = "Option<ChangeCursor>")
     ),
     field(
         name = "dependents",

@@ -11,7 +11,18 @@ use catalog_store::StoreError;
 #[derive(Clone, Debug)]
 pub enum ApiError {
     BadUserInput(String),
-    LimitExceeded { limit: &'static str, message: String },
+    LimitExceeded {
+        limit: &'static str,
+        message: String,
+    },
+    /// A change cursor older than the retained change log.
+    CursorExpired {
+        oldest: i64,
+    },
+    /// A subscriber fell too far behind; it resumes after `last_cursor`.
+    SubscriberTooSlow {
+        last_cursor: i64,
+    },
     Internal,
 }
 
@@ -21,6 +32,13 @@ impl ApiError {
         match self {
             ApiError::BadUserInput(message) => message.clone(),
             ApiError::LimitExceeded { limit, message } => format!("{limit} limit exceeded: {message}"),
+            ApiError::CursorExpired { oldest } => format!(
+                "the change log no longer holds changes after this cursor (the oldest resumable cursor is {oldest}): \
+                 read the current state again, then follow from its latest cursor"
+            ),
+            ApiError::SubscriberTooSlow { last_cursor } => format!(
+                "the subscriber fell too far behind and was ended; subscribe again with after: \"{last_cursor}\""
+            ),
             ApiError::Internal => "internal error: the request could not be completed".into(),
         }
     }
@@ -29,6 +47,8 @@ impl ApiError {
         match self {
             ApiError::BadUserInput(_) => "BAD_USER_INPUT",
             ApiError::LimitExceeded { .. } => "LIMIT_EXCEEDED",
+            ApiError::CursorExpired { .. } => "CURSOR_EXPIRED",
+            ApiError::SubscriberTooSlow { .. } => "SUBSCRIBER_TOO_SLOW",
             ApiError::Internal => "INTERNAL",
         }
     }
@@ -44,14 +64,14 @@ impl From<StoreError> for ApiError {
 impl From<ApiError> for async_graphql::Error {
     fn from(error: ApiError) -> Self {
         let code = error.code();
-        let limit = match &error {
-            ApiError::LimitExceeded { limit, .. } => Some(*limit),
-            _ => None,
-        };
-        async_graphql::Error::new(error.message()).extend_with(|_, extensions| {
+        let message = error.message();
+        async_graphql::Error::new(message).extend_with(|_, extensions| {
             extensions.set("code", code);
-            if let Some(limit) = limit {
-                extensions.set("limit", limit);
+            match &error {
+                ApiError::LimitExceeded { limit, .. } => extensions.set("limit", *limit),
+                ApiError::CursorExpired { oldest } => extensions.set("oldestCursor", oldest.to_string()),
+                ApiError::SubscriberTooSlow { last_cursor } => extensions.set("lastCursor", last_cursor.to_string()),
+                ApiError::BadUserInput(_) | ApiError::Internal => {}
             }
         })
     }

@@ -30,11 +30,17 @@ pub const MAX_PATHS: i32 = 100;
 /// bounds a request's walks whatever the selection path.
 pub const MAX_WALKS_PER_REQUEST: u32 = 20;
 
-/// The walks a request has left; one per request, added with the DataLoaders.
+/// The walks a request (or a subscription event) has left; one per request,
+/// added with the DataLoaders.
 #[derive(Default)]
 pub struct WalkBudget(std::sync::atomic::AtomicU32);
 
 impl WalkBudget {
+    /// Starts a new allowance: each subscription event is priced like a request.
+    pub fn reset(&self) {
+        self.0.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn spend(&self) -> Result<(), ApiError> {
         let spent = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if spent >= MAX_WALKS_PER_REQUEST {
@@ -49,7 +55,7 @@ impl WalkBudget {
 
 /// Runs a walk against the request's budget.
 pub(crate) async fn walk(ctx: &Context<'_>, request: &WalkRequest) -> Result<Walk, ApiError> {
-    ctx.data_unchecked::<WalkBudget>().spend()?;
+    ctx.data_unchecked::<Arc<WalkBudget>>().spend()?;
     Ok(store(ctx).walk(request).await?)
 }
 

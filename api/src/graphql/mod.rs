@@ -1,6 +1,7 @@
 //! The GraphQL schema: the query root, connections, facets, validation and the
 //! wiring of per-request DataLoaders.
 
+mod changes;
 mod entity;
 mod error;
 mod filter;
@@ -10,9 +11,8 @@ mod loaders;
 use std::sync::Arc;
 
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{
-    Context, EmptyMutation, EmptySubscription, ID, Interface, Object, Request, Result, Schema, SimpleObject,
-};
+use async_graphql::dataloader::NoCache;
+use async_graphql::{Context, EmptyMutation, ID, Interface, Object, Request, Result, Schema, SimpleObject};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use catalog_domain::{DocumentOutcome, EntityRef, parse_documents};
@@ -28,8 +28,10 @@ use entity::{Api, Component, Domain, GenericEntity, Group, Location, Resource, S
 use graph::{EntityGraph, Impact, RelationPath, TraversalConnection, TraversalDirection};
 use loaders::{EdgesLoader, EntityLoader};
 
+pub use changes::{AsOf, ChangeCursor, ChangeFilter, ChangePage, SubscriptionRoot};
+
 /// The executable schema.
-pub type CatalogSchema = Schema<QueryRoot, EmptyMutation, EmptySubscription>;
+pub type CatalogSchema = Schema<QueryRoot, EmptyMutation, SubscriptionRoot>;
 
 /// Page sizes: the default, and the most one page may hold.
 pub const DEFAULT_PAGE_SIZE: u64 = 20;
@@ -46,10 +48,11 @@ pub struct SchemaLimits {
     pub max_complexity: usize,
 }
 
-/// Builds the schema over a store.
-pub fn build_schema(store: Store, limits: SchemaLimits) -> CatalogSchema {
-    Schema::build(QueryRoot, EmptyMutation, EmptySubscription)
+/// Builds the schema over a store and the process's change hub.
+pub fn build_schema(store: Store, hub: Arc<crate::hub::ChangeHub>, limits: SchemaLimits) -> CatalogSchema {
+    Schema::build(QueryRoot, EmptyMutation, SubscriptionRoot)
         .data(store)
+        .data(hub)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .limit_recursive_depth(64)
@@ -59,7 +62,7 @@ pub fn build_schema(store: Store, limits: SchemaLimits) -> CatalogSchema {
 
 /// The schema without data, for printing the SDL.
 pub fn sdl() -> String {
-    Schema::build(QueryRoot, EmptyMutation, EmptySubscription).finish().sdl()
+    Schema::build(QueryRoot, EmptyMutation, SubscriptionRoot).finish().sdl()
 }
 
 /// How long a DataLoader waits for sibling fields to add their keys before it
@@ -74,7 +77,18 @@ pub fn with_loaders(request: Request, store: &Store) -> Request {
     request
         .data(DataLoader::new(EntityLoader(store.clone()), tokio::spawn).delay(LOADER_DELAY))
         .data(DataLoader::new(EdgesLoader(store.clone()), tokio::spawn).delay(LOADER_DELAY))
-        .data(graph::WalkBudget::default())
+        .data(Arc::new(graph::WalkBudget::default()))
+}
+
+/// The per-subscription DataLoaders and walk budget. A subscription lives for
+/// many events: its loaders batch within an event but cache nothing, so no
+/// event is answered from an earlier event's data; its budget is renewed
+/// per event.
+pub fn with_subscription_loaders(request: Request, store: &Store) -> Request {
+    request
+        .data(DataLoader::with_cache(EntityLoader(store.clone()), tokio::spawn, NoCache).delay(LOADER_DELAY))
+        .data(DataLoader::with_cache(EdgesLoader(store.clone()), tokio::spawn, NoCache).delay(LOADER_DELAY))
+        .data(Arc::new(graph::WalkBudget::default()))
 }
 
 /// Anything with a global ID.
@@ -257,14 +271,25 @@ pub struct QueryRoot;
 impl QueryRoot {
     /// One entity by ref. Partial refs are completed with `defaultKind` and
     /// `defaultNamespace`, e.g. `entity(ref: "shipment-tracker", defaultKind: "Component")`.
+    ///
+    /// With `asOf`, the entity as it was at that change cursor or time (null
+    /// when it did not exist then), read from the change log; its relation
+    /// fields resolve against the catalog as it is now.
     async fn entity(
         &self,
         ctx: &Context<'_>,
         #[graphql(name = "ref")] entity_ref: String,
         default_kind: Option<String>,
         #[graphql(default = "default")] default_namespace: String,
+        as_of: Option<AsOf>,
     ) -> Result<Option<EntityValue>> {
         let entity_ref = parse_ref(&entity_ref, default_kind.as_deref(), &default_namespace)?;
+        if let Some(as_of) = as_of {
+            let store = store(ctx);
+            let sequence = as_of.sequence(&store).await?;
+            let version = store.entity_as_of(&entity_ref.to_string(), sequence).await.map_err(ApiError::from)?;
+            return Ok(version.and_then(|change| changes::stored_version(&change)).map(EntityValue::from));
+        }
         let loader = ctx.data_unchecked::<DataLoader<EntityLoader>>();
         Ok(loader.load_one(entity_ref.to_string()).await?.map(EntityValue::from))
     }
@@ -404,6 +429,20 @@ impl QueryRoot {
             max_depth,
         };
         graph::graph(ctx, traversal, max_nodes).await
+    }
+
+    /// The change log as a feed: changes after `after` (from the start when
+    /// omitted) that match the filter, oldest first, up to `first` (at most
+    /// 1,000). Pass `nextCursor` as `after` to continue; the same events the
+    /// `catalogChanges` subscription delivers.
+    async fn changes(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<ChangeCursor>,
+        filter: Option<ChangeFilter>,
+        #[graphql(default = 100)] first: i32,
+    ) -> Result<ChangePage> {
+        Ok(changes::changes_page(&store(ctx), after, filter, first).await?)
     }
 
     /// Value counts per field over the entities that match the filter, e.g.

@@ -255,8 +255,10 @@ async fn a_walk_costs_statements_by_depth_not_by_size(app: TestApp) {
     let statements = app.store.statement_count() - before;
     let reached = deep["entity"]["dependencies"]["totalCount"].as_u64().unwrap();
     assert!(reached >= 5, "{deep}");
-    // The entity, one statement per hop, one probe past the limit, one batch of entities.
-    assert!(statements <= 1 + 4 + 1 + 1, "{statements} statements for {reached} entities");
+    // The entity, one statement per hop, one probe past the limit, and the
+    // reached entities in one batch (two when a busy machine makes the
+    // DataLoader fire before every field has added its key).
+    assert!(statements <= 1 + 4 + 1 + 2, "{statements} statements for {reached} entities");
 }
 
 e2e_tests!(

@@ -5,3 +5,4 @@ mod graph;
 mod helpers;
 mod limits;
 mod queries;
+mod stream;

@@ -1,0 +1,329 @@
+//! The change stream end to end: a real WebSocket client subscribes while the
+//! test edits catalog files and ingests them.
+
+use std::path::Path;
+use std::time::Duration;
+
+use catalog_store::testing::TestDatabase;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::helpers::{TestApp, database_tests, editable_examples, spawn_app_on};
+
+/// The two GraphQL-over-WebSocket protocols clients speak.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// graphql-transport-ws (the graphql-ws JavaScript client).
+    TransportWs,
+    /// The legacy subscriptions-transport-ws protocol, named graphql-ws.
+    Legacy,
+}
+
+struct Subscriber {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    protocol: Protocol,
+}
+
+impl Subscriber {
+    async fn connect(app: &TestApp, path: &str, protocol: Protocol) -> Self {
+        let mut request = format!("ws://{}{path}", app.address).into_client_request().unwrap();
+        let name = match protocol {
+            Protocol::TransportWs => "graphql-transport-ws",
+            Protocol::Legacy => "graphql-ws",
+        };
+        request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(name));
+        let (socket, response) =
+            tokio_tungstenite::connect_async(request).await.expect("the WebSocket upgrade succeeds");
+        assert_eq!(response.headers()["sec-websocket-protocol"], name);
+        let mut subscriber = Self { socket, protocol };
+        subscriber.send(json!({"type": "connection_init", "payload": {}})).await;
+        assert_eq!(subscriber.message().await["type"], "connection_ack");
+        subscriber
+    }
+
+    async fn send(&mut self, message: Value) {
+        self.socket.send(Message::Text(message.to_string().into())).await.unwrap();
+    }
+
+    async fn subscribe(&mut self, query: &str, variables: Value) {
+        let kind = if self.protocol == Protocol::TransportWs { "subscribe" } else { "start" };
+        self.send(json!({"id": "1", "type": kind, "payload": {"query": query, "variables": variables}})).await;
+    }
+
+    /// The next protocol message, skipping keep-alives; fails after 15 s.
+    async fn message(&mut self) -> Value {
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(15), self.socket.next())
+                .await
+                .expect("a message within 15 s")
+                .expect("the connection stays open")
+                .unwrap();
+            if let Message::Text(text) = next {
+                let message: Value = serde_json::from_str(&text).unwrap();
+                if message["type"] != "ka" && message["type"] != "ping" {
+                    return message;
+                }
+            }
+        }
+    }
+
+    /// The next event's payload; fails on errors and completion.
+    async fn event(&mut self) -> Value {
+        let message = self.message().await;
+        let expected = if self.protocol == Protocol::TransportWs { "next" } else { "data" };
+        assert_eq!(message["type"], expected, "{message}");
+        assert!(message["payload"].get("errors").is_none(), "{message}");
+        message["payload"]["data"]["catalogChanges"].clone()
+    }
+
+    /// Nothing arrives within `wait`.
+    async fn silent_for(&mut self, wait: Duration) {
+        if let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(wait, self.socket.next()).await {
+            panic!("unexpected message: {text}");
+        }
+    }
+}
+
+const CHANGES: &str = r#"subscription ($filter: ChangeFilter, $after: ChangeCursor) {
+    catalogChanges(filter: $filter, after: $after) {
+        cursor type entityRef changedFields source time
+        entity { entityRef description ... on Component { lifecycle owner { entityRef } } }
+    } }"#;
+
+/// Replaces the description of the entity named `name` in `file`.
+fn edit_description(catalog: &Path, file: &str, name: &str, description: &str) {
+    let path = catalog.join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let at = lines.iter().position(|line| line == &format!("  name: {name}")).expect("the entity is in the file");
+    let description_line = lines[at..].iter().position(|line| line.starts_with("  description:")).unwrap() + at;
+    lines[description_line] = format!("  description: \"{description}\"");
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+/// The last cursor of the feed so far.
+async fn latest_cursor(app: &TestApp) -> String {
+    let mut cursor = Value::Null;
+    loop {
+        let page = app
+            .query(
+                "query ($after: ChangeCursor) { changes(after: $after, first: 1000) { nextCursor hasMore } }",
+                json!({"after": cursor}),
+            )
+            .await;
+        cursor = page["changes"]["nextCursor"].clone();
+        if page["changes"]["hasMore"] == false {
+            return cursor.as_str().unwrap().to_owned();
+        }
+    }
+}
+
+async fn a_subscriber_is_told_what_changed_after_replaying_the_past(database: TestDatabase) {
+    let catalog = editable_examples();
+    let url = database.url.clone();
+    let app = spawn_app_on(&url, catalog.path(), Some(database)).await;
+    let mut subscriber = Subscriber::connect(&app, "/graphql/ws", Protocol::TransportWs).await;
+    subscriber.subscribe(CHANGES, json!({"filter": {"refs": ["component:shipment-tracker"]}, "after": "0"})).await;
+    let added = subscriber.event().await;
+    assert_eq!(added["type"], "ADDED");
+    assert_eq!(added["entityRef"], "component:default/shipment-tracker");
+    assert_eq!(added["entity"]["lifecycle"], "production");
+
+    let path = catalog.path().join("systems/shipping.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replacen("  lifecycle: production", "  lifecycle: experimental", 1)).unwrap();
+    app.ingest().await;
+    let updated = subscriber.event().await;
+    assert_eq!(updated["type"], "UPDATED");
+    assert_eq!(updated["changedFields"], json!(["spec.lifecycle"]));
+    assert_eq!(updated["entity"]["lifecycle"], "experimental");
+    assert_eq!(updated["entity"]["owner"]["entityRef"], "group:default/team-shipping-core");
+    assert_eq!(updated["source"], "file");
+    assert!(
+        updated["cursor"].as_str().unwrap().parse::<i64>().unwrap()
+            > added["cursor"].as_str().unwrap().parse::<i64>().unwrap()
+    );
+    // Changes to other entities do not reach this subscriber.
+    edit_description(catalog.path(), "systems/shipping.yaml", "driver-app", "elsewhere");
+    app.ingest().await;
+    subscriber.silent_for(Duration::from_millis(1500)).await;
+}
+
+async fn a_reconnecting_subscriber_gets_exactly_what_it_missed(database: TestDatabase) {
+    let catalog = editable_examples();
+    let url = database.url.clone();
+    let app = spawn_app_on(&url, catalog.path(), Some(database)).await;
+    let cursor = latest_cursor(&app).await;
+    let names = ["shipment-tracker", "label-printer-lib", "tracking-website", "customs-gateway", "route-optimizer"];
+    for (round, name) in names.iter().enumerate() {
+        edit_description(catalog.path(), "systems/shipping.yaml", name, &format!("missed {round}"));
+        app.ingest().await;
+    }
+    let mut subscriber = Subscriber::connect(&app, "/graphql", Protocol::TransportWs).await;
+    subscriber.subscribe(CHANGES, json!({"filter": {"kinds": ["component"]}, "after": cursor})).await;
+    // More changes land while the replay runs: they follow it, once each.
+    let during = {
+        let path = catalog.path().to_owned();
+        let engine = app.engine.clone();
+        tokio::spawn(async move {
+            for round in 0..3 {
+                edit_description(&path, "systems/shipping.yaml", "driver-app", &format!("during {round}"));
+                engine.run_once().await.unwrap();
+            }
+        })
+    };
+    let mut events = Vec::new();
+    for _ in 0..8 {
+        events.push(subscriber.event().await);
+    }
+    during.await.unwrap();
+    let refs: Vec<&str> = events.iter().map(|event| event["entityRef"].as_str().unwrap()).collect();
+    let expected_first: Vec<String> = names.iter().map(|name| format!("component:default/{name}")).collect();
+    assert_eq!(
+        refs[..5],
+        expected_first.iter().map(String::as_str).collect::<Vec<_>>()[..],
+        "the missed five, in order"
+    );
+    assert!(refs[5..].iter().all(|entity_ref| *entity_ref == "component:default/driver-app"));
+    let descriptions: Vec<&str> =
+        events[5..].iter().map(|event| event["entity"]["description"].as_str().unwrap()).collect();
+    assert_eq!(descriptions, vec!["during 0", "during 1", "during 2"]);
+    let cursors: Vec<i64> = events.iter().map(|event| event["cursor"].as_str().unwrap().parse().unwrap()).collect();
+    assert!(cursors.windows(2).all(|pair| pair[0] < pair[1]), "in order, no duplicates: {cursors:?}");
+    assert!(
+        events
+            .iter()
+            .all(|event| event["type"] == "UPDATED" && event["changedFields"] == json!(["metadata.description"]))
+    );
+    subscriber.silent_for(Duration::from_millis(1500)).await;
+}
+
+async fn the_legacy_protocol_delivers_the_same_events(database: TestDatabase) {
+    let catalog = editable_examples();
+    let url = database.url.clone();
+    let app = spawn_app_on(&url, catalog.path(), Some(database)).await;
+    let cursor = latest_cursor(&app).await;
+    let mut subscriber = Subscriber::connect(&app, "/graphql/ws", Protocol::Legacy).await;
+    subscriber.subscribe(CHANGES, json!({"filter": {"owners": ["team-shipping-core"]}, "after": cursor})).await;
+    edit_description(catalog.path(), "systems/shipping.yaml", "customs-gateway", "legacy clients too");
+    app.ingest().await;
+    let event = subscriber.event().await;
+    assert_eq!(event["entityRef"], "component:default/customs-gateway");
+    assert_eq!(event["entity"]["description"], "legacy clients too");
+}
+
+async fn a_change_ingested_by_one_replica_reaches_a_subscriber_of_another(database: TestDatabase) {
+    // Replicas share PostgreSQL; SQLite serves one process.
+    if !database.store.is_postgres() {
+        return;
+    }
+    let catalog = editable_examples();
+    let url = database.url.clone();
+    let writer = spawn_app_on(&url, catalog.path(), Some(database)).await;
+    let reader = spawn_app_on(&url, catalog.path(), None).await;
+    let cursor = latest_cursor(&reader).await;
+    let mut subscriber = Subscriber::connect(&reader, "/graphql/ws", Protocol::TransportWs).await;
+    subscriber.subscribe(CHANGES, json!({"after": cursor})).await;
+    edit_description(catalog.path(), "systems/shipping.yaml", "route-optimizer", "written by the other replica");
+    writer.ingest().await;
+    let event = subscriber.event().await;
+    assert_eq!(event["entityRef"], "component:default/route-optimizer");
+    assert_eq!(event["entity"]["description"], "written by the other replica");
+}
+
+async fn history_and_as_of_answer_from_the_change_log(database: TestDatabase) {
+    let catalog = editable_examples();
+    let url = database.url.clone();
+    let app = spawn_app_on(&url, catalog.path(), Some(database)).await;
+    let before_edit = latest_cursor(&app).await;
+    edit_description(catalog.path(), "systems/shipping.yaml", "customs-gateway", "second version");
+    app.ingest().await;
+    let path = catalog.path().join("systems/shipping.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let kept: Vec<&str> =
+        text.split("\n---\n").filter(|document| !document.contains("name: customs-gateway")).collect();
+    std::fs::write(&path, kept.join("\n---\n")).unwrap();
+    app.ingest().await;
+
+    let query = r#"query ($cursor: ChangeCursor!) {
+        now: entity(ref: "component:customs-gateway") { entityRef }
+        then: entity(ref: "component:customs-gateway", asOf: {cursor: $cursor}) { description }
+        history: changes(filter: {refs: ["component:customs-gateway"]}) { events { type cursor } }
+    }"#;
+    let data = app.query(query, json!({"cursor": before_edit})).await;
+    assert!(data["now"].is_null(), "removed now");
+    assert_ne!(data["then"]["description"], "second version");
+    assert!(data["then"]["description"].is_string(), "present before: {data}");
+    let types: Vec<&str> =
+        data["history"]["events"].as_array().unwrap().iter().map(|event| event["type"].as_str().unwrap()).collect();
+    assert_eq!(types, vec!["ADDED", "UPDATED", "REMOVED"]);
+    let updated_cursor = data["history"]["events"][1]["cursor"].clone();
+    let as_updated =
+        app.query(r#"query ($c: ChangeCursor!) { entity(ref: "component:customs-gateway", asOf: {cursor: $c}) { description } }"#, json!({"c": updated_cursor})).await;
+    assert_eq!(as_updated["entity"]["description"], "second version");
+
+    // History hangs off every entity, newest first.
+    let history = app
+        .query(
+            r#"{ entity(ref: "component:shipment-tracker") { history(first: 5) { events { type changedFields } hasMore nextCursor } } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(history["entity"]["history"]["events"][0]["type"], "ADDED");
+    assert_eq!(history["entity"]["history"]["hasMore"], false);
+}
+
+async fn feed_cursors_are_validated(database: TestDatabase) {
+    let url = database.url.clone();
+    let app = spawn_app_on(&url, &crate::helpers::examples_root(), Some(database)).await;
+    let (_, body) = app.post(r#"{ changes(after: "minus one") { hasMore } }"#, json!({})).await;
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("change cursor"), "{body}");
+    let (_, body) = app.post(r#"{ changes(first: 5000) { hasMore } }"#, json!({})).await;
+    assert_eq!(body["errors"][0]["extensions"]["limit"], "pageSize", "{body}");
+    let page = app
+        .query(
+            r#"{ changes(first: 10, filter: {kinds: ["group"]}) { events { entityRef type } nextCursor hasMore } }"#,
+            json!({}),
+        )
+        .await;
+    let events = page["changes"]["events"].as_array().unwrap();
+    assert_eq!(events.len(), 10);
+    assert!(events.iter().all(|event| event["entityRef"].as_str().unwrap().starts_with("group:")));
+    assert_eq!(page["changes"]["hasMore"], true);
+}
+
+async fn websocket_operations_pass_the_firewall(database: TestDatabase) {
+    let url = database.url.clone();
+    let app = spawn_app_on(&url, &crate::helpers::examples_root(), Some(database)).await;
+    let mut subscriber = Subscriber::connect(&app, "/graphql/ws", Protocol::TransportWs).await;
+    // The query that overflows async-graphql's parser stack: refused unparsed.
+    let crash = format!(
+        "subscription {{ catalogChanges(filter: {{refs: {}\"x\"{}}}) {{ cursor }} }}",
+        "[".repeat(2_000),
+        "]".repeat(2_000)
+    );
+    subscriber.subscribe(&crash, json!({})).await;
+    let refused = subscriber.message().await;
+    let errors =
+        if refused["type"] == "error" { refused["payload"].clone() } else { refused["payload"]["errors"].clone() };
+    assert_eq!(errors[0]["extensions"]["code"], "LIMIT_EXCEEDED", "{refused}");
+    assert_eq!(errors[0]["extensions"]["limit"], "nesting", "{refused}");
+    // The server still answers.
+    let data = app.query("{ entities { totalCount } }", json!({})).await;
+    assert!(data["entities"]["totalCount"].as_u64().unwrap() > 0);
+}
+
+database_tests!(
+    a_subscriber_is_told_what_changed_after_replaying_the_past,
+    a_reconnecting_subscriber_gets_exactly_what_it_missed,
+    the_legacy_protocol_delivers_the_same_events,
+    a_change_ingested_by_one_replica_reaches_a_subscriber_of_another,
+    history_and_as_of_answer_from_the_change_log,
+    feed_cursors_are_validated,
+    websocket_operations_pass_the_firewall,
+);
