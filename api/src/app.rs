@@ -36,7 +36,7 @@ impl Application {
         // Listening first, then the hub reads where the log ends: no commit
         // of another replica falls between the two.
         store.listen_for_commits().await.context("cannot listen for commits")?;
-        let hub = ChangeHub::start(store.clone()).await;
+        let hub = ChangeHub::start(store.clone(), config.changes.subscriber_buffer).await;
         let listener = TcpListener::bind((config.server.host.as_str(), config.server.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", config.server.host, config.server.port))?;

@@ -16,6 +16,21 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub ingestion: IngestionConfig,
     pub graphql: GraphqlConfig,
+    pub changes: ChangesConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChangesConfig {
+    /// Changes held for subscribers that fall behind (shared by all of them);
+    /// a subscriber further behind is ended with a resumable error.
+    pub subscriber_buffer: usize,
+}
+
+impl Default for ChangesConfig {
+    fn default() -> Self {
+        Self { subscriber_buffer: crate::hub::SUBSCRIBER_BUFFER }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

@@ -10,9 +10,9 @@ use std::sync::{Arc, Weak};
 use catalog_store::{Change, Store};
 use tokio::sync::broadcast;
 
-/// Changes held for subscribers that are behind. Shared by all subscribers:
-/// memory is bounded by this, not by their number. A subscriber more than
-/// this many changes behind is ended with a resumable error.
+/// Changes held for subscribers that are behind, by default. Shared by all
+/// subscribers: memory is bounded by this, not by their number. A subscriber
+/// more than this many changes behind is ended with a resumable error.
 pub const SUBSCRIBER_BUFFER: usize = 1_024;
 
 /// Rows read per statement while catching up.
@@ -23,9 +23,10 @@ pub struct ChangeHub {
 }
 
 impl ChangeHub {
-    /// Starts the hub's reader; it stops when the hub is dropped.
-    pub async fn start(store: Store) -> Arc<Self> {
-        let (sender, _) = broadcast::channel(SUBSCRIBER_BUFFER);
+    /// Starts the hub's reader, holding up to `buffer` (at least 1) changes
+    /// for slow subscribers; it stops when the hub is dropped.
+    pub async fn start(store: Store, buffer: usize) -> Arc<Self> {
+        let (sender, _) = broadcast::channel(buffer.max(1));
         let hub = Arc::new(Self { sender });
         let last = match store.sequence_bounds().await {
             Ok((_, last)) => last,

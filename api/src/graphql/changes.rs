@@ -366,9 +366,9 @@ impl SubscriptionRoot {
     /// `after`, every matching change after that cursor is replayed from the
     /// log first, then live changes follow with no gap and no duplicate.
     /// Without it, live changes only. A cursor older than the retained log
-    /// fails with CURSOR_EXPIRED. A subscriber that falls more than 1,024
-    /// changes behind is ended with SUBSCRIBER_TOO_SLOW, whose
-    /// `extensions.lastCursor` resumes it.
+    /// fails with CURSOR_EXPIRED. A subscriber that falls further behind than
+    /// the server buffers (1,024 changes by default) is ended with
+    /// SUBSCRIBER_TOO_SLOW, whose `extensions.lastCursor` resumes it.
     async fn catalog_changes(
         &self,
         ctx: &Context<'_>,

@@ -36,11 +36,22 @@ pub async fn spawn_app(database: TestDatabase) -> TestApp {
 /// (its catalog-info.yaml), ingested once before it serves. Several apps may
 /// share one database, as replicas do.
 pub async fn spawn_app_on(url: &str, catalog: &Path, database: Option<TestDatabase>) -> TestApp {
+    spawn_app_with(url, catalog, database, |_| {}).await
+}
+
+/// [`spawn_app_on`] with the configuration adjusted first.
+pub async fn spawn_app_with(
+    url: &str,
+    catalog: &Path,
+    database: Option<TestDatabase>,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
     let mut config = Config::default();
     config.server.port = 0;
     config.database.url = url.to_owned();
     config.ingestion.enabled = false;
     config.ingestion.providers = vec![catalog_ingestion_config(catalog.join("catalog-info.yaml"))];
+    configure(&mut config);
     let application = Application::build(config).await.expect("the application builds");
     let runs = application.ingest_once().await.expect("the example catalog ingests");
     assert_eq!(runs[0].n_location_errors, 0, "every example location reads cleanly");

@@ -31,14 +31,26 @@ struct Subscriber {
 
 impl Subscriber {
     async fn connect(app: &TestApp, path: &str, protocol: Protocol) -> Self {
+        Self::connect_with_window(app, path, protocol, None).await
+    }
+
+    /// Connects over a socket whose receive buffer is `window` bytes, so that
+    /// a subscriber that stops reading stops the server's writes early.
+    async fn connect_with_window(app: &TestApp, path: &str, protocol: Protocol, window: Option<u32>) -> Self {
         let mut request = format!("ws://{}{path}", app.address).into_client_request().unwrap();
         let name = match protocol {
             Protocol::TransportWs => "graphql-transport-ws",
             Protocol::Legacy => "graphql-ws",
         };
         request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(name));
-        let (socket, response) =
-            tokio_tungstenite::connect_async(request).await.expect("the WebSocket upgrade succeeds");
+        let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Some(window) = window {
+            tcp.set_recv_buffer_size(window).unwrap();
+        }
+        let stream = tcp.connect(app.address).await.unwrap();
+        let (socket, response) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("the WebSocket upgrade succeeds");
         assert_eq!(response.headers()["sec-websocket-protocol"], name);
         let mut subscriber = Self { socket, protocol };
         subscriber.send(json!({"type": "connection_init", "payload": {}})).await;
@@ -318,7 +330,82 @@ async fn websocket_operations_pass_the_firewall(database: TestDatabase) {
     assert!(data["entities"]["totalCount"].as_u64().unwrap() > 0);
 }
 
+/// Rewrites every description in the shipping system's file.
+fn edit_every_description(catalog: &Path, round: usize) {
+    let path = catalog.join("systems/shipping.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited: Vec<String> = text
+        .lines()
+        .map(|line| {
+            if line.starts_with("  description:") {
+                format!("  description: \"round {round}\"")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    std::fs::write(path, edited.join("\n") + "\n").unwrap();
+}
+
+async fn a_subscriber_that_stops_reading_is_ended_with_a_cursor_to_resume_from(database: TestDatabase) {
+    let catalog = editable_examples();
+    let url = database.url.clone();
+    let app = crate::helpers::spawn_app_with(&url, catalog.path(), Some(database), |config| {
+        config.changes.subscriber_buffer = 4;
+    })
+    .await;
+    let start = latest_cursor(&app).await;
+    let query = r#"subscription ($after: ChangeCursor) { catalogChanges(after: $after) { cursor entity { raw } } }"#;
+    let mut slow = Subscriber::connect_with_window(&app, "/graphql/ws", Protocol::TransportWs, Some(2048)).await;
+    slow.subscribe(query, json!({"after": start})).await;
+    for round in 0..6 {
+        edit_every_description(catalog.path(), round);
+        app.ingest().await;
+    }
+    let expected: Vec<String> = {
+        let page = app
+            .query(
+                "query ($after: ChangeCursor) { changes(after: $after, first: 1000) { events { cursor } } }",
+                json!({"after": start}),
+            )
+            .await;
+        page["changes"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|event| event["cursor"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(expected.len() >= 60, "{} changes", expected.len());
+
+    let mut delivered = Vec::new();
+    let last_cursor = loop {
+        let message = slow.message().await;
+        assert_eq!(message["type"], "next", "ended without saying why: {message}");
+        if let Some(errors) = message["payload"].get("errors") {
+            assert_eq!(errors[0]["extensions"]["code"], "SUBSCRIBER_TOO_SLOW", "{message}");
+            break errors[0]["extensions"]["lastCursor"].as_str().unwrap().to_owned();
+        }
+        delivered.push(message["payload"]["data"]["catalogChanges"]["cursor"].as_str().unwrap().to_owned());
+    };
+    assert_eq!(slow.message().await["type"], "complete");
+    assert!(delivered.len() < expected.len(), "the subscriber was cut off before the end");
+    assert_eq!(
+        delivered.last().map(String::as_str).unwrap_or(start.as_str()),
+        last_cursor,
+        "lastCursor is the last delivered"
+    );
+
+    let mut resumed = Subscriber::connect(&app, "/graphql/ws", Protocol::TransportWs).await;
+    resumed.subscribe(query, json!({"after": last_cursor})).await;
+    while delivered.len() < expected.len() {
+        delivered.push(resumed.event().await["cursor"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(delivered, expected, "cut off and resumed: every change once, in order");
+}
+
 database_tests!(
+    a_subscriber_that_stops_reading_is_ended_with_a_cursor_to_resume_from,
     a_subscriber_is_told_what_changed_after_replaying_the_past,
     a_reconnecting_subscriber_gets_exactly_what_it_missed,
     the_legacy_protocol_delivers_the_same_events,
