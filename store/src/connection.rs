@@ -30,6 +30,8 @@ pub struct Store {
     /// pool (as another process has). Never logged: it may hold a password.
     #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub(crate) url: Arc<str>,
+    /// The relation graph in memory, shared by clones (`graph_index.rs`).
+    pub(crate) graph: Arc<crate::graph_index::GraphIndex>,
 }
 
 impl Store {
@@ -71,7 +73,14 @@ impl Store {
             db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
             db.execute_unprepared("PRAGMA foreign_keys=ON").await?;
         }
-        Ok(Self { db, statements, commits: Arc::new(watch::channel(0).0), writer: Arc::default(), url: given })
+        Ok(Self {
+            db,
+            statements,
+            commits: Arc::new(watch::channel(0).0),
+            writer: Arc::default(),
+            url: given,
+            graph: Arc::default(),
+        })
     }
 
     /// A receiver that changes after every commit that wrote change-log rows.
@@ -84,16 +93,18 @@ impl Store {
         self.commits.send_modify(|count| *count = count.wrapping_add(1));
     }
 
-    /// On PostgreSQL, listens for the commits of every process sharing the
-    /// database (each snapshot NOTIFYs at commit) and announces them here.
-    /// Returns once listening, so that a reader started afterwards misses no
-    /// commit; re-connects after errors (announcing once, for what it may
-    /// have missed) until the store's last clone is dropped. A no-op on
-    /// SQLite, where the only writer is this process.
+    /// Announces here the commits of every process sharing the database. On
+    /// PostgreSQL it listens (each snapshot NOTIFYs at commit), returning once
+    /// listening so that a reader started afterwards misses no commit, and
+    /// re-connects after errors (announcing once, for what it may have
+    /// missed). SQLite has no notifications: a connection of its own (outside
+    /// the pool and its statement count) looks at the newest sequence number
+    /// twice a second, so that `catalog ingest --once` run beside `serve`
+    /// reaches subscribers. Both stop when the store's last clone is dropped.
     pub async fn listen_for_commits(&self) -> Result<(), StoreError> {
         use sea_orm::sqlx::postgres::PgListener;
         if self.db.get_database_backend() != DatabaseBackend::Postgres {
-            return Ok(());
+            return self.watch_sqlite_commits().await;
         }
         let pool = self.db.get_postgres_connection_pool().clone();
         let connect = move |pool: sea_orm::sqlx::PgPool| async move {
@@ -128,6 +139,33 @@ impl Store {
                 // Commits may have landed while nobody listened.
                 let Some(commits) = commits.upgrade() else { return };
                 commits.send_modify(|count| *count = count.wrapping_add(1));
+            }
+        });
+        Ok(())
+    }
+
+    async fn watch_sqlite_commits(&self) -> Result<(), StoreError> {
+        use sea_orm::sqlx::Connection as _;
+        if self.url.contains(":memory:") {
+            return Ok(());
+        }
+        let custom = |error: sea_orm::sqlx::Error| StoreError::Database(sea_orm::DbErr::Custom(error.to_string()));
+        let mut connection = sea_orm::sqlx::SqliteConnection::connect(&self.url).await.map_err(custom)?;
+        let newest = "SELECT COALESCE(MAX(seq), 0) FROM change_log";
+        let mut last: i64 = sea_orm::sqlx::query_scalar(newest).fetch_one(&mut connection).await.map_err(custom)?;
+        let commits = Arc::downgrade(&self.commits);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let Some(commits) = commits.upgrade() else { return };
+                match sea_orm::sqlx::query_scalar::<_, i64>(newest).fetch_one(&mut connection).await {
+                    Ok(sequence) if sequence != last => {
+                        last = sequence;
+                        commits.send_modify(|count| *count = count.wrapping_add(1));
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "looking for new commits failed"),
+                }
             }
         });
         Ok(())

@@ -1,18 +1,20 @@
-//! Walks of the catalog graph: breadth-first over the relations table, one
-//! statement per hop whatever the number of nodes, so a walk of depth d costs
-//! at most d + 1 statements. The walk keeps, for every node it reaches, the
-//! edges that reach it from the previous hop, which gives one shortest path
-//! per node, every shortest path between two nodes, and the edges of a drawing.
+//! Walks of the catalog graph: breadth-first over the in-memory index
+//! (`graph_index.rs`), after one statement that brings the index up to the
+//! newest commit, so a walk costs one statement whatever its depth and size.
+//! The walk keeps, for every node it reaches, the edges that reach it from
+//! the previous hop, which gives one shortest path per node, every shortest
+//! path between two nodes, and (when asked) the edges of a drawing.
 
 use std::collections::{HashMap, HashSet};
 
 use catalog_domain::RelationType;
-use sea_orm::sea_query::{Condition, Expr, SimpleExpr};
+use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::{DbBackend, EntityTrait, QueryFilter, QuerySelect, Value as SeaValue};
 
 use crate::connection::Store;
 use crate::error::StoreError;
-use crate::models::{entity_row, relation_row};
+use crate::graph_index::Graph;
+use crate::models::entity_row;
 use crate::query::{Filter, condition};
 use crate::record::StoredRelation;
 
@@ -28,7 +30,7 @@ pub enum Direction {
 }
 
 /// What to walk.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct WalkRequest {
     /// Canonical refs to start from (distance 0).
     pub from: Vec<String>,
@@ -40,9 +42,22 @@ pub struct WalkRequest {
     pub max_nodes: usize,
     /// Stop after the hop that reaches this ref (for shortest paths).
     pub target: Option<String>,
-    /// When the depth limit stops the walk, spend one more statement to learn
+    /// When the depth limit stops the walk, look one hop further to learn
     /// whether it left nodes out (for `complete`).
     pub probe_past_depth: bool,
+    /// Keep every edge followed between kept nodes (for drawings).
+    pub keep_edges: bool,
+}
+
+/// How a node was reached from one node one hop nearer the start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parent {
+    /// The index of that node among the walk's nodes.
+    pub node: usize,
+    pub relation_type: RelationType,
+    /// Whether the stated edge runs from that node to this one (false: the
+    /// walk followed it against its direction).
+    pub forward: bool,
 }
 
 /// One node a walk reached.
@@ -51,21 +66,20 @@ pub struct Reached {
     pub entity_ref: String,
     /// Hops from the nearest start node.
     pub distance: u32,
-    /// The edges from nodes one hop nearer the start that reach this node, as
-    /// (index of that node, edge as stored). The first lies on the node's
-    /// canonical shortest path. Empty for start nodes.
-    pub parents: Vec<(usize, StoredRelation)>,
+    /// Every way the node is reached from the previous hop; the first lies on
+    /// its canonical shortest path. Empty for start nodes.
+    pub parents: Vec<Parent>,
 }
 
 /// The outcome of a walk: nodes ordered by distance, then by ref.
 #[derive(Clone, Debug, Default)]
 pub struct Walk {
     pub nodes: Vec<Reached>,
-    /// Every edge the walk followed, once each, between nodes it kept.
-    pub edges: Vec<StoredRelation>,
     /// Whether the walk reached everything within its relation types: false when
     /// the node cap cut it short, or (when probed) the depth limit left nodes out.
     pub complete: bool,
+    /// (source node, type, target node) of every edge followed, when kept.
+    edges: Vec<(usize, RelationType, usize)>,
     index: HashMap<String, usize>,
 }
 
@@ -75,13 +89,23 @@ impl Walk {
         self.index.get(entity_ref).copied()
     }
 
+    /// The stated edge between a node and one of its parents.
+    fn edge(&self, node: usize, parent: &Parent) -> StoredRelation {
+        let (source, target) = if parent.forward { (parent.node, node) } else { (node, parent.node) };
+        StoredRelation {
+            source_ref: self.nodes[source].entity_ref.clone(),
+            relation_type: parent.relation_type,
+            target_ref: self.nodes[target].entity_ref.clone(),
+        }
+    }
+
     /// The edges of the node's canonical shortest path, from the start.
     pub fn path(&self, node: usize) -> Vec<StoredRelation> {
         let mut path = Vec::new();
         let mut current = node;
-        while let Some((parent, edge)) = self.nodes[current].parents.first() {
-            path.push(edge.clone());
-            current = *parent;
+        while let Some(parent) = self.nodes[current].parents.first() {
+            path.push(self.edge(current, parent));
+            current = parent.node;
         }
         path.reverse();
         path
@@ -113,9 +137,9 @@ impl Walk {
             paths.push(suffix.iter().rev().cloned().collect());
             return;
         }
-        for (parent, edge) in parents {
-            suffix.push(edge.clone());
-            self.collect_paths(*parent, limit, suffix, paths);
+        for parent in parents {
+            suffix.push(self.edge(node, parent));
+            self.collect_paths(parent.node, limit, suffix, paths);
             suffix.pop();
             if paths.len() >= limit {
                 return;
@@ -123,12 +147,112 @@ impl Walk {
         }
     }
 
-    fn add(&mut self, entity_ref: String, distance: u32, parent: Option<(usize, StoredRelation)>) -> usize {
+    /// The edges followed between kept nodes (when the request kept them),
+    /// once each.
+    pub fn edges(&self) -> impl Iterator<Item = StoredRelation> + '_ {
+        self.edges.iter().map(|&(source, relation_type, target)| StoredRelation {
+            source_ref: self.nodes[source].entity_ref.clone(),
+            relation_type,
+            target_ref: self.nodes[target].entity_ref.clone(),
+        })
+    }
+
+    fn add(&mut self, entity_ref: String, distance: u32, parent: Option<Parent>) -> usize {
         let position = self.nodes.len();
         self.index.insert(entity_ref.clone(), position);
         self.nodes.push(Reached { entity_ref, distance, parents: parent.into_iter().collect() });
         position
     }
+}
+
+/// Breadth-first search over the index. Within a hop, edges are taken in the
+/// order (from ref, relation type, to ref), so the canonical parent of a node
+/// is stable.
+fn walk_graph(graph: &Graph, request: &WalkRequest) -> Walk {
+    let mut walk = Walk { complete: true, ..Walk::default() };
+    let allowed = |relation_type: RelationType| request.types.is_empty() || request.types.contains(&relation_type);
+    let mut start = request.from.clone();
+    start.sort();
+    start.dedup();
+    // The walk's node for each index node it reached, and the index node of each walk node.
+    let mut seen: HashMap<u32, usize> = HashMap::new();
+    let mut ids: Vec<Option<u32>> = Vec::new();
+    let mut frontier = Vec::new();
+    for entity_ref in start {
+        let id = graph.id(&entity_ref);
+        let node = walk.add(entity_ref, 0, None);
+        ids.push(id);
+        if let Some(id) = id {
+            seen.insert(id, node);
+        }
+        frontier.push(node);
+    }
+    let mut depth = 0;
+    while !frontier.is_empty() {
+        if request.target.as_deref().is_some_and(|target| walk.index.contains_key(target)) {
+            break;
+        }
+        let at_limit = depth >= request.max_depth;
+        if at_limit && !request.probe_past_depth {
+            walk.complete = false;
+            break;
+        }
+        let mut hop: Vec<(usize, RelationType, u32, bool)> = Vec::new();
+        for &node in &frontier {
+            let Some(id) = ids[node] else { continue };
+            if request.direction != Direction::Incoming {
+                let edges = graph.outgoing[id as usize].iter().filter(|(kind, _, _)| allowed(*kind));
+                hop.extend(edges.map(|&(kind, other, _)| (node, kind, other, true)));
+            }
+            if request.direction != Direction::Outgoing {
+                let edges = graph.incoming[id as usize].iter().filter(|(kind, _, _)| allowed(*kind));
+                hop.extend(edges.map(|&(kind, other, _)| (node, kind, other, false)));
+            }
+        }
+        if at_limit {
+            walk.complete = hop.iter().all(|(_, _, other, _)| seen.contains_key(other));
+            break;
+        }
+        hop.sort_by(|a, b| {
+            (walk.nodes[a.0].entity_ref.as_str(), a.1.as_str(), graph.name(a.2), !a.3).cmp(&(
+                walk.nodes[b.0].entity_ref.as_str(),
+                b.1.as_str(),
+                graph.name(b.2),
+                !b.3,
+            ))
+        });
+        depth += 1;
+        let mut next = Vec::new();
+        for (from, relation_type, other, forward) in hop {
+            let parent = Parent { node: from, relation_type, forward };
+            let node = match seen.get(&other) {
+                None if walk.nodes.len() >= request.max_nodes => {
+                    walk.complete = false;
+                    continue;
+                }
+                None => {
+                    let node = walk.add(graph.name(other).to_owned(), depth, Some(parent));
+                    ids.push(Some(other));
+                    seen.insert(other, node);
+                    next.push(node);
+                    node
+                }
+                Some(&node) => {
+                    if walk.nodes[node].distance == depth && !walk.nodes[node].parents.contains(&parent) {
+                        walk.nodes[node].parents.push(parent);
+                    }
+                    node
+                }
+            };
+            if request.keep_edges {
+                walk.edges.push(if forward { (from, relation_type, node) } else { (node, relation_type, from) });
+            }
+        }
+        frontier = next;
+    }
+    walk.edges.sort_by_key(|&(source, relation_type, target)| (source, relation_type.as_str(), target));
+    walk.edges.dedup();
+    walk
 }
 
 /// `column` is one of `values`, with one parameter whatever their number: an
@@ -156,95 +280,12 @@ pub(crate) fn set_select(backend: DbBackend, values: &[String]) -> (&'static str
 
 impl Store {
     /// Walks the graph breadth-first from `request.from`. Cycle-safe: each ref
-    /// is reached once, at its shortest distance.
+    /// is reached once, at its shortest distance. One statement (the index
+    /// catching up with the change log), plus a load of the index on first use.
     pub async fn walk(&self, request: &WalkRequest) -> Result<Walk, StoreError> {
-        let mut walk = Walk { complete: true, ..Walk::default() };
-        let mut start = request.from.clone();
-        start.sort();
-        start.dedup();
-        let mut frontier: Vec<usize> = start.into_iter().map(|entity_ref| walk.add(entity_ref, 0, None)).collect();
-        let mut depth = 0;
-        while !frontier.is_empty() {
-            if request.target.as_deref().is_some_and(|target| walk.index.contains_key(target)) {
-                break;
-            }
-            let at_limit = depth >= request.max_depth;
-            if at_limit && !request.probe_past_depth {
-                walk.complete = false;
-                break;
-            }
-            let refs: Vec<String> = frontier.iter().map(|node| walk.nodes[*node].entity_ref.clone()).collect();
-            let hop = self.hop(&refs, &request.types, request.direction).await?;
-            if at_limit {
-                walk.complete = hop.iter().all(|(_, _, to)| walk.index.contains_key(to));
-                break;
-            }
-            depth += 1;
-            let mut next = Vec::new();
-            for (from, edge, to) in hop {
-                let from = walk.index[&from];
-                match walk.index.get(&to) {
-                    None if walk.nodes.len() >= request.max_nodes => {
-                        walk.complete = false;
-                        continue;
-                    }
-                    None => next.push(walk.add(to, depth, Some((from, edge.clone())))),
-                    Some(&node) if walk.nodes[node].distance == depth => {
-                        walk.nodes[node].parents.push((from, edge.clone()));
-                    }
-                    Some(_) => {}
-                }
-                walk.edges.push(edge);
-            }
-            frontier = next;
-        }
-        Ok(walk)
-    }
-
-    /// The edges one hop from `refs`, as (the ref it leaves from, the stored
-    /// edge, the ref it leads to), in a stable order, each once.
-    async fn hop(
-        &self,
-        refs: &[String],
-        types: &[RelationType],
-        direction: Direction,
-    ) -> Result<Vec<(String, StoredRelation, String)>, StoreError> {
-        let backend = self.db.get_database_backend();
-        let ends = match direction {
-            Direction::Outgoing => Condition::all().add(in_set(backend, "source_ref", refs)),
-            Direction::Incoming => Condition::all().add(in_set(backend, "target_ref", refs)),
-            Direction::Both => {
-                Condition::any().add(in_set(backend, "source_ref", refs)).add(in_set(backend, "target_ref", refs))
-            }
-        };
-        let mut query = relation_row::Entity::find()
-            .select_only()
-            .columns([
-                relation_row::Column::SourceRef,
-                relation_row::Column::RelationType,
-                relation_row::Column::TargetRef,
-            ])
-            .distinct()
-            .filter(ends);
-        if !types.is_empty() {
-            let types: Vec<String> = types.iter().map(|relation_type| relation_type.as_str().to_owned()).collect();
-            query = query.filter(in_set(backend, "relation_type", &types));
-        }
-        let rows = query.into_tuple::<(String, String, String)>().all(&self.db).await?;
-        let frontier: HashSet<&str> = refs.iter().map(String::as_str).collect();
-        let mut hop = Vec::with_capacity(rows.len());
-        for (source_ref, relation_type, target_ref) in rows {
-            let Ok(relation_type) = relation_type.parse::<RelationType>() else { continue };
-            let edge = StoredRelation { source_ref, relation_type, target_ref };
-            if direction != Direction::Incoming && frontier.contains(edge.source_ref.as_str()) {
-                hop.push((edge.source_ref.clone(), edge.clone(), edge.target_ref.clone()));
-            }
-            if direction != Direction::Outgoing && frontier.contains(edge.target_ref.as_str()) {
-                hop.push((edge.target_ref.clone(), edge.clone(), edge.source_ref.clone()));
-            }
-        }
-        hop.sort_by(|a, b| (&a.0, a.1.relation_type.as_str(), &a.2).cmp(&(&b.0, b.1.relation_type.as_str(), &b.2)));
-        Ok(hop)
+        self.graph.catch_up(self).await?;
+        let graph = self.graph.graph.read().expect("the graph lock is never poisoned");
+        Ok(walk_graph(&graph, request))
     }
 
     /// The owner ref of each of `refs` that is in the catalog (`None` for an

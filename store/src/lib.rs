@@ -8,6 +8,7 @@ mod changes;
 mod connection;
 mod error;
 mod graph;
+mod graph_index;
 mod models;
 mod query;
 mod record;
@@ -17,7 +18,7 @@ pub mod testing;
 
 pub use connection::Store;
 pub use error::StoreError;
-pub use graph::{Direction, Reached, Walk, WalkRequest};
+pub use graph::{Direction, Parent, Reached, Walk, WalkRequest};
 pub use query::{EntityPage, Facet, Filter, FilterField, ListQuery, OrderField, Predicate};
 pub use record::{Change, ChangeType, ConflictRecord, LocationRecord, StoredEntity, StoredRelation};
 pub use snapshot::{ApplySummary, InvalidEntity, LocationStatus, Snapshot, SnapshotEntity};

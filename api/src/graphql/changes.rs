@@ -127,6 +127,7 @@ impl ChangeMatcher {
                         max_nodes: MAX_WALK_NODES,
                         target: None,
                         probe_past_depth: false,
+                        keep_edges: false,
                     })
                     .await?;
                 Some(walk.nodes.into_iter().map(|node| node.entity_ref).collect())

@@ -441,6 +441,7 @@ async fn groups_by_walk(ctx: &Context<'_>, stored: &StoredEntity, types: &[Domai
         max_nodes: MAX_WALK_NODES,
         target: None,
         probe_past_depth: false,
+        keep_edges: false,
     };
     let walk = super::graph::walk(ctx, &request).await?;
     let refs: Vec<String> = walk

@@ -200,7 +200,7 @@ fn selects(ctx: &Context<'_>, field: &str) -> bool {
     ctx.look_ahead().field(field).exists()
 }
 
-async fn run(ctx: &Context<'_>, traversal: &Traversal, probe: bool) -> Result<Walk, ApiError> {
+async fn run(ctx: &Context<'_>, traversal: &Traversal, probe: bool, keep_edges: bool) -> Result<Walk, ApiError> {
     let request = WalkRequest {
         from: traversal.from.clone(),
         types: traversal.types.clone(),
@@ -209,6 +209,7 @@ async fn run(ctx: &Context<'_>, traversal: &Traversal, probe: bool) -> Result<Wa
         max_nodes: MAX_WALK_NODES,
         target: None,
         probe_past_depth: probe,
+        keep_edges,
     };
     walk(ctx, &request).await
 }
@@ -224,7 +225,7 @@ pub(crate) async fn traversal_connection(
     let size = page_size("first", first)?.unwrap_or(DEFAULT_PAGE_SIZE);
     let filter = filter.map(|filter| filter.to_store()).transpose()?;
     let start = after.as_deref().map(decode_cursor).transpose()?.map_or(0, |offset| offset + 1);
-    let walk = run(ctx, &traversal, selects(ctx, "complete")).await?;
+    let walk = run(ctx, &traversal, selects(ctx, "complete"), false).await?;
     Ok(page_of(ctx, &walk, filter.as_ref(), start, size).await?)
 }
 
@@ -385,7 +386,7 @@ pub(crate) fn impact_types(through_apis: bool, include_part_of: bool) -> Vec<R> 
 pub(crate) async fn impact(ctx: &Context<'_>, root: String, types: Vec<R>, max_depth: i32) -> Result<Impact> {
     let root = parse_ref(&root, None, "default")?.to_string();
     let traversal = Traversal { from: vec![root.clone()], types, direction: Direction::Outgoing, max_depth };
-    let walk = run(ctx, &traversal, true).await?;
+    let walk = run(ctx, &traversal, true, false).await?;
     Ok(Impact { root, walk: Arc::new(walk) })
 }
 
@@ -422,6 +423,7 @@ pub(crate) async fn paths(
         max_nodes: MAX_WALK_NODES,
         target: Some(to.clone()),
         probe_past_depth: false,
+        keep_edges: false,
     };
     let walk = walk(ctx, &request).await?;
     let Some(target) = walk.position(&to) else { return Ok(Vec::new()) };
@@ -478,7 +480,7 @@ pub(crate) async fn graph(ctx: &Context<'_>, traversal: Traversal, max_nodes: i3
         }
         .into());
     }
-    let walk = run(ctx, &traversal, false).await?;
+    let walk = run(ctx, &traversal, false, true).await?;
     let kept = walk.nodes.len().min(max_nodes as usize);
     let nodes: Vec<GraphNode> = (0..kept)
         .map(|node| {
@@ -491,13 +493,12 @@ pub(crate) async fn graph(ctx: &Context<'_>, traversal: Traversal, max_nodes: i3
         })
         .collect();
     let edges = walk
-        .edges
-        .iter()
+        .edges()
         .filter(|edge| {
             walk.position(&edge.source_ref).is_some_and(|node| node < kept)
                 && walk.position(&edge.target_ref).is_some_and(|node| node < kept)
         })
-        .map(GraphEdge::from)
+        .map(|edge| GraphEdge::from(&edge))
         .collect();
     let omitted = (walk.nodes.len() - kept) as u64;
     let cut_by_cap = walk.nodes.len() >= MAX_WALK_NODES && !walk.complete;
