@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use catalog_domain::RelationType;
+use catalog_domain::{EntityRef, RelationType};
 use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::{DbBackend, EntityTrait, QueryFilter, QuerySelect, Value as SeaValue};
 
@@ -15,7 +15,7 @@ use crate::connection::Store;
 use crate::error::StoreError;
 use crate::graph_index::Graph;
 use crate::models::entity_row;
-use crate::query::{Filter, condition};
+use crate::query::{Filter, FilterField, Predicate, condition};
 use crate::record::StoredRelation;
 
 /// Which way edges are followed from a node.
@@ -255,6 +255,55 @@ fn walk_graph(graph: &Graph, request: &WalkRequest) -> Walk {
     walk
 }
 
+fn has_closure(filter: &Filter) -> bool {
+    match filter {
+        Filter::All(filters) | Filter::Any(filters) => filters.iter().any(has_closure),
+        Filter::Not(filter) => has_closure(filter),
+        Filter::Field { field, .. } => matches!(field, FilterField::OwnedByTree | FilterField::OwnedByMember),
+    }
+}
+
+fn expand(graph: &Graph, filter: &Filter) -> Filter {
+    match filter {
+        Filter::All(filters) => Filter::All(filters.iter().map(|filter| expand(graph, filter)).collect()),
+        Filter::Any(filters) => Filter::Any(filters.iter().map(|filter| expand(graph, filter)).collect()),
+        Filter::Not(filter) => Filter::Not(Box::new(expand(graph, filter))),
+        Filter::Field { field: field @ (FilterField::OwnedByTree | FilterField::OwnedByMember), predicate } => {
+            let Predicate::In(roots) = predicate else {
+                return Filter::Field { field: FilterField::Owner, predicate: predicate.clone() };
+            };
+            // Down the group tree, or up from a user through its groups and their parents.
+            let (default_kind, types) = match field {
+                FilterField::OwnedByMember => ("User", vec![RelationType::MemberOf, RelationType::ChildOf]),
+                _ => ("Group", vec![RelationType::ParentOf]),
+            };
+            let from = roots
+                .iter()
+                .map(|root| {
+                    EntityRef::parse_with_defaults(
+                        root,
+                        Some(default_kind),
+                        catalog_domain::entity_ref::DEFAULT_NAMESPACE,
+                    )
+                    .map(|entity_ref| entity_ref.to_string())
+                    .unwrap_or_else(|_| root.to_lowercase())
+                })
+                .collect();
+            let request = WalkRequest {
+                from,
+                types,
+                direction: Direction::Outgoing,
+                max_depth: u32::MAX,
+                max_nodes: usize::MAX,
+                ..WalkRequest::default()
+            };
+            let owners = walk_graph(graph, &request).nodes.into_iter().map(|node| node.entity_ref).collect();
+            Filter::Field { field: FilterField::Owner, predicate: Predicate::In(owners) }
+        }
+        Filter::Field { .. } => filter.clone(),
+    }
+}
+
 /// `column` is one of `values`, with one parameter whatever their number: an
 /// array on PostgreSQL, a JSON array read by `json_each` on SQLite. Statements
 /// stay one per hop, and neither backend plans thousands of parameters.
@@ -288,6 +337,37 @@ impl Store {
         Ok(walk_graph(&graph, request))
     }
 
+    /// The filter with every owner closure (OwnedByTree, OwnedByMember)
+    /// replaced by the owners it stands for, read from the graph index: the
+    /// database then compares `owner_ref` with a list instead of walking the
+    /// group tree in a recursive subquery (measured: 110 ms for the root of
+    /// 3,000 groups at 100,000 entities, on every count and every page).
+    pub(crate) async fn expand_filter(&self, filter: Option<&Filter>) -> Result<Option<Filter>, StoreError> {
+        let Some(filter) = filter else { return Ok(None) };
+        if !has_closure(filter) {
+            return Ok(Some(filter.clone()));
+        }
+        self.graph.catch_up(self).await?;
+        let graph = self.graph.graph.read().expect("the graph lock is never poisoned");
+        Ok(Some(expand(&graph, filter)))
+    }
+
+    /// The owner ref of each of `refs` that states one, from the graph index
+    /// (one statement to catch up, whatever the number of refs).
+    pub async fn owners_in_graph(&self, refs: &[String]) -> Result<HashMap<String, String>, StoreError> {
+        self.graph.catch_up(self).await?;
+        let graph = self.graph.graph.read().expect("the graph lock is never poisoned");
+        Ok(refs
+            .iter()
+            .filter_map(|entity_ref| {
+                let id = graph.id(entity_ref)?;
+                let (_, owner, _) =
+                    graph.outgoing[id as usize].iter().find(|(kind, _, _)| *kind == RelationType::OwnedBy)?;
+                Some((entity_ref.clone(), graph.name(*owner).to_owned()))
+            })
+            .collect())
+    }
+
     /// The owner ref of each of `refs` that is in the catalog (`None` for an
     /// entity without an owner); refs not in the catalog are absent. One statement.
     pub async fn owners_of(&self, refs: &[String]) -> Result<HashMap<String, Option<String>>, StoreError> {
@@ -303,6 +383,8 @@ impl Store {
 
     /// Those of `refs` whose entity matches the filter. One statement.
     pub async fn refs_matching(&self, refs: &[String], filter: &Filter) -> Result<HashSet<String>, StoreError> {
+        let filter = self.expand_filter(Some(filter)).await?.unwrap_or_else(|| filter.clone());
+        let filter = &filter;
         let rows = entity_row::Entity::find()
             .select_only()
             .column(entity_row::Column::EntityRef)

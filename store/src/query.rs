@@ -159,7 +159,8 @@ impl Store {
 
     /// A filtered, searched, sorted page and the total count.
     pub async fn list_entities(&self, query: &ListQuery) -> Result<EntityPage, StoreError> {
-        let condition = condition(self.db.get_database_backend(), query.filter.as_ref(), query.search.as_deref());
+        let filter = self.expand_filter(query.filter.as_ref()).await?;
+        let condition = condition(self.db.get_database_backend(), filter.as_ref(), query.search.as_deref());
         let total_count = entity_row::Entity::find().filter(condition.clone()).count(&self.db).await?;
         let direction = if query.descending { Order::Desc } else { Order::Asc };
         let column = match query.order {
@@ -187,6 +188,8 @@ impl Store {
     /// connection; SQLite's small pool and single process gain nothing from it
     /// (measured: concurrent facets under load timed out waiting for a connection).
     pub async fn facets(&self, fields: &[String], filter: Option<&Filter>) -> Result<Vec<Facet>, StoreError> {
+        let filter = self.expand_filter(filter).await?;
+        let filter = filter.as_ref();
         if self.db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
             return futures::future::try_join_all(fields.iter().map(|field| self.facet(field, filter))).await;
         }
@@ -326,6 +329,9 @@ fn to_stored(row: entity_row::Model) -> Result<StoredEntity, StoreError> {
 }
 
 /// Builds the WHERE condition of a filter and a search.
+/// Past this many values, a typed comparison binds them as one parameter.
+const MANY_VALUES: usize = 32;
+
 pub(crate) fn condition(backend: DbBackend, filter: Option<&Filter>, search: Option<&str>) -> Condition {
     let mut condition = Condition::all();
     if let Some(filter) = filter {
@@ -358,9 +364,6 @@ fn filter_condition(backend: DbBackend, filter: &Filter) -> Condition {
 }
 
 fn field_condition(backend: DbBackend, field: &FilterField, predicate: &Predicate) -> Condition {
-    if let (FilterField::OwnedByTree | FilterField::OwnedByMember, Predicate::In(values)) = (field, predicate) {
-        return owner_closure(backend, field, values);
-    }
     let column = match field {
         FilterField::Kind => Some((entity_row::Column::Kind, None)),
         FilterField::Namespace => Some((entity_row::Column::Namespace, None)),
@@ -390,7 +393,15 @@ fn field_condition(backend: DbBackend, field: &FilterField, predicate: &Predicat
                 });
                 // `IS NOT NULL` keeps `NOT (...)` true for entities without the
                 // field: `NOT (NULL IN (...))` is NULL, which would drop them.
-                Condition::all().add(column.is_not_null()).add(column.is_in(values))
+                let values: Vec<String> = values.collect();
+                let matches = if values.len() > MANY_VALUES {
+                    // An owner closure can name thousands of groups: one array
+                    // parameter, not thousands of placeholders to plan.
+                    Condition::all().add(crate::graph::in_set(backend, sea_orm::IdenStatic::as_str(&column), &values))
+                } else {
+                    Condition::all().add(column.is_in(values))
+                };
+                Condition::all().add(column.is_not_null()).add(matches)
             }
         };
     }
@@ -413,34 +424,4 @@ fn field_condition(backend: DbBackend, field: &FilterField, predicate: &Predicat
             }
         }
     }
-}
-
-/// Owned by any ref in the closure of `roots` over group edges: down the
-/// group tree (`parentOf`) for OwnedByTree, up from a user through its groups
-/// and their parents (`memberOf`, `childOf`) for OwnedByMember. The closure is
-/// a recursive subquery evaluated once; UNION makes it stop on cycles.
-fn owner_closure(backend: DbBackend, field: &FilterField, roots: &[String]) -> Condition {
-    let (default_kind, edges) = match field {
-        FilterField::OwnedByMember => ("User", "'memberOf', 'childOf'"),
-        _ => ("Group", "'parentOf'"),
-    };
-    let roots: Vec<String> = roots
-        .iter()
-        .map(|root| {
-            EntityRef::parse_with_defaults(root, Some(default_kind), catalog_domain::entity_ref::DEFAULT_NAMESPACE)
-                .map(|entity_ref| entity_ref.to_string())
-                .unwrap_or_else(|_| root.to_lowercase())
-        })
-        .collect();
-    if roots.is_empty() {
-        // Owned by nothing: matches no entity, like an empty IN list.
-        return Condition::all().add(Expr::cust("1 = 0"));
-    }
-    let (roots_sql, roots) = crate::graph::set_select(backend, &roots);
-    let sql = format!(
-        "owner_ref IS NOT NULL AND owner_ref IN (WITH RECURSIVE tree(r) AS ({roots_sql} UNION \
-         SELECT rel.target_ref FROM relations rel JOIN tree ON rel.source_ref = tree.r \
-         WHERE rel.relation_type IN ({edges})) SELECT r FROM tree)"
-    );
-    Condition::all().add(Expr::cust_with_values(sql, [roots]))
 }

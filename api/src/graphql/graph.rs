@@ -354,9 +354,9 @@ impl Impact {
     async fn owners(&self, ctx: &Context<'_>) -> Result<Vec<ImpactOwner>> {
         let refs: Vec<String> =
             self.walk.nodes.iter().filter(|node| node.distance > 0).map(|node| node.entity_ref.clone()).collect();
-        let owners = store(ctx).owners_of(&refs).await.map_err(ApiError::from)?;
+        let owners = store(ctx).owners_in_graph(&refs).await.map_err(ApiError::from)?;
         let mut counts: HashMap<String, u64> = HashMap::new();
-        for owner in owners.into_values().flatten() {
+        for owner in owners.into_values() {
             *counts.entry(owner).or_default() += 1;
         }
         let mut owners: Vec<ImpactOwner> =
