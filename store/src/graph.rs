@@ -80,13 +80,18 @@ pub struct Walk {
     pub complete: bool,
     /// (source node, type, target node) of every edge followed, when kept.
     edges: Vec<(usize, RelationType, usize)>,
-    index: HashMap<String, usize>,
+    /// Node by ref, built only for walks that look nodes up (a target, or
+    /// kept edges): a second copy of every ref is a third of a big walk's memory.
+    index: Option<HashMap<String, usize>>,
 }
 
 impl Walk {
     /// The index of a ref among the nodes.
     pub fn position(&self, entity_ref: &str) -> Option<usize> {
-        self.index.get(entity_ref).copied()
+        match &self.index {
+            Some(index) => index.get(entity_ref).copied(),
+            None => self.nodes.iter().position(|node| node.entity_ref == entity_ref),
+        }
     }
 
     /// The stated edge between a node and one of its parents.
@@ -159,7 +164,9 @@ impl Walk {
 
     fn add(&mut self, entity_ref: String, distance: u32, parent: Option<Parent>) -> usize {
         let position = self.nodes.len();
-        self.index.insert(entity_ref.clone(), position);
+        if let Some(index) = &mut self.index {
+            index.insert(entity_ref.clone(), position);
+        }
         self.nodes.push(Reached { entity_ref, distance, parents: parent.into_iter().collect() });
         position
     }
@@ -169,7 +176,8 @@ impl Walk {
 /// order (from ref, relation type, to ref), so the canonical parent of a node
 /// is stable.
 fn walk_graph(graph: &Graph, request: &WalkRequest) -> Walk {
-    let mut walk = Walk { complete: true, ..Walk::default() };
+    let looks_up = request.target.is_some() || request.keep_edges;
+    let mut walk = Walk { complete: true, index: looks_up.then(HashMap::new), ..Walk::default() };
     let allowed = |relation_type: RelationType| request.types.is_empty() || request.types.contains(&relation_type);
     let mut start = request.from.clone();
     start.sort();
@@ -189,7 +197,7 @@ fn walk_graph(graph: &Graph, request: &WalkRequest) -> Walk {
     }
     let mut depth = 0;
     while !frontier.is_empty() {
-        if request.target.as_deref().is_some_and(|target| walk.index.contains_key(target)) {
+        if request.target.as_deref().is_some_and(|target| walk.position(target).is_some()) {
             break;
         }
         let at_limit = depth >= request.max_depth;
@@ -272,59 +280,48 @@ fn expand(graph: &Graph, filter: &Filter) -> Filter {
             let Predicate::In(roots) = predicate else {
                 return Filter::Field { field: FilterField::Owner, predicate: predicate.clone() };
             };
-            // Down the group tree, or up from a user through its groups and their parents.
-            let (default_kind, types) = match field {
-                FilterField::OwnedByMember => ("User", vec![RelationType::MemberOf, RelationType::ChildOf]),
-                _ => ("Group", vec![RelationType::ParentOf]),
-            };
-            let from = roots
-                .iter()
-                .map(|root| {
-                    EntityRef::parse_with_defaults(
-                        root,
-                        Some(default_kind),
-                        catalog_domain::entity_ref::DEFAULT_NAMESPACE,
-                    )
-                    .map(|entity_ref| entity_ref.to_string())
-                    .unwrap_or_else(|_| root.to_lowercase())
-                })
-                .collect();
-            let request = WalkRequest {
-                from,
-                types,
-                direction: Direction::Outgoing,
-                max_depth: u32::MAX,
-                max_nodes: usize::MAX,
-                ..WalkRequest::default()
-            };
-            let owners = walk_graph(graph, &request).nodes.into_iter().map(|node| node.entity_ref).collect();
-            Filter::Field { field: FilterField::Owner, predicate: Predicate::In(owners) }
+            Filter::Field { field: FilterField::Owner, predicate: Predicate::In(closure(graph, field, roots)) }
         }
         Filter::Field { .. } => filter.clone(),
     }
 }
 
-/// `column` is one of `values`, with one parameter whatever their number: an
-/// array on PostgreSQL, a JSON array read by `json_each` on SQLite. Statements
-/// stay one per hop, and neither backend plans thousands of parameters.
-pub(crate) fn in_set(backend: DbBackend, column: &str, values: &[String]) -> SimpleExpr {
-    let (select, parameter) = set_select(backend, values);
-    if backend == DbBackend::Postgres {
-        // An index scan per array element, where IN (SELECT UNNEST ...) may hash.
-        return Expr::cust_with_values(format!("{column} = ANY($1)"), [parameter]);
-    }
-    Expr::cust_with_values(format!("{column} IN ({select})"), [parameter])
+/// The owners an owner closure stands for: a group and every group under it
+/// (OwnedByTree), or a user, its groups and their parents (OwnedByMember).
+fn closure(graph: &Graph, field: &FilterField, roots: &[String]) -> Vec<String> {
+    let (default_kind, types) = match field {
+        FilterField::OwnedByMember => ("User", vec![RelationType::MemberOf, RelationType::ChildOf]),
+        _ => ("Group", vec![RelationType::ParentOf]),
+    };
+    let from = roots
+        .iter()
+        .map(|root| {
+            EntityRef::parse_with_defaults(root, Some(default_kind), catalog_domain::entity_ref::DEFAULT_NAMESPACE)
+                .map(|entity_ref| entity_ref.to_string())
+                .unwrap_or_else(|_| root.to_lowercase())
+        })
+        .collect();
+    let request = WalkRequest {
+        from,
+        types,
+        direction: Direction::Outgoing,
+        max_depth: u32::MAX,
+        max_nodes: usize::MAX,
+        ..WalkRequest::default()
+    };
+    walk_graph(graph, &request).nodes.into_iter().map(|node| node.entity_ref).collect()
 }
 
-/// A one-column SELECT of `values` (column `value`) and its one parameter.
-/// Placeholders differ: sea-query reads `$1` on PostgreSQL and `?` on SQLite.
-pub(crate) fn set_select(backend: DbBackend, values: &[String]) -> (&'static str, SeaValue) {
+/// `column` is one of `values`, with one parameter whatever their number: an
+/// array on PostgreSQL, a JSON array read by `json_each` on SQLite, so that
+/// neither backend parses and plans thousands of placeholders. Placeholders
+/// differ: sea-query reads `$1` on PostgreSQL and `?` on SQLite.
+pub(crate) fn in_set(backend: DbBackend, column: &str, values: &[String]) -> SimpleExpr {
     if backend == DbBackend::Postgres {
-        ("SELECT UNNEST($1::text[]) AS value", SeaValue::from(values.to_vec()))
-    } else {
-        let json = serde_json::to_string(values).unwrap_or_else(|_| "[]".into());
-        ("SELECT value FROM json_each(?)", SeaValue::from(json))
+        return Expr::cust_with_values(format!("{column} = ANY($1)"), [SeaValue::from(values.to_vec())]);
     }
+    let json = serde_json::to_string(values).unwrap_or_else(|_| "[]".into());
+    Expr::cust_with_values(format!("{column} IN (SELECT value FROM json_each(?))"), [SeaValue::from(json)])
 }
 
 impl Store {
@@ -333,6 +330,10 @@ impl Store {
     /// catching up with the change log), plus a load of the index on first use.
     pub async fn walk(&self, request: &WalkRequest) -> Result<Walk, StoreError> {
         self.graph.catch_up(self).await?;
+        // A walk is CPU and memory in proportion to what it reaches: a few at a
+        // time, not one per request in flight (32 concurrent walks of 35,000
+        // nodes held 555 MB).
+        let _permit = self.graph.walks.acquire().await.expect("the walk semaphore is never closed");
         let graph = self.graph.graph.read().expect("the graph lock is never poisoned");
         Ok(walk_graph(&graph, request))
     }
@@ -350,6 +351,14 @@ impl Store {
         self.graph.catch_up(self).await?;
         let graph = self.graph.graph.read().expect("the graph lock is never poisoned");
         Ok(Some(expand(&graph, filter)))
+    }
+
+    /// The owners an owner closure (`OwnedByTree` or `OwnedByMember`) over
+    /// `roots` stands for, from the graph index.
+    pub async fn owner_closure(&self, field: &FilterField, roots: &[String]) -> Result<Vec<String>, StoreError> {
+        self.graph.catch_up(self).await?;
+        let graph = self.graph.graph.read().expect("the graph lock is never poisoned");
+        Ok(closure(&graph, field, roots))
     }
 
     /// The owner ref of each of `refs` that states one, from the graph index

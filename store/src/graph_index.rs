@@ -133,12 +133,25 @@ fn drop_one(list: &mut Adjacency, relation_type: RelationType, other: u32) {
     }
 }
 
+/// Walks that may run at once per process.
+const CONCURRENT_WALKS: usize = 2;
+
 /// The index a store shares between its clones.
-#[derive(Default)]
 pub(crate) struct GraphIndex {
     pub(crate) graph: RwLock<Graph>,
     /// Held while loading or catching up, so concurrent walks do it once.
     updating: tokio::sync::Mutex<()>,
+    pub(crate) walks: tokio::sync::Semaphore,
+}
+
+impl Default for GraphIndex {
+    fn default() -> Self {
+        Self {
+            graph: RwLock::default(),
+            updating: tokio::sync::Mutex::default(),
+            walks: tokio::sync::Semaphore::new(CONCURRENT_WALKS),
+        }
+    }
 }
 
 impl std::fmt::Debug for GraphIndex {

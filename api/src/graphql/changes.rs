@@ -9,15 +9,15 @@ use async_graphql::{
     Context, Enum, InputObject, InputValueError, InputValueResult, Object, OneofObject, Result, Scalar, ScalarType,
     SimpleObject, Subscription, Value,
 };
-use catalog_domain::{Entity, EntityRef, RelationType};
-use catalog_store::{Change, Direction, Store, StoredEntity, WalkRequest};
+use catalog_domain::{Entity, EntityRef};
+use catalog_store::{Change, FilterField, Store, StoredEntity};
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::entity::EntityValue;
 use super::error::ApiError;
-use super::graph::{MAX_DEPTH, MAX_WALK_NODES, WalkBudget};
+use super::graph::WalkBudget;
 use super::{parse_ref, store};
 use crate::hub::ChangeHub;
 
@@ -116,22 +116,7 @@ impl ChangeMatcher {
         };
         let owners = filter.owners.as_deref().map(|owners| canonical(owners, "Group")).transpose()?;
         let tree_owners = match &filter.owned_by_tree {
-            Some(roots) => {
-                let roots: Vec<String> = canonical(roots, "Group")?.into_iter().collect();
-                let walk = store
-                    .walk(&WalkRequest {
-                        from: roots,
-                        types: vec![RelationType::ParentOf],
-                        direction: Direction::Outgoing,
-                        max_depth: MAX_DEPTH as u32,
-                        max_nodes: MAX_WALK_NODES,
-                        target: None,
-                        probe_past_depth: false,
-                        keep_edges: false,
-                    })
-                    .await?;
-                Some(walk.nodes.into_iter().map(|node| node.entity_ref).collect())
-            }
+            Some(roots) => Some(store.owner_closure(&FilterField::OwnedByTree, roots).await?.into_iter().collect()),
             None => None,
         };
         let related = match &filter.related_to {

@@ -1,6 +1,7 @@
 //! Graph queries: traversal, dependencies and dependents, impact analysis,
-//! shortest paths and drawable subgraphs. Each resolves one store walk (one
-//! statement per hop) and loads the entities of what it returns in one batch.
+//! shortest paths and drawable subgraphs. Each resolves one store walk (in
+//! memory, after one statement that catches the graph index up with the
+//! change log) and loads the entities of what it returns in one batch.
 
 use std::collections::HashMap;
 use std::sync::Arc;
