@@ -78,7 +78,7 @@ impl Application {
         let (stop_ingestion, ingestion_stopped) = watch::channel(false);
         let ingestion = self.config.ingestion.enabled.then(|| {
             let interval = Duration::from_secs(self.config.ingestion.interval_seconds.max(1));
-            tokio::spawn(self.engine.clone().run(interval, ingestion_stopped))
+            tokio::spawn(self.engine.clone().run(interval, self.config.ingestion.watch, ingestion_stopped))
         });
         tracing::info!(address = %self.address, "serving GraphQL at /graphql");
         axum::serve(self.listener, router(state))

@@ -59,6 +59,9 @@ pub struct IngestionConfig {
     pub enabled: bool,
     /// Time between provider runs.
     pub interval_seconds: u64,
+    /// Also run the file providers as soon as a file under their directories
+    /// changes (inotify), instead of waiting for the interval.
+    pub watch: bool,
     pub providers: Vec<ProviderConfig>,
 }
 
@@ -98,6 +101,7 @@ impl Default for IngestionConfig {
         Self {
             enabled: true,
             interval_seconds: 60,
+            watch: true,
             providers: vec![ProviderConfig::File(FileProviderConfig {
                 paths: vec!["examples/catalog-info.yaml".into()],
             })],

@@ -9,6 +9,9 @@ use tokio::sync::watch;
 
 use crate::file::{FileProvider, FileProviderConfig};
 
+/// How long file events settle before a run: an editor's save is a burst.
+const SETTLE: Duration = Duration::from_millis(100);
+
 /// The providers there are. Closed: each variant builds a ready provider.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
@@ -77,23 +80,67 @@ impl Engine {
     }
 
     /// Runs every provider now and then every `interval` until `shutdown` turns
-    /// true. A failed run is logged and retried at the next tick; it never
-    /// removes anything.
-    pub async fn run(self, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    /// true, and, with `watch_files`, also as soon as a file under the file
+    /// providers' directories changes (the interval stays as the safety net
+    /// for lost events and for files outside those directories). A failed run
+    /// is logged and retried at the next tick; it never removes anything.
+    pub async fn run(self, interval: Duration, watch_files: bool, mut shutdown: watch::Receiver<bool>) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (changed, mut changes) = tokio::sync::mpsc::channel::<()>(1);
+        // Kept alive for as long as the loop runs: dropping it stops watching.
+        let _watcher = if watch_files { self.watch(changed) } else { None };
         loop {
             tokio::select! {
-                _ = ticker.tick() => {
-                    if let Err(error) = self.run_once().await {
-                        tracing::error!(error = %error, "ingestion run failed");
-                    }
+                _ = ticker.tick() => {}
+                Some(()) = changes.recv() => {
+                    // An editor's save is several events: let them settle, then read once.
+                    tokio::time::sleep(SETTLE).await;
+                    while changes.try_recv().is_ok() {}
                 }
-                _ = shutdown.changed() => break,
+                _ = shutdown.changed() => {}
             }
             if *shutdown.borrow() {
                 break;
             }
+            if let Err(error) = self.run_once().await {
+                tracing::error!(error = %error, "ingestion run failed");
+            }
         }
+    }
+
+    /// Watches the file providers' directories; every event wakes the loop.
+    fn watch(&self, changed: tokio::sync::mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+        use notify::Watcher as _;
+        let roots: Vec<std::path::PathBuf> = self
+            .providers
+            .iter()
+            .flat_map(|provider| match provider {
+                Provider::File(file) => file.watch_roots(),
+            })
+            .collect();
+        if roots.is_empty() {
+            return None;
+        }
+        let handler = move |event: notify::Result<notify::Event>| {
+            if event.is_ok_and(|event| !event.kind.is_access()) {
+                // A full channel already holds a wake-up: nothing is lost.
+                let _ = changed.try_send(());
+            }
+        };
+        let mut watcher = match notify::recommended_watcher(handler) {
+            Ok(watcher) => watcher,
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch files; the interval alone will pick up changes");
+                return None;
+            }
+        };
+        for root in &roots {
+            match watcher.watch(root, notify::RecursiveMode::Recursive) {
+                Ok(()) => tracing::info!(directory = %root.display(), "watching for catalog changes"),
+                Err(error) => tracing::warn!(directory = %root.display(), %error, "cannot watch directory"),
+            }
+        }
+        Some(watcher)
     }
 }

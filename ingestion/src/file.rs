@@ -45,6 +45,33 @@ impl FileProvider {
         Self { key, paths: config.paths.clone() }
     }
 
+    /// The directories to watch for changes: each configured file's directory,
+    /// or a pattern's directory before its first glob character. Files that
+    /// Location entities lead to elsewhere are picked up by the interval.
+    pub fn watch_roots(&self) -> Vec<PathBuf> {
+        let mut roots: Vec<PathBuf> = self
+            .paths
+            .iter()
+            .filter_map(|pattern| {
+                let path = Path::new(pattern);
+                let fixed: PathBuf = path
+                    .components()
+                    .take_while(|component| !has_glob_characters(&component.as_os_str().to_string_lossy()))
+                    .collect();
+                let directory = if fixed == path { path.parent().map(Path::to_path_buf) } else { Some(fixed) };
+                let directory =
+                    directory.filter(|directory| !directory.as_os_str().is_empty()).unwrap_or_else(|| ".".into());
+                std::fs::canonicalize(directory).ok()
+            })
+            .collect();
+        roots.sort();
+        roots.dedup();
+        // A root inside another is watched already (watches are recursive).
+        let all = roots.clone();
+        roots.retain(|root| !all.iter().any(|other| other != root && root.starts_with(other)));
+        roots
+    }
+
     /// Reads every file once into a snapshot. Blocking: run it off the async
     /// runtime's worker threads.
     pub fn read(&self) -> Snapshot {
@@ -244,4 +271,25 @@ fn location_key(path: &Path) -> String {
         }
     }
     format!("file:{}", normal.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FileProvider, FileProviderConfig};
+
+    #[test]
+    fn watch_roots_are_the_directories_before_any_glob_without_nesting() {
+        let directory = tempfile::tempdir().unwrap();
+        let base = directory.path().canonicalize().unwrap();
+        std::fs::create_dir_all(base.join("teams/a")).unwrap();
+        std::fs::create_dir_all(base.join("other")).unwrap();
+        let paths = vec![
+            base.join("teams/**/catalog-info.yaml").display().to_string(),
+            base.join("teams/a/catalog-info.yaml").display().to_string(),
+            base.join("other/catalog-info.yaml").display().to_string(),
+            base.join("missing/catalog-info.yaml").display().to_string(),
+        ];
+        let provider = FileProvider::new("file".into(), &FileProviderConfig { paths });
+        assert_eq!(provider.watch_roots(), vec![base.join("other"), base.join("teams")]);
+    }
 }

@@ -404,7 +404,30 @@ async fn a_subscriber_that_stops_reading_is_ended_with_a_cursor_to_resume_from(d
     assert_eq!(delivered, expected, "cut off and resumed: every change once, in order");
 }
 
+async fn a_saved_file_reaches_subscribers_without_a_refresh(database: TestDatabase) {
+    let catalog = editable_examples();
+    let url = database.url.clone();
+    // An hour between scheduled runs: only the file watch can deliver in time.
+    let app = crate::helpers::spawn_app_with(&url, catalog.path(), Some(database), |config| {
+        config.ingestion.enabled = true;
+        config.ingestion.interval_seconds = 3_600;
+        config.ingestion.watch = true;
+    })
+    .await;
+    let cursor = latest_cursor(&app).await;
+    let mut subscriber = Subscriber::connect(&app, "/graphql/ws", Protocol::TransportWs).await;
+    subscriber.subscribe(CHANGES, json!({"filter": {"refs": ["component:route-optimizer"]}, "after": cursor})).await;
+    // Let the loop's first scheduled run finish before saving.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let saved = std::time::Instant::now();
+    edit_description(catalog.path(), "systems/shipping.yaml", "route-optimizer", "saved, not refreshed");
+    let event = subscriber.event().await;
+    assert_eq!(event["entity"]["description"], "saved, not refreshed");
+    assert!(saved.elapsed() < Duration::from_secs(5), "delivered after {:?}", saved.elapsed());
+}
+
 database_tests!(
+    a_saved_file_reaches_subscribers_without_a_refresh,
     a_subscriber_that_stops_reading_is_ended_with_a_cursor_to_resume_from,
     a_subscriber_is_told_what_changed_after_replaying_the_past,
     a_reconnecting_subscriber_gets_exactly_what_it_missed,
