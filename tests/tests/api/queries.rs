@@ -201,6 +201,23 @@ async fn relation_fields_cost_statements_by_depth_not_by_size(app: TestApp) {
     assert!(large_statements <= small_statements + 1, "{small_statements} for 2 entities vs {large_statements} for 40");
 }
 
+/// Every GraphQL block in the README, run as written against the example
+/// catalog: the documentation's queries must keep working.
+async fn the_readme_queries_run_against_the_example_catalog(app: TestApp) {
+    let readme = include_str!("../../../README.md");
+    let blocks: Vec<&str> = readme.split("```graphql\n").skip(1).filter_map(|rest| rest.split("```").next()).collect();
+    assert!(blocks.len() >= 5, "the README shows its queries");
+    for block in blocks {
+        let (status, body) = app.post(block, json!({})).await;
+        assert_eq!(status, 200, "{block}\n{body}");
+        assert!(body.get("errors").is_none(), "{block}\n{body}");
+        assert!(
+            body["data"].as_object().is_some_and(|data| data.values().all(|value| !value.is_null())),
+            "{block}\n{body}"
+        );
+    }
+}
+
 e2e_tests!(
     a_component_comes_with_its_owner_system_apis_and_dependencies,
     dangling_references_are_listed_as_unresolved,
@@ -210,4 +227,5 @@ e2e_tests!(
     validation_names_every_field_and_rule,
     locations_and_ingestion_annotations_are_visible,
     relation_fields_cost_statements_by_depth_not_by_size,
+    the_readme_queries_run_against_the_example_catalog,
 );
