@@ -34,6 +34,9 @@ const READ_BATCH: u64 = 500;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChangeCursor(pub i64);
 
+/// A position in the change log: the sequence number of a change, as a
+/// string. Cursors are unique and increase in commit order; pass the last one
+/// you received as `after` to resume after it.
 #[Scalar]
 impl ScalarType for ChangeCursor {
     fn parse(value: Value) -> InputValueResult<Self> {
@@ -192,6 +195,7 @@ pub(crate) fn stored_version(change: &Change) -> Option<Arc<StoredEntity>> {
 #[derive(Clone)]
 pub struct ChangeEvent(pub Arc<Change>);
 
+/// One change of one entity, as committed.
 #[Object]
 impl ChangeEvent {
     /// Resume after this event by passing it as `after`.
@@ -346,6 +350,7 @@ pub(crate) async fn history_page(
 #[derive(Default)]
 pub struct SubscriptionRoot;
 
+/// The entry point of every subscription.
 #[Subscription]
 impl SubscriptionRoot {
     /// Changes to the catalog as they are committed, in commit order. With

@@ -100,6 +100,9 @@ pub struct TraversalNode {
     path: Vec<GraphEdge>,
 }
 
+/// An entity reached by a walk, with its distance and one shortest path.
+/// `entity` is null (and `resolved` false) when the ref is named by a relation
+/// but nothing in the catalog has it.
 #[Object]
 impl TraversalNode {
     async fn entity_ref(&self) -> &str {
@@ -147,6 +150,7 @@ impl TraversalNode {
     }
 }
 
+/// A reached entity with its cursor.
 #[derive(SimpleObject, Clone)]
 pub struct TraversalEdge {
     pub cursor: String,
@@ -300,6 +304,7 @@ pub struct ImpactOwner {
     count: u64,
 }
 
+/// An owner of impacted entities: who to tell, and about how many.
 #[Object]
 impl ImpactOwner {
     async fn owner_ref(&self) -> &str {
@@ -318,6 +323,7 @@ impl ImpactOwner {
     }
 }
 
+/// Everything that transitively depends on one entity, and who owns it.
 #[Object]
 impl Impact {
     /// The entity whose failure is analysed.
@@ -439,6 +445,7 @@ pub(crate) async fn paths(
 #[derive(Clone)]
 pub struct GraphNode(TraversalNode);
 
+/// A node of a drawable graph.
 #[Object]
 impl GraphNode {
     async fn entity_ref(&self) -> &str {
