@@ -80,6 +80,10 @@ impl Application {
             let interval = Duration::from_secs(self.config.ingestion.interval_seconds.max(1));
             tokio::spawn(self.engine.clone().run(interval, self.config.ingestion.watch, ingestion_stopped))
         });
+        let retention = (self.config.changes.retention_days > 0).then(|| {
+            let days = i64::from(self.config.changes.retention_days);
+            tokio::spawn(purge_hourly(self.store.clone(), chrono::Duration::days(days), stop_ingestion.subscribe()))
+        });
         tracing::info!(address = %self.address, "serving GraphQL at /graphql");
         axum::serve(self.listener, router(state))
             .with_graceful_shutdown(shutdown)
@@ -89,7 +93,27 @@ impl Application {
         if let Some(ingestion) = ingestion {
             let _ = ingestion.await;
         }
+        if let Some(retention) = retention {
+            let _ = retention.await;
+        }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Purges the change log every hour, the first time an hour after start (so
+/// a short-lived server, or a test, runs no statement it did not ask for).
+async fn purge_hourly(store: Store, keep: chrono::Duration, mut shutdown: watch::Receiver<bool>) {
+    let hour = Duration::from_secs(3_600);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + hour, hour);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if let Err(error) = store.purge_changes(chrono::Utc::now() - keep).await {
+                    tracing::warn!(%error, "purging the change log failed; retrying in an hour");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
     }
 }

@@ -25,11 +25,14 @@ pub struct ChangesConfig {
     /// Changes held for subscribers that fall behind (shared by all of them);
     /// a subscriber further behind is ended with a resumable error.
     pub subscriber_buffer: usize,
+    /// Days of change log to keep (the latest version of every entity is
+    /// always kept); 0 keeps everything. Purged hourly.
+    pub retention_days: u32,
 }
 
 impl Default for ChangesConfig {
     fn default() -> Self {
-        Self { subscriber_buffer: crate::hub::SUBSCRIBER_BUFFER }
+        Self { subscriber_buffer: crate::hub::SUBSCRIBER_BUFFER, retention_days: 30 }
     }
 }
 

@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_catalog_core;
 mod m20261125_000001_change_stream;
+mod m20261125_000002_catalog_state;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -13,6 +14,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261124_000001_catalog_core::Migration), Box::new(m20261125_000001_change_stream::Migration)]
+        vec![
+            Box::new(m20261124_000001_catalog_core::Migration),
+            Box::new(m20261125_000001_change_stream::Migration),
+            Box::new(m20261125_000002_catalog_state::Migration),
+        ]
     }
 }

@@ -2,7 +2,10 @@
 //! and an entity as it was at a cursor or a time.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    TransactionTrait,
+};
 use serde_json::Value;
 
 use crate::connection::Store;
@@ -27,7 +30,71 @@ fn to_change(row: change_row::Model) -> Option<Change> {
     })
 }
 
+/// The catalog_state row holding the highest sequence number purged.
+const PURGED_THROUGH: &str = "purged_through";
+
 impl Store {
+    /// Deletes change-log rows committed before `before`, except the latest
+    /// version of every entity that still exists (its last row, unless that
+    /// row is a removal), and records the highest sequence deleted: a cursor
+    /// at or below it may have gaps (`purged_through`). One writer at a time,
+    /// like snapshots. Returns how many rows went.
+    pub async fn purge_changes(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let _writing = self.writer.lock().await;
+        let backend = self.db.get_database_backend();
+        let (p1, p2) = if backend == DbBackend::Postgres { ("$1", "$2") } else { ("?", "?") };
+        let purgeable = format!(
+            "FROM change_log WHERE created_at < {p1} AND (change_type = 'removed' \
+             OR seq NOT IN (SELECT MAX(seq) FROM change_log GROUP BY entity_ref))"
+        );
+        let txn = self.db.begin().await?;
+        let highest = txn
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                format!("SELECT MAX(seq) AS seq {purgeable}"),
+                [before.into()],
+            ))
+            .await?
+            .and_then(|row| row.try_get::<Option<i64>>("", "seq").ok().flatten());
+        let Some(highest) = highest else {
+            txn.commit().await?;
+            return Ok(0);
+        };
+        let deleted = txn
+            .execute_raw(Statement::from_sql_and_values(backend, format!("DELETE {purgeable}"), [before.into()]))
+            .await?
+            .rows_affected();
+        let upsert = format!(
+            "INSERT INTO catalog_state (name, value) VALUES ({p1}, {p2}) \
+             ON CONFLICT (name) DO UPDATE SET value = CASE WHEN catalog_state.value > excluded.value \
+             THEN catalog_state.value ELSE excluded.value END"
+        );
+        txn.execute_raw(Statement::from_sql_and_values(backend, upsert, [PURGED_THROUGH.into(), highest.into()]))
+            .await?;
+        txn.commit().await?;
+        tracing::info!(deleted, purged_through = highest, "change log purged");
+        Ok(deleted)
+    }
+
+    /// The highest sequence number the purge removed (0 when nothing was):
+    /// reading the feed from a cursor below it could miss changes.
+    pub async fn purged_through(&self) -> Result<i64, StoreError> {
+        let backend = self.db.get_database_backend();
+        let placeholder = if backend == DbBackend::Postgres { "$1" } else { "?" };
+        let row = self
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                format!("SELECT value FROM catalog_state WHERE name = {placeholder}"),
+                [PURGED_THROUGH.into()],
+            ))
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get::<i64>("", "value")?,
+            None => 0,
+        })
+    }
+
     /// Change-log rows after a sequence number, oldest first.
     pub async fn changes_after(&self, after: i64, limit: u64) -> Result<Vec<Change>, StoreError> {
         let rows = change_row::Entity::find()

@@ -23,6 +23,9 @@ use crate::record::{Change, ChangeType};
 const LOAD_BATCH: i64 = 50_000;
 /// Change-log rows read per statement while catching up.
 const CATCH_UP_BATCH: u64 = 1_000;
+/// An index that has not caught up for this long reloads instead: the change
+/// log it would read may have been purged since (retention is in days).
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3_600);
 /// Past this many unapplied changes, reloading from the relations table is
 /// cheaper than replaying bodies (a bulk ingestion).
 const RELOAD_AFTER_CHANGES: usize = 20_000;
@@ -45,6 +48,7 @@ pub(crate) struct Graph {
     /// The last change-log sequence applied.
     cursor: i64,
     loaded: bool,
+    caught_up_at: Option<std::time::Instant>,
 }
 
 impl Graph {
@@ -164,11 +168,12 @@ impl GraphIndex {
     /// Brings the index up to the newest committed change.
     pub(crate) async fn catch_up(&self, store: &Store) -> Result<(), StoreError> {
         let _updating = self.updating.lock().await;
-        let (loaded, cursor) = {
+        let (loaded, cursor, fresh) = {
             let graph = self.graph.read().expect("the graph lock is never poisoned");
-            (graph.loaded, graph.cursor)
+            let fresh = graph.caught_up_at.is_some_and(|at| at.elapsed() < STALE_AFTER);
+            (graph.loaded, graph.cursor, fresh)
         };
-        if !loaded {
+        if !loaded || !fresh {
             return self.load(store).await;
         }
         let mut pending: Vec<Change> = Vec::new();
@@ -182,12 +187,11 @@ impl GraphIndex {
                 return self.load(store).await;
             }
         }
-        if !pending.is_empty() {
-            let mut graph = self.graph.write().expect("the graph lock is never poisoned");
-            for change in &pending {
-                graph.apply(change);
-            }
+        let mut graph = self.graph.write().expect("the graph lock is never poisoned");
+        for change in &pending {
+            graph.apply(change);
         }
+        graph.caught_up_at = Some(std::time::Instant::now());
         Ok(())
     }
 
@@ -204,7 +208,8 @@ impl GraphIndex {
             Some(row) => row.try_get::<i64>("", "seq")?,
             None => 0,
         };
-        let mut graph = Graph { cursor, loaded: true, ..Graph::default() };
+        let mut graph =
+            Graph { cursor, loaded: true, caught_up_at: Some(std::time::Instant::now()), ..Graph::default() };
         let mut origins: HashMap<u32, Vec<(u32, RelationType, u32)>> = HashMap::new();
         let mut after: i64 = 0;
         let placeholder = |n: usize| if backend == DbBackend::Postgres { format!("${n}") } else { "?".to_owned() };

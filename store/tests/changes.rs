@@ -139,7 +139,37 @@ async fn commits_are_announced_only_when_something_changed(store: Store) {
     assert!(!commits.has_changed().unwrap(), "an unchanged re-sync announces nothing");
 }
 
+async fn purging_keeps_the_latest_version_of_what_exists_and_marks_the_gap(store: Store) {
+    store.apply_snapshot(&snapshot("file", vec![component("a", "team-a", &[])])).await.unwrap();
+    store.apply_snapshot(&snapshot("file", vec![component("a", "team-b", &[])])).await.unwrap();
+    store
+        .apply_snapshot(&snapshot("file", vec![component("a", "team-b", &[]), component("b", "team-b", &[])]))
+        .await
+        .unwrap();
+    store.apply_snapshot(&snapshot("file", vec![component("a", "team-b", &[])])).await.unwrap();
+    let all = store.changes_after(0, 10).await.unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(store.purged_through().await.unwrap(), 0);
+
+    // Nothing is old enough yet.
+    let last_week = chrono::Utc::now() - chrono::Duration::days(7);
+    assert_eq!(store.purge_changes(last_week).await.unwrap(), 0);
+    assert_eq!(store.purged_through().await.unwrap(), 0);
+
+    let tomorrow = chrono::Utc::now() + chrono::Duration::days(1);
+    assert_eq!(store.purge_changes(tomorrow).await.unwrap(), 3);
+    let kept = store.changes_after(0, 10).await.unwrap();
+    assert_eq!(kept.len(), 1, "a's latest version; b's history and removal go");
+    assert_eq!(kept[0].entity_ref, A);
+    assert_eq!(kept[0].entity.as_ref().unwrap()["spec"]["owner"], "team-b");
+    assert_eq!(store.purged_through().await.unwrap(), all[3].sequence);
+    // Purging again removes nothing and keeps the mark.
+    assert_eq!(store.purge_changes(tomorrow).await.unwrap(), 0);
+    assert_eq!(store.purged_through().await.unwrap(), all[3].sequence);
+}
+
 backend_tests!(
+    purging_keeps_the_latest_version_of_what_exists_and_marks_the_gap,
     updates_name_their_changed_fields_and_removals_keep_the_last_version,
     history_and_time_travel_answer_from_the_log,
     a_reader_following_the_cursor_misses_nothing_under_concurrent_writers,

@@ -256,11 +256,15 @@ pub enum AsOf {
 }
 
 impl AsOf {
+    /// The sequence number it stands for; CURSOR_EXPIRED when the log no
+    /// longer holds every version up to it.
     pub(crate) async fn sequence(self, store: &Store) -> Result<i64, ApiError> {
-        match self {
-            AsOf::Cursor(cursor) => Ok(cursor.0),
-            AsOf::Time(time) => Ok(store.sequence_at(time).await?),
-        }
+        let sequence = match self {
+            AsOf::Cursor(cursor) => cursor.0,
+            AsOf::Time(time) => store.sequence_at(time).await?,
+        };
+        check_retained(store, ChangeCursor(sequence)).await?;
+        Ok(sequence)
     }
 }
 
@@ -277,12 +281,12 @@ fn check_page(first: i32) -> Result<u64, ApiError> {
     Ok(first as u64)
 }
 
-/// Refuses a cursor from before the oldest change the log still holds: the
-/// client must resynchronise rather than silently miss what was dropped.
-async fn check_retained(store: &Store, after: ChangeCursor) -> Result<(), ApiError> {
-    let (first, _) = store.sequence_bounds().await?;
-    if first > 1 && after.0 < first - 1 {
-        return Err(ApiError::CursorExpired { oldest: first - 1 });
+/// Refuses a cursor from before what the purge removed: the client must
+/// resynchronise rather than silently miss what was dropped.
+pub(crate) async fn check_retained(store: &Store, cursor: ChangeCursor) -> Result<(), ApiError> {
+    let purged_through = store.purged_through().await?;
+    if cursor.0 < purged_through {
+        return Err(ApiError::CursorExpired { oldest: purged_through });
     }
     Ok(())
 }

@@ -425,7 +425,35 @@ async fn a_saved_file_reaches_subscribers_without_a_refresh(database: TestDataba
     assert!(saved.elapsed() < Duration::from_secs(5), "delivered after {:?}", saved.elapsed());
 }
 
+async fn a_cursor_older_than_the_retained_log_is_refused(database: TestDatabase) {
+    let catalog = editable_examples();
+    let url = database.url.clone();
+    let app = spawn_app_on(&url, catalog.path(), Some(database)).await;
+    edit_description(catalog.path(), "systems/shipping.yaml", "driver-app", "before the purge");
+    app.ingest().await;
+    app.store.purge_changes(chrono::Utc::now() + chrono::Duration::days(1)).await.unwrap();
+    let purged_through = app.store.purged_through().await.unwrap().to_string();
+
+    let (_, body) = app.post(r#"{ changes(after: "0") { hasMore } }"#, json!({})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "CURSOR_EXPIRED", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["oldestCursor"], purged_through.as_str());
+    let (_, body) =
+        app.post(r#"{ entity(ref: "component:driver-app", asOf: {cursor: "1"}) { name } }"#, json!({})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "CURSOR_EXPIRED", "{body}");
+    // From the mark on, the feed is whole again.
+    app.query("query ($after: ChangeCursor) { changes(after: $after) { hasMore } }", json!({"after": purged_through}))
+        .await;
+
+    let mut subscriber = Subscriber::connect(&app, "/graphql/ws", Protocol::TransportWs).await;
+    subscriber.subscribe(CHANGES, json!({"after": "0"})).await;
+    let refused = subscriber.message().await;
+    let errors =
+        if refused["type"] == "error" { refused["payload"].clone() } else { refused["payload"]["errors"].clone() };
+    assert_eq!(errors[0]["extensions"]["code"], "CURSOR_EXPIRED", "{refused}");
+}
+
 database_tests!(
+    a_cursor_older_than_the_retained_log_is_refused,
     a_saved_file_reaches_subscribers_without_a_refresh,
     a_subscriber_that_stops_reading_is_ended_with_a_cursor_to_resume_from,
     a_subscriber_is_told_what_changed_after_replaying_the_past,
