@@ -2,7 +2,24 @@
 //! temporary directory) or PostgreSQL (a new database on the server named by
 //! `CATALOG_TEST_DATABASE_URL`).
 
+use catalog_domain::Entity;
+
 use crate::connection::Store;
+use crate::snapshot::{LocationStatus, Snapshot, SnapshotEntity};
+
+/// A snapshot of `provider` holding `entities`, all read from one location
+/// (`all.yaml`) that read cleanly.
+pub fn one_location_snapshot(provider: &str, entities: Vec<Entity>) -> Snapshot {
+    Snapshot {
+        provider: provider.into(),
+        entities: entities
+            .into_iter()
+            .map(|entity| SnapshotEntity { entity, location: Some("all.yaml".into()) })
+            .collect(),
+        invalid: Vec::new(),
+        locations: vec![LocationStatus { target: "all.yaml".into(), n_entities: 1, ..Default::default() }],
+    }
+}
 
 /// Where the PostgreSQL server for tests is, e.g. `postgres://postgres@127.0.0.1:5432/postgres`.
 pub const DATABASE_URL_VARIABLE: &str = "CATALOG_TEST_DATABASE_URL";

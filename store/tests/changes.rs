@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use catalog_domain::Entity;
-use catalog_store::{ChangeType, LocationStatus, Snapshot, SnapshotEntity, Store, backend_tests};
+use catalog_store::{ChangeType, Snapshot, Store, backend_tests};
 use serde_json::json;
 
 fn component(name: &str, owner: &str, tags: &[&str]) -> Entity {
@@ -19,15 +19,7 @@ fn component(name: &str, owner: &str, tags: &[&str]) -> Entity {
 }
 
 fn snapshot(provider: &str, entities: Vec<Entity>) -> Snapshot {
-    Snapshot {
-        provider: provider.into(),
-        entities: entities
-            .into_iter()
-            .map(|entity| SnapshotEntity { entity, location: Some("all.yaml".into()) })
-            .collect(),
-        invalid: Vec::new(),
-        locations: vec![LocationStatus { target: "all.yaml".into(), n_entities: 1, ..Default::default() }],
-    }
+    catalog_store::testing::one_location_snapshot(provider, entities)
 }
 
 const A: &str = "component:default/a";

@@ -2,8 +2,7 @@
 
 use catalog_domain::{Entity, RelationType};
 use catalog_store::{
-    Direction, Filter, FilterField, ListQuery, LocationStatus, Predicate, Snapshot, SnapshotEntity, Store, Walk,
-    WalkRequest, backend_tests,
+    Direction, Filter, FilterField, ListQuery, Predicate, Snapshot, Store, Walk, WalkRequest, backend_tests,
 };
 use serde_json::{Value, json};
 
@@ -27,15 +26,7 @@ fn component(name: &str, depends_on: &[&str]) -> Entity {
 }
 
 fn snapshot_of(entities: Vec<Entity>) -> Snapshot {
-    Snapshot {
-        provider: "file".into(),
-        entities: entities
-            .into_iter()
-            .map(|entity| SnapshotEntity { entity, location: Some("all.yaml".into()) })
-            .collect(),
-        invalid: Vec::new(),
-        locations: vec![LocationStatus { target: "all.yaml".into(), n_entities: 1, ..Default::default() }],
-    }
+    catalog_store::testing::one_location_snapshot("file", entities)
 }
 
 async fn load(store: &Store, entities: Vec<Entity>) {
