@@ -111,12 +111,35 @@ impl async_graphql::Executor for FirewalledExecutor {
 
     fn execute_stream(
         &self,
-        request: Request,
+        mut request: Request,
         session_data: Option<std::sync::Arc<async_graphql::Data>>,
     ) -> futures::stream::BoxStream<'static, GraphqlResponse> {
         use futures::StreamExt as _;
         if let Some(refused) = self.refused(&request) {
             return futures::stream::once(async move { refused }).boxed();
+        }
+        // Queries and mutations sent over the socket get the HTTP timeout;
+        // only subscriptions live on.
+        let is_subscription = request.parsed_query().is_ok_and(|document| {
+            document
+                .operations
+                .iter()
+                .all(|(_, operation)| operation.node.ty == async_graphql::parser::types::OperationType::Subscription)
+        });
+        if !is_subscription {
+            let executor = self.clone();
+            let timeout = self.state.request_timeout;
+            return futures::stream::once(async move {
+                match tokio::time::timeout(timeout, executor.execute(request)).await {
+                    Ok(response) => response,
+                    Err(_) => {
+                        let mut error = ServerError::new("the request took longer than the server allows", None);
+                        set_code(&mut error, "LIMIT_EXCEEDED", Some("timeout"));
+                        GraphqlResponse::from_errors(vec![error])
+                    }
+                }
+            })
+            .boxed();
         }
         let request = with_subscription_loaders(request, &self.state.store);
         match session_data {

@@ -20,6 +20,7 @@ const READ_BATCH: u64 = 500;
 
 pub struct ChangeHub {
     sender: broadcast::Sender<Arc<Change>>,
+    capacity: usize,
 }
 
 impl ChangeHub {
@@ -27,7 +28,10 @@ impl ChangeHub {
     /// for slow subscribers; it stops when the hub is dropped.
     pub async fn start(store: Store, buffer: usize) -> Arc<Self> {
         let (sender, _) = broadcast::channel(buffer.max(1));
-        let hub = Arc::new(Self { sender });
+        let hub = Arc::new(Self { sender, capacity: buffer.max(1) });
+        // Watch commits before reading where the log ends: a commit in between
+        // still wakes the reader.
+        let commits = store.commits();
         let last = match store.sequence_bounds().await {
             Ok((_, last)) => last,
             Err(error) => {
@@ -35,7 +39,7 @@ impl ChangeHub {
                 0
             }
         };
-        tokio::spawn(follow(store, Arc::downgrade(&hub), last));
+        tokio::spawn(follow(store, commits, Arc::downgrade(&hub), last));
         hub
     }
 
@@ -44,14 +48,18 @@ impl ChangeHub {
         self.sender.subscribe()
     }
 
+    /// How many changes it holds for subscribers that are behind.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// How many subscriptions are open.
     pub fn subscriber_count(&self) -> usize {
         self.sender.receiver_count()
     }
 }
 
-async fn follow(store: Store, hub: Weak<ChangeHub>, mut last: i64) {
-    let mut commits = store.commits();
+async fn follow(store: Store, mut commits: tokio::sync::watch::Receiver<u64>, hub: Weak<ChangeHub>, mut last: i64) {
     loop {
         if commits.changed().await.is_err() {
             return;
@@ -60,8 +68,9 @@ async fn follow(store: Store, hub: Weak<ChangeHub>, mut last: i64) {
             let batch = match store.changes_after(last, READ_BATCH).await {
                 Ok(batch) => batch,
                 Err(error) => {
-                    tracing::warn!(%error, "reading the change log failed; retrying");
-                    break;
+                    tracing::warn!(%error, "reading the change log failed; retrying in a second");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
                 }
             };
             let Some(hub) = hub.upgrade() else { return };

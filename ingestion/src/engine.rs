@@ -112,7 +112,7 @@ impl Engine {
     /// Watches the file providers' directories; every event wakes the loop.
     fn watch(&self, changed: tokio::sync::mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
         use notify::Watcher as _;
-        let roots: Vec<std::path::PathBuf> = self
+        let roots: Vec<(std::path::PathBuf, bool)> = self
             .providers
             .iter()
             .flat_map(|provider| match provider {
@@ -135,8 +135,9 @@ impl Engine {
                 return None;
             }
         };
-        for root in &roots {
-            match watcher.watch(root, notify::RecursiveMode::Recursive) {
+        for (root, recursive) in &roots {
+            let mode = if *recursive { notify::RecursiveMode::Recursive } else { notify::RecursiveMode::NonRecursive };
+            match watcher.watch(root, mode) {
                 Ok(()) => tracing::info!(directory = %root.display(), "watching for catalog changes"),
                 Err(error) => tracing::warn!(directory = %root.display(), %error, "cannot watch directory"),
             }

@@ -45,11 +45,14 @@ impl FileProvider {
         Self { key, paths: config.paths.clone() }
     }
 
-    /// The directories to watch for changes: each configured file's directory,
-    /// or a pattern's directory before its first glob character. Files that
-    /// Location entities lead to elsewhere are picked up by the interval.
-    pub fn watch_roots(&self) -> Vec<PathBuf> {
-        let mut roots: Vec<PathBuf> = self
+    /// The directories to watch for changes, each with whether to watch it
+    /// recursively: a configured file's directory, or a pattern's directory
+    /// before its first glob character, recursively (Location entities
+    /// usually point into subdirectories), except the filesystem root, which
+    /// is watched alone. Files that Location entities lead to elsewhere are
+    /// picked up by the interval.
+    pub fn watch_roots(&self) -> Vec<(PathBuf, bool)> {
+        let mut roots: Vec<(PathBuf, bool)> = self
             .paths
             .iter()
             .filter_map(|pattern| {
@@ -61,14 +64,23 @@ impl FileProvider {
                 let directory = if fixed == path { path.parent().map(Path::to_path_buf) } else { Some(fixed) };
                 let directory =
                     directory.filter(|directory| !directory.as_os_str().is_empty()).unwrap_or_else(|| ".".into());
-                std::fs::canonicalize(directory).ok()
+                let directory = std::fs::canonicalize(directory).ok()?;
+                // A pattern like `/**/catalog-info.yaml` would watch the whole disk.
+                let recursive = directory.parent().is_some();
+                Some((directory, recursive))
             })
             .collect();
         roots.sort();
         roots.dedup();
-        // A root inside another is watched already (watches are recursive).
+        // A directory inside one watched recursively is watched already.
         let all = roots.clone();
-        roots.retain(|root| !all.iter().any(|other| other != root && root.starts_with(other)));
+        roots.retain(|(root, _)| {
+            !all.iter().any(|(other, recursive)| *recursive && other != root && root.starts_with(other))
+        });
+        // The same directory both ways: keep the recursive watch.
+        let recursive: Vec<PathBuf> =
+            roots.iter().filter(|(_, recursive)| *recursive).map(|(root, _)| root.clone()).collect();
+        roots.retain(|(root, is_recursive)| *is_recursive || !recursive.contains(root));
         roots
     }
 
@@ -290,6 +302,9 @@ mod tests {
             base.join("missing/catalog-info.yaml").display().to_string(),
         ];
         let provider = FileProvider::new("file".into(), &FileProviderConfig { paths });
-        assert_eq!(provider.watch_roots(), vec![base.join("other"), base.join("teams")]);
+        assert_eq!(provider.watch_roots(), vec![(base.join("other"), true), (base.join("teams"), true)]);
+        let everything =
+            FileProvider::new("file".into(), &FileProviderConfig { paths: vec!["/**/catalog-info.yaml".into()] });
+        assert_eq!(everything.watch_roots(), vec![("/".into(), false)]);
     }
 }

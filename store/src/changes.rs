@@ -48,6 +48,9 @@ impl Store {
              OR seq NOT IN (SELECT MAX(seq) FROM change_log GROUP BY entity_ref))"
         );
         let txn = self.db.begin().await?;
+        // Other replicas' snapshots wait too, so no commit lands between the
+        // mark and the delete (the same lock snapshots take).
+        crate::snapshot::lock_writers(&txn).await?;
         let highest = txn
             .query_one_raw(Statement::from_sql_and_values(
                 backend,

@@ -119,7 +119,10 @@ impl Store {
         tokio::spawn(async move {
             loop {
                 let error = loop {
-                    if let Err(error) = listener.recv().await {
+                    // `Ok(None)`: the listener lost its connection and
+                    // re-connected by itself; commits may have landed
+                    // meanwhile, so that wakes readers too.
+                    if let Err(error) = listener.try_recv().await {
                         break error;
                     }
                     let Some(commits) = commits.upgrade() else { return };

@@ -218,7 +218,8 @@ fn walk_graph(graph: &Graph, request: &WalkRequest) -> Walk {
             }
         }
         if at_limit {
-            walk.complete = hop.iter().all(|(_, _, other, _)| seen.contains_key(other));
+            // `&=`: a node cap that already cut the walk keeps it incomplete.
+            walk.complete &= hop.iter().all(|(_, _, other, _)| seen.contains_key(other));
             break;
         }
         hop.sort_by(|a, b| {

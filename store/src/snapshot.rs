@@ -153,18 +153,7 @@ const WRITE_CHUNK: usize = 2_000;
 const WRITER_LOCK: i64 = 0x0063_6174_616c_6f67; // "catalog" in ASCII
 
 async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySummary, StoreError> {
-    // Change-log sequence numbers are drawn from a sequence before commit; two
-    // writers could commit 11 before 10, and a reader that saw 11 would miss
-    // 10. One writer at a time (a lock held until commit) makes sequence order
-    // commit order. SQLite has one writer anyway.
-    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-        txn.execute_raw(sea_orm::Statement::from_sql_and_values(
-            sea_orm::DatabaseBackend::Postgres,
-            "SELECT pg_advisory_xact_lock($1)",
-            [WRITER_LOCK.into()],
-        ))
-        .await?;
-    }
+    lock_writers(txn).await?;
     let provider = snapshot.provider.as_str();
     let now = Utc::now();
     let mut summary = ApplySummary::default();
@@ -374,6 +363,22 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
         txn.execute_unprepared(&format!("NOTIFY {COMMIT_CHANNEL}")).await?;
     }
     Ok(summary)
+}
+
+/// Takes the writers' lock until the transaction ends. Change-log sequence
+/// numbers are drawn from a sequence before commit; two writers could commit
+/// 11 before 10, and a reader that saw 11 would miss 10. One writer at a time
+/// makes sequence order commit order. SQLite has one writer anyway.
+pub(crate) async fn lock_writers(txn: &DatabaseTransaction) -> Result<(), StoreError> {
+    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT pg_advisory_xact_lock($1)",
+            [WRITER_LOCK.into()],
+        ))
+        .await?;
+    }
+    Ok(())
 }
 
 /// The PostgreSQL channel a snapshot notifies when it changed something.

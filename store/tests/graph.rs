@@ -144,6 +144,12 @@ async fn the_node_cap_cuts_a_walk_and_says_so(store: Store) {
     assert_eq!(walk.nodes.len(), 3);
     assert!(!walk.complete);
     assert!(walk.edges().all(|edge| walk.position(&edge.target_ref).is_some()));
+    // A probe past the depth limit that finds nothing new does not undo the cut.
+    capped.max_depth = 1;
+    capped.max_nodes = 2;
+    let walk = store.walk(&capped).await.unwrap();
+    assert_eq!(walk.nodes.len(), 2);
+    assert!(!walk.complete);
 }
 
 async fn a_walk_costs_one_statement_whatever_its_size(store: Store) {

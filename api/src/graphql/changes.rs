@@ -305,13 +305,11 @@ pub(crate) async fn changes_page(
     let mut cursor = after.0;
     let mut events = Vec::new();
     let mut scanned = 0;
-    let mut has_more = false;
     'scan: while scanned < MAX_SCANNED_ROWS {
         let batch = store.changes_after(cursor, READ_BATCH).await?;
         let full = batch.len() as u64 == READ_BATCH;
         for change in batch {
             if events.len() as u64 == size {
-                has_more = true;
                 break 'scan;
             }
             scanned += 1;
@@ -323,11 +321,9 @@ pub(crate) async fn changes_page(
         if !full {
             break;
         }
-        has_more = true;
     }
-    if events.len() as u64 == size && !has_more {
-        has_more = !store.changes_after(cursor, 1).await?.is_empty();
-    }
+    // Asked, not inferred: a full last batch says nothing about what follows.
+    let has_more = !store.changes_after(cursor, 1).await?.is_empty();
     Ok(ChangePage { events, next_cursor: (cursor > 0).then_some(ChangeCursor(cursor)), has_more })
 }
 
@@ -381,9 +377,14 @@ impl SubscriptionRoot {
         // either read by it or received here, and sequence numbers drop the
         // overlap.
         let mut receiver = hub.subscribe();
+        let hub_capacity = hub.capacity();
         Ok(async_stream::stream! {
             let mut cursor = after.map_or(0, |after| after.0);
-            if after.is_some() {
+            // Replay until a pass ends with the receiver whole: changes that
+            // overflow it during a long replay are read from the log by the
+            // next pass, so only a lag while live ends the subscription.
+            let mut replaying = after.is_some();
+            while replaying {
                 loop {
                     let batch = match store.changes_after(cursor, READ_BATCH).await {
                         Ok(batch) => batch,
@@ -402,6 +403,10 @@ impl SubscriptionRoot {
                             yield Ok(ChangeEvent(Arc::new(change)));
                         }
                     }
+                }
+                replaying = receiver.len() >= hub_capacity;
+                if replaying {
+                    receiver = receiver.resubscribe();
                 }
             }
             loop {

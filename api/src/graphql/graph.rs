@@ -157,7 +157,7 @@ pub struct TraversalEdge {
     pub node: TraversalNode,
 }
 
-/// A page of the entities a walk reached, nearest first (then by ref).
+/// A page of the entities a walk reached, nearest first, in a stable order.
 #[derive(SimpleObject)]
 pub struct TraversalConnection {
     pub edges: Vec<TraversalEdge>,
