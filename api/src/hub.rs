@@ -32,8 +32,8 @@ impl ChangeHub {
         // Watch commits before reading where the log ends: a commit in between
         // still wakes the reader.
         let commits = store.commits();
-        let last = match store.sequence_bounds().await {
-            Ok((_, last)) => last,
+        let last = match store.latest_sequence().await {
+            Ok(last) => last,
             Err(error) => {
                 tracing::warn!(%error, "cannot read the change log; delivering from its start");
                 0
@@ -51,11 +51,6 @@ impl ChangeHub {
     /// How many changes it holds for subscribers that are behind.
     pub fn capacity(&self) -> usize {
         self.capacity
-    }
-
-    /// How many subscriptions are open.
-    pub fn subscriber_count(&self) -> usize {
-        self.sender.receiver_count()
     }
 }
 

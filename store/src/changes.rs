@@ -145,22 +145,20 @@ impl Store {
         Ok(sequence.unwrap_or(0))
     }
 
-    /// The oldest and newest sequence numbers in the log (0, 0 when empty).
-    pub async fn sequence_bounds(&self) -> Result<(i64, i64), StoreError> {
-        let first = change_row::Entity::find()
-            .select_only()
-            .column(change_row::Column::Seq)
-            .order_by_asc(change_row::Column::Seq)
-            .into_tuple::<i64>()
-            .one(&self.db)
-            .await?;
-        let last = change_row::Entity::find()
-            .select_only()
-            .column(change_row::Column::Seq)
-            .order_by_desc(change_row::Column::Seq)
-            .into_tuple::<i64>()
-            .one(&self.db)
-            .await?;
-        Ok((first.unwrap_or(0), last.unwrap_or(0)))
+    /// The newest sequence number in the log (0 when it is empty).
+    pub async fn latest_sequence(&self) -> Result<i64, StoreError> {
+        newest_sequence(&self.db).await
     }
+}
+
+/// The newest sequence number, as one column named `seq` (0 when empty).
+pub(crate) const NEWEST_SEQUENCE: &str = "SELECT COALESCE(MAX(seq), 0) AS seq FROM change_log";
+
+/// [`NEWEST_SEQUENCE`] on a connection or inside a transaction.
+pub(crate) async fn newest_sequence(db: &impl ConnectionTrait) -> Result<i64, StoreError> {
+    let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), NEWEST_SEQUENCE)).await?;
+    Ok(match row {
+        Some(row) => row.try_get::<i64>("", "seq")?,
+        None => 0,
+    })
 }

@@ -201,13 +201,7 @@ impl GraphIndex {
         let backend = store.db.get_database_backend();
         let isolation = (backend == DbBackend::Postgres).then_some(IsolationLevel::RepeatableRead);
         let txn = store.db.begin_with_config(isolation, None).await?;
-        let cursor_row = txn
-            .query_one_raw(Statement::from_string(backend, "SELECT COALESCE(MAX(seq), 0) AS seq FROM change_log"))
-            .await?;
-        let cursor = match cursor_row {
-            Some(row) => row.try_get::<i64>("", "seq")?,
-            None => 0,
-        };
+        let cursor = crate::changes::newest_sequence(&txn).await?;
         let mut graph =
             Graph { cursor, loaded: true, caught_up_at: Some(std::time::Instant::now()), ..Graph::default() };
         let mut origins: HashMap<u32, Vec<(u32, RelationType, u32)>> = HashMap::new();

@@ -42,8 +42,8 @@ async fn history_and_time_travel_answer_from_the_log(store: Store) {
     store.apply_snapshot(&snapshot("file", vec![component("a", "team-a", &[])])).await.unwrap();
     store.apply_snapshot(&snapshot("file", vec![component("a", "team-b", &[])])).await.unwrap();
     store.apply_snapshot(&snapshot("file", vec![component("b", "team-b", &[])])).await.unwrap();
-    let (first, last) = store.sequence_bounds().await.unwrap();
-    assert!(first >= 1 && last >= first + 3, "({first}, {last})");
+    let last = store.latest_sequence().await.unwrap();
+    assert!(last >= 4, "{last}");
 
     let history = store.history(A, None, 10).await.unwrap();
     let types: Vec<ChangeType> = history.iter().map(|change| change.change_type).collect();

@@ -99,25 +99,18 @@ fn lowered(values: &Option<Vec<String>>) -> Option<HashSet<String>> {
     values.as_ref().map(|values| values.iter().map(|value| value.to_lowercase()).collect())
 }
 
-fn canonical(values: &[String], default_kind: &str) -> Result<HashSet<String>, ApiError> {
+fn canonical(values: &[String], default_kind: Option<&str>) -> Result<HashSet<String>, ApiError> {
     values
         .iter()
-        .map(|value| parse_ref(value, Some(default_kind), "default").map(|entity_ref| entity_ref.to_string()))
+        .map(|value| parse_ref(value, default_kind, "default").map(|entity_ref| entity_ref.to_string()))
         .collect()
 }
 
 impl ChangeMatcher {
     pub(crate) async fn new(store: &Store, filter: Option<ChangeFilter>) -> Result<Self, ApiError> {
         let filter = filter.unwrap_or_default();
-        let refs = match &filter.refs {
-            Some(refs) => Some(
-                refs.iter()
-                    .map(|text| parse_ref(text, None, "default").map(|entity_ref| entity_ref.to_string()))
-                    .collect::<Result<HashSet<_>, _>>()?,
-            ),
-            None => None,
-        };
-        let owners = filter.owners.as_deref().map(|owners| canonical(owners, "Group")).transpose()?;
+        let refs = filter.refs.as_deref().map(|refs| canonical(refs, None)).transpose()?;
+        let owners = filter.owners.as_deref().map(|owners| canonical(owners, Some("Group"))).transpose()?;
         let tree_owners = match &filter.owned_by_tree {
             Some(roots) => Some(store.owner_closure(&FilterField::OwnedByTree, roots).await?.into_iter().collect()),
             None => None,

@@ -17,7 +17,7 @@ use super::changes::{ChangeCursor, ChangePage, history_page};
 use super::filter::{EntityFilter, EntityOrder};
 use super::graph::{
     MAX_DEPTH, MAX_WALK_NODES, Traversal, TraversalConnection, TraversalDirection, dependency_types, dependent_types,
-    traversal_connection,
+    domain_types, traversal_connection,
 };
 use super::loaders::{EdgesLoader, EntityLoader};
 use super::{DEFAULT_PAGE_SIZE, EntityConnection, MAX_PAGE_SIZE, PageArgs, list_connection};
@@ -281,7 +281,7 @@ macro_rules! entity_object {
                 first: Option<i32>,
                 after: Option<String>,
             ) -> Result<TraversalConnection> {
-                let types = relation_types.unwrap_or_default().into_iter().map(DomainRelationType::from).collect();
+                let types = domain_types(relation_types).unwrap_or_default();
                 walk_from(ctx, &self.0, types, direction.into(), max_depth, filter, first, after).await
             }
 
@@ -439,9 +439,7 @@ async fn groups_by_walk(ctx: &Context<'_>, stored: &StoredEntity, types: &[Domai
         direction: Direction::Outgoing,
         max_depth: MAX_DEPTH as u32,
         max_nodes: MAX_WALK_NODES,
-        target: None,
-        probe_past_depth: false,
-        keep_edges: false,
+        ..WalkRequest::default()
     };
     let walk = super::graph::walk(ctx, &request).await?;
     let refs: Vec<String> = walk

@@ -212,9 +212,9 @@ async fn run(ctx: &Context<'_>, traversal: &Traversal, probe: bool, keep_edges: 
         direction: traversal.direction,
         max_depth: check_depth("maxDepth", traversal.max_depth)?,
         max_nodes: MAX_WALK_NODES,
-        target: None,
         probe_past_depth: probe,
         keep_edges,
+        ..WalkRequest::default()
     };
     walk(ctx, &request).await
 }
@@ -275,6 +275,12 @@ fn traversal_node(walk: &Walk, node: usize) -> TraversalNode {
         distance: reached.distance,
         path: walk.path(node).iter().map(GraphEdge::from).collect(),
     }
+}
+
+/// Relation types as the API takes them, in the domain's terms; `None` when
+/// the client left the argument out (each field has its own default).
+pub(crate) fn domain_types(types: Option<Vec<RelationTypeValue>>) -> Option<Vec<R>> {
+    types.map(|types| types.into_iter().map(R::from).collect())
 }
 
 /// The relation types of "depends on", optionally through APIs: a consumer of
@@ -359,9 +365,7 @@ impl Impact {
     /// Who to tell: the owners of the impacted entities with how many each
     /// owns, most first. Every impacted entity counts once, for its owner.
     async fn owners(&self, ctx: &Context<'_>) -> Result<Vec<ImpactOwner>> {
-        let refs: Vec<String> =
-            self.walk.nodes.iter().filter(|node| node.distance > 0).map(|node| node.entity_ref.clone()).collect();
-        let owners = store(ctx).owners_in_graph(&refs).await.map_err(ApiError::from)?;
+        let owners = store(ctx).owners_in_graph(&self.impacted_refs()).await.map_err(ApiError::from)?;
         let mut counts: HashMap<String, u64> = HashMap::new();
         for owner in owners.into_values() {
             *counts.entry(owner).or_default() += 1;
@@ -374,10 +378,16 @@ impl Impact {
 
     /// Impacted refs that are not in the catalog (named by a relation only).
     async fn unresolved_count(&self, ctx: &Context<'_>) -> Result<u64> {
-        let refs: Vec<String> =
-            self.walk.nodes.iter().filter(|node| node.distance > 0).map(|node| node.entity_ref.clone()).collect();
+        let refs = self.impacted_refs();
         let found = store(ctx).owners_of(&refs).await.map_err(ApiError::from)?;
         Ok((refs.len() - found.len()) as u64)
+    }
+}
+
+impl Impact {
+    /// Every impacted ref: what the walk reached, the root excluded.
+    fn impacted_refs(&self) -> Vec<String> {
+        self.walk.nodes.iter().filter(|node| node.distance > 0).map(|node| node.entity_ref.clone()).collect()
     }
 }
 
@@ -429,8 +439,7 @@ pub(crate) async fn paths(
         max_depth: check_depth("maxDepth", max_depth)?,
         max_nodes: MAX_WALK_NODES,
         target: Some(to.clone()),
-        probe_past_depth: false,
-        keep_edges: false,
+        ..WalkRequest::default()
     };
     let walk = walk(ctx, &request).await?;
     let Some(target) = walk.position(&to) else { return Ok(Vec::new()) };

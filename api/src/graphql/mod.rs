@@ -356,7 +356,7 @@ impl QueryRoot {
     ) -> Result<TraversalConnection> {
         let traversal = graph::Traversal {
             from: graph::parse_refs(&from)?,
-            types: relation_types.unwrap_or_default().into_iter().map(Into::into).collect(),
+            types: graph::domain_types(relation_types).unwrap_or_default(),
             direction: direction.into(),
             max_depth,
         };
@@ -378,10 +378,8 @@ impl QueryRoot {
         #[graphql(default = true)] through_apis: bool,
         #[graphql(default = false)] include_part_of: bool,
     ) -> Result<Impact> {
-        let types = match relation_types {
-            Some(types) => types.into_iter().map(Into::into).collect(),
-            None => graph::impact_types(through_apis, include_part_of),
-        };
+        let types =
+            graph::domain_types(relation_types).unwrap_or_else(|| graph::impact_types(through_apis, include_part_of));
         graph::impact(ctx, entity_ref, types, max_depth).await
     }
 
@@ -400,10 +398,7 @@ impl QueryRoot {
         #[graphql(default = 8)] max_depth: i32,
         #[graphql(default = 10)] first: i32,
     ) -> Result<Vec<RelationPath>> {
-        let types = match relation_types {
-            Some(types) => types.into_iter().map(Into::into).collect(),
-            None => graph::dependency_types(true),
-        };
+        let types = graph::domain_types(relation_types).unwrap_or_else(|| graph::dependency_types(true));
         graph::paths(ctx, from, to, (types, direction.into(), max_depth), first).await
     }
 
@@ -424,7 +419,7 @@ impl QueryRoot {
     ) -> Result<EntityGraph> {
         let traversal = graph::Traversal {
             from: graph::parse_refs(&roots)?,
-            types: relation_types.unwrap_or_default().into_iter().map(Into::into).collect(),
+            types: graph::domain_types(relation_types).unwrap_or_default(),
             direction: direction.into(),
             max_depth,
         };
