@@ -13,7 +13,7 @@ use crate::error::StoreError;
 use crate::models::change_row;
 use crate::record::{Change, ChangeType};
 
-fn to_change(row: change_row::Model) -> Option<Change> {
+pub(crate) fn to_change(row: change_row::Model) -> Option<Change> {
     let changed_fields = match row.changed_fields {
         Some(Value::Array(items)) => items.into_iter().filter_map(|item| item.as_str().map(str::to_owned)).collect(),
         _ => Vec::new(),

@@ -3,6 +3,7 @@
 //! domain values, and every write goes through [`Store::apply_snapshot`], which
 //! also appends to the change log.
 
+mod as_of;
 mod bulk;
 mod changes;
 mod connection;
@@ -16,6 +17,7 @@ mod snapshot;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use as_of::{AsOfPage, AsOfQuery};
 pub use connection::Store;
 pub use error::StoreError;
 pub use graph::{Direction, Parent, Reached, Walk, WalkRequest};

@@ -363,6 +363,22 @@ fn filter_condition(backend: DbBackend, filter: &Filter) -> Condition {
     }
 }
 
+/// Filter values as the typed columns hold them: lower-cased, and refs
+/// completed with the field's default kind and the default namespace.
+pub(crate) fn typed_values(values: &[String], default_kind: Option<&str>) -> Vec<String> {
+    values
+        .iter()
+        .map(|value| match default_kind {
+            Some(default_kind) => {
+                EntityRef::parse_with_defaults(value, Some(default_kind), catalog_domain::entity_ref::DEFAULT_NAMESPACE)
+                    .map(|entity_ref| entity_ref.to_string())
+                    .unwrap_or_else(|_| value.to_lowercase())
+            }
+            None => value.to_lowercase(),
+        })
+        .collect()
+}
+
 fn field_condition(backend: DbBackend, field: &FilterField, predicate: &Predicate) -> Condition {
     let column = match field {
         FilterField::Kind => Some((entity_row::Column::Kind, None)),
@@ -381,19 +397,9 @@ fn field_condition(backend: DbBackend, field: &FilterField, predicate: &Predicat
             Predicate::Exists(true) => Condition::all().add(column.is_not_null()),
             Predicate::Exists(false) => Condition::all().add(column.is_null()),
             Predicate::In(values) => {
-                let values = values.iter().map(|value| match default_kind {
-                    Some(default_kind) => EntityRef::parse_with_defaults(
-                        value,
-                        Some(default_kind),
-                        catalog_domain::entity_ref::DEFAULT_NAMESPACE,
-                    )
-                    .map(|entity_ref| entity_ref.to_string())
-                    .unwrap_or_else(|_| value.to_lowercase()),
-                    None => value.to_lowercase(),
-                });
                 // `IS NOT NULL` keeps `NOT (...)` true for entities without the
                 // field: `NOT (NULL IN (...))` is NULL, which would drop them.
-                let values: Vec<String> = values.collect();
+                let values = typed_values(values, default_kind);
                 let matches = if values.len() > MANY_VALUES {
                     // An owner closure can name thousands of groups: one array
                     // parameter, not thousands of placeholders to plan.

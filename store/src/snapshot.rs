@@ -408,17 +408,17 @@ fn stored_body(entity: &Entity, uid: &str, etag: &str) -> Value {
     serde_json::to_value(&entity).unwrap_or(Value::Null)
 }
 
-struct TypedColumns {
-    kind: String,
-    owner_ref: Option<String>,
-    lifecycle: Option<String>,
-    spec_type: Option<String>,
-    system_ref: Option<String>,
-    search_text: String,
+pub(crate) struct TypedColumns {
+    pub(crate) kind: String,
+    pub(crate) owner_ref: Option<String>,
+    pub(crate) lifecycle: Option<String>,
+    pub(crate) spec_type: Option<String>,
+    pub(crate) system_ref: Option<String>,
+    pub(crate) search_text: String,
 }
 
 /// The filter columns, lower-cased: Backstage compares these case-insensitively.
-fn typed_columns(entity: &Entity) -> TypedColumns {
+pub(crate) fn typed_columns(entity: &Entity) -> TypedColumns {
     let namespace = entity.metadata.namespace.as_str();
     let reference = |field: &str, default_kind: &str| {
         entity

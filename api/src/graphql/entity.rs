@@ -20,7 +20,7 @@ use super::graph::{
     domain_types, traversal_connection,
 };
 use super::loaders::{EdgesLoader, EntityLoader};
-use super::{DEFAULT_PAGE_SIZE, EntityConnection, MAX_PAGE_SIZE, PageArgs, list_connection};
+use super::{DEFAULT_PAGE_SIZE, EntityConnection, EntitySource, MAX_PAGE_SIZE, PageArgs, list_connection};
 
 /// The relation types of the catalog graph, each with its reverse.
 #[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
@@ -428,7 +428,7 @@ async fn owned_connection(
     }
     let page = PageArgs { first, after, ..PageArgs::default() };
     let store = ctx.data_unchecked::<Store>();
-    Ok(list_connection(store, Some(Filter::All(all)), None, EntityOrder::default(), page).await?)
+    Ok(list_connection(store, Some(Filter::All(all)), None, EntitySource::Now(EntityOrder::default()), page).await?)
 }
 
 /// The groups a walk over `types` reaches from `stored`, nearest first.

@@ -16,7 +16,7 @@ use async_graphql::{Context, EmptyMutation, ID, Interface, Object, Request, Resu
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use catalog_domain::{DocumentOutcome, EntityRef, parse_documents};
-use catalog_store::{ListQuery, Store};
+use catalog_store::{AsOfQuery, EntityPage, ListQuery, Store};
 use chrono::{DateTime, Utc};
 
 pub use entity::EntityValue;
@@ -311,6 +311,13 @@ impl QueryRoot {
 
     /// A page of entities: filtered, searched, sorted. `search` matches words in
     /// the name, title, description and tags. Pages hold 20 by default, 100 at most.
+    ///
+    /// With `asOf`, the entities that existed at that change cursor or time,
+    /// each as it was then, ordered by ref (`orderBy` cannot be combined with
+    /// it). Filters and search apply to those versions; `ownedByTree` and
+    /// `ownedByMember` expand over the group tree as it is now, and relation
+    /// fields resolve against the catalog as it is now. A time-travel page
+    /// reads the change log from the start, so it costs more than a live page.
     #[graphql(complexity = "first.or(last).unwrap_or(20).max(1) as usize * child_complexity + 5")]
     #[allow(clippy::too_many_arguments)]
     async fn entities(
@@ -323,17 +330,22 @@ impl QueryRoot {
         after: Option<String>,
         last: Option<i32>,
         before: Option<String>,
+        as_of: Option<AsOf>,
     ) -> Result<EntityConnection> {
         let filter = filter.map(|filter| filter.to_store()).transpose()?;
         let search = search.filter(|text| !text.trim().is_empty()).map(|text| search_words(&text)).transpose()?;
-        Ok(list_connection(
-            &store(ctx),
-            filter,
-            search,
-            order_by.unwrap_or_default(),
-            PageArgs { first, after, last, before },
-        )
-        .await?)
+        let store = store(ctx);
+        let source = match (as_of, order_by) {
+            (None, order_by) => EntitySource::Now(order_by.unwrap_or_default()),
+            (Some(_), Some(_)) => {
+                return Err(ApiError::BadUserInput(
+                    "orderBy cannot be combined with asOf: time-travel pages are ordered by ref".into(),
+                )
+                .into());
+            }
+            (Some(as_of), None) => EntitySource::AsOf(as_of.sequence(&store).await?),
+        };
+        Ok(list_connection(&store, filter, search, source, PageArgs { first, after, last, before }).await?)
     }
 
     /// Entities reachable from `from` over the given relation types (every
@@ -546,11 +558,34 @@ pub(crate) struct PageArgs {
 
 /// A page of entities for a store filter: the `entities` query and every
 /// field that lists entities by filter (ownedEntities) share it.
+/// Where a page of entities comes from: the catalog now, in an order, or the
+/// catalog as it was at a change-log sequence, in ref order.
+pub(crate) enum EntitySource {
+    Now(EntityOrder),
+    AsOf(i64),
+}
+
+impl EntitySource {
+    async fn page(&self, store: &Store, query: &ListQuery) -> Result<EntityPage, ApiError> {
+        let EntitySource::AsOf(sequence) = *self else { return Ok(store.list_entities(query).await?) };
+        let query = AsOfQuery {
+            sequence,
+            filter: query.filter.clone(),
+            search: query.search.clone(),
+            offset: query.offset,
+            limit: query.limit,
+        };
+        let page = store.list_entities_as_of(&query).await?;
+        let entities = page.versions.iter().filter_map(changes::stored_version).map(Arc::unwrap_or_clone).collect();
+        Ok(EntityPage { entities, total_count: page.total_count })
+    }
+}
+
 pub(crate) async fn list_connection(
     store: &Store,
     filter: Option<catalog_store::Filter>,
     search: Option<String>,
-    order: EntityOrder,
+    source: EntitySource,
     page: PageArgs,
 ) -> Result<EntityConnection, ApiError> {
     let first = page_size("first", page.first)?;
@@ -560,6 +595,10 @@ pub(crate) async fn list_connection(
     }
     let start = page.after.as_deref().map(decode_cursor).transpose()?.map_or(0, |offset| offset + 1);
     let end = page.before.as_deref().map(decode_cursor).transpose()?;
+    let order = match &source {
+        EntitySource::Now(order) => *order,
+        EntitySource::AsOf(_) => EntityOrder::default(),
+    };
     let mut query = ListQuery {
         filter,
         search,
@@ -571,7 +610,7 @@ pub(crate) async fn list_connection(
     if let Some(last) = last {
         let end = match end {
             Some(end) => end,
-            None => store.list_entities(&query).await?.total_count,
+            None => source.page(store, &query).await?.total_count,
         };
         query.offset = end.saturating_sub(last).max(start);
         query.limit = end.saturating_sub(query.offset);
@@ -582,7 +621,7 @@ pub(crate) async fn list_connection(
             None => size,
         };
     }
-    let found = store.list_entities(&query).await?;
+    let found = source.page(store, &query).await?;
     let offset = query.offset;
     let edges: Vec<EntityEdge> = found
         .entities

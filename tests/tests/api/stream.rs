@@ -278,6 +278,25 @@ async fn history_and_as_of_answer_from_the_change_log(database: TestDatabase) {
         app.query(r#"query ($c: ChangeCursor!) { entity(ref: "component:customs-gateway", asOf: {cursor: $c}) { description } }"#, json!({"c": updated_cursor})).await;
     assert_eq!(as_updated["entity"]["description"], "second version");
 
+    // A page of the catalog as it was: the removed component is back with its
+    // first description, filters and counts apply to the versions of then.
+    let page = r#"query ($c: ChangeCursor!) {
+        then: entities(asOf: {cursor: $c}, filter: {kind: ["component"], system: ["shipping-platform"]}, first: 100) {
+            totalCount nodes { entityRef description }
+        }
+        now: entities(filter: {kind: ["component"], system: ["shipping-platform"]}) { totalCount }
+    }"#;
+    let data = app.query(page, json!({"c": before_edit})).await;
+    let then_refs: Vec<&str> =
+        data["then"]["nodes"].as_array().unwrap().iter().map(|node| node["entityRef"].as_str().unwrap()).collect();
+    assert!(then_refs.contains(&"component:default/customs-gateway"), "{then_refs:?}");
+    assert!(then_refs.is_sorted(), "time-travel pages are in ref order: {then_refs:?}");
+    assert_eq!(data["then"]["totalCount"].as_u64().unwrap(), then_refs.len() as u64);
+    assert_eq!(data["now"]["totalCount"].as_u64().unwrap() + 1, then_refs.len() as u64, "{data}");
+    let (_, body) =
+        app.post(r#"{ entities(asOf: {cursor: "1"}, orderBy: {field: TITLE}) { totalCount } }"#, json!({})).await;
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("orderBy cannot be combined with asOf"), "{body}");
+
     // History hangs off every entity, newest first.
     let history = app
         .query(
