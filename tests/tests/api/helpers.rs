@@ -100,24 +100,38 @@ impl TestApp {
 
     /// POSTs a query and returns the status and JSON body.
     pub async fn post(&self, query: &str, variables: Value) -> (u16, Value) {
-        let response = self
-            .client
-            .post(self.url("/graphql"))
-            .json(&json!({"query": query, "variables": variables}))
-            .send()
-            .await
-            .expect("the server answers");
-        let status = response.status().as_u16();
-        (status, response.json().await.expect("a JSON body"))
+        post_graphql(&self.client, self.address, query, variables).await
     }
 
     /// POSTs a query that must succeed and returns its data.
     pub async fn query(&self, query: &str, variables: Value) -> Value {
-        let (status, body) = self.post(query, variables).await;
-        assert_eq!(status, 200, "{body}");
-        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
-        body["data"].clone()
+        query_graphql(&self.client, self.address, query, variables).await
     }
+}
+
+/// POSTs a query to the server at `address`: the status and JSON body.
+pub async fn post_graphql(
+    client: &reqwest::Client,
+    address: SocketAddr,
+    query: &str,
+    variables: Value,
+) -> (u16, Value) {
+    let response = client
+        .post(format!("http://{address}/graphql"))
+        .json(&json!({"query": query, "variables": variables}))
+        .send()
+        .await
+        .expect("the server answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("a JSON body"))
+}
+
+/// POSTs a query that must succeed to the server at `address`: its data.
+pub async fn query_graphql(client: &reqwest::Client, address: SocketAddr, query: &str, variables: Value) -> Value {
+    let (status, body) = post_graphql(client, address, query, variables).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+    body["data"].clone()
 }
 
 /// The `extensions.code` of the first error of a response.

@@ -1,6 +1,7 @@
 //! The change stream end to end: a real WebSocket client subscribes while the
 //! test edits catalog files and ingests them.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::{TestApp, database_tests, editable_examples, spawn_app_on};
+use crate::helpers::{TestApp, database_tests, editable_examples, query_graphql, spawn_app_on};
 
 /// The two GraphQL-over-WebSocket protocols clients speak.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -30,14 +31,14 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    async fn connect(app: &TestApp, path: &str, protocol: Protocol) -> Self {
-        Self::connect_with_window(app, path, protocol, None).await
+    async fn connect(address: SocketAddr, path: &str, protocol: Protocol) -> Self {
+        Self::connect_with_window(address, path, protocol, None).await
     }
 
     /// Connects over a socket whose receive buffer is `window` bytes, so that
     /// a subscriber that stops reading stops the server's writes early.
-    async fn connect_with_window(app: &TestApp, path: &str, protocol: Protocol, window: Option<u32>) -> Self {
-        let mut request = format!("ws://{}{path}", app.address).into_client_request().unwrap();
+    async fn connect_with_window(address: SocketAddr, path: &str, protocol: Protocol, window: Option<u32>) -> Self {
+        let mut request = format!("ws://{address}{path}").into_client_request().unwrap();
         let name = match protocol {
             Protocol::TransportWs => "graphql-transport-ws",
             Protocol::Legacy => "graphql-ws",
@@ -47,7 +48,7 @@ impl Subscriber {
         if let Some(window) = window {
             tcp.set_recv_buffer_size(window).unwrap();
         }
-        let stream = tcp.connect(app.address).await.unwrap();
+        let stream = tcp.connect(address).await.unwrap();
         let (socket, response) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
             .await
             .expect("the WebSocket upgrade succeeds");
@@ -120,14 +121,19 @@ fn edit_description(catalog: &Path, file: &str, name: &str, description: &str) {
 
 /// The last cursor of the feed so far.
 async fn latest_cursor(app: &TestApp) -> String {
+    latest_cursor_at(&app.client, app.address).await
+}
+
+async fn latest_cursor_at(client: &reqwest::Client, address: SocketAddr) -> String {
     let mut cursor = Value::Null;
     loop {
-        let page = app
-            .query(
-                "query ($after: ChangeCursor) { changes(after: $after, first: 1000) { nextCursor hasMore } }",
-                json!({"after": cursor}),
-            )
-            .await;
+        let page = query_graphql(
+            client,
+            address,
+            "query ($after: ChangeCursor) { changes(after: $after, first: 1000) { nextCursor hasMore } }",
+            json!({"after": cursor}),
+        )
+        .await;
         cursor = page["changes"]["nextCursor"].clone();
         if page["changes"]["hasMore"] == false {
             return cursor.as_str().unwrap().to_owned();
@@ -139,7 +145,7 @@ async fn a_subscriber_is_told_what_changed_after_replaying_the_past(database: Te
     let catalog = editable_examples();
     let url = database.url.clone();
     let app = spawn_app_on(&url, catalog.path(), Some(database)).await;
-    let mut subscriber = Subscriber::connect(&app, "/graphql/ws", Protocol::TransportWs).await;
+    let mut subscriber = Subscriber::connect(app.address, "/graphql/ws", Protocol::TransportWs).await;
     subscriber.subscribe(CHANGES, json!({"filter": {"refs": ["component:shipment-tracker"]}, "after": "0"})).await;
     let added = subscriber.event().await;
     assert_eq!(added["type"], "ADDED");
@@ -176,7 +182,7 @@ async fn a_reconnecting_subscriber_gets_exactly_what_it_missed(database: TestDat
         edit_description(catalog.path(), "systems/shipping.yaml", name, &format!("missed {round}"));
         app.ingest().await;
     }
-    let mut subscriber = Subscriber::connect(&app, "/graphql", Protocol::TransportWs).await;
+    let mut subscriber = Subscriber::connect(app.address, "/graphql", Protocol::TransportWs).await;
     subscriber.subscribe(CHANGES, json!({"filter": {"kinds": ["component"]}, "after": cursor})).await;
     // More changes land while the replay runs: they follow it, once each.
     let during = {
@@ -220,7 +226,7 @@ async fn the_legacy_protocol_delivers_the_same_events(database: TestDatabase) {
     let url = database.url.clone();
     let app = spawn_app_on(&url, catalog.path(), Some(database)).await;
     let cursor = latest_cursor(&app).await;
-    let mut subscriber = Subscriber::connect(&app, "/graphql/ws", Protocol::Legacy).await;
+    let mut subscriber = Subscriber::connect(app.address, "/graphql/ws", Protocol::Legacy).await;
     subscriber.subscribe(CHANGES, json!({"filter": {"owners": ["team-shipping-core"]}, "after": cursor})).await;
     edit_description(catalog.path(), "systems/shipping.yaml", "customs-gateway", "legacy clients too");
     app.ingest().await;
@@ -238,7 +244,7 @@ async fn a_change_ingested_by_one_replica_reaches_a_subscriber_of_another(databa
     let writer = spawn_app_on(&url, catalog.path(), Some(database)).await;
     let reader = spawn_app_on(&url, catalog.path(), None).await;
     let cursor = latest_cursor(&reader).await;
-    let mut subscriber = Subscriber::connect(&reader, "/graphql/ws", Protocol::TransportWs).await;
+    let mut subscriber = Subscriber::connect(reader.address, "/graphql/ws", Protocol::TransportWs).await;
     subscriber.subscribe(CHANGES, json!({"after": cursor})).await;
     edit_description(catalog.path(), "systems/shipping.yaml", "route-optimizer", "written by the other replica");
     writer.ingest().await;
@@ -330,7 +336,7 @@ async fn feed_cursors_are_validated(database: TestDatabase) {
 async fn websocket_operations_pass_the_firewall(database: TestDatabase) {
     let url = database.url.clone();
     let app = spawn_app_on(&url, &crate::helpers::examples_root(), Some(database)).await;
-    let mut subscriber = Subscriber::connect(&app, "/graphql/ws", Protocol::TransportWs).await;
+    let mut subscriber = Subscriber::connect(app.address, "/graphql/ws", Protocol::TransportWs).await;
     // The query that overflows async-graphql's parser stack: refused unparsed.
     let crash = format!(
         "subscription {{ catalogChanges(filter: {{refs: {}\"x\"{}}}) {{ cursor }} }}",
@@ -374,7 +380,7 @@ async fn a_subscriber_that_stops_reading_is_ended_with_a_cursor_to_resume_from(d
     .await;
     let start = latest_cursor(&app).await;
     let query = r#"subscription ($after: ChangeCursor) { catalogChanges(after: $after) { cursor entity { raw } } }"#;
-    let mut slow = Subscriber::connect_with_window(&app, "/graphql/ws", Protocol::TransportWs, Some(2048)).await;
+    let mut slow = Subscriber::connect_with_window(app.address, "/graphql/ws", Protocol::TransportWs, Some(2048)).await;
     slow.subscribe(query, json!({"after": start})).await;
     for round in 0..6 {
         edit_every_description(catalog.path(), round);
@@ -414,7 +420,7 @@ async fn a_subscriber_that_stops_reading_is_ended_with_a_cursor_to_resume_from(d
         "lastCursor is the last delivered"
     );
 
-    let mut resumed = Subscriber::connect(&app, "/graphql/ws", Protocol::TransportWs).await;
+    let mut resumed = Subscriber::connect(app.address, "/graphql/ws", Protocol::TransportWs).await;
     resumed.subscribe(query, json!({"after": last_cursor})).await;
     while delivered.len() < expected.len() {
         delivered.push(resumed.event().await["cursor"].as_str().unwrap().to_owned());
@@ -433,7 +439,7 @@ async fn a_saved_file_reaches_subscribers_without_a_refresh(database: TestDataba
     })
     .await;
     let cursor = latest_cursor(&app).await;
-    let mut subscriber = Subscriber::connect(&app, "/graphql/ws", Protocol::TransportWs).await;
+    let mut subscriber = Subscriber::connect(app.address, "/graphql/ws", Protocol::TransportWs).await;
     subscriber.subscribe(CHANGES, json!({"filter": {"refs": ["component:route-optimizer"]}, "after": cursor})).await;
     // Let the loop's first scheduled run finish before saving.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -463,7 +469,7 @@ async fn a_cursor_older_than_the_retained_log_is_refused(database: TestDatabase)
     app.query("query ($after: ChangeCursor) { changes(after: $after) { hasMore } }", json!({"after": purged_through}))
         .await;
 
-    let mut subscriber = Subscriber::connect(&app, "/graphql/ws", Protocol::TransportWs).await;
+    let mut subscriber = Subscriber::connect(app.address, "/graphql/ws", Protocol::TransportWs).await;
     subscriber.subscribe(CHANGES, json!({"after": "0"})).await;
     let refused = subscriber.message().await;
     let errors =
@@ -472,6 +478,7 @@ async fn a_cursor_older_than_the_retained_log_is_refused(database: TestDatabase)
 }
 
 database_tests!(
+    separate_server_processes_deliver_the_same_changes,
     a_cursor_older_than_the_retained_log_is_refused,
     a_saved_file_reaches_subscribers_without_a_refresh,
     a_subscriber_that_stops_reading_is_ended_with_a_cursor_to_resume_from,
@@ -483,3 +490,121 @@ database_tests!(
     feed_cursors_are_validated,
     websocket_operations_pass_the_firewall,
 );
+
+/// A `catalog serve` process of its own, killed when dropped.
+struct ServeProcess {
+    child: std::process::Child,
+    address: SocketAddr,
+    client: reqwest::Client,
+}
+
+/// The `catalog` binary `cargo test --workspace` builds beside this test
+/// (the api crate's own integration tests make cargo build it).
+fn catalog_binary() -> std::path::PathBuf {
+    let test_binary = std::env::current_exe().unwrap();
+    let binary = test_binary.parent().and_then(Path::parent).unwrap().join("catalog");
+    assert!(binary.exists(), "{} is missing: run the suite with `cargo test --workspace`", binary.display());
+    binary
+}
+
+/// The environment of a `catalog` process on `database_url` reading `catalog`.
+fn catalog_command(database_url: &str, catalog: &Path) -> std::process::Command {
+    let providers = json!([{"type": "file", "paths": [catalog.join("catalog-info.yaml").display().to_string()]}]);
+    let mut command = std::process::Command::new(catalog_binary());
+    command
+        .env("CATALOG_DATABASE__URL", database_url)
+        .env("CATALOG_INGESTION__PROVIDERS", providers.to_string())
+        .env("CATALOG_INGESTION__INTERVAL_SECONDS", "3600")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    command
+}
+
+impl ServeProcess {
+    /// Starts `catalog serve` on a free port and waits until it answers.
+    async fn start(database_url: &str, catalog: &Path, ingest: bool) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = catalog_command(database_url, catalog)
+            .arg("serve")
+            .env("CATALOG_SERVER__HOST", "127.0.0.1")
+            .env("CATALOG_SERVER__PORT", port.to_string())
+            .env("CATALOG_INGESTION__ENABLED", ingest.to_string())
+            .env("CATALOG_INGESTION__WATCH", ingest.to_string())
+            .spawn()
+            .expect("catalog serve starts");
+        let process =
+            ServeProcess { child, address: SocketAddr::from(([127, 0, 0, 1], port)), client: reqwest::Client::new() };
+        let started = std::time::Instant::now();
+        let ready = r#"{ entity(ref: "component:route-optimizer") { entityRef } }"#;
+        loop {
+            let response = process
+                .client
+                .post(format!("http://{}/graphql", process.address))
+                .json(&json!({"query": ready}))
+                .send()
+                .await;
+            if let Ok(response) = response
+                && let Ok(body) = response.json::<Value>().await
+                && body["data"]["entity"].is_object()
+            {
+                return process;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "catalog serve did not serve the catalog within 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Three separate OS processes on one database: a server that ingests (its
+/// file watcher), a server that only serves, and a one-off `catalog ingest
+/// --once`. Subscribers of both servers receive every change exactly once and
+/// with the same cursors, whichever process wrote it (PostgreSQL wakes the
+/// others with NOTIFY, SQLite through each server's poll of the log).
+async fn separate_server_processes_deliver_the_same_changes(database: TestDatabase) {
+    let catalog = editable_examples();
+    let writer = ServeProcess::start(&database.url, catalog.path(), true).await;
+    let reader = ServeProcess::start(&database.url, catalog.path(), false).await;
+    let cursor = latest_cursor_at(&reader.client, reader.address).await;
+    let filter = json!({"refs": ["component:route-optimizer", "component:driver-app"]});
+    let mut subscribers = Vec::new();
+    for server in [&writer, &reader] {
+        let mut subscriber = Subscriber::connect(server.address, "/graphql/ws", Protocol::TransportWs).await;
+        subscriber.subscribe(CHANGES, json!({"filter": filter, "after": cursor})).await;
+        subscribers.push(subscriber);
+    }
+
+    // The serving writer's watcher picks up a saved file.
+    edit_description(catalog.path(), "systems/shipping.yaml", "route-optimizer", "saved beside the writer");
+    let mut cursors = Vec::new();
+    for subscriber in &mut subscribers {
+        let event = subscriber.event().await;
+        assert_eq!(event["entityRef"], "component:default/route-optimizer");
+        assert_eq!(event["entity"]["description"], "saved beside the writer");
+        cursors.push(event["cursor"].clone());
+    }
+    assert_eq!(cursors[0], cursors[1], "both servers deliver the same change under the same cursor");
+
+    // A third process ingests another edit; the writer's watcher may race it
+    // for the same file, and still exactly one change comes out.
+    edit_description(catalog.path(), "systems/shipping.yaml", "driver-app", "ingested by a one-off process");
+    let status = catalog_command(&database.url, catalog.path()).args(["ingest", "--once"]).status().unwrap();
+    assert!(status.success());
+    let mut cursors = Vec::new();
+    for subscriber in &mut subscribers {
+        let event = subscriber.event().await;
+        assert_eq!(event["entityRef"], "component:default/driver-app");
+        assert_eq!(event["entity"]["description"], "ingested by a one-off process");
+        cursors.push(event["cursor"].clone());
+    }
+    assert_eq!(cursors[0], cursors[1]);
+    for subscriber in &mut subscribers {
+        subscriber.silent_for(Duration::from_secs(1)).await;
+    }
+}
