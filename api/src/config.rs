@@ -80,6 +80,15 @@ pub struct GraphqlConfig {
     /// The deepest nesting of brackets, braces and parentheses in a query,
     /// checked before parsing (the parser recurses per level).
     pub max_nesting: usize,
+    /// The most tokens (names, punctuation, values) a query may hold, counted
+    /// before parsing.
+    pub max_tokens: usize,
+    /// The most aliases a request may use, fragments expanded.
+    pub max_aliases: usize,
+    /// The most fields a request may select, fragments expanded.
+    pub max_fields: usize,
+    /// The most directives a request may use, fragments expanded.
+    pub max_directives: usize,
     /// The deepest selection nesting of an operation.
     pub max_depth: usize,
     /// The most an operation may cost; connection fields cost their page size
@@ -119,6 +128,10 @@ impl Default for GraphqlConfig {
             max_body_bytes: 256 * 1024,
             max_query_bytes: 32 * 1024,
             max_nesting: 40,
+            max_tokens: 2_000,
+            max_aliases: 30,
+            max_fields: 1_000,
+            max_directives: 50,
             max_depth: 16,
             max_complexity: 10_000,
         }

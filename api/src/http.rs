@@ -11,14 +11,14 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use catalog_store::Store;
 use serde::Deserialize;
 
 use crate::config::GraphqlConfig;
-use crate::firewall;
+use crate::firewall::{self, Limits};
 use crate::graphql::{CatalogSchema, with_loaders, with_subscription_loaders};
 
 #[derive(Clone)]
@@ -38,6 +38,7 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(with_request_id))
         .with_state(state)
 }
 
@@ -90,23 +91,28 @@ struct FirewalledExecutor {
 }
 
 impl FirewalledExecutor {
-    fn refused(&self, request: &Request) -> Option<GraphqlResponse> {
-        let graphql = &self.state.graphql;
-        let rejected = firewall::check_query(&request.query, graphql.max_query_bytes, graphql.max_nesting).err()?;
-        tracing::info!(limit = rejected.limit_name(), "subscription refused before parsing");
+    /// The firewall's answer to a request it refuses. A query that does not
+    /// parse passes: async-graphql reports the parse error itself.
+    fn refused(&self, request: &mut Request) -> Option<GraphqlResponse> {
+        let limits = Limits::from(&self.state.graphql);
+        let rejected = match limits.check_text(&request.query) {
+            Err(rejected) => rejected,
+            Ok(()) => limits.check_document(request.parsed_query().ok()?).err()?,
+        };
+        tracing::info!(limit = rejected.limit_name(), "WebSocket operation refused by the firewall");
         let mut error = ServerError::new(rejected.to_string(), None);
-        set_code(&mut error, "LIMIT_EXCEEDED", Some(rejected.limit_name()));
+        set_code(&mut error, rejected.code(), rejected.limit_name());
         Some(GraphqlResponse::from_errors(vec![error]))
     }
 }
 
 impl async_graphql::Executor for FirewalledExecutor {
-    async fn execute(&self, request: Request) -> GraphqlResponse {
-        if let Some(refused) = self.refused(&request) {
+    async fn execute(&self, mut request: Request) -> GraphqlResponse {
+        if let Some(refused) = self.refused(&mut request) {
             return refused;
         }
         let request = with_loaders(request, &self.state.store);
-        with_codes(self.state.schema.execute(request).await)
+        with_codes(self.state.schema.execute(request).await, &new_request_id())
     }
 
     fn execute_stream(
@@ -115,7 +121,7 @@ impl async_graphql::Executor for FirewalledExecutor {
         session_data: Option<std::sync::Arc<async_graphql::Data>>,
     ) -> futures::stream::BoxStream<'static, GraphqlResponse> {
         use futures::StreamExt as _;
-        if let Some(refused) = self.refused(&request) {
+        if let Some(refused) = self.refused(&mut request) {
             return futures::stream::once(async move { refused }).boxed();
         }
         // Queries and mutations sent over the socket get the HTTP timeout;
@@ -142,10 +148,12 @@ impl async_graphql::Executor for FirewalledExecutor {
             .boxed();
         }
         let request = with_subscription_loaders(request, &self.state.store);
-        match session_data {
-            Some(data) => self.state.schema.execute_stream_with_session_data(request, data).map(with_codes).boxed(),
-            None => self.state.schema.execute_stream(request).map(with_codes).boxed(),
-        }
+        let request_id = new_request_id();
+        let stream = match session_data {
+            Some(data) => self.state.schema.execute_stream_with_session_data(request, data).boxed(),
+            None => self.state.schema.execute_stream(request).boxed(),
+        };
+        stream.map(move |response| with_codes(response, &request_id)).boxed()
     }
 }
 
@@ -167,6 +175,8 @@ struct RequestBody {
     operation_name: Option<String>,
     #[serde(default)]
     variables: Option<serde_json::Value>,
+    #[serde(default)]
+    extensions: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -178,11 +188,12 @@ struct GetParams {
 }
 
 async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(media) = ResponseMedia::accepted(&headers) else { return not_acceptable() };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or_default();
     let media_type = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
     if media_type != "application/json" && media_type != "application/graphql-response+json" {
         return rejection(
-            &headers,
+            media,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "BAD_REQUEST",
             None,
@@ -190,13 +201,13 @@ async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: 
         );
     }
     if body.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'[') {
-        return rejection(&headers, StatusCode::BAD_REQUEST, "BAD_REQUEST", None, "batched requests are not supported");
+        return rejection(media, StatusCode::BAD_REQUEST, "BAD_REQUEST", None, "batched requests are not supported");
     }
     let request: RequestBody = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(error) => {
             return rejection(
-                &headers,
+                media,
                 StatusCode::BAD_REQUEST,
                 "BAD_REQUEST",
                 None,
@@ -204,26 +215,41 @@ async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: 
             );
         }
     };
-    execute(&state, &headers, request.query, request.operation_name, request.variables).await
+    for (name, value) in [("variables", &request.variables), ("extensions", &request.extensions)] {
+        if value.as_ref().is_some_and(|value| !value.is_object() && !value.is_null()) {
+            let message = format!("{name} must be a JSON object");
+            return rejection(media, StatusCode::BAD_REQUEST, "BAD_REQUEST", None, &message);
+        }
+    }
+    let request = GraphqlHttpRequest {
+        query: request.query,
+        operation_name: request.operation_name,
+        variables: request.variables,
+        method: Method::POST,
+    };
+    execute(&state, &headers, media, request).await
 }
 
 async fn graphql_get(State(state): State<HttpState>, headers: HeaderMap, Query(params): Query<GetParams>) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if params.query.is_none() && wants_html && state.graphql.graphiql_enabled {
+        return Html(GraphiQLSource::build().endpoint("/graphql").title("Catalog GraphiQL").finish()).into_response();
+    }
+    let Some(media) = ResponseMedia::accepted(&headers) else { return not_acceptable() };
     let Some(query) = params.query else {
-        let wants_html = headers
-            .get(header::ACCEPT)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|accept| accept.contains("text/html"));
-        if wants_html && state.graphql.graphiql_enabled {
-            return Html(GraphiQLSource::build().endpoint("/graphql").title("Catalog GraphiQL").finish())
-                .into_response();
-        }
-        return rejection(&headers, StatusCode::BAD_REQUEST, "BAD_REQUEST", None, "the query parameter is missing");
+        return rejection(media, StatusCode::BAD_REQUEST, "BAD_REQUEST", None, "the query parameter is missing");
     };
     let variables = match params.variables.as_deref().map(serde_json::from_str::<serde_json::Value>).transpose() {
-        Ok(variables) => variables,
+        Ok(variables) if variables.as_ref().is_none_or(|value| value.is_object() || value.is_null()) => variables,
+        Ok(_) => {
+            return rejection(media, StatusCode::BAD_REQUEST, "BAD_REQUEST", None, "variables must be a JSON object");
+        }
         Err(error) => {
             return rejection(
-                &headers,
+                media,
                 StatusCode::BAD_REQUEST,
                 "BAD_REQUEST",
                 None,
@@ -231,44 +257,115 @@ async fn graphql_get(State(state): State<HttpState>, headers: HeaderMap, Query(p
             );
         }
     };
-    execute(&state, &headers, query, params.operation_name, variables).await
+    let request = GraphqlHttpRequest { query, operation_name: params.operation_name, variables, method: Method::GET };
+    execute(&state, &headers, media, request).await
 }
 
-async fn execute(
-    state: &HttpState,
-    headers: &HeaderMap,
+/// A GraphQL request as it arrived over HTTP.
+struct GraphqlHttpRequest {
     query: String,
     operation_name: Option<String>,
     variables: Option<serde_json::Value>,
-) -> Response {
-    if let Err(rejected) = firewall::check_query(&query, state.graphql.max_query_bytes, state.graphql.max_nesting) {
-        let status = match rejected {
-            firewall::Rejection::QueryTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            firewall::Rejection::NestingTooDeep { .. } => StatusCode::BAD_REQUEST,
+    method: Method,
+}
+
+/// The media type a response is written in, from the request's Accept
+/// header (GraphQL over HTTP): `application/graphql-response+json` when the
+/// client accepts it, `application/json` otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ResponseMedia {
+    GraphqlResponseJson,
+    Json,
+}
+
+impl ResponseMedia {
+    /// `None` when the client accepts neither (406).
+    fn accepted(headers: &HeaderMap) -> Option<ResponseMedia> {
+        let Some(accept) = headers.get(header::ACCEPT).and_then(|value| value.to_str().ok()) else {
+            return Some(ResponseMedia::Json);
         };
-        tracing::info!(limit = rejected.limit_name(), "query refused before parsing");
-        return rejection(headers, status, "LIMIT_EXCEEDED", Some(rejected.limit_name()), &rejected.to_string());
+        let ranges: Vec<String> = accept
+            .split(',')
+            .map(|range| range.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+            .collect();
+        if ranges.iter().any(|range| range == "application/graphql-response+json") {
+            Some(ResponseMedia::GraphqlResponseJson)
+        } else if ranges.iter().any(|range| matches!(range.as_str(), "application/json" | "application/*" | "*/*" | ""))
+        {
+            Some(ResponseMedia::Json)
+        } else {
+            None
+        }
     }
-    let mut request = Request::new(query);
-    if let Some(operation_name) = operation_name {
+
+    fn content_type(self) -> &'static str {
+        match self {
+            ResponseMedia::GraphqlResponseJson => "application/graphql-response+json",
+            ResponseMedia::Json => "application/json",
+        }
+    }
+
+    /// The status of a request error (parse or validation failure): 400 in
+    /// the GraphQL media type; 200 in plain JSON, which older clients read as
+    /// "look at errors".
+    fn request_error_status(self) -> StatusCode {
+        match self {
+            ResponseMedia::GraphqlResponseJson => StatusCode::BAD_REQUEST,
+            ResponseMedia::Json => StatusCode::OK,
+        }
+    }
+}
+
+fn not_acceptable() -> Response {
+    let body = r#"{"errors":[{"message":"accept application/graphql-response+json or application/json","extensions":{"code":"BAD_REQUEST"}}]}"#;
+    let mut response = (StatusCode::NOT_ACCEPTABLE, body).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, http: GraphqlHttpRequest) -> Response {
+    let limits = Limits::from(&state.graphql);
+    if let Err(rejected) = limits.check_text(&http.query) {
+        return firewall_rejection(media, &rejected);
+    }
+    let mut request = Request::new(http.query);
+    if let Some(operation_name) = http.operation_name.clone() {
         request = request.operation_name(operation_name);
     }
-    if let Some(variables) = variables {
+    if let Some(variables) = http.variables {
         request = request.variables(Variables::from_json(variables));
     }
-    // Parsing here, after the firewall, tells a parse failure apart from a
+    // Parsing here, after the text checks, tells a parse failure apart from a
     // validation failure without reading error messages.
-    if let Err(error) = request.parsed_query() {
-        let mut response = GraphqlResponse::from_errors(vec![error]);
-        set_code(&mut response.errors[0], "GRAPHQL_PARSE_FAILED", None);
-        return json_response(headers, StatusCode::BAD_REQUEST, &response);
+    let document = match request.parsed_query() {
+        Ok(document) => document,
+        Err(error) => {
+            let mut response = GraphqlResponse::from_errors(vec![error]);
+            set_code(&mut response.errors[0], "GRAPHQL_PARSE_FAILED", None);
+            return json_response(media, media.request_error_status(), &response);
+        }
+    };
+    if let Err(rejected) = limits.check_document(document) {
+        return firewall_rejection(media, &rejected);
     }
+    if http.method == Method::GET && !selects_a_query(document, http.operation_name.as_deref()) {
+        let mut response = rejection(
+            media,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "BAD_REQUEST",
+            None,
+            "GET runs queries only: send mutations and subscriptions with POST (or over the WebSocket)",
+        );
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let request_id = request_id(headers);
     let request = with_loaders(request, &state.store);
     let response = match tokio::time::timeout(state.request_timeout, state.schema.execute(request)).await {
         Ok(response) => response,
         Err(_) => {
             return rejection(
-                headers,
+                media,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "LIMIT_EXCEEDED",
                 Some("timeout"),
@@ -276,15 +373,80 @@ async fn execute(
             );
         }
     };
-    json_response(headers, StatusCode::OK, &with_codes(response))
+    let response = with_codes(response, &request_id);
+    // No data at all means the request never executed: validation or
+    // variable coercion failed.
+    let status = if response.data == async_graphql::Value::Null && !response.errors.is_empty() {
+        media.request_error_status()
+    } else {
+        StatusCode::OK
+    };
+    json_response(media, status, &response)
+}
+
+/// Whether the operation a request runs is a query (an unknown or ambiguous
+/// operation name counts as a query: validation reports it).
+fn selects_a_query(document: &async_graphql::parser::types::ExecutableDocument, name: Option<&str>) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    let operation = match (&document.operations, name) {
+        (DocumentOperations::Single(operation), _) => Some(operation),
+        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name),
+        (DocumentOperations::Multiple(operations), None) => {
+            operations.values().next().filter(|_| operations.len() == 1)
+        }
+    };
+    operation.is_none_or(|operation| operation.node.ty == OperationType::Query)
+}
+
+fn firewall_rejection(media: ResponseMedia, rejected: &firewall::Rejection) -> Response {
+    let status = match rejected {
+        firewall::Rejection::QueryTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    tracing::info!(limit = rejected.limit_name(), "query refused by the firewall");
+    rejection(media, status, rejected.code(), rejected.limit_name(), &rejected.to_string())
+}
+
+/// The id the request-id middleware gave this request.
+fn request_id(headers: &HeaderMap) -> String {
+    headers.get(REQUEST_ID).and_then(|value| value.to_str().ok()).map_or_else(new_request_id, str::to_owned)
+}
+
+fn new_request_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// The header carrying a request's id, both ways.
+const REQUEST_ID: &str = "x-request-id";
+
+/// Gives every request an id (a client's own `x-request-id` when it sent a
+/// sane one), runs it inside a span naming the id, so that every log line of
+/// the request carries it, and returns the id in the response.
+async fn with_request_id(mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument as _;
+    let given = request.headers().get(REQUEST_ID).and_then(|value| value.to_str().ok()).filter(|id| {
+        !id.is_empty() && id.len() <= 64 && id.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+    });
+    let id = given.map_or_else(new_request_id, str::to_owned);
+    let value = HeaderValue::from_str(&id).expect("request ids are ASCII");
+    request.headers_mut().insert(REQUEST_ID, value.clone());
+    let span = tracing::info_span!("request", id = %id);
+    let mut response = next.run(request).instrument(span).await;
+    response.headers_mut().insert(REQUEST_ID, value);
+    response
 }
 
 /// Errors raised by async-graphql itself (parse, validation, depth and
 /// complexity limits) carry no code: give them one.
-fn with_codes(mut response: GraphqlResponse) -> GraphqlResponse {
+/// Internal errors are masked: the client gets a generic message and the
+/// request id, the log gets the details.
+fn with_codes(mut response: GraphqlResponse, request_id: &str) -> GraphqlResponse {
     for error in &mut response.errors {
-        let has_code = error.extensions.as_ref().is_some_and(|extensions| extensions.get("code").is_some());
-        if has_code {
+        let code = error.extensions.as_ref().and_then(|extensions| extensions.get("code")).cloned();
+        if let Some(code) = code {
+            if code == async_graphql::Value::from("INTERNAL") {
+                error.extensions.get_or_insert_with(Default::default).set("requestId", request_id);
+            }
             continue;
         }
         let message = error.message.to_ascii_lowercase();
@@ -296,7 +458,14 @@ fn with_codes(mut response: GraphqlResponse) -> GraphqlResponse {
             ("LIMIT_EXCEEDED", Some("directives"))
         } else if error.path.is_empty() {
             ("GRAPHQL_VALIDATION_FAILED", None)
+        } else if message.starts_with("failed to parse") || message.starts_with("invalid value for argument") {
+            // An argument that did not coerce to its type (a custom scalar's
+            // own parser): the client's mistake, and its message is ours.
+            ("BAD_USER_INPUT", None)
         } else {
+            tracing::error!(request_id, message = %error.message, path = ?error.path, "resolver failed");
+            error.message = format!("internal error: the request could not be completed (request id {request_id})");
+            error.extensions.get_or_insert_with(Default::default).set("requestId", request_id);
             ("INTERNAL", None)
         };
         set_code(error, code, limit);
@@ -312,23 +481,24 @@ fn set_code(error: &mut ServerError, code: &str, limit: Option<&str>) {
     }
 }
 
-fn rejection(headers: &HeaderMap, status: StatusCode, code: &str, limit: Option<&str>, message: &str) -> Response {
+fn rejection(media: ResponseMedia, status: StatusCode, code: &str, limit: Option<&str>, message: &str) -> Response {
     let mut error = ServerError::new(message, None);
     set_code(&mut error, code, limit);
-    json_response(headers, status, &GraphqlResponse::from_errors(vec![error]))
+    json_response(media, status, &GraphqlResponse::from_errors(vec![error]))
 }
 
-/// Answers in application/graphql-response+json when the client accepts it,
-/// and in application/json otherwise.
-fn json_response(headers: &HeaderMap, status: StatusCode, response: &GraphqlResponse) -> Response {
-    let accepts_graphql_json = headers
-        .get(header::ACCEPT)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|accept| accept.contains("application/graphql-response+json"));
-    let content_type = if accepts_graphql_json { "application/graphql-response+json" } else { "application/json" };
+/// The response body in the negotiated media type. A response without data
+/// (a request error) has no `data` entry at all, as GraphQL over HTTP asks.
+fn json_response(media: ResponseMedia, status: StatusCode, response: &GraphqlResponse) -> Response {
+    let mut body = serde_json::to_value(response).unwrap_or_default();
+    if response.data == async_graphql::Value::Null
+        && let Some(object) = body.as_object_mut()
+    {
+        object.remove("data");
+    }
     let body =
-        serde_json::to_vec(response).unwrap_or_else(|_| b"{\"errors\":[{\"message\":\"internal error\"}]}".to_vec());
+        serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"errors\":[{\"message\":\"internal error\"}]}".to_vec());
     let mut response = (status, body).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media.content_type()));
     response
 }

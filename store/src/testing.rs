@@ -137,6 +137,14 @@ macro_rules! backend_tests {
     };
 }
 
+impl Store {
+    /// Runs raw SQL on the store's own pool: tests use it to break the
+    /// database under a running server (drop a table, say).
+    pub async fn execute_unprepared_for_tests(&self, sql: &str) {
+        sea_orm::ConnectionTrait::execute_unprepared(&self.db, sql).await.expect("the test's SQL runs");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -120,7 +120,115 @@ async fn health_readiness_and_graphiql_answer(app: TestApp) {
     assert!(body["data"]["entities"]["totalCount"].as_u64().unwrap() >= 60);
 }
 
+async fn aliases_fields_directives_and_fragments_are_counted_before_validation(app: TestApp) {
+    // The measured case: 1,000 aliases of __typename passed a complexity limit.
+    let thousand: String = (0..1000).map(|n| format!("a{n}: __typename ")).collect();
+    let (status, body) = app.post(&format!("{{ {thousand} }}"), json!({})).await;
+    assert_eq!((status, error_code(&body)), (400, "LIMIT_EXCEEDED"), "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["limit"], "tokens");
+    let forty: String = (0..40).map(|n| format!("a{n}: __typename ")).collect();
+    let (status, body) = app.post(&format!("{{ {forty} }}"), json!({})).await;
+    assert_eq!((status, body["errors"][0]["extensions"]["limit"].as_str()), (400, Some("aliases")), "{body}");
+
+    // Each fragment spreads the next twice: 2^30 fields once expanded.
+    let mut bomb = String::from("{ ...f0 }\n");
+    for n in 0..30 {
+        bomb.push_str(&format!("fragment f{n} on Query {{ ...f{next} ...f{next} }}\n", next = n + 1));
+    }
+    bomb.push_str("fragment f30 on Query { __typename }");
+    let started = std::time::Instant::now();
+    let (status, body) = app.post(&bomb, json!({})).await;
+    assert_eq!((status, body["errors"][0]["extensions"]["limit"].as_str()), (400, Some("fields")), "{body}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "refused in {:?}", started.elapsed());
+
+    let cycle = "{ ...a } fragment a on Query { ...b } fragment b on Query { __typename ...a }";
+    let (status, body) = app.post(cycle, json!({})).await;
+    assert_eq!((status, error_code(&body)), (400, "GRAPHQL_VALIDATION_FAILED"), "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("spreads itself"), "{body}");
+
+    let directives = " @include(if: true)".repeat(60);
+    let (_, body) = app.post(&format!("{{ __typename{directives} }}"), json!({})).await;
+    assert_eq!(body["errors"][0]["extensions"]["limit"], "directives", "{body}");
+    // The server is still fine.
+    let data = app.query("{ entities { totalCount } }", json!({})).await;
+    assert!(data["entities"]["totalCount"].as_u64().unwrap() > 0);
+}
+
+async fn get_runs_queries_only_and_responses_follow_the_accept_header(app: TestApp) {
+    let get = |query: &'static str| app.client.get(app.url("/graphql")).query(&[("query", query)]).send();
+    let response = get("mutation { __typename }").await.unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+    assert_eq!(response.headers()["allow"], "POST");
+    let response = get("subscription { catalogChanges { cursor } }").await.unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+    let response = get("query A { __typename } mutation B { __typename }").await.unwrap();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body.get("data").is_none(), "two operations and no name: nothing runs: {body}");
+    let response = app
+        .client
+        .get(app.url("/graphql"))
+        .query(&[("query", "query A { __typename } mutation B { __typename }"), ("operationName", "A")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200, "the query of a document that also holds a mutation");
+
+    let post = |accept: &'static str, body: serde_json::Value| {
+        app.client.post(app.url("/graphql")).header("accept", accept).json(&body).send()
+    };
+    let response = post("text/plain", json!({"query": "{ __typename }"})).await.unwrap();
+    assert_eq!(response.status().as_u16(), 406);
+    // A request error: 400 and no data entry in the GraphQL media type...
+    let response = post("application/graphql-response+json", json!({"query": "{ nonsense }"})).await.unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(response.headers()["content-type"], "application/graphql-response+json");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body.get("data").is_none() && body["errors"].is_array(), "{body}");
+    // ...200 in plain JSON, which legacy clients expect.
+    let response = post("application/json", json!({"query": "{ nonsense }"})).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let response =
+        post("application/graphql-response+json", json!({"query": "{ __typename }", "variables": "x"})).await.unwrap();
+    assert_eq!(response.status().as_u16(), 400, "variables must be an object");
+    let response = post(
+        "application/graphql-response+json",
+        json!({"query": "query ($n: Int) { entities(first: $n) { totalCount } }", "variables": {"n": "ten"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status().as_u16(), 400, "a variable that does not coerce");
+}
+
+/// A database failure reaches the client as a generic message with the
+/// request's id; the details stay in the log.
+async fn internal_errors_are_masked_and_carry_the_request_id(app: TestApp) {
+    app.store.execute_unprepared_for_tests("DROP TABLE entity_facets").await;
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .header("x-request-id", "trace-me-42")
+        .json(&json!({"query": "{ facets(fields: [\"kind\"]) { field } }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-me-42");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error_code(&body), "INTERNAL", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["requestId"], "trace-me-42");
+    let text = body.to_string().to_lowercase();
+    for leak in ["entity_facets", "no such table", "relation", "sqlx", "postgres", "sqlite"] {
+        assert!(!text.contains(leak), "{leak} reached the client: {body}");
+    }
+    // Without one, the server makes an id up and returns it.
+    let response = app.client.post(app.url("/graphql")).json(&json!({"query": "{ __typename }"})).send().await.unwrap();
+    assert_eq!(response.headers()["x-request-id"].len(), 32);
+}
+
 e2e_tests!(
+    aliases_fields_directives_and_fragments_are_counted_before_validation,
+    get_runs_queries_only_and_responses_follow_the_accept_header,
+    internal_errors_are_masked_and_carry_the_request_id,
     a_deeply_nested_query_is_refused_and_the_server_keeps_answering,
     oversized_bodies_and_queries_are_refused,
     only_json_single_requests_are_accepted,
