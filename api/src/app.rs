@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::graphql::{SchemaLimits, build_schema};
+use crate::graphql::{SchemaOptions, build_schema};
 use crate::http::{HttpState, router};
 use crate::hub::ChangeHub;
 
@@ -30,8 +30,14 @@ pub struct Application {
 impl Application {
     /// Connects and migrates the database and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let store = Store::connect(&config.database.url).await.context("cannot open the database")?;
-        store.migrate().await.context("cannot migrate the database")?;
+        // Migrations run without the statement timeout: building an index on
+        // a large table may take longer than any read should.
+        let migrator = Store::connect(&config.database.url).await.context("cannot open the database")?;
+        migrator.migrate().await.context("cannot migrate the database")?;
+        migrator.close().await.context("cannot close the migration connection")?;
+        let store = Store::connect_with(&config.database.url, config.database.connect_settings())
+            .await
+            .context("cannot open the database")?;
         let engine = Engine::new(store.clone(), &config.ingestion.providers);
         // Listening first, then the hub reads where the log ends: no commit
         // of another replica falls between the two.
@@ -65,12 +71,16 @@ impl Application {
     /// Serves until `shutdown` completes, running ingestion on its schedule
     /// when enabled; in-flight requests finish before it returns.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let limits = SchemaLimits {
-            max_depth: self.config.graphql.max_depth,
-            max_complexity: self.config.graphql.max_complexity,
+        let graphql = &self.config.graphql;
+        let options = SchemaOptions {
+            max_depth: graphql.max_depth,
+            max_complexity: graphql.max_complexity,
+            introspection: graphql.introspection,
+            field_suggestions: graphql.field_suggestions,
         };
         let state = HttpState {
-            schema: build_schema(self.store.clone(), self.hub.clone(), limits),
+            allowed_origins: self.config.server.cors_allowed_origins.clone(),
+            schema: build_schema(self.store.clone(), self.hub.clone(), options),
             store: self.store.clone(),
             graphql: self.config.graphql.clone(),
             request_timeout: Duration::from_secs(self.config.server.request_timeout_seconds),

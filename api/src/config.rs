@@ -12,11 +12,26 @@ use serde_json::{Map, Value};
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Which defaults apply before the file and the environment: `embedded`
+    /// (the demo: GraphiQL, introspection and field suggestions on) or
+    /// `production` (all three off).
+    pub profile: Profile,
     pub server: ServerConfig,
     pub database: DatabaseConfig,
     pub ingestion: IngestionConfig,
     pub graphql: GraphqlConfig,
     pub changes: ChangesConfig,
+}
+
+/// A set of defaults for where the catalog runs.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// One process on a laptop or in a demo: everything discoverable.
+    #[default]
+    Embedded,
+    /// Exposed to a company: nothing discoverable that need not be.
+    Production,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -45,6 +60,10 @@ pub struct ServerConfig {
     pub port: u16,
     /// The longest a request may run before it is cut off.
     pub request_timeout_seconds: u64,
+    /// Origins (e.g. `https://portal.example.com`, or `*`) whose browser
+    /// pages may call the API (CORS) and open its WebSocket. Empty: only
+    /// pages served from the catalog's own origin, and non-browser clients.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -53,6 +72,10 @@ pub struct DatabaseConfig {
     /// `sqlite://PATH` (embedded) or `postgres://USER@HOST:PORT/DB`. Put the
     /// password in the environment (CATALOG_DATABASE__URL), never in a file.
     pub url: String,
+    /// The longest one read statement may run on PostgreSQL before the
+    /// server cancels it; 0: no limit. (SQLite has no statement timeout:
+    /// the request timeout bounds its reads.)
+    pub statement_timeout_seconds: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -73,6 +96,16 @@ pub struct IngestionConfig {
 pub struct GraphqlConfig {
     /// Whether GET /graphql from a browser serves GraphiQL.
     pub graphiql_enabled: bool,
+    /// Whether `__schema` and `__type` answer.
+    pub introspection: bool,
+    /// Whether validation errors suggest field names ("did you mean ...?").
+    pub field_suggestions: bool,
+    /// Whether GET /graphql requires the `x-catalog-csrf` header (POST
+    /// already requires a JSON content type, which cross-site forms cannot send).
+    pub require_csrf_header: bool,
+    /// How long a WebSocket may stay open without sending its
+    /// `connection_init` before it is closed with 4408.
+    pub websocket_init_timeout_seconds: u64,
     /// The largest request body accepted on /graphql.
     pub max_body_bytes: usize,
     /// The longest query text accepted.
@@ -98,13 +131,21 @@ pub struct GraphqlConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { host: "127.0.0.1".into(), port: 7007, request_timeout_seconds: 30 }
+        Self { host: "127.0.0.1".into(), port: 7007, request_timeout_seconds: 30, cors_allowed_origins: Vec::new() }
+    }
+}
+
+impl DatabaseConfig {
+    /// The store's session settings.
+    pub fn connect_settings(&self) -> catalog_store::ConnectSettings {
+        let timeout = std::time::Duration::from_secs(self.statement_timeout_seconds);
+        catalog_store::ConnectSettings { statement_timeout: Some(timeout) }
     }
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: "sqlite://data/catalog.db".into() }
+        Self { url: "sqlite://data/catalog.db".into(), statement_timeout_seconds: 30 }
     }
 }
 
@@ -125,6 +166,10 @@ impl Default for GraphqlConfig {
     fn default() -> Self {
         Self {
             graphiql_enabled: true,
+            introspection: true,
+            field_suggestions: true,
+            require_csrf_header: false,
+            websocket_init_timeout_seconds: 10,
             max_body_bytes: 256 * 1024,
             max_query_bytes: 32 * 1024,
             max_nesting: 40,
@@ -153,13 +198,26 @@ pub enum ConfigError {
 pub const ENV_PREFIX: &str = "CATALOG_";
 
 impl Config {
-    /// Defaults, then the file (when given), then the environment variables.
+    /// The defaults of a profile.
+    pub fn for_profile(profile: Profile) -> Self {
+        let mut config = Config { profile, ..Config::default() };
+        if profile == Profile::Production {
+            config.graphql.graphiql_enabled = false;
+            config.graphql.introspection = false;
+            config.graphql.field_suggestions = false;
+            config.graphql.require_csrf_header = true;
+        }
+        config
+    }
+
+    /// The profile's defaults, then the file (when given), then the
+    /// environment variables. The profile itself comes from the file or
+    /// `CATALOG_PROFILE`.
     pub fn load(
         file: Option<&Path>,
         environment: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut value =
-            serde_json::to_value(Config::default()).map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        let mut value = Value::Object(Map::new());
         if let Some(path) = file {
             let text = std::fs::read_to_string(path)
                 .map_err(|error| ConfigError::File { path: path.display().to_string(), message: error.to_string() })?;
@@ -182,7 +240,15 @@ impl Config {
             let parsed = serde_json::from_str::<Value>(&raw).unwrap_or(Value::String(raw));
             set_path(&mut value, &keys, parsed).map_err(|message| ConfigError::Environment { name, message })?;
         }
-        serde_json::from_value(value).map_err(|error| ConfigError::Invalid(error.to_string()))
+        let profile = match value.get("profile") {
+            Some(profile) => serde_json::from_value(profile.clone())
+                .map_err(|_| ConfigError::Invalid(format!("profile must be embedded or production, got {profile}")))?,
+            None => Profile::default(),
+        };
+        let mut config = serde_json::to_value(Config::for_profile(profile))
+            .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        merge(&mut config, value);
+        serde_json::from_value(config).map_err(|error| ConfigError::Invalid(error.to_string()))
     }
 }
 
@@ -242,6 +308,20 @@ mod tests {
         assert_eq!((config.server.host.as_str(), config.server.port), ("0.0.0.0", 9090));
         assert_eq!(config.ingestion.interval_seconds, 5);
         assert_eq!(config.database.url, "postgres://catalog@db/catalog");
+    }
+
+    #[test]
+    fn the_production_profile_hides_the_schema_unless_told_otherwise() {
+        let production = vec![("CATALOG_PROFILE".to_owned(), "production".to_owned())];
+        let config = Config::load(None, production.clone()).unwrap();
+        assert_eq!(config.profile, Profile::Production);
+        assert!(!config.graphql.introspection && !config.graphql.field_suggestions && !config.graphql.graphiql_enabled);
+        let mut with_introspection = production;
+        with_introspection.push(("CATALOG_GRAPHQL__INTROSPECTION".to_owned(), "true".to_owned()));
+        let config = Config::load(None, with_introspection).unwrap();
+        assert!(config.graphql.introspection && !config.graphql.field_suggestions);
+        let error = Config::load(None, vec![("CATALOG_PROFILE".to_owned(), "staging".to_owned())]).unwrap_err();
+        assert!(error.to_string().contains("embedded or production"), "{error}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use async_graphql::{Request, Response as GraphqlResponse, ServerError, Variables
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -23,6 +23,8 @@ use crate::graphql::{CatalogSchema, with_loaders, with_subscription_loaders};
 
 #[derive(Clone)]
 pub(crate) struct HttpState {
+    /// Origins (besides the server's own) whose pages may call the API.
+    pub allowed_origins: Vec<String>,
     pub schema: CatalogSchema,
     pub store: Store,
     pub graphql: GraphqlConfig,
@@ -31,6 +33,7 @@ pub(crate) struct HttpState {
 
 pub(crate) fn router(state: HttpState) -> Router {
     let body_limit = state.graphql.max_body_bytes;
+    let cors = cors_layer(&state.allowed_origins);
     Router::new()
         .route("/graphql", get(graphql_get_or_upgrade).post(graphql_post))
         .route("/graphql/ws", get(graphql_ws))
@@ -39,22 +42,102 @@ pub(crate) fn router(state: HttpState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(axum::middleware::from_fn(with_request_id))
+        .layer(cors)
         .with_state(state)
 }
 
+/// CORS for the configured origins only; with none, no CORS headers at all,
+/// so browsers keep other sites' pages from reading responses.
+fn cors_layer(allowed: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = allowed.iter().filter_map(|origin| HeaderValue::from_str(origin).ok()).collect();
+    if origins.is_empty() {
+        return CorsLayer::new();
+    }
+    let allow_origin =
+        if allowed.iter().any(|origin| origin == "*") { AllowOrigin::any() } else { AllowOrigin::list(origins) };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header::AUTHORIZATION,
+            CSRF_HEADER.parse().expect("a header name"),
+        ])
+        .expose_headers([REQUEST_ID.parse::<header::HeaderName>().expect("a header name")])
+        .max_age(Duration::from_secs(600))
+}
+
+/// The header a GET must carry when `graphql.require_csrf_header` is on: a
+/// cross-site page cannot add it without a CORS preflight.
+const CSRF_HEADER: &str = "x-catalog-csrf";
+
 /// GraphQL over WebSocket (graphql-transport-ws and the legacy graphql-ws,
-/// chosen by Sec-WebSocket-Protocol) at /graphql/ws.
-async fn graphql_ws(State(state): State<HttpState>, protocol: GraphQLProtocol, upgrade: WebSocketUpgrade) -> Response {
+/// chosen by Sec-WebSocket-Protocol) at /graphql/ws. A browser page from
+/// another origin is refused (cross-site WebSocket hijacking: browsers send
+/// cookies but no CORS check on upgrades), and a socket that sends nothing
+/// within the init timeout is closed with 4408.
+async fn graphql_ws(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !origin_allowed(&headers, &state.allowed_origins) {
+        tracing::info!(origin = ?headers.get(header::ORIGIN), "WebSocket upgrade from another origin refused");
+        return (StatusCode::FORBIDDEN, "this origin may not open the catalog's WebSocket").into_response();
+    }
     let executor = FirewalledExecutor { state: state.clone() };
+    let init_timeout = Duration::from_secs(state.graphql.websocket_init_timeout_seconds);
     upgrade.protocols(ALL_WEBSOCKET_PROTOCOLS).max_message_size(state.graphql.max_body_bytes).on_upgrade(
-        move |stream| {
-            GraphQLWebSocket::new(stream, executor, protocol)
+        move |mut socket| async move {
+            use futures::StreamExt as _;
+            let mut early = Vec::new();
+            let waited = tokio::time::timeout(init_timeout, async {
+                // WebSocket pings may come first; the GraphQL init is text.
+                while let Some(message) = socket.recv().await {
+                    let is_text = matches!(message, Ok(WsMessage::Text(_)));
+                    early.push(message);
+                    if is_text {
+                        return true;
+                    }
+                }
+                false
+            })
+            .await;
+            match waited {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(_) => {
+                    let reason = "Connection initialisation timeout";
+                    let frame = CloseFrame { code: 4408, reason: reason.into() };
+                    let _ = socket.send(WsMessage::Close(Some(frame))).await;
+                    return;
+                }
+            }
+            let (sink, stream) = socket.split();
+            let stream = futures::stream::iter(early).chain(stream);
+            GraphQLWebSocket::new_with_pair(sink, stream, executor, protocol)
                 // The seam for authentication (the API security issue): the
                 // connection_init payload will be checked like HTTP credentials.
                 .on_connection_init(|_payload| async { Ok(async_graphql::Data::default()) })
                 .serve()
+                .await;
         },
     )
+}
+
+/// Whether a request's Origin (when it has one) is the server's own or one
+/// the configuration allows. Clients outside browsers send no Origin.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|value| value.to_str().ok()) else { return true };
+    if allowed.iter().any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|value| value.to_str().ok()).unwrap_or_default();
+    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
 }
 
 /// GET /graphql: a WebSocket upgrade goes to the subscription endpoint, anything
@@ -73,7 +156,7 @@ async fn graphql_get_or_upgrade(State(state): State<HttpState>, request: axum::e
             Err(rejection) => return rejection.into_response(),
         };
         return match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-            Ok(upgrade) => graphql_ws(State(state), protocol, upgrade).await,
+            Ok(upgrade) => graphql_ws(State(state), parts.headers.clone(), protocol, upgrade).await,
             Err(rejection) => rejection.into_response(),
         };
     }
@@ -239,6 +322,10 @@ async fn graphql_get(State(state): State<HttpState>, headers: HeaderMap, Query(p
         return Html(GraphiQLSource::build().endpoint("/graphql").title("Catalog GraphiQL").finish()).into_response();
     }
     let Some(media) = ResponseMedia::accepted(&headers) else { return not_acceptable() };
+    if state.graphql.require_csrf_header && !headers.contains_key(CSRF_HEADER) {
+        let message = format!("GET requests need the {CSRF_HEADER} header (any value); or POST with application/json");
+        return rejection(media, StatusCode::BAD_REQUEST, "BAD_REQUEST", None, &message);
+    }
     let Some(query) = params.query else {
         return rejection(media, StatusCode::BAD_REQUEST, "BAD_REQUEST", None, "the query parameter is missing");
     };

@@ -77,6 +77,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate => {
             let config = config()?;
+            // No statement timeout: migrations may build large indexes.
             let store =
                 catalog_store::Store::connect(&config.database.url).await.context("cannot open the database")?;
             store.migrate().await.context("cannot migrate the database")?;

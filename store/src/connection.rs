@@ -34,10 +34,25 @@ pub struct Store {
     pub(crate) graph: Arc<crate::graph_index::GraphIndex>,
 }
 
+/// Settings of the database sessions a store opens.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnectSettings {
+    /// The longest one statement may run on PostgreSQL before the server
+    /// cancels it (`statement_timeout`); `None` or zero: no limit. Snapshot and
+    /// purge transactions are exempt: they wait for each other on a lock and
+    /// write in bulk. SQLite has no such setting.
+    pub statement_timeout: Option<Duration>,
+}
+
 impl Store {
     /// Connects to `sqlite://PATH` (the file and its directory are created) or
     /// `postgres://...`. Does not migrate: call [`Store::migrate`].
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, ConnectSettings::default()).await
+    }
+
+    /// [`Store::connect`] with settings for the pool's sessions.
+    pub async fn connect_with(url: &str, settings: ConnectSettings) -> Result<Self, StoreError> {
         let given: Arc<str> = url.into();
         let (url, max_connections) = if let Some(path) = url.strip_prefix("sqlite://") {
             let path = path.split('?').next().unwrap_or(path);
@@ -62,6 +77,12 @@ impl Store {
             .min_connections(1)
             .connect_timeout(Duration::from_secs(10))
             .sqlx_logging(false);
+        if let Some(timeout) = settings.statement_timeout.filter(|timeout| !timeout.is_zero()) {
+            // A session setting, so every pooled connection has it; writers
+            // lift it inside their transactions (`lock_writers`).
+            let milliseconds = format!("{}ms", timeout.as_millis());
+            options.map_sqlx_postgres_opts(move |pg| pg.options([("statement_timeout", milliseconds.clone())]));
+        }
         let mut db = Database::connect(options).await?;
         let statements = Arc::new(AtomicU64::new(0));
         let counter = statements.clone();

@@ -18,7 +18,7 @@ mod snapshot;
 pub mod testing;
 
 pub use as_of::{AsOfPage, AsOfQuery};
-pub use connection::Store;
+pub use connection::{ConnectSettings, Store};
 pub use error::StoreError;
 pub use graph::{Direction, Parent, Reached, Walk, WalkRequest};
 pub use query::{EntityPage, Facet, Filter, FilterField, ListQuery, OrderField, Predicate};

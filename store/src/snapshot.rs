@@ -371,6 +371,10 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
 /// makes sequence order commit order. SQLite has one writer anyway.
 pub(crate) async fn lock_writers(txn: &DatabaseTransaction) -> Result<(), StoreError> {
     if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        // The session's statement timeout bounds reads; a writer may wait for
+        // another replica's snapshot and then write in bulk. A statement's
+        // timeout is armed when it starts, hence a statement of its own.
+        txn.execute_unprepared("SET LOCAL statement_timeout = 0").await?;
         txn.execute_raw(sea_orm::Statement::from_sql_and_values(
             sea_orm::DatabaseBackend::Postgres,
             "SELECT pg_advisory_xact_lock($1)",

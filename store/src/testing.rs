@@ -140,8 +140,19 @@ macro_rules! backend_tests {
 impl Store {
     /// Runs raw SQL on the store's own pool: tests use it to break the
     /// database under a running server (drop a table, say).
-    pub async fn execute_unprepared_for_tests(&self, sql: &str) {
-        sea_orm::ConnectionTrait::execute_unprepared(&self.db, sql).await.expect("the test's SQL runs");
+    pub async fn execute_unprepared_for_tests(&self, sql: &str) -> Result<(), crate::StoreError> {
+        sea_orm::ConnectionTrait::execute_unprepared(&self.db, sql).await?;
+        Ok(())
+    }
+
+    /// Takes the writers' lock (as a snapshot on another replica does) and
+    /// holds it for `duration`.
+    pub async fn hold_writer_lock_for_tests(&self, duration: std::time::Duration) {
+        use sea_orm::TransactionTrait as _;
+        let txn = self.db.begin().await.expect("a transaction");
+        crate::snapshot::lock_writers(&txn).await.expect("the writers' lock");
+        tokio::time::sleep(duration).await;
+        txn.commit().await.expect("commit");
     }
 }
 

@@ -317,3 +317,26 @@ backend_tests!(
     pages_are_filtered_sorted_counted_and_searchable,
     many_refs_are_fetched_in_one_statement,
 );
+
+/// On PostgreSQL a read that runs past the statement timeout is cancelled by
+/// the server, while a snapshot waiting longer than that for another
+/// writer's lock still goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_cancelled_after_the_statement_timeout_but_writers_may_wait() {
+    let Some(database) = catalog_store::testing::TestDatabase::postgres().await else { return };
+    let settings = catalog_store::ConnectSettings { statement_timeout: Some(std::time::Duration::from_millis(500)) };
+    let store = Store::connect_with(&database.url, settings).await.unwrap();
+    let error = store.execute_unprepared_for_tests("SELECT pg_sleep(2)").await.unwrap_err();
+    assert!(error.to_string().contains("statement timeout"), "{error}");
+    store.execute_unprepared_for_tests("SELECT pg_sleep(0.1)").await.expect("a short statement runs");
+
+    let holder = database.store.clone();
+    let held =
+        tokio::spawn(async move { holder.hold_writer_lock_for_tests(std::time::Duration::from_millis(1500)).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let snapshot =
+        catalog_store::testing::one_location_snapshot("file", vec![component("waited", "team-a", json!({}))]);
+    let summary = store.apply_snapshot(&snapshot).await.expect("the snapshot waits past the timeout");
+    assert_eq!(summary.added, 1);
+    held.await.unwrap();
+}

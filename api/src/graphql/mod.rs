@@ -41,23 +41,35 @@ pub const MAX_VALIDATE_BYTES: usize = 64 * 1024;
 /// The most refs one `entitiesByRefs` or `nodes` call may ask for.
 pub const MAX_REFS: usize = 500;
 
-/// Limits the schema enforces on every operation.
+/// Limits the schema enforces on every operation, and what it tells clients
+/// about itself.
 #[derive(Clone, Copy, Debug)]
-pub struct SchemaLimits {
+pub struct SchemaOptions {
     pub max_depth: usize,
     pub max_complexity: usize,
+    /// Whether `__schema` and `__type` answer.
+    pub introspection: bool,
+    /// Whether validation errors suggest field names ("did you mean ...?"),
+    /// which lets a client map the schema without introspection.
+    pub field_suggestions: bool,
 }
 
 /// Builds the schema over a store and the process's change hub.
-pub fn build_schema(store: Store, hub: Arc<crate::hub::ChangeHub>, limits: SchemaLimits) -> CatalogSchema {
-    Schema::build(QueryRoot, EmptyMutation, SubscriptionRoot)
+pub fn build_schema(store: Store, hub: Arc<crate::hub::ChangeHub>, options: SchemaOptions) -> CatalogSchema {
+    let mut builder = Schema::build(QueryRoot, EmptyMutation, SubscriptionRoot)
         .data(store)
         .data(hub)
-        .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity)
+        .limit_depth(options.max_depth)
+        .limit_complexity(options.max_complexity)
         .limit_recursive_depth(64)
-        .limit_directives(50)
-        .finish()
+        .limit_directives(50);
+    if !options.introspection {
+        builder = builder.disable_introspection();
+    }
+    if !options.field_suggestions {
+        builder = builder.disable_suggestions();
+    }
+    builder.finish()
 }
 
 /// The schema without data, for printing the SDL.

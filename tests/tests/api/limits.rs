@@ -203,7 +203,7 @@ async fn get_runs_queries_only_and_responses_follow_the_accept_header(app: TestA
 /// A database failure reaches the client as a generic message with the
 /// request's id; the details stay in the log.
 async fn internal_errors_are_masked_and_carry_the_request_id(app: TestApp) {
-    app.store.execute_unprepared_for_tests("DROP TABLE entity_facets").await;
+    app.store.execute_unprepared_for_tests("DROP TABLE entity_facets").await.unwrap();
     let response = app
         .client
         .post(app.url("/graphql"))

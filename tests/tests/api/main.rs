@@ -5,4 +5,5 @@ mod graph;
 mod helpers;
 mod limits;
 mod queries;
+mod security;
 mod stream;
