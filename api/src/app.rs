@@ -12,6 +12,7 @@ use catalog_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::graphql::{SchemaOptions, build_schema};
 use crate::http::{HttpState, router};
@@ -79,6 +80,7 @@ impl Application {
             field_suggestions: graphql.field_suggestions,
         };
         let state = HttpState {
+            auth: Arc::new(Authenticator::new(self.store.clone(), self.config.auth.anonymous_read)),
             allowed_origins: self.config.server.cors_allowed_origins.clone(),
             schema: build_schema(self.store.clone(), self.hub.clone(), options),
             store: self.store.clone(),

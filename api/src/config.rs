@@ -21,6 +21,21 @@ pub struct Config {
     pub ingestion: IngestionConfig,
     pub graphql: GraphqlConfig,
     pub changes: ChangesConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Whether requests without credentials may read the catalog. Requests
+    /// with a wrong token are refused either way.
+    pub anonymous_read: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { anonymous_read: true }
+    }
 }
 
 /// A set of defaults for where the catalog runs.
@@ -206,6 +221,7 @@ impl Config {
             config.graphql.introspection = false;
             config.graphql.field_suggestions = false;
             config.graphql.require_csrf_header = true;
+            config.auth.anonymous_read = false;
         }
         config
     }
@@ -316,6 +332,7 @@ mod tests {
         let config = Config::load(None, production.clone()).unwrap();
         assert_eq!(config.profile, Profile::Production);
         assert!(!config.graphql.introspection && !config.graphql.field_suggestions && !config.graphql.graphiql_enabled);
+        assert!(!config.auth.anonymous_read);
         let mut with_introspection = production;
         with_introspection.push(("CATALOG_GRAPHQL__INTROSPECTION".to_owned(), "true".to_owned()));
         let config = Config::load(None, with_introspection).unwrap();

@@ -1,6 +1,7 @@
 //! The HTTP surface: GraphQL over HTTP at /graphql (POST and GET), GraphiQL,
 //! health and readiness. Requests pass the firewall before the parser.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
@@ -9,7 +10,7 @@ use async_graphql::{Request, Response as GraphqlResponse, ServerError, Variables
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -17,12 +18,14 @@ use axum::routing::get;
 use catalog_store::Store;
 use serde::Deserialize;
 
+use crate::auth::{AuthError, Authenticator, Principal};
 use crate::config::GraphqlConfig;
 use crate::firewall::{self, Limits};
 use crate::graphql::{CatalogSchema, with_loaders, with_subscription_loaders};
 
 #[derive(Clone)]
 pub(crate) struct HttpState {
+    pub auth: Arc<Authenticator>,
     /// Origins (besides the server's own) whose pages may call the API.
     pub allowed_origins: Vec<String>,
     pub schema: CatalogSchema,
@@ -88,44 +91,114 @@ async fn graphql_ws(
         tracing::info!(origin = ?headers.get(header::ORIGIN), "WebSocket upgrade from another origin refused");
         return (StatusCode::FORBIDDEN, "this origin may not open the catalog's WebSocket").into_response();
     }
-    let executor = FirewalledExecutor { state: state.clone() };
     let init_timeout = Duration::from_secs(state.graphql.websocket_init_timeout_seconds);
-    upgrade.protocols(ALL_WEBSOCKET_PROTOCOLS).max_message_size(state.graphql.max_body_bytes).on_upgrade(
-        move |mut socket| async move {
-            use futures::StreamExt as _;
-            let mut early = Vec::new();
-            let waited = tokio::time::timeout(init_timeout, async {
-                // WebSocket pings may come first; the GraphQL init is text.
-                while let Some(message) = socket.recv().await {
-                    let is_text = matches!(message, Ok(WsMessage::Text(_)));
-                    early.push(message);
-                    if is_text {
-                        return true;
-                    }
-                }
-                false
-            })
-            .await;
-            match waited {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(_) => {
-                    let reason = "Connection initialisation timeout";
-                    let frame = CloseFrame { code: 4408, reason: reason.into() };
-                    let _ = socket.send(WsMessage::Close(Some(frame))).await;
-                    return;
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .max_message_size(state.graphql.max_body_bytes)
+        .on_upgrade(move |socket| serve_websocket(socket, state, protocol, init_timeout))
+}
+
+/// Waits for `connection_init`, authenticates its payload like an HTTP
+/// request (closing with 4403 on failure, 4408 when it does not come), then
+/// hands the socket to async-graphql, and closes it with 4403 when the
+/// token expires.
+async fn serve_websocket(mut socket: WebSocket, state: HttpState, protocol: GraphQLProtocol, init_timeout: Duration) {
+    use futures::{SinkExt as _, StreamExt as _};
+    let mut early = Vec::new();
+    let waited = tokio::time::timeout(init_timeout, async {
+        // WebSocket pings may come first; the GraphQL init is text.
+        while let Some(message) = socket.recv().await {
+            if let Ok(WsMessage::Text(text)) = &message {
+                let text = text.to_string();
+                early.push(message);
+                return Some(text);
+            }
+            early.push(message);
+        }
+        None
+    })
+    .await;
+    let first = match waited {
+        Ok(Some(first)) => first,
+        Ok(None) => return,
+        Err(_) => {
+            close_websocket(&mut socket, 4408, "Connection initialisation timeout").await;
+            return;
+        }
+    };
+    let principal = match websocket_principal(&state, &first).await {
+        Ok(principal) => principal,
+        Err(error) => {
+            tracing::info!(reason = %error, "WebSocket refused at connection_init");
+            close_websocket(&mut socket, 4403, &format!("Forbidden: {error}")).await;
+            return;
+        }
+    };
+    let expires_at = principal.expires_at();
+    let executor = FirewalledExecutor { state: state.clone(), principal };
+    let (mut socket_sink, socket_stream) = socket.split();
+    // async-graphql writes into a channel; this task forwards to the socket
+    // until the token expires, then closes it.
+    let (sink, mut outgoing) = futures::channel::mpsc::channel::<WsMessage>(16);
+    let forward = async move {
+        let expiry = async {
+            match expires_at.and_then(|at| (at - chrono::Utc::now()).to_std().ok()) {
+                Some(left) => tokio::time::sleep(left).await,
+                None if expires_at.is_some() => {}
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expiry);
+        loop {
+            tokio::select! {
+                message = outgoing.next() => match message {
+                    Some(message) => if socket_sink.send(message).await.is_err() { break },
+                    None => break,
+                },
+                () = &mut expiry => {
+                    let frame = CloseFrame { code: 4403, reason: "Forbidden: the token expired".into() };
+                    let _ = socket_sink.send(WsMessage::Close(Some(frame))).await;
+                    break;
                 }
             }
-            let (sink, stream) = socket.split();
-            let stream = futures::stream::iter(early).chain(stream);
-            GraphQLWebSocket::new_with_pair(sink, stream, executor, protocol)
-                // The seam for authentication (the API security issue): the
-                // connection_init payload will be checked like HTTP credentials.
-                .on_connection_init(|_payload| async { Ok(async_graphql::Data::default()) })
-                .serve()
-                .await;
-        },
-    )
+        }
+    };
+    let stream = futures::stream::iter(early).chain(socket_stream);
+    let serve = GraphQLWebSocket::new_with_pair(sink, stream, executor, protocol)
+        .on_connection_init(|_payload| async { Ok(async_graphql::Data::default()) })
+        .serve();
+    // The client leaving ends `serve`, which drops the channel: the forwarder
+    // then sends what is still queued (a final close frame, say) and stops.
+    // The forwarder closing an expired socket ends `serve` instead.
+    let mut forward = tokio::spawn(forward);
+    tokio::select! {
+        () = serve => {
+            let _ = forward.await;
+        }
+        _ = &mut forward => {}
+    }
+}
+
+async fn close_websocket(socket: &mut WebSocket, code: u16, reason: &str) {
+    let frame = CloseFrame { code, reason: reason.to_owned().into() };
+    let _ = socket.send(WsMessage::Close(Some(frame))).await;
+}
+
+/// Authenticates the payload of the first message when it is
+/// `connection_init` (`{"Authorization": "Bearer ..."}`, as graphql-ws
+/// clients send headers, or `{"token": "..."}`); any other first message
+/// runs as anonymous, and async-graphql refuses it for lacking the init.
+async fn websocket_principal(state: &HttpState, first: &str) -> Result<Principal, AuthError> {
+    let message: serde_json::Value = serde_json::from_str(first).unwrap_or_default();
+    if message["type"] != "connection_init" {
+        return Ok(Principal::Anonymous);
+    }
+    let payload = &message["payload"];
+    let authorization = ["Authorization", "authorization"]
+        .iter()
+        .find_map(|key| payload[key].as_str().map(str::to_owned))
+        .or_else(|| payload["token"].as_str().map(|token| format!("Bearer {token}")));
+    state.auth.authenticate_reader(authorization.as_deref()).await
 }
 
 /// Whether a request's Origin (when it has one) is the server's own or one
@@ -171,6 +244,8 @@ async fn graphql_get_or_upgrade(State(state): State<HttpState>, request: axum::e
 #[derive(Clone)]
 struct FirewalledExecutor {
     state: HttpState,
+    /// Who the connection authenticated as in `connection_init`.
+    principal: Principal,
 }
 
 impl FirewalledExecutor {
@@ -194,7 +269,7 @@ impl async_graphql::Executor for FirewalledExecutor {
         if let Some(refused) = self.refused(&mut request) {
             return refused;
         }
-        let request = with_loaders(request, &self.state.store);
+        let request = with_loaders(request, &self.state.store).data(self.principal.clone());
         with_codes(self.state.schema.execute(request).await, &new_request_id())
     }
 
@@ -230,7 +305,7 @@ impl async_graphql::Executor for FirewalledExecutor {
             })
             .boxed();
         }
-        let request = with_subscription_loaders(request, &self.state.store);
+        let request = with_subscription_loaders(request, &self.state.store).data(self.principal.clone());
         let request_id = new_request_id();
         let stream = match session_data {
             Some(data) => self.state.schema.execute_stream_with_session_data(request, data).boxed(),
@@ -411,6 +486,12 @@ fn not_acceptable() -> Response {
 }
 
 async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, http: GraphqlHttpRequest) -> Response {
+    // A header that is not text cannot be a bearer token.
+    let authorization = headers.get(header::AUTHORIZATION).map(|value| value.to_str().unwrap_or("\u{0}"));
+    let principal = match state.auth.authenticate_reader(authorization).await {
+        Ok(principal) => principal,
+        Err(error) => return auth_rejection(media, &error, authorization.is_some()),
+    };
     let limits = Limits::from(&state.graphql);
     if let Err(rejected) = limits.check_text(&http.query) {
         return firewall_rejection(media, &rejected);
@@ -447,7 +528,7 @@ async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, h
         return response;
     }
     let request_id = request_id(headers);
-    let request = with_loaders(request, &state.store);
+    let request = with_loaders(request, &state.store).data(principal);
     let response = match tokio::time::timeout(state.request_timeout, state.schema.execute(request)).await {
         Ok(response) => response,
         Err(_) => {
@@ -483,6 +564,20 @@ fn selects_a_query(document: &async_graphql::parser::types::ExecutableDocument, 
         }
     };
     operation.is_none_or(|operation| operation.node.ty == OperationType::Query)
+}
+
+fn auth_rejection(media: ResponseMedia, error: &AuthError, sent_credentials: bool) -> Response {
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    let mut response = rejection(media, status, error.code(), None, &error.to_string());
+    if status == StatusCode::UNAUTHORIZED {
+        let challenge = if sent_credentials {
+            r#"Bearer realm="catalog", error="invalid_token""#
+        } else {
+            r#"Bearer realm="catalog""#
+        };
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    }
+    response
 }
 
 fn firewall_rejection(media: ResponseMedia, rejected: &firewall::Rejection) -> Response {

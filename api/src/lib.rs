@@ -3,6 +3,7 @@
 //! and the ingestion engine. The only crate that knows GraphQL and HTTP.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod firewall;
 pub mod graphql;

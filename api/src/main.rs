@@ -1,10 +1,12 @@
-//! The `catalog` binary: serve, migrate, validate, print the schema, ingest.
+//! The `catalog` binary: serve, migrate, validate, print the schema, ingest,
+//! manage API tokens.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use catalog_api::app::Application;
+use catalog_api::auth;
 use catalog_api::config::Config;
 use catalog_api::graphql::{sdl, validation_report};
 use clap::{Parser, Subcommand};
@@ -39,6 +41,35 @@ enum Command {
         /// Run once and exit (the only mode for now: `serve` schedules runs).
         #[arg(long, required = true)]
         once: bool,
+    },
+    /// Manage API tokens (sent as `Authorization: Bearer <token>`).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it once; only its hash is stored.
+    Create {
+        /// A unique name, used to revoke it.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated permissions: entity.read, entity.refresh,
+        /// entity.delete, location.create, location.delete, template.execute, admin.
+        #[arg(long)]
+        scopes: String,
+        /// Days until it expires (never, when omitted).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List tokens: names, scopes, expiry, revocation and last use (never secrets).
+    List,
+    /// Revoke a token by name.
+    Revoke {
+        #[arg(long)]
+        name: String,
     },
 }
 
@@ -83,6 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store.migrate().await.context("cannot migrate the database")?;
             println!("migrations applied");
         }
+        Command::Token { command } => return token(command, config()?).await,
         Command::Validate { files } => return validate(files),
         Command::Schema => print!("{}", sdl()),
         Command::Ingest { .. } => {
@@ -104,6 +136,55 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     summary.rows_written
                 );
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn token(command: &TokenCommand, config: Config) -> anyhow::Result<ExitCode> {
+    let store = catalog_store::Store::connect(&config.database.url).await.context("cannot open the database")?;
+    store.migrate().await.context("cannot migrate the database")?;
+    match command {
+        TokenCommand::Create { name, scopes, expires_in_days } => {
+            let scopes = match auth::parse_scopes(scopes) {
+                Ok(scopes) => scopes,
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let expires_at = expires_in_days.map(|days| chrono::Utc::now() + chrono::Duration::days(i64::from(days)));
+            match auth::issue_token(&store, name, &scopes, expires_at).await {
+                Ok(issued) => {
+                    println!("{}", issued.token);
+                    eprintln!("token {name:?} created: store it now, it is not shown again");
+                }
+                Err(catalog_store::StoreError::NameTaken(name)) => {
+                    eprintln!("error: a token named {name:?} exists; revoked tokens keep their names");
+                    return Ok(ExitCode::FAILURE);
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        TokenCommand::List => {
+            let never = || "never".to_owned();
+            for token in store.tokens().await? {
+                let status = if token.revoked_at.is_some() { "revoked" } else { "active" };
+                println!(
+                    "{}\t{status}\tscopes={}\texpires={}\tlast_used={}",
+                    token.name,
+                    token.scopes.join(","),
+                    token.expires_at.map_or_else(never, |at| at.to_rfc3339()),
+                    token.last_used_at.map_or_else(never, |at| at.to_rfc3339()),
+                );
+            }
+        }
+        TokenCommand::Revoke { name } => {
+            if !store.revoke_token(name).await? {
+                eprintln!("error: no active token named {name:?}");
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("token {name:?} revoked (servers stop accepting it within 10 s)");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -52,3 +52,32 @@ fn schema_prints_the_sdl() {
     let sdl = String::from_utf8_lossy(&output.stdout);
     assert!(sdl.contains("interface Entity") && sdl.contains("type Component implements Entity"), "{sdl}");
 }
+
+#[test]
+fn tokens_are_printed_once_listed_without_secrets_and_revoked_by_name() {
+    let directory = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", directory.path().join("catalog.db").display());
+    let run = |args: &[&str]| catalog().env("CATALOG_DATABASE__URL", &url).args(args).output().unwrap();
+    let created =
+        run(&["token", "create", "--name", "dashboards", "--scopes", "entity.read", "--expires-in-days", "30"]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let token = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+    assert!(token.starts_with("ctk_") && token.len() > 60, "{token}");
+
+    let listed = run(&["token", "list"]);
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    assert!(listing.contains("dashboards\tactive\tscopes=entity.read"), "{listing}");
+    let secret = token.rsplit('_').next().unwrap();
+    assert!(!listing.contains(secret), "the secret is never shown again");
+
+    let again = run(&["token", "create", "--name", "dashboards", "--scopes", "entity.read"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    let bad_scope = run(&["token", "create", "--name", "other", "--scopes", "entity.write"]);
+    assert!(!bad_scope.status.success());
+    assert!(String::from_utf8_lossy(&bad_scope.stderr).contains("unknown scope \"entity.write\""));
+
+    assert!(run(&["token", "revoke", "--name", "dashboards"]).status.success());
+    assert!(String::from_utf8_lossy(&run(&["token", "list"]).stdout).contains("dashboards\trevoked"));
+    assert!(!run(&["token", "revoke", "--name", "dashboards"]).status.success(), "already revoked");
+}

@@ -7,6 +7,7 @@ use sea_orm_migration::prelude::*;
 mod m20261124_000001_catalog_core;
 mod m20261125_000001_change_stream;
 mod m20261125_000002_catalog_state;
+mod m20261125_000003_api_tokens;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_catalog_core::Migration),
             Box::new(m20261125_000001_change_stream::Migration),
             Box::new(m20261125_000002_catalog_state::Migration),
+            Box::new(m20261125_000003_api_tokens::Migration),
         ]
     }
 }

@@ -8,6 +8,8 @@ pub enum StoreError {
     Database(#[from] sea_orm::DbErr),
     #[error("the database URL {0:?} is not supported: use sqlite://PATH or postgres://...")]
     UnsupportedUrl(String),
+    #[error("the name {0:?} is already taken")]
+    NameTaken(String),
     #[error("a stored entity is corrupt ({entity_ref}): {message}")]
     Corrupt { entity_ref: String, message: String },
 }

@@ -16,6 +16,7 @@ mod record;
 mod snapshot;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tokens;
 
 pub use as_of::{AsOfPage, AsOfQuery};
 pub use connection::{ConnectSettings, Store};
@@ -24,3 +25,4 @@ pub use graph::{Direction, Parent, Reached, Walk, WalkRequest};
 pub use query::{EntityPage, Facet, Filter, FilterField, ListQuery, OrderField, Predicate};
 pub use record::{Change, ChangeType, ConflictRecord, LocationRecord, StoredEntity, StoredRelation};
 pub use snapshot::{ApplySummary, InvalidEntity, LocationStatus, Snapshot, SnapshotEntity};
+pub use tokens::{NewToken, TokenRecord};

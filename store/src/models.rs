@@ -150,3 +150,30 @@ pub(crate) mod conflict_row {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub(crate) mod token_row {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "api_tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        #[sea_orm(unique)]
+        pub name: String,
+        #[sea_orm(unique)]
+        pub public_id: String,
+        pub secret_hash: String,
+        #[sea_orm(column_type = "JsonBinary")]
+        pub scopes: Json,
+        pub created_at: DateTimeUtc,
+        pub expires_at: Option<DateTimeUtc>,
+        pub revoked_at: Option<DateTimeUtc>,
+        pub last_used_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

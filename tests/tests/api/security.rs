@@ -1,11 +1,13 @@
 //! The transport's defences: the production profile, CSRF, CORS, WebSocket
-//! origins and the WebSocket init timeout.
+//! origins and the WebSocket init timeout; authentication with API tokens over
+//! HTTP and WebSocket.
 
 use std::time::Duration;
 
+use catalog_api::auth::Permission;
 use catalog_api::config::{Config, Profile};
 use catalog_store::testing::TestDatabase;
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -131,4 +133,145 @@ database_tests!(
     the_embedded_profile_suggests_fields_and_answers_introspection,
     websockets_refuse_other_origins_and_silent_clients,
     cors_answers_only_configured_origins,
+    api_tokens_authenticate_http_requests,
+    a_wrong_token_is_refused_even_when_anonymous_reads_are_allowed,
+    websockets_authenticate_in_connection_init_and_close_when_the_token_expires,
 );
+
+/// An app that refuses anonymous reads, with one token per case.
+async fn locked_app(database: TestDatabase) -> TestApp {
+    app_with(database, |config| config.auth.anonymous_read = false).await
+}
+
+async fn issue(
+    app: &TestApp,
+    name: &str,
+    scopes: &[Permission],
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> String {
+    catalog_api::auth::issue_token(&app.store, name, scopes, expires_at).await.unwrap().token
+}
+
+async fn post_with(app: &TestApp, authorization: Option<&str>) -> (u16, Option<String>, serde_json::Value) {
+    let mut request = app.client.post(app.url("/graphql")).json(&json!({"query": "{ entities { totalCount } }"}));
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let challenge = response.headers().get("www-authenticate").map(|value| value.to_str().unwrap().to_owned());
+    (status, challenge, response.json().await.unwrap())
+}
+
+async fn api_tokens_authenticate_http_requests(database: TestDatabase) {
+    let app = locked_app(database).await;
+    let reader = issue(&app, "reader", &[Permission::EntityRead], None).await;
+    let admin = issue(&app, "admin", &[Permission::Admin], None).await;
+    let no_read = issue(&app, "refresher", &[Permission::EntityRefresh], None).await;
+    let expired =
+        issue(&app, "expired", &[Permission::EntityRead], Some(chrono::Utc::now() - chrono::Duration::seconds(1)))
+            .await;
+    let revoked = issue(&app, "revoked", &[Permission::EntityRead], None).await;
+    assert!(app.store.revoke_token("revoked").await.unwrap());
+
+    let (status, challenge, body) = post_with(&app, None).await;
+    assert_eq!((status, error_code(&body)), (401, "UNAUTHENTICATED"), "{body}");
+    assert_eq!(challenge.as_deref(), Some(r#"Bearer realm="catalog""#));
+    for (authorization, reason) in [
+        (format!("Bearer {reader}x"), "not valid"),
+        (format!("Bearer {}", reader.replace("ctk_", "ctk_0")), "not valid"),
+        ("Bearer ctk_0000000000000000_guess".to_owned(), "not valid"),
+        (format!("Basic {reader}"), "Bearer"),
+        (format!("Bearer {expired}"), "expired"),
+        (format!("Bearer {revoked}"), "revoked"),
+    ] {
+        let (status, challenge, body) = post_with(&app, Some(&authorization)).await;
+        assert_eq!(status, 401, "{authorization}: {body}");
+        assert!(challenge.unwrap().contains("invalid_token"));
+        assert!(body["errors"][0]["message"].as_str().unwrap().contains(reason), "{authorization}: {body}");
+        assert!(body.get("data").is_none());
+    }
+    let (status, _, body) = post_with(&app, Some(&format!("Bearer {no_read}"))).await;
+    assert_eq!((status, error_code(&body)), (403, "FORBIDDEN"), "{body}");
+    for token in [&reader, &admin] {
+        let (status, _, body) = post_with(&app, Some(&format!("Bearer {token}"))).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body["data"]["entities"]["totalCount"].as_u64().unwrap() > 0);
+    }
+    // The use is recorded (in the background).
+    let mut last_used = None;
+    for _ in 0..50 {
+        let tokens = app.store.tokens().await.unwrap();
+        last_used = tokens.iter().find(|token| token.name == "reader").and_then(|token| token.last_used_at);
+        if last_used.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(last_used.is_some(), "last_used_at is set");
+    // GET authenticates the same way.
+    let response = app
+        .client
+        .get(app.url("/graphql"))
+        .query(&[("query", "{ __typename }")])
+        .header("authorization", format!("Bearer {reader}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+}
+
+async fn a_wrong_token_is_refused_even_when_anonymous_reads_are_allowed(database: TestDatabase) {
+    let app = app_with(database, |_| {}).await;
+    let (status, _, _) = post_with(&app, None).await;
+    assert_eq!(status, 200, "anonymous reads are on by default");
+    let (status, _, body) = post_with(&app, Some("Bearer ctk_0000000000000000_guess")).await;
+    assert_eq!((status, error_code(&body)), (401, "UNAUTHENTICATED"), "never silently anonymous");
+}
+
+/// Sends `connection_init` with `payload` and returns the server's answer:
+/// `Ok(ack)` or `Err(close code)`.
+async fn init_socket(app: &TestApp, payload: serde_json::Value) -> Result<TestSocket, u16> {
+    let mut socket = open_socket(app, None).await.unwrap();
+    socket
+        .send(Message::Text(json!({"type": "connection_init", "payload": payload}).to_string().into()))
+        .await
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), socket.next()).await.unwrap() {
+        Some(Ok(Message::Text(text))) if text.contains("connection_ack") => Ok(socket),
+        Some(Ok(Message::Close(Some(frame)))) => Err(u16::from(frame.code)),
+        other => panic!("unexpected answer to connection_init: {other:?}"),
+    }
+}
+
+type TestSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn websockets_authenticate_in_connection_init_and_close_when_the_token_expires(database: TestDatabase) {
+    let app = locked_app(database).await;
+    let reader = issue(&app, "reader", &[Permission::EntityRead], None).await;
+    let soon =
+        issue(&app, "soon", &[Permission::EntityRead], Some(chrono::Utc::now() + chrono::Duration::seconds(2))).await;
+    assert_eq!(init_socket(&app, json!({})).await.err(), Some(4403), "no token");
+    assert_eq!(
+        init_socket(&app, json!({"Authorization": "Bearer ctk_0000000000000000_garbage"})).await.err(),
+        Some(4403)
+    );
+    let mut socket =
+        init_socket(&app, json!({"Authorization": format!("Bearer {reader}")})).await.expect("a valid token");
+    let query = json!({"id": "1", "type": "subscribe", "payload": {"query": "{ entities { totalCount } }"}});
+    socket.send(Message::Text(query.to_string().into())).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), socket.next()).await.unwrap().unwrap().unwrap();
+    assert!(answer.to_text().unwrap().contains("totalCount"), "{answer:?}");
+    init_socket(&app, json!({"token": reader})).await.expect("a bare token works too");
+
+    let mut expiring =
+        init_socket(&app, json!({"Authorization": format!("Bearer {soon}")})).await.expect("valid for now");
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(5), expiring.next()).await.expect("closed within 5 s") {
+            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(closed, 4403);
+}

@@ -1,0 +1,332 @@
+//! Who is calling: API tokens (issued by `catalog token create`, stored as a
+//! hash), permissions in the spirit of Backstage's permission framework, and
+//! the anonymous-read switch. HTTP and WebSocket authenticate through the same
+//! [`Authenticator`].
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use catalog_store::{NewToken, Store, StoreError, TokenRecord};
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// What a principal may do. Names as Backstage's permission framework spells
+/// them, so that policies read alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Permission {
+    EntityRead,
+    EntityRefresh,
+    EntityDelete,
+    LocationCreate,
+    LocationDelete,
+    TemplateExecute,
+    /// Every permission.
+    Admin,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 7] = [
+        Permission::EntityRead,
+        Permission::EntityRefresh,
+        Permission::EntityDelete,
+        Permission::LocationCreate,
+        Permission::LocationDelete,
+        Permission::TemplateExecute,
+        Permission::Admin,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Permission::EntityRead => "entity.read",
+            Permission::EntityRefresh => "entity.refresh",
+            Permission::EntityDelete => "entity.delete",
+            Permission::LocationCreate => "location.create",
+            Permission::LocationDelete => "location.delete",
+            Permission::TemplateExecute => "template.execute",
+            Permission::Admin => "admin",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Permission> {
+        Permission::ALL.into_iter().find(|permission| permission.name() == name)
+    }
+}
+
+/// Scopes as given on the command line, checked against the known permissions.
+pub fn parse_scopes(text: &str) -> Result<Vec<Permission>, String> {
+    let mut scopes = Vec::new();
+    for name in text.split(',').map(str::trim).filter(|name| !name.is_empty()) {
+        let permission = Permission::parse(name).ok_or_else(|| {
+            let known: Vec<&str> = Permission::ALL.iter().map(|permission| permission.name()).collect();
+            format!("unknown scope {name:?}: use {}", known.join(", "))
+        })?;
+        if !scopes.contains(&permission) {
+            scopes.push(permission);
+        }
+    }
+    if scopes.is_empty() {
+        return Err("a token needs at least one scope".into());
+    }
+    Ok(scopes)
+}
+
+/// Who a request runs as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    Anonymous,
+    Token { id: i64, name: String, scopes: Vec<Permission>, expires_at: Option<DateTime<Utc>> },
+}
+
+impl Principal {
+    /// Whether the principal holds `permission` (anonymous callers hold
+    /// `entity.read` when anonymous reads are on).
+    pub fn holds(&self, permission: Permission, anonymous_read: bool) -> bool {
+        match self {
+            Principal::Anonymous => anonymous_read && permission == Permission::EntityRead,
+            Principal::Token { scopes, .. } => scopes.contains(&Permission::Admin) || scopes.contains(&permission),
+        }
+    }
+
+    /// When the credentials stop being valid.
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Principal::Anonymous => None,
+            Principal::Token { expires_at, .. } => *expires_at,
+        }
+    }
+}
+
+/// Why credentials were refused. The message is safe to show.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("this catalog needs credentials: send Authorization: Bearer <token>")]
+    Missing,
+    #[error("the Authorization header must be \"Bearer <token>\"")]
+    NotBearer,
+    #[error("the token is not valid")]
+    Invalid,
+    #[error("the token was revoked")]
+    Revoked,
+    #[error("the token expired")]
+    Expired,
+    #[error("the token lacks the {0} scope")]
+    Forbidden(&'static str),
+    #[error("credentials could not be checked")]
+    Unavailable,
+}
+
+impl AuthError {
+    /// 401 for credentials that are missing or wrong, 403 for valid ones
+    /// that do not allow the request, 503 when the check itself failed.
+    pub fn status(&self) -> u16 {
+        match self {
+            AuthError::Forbidden(_) => 403,
+            AuthError::Unavailable => 503,
+            _ => 401,
+        }
+    }
+
+    /// The `extensions.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::Forbidden(_) => "FORBIDDEN",
+            AuthError::Unavailable => "INTERNAL",
+            _ => "UNAUTHENTICATED",
+        }
+    }
+}
+
+/// The prefix of every catalog token, so that secret scanners can find leaked ones.
+const TOKEN_PREFIX: &str = "ctk_";
+
+/// A new token: the text to hand out once, and the record to store.
+pub struct IssuedToken {
+    pub token: String,
+    pub record: TokenRecord,
+}
+
+/// Creates and stores a token named `name` (the CLI's `token create`).
+pub async fn issue_token(
+    store: &Store,
+    name: &str,
+    scopes: &[Permission],
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<IssuedToken, StoreError> {
+    let public_id = hex(&random_bytes::<8>());
+    let secret = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
+    let record = store
+        .create_token(NewToken {
+            name: name.to_owned(),
+            public_id: public_id.clone(),
+            secret_hash: secret_hash(&secret),
+            scopes: scopes.iter().map(|scope| scope.name().to_owned()).collect(),
+            expires_at,
+        })
+        .await?;
+    Ok(IssuedToken { token: format!("{TOKEN_PREFIX}{public_id}_{secret}"), record })
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).expect("the operating system's random generator works");
+    bytes
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// SHA-256 suffices: the secret is 256 random bits, not a password to stretch.
+fn secret_hash(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+/// The public id and the secret of a token's text.
+fn split_token(token: &str) -> Option<(&str, &str)> {
+    let rest = token.strip_prefix(TOKEN_PREFIX)?;
+    let (public_id, secret) = rest.split_once('_')?;
+    let well_formed = public_id.len() == 16 && public_id.bytes().all(|byte| byte.is_ascii_hexdigit());
+    (well_formed && !secret.is_empty()).then_some((public_id, secret))
+}
+
+/// How long a looked-up token record is reused: revocation takes effect
+/// within this time, and a request with a token costs no statement most of
+/// the time.
+const CACHE_TTL: Duration = Duration::from_secs(10);
+/// Cached lookups (including unknown ids) before the cache is emptied.
+const CACHE_CAPACITY: usize = 10_000;
+/// `last_used_at` is written at most this often per token.
+const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Checks credentials against the stored tokens.
+pub struct Authenticator {
+    store: Store,
+    anonymous_read: bool,
+    cache: Mutex<HashMap<String, (Instant, Option<TokenRecord>)>>,
+    touched: Mutex<HashMap<i64, Instant>>,
+}
+
+impl Authenticator {
+    pub fn new(store: Store, anonymous_read: bool) -> Self {
+        Self { store, anonymous_read, cache: Mutex::default(), touched: Mutex::default() }
+    }
+
+    /// The principal for an `Authorization` header value (or its absence),
+    /// allowed to read the catalog. A wrong token is refused even when
+    /// anonymous reads are on: it never silently becomes anonymous.
+    pub async fn authenticate_reader(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+        let principal = match authorization {
+            None => Principal::Anonymous,
+            Some(value) => {
+                let token = value
+                    .strip_prefix("Bearer ")
+                    .or_else(|| value.strip_prefix("bearer "))
+                    .ok_or(AuthError::NotBearer)?;
+                self.token_principal(token.trim()).await?
+            }
+        };
+        if principal.holds(Permission::EntityRead, self.anonymous_read) {
+            return Ok(principal);
+        }
+        Err(match principal {
+            Principal::Anonymous => AuthError::Missing,
+            Principal::Token { .. } => AuthError::Forbidden(Permission::EntityRead.name()),
+        })
+    }
+
+    async fn token_principal(&self, token: &str) -> Result<Principal, AuthError> {
+        let (public_id, secret) = split_token(token).ok_or(AuthError::Invalid)?;
+        let record = self.record(public_id).await?.ok_or(AuthError::Invalid)?;
+        let matches: bool = secret_hash(secret).as_bytes().ct_eq(record.secret_hash.as_bytes()).into();
+        if !matches {
+            return Err(AuthError::Invalid);
+        }
+        if record.revoked_at.is_some() {
+            return Err(AuthError::Revoked);
+        }
+        let now = Utc::now();
+        if record.expires_at.is_some_and(|expires_at| expires_at <= now) {
+            return Err(AuthError::Expired);
+        }
+        self.touch(record.id, now);
+        Ok(Principal::Token {
+            id: record.id,
+            name: record.name,
+            scopes: record.scopes.iter().filter_map(|scope| Permission::parse(scope)).collect(),
+            expires_at: record.expires_at,
+        })
+    }
+
+    async fn record(&self, public_id: &str) -> Result<Option<TokenRecord>, AuthError> {
+        {
+            let cache = self.cache.lock().expect("the token cache lock is never poisoned");
+            if let Some((fetched, record)) = cache.get(public_id)
+                && fetched.elapsed() < CACHE_TTL
+            {
+                return Ok(record.clone());
+            }
+        }
+        let record = self.store.token_by_public_id(public_id).await.map_err(|error| {
+            tracing::error!(error = %error, "token lookup failed");
+            AuthError::Unavailable
+        })?;
+        let mut cache = self.cache.lock().expect("the token cache lock is never poisoned");
+        if cache.len() >= CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(public_id.to_owned(), (Instant::now(), record.clone()));
+        Ok(record)
+    }
+
+    /// Records the use in the background, at most once a minute per token.
+    fn touch(&self, id: i64, now: DateTime<Utc>) {
+        {
+            let mut touched = self.touched.lock().expect("the touch lock is never poisoned");
+            if touched.get(&id).is_some_and(|last| last.elapsed() < TOUCH_INTERVAL) {
+                return;
+            }
+            touched.insert(id, Instant::now());
+        }
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(error) = store.touch_token(id, now).await {
+                tracing::warn!(error = %error, "could not record a token's last use");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_are_checked_against_the_known_permissions() {
+        assert_eq!(parse_scopes("entity.read, admin,entity.read"), Ok(vec![Permission::EntityRead, Permission::Admin]));
+        let error = parse_scopes("entity.read,entity.write").unwrap_err();
+        assert!(error.contains("entity.write") && error.contains("template.execute"), "{error}");
+        assert!(parse_scopes(" , ").is_err());
+    }
+
+    #[test]
+    fn token_text_splits_into_public_id_and_secret() {
+        assert_eq!(split_token("ctk_0123456789abcdef_s3cr3t"), Some(("0123456789abcdef", "s3cr3t")));
+        assert_eq!(split_token("ctk_0123456789abcdeg_s3cr3t"), None, "not hex");
+        assert_eq!(split_token("ctk_0123_s3cr3t"), None, "too short");
+        assert_eq!(split_token("ghp_0123456789abcdef_s3cr3t"), None, "another prefix");
+        assert_eq!(split_token("ctk_0123456789abcdef_"), None, "no secret");
+    }
+
+    #[test]
+    fn admin_holds_every_permission_and_anonymous_only_reads_when_allowed() {
+        let admin = Principal::Token { id: 1, name: "a".into(), scopes: vec![Permission::Admin], expires_at: None };
+        assert!(Permission::ALL.iter().all(|permission| admin.holds(*permission, false)));
+        assert!(Principal::Anonymous.holds(Permission::EntityRead, true));
+        assert!(!Principal::Anonymous.holds(Permission::EntityRead, false));
+        assert!(!Principal::Anonymous.holds(Permission::EntityRefresh, true));
+    }
+}
