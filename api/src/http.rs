@@ -9,7 +9,6 @@ use async_graphql::http::GraphiQLSource;
 use async_graphql::{Request, Response as GraphqlResponse, ServerError, Variables};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -235,7 +234,11 @@ async fn graphql_get_or_upgrade(State(state): State<HttpState>, request: axum::e
     }
     match Query::<GetParams>::from_request_parts(&mut parts, &state).await {
         Ok(query) => graphql_get(State(state), parts.headers, query).await,
-        Err(rejection) => rejection.into_response(),
+        Err(error) => {
+            let media = ResponseMedia::accepted(&parts.headers).unwrap_or(ResponseMedia::Json);
+            let message = format!("the query string is not a GraphQL request: {}", error.body_text());
+            rejection(media, StatusCode::BAD_REQUEST, "BAD_REQUEST", None, &message)
+        }
     }
 }
 
@@ -345,7 +348,7 @@ struct GetParams {
     variables: Option<String>,
 }
 
-async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: axum::body::Body) -> Response {
     let Some(media) = ResponseMedia::accepted(&headers) else { return not_acceptable() };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or_default();
     let media_type = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
@@ -358,6 +361,14 @@ async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: 
             "POST /graphql needs Content-Type: application/json",
         );
     }
+    let limit = state.graphql.max_body_bytes;
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(body) => body,
+        Err(_) => {
+            let message = format!("the body is over the limit of {limit} bytes (or was cut off)");
+            return rejection(media, StatusCode::PAYLOAD_TOO_LARGE, "LIMIT_EXCEEDED", Some("bodyBytes"), &message);
+        }
+    };
     if body.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'[') {
         return rejection(media, StatusCode::BAD_REQUEST, "BAD_REQUEST", None, "batched requests are not supported");
     }

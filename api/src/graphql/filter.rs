@@ -8,6 +8,18 @@ use super::error::ApiError;
 /// How deep and/or/not may nest, and how many comparisons one filter may hold.
 const MAX_FILTER_DEPTH: usize = 8;
 const MAX_FILTER_TERMS: usize = 64;
+/// The most values one filter key may list (`kind: [...]`, `in: [...]`).
+const MAX_FILTER_VALUES: usize = 500;
+
+fn check_values(n_values: usize) -> Result<(), ApiError> {
+    if n_values > MAX_FILTER_VALUES {
+        return Err(ApiError::LimitExceeded {
+            limit: "filterValues",
+            message: format!("a filter key may list at most {MAX_FILTER_VALUES} values, got {n_values}"),
+        });
+    }
+    Ok(())
+}
 
 /// Selects entities. Every key set must hold (AND); each list matches any of
 /// its values; `and`, `or` and `not` compose filters. Typed keys compare
@@ -79,10 +91,12 @@ impl EntityFilter {
         ];
         for (field, values) in typed {
             if let Some(values) = values {
+                check_values(values.len())?;
                 all.push(Filter::Field { field, predicate: Predicate::In(values.clone()) });
             }
         }
         for predicate in self.fields.iter().flatten() {
+            check_values(predicate.any_of.as_ref().map_or(0, Vec::len))?;
             all.push(predicate.to_store()?);
         }
         for filter in self.and.iter().flatten() {

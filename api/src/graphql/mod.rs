@@ -253,8 +253,17 @@ fn page_size(name: &str, value: Option<i32>) -> Result<Option<u64>, ApiError> {
 
 /// The most words one search may hold; each is one condition.
 const MAX_SEARCH_WORDS: usize = 10;
+/// The longest search text: each word becomes a `LIKE '%word%'` scan.
+const MAX_SEARCH_CHARS: usize = 256;
 
 fn search_words(text: &str) -> Result<String, ApiError> {
+    let n_chars = text.chars().count();
+    if n_chars > MAX_SEARCH_CHARS {
+        return Err(ApiError::LimitExceeded {
+            limit: "searchChars",
+            message: format!("a search may be at most {MAX_SEARCH_CHARS} characters, got {n_chars}"),
+        });
+    }
     let mut words: Vec<&str> = text.split_whitespace().collect();
     words.sort_unstable();
     words.dedup();

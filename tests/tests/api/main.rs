@@ -1,6 +1,7 @@
 //! End-to-end tests: the real server on a random port, over a fresh SQLite file
 //! or PostgreSQL database per test, with the example catalog ingested.
 
+mod abuse;
 mod graph;
 mod helpers;
 mod limits;
