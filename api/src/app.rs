@@ -25,6 +25,7 @@ pub struct Application {
     store: Store,
     engine: Engine,
     hub: Arc<ChangeHub>,
+    auth: Arc<Authenticator>,
     config: Config,
 }
 
@@ -48,7 +49,8 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}:{}", config.server.host, config.server.port))?;
         let address = listener.local_addr().context("the listener has no address")?;
-        Ok(Self { listener, address, store, engine, hub, config })
+        let auth = Authenticator::new(store.clone(), &config.auth).context("invalid auth configuration")?;
+        Ok(Self { listener, address, store, engine, hub, auth: Arc::new(auth), config })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -80,7 +82,7 @@ impl Application {
             field_suggestions: graphql.field_suggestions,
         };
         let state = HttpState {
-            auth: Arc::new(Authenticator::new(self.store.clone(), self.config.auth.anonymous_read)),
+            auth: self.auth.clone(),
             allowed_origins: self.config.server.cors_allowed_origins.clone(),
             schema: build_schema(self.store.clone(), self.hub.clone(), options),
             store: self.store.clone(),

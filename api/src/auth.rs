@@ -1,5 +1,5 @@
 //! Who is calling: API tokens (issued by `catalog token create`, stored as a
-//! hash), permissions in the spirit of Backstage's permission framework, and
+//! hash), OIDC/JWT bearer tokens (`jwt.rs`), permissions in the spirit of Backstage's permission framework, and
 //! the anonymous-read switch. HTTP and WebSocket authenticate through the same
 //! [`Authenticator`].
 
@@ -13,6 +13,9 @@ use catalog_store::{NewToken, Store, StoreError, TokenRecord};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use crate::config::AuthConfig;
+use crate::jwt::{JwtConfigError, JwtVerifier};
 
 /// What a principal may do. Names as Backstage's permission framework spells
 /// them, so that policies read alike.
@@ -78,7 +81,21 @@ pub fn parse_scopes(text: &str) -> Result<Vec<Permission>, String> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
     Anonymous,
-    Token { id: i64, name: String, scopes: Vec<Permission>, expires_at: Option<DateTime<Utc>> },
+    /// An API token issued by `catalog token create`.
+    Token {
+        id: i64,
+        name: String,
+        scopes: Vec<Permission>,
+        expires_at: Option<DateTime<Utc>>,
+    },
+    /// A JWT from the configured identity provider; `groups` from its claim
+    /// of that name, for the policy file to come.
+    Jwt {
+        subject: String,
+        groups: Vec<String>,
+        scopes: Vec<Permission>,
+        expires_at: Option<DateTime<Utc>>,
+    },
 }
 
 impl Principal {
@@ -87,7 +104,9 @@ impl Principal {
     pub fn holds(&self, permission: Permission, anonymous_read: bool) -> bool {
         match self {
             Principal::Anonymous => anonymous_read && permission == Permission::EntityRead,
-            Principal::Token { scopes, .. } => scopes.contains(&Permission::Admin) || scopes.contains(&permission),
+            Principal::Token { scopes, .. } | Principal::Jwt { scopes, .. } => {
+                scopes.contains(&Permission::Admin) || scopes.contains(&permission)
+            }
         }
     }
 
@@ -95,7 +114,7 @@ impl Principal {
     pub fn expires_at(&self) -> Option<DateTime<Utc>> {
         match self {
             Principal::Anonymous => None,
-            Principal::Token { expires_at, .. } => *expires_at,
+            Principal::Token { expires_at, .. } | Principal::Jwt { expires_at, .. } => *expires_at,
         }
     }
 }
@@ -206,13 +225,21 @@ const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
 pub struct Authenticator {
     store: Store,
     anonymous_read: bool,
+    jwt: Option<JwtVerifier>,
     cache: Mutex<HashMap<String, (Instant, Option<TokenRecord>)>>,
     touched: Mutex<HashMap<i64, Instant>>,
 }
 
 impl Authenticator {
-    pub fn new(store: Store, anonymous_read: bool) -> Self {
-        Self { store, anonymous_read, cache: Mutex::default(), touched: Mutex::default() }
+    pub fn new(store: Store, config: &AuthConfig) -> Result<Self, JwtConfigError> {
+        let jwt = config.jwt.enabled().then(|| JwtVerifier::new(config.jwt.clone())).transpose()?;
+        Ok(Self {
+            store,
+            anonymous_read: config.anonymous_read,
+            jwt,
+            cache: Mutex::default(),
+            touched: Mutex::default(),
+        })
     }
 
     /// The principal for an `Authorization` header value (or its absence),
@@ -234,11 +261,17 @@ impl Authenticator {
         }
         Err(match principal {
             Principal::Anonymous => AuthError::Missing,
-            Principal::Token { .. } => AuthError::Forbidden(Permission::EntityRead.name()),
+            Principal::Token { .. } | Principal::Jwt { .. } => AuthError::Forbidden(Permission::EntityRead.name()),
         })
     }
 
+    /// An API token (`ctk_...`) or, when configured, a JWT.
     async fn token_principal(&self, token: &str) -> Result<Principal, AuthError> {
+        if !token.starts_with(TOKEN_PREFIX)
+            && let Some(jwt) = &self.jwt
+        {
+            return jwt.verify(token).await;
+        }
         let (public_id, secret) = split_token(token).ok_or(AuthError::Invalid)?;
         let record = self.record(public_id).await?.ok_or(AuthError::Invalid)?;
         let matches: bool = secret_hash(secret).as_bytes().ct_eq(record.secret_hash.as_bytes()).into();

@@ -30,11 +30,13 @@ pub struct AuthConfig {
     /// Whether requests without credentials may read the catalog. Requests
     /// with a wrong token are refused either way.
     pub anonymous_read: bool,
+    /// OIDC/JWT bearer tokens; off while `jwks_url` is empty.
+    pub jwt: crate::jwt::JwtConfig,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { anonymous_read: true }
+        Self { anonymous_read: true, jwt: crate::jwt::JwtConfig::default() }
     }
 }
 

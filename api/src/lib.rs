@@ -9,3 +9,4 @@ pub mod firewall;
 pub mod graphql;
 mod http;
 pub mod hub;
+pub mod jwt;

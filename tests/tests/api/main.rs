@@ -4,6 +4,7 @@
 mod abuse;
 mod graph;
 mod helpers;
+mod jwt;
 mod limits;
 mod queries;
 mod security;
