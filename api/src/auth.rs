@@ -16,6 +16,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::AuthConfig;
 use crate::jwt::{JwtConfigError, JwtVerifier};
+use crate::policy::{Policy, PolicyError};
 
 /// What a principal may do. Names as Backstage's permission framework spells
 /// them, so that policies read alike.
@@ -221,31 +222,63 @@ const CACHE_CAPACITY: usize = 10_000;
 /// `last_used_at` is written at most this often per token.
 const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
 
+/// A principal and the entities it may read (`None`: all of them).
+#[derive(Clone, Debug)]
+pub struct Access {
+    pub principal: Principal,
+    pub read_filter: Option<catalog_store::Filter>,
+}
+
+/// Why the `auth` configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    #[error(transparent)]
+    Jwt(#[from] JwtConfigError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
 /// Checks credentials against the stored tokens.
 pub struct Authenticator {
     store: Store,
     anonymous_read: bool,
     jwt: Option<JwtVerifier>,
+    policy: Policy,
     cache: Mutex<HashMap<String, (Instant, Option<TokenRecord>)>>,
     touched: Mutex<HashMap<i64, Instant>>,
 }
 
 impl Authenticator {
-    pub fn new(store: Store, config: &AuthConfig) -> Result<Self, JwtConfigError> {
+    pub fn new(store: Store, config: &AuthConfig) -> Result<Self, AuthConfigError> {
         let jwt = config.jwt.enabled().then(|| JwtVerifier::new(config.jwt.clone())).transpose()?;
         Ok(Self {
             store,
             anonymous_read: config.anonymous_read,
             jwt,
+            policy: Policy::new(&config.policy)?,
             cache: Mutex::default(),
             touched: Mutex::default(),
         })
     }
 
     /// The principal for an `Authorization` header value (or its absence),
-    /// allowed to read the catalog. A wrong token is refused even when
-    /// anonymous reads are on: it never silently becomes anonymous.
-    pub async fn authenticate_reader(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+    /// allowed to read the catalog, with what it may read. A wrong token is
+    /// refused even when anonymous reads are on: it never silently becomes
+    /// anonymous.
+    pub async fn authenticate_reader(&self, authorization: Option<&str>) -> Result<Access, AuthError> {
+        let principal = self.authenticate(authorization).await?;
+        // With a policy, a rule must grant entity.read as well as the scopes.
+        if !self.policy.is_empty() && !self.policy.grants(&principal, Permission::EntityRead) {
+            return Err(match principal {
+                Principal::Anonymous => AuthError::Missing,
+                _ => AuthError::Forbidden(Permission::EntityRead.name()),
+            });
+        }
+        let read_filter = if self.policy.is_empty() { None } else { self.policy.read_filter(&principal) };
+        Ok(Access { principal, read_filter })
+    }
+
+    async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
         let principal = match authorization {
             None => Principal::Anonymous,
             Some(value) => {

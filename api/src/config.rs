@@ -32,11 +32,14 @@ pub struct AuthConfig {
     pub anonymous_read: bool,
     /// OIDC/JWT bearer tokens; off while `jwks_url` is empty.
     pub jwt: crate::jwt::JwtConfig,
+    /// Rules granting permissions to principals, with conditions on what
+    /// they may read. Empty: token scopes alone decide.
+    pub policy: Vec<crate::policy::PolicyRule>,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { anonymous_read: true, jwt: crate::jwt::JwtConfig::default() }
+        Self { anonymous_read: true, jwt: crate::jwt::JwtConfig::default(), policy: Vec::new() }
     }
 }
 

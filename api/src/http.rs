@@ -17,10 +17,11 @@ use axum::routing::get;
 use catalog_store::Store;
 use serde::Deserialize;
 
-use crate::auth::{AuthError, Authenticator, Principal};
+use crate::auth::{Access, AuthError, Authenticator, Principal};
 use crate::config::GraphqlConfig;
 use crate::firewall::{self, Limits};
 use crate::graphql::{CatalogSchema, with_loaders, with_subscription_loaders};
+use crate::policy::ReadScope;
 
 #[derive(Clone)]
 pub(crate) struct HttpState {
@@ -125,16 +126,25 @@ async fn serve_websocket(mut socket: WebSocket, state: HttpState, protocol: Grap
             return;
         }
     };
-    let principal = match websocket_principal(&state, &first).await {
-        Ok(principal) => principal,
+    let access = match websocket_access(&state, &first).await {
+        Ok(access) => access,
         Err(error) => {
             tracing::info!(reason = %error, "WebSocket refused at connection_init");
             close_websocket(&mut socket, 4403, &format!("Forbidden: {error}")).await;
             return;
         }
     };
+    let scope = match ReadScope::new(&state.store, access.read_filter).await {
+        Ok(scope) => scope,
+        Err(error) => {
+            tracing::error!(error = %error, "cannot build a read scope");
+            close_websocket(&mut socket, 1011, "internal error").await;
+            return;
+        }
+    };
+    let principal = access.principal;
     let expires_at = principal.expires_at();
-    let executor = FirewalledExecutor { state: state.clone(), principal };
+    let executor = FirewalledExecutor { state: state.clone(), principal, scope };
     let (mut socket_sink, socket_stream) = socket.split();
     // async-graphql writes into a channel; this task forwards to the socket
     // until the token expires, then closes it.
@@ -187,10 +197,14 @@ async fn close_websocket(socket: &mut WebSocket, code: u16, reason: &str) {
 /// `connection_init` (`{"Authorization": "Bearer ..."}`, as graphql-ws
 /// clients send headers, or `{"token": "..."}`); any other first message
 /// runs as anonymous, and async-graphql refuses it for lacking the init.
-async fn websocket_principal(state: &HttpState, first: &str) -> Result<Principal, AuthError> {
+async fn websocket_access(state: &HttpState, first: &str) -> Result<Access, AuthError> {
     let message: serde_json::Value = serde_json::from_str(first).unwrap_or_default();
     if message["type"] != "connection_init" {
-        return Ok(Principal::Anonymous);
+        // Nothing runs before the init: async-graphql closes the socket.
+        return Ok(Access {
+            principal: Principal::Anonymous,
+            read_filter: Some(catalog_store::Filter::Any(Vec::new())),
+        });
     }
     let payload = &message["payload"];
     let authorization = ["Authorization", "authorization"]
@@ -249,6 +263,8 @@ struct FirewalledExecutor {
     state: HttpState,
     /// Who the connection authenticated as in `connection_init`.
     principal: Principal,
+    /// What it may read.
+    scope: ReadScope,
 }
 
 impl FirewalledExecutor {
@@ -272,7 +288,7 @@ impl async_graphql::Executor for FirewalledExecutor {
         if let Some(refused) = self.refused(&mut request) {
             return refused;
         }
-        let request = with_loaders(request, &self.state.store).data(self.principal.clone());
+        let request = with_loaders(request, &self.state.store, &self.scope).data(self.principal.clone());
         with_codes(self.state.schema.execute(request).await, &new_request_id())
     }
 
@@ -308,7 +324,7 @@ impl async_graphql::Executor for FirewalledExecutor {
             })
             .boxed();
         }
-        let request = with_subscription_loaders(request, &self.state.store).data(self.principal.clone());
+        let request = with_subscription_loaders(request, &self.state.store, &self.scope).data(self.principal.clone());
         let request_id = new_request_id();
         let stream = match session_data {
             Some(data) => self.state.schema.execute_stream_with_session_data(request, data).boxed(),
@@ -499,8 +515,8 @@ fn not_acceptable() -> Response {
 async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, http: GraphqlHttpRequest) -> Response {
     // A header that is not text cannot be a bearer token.
     let authorization = headers.get(header::AUTHORIZATION).map(|value| value.to_str().unwrap_or("\u{0}"));
-    let principal = match state.auth.authenticate_reader(authorization).await {
-        Ok(principal) => principal,
+    let access = match state.auth.authenticate_reader(authorization).await {
+        Ok(access) => access,
         Err(error) => return auth_rejection(media, &error, authorization.is_some()),
     };
     let limits = Limits::from(&state.graphql);
@@ -539,7 +555,14 @@ async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, h
         return response;
     }
     let request_id = request_id(headers);
-    let request = with_loaders(request, &state.store).data(principal);
+    let scope = match ReadScope::new(&state.store, access.read_filter).await {
+        Ok(scope) => scope,
+        Err(error) => {
+            tracing::error!(request_id, error = %error, "cannot build a read scope");
+            return rejection(media, StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", None, "internal error");
+        }
+    };
+    let request = with_loaders(request, &state.store, &scope).data(access.principal);
     let response = match tokio::time::timeout(state.request_timeout, state.schema.execute(request)).await {
         Ok(response) => response,
         Err(_) => {

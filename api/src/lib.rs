@@ -10,3 +10,4 @@ pub mod graphql;
 mod http;
 pub mod hub;
 pub mod jwt;
+pub mod policy;

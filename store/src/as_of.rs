@@ -7,10 +7,10 @@ use sea_orm::{DbBackend, EntityTrait, Statement};
 
 use crate::connection::Store;
 use crate::error::StoreError;
+use crate::matcher::EntityMatcher;
 use crate::models::change_row;
-use crate::query::{Filter, FilterField, Predicate, typed_values};
+use crate::query::Filter;
 use crate::record::{Change, ChangeType};
-use crate::snapshot::{TypedColumns, facet_pairs, typed_columns};
 
 /// Rows read per statement while scanning the log in ref order: bounds the
 /// memory of one time-travel page whatever the catalog's size.
@@ -42,7 +42,10 @@ impl Store {
     /// the whole log in chunks to count every match, so its cost grows with the
     /// catalog, not with the page.
     pub async fn list_entities_as_of(&self, query: &AsOfQuery) -> Result<AsOfPage, StoreError> {
-        let filter = self.expand_filter(query.filter.as_ref()).await?.map(normalize);
+        let matcher = match &query.filter {
+            Some(filter) => Some(self.entity_matcher(filter).await?),
+            None => None,
+        };
         let words: Vec<&str> = query.search.as_deref().unwrap_or_default().split_whitespace().collect();
         let words: Vec<String> = words.iter().map(|word| word.to_lowercase()).collect();
         let end = query.offset.saturating_add(query.limit);
@@ -57,7 +60,7 @@ impl Store {
             }
             for row in rows {
                 let Some(change) = crate::changes::to_change(row) else { continue };
-                if !version_matches(&change, filter.as_ref(), &words) {
+                if !version_matches(&change, matcher.as_ref(), &words) {
                     continue;
                 }
                 if (query.offset..end).contains(&total_count) {
@@ -91,91 +94,18 @@ impl Store {
     }
 }
 
-/// The filter with typed values in their column form, so that each version
-/// compares without parsing refs again.
-fn normalize(filter: Filter) -> Filter {
-    match filter {
-        Filter::All(filters) => Filter::All(filters.into_iter().map(normalize).collect()),
-        Filter::Any(filters) => Filter::Any(filters.into_iter().map(normalize).collect()),
-        Filter::Not(filter) => Filter::Not(Box::new(normalize(*filter))),
-        Filter::Field { field, predicate: Predicate::In(values) } if typed_field(&field).is_some() => {
-            let default_kind = typed_field(&field).flatten();
-            Filter::Field { predicate: Predicate::In(typed_values(&values, default_kind)), field }
-        }
-        field => field,
-    }
-}
-
-/// `Some(default kind)` for the fields held in typed columns, `None` for the
-/// fields read from the facet pairs.
-fn typed_field(field: &FilterField) -> Option<Option<&'static str>> {
-    match field {
-        FilterField::Kind | FilterField::Namespace | FilterField::Name | FilterField::Lifecycle | FilterField::Type => {
-            Some(None)
-        }
-        FilterField::Owner | FilterField::OwnedByTree | FilterField::OwnedByMember => Some(Some("Group")),
-        FilterField::System => Some(Some("System")),
-        FilterField::Tag | FilterField::Path(_) => None,
-    }
-}
-
-fn version_matches(change: &Change, filter: Option<&Filter>, words: &[String]) -> bool {
+fn version_matches(change: &Change, matcher: Option<&EntityMatcher>, words: &[String]) -> bool {
     if change.change_type == ChangeType::Removed {
         return false;
     }
     let Some(body) = &change.entity else { return false };
     let Ok(entity) = serde_json::from_value::<Entity>(body.clone()) else { return false };
     let Ok(entity_ref) = EntityRef::parse(&change.entity_ref) else { return false };
-    let columns = typed_columns(&entity);
-    if !words.iter().all(|word| columns.search_text.contains(word.as_str())) {
-        return false;
-    }
-    let Some(filter) = filter else { return true };
-    let version = Version { entity_ref, facets: facet_pairs(&entity), columns };
-    version.matches(filter)
-}
-
-/// What a filter reads of one version.
-struct Version {
-    entity_ref: EntityRef,
-    columns: TypedColumns,
-    facets: Vec<(String, String)>,
-}
-
-impl Version {
-    fn matches(&self, filter: &Filter) -> bool {
-        match filter {
-            Filter::All(filters) => filters.iter().all(|filter| self.matches(filter)),
-            Filter::Any(filters) => filters.iter().any(|filter| self.matches(filter)),
-            Filter::Not(filter) => !self.matches(filter),
-            Filter::Field { field, predicate } => self.field_matches(field, predicate),
+    if !words.is_empty() {
+        let search_text = crate::snapshot::typed_columns(&entity).search_text;
+        if !words.iter().all(|word| search_text.contains(word.as_str())) {
+            return false;
         }
     }
-
-    fn field_matches(&self, field: &FilterField, predicate: &Predicate) -> bool {
-        let typed = match field {
-            FilterField::Kind => Some(Some(self.entity_ref.kind())),
-            FilterField::Namespace => Some(Some(self.entity_ref.namespace())),
-            FilterField::Name => Some(Some(self.entity_ref.name())),
-            FilterField::Owner | FilterField::OwnedByTree | FilterField::OwnedByMember => {
-                Some(self.columns.owner_ref.as_deref())
-            }
-            FilterField::Lifecycle => Some(self.columns.lifecycle.as_deref()),
-            FilterField::Type => Some(self.columns.spec_type.as_deref()),
-            FilterField::System => Some(self.columns.system_ref.as_deref()),
-            FilterField::Tag | FilterField::Path(_) => None,
-        };
-        if let Some(value) = typed {
-            return match predicate {
-                Predicate::Exists(exists) => value.is_some() == *exists,
-                Predicate::In(values) => value.is_some_and(|value| values.iter().any(|wanted| wanted == value)),
-            };
-        }
-        let key = field.facet_key();
-        let mut values = self.facets.iter().filter(|(facet, _)| *facet == key).map(|(_, value)| value);
-        match predicate {
-            Predicate::Exists(exists) => values.next().is_some() == *exists,
-            Predicate::In(wanted) => values.any(|value| wanted.contains(value)),
-        }
-    }
+    matcher.is_none_or(|matcher| matcher.matches_entity(&entity_ref, &entity))
 }

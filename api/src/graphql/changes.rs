@@ -20,6 +20,7 @@ use super::error::ApiError;
 use super::graph::WalkBudget;
 use super::{parse_ref, store};
 use crate::hub::ChangeHub;
+use crate::policy::ReadScope;
 
 /// Events one `changes` page or `history` page may hold.
 pub const MAX_CHANGES_PAGE: i32 = 1_000;
@@ -93,6 +94,8 @@ pub(crate) struct ChangeMatcher {
     tree_owners: Option<HashSet<String>>,
     tags: Option<HashSet<String>>,
     related: Option<HashSet<String>>,
+    /// The request's read scope: events about hidden entities are dropped.
+    scope: ReadScope,
 }
 
 fn lowered(values: &Option<Vec<String>>) -> Option<HashSet<String>> {
@@ -107,7 +110,7 @@ fn canonical(values: &[String], default_kind: Option<&str>) -> Result<HashSet<St
 }
 
 impl ChangeMatcher {
-    pub(crate) async fn new(store: &Store, filter: Option<ChangeFilter>) -> Result<Self, ApiError> {
+    pub(crate) async fn new(store: &Store, scope: &ReadScope, filter: Option<ChangeFilter>) -> Result<Self, ApiError> {
         let filter = filter.unwrap_or_default();
         let refs = filter.refs.as_deref().map(|refs| canonical(refs, None)).transpose()?;
         let owners = filter.owners.as_deref().map(|owners| canonical(owners, Some("Group"))).transpose()?;
@@ -131,6 +134,7 @@ impl ChangeMatcher {
             tree_owners,
             tags: filter.tags.map(|tags| tags.into_iter().collect()),
             related,
+            scope: scope.clone(),
         })
     }
 
@@ -163,7 +167,13 @@ impl ChangeMatcher {
                 return false;
             }
         }
-        true
+        match &self.scope {
+            ReadScope::All => true,
+            // A removal is matched against the version it removed.
+            ReadScope::Only { matcher, .. } => version
+                .and_then(|body| serde_json::from_value::<Entity>(body.clone()).ok())
+                .is_some_and(|entity| matcher.matches_entity(&entity_ref, &entity)),
+        }
     }
 }
 
@@ -287,6 +297,7 @@ pub(crate) async fn check_retained(store: &Store, cursor: ChangeCursor) -> Resul
 /// A page of the feed after `after`, scanning at most 20,000 rows.
 pub(crate) async fn changes_page(
     store: &Store,
+    scope: &ReadScope,
     after: Option<ChangeCursor>,
     filter: Option<ChangeFilter>,
     first: i32,
@@ -294,7 +305,7 @@ pub(crate) async fn changes_page(
     let size = check_page(first)?;
     let after = after.unwrap_or(ChangeCursor(0));
     check_retained(store, after).await?;
-    let matcher = ChangeMatcher::new(store, filter).await?;
+    let matcher = ChangeMatcher::new(store, scope, filter).await?;
     let mut cursor = after.0;
     let mut events = Vec::new();
     let mut scanned = 0;
@@ -362,7 +373,7 @@ impl SubscriptionRoot {
         let store = store(ctx);
         let hub = ctx.data_unchecked::<Arc<ChangeHub>>().clone();
         let budget = ctx.data_unchecked::<Arc<WalkBudget>>().clone();
-        let matcher = ChangeMatcher::new(&store, filter).await?;
+        let matcher = ChangeMatcher::new(&store, super::read_scope(ctx)?, filter).await?;
         if let Some(after) = after {
             check_retained(&store, after).await?;
         }

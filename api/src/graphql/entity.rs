@@ -428,7 +428,8 @@ async fn owned_connection(
     }
     let page = PageArgs { first, after, ..PageArgs::default() };
     let store = ctx.data_unchecked::<Store>();
-    Ok(list_connection(store, Some(Filter::All(all)), None, EntitySource::Now(EntityOrder::default()), page).await?)
+    let filter = super::read_scope(ctx)?.narrow(Some(Filter::All(all)));
+    Ok(list_connection(store, filter, None, EntitySource::Now(EntityOrder::default()), page).await?)
 }
 
 /// The groups a walk over `types` reaches from `stored`, nearest first.

@@ -23,6 +23,8 @@ pub enum ApiError {
     SubscriberTooSlow {
         last_cursor: i64,
     },
+    /// The principal may not do or see this.
+    Forbidden(String),
     Internal,
 }
 
@@ -39,6 +41,7 @@ impl ApiError {
             ApiError::SubscriberTooSlow { last_cursor } => format!(
                 "the subscriber fell too far behind and was ended; subscribe again with after: \"{last_cursor}\""
             ),
+            ApiError::Forbidden(message) => message.clone(),
             ApiError::Internal => "internal error: the request could not be completed".into(),
         }
     }
@@ -49,6 +52,7 @@ impl ApiError {
             ApiError::LimitExceeded { .. } => "LIMIT_EXCEEDED",
             ApiError::CursorExpired { .. } => "CURSOR_EXPIRED",
             ApiError::SubscriberTooSlow { .. } => "SUBSCRIBER_TOO_SLOW",
+            ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::Internal => "INTERNAL",
         }
     }
@@ -71,7 +75,7 @@ impl From<ApiError> for async_graphql::Error {
                 ApiError::LimitExceeded { limit, .. } => extensions.set("limit", *limit),
                 ApiError::CursorExpired { oldest } => extensions.set("oldestCursor", oldest.to_string()),
                 ApiError::SubscriberTooSlow { last_cursor } => extensions.set("lastCursor", last_cursor.to_string()),
-                ApiError::BadUserInput(_) | ApiError::Internal => {}
+                ApiError::BadUserInput(_) | ApiError::Forbidden(_) | ApiError::Internal => {}
             }
         })
     }

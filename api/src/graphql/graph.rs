@@ -56,6 +56,8 @@ impl WalkBudget {
 
 /// Runs a walk against the request's budget.
 pub(crate) async fn walk(ctx: &Context<'_>, request: &WalkRequest) -> Result<Walk, ApiError> {
+    // A walk's counts, paths and unresolved nodes would reveal hidden entities.
+    super::require_unrestricted(ctx, "graph traversal")?;
     ctx.data_unchecked::<Arc<WalkBudget>>().spend()?;
     Ok(store(ctx).walk(request).await?)
 }

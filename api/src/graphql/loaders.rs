@@ -9,9 +9,14 @@ use catalog_domain::EntityRef;
 use catalog_store::{Store, StoredEntity, StoredRelation};
 
 use super::error::ApiError;
+use crate::policy::ReadScope;
 
-/// Entities by canonical ref.
-pub struct EntityLoader(pub Store);
+/// Entities by canonical ref; those the request's read scope hides are
+/// left out, as if they did not exist.
+pub struct EntityLoader {
+    pub store: Store,
+    pub scope: ReadScope,
+}
 
 impl Loader<String> for EntityLoader {
     type Value = Arc<StoredEntity>;
@@ -19,8 +24,12 @@ impl Loader<String> for EntityLoader {
 
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
         let refs: Vec<EntityRef> = keys.iter().filter_map(|key| EntityRef::parse(key).ok()).collect();
-        let found = self.0.entities_by_refs(&refs).await?;
-        Ok(found.into_iter().map(|(key, stored)| (key, Arc::new(stored))).collect())
+        let found = self.store.entities_by_refs(&refs).await?;
+        Ok(found
+            .into_iter()
+            .filter(|(_, stored)| self.scope.allows(stored))
+            .map(|(key, stored)| (key, Arc::new(stored)))
+            .collect())
     }
 }
 

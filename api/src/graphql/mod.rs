@@ -17,6 +17,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use catalog_domain::{DocumentOutcome, EntityRef, parse_documents};
 use catalog_store::{AsOfQuery, EntityPage, ListQuery, Store};
+
+use crate::policy::ReadScope;
 use chrono::{DateTime, Utc};
 
 pub use entity::EntityValue;
@@ -85,9 +87,11 @@ pub fn sdl() -> String {
 const LOADER_DELAY: std::time::Duration = std::time::Duration::from_micros(100);
 
 /// Adds the per-request DataLoaders and walk budget: neither may outlive a request.
-pub fn with_loaders(request: Request, store: &Store) -> Request {
+pub fn with_loaders(request: Request, store: &Store, scope: &ReadScope) -> Request {
+    let entities = EntityLoader { store: store.clone(), scope: scope.clone() };
     request
-        .data(DataLoader::new(EntityLoader(store.clone()), tokio::spawn).delay(LOADER_DELAY))
+        .data(scope.clone())
+        .data(DataLoader::new(entities, tokio::spawn).delay(LOADER_DELAY))
         .data(DataLoader::new(EdgesLoader(store.clone()), tokio::spawn).delay(LOADER_DELAY))
         .data(Arc::new(graph::WalkBudget::default()))
 }
@@ -96,9 +100,11 @@ pub fn with_loaders(request: Request, store: &Store) -> Request {
 /// many events: its loaders batch within an event but cache nothing, so no
 /// event is answered from an earlier event's data; its budget is renewed
 /// per event.
-pub fn with_subscription_loaders(request: Request, store: &Store) -> Request {
+pub fn with_subscription_loaders(request: Request, store: &Store, scope: &ReadScope) -> Request {
+    let entities = EntityLoader { store: store.clone(), scope: scope.clone() };
     request
-        .data(DataLoader::with_cache(EntityLoader(store.clone()), tokio::spawn, NoCache).delay(LOADER_DELAY))
+        .data(scope.clone())
+        .data(DataLoader::with_cache(entities, tokio::spawn, NoCache).delay(LOADER_DELAY))
         .data(DataLoader::with_cache(EdgesLoader(store.clone()), tokio::spawn, NoCache).delay(LOADER_DELAY))
         .data(Arc::new(graph::WalkBudget::default()))
 }
@@ -280,6 +286,24 @@ fn store(ctx: &Context<'_>) -> Store {
     ctx.data_unchecked::<Store>().clone()
 }
 
+/// What the request may read. Missing only when the schema runs outside the
+/// HTTP and WebSocket layers, which always add it: fail closed then.
+pub(crate) fn read_scope<'a>(ctx: &Context<'a>) -> Result<&'a ReadScope, ApiError> {
+    ctx.data_opt::<ReadScope>().ok_or_else(|| {
+        tracing::error!("a request ran without a read scope");
+        ApiError::Internal
+    })
+}
+
+/// Refuses `what` to principals whose reads a policy limits, where the
+/// result cannot yet be filtered entity by entity.
+pub(crate) fn require_unrestricted(ctx: &Context<'_>, what: &str) -> Result<(), ApiError> {
+    if read_scope(ctx)?.is_restricted() {
+        return Err(ApiError::Forbidden(format!("{what} is not available to principals whose reads a policy limits")));
+    }
+    Ok(())
+}
+
 fn parse_ref(text: &str, default_kind: Option<&str>, default_namespace: &str) -> Result<EntityRef, ApiError> {
     EntityRef::parse_with_defaults(text, default_kind, default_namespace)
         .map_err(|error| ApiError::BadUserInput(format!("{text:?} is not an entity reference: {error}")))
@@ -309,7 +333,10 @@ impl QueryRoot {
             let store = store(ctx);
             let sequence = as_of.sequence(&store).await?;
             let version = store.entity_as_of(&entity_ref.to_string(), sequence).await.map_err(ApiError::from)?;
-            return Ok(version.and_then(|change| changes::stored_version(&change)).map(EntityValue::from));
+            let scope = read_scope(ctx)?;
+            let visible =
+                version.and_then(|change| changes::stored_version(&change)).filter(|stored| scope.allows(stored));
+            return Ok(visible.map(EntityValue::from));
         }
         let loader = ctx.data_unchecked::<DataLoader<EntityLoader>>();
         Ok(loader.load_one(entity_ref.to_string()).await?.map(EntityValue::from))
@@ -353,7 +380,7 @@ impl QueryRoot {
         before: Option<String>,
         as_of: Option<AsOf>,
     ) -> Result<EntityConnection> {
-        let filter = filter.map(|filter| filter.to_store()).transpose()?;
+        let filter = read_scope(ctx)?.narrow(filter.map(|filter| filter.to_store()).transpose()?);
         let search = search.filter(|text| !text.trim().is_empty()).map(|text| search_words(&text)).transpose()?;
         let store = store(ctx);
         let source = match (as_of, order_by) {
@@ -470,7 +497,7 @@ impl QueryRoot {
         filter: Option<ChangeFilter>,
         #[graphql(default = 100)] first: i32,
     ) -> Result<ChangePage> {
-        Ok(changes::changes_page(&store(ctx), after, filter, first).await?)
+        Ok(changes::changes_page(&store(ctx), read_scope(ctx)?, after, filter, first).await?)
     }
 
     /// Value counts per field over the entities that match the filter, e.g.
@@ -479,7 +506,7 @@ impl QueryRoot {
         if fields.len() > 20 {
             return Err(ApiError::LimitExceeded { limit: "facetFields", message: "at most 20 fields".into() }.into());
         }
-        let filter = filter.map(|filter| filter.to_store()).transpose()?;
+        let filter = read_scope(ctx)?.narrow(filter.map(|filter| filter.to_store()).transpose()?);
         let facets = store(ctx).facets(&fields, filter.as_ref()).await.map_err(ApiError::from)?;
         Ok(facets
             .into_iter()
@@ -522,6 +549,7 @@ impl QueryRoot {
 
     /// Every location the providers read, with the outcome of the last read.
     async fn locations(&self, ctx: &Context<'_>) -> Result<Vec<CatalogLocation>> {
+        require_unrestricted(ctx, "locations")?;
         let locations = store(ctx).locations().await.map_err(ApiError::from)?;
         Ok(locations
             .into_iter()
@@ -537,6 +565,7 @@ impl QueryRoot {
 
     /// Refs claimed by two sources.
     async fn conflicts(&self, ctx: &Context<'_>) -> Result<Vec<Conflict>> {
+        require_unrestricted(ctx, "conflicts")?;
         let conflicts = store(ctx).conflicts().await.map_err(ApiError::from)?;
         Ok(conflicts
             .into_iter()

@@ -136,6 +136,7 @@ database_tests!(
     api_tokens_authenticate_http_requests,
     a_wrong_token_is_refused_even_when_anonymous_reads_are_allowed,
     websockets_authenticate_in_connection_init_and_close_when_the_token_expires,
+    a_policy_limits_reads_everywhere_a_hidden_entity_could_show,
 );
 
 /// An app that refuses anonymous reads, with one token per case.
@@ -274,4 +275,85 @@ async fn websockets_authenticate_in_connection_init_and_close_when_the_token_exp
         }
     };
     assert_eq!(closed, 4403);
+}
+
+async fn with_token(app: &TestApp, token: &str, query: &str) -> (u16, serde_json::Value) {
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .header("authorization", format!("Bearer {token}"))
+        .json(&json!({"query": query}))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// A policy limits what a token reads: hidden entities are neither listed,
+/// counted, faceted, loaded, related nor streamed, and what cannot be
+/// filtered yet is refused rather than leaked.
+async fn a_policy_limits_reads_everywhere_a_hidden_entity_could_show(database: TestDatabase) {
+    let app = app_with(database, |config| {
+        config.auth.anonymous_read = false;
+        config.auth.policy = serde_json::from_value(json!([
+            {"subjects": ["token:portal"], "permissions": ["entity.read"], "conditions": {"kinds": ["Component"]}},
+            {"subjects": ["token:ops"], "permissions": ["entity.read"]},
+            {"subjects": ["token:refresher"], "permissions": ["entity.refresh"]},
+        ]))
+        .unwrap();
+    })
+    .await;
+    let portal = issue(&app, "portal", &[Permission::EntityRead], None).await;
+    let ops = issue(&app, "ops", &[Permission::EntityRead], None).await;
+    let refresher = issue(&app, "refresher", &[Permission::EntityRead], None).await;
+    let stranger = issue(&app, "stranger", &[Permission::EntityRead], None).await;
+
+    let counts = r#"{ all: entities { totalCount } components: entities(filter: {kind: ["component"]}) { totalCount }
+        groups: entities(filter: {kind: ["group"]}) { totalCount } facets(fields: ["kind"]) { values { value count } } }"#;
+    let (_, everything) = with_token(&app, &ops, counts).await;
+    let (status, limited) = with_token(&app, &portal, counts).await;
+    assert_eq!(status, 200, "{limited}");
+    let components = everything["data"]["components"]["totalCount"].as_u64().unwrap();
+    assert!(everything["data"]["all"]["totalCount"].as_u64().unwrap() > components);
+    assert_eq!(limited["data"]["all"]["totalCount"].as_u64().unwrap(), components, "{limited}");
+    assert_eq!(limited["data"]["groups"]["totalCount"], 0);
+    let kinds: Vec<&str> = limited["data"]["facets"][0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|value| value["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["Component"], "{limited}");
+
+    let loads = r#"{ group: entity(ref: "group:team-shipping-core") { entityRef }
+        component: entity(ref: "component:shipment-tracker") { entityRef ... on Component { owner { entityRef } } }
+        byRefs: entitiesByRefs(refs: ["component:default/shipment-tracker", "group:default/team-shipping-core"]) { entityRef } }"#;
+    let (_, body) = with_token(&app, &portal, loads).await;
+    assert!(body["data"]["group"].is_null(), "{body}");
+    assert_eq!(body["data"]["component"]["entityRef"], "component:default/shipment-tracker");
+    assert!(body["data"]["component"]["owner"].is_null(), "the owner is a hidden group: {body}");
+    assert!(body["data"]["byRefs"][1].is_null() && body["data"]["byRefs"][0].is_object(), "{body}");
+    let (_, body) = with_token(&app, &ops, loads).await;
+    assert_eq!(body["data"]["group"]["entityRef"], "group:default/team-shipping-core");
+
+    let (_, body) = with_token(&app, &portal, "{ changes(first: 1000) { events { entityRef } } }").await;
+    let events = body["data"]["changes"]["events"].as_array().unwrap();
+    assert!(
+        !events.is_empty() && events.iter().all(|event| event["entityRef"].as_str().unwrap().starts_with("component:")),
+        "{body}"
+    );
+
+    for refused in [r#"{ traverse(from: ["component:shipment-tracker"]) { totalCount } }"#, "{ locations { target } }"]
+    {
+        let (_, body) = with_token(&app, &portal, refused).await;
+        assert_eq!(error_code(&body), "FORBIDDEN", "{refused}: {body}");
+    }
+    let (_, body) =
+        with_token(&app, &ops, r#"{ traverse(from: ["component:shipment-tracker"]) { totalCount } }"#).await;
+    assert!(body.get("errors").is_none(), "{body}");
+
+    for token in [&refresher, &stranger] {
+        let (status, body) = with_token(&app, token, "{ __typename }").await;
+        assert_eq!((status, error_code(&body)), (403, "FORBIDDEN"), "no rule grants entity.read: {body}");
+    }
 }

@@ -1,0 +1,252 @@
+//! Authorization: the policy file's rules map principals to permissions, and
+//! entity.read to the entities a principal may see. A read condition becomes
+//! a store filter, ANDed into every list, count and facet, and matched
+//! against every entity the DataLoader returns, so hidden entities are
+//! neither shown nor counted.
+
+use std::sync::Arc;
+
+use catalog_store::{EntityMatcher, Filter, FilterField, Predicate, Store, StoreError, StoredEntity};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{Permission, Principal};
+
+/// One rule of `auth.policy`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyRule {
+    /// Who the rule is for: `token:NAME`, `sub:SUBJECT` (a JWT's subject),
+    /// `group:NAME` (a value of a JWT's `groups` claim), `anonymous`, or `*`
+    /// (any authenticated principal).
+    pub subjects: Vec<String>,
+    /// Permissions granted (see `auth::Permission`).
+    pub permissions: Vec<String>,
+    /// For entity.read: only the entities meeting every condition set.
+    pub conditions: Option<ReadConditions>,
+}
+
+/// Conditions on the entities a rule lets a principal read; every one set
+/// must hold.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadConditions {
+    /// Entity kinds, e.g. `[component, api]`.
+    pub kinds: Vec<String>,
+    pub namespaces: Vec<String>,
+    /// Owned by the principal (a JWT's subject as a user ref) or by any group
+    /// it belongs to, directly or through parent groups, or by a group its
+    /// token names in `groups`.
+    pub owned_by_principal: bool,
+    /// An annotation the entity must carry, e.g. `backstage.io/techdocs-ref`.
+    pub has_annotation: Option<String>,
+}
+
+/// Why a policy cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("auth.policy rule {index}: {message}")]
+pub struct PolicyError {
+    index: usize,
+    message: String,
+}
+
+/// The policy, checked once at startup.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    rules: Vec<(Vec<String>, Vec<Permission>, Option<ReadConditions>)>,
+}
+
+impl Policy {
+    pub fn new(rules: &[PolicyRule]) -> Result<Self, PolicyError> {
+        let mut checked = Vec::new();
+        for (index, rule) in rules.iter().enumerate() {
+            let error = |message: String| PolicyError { index, message };
+            if rule.subjects.is_empty() {
+                return Err(error("subjects must name at least one subject".into()));
+            }
+            for subject in &rule.subjects {
+                let known = subject == "*"
+                    || subject == "anonymous"
+                    || ["token:", "sub:", "group:"].iter().any(|prefix| subject.starts_with(prefix));
+                if !known {
+                    return Err(error(format!(
+                        "subject {subject:?} must be token:NAME, sub:SUBJECT, group:NAME, anonymous or *"
+                    )));
+                }
+            }
+            let permissions = rule
+                .permissions
+                .iter()
+                .map(|name| Permission::parse(name).ok_or_else(|| error(format!("unknown permission {name:?}"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            if rule.conditions.is_some() && !permissions.contains(&Permission::EntityRead) {
+                return Err(error("conditions apply to entity.read, which the rule does not grant".into()));
+            }
+            checked.push((rule.subjects.clone(), permissions, rule.conditions.clone()));
+        }
+        Ok(Self { rules: checked })
+    }
+
+    /// Whether any rule is configured: without rules, scopes alone decide.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    fn rules_for<'a>(
+        &'a self,
+        principal: &'a Principal,
+    ) -> impl Iterator<Item = &'a (Vec<String>, Vec<Permission>, Option<ReadConditions>)> {
+        self.rules.iter().filter(move |(subjects, _, _)| subjects.iter().any(|subject| applies(subject, principal)))
+    }
+
+    /// Whether a rule grants `permission` to the principal.
+    pub fn grants(&self, principal: &Principal, permission: Permission) -> bool {
+        self.rules_for(principal)
+            .any(|(_, permissions, _)| permissions.contains(&Permission::Admin) || permissions.contains(&permission))
+    }
+
+    /// What the principal may read, given that some rule grants it entity.read.
+    pub fn read_filter(&self, principal: &Principal) -> Option<Filter> {
+        let mut any = Vec::new();
+        for (_, permissions, conditions) in self.rules_for(principal) {
+            if !permissions.contains(&Permission::EntityRead) && !permissions.contains(&Permission::Admin) {
+                continue;
+            }
+            match conditions {
+                None => return None,
+                Some(conditions) => any.push(condition_filter(conditions, principal)),
+            }
+        }
+        Some(Filter::Any(any))
+    }
+}
+
+fn applies(subject: &str, principal: &Principal) -> bool {
+    match principal {
+        Principal::Anonymous => subject == "anonymous",
+        Principal::Token { name, .. } => subject == "*" || subject.strip_prefix("token:") == Some(name.as_str()),
+        Principal::Jwt { subject: sub, groups, .. } => {
+            subject == "*"
+                || subject.strip_prefix("sub:") == Some(sub.as_str())
+                || subject.strip_prefix("group:").is_some_and(|group| groups.iter().any(|own| own == group))
+        }
+    }
+}
+
+fn field(field: FilterField, values: Vec<String>) -> Filter {
+    Filter::Field { field, predicate: Predicate::In(values) }
+}
+
+fn condition_filter(conditions: &ReadConditions, principal: &Principal) -> Filter {
+    let mut all = Vec::new();
+    if !conditions.kinds.is_empty() {
+        all.push(field(FilterField::Kind, conditions.kinds.clone()));
+    }
+    if !conditions.namespaces.is_empty() {
+        all.push(field(FilterField::Namespace, conditions.namespaces.clone()));
+    }
+    if let Some(annotation) = &conditions.has_annotation {
+        let path = FilterField::Path(format!("metadata.annotations.{annotation}"));
+        all.push(Filter::Field { field: path, predicate: Predicate::Exists(true) });
+    }
+    if conditions.owned_by_principal {
+        all.push(match principal {
+            Principal::Jwt { subject, groups, .. } => {
+                let mut owners = vec![field(FilterField::OwnedByMember, vec![subject.clone()])];
+                if !groups.is_empty() {
+                    owners.push(field(FilterField::OwnedByTree, groups.clone()));
+                }
+                Filter::Any(owners)
+            }
+            // A token or an anonymous caller is nobody's member: owns nothing.
+            Principal::Token { .. } | Principal::Anonymous => Filter::Any(Vec::new()),
+        });
+    }
+    Filter::All(all)
+}
+
+/// What a request may read: everything, or the entities a filter selects.
+#[derive(Clone)]
+pub enum ReadScope {
+    All,
+    Only { filter: Filter, matcher: Arc<EntityMatcher> },
+}
+
+impl ReadScope {
+    pub async fn new(store: &Store, filter: Option<Filter>) -> Result<Self, StoreError> {
+        Ok(match filter {
+            None => ReadScope::All,
+            Some(filter) => {
+                let matcher = Arc::new(store.entity_matcher(&filter).await?);
+                ReadScope::Only { filter, matcher }
+            }
+        })
+    }
+
+    /// `filter` narrowed to what the scope lets through.
+    pub fn narrow(&self, filter: Option<Filter>) -> Option<Filter> {
+        match (self, filter) {
+            (ReadScope::All, filter) => filter,
+            (ReadScope::Only { filter: scope, .. }, None) => Some(scope.clone()),
+            (ReadScope::Only { filter: scope, .. }, Some(filter)) => Some(Filter::All(vec![scope.clone(), filter])),
+        }
+    }
+
+    pub fn allows(&self, entity: &StoredEntity) -> bool {
+        match self {
+            ReadScope::All => true,
+            ReadScope::Only { matcher, .. } => matcher.matches(entity),
+        }
+    }
+
+    pub fn is_restricted(&self) -> bool {
+        matches!(self, ReadScope::Only { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(subjects: &[&str], permissions: &[&str], conditions: Option<ReadConditions>) -> PolicyRule {
+        PolicyRule {
+            subjects: subjects.iter().map(|subject| (*subject).to_owned()).collect(),
+            permissions: permissions.iter().map(|permission| (*permission).to_owned()).collect(),
+            conditions,
+        }
+    }
+
+    fn token(name: &str) -> Principal {
+        Principal::Token { id: 1, name: name.into(), scopes: vec![Permission::EntityRead], expires_at: None }
+    }
+
+    #[test]
+    fn rules_match_their_subjects_and_union_their_conditions() {
+        let components = ReadConditions { kinds: vec!["component".into()], ..Default::default() };
+        let apis = ReadConditions { kinds: vec!["api".into()], ..Default::default() };
+        let policy = Policy::new(&[
+            rule(&["token:portal"], &["entity.read"], Some(components)),
+            rule(&["token:portal", "token:ops"], &["entity.read"], Some(apis)),
+            rule(&["token:admin"], &["admin"], None),
+        ])
+        .unwrap();
+        assert!(policy.grants(&token("portal"), Permission::EntityRead));
+        assert!(!policy.grants(&token("portal"), Permission::EntityRefresh));
+        assert!(!policy.grants(&token("stranger"), Permission::EntityRead));
+        assert!(policy.grants(&token("admin"), Permission::EntityDelete));
+        assert_eq!(policy.read_filter(&token("admin")), None, "an unconditional rule reads everything");
+        let Some(Filter::Any(conditions)) = policy.read_filter(&token("portal")) else { panic!("a filter") };
+        assert_eq!(conditions.len(), 2, "one per matching rule");
+        assert!(!policy.grants(&Principal::Anonymous, Permission::EntityRead));
+    }
+
+    #[test]
+    fn bad_rules_are_refused_naming_the_rule() {
+        let error = Policy::new(&[rule(&["team-a"], &["entity.read"], None)]).unwrap_err().to_string();
+        assert!(error.contains("rule 0") && error.contains("team-a"), "{error}");
+        let error = Policy::new(&[rule(&["*"], &["entity.write"], None)]).unwrap_err().to_string();
+        assert!(error.contains("entity.write"), "{error}");
+        let conditions = Some(ReadConditions::default());
+        let error = Policy::new(&[rule(&["*"], &["entity.refresh"], conditions)]).unwrap_err().to_string();
+        assert!(error.contains("entity.read"), "{error}");
+    }
+}

@@ -1,0 +1,111 @@
+//! Filters evaluated in memory against one entity, with the same meaning as
+//! the SQL the store builds from them: the typed columns and facet pairs are
+//! computed by the functions that fill the live tables. Time travel matches
+//! past versions with it; authorization matches every entity a request loads.
+
+use catalog_domain::{Entity, EntityRef};
+
+use crate::connection::Store;
+use crate::error::StoreError;
+use crate::query::{Filter, FilterField, Predicate, typed_values};
+use crate::record::StoredEntity;
+use crate::snapshot::{TypedColumns, facet_pairs, typed_columns};
+
+/// A filter ready to match entities one at a time.
+#[derive(Clone, Debug)]
+pub struct EntityMatcher {
+    filter: Filter,
+}
+
+impl Store {
+    /// A matcher for `filter`, with owner closures (`OwnedByTree`,
+    /// `OwnedByMember`) expanded over the group tree as it is now.
+    pub async fn entity_matcher(&self, filter: &Filter) -> Result<EntityMatcher, StoreError> {
+        let expanded = self.expand_filter(Some(filter)).await?.unwrap_or_else(|| filter.clone());
+        Ok(EntityMatcher { filter: normalize(expanded) })
+    }
+}
+
+impl EntityMatcher {
+    pub fn matches(&self, stored: &StoredEntity) -> bool {
+        self.matches_entity(&stored.entity_ref, &stored.entity)
+    }
+
+    pub fn matches_entity(&self, entity_ref: &EntityRef, entity: &Entity) -> bool {
+        let candidate = Candidate { entity_ref, columns: typed_columns(entity), facets: facet_pairs(entity) };
+        candidate.matches(&self.filter)
+    }
+}
+
+/// The filter with typed values in their column form, so that each version
+/// compares without parsing refs again.
+fn normalize(filter: Filter) -> Filter {
+    match filter {
+        Filter::All(filters) => Filter::All(filters.into_iter().map(normalize).collect()),
+        Filter::Any(filters) => Filter::Any(filters.into_iter().map(normalize).collect()),
+        Filter::Not(filter) => Filter::Not(Box::new(normalize(*filter))),
+        Filter::Field { field, predicate: Predicate::In(values) } if typed_field(&field).is_some() => {
+            let default_kind = typed_field(&field).flatten();
+            Filter::Field { predicate: Predicate::In(typed_values(&values, default_kind)), field }
+        }
+        field => field,
+    }
+}
+
+/// `Some(default kind)` for the fields held in typed columns, `None` for the
+/// fields read from the facet pairs.
+fn typed_field(field: &FilterField) -> Option<Option<&'static str>> {
+    match field {
+        FilterField::Kind | FilterField::Namespace | FilterField::Name | FilterField::Lifecycle | FilterField::Type => {
+            Some(None)
+        }
+        FilterField::Owner | FilterField::OwnedByTree | FilterField::OwnedByMember => Some(Some("Group")),
+        FilterField::System => Some(Some("System")),
+        FilterField::Tag | FilterField::Path(_) => None,
+    }
+}
+
+/// What a filter reads of one entity.
+struct Candidate<'a> {
+    entity_ref: &'a EntityRef,
+    columns: TypedColumns,
+    facets: Vec<(String, String)>,
+}
+
+impl Candidate<'_> {
+    fn matches(&self, filter: &Filter) -> bool {
+        match filter {
+            Filter::All(filters) => filters.iter().all(|filter| self.matches(filter)),
+            Filter::Any(filters) => filters.iter().any(|filter| self.matches(filter)),
+            Filter::Not(filter) => !self.matches(filter),
+            Filter::Field { field, predicate } => self.field_matches(field, predicate),
+        }
+    }
+
+    fn field_matches(&self, field: &FilterField, predicate: &Predicate) -> bool {
+        let typed = match field {
+            FilterField::Kind => Some(Some(self.entity_ref.kind())),
+            FilterField::Namespace => Some(Some(self.entity_ref.namespace())),
+            FilterField::Name => Some(Some(self.entity_ref.name())),
+            FilterField::Owner | FilterField::OwnedByTree | FilterField::OwnedByMember => {
+                Some(self.columns.owner_ref.as_deref())
+            }
+            FilterField::Lifecycle => Some(self.columns.lifecycle.as_deref()),
+            FilterField::Type => Some(self.columns.spec_type.as_deref()),
+            FilterField::System => Some(self.columns.system_ref.as_deref()),
+            FilterField::Tag | FilterField::Path(_) => None,
+        };
+        if let Some(value) = typed {
+            return match predicate {
+                Predicate::Exists(exists) => value.is_some() == *exists,
+                Predicate::In(values) => value.is_some_and(|value| values.iter().any(|wanted| wanted == value)),
+            };
+        }
+        let key = field.facet_key();
+        let mut values = self.facets.iter().filter(|(facet, _)| *facet == key).map(|(_, value)| value);
+        match predicate {
+            Predicate::Exists(exists) => values.next().is_some() == *exists,
+            Predicate::In(wanted) => values.any(|value| wanted.contains(value)),
+        }
+    }
+}
