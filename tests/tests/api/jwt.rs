@@ -88,6 +88,14 @@ async fn serve_jwks(keys: Vec<Value>) -> Jwks {
 }
 
 async fn app_trusting(database: TestDatabase, jwks: &Jwks) -> TestApp {
+    app_trusting_with(database, jwks, |_| {}).await
+}
+
+async fn app_trusting_with(
+    database: TestDatabase,
+    jwks: &Jwks,
+    configure: impl FnOnce(&mut catalog_api::config::Config) + Send + 'static,
+) -> TestApp {
     let url = database.url.clone();
     let jwks_url = jwks.url.clone();
     spawn_app_with(&url, &examples_root(), Some(database), move |config| {
@@ -101,6 +109,7 @@ async fn app_trusting(database: TestDatabase, jwks: &Jwks) -> TestApp {
             jwks_refresh_cooldown_seconds: 3,
             ..JwtConfig::default()
         };
+        configure(config);
     })
     .await
 }
@@ -184,7 +193,46 @@ async fn rotated_keys_are_fetched_once_per_cooldown(database: TestDatabase) {
     assert_eq!(jwks.fetches.load(Ordering::SeqCst), 3);
 }
 
+/// `owned_by_principal`: a user reads what it owns and what its groups own,
+/// through parent groups, as the group tree is in the catalog.
+async fn a_user_reads_what_its_groups_own(database: TestDatabase) {
+    let key = SigningKey::generate("key-1");
+    let jwks = serve_jwks(vec![key.jwk.clone()]).await;
+    let app = app_trusting_with(database, &jwks, |config| {
+        config.auth.policy = serde_json::from_value(json!([
+            {"subjects": ["*"], "permissions": ["entity.read"], "conditions": {"owned_by_principal": true}},
+            {"subjects": ["sub:auditor"], "permissions": ["entity.read"]},
+        ]))
+        .unwrap();
+    })
+    .await;
+    let ada = key.sign(&claims(json!({"sub": "user:default/ada-lovelace", "groups": []})));
+    let auditor = key.sign(&claims(json!({"sub": "auditor"})));
+    let nobody = key.sign(&claims(json!({"sub": "user:default/nobody", "groups": []})));
+    let owned_by_ada = total(&app, &auditor, r#"(filter: {ownedByMember: ["user:default/ada-lovelace"]})"#).await;
+    let everything = total(&app, &auditor, "").await;
+    assert!(owned_by_ada > 0 && owned_by_ada < everything, "{owned_by_ada} of {everything}");
+    assert_eq!(total(&app, &ada, "").await, owned_by_ada);
+    assert_eq!(total(&app, &nobody, "").await, 0);
+}
+
+/// `entities{arguments} { totalCount }` as the holder of `token` sees it.
+async fn total(app: &TestApp, token: &str, arguments: &str) -> u64 {
+    let query = format!("{{ entities{arguments} {{ totalCount }} }}");
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .header("authorization", format!("Bearer {token}"))
+        .json(&json!({"query": query}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    body["data"]["entities"]["totalCount"].as_u64().unwrap_or_else(|| panic!("{body}"))
+}
+
 database_tests!(
     tokens_from_the_identity_provider_are_checked_claim_by_claim,
-    rotated_keys_are_fetched_once_per_cooldown
+    rotated_keys_are_fetched_once_per_cooldown,
+    a_user_reads_what_its_groups_own,
 );
