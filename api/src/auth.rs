@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use catalog_store::{NewToken, Store, StoreError, TokenRecord};
+use catalog_store::{AuditDecision, AuditEntry, NewToken, Store, StoreError, TokenRecord};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -111,6 +111,23 @@ impl Principal {
         }
     }
 
+    /// How the audit log names the principal (never its credentials).
+    pub fn label(&self) -> String {
+        match self {
+            Principal::Anonymous => "anonymous".into(),
+            Principal::Token { name, .. } => format!("token:{name}"),
+            Principal::Jwt { subject, .. } => format!("sub:{subject}"),
+        }
+    }
+
+    /// The audit log's token id for the principal.
+    pub fn token_id(&self) -> Option<i64> {
+        match self {
+            Principal::Token { id, .. } => Some(*id),
+            Principal::Anonymous | Principal::Jwt { .. } => None,
+        }
+    }
+
     /// When the credentials stop being valid.
     pub fn expires_at(&self) -> Option<DateTime<Utc>> {
         match self {
@@ -175,17 +192,21 @@ pub async fn issue_token(
     name: &str,
     scopes: &[Permission],
     expires_at: Option<DateTime<Utc>>,
+    actor: &str,
 ) -> Result<IssuedToken, StoreError> {
     let public_id = hex(&random_bytes::<8>());
     let secret = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
     let record = store
-        .create_token(NewToken {
-            name: name.to_owned(),
-            public_id: public_id.clone(),
-            secret_hash: secret_hash(&secret),
-            scopes: scopes.iter().map(|scope| scope.name().to_owned()).collect(),
-            expires_at,
-        })
+        .create_token(
+            NewToken {
+                name: name.to_owned(),
+                public_id: public_id.clone(),
+                secret_hash: secret_hash(&secret),
+                scopes: scopes.iter().map(|scope| scope.name().to_owned()).collect(),
+                expires_at,
+            },
+            actor,
+        )
         .await?;
     Ok(IssuedToken { token: format!("{TOKEN_PREFIX}{public_id}_{secret}"), record })
 }
@@ -222,12 +243,23 @@ const CACHE_CAPACITY: usize = 10_000;
 /// `last_used_at` is written at most this often per token.
 const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
 
-/// A principal and the entities it may read (`None`: all of them).
+/// A principal, the entities it may read (`None`: all of them) and the
+/// permissions it holds.
 #[derive(Clone, Debug)]
 pub struct Access {
     pub principal: Principal,
     pub read_filter: Option<catalog_store::Filter>,
+    pub granted: Vec<Permission>,
 }
+
+/// The permissions a request's principal holds, in its request data.
+#[derive(Clone, Debug, Default)]
+pub struct Granted(pub Vec<Permission>);
+
+/// The window over which refusals written to the audit log are counted.
+const DENIAL_WINDOW: Duration = Duration::from_secs(10);
+/// Refusals written per window; the rest are counted in the log only.
+const DENIALS_PER_WINDOW: u32 = 100;
 
 /// Why the `auth` configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -244,6 +276,7 @@ pub struct Authenticator {
     anonymous_read: bool,
     jwt: Option<JwtVerifier>,
     policy: Policy,
+    denials: Mutex<(Instant, u32)>,
     cache: Mutex<HashMap<String, (Instant, Option<TokenRecord>)>>,
     touched: Mutex<HashMap<i64, Instant>>,
 }
@@ -256,6 +289,7 @@ impl Authenticator {
             anonymous_read: config.anonymous_read,
             jwt,
             policy: Policy::new(&config.policy)?,
+            denials: Mutex::new((Instant::now(), 0)),
             cache: Mutex::default(),
             touched: Mutex::default(),
         })
@@ -265,37 +299,81 @@ impl Authenticator {
     /// allowed to read the catalog, with what it may read. A wrong token is
     /// refused even when anonymous reads are on: it never silently becomes
     /// anonymous.
-    pub async fn authenticate_reader(&self, authorization: Option<&str>) -> Result<Access, AuthError> {
-        let principal = self.authenticate(authorization).await?;
-        // With a policy, a rule must grant entity.read as well as the scopes.
-        if !self.policy.is_empty() && !self.policy.grants(&principal, Permission::EntityRead) {
-            return Err(match principal {
-                Principal::Anonymous => AuthError::Missing,
-                _ => AuthError::Forbidden(Permission::EntityRead.name()),
-            });
-        }
-        let read_filter = if self.policy.is_empty() { None } else { self.policy.read_filter(&principal) };
-        Ok(Access { principal, read_filter })
+    /// A refusal is written to the audit log (naming the principal when the
+    /// credentials were valid, never the credentials themselves).
+    pub async fn authenticate_reader(
+        &self,
+        authorization: Option<&str>,
+        request_id: Option<&str>,
+    ) -> Result<Access, AuthError> {
+        self.reader_access(authorization).await.map_err(|(error, who)| {
+            self.record_denial(who, &error, request_id);
+            error
+        })
     }
 
-    async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+    async fn reader_access(&self, authorization: Option<&str>) -> Result<Access, (AuthError, String)> {
         let principal = match authorization {
             None => Principal::Anonymous,
             Some(value) => {
+                let unknown = |error| (error, "unknown".to_owned());
                 let token = value
                     .strip_prefix("Bearer ")
                     .or_else(|| value.strip_prefix("bearer "))
-                    .ok_or(AuthError::NotBearer)?;
-                self.token_principal(token.trim()).await?
+                    .ok_or(AuthError::NotBearer)
+                    .map_err(unknown)?;
+                self.token_principal(token.trim()).await.map_err(unknown)?
             }
         };
-        if principal.holds(Permission::EntityRead, self.anonymous_read) {
-            return Ok(principal);
+        let granted: Vec<Permission> = Permission::ALL
+            .into_iter()
+            .filter(|permission| principal.holds(*permission, self.anonymous_read))
+            // With a policy, a rule must grant the permission as well as the scopes.
+            .filter(|permission| self.policy.is_empty() || self.policy.grants(&principal, *permission))
+            .collect();
+        if !granted.contains(&Permission::EntityRead) && !granted.contains(&Permission::Admin) {
+            let error = match principal {
+                Principal::Anonymous => AuthError::Missing,
+                _ => AuthError::Forbidden(Permission::EntityRead.name()),
+            };
+            return Err((error, principal.label()));
         }
-        Err(match principal {
-            Principal::Anonymous => AuthError::Missing,
-            Principal::Token { .. } | Principal::Jwt { .. } => AuthError::Forbidden(Permission::EntityRead.name()),
-        })
+        let read_filter = if self.policy.is_empty() { None } else { self.policy.read_filter(&principal) };
+        Ok(Access { principal, read_filter, granted })
+    }
+
+    /// Writes a refusal to the audit log off the request path, at most
+    /// [`DENIALS_PER_WINDOW`] per window so that a flood of bad requests
+    /// cannot turn into a flood of writes.
+    fn record_denial(&self, who: String, error: &AuthError, request_id: Option<&str>) {
+        {
+            let mut window = self.denials.lock().expect("the denial counter lock is never poisoned");
+            if window.0.elapsed() >= DENIAL_WINDOW {
+                if window.1 > DENIALS_PER_WINDOW {
+                    tracing::warn!(dropped = window.1 - DENIALS_PER_WINDOW, "refusals not written to the audit log");
+                }
+                *window = (Instant::now(), 0);
+            }
+            window.1 += 1;
+            if window.1 > DENIALS_PER_WINDOW {
+                return;
+            }
+        }
+        let entry = AuditEntry {
+            principal: who,
+            token_id: None,
+            operation: "request".into(),
+            targets: Vec::new(),
+            decision: AuditDecision::Denied,
+            result: error.to_string(),
+            request_id: request_id.map(str::to_owned),
+        };
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(error) = store.record_audit(&entry).await {
+                tracing::warn!(error = %error, "could not write a refusal to the audit log");
+            }
+        });
     }
 
     /// An API token (`ctk_...`) or, when configured, a JWT.

@@ -17,7 +17,7 @@ use axum::routing::get;
 use catalog_store::Store;
 use serde::Deserialize;
 
-use crate::auth::{Access, AuthError, Authenticator, Principal};
+use crate::auth::{Access, AuthError, Authenticator, Granted, Principal};
 use crate::config::GraphqlConfig;
 use crate::firewall::{self, Limits};
 use crate::graphql::{CatalogSchema, with_loaders, with_subscription_loaders};
@@ -144,7 +144,7 @@ async fn serve_websocket(mut socket: WebSocket, state: HttpState, protocol: Grap
     };
     let principal = access.principal;
     let expires_at = principal.expires_at();
-    let executor = FirewalledExecutor { state: state.clone(), principal, scope };
+    let executor = FirewalledExecutor { state: state.clone(), principal, scope, granted: Granted(access.granted) };
     let (mut socket_sink, socket_stream) = socket.split();
     // async-graphql writes into a channel; this task forwards to the socket
     // until the token expires, then closes it.
@@ -201,17 +201,15 @@ async fn websocket_access(state: &HttpState, first: &str) -> Result<Access, Auth
     let message: serde_json::Value = serde_json::from_str(first).unwrap_or_default();
     if message["type"] != "connection_init" {
         // Nothing runs before the init: async-graphql closes the socket.
-        return Ok(Access {
-            principal: Principal::Anonymous,
-            read_filter: Some(catalog_store::Filter::Any(Vec::new())),
-        });
+        let nothing = Some(catalog_store::Filter::Any(Vec::new()));
+        return Ok(Access { principal: Principal::Anonymous, read_filter: nothing, granted: Vec::new() });
     }
     let payload = &message["payload"];
     let authorization = ["Authorization", "authorization"]
         .iter()
         .find_map(|key| payload[key].as_str().map(str::to_owned))
         .or_else(|| payload["token"].as_str().map(|token| format!("Bearer {token}")));
-    state.auth.authenticate_reader(authorization.as_deref()).await
+    state.auth.authenticate_reader(authorization.as_deref(), None).await
 }
 
 /// Whether a request's Origin (when it has one) is the server's own or one
@@ -265,6 +263,8 @@ struct FirewalledExecutor {
     principal: Principal,
     /// What it may read.
     scope: ReadScope,
+    /// What it may do.
+    granted: Granted,
 }
 
 impl FirewalledExecutor {
@@ -288,7 +288,9 @@ impl async_graphql::Executor for FirewalledExecutor {
         if let Some(refused) = self.refused(&mut request) {
             return refused;
         }
-        let request = with_loaders(request, &self.state.store, &self.scope).data(self.principal.clone());
+        let request = with_loaders(request, &self.state.store, &self.scope)
+            .data(self.principal.clone())
+            .data(self.granted.clone());
         with_codes(self.state.schema.execute(request).await, &new_request_id())
     }
 
@@ -324,7 +326,9 @@ impl async_graphql::Executor for FirewalledExecutor {
             })
             .boxed();
         }
-        let request = with_subscription_loaders(request, &self.state.store, &self.scope).data(self.principal.clone());
+        let request = with_subscription_loaders(request, &self.state.store, &self.scope)
+            .data(self.principal.clone())
+            .data(self.granted.clone());
         let request_id = new_request_id();
         let stream = match session_data {
             Some(data) => self.state.schema.execute_stream_with_session_data(request, data).boxed(),
@@ -515,7 +519,8 @@ fn not_acceptable() -> Response {
 async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, http: GraphqlHttpRequest) -> Response {
     // A header that is not text cannot be a bearer token.
     let authorization = headers.get(header::AUTHORIZATION).map(|value| value.to_str().unwrap_or("\u{0}"));
-    let access = match state.auth.authenticate_reader(authorization).await {
+    let request_id = request_id(headers);
+    let access = match state.auth.authenticate_reader(authorization, Some(&request_id)).await {
         Ok(access) => access,
         Err(error) => return auth_rejection(media, &error, authorization.is_some()),
     };
@@ -554,7 +559,6 @@ async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, h
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let request_id = request_id(headers);
     let scope = match ReadScope::new(&state.store, access.read_filter).await {
         Ok(scope) => scope,
         Err(error) => {
@@ -562,7 +566,7 @@ async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, h
             return rejection(media, StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", None, "internal error");
         }
     };
-    let request = with_loaders(request, &state.store, &scope).data(access.principal);
+    let request = with_loaders(request, &state.store, &scope).data(access.principal).data(Granted(access.granted));
     let response = match tokio::time::timeout(state.request_timeout, state.schema.execute(request)).await {
         Ok(response) => response,
         Err(_) => {

@@ -141,6 +141,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Who the audit log names for changes made from the command line.
+const CLI_ACTOR: &str = "cli";
+
 async fn token(command: &TokenCommand, config: Config) -> anyhow::Result<ExitCode> {
     let store = catalog_store::Store::connect(&config.database.url).await.context("cannot open the database")?;
     store.migrate().await.context("cannot migrate the database")?;
@@ -154,7 +157,7 @@ async fn token(command: &TokenCommand, config: Config) -> anyhow::Result<ExitCod
                 }
             };
             let expires_at = expires_in_days.map(|days| chrono::Utc::now() + chrono::Duration::days(i64::from(days)));
-            match auth::issue_token(&store, name, &scopes, expires_at).await {
+            match auth::issue_token(&store, name, &scopes, expires_at, CLI_ACTOR).await {
                 Ok(issued) => {
                     println!("{}", issued.token);
                     eprintln!("token {name:?} created: store it now, it is not shown again");
@@ -180,7 +183,7 @@ async fn token(command: &TokenCommand, config: Config) -> anyhow::Result<ExitCod
             }
         }
         TokenCommand::Revoke { name } => {
-            if !store.revoke_token(name).await? {
+            if !store.revoke_token(name, CLI_ACTOR).await? {
                 eprintln!("error: no active token named {name:?}");
                 return Ok(ExitCode::FAILURE);
             }

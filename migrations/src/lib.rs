@@ -8,6 +8,7 @@ mod m20261124_000001_catalog_core;
 mod m20261125_000001_change_stream;
 mod m20261125_000002_catalog_state;
 mod m20261125_000003_api_tokens;
+mod m20261125_000004_audit_log;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_change_stream::Migration),
             Box::new(m20261125_000002_catalog_state::Migration),
             Box::new(m20261125_000003_api_tokens::Migration),
+            Box::new(m20261125_000004_audit_log::Migration),
         ]
     }
 }

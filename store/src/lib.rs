@@ -4,6 +4,7 @@
 //! also appends to the change log.
 
 mod as_of;
+mod audit;
 mod bulk;
 mod changes;
 mod connection;
@@ -20,6 +21,7 @@ pub mod testing;
 mod tokens;
 
 pub use as_of::{AsOfPage, AsOfQuery};
+pub use audit::{AuditDecision, AuditEntry, AuditRecord};
 pub use connection::{ConnectSettings, Store};
 pub use error::StoreError;
 pub use graph::{Direction, Parent, Reached, Walk, WalkRequest};

@@ -177,3 +177,29 @@ pub(crate) mod token_row {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub(crate) mod audit_row {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_log")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub time: DateTimeUtc,
+        pub principal: String,
+        pub token_id: Option<i64>,
+        pub operation: String,
+        #[sea_orm(column_type = "JsonBinary")]
+        pub targets: Json,
+        pub decision: String,
+        #[sea_orm(column_type = "Text")]
+        pub result: String,
+        pub request_id: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

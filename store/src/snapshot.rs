@@ -104,6 +104,18 @@ impl Store {
         let _writing = self.writer.lock().await;
         let txn = self.db.begin().await?;
         let summary = apply(&txn, snapshot).await?;
+        if summary.changed() {
+            let entry = crate::audit::AuditEntry {
+                principal: format!("provider:{}", snapshot.provider),
+                token_id: None,
+                operation: "snapshot.apply".into(),
+                targets: vec![snapshot.provider.clone()],
+                decision: crate::audit::AuditDecision::Allowed,
+                result: format!("{} added, {} updated, {} removed", summary.added, summary.updated, summary.removed),
+                request_id: None,
+            };
+            crate::audit::append(&txn, &entry).await?;
+        }
         txn.commit().await?;
         if summary.changed() {
             self.announce_commit();

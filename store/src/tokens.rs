@@ -3,7 +3,9 @@
 //! the API's business; this module only keeps the records.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
+
+use crate::audit::{AuditDecision, AuditEntry};
 
 use crate::connection::Store;
 use crate::error::StoreError;
@@ -36,6 +38,18 @@ pub struct NewToken {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+fn audit_entry(actor: &str, operation: &str, name: &str, result: String) -> AuditEntry {
+    AuditEntry {
+        principal: actor.to_owned(),
+        token_id: None,
+        operation: operation.to_owned(),
+        targets: vec![format!("token:{name}")],
+        decision: AuditDecision::Allowed,
+        result,
+        request_id: None,
+    }
+}
+
 fn to_record(row: token_row::Model) -> TokenRecord {
     let scopes = row.scopes.as_array().into_iter().flatten().filter_map(|scope| scope.as_str().map(str::to_owned));
     TokenRecord {
@@ -52,13 +66,16 @@ fn to_record(row: token_row::Model) -> TokenRecord {
 }
 
 impl Store {
-    /// Stores a new token; [`StoreError::NameTaken`] when its name is in use
-    /// (revoked tokens keep their names, so a name is never reused silently).
-    pub async fn create_token(&self, token: NewToken) -> Result<TokenRecord, StoreError> {
-        let taken = token_row::Entity::find().filter(token_row::Column::Name.eq(&token.name)).one(&self.db).await?;
+    /// Stores a new token, audited as done by `actor`; [`StoreError::NameTaken`]
+    /// when its name is in use (revoked tokens keep their names, so a name is
+    /// never reused silently).
+    pub async fn create_token(&self, token: NewToken, actor: &str) -> Result<TokenRecord, StoreError> {
+        let txn = self.db.begin().await?;
+        let taken = token_row::Entity::find().filter(token_row::Column::Name.eq(&token.name)).one(&txn).await?;
         if taken.is_some() {
             return Err(StoreError::NameTaken(token.name));
         }
+        let audit = audit_entry(actor, "token.create", &token.name, format!("scopes {}", token.scopes.join(",")));
         let row = token_row::ActiveModel {
             name: Set(token.name),
             public_id: Set(token.public_id),
@@ -70,7 +87,10 @@ impl Store {
             last_used_at: Set(None),
             ..Default::default()
         };
-        Ok(to_record(row.insert(&self.db).await?))
+        let record = to_record(row.insert(&txn).await?);
+        crate::audit::append(&txn, &AuditEntry { token_id: Some(record.id), ..audit }).await?;
+        txn.commit().await?;
+        Ok(record)
     }
 
     /// The token with this public id, revoked or not.
@@ -85,16 +105,22 @@ impl Store {
         Ok(rows.into_iter().map(to_record).collect())
     }
 
-    /// Revokes the token named `name`; false when there is none or it was
-    /// already revoked.
-    pub async fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
+    /// Revokes the token named `name`, audited as done by `actor`; false when
+    /// there is none or it was already revoked.
+    pub async fn revoke_token(&self, name: &str, actor: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin().await?;
         let result = token_row::Entity::update_many()
             .col_expr(token_row::Column::RevokedAt, sea_orm::sea_query::Expr::value(Utc::now()))
             .filter(token_row::Column::Name.eq(name))
             .filter(token_row::Column::RevokedAt.is_null())
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
-        Ok(result.rows_affected > 0)
+        let revoked = result.rows_affected > 0;
+        if revoked {
+            crate::audit::append(&txn, &audit_entry(actor, "token.revoke", name, "ok".into())).await?;
+        }
+        txn.commit().await?;
+        Ok(revoked)
     }
 
     /// Records that the token was used at `at`.

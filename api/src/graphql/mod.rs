@@ -18,6 +18,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use catalog_domain::{DocumentOutcome, EntityRef, parse_documents};
 use catalog_store::{AsOfQuery, EntityPage, ListQuery, Store};
 
+use crate::auth::{Granted, Permission};
 use crate::policy::ReadScope;
 use chrono::{DateTime, Utc};
 
@@ -193,6 +194,42 @@ pub struct CatalogLocation {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Whether an audited operation was allowed.
+#[derive(async_graphql::Enum, Copy, Clone, Debug, Eq, PartialEq)]
+#[graphql(remote = "catalog_store::AuditDecision")]
+pub enum AuditDecisionValue {
+    Allowed,
+    Denied,
+}
+
+/// One audit log entry. Principals are names (`token:NAME`, `sub:SUBJECT`,
+/// `provider:KEY`, `cli`, `unknown` for credentials that did not check out),
+/// never credentials.
+#[derive(SimpleObject)]
+pub struct AuditEvent {
+    /// Pass as `before` for older entries.
+    pub cursor: String,
+    pub time: DateTime<Utc>,
+    pub principal: String,
+    pub token_id: Option<String>,
+    /// `snapshot.apply`, `token.create`, `token.revoke`, `request`.
+    pub operation: String,
+    pub targets: Vec<String>,
+    pub decision: AuditDecisionValue,
+    /// What changed, or why it was refused.
+    pub result: String,
+    /// The `x-request-id` of the request, when there was one.
+    pub request_id: Option<String>,
+}
+
+/// A page of the audit log.
+#[derive(SimpleObject)]
+pub struct AuditPage {
+    pub events: Vec<AuditEvent>,
+    pub next_cursor: Option<String>,
+    pub has_more: bool,
+}
+
 /// A ref that two sources claim: the owner keeps it.
 #[derive(SimpleObject)]
 pub struct Conflict {
@@ -293,6 +330,15 @@ pub(crate) fn read_scope<'a>(ctx: &Context<'a>) -> Result<&'a ReadScope, ApiErro
         tracing::error!("a request ran without a read scope");
         ApiError::Internal
     })
+}
+
+/// Refuses principals without `permission` (or admin).
+pub(crate) fn require_permission(ctx: &Context<'_>, permission: Permission) -> Result<(), ApiError> {
+    let granted = ctx.data_opt::<Granted>().map(|granted| granted.0.as_slice()).unwrap_or_default();
+    if granted.contains(&permission) || granted.contains(&Permission::Admin) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!("this needs the {} permission", permission.name())))
 }
 
 /// Refuses `what` to principals whose reads a policy limits, where the
@@ -564,6 +610,48 @@ impl QueryRoot {
     }
 
     /// Refs claimed by two sources.
+    /// The audit log, newest first: catalog changes (snapshots applied,
+    /// tokens created and revoked) and refused requests, with who, what, the
+    /// decision and the request id. Pass `nextCursor` as `before` for older
+    /// entries. Needs the admin permission.
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] first: i32,
+        before: Option<String>,
+        decision: Option<AuditDecisionValue>,
+    ) -> Result<AuditPage> {
+        require_permission(ctx, Permission::Admin)?;
+        let size = page_size("first", Some(first))?.unwrap_or(DEFAULT_PAGE_SIZE);
+        let before =
+            match before {
+                Some(text) => Some(text.parse::<i64>().map_err(|_| {
+                    ApiError::BadUserInput(format!("{text:?} is not an audit cursor: pass a nextCursor"))
+                })?),
+                None => None,
+            };
+        let mut records =
+            store(ctx).audit_records(before, decision.map(Into::into), size + 1).await.map_err(ApiError::from)?;
+        let has_more = records.len() as u64 > size;
+        records.truncate(size as usize);
+        let next_cursor = records.last().map(|record| record.id.to_string());
+        let events = records
+            .into_iter()
+            .map(|record| AuditEvent {
+                cursor: record.id.to_string(),
+                time: record.time,
+                principal: record.entry.principal,
+                token_id: record.entry.token_id.map(|id| id.to_string()),
+                operation: record.entry.operation,
+                targets: record.entry.targets,
+                decision: record.entry.decision.into(),
+                result: record.entry.result,
+                request_id: record.entry.request_id,
+            })
+            .collect();
+        Ok(AuditPage { events, next_cursor, has_more })
+    }
+
     async fn conflicts(&self, ctx: &Context<'_>) -> Result<Vec<Conflict>> {
         require_unrestricted(ctx, "conflicts")?;
         let conflicts = store(ctx).conflicts().await.map_err(ApiError::from)?;

@@ -137,6 +137,7 @@ database_tests!(
     a_wrong_token_is_refused_even_when_anonymous_reads_are_allowed,
     websockets_authenticate_in_connection_init_and_close_when_the_token_expires,
     a_policy_limits_reads_everywhere_a_hidden_entity_could_show,
+    the_audit_log_records_changes_and_refusals_for_admins,
 );
 
 /// An app that refuses anonymous reads, with one token per case.
@@ -150,7 +151,7 @@ async fn issue(
     scopes: &[Permission],
     expires_at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> String {
-    catalog_api::auth::issue_token(&app.store, name, scopes, expires_at).await.unwrap().token
+    catalog_api::auth::issue_token(&app.store, name, scopes, expires_at, "test").await.unwrap().token
 }
 
 async fn post_with(app: &TestApp, authorization: Option<&str>) -> (u16, Option<String>, serde_json::Value) {
@@ -173,7 +174,7 @@ async fn api_tokens_authenticate_http_requests(database: TestDatabase) {
         issue(&app, "expired", &[Permission::EntityRead], Some(chrono::Utc::now() - chrono::Duration::seconds(1)))
             .await;
     let revoked = issue(&app, "revoked", &[Permission::EntityRead], None).await;
-    assert!(app.store.revoke_token("revoked").await.unwrap());
+    assert!(app.store.revoke_token("revoked", "test").await.unwrap());
 
     let (status, challenge, body) = post_with(&app, None).await;
     assert_eq!((status, error_code(&body)), (401, "UNAUTHENTICATED"), "{body}");
@@ -356,4 +357,56 @@ async fn a_policy_limits_reads_everywhere_a_hidden_entity_could_show(database: T
         let (status, body) = with_token(&app, token, "{ __typename }").await;
         assert_eq!((status, error_code(&body)), (403, "FORBIDDEN"), "no rule grants entity.read: {body}");
     }
+}
+
+/// The audit log records ingestion, token changes and refused requests (by
+/// name and request id, never with the credentials), and only admins read it.
+async fn the_audit_log_records_changes_and_refusals_for_admins(database: TestDatabase) {
+    let app = app_with(database, |_| {}).await;
+    let admin = issue(&app, "auditor", &[Permission::Admin], None).await;
+    let reader = issue(&app, "reader", &[Permission::EntityRead], None).await;
+    let garbage = "ctk_0123456789abcdef_this-secret-must-never-be-stored";
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .header("authorization", format!("Bearer {garbage}"))
+        .header("x-request-id", "audit-me-1")
+        .json(&json!({"query": "{ __typename }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+
+    let query =
+        "{ auditLog(first: 100) { events { principal tokenId operation targets decision result requestId } hasMore } }";
+    let mut log = json!(null);
+    for _ in 0..40 {
+        let (_, body) = with_token(&app, &admin, query).await;
+        log = body;
+        let events = log["data"]["auditLog"]["events"].as_array().cloned().unwrap_or_default();
+        if events.iter().any(|event| event["decision"] == "DENIED") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let events = log["data"]["auditLog"]["events"].as_array().unwrap();
+    let denied = events.iter().find(|event| event["decision"] == "DENIED").unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(denied["principal"], "unknown");
+    assert_eq!(denied["requestId"], "audit-me-1");
+    assert!(denied["result"].as_str().unwrap().contains("not valid"), "{denied}");
+    assert!(!log.to_string().contains("this-secret-must-never-be-stored"));
+    let created =
+        events.iter().find(|event| event["operation"] == "token.create" && event["targets"][0] == "token:reader");
+    let created = created.unwrap_or_else(|| panic!("{log}"));
+    assert_eq!((created["principal"].as_str(), created["decision"].as_str()), (Some("test"), Some("ALLOWED")));
+    assert!(created["tokenId"].is_string());
+    let ingested =
+        events.iter().find(|event| event["operation"] == "snapshot.apply").unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(ingested["principal"], "provider:file");
+    assert!(ingested["result"].as_str().unwrap().contains("added"), "{ingested}");
+
+    let (_, body) = with_token(&app, &reader, query).await;
+    assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
+    let (_, body) = app.post(query, json!({})).await;
+    assert_eq!(error_code(&body), "FORBIDDEN", "anonymous: {body}");
 }

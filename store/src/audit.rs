@@ -1,0 +1,119 @@
+//! The audit log: an append-only record of who changed the catalog (or tried
+//! to and was refused). Rows that record a change are written in that
+//! change's transaction, so a change is never committed unrecorded. Nothing
+//! here updates or deletes a row.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+
+use crate::connection::Store;
+use crate::error::StoreError;
+use crate::models::audit_row;
+
+/// Whether the operation was allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditDecision {
+    Allowed,
+    Denied,
+}
+
+impl AuditDecision {
+    fn as_str(self) -> &'static str {
+        match self {
+            AuditDecision::Allowed => "allowed",
+            AuditDecision::Denied => "denied",
+        }
+    }
+
+    fn parse(text: &str) -> AuditDecision {
+        if text == "denied" { AuditDecision::Denied } else { AuditDecision::Allowed }
+    }
+}
+
+/// One audit record. Callers never put secrets in it: principals are names
+/// (`token:NAME`, `sub:SUBJECT`, `provider:KEY`, `cli`), never credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub principal: String,
+    pub token_id: Option<i64>,
+    /// What was attempted, e.g. `snapshot.apply`, `token.create`, `request`.
+    pub operation: String,
+    /// What it was applied to (refs, provider keys, token names).
+    pub targets: Vec<String>,
+    pub decision: AuditDecision,
+    /// `ok`, a summary of what changed, or why it was refused.
+    pub result: String,
+    pub request_id: Option<String>,
+}
+
+/// A stored audit record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub time: DateTime<Utc>,
+    pub entry: AuditEntry,
+}
+
+/// Appends `entry` on `db` (a connection or the transaction of the change).
+pub(crate) async fn append(db: &impl ConnectionTrait, entry: &AuditEntry) -> Result<(), StoreError> {
+    audit_row::ActiveModel {
+        time: Set(Utc::now()),
+        principal: Set(entry.principal.clone()),
+        token_id: Set(entry.token_id),
+        operation: Set(entry.operation.clone()),
+        targets: Set(serde_json::json!(entry.targets)),
+        decision: Set(entry.decision.as_str().to_owned()),
+        result: Set(entry.result.clone()),
+        request_id: Set(entry.request_id.clone()),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Appends an entry that records no change of its own (a refused request).
+    pub async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        append(&self.db, entry).await
+    }
+
+    /// Audit records newest first, older than `before` (an id) when given.
+    pub async fn audit_records(
+        &self,
+        before: Option<i64>,
+        decision: Option<AuditDecision>,
+        limit: u64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut query = audit_row::Entity::find();
+        if let Some(before) = before {
+            query = query.filter(audit_row::Column::Id.lt(before));
+        }
+        if let Some(decision) = decision {
+            query = query.filter(audit_row::Column::Decision.eq(decision.as_str()));
+        }
+        let rows = query.order_by_desc(audit_row::Column::Id).limit(limit).all(&self.db).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| AuditRecord {
+                id: row.id,
+                time: row.time,
+                entry: AuditEntry {
+                    principal: row.principal,
+                    token_id: row.token_id,
+                    operation: row.operation,
+                    targets: row
+                        .targets
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|target| target.as_str().map(str::to_owned))
+                        .collect(),
+                    decision: AuditDecision::parse(&row.decision),
+                    result: row.result,
+                    request_id: row.request_id,
+                },
+            })
+            .collect())
+    }
+}
