@@ -126,6 +126,11 @@ pub struct GraphqlConfig {
     /// How long a WebSocket may stay open without sending its
     /// `connection_init` before it is closed with 4408.
     pub websocket_init_timeout_seconds: u64,
+    /// The most operations one WebSocket may run at once; one more closes
+    /// it with 4429.
+    pub max_websocket_operations: usize,
+    /// Whether mutations may be sent over the WebSocket (POST otherwise).
+    pub websocket_mutations: bool,
     /// The largest request body accepted on /graphql.
     pub max_body_bytes: usize,
     /// The longest query text accepted.
@@ -190,6 +195,8 @@ impl Default for GraphqlConfig {
             field_suggestions: true,
             require_csrf_header: false,
             websocket_init_timeout_seconds: 10,
+            max_websocket_operations: 20,
+            websocket_mutations: false,
             max_body_bytes: 256 * 1024,
             max_query_bytes: 32 * 1024,
             max_nesting: 40,

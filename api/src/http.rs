@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::GraphiQLSource;
+use async_graphql::parser::types::{ExecutableDocument, OperationType};
 use async_graphql::{Request, Response as GraphqlResponse, ServerError, Variables};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::Router;
@@ -146,9 +147,13 @@ async fn serve_websocket(mut socket: WebSocket, state: HttpState, protocol: Grap
     let expires_at = principal.expires_at();
     let executor = FirewalledExecutor { state: state.clone(), principal, scope, granted: Granted(access.granted) };
     let (mut socket_sink, socket_stream) = socket.split();
+    let operations = Arc::new(Operations::new(state.graphql.max_websocket_operations));
     // async-graphql writes into a channel; this task forwards to the socket
-    // until the token expires, then closes it.
+    // until the token expires or the client runs too many operations, then
+    // closes it.
     let (sink, mut outgoing) = futures::channel::mpsc::channel::<WsMessage>(16);
+    let finished = operations.clone();
+    let too_many = operations.clone();
     let forward = async move {
         let expiry = async {
             match expires_at.and_then(|at| (at - chrono::Utc::now()).to_std().ok()) {
@@ -161,9 +166,17 @@ async fn serve_websocket(mut socket: WebSocket, state: HttpState, protocol: Grap
         loop {
             tokio::select! {
                 message = outgoing.next() => match message {
-                    Some(message) => if socket_sink.send(message).await.is_err() { break },
+                    Some(message) => {
+                        finished.server_sent(&message);
+                        if socket_sink.send(message).await.is_err() { break }
+                    }
                     None => break,
                 },
+                () = too_many.exceeded.notified() => {
+                    let reason = format!("Too many operations: at most {} at once", too_many.limit);
+                    let _ = socket_sink.send(WsMessage::Close(Some(CloseFrame { code: 4429, reason: reason.into() }))).await;
+                    break;
+                }
                 () = &mut expiry => {
                     let frame = CloseFrame { code: 4403, reason: "Forbidden: the token expired".into() };
                     let _ = socket_sink.send(WsMessage::Close(Some(frame))).await;
@@ -172,7 +185,10 @@ async fn serve_websocket(mut socket: WebSocket, state: HttpState, protocol: Grap
             }
         }
     };
-    let stream = futures::stream::iter(early).chain(socket_stream);
+    // An operation over the limit never reaches async-graphql.
+    let stream = futures::stream::iter(early)
+        .chain(socket_stream)
+        .filter(move |message| std::future::ready(operations.client_sent(message)));
     let serve = GraphQLWebSocket::new_with_pair(sink, stream, executor, protocol)
         .on_connection_init(|_payload| async { Ok(async_graphql::Data::default()) })
         .serve();
@@ -210,6 +226,59 @@ async fn websocket_access(state: &HttpState, first: &str) -> Result<Access, Auth
         .find_map(|key| payload[key].as_str().map(str::to_owned))
         .or_else(|| payload["token"].as_str().map(|token| format!("Bearer {token}")));
     state.auth.authenticate_reader(authorization.as_deref(), None).await
+}
+
+/// The operations a WebSocket client has running, by id: a client may not
+/// run more than `limit` at once (each subscription holds a buffer and a
+/// task on the server).
+struct Operations {
+    limit: usize,
+    running: std::sync::Mutex<std::collections::HashSet<String>>,
+    exceeded: tokio::sync::Notify,
+}
+
+impl Operations {
+    fn new(limit: usize) -> Self {
+        Self { limit, running: std::sync::Mutex::default(), exceeded: tokio::sync::Notify::new() }
+    }
+
+    /// Notes a client message; false (and the socket is closed) when it
+    /// starts an operation over the limit.
+    fn client_sent(&self, message: &Result<WsMessage, axum::Error>) -> bool {
+        let Ok(WsMessage::Text(text)) = message else { return true };
+        let Ok(parsed) = serde_json::from_str::<serde_json::Value>(text.as_str()) else { return true };
+        let Some(id) = parsed["id"].as_str() else { return true };
+        let mut running = self.running.lock().expect("the operations lock is never poisoned");
+        match parsed["type"].as_str() {
+            Some("subscribe" | "start") => {
+                if running.len() >= self.limit && !running.contains(id) {
+                    self.exceeded.notify_one();
+                    return false;
+                }
+                running.insert(id.to_owned());
+            }
+            Some("complete" | "stop") => {
+                running.remove(id);
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// Notes a server message: an operation that completed or failed is over.
+    fn server_sent(&self, message: &WsMessage) {
+        let WsMessage::Text(text) = message else { return };
+        // Only these end an operation; events, the most frequent, are not parsed.
+        let ends = ["{\"type\":\"complete\"", "{\"type\":\"error\""].iter().any(|start| text.starts_with(start));
+        if !ends {
+            return;
+        }
+        if let Ok(parsed) = serde_json::from_str::<serde_json::Value>(text.as_str())
+            && let Some(id) = parsed["id"].as_str()
+        {
+            self.running.lock().expect("the operations lock is never poisoned").remove(id);
+        }
+    }
 }
 
 /// Whether a request's Origin (when it has one) is the server's own or one
@@ -272,9 +341,24 @@ impl FirewalledExecutor {
     /// parse passes: async-graphql reports the parse error itself.
     fn refused(&self, request: &mut Request) -> Option<GraphqlResponse> {
         let limits = Limits::from(&self.state.graphql);
+        let operation_name = request.operation_name.clone();
+        let websocket_mutations = self.state.graphql.websocket_mutations;
         let rejected = match limits.check_text(&request.query) {
             Err(rejected) => rejected,
-            Ok(()) => limits.check_document(request.parsed_query().ok()?).err()?,
+            Ok(()) => {
+                let document = request.parsed_query().ok()?;
+                if !websocket_mutations
+                    && selected_operation_type(document, operation_name.as_deref()) == Some(OperationType::Mutation)
+                {
+                    let mut error = ServerError::new(
+                        "mutations over the WebSocket are off (graphql.websocket_mutations): send them with POST",
+                        None,
+                    );
+                    set_code(&mut error, "BAD_REQUEST", None);
+                    return Some(GraphqlResponse::from_errors(vec![error]));
+                }
+                limits.check_document(document).err()?
+            }
         };
         tracing::info!(limit = rejected.limit_name(), "WebSocket operation refused by the firewall");
         let mut error = ServerError::new(rejected.to_string(), None);
@@ -592,8 +676,14 @@ async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, h
 
 /// Whether the operation a request runs is a query (an unknown or ambiguous
 /// operation name counts as a query: validation reports it).
-fn selects_a_query(document: &async_graphql::parser::types::ExecutableDocument, name: Option<&str>) -> bool {
-    use async_graphql::parser::types::{DocumentOperations, OperationType};
+fn selects_a_query(document: &ExecutableDocument, name: Option<&str>) -> bool {
+    selected_operation_type(document, name).is_none_or(|ty| ty == OperationType::Query)
+}
+
+/// The type of the operation a request runs; `None` when the name is unknown
+/// or missing among several operations.
+fn selected_operation_type(document: &ExecutableDocument, name: Option<&str>) -> Option<OperationType> {
+    use async_graphql::parser::types::DocumentOperations;
     let operation = match (&document.operations, name) {
         (DocumentOperations::Single(operation), _) => Some(operation),
         (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name),
@@ -601,7 +691,7 @@ fn selects_a_query(document: &async_graphql::parser::types::ExecutableDocument, 
             operations.values().next().filter(|_| operations.len() == 1)
         }
     };
-    operation.is_none_or(|operation| operation.node.ty == OperationType::Query)
+    operation.map(|operation| operation.node.ty)
 }
 
 fn auth_rejection(media: ResponseMedia, error: &AuthError, sent_credentials: bool) -> Response {

@@ -382,8 +382,15 @@ impl SubscriptionRoot {
         // overlap.
         let mut receiver = hub.subscribe();
         let hub_capacity = hub.capacity();
+        // Live only: the hub may still be broadcasting changes committed
+        // before this subscription began; they are not live, so they are
+        // skipped like replayed ones.
+        let start = match after {
+            Some(after) => after.0,
+            None => store.latest_sequence().await.map_err(ApiError::from)?,
+        };
         Ok(async_stream::stream! {
-            let mut cursor = after.map_or(0, |after| after.0);
+            let mut cursor = start;
             // Replay until a pass ends with the receiver whole: changes that
             // overflow it during a long replay are read from the log by the
             // next pass, so only a lag while live ends the subscription.

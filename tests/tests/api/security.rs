@@ -138,6 +138,7 @@ database_tests!(
     websockets_authenticate_in_connection_init_and_close_when_the_token_expires,
     a_policy_limits_reads_everywhere_a_hidden_entity_could_show,
     the_audit_log_records_changes_and_refusals_for_admins,
+    a_websocket_runs_a_bounded_number_of_operations_and_no_mutations,
 );
 
 /// An app that refuses anonymous reads, with one token per case.
@@ -409,4 +410,41 @@ async fn the_audit_log_records_changes_and_refusals_for_admins(database: TestDat
     assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
     let (_, body) = app.post(query, json!({})).await;
     assert_eq!(error_code(&body), "FORBIDDEN", "anonymous: {body}");
+}
+
+/// The next text message on a socket, or the close code it ends with.
+async fn next_message(socket: &mut TestSocket) -> Result<serde_json::Value, u16> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("an answer within 5 s") {
+            Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(&text).unwrap()),
+            Some(Ok(Message::Close(Some(frame)))) => return Err(u16::from(frame.code)),
+            Some(Ok(_)) => continue,
+            other => panic!("unexpected: {other:?}"),
+        }
+    }
+}
+
+async fn a_websocket_runs_a_bounded_number_of_operations_and_no_mutations(database: TestDatabase) {
+    let app = app_with(database, |config| config.graphql.max_websocket_operations = 2).await;
+    let mut socket = init_socket(&app, json!({})).await.expect("anonymous reads are on");
+    let subscribe = |id: &str, query: &str| {
+        Message::Text(json!({"id": id, "type": "subscribe", "payload": {"query": query}}).to_string().into())
+    };
+    socket.send(subscribe("m", "mutation { __typename }")).await.unwrap();
+    let refused = next_message(&mut socket).await.unwrap();
+    assert_eq!(refused["payload"]["errors"][0]["extensions"]["code"], "BAD_REQUEST", "{refused}");
+    assert!(refused["payload"]["errors"][0]["message"].as_str().unwrap().contains("websocket_mutations"));
+    assert_eq!(next_message(&mut socket).await.unwrap()["type"], "complete");
+
+    let live = "subscription { catalogChanges { cursor } }";
+    socket.send(subscribe("1", live)).await.unwrap();
+    socket.send(subscribe("2", live)).await.unwrap();
+    // Ending one makes room for another.
+    socket.send(Message::Text(json!({"id": "1", "type": "complete"}).to_string().into())).await.unwrap();
+    assert_eq!(next_message(&mut socket).await.unwrap(), json!({"type": "complete", "id": "1"}));
+    socket.send(subscribe("3", live)).await.unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(500), socket.next()).await;
+    assert!(quiet.is_err(), "two operations run without complaint: {quiet:?}");
+    socket.send(subscribe("4", live)).await.unwrap();
+    assert_eq!(next_message(&mut socket).await.err(), Some(4429), "the third at once closes the socket");
 }
