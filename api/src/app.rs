@@ -83,6 +83,7 @@ impl Application {
         };
         let state = HttpState {
             auth: self.auth.clone(),
+            websockets: Arc::new(tokio::sync::Semaphore::new(self.config.graphql.max_websocket_connections)),
             allowed_origins: self.config.server.cors_allowed_origins.clone(),
             schema: build_schema(self.store.clone(), self.hub.clone(), options),
             store: self.store.clone(),

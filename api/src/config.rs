@@ -131,6 +131,8 @@ pub struct GraphqlConfig {
     pub max_websocket_operations: usize,
     /// Whether mutations may be sent over the WebSocket (POST otherwise).
     pub websocket_mutations: bool,
+    /// The most WebSockets open at once on this server; more get 503.
+    pub max_websocket_connections: usize,
     /// The largest request body accepted on /graphql.
     pub max_body_bytes: usize,
     /// The longest query text accepted.
@@ -197,6 +199,7 @@ impl Default for GraphqlConfig {
             websocket_init_timeout_seconds: 10,
             max_websocket_operations: 20,
             websocket_mutations: false,
+            max_websocket_connections: 10_000,
             max_body_bytes: 256 * 1024,
             max_query_bytes: 32 * 1024,
             max_nesting: 40,

@@ -139,6 +139,7 @@ database_tests!(
     a_policy_limits_reads_everywhere_a_hidden_entity_could_show,
     the_audit_log_records_changes_and_refusals_for_admins,
     a_websocket_runs_a_bounded_number_of_operations_and_no_mutations,
+    open_websockets_are_capped_and_a_closed_one_frees_its_place,
 );
 
 /// An app that refuses anonymous reads, with one token per case.
@@ -447,4 +448,23 @@ async fn a_websocket_runs_a_bounded_number_of_operations_and_no_mutations(databa
     assert!(quiet.is_err(), "two operations run without complaint: {quiet:?}");
     socket.send(subscribe("4", live)).await.unwrap();
     assert_eq!(next_message(&mut socket).await.err(), Some(4429), "the third at once closes the socket");
+}
+
+async fn open_websockets_are_capped_and_a_closed_one_frees_its_place(database: TestDatabase) {
+    let app = app_with(database, |config| config.graphql.max_websocket_connections = 1).await;
+    let first = init_socket(&app, json!({})).await.expect("the first socket opens");
+    match open_socket(&app, None).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status().as_u16(), 503),
+        other => panic!("a second socket opened: {:?}", other.map(|_| ())),
+    }
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..50 {
+        if let Ok(socket) = open_socket(&app, None).await {
+            reopened = Some(socket);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reopened.is_some(), "closing the first socket frees its place");
 }
