@@ -4,9 +4,15 @@
 #
 #   bench/run.sh --entities 10000 --database sqlite|postgres [--layout single|per-file] [--seconds 10] [--out bench/results]
 #                [--scenarios dependencies,impact,...] [--tag NAME]
+#                [--subscribe [--subscribers 100,1000] [--rate 100]]
 #
 # --scenarios runs some of the driver's scenarios (all by default); --tag adds
 # "-NAME" to the result files' names so that a partial run keeps the full one.
+#
+# --subscribe runs the subscription benchmark instead of the re-sync and the
+# load driver: each number of catalogChanges subscribers for --seconds while a
+# writer commits --rate changes/s beside the server, into
+# <database>-<entities>-subscribe[-tag].json and .md.
 #
 # PostgreSQL: the server named by BENCH_POSTGRES_URL (default
 # postgres://postgres@127.0.0.1:5432/postgres) gets a fresh database.
@@ -23,6 +29,9 @@ profile=release
 layout=single
 scenarios=""
 tag=""
+subscribe=false
+subscribers=100,1000
+rate=100
 while [ $# -gt 0 ]; do
   case "$1" in
     --entities) entities=$2; shift 2 ;;
@@ -33,7 +42,10 @@ while [ $# -gt 0 ]; do
     --layout) layout=$2; shift 2 ;;
     --scenarios) scenarios=$2; shift 2 ;;
     --tag) tag="-$2"; shift 2 ;;
-    --smoke) entities=200; seconds=1; concurrency=1,4; profile=dev; out=$(mktemp -d); shift ;;
+    --subscribe) subscribe=true; shift ;;
+    --subscribers) subscribers=$2; shift 2 ;;
+    --rate) rate=$2; shift 2 ;;
+    --smoke) entities=200; seconds=1; concurrency=1,4; subscribers=10,50; profile=dev; out=$(mktemp -d); shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -68,8 +80,16 @@ ingest() {
   echo "$seconds_taken $rss_kb $rows"
 }
 read -r cold_seconds cold_rss cold_rows < <(ingest)
-read -r resync_seconds resync_rss resync_rows < <(ingest)
-echo "cold ingestion: ${cold_seconds}s, peak RSS ${cold_rss} KB, ${cold_rows} rows; re-sync: ${resync_seconds}s, ${resync_rows} rows"
+if [ "$subscribe" = false ]; then
+  read -r resync_seconds resync_rss resync_rows < <(ingest)
+  echo "cold ingestion: ${cold_seconds}s, peak RSS ${cold_rss} KB, ${cold_rows} rows; re-sync: ${resync_seconds}s, ${resync_rows} rows"
+fi
+
+# Every subscriber is a socket in the driver and one in the server (which
+# inherits this limit).
+if [ "$subscribe" = true ] && [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 4096 ]; then
+  ulimit -n 4096 || echo "warning: cannot raise the open-file limit to 4096; 1,000 subscribers may fail" >&2
+fi
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 CATALOG_INGESTION__ENABLED=false CATALOG_SERVER__PORT=$port "$bin_dir/catalog" serve > "$work/server.log" 2>&1 &
@@ -78,6 +98,52 @@ for _ in $(seq 1 100); do
   curl -sf "http://127.0.0.1:$port/readyz" > /dev/null && break
   sleep 0.1
 done
+
+if [ "$subscribe" = true ]; then
+  mkdir -p "$out"
+  stem="$out/$database-$entities$([ "$layout" = single ] || echo "-$layout")-subscribe$tag"
+  # Lost or duplicated events fail the driver after it wrote its figures:
+  # they are kept, then the run fails.
+  status=0
+  "$bin_dir/catalog-bench" subscribe --url "http://127.0.0.1:$port/graphql" --database-url "$database_url" \
+    --subscribers "$subscribers" --rate "$rate" --seconds "$seconds" --server-pid "$server_pid" \
+    --out "$work/subscribe.json" || status=$?
+  [ -f "$work/subscribe.json" ] || exit "$status"
+  python3 - "$work" "$stem" <<PY
+import json, os, sys, datetime
+work, stem = sys.argv[1], sys.argv[2]
+result = {
+    "date": datetime.date.today().isoformat(),
+    "cpus": os.cpu_count(),
+    "database": "$database",
+    "entities": $entities,
+    "layout": "$layout",
+    "subscribe": json.load(open(f"{work}/subscribe.json")),
+}
+json.dump(result, open(f"{stem}.json", "w"), indent=2)
+lines = [f"# Subscriptions: {result['database']}, {result['entities']} entities ({result['date']}, {result['cpus']} CPUs)", "",
+         "Subscribers to catalogChanges (one namespace) while a writer beside the server commits changes. Latency from "
+         "the writer's commit returning to the subscriber reading the event; p99 from the write's start is its upper bound "
+         "(early: events read before the writer's thread saw its commit return, counted as 0 ms)."]
+if result["database"] == "sqlite":
+    lines.append("On SQLite the server looks for other processes' commits twice a second: the latency is mostly that poll.")
+lines += ["", "| subscribers | changes/s (target) | delivered | lost | duplicated | ended | p50 ms | p90 ms | p99 ms | max ms | early | p99 ms from write start | server RSS KiB before / after | KiB per idle subscriber | server CPU % | driver CPU % |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+fmt = lambda value, spec="": "-" if value is None else format(value, spec)
+for m in result["subscribe"]:
+    ended = m["ended_with_error"] + m["subscribers"] - m["connected"]
+    lines.append(f"| {m['subscribers']} | {m['achieved_rate']:.1f} ({m['target_rate']}) | {m['events_delivered']} of {m['events_expected']} | "
+                 f"{m['lost']} | {m['duplicated']} | {ended} | {m['latency_ms']['p50']:.2f} | {m['latency_ms']['p90']:.2f} | "
+                 f"{m['latency_ms']['p99']:.2f} | {m['latency_ms']['max']:.2f} | {m['early_deliveries']} | {m['latency_from_write_start_ms']['p99']:.2f} | "
+                 f"{fmt(m['rss_before_kib'])} / {fmt(m['rss_after_kib'])} | "
+                 f"{fmt(m['rss_per_subscriber_kib'], '.1f')} | {fmt(m['server_cpu_percent'], '.0f')} | {fmt(m['driver_cpu_percent'], '.0f')} |")
+    for error in m["errors"]:
+        lines.append(f"\nEnded or failed at {m['subscribers']}: {error}")
+open(f"{stem}.md", "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
+  exit "$status"
+fi
 idle_cpu=$(python3 - "$server_pid" <<'PY'
 import os, sys, time
 pid = sys.argv[1]

@@ -1,9 +1,11 @@
-//! `catalog-bench`: generate synthetic catalogs and drive load against a live
-//! server. `bench/run.sh` ties them to the ingestion benchmark.
+//! `catalog-bench`: generate synthetic catalogs, drive load against a live
+//! server and measure its change stream with many subscribers. `bench/run.sh`
+//! ties them to the ingestion benchmark.
 
 mod generate;
 mod load;
 mod rng;
+mod subscribe;
 mod yaml;
 
 use std::path::PathBuf;
@@ -52,6 +54,40 @@ enum Command {
         /// (sql-by-ref, sql-page); without it those scenarios are skipped.
         #[arg(long)]
         database_url: Option<String>,
+        /// Where to write the JSON results.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Hold each number of `catalogChanges` subscribers open while a writer
+    /// commits changes at a fixed rate beside the server; print a line per
+    /// level and write the figures as JSON.
+    Subscribe {
+        /// The GraphQL endpoint over HTTP; subscribers use its /ws.
+        #[arg(long, default_value = "http://127.0.0.1:7007/graphql")]
+        url: String,
+        /// The database the server uses: the writer applies snapshots to it.
+        #[arg(long)]
+        database_url: String,
+        #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+        subscribers: Vec<usize>,
+        /// Changes committed per second.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// The server's process, to read its memory and CPU from /proc.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// An API token, sent in connection_init, for a server that refuses
+        /// anonymous reads.
+        #[arg(long, env = "CATALOG_BENCH_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// WebSocket handshakes in flight at once while subscribers connect.
+        #[arg(long, default_value_t = 32)]
+        connect_parallelism: usize,
+        /// How long to wait after the window for events still on their way.
+        #[arg(long, default_value_t = 10)]
+        drain_seconds: u64,
         /// Where to write the JSON results.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -119,6 +155,38 @@ async fn main() -> anyhow::Result<()> {
             }
             if measurements.iter().any(|m| m.errors > 0) {
                 anyhow::bail!("some requests failed");
+            }
+        }
+        Command::Subscribe {
+            url,
+            database_url,
+            subscribers,
+            rate,
+            seconds,
+            server_pid,
+            token,
+            connect_parallelism,
+            drain_seconds,
+            out,
+        } => {
+            let options = subscribe::Options {
+                url,
+                database_url,
+                levels: subscribers,
+                rate,
+                seconds,
+                server_pid,
+                token,
+                connect_parallelism,
+                drain: Duration::from_secs(drain_seconds),
+            };
+            let measurements = subscribe::run(&options).await?;
+            if let Some(out) = out {
+                std::fs::write(&out, serde_json::to_string_pretty(&measurements)?)
+                    .with_context(|| format!("cannot write {}", out.display()))?;
+            }
+            if measurements.iter().any(|m| m.lost_by_live_subscribers > 0 || m.duplicated > 0 || m.unexpected > 0) {
+                anyhow::bail!("events were lost or duplicated");
             }
         }
     }
