@@ -103,6 +103,20 @@ impl TestApp {
         post_graphql(&self.client, self.address, query, variables).await
     }
 
+    /// POSTs a query with `Authorization: Bearer <token>`: the status and JSON body.
+    pub async fn post_as(&self, token: &str, query: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url("/graphql"))
+            .header("authorization", format!("Bearer {token}"))
+            .json(&json!({"query": query}))
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("a JSON body"))
+    }
+
     /// POSTs a query that must succeed and returns its data.
     pub async fn query(&self, query: &str, variables: Value) -> Value {
         query_graphql(&self.client, self.address, query, variables).await

@@ -115,15 +115,7 @@ async fn app_trusting_with(
 }
 
 async fn status_with(app: &TestApp, token: &str) -> (u16, Value) {
-    let response = app
-        .client
-        .post(app.url("/graphql"))
-        .header("authorization", format!("Bearer {token}"))
-        .json(&json!({"query": "{ entities { totalCount } }"}))
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
+    app.post_as(token, "{ entities { totalCount } }").await
 }
 
 async fn tokens_from_the_identity_provider_are_checked_claim_by_claim(database: TestDatabase) {
@@ -218,16 +210,7 @@ async fn a_user_reads_what_its_groups_own(database: TestDatabase) {
 
 /// `entities{arguments} { totalCount }` as the holder of `token` sees it.
 async fn total(app: &TestApp, token: &str, arguments: &str) -> u64 {
-    let query = format!("{{ entities{arguments} {{ totalCount }} }}");
-    let response = app
-        .client
-        .post(app.url("/graphql"))
-        .header("authorization", format!("Bearer {token}"))
-        .json(&json!({"query": query}))
-        .send()
-        .await
-        .unwrap();
-    let body: Value = response.json().await.unwrap();
+    let (_, body) = app.post_as(token, &format!("{{ entities{arguments} {{ totalCount }} }}")).await;
     body["data"]["entities"]["totalCount"].as_u64().unwrap_or_else(|| panic!("{body}"))
 }
 

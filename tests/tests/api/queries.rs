@@ -214,16 +214,7 @@ async fn the_readme_queries_run_against_the_example_catalog(app: TestApp) {
             .unwrap()
             .token;
     for block in blocks {
-        let response = app
-            .client
-            .post(app.url("/graphql"))
-            .header("authorization", format!("Bearer {admin}"))
-            .json(&json!({"query": block}))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let body: serde_json::Value = response.json().await.unwrap();
+        let (status, body) = app.post_as(&admin, block).await;
         assert_eq!(status, 200, "{block}\n{body}");
         assert!(body.get("errors").is_none(), "{block}\n{body}");
         assert!(

@@ -280,18 +280,6 @@ async fn websockets_authenticate_in_connection_init_and_close_when_the_token_exp
     assert_eq!(closed, 4403);
 }
 
-async fn with_token(app: &TestApp, token: &str, query: &str) -> (u16, serde_json::Value) {
-    let response = app
-        .client
-        .post(app.url("/graphql"))
-        .header("authorization", format!("Bearer {token}"))
-        .json(&json!({"query": query}))
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
-
 /// A policy limits what a token reads: hidden entities are neither listed,
 /// counted, faceted, loaded, related nor streamed, and what cannot be
 /// filtered yet is refused rather than leaked.
@@ -313,8 +301,8 @@ async fn a_policy_limits_reads_everywhere_a_hidden_entity_could_show(database: T
 
     let counts = r#"{ all: entities { totalCount } components: entities(filter: {kind: ["component"]}) { totalCount }
         groups: entities(filter: {kind: ["group"]}) { totalCount } facets(fields: ["kind"]) { values { value count } } }"#;
-    let (_, everything) = with_token(&app, &ops, counts).await;
-    let (status, limited) = with_token(&app, &portal, counts).await;
+    let (_, everything) = app.post_as(&ops, counts).await;
+    let (status, limited) = app.post_as(&portal, counts).await;
     assert_eq!(status, 200, "{limited}");
     let components = everything["data"]["components"]["totalCount"].as_u64().unwrap();
     assert!(everything["data"]["all"]["totalCount"].as_u64().unwrap() > components);
@@ -331,15 +319,15 @@ async fn a_policy_limits_reads_everywhere_a_hidden_entity_could_show(database: T
     let loads = r#"{ group: entity(ref: "group:team-shipping-core") { entityRef }
         component: entity(ref: "component:shipment-tracker") { entityRef ... on Component { owner { entityRef } } }
         byRefs: entitiesByRefs(refs: ["component:default/shipment-tracker", "group:default/team-shipping-core"]) { entityRef } }"#;
-    let (_, body) = with_token(&app, &portal, loads).await;
+    let (_, body) = app.post_as(&portal, loads).await;
     assert!(body["data"]["group"].is_null(), "{body}");
     assert_eq!(body["data"]["component"]["entityRef"], "component:default/shipment-tracker");
     assert!(body["data"]["component"]["owner"].is_null(), "the owner is a hidden group: {body}");
     assert!(body["data"]["byRefs"][1].is_null() && body["data"]["byRefs"][0].is_object(), "{body}");
-    let (_, body) = with_token(&app, &ops, loads).await;
+    let (_, body) = app.post_as(&ops, loads).await;
     assert_eq!(body["data"]["group"]["entityRef"], "group:default/team-shipping-core");
 
-    let (_, body) = with_token(&app, &portal, "{ changes(first: 1000) { events { entityRef } } }").await;
+    let (_, body) = app.post_as(&portal, "{ changes(first: 1000) { events { entityRef } } }").await;
     let events = body["data"]["changes"]["events"].as_array().unwrap();
     assert!(
         !events.is_empty() && events.iter().all(|event| event["entityRef"].as_str().unwrap().starts_with("component:")),
@@ -348,15 +336,14 @@ async fn a_policy_limits_reads_everywhere_a_hidden_entity_could_show(database: T
 
     for refused in [r#"{ traverse(from: ["component:shipment-tracker"]) { totalCount } }"#, "{ locations { target } }"]
     {
-        let (_, body) = with_token(&app, &portal, refused).await;
+        let (_, body) = app.post_as(&portal, refused).await;
         assert_eq!(error_code(&body), "FORBIDDEN", "{refused}: {body}");
     }
-    let (_, body) =
-        with_token(&app, &ops, r#"{ traverse(from: ["component:shipment-tracker"]) { totalCount } }"#).await;
+    let (_, body) = app.post_as(&ops, r#"{ traverse(from: ["component:shipment-tracker"]) { totalCount } }"#).await;
     assert!(body.get("errors").is_none(), "{body}");
 
     for token in [&refresher, &stranger] {
-        let (status, body) = with_token(&app, token, "{ __typename }").await;
+        let (status, body) = app.post_as(token, "{ __typename }").await;
         assert_eq!((status, error_code(&body)), (403, "FORBIDDEN"), "no rule grants entity.read: {body}");
     }
 }
@@ -383,7 +370,7 @@ async fn the_audit_log_records_changes_and_refusals_for_admins(database: TestDat
         "{ auditLog(first: 100) { events { principal tokenId operation targets decision result requestId } hasMore } }";
     let mut log = json!(null);
     for _ in 0..40 {
-        let (_, body) = with_token(&app, &admin, query).await;
+        let (_, body) = app.post_as(&admin, query).await;
         log = body;
         let events = log["data"]["auditLog"]["events"].as_array().cloned().unwrap_or_default();
         if events.iter().any(|event| event["decision"] == "DENIED") {
@@ -407,7 +394,7 @@ async fn the_audit_log_records_changes_and_refusals_for_admins(database: TestDat
     assert_eq!(ingested["principal"], "provider:file");
     assert!(ingested["result"].as_str().unwrap().contains("added"), "{ingested}");
 
-    let (_, body) = with_token(&app, &reader, query).await;
+    let (_, body) = app.post_as(&reader, query).await;
     assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
     let (_, body) = app.post(query, json!({})).await;
     assert_eq!(error_code(&body), "FORBIDDEN", "anonymous: {body}");
