@@ -104,6 +104,43 @@ impl Walk {
         }
     }
 
+    /// Keeps the nodes `visible` accepts that are reached through visible
+    /// nodes only, as if the others did not exist: a hidden node is dropped
+    /// with everything reached only through it, and the parents, edges and
+    /// paths left never pass through one. A node whose every shortest path
+    /// crosses a hidden node is dropped even when a longer visible path
+    /// exists: the walk under-reports rather than reveals.
+    pub fn retain_visible(&mut self, visible: impl Fn(&str) -> bool) {
+        // Nodes come ordered by distance and parents lie one hop closer, so
+        // one forward pass sees every parent before its children.
+        let mut new_index: Vec<Option<usize>> = vec![None; self.nodes.len()];
+        let mut kept = Vec::new();
+        for (old, node) in std::mem::take(&mut self.nodes).into_iter().enumerate() {
+            if !visible(&node.entity_ref) {
+                continue;
+            }
+            let is_start = node.parents.is_empty();
+            let parents: Vec<Parent> = node
+                .parents
+                .into_iter()
+                .filter_map(|parent| new_index[parent.node].map(|node| Parent { node, ..parent }))
+                .collect();
+            if !is_start && parents.is_empty() {
+                continue;
+            }
+            new_index[old] = Some(kept.len());
+            kept.push(Reached { parents, ..node });
+        }
+        self.nodes = kept;
+        self.edges = std::mem::take(&mut self.edges)
+            .into_iter()
+            .filter_map(|(source, relation_type, target)| Some((new_index[source]?, relation_type, new_index[target]?)))
+            .collect();
+        if self.index.is_some() {
+            self.index = Some(self.nodes.iter().enumerate().map(|(at, node)| (node.entity_ref.clone(), at)).collect());
+        }
+    }
+
     /// The edges of the node's canonical shortest path, from the start.
     pub fn path(&self, node: usize) -> Vec<StoredRelation> {
         let mut path = Vec::new();
@@ -404,5 +441,57 @@ impl Store {
             .all(&self.db)
             .await?;
         Ok(rows.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(entity_ref: &str, distance: u32, parents: &[usize]) -> Reached {
+        let parents = parents
+            .iter()
+            .map(|node| Parent { node: *node, relation_type: RelationType::DependsOn, forward: true })
+            .collect();
+        Reached { entity_ref: entity_ref.into(), distance, parents }
+    }
+
+    /// a → h → b, and a → h → c with also a → v → c: hiding h drops b (only
+    /// reached through h) and keeps c through v, with v as its only parent.
+    #[test]
+    fn hidden_nodes_take_what_is_reached_only_through_them() {
+        let mut walk = Walk {
+            nodes: vec![
+                node("a", 0, &[]),
+                node("h", 1, &[0]),
+                node("v", 1, &[0]),
+                node("b", 2, &[1]),
+                node("c", 2, &[1, 2]),
+            ],
+            complete: true,
+            edges: vec![
+                (0, RelationType::DependsOn, 1),
+                (0, RelationType::DependsOn, 2),
+                (1, RelationType::DependsOn, 4),
+                (2, RelationType::DependsOn, 4),
+            ],
+            index: Some(HashMap::new()),
+        };
+        walk.retain_visible(|entity_ref| entity_ref != "h");
+        let refs: Vec<&str> = walk.nodes.iter().map(|node| node.entity_ref.as_str()).collect();
+        assert_eq!(refs, ["a", "v", "c"]);
+        assert_eq!(walk.nodes[2].parents.len(), 1);
+        assert_eq!(walk.nodes[2].parents[0].node, 1, "c hangs off v, renumbered");
+        assert_eq!(walk.edges, vec![(0, RelationType::DependsOn, 1), (1, RelationType::DependsOn, 2)]);
+        assert_eq!(walk.position("c"), Some(2));
+        let path: Vec<String> = walk.path(2).iter().map(|edge| edge.target_ref.clone()).collect();
+        assert_eq!(path, ["v", "c"]);
+    }
+
+    #[test]
+    fn a_hidden_start_hides_the_whole_walk() {
+        let mut walk = Walk { nodes: vec![node("h", 0, &[]), node("b", 1, &[0])], complete: true, ..Walk::default() };
+        walk.retain_visible(|entity_ref| entity_ref != "h");
+        assert!(walk.nodes.is_empty());
     }
 }

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Enum, Object, Result, SimpleObject};
 use catalog_domain::RelationType as R;
-use catalog_store::{Direction, StoredRelation, Walk, WalkRequest};
+use catalog_store::{Direction, Filter, StoredRelation, Walk, WalkRequest};
 
 use super::entity::{EntityValue, RelationTypeValue};
 use super::error::ApiError;
 use super::filter::EntityFilter;
 use super::loaders::EntityLoader;
 use super::{DEFAULT_PAGE_SIZE, MAX_REFS, PageInfo, decode_cursor, offset_cursor, page_size, parse_ref, store};
+use crate::policy::ReadScope;
 
 /// The deepest walk a query may ask for.
 pub const MAX_DEPTH: i32 = 32;
@@ -56,10 +57,19 @@ impl WalkBudget {
 
 /// Runs a walk against the request's budget.
 pub(crate) async fn walk(ctx: &Context<'_>, request: &WalkRequest) -> Result<Walk, ApiError> {
-    // A walk's counts, paths and unresolved nodes would reveal hidden entities.
-    super::require_unrestricted(ctx, "graph traversal")?;
     ctx.data_unchecked::<Arc<WalkBudget>>().spend()?;
-    Ok(store(ctx).walk(request).await?)
+    let store = store(ctx);
+    let mut walk = store.walk(request).await?;
+    if let ReadScope::Only { filter, .. } = super::read_scope(ctx)? {
+        // Hidden entities, and whatever is reached only through them, leave
+        // the walk before anything is counted or paged. Refs nothing in the
+        // catalog has stay: a visible entity names them.
+        let refs: Vec<String> = walk.nodes.iter().map(|node| node.entity_ref.clone()).collect();
+        let existing = store.refs_matching(&refs, &Filter::All(Vec::new())).await?;
+        let visible = store.refs_matching(&refs, filter).await?;
+        walk.retain_visible(|entity_ref| visible.contains(entity_ref) || !existing.contains(entity_ref));
+    }
+    Ok(walk)
 }
 
 /// Which way a traversal follows edges.

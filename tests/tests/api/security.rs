@@ -334,13 +334,25 @@ async fn a_policy_limits_reads_everywhere_a_hidden_entity_could_show(database: T
         "{body}"
     );
 
-    for refused in [r#"{ traverse(from: ["component:shipment-tracker"]) { totalCount } }"#, "{ locations { target } }"]
-    {
-        let (_, body) = app.post_as(&portal, refused).await;
-        assert_eq!(error_code(&body), "FORBIDDEN", "{refused}: {body}");
-    }
-    let (_, body) = app.post_as(&ops, r#"{ traverse(from: ["component:shipment-tracker"]) { totalCount } }"#).await;
-    assert!(body.get("errors").is_none(), "{body}");
+    // Walks leave hidden entities out, and what is reached only through them.
+    let walk = r#"{ traverse(from: ["component:shipment-tracker"], maxDepth: 6) { totalCount nodes { entityRef resolved } } }"#;
+    let (_, limited) = app.post_as(&portal, walk).await;
+    let (_, everything) = app.post_as(&ops, walk).await;
+    let reached: Vec<&str> = limited["data"]["traverse"]["nodes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{limited}"))
+        .iter()
+        .filter(|node| node["resolved"] == true)
+        .map(|node| node["entityRef"].as_str().unwrap())
+        .collect();
+    assert!(reached.iter().all(|entity_ref| entity_ref.starts_with("component:")), "{reached:?}");
+    let all = everything["data"]["traverse"]["totalCount"].as_u64().unwrap();
+    let seen = limited["data"]["traverse"]["totalCount"].as_u64().unwrap();
+    assert!(seen < all, "the hidden owner, system and APIs are left out: {seen} of {all}");
+    let (_, body) = app.post_as(&portal, r#"{ traverse(from: ["group:team-shipping-core"]) { totalCount } }"#).await;
+    assert_eq!(body["data"]["traverse"]["totalCount"], 0, "a hidden start reaches nothing: {body}");
+    let (_, body) = app.post_as(&portal, "{ locations { target } }").await;
+    assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
 
     for token in [&refresher, &stranger] {
         let (status, body) = app.post_as(token, "{ __typename }").await;
