@@ -18,7 +18,7 @@ use axum::routing::get;
 use catalog_store::Store;
 use serde::Deserialize;
 
-use crate::auth::{Access, AuthError, Authenticator, Granted, Principal};
+use crate::auth::{AuthError, Authenticator, Granted, Principal};
 use crate::config::GraphqlConfig;
 use crate::firewall::{self, Limits};
 use crate::graphql::{CatalogSchema, with_loaders, with_subscription_loaders};
@@ -118,21 +118,24 @@ async fn graphql_ws(
 const WEBSOCKET_READ_BUFFER: usize = 8 * 1024;
 
 /// Waits for `connection_init`, authenticates its payload like an HTTP
-/// request (closing with 4403 on failure, 4408 when it does not come), then
-/// hands the socket to async-graphql, and closes it with 4403 when the
-/// token expires.
+/// request (closing with 4403 on failure, 4408 when it does not come, 4400
+/// when another message comes first), then hands the socket to
+/// async-graphql. While it is open its credentials are checked again every
+/// [`RECHECK_CREDENTIALS`] (revocation) and at expiry; failing, it is closed
+/// with 4403.
 async fn serve_websocket(mut socket: WebSocket, state: HttpState, protocol: GraphQLProtocol, init_timeout: Duration) {
     use futures::{SinkExt as _, StreamExt as _};
-    let mut early = Vec::new();
     let waited = tokio::time::timeout(init_timeout, async {
-        // WebSocket pings may come first; the GraphQL init is text.
+        // WebSocket pings and pongs may come first (tungstenite answers
+        // pings itself); the first protocol message, text or binary, must be
+        // the init. Nothing else is kept.
         while let Some(message) = socket.recv().await {
-            if let Ok(WsMessage::Text(text)) = &message {
-                let text = text.to_string();
-                early.push(message);
-                return Some(text);
+            match message {
+                Ok(WsMessage::Text(text)) => return Some(text.as_bytes().to_vec()),
+                Ok(WsMessage::Binary(bytes)) => return Some(bytes.to_vec()),
+                Ok(WsMessage::Ping(_) | WsMessage::Pong(_)) => continue,
+                Ok(WsMessage::Close(_)) | Err(_) => return None,
             }
-            early.push(message);
         }
         None
     })
@@ -145,7 +148,11 @@ async fn serve_websocket(mut socket: WebSocket, state: HttpState, protocol: Grap
             return;
         }
     };
-    let access = match websocket_access(&state, &first).await {
+    let Some(authorization) = init_credentials(&first) else {
+        close_websocket(&mut socket, 4400, "the first message must be connection_init").await;
+        return;
+    };
+    let access = match state.auth.authenticate_reader(authorization.as_deref(), None).await {
         Ok(access) => access,
         Err(error) => {
             tracing::info!(reason = %error, "WebSocket refused at connection_init");
@@ -163,6 +170,8 @@ async fn serve_websocket(mut socket: WebSocket, state: HttpState, protocol: Grap
     };
     let principal = access.principal;
     let expires_at = principal.expires_at();
+    let recheck_auth = state.auth.clone();
+    let recheck_credentials = authorization.clone();
     let executor = FirewalledExecutor { state: state.clone(), principal, scope, granted: Granted(access.granted) };
     let (mut socket_sink, socket_stream) = socket.split();
     let operations = Arc::new(Operations::new(state.graphql.max_websocket_operations));
@@ -181,8 +190,17 @@ async fn serve_websocket(mut socket: WebSocket, state: HttpState, protocol: Grap
             }
         };
         tokio::pin!(expiry);
+        let mut recheck = tokio::time::interval(RECHECK_CREDENTIALS);
+        recheck.reset();
         loop {
             tokio::select! {
+                _ = recheck.tick() => {
+                    if let Err(error) = recheck_auth.authenticate_reader(recheck_credentials.as_deref(), None).await {
+                        let frame = CloseFrame { code: 4403, reason: format!("Forbidden: {error}").into() };
+                        let _ = socket_sink.send(WsMessage::Close(Some(frame))).await;
+                        break;
+                    }
+                }
                 message = outgoing.next() => match message {
                     Some(message) => {
                         finished.server_sent(&message);
@@ -204,7 +222,8 @@ async fn serve_websocket(mut socket: WebSocket, state: HttpState, protocol: Grap
         }
     };
     // An operation over the limit never reaches async-graphql.
-    let stream = futures::stream::iter(early)
+    let init = WsMessage::Binary(first.into());
+    let stream = futures::stream::iter([Ok(init)])
         .chain(socket_stream)
         .filter(move |message| std::future::ready(operations.client_sent(message)));
     let serve = GraphQLWebSocket::new_with_pair(sink, stream, executor, protocol)
@@ -231,20 +250,28 @@ async fn close_websocket(socket: &mut WebSocket, code: u16, reason: &str) {
 /// `connection_init` (`{"Authorization": "Bearer ..."}`, as graphql-ws
 /// clients send headers, or `{"token": "..."}`); any other first message
 /// runs as anonymous, and async-graphql refuses it for lacking the init.
-async fn websocket_access(state: &HttpState, first: &str) -> Result<Access, AuthError> {
-    let message: serde_json::Value = serde_json::from_str(first).unwrap_or_default();
+/// The credentials in a `connection_init` message, as an Authorization
+/// header value: `None` when the message is not `connection_init`, `Some(None)`
+/// when it carries none. A credential that is not a string stands for an
+/// invalid one (never for none, which could mean anonymous).
+#[allow(clippy::option_option)]
+fn init_credentials(first: &[u8]) -> Option<Option<String>> {
+    let message: serde_json::Value = serde_json::from_slice(first).ok()?;
     if message["type"] != "connection_init" {
-        // Nothing runs before the init: async-graphql closes the socket.
-        let nothing = Some(catalog_store::Filter::Any(Vec::new()));
-        return Ok(Access { principal: Principal::Anonymous, read_filter: nothing, granted: Vec::new() });
+        return None;
     }
     let payload = &message["payload"];
-    let authorization = ["Authorization", "authorization"]
-        .iter()
-        .find_map(|key| payload[key].as_str().map(str::to_owned))
-        .or_else(|| payload["token"].as_str().map(|token| format!("Bearer {token}")));
-    state.auth.authenticate_reader(authorization.as_deref(), None).await
+    let Some(given) = ["Authorization", "authorization", "token"].into_iter().find(|key| !payload[key].is_null())
+    else {
+        return Some(None);
+    };
+    let Some(value) = payload[given].as_str() else { return Some(Some("invalid".into())) };
+    Some(Some(if given == "token" { format!("Bearer {value}") } else { value.to_owned() }))
 }
+
+/// How often an open WebSocket's credentials are checked again, so that a
+/// revoked token stops streaming as soon as a request with it would fail.
+const RECHECK_CREDENTIALS: Duration = Duration::from_secs(10);
 
 /// The operations a WebSocket client has running, by id: a client may not
 /// run more than `limit` at once (each subscription holds a buffer and a
@@ -263,8 +290,13 @@ impl Operations {
     /// Notes a client message; false (and the socket is closed) when it
     /// starts an operation over the limit.
     fn client_sent(&self, message: &Result<WsMessage, axum::Error>) -> bool {
-        let Ok(WsMessage::Text(text)) = message else { return true };
-        let Ok(parsed) = serde_json::from_str::<serde_json::Value>(text.as_str()) else { return true };
+        // async-graphql reads binary frames as protocol messages too.
+        let parsed = match message {
+            Ok(WsMessage::Text(text)) => serde_json::from_str::<serde_json::Value>(text.as_str()),
+            Ok(WsMessage::Binary(bytes)) => serde_json::from_slice::<serde_json::Value>(bytes),
+            _ => return true,
+        };
+        let Ok(parsed) = parsed else { return true };
         let Some(id) = parsed["id"].as_str() else { return true };
         let mut running = self.running.lock().expect("the operations lock is never poisoned");
         match parsed["type"].as_str() {

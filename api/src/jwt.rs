@@ -102,6 +102,10 @@ struct KeyCache {
     keys: HashMap<String, (DecodingKey, Option<Algorithm>)>,
     fetched_at: Option<Instant>,
     last_unknown_kid_fetch: Option<Instant>,
+    /// When a fetch last failed: no other is tried within the cooldown, so
+    /// an unreachable provider costs one timeout per cooldown, not one per
+    /// request (the keys already known keep working meanwhile).
+    failed_at: Option<Instant>,
 }
 
 /// Verifies JWTs against a JWKS.
@@ -133,7 +137,7 @@ impl JwtVerifier {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|error| JwtConfigError(format!("cannot build the JWKS client: {error}")))?;
-        let cache = KeyCache { keys: HashMap::new(), fetched_at: None, last_unknown_kid_fetch: None };
+        let cache = KeyCache { keys: HashMap::new(), fetched_at: None, last_unknown_kid_fetch: None, failed_at: None };
         Ok(Self { config, algorithms, permissions, client, cache: Mutex::new(cache) })
     }
 
@@ -174,15 +178,17 @@ impl JwtVerifier {
     async fn key(&self, kid: &str) -> Result<(DecodingKey, Option<Algorithm>), AuthError> {
         let mut cache = self.cache.lock().await;
         let ttl = Duration::from_secs(self.config.jwks_cache_seconds);
-        let stale = cache.fetched_at.is_none_or(|fetched_at| fetched_at.elapsed() >= ttl);
+        let cooldown = Duration::from_secs(self.config.jwks_refresh_cooldown_seconds);
+        let failed_recently = cache.failed_at.is_some_and(|failed_at| failed_at.elapsed() < cooldown);
+        let stale = !failed_recently && cache.fetched_at.is_none_or(|fetched_at| fetched_at.elapsed() >= ttl);
         if stale {
             self.refresh(&mut cache).await;
         }
         if let Some(key) = cache.keys.get(kid) {
             return Ok(key.clone());
         }
-        let cooldown = Duration::from_secs(self.config.jwks_refresh_cooldown_seconds);
-        let may_refetch = cache.last_unknown_kid_fetch.is_none_or(|last| last.elapsed() >= cooldown);
+        let may_refetch =
+            !failed_recently && cache.last_unknown_kid_fetch.is_none_or(|last| last.elapsed() >= cooldown);
         if stale || !may_refetch {
             return Err(AuthError::Invalid);
         }
@@ -197,13 +203,11 @@ impl JwtVerifier {
             Ok(keys) => {
                 cache.keys = keys;
                 cache.fetched_at = Some(Instant::now());
+                cache.failed_at = None;
             }
             Err(message) => {
                 tracing::warn!(url = %self.config.jwks_url, error = %message, "cannot fetch the JWKS");
-                // Retry on the next request after the cooldown, not on every one.
-                if cache.fetched_at.is_none() {
-                    cache.last_unknown_kid_fetch = Some(Instant::now());
-                }
+                cache.failed_at = Some(Instant::now());
             }
         }
     }

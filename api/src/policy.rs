@@ -151,7 +151,13 @@ fn condition_filter(conditions: &ReadConditions, principal: &Principal) -> Filte
     if conditions.owned_by_principal {
         all.push(match principal {
             Principal::Jwt { subject, groups, .. } => {
-                let mut owners = vec![field(FilterField::OwnedByMember, vec![subject.clone()])];
+                // The subject stands for a user: a `sub` that names another
+                // kind (`group:platform`) must not act as that group.
+                let user = catalog_domain::EntityRef::parse_with_defaults(subject, Some("User"), "default")
+                    .ok()
+                    .filter(|user| user.kind() == "user");
+                let mut owners: Vec<Filter> =
+                    user.map(|user| field(FilterField::OwnedByMember, vec![user.to_string()])).into_iter().collect();
                 if !groups.is_empty() {
                     owners.push(field(FilterField::OwnedByTree, groups.clone()));
                 }

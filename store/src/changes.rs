@@ -43,9 +43,13 @@ impl Store {
         let _writing = self.writer.lock().await;
         let backend = self.db.get_database_backend();
         let (p1, p2) = if backend == DbBackend::Postgres { ("$1", "$2") } else { ("?", "?") };
+        // A version goes when a later one was also committed before the
+        // cutoff, or when it is a removal: the state at any cursor after the
+        // purged ones stays exact. (A version superseded only after the
+        // cutoff is still the answer for cursors in between.)
         let purgeable = format!(
             "FROM change_log WHERE created_at < {p1} AND (change_type = 'removed' \
-             OR seq NOT IN (SELECT MAX(seq) FROM change_log GROUP BY entity_ref))"
+             OR seq NOT IN (SELECT MAX(seq) FROM change_log WHERE created_at < {p2} GROUP BY entity_ref))"
         );
         let txn = self.db.begin().await?;
         // Other replicas' snapshots wait too, so no commit lands between the
@@ -55,7 +59,7 @@ impl Store {
             .query_one_raw(Statement::from_sql_and_values(
                 backend,
                 format!("SELECT MAX(seq) AS seq {purgeable}"),
-                [before.into()],
+                [before.into(), before.into()],
             ))
             .await?
             .and_then(|row| row.try_get::<Option<i64>>("", "seq").ok().flatten());
@@ -64,7 +68,11 @@ impl Store {
             return Ok(0);
         };
         let deleted = txn
-            .execute_raw(Statement::from_sql_and_values(backend, format!("DELETE {purgeable}"), [before.into()]))
+            .execute_raw(Statement::from_sql_and_values(
+                backend,
+                format!("DELETE {purgeable}"),
+                [before.into(), before.into()],
+            ))
             .await?
             .rows_affected();
         let upsert = format!(

@@ -110,13 +110,13 @@ impl Walk {
     /// paths left never pass through one. A node whose every shortest path
     /// crosses a hidden node is dropped even when a longer visible path
     /// exists: the walk under-reports rather than reveals.
-    pub fn retain_visible(&mut self, visible: impl Fn(&str) -> bool) {
+    pub fn retain_visible(&mut self, visible: impl Fn(&Reached) -> bool) {
         // Nodes come ordered by distance and parents lie one hop closer, so
         // one forward pass sees every parent before its children.
         let mut new_index: Vec<Option<usize>> = vec![None; self.nodes.len()];
         let mut kept = Vec::new();
         for (old, node) in std::mem::take(&mut self.nodes).into_iter().enumerate() {
-            if !visible(&node.entity_ref) {
+            if !visible(&node) {
                 continue;
             }
             let is_start = node.parents.is_empty();
@@ -477,7 +477,7 @@ mod tests {
             ],
             index: Some(HashMap::new()),
         };
-        walk.retain_visible(|entity_ref| entity_ref != "h");
+        walk.retain_visible(|node| node.entity_ref != "h");
         let refs: Vec<&str> = walk.nodes.iter().map(|node| node.entity_ref.as_str()).collect();
         assert_eq!(refs, ["a", "v", "c"]);
         assert_eq!(walk.nodes[2].parents.len(), 1);
@@ -491,7 +491,7 @@ mod tests {
     #[test]
     fn a_hidden_start_hides_the_whole_walk() {
         let mut walk = Walk { nodes: vec![node("h", 0, &[]), node("b", 1, &[0])], complete: true, ..Walk::default() };
-        walk.retain_visible(|entity_ref| entity_ref != "h");
+        walk.retain_visible(|node| node.entity_ref != "h");
         assert!(walk.nodes.is_empty());
     }
 }

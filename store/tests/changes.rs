@@ -217,7 +217,22 @@ async fn a_time_travel_scan_crosses_chunks_without_losing_or_repeating_refs(stor
     assert_eq!(refs, ["component:default/svc-0999", "component:default/svc-1000", "component:default/svc-1001"]);
 }
 
+/// A version superseded only after the cutoff is still the state for
+/// cursors between: the purge keeps it, so time travel there stays exact.
+async fn purging_keeps_versions_superseded_after_the_cutoff(store: Store) {
+    store.apply_snapshot(&snapshot("file", vec![component("a", "team-a", &[])])).await.unwrap();
+    let first = store.latest_sequence().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let cutoff = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    store.apply_snapshot(&snapshot("file", vec![component("a", "team-b", &[])])).await.unwrap();
+    assert_eq!(store.purge_changes(cutoff).await.unwrap(), 0, "the first version is the state until the update");
+    let then = store.entity_as_of(A, first).await.unwrap().expect("still answerable");
+    assert_eq!(then.entity.unwrap()["spec"]["owner"], "team-a");
+}
+
 backend_tests!(
+    purging_keeps_versions_superseded_after_the_cutoff,
     a_catalog_page_as_of_a_cursor_holds_the_versions_of_then,
     a_time_travel_scan_crosses_chunks_without_losing_or_repeating_refs,
     purging_keeps_the_latest_version_of_what_exists_and_marks_the_gap,

@@ -167,13 +167,7 @@ impl ChangeMatcher {
                 return false;
             }
         }
-        match &self.scope {
-            ReadScope::All => true,
-            // A removal is matched against the version it removed.
-            ReadScope::Only { matcher, .. } => version
-                .and_then(|body| serde_json::from_value::<Entity>(body.clone()).ok())
-                .is_some_and(|entity| matcher.matches_entity(&entity_ref, &entity)),
-        }
+        version_allowed(&self.scope, change)
     }
 }
 
@@ -331,9 +325,12 @@ pub(crate) async fn changes_page(
     Ok(ChangePage { events, next_cursor: (cursor > 0).then_some(ChangeCursor(cursor)), has_more })
 }
 
-/// One entity's history, newest first.
+/// One entity's history, newest first. Under a read scope, versions the
+/// scope would hide are left out (a removal is judged by the version it
+/// removed): an entity visible now may have been hidden once, or the reverse.
 pub(crate) async fn history_page(
     store: &Store,
+    scope: &ReadScope,
     entity_ref: &str,
     first: i32,
     after: Option<ChangeCursor>,
@@ -343,11 +340,23 @@ pub(crate) async fn history_page(
     let has_more = changes.len() as u64 > size;
     changes.truncate(size as usize);
     let next_cursor = changes.last().map(|change| ChangeCursor(change.sequence));
-    Ok(ChangePage {
-        events: changes.into_iter().map(|change| ChangeEvent(Arc::new(change))).collect(),
-        next_cursor,
-        has_more,
-    })
+    let events = changes
+        .into_iter()
+        .filter(|change| version_allowed(scope, change))
+        .map(|change| ChangeEvent(Arc::new(change)))
+        .collect();
+    Ok(ChangePage { events, next_cursor, has_more })
+}
+
+/// Whether the scope lets the change's version (the removed one for a
+/// removal) be seen.
+fn version_allowed(scope: &ReadScope, change: &Change) -> bool {
+    let ReadScope::Only { matcher, .. } = scope else { return true };
+    let Ok(entity_ref) = EntityRef::parse(&change.entity_ref) else { return false };
+    change
+        .latest_version()
+        .and_then(|body| serde_json::from_value::<Entity>(body.clone()).ok())
+        .is_some_and(|entity| matcher.matches_entity(&entity_ref, &entity))
 }
 
 /// The entry point of every subscription.

@@ -328,7 +328,8 @@ macro_rules! entity_object {
                 after: Option<ChangeCursor>,
             ) -> Result<ChangePage> {
                 let store = ctx.data_unchecked::<Store>();
-                Ok(history_page(store, &self.0.entity_ref.to_string(), first, after).await?)
+                let scope = super::read_scope(ctx)?;
+                Ok(history_page(store, scope, &self.0.entity_ref.to_string(), first, after).await?)
             }
 
             $(

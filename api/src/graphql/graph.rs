@@ -62,12 +62,15 @@ pub(crate) async fn walk(ctx: &Context<'_>, request: &WalkRequest) -> Result<Wal
     let mut walk = store.walk(request).await?;
     if let ReadScope::Only { filter, .. } = super::read_scope(ctx)? {
         // Hidden entities, and whatever is reached only through them, leave
-        // the walk before anything is counted or paged. Refs nothing in the
-        // catalog has stay: a visible entity names them.
+        // the walk before anything is counted or paged. A ref nothing in the
+        // catalog has stays when a visible entity names it, but never as a
+        // start: "absent" and "hidden" must look alike from outside.
         let refs: Vec<String> = walk.nodes.iter().map(|node| node.entity_ref.clone()).collect();
         let existing = store.refs_matching(&refs, &Filter::All(Vec::new())).await?;
         let visible = store.refs_matching(&refs, filter).await?;
-        walk.retain_visible(|entity_ref| visible.contains(entity_ref) || !existing.contains(entity_ref));
+        walk.retain_visible(|node| {
+            visible.contains(&node.entity_ref) || (node.distance > 0 && !existing.contains(&node.entity_ref))
+        });
     }
     Ok(walk)
 }

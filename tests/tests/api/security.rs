@@ -140,6 +140,8 @@ database_tests!(
     the_audit_log_records_changes_and_refusals_for_admins,
     a_websocket_runs_a_bounded_number_of_operations_and_no_mutations,
     open_websockets_are_capped_and_a_closed_one_frees_its_place,
+    a_websocket_must_begin_with_an_authenticated_init,
+    history_leaves_out_versions_the_policy_hides,
 );
 
 /// An app that refuses anonymous reads, with one token per case.
@@ -346,6 +348,24 @@ async fn a_policy_limits_reads_everywhere_a_hidden_entity_could_show(database: T
         .map(|node| node["entityRef"].as_str().unwrap())
         .collect();
     assert!(reached.iter().all(|entity_ref| entity_ref.starts_with("component:")), "{reached:?}");
+    // Hidden nodes do not come back as unresolved ones either.
+    let hidden: Vec<&str> = everything["data"]["traverse"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|node| node["resolved"] == true)
+        .map(|node| node["entityRef"].as_str().unwrap())
+        .filter(|entity_ref| !entity_ref.starts_with("component:"))
+        .collect();
+    assert!(!hidden.is_empty());
+    let shown = limited["data"]["traverse"]["nodes"].to_string();
+    assert!(hidden.iter().all(|entity_ref| !shown.contains(&format!("\"{entity_ref}\""))), "{shown}");
+    // A hidden root and an absent one look alike.
+    for root in ["group:default/team-shipping-core", "component:default/does-not-exist"] {
+        let query = format!(r#"{{ graph(roots: ["{root}"]) {{ nodes {{ entityRef }} }} }}"#);
+        let (_, body) = app.post_as(&portal, &query).await;
+        assert_eq!(body["data"]["graph"]["nodes"], json!([]), "{root}: {body}");
+    }
     let all = everything["data"]["traverse"]["totalCount"].as_u64().unwrap();
     let seen = limited["data"]["traverse"]["totalCount"].as_u64().unwrap();
     assert!(seen < all, "the hidden owner, system and APIs are left out: {seen} of {all}");
@@ -466,4 +486,67 @@ async fn open_websockets_are_capped_and_a_closed_one_frees_its_place(database: T
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(reopened.is_some(), "closing the first socket frees its place");
+}
+
+/// A socket whose first protocol message is not `connection_init` is closed
+/// with 4400 (async-graphql alone would answer a ping and accept a later
+/// init); an init sent as a binary frame is checked like a text one.
+async fn a_websocket_must_begin_with_an_authenticated_init(database: TestDatabase) {
+    let app = locked_app(database).await;
+    let reader = issue(&app, "reader", &[Permission::EntityRead], None).await;
+    let mut socket = open_socket(&app, None).await.unwrap();
+    socket.send(Message::Text(json!({"type": "ping"}).to_string().into())).await.unwrap();
+    assert_eq!(next_message(&mut socket).await.err(), Some(4400));
+
+    let mut socket = open_socket(&app, None).await.unwrap();
+    socket.send(Message::Binary(json!({"type": "connection_init"}).to_string().into_bytes().into())).await.unwrap();
+    assert_eq!(next_message(&mut socket).await.err(), Some(4403), "a binary init without a token");
+
+    let mut socket = open_socket(&app, None).await.unwrap();
+    let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {reader}")}});
+    socket.send(Message::Binary(init.to_string().into_bytes().into())).await.unwrap();
+    assert_eq!(next_message(&mut socket).await.unwrap()["type"], "connection_ack");
+
+    let mut socket = open_socket(&app, None).await.unwrap();
+    socket
+        .send(Message::Text(json!({"type": "connection_init", "payload": {"token": 42}}).to_string().into()))
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut socket).await.err(), Some(4403), "a credential that is not a string is a bad one");
+}
+
+/// History under a read condition shows only the versions the condition
+/// would let through: here the version before the annotation was added.
+async fn history_leaves_out_versions_the_policy_hides(database: TestDatabase) {
+    let catalog = crate::helpers::editable_examples();
+    let url = database.url.clone();
+    let app = spawn_app_with(&url, catalog.path(), Some(database), |config| {
+        config.auth.policy = serde_json::from_value(json!([
+            {"subjects": ["token:public"], "permissions": ["entity.read"], "conditions": {"has_annotation": "example.com/public"}},
+        ]))
+        .unwrap();
+    })
+    .await;
+    let public = issue(&app, "public", &[Permission::EntityRead], None).await;
+    let query = r#"{ entity(ref: "component:shipment-tracker") { history { events { type } } } }"#;
+    let (_, body) = app.post_as(&public, query).await;
+    assert!(body["data"]["entity"].is_null(), "not public yet: {body}");
+
+    let path = catalog.path().join("systems/shipping.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited = text.replacen(
+        "    github.com/project-slug: acme/shipment-tracker",
+        "    github.com/project-slug: acme/shipment-tracker\n    example.com/public: \"yes\"",
+        1,
+    );
+    std::fs::write(&path, edited).unwrap();
+    app.ingest().await;
+    let (_, body) = app.post_as(&public, query).await;
+    let types: Vec<&str> = body["data"]["entity"]["history"]["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .map(|event| event["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["UPDATED"], "the version without the annotation stays hidden: {body}");
 }
