@@ -294,6 +294,11 @@ fn page_size(name: &str, value: Option<i32>) -> Result<Option<u64>, ApiError> {
     }
 }
 
+/// The complexity of one `entities(asOf:)` page on top of its selection: it
+/// scans the whole change log, so a request holds few of them (with the
+/// default limit of 10,000, at most nine).
+const AS_OF_PAGE_COST: usize = 1_000;
+
 /// The most words one search may hold; each is one condition.
 const MAX_SEARCH_WORDS: usize = 10;
 /// The longest search text: each word becomes a `LIKE '%word%'` scan.
@@ -412,7 +417,9 @@ impl QueryRoot {
     /// `ownedByMember` expand over the group tree as it is now, and relation
     /// fields resolve against the catalog as it is now. A time-travel page
     /// reads the change log from the start, so it costs more than a live page.
-    #[graphql(complexity = "first.or(last).unwrap_or(20).max(1) as usize * child_complexity + 5")]
+    #[graphql(
+        complexity = "first.or(last).unwrap_or(20).max(1) as usize * child_complexity + if as_of.is_some() { AS_OF_PAGE_COST } else { 5 }"
+    )]
     #[allow(clippy::too_many_arguments)]
     async fn entities(
         &self,

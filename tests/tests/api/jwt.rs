@@ -214,7 +214,23 @@ async fn total(app: &TestApp, token: &str, arguments: &str) -> u64 {
     body["data"]["entities"]["totalCount"].as_u64().unwrap_or_else(|| panic!("{body}"))
 }
 
+/// A key published for one algorithm does not verify tokens that claim
+/// another, even one the server accepts and the key could check.
+async fn a_key_verifies_only_the_algorithm_its_jwk_names(database: TestDatabase) {
+    let key = SigningKey::generate("pinned");
+    let mut jwk = key.jwk.clone();
+    jwk["alg"] = json!("ES384");
+    let jwks = serve_jwks(vec![jwk]).await;
+    let app = app_trusting_with(database, &jwks, |config| {
+        config.auth.jwt.algorithms = vec!["ES256".into(), "ES384".into()];
+    })
+    .await;
+    let (status, body) = status_with(&app, &key.sign(&claims(json!({})))).await;
+    assert_eq!((status, error_code(&body)), (401, "UNAUTHENTICATED"), "{body}");
+}
+
 database_tests!(
+    a_key_verifies_only_the_algorithm_its_jwk_names,
     tokens_from_the_identity_provider_are_checked_claim_by_claim,
     rotated_keys_are_fetched_once_per_cooldown,
     a_user_reads_what_its_groups_own,
