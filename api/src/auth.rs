@@ -120,14 +120,6 @@ impl Principal {
         }
     }
 
-    /// The audit log's token id for the principal.
-    pub fn token_id(&self) -> Option<i64> {
-        match self {
-            Principal::Token { id, .. } => Some(*id),
-            Principal::Anonymous | Principal::Jwt { .. } => None,
-        }
-    }
-
     /// When the credentials stop being valid.
     pub fn expires_at(&self) -> Option<DateTime<Utc>> {
         match self {

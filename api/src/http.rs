@@ -226,9 +226,9 @@ async fn serve_websocket(mut socket: WebSocket, state: HttpState, protocol: Grap
     let stream = futures::stream::iter([Ok(init)])
         .chain(socket_stream)
         .filter(move |message| std::future::ready(operations.client_sent(message)));
-    let serve = GraphQLWebSocket::new_with_pair(sink, stream, executor, protocol)
-        .on_connection_init(|_payload| async { Ok(async_graphql::Data::default()) })
-        .serve();
+    // The init was authenticated above; async-graphql's default init hook
+    // just acknowledges it.
+    let serve = GraphQLWebSocket::new_with_pair(sink, stream, executor, protocol).serve();
     // The client leaving ends `serve`, which drops the channel: the forwarder
     // then sends what is still queued (a final close frame, say) and stops.
     // The forwarder closing an expired socket ends `serve` instead.

@@ -105,16 +105,7 @@ impl TestApp {
 
     /// POSTs a query with `Authorization: Bearer <token>`: the status and JSON body.
     pub async fn post_as(&self, token: &str, query: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .post(self.url("/graphql"))
-            .header("authorization", format!("Bearer {token}"))
-            .json(&json!({"query": query}))
-            .send()
-            .await
-            .expect("the server answers");
-        let status = response.status().as_u16();
-        (status, response.json().await.expect("a JSON body"))
+        send_graphql(&self.client, self.address, Some(token), query, json!({})).await
     }
 
     /// POSTs a query that must succeed and returns its data.
@@ -130,12 +121,23 @@ pub async fn post_graphql(
     query: &str,
     variables: Value,
 ) -> (u16, Value) {
-    let response = client
-        .post(format!("http://{address}/graphql"))
-        .json(&json!({"query": query, "variables": variables}))
-        .send()
-        .await
-        .expect("the server answers");
+    send_graphql(client, address, None, query, variables).await
+}
+
+/// POSTs a query, with a bearer token when given: the status and JSON body.
+async fn send_graphql(
+    client: &reqwest::Client,
+    address: SocketAddr,
+    token: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> (u16, Value) {
+    let body = json!({"query": query, "variables": variables});
+    let mut request = client.post(format!("http://{address}/graphql")).json(&body);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = request.send().await.expect("the server answers");
     let status = response.status().as_u16();
     (status, response.json().await.expect("a JSON body"))
 }
