@@ -1,10 +1,14 @@
 //! The audit log: an append-only record of who changed the catalog (or tried
 //! to and was refused). Rows that record a change are written in that
 //! change's transaction, so a change is never committed unrecorded. Nothing
-//! here updates or deletes a row.
+//! here updates a row; the only deletion is the retention purge, which
+//! records itself.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
+};
 
 use crate::connection::Store;
 use crate::error::StoreError;
@@ -76,6 +80,29 @@ impl Store {
     /// Appends an entry that records no change of its own (a refused request).
     pub async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         append(&self.db, entry).await
+    }
+
+    /// Deletes the records older than `before` and appends one that says so,
+    /// in one transaction: the log shows where its history was cut. Returns
+    /// how many records were deleted.
+    pub async fn purge_audit(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let txn = self.db.begin().await?;
+        let n_deleted =
+            audit_row::Entity::delete_many().filter(audit_row::Column::Time.lt(before)).exec(&txn).await?.rows_affected;
+        if n_deleted > 0 {
+            let entry = AuditEntry {
+                principal: "catalog".into(),
+                token_id: None,
+                operation: "audit.purge".into(),
+                targets: Vec::new(),
+                decision: AuditDecision::Allowed,
+                result: format!("{n_deleted} records older than {} deleted", before.to_rfc3339()),
+                request_id: None,
+            };
+            append(&txn, &entry).await?;
+        }
+        txn.commit().await?;
+        Ok(n_deleted)
     }
 
     /// Audit records newest first, older than `before` (an id) when given.

@@ -1,7 +1,7 @@
 //! Catalog storage on sea-orm, one schema for SQLite (embedded) and PostgreSQL
 //! (production). This is the only crate that knows sea-orm: it takes and returns
-//! domain values, and every write goes through [`Store::apply_snapshot`], which
-//! also appends to the change log.
+//! domain values, and every entity write goes through [`Store::apply_snapshot`]
+//! or [`Store::delete_entity`], which also append to the change log.
 
 mod as_of;
 mod audit;
@@ -28,5 +28,5 @@ pub use graph::{Direction, Parent, Reached, Walk, WalkRequest};
 pub use matcher::EntityMatcher;
 pub use query::{EntityPage, Facet, Filter, FilterField, ListQuery, OrderField, Predicate};
 pub use record::{Change, ChangeType, ConflictRecord, LocationRecord, StoredEntity, StoredRelation};
-pub use snapshot::{ApplySummary, InvalidEntity, LocationStatus, Snapshot, SnapshotEntity};
+pub use snapshot::{ApplySummary, DeletedEntity, InvalidEntity, LocationStatus, Snapshot, SnapshotEntity};
 pub use tokens::{NewToken, TokenRecord};

@@ -1,5 +1,6 @@
-//! The only write path of the catalog: applying a provider's snapshot in one
-//! transaction, with a change-log row for every entity that really changed.
+//! The only write path of the catalog's entities: applying a provider's
+//! snapshot in one transaction, with a change-log row for every entity that
+//! really changed, and deleting one entity by hand.
 
 use std::collections::{HashMap, HashSet};
 
@@ -134,6 +135,55 @@ impl Store {
             "snapshot applied"
         );
         Ok(summary)
+    }
+}
+
+/// An entity removed by hand (`deleteEntity`), as it was.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeletedEntity {
+    pub entity_ref: String,
+    /// The provider that held it; it adds the entity back at its next run
+    /// if the entity is still in its source.
+    pub provider: String,
+    pub body: Value,
+}
+
+impl Store {
+    /// Removes one entity, whichever provider holds it: the change log gets
+    /// a REMOVED row (attributed to that provider, as the source of the
+    /// version that ends) and `audit` is appended in the same transaction.
+    /// None when no such entity exists (nothing is written then).
+    pub async fn delete_entity(
+        &self,
+        entity_ref: &str,
+        audit: &crate::audit::AuditEntry,
+    ) -> Result<Option<DeletedEntity>, StoreError> {
+        let _writing = self.writer.lock().await;
+        let txn = self.db.begin().await?;
+        lock_writers(&txn).await?;
+        let Some((id, provider, body)) = entity_row::Entity::find()
+            .select_only()
+            .columns([entity_row::Column::Id, entity_row::Column::Provider, entity_row::Column::Body])
+            .filter(entity_row::Column::EntityRef.eq(entity_ref))
+            .into_tuple::<(i64, String, Value)>()
+            .one(&txn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        clear_index(&txn, &[id]).await?;
+        entity_row::Entity::delete_by_id(id).exec(&txn).await?;
+        let mut removal = change(entity_ref, ChangeType::Removed, None, &provider, Utc::now());
+        removal.previous_body = Set(Some(body.clone()));
+        bulk::insert_changes(&txn, &[removal]).await?;
+        crate::audit::append(&txn, audit).await?;
+        if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+            txn.execute_unprepared(&format!("NOTIFY {COMMIT_CHANNEL}")).await?;
+        }
+        txn.commit().await?;
+        self.announce_commit();
+        tracing::info!(entity_ref, provider = %provider, "entity deleted");
+        Ok(Some(DeletedEntity { entity_ref: entity_ref.to_owned(), provider, body }))
     }
 }
 
@@ -380,7 +430,8 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
 /// Takes the writers' lock until the transaction ends. Change-log sequence
 /// numbers are drawn from a sequence before commit; two writers could commit
 /// 11 before 10, and a reader that saw 11 would miss 10. One writer at a time
-/// makes sequence order commit order. SQLite has one writer anyway.
+/// makes sequence order commit order. SQLite has one writer anyway, but its
+/// transactions must take the write lock before their first read.
 pub(crate) async fn lock_writers(txn: &DatabaseTransaction) -> Result<(), StoreError> {
     if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
         // The session's statement timeout bounds reads; a writer may wait for
@@ -393,6 +444,14 @@ pub(crate) async fn lock_writers(txn: &DatabaseTransaction) -> Result<(), StoreE
             [WRITER_LOCK.into()],
         ))
         .await?;
+    } else {
+        // A deferred SQLite transaction that reads first cannot become a
+        // writer once another connection has committed since its read
+        // (SQLITE_BUSY_SNAPSHOT, with no wait): a token's last-use write can
+        // land between a writer's first read and its first write. A write
+        // statement, even one matching no row, takes the write lock up
+        // front, waiting for it like any writer.
+        txn.execute_unprepared("UPDATE catalog_state SET value = value WHERE 1 = 0").await?;
     }
     Ok(())
 }

@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 
 use catalog_domain::Entity;
-use catalog_store::{AsOfQuery, ChangeType, Filter, FilterField, Predicate, Snapshot, Store, backend_tests};
+use catalog_store::{
+    AsOfQuery, AuditDecision, AuditEntry, ChangeType, Filter, FilterField, Predicate, Snapshot, Store, backend_tests,
+};
 use serde_json::json;
 
 fn component(name: &str, owner: &str, tags: &[&str]) -> Entity {
@@ -232,6 +234,8 @@ async fn purging_keeps_versions_superseded_after_the_cutoff(store: Store) {
 }
 
 backend_tests!(
+    deleting_an_entity_logs_its_removal_and_the_audit_record_together,
+    the_audit_purge_deletes_old_records_and_records_itself,
     purging_keeps_versions_superseded_after_the_cutoff,
     a_catalog_page_as_of_a_cursor_holds_the_versions_of_then,
     a_time_travel_scan_crosses_chunks_without_losing_or_repeating_refs,
@@ -241,3 +245,67 @@ backend_tests!(
     a_reader_following_the_cursor_misses_nothing_under_concurrent_writers,
     commits_are_announced_only_when_something_changed,
 );
+
+fn audit_entry(operation: &str, target: &str) -> AuditEntry {
+    AuditEntry {
+        principal: "token:janitor".into(),
+        token_id: None,
+        operation: operation.into(),
+        targets: vec![target.into()],
+        decision: AuditDecision::Allowed,
+        result: "ok".into(),
+        request_id: Some("request-1".into()),
+    }
+}
+
+async fn deleting_an_entity_logs_its_removal_and_the_audit_record_together(store: Store) {
+    store
+        .apply_snapshot(&snapshot("file", vec![component("a", "team-a", &[]), component("b", "team-a", &[])]))
+        .await
+        .unwrap();
+    let commits = store.commits();
+    let before = *commits.borrow();
+    let deleted = store.delete_entity(A, &audit_entry("entity.delete", A)).await.unwrap().unwrap();
+    assert_eq!((deleted.entity_ref.as_str(), deleted.provider.as_str()), (A, "file"));
+    assert_eq!(deleted.body["spec"]["owner"], "team-a");
+    assert_ne!(*commits.borrow(), before, "readers are woken");
+
+    let a = catalog_domain::EntityRef::parse(A).unwrap();
+    assert!(store.entity_by_ref(&a).await.unwrap().is_none());
+    let last = store.changes_after(0, 10).await.unwrap().pop().unwrap();
+    assert_eq!((last.change_type, last.entity_ref.as_str(), last.provider.as_str()), (ChangeType::Removed, A, "file"));
+    assert_eq!(last.latest_version().unwrap()["metadata"]["name"], "a");
+    let edges = store.relations_from(&["group:default/team-a".to_owned()], None).await.unwrap();
+    let targets: Vec<&str> = edges.iter().map(|edge| edge.target_ref.as_str()).collect();
+    assert_eq!(targets, vec!["component:default/b"], "the deleted entity's edges went with it");
+    let audit = store.audit_records(None, None, 10).await.unwrap();
+    assert_eq!(audit[0].entry, audit_entry("entity.delete", A));
+
+    let n_changes = store.latest_sequence().await.unwrap();
+    assert!(store.delete_entity(A, &audit_entry("entity.delete", A)).await.unwrap().is_none());
+    assert_eq!(store.latest_sequence().await.unwrap(), n_changes, "deleting nothing writes nothing");
+    assert_eq!(store.audit_records(None, None, 10).await.unwrap().len(), audit.len());
+
+    // Its provider still offers it: the next snapshot adds it back.
+    let summary = store
+        .apply_snapshot(&snapshot("file", vec![component("a", "team-a", &[]), component("b", "team-a", &[])]))
+        .await
+        .unwrap();
+    assert_eq!((summary.added, summary.unchanged), (1, 1));
+}
+
+async fn the_audit_purge_deletes_old_records_and_records_itself(store: Store) {
+    store.record_audit(&audit_entry("token.create", "token:a")).await.unwrap();
+    store.record_audit(&audit_entry("token.create", "token:b")).await.unwrap();
+    let long_ago = chrono::Utc::now() - chrono::Duration::days(1);
+    assert_eq!(store.purge_audit(long_ago).await.unwrap(), 0, "nothing is that old");
+    assert_eq!(store.audit_records(None, None, 10).await.unwrap().len(), 2, "and no purge record for nothing");
+
+    let cutoff = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(store.purge_audit(cutoff).await.unwrap(), 2);
+    let records = store.audit_records(None, None, 10).await.unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].entry.operation, "audit.purge");
+    assert_eq!(records[0].entry.principal, "catalog");
+    assert!(records[0].entry.result.starts_with("2 records older than"), "{:?}", records[0].entry.result);
+}
