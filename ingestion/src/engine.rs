@@ -24,6 +24,23 @@ enum Provider {
     File(FileProvider),
 }
 
+impl Provider {
+    fn key(&self) -> &str {
+        match self {
+            Provider::File(file) => file.key(),
+        }
+    }
+}
+
+/// Why an on-demand provider run did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the provider's read was aborted; nothing was changed")]
+    Aborted,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// The outcome of one provider run.
 #[derive(Clone, Debug)]
 pub struct ProviderRun {
@@ -60,23 +77,44 @@ impl Engine {
     pub async fn run_once(&self) -> Result<Vec<ProviderRun>, StoreError> {
         let mut runs = Vec::with_capacity(self.providers.len());
         for provider in &self.providers {
-            let snapshot = match provider {
-                Provider::File(file) => {
-                    let file = file.clone();
-                    match tokio::task::spawn_blocking(move || file.read()).await {
-                        Ok(snapshot) => snapshot,
-                        Err(error) => {
-                            tracing::error!(provider = "file", error = %error, "provider run failed");
-                            continue;
-                        }
-                    }
-                }
-            };
-            let n_location_errors = snapshot.locations.iter().filter(|status| status.error.is_some()).count();
-            let summary = self.store.apply_snapshot(&snapshot).await?;
-            runs.push(ProviderRun { provider: snapshot.provider, summary, n_location_errors });
+            if let Some(run) = self.run_provider_now(provider).await? {
+                runs.push(run);
+            }
         }
         Ok(runs)
+    }
+
+    /// The keys of the configured providers, in configuration order.
+    pub fn provider_keys(&self) -> Vec<String> {
+        self.providers.iter().map(|provider| provider.key().to_owned()).collect()
+    }
+
+    /// Runs the provider with this key once, now. `Ok(None)` when no provider
+    /// has that key; an error when its run failed (nothing was removed then).
+    pub async fn run_provider(&self, key: &str) -> Result<Option<ProviderRun>, RunError> {
+        let Some(provider) = self.providers.iter().find(|provider| provider.key() == key) else {
+            return Ok(None);
+        };
+        self.run_provider_now(provider).await?.map(Some).ok_or(RunError::Aborted)
+    }
+
+    /// None when the provider's read was aborted (logged).
+    async fn run_provider_now(&self, provider: &Provider) -> Result<Option<ProviderRun>, StoreError> {
+        let snapshot = match provider {
+            Provider::File(file) => {
+                let file = file.clone();
+                match tokio::task::spawn_blocking(move || file.read()).await {
+                    Ok(snapshot) => snapshot,
+                    Err(error) => {
+                        tracing::error!(provider = provider.key(), error = %error, "provider run failed");
+                        return Ok(None);
+                    }
+                }
+            }
+        };
+        let n_location_errors = snapshot.locations.iter().filter(|status| status.error.is_some()).count();
+        let summary = self.store.apply_snapshot(&snapshot).await?;
+        Ok(Some(ProviderRun { provider: snapshot.provider, summary, n_location_errors }))
     }
 
     /// Runs every provider now and then every `interval` until `shutdown` turns

@@ -45,6 +45,11 @@ impl FileProvider {
         Self { key, paths: config.paths.clone() }
     }
 
+    /// The key its entities are stored under.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// The directories to watch for changes, each with whether to watch it
     /// recursively: a configured file's directory, or a pattern's directory
     /// before its first glob character, recursively (Location entities

@@ -5,5 +5,5 @@
 mod engine;
 mod file;
 
-pub use engine::{Engine, ProviderConfig, ProviderRun};
+pub use engine::{Engine, ProviderConfig, ProviderRun, RunError};
 pub use file::{FileProvider, FileProviderConfig, MANAGED_BY_LOCATION, MANAGED_BY_ORIGIN_LOCATION};
