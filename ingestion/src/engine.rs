@@ -1,7 +1,8 @@
 //! The engine: builds providers from their configs, runs them on a schedule,
 //! and applies each snapshot to the store.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use catalog_store::{ApplySummary, Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -49,11 +50,19 @@ pub struct ProviderRun {
     pub n_location_errors: usize,
 }
 
+/// A provider run and when it started.
+type StartedRun = (Instant, ProviderRun);
+
 /// Runs providers and applies their snapshots.
 #[derive(Clone, Debug)]
 pub struct Engine {
     store: Store,
     providers: Vec<Provider>,
+    /// Per provider (same order): its latest run and when it started. One
+    /// run at a time per provider; a caller that waited for a run which
+    /// started after it asked takes that run's result instead of reading
+    /// again, so a burst of refreshes costs two reads, not one each.
+    latest: Arc<Vec<tokio::sync::Mutex<Option<StartedRun>>>>,
 }
 
 impl Engine {
@@ -69,15 +78,16 @@ impl Engine {
                     Provider::File(FileProvider::new(key, config))
                 }
             })
-            .collect();
-        Self { store, providers }
+            .collect::<Vec<_>>();
+        let latest = Arc::new(providers.iter().map(|_| tokio::sync::Mutex::new(None)).collect());
+        Self { store, providers, latest }
     }
 
     /// Runs every provider once.
     pub async fn run_once(&self) -> Result<Vec<ProviderRun>, StoreError> {
         let mut runs = Vec::with_capacity(self.providers.len());
-        for provider in &self.providers {
-            if let Some(run) = self.run_provider_now(provider).await? {
+        for index in 0..self.providers.len() {
+            if let Some(run) = self.run_provider_now(index).await? {
                 runs.push(run);
             }
         }
@@ -92,14 +102,29 @@ impl Engine {
     /// Runs the provider with this key once, now. `Ok(None)` when no provider
     /// has that key; an error when its run failed (nothing was removed then).
     pub async fn run_provider(&self, key: &str) -> Result<Option<ProviderRun>, RunError> {
-        let Some(provider) = self.providers.iter().find(|provider| provider.key() == key) else {
+        let Some(index) = self.providers.iter().position(|provider| provider.key() == key) else {
             return Ok(None);
         };
-        self.run_provider_now(provider).await?.map(Some).ok_or(RunError::Aborted)
+        self.run_provider_now(index).await?.map(Some).ok_or(RunError::Aborted)
     }
 
-    /// None when the provider's read was aborted (logged).
-    async fn run_provider_now(&self, provider: &Provider) -> Result<Option<ProviderRun>, StoreError> {
+    /// A run of the provider at `index` that started no earlier than this
+    /// call; None when its read was aborted (logged).
+    async fn run_provider_now(&self, index: usize) -> Result<Option<ProviderRun>, StoreError> {
+        let asked = Instant::now();
+        let mut latest = self.latest[index].lock().await;
+        if let Some((started, run)) = latest.as_ref()
+            && *started >= asked
+        {
+            return Ok(Some(run.clone()));
+        }
+        let started = Instant::now();
+        let run = self.read_and_apply(&self.providers[index]).await?;
+        *latest = run.clone().map(|run| (started, run));
+        Ok(run)
+    }
+
+    async fn read_and_apply(&self, provider: &Provider) -> Result<Option<ProviderRun>, StoreError> {
         let snapshot = match provider {
             Provider::File(file) => {
                 let file = file.clone();

@@ -130,8 +130,29 @@ async fn two_file_providers_keep_their_own_entities(store: Store) {
 }
 
 backend_tests!(
+    a_burst_of_refreshes_reads_the_source_at_most_twice,
     two_file_providers_keep_their_own_entities,
     a_location_file_that_breaks_keeps_everything_it_led_to,
     locations_are_followed_and_entities_annotated,
     a_broken_file_keeps_its_entities_and_a_deleted_one_removes_them
 );
+
+/// Refreshes that arrive while a run is under way share the next run: eight
+/// at once cost at most two runs' statements, not eight.
+async fn a_burst_of_refreshes_reads_the_source_at_most_twice(store: Store) {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("catalog-info.yaml"), component("a", "team-a")).unwrap();
+    let engine = engine(&store, root.path());
+    engine.run_once().await.unwrap();
+    let before = store.statement_count();
+    engine.run_provider("file").await.unwrap().unwrap();
+    let one_run = store.statement_count() - before;
+    assert!(one_run > 0);
+
+    let before = store.statement_count();
+    let runs = futures::future::join_all((0..8).map(|_| engine.run_provider("file"))).await;
+    assert!(runs.iter().all(|run| matches!(run, Ok(Some(run)) if run.summary.unchanged == 1)), "{runs:?}");
+    let spent = store.statement_count() - before;
+    assert!(spent <= 2 * one_run, "{spent} statements for eight refreshes; one run costs {one_run}");
+    assert!(engine.run_provider("nope").await.unwrap().is_none());
+}
