@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::graphql::{SchemaOptions, build_schema};
+use crate::graphql::{SchemaOptions, SchemaServices, build_schema};
 use crate::http::{HttpState, router};
 use crate::hub::ChangeHub;
 
@@ -85,7 +85,15 @@ impl Application {
             auth: self.auth.clone(),
             websockets: Arc::new(tokio::sync::Semaphore::new(self.config.graphql.max_websocket_connections)),
             allowed_origins: self.config.server.cors_allowed_origins.clone(),
-            schema: build_schema(self.store.clone(), self.hub.clone(), options),
+            schema: build_schema(
+                SchemaServices {
+                    store: self.store.clone(),
+                    hub: self.hub.clone(),
+                    engine: self.engine.clone(),
+                    refusals: self.auth.refusals(),
+                },
+                options,
+            ),
             store: self.store.clone(),
             graphql: self.config.graphql.clone(),
             request_timeout: Duration::from_secs(self.config.server.request_timeout_seconds),
@@ -95,10 +103,14 @@ impl Application {
             let interval = Duration::from_secs(self.config.ingestion.interval_seconds.max(1));
             tokio::spawn(self.engine.clone().run(interval, self.config.ingestion.watch, ingestion_stopped))
         });
-        let retention = (self.config.changes.retention_days > 0).then(|| {
-            let days = i64::from(self.config.changes.retention_days);
-            tokio::spawn(purge_hourly(self.store.clone(), chrono::Duration::days(days), stop_ingestion.subscribe()))
-        });
+        let retention = tokio::spawn(purge_hourly(
+            self.store.clone(),
+            Retention {
+                changes: retention(self.config.changes.retention_days),
+                audit: retention(self.config.audit.retention_days),
+            },
+            stop_ingestion.subscribe(),
+        ));
         tracing::info!(address = %self.address, "serving GraphQL at /graphql");
         axum::serve(self.listener, router(state))
             .with_graceful_shutdown(shutdown)
@@ -108,24 +120,43 @@ impl Application {
         if let Some(ingestion) = ingestion {
             let _ = ingestion.await;
         }
-        if let Some(retention) = retention {
-            let _ = retention.await;
-        }
+        let _ = retention.await;
         tracing::info!("stopped");
         Ok(())
     }
 }
 
-/// Purges the change log every hour, the first time an hour after start (so
-/// a short-lived server, or a test, runs no statement it did not ask for).
-async fn purge_hourly(store: Store, keep: chrono::Duration, mut shutdown: watch::Receiver<bool>) {
+/// How long the change log and the audit log keep their rows (None: forever).
+struct Retention {
+    changes: Option<chrono::Duration>,
+    audit: Option<chrono::Duration>,
+}
+
+fn retention(days: u32) -> Option<chrono::Duration> {
+    (days > 0).then(|| chrono::Duration::days(i64::from(days)))
+}
+
+/// Purges the change log and the audit log every hour, the first time an
+/// hour after start (so a short-lived server, or a test, runs no statement
+/// it did not ask for).
+async fn purge_hourly(store: Store, retention: Retention, mut shutdown: watch::Receiver<bool>) {
+    if retention.changes.is_none() && retention.audit.is_none() {
+        return;
+    }
     let hour = Duration::from_secs(3_600);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + hour, hour);
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                if let Err(error) = store.purge_changes(chrono::Utc::now() - keep).await {
+                if let Some(keep) = retention.changes
+                    && let Err(error) = store.purge_changes(chrono::Utc::now() - keep).await
+                {
                     tracing::warn!(%error, "purging the change log failed; retrying in an hour");
+                }
+                if let Some(keep) = retention.audit
+                    && let Err(error) = store.purge_audit(chrono::Utc::now() - keep).await
+                {
+                    tracing::warn!(%error, "purging the audit log failed; retrying in an hour");
                 }
             }
             _ = shutdown.changed() => return,

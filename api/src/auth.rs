@@ -4,7 +4,7 @@
 //! [`Authenticator`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -112,6 +112,14 @@ impl Principal {
     }
 
     /// How the audit log names the principal (never its credentials).
+    /// The stored token's id, for the audit log.
+    pub fn token_id(&self) -> Option<i64> {
+        match self {
+            Principal::Token { id, .. } => Some(*id),
+            Principal::Anonymous | Principal::Jwt { .. } => None,
+        }
+    }
+
     pub fn label(&self) -> String {
         match self {
             Principal::Anonymous => "anonymous".into(),
@@ -226,10 +234,6 @@ fn split_token(token: &str) -> Option<(&str, &str)> {
     (well_formed && !secret.is_empty()).then_some((public_id, secret))
 }
 
-/// How long a looked-up token record is reused: revocation takes effect
-/// within this time, and a request with a token costs no statement most of
-/// the time.
-const CACHE_TTL: Duration = Duration::from_secs(10);
 /// Cached lookups (including unknown ids) before the cache is emptied.
 const CACHE_CAPACITY: usize = 10_000;
 /// `last_used_at` is written at most this often per token.
@@ -262,13 +266,49 @@ pub enum AuthConfigError {
     Policy(#[from] PolicyError),
 }
 
+/// Writes refusals to the audit log, in the background and at most
+/// `DENIALS_PER_WINDOW` per window, so that a flood of refused requests
+/// cannot turn into a flood of writes.
+pub struct RefusalLog {
+    store: Store,
+    window: Mutex<(Instant, u32)>,
+}
+
+impl RefusalLog {
+    pub fn record(&self, entry: AuditEntry) {
+        {
+            let mut window = self.window.lock().expect("the refusal counter lock is never poisoned");
+            if window.0.elapsed() >= DENIAL_WINDOW {
+                if window.1 > DENIALS_PER_WINDOW {
+                    tracing::warn!(dropped = window.1 - DENIALS_PER_WINDOW, "refusals not written to the audit log");
+                }
+                *window = (Instant::now(), 0);
+            }
+            window.1 += 1;
+            if window.1 > DENIALS_PER_WINDOW {
+                return;
+            }
+        }
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(error) = store.record_audit(&entry).await {
+                tracing::warn!(error = %error, "could not write a refusal to the audit log");
+            }
+        });
+    }
+}
+
 /// Checks credentials against the stored tokens.
 pub struct Authenticator {
     store: Store,
     anonymous_read: bool,
     jwt: Option<JwtVerifier>,
     policy: Policy,
-    denials: Mutex<(Instant, u32)>,
+    refusals: Arc<RefusalLog>,
+    /// How long a looked-up token record is reused (`auth.recheck_seconds`):
+    /// revocation takes effect within this time, and a request with a token
+    /// costs no statement most of the time.
+    recheck: Duration,
     cache: Mutex<HashMap<String, (Instant, Option<TokenRecord>)>>,
     touched: Mutex<HashMap<i64, Instant>>,
 }
@@ -277,11 +317,12 @@ impl Authenticator {
     pub fn new(store: Store, config: &AuthConfig) -> Result<Self, AuthConfigError> {
         let jwt = config.jwt.enabled().then(|| JwtVerifier::new(config.jwt.clone())).transpose()?;
         Ok(Self {
-            store,
+            store: store.clone(),
             anonymous_read: config.anonymous_read,
             jwt,
             policy: Policy::new(&config.policy)?,
-            denials: Mutex::new((Instant::now(), 0)),
+            refusals: Arc::new(RefusalLog { store, window: Mutex::new((Instant::now(), 0)) }),
+            recheck: Duration::from_secs(config.recheck_seconds.max(1)),
             cache: Mutex::default(),
             touched: Mutex::default(),
         })
@@ -338,20 +379,7 @@ impl Authenticator {
     /// [`DENIALS_PER_WINDOW`] per window so that a flood of bad requests
     /// cannot turn into a flood of writes.
     fn record_denial(&self, who: String, error: &AuthError, request_id: Option<&str>) {
-        {
-            let mut window = self.denials.lock().expect("the denial counter lock is never poisoned");
-            if window.0.elapsed() >= DENIAL_WINDOW {
-                if window.1 > DENIALS_PER_WINDOW {
-                    tracing::warn!(dropped = window.1 - DENIALS_PER_WINDOW, "refusals not written to the audit log");
-                }
-                *window = (Instant::now(), 0);
-            }
-            window.1 += 1;
-            if window.1 > DENIALS_PER_WINDOW {
-                return;
-            }
-        }
-        let entry = AuditEntry {
+        self.refusals.record(AuditEntry {
             principal: who,
             token_id: None,
             operation: "request".into(),
@@ -359,13 +387,17 @@ impl Authenticator {
             decision: AuditDecision::Denied,
             result: error.to_string(),
             request_id: request_id.map(str::to_owned),
-        };
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            if let Err(error) = store.record_audit(&entry).await {
-                tracing::warn!(error = %error, "could not write a refusal to the audit log");
-            }
         });
+    }
+
+    /// How often an open WebSocket's credentials are checked again.
+    pub fn recheck_interval(&self) -> Duration {
+        self.recheck
+    }
+
+    /// Where refusals go, shared with the schema's permission guards.
+    pub fn refusals(&self) -> Arc<RefusalLog> {
+        self.refusals.clone()
     }
 
     /// An API token (`ctk_...`) or, when configured, a JWT.
@@ -401,7 +433,7 @@ impl Authenticator {
         {
             let cache = self.cache.lock().expect("the token cache lock is never poisoned");
             if let Some((fetched, record)) = cache.get(public_id)
-                && fetched.elapsed() < CACHE_TTL
+                && fetched.elapsed() < self.recheck
             {
                 return Ok(record.clone());
             }

@@ -22,6 +22,21 @@ pub struct Config {
     pub graphql: GraphqlConfig,
     pub changes: ChangesConfig,
     pub auth: AuthConfig,
+    pub audit: AuditConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Days of audit log to keep; 0 keeps everything. Purged hourly; each
+    /// purge leaves a record saying what it deleted.
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { retention_days: 365 }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -35,11 +50,16 @@ pub struct AuthConfig {
     /// Rules granting permissions to principals, with conditions on what
     /// they may read. Empty: token scopes alone decide.
     pub policy: Vec<crate::policy::PolicyRule>,
+    /// How long a looked-up API token is trusted before it is read again,
+    /// and how often an open WebSocket's credentials (and read scope) are
+    /// checked again. Revocation reaches requests within this time and open
+    /// sockets within twice it; shorter costs more token reads.
+    pub recheck_seconds: u64,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { anonymous_read: true, jwt: crate::jwt::JwtConfig::default(), policy: Vec::new() }
+        Self { anonymous_read: true, jwt: crate::jwt::JwtConfig::default(), policy: Vec::new(), recheck_seconds: 10 }
     }
 }
 
@@ -154,6 +174,9 @@ pub struct GraphqlConfig {
     /// The most an operation may cost; connection fields cost their page size
     /// times their selection.
     pub max_complexity: usize,
+    /// The most entities one request (or subscription event) may load
+    /// through relation fields, whose lists complexity cannot price.
+    pub max_loaded_entities: usize,
 }
 
 impl Default for ServerConfig {
@@ -209,6 +232,7 @@ impl Default for GraphqlConfig {
             max_directives: 50,
             max_depth: 16,
             max_complexity: 10_000,
+            max_loaded_entities: 10_000,
         }
     }
 }

@@ -21,8 +21,8 @@ use serde::Deserialize;
 use crate::auth::{AuthError, Authenticator, Granted, Principal};
 use crate::config::GraphqlConfig;
 use crate::firewall::{self, Limits};
-use crate::graphql::{CatalogSchema, with_loaders, with_subscription_loaders};
-use crate::policy::ReadScope;
+use crate::graphql::{CatalogSchema, RequestId, with_loaders, with_subscription_loaders};
+use crate::policy::{ReadScope, SharedScope};
 
 #[derive(Clone)]
 pub(crate) struct HttpState {
@@ -121,8 +121,8 @@ const WEBSOCKET_READ_BUFFER: usize = 8 * 1024;
 /// request (closing with 4403 on failure, 4408 when it does not come, 4400
 /// when another message comes first), then hands the socket to
 /// async-graphql. While it is open its credentials are checked again every
-/// [`RECHECK_CREDENTIALS`] (revocation) and at expiry; failing, it is closed
-/// with 4403.
+/// `auth.recheck_seconds` (revocation; its read scope is rebuilt then too)
+/// and at expiry; failing, it is closed with 4403.
 async fn serve_websocket(mut socket: WebSocket, state: HttpState, protocol: GraphQLProtocol, init_timeout: Duration) {
     use futures::{SinkExt as _, StreamExt as _};
     let waited = tokio::time::timeout(init_timeout, async {
@@ -171,7 +171,10 @@ async fn serve_websocket(mut socket: WebSocket, state: HttpState, protocol: Grap
     let principal = access.principal;
     let expires_at = principal.expires_at();
     let recheck_auth = state.auth.clone();
+    let recheck_store = state.store.clone();
     let recheck_credentials = authorization.clone();
+    let scope = SharedScope::new(scope);
+    let recheck_scope = scope.clone();
     let executor = FirewalledExecutor { state: state.clone(), principal, scope, granted: Granted(access.granted) };
     let (mut socket_sink, socket_stream) = socket.split();
     let operations = Arc::new(Operations::new(state.graphql.max_websocket_operations));
@@ -190,15 +193,22 @@ async fn serve_websocket(mut socket: WebSocket, state: HttpState, protocol: Grap
             }
         };
         tokio::pin!(expiry);
-        let mut recheck = tokio::time::interval(RECHECK_CREDENTIALS);
+        let mut recheck = tokio::time::interval(recheck_auth.recheck_interval());
         recheck.reset();
         loop {
             tokio::select! {
                 _ = recheck.tick() => {
-                    if let Err(error) = recheck_auth.authenticate_reader(recheck_credentials.as_deref(), None).await {
-                        let frame = CloseFrame { code: 4403, reason: format!("Forbidden: {error}").into() };
-                        let _ = socket_sink.send(WsMessage::Close(Some(frame))).await;
-                        break;
+                    match recheck_auth.authenticate_reader(recheck_credentials.as_deref(), None).await {
+                        Ok(access) => match ReadScope::new(&recheck_store, access.read_filter).await {
+                            Ok(scope) => recheck_scope.replace(scope),
+                            // The previous scope stays: a database hiccup is no reason to close.
+                            Err(error) => tracing::warn!(error = %error, "cannot rebuild a WebSocket's read scope"),
+                        },
+                        Err(error) => {
+                            let frame = CloseFrame { code: 4403, reason: format!("Forbidden: {error}").into() };
+                            let _ = socket_sink.send(WsMessage::Close(Some(frame))).await;
+                            break;
+                        }
                     }
                 }
                 message = outgoing.next() => match message {
@@ -268,10 +278,6 @@ fn init_credentials(first: &[u8]) -> Option<Option<String>> {
     let Some(value) = payload[given].as_str() else { return Some(Some("invalid".into())) };
     Some(Some(if given == "token" { format!("Bearer {value}") } else { value.to_owned() }))
 }
-
-/// How often an open WebSocket's credentials are checked again, so that a
-/// revoked token stops streaming as soon as a request with it would fail.
-const RECHECK_CREDENTIALS: Duration = Duration::from_secs(10);
 
 /// The operations a WebSocket client has running, by id: a client may not
 /// run more than `limit` at once (each subscription holds a buffer and a
@@ -381,7 +387,7 @@ struct FirewalledExecutor {
     /// Who the connection authenticated as in `connection_init`.
     principal: Principal,
     /// What it may read.
-    scope: ReadScope,
+    scope: SharedScope,
     /// What it may do.
     granted: Granted,
 }
@@ -422,10 +428,12 @@ impl async_graphql::Executor for FirewalledExecutor {
         if let Some(refused) = self.refused(&mut request) {
             return refused;
         }
-        let request = with_loaders(request, &self.state.store, &self.scope)
+        let request_id = new_request_id();
+        let request = with_loaders(request, &self.state.store, &self.scope, self.state.graphql.max_loaded_entities)
             .data(self.principal.clone())
-            .data(self.granted.clone());
-        with_codes(self.state.schema.execute(request).await, &new_request_id())
+            .data(self.granted.clone())
+            .data(RequestId(request_id.clone()));
+        with_codes(self.state.schema.execute(request).await, &request_id)
     }
 
     fn execute_stream(
@@ -460,9 +468,10 @@ impl async_graphql::Executor for FirewalledExecutor {
             })
             .boxed();
         }
-        let request = with_subscription_loaders(request, &self.state.store, &self.scope)
-            .data(self.principal.clone())
-            .data(self.granted.clone());
+        let request =
+            with_subscription_loaders(request, &self.state.store, &self.scope, self.state.graphql.max_loaded_entities)
+                .data(self.principal.clone())
+                .data(self.granted.clone());
         let request_id = new_request_id();
         let stream = match session_data {
             Some(data) => self.state.schema.execute_stream_with_session_data(request, data).boxed(),
@@ -700,7 +709,10 @@ async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, h
             return rejection(media, StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", None, "internal error");
         }
     };
-    let request = with_loaders(request, &state.store, &scope).data(access.principal).data(Granted(access.granted));
+    let request = with_loaders(request, &state.store, &SharedScope::new(scope), state.graphql.max_loaded_entities)
+        .data(access.principal)
+        .data(Granted(access.granted))
+        .data(RequestId(request_id.clone()));
     let response = match tokio::time::timeout(state.request_timeout, state.schema.execute(request)).await {
         Ok(response) => response,
         Err(_) => {

@@ -4,7 +4,7 @@
 //! against every entity the DataLoader returns, so hidden entities are
 //! neither shown nor counted.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use catalog_store::{EntityMatcher, Filter, FilterField, Predicate, Store, StoreError, StoredEntity};
 use serde::{Deserialize, Serialize};
@@ -175,6 +175,28 @@ fn condition_filter(conditions: &ReadConditions, principal: &Principal) -> Filte
 pub enum ReadScope {
     All,
     Only { filter: Filter, matcher: Arc<EntityMatcher> },
+}
+
+/// A read scope that may be replaced while requests use it: a WebSocket's
+/// scope is rebuilt whenever its credentials are checked again, so that a
+/// subscription follows a principal's changed groups (and the catalog's
+/// changed ownership) instead of keeping what held when it connected.
+#[derive(Clone)]
+pub struct SharedScope(Arc<RwLock<ReadScope>>);
+
+impl SharedScope {
+    pub fn new(scope: ReadScope) -> Self {
+        Self(Arc::new(RwLock::new(scope)))
+    }
+
+    /// The scope now (a cheap clone: its matcher is shared).
+    pub fn current(&self) -> ReadScope {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    pub fn replace(&self, scope: ReadScope) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = scope;
+    }
 }
 
 impl ReadScope {

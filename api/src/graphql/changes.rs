@@ -17,10 +17,10 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::entity::EntityValue;
 use super::error::ApiError;
-use super::graph::WalkBudget;
+use super::loaders::RequestBudget;
 use super::{parse_ref, store};
 use crate::hub::ChangeHub;
-use crate::policy::ReadScope;
+use crate::policy::{ReadScope, SharedScope};
 
 /// Events one `changes` page or `history` page may hold.
 pub const MAX_CHANGES_PAGE: i32 = 1_000;
@@ -94,8 +94,9 @@ pub(crate) struct ChangeMatcher {
     tree_owners: Option<HashSet<String>>,
     tags: Option<HashSet<String>>,
     related: Option<HashSet<String>>,
-    /// The request's read scope: events about hidden entities are dropped.
-    scope: ReadScope,
+    /// The request's read scope, as it is when each change is matched:
+    /// events about hidden entities are dropped.
+    scope: SharedScope,
 }
 
 fn lowered(values: &Option<Vec<String>>) -> Option<HashSet<String>> {
@@ -110,7 +111,11 @@ fn canonical(values: &[String], default_kind: Option<&str>) -> Result<HashSet<St
 }
 
 impl ChangeMatcher {
-    pub(crate) async fn new(store: &Store, scope: &ReadScope, filter: Option<ChangeFilter>) -> Result<Self, ApiError> {
+    pub(crate) async fn new(
+        store: &Store,
+        scope: &SharedScope,
+        filter: Option<ChangeFilter>,
+    ) -> Result<Self, ApiError> {
         let filter = filter.unwrap_or_default();
         let refs = filter.refs.as_deref().map(|refs| canonical(refs, None)).transpose()?;
         let owners = filter.owners.as_deref().map(|owners| canonical(owners, Some("Group"))).transpose()?;
@@ -167,7 +172,7 @@ impl ChangeMatcher {
                 return false;
             }
         }
-        version_allowed(&self.scope, change)
+        version_allowed(&self.scope.current(), change)
     }
 }
 
@@ -291,7 +296,7 @@ pub(crate) async fn check_retained(store: &Store, cursor: ChangeCursor) -> Resul
 /// A page of the feed after `after`, scanning at most 20,000 rows.
 pub(crate) async fn changes_page(
     store: &Store,
-    scope: &ReadScope,
+    scope: &SharedScope,
     after: Option<ChangeCursor>,
     filter: Option<ChangeFilter>,
     first: i32,
@@ -381,8 +386,8 @@ impl SubscriptionRoot {
     ) -> Result<impl Stream<Item = Result<ChangeEvent>> + use<>> {
         let store = store(ctx);
         let hub = ctx.data_unchecked::<Arc<ChangeHub>>().clone();
-        let budget = ctx.data_unchecked::<Arc<WalkBudget>>().clone();
-        let matcher = ChangeMatcher::new(&store, super::read_scope(ctx)?, filter).await?;
+        let budget = ctx.data_unchecked::<Arc<RequestBudget>>().clone();
+        let matcher = ChangeMatcher::new(&store, super::shared_scope(ctx)?, filter).await?;
         if let Some(after) = after {
             check_retained(&store, after).await?;
         }

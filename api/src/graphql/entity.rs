@@ -329,7 +329,7 @@ macro_rules! entity_object {
             ) -> Result<ChangePage> {
                 let store = ctx.data_unchecked::<Store>();
                 let scope = super::read_scope(ctx)?;
-                Ok(history_page(store, scope, &self.0.entity_ref.to_string(), first, after).await?)
+                Ok(history_page(store, &scope, &self.0.entity_ref.to_string(), first, after).await?)
             }
 
             $(
@@ -383,11 +383,30 @@ async fn relation_edges(
         .load_one(stored.entity_ref.to_string())
         .await?
         .unwrap_or_default();
-    Ok(edges
+    let mut edges: Vec<RelationEdge> = edges
         .iter()
         .filter(|edge| wanted.is_none_or(|wanted| edge.relation_type == wanted))
         .map(|edge| RelationEdge { relation_type: edge.relation_type, target_ref: edge.target_ref.clone() })
-        .collect())
+        .collect();
+    if super::read_scope(ctx)?.is_restricted() {
+        // An edge this entity states itself (its own spec names the target)
+        // stays, whatever the target: a hidden target then looks absent,
+        // unresolved like a dangling ref. An edge only the target states
+        // exists because the target does: it goes when the target is
+        // hidden, or the edge would reveal it.
+        let stated: std::collections::HashSet<(DomainRelationType, String)> =
+            catalog_domain::derive_relations(&stored.entity)
+                .into_iter()
+                .filter(|edge| edge.source == stored.entity_ref)
+                .map(|edge| (edge.relation_type, edge.target.to_string()))
+                .collect();
+        let is_stated = |edge: &RelationEdge| stated.contains(&(edge.relation_type, edge.target_ref.clone()));
+        let others: Vec<String> =
+            edges.iter().filter(|edge| !is_stated(edge)).map(|edge| edge.target_ref.clone()).collect();
+        let visible = ctx.data_unchecked::<DataLoader<EntityLoader>>().load_many(others).await?;
+        edges.retain(|edge| is_stated(edge) || visible.contains_key(&edge.target_ref));
+    }
+    Ok(edges)
 }
 
 use DomainRelationType as R;

@@ -25,6 +25,10 @@ pub enum ApiError {
     },
     /// The principal may not do or see this.
     Forbidden(String),
+    /// No such thing (or one the principal may not see: the two look alike).
+    NotFound(String),
+    /// A dependency failed in a way a retry may cure.
+    Unavailable(String),
     Internal,
 }
 
@@ -41,7 +45,9 @@ impl ApiError {
             ApiError::SubscriberTooSlow { last_cursor } => format!(
                 "the subscriber fell too far behind and was ended; subscribe again with after: \"{last_cursor}\""
             ),
-            ApiError::Forbidden(message) => message.clone(),
+            ApiError::Forbidden(message) | ApiError::NotFound(message) | ApiError::Unavailable(message) => {
+                message.clone()
+            }
             ApiError::Internal => "internal error: the request could not be completed".into(),
         }
     }
@@ -53,6 +59,8 @@ impl ApiError {
             ApiError::CursorExpired { .. } => "CURSOR_EXPIRED",
             ApiError::SubscriberTooSlow { .. } => "SUBSCRIBER_TOO_SLOW",
             ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::Unavailable(_) => "UNAVAILABLE",
             ApiError::Internal => "INTERNAL",
         }
     }
@@ -75,7 +83,11 @@ impl From<ApiError> for async_graphql::Error {
                 ApiError::LimitExceeded { limit, .. } => extensions.set("limit", *limit),
                 ApiError::CursorExpired { oldest } => extensions.set("oldestCursor", oldest.to_string()),
                 ApiError::SubscriberTooSlow { last_cursor } => extensions.set("lastCursor", last_cursor.to_string()),
-                ApiError::BadUserInput(_) | ApiError::Forbidden(_) | ApiError::Internal => {}
+                ApiError::BadUserInput(_)
+                | ApiError::Forbidden(_)
+                | ApiError::NotFound(_)
+                | ApiError::Unavailable(_)
+                | ApiError::Internal => {}
             }
         })
     }

@@ -14,7 +14,7 @@ use catalog_store::{Direction, Filter, StoredRelation, Walk, WalkRequest};
 use super::entity::{EntityValue, RelationTypeValue};
 use super::error::ApiError;
 use super::filter::EntityFilter;
-use super::loaders::EntityLoader;
+use super::loaders::{EntityLoader, RequestBudget};
 use super::{DEFAULT_PAGE_SIZE, MAX_REFS, PageInfo, decode_cursor, offset_cursor, page_size, parse_ref, store};
 use crate::policy::ReadScope;
 
@@ -32,32 +32,9 @@ pub const MAX_PATHS: i32 = 100;
 /// bounds a request's walks whatever the selection path.
 pub const MAX_WALKS_PER_REQUEST: u32 = 20;
 
-/// The walks a request (or a subscription event) has left; one per request,
-/// added with the DataLoaders.
-#[derive(Default)]
-pub struct WalkBudget(std::sync::atomic::AtomicU32);
-
-impl WalkBudget {
-    /// Starts a new allowance: each subscription event is priced like a request.
-    pub fn reset(&self) {
-        self.0.store(0, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    fn spend(&self) -> Result<(), ApiError> {
-        let spent = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if spent >= MAX_WALKS_PER_REQUEST {
-            return Err(ApiError::LimitExceeded {
-                limit: "walks",
-                message: format!("one request may run at most {MAX_WALKS_PER_REQUEST} graph walks"),
-            });
-        }
-        Ok(())
-    }
-}
-
 /// Runs a walk against the request's budget.
 pub(crate) async fn walk(ctx: &Context<'_>, request: &WalkRequest) -> Result<Walk, ApiError> {
-    ctx.data_unchecked::<Arc<WalkBudget>>().spend()?;
+    ctx.data_unchecked::<Arc<RequestBudget>>().spend_walk()?;
     let store = store(ctx);
     let mut walk = store.walk(request).await?;
     if let ReadScope::Only { filter, .. } = super::read_scope(ctx)? {
@@ -67,7 +44,7 @@ pub(crate) async fn walk(ctx: &Context<'_>, request: &WalkRequest) -> Result<Wal
         // start: "absent" and "hidden" must look alike from outside.
         let refs: Vec<String> = walk.nodes.iter().map(|node| node.entity_ref.clone()).collect();
         let existing = store.refs_matching(&refs, &Filter::All(Vec::new())).await?;
-        let visible = store.refs_matching(&refs, filter).await?;
+        let visible = store.refs_matching(&refs, &filter).await?;
         walk.retain_visible(|node| {
             visible.contains(&node.entity_ref) || (node.distance > 0 && !existing.contains(&node.entity_ref))
         });

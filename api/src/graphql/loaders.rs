@@ -3,19 +3,73 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use async_graphql::dataloader::Loader;
 use catalog_domain::EntityRef;
 use catalog_store::{Store, StoredEntity, StoredRelation};
 
 use super::error::ApiError;
-use crate::policy::ReadScope;
+use super::graph::MAX_WALKS_PER_REQUEST;
+use crate::policy::SharedScope;
+
+/// What a request (or a subscription event) may still spend on work whose
+/// size its selection does not show: graph walks, and entities loaded
+/// through relation fields (`graphql.max_loaded_entities`). Complexity
+/// cannot price those lists (their length is the data's, and fields
+/// selected through an interface go unpriced), so this is what bounds a
+/// selection that fans out over hubs; the benchmarks' fan-out query loads
+/// about a hundred. One per request, added with the DataLoaders.
+pub struct RequestBudget {
+    walks: AtomicU32,
+    entities: AtomicUsize,
+    max_entities: usize,
+}
+
+impl RequestBudget {
+    pub fn new(max_entities: usize) -> Self {
+        Self { walks: AtomicU32::new(0), entities: AtomicUsize::new(0), max_entities }
+    }
+
+    /// Starts a new allowance: each subscription event is priced like a request.
+    pub fn reset(&self) {
+        self.walks.store(0, Ordering::Relaxed);
+        self.entities.store(0, Ordering::Relaxed);
+    }
+
+    pub(crate) fn spend_walk(&self) -> Result<(), ApiError> {
+        let spent = self.walks.fetch_add(1, Ordering::Relaxed);
+        if spent >= MAX_WALKS_PER_REQUEST {
+            return Err(ApiError::LimitExceeded {
+                limit: "walks",
+                message: format!("one request may run at most {MAX_WALKS_PER_REQUEST} graph walks"),
+            });
+        }
+        Ok(())
+    }
+
+    fn spend_entities(&self, n_entities: usize) -> Result<(), ApiError> {
+        let spent = self.entities.fetch_add(n_entities, Ordering::Relaxed);
+        if spent + n_entities > self.max_entities {
+            return Err(ApiError::LimitExceeded {
+                limit: "loadedEntities",
+                message: format!(
+                    "one request may load at most {} entities through relation fields: \
+                     select fewer nested lists, or page with traverse",
+                    self.max_entities
+                ),
+            });
+        }
+        Ok(())
+    }
+}
 
 /// Entities by canonical ref; those the request's read scope hides are
 /// left out, as if they did not exist.
 pub struct EntityLoader {
     pub store: Store,
-    pub scope: ReadScope,
+    pub scope: SharedScope,
+    pub budget: Arc<RequestBudget>,
 }
 
 impl Loader<String> for EntityLoader {
@@ -23,11 +77,13 @@ impl Loader<String> for EntityLoader {
     type Error = ApiError;
 
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
+        self.budget.spend_entities(keys.len())?;
         let refs: Vec<EntityRef> = keys.iter().filter_map(|key| EntityRef::parse(key).ok()).collect();
         let found = self.store.entities_by_refs(&refs).await?;
+        let scope = self.scope.current();
         Ok(found
             .into_iter()
-            .filter(|(_, stored)| self.scope.allows(stored))
+            .filter(|(_, stored)| scope.allows(stored))
             .map(|(key, stored)| (key, Arc::new(stored)))
             .collect())
     }

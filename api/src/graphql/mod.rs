@@ -7,19 +7,20 @@ mod error;
 mod filter;
 mod graph;
 mod loaders;
+mod mutation;
 
 use std::sync::Arc;
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::dataloader::NoCache;
-use async_graphql::{Context, EmptyMutation, ID, Interface, Object, Request, Result, Schema, SimpleObject};
+use async_graphql::{Context, ID, Interface, Object, Request, Result, Schema, SimpleObject};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use catalog_domain::{DocumentOutcome, EntityRef, parse_documents};
 use catalog_store::{AsOfQuery, EntityPage, ListQuery, Store};
 
 use crate::auth::{Granted, Permission};
-use crate::policy::ReadScope;
+use crate::policy::{ReadScope, SharedScope};
 use chrono::{DateTime, Utc};
 
 pub use entity::EntityValue;
@@ -29,12 +30,13 @@ pub use filter::{EntityFilter, EntityOrder};
 use entity::RelationTypeValue;
 use entity::{Api, Component, Domain, GenericEntity, Group, Location, Resource, System, Template, User};
 use graph::{EntityGraph, Impact, RelationPath, TraversalConnection, TraversalDirection};
-use loaders::{EdgesLoader, EntityLoader};
+use loaders::{EdgesLoader, EntityLoader, RequestBudget};
 
 pub use changes::{AsOf, ChangeCursor, ChangeFilter, ChangePage, SubscriptionRoot};
+pub use mutation::{MutationRoot, RequestId};
 
 /// The executable schema.
-pub type CatalogSchema = Schema<QueryRoot, EmptyMutation, SubscriptionRoot>;
+pub type CatalogSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Page sizes: the default, and the most one page may hold.
 pub const DEFAULT_PAGE_SIZE: u64 = 20;
@@ -57,11 +59,23 @@ pub struct SchemaOptions {
     pub field_suggestions: bool,
 }
 
-/// Builds the schema over a store and the process's change hub.
-pub fn build_schema(store: Store, hub: Arc<crate::hub::ChangeHub>, options: SchemaOptions) -> CatalogSchema {
-    let mut builder = Schema::build(QueryRoot, EmptyMutation, SubscriptionRoot)
-        .data(store)
-        .data(hub)
+/// What the schema's resolvers reach beyond the request: the store, the
+/// process's change hub, the ingestion engine (for refreshes) and the
+/// audit log's refusal writer.
+pub struct SchemaServices {
+    pub store: Store,
+    pub hub: Arc<crate::hub::ChangeHub>,
+    pub engine: catalog_ingestion::Engine,
+    pub refusals: Arc<crate::auth::RefusalLog>,
+}
+
+/// Builds the schema over the process's services.
+pub fn build_schema(services: SchemaServices, options: SchemaOptions) -> CatalogSchema {
+    let mut builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+        .data(services.store)
+        .data(services.hub)
+        .data(services.engine)
+        .data(services.refusals)
         .limit_depth(options.max_depth)
         .limit_complexity(options.max_complexity)
         .limit_recursive_depth(64)
@@ -77,7 +91,7 @@ pub fn build_schema(store: Store, hub: Arc<crate::hub::ChangeHub>, options: Sche
 
 /// The schema without data, for printing the SDL.
 pub fn sdl() -> String {
-    Schema::build(QueryRoot, EmptyMutation, SubscriptionRoot).finish().sdl()
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot).finish().sdl()
 }
 
 /// How long a DataLoader waits for sibling fields to add their keys before it
@@ -88,26 +102,33 @@ pub fn sdl() -> String {
 const LOADER_DELAY: std::time::Duration = std::time::Duration::from_micros(100);
 
 /// Adds the per-request DataLoaders and walk budget: neither may outlive a request.
-pub fn with_loaders(request: Request, store: &Store, scope: &ReadScope) -> Request {
-    let entities = EntityLoader { store: store.clone(), scope: scope.clone() };
+pub fn with_loaders(request: Request, store: &Store, scope: &SharedScope, max_loaded_entities: usize) -> Request {
+    let budget = Arc::new(RequestBudget::new(max_loaded_entities));
+    let entities = EntityLoader { store: store.clone(), scope: scope.clone(), budget: budget.clone() };
     request
         .data(scope.clone())
         .data(DataLoader::new(entities, tokio::spawn).delay(LOADER_DELAY))
         .data(DataLoader::new(EdgesLoader(store.clone()), tokio::spawn).delay(LOADER_DELAY))
-        .data(Arc::new(graph::WalkBudget::default()))
+        .data(budget)
 }
 
 /// The per-subscription DataLoaders and walk budget. A subscription lives for
 /// many events: its loaders batch within an event but cache nothing, so no
 /// event is answered from an earlier event's data; its budget is renewed
 /// per event.
-pub fn with_subscription_loaders(request: Request, store: &Store, scope: &ReadScope) -> Request {
-    let entities = EntityLoader { store: store.clone(), scope: scope.clone() };
+pub fn with_subscription_loaders(
+    request: Request,
+    store: &Store,
+    scope: &SharedScope,
+    max_loaded_entities: usize,
+) -> Request {
+    let budget = Arc::new(RequestBudget::new(max_loaded_entities));
+    let entities = EntityLoader { store: store.clone(), scope: scope.clone(), budget: budget.clone() };
     request
         .data(scope.clone())
         .data(DataLoader::with_cache(entities, tokio::spawn, NoCache).delay(LOADER_DELAY))
         .data(DataLoader::with_cache(EdgesLoader(store.clone()), tokio::spawn, NoCache).delay(LOADER_DELAY))
-        .data(Arc::new(graph::WalkBudget::default()))
+        .data(budget)
 }
 
 /// Anything with a global ID.
@@ -330,11 +351,16 @@ fn store(ctx: &Context<'_>) -> Store {
 
 /// What the request may read. Missing only when the schema runs outside the
 /// HTTP and WebSocket layers, which always add it: fail closed then.
-pub(crate) fn read_scope<'a>(ctx: &Context<'a>) -> Result<&'a ReadScope, ApiError> {
-    ctx.data_opt::<ReadScope>().ok_or_else(|| {
+pub(crate) fn shared_scope<'a>(ctx: &Context<'a>) -> Result<&'a SharedScope, ApiError> {
+    ctx.data_opt::<SharedScope>().ok_or_else(|| {
         tracing::error!("a request ran without a read scope");
         ApiError::Internal
     })
+}
+
+/// What the request may read now.
+pub(crate) fn read_scope(ctx: &Context<'_>) -> Result<ReadScope, ApiError> {
+    shared_scope(ctx).map(SharedScope::current)
 }
 
 /// Refuses principals without `permission` (or admin).
@@ -550,7 +576,7 @@ impl QueryRoot {
         filter: Option<ChangeFilter>,
         #[graphql(default = 100)] first: i32,
     ) -> Result<ChangePage> {
-        Ok(changes::changes_page(&store(ctx), read_scope(ctx)?, after, filter, first).await?)
+        Ok(changes::changes_page(&store(ctx), shared_scope(ctx)?, after, filter, first).await?)
     }
 
     /// Value counts per field over the entities that match the filter, e.g.

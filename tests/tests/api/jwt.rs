@@ -14,7 +14,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, database_tests, error_code, examples_root, spawn_app_with};
+use crate::helpers::{TestApp, database_tests, editable_examples, error_code, examples_root, spawn_app_with};
+use crate::stream::{Protocol, Subscriber, edit_description};
 
 const ISSUER: &str = "https://idp.example.com/";
 const AUDIENCE: &str = "catalog";
@@ -96,9 +97,19 @@ async fn app_trusting_with(
     jwks: &Jwks,
     configure: impl FnOnce(&mut catalog_api::config::Config) + Send + 'static,
 ) -> TestApp {
+    app_trusting_in(database, jwks, &examples_root(), configure).await
+}
+
+/// [`app_trusting_with`] over the catalog under `catalog`.
+async fn app_trusting_in(
+    database: TestDatabase,
+    jwks: &Jwks,
+    catalog: &std::path::Path,
+    configure: impl FnOnce(&mut catalog_api::config::Config) + Send + 'static,
+) -> TestApp {
     let url = database.url.clone();
     let jwks_url = jwks.url.clone();
-    spawn_app_with(&url, &examples_root(), Some(database), move |config| {
+    spawn_app_with(&url, catalog, Some(database), move |config| {
         config.auth.anonymous_read = false;
         config.auth.jwt = JwtConfig {
             issuer: ISSUER.into(),
@@ -208,6 +219,45 @@ async fn a_user_reads_what_its_groups_own(database: TestDatabase) {
     assert_eq!(total(&app, &nobody, "").await, 0);
 }
 
+/// An open subscription follows the principal's groups as the catalog
+/// changes them: its read scope is rebuilt at each credential check.
+async fn an_open_subscription_follows_the_principals_changed_groups(database: TestDatabase) {
+    let key = SigningKey::generate("key-1");
+    let jwks = serve_jwks(vec![key.jwk.clone()]).await;
+    let catalog = editable_examples();
+    let app = app_trusting_in(database, &jwks, catalog.path(), |config| {
+        config.auth.recheck_seconds = 1;
+        config.auth.policy = serde_json::from_value(json!([
+            {"subjects": ["*"], "permissions": ["entity.read"], "conditions": {"owned_by_principal": true}},
+        ]))
+        .unwrap();
+    })
+    .await;
+    let ada = key.sign(&claims(json!({"sub": "user:default/ada-lovelace", "groups": []})));
+    let payload = json!({"Authorization": format!("Bearer {ada}")});
+    let mut subscriber =
+        Subscriber::connect_with(app.address, "/graphql/ws", Protocol::TransportWs, None, payload).await;
+    subscriber.subscribe("subscription { catalogChanges { entityRef entity { description } } }", json!({})).await;
+
+    // Ada is in team-shipping-core only: billing's invoice-service is hidden.
+    edit_description(catalog.path(), "systems/billing.yaml", "invoice-service", "hidden edit");
+    app.ingest().await;
+    let users = catalog.path().join("org/users.yaml");
+    let text = std::fs::read_to_string(&users).unwrap();
+    let joined = text.replacen("memberOf: [team-shipping-core]", "memberOf: [team-shipping-core, team-billing]", 1);
+    assert_ne!(joined, text);
+    std::fs::write(&users, joined).unwrap();
+    app.ingest().await;
+    // Past one credential check (every second here): the scope now holds billing.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    edit_description(catalog.path(), "systems/billing.yaml", "invoice-service", "visible edit");
+    app.ingest().await;
+
+    let event = subscriber.event().await;
+    assert_eq!(event["entityRef"], "component:default/invoice-service", "{event}");
+    assert_eq!(event["entity"]["description"], "visible edit", "the edit before joining stays hidden: {event}");
+}
+
 /// `entities{arguments} { totalCount }` as the holder of `token` sees it.
 async fn total(app: &TestApp, token: &str, arguments: &str) -> u64 {
     let (_, body) = app.post_as(token, &format!("{{ entities{arguments} {{ totalCount }} }}")).await;
@@ -230,6 +280,7 @@ async fn a_key_verifies_only_the_algorithm_its_jwk_names(database: TestDatabase)
 }
 
 database_tests!(
+    an_open_subscription_follows_the_principals_changed_groups,
     a_key_verifies_only_the_algorithm_its_jwk_names,
     tokens_from_the_identity_provider_are_checked_claim_by_claim,
     rotated_keys_are_fetched_once_per_cooldown,

@@ -2,7 +2,9 @@
 
 use serde_json::json;
 
-use crate::helpers::{TestApp, e2e_tests, error_code};
+use catalog_store::testing::TestDatabase;
+
+use crate::helpers::{TestApp, database_tests, e2e_tests, error_code, examples_root, spawn_app_with};
 
 async fn a_deeply_nested_query_is_refused_and_the_server_keeps_answering(app: TestApp) {
     // About 2,000 levels of `[` overflow async-graphql's recursive parser.
@@ -235,3 +237,26 @@ e2e_tests!(
     page_sizes_depth_and_complexity_are_bounded_with_codes,
     health_readiness_and_graphiql_answer,
 );
+
+/// Relation lists have no page size for complexity to price: a request's
+/// entity loads are counted instead, and past the limit its relation
+/// fields fail with LIMIT_EXCEEDED (the rest of the response stands).
+async fn entities_loaded_through_relations_are_bounded_per_request(database: TestDatabase) {
+    let url = database.url.clone();
+    let app = spawn_app_with(&url, &examples_root(), Some(database), |config| {
+        config.graphql.max_loaded_entities = 20;
+    })
+    .await;
+    let small = r#"{ entity(ref: "component:default/invoice-service") { relations { targetRef target { name } } } }"#;
+    let data = app.query(small, json!({})).await;
+    assert!(!data["entity"]["relations"].as_array().unwrap().is_empty(), "{data}");
+
+    let fan_out = "{ entities(first: 100) { totalCount nodes { relations { target { name } } } } }";
+    let (status, body) = app.post(fan_out, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(error_code(&body), "LIMIT_EXCEEDED", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["limit"], "loadedEntities");
+    assert!(body["data"]["entities"]["totalCount"].as_u64().unwrap() > 20, "the page itself stands: {body}");
+}
+
+database_tests!(entities_loaded_through_relations_are_bounded_per_request);

@@ -136,6 +136,8 @@ database_tests!(
     api_tokens_authenticate_http_requests,
     a_wrong_token_is_refused_even_when_anonymous_reads_are_allowed,
     websockets_authenticate_in_connection_init_and_close_when_the_token_expires,
+    a_revoked_token_closes_its_open_websocket,
+    relations_keep_what_a_visible_entity_states_and_lose_what_only_hidden_ones_state,
     a_policy_limits_reads_everywhere_a_hidden_entity_could_show,
     the_audit_log_records_changes_and_refusals_for_admins,
     a_websocket_runs_a_bounded_number_of_operations_and_no_mutations,
@@ -280,6 +282,89 @@ async fn websockets_authenticate_in_connection_init_and_close_when_the_token_exp
         }
     };
     assert_eq!(closed, 4403);
+}
+
+/// Revocation reaches open sockets too: at the next credential check after
+/// the cached record ages out (at most twice `auth.recheck_seconds`).
+async fn a_revoked_token_closes_its_open_websocket(database: TestDatabase) {
+    let app = app_with(database, |config| {
+        config.auth.anonymous_read = false;
+        config.auth.recheck_seconds = 1;
+    })
+    .await;
+    let watcher = issue(&app, "watcher", &[Permission::EntityRead], None).await;
+    let mut socket =
+        init_socket(&app, json!({"Authorization": format!("Bearer {watcher}")})).await.expect("a valid token");
+    let subscription = json!({"id": "1", "type": "subscribe",
+        "payload": {"query": "subscription { catalogChanges { entityRef } }"}});
+    socket.send(Message::Text(subscription.to_string().into())).await.unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(1_500), socket.next()).await;
+    assert!(quiet.is_err(), "open and quiet past a check while the token is valid: {quiet:?}");
+    assert!(app.store.revoke_token("watcher", "test").await.unwrap());
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("closed within 5 s") {
+            Some(Ok(Message::Close(Some(frame)))) => break (u16::from(frame.code), frame.reason.to_string()),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(closed.0, 4403, "{closed:?}");
+    assert!(closed.1.contains("revoked") || closed.1.contains("not valid"), "{closed:?}");
+}
+
+/// Under read conditions, a visible entity's `relations` keep the edges its
+/// own spec states (a hidden target looks like a dangling ref) and lose the
+/// edges that only a hidden entity states, which would name it.
+async fn relations_keep_what_a_visible_entity_states_and_lose_what_only_hidden_ones_state(database: TestDatabase) {
+    let app = app_with(database, |config| {
+        config.auth.anonymous_read = false;
+        config.auth.policy = serde_json::from_value(json!([
+            {"subjects": ["token:groups"], "permissions": ["entity.read"], "conditions": {"kinds": ["Group"]}},
+            {"subjects": ["token:ops"], "permissions": ["entity.read"]},
+            {"subjects": ["token:components"], "permissions": ["entity.read"], "conditions": {"kinds": ["Component"]}},
+        ]))
+        .unwrap();
+    })
+    .await;
+    let groups = issue(&app, "groups", &[Permission::EntityRead], None).await;
+    let ops = issue(&app, "ops", &[Permission::EntityRead], None).await;
+    let query = r#"{ entity(ref: "group:default/team-billing") { relations { type targetRef resolved } } }"#;
+    let edges = |body: serde_json::Value| -> Vec<(String, String, bool)> {
+        body["data"]["entity"]["relations"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{body}"))
+            .iter()
+            .map(|edge| {
+                let text = |key: &str| edge[key].as_str().unwrap().to_owned();
+                (text("type"), text("targetRef"), edge["resolved"].as_bool().unwrap())
+            })
+            .collect()
+    };
+    let everything = edges(app.post_as(&ops, query).await.1);
+    let limited = edges(app.post_as(&groups, query).await.1);
+    let has = |edges: &[(String, String, bool)], kind: &str, target: &str| {
+        edges.iter().any(|(edge_type, edge_target, _)| edge_type == kind && edge_target == target)
+    };
+    // Stated by the group itself (`spec.parent`), and by its visible parent.
+    assert!(has(&limited, "CHILD_OF", "group:default/engineering-finance"), "{limited:?}");
+    // Stated only by the components it owns and the users in it: hidden.
+    assert!(has(&everything, "OWNER_OF", "component:default/invoice-service"), "{everything:?}");
+    assert!(everything.iter().any(|(edge_type, _, _)| edge_type == "HAS_MEMBER"), "{everything:?}");
+    assert!(
+        limited.iter().all(|(edge_type, _, _)| edge_type != "OWNER_OF" && edge_type != "HAS_MEMBER"),
+        "{limited:?}"
+    );
+    assert!(limited.iter().all(|(_, target, _)| target.starts_with("group:")), "{limited:?}");
+
+    // A component reader sees a component's owner edge (its own spec names
+    // the group), unresolved like a dangling ref since the group is hidden.
+    let components = issue(&app, "components", &[Permission::EntityRead], None).await;
+    let query = r#"{ entity(ref: "component:default/invoice-service") { relations { type targetRef resolved target { name } } } }"#;
+    let (_, body) = app.post_as(&components, query).await;
+    let relations = body["data"]["entity"]["relations"].as_array().unwrap_or_else(|| panic!("{body}"));
+    let owner = relations.iter().find(|edge| edge["type"] == "OWNED_BY").unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(owner["targetRef"], "group:default/team-billing");
+    assert_eq!((owner["resolved"].as_bool(), owner["target"].is_null()), (Some(false), true), "{owner}");
 }
 
 /// A policy limits what a token reads: hidden entities are neither listed,

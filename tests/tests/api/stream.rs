@@ -18,14 +18,14 @@ use crate::helpers::{TestApp, database_tests, editable_examples, query_graphql, 
 
 /// The two GraphQL-over-WebSocket protocols clients speak.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Protocol {
+pub(crate) enum Protocol {
     /// graphql-transport-ws (the graphql-ws JavaScript client).
     TransportWs,
     /// The legacy subscriptions-transport-ws protocol, named graphql-ws.
     Legacy,
 }
 
-struct Subscriber {
+pub(crate) struct Subscriber {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
     protocol: Protocol,
 }
@@ -38,6 +38,17 @@ impl Subscriber {
     /// Connects over a socket whose receive buffer is `window` bytes, so that
     /// a subscriber that stops reading stops the server's writes early.
     async fn connect_with_window(address: SocketAddr, path: &str, protocol: Protocol, window: Option<u32>) -> Self {
+        Self::connect_with(address, path, protocol, window, json!({})).await
+    }
+
+    /// Connects and sends `init_payload` (credentials, say) in connection_init.
+    pub(crate) async fn connect_with(
+        address: SocketAddr,
+        path: &str,
+        protocol: Protocol,
+        window: Option<u32>,
+        init_payload: Value,
+    ) -> Self {
         let mut request = format!("ws://{address}{path}").into_client_request().unwrap();
         let name = match protocol {
             Protocol::TransportWs => "graphql-transport-ws",
@@ -54,7 +65,7 @@ impl Subscriber {
             .expect("the WebSocket upgrade succeeds");
         assert_eq!(response.headers()["sec-websocket-protocol"], name);
         let mut subscriber = Self { socket, protocol };
-        subscriber.send(json!({"type": "connection_init", "payload": {}})).await;
+        subscriber.send(json!({"type": "connection_init", "payload": init_payload})).await;
         assert_eq!(subscriber.message().await["type"], "connection_ack");
         subscriber
     }
@@ -63,7 +74,7 @@ impl Subscriber {
         self.socket.send(Message::Text(message.to_string().into())).await.unwrap();
     }
 
-    async fn subscribe(&mut self, query: &str, variables: Value) {
+    pub(crate) async fn subscribe(&mut self, query: &str, variables: Value) {
         let kind = if self.protocol == Protocol::TransportWs { "subscribe" } else { "start" };
         self.send(json!({"id": "1", "type": kind, "payload": {"query": query, "variables": variables}})).await;
     }
@@ -86,7 +97,7 @@ impl Subscriber {
     }
 
     /// The next event's payload; fails on errors and completion.
-    async fn event(&mut self) -> Value {
+    pub(crate) async fn event(&mut self) -> Value {
         let message = self.message().await;
         let expected = if self.protocol == Protocol::TransportWs { "next" } else { "data" };
         assert_eq!(message["type"], expected, "{message}");
@@ -109,7 +120,7 @@ const CHANGES: &str = r#"subscription ($filter: ChangeFilter, $after: ChangeCurs
     } }"#;
 
 /// Replaces the description of the entity named `name` in `file`.
-fn edit_description(catalog: &Path, file: &str, name: &str, description: &str) {
+pub(crate) fn edit_description(catalog: &Path, file: &str, name: &str, description: &str) {
     let path = catalog.join(file);
     let text = std::fs::read_to_string(&path).unwrap();
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
