@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::graphql::{SchemaOptions, SchemaServices, build_schema};
 use crate::http::{HttpState, router};
 use crate::hub::ChangeHub;
+use crate::metrics::Metrics;
 
 /// A built, bound, not yet serving application.
 pub struct Application {
@@ -97,6 +98,7 @@ impl Application {
             store: self.store.clone(),
             graphql: self.config.graphql.clone(),
             request_timeout: Duration::from_secs(self.config.server.request_timeout_seconds),
+            metrics: self.config.metrics.enabled.then(|| Arc::new(Metrics::new())),
         };
         let (stop_ingestion, ingestion_stopped) = watch::channel(false);
         let ingestion = self.config.ingestion.enabled.then(|| {

@@ -23,6 +23,7 @@ pub struct Config {
     pub changes: ChangesConfig,
     pub auth: AuthConfig,
     pub audit: AuditConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -36,6 +37,20 @@ pub struct AuditConfig {
 impl Default for AuditConfig {
     fn default() -> Self {
         Self { retention_days: 365 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Whether GET /metrics serves Prometheus metrics (without
+    /// authentication: counts only, never entity data). Off: 404.
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true }
     }
 }
 
@@ -378,6 +393,20 @@ mod tests {
         assert!(config.graphql.introspection && !config.graphql.field_suggestions);
         let error = Config::load(None, vec![("CATALOG_PROFILE".to_owned(), "staging".to_owned())]).unwrap_err();
         assert!(error.to_string().contains("embedded or production"), "{error}");
+    }
+
+    #[test]
+    fn metrics_are_on_unless_the_file_or_the_environment_turns_them_off() {
+        assert!(Config::load(None, Vec::new()).unwrap().metrics.enabled);
+        let off = vec![("CATALOG_METRICS__ENABLED".to_owned(), "false".to_owned())];
+        assert!(!Config::load(None, off).unwrap().metrics.enabled);
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("catalog.yaml");
+        std::fs::write(&path, "metrics:\n  enabled: false\n").unwrap();
+        assert!(!Config::load(Some(&path), Vec::new()).unwrap().metrics.enabled);
+        std::fs::write(&path, "metrics:\n  enable: true\n").unwrap();
+        let error = Config::load(Some(&path), Vec::new()).unwrap_err().to_string();
+        assert!(error.contains("enable"), "{error}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The HTTP surface: GraphQL over HTTP at /graphql (POST and GET), GraphiQL,
-//! health and readiness. Requests pass the firewall before the parser.
+//! health, readiness and metrics. Requests pass the firewall before the parser.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +22,7 @@ use crate::auth::{AuthError, Authenticator, Granted, Principal};
 use crate::config::GraphqlConfig;
 use crate::firewall::{self, Limits};
 use crate::graphql::{CatalogSchema, RequestId, with_loaders, with_subscription_loaders};
+use crate::metrics::{Metrics, ResponseErrors};
 use crate::policy::{ReadScope, SharedScope};
 
 #[derive(Clone)]
@@ -35,21 +36,35 @@ pub(crate) struct HttpState {
     pub store: Store,
     pub graphql: GraphqlConfig,
     pub request_timeout: Duration,
+    /// `None` when `metrics.enabled` is off: no /metrics, nothing counted.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 pub(crate) fn router(state: HttpState) -> Router {
     let body_limit = state.graphql.max_body_bytes;
     let cors = cors_layer(&state.allowed_origins);
-    Router::new()
+    let metrics = state.metrics.clone();
+    let mut router = Router::new()
         .route("/graphql", get(graphql_get_or_upgrade).post(graphql_post))
         .route("/graphql/ws", get(graphql_ws))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz));
+    if let Some(metrics) = metrics.clone() {
+        // Outside authentication, like /healthz: scrapers carry no tokens.
+        router = router.route("/metrics", get(move |headers: HeaderMap| crate::metrics::scrape(metrics, headers)));
+    }
+    let router = router
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(axum::middleware::from_fn(with_request_id))
-        .layer(cors)
-        .with_state(state)
+        .layer(cors);
+    // Outermost, so that it also counts what the layers inside answer
+    // themselves (CORS preflights) and times the whole request.
+    let router = match metrics {
+        Some(metrics) => router.layer(axum::middleware::from_fn_with_state(metrics, crate::metrics::track)),
+        None => router,
+    };
+    router.with_state(state)
 }
 
 /// CORS for the configured origins only; with none, no CORS headers at all,
@@ -100,6 +115,7 @@ async fn graphql_ws(
             .into_response();
     };
     let init_timeout = Duration::from_secs(state.graphql.websocket_init_timeout_seconds);
+    let metrics = state.metrics.clone();
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(state.graphql.max_body_bytes)
@@ -109,8 +125,10 @@ async fn graphql_ws(
         // small; larger ones grow the buffer as needed.
         .read_buffer_size(WEBSOCKET_READ_BUFFER)
         .on_upgrade(move |socket| async move {
+            let open = metrics.as_ref().map(|metrics| metrics.websocket_opened());
             serve_websocket(socket, state, protocol, init_timeout).await;
             drop(permit);
+            drop(open);
         })
 }
 
@@ -421,10 +439,9 @@ impl FirewalledExecutor {
         set_code(&mut error, rejected.code(), rejected.limit_name());
         Some(GraphqlResponse::from_errors(vec![error]))
     }
-}
 
-impl async_graphql::Executor for FirewalledExecutor {
-    async fn execute(&self, mut request: Request) -> GraphqlResponse {
+    /// Runs a query or mutation; its errors are not counted yet.
+    async fn run(&self, mut request: Request) -> GraphqlResponse {
         if let Some(refused) = self.refused(&mut request) {
             return refused;
         }
@@ -436,6 +453,21 @@ impl async_graphql::Executor for FirewalledExecutor {
         with_codes(self.state.schema.execute(request).await, &request_id)
     }
 
+    /// Counts the errors of a response sent over the socket: no HTTP
+    /// response carries them to the metrics layer.
+    fn counted(&self, response: GraphqlResponse) -> GraphqlResponse {
+        if let Some(metrics) = &self.state.metrics {
+            metrics.record_response(&response);
+        }
+        response
+    }
+}
+
+impl async_graphql::Executor for FirewalledExecutor {
+    async fn execute(&self, request: Request) -> GraphqlResponse {
+        self.counted(self.run(request).await)
+    }
+
     fn execute_stream(
         &self,
         mut request: Request,
@@ -443,7 +475,7 @@ impl async_graphql::Executor for FirewalledExecutor {
     ) -> futures::stream::BoxStream<'static, GraphqlResponse> {
         use futures::StreamExt as _;
         if let Some(refused) = self.refused(&mut request) {
-            return futures::stream::once(async move { refused }).boxed();
+            return futures::stream::once(std::future::ready(self.counted(refused))).boxed();
         }
         // Queries and mutations sent over the socket get the HTTP timeout;
         // only subscriptions live on.
@@ -457,14 +489,15 @@ impl async_graphql::Executor for FirewalledExecutor {
             let executor = self.clone();
             let timeout = self.state.request_timeout;
             return futures::stream::once(async move {
-                match tokio::time::timeout(timeout, executor.execute(request)).await {
+                let response = match tokio::time::timeout(timeout, executor.run(request)).await {
                     Ok(response) => response,
                     Err(_) => {
                         let mut error = ServerError::new("the request took longer than the server allows", None);
                         set_code(&mut error, "LIMIT_EXCEEDED", Some("timeout"));
                         GraphqlResponse::from_errors(vec![error])
                     }
-                }
+                };
+                executor.counted(response)
             })
             .boxed();
         }
@@ -477,7 +510,8 @@ impl async_graphql::Executor for FirewalledExecutor {
             Some(data) => self.state.schema.execute_stream_with_session_data(request, data).boxed(),
             None => self.state.schema.execute_stream(request).boxed(),
         };
-        stream.map(move |response| with_codes(response, &request_id)).boxed()
+        let executor = self.clone();
+        stream.map(move |response| executor.counted(with_codes(response, &request_id))).boxed()
     }
 }
 
@@ -656,6 +690,7 @@ fn not_acceptable() -> Response {
     let body = r#"{"errors":[{"message":"accept application/graphql-response+json or application/json","extensions":{"code":"BAD_REQUEST"}}]}"#;
     let mut response = (StatusCode::NOT_ACCEPTABLE, body).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.extensions_mut().insert(ResponseErrors::code("BAD_REQUEST"));
     response
 }
 
@@ -861,6 +896,8 @@ fn rejection(media: ResponseMedia, status: StatusCode, code: &str, limit: Option
 
 /// The response body in the negotiated media type. A response without data
 /// (a request error) has no `data` entry at all, as GraphQL over HTTP asks.
+/// Every GraphQL response over HTTP leaves here, so here its errors are
+/// handed to the metrics layer.
 fn json_response(media: ResponseMedia, status: StatusCode, response: &GraphqlResponse) -> Response {
     let mut body = serde_json::to_value(response).unwrap_or_default();
     if response.data == async_graphql::Value::Null
@@ -870,7 +907,11 @@ fn json_response(media: ResponseMedia, status: StatusCode, response: &GraphqlRes
     }
     let body =
         serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"errors\":[{\"message\":\"internal error\"}]}".to_vec());
+    let errors = (!response.errors.is_empty()).then(|| ResponseErrors::of(response));
     let mut response = (status, body).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media.content_type()));
+    if let Some(errors) = errors {
+        response.extensions_mut().insert(errors);
+    }
     response
 }

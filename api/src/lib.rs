@@ -10,4 +10,5 @@ pub mod graphql;
 mod http;
 pub mod hub;
 pub mod jwt;
+mod metrics;
 pub mod policy;

@@ -6,6 +6,7 @@ mod graph;
 mod helpers;
 mod jwt;
 mod limits;
+mod metrics;
 mod mutations;
 mod queries;
 mod security;

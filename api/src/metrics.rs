@@ -1,0 +1,382 @@
+//! Prometheus metrics at `GET /metrics`: HTTP requests and their durations,
+//! GraphQL errors by code, requests refused by a limit, open WebSockets. This
+//! is how operators see the API's limits at work (each rejection is a metric)
+//! without reading logs; it holds counts only, never entity data.
+//!
+//! Every label value comes from a closed list below, never from the client
+//! (no paths, queries, operation names or refs), so the number of series
+//! stays bounded whatever clients send.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_graphql::Response as GraphqlResponse;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+/// The label value standing for anything outside a closed list.
+const OTHER: &str = "other";
+
+/// Every `extensions.limit` the API sets: the firewall's, `http.rs`'s and
+/// the resolvers' (`ApiError::LimitExceeded`). A test keeps it complete.
+const LIMITS: &[&str] = &[
+    "aliases",
+    "bodyBytes",
+    "complexity",
+    "depth",
+    "directives",
+    "facetFields",
+    "fields",
+    "filterDepth",
+    "filterTerms",
+    "filterValues",
+    "graphNodes",
+    "ids",
+    "loadedEntities",
+    "nesting",
+    "pageSize",
+    "paths",
+    "queryBytes",
+    "refs",
+    "searchChars",
+    "searchWords",
+    "timeout",
+    "tokens",
+    "traversalDepth",
+    "validateBytes",
+    "walks",
+];
+
+/// Every `extensions.code` the API sets. A test keeps it complete.
+const CODES: &[&str] = &[
+    "BAD_REQUEST",
+    "BAD_USER_INPUT",
+    "CURSOR_EXPIRED",
+    "FORBIDDEN",
+    "GRAPHQL_PARSE_FAILED",
+    "GRAPHQL_VALIDATION_FAILED",
+    "INTERNAL",
+    "LIMIT_EXCEEDED",
+    "NOT_FOUND",
+    "SUBSCRIBER_TOO_SLOW",
+    "UNAUTHENTICATED",
+    "UNAVAILABLE",
+];
+
+const LIMIT_EXCEEDED: &str = "LIMIT_EXCEEDED";
+
+/// Request durations from 0.5 ms (a cached lookup) to 10 s (a third of the
+/// default request timeout); slower requests land in `+Inf`.
+const DURATION_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: &'static str,
+}
+
+/// The registry and the metric families the server updates; one per process.
+pub(crate) struct Metrics {
+    registry: Registry,
+    limit_rejections: Family<LimitLabels, Counter>,
+    graphql_errors: Family<CodeLabels, Counter>,
+    http_requests: Family<RequestLabels, Counter>,
+    http_request_duration: Family<MethodLabels, Histogram>,
+    websocket_connections: Gauge,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let limit_rejections = Family::<LimitLabels, Counter>::default();
+        let graphql_errors = Family::<CodeLabels, Counter>::default();
+        let http_requests = Family::<RequestLabels, Counter>::default();
+        let http_request_duration =
+            Family::<MethodLabels, Histogram>::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
+        let websocket_connections = Gauge::default();
+        // prometheus-client appends `_total` to counters and the unit to
+        // names registered with one (it panics on `_total` in debug builds).
+        let mut registry = Registry::with_prefix("catalog");
+        registry.register(
+            "limit_rejections",
+            "Requests refused (in whole or in part) with LIMIT_EXCEEDED, by the limit they hit",
+            limit_rejections.clone(),
+        );
+        registry.register("graphql_errors", "GraphQL errors in responses, by extensions.code", graphql_errors.clone());
+        registry.register("http_requests", "HTTP requests answered, by method and status", http_requests.clone());
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time from receiving an HTTP request to sending its response headers",
+            Unit::Seconds,
+            http_request_duration.clone(),
+        );
+        registry.register("websocket_connections", "Open GraphQL WebSockets", websocket_connections.clone());
+        Self { registry, limit_rejections, graphql_errors, http_requests, http_request_duration, websocket_connections }
+    }
+
+    /// Counts each error of a response by code, and the response once per
+    /// limit it hit: a request refused twice for its page size is one
+    /// refused request.
+    pub(crate) fn record_errors(&self, errors: &ResponseErrors) {
+        let mut limits: Vec<&'static str> = Vec::new();
+        for &(code, limit) in &errors.0 {
+            self.graphql_errors.get_or_create(&CodeLabels { code }).inc();
+            if code == LIMIT_EXCEEDED && !limits.contains(&limit) {
+                limits.push(limit);
+                self.limit_rejections.get_or_create(&LimitLabels { limit }).inc();
+            }
+        }
+    }
+
+    /// Counts the errors of a response that no HTTP response carries (a
+    /// WebSocket message).
+    pub(crate) fn record_response(&self, response: &GraphqlResponse) {
+        if !response.errors.is_empty() {
+            self.record_errors(&ResponseErrors::of(response));
+        }
+    }
+
+    /// Counts a WebSocket as open until the returned guard drops.
+    pub(crate) fn websocket_opened(&self) -> OpenWebsocket {
+        self.websocket_connections.inc();
+        OpenWebsocket(self.websocket_connections.clone())
+    }
+
+    /// The registry in the OpenMetrics text format when the scraper accepts
+    /// it (Prometheus does), the Prometheus 0.0.4 text format otherwise.
+    fn encode(&self, headers: &HeaderMap) -> Result<(String, &'static str), std::fmt::Error> {
+        let accept = headers.get(header::ACCEPT).and_then(|value| value.to_str().ok()).unwrap_or_default();
+        let mut body = String::new();
+        if accept.contains("application/openmetrics-text") {
+            prometheus_client::encoding::text::encode(&mut body, &self.registry)?;
+            Ok((body, OPENMETRICS_CONTENT_TYPE))
+        } else {
+            prometheus_client::encoding::prometheus_text::encode(&mut body, &self.registry)?;
+            Ok((body, prometheus_client::encoding::prometheus_text::CONTENT_TYPE))
+        }
+    }
+}
+
+const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Holds one count of `catalog_websocket_connections` for an open socket;
+/// dropping it (however the socket's task ends) gives the count back.
+pub(crate) struct OpenWebsocket(Gauge);
+
+impl Drop for OpenWebsocket {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The errors of a GraphQL response as label values: (code, limit), the
+/// limit being `other` for errors that are not LIMIT_EXCEEDED. Handlers put
+/// it in their HTTP response's extensions so that [`track`] counts it
+/// without parsing the body again.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ResponseErrors(Vec<(&'static str, &'static str)>);
+
+impl ResponseErrors {
+    pub(crate) fn of(response: &GraphqlResponse) -> Self {
+        let label = |error: &async_graphql::ServerError, key: &str| -> Option<String> {
+            match error.extensions.as_ref()?.get(key)? {
+                async_graphql::Value::String(value) => Some(value.clone()),
+                _ => None,
+            }
+        };
+        Self(
+            response
+                .errors
+                .iter()
+                .map(|error| {
+                    (code_label(label(error, "code").as_deref()), limit_label(label(error, "limit").as_deref()))
+                })
+                .collect(),
+        )
+    }
+
+    /// One error with this code and no limit.
+    pub(crate) fn code(code: &str) -> Self {
+        Self(vec![(code_label(Some(code)), OTHER)])
+    }
+}
+
+/// `http.rs` gives every error a code before it leaves (`with_codes`,
+/// `rejection`): an error without one would be a bug, counted as `other`.
+fn code_label(code: Option<&str>) -> &'static str {
+    code.and_then(|code| CODES.iter().find(|known| **known == code)).copied().unwrap_or(OTHER)
+}
+
+fn limit_label(limit: Option<&str>) -> &'static str {
+    limit.and_then(|limit| LIMITS.iter().find(|known| **known == limit)).copied().unwrap_or(OTHER)
+}
+
+/// Clients may send any method token; only the standard ones become labels.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        _ => OTHER,
+    }
+}
+
+/// The middleware counting and timing every HTTP request, and counting the
+/// GraphQL errors its response carries ([`ResponseErrors`]).
+pub(crate) async fn track(
+    State(metrics): State<Arc<Metrics>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = method_label(request.method());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics.http_request_duration.get_or_create(&MethodLabels { method }).observe(started.elapsed().as_secs_f64());
+    metrics.http_requests.get_or_create(&RequestLabels { method, status: response.status().as_u16() }).inc();
+    if let Some(errors) = response.extensions().get::<ResponseErrors>() {
+        metrics.record_errors(errors);
+    }
+    response
+}
+
+/// `GET /metrics`. Unauthenticated, as scrapers expect: it holds counts only.
+pub(crate) async fn scrape(metrics: Arc<Metrics>, headers: HeaderMap) -> Response {
+    match metrics.encode(&headers) {
+        Ok((body, content_type)) => {
+            let mut response = body.into_response();
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            response
+        }
+        Err(error) => {
+            tracing::error!(error = %error, "cannot encode the metrics");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every stretch between two double quotes in this crate's sources, with
+    /// the text before and after it: a superset of its string literals that escaped
+    /// quotes cannot throw off. The configuration is left out (its
+    /// upper-case literals are variable names).
+    fn source_literals() -> Vec<(String, String, String)> {
+        fn walk(directory: &std::path::Path, files: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(directory).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, files);
+                } else if path.extension().is_some_and(|extension| extension == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+        let mut literals = Vec::new();
+        for file in files.iter().filter(|file| !file.ends_with("config.rs") && !file.ends_with("metrics.rs")) {
+            let text = std::fs::read_to_string(file).unwrap();
+            for (index, _) in text.match_indices('"') {
+                let rest = &text[index + 1..];
+                if let Some(end) = rest.find('"') {
+                    // A few characters either side are context enough.
+                    let mut start = index.saturating_sub(16);
+                    while !text.is_char_boundary(start) {
+                        start -= 1;
+                    }
+                    let after: String = rest[end + 1..].chars().take(1).collect();
+                    literals.push((text[start..index].to_owned(), rest[..end].to_owned(), after));
+                }
+            }
+        }
+        literals
+    }
+
+    #[test]
+    fn every_limit_the_code_names_is_a_label() {
+        // Limits appear as `limit: "name"` (ApiError::LimitExceeded) or
+        // `Some("name")` (the firewall and http.rs).
+        let mut missing = Vec::new();
+        for (before, literal, after) in source_literals() {
+            let named = before.ends_with("limit: ")
+                || (before.ends_with("Some(")
+                    && after.starts_with(')')
+                    && literal.chars().next().is_some_and(|c| c.is_ascii_lowercase()));
+            let is_name = !literal.is_empty() && literal.chars().all(|c| c.is_ascii_alphabetic());
+            if named && is_name && limit_label(Some(&literal)) == OTHER {
+                missing.push(literal);
+            }
+        }
+        // `Some("group")` and the like are entity kinds, not limits.
+        let kinds = ["api", "component", "domain", "group", "resource", "system", "user"];
+        missing.retain(|literal| !kinds.contains(&literal.as_str()));
+        assert!(missing.is_empty(), "add these limits to LIMITS in metrics.rs: {missing:?}");
+    }
+
+    #[test]
+    fn every_code_the_code_sets_is_a_label() {
+        // Codes are the upper-case literals of six letters or more (shorter
+        // ones are HTTP methods and the like; CATALOG_* are variables).
+        let mut missing: Vec<String> = source_literals()
+            .into_iter()
+            .map(|(_, literal, _)| literal)
+            .filter(|literal| literal.len() >= 6 && literal.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+            .filter(|literal| !literal.starts_with("CATALOG_"))
+            .filter(|literal| code_label(Some(literal)) == OTHER)
+            .collect();
+        missing.dedup();
+        assert!(missing.is_empty(), "add these codes to CODES in metrics.rs: {missing:?}");
+    }
+
+    #[test]
+    fn unknown_values_become_other() {
+        assert_eq!(code_label(Some("select * from entities")), OTHER);
+        assert_eq!(code_label(None), OTHER);
+        assert_eq!(limit_label(Some("component:default/secret")), OTHER);
+        assert_eq!(method_label(&Method::from_bytes(b"PROPFIND").unwrap()), OTHER);
+    }
+
+    #[test]
+    fn a_response_counts_each_error_and_each_limit_once() {
+        let metrics = Metrics::new();
+        let errors = ResponseErrors(vec![
+            (LIMIT_EXCEEDED, "pageSize"),
+            (LIMIT_EXCEEDED, "pageSize"),
+            (LIMIT_EXCEEDED, "walks"),
+            ("BAD_USER_INPUT", OTHER),
+        ]);
+        metrics.record_errors(&errors);
+        assert_eq!(metrics.graphql_errors.get_or_create(&CodeLabels { code: LIMIT_EXCEEDED }).get(), 3);
+        assert_eq!(metrics.graphql_errors.get_or_create(&CodeLabels { code: "BAD_USER_INPUT" }).get(), 1);
+        assert_eq!(metrics.limit_rejections.get_or_create(&LimitLabels { limit: "pageSize" }).get(), 1);
+        assert_eq!(metrics.limit_rejections.get_or_create(&LimitLabels { limit: "walks" }).get(), 1);
+    }
+}
