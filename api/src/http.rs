@@ -111,6 +111,9 @@ async fn graphql_ws(
     }
     let Ok(permit) = state.websockets.clone().try_acquire_owned() else {
         tracing::warn!("WebSocket refused: graphql.max_websocket_connections are open");
+        if let Some(metrics) = &state.metrics {
+            metrics.record_limit("websocketConnections");
+        }
         return (StatusCode::SERVICE_UNAVAILABLE, "too many WebSocket connections are open; retry later")
             .into_response();
     };
@@ -191,6 +194,7 @@ async fn serve_websocket(mut socket: WebSocket, state: HttpState, protocol: Grap
     let recheck_auth = state.auth.clone();
     let recheck_store = state.store.clone();
     let recheck_credentials = authorization.clone();
+    let metrics = state.metrics.clone();
     let scope = SharedScope::new(scope);
     let recheck_scope = scope.clone();
     let executor = FirewalledExecutor { state: state.clone(), principal, scope, granted: Granted(access.granted) };
@@ -237,6 +241,9 @@ async fn serve_websocket(mut socket: WebSocket, state: HttpState, protocol: Grap
                     None => break,
                 },
                 () = too_many.exceeded.notified() => {
+                    if let Some(metrics) = &metrics {
+                        metrics.record_limit("websocketOperations");
+                    }
                     let reason = format!("Too many operations: at most {} at once", too_many.limit);
                     let _ = socket_sink.send(WsMessage::Close(Some(CloseFrame { code: 4429, reason: reason.into() }))).await;
                     break;

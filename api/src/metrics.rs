@@ -52,6 +52,8 @@ const LIMITS: &[&str] = &[
     "traversalDepth",
     "validateBytes",
     "walks",
+    "websocketConnections",
+    "websocketOperations",
 ];
 
 /// Every `extensions.code` the API sets. A test keeps it complete.
@@ -148,6 +150,12 @@ impl Metrics {
                 self.limit_rejections.get_or_create(&LimitLabels { limit }).inc();
             }
         }
+    }
+
+    /// Counts a refusal that is not a GraphQL response: a WebSocket refused
+    /// or closed for a connection or operation limit.
+    pub(crate) fn record_limit(&self, limit: &str) {
+        self.limit_rejections.get_or_create(&LimitLabels { limit: limit_label(Some(limit)) }).inc();
     }
 
     /// Counts the errors of a response that no HTTP response carries (a

@@ -552,6 +552,14 @@ async fn a_websocket_runs_a_bounded_number_of_operations_and_no_mutations(databa
     assert!(quiet.is_err(), "two operations run without complaint: {quiet:?}");
     socket.send(subscribe("4", live)).await.unwrap();
     assert_eq!(next_message(&mut socket).await.err(), Some(4429), "the third at once closes the socket");
+    assert_rejections_counted(&app, "websocketOperations", 1).await;
+}
+
+/// `/metrics` counted `n` rejections for `limit`.
+async fn assert_rejections_counted(app: &TestApp, limit: &str, n: u32) {
+    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let series = format!("catalog_limit_rejections_total{{limit=\"{limit}\"}} {n}\n");
+    assert!(text.contains(&series), "no `{series}` in {text}");
 }
 
 async fn open_websockets_are_capped_and_a_closed_one_frees_its_place(database: TestDatabase) {
@@ -561,6 +569,7 @@ async fn open_websockets_are_capped_and_a_closed_one_frees_its_place(database: T
         Err(WsError::Http(response)) => assert_eq!(response.status().as_u16(), 503),
         other => panic!("a second socket opened: {:?}", other.map(|_| ())),
     }
+    assert_rejections_counted(&app, "websocketConnections", 1).await;
     drop(first);
     let mut reopened = None;
     for _ in 0..50 {
