@@ -689,6 +689,7 @@ impl WriterState {
                 n_entities: self.entities.len(),
                 ..Default::default()
             }],
+            ..Default::default()
         }
     }
 

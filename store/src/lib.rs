@@ -28,5 +28,7 @@ pub use graph::{Direction, Parent, Reached, Walk, WalkRequest};
 pub use matcher::EntityMatcher;
 pub use query::{EntityPage, Facet, Filter, FilterField, ListQuery, OrderField, Predicate};
 pub use record::{Change, ChangeType, ConflictRecord, LocationRecord, StoredEntity, StoredRelation};
-pub use snapshot::{ApplySummary, DeletedEntity, InvalidEntity, LocationStatus, Snapshot, SnapshotEntity};
+pub use snapshot::{
+    ApplySummary, DeletedEntity, InvalidEntity, LocationStatus, SAFETY_VALVE_MIN_ENTITIES, Snapshot, SnapshotEntity,
+};
 pub use tokens::{NewToken, TokenRecord};

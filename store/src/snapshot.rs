@@ -38,7 +38,21 @@ pub struct Snapshot {
     pub invalid: Vec<InvalidEntity>,
     /// Every location read, with the outcome of the read.
     pub locations: Vec<LocationStatus>,
+    /// Why the snapshot may be missing entities (a listing that failed, a
+    /// page that never came): then nothing is removed, only added and
+    /// updated. None: the source answered in full.
+    pub incomplete: Option<String>,
+    /// The share (0 to 1) of the provider's entities a complete snapshot may
+    /// remove at once; past it the removals are held back (and counted in
+    /// [`ApplySummary::held_back`]) while additions and updates apply. None:
+    /// no limit (a forced run, or a provider that does not ask for one).
+    /// Providers with fewer than [`SAFETY_VALVE_MIN_ENTITIES`] entities are
+    /// not held back: a small catalog is restored by hand in a minute.
+    pub max_removed_share: Option<f64>,
 }
+
+/// The fewest entities a provider must hold before its safety valve applies.
+pub const SAFETY_VALVE_MIN_ENTITIES: usize = 10;
 
 /// A valid entity and the location it came from.
 #[derive(Clone, Debug)]
@@ -78,6 +92,9 @@ pub struct ApplySummary {
     pub conflicts: usize,
     /// Rows inserted, updated or deleted in every table: zero when nothing changed.
     pub rows_written: usize,
+    /// Removals not applied: the snapshot was incomplete, or it would have
+    /// removed more than its `max_removed_share`.
+    pub held_back: usize,
 }
 
 impl ApplySummary {
@@ -344,6 +361,28 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
         })
         .map(|(entity_ref, row)| (entity_ref, row.id))
         .collect();
+    let removed = if let Some(reason) = &snapshot.incomplete {
+        if !removed.is_empty() {
+            tracing::warn!(provider, held_back = removed.len(), reason = %reason, "incomplete snapshot: nothing removed");
+        }
+        summary.held_back = removed.len();
+        Vec::new()
+    } else if let Some(share) = snapshot.max_removed_share
+        && existing.len() >= SAFETY_VALVE_MIN_ENTITIES
+        && removed.len() as f64 > share * existing.len() as f64
+    {
+        tracing::warn!(
+            provider,
+            held_back = removed.len(),
+            existing = existing.len(),
+            share,
+            "snapshot would remove too much: removals held back until forced"
+        );
+        summary.held_back = removed.len();
+        Vec::new()
+    } else {
+        removed
+    };
     summary.removed = removed.len();
 
     let removed_ids: Vec<i64> = removed.iter().map(|(_, id)| *id).collect();

@@ -18,6 +18,7 @@ pub fn one_location_snapshot(provider: &str, entities: Vec<Entity>) -> Snapshot 
             .collect(),
         invalid: Vec::new(),
         locations: vec![LocationStatus { target: "all.yaml".into(), n_entities: 1, ..Default::default() }],
+        ..Default::default()
     }
 }
 

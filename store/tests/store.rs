@@ -44,6 +44,7 @@ fn snapshot(provider: &str, entities: Vec<(Entity, &str)>) -> Snapshot {
             .into_iter()
             .map(|target| LocationStatus { target, n_entities: 1, ..Default::default() })
             .collect(),
+        ..Default::default()
     }
 }
 
@@ -307,6 +308,8 @@ async fn a_large_snapshot_is_written_in_statements_under_the_bind_parameter_limi
 }
 
 backend_tests!(
+    an_incomplete_snapshot_adds_and_updates_but_removes_nothing,
+    a_snapshot_removing_more_than_its_share_is_held_back_until_forced,
     a_large_snapshot_is_written_in_statements_under_the_bind_parameter_limits,
     a_snapshot_adds_updates_and_removes_with_one_change_each,
     an_unchanged_entity_is_not_rewritten_and_keeps_its_uid,
@@ -339,4 +342,50 @@ async fn reads_are_cancelled_after_the_statement_timeout_but_writers_may_wait() 
     let summary = store.apply_snapshot(&snapshot).await.expect("the snapshot waits past the timeout");
     assert_eq!(summary.added, 1);
     held.await.unwrap();
+}
+
+fn components(names: std::ops::Range<usize>, owner: &str) -> Vec<(Entity, &'static str)> {
+    names.map(|index| (component(&format!("c{index}"), owner, json!({})), "all.yaml")).collect()
+}
+
+async fn an_incomplete_snapshot_adds_and_updates_but_removes_nothing(store: Store) {
+    store.apply_snapshot(&snapshot("github", components(0..3, "team-a"))).await.unwrap();
+    let mut partial = snapshot("github", vec![(component("c0", "team-b", json!({})), "all.yaml")]);
+    partial
+        .entities
+        .push(SnapshotEntity { entity: component("c9", "team-a", json!({})), location: Some("all.yaml".into()) });
+    partial.incomplete = Some("page 2 of the repository list failed: 502".into());
+    let summary = store.apply_snapshot(&partial).await.unwrap();
+    assert_eq!((summary.added, summary.updated, summary.removed, summary.held_back), (1, 1, 0, 2), "{summary:?}");
+    assert!(store.entity_by_ref(&reference("component:default/c2")).await.unwrap().is_some(), "kept");
+
+    let complete = snapshot("github", vec![(component("c0", "team-b", json!({})), "all.yaml")]);
+    let summary = store.apply_snapshot(&complete).await.unwrap();
+    assert_eq!((summary.removed, summary.held_back), (3, 0), "a complete snapshot removes: {summary:?}");
+}
+
+async fn a_snapshot_removing_more_than_its_share_is_held_back_until_forced(store: Store) {
+    store.apply_snapshot(&snapshot("github", components(0..20, "team-a"))).await.unwrap();
+    let mut guarded = snapshot("github", components(0..16, "team-a"));
+    guarded.max_removed_share = Some(0.2);
+    let summary = store.apply_snapshot(&guarded).await.unwrap();
+    assert_eq!((summary.removed, summary.held_back), (4, 0), "20% may go: {summary:?}");
+
+    // 16 left; removing 4 more is 25%: held back, while the update applies.
+    let mut guarded = snapshot("github", components(0..12, "team-b"));
+    guarded.max_removed_share = Some(0.2);
+    let summary = store.apply_snapshot(&guarded).await.unwrap();
+    assert_eq!((summary.updated, summary.removed, summary.held_back), (12, 0, 4), "{summary:?}");
+    assert!(store.entity_by_ref(&reference("component:default/c15")).await.unwrap().is_some());
+
+    let forced = snapshot("github", components(0..12, "team-b"));
+    let summary = store.apply_snapshot(&forced).await.unwrap();
+    assert_eq!((summary.removed, summary.held_back), (4, 0), "{summary:?}");
+
+    // Below the valve's minimum size, a small catalog may be emptied.
+    let mut small = snapshot("github", components(0..3, "team-b"));
+    store.apply_snapshot(&small).await.unwrap();
+    small.entities.clear();
+    small.max_removed_share = Some(0.2);
+    assert_eq!(store.apply_snapshot(&small).await.unwrap().removed, 3);
 }
