@@ -41,6 +41,12 @@ enum Command {
         /// Run once and exit (the only mode for now: `serve` schedules runs).
         #[arg(long, required = true)]
         once: bool,
+        /// Run only this provider (its key: `file`, `github`, `github-2`...).
+        #[arg(long)]
+        provider: Option<String>,
+        /// Apply removals the provider's safety valve would hold back.
+        #[arg(long, requires = "provider")]
+        force: bool,
     },
     /// Manage API tokens (sent as `Authorization: Bearer <token>`).
     Token {
@@ -117,18 +123,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token { command } => return token(command, config()?).await,
         Command::Validate { files } => return validate(files),
         Command::Schema => print!("{}", sdl()),
-        Command::Ingest { .. } => {
+        Command::Ingest { provider, force, .. } => {
             let mut config = config()?;
             config.server.port = 0;
             let application = Application::build(config).await?;
-            for run in application.ingest_once().await? {
+            let runs = match provider {
+                None => application.ingest_once().await?,
+                Some(key) => {
+                    let engine = application.engine();
+                    let run = engine.run_provider_with(key, *force).await.context("ingestion failed")?;
+                    let run = run.with_context(|| {
+                        format!(
+                            "no provider {key:?}; the configured providers are {}",
+                            engine.provider_keys().join(", ")
+                        )
+                    })?;
+                    vec![run]
+                }
+            };
+            for run in runs {
                 let summary = run.summary;
                 println!(
-                    "{}: {} added, {} updated, {} removed, {} unchanged, {} invalid, {} conflicts, {} location errors, {} rows written",
+                    "{}: {} added, {} updated, {} removed, {} held back, {} unchanged, {} invalid, {} conflicts, {} location errors, {} rows written",
                     run.provider,
                     summary.added,
                     summary.updated,
                     summary.removed,
+                    summary.held_back,
                     summary.unchanged,
                     summary.invalid,
                     summary.conflicts,

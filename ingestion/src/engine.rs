@@ -1,6 +1,7 @@
 //! The engine: builds providers from their configs, runs them on a schedule,
 //! and applies each snapshot to the store.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::file::{FileProvider, FileProviderConfig};
+use crate::github::{GithubBuildError, GithubProvider, GithubProviderConfig};
+use crate::pull::RetryPolicy;
 
 /// How long file events settle before a run: an editor's save is a burst.
 const SETTLE: Duration = Duration::from_millis(100);
@@ -18,19 +21,29 @@ const SETTLE: Duration = Duration::from_millis(100);
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ProviderConfig {
     File(FileProviderConfig),
+    Github(GithubProviderConfig),
 }
 
 #[derive(Clone, Debug)]
 enum Provider {
     File(FileProvider),
+    Github(Arc<GithubProvider>),
 }
 
 impl Provider {
     fn key(&self) -> &str {
         match self {
             Provider::File(file) => file.key(),
+            Provider::Github(github) => github.key(),
         }
     }
+}
+
+/// Why the providers cannot be built from their configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Github(#[from] GithubBuildError),
 }
 
 /// Why an on-demand provider run did not complete.
@@ -66,21 +79,32 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(store: Store, configs: &[ProviderConfig]) -> Self {
-        // Keys follow the configuration order: `file`, then `file-2`, `file-3`...
-        let mut n_file = 0;
-        let providers = configs
-            .iter()
-            .map(|config| match config {
-                ProviderConfig::File(config) => {
-                    n_file += 1;
-                    let key = if n_file == 1 { "file".to_owned() } else { format!("file-{n_file}") };
-                    Provider::File(FileProvider::new(key, config))
+    /// Builds every provider, checking its configuration first.
+    pub fn build(store: Store, configs: &[ProviderConfig]) -> Result<Self, BuildError> {
+        Self::build_with(store, configs, RetryPolicy::default())
+    }
+
+    /// [`Engine::build`] with the HTTP providers' retry policy (tests shorten it).
+    pub fn build_with(store: Store, configs: &[ProviderConfig], policy: RetryPolicy) -> Result<Self, BuildError> {
+        // Keys follow the configuration order per type: `file`, then `file-2`,
+        // `file-3`...; `github`, `github-2`...
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        let mut key = |kind: &'static str| {
+            let n = counts.entry(kind).or_default();
+            *n += 1;
+            if *n == 1 { kind.to_owned() } else { format!("{kind}-{n}") }
+        };
+        let mut providers = Vec::with_capacity(configs.len());
+        for config in configs {
+            providers.push(match config {
+                ProviderConfig::File(config) => Provider::File(FileProvider::new(key("file"), config)),
+                ProviderConfig::Github(config) => {
+                    Provider::Github(Arc::new(GithubProvider::build(key("github"), config, policy)?))
                 }
-            })
-            .collect::<Vec<_>>();
+            });
+        }
         let latest = Arc::new(providers.iter().map(|_| tokio::sync::Mutex::new(None)).collect());
-        Self { store, providers, latest }
+        Ok(Self { store, providers, latest })
     }
 
     /// Runs every provider once.
@@ -102,10 +126,18 @@ impl Engine {
     /// Runs the provider with this key once, now. `Ok(None)` when no provider
     /// has that key; an error when its run failed (nothing was removed then).
     pub async fn run_provider(&self, key: &str) -> Result<Option<ProviderRun>, RunError> {
+        self.run_provider_with(key, false).await
+    }
+
+    /// [`Engine::run_provider`]; `force` applies removals that the
+    /// provider's safety valve would hold back (never those of an
+    /// incomplete snapshot: what was not read is not known to be gone).
+    pub async fn run_provider_with(&self, key: &str, force: bool) -> Result<Option<ProviderRun>, RunError> {
         let Some(index) = self.providers.iter().position(|provider| provider.key() == key) else {
             return Ok(None);
         };
-        self.run_provider_now(index).await?.map(Some).ok_or(RunError::Aborted)
+        let run = if force { self.run_provider_forced(index).await? } else { self.run_provider_now(index).await? };
+        run.map(Some).ok_or(RunError::Aborted)
     }
 
     /// A run of the provider at `index` that started no earlier than this
@@ -119,12 +151,21 @@ impl Engine {
             return Ok(Some(run.clone()));
         }
         let started = Instant::now();
-        let run = self.read_and_apply(&self.providers[index]).await?;
+        let run = self.read_and_apply(&self.providers[index], false).await?;
         *latest = run.clone().map(|run| (started, run));
         Ok(run)
     }
 
-    async fn read_and_apply(&self, provider: &Provider) -> Result<Option<ProviderRun>, StoreError> {
+    /// A forced run never takes another run's result.
+    async fn run_provider_forced(&self, index: usize) -> Result<Option<ProviderRun>, StoreError> {
+        let mut latest = self.latest[index].lock().await;
+        let started = Instant::now();
+        let run = self.read_and_apply(&self.providers[index], true).await?;
+        *latest = run.clone().map(|run| (started, run));
+        Ok(run)
+    }
+
+    async fn read_and_apply(&self, provider: &Provider, force: bool) -> Result<Option<ProviderRun>, StoreError> {
         let snapshot = match provider {
             Provider::File(file) => {
                 let file = file.clone();
@@ -136,7 +177,12 @@ impl Engine {
                     }
                 }
             }
+            Provider::Github(github) => github.read().await,
         };
+        let mut snapshot = snapshot;
+        if force {
+            snapshot.max_removed_share = None;
+        }
         let n_location_errors = snapshot.locations.iter().filter(|status| status.error.is_some()).count();
         let summary = self.store.apply_snapshot(&snapshot).await?;
         Ok(Some(ProviderRun { provider: snapshot.provider, summary, n_location_errors }))
@@ -180,6 +226,7 @@ impl Engine {
             .iter()
             .flat_map(|provider| match provider {
                 Provider::File(file) => file.watch_roots(),
+                Provider::Github(_) => Vec::new(),
             })
             .collect();
         if roots.is_empty() {

@@ -4,14 +4,11 @@
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 
-use catalog_domain::{DocumentOutcome, Entity, TypedSpec, parse_documents};
-use catalog_store::{InvalidEntity, LocationStatus, Snapshot, SnapshotEntity};
-use serde::{Deserialize, Serialize};
+use catalog_domain::{Entity, TypedSpec};
+use catalog_store::{LocationStatus, Snapshot};
 
-/// The annotation naming the location an entity was read from.
-pub const MANAGED_BY_LOCATION: &str = "backstage.io/managed-by-location";
-/// The annotation naming the configured location that led to it.
-pub const MANAGED_BY_ORIGIN_LOCATION: &str = "backstage.io/managed-by-origin-location";
+use crate::documents::add_documents;
+use serde::{Deserialize, Serialize};
 
 /// The most files one run reads, so that a Location cycle or a glob over a huge
 /// tree cannot run away.
@@ -166,54 +163,9 @@ fn read_file(target: &Target, key: &str, snapshot: &mut Snapshot, queue: &mut Ve
             return;
         }
     };
-    let mut problems = Vec::new();
-    let mut keeps_entities = false;
-    let mut n_entities = 0;
-    for document in parse_documents(&text) {
-        let position = format!("document {} (line {})", document.index + 1, document.line);
-        match document.outcome {
-            DocumentOutcome::Entity(entity) => {
-                let entity = annotate(*entity, key, &target.origin);
-                if entity.kind.eq_ignore_ascii_case("Location") {
-                    follow_location(&entity, &target.path, &target.origin, queue, &mut snapshot.locations);
-                }
-                n_entities += 1;
-                snapshot.entities.push(SnapshotEntity { entity, location: Some(key.to_owned()) });
-            }
-            DocumentOutcome::Invalid { entity_ref, errors } => {
-                let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                problems.push(format!("{position}: {}", messages.join("; ")));
-                match entity_ref {
-                    Some(entity_ref) => snapshot.invalid.push(InvalidEntity {
-                        entity_ref,
-                        location: Some(key.to_owned()),
-                        errors: messages,
-                    }),
-                    // Which entity it was is unknown, so nothing of this file may go.
-                    None => keeps_entities = true,
-                }
-            }
-            DocumentOutcome::Unparsable { message } => {
-                problems.push(format!("{position}: {message}"));
-                keeps_entities = true;
-            }
-        }
+    for location in add_documents(&text, key, &target.origin, snapshot) {
+        follow_location(&location, &target.path, &target.origin, queue, &mut snapshot.locations);
     }
-    for problem in &problems {
-        tracing::warn!(location = key, error = %problem, "invalid catalog document");
-    }
-    snapshot.locations.push(LocationStatus {
-        target: key.to_owned(),
-        error: (!problems.is_empty()).then(|| problems.join("\n")),
-        n_entities,
-        keeps_entities,
-    });
-}
-
-fn annotate(mut entity: Entity, location: &str, origin: &str) -> Entity {
-    entity.metadata.annotations.insert(MANAGED_BY_LOCATION.to_owned(), location.to_owned());
-    entity.metadata.annotations.insert(MANAGED_BY_ORIGIN_LOCATION.to_owned(), origin.to_owned());
-    entity
 }
 
 /// Queues the files a Location entity points at, relative to its own file.

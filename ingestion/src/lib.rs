@@ -2,8 +2,14 @@
 //! them to the store on a schedule. A provider never writes to the store; only
 //! the engine does, through [`catalog_store::Store::apply_snapshot`].
 
+mod documents;
 mod engine;
 mod file;
+mod github;
+mod pull;
 
-pub use engine::{Engine, ProviderConfig, ProviderRun, RunError};
-pub use file::{FileProvider, FileProviderConfig, MANAGED_BY_LOCATION, MANAGED_BY_ORIGIN_LOCATION};
+pub use documents::{MANAGED_BY_LOCATION, MANAGED_BY_ORIGIN_LOCATION};
+pub use engine::{BuildError, Engine, ProviderConfig, ProviderRun, RunError};
+pub use file::{FileProvider, FileProviderConfig};
+pub use github::{GithubBuildError, GithubProviderConfig};
+pub use pull::{RetryPolicy, SourceError};

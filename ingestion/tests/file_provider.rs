@@ -14,7 +14,7 @@ fn component(name: &str, owner: &str) -> String {
 
 fn engine(store: &Store, root: &Path) -> Engine {
     let paths = vec![root.join("catalog-info.yaml").display().to_string()];
-    Engine::new(store.clone(), &[ProviderConfig::File(FileProviderConfig { paths })])
+    Engine::build(store.clone(), &[ProviderConfig::File(FileProviderConfig { paths })]).unwrap()
 }
 
 async fn owner_of(store: &Store, name: &str) -> Option<String> {
@@ -121,7 +121,7 @@ async fn two_file_providers_keep_their_own_entities(store: Store) {
             })
         })
         .collect();
-    let engine = Engine::new(store.clone(), &configs);
+    let engine = Engine::build(store.clone(), &configs).unwrap();
     engine.run_once().await.unwrap();
     let runs = engine.run_once().await.unwrap();
     assert_eq!(runs.iter().map(|run| run.provider.as_str()).collect::<Vec<_>>(), ["file", "file-2"]);

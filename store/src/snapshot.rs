@@ -458,7 +458,10 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
         summary.rows_written += changes.len();
     }
 
-    summary.rows_written += sync_locations(txn, provider, &snapshot.locations, now).await?;
+    // An incomplete snapshot may not list every location: the rows of those
+    // it does not list stay, like their entities.
+    let drop_unlisted = snapshot.incomplete.is_none();
+    summary.rows_written += sync_locations(txn, provider, &snapshot.locations, drop_unlisted, now).await?;
     if summary.changed() && txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
         // Delivered at commit to every replica listening: their wake-up call.
         txn.execute_unprepared(&format!("NOTIFY {COMMIT_CHANNEL}")).await?;
@@ -794,6 +797,7 @@ async fn sync_locations(
     txn: &DatabaseTransaction,
     provider: &str,
     statuses: &[LocationStatus],
+    drop_unlisted: bool,
     now: chrono::DateTime<Utc>,
 ) -> Result<usize, StoreError> {
     let recorded: HashMap<String, location_row::Model> = location_row::Entity::find()
@@ -837,8 +841,11 @@ async fn sync_locations(
     for chunk in inserts.chunks(INSERT_CHUNK) {
         location_row::Entity::insert_many(chunk.iter().cloned()).exec_without_returning(txn).await?;
     }
-    let stale: Vec<i64> =
-        recorded.values().filter(|row| !current.contains(row.target.as_str())).map(|row| row.id).collect();
+    let stale: Vec<i64> = recorded
+        .values()
+        .filter(|row| drop_unlisted && !current.contains(row.target.as_str()))
+        .map(|row| row.id)
+        .collect();
     for chunk in stale.chunks(INSERT_CHUNK) {
         n_rows += location_row::Entity::delete_many()
             .filter(location_row::Column::Id.is_in(chunk.iter().copied()))

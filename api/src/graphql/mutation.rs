@@ -72,6 +72,10 @@ pub struct RefreshPayload {
     pub added: u64,
     pub updated: u64,
     pub removed: u64,
+    /// Removals not applied: the source could not be read in full, or the
+    /// run would have removed more than the provider allows at once (see
+    /// `refreshProvider(force:)`).
+    pub held_back: u64,
     pub unchanged: u64,
     /// Documents that were invalid (their entities keep the last good version).
     pub invalid: u64,
@@ -92,6 +96,7 @@ impl RefreshPayload {
             added: count(run.summary.added),
             updated: count(run.summary.updated),
             removed: count(run.summary.removed),
+            held_back: count(run.summary.held_back),
             unchanged: count(run.summary.unchanged),
             invalid: count(run.summary.invalid),
             conflicts: count(run.summary.conflicts),
@@ -129,7 +134,7 @@ impl MutationRoot {
         let entity_ref = parse_ref(&entity_ref, None, "default")?;
         let not_found = || ApiError::NotFound(format!("no entity {entity_ref}"));
         let stored = visible_entity(ctx, &entity_ref).await?.ok_or_else(not_found)?;
-        let run = run_provider(ctx, &stored.provider).await?;
+        let run = run_provider(ctx, &stored.provider, false).await?;
         let after = visible_entity(ctx, &entity_ref).await?;
         let entry = audit_entry(ctx, "entity.refresh", vec![entity_ref.to_string(), stored.provider], &summary(&run));
         record(ctx, &entry).await?;
@@ -137,11 +142,22 @@ impl MutationRoot {
     }
 
     /// Runs one provider now (its key, as in `locations`, e.g. `file`) and
-    /// returns what changed. Needs `entity.refresh`.
+    /// returns what changed. Needs `entity.refresh`; with `force`, which
+    /// applies removals the provider's safety valve would hold back,
+    /// `entity.delete` as well.
     #[graphql(guard = "PermissionGuard(Permission::EntityRefresh)")]
-    async fn refresh_provider(&self, ctx: &Context<'_>, name: String) -> Result<RefreshPayload> {
-        let run = run_provider(ctx, &name).await?;
-        let entry = audit_entry(ctx, "provider.refresh", vec![name], &summary(&run));
+    async fn refresh_provider(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        #[graphql(default = false)] force: bool,
+    ) -> Result<RefreshPayload> {
+        if force {
+            require_permission(ctx, Permission::EntityDelete)?;
+        }
+        let run = run_provider(ctx, &name, force).await?;
+        let operation = if force { "provider.refresh.forced" } else { "provider.refresh" };
+        let entry = audit_entry(ctx, operation, vec![name], &summary(&run));
         record(ctx, &entry).await?;
         Ok(RefreshPayload::new(run, None))
     }
@@ -180,12 +196,12 @@ async fn visible_entity(ctx: &Context<'_>, entity_ref: &EntityRef) -> Result<Opt
     Ok(stored.filter(|stored| scope.allows(stored)))
 }
 
-async fn run_provider(ctx: &Context<'_>, key: &str) -> Result<ProviderRun, ApiError> {
+async fn run_provider(ctx: &Context<'_>, key: &str, force: bool) -> Result<ProviderRun, ApiError> {
     let engine = ctx.data::<Engine>().map_err(|_| {
         tracing::error!("the schema runs without an ingestion engine");
         ApiError::Internal
     })?;
-    match engine.run_provider(key).await {
+    match engine.run_provider_with(key, force).await {
         Ok(Some(run)) => Ok(run),
         Ok(None) => Err(ApiError::NotFound(format!(
             "no provider {key:?}; the configured providers are {}",

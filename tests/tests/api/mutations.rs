@@ -195,6 +195,11 @@ async fn refresh_reads_the_source_again_and_names_unknown_providers(database: Te
         .await;
     assert_eq!(body["data"]["refreshProvider"], json!({"provider": "file", "updated": 0, "entity": null}), "{body}");
 
+    let forced = r#"mutation { refreshProvider(name: "file", force: true) { provider heldBack } }"#;
+    let (_, body) = app.post_as(&refresher, forced).await;
+    assert_eq!(error_code(&body), "FORBIDDEN", "forcing removals needs entity.delete too: {body}");
+    let (_, body) = app.post_as(&admin, forced).await;
+    assert_eq!(body["data"]["refreshProvider"], json!({"provider": "file", "heldBack": 0}), "{body}");
     let (_, body) = app.post_as(&refresher, r#"mutation { refreshProvider(name: "github") { provider } }"#).await;
     assert_eq!(error_code(&body), "NOT_FOUND", "{body}");
     let message = body["errors"][0]["message"].as_str().unwrap();

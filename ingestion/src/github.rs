@@ -1,0 +1,301 @@
+//! The GitHub discovery provider: lists an organisation's repositories
+//! (REST, `Link` pagination), keeps those its filters select, and reads each
+//! one's catalog file through the contents API. Each repository is a
+//! location; its entities carry `backstage.io/managed-by-location` with the
+//! file's URL. The wire types and the mapping are here; fetching, retries and
+//! rate limits are `pull.rs`'s.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use catalog_store::{LocationStatus, Snapshot};
+use futures::StreamExt as _;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, USER_AGENT};
+use serde::{Deserialize, Serialize};
+
+use crate::documents::add_documents;
+use crate::pull::{HttpSource, RetryPolicy, SourceError};
+
+/// Where and what to discover in one GitHub organisation.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GithubProviderConfig {
+    /// The organisation whose repositories are read.
+    pub organization: String,
+    /// The REST API's root: `https://api.github.com`, or GitHub Enterprise's
+    /// `https://HOST/api/v3`.
+    pub api_base_url: String,
+    /// The catalog file's path in each repository.
+    pub catalog_path: String,
+    /// The branch to read; empty: each repository's default branch.
+    pub branch: String,
+    /// A regular expression repository names must match; empty: all.
+    pub repository_pattern: String,
+    /// Repositories must carry at least one of these topics; empty: any.
+    pub topics: Vec<String>,
+    pub include_archived: bool,
+    pub include_forks: bool,
+    /// The environment variable holding the token (a personal access token
+    /// or an installation token); unset: unauthenticated (60 requests an hour).
+    pub token_variable: String,
+    /// Catalog files fetched at once.
+    pub concurrency: usize,
+    /// The most of its entities one complete run may remove, in percent;
+    /// more is held back until a forced run. 100: no limit.
+    pub max_removed_percent: u8,
+    pub request_timeout_seconds: u64,
+}
+
+impl Default for GithubProviderConfig {
+    fn default() -> Self {
+        Self {
+            organization: String::new(),
+            api_base_url: "https://api.github.com".into(),
+            catalog_path: "catalog-info.yaml".into(),
+            branch: String::new(),
+            repository_pattern: String::new(),
+            topics: Vec::new(),
+            include_archived: false,
+            include_forks: false,
+            token_variable: "GITHUB_TOKEN".into(),
+            concurrency: 8,
+            max_removed_percent: 20,
+            request_timeout_seconds: 30,
+        }
+    }
+}
+
+/// Why a GitHub provider cannot be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum GithubBuildError {
+    #[error("github provider: organization must be set")]
+    NoOrganization,
+    #[error("github provider: repository_pattern is not a regular expression: {0}")]
+    Pattern(#[from] regex::Error),
+    #[error("github provider: the token in {0} is not a valid header value")]
+    Token(String),
+    #[error("github provider: cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// A ready GitHub discovery provider.
+pub struct GithubProvider {
+    key: String,
+    config: GithubProviderConfig,
+    pattern: Option<regex::Regex>,
+    source: HttpSource,
+}
+
+impl std::fmt::Debug for GithubProvider {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("GithubProvider").field("key", &self.key).field("config", &self.config).finish()
+    }
+}
+
+/// One repository as the list endpoint returns it (the fields used).
+#[derive(Clone, Debug, Deserialize)]
+struct Repository {
+    name: String,
+    full_name: String,
+    html_url: String,
+    default_branch: Option<String>,
+    #[serde(default)]
+    archived: bool,
+    #[serde(default)]
+    fork: bool,
+    #[serde(default)]
+    topics: Vec<String>,
+}
+
+/// A file as the contents endpoint returns it.
+#[derive(Deserialize)]
+struct Contents {
+    content: String,
+    encoding: String,
+}
+
+impl GithubProvider {
+    /// Checks the configuration and reads the token from the environment.
+    pub fn build(key: String, config: &GithubProviderConfig, policy: RetryPolicy) -> Result<Self, GithubBuildError> {
+        if config.organization.trim().is_empty() {
+            return Err(GithubBuildError::NoOrganization);
+        }
+        let pattern = (!config.repository_pattern.is_empty())
+            .then(|| regex::Regex::new(&config.repository_pattern))
+            .transpose()?;
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/vnd.github+json"));
+        headers.insert("x-github-api-version", HeaderValue::from_static("2022-11-28"));
+        headers.insert(USER_AGENT, HeaderValue::from_static("backstage-catalog-graphql"));
+        if let Ok(token) = std::env::var(&config.token_variable)
+            && !token.is_empty()
+        {
+            let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| GithubBuildError::Token(config.token_variable.clone()))?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let source = HttpSource::new(headers, Duration::from_secs(config.request_timeout_seconds.max(1)), policy)?;
+        Ok(Self { key, config: config.clone(), pattern, source })
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Reads every selected repository's catalog file into a snapshot. A
+    /// listing that fails leaves the snapshot incomplete (nothing removed);
+    /// a file that fails to read keeps that repository's entities; a file
+    /// that is not there (404) removes them.
+    pub async fn read(&self) -> Snapshot {
+        let mut snapshot = Snapshot {
+            provider: self.key.clone(),
+            max_removed_share: Some(f64::from(self.config.max_removed_percent.min(100)) / 100.0),
+            ..Default::default()
+        };
+        let listing = self.list_url();
+        let repositories = match self.repositories(&listing).await {
+            Ok(repositories) => repositories,
+            Err(error) => {
+                tracing::warn!(provider = %self.key, error = %error, "cannot list the repositories; nothing is removed");
+                snapshot.locations.push(LocationStatus {
+                    target: format!("url:{listing}"),
+                    error: Some(error.to_string()),
+                    keeps_entities: true,
+                    ..Default::default()
+                });
+                snapshot.incomplete = Some(format!("listing the repositories failed: {error}"));
+                return snapshot;
+            }
+        };
+        let selected: Vec<Repository> =
+            repositories.into_iter().filter(|repository| self.selects(repository)).collect();
+        let files: Vec<(Repository, Result<String, SourceError>)> =
+            futures::stream::iter(selected.into_iter().map(|repository| async move {
+                let text = self.catalog_file(&repository).await;
+                (repository, text)
+            }))
+            .buffered(self.config.concurrency.max(1))
+            .collect()
+            .await;
+        let origin = format!("url:{listing}");
+        for (repository, text) in files {
+            let key = self.location_key(&repository);
+            match text {
+                Ok(text) => {
+                    // Locations inside a repository would point at other files of it:
+                    // following them needs the trees API (not read yet).
+                    for location in add_documents(&text, &key, &origin, &mut snapshot) {
+                        tracing::warn!(location = %location.entity_ref(), "Location entities in GitHub repositories are not followed yet");
+                    }
+                }
+                // No catalog file (any more): the repository's entities go.
+                Err(SourceError::NotFound) => snapshot.locations.push(LocationStatus {
+                    target: key,
+                    error: Some("the repository has no catalog file".into()),
+                    ..Default::default()
+                }),
+                Err(error) => snapshot.locations.push(LocationStatus {
+                    target: key,
+                    error: Some(format!("cannot read the catalog file: {error}")),
+                    keeps_entities: true,
+                    ..Default::default()
+                }),
+            }
+        }
+        snapshot
+    }
+
+    fn list_url(&self) -> String {
+        let base = self.config.api_base_url.trim_end_matches('/');
+        format!("{base}/orgs/{}/repos?per_page=100&type=all", self.config.organization)
+    }
+
+    /// Every page of the organisation's repositories, following `Link: rel="next"`.
+    async fn repositories(&self, first: &str) -> Result<Vec<Repository>, SourceError> {
+        let mut repositories = Vec::new();
+        let mut next = Some(first.to_owned());
+        let mut n_pages = 0;
+        while let Some(url) = next {
+            n_pages += 1;
+            if n_pages > MAX_PAGES {
+                return Err(SourceError::Invalid { message: format!("more than {MAX_PAGES} pages of repositories") });
+            }
+            let (page, headers) = self.source.get_json::<Vec<Repository>>(&url).await?;
+            repositories.extend(page);
+            next = headers.get("link").and_then(|value| value.to_str().ok()).and_then(next_link);
+        }
+        Ok(repositories)
+    }
+
+    fn selects(&self, repository: &Repository) -> bool {
+        (self.config.include_archived || !repository.archived)
+            && (self.config.include_forks || !repository.fork)
+            && self.pattern.as_ref().is_none_or(|pattern| pattern.is_match(&repository.name))
+            && (self.config.topics.is_empty()
+                || repository.topics.iter().any(|topic| self.config.topics.contains(topic)))
+    }
+
+    fn branch<'a>(&'a self, repository: &'a Repository) -> &'a str {
+        if self.config.branch.is_empty() {
+            repository.default_branch.as_deref().unwrap_or("main")
+        } else {
+            &self.config.branch
+        }
+    }
+
+    /// The file's URL on GitHub: what Backstage names the location.
+    fn location_key(&self, repository: &Repository) -> String {
+        format!("url:{}/blob/{}/{}", repository.html_url, self.branch(repository), self.config.catalog_path)
+    }
+
+    async fn catalog_file(&self, repository: &Repository) -> Result<String, SourceError> {
+        let base = self.config.api_base_url.trim_end_matches('/');
+        let url = format!(
+            "{base}/repos/{}/contents/{}?ref={}",
+            repository.full_name,
+            self.config.catalog_path,
+            self.branch(repository)
+        );
+        let (contents, _) = self.source.get_json::<Contents>(&url).await?;
+        if contents.encoding != "base64" {
+            return Err(SourceError::Invalid { message: format!("{url}: unexpected encoding {}", contents.encoding) });
+        }
+        // GitHub wraps the base64 at 60 characters.
+        let packed: String = contents.content.chars().filter(|character| !character.is_whitespace()).collect();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(packed)
+            .map_err(|error| SourceError::Invalid { message: format!("{url}: bad base64: {error}") })?;
+        String::from_utf8(bytes).map_err(|_| SourceError::Invalid { message: format!("{url}: the file is not UTF-8") })
+    }
+}
+
+/// The most pages of repositories one run reads (100 each).
+const MAX_PAGES: usize = 1_000;
+
+/// The `rel="next"` URL of a `Link` header.
+fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        params
+            .split(';')
+            .any(|param| param.trim() == r#"rel="next""#)
+            .then(|| url.trim().trim_start_matches('<').trim_end_matches('>').to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_link;
+
+    #[test]
+    fn the_next_link_is_read_from_githubs_link_header() {
+        let header = r#"<https://api.github.com/organizations/1/repos?per_page=100&page=2>; rel="next", <https://api.github.com/organizations/1/repos?per_page=100&page=5>; rel="last""#;
+        assert_eq!(
+            next_link(header).as_deref(),
+            Some("https://api.github.com/organizations/1/repos?per_page=100&page=2")
+        );
+        let last = r#"<https://api.github.com/organizations/1/repos?page=4>; rel="prev", <https://api.github.com/organizations/1/repos?page=1>; rel="first""#;
+        assert_eq!(next_link(last), None);
+    }
+}

@@ -1,0 +1,277 @@
+//! The one place that decides how providers talk to HTTP sources: timeouts,
+//! retries with backoff and jitter, rate limits (GitHub's
+//! `x-ratelimit-remaining`/`x-ratelimit-reset`, `retry-after`, PagerDuty's
+//! `ratelimit-reset`) and conditional requests with ETag. The HTTP client's
+//! own retries are never used, so what happens on each fault is decided
+//! here and testable. Providers add only their wire types and mappings.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::StatusCode;
+use reqwest::header::{ETAG, HeaderMap, HeaderValue, IF_NONE_MATCH, RETRY_AFTER};
+use serde::de::DeserializeOwned;
+
+/// How hard to try before a fetch fails.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// Tries per request, the first included.
+    pub max_attempts: u32,
+    /// The first backoff after a transient failure; it doubles per attempt.
+    pub base_delay: Duration,
+    /// The longest backoff between two attempts.
+    pub max_delay: Duration,
+    /// The longest a rate limit may make one request wait. Past it the
+    /// fetch fails as unavailable (with when to come back) instead of
+    /// holding the provider's run: the scheduler never blocks on a long wait.
+    pub max_wait: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(10),
+            max_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why a fetch failed, classified because the engine acts on the class.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum SourceError {
+    /// 5xx, 429, a rate limit, a network error or a timeout: keep the data,
+    /// try again later (`retry_after` when the source said when).
+    #[error("unavailable: {message}")]
+    Unavailable { message: String, retry_after: Option<Duration> },
+    /// 401, or 403 that is not a rate limit: the configuration or the
+    /// credentials are wrong. Keep the data, surface the error.
+    #[error("unauthorized: {message}")]
+    Unauthorized { message: String },
+    /// 404: the thing is not there (a real removal for a catalog file).
+    #[error("not found")]
+    NotFound,
+    /// A response that cannot be what was asked for (malformed JSON, an
+    /// unexpected status).
+    #[error("invalid response: {message}")]
+    Invalid { message: String },
+}
+
+/// A successful response: its body and headers.
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    pub body: bytes::Bytes,
+    pub headers: HeaderMap,
+}
+
+/// An HTTP source: one client, one retry policy, one ETag cache.
+pub struct HttpSource {
+    client: reqwest::Client,
+    policy: RetryPolicy,
+    /// The last body and ETag per URL: a 304 answers from here (and, on
+    /// GitHub, costs no rate limit).
+    etags: Mutex<HashMap<String, (HeaderValue, Fetched)>>,
+}
+
+/// The most URLs whose ETag is kept; past it the cache starts over.
+const MAX_ETAGS: usize = 50_000;
+
+impl HttpSource {
+    /// `headers` go with every request (authorization, accept, user agent).
+    pub fn new(headers: HeaderMap, timeout: Duration, policy: RetryPolicy) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            // Redirects would carry the credentials to wherever they point.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self { client, policy, etags: Mutex::default() })
+    }
+
+    /// GETs `url`, retrying transient failures and waiting out short rate
+    /// limits as the policy says.
+    pub async fn get(&self, url: &str) -> Result<Fetched, SourceError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let wait = match self.try_get(url).await {
+                Ok(fetched) => return Ok(fetched),
+                Err(Failure::Final(error)) => return Err(error),
+                Err(Failure::Transient(message)) => {
+                    if attempt >= self.policy.max_attempts {
+                        return Err(SourceError::Unavailable {
+                            message: format!("{message} (after {attempt} attempts)"),
+                            retry_after: None,
+                        });
+                    }
+                    backoff(&self.policy, attempt)
+                }
+                Err(Failure::RateLimited { message, wait }) => {
+                    if wait > self.policy.max_wait || attempt >= self.policy.max_attempts {
+                        return Err(SourceError::Unavailable { message, retry_after: Some(wait) });
+                    }
+                    wait + jitter(self.policy.base_delay)
+                }
+            };
+            tracing::debug!(url, attempt, wait_ms = wait.as_millis() as u64, "retrying a fetch");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// GETs `url` and parses its JSON body.
+    pub async fn get_json<T: DeserializeOwned>(&self, url: &str) -> Result<(T, HeaderMap), SourceError> {
+        let fetched = self.get(url).await?;
+        let value = serde_json::from_slice(&fetched.body)
+            .map_err(|error| SourceError::Invalid { message: format!("{url}: malformed JSON: {error}") })?;
+        Ok((value, fetched.headers))
+    }
+
+    async fn try_get(&self, url: &str) -> Result<Fetched, Failure> {
+        let cached = self.etags.lock().expect("the ETag cache lock is never poisoned").get(url).cloned();
+        let mut request = self.client.get(url);
+        if let Some((etag, _)) = &cached {
+            request = request.header(IF_NONE_MATCH, etag.clone());
+        }
+        let response = request.send().await.map_err(|error| Failure::Transient(describe(url, &error)))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        if status == StatusCode::NOT_MODIFIED
+            && let Some((_, fetched)) = cached
+        {
+            return Ok(fetched);
+        }
+        if status.is_success() {
+            // A body cut short is a transient failure, like the connection dropping.
+            let body = response.bytes().await.map_err(|error| Failure::Transient(describe(url, &error)))?;
+            let fetched = Fetched { body, headers };
+            if let Some(etag) = fetched.headers.get(ETAG) {
+                let mut etags = self.etags.lock().expect("the ETag cache lock is never poisoned");
+                if etags.len() >= MAX_ETAGS {
+                    etags.clear();
+                }
+                etags.insert(url.to_owned(), (etag.clone(), fetched.clone()));
+            }
+            return Ok(fetched);
+        }
+        if let Some(wait) = rate_limit_wait(status, &headers) {
+            return Err(Failure::RateLimited { message: format!("{url}: rate limited ({status})"), wait });
+        }
+        Err(match status {
+            StatusCode::NOT_FOUND => Failure::Final(SourceError::NotFound),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Failure::Final(SourceError::Unauthorized { message: format!("{url}: {status}") })
+            }
+            status if status.is_server_error() => Failure::Transient(format!("{url}: {status}")),
+            status => Failure::Final(SourceError::Invalid { message: format!("{url}: unexpected status {status}") }),
+        })
+    }
+}
+
+enum Failure {
+    Transient(String),
+    RateLimited { message: String, wait: Duration },
+    Final(SourceError),
+}
+
+/// How long a rate-limited response says to wait; None when it is not one.
+/// 429 always is; 403 is when GitHub says the quota is spent
+/// (`x-ratelimit-remaining: 0`) or asks for a pause (`retry-after`, its
+/// secondary limits). Without a hint, at least 60 s, as GitHub asks.
+fn rate_limit_wait(status: StatusCode, headers: &HeaderMap) -> Option<Duration> {
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok()).map(str::trim);
+    let number = |name: &str| header(name).and_then(|value| value.parse::<u64>().ok());
+    let spent = header("x-ratelimit-remaining") == Some("0");
+    let retry_after = number(RETRY_AFTER.as_str());
+    let limited = status == StatusCode::TOO_MANY_REQUESTS
+        || (status == StatusCode::FORBIDDEN && (spent || retry_after.is_some()));
+    if !limited {
+        return None;
+    }
+    if let Some(seconds) = retry_after {
+        return Some(Duration::from_secs(seconds));
+    }
+    if spent && let Some(reset) = number("x-ratelimit-reset") {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        return Some(Duration::from_secs(reset.saturating_sub(now)));
+    }
+    // PagerDuty: seconds until the window resets.
+    if let Some(seconds) = number("ratelimit-reset") {
+        return Some(Duration::from_secs(seconds));
+    }
+    Some(Duration::from_secs(60))
+}
+
+/// Exponential backoff with jitter: base × 2^(attempt-1), capped, plus up
+/// to one base of jitter so that many providers do not retry in step.
+fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
+    let exponential = policy.base_delay.saturating_mul(1 << (attempt - 1).min(16));
+    exponential.min(policy.max_delay) + jitter(policy.base_delay)
+}
+
+/// A pseudo-random duration below `bound`, from the clock: retries need
+/// spreading, not unpredictability.
+fn jitter(bound: Duration) -> Duration {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    let bound_nanos = bound.as_nanos().max(1);
+    Duration::from_nanos((u128::from(nanos) % bound_nanos) as u64)
+}
+
+fn describe(url: &str, error: &reqwest::Error) -> String {
+    // reqwest's messages name the URL; its source says what went wrong.
+    let cause = std::error::Error::source(error).map(ToString::to_string).unwrap_or_default();
+    let kind = if error.is_timeout() { "timed out" } else { "request failed" };
+    if cause.is_empty() { format!("{url}: {kind}") } else { format!("{url}: {kind}: {cause}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| (reqwest::header::HeaderName::from_static(name), value.parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn a_spent_github_quota_waits_until_its_reset() {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let spent = headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &(now + 120).to_string())]);
+        let wait = rate_limit_wait(StatusCode::FORBIDDEN, &spent).unwrap();
+        assert!((119..=120).contains(&wait.as_secs()), "{wait:?}");
+    }
+
+    #[test]
+    fn retry_after_wins_and_a_bare_secondary_limit_waits_a_minute() {
+        let asked = headers(&[("retry-after", "7")]);
+        assert_eq!(rate_limit_wait(StatusCode::FORBIDDEN, &asked), Some(Duration::from_secs(7)));
+        assert_eq!(rate_limit_wait(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new()), Some(Duration::from_secs(60)));
+        let pagerduty = headers(&[("ratelimit-reset", "3")]);
+        assert_eq!(rate_limit_wait(StatusCode::TOO_MANY_REQUESTS, &pagerduty), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn a_plain_403_is_not_a_rate_limit() {
+        let remaining = headers(&[("x-ratelimit-remaining", "4999")]);
+        assert_eq!(rate_limit_wait(StatusCode::FORBIDDEN, &remaining), None);
+        assert_eq!(rate_limit_wait(StatusCode::INTERNAL_SERVER_ERROR, &HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_plus_jitter() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(350),
+            max_wait: Duration::from_secs(1),
+        };
+        let first = backoff(&policy, 1);
+        assert!(first >= Duration::from_millis(100) && first < Duration::from_millis(200), "{first:?}");
+        let third = backoff(&policy, 3);
+        assert!(third >= Duration::from_millis(350) && third < Duration::from_millis(450), "{third:?}");
+    }
+}

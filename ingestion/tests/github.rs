@@ -1,0 +1,282 @@
+//! GitHub discovery against a fake GitHub that speaks the REST API's wire
+//! format (wiremock on a random port): pagination, archived repositories and
+//! forks, files that are missing or failing, rate limits, and a listing that
+//! fails. Every body runs on SQLite and on PostgreSQL.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use catalog_domain::EntityRef;
+use catalog_ingestion::{Engine, GithubProviderConfig, MANAGED_BY_LOCATION, ProviderConfig, RetryPolicy};
+use catalog_store::{Store, backend_tests};
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn component(name: &str, owner: &str) -> String {
+    format!(
+        "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: service\n  lifecycle: production\n  owner: {owner}\n"
+    )
+}
+
+/// One repository as `GET /orgs/{org}/repos` lists it (trimmed to the
+/// fields GitHub always sends and those the provider reads).
+fn repository(server: &MockServer, name: &str, archived: bool, fork: bool) -> Value {
+    json!({
+        "id": name.len(), "node_id": format!("R_{name}"), "name": name, "full_name": format!("acme/{name}"),
+        "private": false, "owner": {"login": "acme", "type": "Organization"},
+        "html_url": format!("https://github.example/acme/{name}"), "description": null, "fork": fork,
+        "url": format!("{}/repos/acme/{name}", server.uri()), "archived": archived, "disabled": false,
+        "visibility": "public", "default_branch": "main", "topics": ["backstage"],
+    })
+}
+
+/// `GET /repos/{owner}/{repo}/contents/{path}` for a file: base64 wrapped at
+/// 60 characters, as GitHub sends it.
+fn contents(text: &str) -> Value {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+    let wrapped: Vec<String> =
+        encoded.as_bytes().chunks(60).map(|chunk| String::from_utf8(chunk.to_vec()).unwrap()).collect();
+    json!({"type": "file", "encoding": "base64", "size": text.len(), "name": "catalog-info.yaml",
+           "path": "catalog-info.yaml", "content": wrapped.join("\n") + "\n", "sha": "3d21ec53a331a6f037a91c368710b99387d012c1"})
+}
+
+fn config(server: &MockServer) -> GithubProviderConfig {
+    GithubProviderConfig {
+        organization: "acme".into(),
+        api_base_url: server.uri(),
+        token_variable: "CATALOG_TEST_GITHUB_TOKEN_UNSET".into(),
+        concurrency: 4,
+        ..GithubProviderConfig::default()
+    }
+}
+
+fn engine(store: &Store, config: GithubProviderConfig) -> Engine {
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(50),
+        max_wait: Duration::from_secs(5),
+    };
+    Engine::build_with(store.clone(), &[ProviderConfig::Github(config)], policy).unwrap()
+}
+
+async fn mount_listing(server: &MockServer, first: Vec<Value>, second: Vec<Value>) {
+    let next = format!(r#"<{}/orgs/acme/repos?per_page=100&type=all&page=2>; rel="next""#, server.uri());
+    Mock::given(method("GET"))
+        .and(path("/orgs/acme/repos"))
+        .and(query_param("page", "2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(second))
+        .with_priority(1)
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/orgs/acme/repos"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(first).insert_header("link", next.as_str()))
+        .mount(server)
+        .await;
+}
+
+async fn mount_file(server: &MockServer, repository: &str, response: ResponseTemplate) {
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/acme/{repository}/contents/catalog-info.yaml")))
+        .and(query_param("ref", "main"))
+        .respond_with(response)
+        .mount(server)
+        .await;
+}
+
+async fn exists(store: &Store, name: &str) -> bool {
+    let entity_ref = EntityRef::parse(&format!("component:default/{name}")).unwrap();
+    store.entity_by_ref(&entity_ref).await.unwrap().is_some()
+}
+
+async fn requests_to(server: &MockServer, wanted: &str) -> usize {
+    server.received_requests().await.unwrap().iter().filter(|request| request.url.path() == wanted).count()
+}
+
+async fn discovery_reads_every_page_and_each_selected_repositorys_catalog_file(store: Store) {
+    let server = MockServer::start().await;
+    mount_listing(
+        &server,
+        vec![repository(&server, "shipping", false, false), repository(&server, "old", true, false)],
+        vec![
+            repository(&server, "billing", false, false),
+            repository(&server, "someones-fork", false, true),
+            repository(&server, "no-catalog", false, false),
+        ],
+    )
+    .await;
+    let found = |text: String| ResponseTemplate::new(200).set_body_json(contents(&text));
+    mount_file(&server, "shipping", found(component("shipping-api", "team-shipping"))).await;
+    mount_file(&server, "billing", found(format!("{}---\n{}", component("invoices", "team-billing"), "kind: [broken")))
+        .await;
+    mount_file(&server, "old", found(component("old-service", "team-old"))).await;
+    mount_file(&server, "someones-fork", found(component("forked", "team-x"))).await;
+    mount_file(&server, "no-catalog", ResponseTemplate::new(404).set_body_json(json!({"message": "Not Found"}))).await;
+
+    let runs = engine(&store, config(&server)).run_once().await.unwrap();
+    assert_eq!(runs[0].provider, "github");
+    assert_eq!(runs[0].summary.added, 2, "{runs:?}");
+    assert!(exists(&store, "shipping-api").await && exists(&store, "invoices").await);
+    assert!(!exists(&store, "old-service").await, "archived repositories are skipped");
+    assert!(!exists(&store, "forked").await, "forks are skipped");
+    assert_eq!(requests_to(&server, "/repos/acme/old/contents/catalog-info.yaml").await, 0);
+    assert_eq!(requests_to(&server, "/orgs/acme/repos").await, 2, "two pages, each once");
+
+    let stored = store.entity_by_ref(&EntityRef::parse("component:default/invoices").unwrap()).await.unwrap().unwrap();
+    let location = "url:https://github.example/acme/billing/blob/main/catalog-info.yaml";
+    assert_eq!(stored.entity.metadata.annotations[MANAGED_BY_LOCATION], location);
+    let locations = store.locations().await.unwrap();
+    let billing = locations.iter().find(|record| record.target == location).unwrap();
+    assert!(billing.error.as_deref().unwrap().contains("document 2"), "the broken document is reported: {billing:?}");
+    let missing = locations.iter().find(|record| record.target.contains("/no-catalog/")).unwrap();
+    assert_eq!(missing.n_entities, 0);
+}
+
+async fn a_failing_listing_removes_nothing_and_a_complete_one_does(store: Store) {
+    let server = MockServer::start().await;
+    mount_listing(
+        &server,
+        vec![repository(&server, "shipping", false, false)],
+        vec![repository(&server, "billing", false, false)],
+    )
+    .await;
+    let found = |text: String| ResponseTemplate::new(200).set_body_json(contents(&text));
+    mount_file(&server, "shipping", found(component("shipping-api", "team-shipping"))).await;
+    mount_file(&server, "billing", found(component("invoices", "team-billing"))).await;
+    let engine = engine(&store, config(&server));
+    assert_eq!(engine.run_once().await.unwrap()[0].summary.added, 2);
+
+    // Page 2 fails with 502 on every try, and billing is archived meanwhile.
+    server.reset().await;
+    Mock::given(method("GET"))
+        .and(path("/orgs/acme/repos"))
+        .and(query_param("page", "2"))
+        .respond_with(ResponseTemplate::new(502))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let next = format!(r#"<{}/orgs/acme/repos?per_page=100&type=all&page=2>; rel="next""#, server.uri());
+    Mock::given(method("GET"))
+        .and(path("/orgs/acme/repos"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(vec![repository(&server, "shipping", false, false)])
+                .insert_header("link", next.as_str()),
+        )
+        .mount(&server)
+        .await;
+    let run = engine.run_provider("github").await.unwrap().unwrap();
+    assert_eq!((run.summary.removed, run.summary.held_back), (0, 0), "{run:?}");
+    assert!(exists(&store, "invoices").await, "an outage deletes nothing");
+    let page_two = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|request| request.url.query().is_some_and(|query| query.contains("page=2")))
+        .count();
+    assert_eq!(page_two, 3, "the policy's three attempts");
+    let locations = store.locations().await.unwrap();
+    let listing = locations.iter().find(|record| record.target.contains("/orgs/acme/repos")).unwrap();
+    assert!(listing.error.as_deref().unwrap().contains("502"), "{listing:?}");
+    assert!(locations.iter().any(|record| record.target.contains("/billing/")), "location rows stay too");
+
+    // The listing recovers, without billing: now it goes.
+    server.reset().await;
+    mount_listing(
+        &server,
+        vec![repository(&server, "shipping", false, false)],
+        vec![repository(&server, "billing", true, false)],
+    )
+    .await;
+    mount_file(&server, "shipping", found(component("shipping-api", "team-shipping"))).await;
+    let run = engine.run_provider("github").await.unwrap().unwrap();
+    assert_eq!(run.summary.removed, 1, "{run:?}");
+    assert!(!exists(&store, "invoices").await && exists(&store, "shipping-api").await);
+}
+
+async fn rate_limits_are_waited_out_when_short_and_keep_entities_when_long(store: Store) {
+    let server = MockServer::start().await;
+    mount_listing(
+        &server,
+        vec![repository(&server, "shipping", false, false)],
+        vec![repository(&server, "billing", false, false)],
+    )
+    .await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    // Shipping's first try hits a spent quota that resets at once; billing's
+    // asks for an hour's pause (a secondary limit).
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/shipping/contents/catalog-info.yaml"))
+        .respond_with(
+            ResponseTemplate::new(403)
+                .insert_header("x-ratelimit-remaining", "0")
+                .insert_header("x-ratelimit-reset", now.to_string().as_str())
+                .set_body_json(json!({"message": "API rate limit exceeded"})),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    mount_file(
+        &server,
+        "shipping",
+        ResponseTemplate::new(200).set_body_json(contents(&component("shipping-api", "team-a"))),
+    )
+    .await;
+    mount_file(
+        &server,
+        "billing",
+        ResponseTemplate::new(403)
+            .insert_header("retry-after", "3600")
+            .set_body_json(json!({"message": "secondary rate limit"})),
+    )
+    .await;
+
+    let runs = engine(&store, config(&server)).run_once().await.unwrap();
+    assert!(exists(&store, "shipping-api").await, "{runs:?}");
+    assert_eq!(requests_to(&server, "/repos/acme/shipping/contents/catalog-info.yaml").await, 2);
+    assert_eq!(
+        requests_to(&server, "/repos/acme/billing/contents/catalog-info.yaml").await,
+        1,
+        "an hour is not waited"
+    );
+    let locations = store.locations().await.unwrap();
+    let billing = locations.iter().find(|record| record.target.contains("/billing/")).unwrap();
+    assert!(billing.error.as_deref().unwrap().contains("rate limited"), "{billing:?}");
+}
+
+/// Archiving a third of the repositories at once looks like a mistake (or a
+/// token that lost access): the removals wait for a forced run.
+async fn a_run_removing_too_much_is_held_back_until_forced(store: Store) {
+    let server = MockServer::start().await;
+    let names: Vec<String> = (0..12).map(|index| format!("service-{index}")).collect();
+    let all: Vec<Value> = names.iter().map(|name| repository(&server, name, false, false)).collect();
+    mount_listing(&server, all[..6].to_vec(), all[6..].to_vec()).await;
+    for name in &names {
+        mount_file(&server, name, ResponseTemplate::new(200).set_body_json(contents(&component(name, "team-a")))).await;
+    }
+    let engine = engine(&store, config(&server));
+    assert_eq!(engine.run_once().await.unwrap()[0].summary.added, 12);
+
+    server.reset().await;
+    mount_listing(&server, all[..6].to_vec(), all[6..8].to_vec()).await;
+    for name in &names[..8] {
+        mount_file(&server, name, ResponseTemplate::new(200).set_body_json(contents(&component(name, "team-a")))).await;
+    }
+    let held = engine.run_provider("github").await.unwrap().unwrap();
+    assert_eq!((held.summary.removed, held.summary.held_back), (0, 4), "{held:?}");
+    assert!(exists(&store, "service-11").await);
+    let forced = engine.run_provider_with("github", true).await.unwrap().unwrap();
+    assert_eq!((forced.summary.removed, forced.summary.held_back), (4, 0), "{forced:?}");
+    assert!(!exists(&store, "service-11").await && exists(&store, "service-7").await);
+}
+
+backend_tests!(
+    a_run_removing_too_much_is_held_back_until_forced,
+    discovery_reads_every_page_and_each_selected_repositorys_catalog_file,
+    a_failing_listing_removes_nothing_and_a_complete_one_does,
+    rate_limits_are_waited_out_when_short_and_keep_entities_when_long,
+);
