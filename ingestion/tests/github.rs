@@ -274,7 +274,38 @@ async fn a_run_removing_too_much_is_held_back_until_forced(store: Store) {
     assert!(!exists(&store, "service-11").await && exists(&store, "service-7").await);
 }
 
+/// A file GitHub answers with an ETag is asked for again with
+/// If-None-Match; its 304 (free of rate limit on GitHub) reuses the body.
+async fn unchanged_files_are_revalidated_with_their_etag(store: Store) {
+    let server = MockServer::start().await;
+    mount_listing(&server, vec![repository(&server, "shipping", false, false)], Vec::new()).await;
+    let etag = r#""6e9b2f1e""#;
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/shipping/contents/catalog-info.yaml"))
+        .and(wiremock::matchers::header("if-none-match", etag))
+        .respond_with(ResponseTemplate::new(304).insert_header("etag", etag))
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    let file = ResponseTemplate::new(200)
+        .set_body_json(contents(&component("shipping-api", "team-a")))
+        .insert_header("etag", etag);
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/shipping/contents/catalog-info.yaml"))
+        .respond_with(file)
+        .expect(1)
+        .mount(&server)
+        .await;
+    let engine = engine(&store, config(&server));
+    assert_eq!(engine.run_once().await.unwrap()[0].summary.added, 1);
+    let second = engine.run_once().await.unwrap();
+    assert_eq!((second[0].summary.unchanged, second[0].summary.removed), (1, 0), "{second:?}");
+    server.verify().await;
+}
+
 backend_tests!(
+    unchanged_files_are_revalidated_with_their_etag,
     a_run_removing_too_much_is_held_back_until_forced,
     discovery_reads_every_page_and_each_selected_repositorys_catalog_file,
     a_failing_listing_removes_nothing_and_a_complete_one_does,
