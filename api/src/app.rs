@@ -41,8 +41,9 @@ impl Application {
         let store = Store::connect_with(&config.database.url, config.database.connect_settings())
             .await
             .context("cannot open the database")?;
-        let engine =
-            Engine::build(store.clone(), &config.ingestion.providers).context("invalid provider configuration")?;
+        let engine = Engine::build(store.clone(), &config.ingestion.providers)
+            .context("invalid provider configuration")?
+            .with_run_timeout(Duration::from_secs(config.ingestion.run_timeout_seconds.max(1)));
         // Listening first, then the hub reads where the log ends: no commit
         // of another replica falls between the two.
         store.listen_for_commits().await.context("cannot listen for commits")?;

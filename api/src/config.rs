@@ -140,6 +140,9 @@ pub struct IngestionConfig {
     pub enabled: bool,
     /// Time between provider runs.
     pub interval_seconds: u64,
+    /// The longest one provider run may take; past it the run is abandoned
+    /// and nothing of it applied.
+    pub run_timeout_seconds: u64,
     /// Also run the file providers as soon as a file under their directories
     /// changes (inotify), instead of waiting for the interval.
     pub watch: bool,
@@ -219,6 +222,7 @@ impl Default for IngestionConfig {
         Self {
             enabled: true,
             interval_seconds: 60,
+            run_timeout_seconds: 900,
             watch: true,
             providers: vec![ProviderConfig::File(FileProviderConfig {
                 paths: vec!["examples/catalog-info.yaml".into()],

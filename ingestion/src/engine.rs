@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use catalog_store::{ApplySummary, Store, StoreError};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -37,6 +38,13 @@ impl Provider {
             Provider::Github(github) => github.key(),
         }
     }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Provider::File(_) => "file",
+            Provider::Github(_) => "github",
+        }
+    }
 }
 
 /// Why the providers cannot be built from their configuration.
@@ -61,7 +69,34 @@ pub struct ProviderRun {
     pub provider: String,
     pub summary: ApplySummary,
     pub n_location_errors: usize,
+    /// Why the source could not be read in full (nothing was removed).
+    pub incomplete: Option<String>,
 }
+
+/// What a provider last did: the `providers` query's answer.
+#[derive(Clone, Debug, Default)]
+pub struct ProviderHealth {
+    pub key: String,
+    /// `file`, `github`.
+    pub kind: &'static str,
+    /// When the last run started.
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// When the last run that read the source in full started.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Why the last run failed or was incomplete; None after a full read.
+    pub last_error: Option<String>,
+    /// What the last applied run changed.
+    pub last_summary: Option<ApplySummary>,
+    /// Locations of the last run that could not be read or held problems.
+    pub n_location_errors: usize,
+    /// When the schedule runs it next (None when ingestion is not scheduled
+    /// in this process).
+    pub next_run_at: Option<DateTime<Utc>>,
+}
+
+/// The longest one provider run may take by default before it is abandoned
+/// (nothing is applied then).
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// A provider run and when it started.
 type StartedRun = (Instant, ProviderRun);
@@ -76,6 +111,8 @@ pub struct Engine {
     /// started after it asked takes that run's result instead of reading
     /// again, so a burst of refreshes costs two reads, not one each.
     latest: Arc<Vec<tokio::sync::Mutex<Option<StartedRun>>>>,
+    health: Arc<std::sync::Mutex<Vec<ProviderHealth>>>,
+    run_timeout: Duration,
 }
 
 impl Engine {
@@ -104,18 +141,49 @@ impl Engine {
             });
         }
         let latest = Arc::new(providers.iter().map(|_| tokio::sync::Mutex::new(None)).collect());
-        Ok(Self { store, providers, latest })
+        let health = providers
+            .iter()
+            .map(|provider| ProviderHealth {
+                key: provider.key().to_owned(),
+                kind: provider.kind(),
+                ..Default::default()
+            })
+            .collect();
+        Ok(Self { store, providers, latest, health: Arc::new(std::sync::Mutex::new(health)), run_timeout: RUN_TIMEOUT })
     }
 
-    /// Runs every provider once.
+    /// Abandons a provider run (applying nothing) after `timeout`.
+    pub fn with_run_timeout(mut self, timeout: Duration) -> Self {
+        self.run_timeout = timeout;
+        self
+    }
+
+    /// What every provider last did, in configuration order.
+    pub fn health(&self) -> Vec<ProviderHealth> {
+        self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn update_health(&self, index: usize, update: impl FnOnce(&mut ProviderHealth)) {
+        let mut health = self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        update(&mut health[index]);
+    }
+
+    /// Runs every provider once. A provider whose run fails does not stop
+    /// the others; the first failure is returned after all have run (each
+    /// is in its provider's health).
     pub async fn run_once(&self) -> Result<Vec<ProviderRun>, StoreError> {
         let mut runs = Vec::with_capacity(self.providers.len());
+        let mut first_error = None;
         for index in 0..self.providers.len() {
-            if let Some(run) = self.run_provider_now(index).await? {
-                runs.push(run);
+            match self.run_provider_now(index).await {
+                Ok(Some(run)) => runs.push(run),
+                Ok(None) => {}
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
             }
         }
-        Ok(runs)
+        first_error.map_or(Ok(runs), Err)
     }
 
     /// The keys of the configured providers, in configuration order.
@@ -151,7 +219,7 @@ impl Engine {
             return Ok(Some(run.clone()));
         }
         let started = Instant::now();
-        let run = self.read_and_apply(&self.providers[index], false).await?;
+        let run = self.read_and_apply(index, false).await?;
         *latest = run.clone().map(|run| (started, run));
         Ok(run)
     }
@@ -160,32 +228,66 @@ impl Engine {
     async fn run_provider_forced(&self, index: usize) -> Result<Option<ProviderRun>, StoreError> {
         let mut latest = self.latest[index].lock().await;
         let started = Instant::now();
-        let run = self.read_and_apply(&self.providers[index], true).await?;
+        let run = self.read_and_apply(index, true).await?;
         *latest = run.clone().map(|run| (started, run));
         Ok(run)
     }
 
-    async fn read_and_apply(&self, provider: &Provider, force: bool) -> Result<Option<ProviderRun>, StoreError> {
-        let snapshot = match provider {
-            Provider::File(file) => {
-                let file = file.clone();
-                match tokio::task::spawn_blocking(move || file.read()).await {
-                    Ok(snapshot) => snapshot,
-                    Err(error) => {
-                        tracing::error!(provider = provider.key(), error = %error, "provider run failed");
-                        return Ok(None);
-                    }
+    /// Reads the provider at `index` (within the run timeout) and applies
+    /// its snapshot, recording the outcome in its health.
+    async fn read_and_apply(&self, index: usize, force: bool) -> Result<Option<ProviderRun>, StoreError> {
+        let provider = &self.providers[index];
+        let started_at = Utc::now();
+        self.update_health(index, |health| health.last_run_at = Some(started_at));
+        let read = async {
+            match provider {
+                Provider::File(file) => {
+                    let file = file.clone();
+                    tokio::task::spawn_blocking(move || file.read()).await.map_err(|error| error.to_string())
                 }
+                Provider::Github(github) => Ok(github.read().await),
             }
-            Provider::Github(github) => github.read().await,
         };
-        let mut snapshot = snapshot;
+        let failed = |message: String| {
+            tracing::error!(provider = provider.key(), error = %message, "provider run failed");
+            self.update_health(index, |health| health.last_error = Some(message));
+        };
+        let mut snapshot = match tokio::time::timeout(self.run_timeout, read).await {
+            Ok(Ok(snapshot)) => snapshot,
+            Ok(Err(message)) => {
+                failed(format!("the read was aborted: {message}"));
+                return Ok(None);
+            }
+            Err(_) => {
+                failed(format!("the run took longer than {} s and was abandoned", self.run_timeout.as_secs()));
+                return Ok(None);
+            }
+        };
         if force {
             snapshot.max_removed_share = None;
         }
         let n_location_errors = snapshot.locations.iter().filter(|status| status.error.is_some()).count();
-        let summary = self.store.apply_snapshot(&snapshot).await?;
-        Ok(Some(ProviderRun { provider: snapshot.provider, summary, n_location_errors }))
+        let summary = match self.store.apply_snapshot(&snapshot).await {
+            Ok(summary) => summary,
+            Err(error) => {
+                failed(format!("applying the snapshot failed: {error}"));
+                return Err(error);
+            }
+        };
+        self.update_health(index, |health| {
+            health.last_error = snapshot.incomplete.clone();
+            if snapshot.incomplete.is_none() {
+                health.last_success_at = Some(started_at);
+            }
+            health.last_summary = Some(summary.clone());
+            health.n_location_errors = n_location_errors;
+        });
+        Ok(Some(ProviderRun {
+            provider: snapshot.provider,
+            summary,
+            n_location_errors,
+            incomplete: snapshot.incomplete,
+        }))
     }
 
     /// Runs every provider now and then every `interval` until `shutdown` turns
@@ -214,6 +316,11 @@ impl Engine {
             }
             if let Err(error) = self.run_once().await {
                 tracing::error!(error = %error, "ingestion run failed");
+            }
+            let next = chrono::Duration::from_std(interval).ok().and_then(|step| Utc::now().checked_add_signed(step));
+            let mut health = self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for provider in health.iter_mut() {
+                provider.next_run_at = next;
             }
         }
     }

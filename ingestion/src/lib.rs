@@ -9,7 +9,7 @@ mod github;
 mod pull;
 
 pub use documents::{MANAGED_BY_LOCATION, MANAGED_BY_ORIGIN_LOCATION};
-pub use engine::{BuildError, Engine, ProviderConfig, ProviderRun, RunError};
+pub use engine::{BuildError, Engine, ProviderConfig, ProviderHealth, ProviderRun, RUN_TIMEOUT, RunError};
 pub use file::{FileProvider, FileProviderConfig};
 pub use github::{GithubBuildError, GithubProviderConfig};
 pub use pull::{RetryPolicy, SourceError};

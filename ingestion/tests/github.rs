@@ -170,6 +170,10 @@ async fn a_failing_listing_removes_nothing_and_a_complete_one_does(store: Store)
     let run = engine.run_provider("github").await.unwrap().unwrap();
     assert_eq!((run.summary.removed, run.summary.held_back), (0, 0), "{run:?}");
     assert!(exists(&store, "invoices").await, "an outage deletes nothing");
+    let health = engine.health().remove(0);
+    assert_eq!((health.key.as_str(), health.kind), ("github", "github"));
+    assert!(health.last_error.as_deref().unwrap().contains("502"), "{health:?}");
+    assert!(health.last_success_at.unwrap() < health.last_run_at.unwrap(), "the last full read was the first run");
     let page_two = server
         .received_requests()
         .await
@@ -194,6 +198,8 @@ async fn a_failing_listing_removes_nothing_and_a_complete_one_does(store: Store)
     mount_file(&server, "shipping", found(component("shipping-api", "team-shipping"))).await;
     let run = engine.run_provider("github").await.unwrap().unwrap();
     assert_eq!(run.summary.removed, 1, "{run:?}");
+    let health = engine.health().remove(0);
+    assert_eq!((health.last_error, health.last_success_at), (None, health.last_run_at), "recovered");
     assert!(!exists(&store, "invoices").await && exists(&store, "shipping-api").await);
 }
 

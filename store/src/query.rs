@@ -268,6 +268,19 @@ impl Store {
     }
 
     /// Every location every provider read, by provider and target.
+    /// How many entities each provider holds.
+    pub async fn entity_counts_by_provider(&self) -> Result<HashMap<String, u64>, StoreError> {
+        let rows = entity_row::Entity::find()
+            .select_only()
+            .column(entity_row::Column::Provider)
+            .column_as(entity_row::Column::Id.count(), "n")
+            .group_by(entity_row::Column::Provider)
+            .into_tuple::<(String, i64)>()
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().map(|(provider, n)| (provider, u64::try_from(n).unwrap_or_default())).collect())
+    }
+
     pub async fn locations(&self) -> Result<Vec<LocationRecord>, StoreError> {
         let rows = location_row::Entity::find()
             .order_by_asc(location_row::Column::Provider)

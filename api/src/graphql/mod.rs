@@ -215,6 +215,36 @@ pub struct CatalogLocation {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A provider's health.
+#[derive(SimpleObject)]
+pub struct ProviderStatus {
+    /// Its key: `file`, `github`, `github-2`... (what `refreshProvider` takes).
+    pub name: String,
+    /// `file` or `github`.
+    #[graphql(name = "type")]
+    pub kind: String,
+    /// When its last run started; null before the first.
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// When its last run that read the whole source started.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Why its last run failed or could not read everything (nothing was
+    /// removed then); null after a full read.
+    pub last_error: Option<String>,
+    /// Entities it holds now.
+    pub entity_count: u64,
+    /// Locations of its last run that failed to read or held bad documents
+    /// (see `locations`).
+    pub location_error_count: u64,
+    pub last_added: u64,
+    pub last_updated: u64,
+    pub last_removed: u64,
+    /// Removals its last run held back (safety valve or incomplete read).
+    pub last_held_back: u64,
+    /// When the schedule runs it next; null when this process does not
+    /// schedule ingestion.
+    pub next_run_at: Option<DateTime<Utc>>,
+}
+
 /// Whether an audited operation was allowed.
 #[derive(async_graphql::Enum, Copy, Clone, Debug, Eq, PartialEq)]
 #[graphql(remote = "catalog_store::AuditDecision")]
@@ -638,6 +668,38 @@ impl QueryRoot {
                 error: location.error,
                 entity_count: location.n_entities,
                 updated_at: location.updated_at,
+            })
+            .collect())
+    }
+
+    /// Every configured provider: what its last run did, whether it could
+    /// read its source in full, and when the schedule runs it next. As this
+    /// process saw it (with several replicas, ask the one that ingests).
+    /// Refused to principals whose reads a policy limits (errors name sources).
+    async fn providers(&self, ctx: &Context<'_>) -> Result<Vec<ProviderStatus>> {
+        require_unrestricted(ctx, "providers")?;
+        let engine = ctx.data::<catalog_ingestion::Engine>().map_err(|_| ApiError::Internal)?;
+        let counts = store(ctx).entity_counts_by_provider().await.map_err(ApiError::from)?;
+        Ok(engine
+            .health()
+            .into_iter()
+            .map(|health| {
+                let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+                let summary = health.last_summary.unwrap_or_default();
+                ProviderStatus {
+                    entity_count: counts.get(&health.key).copied().unwrap_or_default(),
+                    name: health.key,
+                    kind: health.kind.to_owned(),
+                    last_run_at: health.last_run_at,
+                    last_success_at: health.last_success_at,
+                    last_error: health.last_error,
+                    location_error_count: count(health.n_location_errors),
+                    last_added: count(summary.added),
+                    last_updated: count(summary.updated),
+                    last_removed: count(summary.removed),
+                    last_held_back: count(summary.held_back),
+                    next_run_at: health.next_run_at,
+                }
             })
             .collect())
     }

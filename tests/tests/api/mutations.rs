@@ -15,6 +15,7 @@ database_tests!(
     every_mutation_field_refuses_principals_without_its_permission,
     delete_entity_removes_one_entity_with_a_change_and_an_audit_record,
     refresh_reads_the_source_again_and_names_unknown_providers,
+    providers_report_what_their_last_run_did,
     a_policy_hides_entities_from_mutations_as_from_queries,
 );
 
@@ -248,4 +249,27 @@ async fn a_policy_hides_entities_from_mutations_as_from_queries(database: TestDa
         .post_as(&limited, r#"mutation { deleteEntity(ref: "component:default/invoice-service") { entityRef } }"#)
         .await;
     assert_eq!(body["data"]["deleteEntity"]["entityRef"], "component:default/invoice-service", "{body}");
+}
+
+async fn providers_report_what_their_last_run_did(database: TestDatabase) {
+    let catalog = editable_examples();
+    let app = app_with(database, catalog.path(), |_| {}).await;
+    let admin = issue(&app, "admin", &[Permission::Admin]).await;
+    let query = "{ entities { totalCount } providers { name type lastRunAt lastSuccessAt lastError entityCount
+        locationErrorCount lastAdded lastHeldBack nextRunAt } }";
+    let (_, body) = app.post_as(&admin, query).await;
+    let file = &body["data"]["providers"][0];
+    assert_eq!((file["name"].as_str(), file["type"].as_str()), (Some("file"), Some("file")), "{body}");
+    assert_eq!(file["entityCount"], body["data"]["entities"]["totalCount"]);
+    assert!(file["lastAdded"].as_u64().unwrap() > 10, "the first run added the examples: {file}");
+    assert!(file["lastRunAt"].is_string() && file["lastSuccessAt"] == file["lastRunAt"], "{file}");
+    assert!(file["lastError"].is_null() && file["nextRunAt"].is_null(), "not scheduled in tests: {file}");
+
+    std::fs::write(catalog.path().join("systems/billing.yaml"), "kind: [unclosed").unwrap();
+    let (_, body) = app.post_as(&admin, r#"mutation { refreshProvider(name: "file") { locationErrors } }"#).await;
+    assert_eq!(body["data"]["refreshProvider"]["locationErrors"], 1, "{body}");
+    let (_, body) = app.post_as(&admin, query).await;
+    let file = &body["data"]["providers"][0];
+    assert_eq!(file["locationErrorCount"], 1, "{file}");
+    assert_eq!(file["lastHeldBack"], 0, "an unparsable file keeps its entities without holding removals: {file}");
 }
