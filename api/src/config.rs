@@ -24,6 +24,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub audit: AuditConfig,
     pub metrics: MetricsConfig,
+    pub webhooks: crate::webhooks::WebhooksConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

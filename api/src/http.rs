@@ -38,6 +38,8 @@ pub(crate) struct HttpState {
     pub request_timeout: Duration,
     /// `None` when `metrics.enabled` is off: no /metrics, nothing counted.
     pub metrics: Option<Arc<Metrics>>,
+    /// `None` without a webhook secret: no /webhooks/github.
+    pub github_webhooks: Option<Arc<crate::webhooks::GithubWebhooks>>,
 }
 
 pub(crate) fn router(state: HttpState) -> Router {
@@ -49,6 +51,12 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/graphql/ws", get(graphql_ws))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz));
+    if let Some(webhooks) = state.github_webhooks.clone() {
+        // Its own body limit and its own authentication (the signature).
+        router = router.merge(
+            Router::new().route("/webhooks/github", axum::routing::post(crate::webhooks::github)).with_state(webhooks),
+        );
+    }
     if let Some(metrics) = metrics.clone() {
         // Outside authentication, like /healthz: scrapers carry no tokens.
         router = router.route("/metrics", get(move |headers: HeaderMap| crate::metrics::scrape(metrics, headers)));

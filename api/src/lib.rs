@@ -12,3 +12,4 @@ pub mod hub;
 pub mod jwt;
 mod metrics;
 pub mod policy;
+pub mod webhooks;

@@ -186,6 +186,20 @@ impl Engine {
         first_error.map_or(Ok(runs), Err)
     }
 
+    /// The GitHub providers: key, organisation and catalog file path (what a
+    /// webhook needs to decide which to refresh).
+    pub fn github_providers(&self) -> Vec<(String, String, String)> {
+        self.providers
+            .iter()
+            .filter_map(|provider| match provider {
+                Provider::Github(github) => {
+                    Some((github.key().to_owned(), github.organization().to_owned(), github.catalog_path().to_owned()))
+                }
+                Provider::File(_) => None,
+            })
+            .collect()
+    }
+
     /// The keys of the configured providers, in configuration order.
     pub fn provider_keys(&self) -> Vec<String> {
         self.providers.iter().map(|provider| provider.key().to_owned()).collect()

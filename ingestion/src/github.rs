@@ -143,6 +143,14 @@ impl GithubProvider {
         &self.key
     }
 
+    pub fn organization(&self) -> &str {
+        &self.config.organization
+    }
+
+    pub fn catalog_path(&self) -> &str {
+        &self.config.catalog_path
+    }
+
     /// Reads every selected repository's catalog file into a snapshot. A
     /// listing that fails leaves the snapshot incomplete (nothing removed);
     /// a file that fails to read keeps that repository's entities; a file

@@ -11,3 +11,4 @@ mod mutations;
 mod queries;
 mod security;
 mod stream;
+mod webhooks;

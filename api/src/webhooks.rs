@@ -1,0 +1,216 @@
+//! GitHub webhooks at `/webhooks/github`: the signature is checked over the
+//! raw body in constant time before anything is parsed, deliveries are
+//! deduplicated, and an event that can change the catalog (a push touching a
+//! catalog file, a repository renamed, archived, deleted or transferred) is a
+//! hint: it triggers a run of the GitHub providers of that organisation,
+//! answered with 202 and processed in the background. A failure of any kind
+//! changes nothing.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use catalog_ingestion::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// `webhooks` in the configuration.
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// The secret GitHub signs deliveries with. Set it from the environment
+    /// (`CATALOG_WEBHOOKS__GITHUB_SECRET`), never in a file; empty: the
+    /// endpoint is off (404).
+    pub github_secret: String,
+    /// Larger deliveries get 413 (GitHub caps payloads at 25 MB; the events
+    /// the catalog reads are far smaller).
+    pub max_body_bytes: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self { github_secret: String::new(), max_body_bytes: 1024 * 1024 }
+    }
+}
+
+impl std::fmt::Debug for WebhooksConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = if self.github_secret.is_empty() { "(unset)" } else { "(redacted)" };
+        formatter
+            .debug_struct("WebhooksConfig")
+            .field("github_secret", &secret)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
+}
+
+/// Delivery ids remembered for deduplication (GitHub redelivers by id).
+const REMEMBERED_DELIVERIES: usize = 10_000;
+
+/// The GitHub webhook receiver: its key, limits and memory of deliveries.
+pub(crate) struct GithubWebhooks {
+    key: ring::hmac::Key,
+    max_body_bytes: usize,
+    deliveries: Mutex<(HashSet<String>, VecDeque<String>)>,
+    engine: Engine,
+}
+
+impl GithubWebhooks {
+    /// None when no secret is configured: the endpoint is off.
+    pub(crate) fn new(config: &WebhooksConfig, engine: Engine) -> Option<Arc<Self>> {
+        (!config.github_secret.is_empty()).then(|| {
+            Arc::new(Self {
+                key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, config.github_secret.as_bytes()),
+                max_body_bytes: config.max_body_bytes,
+                deliveries: Mutex::default(),
+                engine,
+            })
+        })
+    }
+
+    /// True the first time a delivery id is seen.
+    fn first_delivery(&self, id: &str) -> bool {
+        let mut deliveries = self.deliveries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (seen, order) = &mut *deliveries;
+        if !seen.insert(id.to_owned()) {
+            return false;
+        }
+        order.push_back(id.to_owned());
+        if order.len() > REMEMBERED_DELIVERIES
+            && let Some(oldest) = order.pop_front()
+        {
+            seen.remove(&oldest);
+        }
+        true
+    }
+}
+
+fn answer(status: StatusCode, body: Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+fn refused(status: StatusCode, message: &str) -> Response {
+    tracing::info!(status = status.as_u16(), reason = message, "GitHub webhook refused");
+    answer(status, json!({"message": message}))
+}
+
+/// Whether `signature` (`X-Hub-Signature-256`: `sha256=` and 64 hex digits)
+/// signs `body`: Some(true|false), or None when it is malformed.
+fn signature_matches(key: &ring::hmac::Key, signature: &str, body: &[u8]) -> Option<bool> {
+    let hex = signature.strip_prefix("sha256=")?;
+    if hex.len() != 64 {
+        return None;
+    }
+    let digest: Vec<u8> =
+        (0..32).map(|index| u8::from_str_radix(hex.get(index * 2..index * 2 + 2)?, 16).ok()).collect::<Option<_>>()?;
+    // ring compares in constant time.
+    Some(ring::hmac::verify(key, body, &digest).is_ok())
+}
+
+/// POST /webhooks/github.
+pub(crate) async fn github(State(webhooks): State<Arc<GithubWebhooks>>, headers: HeaderMap, body: Body) -> Response {
+    let Ok(body) = axum::body::to_bytes(body, webhooks.max_body_bytes).await else {
+        let message = format!("the delivery is over the limit of {} bytes", webhooks.max_body_bytes);
+        return refused(StatusCode::PAYLOAD_TOO_LARGE, &message);
+    };
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let Some(signature) = header("x-hub-signature-256") else {
+        return refused(StatusCode::BAD_REQUEST, "X-Hub-Signature-256 is missing");
+    };
+    match signature_matches(&webhooks.key, signature, &body) {
+        None => return refused(StatusCode::BAD_REQUEST, "X-Hub-Signature-256 is not sha256= and 64 hex digits"),
+        Some(false) => return refused(StatusCode::UNAUTHORIZED, "the signature does not match the body"),
+        Some(true) => {}
+    }
+    let (Some(delivery), Some(event)) = (header("x-github-delivery"), header("x-github-event")) else {
+        return refused(StatusCode::BAD_REQUEST, "X-GitHub-Delivery and X-GitHub-Event are required");
+    };
+    let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
+        return refused(StatusCode::BAD_REQUEST, "the body is not JSON");
+    };
+    if !webhooks.first_delivery(delivery) {
+        return answer(StatusCode::OK, json!({"status": "duplicate"}));
+    }
+    if event == "ping" {
+        return answer(StatusCode::OK, json!({"status": "pong"}));
+    }
+    let organization = payload["organization"]["login"]
+        .as_str()
+        .or_else(|| payload["repository"]["owner"]["login"].as_str())
+        .unwrap_or_default();
+    let keys: Vec<String> = webhooks
+        .engine
+        .github_providers()
+        .into_iter()
+        .filter(|(_, org, path)| org.eq_ignore_ascii_case(organization) && concerns_catalog(event, &payload, path))
+        .map(|(key, _, _)| key)
+        .collect();
+    tracing::info!(event, delivery, organization, providers = ?keys, "GitHub webhook accepted");
+    for key in &keys {
+        let engine = webhooks.engine.clone();
+        let key = key.clone();
+        // Runs of one provider coalesce, so a burst of deliveries costs a
+        // couple of reads.
+        tokio::spawn(async move {
+            if let Err(error) = engine.run_provider(&key).await {
+                tracing::warn!(provider = %key, error = %error, "refresh after a GitHub webhook failed");
+            }
+        });
+    }
+    let status = if keys.is_empty() { "ignored" } else { "accepted" };
+    answer(StatusCode::ACCEPTED, json!({"status": status, "refresh": keys}))
+}
+
+/// Whether an event can change what a provider reading `catalog_path` sees.
+fn concerns_catalog(event: &str, payload: &Value, catalog_path: &str) -> bool {
+    match event {
+        "push" => payload["commits"].as_array().is_some_and(|commits| {
+            commits.iter().any(|commit| {
+                ["added", "modified", "removed"].iter().any(|list| {
+                    commit[*list].as_array().is_some_and(|paths| paths.iter().any(|path| path == catalog_path))
+                })
+            })
+        }),
+        "repository" => matches!(
+            payload["action"].as_str(),
+            Some("created" | "deleted" | "archived" | "unarchived" | "renamed" | "transferred" | "edited")
+        ),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// GitHub's published example ("Validating webhook deliveries").
+    #[test]
+    fn githubs_documented_signature_checks_out() {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"It's a Secret to Everybody");
+        let signature = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert_eq!(signature_matches(&key, signature, b"Hello, World!"), Some(true));
+        assert_eq!(signature_matches(&key, signature, b"Hello, World?"), Some(false));
+        assert_eq!(signature_matches(&key, "sha1=757107ea", b"Hello, World!"), None);
+        assert_eq!(signature_matches(&key, "sha256=zz", b"Hello, World!"), None);
+        let not_hex = format!("sha256={}", "g".repeat(64));
+        assert_eq!(signature_matches(&key, &not_hex, b"Hello, World!"), None);
+    }
+
+    #[test]
+    fn pushes_matter_only_when_they_touch_the_catalog_file() {
+        let push = |paths: Value| json!({"commits": [{"added": [], "modified": paths, "removed": []}]});
+        assert!(concerns_catalog("push", &push(json!(["catalog-info.yaml"])), "catalog-info.yaml"));
+        assert!(!concerns_catalog("push", &push(json!(["src/main.rs"])), "catalog-info.yaml"));
+        assert!(concerns_catalog("repository", &json!({"action": "archived"}), "catalog-info.yaml"));
+        assert!(!concerns_catalog("issues", &json!({"action": "opened"}), "catalog-info.yaml"));
+    }
+
+    #[test]
+    fn the_secret_never_shows_in_debug_output() {
+        let config = WebhooksConfig { github_secret: "hunter2".into(), ..WebhooksConfig::default() };
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}
