@@ -141,13 +141,23 @@ pub(crate) async fn github(State(webhooks): State<Arc<GithubWebhooks>>, headers:
         .as_str()
         .or_else(|| payload["repository"]["owner"]["login"].as_str())
         .unwrap_or_default();
-    let keys: Vec<String> = webhooks
+    let mut keys: Vec<String> = webhooks
         .engine
         .github_providers()
         .into_iter()
         .filter(|(_, org, path)| org.eq_ignore_ascii_case(organization) && concerns_catalog(event, &payload, path))
         .map(|(key, _, _)| key)
         .collect();
+    if concerns_organisation(event) {
+        keys.extend(
+            webhooks
+                .engine
+                .github_org_providers()
+                .into_iter()
+                .filter(|(_, org)| org.eq_ignore_ascii_case(organization))
+                .map(|(key, _)| key),
+        );
+    }
     tracing::info!(event, delivery, organization, providers = ?keys, "GitHub webhook accepted");
     for key in &keys {
         let engine = webhooks.engine.clone();
@@ -162,6 +172,11 @@ pub(crate) async fn github(State(webhooks): State<Arc<GithubWebhooks>>, headers:
     }
     let status = if keys.is_empty() { "ignored" } else { "accepted" };
     answer(StatusCode::ACCEPTED, json!({"status": status, "refresh": keys}))
+}
+
+/// Whether an event can change an organisation's teams or members.
+fn concerns_organisation(event: &str) -> bool {
+    matches!(event, "membership" | "team" | "organization" | "member")
 }
 
 /// Whether an event can change what a provider reading `catalog_path` sees.

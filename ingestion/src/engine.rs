@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::file::{FileProvider, FileProviderConfig};
 use crate::github::{GithubBuildError, GithubProvider, GithubProviderConfig};
+use crate::github_org::{GithubOrgProvider, GithubOrgProviderConfig};
 use crate::pull::RetryPolicy;
 
 /// How long file events settle before a run: an editor's save is a burst.
@@ -23,12 +24,15 @@ const SETTLE: Duration = Duration::from_millis(100);
 pub enum ProviderConfig {
     File(FileProviderConfig),
     Github(GithubProviderConfig),
+    #[serde(rename = "github-org")]
+    GithubOrg(GithubOrgProviderConfig),
 }
 
 #[derive(Clone, Debug)]
 enum Provider {
     File(FileProvider),
     Github(Arc<GithubProvider>),
+    GithubOrg(Arc<GithubOrgProvider>),
 }
 
 impl Provider {
@@ -36,6 +40,7 @@ impl Provider {
         match self {
             Provider::File(file) => file.key(),
             Provider::Github(github) => github.key(),
+            Provider::GithubOrg(org) => org.key(),
         }
     }
 
@@ -43,6 +48,7 @@ impl Provider {
         match self {
             Provider::File(_) => "file",
             Provider::Github(_) => "github",
+            Provider::GithubOrg(_) => "github-org",
         }
     }
 }
@@ -138,6 +144,9 @@ impl Engine {
                 ProviderConfig::Github(config) => {
                     Provider::Github(Arc::new(GithubProvider::build(key("github"), config, policy)?))
                 }
+                ProviderConfig::GithubOrg(config) => {
+                    Provider::GithubOrg(Arc::new(GithubOrgProvider::build(key("github-org"), config, policy)?))
+                }
             });
         }
         let latest = Arc::new(providers.iter().map(|_| tokio::sync::Mutex::new(None)).collect());
@@ -195,7 +204,18 @@ impl Engine {
                 Provider::Github(github) => {
                     Some((github.key().to_owned(), github.organization().to_owned(), github.catalog_path().to_owned()))
                 }
-                Provider::File(_) => None,
+                Provider::File(_) | Provider::GithubOrg(_) => None,
+            })
+            .collect()
+    }
+
+    /// The GitHub org providers: key and organisation.
+    pub fn github_org_providers(&self) -> Vec<(String, String)> {
+        self.providers
+            .iter()
+            .filter_map(|provider| match provider {
+                Provider::GithubOrg(org) => Some((org.key().to_owned(), org.organization().to_owned())),
+                Provider::File(_) | Provider::Github(_) => None,
             })
             .collect()
     }
@@ -260,6 +280,7 @@ impl Engine {
                     tokio::task::spawn_blocking(move || file.read()).await.map_err(|error| error.to_string())
                 }
                 Provider::Github(github) => Ok(github.read().await),
+                Provider::GithubOrg(org) => Ok(org.read().await),
             }
         };
         let failed = |message: String| {
@@ -347,7 +368,7 @@ impl Engine {
             .iter()
             .flat_map(|provider| match provider {
                 Provider::File(file) => file.watch_roots(),
-                Provider::Github(_) => Vec::new(),
+                Provider::Github(_) | Provider::GithubOrg(_) => Vec::new(),
             })
             .collect();
         if roots.is_empty() {

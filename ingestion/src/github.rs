@@ -78,6 +78,28 @@ pub enum GithubBuildError {
     Client(#[from] reqwest::Error),
 }
 
+/// An HTTP source for GitHub's REST API: its media type and version, and
+/// the token from `token_variable` when that is set.
+pub(crate) fn github_source(
+    token_variable: &str,
+    timeout_seconds: u64,
+    policy: RetryPolicy,
+) -> Result<HttpSource, GithubBuildError> {
+    let mut headers = HeaderMap::new();
+    headers.insert(ACCEPT, HeaderValue::from_static("application/vnd.github+json"));
+    headers.insert("x-github-api-version", HeaderValue::from_static("2022-11-28"));
+    headers.insert(USER_AGENT, HeaderValue::from_static("backstage-catalog-graphql"));
+    if let Ok(token) = std::env::var(token_variable)
+        && !token.is_empty()
+    {
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| GithubBuildError::Token(token_variable.to_owned()))?;
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
+    }
+    Ok(HttpSource::new(headers, Duration::from_secs(timeout_seconds.max(1)), policy)?)
+}
+
 /// A ready GitHub discovery provider.
 pub struct GithubProvider {
     key: String,
@@ -123,19 +145,7 @@ impl GithubProvider {
         let pattern = (!config.repository_pattern.is_empty())
             .then(|| regex::Regex::new(&config.repository_pattern))
             .transpose()?;
-        let mut headers = HeaderMap::new();
-        headers.insert(ACCEPT, HeaderValue::from_static("application/vnd.github+json"));
-        headers.insert("x-github-api-version", HeaderValue::from_static("2022-11-28"));
-        headers.insert(USER_AGENT, HeaderValue::from_static("backstage-catalog-graphql"));
-        if let Ok(token) = std::env::var(&config.token_variable)
-            && !token.is_empty()
-        {
-            let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| GithubBuildError::Token(config.token_variable.clone()))?;
-            value.set_sensitive(true);
-            headers.insert(AUTHORIZATION, value);
-        }
-        let source = HttpSource::new(headers, Duration::from_secs(config.request_timeout_seconds.max(1)), policy)?;
+        let source = github_source(&config.token_variable, config.request_timeout_seconds, policy)?;
         Ok(Self { key, config: config.clone(), pattern, source })
     }
 
@@ -162,7 +172,7 @@ impl GithubProvider {
             ..Default::default()
         };
         let listing = self.list_url();
-        let repositories = match self.repositories(&listing).await {
+        let repositories = match self.source.get_all_pages::<Repository>(&listing).await {
             Ok(repositories) => repositories,
             Err(error) => {
                 tracing::warn!(provider = %self.key, error = %error, "cannot list the repositories; nothing is removed");
@@ -219,23 +229,6 @@ impl GithubProvider {
         format!("{base}/orgs/{}/repos?per_page=100&type=all", self.config.organization)
     }
 
-    /// Every page of the organisation's repositories, following `Link: rel="next"`.
-    async fn repositories(&self, first: &str) -> Result<Vec<Repository>, SourceError> {
-        let mut repositories = Vec::new();
-        let mut next = Some(first.to_owned());
-        let mut n_pages = 0;
-        while let Some(url) = next {
-            n_pages += 1;
-            if n_pages > MAX_PAGES {
-                return Err(SourceError::Invalid { message: format!("more than {MAX_PAGES} pages of repositories") });
-            }
-            let (page, headers) = self.source.get_json::<Vec<Repository>>(&url).await?;
-            repositories.extend(page);
-            next = headers.get("link").and_then(|value| value.to_str().ok()).and_then(next_link);
-        }
-        Ok(repositories)
-    }
-
     fn selects(&self, repository: &Repository) -> bool {
         (self.config.include_archived || !repository.archived)
             && (self.config.include_forks || !repository.fork)
@@ -275,35 +268,5 @@ impl GithubProvider {
             .decode(packed)
             .map_err(|error| SourceError::Invalid { message: format!("{url}: bad base64: {error}") })?;
         String::from_utf8(bytes).map_err(|_| SourceError::Invalid { message: format!("{url}: the file is not UTF-8") })
-    }
-}
-
-/// The most pages of repositories one run reads (100 each).
-const MAX_PAGES: usize = 1_000;
-
-/// The `rel="next"` URL of a `Link` header.
-fn next_link(header: &str) -> Option<String> {
-    header.split(',').find_map(|part| {
-        let (url, params) = part.split_once(';')?;
-        params
-            .split(';')
-            .any(|param| param.trim() == r#"rel="next""#)
-            .then(|| url.trim().trim_start_matches('<').trim_end_matches('>').to_owned())
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::next_link;
-
-    #[test]
-    fn the_next_link_is_read_from_githubs_link_header() {
-        let header = r#"<https://api.github.com/organizations/1/repos?per_page=100&page=2>; rel="next", <https://api.github.com/organizations/1/repos?per_page=100&page=5>; rel="last""#;
-        assert_eq!(
-            next_link(header).as_deref(),
-            Some("https://api.github.com/organizations/1/repos?per_page=100&page=2")
-        );
-        let last = r#"<https://api.github.com/organizations/1/repos?page=4>; rel="prev", <https://api.github.com/organizations/1/repos?page=1>; rel="first""#;
-        assert_eq!(next_link(last), None);
     }
 }

@@ -6,10 +6,12 @@ mod documents;
 mod engine;
 mod file;
 mod github;
+mod github_org;
 mod pull;
 
 pub use documents::{MANAGED_BY_LOCATION, MANAGED_BY_ORIGIN_LOCATION};
 pub use engine::{BuildError, Engine, ProviderConfig, ProviderHealth, ProviderRun, RUN_TIMEOUT, RunError};
 pub use file::{FileProvider, FileProviderConfig};
 pub use github::{GithubBuildError, GithubProviderConfig};
+pub use github_org::GithubOrgProviderConfig;
 pub use pull::{RetryPolicy, SourceError};

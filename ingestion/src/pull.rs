@@ -129,6 +129,25 @@ impl HttpSource {
         Ok((value, fetched.headers))
     }
 
+    /// Every page of a JSON list, following `Link: <...>; rel="next"` (RFC
+    /// 8288, as GitHub pages). A page that fails fails the whole list: a
+    /// list with a page missing is not the list.
+    pub async fn get_all_pages<T: DeserializeOwned>(&self, first: &str) -> Result<Vec<T>, SourceError> {
+        let mut items = Vec::new();
+        let mut next = Some(first.to_owned());
+        let mut n_pages = 0;
+        while let Some(url) = next {
+            n_pages += 1;
+            if n_pages > MAX_PAGES {
+                return Err(SourceError::Invalid { message: format!("{first}: more than {MAX_PAGES} pages") });
+            }
+            let (page, headers) = self.get_json::<Vec<T>>(&url).await?;
+            items.extend(page);
+            next = headers.get("link").and_then(|value| value.to_str().ok()).and_then(next_link);
+        }
+        Ok(items)
+    }
+
     async fn try_get(&self, url: &str) -> Result<Fetched, Failure> {
         let cached = self.etags.lock().expect("the ETag cache lock is never poisoned").get(url).cloned();
         let mut request = self.client.get(url);
@@ -168,6 +187,20 @@ impl HttpSource {
             status => Failure::Final(SourceError::Invalid { message: format!("{url}: unexpected status {status}") }),
         })
     }
+}
+
+/// The most pages one list may take (at 100 a page, 100,000 items).
+const MAX_PAGES: usize = 1_000;
+
+/// The `rel="next"` URL of a `Link` header.
+fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        params
+            .split(';')
+            .any(|param| param.trim() == r#"rel="next""#)
+            .then(|| url.trim().trim_start_matches('<').trim_end_matches('>').to_owned())
+    })
 }
 
 enum Failure {
@@ -235,6 +268,17 @@ mod tests {
             .iter()
             .map(|(name, value)| (reqwest::header::HeaderName::from_static(name), value.parse().unwrap()))
             .collect()
+    }
+
+    #[test]
+    fn the_next_link_is_read_from_githubs_link_header() {
+        let header = r#"<https://api.github.com/organizations/1/repos?per_page=100&page=2>; rel="next", <https://api.github.com/organizations/1/repos?per_page=100&page=5>; rel="last""#;
+        assert_eq!(
+            next_link(header).as_deref(),
+            Some("https://api.github.com/organizations/1/repos?per_page=100&page=2")
+        );
+        let last = r#"<https://api.github.com/organizations/1/repos?page=4>; rel="prev", <https://api.github.com/organizations/1/repos?page=1>; rel="first""#;
+        assert_eq!(next_link(last), None);
     }
 
     #[test]
