@@ -1,8 +1,10 @@
 //! `catalog-bench`: generate synthetic catalogs, drive load against a live
-//! server and measure its change stream with many subscribers. `bench/run.sh`
+//! server, measure its change stream with many subscribers and GitHub
+//! discovery against a fake GitHub. `bench/run.sh`
 //! ties them to the ingestion benchmark.
 
 mod generate;
+mod github;
 mod load;
 mod rng;
 mod subscribe;
@@ -88,6 +90,20 @@ enum Command {
         /// How long to wait after the window for events still on their way.
         #[arg(long, default_value_t = 10)]
         drain_seconds: u64,
+        /// Where to write the JSON results.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Discover and ingest an organisation's repositories from a fake GitHub
+    /// whose every answer takes `latency_ms`, cold and unchanged, at each
+    /// concurrency; print a line per level and write the figures as JSON.
+    Github {
+        #[arg(long, default_value_t = 2000)]
+        repositories: usize,
+        #[arg(long, default_value_t = 50)]
+        latency_ms: u64,
+        #[arg(long, value_delimiter = ',', default_value = "8,16,32")]
+        concurrency: Vec<usize>,
         /// Where to write the JSON results.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -187,6 +203,13 @@ async fn main() -> anyhow::Result<()> {
             }
             if measurements.iter().any(|m| m.lost_by_live_subscribers > 0 || m.duplicated > 0 || m.unexpected > 0) {
                 anyhow::bail!("events were lost or duplicated");
+            }
+        }
+        Command::Github { repositories, latency_ms, concurrency, out } => {
+            let measurements = github::run(repositories, latency_ms, &concurrency).await?;
+            if let Some(out) = out {
+                std::fs::write(&out, serde_json::to_string_pretty(&measurements)?)
+                    .with_context(|| format!("cannot write {}", out.display()))?;
             }
         }
     }
