@@ -71,7 +71,11 @@ struct PageQuery {
     page: Option<usize>,
 }
 
-async fn list_repositories(State(fake): State<Arc<Fake>>, headers: HeaderMap, Query(query): Query<PageQuery>) -> Response {
+async fn list_repositories(
+    State(fake): State<Arc<Fake>>,
+    headers: HeaderMap,
+    Query(query): Query<PageQuery>,
+) -> Response {
     let _guard = fake.serve().await;
     let page = query.page.unwrap_or(1).max(1);
     let start = (page - 1) * PER_PAGE;

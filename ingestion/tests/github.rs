@@ -77,6 +77,15 @@ async fn mount_listing(server: &MockServer, first: Vec<Value>, second: Vec<Value
         .await;
 }
 
+/// A fake GitHub listing `shipping` on the first page and `billing` on the second.
+async fn shipping_and_billing() -> MockServer {
+    let server = MockServer::start().await;
+    let (shipping, billing) =
+        (repository(&server, "shipping", false, false), repository(&server, "billing", false, false));
+    mount_listing(&server, vec![shipping], vec![billing]).await;
+    server
+}
+
 async fn mount_file(server: &MockServer, repository: &str, response: ResponseTemplate) {
     Mock::given(method("GET"))
         .and(path(format!("/repos/acme/{repository}/contents/catalog-info.yaml")))
@@ -135,13 +144,7 @@ async fn discovery_reads_every_page_and_each_selected_repositorys_catalog_file(s
 }
 
 async fn a_failing_listing_removes_nothing_and_a_complete_one_does(store: Store) {
-    let server = MockServer::start().await;
-    mount_listing(
-        &server,
-        vec![repository(&server, "shipping", false, false)],
-        vec![repository(&server, "billing", false, false)],
-    )
-    .await;
+    let server = shipping_and_billing().await;
     let found = |text: String| ResponseTemplate::new(200).set_body_json(contents(&text));
     mount_file(&server, "shipping", found(component("shipping-api", "team-shipping"))).await;
     mount_file(&server, "billing", found(component("invoices", "team-billing"))).await;
@@ -204,13 +207,7 @@ async fn a_failing_listing_removes_nothing_and_a_complete_one_does(store: Store)
 }
 
 async fn rate_limits_are_waited_out_when_short_and_keep_entities_when_long(store: Store) {
-    let server = MockServer::start().await;
-    mount_listing(
-        &server,
-        vec![repository(&server, "shipping", false, false)],
-        vec![repository(&server, "billing", false, false)],
-    )
-    .await;
+    let server = shipping_and_billing().await;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     // Shipping's first try hits a spent quota that resets at once; billing's
     // asks for an hour's pause (a secondary limit).

@@ -79,6 +79,17 @@ async fn serve_organisation(server: &MockServer) {
     get(server, "/users/linus", json!({"login": "linus", "name": null, "email": null})).await;
 }
 
+/// The organisation after grace left platform-dx.
+async fn serve_organisation_without_grace_in_dx(server: &MockServer) {
+    serve_organisation(server).await;
+    Mock::given(method("GET"))
+        .and(path("/orgs/acme/teams/platform-dx/members"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([member("ada")])))
+        .with_priority(1)
+        .mount(server)
+        .await;
+}
+
 async fn body(store: &Store, entity_ref: &str) -> Option<Value> {
     let stored = store.entity_by_ref(&EntityRef::parse(entity_ref).unwrap()).await.unwrap()?;
     Some(serde_json::to_value(&stored.entity).unwrap())
@@ -125,13 +136,7 @@ async fn a_failed_page_changes_nobody(store: Store) {
 
     // Grace leaves platform-dx, but the profile endpoint fails meanwhile.
     server.reset().await;
-    serve_organisation(&server).await;
-    Mock::given(method("GET"))
-        .and(path("/orgs/acme/teams/platform-dx/members"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([member("ada")])))
-        .with_priority(1)
-        .mount(&server)
-        .await;
+    serve_organisation_without_grace_in_dx(&server).await;
     Mock::given(method("GET"))
         .and(path("/users/linus"))
         .respond_with(ResponseTemplate::new(500))
@@ -146,13 +151,7 @@ async fn a_failed_page_changes_nobody(store: Store) {
 
     // Recovered: now grace's membership changes.
     server.reset().await;
-    serve_organisation(&server).await;
-    Mock::given(method("GET"))
-        .and(path("/orgs/acme/teams/platform-dx/members"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([member("ada")])))
-        .with_priority(1)
-        .mount(&server)
-        .await;
+    serve_organisation_without_grace_in_dx(&server).await;
     let run = engine.run_provider("github-org").await.unwrap().unwrap();
     assert_eq!(run.summary.updated, 1, "{run:?}");
     let grace = body(&store, "user:default/grace").await.unwrap();

@@ -99,6 +99,17 @@ async fn exists(app: &TestApp, name: &str) -> bool {
     !body["data"]["entity"].is_null()
 }
 
+/// Whether the component appears within five seconds (refreshes run in the background).
+async fn appears(app: &TestApp, name: &str) -> bool {
+    for _ in 0..100 {
+        if exists(app, name).await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 async fn a_signed_push_to_a_catalog_file_refreshes_its_organisation(database: TestDatabase) {
     let github = MockServer::start().await;
     serve_github(&github, &component("payments-api")).await;
@@ -113,15 +124,7 @@ async fn a_signed_push_to_a_catalog_file_refreshes_its_organisation(database: Te
     let touching = push(&["catalog-info.yaml"]);
     let (status, body) = deliver(&app, "push", "delivery-2", &touching, Some(&sign(&touching))).await;
     assert_eq!((status, &body), (202, &json!({"status": "accepted", "refresh": ["github"]})));
-    let mut refreshed = false;
-    for _ in 0..100 {
-        if exists(&app, "payments-ledger").await {
-            refreshed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(refreshed, "the push's refresh added the new component");
+    assert!(appears(&app, "payments-ledger").await, "the push's refresh added the new component");
 
     let (status, body) = deliver(&app, "push", "delivery-2", &touching, Some(&sign(&touching))).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("duplicate")), "redeliveries are dropped");
@@ -156,15 +159,7 @@ async fn bad_deliveries_are_refused_before_anything_is_parsed(database: TestData
     // are not remembered as deliveries.
     let (status, _) = deliver(&app, "push", "bad-3", &touching, Some(&sign(&touching))).await;
     assert_eq!(status, 202);
-    let mut refreshed = false;
-    for _ in 0..100 {
-        if exists(&app, "payments-ledger").await {
-            refreshed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(refreshed);
+    assert!(appears(&app, "payments-ledger").await);
     // Nothing before the good delivery reached GitHub: one listing and one file after it.
     let requests_after = github.received_requests().await.unwrap().len();
     assert_eq!(requests_after - requests_before, 2, "only the good delivery caused reads");
