@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use catalog_store::{LocationStatus, Snapshot};
+use catalog_store::{InvalidEntity, LocationStatus, Snapshot};
 use futures::StreamExt as _;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, USER_AGENT};
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,10 @@ pub struct GithubProviderConfig {
     pub repository_pattern: String,
     /// Repositories must carry at least one of these topics; empty: any.
     pub topics: Vec<String>,
+    /// The kinds a repository's catalog file may declare; others are
+    /// refused (recorded as invalid). Groups and Users come from the org
+    /// provider, not from files anyone with push access can edit.
+    pub allowed_kinds: Vec<String>,
     pub include_archived: bool,
     pub include_forks: bool,
     /// The environment variable holding the token (a personal access token
@@ -55,6 +59,7 @@ impl Default for GithubProviderConfig {
             branch: String::new(),
             repository_pattern: String::new(),
             topics: Vec::new(),
+            allowed_kinds: ["Component", "API", "Resource", "System", "Domain", "Template"].map(str::to_owned).to_vec(),
             include_archived: false,
             include_forks: false,
             token_variable: "GITHUB_TOKEN".into(),
@@ -201,11 +206,13 @@ impl GithubProvider {
             let key = self.location_key(&repository);
             match text {
                 Ok(text) => {
+                    let first = snapshot.entities.len();
                     // Locations inside a repository would point at other files of it:
                     // following them needs the trees API (not read yet).
                     for location in add_documents(&text, &key, &origin, &mut snapshot) {
                         tracing::warn!(location = %location.entity_ref(), "Location entities in GitHub repositories are not followed yet");
                     }
+                    self.refuse_other_kinds(&mut snapshot, first);
                 }
                 // No catalog file (any more): the repository's entities go.
                 Err(SourceError::NotFound) => snapshot.locations.push(LocationStatus {
@@ -222,6 +229,44 @@ impl GithubProvider {
             }
         }
         snapshot
+    }
+
+    /// Moves the entities from `first` on whose kind is not allowed into
+    /// the snapshot's invalid list: anyone who can push to one repository
+    /// must not be able to declare a Group (and with it who may read what
+    /// that group owns) or a User.
+    fn refuse_other_kinds(&self, snapshot: &mut Snapshot, first: usize) {
+        let allowed = |kind: &str| self.config.allowed_kinds.iter().any(|allowed| allowed.eq_ignore_ascii_case(kind));
+        let added = snapshot.entities.split_off(first);
+        let mut refused = Vec::new();
+        for item in added {
+            if allowed(&item.entity.kind) {
+                snapshot.entities.push(item);
+            } else {
+                let message = format!(
+                    "kind {} is not allowed from repositories (github.allowed_kinds: {})",
+                    item.entity.kind,
+                    self.config.allowed_kinds.join(", ")
+                );
+                refused.push(format!("{}: {message}", item.entity.entity_ref()));
+                snapshot.invalid.push(InvalidEntity {
+                    entity_ref: item.entity.entity_ref(),
+                    location: item.location,
+                    errors: vec![message],
+                });
+            }
+        }
+        if refused.is_empty() {
+            return;
+        }
+        if let Some(status) = snapshot.locations.last_mut() {
+            status.n_entities = status.n_entities.saturating_sub(refused.len());
+            let joined = refused.join("\n");
+            status.error = Some(match status.error.take() {
+                Some(error) => format!("{error}\n{joined}"),
+                None => joined,
+            });
+        }
     }
 
     fn list_url(&self) -> String {

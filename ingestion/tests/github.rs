@@ -117,7 +117,9 @@ async fn discovery_reads_every_page_and_each_selected_repositorys_catalog_file(s
     )
     .await;
     let found = |text: String| ResponseTemplate::new(200).set_body_json(contents(&text));
-    mount_file(&server, "shipping", found(component("shipping-api", "team-shipping"))).await;
+    // A repository may not declare who belongs to which group.
+    let group = "apiVersion: backstage.io/v1alpha1\nkind: Group\nmetadata:\n  name: platform\nspec:\n  type: team\n  children: []\n  members: [mallory]\n";
+    mount_file(&server, "shipping", found(format!("{}---\n{group}", component("shipping-api", "team-shipping")))).await;
     mount_file(&server, "billing", found(format!("{}---\n{}", component("invoices", "team-billing"), "kind: [broken")))
         .await;
     mount_file(&server, "old", found(component("old-service", "team-old"))).await;
@@ -141,6 +143,10 @@ async fn discovery_reads_every_page_and_each_selected_repositorys_catalog_file(s
     assert!(billing.error.as_deref().unwrap().contains("document 2"), "the broken document is reported: {billing:?}");
     let missing = locations.iter().find(|record| record.target.contains("/no-catalog/")).unwrap();
     assert_eq!(missing.n_entities, 0);
+    assert!(store.entity_by_ref(&EntityRef::parse("group:default/platform").unwrap()).await.unwrap().is_none());
+    let shipping = locations.iter().find(|record| record.target.contains("/shipping/")).unwrap();
+    assert_eq!(shipping.n_entities, 1, "{shipping:?}");
+    assert!(shipping.error.as_deref().unwrap().contains("kind Group is not allowed"), "{shipping:?}");
 }
 
 async fn a_failing_listing_removes_nothing_and_a_complete_one_does(store: Store) {
