@@ -47,6 +47,9 @@ impl std::fmt::Debug for WebhooksConfig {
     }
 }
 
+/// The longest delivery id or event name accepted.
+const MAX_DELIVERY_ID_BYTES: usize = 64;
+
 /// Delivery ids remembered for deduplication (GitHub redelivers by id).
 const REMEMBERED_DELIVERIES: usize = 10_000;
 
@@ -128,6 +131,11 @@ pub(crate) async fn github(State(webhooks): State<Arc<GithubWebhooks>>, headers:
     let (Some(delivery), Some(event)) = (header("x-github-delivery"), header("x-github-event")) else {
         return refused(StatusCode::BAD_REQUEST, "X-GitHub-Delivery and X-GitHub-Event are required");
     };
+    // GitHub's ids are GUIDs; a longer one would make the memory of
+    // deliveries a place to store whatever a replayer sends.
+    if delivery.len() > MAX_DELIVERY_ID_BYTES || event.len() > MAX_DELIVERY_ID_BYTES {
+        return refused(StatusCode::BAD_REQUEST, "X-GitHub-Delivery or X-GitHub-Event is too long");
+    }
     let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
         return refused(StatusCode::BAD_REQUEST, "the body is not JSON");
     };

@@ -87,9 +87,11 @@ pub struct ProviderHealth {
     pub kind: &'static str,
     /// When the last run started.
     pub last_run_at: Option<DateTime<Utc>>,
-    /// When the last run that read the source in full started.
+    /// When the last run that read the source in full (every location)
+    /// started.
     pub last_success_at: Option<DateTime<Utc>>,
-    /// Why the last run failed or was incomplete; None after a full read.
+    /// Why the last run failed, was incomplete or could not read some
+    /// locations; None after a full read.
     pub last_error: Option<String>,
     /// What the last applied run changed.
     pub last_summary: Option<ApplySummary>,
@@ -309,11 +311,22 @@ impl Engine {
                 return Err(error);
             }
         };
+        // Locations that could not be read (their entities kept) make the
+        // run a failure too, though the rest of it applied.
+        let unread: Vec<&str> = snapshot
+            .locations
+            .iter()
+            .filter(|status| status.keeps_entities)
+            .filter_map(|status| status.error.as_deref())
+            .collect();
+        let error = snapshot.incomplete.clone().or_else(|| {
+            unread.first().map(|first| format!("{} location(s) could not be read; the first: {first}", unread.len()))
+        });
         self.update_health(index, |health| {
-            health.last_error = snapshot.incomplete.clone();
-            if snapshot.incomplete.is_none() {
+            if error.is_none() {
                 health.last_success_at = Some(started_at);
             }
+            health.last_error = error;
             health.last_summary = Some(summary.clone());
             health.n_location_errors = n_location_errors;
         });

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use catalog_store::{LocationStatus, Snapshot, SnapshotEntity};
+use catalog_store::{InvalidEntity, LocationStatus, Snapshot, SnapshotEntity};
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -141,17 +141,26 @@ impl GithubOrgProvider {
             }
         };
         let mut problems = Vec::new();
+        let mut keeps_entities = false;
         for document in self.documents(&organisation) {
             match catalog_domain::validate(&document) {
                 Ok(entity) => snapshot.entities.push(SnapshotEntity { entity, location: Some(location.clone()) }),
                 Err(errors) => {
                     let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                    problems.push(format!(
-                        "{} {}: {}",
-                        document["kind"],
-                        document["metadata"]["name"],
-                        messages.join("; ")
-                    ));
+                    let kind = document["kind"].as_str().unwrap_or_default();
+                    let name = document["metadata"]["name"].as_str().unwrap_or_default();
+                    problems.push(format!("{kind} {name}: {}", messages.join("; ")));
+                    // A team or member that cannot be an entity keeps its
+                    // last good version; only one whose ref cannot even be
+                    // told keeps everything (nobody could be told apart).
+                    match catalog_domain::EntityRef::parse(&format!("{kind}:{}/{name}", self.config.namespace)) {
+                        Ok(entity_ref) => snapshot.invalid.push(InvalidEntity {
+                            entity_ref,
+                            location: Some(location.clone()),
+                            errors: messages,
+                        }),
+                        Err(_) => keeps_entities = true,
+                    }
                 }
             }
         }
@@ -159,9 +168,7 @@ impl GithubOrgProvider {
             target: location,
             error: (!problems.is_empty()).then(|| problems.join("\n")),
             n_entities: snapshot.entities.len(),
-            // A team or member that cannot be an entity is skipped; what it
-            // was before must not be removed for that.
-            keeps_entities: !problems.is_empty(),
+            keeps_entities,
         });
         snapshot
     }

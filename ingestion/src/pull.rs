@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::StatusCode;
 use reqwest::header::{ETAG, HeaderMap, HeaderValue, IF_NONE_MATCH, RETRY_AFTER};
@@ -73,6 +73,10 @@ pub struct HttpSource {
     /// The last body and ETag per URL: a 304 answers from here (and, on
     /// GitHub, costs no rate limit).
     etags: Mutex<HashMap<String, (HeaderValue, Fetched)>>,
+    /// Until when the source said to stop (a rate limit longer than
+    /// `max_wait`): fetches fail at once instead of spending requests
+    /// against a spent quota, which GitHub penalises.
+    blocked_until: Mutex<Option<Instant>>,
 }
 
 /// The most URLs whose ETag is kept; past it the cache starts over.
@@ -88,12 +92,21 @@ impl HttpSource {
             // Redirects would carry the credentials to wherever they point.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Self { client, policy, etags: Mutex::default() })
+        Ok(Self { client, policy, etags: Mutex::default(), blocked_until: Mutex::default() })
     }
 
     /// GETs `url`, retrying transient failures and waiting out short rate
     /// limits as the policy says.
     pub async fn get(&self, url: &str) -> Result<Fetched, SourceError> {
+        let blocked = *self.blocked_until.lock().expect("the block lock is never poisoned");
+        if let Some(until) = blocked
+            && let Some(left) = until.checked_duration_since(Instant::now())
+        {
+            return Err(SourceError::Unavailable {
+                message: format!("{url}: not sent, the source is rate limited for {} s more", left.as_secs()),
+                retry_after: Some(left),
+            });
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -110,6 +123,10 @@ impl HttpSource {
                     backoff(&self.policy, attempt)
                 }
                 Err(Failure::RateLimited { message, wait }) => {
+                    if wait > self.policy.max_wait {
+                        *self.blocked_until.lock().expect("the block lock is never poisoned") =
+                            Some(Instant::now() + wait);
+                    }
                     if wait > self.policy.max_wait || attempt >= self.policy.max_attempts {
                         return Err(SourceError::Unavailable { message, retry_after: Some(wait) });
                     }
@@ -144,6 +161,14 @@ impl HttpSource {
             let (page, headers) = self.get_json::<Vec<T>>(&url).await?;
             items.extend(page);
             next = headers.get("link").and_then(|value| value.to_str().ok()).and_then(next_link);
+            // The token goes with every request: never to another origin.
+            if let Some(next) = &next
+                && origin(next) != origin(first)
+            {
+                return Err(SourceError::Invalid {
+                    message: format!("{first}: the next page is on another host: {next}"),
+                });
+            }
         }
         Ok(items)
     }
@@ -178,6 +203,17 @@ impl HttpSource {
         if let Some(wait) = rate_limit_wait(status, &headers) {
             return Err(Failure::RateLimited { message: format!("{url}: rate limited ({status})"), wait });
         }
+        if status == StatusCode::FORBIDDEN {
+            // GitHub's secondary limits sometimes come as a bare 403 that
+            // says so only in its message.
+            let text = response.text().await.unwrap_or_default().to_lowercase();
+            if text.contains("rate limit") {
+                return Err(Failure::RateLimited {
+                    message: format!("{url}: rate limited ({status})"),
+                    wait: SECONDARY_LIMIT_WAIT,
+                });
+            }
+        }
         Err(match status {
             StatusCode::NOT_FOUND => Failure::Final(SourceError::NotFound),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
@@ -187,6 +223,15 @@ impl HttpSource {
             status => Failure::Final(SourceError::Invalid { message: format!("{url}: unexpected status {status}") }),
         })
     }
+}
+
+/// How long a rate limit without a hint makes a source wait, as GitHub asks.
+const SECONDARY_LIMIT_WAIT: Duration = Duration::from_secs(60);
+
+/// Scheme, host and port of a URL (None when it does not parse).
+fn origin(url: &str) -> Option<(String, String, Option<u16>)> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    Some((parsed.scheme().to_owned(), parsed.host_str()?.to_owned(), parsed.port_or_known_default()))
 }
 
 /// The most pages one list may take (at 100 a page, 100,000 items).
@@ -234,7 +279,7 @@ fn rate_limit_wait(status: StatusCode, headers: &HeaderMap) -> Option<Duration> 
     if let Some(seconds) = number("ratelimit-reset") {
         return Some(Duration::from_secs(seconds));
     }
-    Some(Duration::from_secs(60))
+    Some(SECONDARY_LIMIT_WAIT)
 }
 
 /// Exponential backoff with jitter: base × 2^(attempt-1), capped, plus up

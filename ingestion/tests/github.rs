@@ -177,7 +177,8 @@ async fn a_failing_listing_removes_nothing_and_a_complete_one_does(store: Store)
         .mount(&server)
         .await;
     let run = engine.run_provider("github").await.unwrap().unwrap();
-    assert_eq!((run.summary.removed, run.summary.held_back), (0, 0), "{run:?}");
+    assert!(run.incomplete.as_deref().is_some_and(|reason| reason.contains("502")), "{run:?}");
+    assert_eq!(run.summary.removed, 0, "{run:?}");
     assert!(exists(&store, "invoices").await, "an outage deletes nothing");
     let health = engine.health().remove(0);
     assert_eq!((health.key.as_str(), health.kind), ("github", "github"));
@@ -213,10 +214,23 @@ async fn a_failing_listing_removes_nothing_and_a_complete_one_does(store: Store)
 }
 
 async fn rate_limits_are_waited_out_when_short_and_keep_entities_when_long(store: Store) {
-    let server = shipping_and_billing().await;
+    let server = MockServer::start().await;
+    let repositories = |server: &MockServer| {
+        ["shipping", "billing", "zeta"].map(|name| repository(server, name, false, false)).to_vec()
+    };
+    mount_listing(&server, repositories(&server), Vec::new()).await;
+    let found = |name: &str| ResponseTemplate::new(200).set_body_json(contents(&component(name, "team-a")));
+    for (repository, name) in [("shipping", "shipping-api"), ("billing", "invoices"), ("zeta", "zeta-api")] {
+        mount_file(&server, repository, found(name)).await;
+    }
+    // One file at a time, in listing order.
+    let engine = engine(&store, GithubProviderConfig { concurrency: 1, ..config(&server) });
+    assert_eq!(engine.run_once().await.unwrap()[0].summary.added, 3);
+
+    server.reset().await;
+    mount_listing(&server, repositories(&server), Vec::new()).await;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    // Shipping's first try hits a spent quota that resets at once; billing's
-    // asks for an hour's pause (a secondary limit).
+    // Shipping's first try hits a spent quota that resets at once: waited out.
     Mock::given(method("GET"))
         .and(path("/repos/acme/shipping/contents/catalog-info.yaml"))
         .respond_with(
@@ -229,32 +243,57 @@ async fn rate_limits_are_waited_out_when_short_and_keep_entities_when_long(store
         .with_priority(1)
         .mount(&server)
         .await;
-    mount_file(
-        &server,
-        "shipping",
-        ResponseTemplate::new(200).set_body_json(contents(&component("shipping-api", "team-a"))),
-    )
-    .await;
-    mount_file(
-        &server,
-        "billing",
-        ResponseTemplate::new(403)
-            .insert_header("retry-after", "3600")
-            .set_body_json(json!({"message": "secondary rate limit"})),
-    )
-    .await;
+    mount_file(&server, "shipping", found("shipping-api")).await;
+    // Billing's is a bare 403 that names a secondary limit: a minute, longer
+    // than the policy waits, so the source is left alone until then.
+    let secondary = json!({"message": "You have exceeded a secondary rate limit. Please wait a few minutes."});
+    mount_file(&server, "billing", ResponseTemplate::new(403).set_body_json(secondary)).await;
+    mount_file(&server, "zeta", found("zeta-api")).await;
 
-    let runs = engine(&store, config(&server)).run_once().await.unwrap();
-    assert!(exists(&store, "shipping-api").await, "{runs:?}");
+    let run = engine.run_provider("github").await.unwrap().unwrap();
+    assert_eq!((run.summary.removed, run.summary.unchanged), (0, 1), "{run:?}");
     assert_eq!(requests_to(&server, "/repos/acme/shipping/contents/catalog-info.yaml").await, 2);
     assert_eq!(
         requests_to(&server, "/repos/acme/billing/contents/catalog-info.yaml").await,
         1,
-        "an hour is not waited"
+        "a minute is not waited"
+    );
+    assert_eq!(
+        requests_to(&server, "/repos/acme/zeta/contents/catalog-info.yaml").await,
+        0,
+        "nothing sent while limited"
+    );
+    assert!(
+        exists(&store, "invoices").await && exists(&store, "zeta-api").await,
+        "rate-limited files keep their entities"
     );
     let locations = store.locations().await.unwrap();
     let billing = locations.iter().find(|record| record.target.contains("/billing/")).unwrap();
     assert!(billing.error.as_deref().unwrap().contains("rate limited"), "{billing:?}");
+    let health = engine.health().remove(0);
+    assert!(health.last_error.as_deref().is_some_and(|error| error.contains("rate limited")), "{health:?}");
+}
+
+/// A repository that was read before: its file gone (404) removes its
+/// entities; its file failing (5xx) keeps them.
+async fn a_missing_file_removes_and_a_failing_one_keeps(store: Store) {
+    let server = shipping_and_billing().await;
+    let found = |name: &str| ResponseTemplate::new(200).set_body_json(contents(&component(name, "team-a")));
+    mount_file(&server, "shipping", found("shipping-api")).await;
+    mount_file(&server, "billing", found("invoices")).await;
+    let engine = engine(&store, config(&server));
+    engine.run_once().await.unwrap();
+
+    server.reset().await;
+    let (shipping, billing) =
+        (repository(&server, "shipping", false, false), repository(&server, "billing", false, false));
+    mount_listing(&server, vec![shipping], vec![billing]).await;
+    mount_file(&server, "shipping", ResponseTemplate::new(404).set_body_json(json!({"message": "Not Found"}))).await;
+    mount_file(&server, "billing", ResponseTemplate::new(503)).await;
+    let run = engine.run_provider("github").await.unwrap().unwrap();
+    assert!(run.incomplete.is_none(), "the listing was complete: {run:?}");
+    assert!(!exists(&store, "shipping-api").await, "a deleted catalog file is a removal");
+    assert!(exists(&store, "invoices").await, "a failing one is not");
 }
 
 /// Archiving a third of the repositories at once looks like a mistake (or a
@@ -314,6 +353,7 @@ async fn unchanged_files_are_revalidated_with_their_etag(store: Store) {
 }
 
 backend_tests!(
+    a_missing_file_removes_and_a_failing_one_keeps,
     unchanged_files_are_revalidated_with_their_etag,
     a_run_removing_too_much_is_held_back_until_forced,
     discovery_reads_every_page_and_each_selected_repositorys_catalog_file,

@@ -149,8 +149,12 @@ async fn bad_deliveries_are_refused_before_anything_is_parsed(database: TestData
     let (status, body) = deliver(&app, "push", "bad-3", &touching, Some(&sign(&other))).await;
     assert_eq!(status, 401, "another body's signature: {body}");
     let garbage = b"{not json";
+    let (status, _) = deliver(&app, "push", "bad-4", garbage, Some(&sign(&touching))).await;
+    assert_eq!(status, 401, "the signature is checked before the body is parsed");
     let (status, _) = deliver(&app, "push", "bad-4", garbage, Some(&sign(garbage))).await;
     assert_eq!(status, 400, "signed but not JSON");
+    let (status, _) = deliver(&app, "push", &"x".repeat(65), &touching, Some(&sign(&touching))).await;
+    assert_eq!(status, 400, "a delivery id longer than a GUID");
     let huge = vec![b' '; 9 * 1024];
     let (status, _) = deliver(&app, "push", "bad-5", &huge, Some(&sign(&huge))).await;
     assert_eq!(status, 413);
