@@ -19,7 +19,7 @@ use super::graph::{
     MAX_DEPTH, MAX_WALK_NODES, Traversal, TraversalConnection, TraversalDirection, dependency_types, dependent_types,
     domain_types, traversal_connection,
 };
-use super::loaders::{EdgesLoader, EntityLoader};
+use super::loaders::{EdgesLoader, EntityLoader, RequestBudget};
 use super::{DEFAULT_PAGE_SIZE, EntityConnection, EntitySource, MAX_PAGE_SIZE, PageArgs, list_connection};
 
 /// The relation types of the catalog graph, each with its reverse.
@@ -388,6 +388,8 @@ async fn relation_edges(
         .filter(|edge| wanted.is_none_or(|wanted| edge.relation_type == wanted))
         .map(|edge| RelationEdge { relation_type: edge.relation_type, target_ref: edge.target_ref.clone() })
         .collect();
+    // A hub's edge list is as long as the data makes it: priced per edge.
+    ctx.data_unchecked::<Arc<RequestBudget>>().spend_loaded(edges.len())?;
     if super::read_scope(ctx)?.is_restricted() {
         // An edge this entity states itself (its own spec names the target)
         // stays, whatever the target: a hidden target then looks absent,

@@ -14,8 +14,8 @@ use super::graph::MAX_WALKS_PER_REQUEST;
 use crate::policy::SharedScope;
 
 /// What a request (or a subscription event) may still spend on work whose
-/// size its selection does not show: graph walks, and entities loaded
-/// through relation fields (`graphql.max_loaded_entities`). Complexity
+/// size its selection does not show: graph walks, and entities and edges
+/// loaded through relation fields (`graphql.max_loaded_entities`). Complexity
 /// cannot price those lists (their length is the data's, and fields
 /// selected through an interface go unpriced), so this is what bounds a
 /// selection that fans out over hubs; the benchmarks' fan-out query loads
@@ -48,13 +48,13 @@ impl RequestBudget {
         Ok(())
     }
 
-    fn spend_entities(&self, n_entities: usize) -> Result<(), ApiError> {
-        let spent = self.entities.fetch_add(n_entities, Ordering::Relaxed);
-        if spent + n_entities > self.max_entities {
+    pub(crate) fn spend_loaded(&self, n_items: usize) -> Result<(), ApiError> {
+        let spent = self.entities.fetch_add(n_items, Ordering::Relaxed);
+        if spent + n_items > self.max_entities {
             return Err(ApiError::LimitExceeded {
                 limit: "loadedEntities",
                 message: format!(
-                    "one request may load at most {} entities through relation fields: \
+                    "one request may load at most {} entities and relation edges through relation fields: \
                      select fewer nested lists, or page with traverse",
                     self.max_entities
                 ),
@@ -77,7 +77,7 @@ impl Loader<String> for EntityLoader {
     type Error = ApiError;
 
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
-        self.budget.spend_entities(keys.len())?;
+        self.budget.spend_loaded(keys.len())?;
         let refs: Vec<EntityRef> = keys.iter().filter_map(|key| EntityRef::parse(key).ok()).collect();
         let found = self.store.entities_by_refs(&refs).await?;
         let scope = self.scope.current();

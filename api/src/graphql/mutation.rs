@@ -12,7 +12,7 @@ use catalog_store::{AuditDecision, AuditEntry, StoredEntity};
 
 use super::entity::EntityValue;
 use super::error::ApiError;
-use super::{parse_ref, read_scope, require_permission, store};
+use super::{parse_ref, read_scope, require_permission, require_unrestricted, store};
 use crate::auth::{Permission, Principal, RefusalLog};
 
 /// The request id of the HTTP request or WebSocket operation, for the audit log.
@@ -26,28 +26,32 @@ pub(crate) struct PermissionGuard(pub Permission);
 
 impl Guard for PermissionGuard {
     async fn check(&self, ctx: &Context<'_>) -> Result<()> {
-        let Err(error) = require_permission(ctx, self.0) else {
-            return Ok(());
-        };
-        if let Some(refusals) = ctx.data_opt::<Arc<RefusalLog>>() {
-            let field = ctx.field();
-            let targets = field
-                .arguments()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|(name, _)| name.as_str() == "ref" || name.as_str() == "name")
-                .filter_map(|(_, value)| match value {
-                    async_graphql::Value::String(text) => Some(text),
-                    _ => None,
-                })
-                .collect();
-            let mut entry = audit_entry(ctx, field.name(), targets, "refused");
-            entry.decision = AuditDecision::Denied;
-            entry.result = error.message();
-            refusals.record(entry);
-        }
-        Err(error.into())
+        require_permission(ctx, self.0).map_err(|error| refused(ctx, error))
     }
+}
+
+/// Writes a refused mutation to the audit log (with the field's name and
+/// its `ref` or `name` argument, never other arguments: they may carry
+/// secrets) and returns the error for the client.
+fn refused(ctx: &Context<'_>, error: ApiError) -> async_graphql::Error {
+    if let Some(refusals) = ctx.data_opt::<Arc<RefusalLog>>() {
+        let field = ctx.field();
+        let targets = field
+            .arguments()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(name, _)| name.as_str() == "ref" || name.as_str() == "name")
+            .filter_map(|(_, value)| match value {
+                async_graphql::Value::String(text) => Some(text),
+                _ => None,
+            })
+            .collect();
+        let mut entry = audit_entry(ctx, field.name(), targets, "refused");
+        entry.decision = AuditDecision::Denied;
+        entry.result = error.message();
+        refusals.record(entry);
+    }
+    error.into()
 }
 
 /// An audit entry for this request's principal.
@@ -64,33 +68,35 @@ fn audit_entry(ctx: &Context<'_>, operation: &str, targets: Vec<String>, result:
     }
 }
 
-/// What one provider run changed.
+/// What one provider run changed. The counts are the whole provider's:
+/// null for principals whose reads a policy limits, since they would count
+/// entities hidden from them.
 #[derive(SimpleObject)]
 pub struct RefreshPayload {
     /// The provider's key, e.g. `file`.
     pub provider: String,
-    pub added: u64,
-    pub updated: u64,
-    pub removed: u64,
+    pub added: Option<u64>,
+    pub updated: Option<u64>,
+    pub removed: Option<u64>,
     /// Removals not applied: the source could not be read in full, or the
     /// run would have removed more than the provider allows at once (see
     /// `refreshProvider(force:)`).
-    pub held_back: u64,
-    pub unchanged: u64,
+    pub held_back: Option<u64>,
+    pub unchanged: Option<u64>,
     /// Documents that were invalid (their entities keep the last good version).
-    pub invalid: u64,
+    pub invalid: Option<u64>,
     /// Refs claimed by two sources.
-    pub conflicts: u64,
+    pub conflicts: Option<u64>,
     /// Locations that could not be read (their entities are kept).
-    pub location_errors: u64,
+    pub location_errors: Option<u64>,
     /// `refreshEntity` only: the entity as it is after the run, or null when
     /// its source no longer offers it.
     pub entity: Option<EntityValue>,
 }
 
 impl RefreshPayload {
-    fn new(run: ProviderRun, entity: Option<EntityValue>) -> Self {
-        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    fn new(run: ProviderRun, entity: Option<EntityValue>, counts_visible: bool) -> Self {
+        let count = |n: usize| counts_visible.then(|| u64::try_from(n).unwrap_or(u64::MAX));
         Self {
             provider: run.provider,
             added: count(run.summary.added),
@@ -134,17 +140,20 @@ impl MutationRoot {
         let entity_ref = parse_ref(&entity_ref, None, "default")?;
         let not_found = || ApiError::NotFound(format!("no entity {entity_ref}"));
         let stored = visible_entity(ctx, &entity_ref).await?.ok_or_else(not_found)?;
+        let entry =
+            audit_entry(ctx, "entity.refresh", vec![entity_ref.to_string(), stored.provider.clone()], "requested");
+        record(ctx, &entry).await?;
         let run = run_provider(ctx, &stored.provider, false).await?;
         let after = visible_entity(ctx, &entity_ref).await?;
-        let entry = audit_entry(ctx, "entity.refresh", vec![entity_ref.to_string(), stored.provider], &summary(&run));
-        record(ctx, &entry).await?;
-        Ok(RefreshPayload::new(run, after.map(|stored| EntityValue::from(Arc::new(stored)))))
+        let counts_visible = !read_scope(ctx)?.is_restricted();
+        Ok(RefreshPayload::new(run, after.map(|stored| EntityValue::from(Arc::new(stored))), counts_visible))
     }
 
     /// Runs one provider now (its key, as in `locations`, e.g. `file`) and
     /// returns what changed. Needs `entity.refresh`; with `force`, which
     /// applies removals the provider's safety valve would hold back,
-    /// `entity.delete` as well.
+    /// `entity.delete` as well. Refused to principals whose reads a policy
+    /// limits (a provider's run concerns entities hidden from them).
     #[graphql(guard = "PermissionGuard(Permission::EntityRefresh)")]
     async fn refresh_provider(
         &self,
@@ -153,13 +162,18 @@ impl MutationRoot {
         #[graphql(default = false)] force: bool,
     ) -> Result<RefreshPayload> {
         if force {
-            require_permission(ctx, Permission::EntityDelete)?;
+            require_permission(ctx, Permission::EntityDelete).map_err(|error| refused(ctx, error))?;
         }
-        let run = run_provider(ctx, &name, force).await?;
+        require_unrestricted(ctx, "refreshProvider").map_err(|error| refused(ctx, error))?;
+        let keys = engine(ctx)?.provider_keys();
+        if !keys.contains(&name) {
+            return Err(unknown_provider(&name, &keys).into());
+        }
         let operation = if force { "provider.refresh.forced" } else { "provider.refresh" };
-        let entry = audit_entry(ctx, operation, vec![name], &summary(&run));
+        let entry = audit_entry(ctx, operation, vec![name.clone()], "requested");
         record(ctx, &entry).await?;
-        Ok(RefreshPayload::new(run, None))
+        let run = run_provider(ctx, &name, force).await?;
+        Ok(RefreshPayload::new(run, None, true))
     }
 
     /// Removes one entity from the catalog now, with a REMOVED change and an
@@ -196,25 +210,36 @@ async fn visible_entity(ctx: &Context<'_>, entity_ref: &EntityRef) -> Result<Opt
     Ok(stored.filter(|stored| scope.allows(stored)))
 }
 
-async fn run_provider(ctx: &Context<'_>, key: &str, force: bool) -> Result<ProviderRun, ApiError> {
-    let engine = ctx.data::<Engine>().map_err(|_| {
+fn engine<'a>(ctx: &Context<'a>) -> Result<&'a Engine, ApiError> {
+    ctx.data::<Engine>().map_err(|_| {
         tracing::error!("the schema runs without an ingestion engine");
         ApiError::Internal
+    })
+}
+
+fn unknown_provider(key: &str, keys: &[String]) -> ApiError {
+    ApiError::NotFound(format!("no provider {key:?}; the configured providers are {}", keys.join(", ")))
+}
+
+async fn run_provider(ctx: &Context<'_>, key: &str, force: bool) -> Result<ProviderRun, ApiError> {
+    let engine = engine(ctx)?;
+    // A task of its own: the request's timeout may drop this future, but a
+    // run cut off between its read and its apply would waste the read (the
+    // apply itself is one transaction either way).
+    let run = {
+        let (engine, key) = (engine.clone(), key.to_owned());
+        tokio::spawn(async move { engine.run_provider_with(&key, force).await })
+    };
+    let outcome = run.await.map_err(|error| {
+        tracing::error!(%error, "a provider run panicked");
+        ApiError::Internal
     })?;
-    match engine.run_provider_with(key, force).await {
+    match outcome {
         Ok(Some(run)) => Ok(run),
-        Ok(None) => Err(ApiError::NotFound(format!(
-            "no provider {key:?}; the configured providers are {}",
-            engine.provider_keys().join(", ")
-        ))),
+        Ok(None) => Err(unknown_provider(key, &engine.provider_keys())),
         Err(RunError::Aborted) => Err(ApiError::Unavailable(RunError::Aborted.to_string())),
         Err(RunError::Store(error)) => Err(error.into()),
     }
-}
-
-fn summary(run: &ProviderRun) -> String {
-    let summary = &run.summary;
-    format!("{} added, {} updated, {} removed", summary.added, summary.updated, summary.removed)
 }
 
 async fn record(ctx: &Context<'_>, entry: &AuditEntry) -> Result<(), ApiError> {

@@ -257,6 +257,9 @@ async fn entities_loaded_through_relations_are_bounded_per_request(database: Tes
     assert_eq!(error_code(&body), "LIMIT_EXCEEDED", "{body}");
     assert_eq!(body["errors"][0]["extensions"]["limit"], "loadedEntities");
     assert!(body["data"]["entities"]["totalCount"].as_u64().unwrap() > 20, "the page itself stands: {body}");
+    // Edges count too: a list of refs over hubs is work as well.
+    let (_, body) = app.post("{ entities(first: 100) { nodes { relations { targetRef } } } }", json!({})).await;
+    assert_eq!(body["errors"][0]["extensions"]["limit"], "loadedEntities", "{body}");
 }
 
 database_tests!(entities_loaded_through_relations_are_bounded_per_request);

@@ -209,20 +209,35 @@ async fn refresh_reads_the_source_again_and_names_unknown_providers(database: Te
         app.post_as(&refresher, r#"mutation { refreshEntity(ref: "component:default/nope") { provider } }"#).await;
     assert_eq!(error_code(&body), "NOT_FOUND", "{body}");
 
-    let events = audit_events(&app, &admin).await;
-    let operations: Vec<(&str, &str)> = events
-        .iter()
-        .filter(|event| event["principal"] == "token:refresher")
-        .map(|event| (event["operation"].as_str().unwrap(), event["result"].as_str().unwrap()))
-        .collect();
+    // Refreshes are recorded when requested (their changes under the
+    // provider's snapshot.apply); the refused force too, in the background.
+    let mut events = Vec::new();
+    for _ in 0..40 {
+        events = audit_events(&app, &admin).await;
+        if events.iter().any(|event| event["decision"] == "DENIED" && event["principal"] == "token:refresher") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let of_refresher = |decision: &str| -> Vec<(String, String)> {
+        events
+            .iter()
+            .filter(|event| event["principal"] == "token:refresher" && event["decision"] == decision)
+            .map(|event| {
+                (event["operation"].as_str().unwrap().to_owned(), event["result"].as_str().unwrap().to_owned())
+            })
+            .collect()
+    };
+    let requested = |operation: &str| (operation.to_owned(), "requested".to_owned());
     assert_eq!(
-        operations,
-        vec![
-            ("provider.refresh", "0 added, 0 updated, 0 removed"),
-            ("entity.refresh", "0 added, 1 updated, 0 removed")
-        ],
-        "newest first: {events:?}"
+        of_refresher("ALLOWED"),
+        vec![requested("provider.refresh"), requested("entity.refresh")],
+        "newest first"
     );
+    let denied = of_refresher("DENIED");
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(denied[0].0, "refreshProvider");
+    assert!(denied[0].1.contains("entity.delete"), "{denied:?}");
 }
 
 async fn a_policy_hides_entities_from_mutations_as_from_queries(database: TestDatabase) {
@@ -237,6 +252,16 @@ async fn a_policy_hides_entities_from_mutations_as_from_queries(database: TestDa
     .await;
     let scopes = [Permission::EntityRead, Permission::EntityDelete, Permission::EntityRefresh];
     let limited = issue(&app, "components", &scopes).await;
+    let (_, body) = app.post_as(&limited, r#"mutation { refreshProvider(name: "file") { provider } }"#).await;
+    assert_eq!(error_code(&body), "FORBIDDEN", "a provider run concerns entities hidden from it: {body}");
+    let refresh =
+        r#"mutation { refreshEntity(ref: "component:default/invoice-service") { provider updated entity { name } } }"#;
+    let (_, body) = app.post_as(&limited, refresh).await;
+    assert_eq!(
+        body["data"]["refreshEntity"],
+        json!({"provider": "file", "updated": null, "entity": {"name": "invoice-service"}}),
+        "whole-provider counts are withheld: {body}"
+    );
     for mutation in [
         r#"mutation { deleteEntity(ref: "group:default/team-billing") { entityRef } }"#,
         r#"mutation { refreshEntity(ref: "group:default/team-billing") { provider } }"#,
