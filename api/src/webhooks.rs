@@ -47,6 +47,9 @@ impl std::fmt::Debug for WebhooksConfig {
     }
 }
 
+/// The most commits a push event lists.
+const MAX_LISTED_COMMITS: usize = 20;
+
 /// The longest delivery id or event name accepted.
 const MAX_DELIVERY_ID_BYTES: usize = 64;
 
@@ -190,12 +193,15 @@ fn concerns_organisation(event: &str) -> bool {
 /// Whether an event can change what a provider reading `catalog_path` sees.
 fn concerns_catalog(event: &str, payload: &Value, catalog_path: &str) -> bool {
     match event {
+        // GitHub lists at most 20 commits of a push: a full list may hide
+        // the one that touched the file.
         "push" => payload["commits"].as_array().is_some_and(|commits| {
-            commits.iter().any(|commit| {
-                ["added", "modified", "removed"].iter().any(|list| {
-                    commit[*list].as_array().is_some_and(|paths| paths.iter().any(|path| path == catalog_path))
+            commits.len() >= MAX_LISTED_COMMITS
+                || commits.iter().any(|commit| {
+                    ["added", "modified", "removed"].iter().any(|list| {
+                        commit[*list].as_array().is_some_and(|paths| paths.iter().any(|path| path == catalog_path))
+                    })
                 })
-            })
         }),
         "repository" => matches!(
             payload["action"].as_str(),
@@ -227,6 +233,9 @@ mod tests {
         let push = |paths: Value| json!({"commits": [{"added": [], "modified": paths, "removed": []}]});
         assert!(concerns_catalog("push", &push(json!(["catalog-info.yaml"])), "catalog-info.yaml"));
         assert!(!concerns_catalog("push", &push(json!(["src/main.rs"])), "catalog-info.yaml"));
+        let commit = json!({"added": [], "modified": ["src/main.rs"], "removed": []});
+        let full = json!({"commits": vec![commit; 20]});
+        assert!(concerns_catalog("push", &full, "catalog-info.yaml"), "a truncated list may hide the file");
         assert!(concerns_catalog("repository", &json!({"action": "archived"}), "catalog-info.yaml"));
         assert!(!concerns_catalog("issues", &json!({"action": "opened"}), "catalog-info.yaml"));
     }
