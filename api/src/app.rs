@@ -106,7 +106,12 @@ impl Application {
         let (stop_ingestion, ingestion_stopped) = watch::channel(false);
         let ingestion = self.config.ingestion.enabled.then(|| {
             let interval = Duration::from_secs(self.config.ingestion.interval_seconds.max(1));
-            tokio::spawn(self.engine.clone().run(interval, self.config.ingestion.watch, ingestion_stopped))
+            tokio::spawn(self.engine.clone().run(
+                interval,
+                self.config.ingestion.watch,
+                self.store.ingestion_leadership(),
+                ingestion_stopped,
+            ))
         });
         let retention = tokio::spawn(purge_hourly(
             self.store.clone(),

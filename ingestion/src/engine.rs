@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use catalog_store::{ApplySummary, Store, StoreError};
+use catalog_store::{ApplySummary, Leadership, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -121,6 +121,8 @@ pub struct Engine {
     latest: Arc<Vec<tokio::sync::Mutex<Option<StartedRun>>>>,
     health: Arc<std::sync::Mutex<Vec<ProviderHealth>>>,
     run_timeout: Duration,
+    /// Whether this process's schedule runs the providers (it leads).
+    leading: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Engine {
@@ -160,13 +162,26 @@ impl Engine {
                 ..Default::default()
             })
             .collect();
-        Ok(Self { store, providers, latest, health: Arc::new(std::sync::Mutex::new(health)), run_timeout: RUN_TIMEOUT })
+        Ok(Self {
+            store,
+            providers,
+            latest,
+            health: Arc::new(std::sync::Mutex::new(health)),
+            run_timeout: RUN_TIMEOUT,
+            leading: Arc::default(),
+        })
     }
 
     /// Abandons a provider run (applying nothing) after `timeout`.
     pub fn with_run_timeout(mut self, timeout: Duration) -> Self {
         self.run_timeout = timeout;
         self
+    }
+
+    /// Whether this process's schedule runs the providers: with several
+    /// replicas on one PostgreSQL database, exactly one does.
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// What every provider last did, in configuration order.
@@ -343,7 +358,15 @@ impl Engine {
     /// providers' directories changes (the interval stays as the safety net
     /// for lost events and for files outside those directories). A failed run
     /// is logged and retried at the next tick; it never removes anything.
-    pub async fn run(self, interval: Duration, watch_files: bool, mut shutdown: watch::Receiver<bool>) {
+    /// Only while `leadership` holds: a replica that does not lead skips its
+    /// ticks, and takes over at a tick after the leader is gone.
+    pub async fn run(
+        self,
+        interval: Duration,
+        watch_files: bool,
+        mut leadership: Leadership,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (changed, mut changes) = tokio::sync::mpsc::channel::<()>(1);
@@ -361,6 +384,14 @@ impl Engine {
             }
             if *shutdown.borrow() {
                 break;
+            }
+            let leading = leadership.try_lead().await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "cannot claim the ingestion lead; trying again at the next tick");
+                false
+            });
+            self.leading.store(leading, std::sync::atomic::Ordering::Relaxed);
+            if !leading {
+                continue;
             }
             if let Err(error) = self.run_once().await {
                 tracing::error!(error = %error, "ingestion run failed");

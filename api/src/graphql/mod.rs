@@ -672,6 +672,13 @@ impl QueryRoot {
             .collect())
     }
 
+    /// Whether this process runs the providers' schedule: with several
+    /// replicas on one PostgreSQL database exactly one does, and another
+    /// takes over when it goes.
+    async fn ingestion_leader(&self, ctx: &Context<'_>) -> Result<bool> {
+        Ok(ctx.data::<catalog_ingestion::Engine>().map_err(|_| ApiError::Internal)?.is_leading())
+    }
+
     /// Every configured provider: what its last run did, whether it could
     /// read its source in full, and when the schedule runs it next. As this
     /// process saw it (with several replicas, ask the one that ingests).
