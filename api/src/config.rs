@@ -292,6 +292,49 @@ impl Config {
         file: Option<&Path>,
         environment: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        let config = Self::layered(file, environment)?;
+        serde_json::from_value(config).map_err(|error| ConfigError::Invalid(error.to_string()))
+    }
+
+    /// Every problem of a configuration, each with the path of the key it
+    /// is about (`load` stops at the first): unknown keys anywhere, then
+    /// each section's and each provider's type errors. Empty: it loads.
+    pub fn check(file: Option<&Path>, environment: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+        let mut merged = match Self::layered(file, environment) {
+            Ok(merged) => merged,
+            Err(error) => return vec![error.to_string()],
+        };
+        let Ok(defaults) = serde_json::to_value(Config::default()) else { return vec!["internal error".into()] };
+        let mut problems = Vec::new();
+        remove_unknown_keys(&mut merged, &defaults, "", &mut problems);
+        let Value::Object(sections) = &merged else { return problems };
+        for (section, value) in sections {
+            let mut probe = defaults.clone();
+            probe[section] = value.clone();
+            if section == "ingestion" {
+                // Each provider on its own, so that one bad entry does not hide another.
+                let providers = value.get("providers").and_then(Value::as_array).cloned().unwrap_or_default();
+                probe[section]["providers"] = Value::Array(Vec::new());
+                for (index, provider) in providers.into_iter().enumerate() {
+                    let mut one = probe.clone();
+                    one["ingestion"]["providers"] = Value::Array(vec![provider]);
+                    if let Err(error) = serde_json::from_value::<Config>(one) {
+                        problems.push(format!("ingestion.providers[{index}]: {error}"));
+                    }
+                }
+            }
+            if let Err(error) = serde_json::from_value::<Config>(probe) {
+                problems.push(format!("{section}: {error}"));
+            }
+        }
+        problems
+    }
+
+    /// Defaults, file and environment merged, not yet typed.
+    fn layered(
+        file: Option<&Path>,
+        environment: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Value, ConfigError> {
         let mut value = Value::Object(Map::new());
         if let Some(path) = file {
             let text = std::fs::read_to_string(path)
@@ -323,8 +366,49 @@ impl Config {
         let mut config = serde_json::to_value(Config::for_profile(profile))
             .map_err(|error| ConfigError::Invalid(error.to_string()))?;
         merge(&mut config, value);
-        serde_json::from_value(config).map_err(|error| ConfigError::Invalid(error.to_string()))
+        Ok(config)
     }
+}
+
+/// Removes (and reports, with their paths) the keys of `value` that `known`
+/// does not have. Lists and the provider entries are left to typing: their
+/// shapes differ per entry.
+fn remove_unknown_keys(value: &mut Value, known: &Value, path: &str, problems: &mut Vec<String>) {
+    let (Value::Object(map), Value::Object(known)) = (value, known) else { return };
+    map.retain(|key, child| {
+        let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+        match known.get(key) {
+            Some(known_child) => {
+                remove_unknown_keys(child, known_child, &here, problems);
+                true
+            }
+            None => {
+                let hint =
+                    closest(key, known.keys()).map(|name| format!(" (did you mean {name}?)")).unwrap_or_default();
+                problems.push(format!("{here}: unknown key{hint}"));
+                false
+            }
+        }
+    });
+}
+
+/// The known key nearest to a misspelt one, when it is near enough.
+fn closest<'a>(key: &str, known: impl Iterator<Item = &'a String>) -> Option<&'a String> {
+    let distance = |a: &str, b: &str| -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut previous = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let substitution = previous + usize::from(ca != *cb);
+                previous = row[j + 1];
+                row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+            }
+        }
+        row[b.len()]
+    };
+    known.map(|name| (distance(key, name), name)).filter(|(d, _)| *d <= 2).min_by_key(|(d, _)| *d).map(|(_, name)| name)
 }
 
 fn merge(base: &mut Value, overlay: Value) {
@@ -360,6 +444,25 @@ fn set_path(value: &mut Value, keys: &[String], new: Value) -> Result<(), String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_check_reports_every_problem_with_its_path() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("catalog.yaml");
+        let text = "server:\n  prot: 8080\n  request_timeout_seconds: soon\ngraphql:\n  max_depth: -1\n\
+                    ingestion:\n  providers:\n    - type: file\n      paths: [a.yaml]\n    - type: gitlab\n      url: x\n";
+        std::fs::write(&path, text).unwrap();
+        let problems = Config::check(Some(&path), Vec::new());
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert!(problems[0].starts_with("server.prot: unknown key (did you mean port?)"), "{problems:#?}");
+        assert!(
+            problems.iter().any(|problem| problem.starts_with("ingestion.providers[1]:") && problem.contains("gitlab"))
+        );
+        assert!(problems.iter().any(|problem| problem.starts_with("server:") && problem.contains("soon")));
+        assert!(problems.iter().any(|problem| problem.starts_with("graphql:") && problem.contains("-1")));
+        std::fs::write(&path, "server:\n  port: 8080\n").unwrap();
+        assert_eq!(Config::check(Some(&path), Vec::new()), Vec::<String>::new());
+    }
 
     #[test]
     fn the_defaults_need_no_file_and_no_environment() {

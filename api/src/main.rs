@@ -48,11 +48,24 @@ enum Command {
         #[arg(long, requires = "provider")]
         force: bool,
     },
+    /// Check a configuration file (with the CATALOG_* variables set) without
+    /// starting: prints every problem with the path of its key.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Manage API tokens (sent as `Authorization: Bearer <token>`).
     Token {
         #[command(subcommand)]
         command: TokenCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Exits non-zero when FILE (layered over the defaults, under the
+    /// environment's CATALOG_* variables) has any problem.
+    Check { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -122,6 +135,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Token { command } => return token(command, config()?).await,
         Command::Validate { files } => return validate(files),
+        Command::Config { command: ConfigCommand::Check { file } } => {
+            let problems = Config::check(Some(file), std::env::vars());
+            if problems.is_empty() {
+                println!("{}: ok", file.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            for problem in &problems {
+                println!("{}: {problem}", file.display());
+            }
+            return Ok(ExitCode::FAILURE);
+        }
         Command::Schema => print!("{}", sdl()),
         Command::Ingest { provider, force, .. } => {
             let mut config = config()?;

@@ -81,3 +81,18 @@ fn tokens_are_printed_once_listed_without_secrets_and_revoked_by_name() {
     assert!(String::from_utf8_lossy(&run(&["token", "list"]).stdout).contains("dashboards\trevoked"));
     assert!(!run(&["token", "revoke", "--name", "dashboards"]).status.success(), "already revoked");
 }
+
+#[test]
+fn config_check_prints_every_problem_with_its_path_and_fails() {
+    let directory = tempfile::tempdir().unwrap();
+    let file = directory.path().join("catalog.yaml");
+    std::fs::write(&file, "server:\n  prot: 1\ndatabase:\n  statement_timeout_seconds: never\n").unwrap();
+    let output = catalog().args(["config", "check"]).arg(&file).env_remove("CATALOG_CONFIG").output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(stdout.contains("server.prot: unknown key (did you mean port?)"), "{stdout}");
+    assert!(stdout.contains("database:") && stdout.contains("never"), "{stdout}");
+    let good = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/production.yaml");
+    let output = catalog().args(["config", "check", good]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+}
