@@ -141,7 +141,6 @@ impl GithubOrgProvider {
             }
         };
         let mut problems = Vec::new();
-        let mut keeps_entities = false;
         for document in self.documents(&organisation) {
             match catalog_domain::validate(&document) {
                 Ok(entity) => snapshot.entities.push(SnapshotEntity { entity, location: Some(location.clone()) }),
@@ -151,15 +150,18 @@ impl GithubOrgProvider {
                     let name = document["metadata"]["name"].as_str().unwrap_or_default();
                     problems.push(format!("{kind} {name}: {}", messages.join("; ")));
                     // A team or member that cannot be an entity keeps its
-                    // last good version; only one whose ref cannot even be
-                    // told keeps everything (nobody could be told apart).
-                    match catalog_domain::EntityRef::parse(&format!("{kind}:{}/{name}", self.config.namespace)) {
-                        Ok(entity_ref) => snapshot.invalid.push(InvalidEntity {
+                    // last good version. One whose name cannot even make a
+                    // ref was never stored: nothing to keep, and nothing
+                    // else is held back for it (unlike a file's document,
+                    // the name here is the identity).
+                    if let Ok(entity_ref) =
+                        catalog_domain::EntityRef::parse(&format!("{kind}:{}/{name}", self.config.namespace))
+                    {
+                        snapshot.invalid.push(InvalidEntity {
                             entity_ref,
                             location: Some(location.clone()),
                             errors: messages,
-                        }),
-                        Err(_) => keeps_entities = true,
+                        });
                     }
                 }
             }
@@ -168,7 +170,7 @@ impl GithubOrgProvider {
             target: location,
             error: (!problems.is_empty()).then(|| problems.join("\n")),
             n_entities: snapshot.entities.len(),
-            keeps_entities,
+            keeps_entities: false,
         });
         snapshot
     }

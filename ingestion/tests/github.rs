@@ -352,7 +352,36 @@ async fn unchanged_files_are_revalidated_with_their_etag(store: Store) {
     server.verify().await;
 }
 
+/// A renamed repository takes its entities along: same refs and uids, the
+/// new location, no conflict with itself (Backstage pins them to the old one).
+async fn a_renamed_repository_keeps_its_entities_at_the_new_location(store: Store) {
+    let server = MockServer::start().await;
+    mount_listing(&server, vec![repository(&server, "billing", false, false)], Vec::new()).await;
+    let file = ResponseTemplate::new(200).set_body_json(contents(&component("invoices", "team-billing")));
+    mount_file(&server, "billing", file.clone()).await;
+    let engine = engine(&store, config(&server));
+    engine.run_once().await.unwrap();
+    let invoices = EntityRef::parse("component:default/invoices").unwrap();
+    let before = store.entity_by_ref(&invoices).await.unwrap().unwrap();
+
+    server.reset().await;
+    mount_listing(&server, vec![repository(&server, "billing-v2", false, false)], Vec::new()).await;
+    mount_file(&server, "billing-v2", file).await;
+    let run = engine.run_provider("github").await.unwrap().unwrap();
+    assert_eq!((run.summary.added, run.summary.removed, run.summary.conflicts), (0, 0, 0), "{run:?}");
+    let after = store.entity_by_ref(&invoices).await.unwrap().unwrap();
+    assert_eq!(after.entity.metadata.uid, before.entity.metadata.uid, "the same entity");
+    let moved = "url:https://github.example/acme/billing-v2/blob/main/catalog-info.yaml";
+    assert_eq!(after.location.as_deref(), Some(moved));
+    assert_eq!(after.entity.metadata.annotations[MANAGED_BY_LOCATION], moved);
+    assert!(
+        store.locations().await.unwrap().iter().all(|record| !record.target.contains("/billing/")),
+        "the old location is gone"
+    );
+}
+
 backend_tests!(
+    a_renamed_repository_keeps_its_entities_at_the_new_location,
     a_missing_file_removes_and_a_failing_one_keeps,
     unchanged_files_are_revalidated_with_their_etag,
     a_run_removing_too_much_is_held_back_until_forced,

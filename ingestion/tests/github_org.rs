@@ -158,4 +158,42 @@ async fn a_failed_page_changes_nobody(store: Store) {
     assert_eq!(grace["spec"]["memberOf"], json!([]));
 }
 
-backend_tests!(teams_become_groups_and_members_users, a_failed_page_changes_nobody);
+/// A member whose login cannot be an entity name is reported and skipped;
+/// it does not freeze the removal of members who left.
+async fn a_member_that_cannot_be_an_entity_does_not_freeze_removals(store: Store) {
+    let long = "l".repeat(70);
+    let server = MockServer::start().await;
+    serve_organisation(&server).await;
+    let members = |logins: &[&str]| json!(logins.iter().map(|login| member(login)).collect::<Vec<_>>());
+    Mock::given(method("GET"))
+        .and(path("/orgs/acme/members"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(members(&["ada", "grace", "linus", &long])))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    get(&server, &format!("/users/{long}"), json!({"login": long, "name": null, "email": null})).await;
+    let engine = engine(&store, &server);
+    let run = engine.run_once().await.unwrap().remove(0);
+    assert_eq!((run.summary.added, run.summary.invalid), (5, 0), "an unknown ref is not an invalid version: {run:?}");
+    let location = store.locations().await.unwrap().remove(0);
+    assert!(location.error.as_deref().unwrap().contains(&long), "{location:?}");
+
+    server.reset().await;
+    serve_organisation(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/orgs/acme/members"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(members(&["ada", "grace", &long])))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    get(&server, &format!("/users/{long}"), json!({"login": long, "name": null, "email": null})).await;
+    let run = engine.run_provider("github-org").await.unwrap().unwrap();
+    assert_eq!(run.summary.removed, 1, "linus left: {run:?}");
+    assert!(body(&store, "user:default/linus").await.is_none());
+}
+
+backend_tests!(
+    teams_become_groups_and_members_users,
+    a_failed_page_changes_nobody,
+    a_member_that_cannot_be_an_entity_does_not_freeze_removals
+);
