@@ -201,7 +201,7 @@ impl Engine {
         let mut runs = Vec::with_capacity(self.providers.len());
         let mut first_error = None;
         for index in 0..self.providers.len() {
-            match self.run_provider_now(index).await {
+            match self.run_provider_at(index, false).await {
                 Ok(Some(run)) => runs.push(run),
                 Ok(None) => {}
                 Err(error) => {
@@ -255,31 +255,23 @@ impl Engine {
         let Some(index) = self.providers.iter().position(|provider| provider.key() == key) else {
             return Ok(None);
         };
-        let run = if force { self.run_provider_forced(index).await? } else { self.run_provider_now(index).await? };
-        run.map(Some).ok_or(RunError::Aborted)
+        self.run_provider_at(index, force).await?.map(Some).ok_or(RunError::Aborted)
     }
 
     /// A run of the provider at `index` that started no earlier than this
-    /// call; None when its read was aborted (logged).
-    async fn run_provider_now(&self, index: usize) -> Result<Option<ProviderRun>, StoreError> {
+    /// call (a forced run never takes another run's result); None when its
+    /// read was aborted (logged).
+    async fn run_provider_at(&self, index: usize, force: bool) -> Result<Option<ProviderRun>, StoreError> {
         let asked = Instant::now();
         let mut latest = self.latest[index].lock().await;
-        if let Some((started, run)) = latest.as_ref()
+        if !force
+            && let Some((started, run)) = latest.as_ref()
             && *started >= asked
         {
             return Ok(Some(run.clone()));
         }
         let started = Instant::now();
-        let run = self.read_and_apply(index, false).await?;
-        *latest = run.clone().map(|run| (started, run));
-        Ok(run)
-    }
-
-    /// A forced run never takes another run's result.
-    async fn run_provider_forced(&self, index: usize) -> Result<Option<ProviderRun>, StoreError> {
-        let mut latest = self.latest[index].lock().await;
-        let started = Instant::now();
-        let run = self.read_and_apply(index, true).await?;
+        let run = self.read_and_apply(index, force).await?;
         *latest = run.clone().map(|run| (started, run));
         Ok(run)
     }

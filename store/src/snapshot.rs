@@ -194,9 +194,7 @@ impl Store {
         removal.previous_body = Set(Some(body.clone()));
         bulk::insert_changes(&txn, &[removal]).await?;
         crate::audit::append(&txn, audit).await?;
-        if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-            txn.execute_unprepared(&format!("NOTIFY {COMMIT_CHANNEL}")).await?;
-        }
+        notify_replicas(&txn).await?;
         txn.commit().await?;
         self.announce_commit();
         tracing::info!(entity_ref, provider = %provider, "entity deleted");
@@ -462,9 +460,8 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
     // it does not list stay, like their entities.
     let drop_unlisted = snapshot.incomplete.is_none();
     summary.rows_written += sync_locations(txn, provider, &snapshot.locations, drop_unlisted, now).await?;
-    if summary.changed() && txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-        // Delivered at commit to every replica listening: their wake-up call.
-        txn.execute_unprepared(&format!("NOTIFY {COMMIT_CHANNEL}")).await?;
+    if summary.changed() {
+        notify_replicas(txn).await?;
     }
     Ok(summary)
 }
@@ -500,6 +497,15 @@ pub(crate) async fn lock_writers(txn: &DatabaseTransaction) -> Result<(), StoreE
 
 /// The PostgreSQL channel a snapshot notifies when it changed something.
 pub(crate) const COMMIT_CHANNEL: &str = "catalog_changes";
+
+/// On PostgreSQL, a notification delivered at commit to every replica
+/// listening: their wake-up call for a transaction that wrote change-log rows.
+async fn notify_replicas(txn: &DatabaseTransaction) -> Result<(), StoreError> {
+    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        txn.execute_unprepared(&format!("NOTIFY {COMMIT_CHANNEL}")).await?;
+    }
+    Ok(())
+}
 
 /// The stored bodies of entity rows by id. One statement per 5,000 ids.
 async fn bodies_by_id(txn: &DatabaseTransaction, ids: &[i64]) -> Result<HashMap<i64, Value>, StoreError> {
