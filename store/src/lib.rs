@@ -28,7 +28,7 @@ pub use error::StoreError;
 pub use graph::{Direction, Parent, Reached, Walk, WalkRequest};
 pub use leadership::Leadership;
 pub use matcher::EntityMatcher;
-pub use query::{EntityPage, Facet, Filter, FilterField, ListQuery, OrderField, Predicate};
+pub use query::{Annotated, EntityPage, Facet, Filter, FilterField, ListQuery, OrderField, Predicate};
 pub use record::{Change, ChangeType, ConflictRecord, LocationRecord, StoredEntity, StoredRelation};
 pub use snapshot::{
     ApplySummary, DeletedEntity, InvalidEntity, LocationStatus, SAFETY_VALVE_MIN_ENTITIES, Snapshot, SnapshotEntity,

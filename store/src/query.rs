@@ -121,6 +121,15 @@ pub struct EntityPage {
     pub total_count: u64,
 }
 
+/// One annotation of one entity (see [`Store::annotated`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Annotated {
+    pub entity_ref: String,
+    pub provider: String,
+    pub key: String,
+    pub value: String,
+}
+
 /// The values of one field with how many matching entities have each.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Facet {
@@ -267,7 +276,6 @@ impl Store {
         Ok(edges)
     }
 
-    /// Every location every provider read, by provider and target.
     /// How many entities each provider holds.
     pub async fn entity_counts_by_provider(&self) -> Result<HashMap<String, u64>, StoreError> {
         let rows = entity_row::Entity::find()
@@ -281,6 +289,44 @@ impl Store {
         Ok(rows.into_iter().map(|(provider, n)| (provider, u64::try_from(n).unwrap_or_default())).collect())
     }
 
+    /// Every entity carrying one of these annotations, with the value. Live
+    /// sources (Kubernetes, PagerDuty) link to catalog entities this way;
+    /// such entities are few, so two plain statements serve.
+    pub async fn annotated(&self, keys: &[&str]) -> Result<Vec<Annotated>, StoreError> {
+        let facets = facet_row::Entity::find()
+            .select_only()
+            .columns([facet_row::Column::EntityId, facet_row::Column::Key, facet_row::Column::Value])
+            .filter(facet_row::Column::Key.is_in(keys.iter().map(|key| format!("metadata.annotations.{key}"))))
+            .into_tuple::<(i64, String, String)>()
+            .all(&self.db)
+            .await?;
+        let mut ids: Vec<i64> = facets.iter().map(|(id, _, _)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut entities = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(REF_CHUNK) {
+            let rows = entity_row::Entity::find()
+                .select_only()
+                .columns([entity_row::Column::Id, entity_row::Column::EntityRef, entity_row::Column::Provider])
+                .filter(entity_row::Column::Id.is_in(chunk.iter().copied()))
+                .into_tuple::<(i64, String, String)>()
+                .all(&self.db)
+                .await?;
+            entities.extend(rows.into_iter().map(|(id, entity_ref, provider)| (id, (entity_ref, provider))));
+        }
+        let mut annotated: Vec<Annotated> = facets
+            .into_iter()
+            .filter_map(|(id, key, value)| {
+                let (entity_ref, provider) = entities.get(&id)?.clone();
+                let key = key.strip_prefix("metadata.annotations.").unwrap_or(&key).to_owned();
+                Some(Annotated { entity_ref, provider, key, value })
+            })
+            .collect();
+        annotated.sort_by(|a, b| (&a.entity_ref, &a.key).cmp(&(&b.entity_ref, &b.key)));
+        Ok(annotated)
+    }
+
+    /// Every location every provider read, by provider and target.
     pub async fn locations(&self) -> Result<Vec<LocationRecord>, StoreError> {
         let rows = location_row::Entity::find()
             .order_by_asc(location_row::Column::Provider)

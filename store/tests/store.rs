@@ -308,6 +308,7 @@ async fn a_large_snapshot_is_written_in_statements_under_the_bind_parameter_limi
 }
 
 backend_tests!(
+    annotated_entities_are_found_by_annotation_key_with_their_provider,
     an_incomplete_snapshot_adds_and_updates_but_removes_nothing,
     a_snapshot_removing_more_than_its_share_is_held_back_until_forced,
     a_large_snapshot_is_written_in_statements_under_the_bind_parameter_limits,
@@ -388,4 +389,32 @@ async fn a_snapshot_removing_more_than_its_share_is_held_back_until_forced(store
     small.entities.clear();
     small.max_removed_share = Some(0.2);
     assert_eq!(store.apply_snapshot(&small).await.unwrap().removed, 3);
+}
+
+async fn annotated_entities_are_found_by_annotation_key_with_their_provider(store: Store) {
+    let mut linked = component("linked", "team-a", json!({}));
+    linked.metadata.annotations.insert("backstage.io/kubernetes-id".into(), "linked-k8s".into());
+    linked.metadata.annotations.insert("pagerduty.com/service-id".into(), "PSVC1".into());
+    let mut other = component("other", "team-a", json!({}));
+    other.metadata.annotations.insert("backstage.io/kubernetes-label-selector".into(), "app=other".into());
+    let plain = component("plain", "team-a", json!({}));
+    store.apply_snapshot(&snapshot("file", vec![(linked, "a.yaml"), (plain, "a.yaml")])).await.unwrap();
+    store.apply_snapshot(&snapshot("github", vec![(other, "b.yaml")])).await.unwrap();
+
+    let found = store
+        .annotated(&["backstage.io/kubernetes-id", "backstage.io/kubernetes-label-selector"])
+        .await
+        .unwrap();
+    let found: Vec<(&str, &str, &str, &str)> = found
+        .iter()
+        .map(|a| (a.entity_ref.as_str(), a.provider.as_str(), a.key.as_str(), a.value.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("component:default/linked", "file", "backstage.io/kubernetes-id", "linked-k8s"),
+            ("component:default/other", "github", "backstage.io/kubernetes-label-selector", "app=other"),
+        ]
+    );
+    assert!(store.annotated(&["example.com/nothing"]).await.unwrap().is_empty());
 }
