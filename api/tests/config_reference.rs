@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 
 use catalog_api::config::{Config, ProviderConfig};
-use catalog_ingestion::{FileProviderConfig, GithubOrgProviderConfig, GithubProviderConfig};
+use catalog_ingestion::{
+    FileProviderConfig, GithubOrgProviderConfig, GithubProviderConfig, KubernetesClusterConfig,
+    KubernetesProviderConfig,
+};
 use serde_json::Value;
 
 /// Dotted key paths of a value's leaves (lists are leaves) with their JSON.
@@ -32,6 +35,7 @@ fn every_key() -> BTreeMap<String, String> {
         ProviderConfig::File(FileProviderConfig { paths: Vec::new() }),
         ProviderConfig::Github(GithubProviderConfig::default()),
         ProviderConfig::GithubOrg(GithubOrgProviderConfig::default()),
+        ProviderConfig::Kubernetes(KubernetesProviderConfig::default()),
     ];
     for provider in providers {
         let mut value = serde_json::to_value(provider).unwrap();
@@ -39,6 +43,7 @@ fn every_key() -> BTreeMap<String, String> {
         value.as_object_mut().unwrap().remove("type");
         flatten(&kind, &value, &mut keys);
     }
+    flatten("kubernetes.clusters[]", &serde_json::to_value(KubernetesClusterConfig::default()).unwrap(), &mut keys);
     keys
 }
 

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::file::{FileProvider, FileProviderConfig};
 use crate::github::{GithubBuildError, GithubProvider, GithubProviderConfig};
 use crate::github_org::{GithubOrgProvider, GithubOrgProviderConfig};
+use crate::kubernetes::{KubernetesBuildError, KubernetesProvider, KubernetesProviderConfig, KubernetesView};
 use crate::pull::RetryPolicy;
 
 /// How long file events settle before a run: an editor's save is a burst.
@@ -26,6 +27,7 @@ pub enum ProviderConfig {
     Github(GithubProviderConfig),
     #[serde(rename = "github-org")]
     GithubOrg(GithubOrgProviderConfig),
+    Kubernetes(KubernetesProviderConfig),
 }
 
 #[derive(Clone, Debug)]
@@ -33,6 +35,7 @@ enum Provider {
     File(FileProvider),
     Github(Arc<GithubProvider>),
     GithubOrg(Arc<GithubOrgProvider>),
+    Kubernetes(Arc<KubernetesProvider>),
 }
 
 impl Provider {
@@ -41,6 +44,7 @@ impl Provider {
             Provider::File(file) => file.key(),
             Provider::Github(github) => github.key(),
             Provider::GithubOrg(org) => org.key(),
+            Provider::Kubernetes(kubernetes) => kubernetes.key(),
         }
     }
 
@@ -49,6 +53,7 @@ impl Provider {
             Provider::File(_) => "file",
             Provider::Github(_) => "github",
             Provider::GithubOrg(_) => "github-org",
+            Provider::Kubernetes(_) => "kubernetes",
         }
     }
 }
@@ -58,6 +63,8 @@ impl Provider {
 pub enum BuildError {
     #[error(transparent)]
     Github(#[from] GithubBuildError),
+    #[error(transparent)]
+    Kubernetes(#[from] KubernetesBuildError),
 }
 
 /// Why an on-demand provider run did not complete.
@@ -100,6 +107,27 @@ pub struct ProviderHealth {
     /// When the schedule runs it next (None when ingestion is not scheduled
     /// in this process).
     pub next_run_at: Option<DateTime<Utc>>,
+    /// Runs since the process started, by outcome: read in full, read in
+    /// part (incomplete, or some locations unread), failed (aborted, timed
+    /// out, or not applied).
+    pub runs_complete: u64,
+    pub runs_incomplete: u64,
+    pub runs_failed: u64,
+    /// How long the last run took, read and apply.
+    pub last_duration: Option<Duration>,
+    /// The parts of the source that are read and applied on their own
+    /// (Kubernetes: one per cluster and kind); one, named by the key, for
+    /// the other providers.
+    pub scopes: Vec<ScopeHealth>,
+}
+
+/// One scope of a provider: its key in the store and whether it was read in full.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScopeHealth {
+    pub name: String,
+    /// Whether its last read was complete (for a watch: listed at least once).
+    pub complete: bool,
+    pub last_error: Option<String>,
 }
 
 /// The longest one provider run may take by default before it is abandoned
@@ -151,6 +179,9 @@ impl Engine {
                 ProviderConfig::GithubOrg(config) => {
                     Provider::GithubOrg(Arc::new(GithubOrgProvider::build(key("github-org"), config, policy)?))
                 }
+                ProviderConfig::Kubernetes(config) => {
+                    Provider::Kubernetes(Arc::new(KubernetesProvider::build(key("kubernetes"), config, policy)?))
+                }
             });
         }
         let latest = Arc::new(providers.iter().map(|_| tokio::sync::Mutex::new(None)).collect());
@@ -186,7 +217,33 @@ impl Engine {
 
     /// What every provider last did, in configuration order.
     pub fn health(&self) -> Vec<ProviderHealth> {
-        self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        let mut health = self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        for (provider, health) in self.providers.iter().zip(&mut health) {
+            health.scopes = match provider {
+                Provider::Kubernetes(kubernetes) => kubernetes
+                    .scopes()
+                    .into_iter()
+                    .map(|scope| ScopeHealth { name: scope.name, complete: scope.listed, last_error: scope.last_error })
+                    .collect(),
+                Provider::File(_) | Provider::Github(_) | Provider::GithubOrg(_) => vec![ScopeHealth {
+                    name: health.key.clone(),
+                    complete: health.last_run_at.is_some() && health.last_success_at == health.last_run_at,
+                    last_error: health.last_error.clone(),
+                }],
+            };
+        }
+        health
+    }
+
+    /// The live views of the Kubernetes providers' watchers.
+    pub fn kubernetes(&self) -> Vec<KubernetesView> {
+        self.providers
+            .iter()
+            .filter_map(|provider| match provider {
+                Provider::Kubernetes(kubernetes) => Some(kubernetes.view()),
+                Provider::File(_) | Provider::Github(_) | Provider::GithubOrg(_) => None,
+            })
+            .collect()
     }
 
     fn update_health(&self, index: usize, update: impl FnOnce(&mut ProviderHealth)) {
@@ -221,7 +278,7 @@ impl Engine {
                 Provider::Github(github) => {
                     Some((github.key().to_owned(), github.organization().to_owned(), github.catalog_path().to_owned()))
                 }
-                Provider::File(_) | Provider::GithubOrg(_) => None,
+                Provider::File(_) | Provider::GithubOrg(_) | Provider::Kubernetes(_) => None,
             })
             .collect()
     }
@@ -232,7 +289,7 @@ impl Engine {
             .iter()
             .filter_map(|provider| match provider {
                 Provider::GithubOrg(org) => Some((org.key().to_owned(), org.organization().to_owned())),
-                Provider::File(_) | Provider::Github(_) => None,
+                Provider::File(_) | Provider::Github(_) | Provider::Kubernetes(_) => None,
             })
             .collect()
     }
@@ -281,23 +338,29 @@ impl Engine {
     async fn read_and_apply(&self, index: usize, force: bool) -> Result<Option<ProviderRun>, StoreError> {
         let provider = &self.providers[index];
         let started_at = Utc::now();
+        let started = Instant::now();
         self.update_health(index, |health| health.last_run_at = Some(started_at));
         let read = async {
             match provider {
                 Provider::File(file) => {
                     let file = file.clone();
-                    tokio::task::spawn_blocking(move || file.read()).await.map_err(|error| error.to_string())
+                    tokio::task::spawn_blocking(move || vec![file.read()]).await.map_err(|error| error.to_string())
                 }
-                Provider::Github(github) => Ok(github.read().await),
-                Provider::GithubOrg(org) => Ok(org.read().await),
+                Provider::Github(github) => Ok(vec![github.read().await]),
+                Provider::GithubOrg(org) => Ok(vec![org.read().await]),
+                Provider::Kubernetes(kubernetes) => kubernetes.read(&self.store).await,
             }
         };
         let failed = |message: String| {
             tracing::error!(provider = provider.key(), error = %message, "provider run failed");
-            self.update_health(index, |health| health.last_error = Some(message));
+            self.update_health(index, |health| {
+                health.last_error = Some(message);
+                health.runs_failed += 1;
+                health.last_duration = Some(started.elapsed());
+            });
         };
-        let mut snapshot = match tokio::time::timeout(self.run_timeout, read).await {
-            Ok(Ok(snapshot)) => snapshot,
+        let mut snapshots = match tokio::time::timeout(self.run_timeout, read).await {
+            Ok(Ok(snapshots)) => snapshots,
             Ok(Err(message)) => {
                 failed(format!("the read was aborted: {message}"));
                 return Ok(None);
@@ -307,42 +370,43 @@ impl Engine {
                 return Ok(None);
             }
         };
-        if force {
-            snapshot.max_removed_share = None;
-        }
-        let n_location_errors = snapshot.locations.iter().filter(|status| status.error.is_some()).count();
-        let summary = match self.store.apply_snapshot(&snapshot).await {
-            Ok(summary) => summary,
-            Err(error) => {
-                failed(format!("applying the snapshot failed: {error}"));
-                return Err(error);
+        let mut summary = ApplySummary::default();
+        for snapshot in &mut snapshots {
+            if force {
+                snapshot.max_removed_share = None;
             }
-        };
+            match self.store.apply_snapshot(snapshot).await {
+                Ok(applied) => summary.absorb(&applied),
+                Err(error) => {
+                    failed(format!("applying the snapshot of {} failed: {error}", snapshot.provider));
+                    return Err(error);
+                }
+            }
+        }
+        let locations = || snapshots.iter().flat_map(|snapshot| &snapshot.locations);
+        let n_location_errors = locations().filter(|status| status.error.is_some()).count();
         // Locations that could not be read (their entities kept) make the
         // run a failure too, though the rest of it applied.
-        let unread: Vec<&str> = snapshot
-            .locations
-            .iter()
-            .filter(|status| status.keeps_entities)
-            .filter_map(|status| status.error.as_deref())
-            .collect();
-        let error = snapshot.incomplete.clone().or_else(|| {
+        let unread: Vec<&str> =
+            locations().filter(|status| status.keeps_entities).filter_map(|status| status.error.as_deref()).collect();
+        let incomplete: Vec<&str> = snapshots.iter().filter_map(|snapshot| snapshot.incomplete.as_deref()).collect();
+        let incomplete = (!incomplete.is_empty()).then(|| incomplete.join("; "));
+        let error = incomplete.clone().or_else(|| {
             unread.first().map(|first| format!("{} location(s) could not be read; the first: {first}", unread.len()))
         });
         self.update_health(index, |health| {
             if error.is_none() {
                 health.last_success_at = Some(started_at);
+                health.runs_complete += 1;
+            } else {
+                health.runs_incomplete += 1;
             }
+            health.last_duration = Some(started.elapsed());
             health.last_error = error;
             health.last_summary = Some(summary.clone());
             health.n_location_errors = n_location_errors;
         });
-        Ok(Some(ProviderRun {
-            provider: snapshot.provider,
-            summary,
-            n_location_errors,
-            incomplete: snapshot.incomplete,
-        }))
+        Ok(Some(ProviderRun { provider: provider.key().to_owned(), summary, n_location_errors, incomplete }))
     }
 
     /// Runs every provider now and then every `interval` until `shutdown` turns
@@ -364,13 +428,49 @@ impl Engine {
         let (changed, mut changes) = tokio::sync::mpsc::channel::<()>(1);
         // Kept alive for as long as the loop runs: dropping it stops watching.
         let _watcher = if watch_files { self.watch(changed) } else { None };
+        // Kubernetes watchers run in every replica (the API reads them); a
+        // change they see wakes the loop with the provider's index.
+        let (workloads_changed, mut workload_changes) = tokio::sync::mpsc::channel::<usize>(16);
+        let forwarders: Vec<tokio::task::JoinHandle<()>> = self
+            .providers
+            .iter()
+            .enumerate()
+            .filter_map(|(index, provider)| match provider {
+                Provider::Kubernetes(kubernetes) => {
+                    kubernetes.start();
+                    let (kubernetes, changed) = (Arc::clone(kubernetes), workloads_changed.clone());
+                    Some(tokio::spawn(async move {
+                        loop {
+                            kubernetes.changed().await;
+                            if changed.send(index).await.is_err() {
+                                break;
+                            }
+                        }
+                    }))
+                }
+                Provider::File(_) | Provider::Github(_) | Provider::GithubOrg(_) => None,
+            })
+            .collect();
         loop {
+            // Some: only these providers run (their watchers saw changes).
+            let mut only: Option<Vec<usize>> = None;
             tokio::select! {
                 _ = ticker.tick() => {}
                 Some(()) = changes.recv() => {
                     // An editor's save is several events: let them settle, then read once.
                     tokio::time::sleep(SETTLE).await;
                     while changes.try_recv().is_ok() {}
+                }
+                Some(index) = workload_changes.recv() => {
+                    // A rollout is many events: project once when they settle.
+                    tokio::time::sleep(self.debounce(index)).await;
+                    let mut due = vec![index];
+                    while let Ok(index) = workload_changes.try_recv() {
+                        due.push(index);
+                    }
+                    due.sort_unstable();
+                    due.dedup();
+                    only = Some(due);
                 }
                 _ = shutdown.changed() => {}
             }
@@ -385,6 +485,14 @@ impl Engine {
             if !leading {
                 continue;
             }
+            if let Some(due) = only {
+                for index in due {
+                    if let Err(error) = self.run_provider_at(index, false).await {
+                        tracing::error!(provider = self.providers[index].key(), %error, "ingestion run failed");
+                    }
+                }
+                continue;
+            }
             if let Err(error) = self.run_once().await {
                 tracing::error!(error = %error, "ingestion run failed");
             }
@@ -393,6 +501,17 @@ impl Engine {
             for provider in health.iter_mut() {
                 provider.next_run_at = next;
             }
+        }
+        for forwarder in forwarders {
+            forwarder.abort();
+        }
+    }
+
+    /// How long changes seen by the provider at `index` settle before it runs.
+    fn debounce(&self, index: usize) -> Duration {
+        match &self.providers[index] {
+            Provider::Kubernetes(kubernetes) => kubernetes.debounce(),
+            Provider::File(_) | Provider::Github(_) | Provider::GithubOrg(_) => SETTLE,
         }
     }
 
@@ -404,7 +523,7 @@ impl Engine {
             .iter()
             .flat_map(|provider| match provider {
                 Provider::File(file) => file.watch_roots(),
-                Provider::Github(_) | Provider::GithubOrg(_) => Vec::new(),
+                Provider::Github(_) | Provider::GithubOrg(_) | Provider::Kubernetes(_) => Vec::new(),
             })
             .collect();
         if roots.is_empty() {

@@ -7,11 +7,18 @@ mod engine;
 mod file;
 mod github;
 mod github_org;
+mod kubernetes;
 mod pull;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use documents::{MANAGED_BY_LOCATION, MANAGED_BY_ORIGIN_LOCATION};
-pub use engine::{BuildError, Engine, ProviderConfig, ProviderHealth, ProviderRun, RUN_TIMEOUT, RunError};
+pub use engine::{BuildError, Engine, ProviderConfig, ProviderHealth, ProviderRun, RUN_TIMEOUT, RunError, ScopeHealth};
 pub use file::{FileProvider, FileProviderConfig};
 pub use github::{GithubBuildError, GithubProviderConfig};
 pub use github_org::GithubOrgProviderConfig;
+pub use kubernetes::{
+    KubernetesBuildError, KubernetesClusterConfig, KubernetesProviderConfig, KubernetesView, Replicas, ScopeStatus,
+    Workload, WorkloadCondition, WorkloadKind,
+};
 pub use pull::{RetryPolicy, SourceError};

@@ -284,7 +284,7 @@ fn rate_limit_wait(status: StatusCode, headers: &HeaderMap) -> Option<Duration> 
 
 /// Exponential backoff with jitter: base × 2^(attempt-1), capped, plus up
 /// to one base of jitter so that many providers do not retry in step.
-fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
+pub(crate) fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
     let exponential = policy.base_delay.saturating_mul(1 << (attempt - 1).min(16));
     exponential.min(policy.max_delay) + jitter(policy.base_delay)
 }

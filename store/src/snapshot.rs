@@ -102,6 +102,18 @@ impl ApplySummary {
     pub fn changed(&self) -> bool {
         self.added + self.updated + self.removed > 0
     }
+
+    /// Adds another apply's counts (a provider that applies one snapshot per scope).
+    pub fn absorb(&mut self, other: &ApplySummary) {
+        self.added += other.added;
+        self.updated += other.updated;
+        self.removed += other.removed;
+        self.unchanged += other.unchanged;
+        self.invalid += other.invalid;
+        self.conflicts += other.conflicts;
+        self.rows_written += other.rows_written;
+        self.held_back += other.held_back;
+    }
 }
 
 struct Existing {

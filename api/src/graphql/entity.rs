@@ -19,6 +19,7 @@ use super::graph::{
     MAX_DEPTH, MAX_WALK_NODES, Traversal, TraversalConnection, TraversalDirection, dependency_types, dependent_types,
     domain_types, traversal_connection,
 };
+use super::kubernetes::KubernetesCluster;
 use super::loaders::{EdgesLoader, EntityLoader, RequestBudget};
 use super::{DEFAULT_PAGE_SIZE, EntityConnection, EntitySource, MAX_PAGE_SIZE, PageArgs, list_connection};
 
@@ -316,6 +317,20 @@ macro_rules! entity_object {
             ) -> Result<TraversalConnection> {
                 let types = dependent_types(through_apis);
                 walk_from(ctx, &self.0, types, Direction::Outgoing, depth, filter, first, after).await
+            }
+
+            /// Its Kubernetes workloads per cluster, as the watchers last saw
+            /// them: those whose `backstage.io/kubernetes-id` label matches its
+            /// annotation of that name, or that its
+            /// `backstage.io/kubernetes-label-selector` selects (narrowed by its
+            /// `backstage.io/kubernetes-namespace` and `-cluster` annotations).
+            #[graphql(complexity = "first.max(1) as usize + 1")]
+            pub async fn kubernetes(
+                &self,
+                ctx: &Context<'_>,
+                #[graphql(default = 100)] first: i32,
+            ) -> Result<Vec<KubernetesCluster>> {
+                super::kubernetes::clusters(ctx, &self.0, first)
             }
 
             /// The versions of this entity, newest first: each change with its
@@ -728,6 +743,7 @@ entity_object!(
         arg(name = "first", ty = "Option<i32>"),
         arg(name = "after", ty = "Option<String>")
     ),
+    field(name = "kubernetes", ty = "Vec<KubernetesCluster>", arg(name = "first", ty = "i32", default = 100)),
     field(
         name = "history",
         ty = "ChangePage",

@@ -6,6 +6,7 @@ mod entity;
 mod error;
 mod filter;
 mod graph;
+mod kubernetes;
 mod loaders;
 mod mutation;
 
@@ -220,7 +221,7 @@ pub struct CatalogLocation {
 pub struct ProviderStatus {
     /// Its key: `file`, `github`, `github-2`... (what `refreshProvider` takes).
     pub name: String,
-    /// `file` or `github`.
+    /// `file`, `github`, `github-org` or `kubernetes`.
     #[graphql(name = "type")]
     pub kind: String,
     /// When its last run started; null before the first.
@@ -230,8 +231,12 @@ pub struct ProviderStatus {
     /// Why its last run failed or could not read everything (nothing was
     /// removed then); null after a full read.
     pub last_error: Option<String>,
-    /// Entities it holds now.
+    /// Entities it holds now (in all its scopes).
     pub entity_count: u64,
+    /// The parts of its source read and applied on their own: one per
+    /// cluster and workload kind for Kubernetes, the provider itself for
+    /// the others.
+    pub scopes: Vec<ProviderScope>,
     /// Locations of its last run that failed to read or held bad documents
     /// (see `locations`).
     pub location_error_count: u64,
@@ -243,6 +248,18 @@ pub struct ProviderStatus {
     /// When the schedule runs it next; null when this process does not
     /// schedule ingestion.
     pub next_run_at: Option<DateTime<Utc>>,
+}
+
+/// One scope of a provider.
+#[derive(SimpleObject)]
+pub struct ProviderScope {
+    /// Its key in the store: the entities' provider (`kubernetes:prod:deployment`).
+    pub name: String,
+    /// Whether it was read in full (a watcher: listed at least once);
+    /// until then it removes nothing.
+    pub complete: bool,
+    pub last_error: Option<String>,
+    pub entity_count: u64,
 }
 
 /// Whether an audited operation was allowed.
@@ -693,8 +710,19 @@ impl QueryRoot {
             .map(|health| {
                 let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
                 let summary = health.last_summary.unwrap_or_default();
+                let scopes: Vec<ProviderScope> = health
+                    .scopes
+                    .into_iter()
+                    .map(|scope| ProviderScope {
+                        entity_count: counts.get(&scope.name).copied().unwrap_or_default(),
+                        name: scope.name,
+                        complete: scope.complete,
+                        last_error: scope.last_error,
+                    })
+                    .collect();
                 ProviderStatus {
-                    entity_count: counts.get(&health.key).copied().unwrap_or_default(),
+                    entity_count: scopes.iter().map(|scope| scope.entity_count).sum(),
+                    scopes,
                     name: health.key,
                     kind: health.kind.to_owned(),
                     last_run_at: health.last_run_at,
@@ -711,7 +739,6 @@ impl QueryRoot {
             .collect())
     }
 
-    /// Refs claimed by two sources.
     /// The audit log, newest first: catalog changes (snapshots applied,
     /// tokens created and revoked) and refused requests, with who, what, the
     /// decision and the request id. Pass `nextCursor` as `before` for older
@@ -754,6 +781,7 @@ impl QueryRoot {
         Ok(AuditPage { events, next_cursor, has_more })
     }
 
+    /// Refs claimed by two sources.
     async fn conflicts(&self, ctx: &Context<'_>) -> Result<Vec<Conflict>> {
         require_unrestricted(ctx, "conflicts")?;
         let conflicts = store(ctx).conflicts().await.map_err(ApiError::from)?;

@@ -5,6 +5,7 @@ mod abuse;
 mod graph;
 mod helpers;
 mod jwt;
+mod kubernetes;
 mod leadership;
 mod limits;
 mod metrics;

@@ -1,0 +1,255 @@
+//! The Kubernetes provider against a fake API server that speaks list and
+//! watch (`catalog_ingestion::testing`): projection and linking, status
+//! churn that writes nothing, deltas after a debounce, 410 Gone and
+//! re-listing, and a failing cluster that removes nothing. Every body runs
+//! on SQLite and on PostgreSQL.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use catalog_domain::EntityRef;
+use catalog_ingestion::testing::{FakeKubernetes, cron_job, deployment};
+use catalog_ingestion::{
+    Engine, KubernetesClusterConfig, KubernetesProviderConfig, ProviderConfig, RetryPolicy, WorkloadKind,
+};
+use catalog_store::{Store, backend_tests, testing::one_location_snapshot};
+use serde_json::json;
+
+fn config(fake: &FakeKubernetes) -> KubernetesProviderConfig {
+    KubernetesProviderConfig {
+        clusters: vec![KubernetesClusterConfig { name: "prod".into(), url: fake.url().into(), ..Default::default() }],
+        kinds: vec![WorkloadKind::Deployment, WorkloadKind::CronJob],
+        default_owner: "group:default/platform".into(),
+        debounce_ms: 50,
+        initial_list_timeout_seconds: 10,
+        ..Default::default()
+    }
+}
+
+fn engine(store: &Store, config: KubernetesProviderConfig) -> Engine {
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(50),
+        max_wait: Duration::from_secs(5),
+    };
+    Engine::build_with(store.clone(), &[ProviderConfig::Kubernetes(config)], policy).unwrap()
+}
+
+async fn entity(store: &Store, text: &str) -> Option<catalog_store::StoredEntity> {
+    store.entity_by_ref(&EntityRef::parse(text).unwrap()).await.unwrap()
+}
+
+/// Waits up to 10 s for `check` to hold.
+async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The shop: `checkout` (labelled for a catalog entity to claim), `cart`
+/// (unlabelled), a `report` CronJob, and a DaemonSet-like system workload
+/// in kube-system that is ignored.
+fn seed(fake: &FakeKubernetes) {
+    fake.apply(deployment("shop", "checkout", json!({"backstage.io/kubernetes-id": "checkout"}), 2));
+    fake.apply(deployment("shop", "cart", json!({"app": "cart"}), 3));
+    fake.apply(deployment("kube-system", "coredns", json!({"k8s-app": "kube-dns"}), 2));
+    fake.apply(cron_job("batch", "report", json!({"app": "report"})));
+}
+
+fn claiming(name: &str, annotations: serde_json::Value) -> catalog_domain::Entity {
+    catalog_domain::validate(&json!({
+        "apiVersion": "backstage.io/v1alpha1", "kind": "Component",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {"type": "service", "lifecycle": "production", "owner": "team-shop"}
+    }))
+    .unwrap()
+}
+
+async fn unclaimed_workloads_become_entities_and_claimed_ones_attach(store: Store) {
+    let fake = FakeKubernetes::start().await;
+    seed(&fake);
+    let file = one_location_snapshot(
+        "file",
+        vec![claiming("checkout-service", json!({"backstage.io/kubernetes-id": "checkout"}))],
+    );
+    store.apply_snapshot(&file).await.unwrap();
+    let engine = engine(&store, config(&fake));
+
+    let run = engine.run_provider("kubernetes").await.unwrap().unwrap();
+    assert_eq!(run.incomplete, None);
+    assert_eq!(run.summary.added, 2, "{run:?}");
+
+    let cart = entity(&store, "component:default/cart-shop-prod").await.expect("cart became a component");
+    assert_eq!(cart.provider, "kubernetes:prod:deployment");
+    assert_eq!(cart.entity.spec["owner"], "group:default/platform");
+    let annotations = &cart.entity.metadata.annotations;
+    assert_eq!(annotations["backstage.io/kubernetes-id"], "cart");
+    assert_eq!(annotations["backstage.io/kubernetes-namespace"], "shop");
+    assert_eq!(annotations["backstage.io/kubernetes-cluster"], "prod");
+    assert_eq!(
+        annotations["backstage.io/managed-by-location"],
+        "kubernetes:prod/apis/apps/v1/namespaces/shop/deployments/cart"
+    );
+    let report = entity(&store, "component:default/report-batch-prod").await.expect("the CronJob became a component");
+    assert_eq!(report.provider, "kubernetes:prod:cronjob");
+    assert!(entity(&store, "component:default/checkout-shop-prod").await.is_none(), "a claimed workload is no entity");
+    assert!(entity(&store, "component:default/coredns-kube-system-prod").await.is_none(), "kube-system is excluded");
+
+    let view = &engine.kubernetes()[0];
+    let claimed = entity(&store, "component:default/checkout-service").await.unwrap();
+    let workloads = view.workloads_for(&claimed.entity.metadata.annotations);
+    assert_eq!(workloads.len(), 1);
+    let checkout = &workloads[0];
+    assert_eq!(
+        (checkout.cluster.as_str(), checkout.namespace.as_str(), checkout.name.as_str()),
+        ("prod", "shop", "checkout")
+    );
+    let replicas = checkout.replicas.unwrap();
+    assert_eq!((replicas.desired, replicas.ready, replicas.available), (3, 2, 2));
+    assert_eq!(checkout.images, ["registry.example.com/checkout:1.4.2"]);
+    assert_eq!(
+        checkout.conditions.iter().map(|c| c.condition_type.as_str()).collect::<Vec<_>>(),
+        ["Available", "Progressing"]
+    );
+    assert_eq!(checkout.last_change.unwrap().to_rfc3339(), "2026-01-05T10:01:00+00:00");
+    // The projected entity finds its own workload (pinned by namespace and cluster).
+    assert_eq!(view.workloads_for(&cart.entity.metadata.annotations).len(), 1);
+    assert_eq!(view.workloads_for(&report.entity.metadata.annotations)[0].schedule.as_deref(), Some("*/15 * * * *"));
+
+    let health = engine.health();
+    let scopes: Vec<(&str, bool)> =
+        health[0].scopes.iter().map(|scope| (scope.name.as_str(), scope.complete)).collect();
+    assert_eq!(scopes, [("kubernetes:prod:deployment", true), ("kubernetes:prod:cronjob", true)]);
+    assert_eq!(health[0].last_error, None);
+
+    // Nothing changed: nothing is written.
+    let again = engine.run_provider("kubernetes").await.unwrap().unwrap();
+    assert_eq!((again.summary.rows_written, again.summary.unchanged), (0, 2));
+}
+
+async fn watch_events_apply_after_a_debounce_and_status_churn_writes_nothing(store: Store) {
+    let fake = FakeKubernetes::start().await;
+    seed(&fake);
+    let engine = engine(&store, config(&fake));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running =
+        tokio::spawn(engine.clone().run(Duration::from_secs(3600), false, store.ingestion_leadership(), stopped));
+    eventually("the first run", || async { entity(&store, "component:default/cart-shop-prod").await.is_some() }).await;
+    let view = engine.kubernetes()[0].clone();
+    let cart_annotations =
+        entity(&store, "component:default/cart-shop-prod").await.unwrap().entity.metadata.annotations;
+    let before = store.latest_sequence().await.unwrap();
+
+    // A rollout: only status moves. The view follows; the catalog does not change.
+    fake.apply(deployment("shop", "cart", json!({"app": "cart"}), 1));
+    eventually("the view to see the new status", || async {
+        view.workloads_for(&cart_annotations).first().and_then(|w| w.replicas).is_some_and(|r| r.ready == 1)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.latest_sequence().await.unwrap(), before, "status churn wrote a change");
+
+    // A new workload and a deleted one arrive as deltas.
+    fake.apply(deployment("shop", "search", json!({}), 1));
+    assert!(fake.delete("batch/v1", "CronJob", "batch", "report"));
+    eventually("the delta to apply", || async {
+        entity(&store, "component:default/search-shop-prod").await.is_some()
+            && entity(&store, "component:default/report-batch-prod").await.is_none()
+    })
+    .await;
+
+    // Labelling a workload for a catalog entity hands it over.
+    store
+        .apply_snapshot(&one_location_snapshot(
+            "file",
+            vec![claiming("search-service", json!({"backstage.io/kubernetes-label-selector": "app=search"}))],
+        ))
+        .await
+        .unwrap();
+    fake.apply(deployment("shop", "search", json!({"app": "search"}), 1));
+    eventually("the claimed workload's entity to go", || async {
+        entity(&store, "component:default/search-shop-prod").await.is_none()
+    })
+    .await;
+
+    stop.send(true).unwrap();
+    running.await.unwrap();
+}
+
+async fn a_410_gone_lists_again_and_finds_what_the_watch_missed(store: Store) {
+    let fake = FakeKubernetes::start().await;
+    seed(&fake);
+    let engine = engine(&store, config(&fake));
+    engine.run_provider("kubernetes").await.unwrap().unwrap();
+    let lists_before =
+        fake.requests_matching("/apis/apps/v1/deployments?").iter().filter(|r| !r.contains("watch=")).count();
+
+    fake.delete_silently("apps/v1", "Deployment", "shop", "cart");
+    fake.apply_silently(deployment("shop", "payments", json!({}), 2));
+    fake.expire_watches();
+    let view = engine.kubernetes()[0].clone();
+    let pinned = |name: &str| -> BTreeMap<String, String> {
+        [
+            ("backstage.io/kubernetes-id", name),
+            ("backstage.io/kubernetes-namespace", "shop"),
+            ("backstage.io/kubernetes-cluster", "prod"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into()
+    };
+    eventually("the re-list", || async { !view.workloads_for(&pinned("payments")).is_empty() }).await;
+    assert!(view.workloads_for(&pinned("cart")).is_empty(), "the re-list dropped what is gone");
+    let gone = fake.requests_matching("/apis/apps/v1/deployments?");
+    assert_eq!(gone.iter().filter(|r| !r.contains("watch=")).count(), lists_before + 1, "one list after 410: {gone:?}");
+
+    let run = engine.run_provider("kubernetes").await.unwrap().unwrap();
+    assert_eq!((run.summary.added, run.summary.removed), (1, 1), "{run:?}");
+    assert!(entity(&store, "component:default/payments-shop-prod").await.is_some());
+    assert!(entity(&store, "component:default/cart-shop-prod").await.is_none());
+}
+
+async fn a_cluster_that_fails_to_list_removes_nothing_and_recovers(store: Store) {
+    let fake = FakeKubernetes::start().await;
+    seed(&fake);
+    {
+        let engine = engine(&store, config(&fake));
+        engine.run_provider("kubernetes").await.unwrap().unwrap();
+    }
+    assert!(entity(&store, "component:default/cart-shop-prod").await.is_some());
+
+    // A restart while the API server fails: the first lists answer 500.
+    fake.fail_lists(u32::MAX);
+    let restarted = engine(&store, KubernetesProviderConfig { initial_list_timeout_seconds: 1, ..config(&fake) });
+    let run = restarted.run_provider("kubernetes").await.unwrap().unwrap();
+    let incomplete = run.incomplete.expect("a scope that never listed is incomplete");
+    assert!(incomplete.contains("has not listed the workloads yet") && incomplete.contains("500"), "{incomplete}");
+    assert_eq!(run.summary.removed, 0);
+    assert!(entity(&store, "component:default/cart-shop-prod").await.is_some(), "nothing was removed");
+    let health = &restarted.health()[0];
+    assert!(health.last_error.as_deref().is_some_and(|error| error.contains("not listed")), "{health:?}");
+    assert!(health.scopes.iter().all(|scope| !scope.complete));
+
+    // The server recovers; the watchers' backoff brings them back.
+    fake.fail_lists(0);
+    let view = restarted.kubernetes()[0].clone();
+    eventually("the lists to succeed", || async { view.scopes().iter().all(|scope| scope.listed) }).await;
+    let run = restarted.run_provider("kubernetes").await.unwrap().unwrap();
+    assert_eq!(run.incomplete, None);
+    assert!(!run.summary.changed(), "the same workloads: no entity changes: {run:?}");
+    let locations = store.locations().await.unwrap();
+    assert!(locations.iter().all(|location| location.error.is_none()), "the scopes' errors are cleared: {locations:?}");
+    assert_eq!(restarted.health()[0].last_error, None);
+}
+
+backend_tests!(
+    unclaimed_workloads_become_entities_and_claimed_ones_attach,
+    watch_events_apply_after_a_debounce_and_status_churn_writes_nothing,
+    a_410_gone_lists_again_and_finds_what_the_watch_missed,
+    a_cluster_that_fails_to_list_removes_nothing_and_recovers,
+);
