@@ -100,7 +100,11 @@ impl Application {
             store: self.store.clone(),
             graphql: self.config.graphql.clone(),
             request_timeout: Duration::from_secs(self.config.server.request_timeout_seconds),
-            metrics: self.config.metrics.enabled.then(|| Arc::new(Metrics::new())),
+            metrics: self
+                .config
+                .metrics
+                .enabled
+                .then(|| Arc::new(Metrics::new().with_providers(self.engine.clone(), self.store.clone()))),
             github_webhooks: crate::webhooks::GithubWebhooks::new(&self.config.webhooks, self.engine.clone()),
         };
         let (stop_ingestion, ingestion_stopped) = watch::channel(false);

@@ -1,23 +1,30 @@
 //! Prometheus metrics at `GET /metrics`: HTTP requests and their durations,
-//! GraphQL errors by code, requests refused by a limit, open WebSockets. This
+//! GraphQL errors by code, requests refused by a limit, open WebSockets, and
+//! the providers' runs, durations, last successes and entities. This
 //! is how operators see the API's limits at work (each rejection is a metric)
 //! without reading logs; it holds counts only, never entity data.
 //!
-//! Every label value comes from a closed list below, never from the client
-//! (no paths, queries, operation names or refs), so the number of series
-//! stays bounded whatever clients send.
+//! Every label value comes from a closed list below or from the
+//! configuration (provider keys and scopes), never from the client (no
+//! paths, queries, operation names or refs), so the number of series stays
+//! bounded whatever clients send.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_graphql::Response as GraphqlResponse;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use catalog_ingestion::Engine;
+use catalog_store::Store;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -100,6 +107,100 @@ struct MethodLabels {
     method: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    provider: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeLabels {
+    provider: String,
+    scope: String,
+}
+
+/// Entities per provider scope, as last counted.
+type EntityCounts = Arc<Mutex<HashMap<String, u64>>>;
+
+/// The providers' health, read from the engine at each scrape, and their
+/// entity counts, read from the store just before (a collector cannot wait).
+#[derive(Debug)]
+struct ProviderCollector {
+    engine: Engine,
+    entities: EntityCounts,
+}
+
+impl Collector for ProviderCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let health = self.engine.health();
+        let provider = |key: &str| ProviderLabels { provider: key.to_owned() };
+        {
+            let help =
+                "Provider runs since the process started, by outcome: complete, incomplete (nothing removed) or failed";
+            let mut family = encoder.encode_descriptor("provider_runs", help, None, MetricType::Counter)?;
+            for health in &health {
+                for (result, n) in [
+                    ("complete", health.runs_complete),
+                    ("incomplete", health.runs_incomplete),
+                    ("failed", health.runs_failed),
+                ] {
+                    let labels = RunLabels { provider: health.key.clone(), result };
+                    ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let help = "How long each provider's last run took, read and apply";
+            let mut family = encoder.encode_descriptor(
+                "provider_last_run_duration",
+                help,
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?;
+            for health in &health {
+                if let Some(duration) = health.last_duration {
+                    ConstGauge::new(duration.as_secs_f64()).encode(family.encode_family(&provider(&health.key))?)?;
+                }
+            }
+        }
+        {
+            let help = "When each provider's last complete run started (alert on its age)";
+            let mut family = encoder.encode_descriptor(
+                "provider_last_success_timestamp",
+                help,
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?;
+            for health in &health {
+                if let Some(at) = health.last_success_at {
+                    ConstGauge::new(at.timestamp() as f64).encode(family.encode_family(&provider(&health.key))?)?;
+                }
+            }
+        }
+        {
+            let help = "Entities each provider holds, per scope";
+            let entities = self.entities.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut family = encoder.encode_descriptor("provider_entities", help, None, MetricType::Gauge)?;
+            for health in &health {
+                for scope in &health.scopes {
+                    let n = entities.get(&scope.name).copied().unwrap_or_default();
+                    let labels = ScopeLabels { provider: health.key.clone(), scope: scope.name.clone() };
+                    ConstGauge::new(n as i64).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let leader = ConstGauge::new(i64::from(self.engine.is_leading()));
+        let help = "1 while this process runs the ingestion schedule (one replica leads)";
+        leader.encode(encoder.encode_descriptor("ingestion_leader", help, None, leader.metric_type())?)?;
+        Ok(())
+    }
+}
+
 /// The registry and the metric families the server updates; one per process.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -108,6 +209,8 @@ pub(crate) struct Metrics {
     http_requests: Family<RequestLabels, Counter>,
     http_request_duration: Family<MethodLabels, Histogram>,
     websocket_connections: Gauge,
+    /// Where the provider collector's entity counts come from.
+    provider_entities: Option<(Store, EntityCounts)>,
 }
 
 impl Metrics {
@@ -135,7 +238,24 @@ impl Metrics {
             http_request_duration.clone(),
         );
         registry.register("websocket_connections", "Open GraphQL WebSockets", websocket_connections.clone());
-        Self { registry, limit_rejections, graphql_errors, http_requests, http_request_duration, websocket_connections }
+        Self {
+            registry,
+            limit_rejections,
+            graphql_errors,
+            http_requests,
+            http_request_duration,
+            websocket_connections,
+            provider_entities: None,
+        }
+    }
+
+    /// Adds the providers' families, read from `engine` (and their entity
+    /// counts from `store`) at each scrape.
+    pub(crate) fn with_providers(mut self, engine: Engine, store: Store) -> Self {
+        let entities = Arc::default();
+        self.registry.register_collector(Box::new(ProviderCollector { engine, entities: Arc::clone(&entities) }));
+        self.provider_entities = Some((store, entities));
+        self
     }
 
     /// Counts each error of a response by code, and the response once per
@@ -275,6 +395,13 @@ pub(crate) async fn track(
 
 /// `GET /metrics`. Unauthenticated, as scrapers expect: it holds counts only.
 pub(crate) async fn scrape(metrics: Arc<Metrics>, headers: HeaderMap) -> Response {
+    if let Some((store, entities)) = &metrics.provider_entities {
+        match store.entity_counts_by_provider().await {
+            Ok(counts) => *entities.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = counts,
+            // The last counts stay: a scrape still answers while the database is away.
+            Err(error) => tracing::warn!(%error, "cannot count the providers' entities for /metrics"),
+        }
+    }
     match metrics.encode(&headers) {
         Ok((body, content_type)) => {
             let mut response = body.into_response();

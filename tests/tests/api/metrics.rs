@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crate::helpers::{TestApp, database_tests, error_code, examples_root, spawn_app_with};
+use crate::helpers::{TestApp, database_tests, editable_examples, error_code, examples_root, spawn_app_with};
 
 /// Sent in operation names, aliases and paths; must never reach the scrape.
 const MARKER: &str = "zqxMetricsMarker4417";
@@ -265,4 +265,33 @@ async fn metrics_are_not_served_when_disabled(database: TestDatabase) {
     assert!(data["entities"]["totalCount"].as_u64().unwrap() > 0);
 }
 
-database_tests!(every_rejection_error_and_request_is_counted_by_label, metrics_are_not_served_when_disabled);
+async fn provider_runs_entities_and_leadership_are_scraped(database: TestDatabase) {
+    let catalog = editable_examples();
+    let url = database.url.clone();
+    let app = spawn_app_with(&url, catalog.path(), Some(database), |_| {}).await;
+    let total = app.query("{ entities { totalCount } }", json!({})).await["entities"]["totalCount"].as_f64().unwrap();
+    let (text, first) = scrape(&app).await;
+    let runs = "catalog_provider_runs_total";
+    assert_eq!(first.value(runs, &[("provider", "file"), ("result", "complete")]), 1.0, "{text}");
+    assert_eq!(first.value(runs, &[("provider", "file"), ("result", "incomplete")]), 0.0);
+    assert_eq!(first.value("catalog_provider_entities", &[("provider", "file"), ("scope", "file")]), total);
+    let success = first.value("catalog_provider_last_success_timestamp_seconds", &[("provider", "file")]);
+    assert!(success > 1.7e9, "a Unix time: {success}");
+    assert!(first.value("catalog_provider_last_run_duration_seconds", &[("provider", "file")]) > 0.0);
+    assert_eq!(first.value("catalog_ingestion_leader", &[]), 0.0, "the schedule is off in tests: {text}");
+
+    // A file that no longer parses: the run keeps its entities and counts as incomplete.
+    std::fs::write(catalog.path().join("systems/billing.yaml"), "kind: [unclosed").unwrap();
+    app.ingest().await;
+    let (_, second) = scrape(&app).await;
+    assert_eq!(second.value(runs, &[("provider", "file"), ("result", "incomplete")]), 1.0);
+    assert_eq!(second.value(runs, &[("provider", "file"), ("result", "complete")]), 1.0);
+    assert_eq!(second.value("catalog_provider_last_success_timestamp_seconds", &[("provider", "file")]), success);
+    assert_eq!(second.value("catalog_provider_entities", &[("provider", "file"), ("scope", "file")]), total);
+}
+
+database_tests!(
+    every_rejection_error_and_request_is_counted_by_label,
+    metrics_are_not_served_when_disabled,
+    provider_runs_entities_and_leadership_are_scraped,
+);
