@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::file::{FileProvider, FileProviderConfig};
 use crate::github::{GithubBuildError, GithubProvider, GithubProviderConfig};
 use crate::github_org::{GithubOrgProvider, GithubOrgProviderConfig};
+use crate::pagerduty::{PagerDutyBuildError, PagerDutyProvider, PagerDutyProviderConfig, PagerDutyView};
 use crate::pull::RetryPolicy;
 
 /// How long file events settle before a run: an editor's save is a burst.
@@ -26,6 +27,7 @@ pub enum ProviderConfig {
     Github(GithubProviderConfig),
     #[serde(rename = "github-org")]
     GithubOrg(GithubOrgProviderConfig),
+    PagerDuty(PagerDutyProviderConfig),
 }
 
 #[derive(Clone, Debug)]
@@ -33,6 +35,7 @@ enum Provider {
     File(FileProvider),
     Github(Arc<GithubProvider>),
     GithubOrg(Arc<GithubOrgProvider>),
+    PagerDuty(Arc<PagerDutyProvider>),
 }
 
 impl Provider {
@@ -41,6 +44,7 @@ impl Provider {
             Provider::File(file) => file.key(),
             Provider::Github(github) => github.key(),
             Provider::GithubOrg(org) => org.key(),
+            Provider::PagerDuty(pagerduty) => pagerduty.key(),
         }
     }
 
@@ -49,6 +53,7 @@ impl Provider {
             Provider::File(_) => "file",
             Provider::Github(_) => "github",
             Provider::GithubOrg(_) => "github-org",
+            Provider::PagerDuty(_) => "pagerduty",
         }
     }
 }
@@ -58,6 +63,8 @@ impl Provider {
 pub enum BuildError {
     #[error(transparent)]
     Github(#[from] GithubBuildError),
+    #[error(transparent)]
+    PagerDuty(#[from] PagerDutyBuildError),
 }
 
 /// Why an on-demand provider run did not complete.
@@ -151,6 +158,12 @@ impl Engine {
                 ProviderConfig::GithubOrg(config) => {
                     Provider::GithubOrg(Arc::new(GithubOrgProvider::build(key("github-org"), config, policy)?))
                 }
+                ProviderConfig::PagerDuty(config) => Provider::PagerDuty(Arc::new(PagerDutyProvider::build(
+                    key("pagerduty"),
+                    config,
+                    policy,
+                    store.clone(),
+                )?)),
             });
         }
         let latest = Arc::new(providers.iter().map(|_| tokio::sync::Mutex::new(None)).collect());
@@ -221,7 +234,7 @@ impl Engine {
                 Provider::Github(github) => {
                     Some((github.key().to_owned(), github.organization().to_owned(), github.catalog_path().to_owned()))
                 }
-                Provider::File(_) | Provider::GithubOrg(_) => None,
+                Provider::File(_) | Provider::GithubOrg(_) | Provider::PagerDuty(_) => None,
             })
             .collect()
     }
@@ -232,9 +245,23 @@ impl Engine {
             .iter()
             .filter_map(|provider| match provider {
                 Provider::GithubOrg(org) => Some((org.key().to_owned(), org.organization().to_owned())),
-                Provider::File(_) | Provider::Github(_) => None,
+                Provider::File(_) | Provider::Github(_) | Provider::PagerDuty(_) => None,
             })
             .collect()
+    }
+
+    /// What the API reads from the PagerDuty providers (services, on-call,
+    /// incidents); None when none is configured.
+    pub fn pagerduty(&self) -> Option<PagerDutyView> {
+        PagerDutyView::new(
+            self.providers
+                .iter()
+                .filter_map(|provider| match provider {
+                    Provider::PagerDuty(pagerduty) => Some(pagerduty.clone()),
+                    Provider::File(_) | Provider::Github(_) | Provider::GithubOrg(_) => None,
+                })
+                .collect(),
+        )
     }
 
     /// The keys of the configured providers, in configuration order.
@@ -290,6 +317,7 @@ impl Engine {
                 }
                 Provider::Github(github) => Ok(github.read().await),
                 Provider::GithubOrg(org) => Ok(org.read().await),
+                Provider::PagerDuty(pagerduty) => Ok(pagerduty.read().await),
             }
         };
         let failed = |message: String| {
@@ -404,7 +432,7 @@ impl Engine {
             .iter()
             .flat_map(|provider| match provider {
                 Provider::File(file) => file.watch_roots(),
-                Provider::Github(_) | Provider::GithubOrg(_) => Vec::new(),
+                Provider::Github(_) | Provider::GithubOrg(_) | Provider::PagerDuty(_) => Vec::new(),
             })
             .collect();
         if roots.is_empty() {

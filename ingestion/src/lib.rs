@@ -7,11 +7,19 @@ mod engine;
 mod file;
 mod github;
 mod github_org;
+mod pagerduty;
 mod pull;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use documents::{MANAGED_BY_LOCATION, MANAGED_BY_ORIGIN_LOCATION};
 pub use engine::{BuildError, Engine, ProviderConfig, ProviderHealth, ProviderRun, RUN_TIMEOUT, RunError};
 pub use file::{FileProvider, FileProviderConfig};
 pub use github::{GithubBuildError, GithubProviderConfig};
 pub use github_org::GithubOrgProviderConfig;
+pub use pagerduty::{
+    INTEGRATION_KEY_ANNOTATION, Incident, LATEST_INCIDENTS, OnCall, OpenIncidents, PagerDutyBuildError, PagerDutyError,
+    PagerDutyProviderConfig, PagerDutyReference, PagerDutyService, PagerDutyView, SERVICE_ID_ANNOTATION,
+    TEAM_ID_ANNOTATION, UNMAPPED_SERVICE_TYPE,
+};
 pub use pull::{RetryPolicy, SourceError};
