@@ -102,6 +102,10 @@ impl Application {
             request_timeout: Duration::from_secs(self.config.server.request_timeout_seconds),
             metrics: self.config.metrics.enabled.then(|| Arc::new(Metrics::new())),
             github_webhooks: crate::webhooks::GithubWebhooks::new(&self.config.webhooks, self.engine.clone()),
+            pagerduty_webhooks: crate::pagerduty_webhooks::PagerDutyWebhooks::new(
+                &self.config.webhooks,
+                self.engine.clone(),
+            ),
         };
         let (stop_ingestion, ingestion_stopped) = watch::channel(false);
         let ingestion = self.config.ingestion.enabled.then(|| {

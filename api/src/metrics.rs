@@ -42,6 +42,7 @@ const LIMITS: &[&str] = &[
     "loadedEntities",
     "nesting",
     "pageSize",
+    "pagerDutyLookups",
     "paths",
     "queryBytes",
     "refs",

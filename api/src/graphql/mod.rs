@@ -8,6 +8,7 @@ mod filter;
 mod graph;
 mod loaders;
 mod mutation;
+mod pagerduty;
 
 use std::sync::Arc;
 

@@ -9,6 +9,7 @@ mod leadership;
 mod limits;
 mod metrics;
 mod mutations;
+mod pagerduty;
 mod queries;
 mod security;
 mod stream;
