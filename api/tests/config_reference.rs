@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use catalog_api::config::{Config, ProviderConfig};
-use catalog_ingestion::{FileProviderConfig, GithubOrgProviderConfig, GithubProviderConfig};
+use catalog_ingestion::{FileProviderConfig, GithubOrgProviderConfig, GithubProviderConfig, PagerDutyProviderConfig};
 use serde_json::Value;
 
 /// Dotted key paths of a value's leaves (lists are leaves) with their JSON.
@@ -32,6 +32,7 @@ fn every_key() -> BTreeMap<String, String> {
         ProviderConfig::File(FileProviderConfig { paths: Vec::new() }),
         ProviderConfig::Github(GithubProviderConfig::default()),
         ProviderConfig::GithubOrg(GithubOrgProviderConfig::default()),
+        ProviderConfig::PagerDuty(PagerDutyProviderConfig::default()),
     ];
     for provider in providers {
         let mut value = serde_json::to_value(provider).unwrap();
