@@ -119,7 +119,7 @@ pub fn incident(id: &str, number: u64, service_id: &str, status: &str, created_a
     json!({
         "id": id, "type": "incident", "summary": format!("[#{number}] {title}"), "incident_number": number,
         "title": title, "created_at": created_at, "updated_at": created_at, "status": status,
-        "incident_key": format!("key-{number}"), "urgency": if number % 2 == 0 { "low" } else { "high" },
+        "incident_key": format!("key-{number}"), "urgency": if number.is_multiple_of(2) { "low" } else { "high" },
         "self": format!("https://api.pagerduty.com/incidents/{id}"), "html_url": format!("{WEB}/incidents/{id}"),
         "service": {
             "id": service_id, "type": "service_reference", "summary": service_id,
