@@ -27,7 +27,7 @@ pub struct WebhooksConfig {
     pub github_secret: String,
     /// The secrets PagerDuty signs webhook (v3) deliveries with: one per
     /// subscription, two while one is rotated. Set them from the environment
-    /// (`CATALOG_WEBHOOKS__PAGERDUTY_SECRETS='["SECRET"]'`); empty: the
+    /// (`CATALOG_WEBHOOKS__PAGERDUTY_SECRETS='["the secret"]'`); empty: the
     /// endpoint is off (404).
     pub pagerduty_secrets: Vec<String>,
     /// Larger deliveries get 413 (GitHub caps payloads at 25 MB; the events
