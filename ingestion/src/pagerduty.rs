@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use catalog_store::{LocationStatus, Snapshot, SnapshotEntity, Store};
+use catalog_store::{InvalidEntity, LocationStatus, Snapshot, SnapshotEntity, Store};
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, USER_AGENT};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -271,6 +271,7 @@ impl PagerDutyProvider {
         let directory = Arc::new(directory);
         *self.directory.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(directory.clone());
         *self.last_error.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        let mut problems = Vec::new();
         if self.config.ingest_unmapped_services {
             match self.unmapped_resources(&directory).await {
                 Ok(documents) => {
@@ -280,11 +281,22 @@ impl PagerDutyProvider {
                                 snapshot.entities.push(SnapshotEntity { entity, location: Some(location.clone()) })
                             }
                             Err(errors) => {
-                                // Names and owners are made here from checked parts;
-                                // a failure is a bug worth seeing, not a reason to
-                                // hold the rest back.
+                                // A service that cannot be a Resource (a description
+                                // over the limits, say) keeps its last good version
+                                // and says why, without holding the others back.
                                 let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                                tracing::warn!(provider = %self.key, service = %document["metadata"]["annotations"][SERVICE_ID_ANNOTATION], errors = ?messages, "a PagerDuty service cannot be a Resource");
+                                let name = document["metadata"]["name"].as_str().unwrap_or_default();
+                                problems.push(format!("Resource {name}: {}", messages.join("; ")));
+                                if let Ok(entity_ref) = catalog_domain::EntityRef::parse(&format!(
+                                    "resource:{}/{name}",
+                                    self.config.namespace
+                                )) {
+                                    snapshot.invalid.push(InvalidEntity {
+                                        entity_ref,
+                                        location: Some(location.clone()),
+                                        errors: messages,
+                                    });
+                                }
                             }
                         }
                     }
@@ -296,8 +308,9 @@ impl PagerDutyProvider {
         }
         snapshot.locations.push(LocationStatus {
             target: location,
+            error: (!problems.is_empty()).then(|| problems.join("\n")),
             n_entities: snapshot.entities.len(),
-            ..Default::default()
+            keeps_entities: false,
         });
         snapshot
     }

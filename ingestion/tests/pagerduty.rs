@@ -347,6 +347,18 @@ async fn unmapped_services_become_resources_only_behind_the_flag(store: Store) {
     // Its own Resources do not count as mapping their services.
     let runs = on.run_once().await.unwrap();
     assert_eq!((runs[0].summary.unchanged, runs[0].summary.removed), (3, 0), "{runs:?}");
+
+    // A service that cannot be a Resource keeps its last good one and says why.
+    fake.update(|account| {
+        account.services[3]["name"] = json!("Mail v2");
+        account.services[3]["html_url"] = json!("not a URL");
+    });
+    let runs = on.run_once().await.unwrap();
+    assert_eq!((runs[0].summary.removed, runs[0].summary.invalid, runs[0].n_location_errors), (0, 1, 1), "{runs:?}");
+    let mail = body(&store, "resource:default/pagerduty-pmail01").await.unwrap();
+    assert_eq!(mail["metadata"]["title"], "Mail", "the last good version");
+    let health = on.health().remove(0);
+    assert!(health.last_error.is_none(), "the account was read in full: {health:?}");
 }
 
 async fn a_refreshed_service_replaces_its_directory_entry_and_forgets_its_caches(store: Store) {
