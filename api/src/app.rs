@@ -106,6 +106,10 @@ impl Application {
                 .enabled
                 .then(|| Arc::new(Metrics::new().with_providers(self.engine.clone(), self.store.clone()))),
             github_webhooks: crate::webhooks::GithubWebhooks::new(&self.config.webhooks, self.engine.clone()),
+            pagerduty_webhooks: crate::pagerduty_webhooks::PagerDutyWebhooks::new(
+                &self.config.webhooks,
+                self.engine.clone(),
+            ),
         };
         let (stop_ingestion, ingestion_stopped) = watch::channel(false);
         let ingestion = self.config.ingestion.enabled.then(|| {

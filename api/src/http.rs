@@ -40,6 +40,8 @@ pub(crate) struct HttpState {
     pub metrics: Option<Arc<Metrics>>,
     /// `None` without a webhook secret: no /webhooks/github.
     pub github_webhooks: Option<Arc<crate::webhooks::GithubWebhooks>>,
+    /// `None` without a PagerDuty webhook secret: no /webhooks/pagerduty.
+    pub pagerduty_webhooks: Option<Arc<crate::pagerduty_webhooks::PagerDutyWebhooks>>,
 }
 
 pub(crate) fn router(state: HttpState) -> Router {
@@ -55,6 +57,13 @@ pub(crate) fn router(state: HttpState) -> Router {
         // Its own body limit and its own authentication (the signature).
         router = router.merge(
             Router::new().route("/webhooks/github", axum::routing::post(crate::webhooks::github)).with_state(webhooks),
+        );
+    }
+    if let Some(webhooks) = state.pagerduty_webhooks.clone() {
+        router = router.merge(
+            Router::new()
+                .route("/webhooks/pagerduty", axum::routing::post(crate::pagerduty_webhooks::pagerduty))
+                .with_state(webhooks),
         );
     }
     if let Some(metrics) = metrics.clone() {

@@ -11,5 +11,6 @@ mod http;
 pub mod hub;
 pub mod jwt;
 mod metrics;
+mod pagerduty_webhooks;
 pub mod policy;
 pub mod webhooks;

@@ -49,6 +49,7 @@ const LIMITS: &[&str] = &[
     "loadedEntities",
     "nesting",
     "pageSize",
+    "pagerDutyLookups",
     "paths",
     "queryBytes",
     "refs",

@@ -25,6 +25,11 @@ pub struct WebhooksConfig {
     /// (`CATALOG_WEBHOOKS__GITHUB_SECRET`), never in a file; empty: the
     /// endpoint is off (404).
     pub github_secret: String,
+    /// The secrets PagerDuty signs webhook (v3) deliveries with: one per
+    /// subscription, two while one is rotated. Set them from the environment
+    /// (`CATALOG_WEBHOOKS__PAGERDUTY_SECRETS='["the secret"]'`); empty: the
+    /// endpoint is off (404).
+    pub pagerduty_secrets: Vec<String>,
     /// Larger deliveries get 413 (GitHub caps payloads at 25 MB; the events
     /// the catalog reads are far smaller).
     pub max_body_bytes: usize,
@@ -32,7 +37,7 @@ pub struct WebhooksConfig {
 
 impl Default for WebhooksConfig {
     fn default() -> Self {
-        Self { github_secret: String::new(), max_body_bytes: 1024 * 1024 }
+        Self { github_secret: String::new(), pagerduty_secrets: Vec::new(), max_body_bytes: 1024 * 1024 }
     }
 }
 
@@ -42,6 +47,7 @@ impl std::fmt::Debug for WebhooksConfig {
         formatter
             .debug_struct("WebhooksConfig")
             .field("github_secret", &secret)
+            .field("pagerduty_secrets", &format!("({} redacted)", self.pagerduty_secrets.len()))
             .field("max_body_bytes", &self.max_body_bytes)
             .finish()
     }
@@ -242,7 +248,12 @@ mod tests {
 
     #[test]
     fn the_secret_never_shows_in_debug_output() {
-        let config = WebhooksConfig { github_secret: "hunter2".into(), ..WebhooksConfig::default() };
-        assert!(!format!("{config:?}").contains("hunter2"));
+        let config = WebhooksConfig {
+            github_secret: "hunter2".into(),
+            pagerduty_secrets: vec!["swordfish".into()],
+            ..WebhooksConfig::default()
+        };
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2") && !debug.contains("swordfish"), "{debug}");
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use catalog_api::config::{Config, ProviderConfig};
 use catalog_ingestion::{
     FileProviderConfig, GithubOrgProviderConfig, GithubProviderConfig, KubernetesClusterConfig,
-    KubernetesProviderConfig,
+    KubernetesProviderConfig, PagerDutyProviderConfig,
 };
 use serde_json::Value;
 
@@ -36,6 +36,7 @@ fn every_key() -> BTreeMap<String, String> {
         ProviderConfig::Github(GithubProviderConfig::default()),
         ProviderConfig::GithubOrg(GithubOrgProviderConfig::default()),
         ProviderConfig::Kubernetes(KubernetesProviderConfig::default()),
+        ProviderConfig::PagerDuty(PagerDutyProviderConfig::default()),
     ];
     for provider in providers {
         let mut value = serde_json::to_value(provider).unwrap();

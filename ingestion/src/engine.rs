@@ -14,6 +14,7 @@ use crate::file::{FileProvider, FileProviderConfig};
 use crate::github::{GithubBuildError, GithubProvider, GithubProviderConfig};
 use crate::github_org::{GithubOrgProvider, GithubOrgProviderConfig};
 use crate::kubernetes::{KubernetesBuildError, KubernetesProvider, KubernetesProviderConfig, KubernetesView};
+use crate::pagerduty::{PagerDutyBuildError, PagerDutyProvider, PagerDutyProviderConfig, PagerDutyView};
 use crate::pull::RetryPolicy;
 
 /// How long file events settle before a run: an editor's save is a burst.
@@ -28,6 +29,7 @@ pub enum ProviderConfig {
     #[serde(rename = "github-org")]
     GithubOrg(GithubOrgProviderConfig),
     Kubernetes(KubernetesProviderConfig),
+    PagerDuty(PagerDutyProviderConfig),
 }
 
 #[derive(Clone, Debug)]
@@ -36,6 +38,7 @@ enum Provider {
     Github(Arc<GithubProvider>),
     GithubOrg(Arc<GithubOrgProvider>),
     Kubernetes(Arc<KubernetesProvider>),
+    PagerDuty(Arc<PagerDutyProvider>),
 }
 
 impl Provider {
@@ -45,6 +48,7 @@ impl Provider {
             Provider::Github(github) => github.key(),
             Provider::GithubOrg(org) => org.key(),
             Provider::Kubernetes(kubernetes) => kubernetes.key(),
+            Provider::PagerDuty(pagerduty) => pagerduty.key(),
         }
     }
 
@@ -54,6 +58,7 @@ impl Provider {
             Provider::Github(_) => "github",
             Provider::GithubOrg(_) => "github-org",
             Provider::Kubernetes(_) => "kubernetes",
+            Provider::PagerDuty(_) => "pagerduty",
         }
     }
 }
@@ -65,6 +70,8 @@ pub enum BuildError {
     Github(#[from] GithubBuildError),
     #[error(transparent)]
     Kubernetes(#[from] KubernetesBuildError),
+    #[error(transparent)]
+    PagerDuty(#[from] PagerDutyBuildError),
 }
 
 /// Why an on-demand provider run did not complete.
@@ -182,6 +189,12 @@ impl Engine {
                 ProviderConfig::Kubernetes(config) => {
                     Provider::Kubernetes(Arc::new(KubernetesProvider::build(key("kubernetes"), config, policy)?))
                 }
+                ProviderConfig::PagerDuty(config) => Provider::PagerDuty(Arc::new(PagerDutyProvider::build(
+                    key("pagerduty"),
+                    config,
+                    policy,
+                    store.clone(),
+                )?)),
             });
         }
         let latest = Arc::new(providers.iter().map(|_| tokio::sync::Mutex::new(None)).collect());
@@ -225,11 +238,13 @@ impl Engine {
                     .into_iter()
                     .map(|scope| ScopeHealth { name: scope.name, complete: scope.listed, last_error: scope.last_error })
                     .collect(),
-                Provider::File(_) | Provider::Github(_) | Provider::GithubOrg(_) => vec![ScopeHealth {
-                    name: health.key.clone(),
-                    complete: health.last_run_at.is_some() && health.last_success_at == health.last_run_at,
-                    last_error: health.last_error.clone(),
-                }],
+                Provider::File(_) | Provider::Github(_) | Provider::GithubOrg(_) | Provider::PagerDuty(_) => {
+                    vec![ScopeHealth {
+                        name: health.key.clone(),
+                        complete: health.last_run_at.is_some() && health.last_success_at == health.last_run_at,
+                        last_error: health.last_error.clone(),
+                    }]
+                }
             };
         }
         health
@@ -241,7 +256,7 @@ impl Engine {
             .iter()
             .filter_map(|provider| match provider {
                 Provider::Kubernetes(kubernetes) => Some(kubernetes.view()),
-                Provider::File(_) | Provider::Github(_) | Provider::GithubOrg(_) => None,
+                Provider::File(_) | Provider::Github(_) | Provider::GithubOrg(_) | Provider::PagerDuty(_) => None,
             })
             .collect()
     }
@@ -278,7 +293,7 @@ impl Engine {
                 Provider::Github(github) => {
                     Some((github.key().to_owned(), github.organization().to_owned(), github.catalog_path().to_owned()))
                 }
-                Provider::File(_) | Provider::GithubOrg(_) | Provider::Kubernetes(_) => None,
+                Provider::File(_) | Provider::GithubOrg(_) | Provider::Kubernetes(_) | Provider::PagerDuty(_) => None,
             })
             .collect()
     }
@@ -289,9 +304,23 @@ impl Engine {
             .iter()
             .filter_map(|provider| match provider {
                 Provider::GithubOrg(org) => Some((org.key().to_owned(), org.organization().to_owned())),
-                Provider::File(_) | Provider::Github(_) | Provider::Kubernetes(_) => None,
+                Provider::File(_) | Provider::Github(_) | Provider::Kubernetes(_) | Provider::PagerDuty(_) => None,
             })
             .collect()
+    }
+
+    /// What the API reads from the PagerDuty providers (services, on-call,
+    /// incidents); None when none is configured.
+    pub fn pagerduty(&self) -> Option<PagerDutyView> {
+        PagerDutyView::new(
+            self.providers
+                .iter()
+                .filter_map(|provider| match provider {
+                    Provider::PagerDuty(pagerduty) => Some(pagerduty.clone()),
+                    Provider::File(_) | Provider::Github(_) | Provider::GithubOrg(_) | Provider::Kubernetes(_) => None,
+                })
+                .collect(),
+        )
     }
 
     /// The keys of the configured providers, in configuration order.
@@ -349,6 +378,7 @@ impl Engine {
                 Provider::Github(github) => Ok(vec![github.read().await]),
                 Provider::GithubOrg(org) => Ok(vec![org.read().await]),
                 Provider::Kubernetes(kubernetes) => kubernetes.read(&self.store).await,
+                Provider::PagerDuty(pagerduty) => Ok(vec![pagerduty.read().await]),
             }
         };
         let failed = |message: String| {
@@ -448,7 +478,7 @@ impl Engine {
                         }
                     }))
                 }
-                Provider::File(_) | Provider::Github(_) | Provider::GithubOrg(_) => None,
+                Provider::File(_) | Provider::Github(_) | Provider::GithubOrg(_) | Provider::PagerDuty(_) => None,
             })
             .collect();
         loop {
@@ -511,7 +541,7 @@ impl Engine {
     fn debounce(&self, index: usize) -> Duration {
         match &self.providers[index] {
             Provider::Kubernetes(kubernetes) => kubernetes.debounce(),
-            Provider::File(_) | Provider::Github(_) | Provider::GithubOrg(_) => SETTLE,
+            Provider::File(_) | Provider::Github(_) | Provider::GithubOrg(_) | Provider::PagerDuty(_) => SETTLE,
         }
     }
 
@@ -523,7 +553,9 @@ impl Engine {
             .iter()
             .flat_map(|provider| match provider {
                 Provider::File(file) => file.watch_roots(),
-                Provider::Github(_) | Provider::GithubOrg(_) | Provider::Kubernetes(_) => Vec::new(),
+                Provider::Github(_) | Provider::GithubOrg(_) | Provider::Kubernetes(_) | Provider::PagerDuty(_) => {
+                    Vec::new()
+                }
             })
             .collect();
         if roots.is_empty() {

@@ -8,6 +8,7 @@ mod file;
 mod github;
 mod github_org;
 mod kubernetes;
+mod pagerduty;
 mod pull;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -20,5 +21,10 @@ pub use github_org::GithubOrgProviderConfig;
 pub use kubernetes::{
     KubernetesBuildError, KubernetesClusterConfig, KubernetesProviderConfig, KubernetesView, Replicas, ScopeStatus,
     Workload, WorkloadCondition, WorkloadKind,
+};
+pub use pagerduty::{
+    INTEGRATION_KEY_ANNOTATION, Incident, LATEST_INCIDENTS, OnCall, OpenIncidents, PagerDutyBuildError, PagerDutyError,
+    PagerDutyProviderConfig, PagerDutyReference, PagerDutyService, PagerDutyView, SERVICE_ID_ANNOTATION,
+    TEAM_ID_ANNOTATION, UNMAPPED_SERVICE_TYPE,
 };
 pub use pull::{RetryPolicy, SourceError};

@@ -1,7 +1,8 @@
 //! The one place that decides how providers talk to HTTP sources: timeouts,
 //! retries with backoff and jitter, rate limits (GitHub's
 //! `x-ratelimit-remaining`/`x-ratelimit-reset`, `retry-after`, PagerDuty's
-//! `ratelimit-reset`) and conditional requests with ETag. The HTTP client's
+//! `ratelimit-reset`), conditional requests with ETag and pagination (GitHub's
+//! `Link` headers, PagerDuty's offsets). The HTTP client's
 //! own retries are never used, so what happens on each fault is decided
 //! here and testable. Providers add only their wire types and mappings.
 
@@ -171,6 +172,49 @@ impl HttpSource {
             }
         }
         Ok(items)
+    }
+
+    /// Every item of an offset-paged JSON list, as PagerDuty pages: each page
+    /// is an object holding the items under `items_key` and `more`; `limit`
+    /// and `offset` are added to `url`'s query. A page that fails fails the
+    /// whole list, like [`HttpSource::get_all_pages`].
+    pub async fn get_offset_pages<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        items_key: &str,
+        limit: usize,
+    ) -> Result<Vec<T>, SourceError> {
+        let limit = limit.max(1);
+        let base = reqwest::Url::parse(url)
+            .map_err(|error| SourceError::Invalid { message: format!("{url}: not a URL: {error}") })?;
+        let mut items = Vec::new();
+        for n_page in 0..MAX_PAGES {
+            let mut page_url = base.clone();
+            page_url
+                .query_pairs_mut()
+                .append_pair("limit", &limit.to_string())
+                .append_pair("offset", &(n_page * limit).to_string());
+            let (mut page, _) = self.get_json::<serde_json::Value>(page_url.as_str()).await?;
+            let invalid = |what: &str| SourceError::Invalid { message: format!("{page_url}: {what}") };
+            let serde_json::Value::Array(listed) = page[items_key].take() else {
+                return Err(invalid(&format!("the page has no {items_key} list")));
+            };
+            let n_listed = listed.len();
+            for item in listed {
+                items.push(
+                    serde_json::from_value(item)
+                        .map_err(|error| invalid(&format!("an item of {items_key}: {error}")))?,
+                );
+            }
+            if !page["more"].as_bool().unwrap_or(false) {
+                return Ok(items);
+            }
+            // `more` on an empty page would page forever.
+            if n_listed == 0 {
+                return Err(invalid("an empty page says there is more"));
+            }
+        }
+        Err(SourceError::Invalid { message: format!("{url}: more than {MAX_PAGES} pages") })
     }
 
     async fn try_get(&self, url: &str) -> Result<Fetched, Failure> {

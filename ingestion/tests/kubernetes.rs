@@ -1,5 +1,5 @@
 //! The Kubernetes provider against a fake API server that speaks list and
-//! watch (`catalog_ingestion::testing`): projection and linking, status
+//! watch (`catalog_ingestion::testing::kubernetes`): projection and linking, status
 //! churn that writes nothing, deltas after a debounce, 410 Gone and
 //! re-listing, and a failing cluster that removes nothing. Every body runs
 //! on SQLite and on PostgreSQL.
@@ -9,7 +9,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use catalog_domain::EntityRef;
-use catalog_ingestion::testing::{FakeKubernetes, cron_job, deployment};
+use catalog_ingestion::testing::kubernetes::{FakeKubernetes, cron_job, deployment};
 use catalog_ingestion::{
     Engine, KubernetesClusterConfig, KubernetesProviderConfig, ProviderConfig, RetryPolicy, WorkloadKind,
 };

@@ -21,6 +21,7 @@ use super::graph::{
 };
 use super::kubernetes::KubernetesCluster;
 use super::loaders::{EdgesLoader, EntityLoader, RequestBudget};
+use super::pagerduty::PagerDutyServiceValue;
 use super::{DEFAULT_PAGE_SIZE, EntityConnection, EntitySource, MAX_PAGE_SIZE, PageArgs, list_connection};
 
 /// The relation types of the catalog graph, each with its reverse.
@@ -347,6 +348,14 @@ macro_rules! entity_object {
                 Ok(history_page(store, &scope, &self.0.entity_ref.to_string(), first, after).await?)
             }
 
+            /// The PagerDuty service this entity maps to through its
+            /// `pagerduty.com/service-id` (or `pagerduty.com/integration-key`)
+            /// annotation; null when it maps to none. (A Group's team's
+            /// services: `pagerDutyServices`.)
+            pub async fn pager_duty(&self, ctx: &Context<'_>) -> Result<Option<PagerDutyServiceValue>> {
+                super::pagerduty::entity_service(ctx, &self.0).await
+            }
+
             $(
                 $(#[$owned_doc])*
                 #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity + 5")]
@@ -631,6 +640,11 @@ entity_object!(
         async fn descendants(&self, ctx: &Context<'_>) -> Result<Vec<Group>> {
             groups_by_walk(ctx, &self.0, &[R::ParentOf]).await
         }
+        /// The services of the PagerDuty team its `pagerduty.com/team-id`
+        /// annotation names, by name; empty without one.
+        async fn pager_duty_services(&self, ctx: &Context<'_>) -> Result<Vec<PagerDutyServiceValue>> {
+            super::pagerduty::team_services(ctx, &self.0).await
+        }
     }
     owned_entities:
         /// What this group owns; with `includeSubgroups`, also what every group
@@ -724,6 +738,7 @@ entity_object!(
     field(name = "source_location", ty = "Option<&str>"),
     field(name = "created_at", ty = "DateTime<Utc>"),
     field(name = "updated_at", ty = "DateTime<Utc>"),
+    field(name = "pager_duty", ty = "Option<PagerDutyServiceValue>"),
     field(
         name = "traverse",
         ty = "TraversalConnection",

@@ -15,6 +15,7 @@ use super::entity::{EntityValue, RelationTypeValue};
 use super::error::ApiError;
 use super::filter::EntityFilter;
 use super::loaders::{EntityLoader, RequestBudget};
+use super::pagerduty::{ImpactServices, PagerDutyOnCall};
 use super::{DEFAULT_PAGE_SIZE, MAX_REFS, PageInfo, decode_cursor, offset_cursor, page_size, parse_ref, store};
 use crate::policy::ReadScope;
 
@@ -294,12 +295,15 @@ pub(crate) fn dependent_types(through_apis: bool) -> Vec<R> {
 pub struct Impact {
     root: String,
     walk: Arc<Walk>,
+    /// Shared by the owners: their PagerDuty services are worked out once.
+    pagerduty: Arc<ImpactServices>,
 }
 
 /// The owner of some impacted entities.
 pub struct ImpactOwner {
     owner_ref: String,
     count: u64,
+    pagerduty: Arc<ImpactServices>,
 }
 
 /// An owner of impacted entities: who to tell, and about how many.
@@ -318,6 +322,14 @@ impl ImpactOwner {
     /// How many impacted entities this owner owns.
     async fn count(&self) -> u64 {
         self.count
+    }
+
+    /// Who is on call for this owner in PagerDuty: for the services of its
+    /// Group's team (`pagerduty.com/team-id`) and those its impacted
+    /// entities map to, each service's lowest escalation level. Empty
+    /// without PagerDuty; UNAVAILABLE when PagerDuty cannot be asked.
+    async fn on_call(&self, ctx: &Context<'_>) -> Result<Vec<PagerDutyOnCall>> {
+        Ok(self.pagerduty.on_call(ctx, &self.owner_ref).await?)
     }
 }
 
@@ -362,8 +374,10 @@ impl Impact {
         for owner in owners.into_values() {
             *counts.entry(owner).or_default() += 1;
         }
-        let mut owners: Vec<ImpactOwner> =
-            counts.into_iter().map(|(owner_ref, count)| ImpactOwner { owner_ref, count }).collect();
+        let mut owners: Vec<ImpactOwner> = counts
+            .into_iter()
+            .map(|(owner_ref, count)| ImpactOwner { owner_ref, count, pagerduty: self.pagerduty.clone() })
+            .collect();
         owners.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.owner_ref.cmp(&b.owner_ref)));
         Ok(owners)
     }
@@ -395,8 +409,8 @@ pub(crate) fn impact_types(through_apis: bool, include_part_of: bool) -> Vec<R> 
 pub(crate) async fn impact(ctx: &Context<'_>, root: String, types: Vec<R>, max_depth: i32) -> Result<Impact> {
     let root = parse_ref(&root, None, "default")?.to_string();
     let traversal = Traversal { from: vec![root.clone()], types, direction: Direction::Outgoing, max_depth };
-    let walk = run(ctx, &traversal, true, false).await?;
-    Ok(Impact { root, walk: Arc::new(walk) })
+    let walk = Arc::new(run(ctx, &traversal, true, false).await?);
+    Ok(Impact { root, pagerduty: Arc::new(ImpactServices::new(walk.clone())), walk })
 }
 
 /// One relation path between two entities.

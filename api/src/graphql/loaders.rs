@@ -24,17 +24,43 @@ pub struct RequestBudget {
     walks: AtomicU32,
     entities: AtomicUsize,
     max_entities: usize,
+    /// Live PagerDuty reads (on-call, incidents): each may cost a request
+    /// against the account's rate limit, which ingestion shares.
+    pagerduty_lookups: AtomicU32,
 }
+
+/// The most live PagerDuty fields (on-call, incidents) one request may resolve.
+pub const MAX_PAGERDUTY_LOOKUPS_PER_REQUEST: u32 = 50;
 
 impl RequestBudget {
     pub fn new(max_entities: usize) -> Self {
-        Self { walks: AtomicU32::new(0), entities: AtomicUsize::new(0), max_entities }
+        Self {
+            walks: AtomicU32::new(0),
+            entities: AtomicUsize::new(0),
+            max_entities,
+            pagerduty_lookups: AtomicU32::new(0),
+        }
     }
 
     /// Starts a new allowance: each subscription event is priced like a request.
     pub fn reset(&self) {
         self.walks.store(0, Ordering::Relaxed);
         self.entities.store(0, Ordering::Relaxed);
+        self.pagerduty_lookups.store(0, Ordering::Relaxed);
+    }
+
+    pub(crate) fn spend_pagerduty_lookup(&self) -> Result<(), ApiError> {
+        let spent = self.pagerduty_lookups.fetch_add(1, Ordering::Relaxed);
+        if spent >= MAX_PAGERDUTY_LOOKUPS_PER_REQUEST {
+            return Err(ApiError::LimitExceeded {
+                limit: "pagerDutyLookups",
+                message: format!(
+                    "one request may read on-call and incidents of at most {MAX_PAGERDUTY_LOOKUPS_PER_REQUEST} \
+                     PagerDuty services"
+                ),
+            });
+        }
+        Ok(())
     }
 
     pub(crate) fn spend_walk(&self) -> Result<(), ApiError> {

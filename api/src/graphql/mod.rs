@@ -9,6 +9,7 @@ mod graph;
 mod kubernetes;
 mod loaders;
 mod mutation;
+mod pagerduty;
 
 use std::sync::Arc;
 

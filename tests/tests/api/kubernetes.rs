@@ -3,7 +3,7 @@
 //! claims a workload, lists the provider's scopes, and keeps answering from
 //! memory while the cluster is gone.
 
-use catalog_ingestion::testing::{FakeKubernetes, deployment};
+use catalog_ingestion::testing::kubernetes::{FakeKubernetes, deployment};
 use catalog_store::testing::TestDatabase;
 use serde_json::json;
 

@@ -2,6 +2,7 @@
 //! or PostgreSQL database per test, with the example catalog ingested.
 
 mod abuse;
+mod all_sources;
 mod graph;
 mod helpers;
 mod jwt;
@@ -10,6 +11,7 @@ mod leadership;
 mod limits;
 mod metrics;
 mod mutations;
+mod pagerduty;
 mod queries;
 mod security;
 mod stream;
