@@ -12,4 +12,5 @@ pub mod hub;
 pub mod jwt;
 mod metrics;
 pub mod policy;
+mod readiness;
 pub mod webhooks;
