@@ -60,6 +60,16 @@ pub(crate) async fn readyz(store: &Store) -> Response {
     }
 }
 
+/// The waiting server's /readyz: never ready, since it serves nothing else;
+/// once the migrations are applied it says so while the catalog starts.
+async fn waiting_readyz(store: &Store) -> Response {
+    let response = readyz(store).await;
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, "not ready: the migrations are applied; starting").into_response()
+}
+
 /// How waiting for migrations ended.
 pub(crate) enum Waited {
     Migrated,
@@ -78,7 +88,7 @@ pub(crate) async fn serve_until_migrated(
     let readiness_store = store.clone();
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(move || async move { readyz(&readiness_store).await }))
+        .route("/readyz", get(move || async move { waiting_readyz(&readiness_store).await }))
         .fallback(|| async {
             (StatusCode::SERVICE_UNAVAILABLE, "the catalog is waiting for its database migrations: run `catalog migrate`")
         });

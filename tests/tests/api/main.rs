@@ -1,7 +1,11 @@
 //! End-to-end tests: the real server on a random port, over a fresh SQLite file
-//! or PostgreSQL database per test, with the example catalog ingested.
+//! or PostgreSQL database per test, with the example catalog ingested; and
+//! the deployment files (docker-compose.yml, deploy/kubernetes) checked
+//! against the server they deploy.
 
 mod abuse;
+mod deploy_compose;
+mod deploy_kubernetes;
 mod graph;
 mod helpers;
 mod jwt;
@@ -10,6 +14,7 @@ mod limits;
 mod metrics;
 mod mutations;
 mod queries;
+mod readiness;
 mod security;
 mod stream;
 mod webhooks;
