@@ -84,13 +84,18 @@ pub(crate) async fn serve_until_migrated(
     store: &Store,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<Waited> {
-    tracing::warn!("the database has pending migrations; serving only /healthz and /readyz until `catalog migrate` runs");
+    tracing::warn!(
+        "the database has pending migrations; serving only /healthz and /readyz until `catalog migrate` runs"
+    );
     let readiness_store = store.clone();
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(move || async move { waiting_readyz(&readiness_store).await }))
         .fallback(|| async {
-            (StatusCode::SERVICE_UNAVAILABLE, "the catalog is waiting for its database migrations: run `catalog migrate`")
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the catalog is waiting for its database migrations: run `catalog migrate`",
+            )
         });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(

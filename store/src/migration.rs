@@ -50,7 +50,8 @@ impl fmt::Display for SchemaStatus {
                 pending.join(", ")
             ),
             SchemaStatus::Newer(unknown) => {
-                let error = StoreError::SchemaNewer { unknown: unknown.clone(), newest_known: Store::newest_migration() };
+                let error =
+                    StoreError::SchemaNewer { unknown: unknown.clone(), newest_known: Store::newest_migration() };
                 write!(formatter, "{error}")
             }
         }

@@ -401,14 +401,10 @@ async fn annotated_entities_are_found_by_annotation_key_with_their_provider(stor
     store.apply_snapshot(&snapshot("file", vec![(linked, "a.yaml"), (plain, "a.yaml")])).await.unwrap();
     store.apply_snapshot(&snapshot("github", vec![(other, "b.yaml")])).await.unwrap();
 
-    let found = store
-        .annotated(&["backstage.io/kubernetes-id", "backstage.io/kubernetes-label-selector"])
-        .await
-        .unwrap();
-    let found: Vec<(&str, &str, &str, &str)> = found
-        .iter()
-        .map(|a| (a.entity_ref.as_str(), a.provider.as_str(), a.key.as_str(), a.value.as_str()))
-        .collect();
+    let found =
+        store.annotated(&["backstage.io/kubernetes-id", "backstage.io/kubernetes-label-selector"]).await.unwrap();
+    let found: Vec<(&str, &str, &str, &str)> =
+        found.iter().map(|a| (a.entity_ref.as_str(), a.provider.as_str(), a.key.as_str(), a.value.as_str())).collect();
     assert_eq!(
         found,
         [

@@ -187,7 +187,8 @@ fn the_proxy_balances_over_exactly_the_replicas_and_passes_websocket_upgrades() 
 
     let websocket = conf.split("location /graphql/ws").nth(1).expect("a location for subscriptions");
     let block = &websocket[..websocket.find('}').unwrap()];
-    for directive in ["proxy_http_version 1.1", "proxy_set_header Upgrade $http_upgrade", "proxy_set_header Connection"] {
+    for directive in ["proxy_http_version 1.1", "proxy_set_header Upgrade $http_upgrade", "proxy_set_header Connection"]
+    {
         assert!(block.contains(directive), "/graphql/ws needs `{directive}`");
     }
     assert!(proxy["ports"].as_array().is_some_and(|ports| !ports.is_empty()), "the proxy is published");

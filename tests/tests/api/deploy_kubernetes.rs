@@ -102,12 +102,8 @@ fn config_file(manifests: &BTreeMap<String, Value>, container: &Value, into: &Pa
 #[test]
 fn the_kustomization_lists_every_manifest_and_names_no_namespace() {
     let kustomization = yaml(&directory().join("kustomization.yaml"));
-    let listed: BTreeSet<String> = kustomization["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|file| file.as_str().unwrap().to_owned())
-        .collect();
+    let listed: BTreeSet<String> =
+        kustomization["resources"].as_array().unwrap().iter().map(|file| file.as_str().unwrap().to_owned()).collect();
     let present: BTreeSet<String> = std::fs::read_dir(directory())
         .unwrap()
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
