@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use catalog_ingestion::{Engine, ProviderRun};
-use catalog_store::Store;
+use catalog_store::{SchemaStatus, Store};
+use futures::FutureExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -18,6 +19,7 @@ use crate::graphql::{SchemaOptions, SchemaServices, build_schema};
 use crate::http::{HttpState, router};
 use crate::hub::ChangeHub;
 use crate::metrics::Metrics;
+use crate::readiness::Waited;
 
 /// A built, bound, not yet serving application.
 pub struct Application {
@@ -25,35 +27,43 @@ pub struct Application {
     address: SocketAddr,
     store: Store,
     engine: Engine,
-    hub: Arc<ChangeHub>,
+    /// None while migrations are pending (`database.migrate_on_start` off):
+    /// following the change log needs its tables, so `run_until` starts it
+    /// once `catalog migrate` has run.
+    hub: Option<Arc<ChangeHub>>,
+    schema: SchemaStatus,
     auth: Arc<Authenticator>,
     config: Config,
 }
 
 impl Application {
-    /// Connects and migrates the database and binds the listener.
+    /// Connects and migrates the database (or, with
+    /// `database.migrate_on_start` off, looks at its migrations) and binds
+    /// the listener. Fails on a database that a newer binary migrated.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        // Migrations run without the statement timeout: building an index on
-        // a large table may take longer than any read should.
-        let migrator = Store::connect(&config.database.url).await.context("cannot open the database")?;
-        migrator.migrate().await.context("cannot migrate the database")?;
-        migrator.close().await.context("cannot close the migration connection")?;
+        let schema = crate::readiness::prepare_schema(&config.database).await?;
         let store = Store::connect_with(&config.database.url, config.database.connect_settings())
             .await
             .context("cannot open the database")?;
         let engine = Engine::build(store.clone(), &config.ingestion.providers)
             .context("invalid provider configuration")?
             .with_run_timeout(Duration::from_secs(config.ingestion.run_timeout_seconds.max(1)));
-        // Listening first, then the hub reads where the log ends: no commit
-        // of another replica falls between the two.
-        store.listen_for_commits().await.context("cannot listen for commits")?;
-        let hub = ChangeHub::start(store.clone(), config.changes.subscriber_buffer).await;
+        let hub = match schema {
+            SchemaStatus::Current => Some(follow_commits(&store, config.changes.subscriber_buffer).await?),
+            _ => None,
+        };
         let listener = TcpListener::bind((config.server.host.as_str(), config.server.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", config.server.host, config.server.port))?;
         let address = listener.local_addr().context("the listener has no address")?;
         let auth = Authenticator::new(store.clone(), &config.auth).context("invalid auth configuration")?;
-        Ok(Self { listener, address, store, engine, hub, auth: Arc::new(auth), config })
+        Ok(Self { listener, address, store, engine, hub, schema, auth: Arc::new(auth), config })
+    }
+
+    /// Where the schema stood at `build`: `Pending` only with
+    /// `database.migrate_on_start` off, when `run_until` waits for it.
+    pub fn schema_status(&self) -> &SchemaStatus {
+        &self.schema
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -76,7 +86,26 @@ impl Application {
 
     /// Serves until `shutdown` completes, running ingestion on its schedule
     /// when enabled; in-flight requests finish before it returns.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    /// With migrations pending it first serves only /healthz and a 503
+    /// /readyz, until they are applied.
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let shutdown = shutdown.shared();
+        let hub = match self.hub.take() {
+            Some(hub) => hub,
+            None => {
+                // Two handles on one socket: the waiting server stops
+                // accepting on its own, and connections queue on the socket
+                // until the catalog's server accepts them.
+                let socket = self.listener.into_std().context("cannot take the listener")?;
+                let waiting = socket.try_clone().context("cannot share the listener")?;
+                let waiting = TcpListener::from_std(waiting).context("cannot share the listener")?;
+                self.listener = TcpListener::from_std(socket).context("cannot share the listener")?;
+                match crate::readiness::serve_until_migrated(waiting, &self.store, shutdown.clone()).await? {
+                    Waited::Migrated => follow_commits(&self.store, self.config.changes.subscriber_buffer).await?,
+                    Waited::ShutDown => return Ok(()),
+                }
+            }
+        };
         let graphql = &self.config.graphql;
         let options = SchemaOptions {
             max_depth: graphql.max_depth,
@@ -91,7 +120,7 @@ impl Application {
             schema: build_schema(
                 SchemaServices {
                     store: self.store.clone(),
-                    hub: self.hub.clone(),
+                    hub,
                     engine: self.engine.clone(),
                     refusals: self.auth.refusals(),
                 },
@@ -142,6 +171,14 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Starts following the change log for subscribers. Listening first, then
+/// the hub reads where the log ends: no commit of another replica falls
+/// between the two.
+async fn follow_commits(store: &Store, buffer: usize) -> anyhow::Result<Arc<ChangeHub>> {
+    store.listen_for_commits().await.context("cannot listen for commits")?;
+    Ok(ChangeHub::start(store.clone(), buffer).await)
 }
 
 /// How long the change log and the audit log keep their rows (None: forever).

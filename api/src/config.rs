@@ -132,6 +132,10 @@ pub struct DatabaseConfig {
     /// server cancels it; 0: no limit. (SQLite has no statement timeout:
     /// the request timeout bounds its reads.)
     pub statement_timeout_seconds: u64,
+    /// Whether `serve` applies pending migrations when it starts (under the
+    /// migration lock, so replicas may start together). Off: it waits,
+    /// answering /readyz with 503, until `catalog migrate` has run.
+    pub migrate_on_start: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -214,7 +218,7 @@ impl DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: "sqlite://data/catalog.db".into(), statement_timeout_seconds: 30 }
+        Self { url: "sqlite://data/catalog.db".into(), statement_timeout_seconds: 30, migrate_on_start: true }
     }
 }
 

@@ -540,13 +540,7 @@ impl async_graphql::Executor for FirewalledExecutor {
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(error) => {
-            tracing::warn!(error = %error, "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
-        }
-    }
+    crate::readiness::readyz(&state.store).await
 }
 
 /// The JSON body of a GraphQL-over-HTTP request.

@@ -13,4 +13,5 @@ pub mod jwt;
 mod metrics;
 mod pagerduty_webhooks;
 pub mod policy;
+mod readiness;
 pub mod webhooks;

@@ -27,7 +27,9 @@ enum Command {
     /// Serve GraphQL, ingesting on a schedule (defaults: SQLite in ./data, the
     /// example catalog, 127.0.0.1:7007).
     Serve,
-    /// Apply database migrations and exit.
+    /// Apply pending database migrations and exit. Safe from several
+    /// replicas at once (on PostgreSQL one migrates, the others wait); refuses
+    /// a database that a newer binary migrated.
     Migrate,
     /// Validate catalog files; exits non-zero when any document is invalid.
     Validate {
@@ -131,7 +133,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store =
                 catalog_store::Store::connect(&config.database.url).await.context("cannot open the database")?;
             store.migrate().await.context("cannot migrate the database")?;
-            println!("migrations applied");
+            println!("migrations applied; the schema is current ({})", catalog_store::Store::newest_migration());
         }
         Command::Token { command } => return token(command, config()?).await,
         Command::Validate { files } => return validate(files),
@@ -151,6 +153,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut config = config()?;
             config.server.port = 0;
             let application = Application::build(config).await?;
+            let status = application.schema_status();
+            anyhow::ensure!(status.is_current(), "cannot ingest: {status}");
             let runs = match provider {
                 None => application.ingest_once().await?,
                 Some(key) => {

@@ -1,14 +1,12 @@
-//! Opening the database (SQLite file or PostgreSQL), migrating it, and counting
-//! the statements it runs.
+//! Opening the database (SQLite file or PostgreSQL) and counting the
+//! statements it runs. Migrating it is `migration.rs`.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use catalog_migrations::Migrator;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection};
-use sea_orm_migration::MigratorTrait;
 use tokio::sync::watch;
 
 use crate::error::StoreError;
@@ -198,12 +196,6 @@ impl Store {
     /// Whether the database is PostgreSQL (else SQLite).
     pub fn is_postgres(&self) -> bool {
         self.db.get_database_backend() == DatabaseBackend::Postgres
-    }
-
-    /// Applies every pending migration.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        Migrator::up(&self.db, None).await?;
-        Ok(())
     }
 
     /// Whether the database answers.

@@ -10,6 +10,13 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("the name {0:?} is already taken")]
     NameTaken(String),
+    /// A newer binary migrated the database: running older code against
+    /// its schema could corrupt it.
+    #[error(
+        "the database was migrated by a newer version of the catalog: applied migration(s) {} unknown to this binary (whose newest is {newest_known}); upgrade the catalog binary",
+        unknown.join(", ")
+    )]
+    SchemaNewer { unknown: Vec<String>, newest_known: String },
     #[error("a stored entity is corrupt ({entity_ref}): {message}")]
     Corrupt { entity_ref: String, message: String },
 }

@@ -13,6 +13,7 @@ mod graph;
 mod graph_index;
 mod leadership;
 mod matcher;
+mod migration;
 mod models;
 mod query;
 mod record;
@@ -28,6 +29,7 @@ pub use error::StoreError;
 pub use graph::{Direction, Parent, Reached, Walk, WalkRequest};
 pub use leadership::Leadership;
 pub use matcher::EntityMatcher;
+pub use migration::SchemaStatus;
 pub use query::{Annotated, EntityPage, Facet, Filter, FilterField, ListQuery, OrderField, Predicate};
 pub use record::{Change, ChangeType, ConflictRecord, LocationRecord, StoredEntity, StoredRelation};
 pub use snapshot::{

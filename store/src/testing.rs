@@ -38,16 +38,29 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// A fresh SQLite file.
     pub async fn sqlite() -> TestDatabase {
+        let database = Self::sqlite_unmigrated().await;
+        database.store.migrate().await.expect("migrations run on SQLite");
+        database
+    }
+
+    /// A fresh SQLite file without any table, not even the migrations'.
+    pub async fn sqlite_unmigrated() -> TestDatabase {
         let directory = tempfile::tempdir().expect("a temporary directory");
         let url = format!("sqlite://{}", directory.path().join("catalog.db").display());
         let store = Store::connect(&url).await.expect("SQLite opens");
-        store.migrate().await.expect("migrations run on SQLite");
         TestDatabase { store, url, _directory: Some(directory), postgres: None }
     }
 
     /// A fresh PostgreSQL database, or `None` (with a loud message) when no
     /// server is configured and it is not required.
     pub async fn postgres() -> Option<TestDatabase> {
+        let database = Self::postgres_unmigrated().await?;
+        database.store.migrate().await.expect("migrations run on PostgreSQL");
+        Some(database)
+    }
+
+    /// [`TestDatabase::postgres`] without any table, not even the migrations'.
+    pub async fn postgres_unmigrated() -> Option<TestDatabase> {
         let Some(admin_url) = std::env::var(DATABASE_URL_VARIABLE).ok().filter(|url| !url.is_empty()) else {
             if std::env::var(REQUIRE_POSTGRES_VARIABLE).is_ok_and(|value| value == "1") {
                 panic!("{REQUIRE_POSTGRES_VARIABLE}=1 but {DATABASE_URL_VARIABLE} is not set");
@@ -64,7 +77,6 @@ impl TestDatabase {
         admin.close().await.ok();
         let url = replace_database(&admin_url, &name);
         let store = Store::connect(&url).await.expect("the new test database opens");
-        store.migrate().await.expect("migrations run on PostgreSQL");
         Some(TestDatabase { store, url, _directory: None, postgres: Some((admin_url, name)) })
     }
 }

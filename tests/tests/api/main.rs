@@ -1,8 +1,12 @@
 //! End-to-end tests: the real server on a random port, over a fresh SQLite file
-//! or PostgreSQL database per test, with the example catalog ingested.
+//! or PostgreSQL database per test, with the example catalog ingested; and
+//! the deployment files (docker-compose.yml, deploy/kubernetes) checked
+//! against the server they deploy.
 
 mod abuse;
 mod all_sources;
+mod deploy_compose;
+mod deploy_kubernetes;
 mod graph;
 mod helpers;
 mod jwt;
@@ -13,6 +17,7 @@ mod metrics;
 mod mutations;
 mod pagerduty;
 mod queries;
+mod readiness;
 mod security;
 mod stream;
 mod webhooks;

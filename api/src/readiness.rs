@@ -1,0 +1,132 @@
+//! Whether the database is ready for this binary, and what the server does
+//! until it is. Startup migrates (or, with `database.migrate_on_start` off,
+//! only looks), refusing a schema that a newer binary migrated; a server whose
+//! migrations are pending answers /healthz and a 503 /readyz, and nothing
+//! else, until `catalog migrate` has run; /readyz says why it is not ready.
+
+use std::future::{Future, IntoFuture as _};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use catalog_store::{SchemaStatus, Store, StoreError};
+use tokio::net::TcpListener;
+
+use crate::config::DatabaseConfig;
+
+/// How often a server waiting for its migrations looks again.
+const MIGRATION_POLL: Duration = Duration::from_secs(1);
+
+/// Migrates the database when `migrate_on_start` is on (the migration lock
+/// makes replicas starting together safe), else reads where it stands.
+/// Fails on a schema newer than this binary either way; otherwise returns
+/// `Current`, or `Pending` for a server that must wait.
+pub(crate) async fn prepare_schema(database: &DatabaseConfig) -> anyhow::Result<SchemaStatus> {
+    // Migrations run without the statement timeout: building an index on a
+    // large table may take longer than any read should.
+    let migrator = Store::connect(&database.url).await.context("cannot open the database")?;
+    let status = if database.migrate_on_start {
+        migrator.migrate().await.context("cannot migrate the database")?;
+        SchemaStatus::Current
+    } else {
+        migrator.schema_status().await.context("cannot read the database's migrations")?
+    };
+    migrator.close().await.context("cannot close the migration connection")?;
+    if let SchemaStatus::Newer(unknown) = status {
+        let newest_known = Store::newest_migration();
+        return Err(StoreError::SchemaNewer { unknown, newest_known }).context("refusing to start");
+    }
+    Ok(status)
+}
+
+/// GET /readyz: 200 when the database answers and its schema is this
+/// binary's, else 503 with the reason (load balancers only read the status;
+/// operators read the text).
+pub(crate) async fn readyz(store: &Store) -> Response {
+    if let Err(error) = store.ping().await {
+        tracing::warn!(%error, "not ready: the database does not answer");
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: the database does not answer").into_response();
+    }
+    match store.schema_status().await {
+        Ok(SchemaStatus::Current) => (StatusCode::OK, "ready").into_response(),
+        Ok(status) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {status}")).into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "not ready: the database's migrations cannot be read");
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready: the database's migrations cannot be read").into_response()
+        }
+    }
+}
+
+/// The waiting server's /readyz: never ready, since it serves nothing else;
+/// once the migrations are applied it says so while the catalog starts.
+async fn waiting_readyz(store: &Store) -> Response {
+    let response = readyz(store).await;
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, "not ready: the migrations are applied; starting").into_response()
+}
+
+/// How waiting for migrations ended.
+pub(crate) enum Waited {
+    Migrated,
+    ShutDown,
+}
+
+/// Serves /healthz, /readyz (503 with the reason) and a 503 for everything
+/// else on `listener` until the schema is current or `shutdown` completes.
+/// Fails when a newer binary migrates the database meanwhile.
+pub(crate) async fn serve_until_migrated(
+    listener: TcpListener,
+    store: &Store,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<Waited> {
+    tracing::warn!(
+        "the database has pending migrations; serving only /healthz and /readyz until `catalog migrate` runs"
+    );
+    let readiness_store = store.clone();
+    let router = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(move || async move { waiting_readyz(&readiness_store).await }))
+        .fallback(|| async {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the catalog is waiting for its database migrations: run `catalog migrate`",
+            )
+        });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .into_future(),
+    );
+    let waited = async {
+        loop {
+            tokio::time::sleep(MIGRATION_POLL).await;
+            match store.schema_status().await {
+                Ok(SchemaStatus::Current) => return Ok(Waited::Migrated),
+                Ok(SchemaStatus::Pending(_)) => {}
+                Ok(SchemaStatus::Newer(unknown)) => {
+                    let newest_known = Store::newest_migration();
+                    return Err(StoreError::SchemaNewer { unknown, newest_known }).context("refusing to go on");
+                }
+                Err(error) => tracing::warn!(%error, "cannot read the database's migrations; trying again"),
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = waited => outcome,
+        () = shutdown => Ok(Waited::ShutDown),
+    };
+    let _ = stop.send(());
+    server.await.context("the waiting server panicked")?.context("the waiting server failed")?;
+    if matches!(outcome, Ok(Waited::Migrated)) {
+        tracing::info!("the database's migrations are applied; starting");
+    }
+    outcome
+}
