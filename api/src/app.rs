@@ -140,6 +140,9 @@ impl Application {
                 self.engine.clone(),
             ),
         };
+        // The `kubernetes` field reads the watchers in every replica, and with
+        // ingestion off too.
+        self.engine.start_watchers();
         let (stop_ingestion, ingestion_stopped) = watch::channel(false);
         let ingestion = self.config.ingestion.enabled.then(|| {
             let interval = Duration::from_secs(self.config.ingestion.interval_seconds.max(1));

@@ -96,7 +96,15 @@ pub(crate) async fn serve_until_migrated(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the catalog is waiting for its database migrations: run `catalog migrate`",
             )
-        });
+        })
+        // This server gives way to the full one on the same socket: a kept-
+        // alive connection would outlive it and fail its client's next request.
+        .layer(axum::middleware::map_response(|mut response: axum::response::Response| async move {
+            response
+                .headers_mut()
+                .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+            response
+        }));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         axum::serve(listener, router)

@@ -141,6 +141,23 @@ pub struct ScopeHealth {
 /// (nothing is applied then).
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(900);
 
+/// Tasks that end with their owner, however it ends (a cancelled future included).
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl From<Vec<tokio::task::JoinHandle<()>>> for AbortOnDrop {
+    fn from(tasks: Vec<tokio::task::JoinHandle<()>>) -> Self {
+        Self(tasks)
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 /// A provider run and when it started.
 type StartedRun = (Instant, ProviderRun);
 
@@ -241,7 +258,8 @@ impl Engine {
                 Provider::File(_) | Provider::Github(_) | Provider::GithubOrg(_) | Provider::PagerDuty(_) => {
                     vec![ScopeHealth {
                         name: health.key.clone(),
-                        complete: health.last_run_at.is_some() && health.last_success_at == health.last_run_at,
+                        // A run in progress leaves the last outcome standing.
+                        complete: health.last_success_at.is_some() && health.last_error.is_none(),
                         last_error: health.last_error.clone(),
                     }]
                 }
@@ -461,7 +479,7 @@ impl Engine {
         // Kubernetes watchers run in every replica (the API reads them); a
         // change they see wakes the loop with the provider's index.
         let (workloads_changed, mut workload_changes) = tokio::sync::mpsc::channel::<usize>(16);
-        let forwarders: Vec<tokio::task::JoinHandle<()>> = self
+        let _forwarders: AbortOnDrop = self
             .providers
             .iter()
             .enumerate()
@@ -480,7 +498,8 @@ impl Engine {
                 }
                 Provider::File(_) | Provider::Github(_) | Provider::GithubOrg(_) | Provider::PagerDuty(_) => None,
             })
-            .collect();
+            .collect::<Vec<_>>()
+            .into();
         loop {
             // Some: only these providers run (their watchers saw changes).
             let mut only: Option<Vec<usize>> = None;
@@ -513,6 +532,13 @@ impl Engine {
             });
             self.leading.store(leading, std::sync::atomic::Ordering::Relaxed);
             if !leading {
+                // What the API serves live must be there in every replica,
+                // not only where ingestion runs: Kubernetes watchers run
+                // everywhere; PagerDuty's directory is read here (the
+                // snapshot is the leader's to apply).
+                if only.is_none() {
+                    self.refresh_live_views().await;
+                }
                 continue;
             }
             if let Some(due) = only {
@@ -532,8 +558,26 @@ impl Engine {
                 provider.next_run_at = next;
             }
         }
-        for forwarder in forwarders {
-            forwarder.abort();
+    }
+
+    /// Starts the Kubernetes watchers (the API reads them in every replica,
+    /// whether or not it ingests); idempotent.
+    pub fn start_watchers(&self) {
+        for provider in &self.providers {
+            if let Provider::Kubernetes(kubernetes) = provider {
+                kubernetes.start();
+            }
+        }
+    }
+
+    /// Reads what the API serves live in a replica that does not apply
+    /// snapshots: the PagerDuty directories (a read swaps the directory in;
+    /// its snapshot is dropped).
+    async fn refresh_live_views(&self) {
+        for provider in &self.providers {
+            if let Provider::PagerDuty(pagerduty) = provider {
+                let _ = pagerduty.read().await;
+            }
         }
     }
 

@@ -19,7 +19,7 @@
 mod link;
 mod workload;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -131,6 +131,10 @@ pub enum KubernetesBuildError {
     NoOwner,
     #[error("kubernetes provider: entity_kind must be Component or Resource, not {0:?}")]
     EntityKind(String),
+    #[error("kubernetes provider: catalog_namespace {0:?} is not a catalog namespace (a lower-case DNS label)")]
+    CatalogNamespace(String),
+    #[error("kubernetes provider: default_owner {0:?} is not an entity ref: {1}")]
+    Owner(String, String),
 }
 
 /// The key of one scope: a cluster and a workload kind.
@@ -139,6 +143,9 @@ struct ScopeKey {
     cluster: String,
     kind: WorkloadKind,
 }
+
+/// A scope as a run sees it: listed yet, and the watcher's last error.
+type ScopeOutcome = (ScopeKey, bool, Option<String>);
 
 /// One watcher's share of a scope: every namespace, or one.
 #[derive(Debug, Default)]
@@ -303,6 +310,19 @@ impl KubernetesProvider {
         if !["Component", "Resource"].contains(&config.entity_kind.as_str()) {
             return Err(KubernetesBuildError::EntityKind(config.entity_kind.clone()));
         }
+        if catalog_domain::names::check_namespace(&config.catalog_namespace).is_err() {
+            return Err(KubernetesBuildError::CatalogNamespace(config.catalog_namespace.clone()));
+        }
+        if let Err(error) = catalog_domain::EntityRef::parse(&config.default_owner) {
+            return Err(KubernetesBuildError::Owner(config.default_owner.clone(), error.to_string()));
+        }
+        // Two watchers on one part would interleave their lists.
+        let mut config = config.clone();
+        config.kinds.sort();
+        config.kinds.dedup();
+        config.namespaces.sort();
+        config.namespaces.dedup();
+        let config = &config;
         let mut scopes = BTreeMap::new();
         for cluster in &config.clusters {
             for kind in &config.kinds {
@@ -414,27 +434,37 @@ impl KubernetesProvider {
     }
 
     fn project(&self, claims: &[Link]) -> Vec<Snapshot> {
-        let scopes = self.watched.scopes();
-        let unclaimed: Vec<(&ScopeKey, &Workload)> = scopes
-            .iter()
-            .flat_map(|(key, state)| {
-                state.parts.values().flat_map(|part| part.workloads.values()).map(move |workload| (key, workload))
-            })
-            .filter(|(_, workload)| !claims.iter().any(|link| link.matches(workload)))
-            .collect();
-        let names = entity_names(unclaimed.iter().map(|(_, workload)| *workload));
+        // Taken out of the lock at once: the watchers write under it.
+        let (unclaimed, states): (Vec<(ScopeKey, Workload)>, Vec<ScopeOutcome>) = {
+            let scopes = self.watched.scopes();
+            let unclaimed = scopes
+                .iter()
+                .flat_map(|(key, state)| {
+                    state.parts.values().flat_map(|part| part.workloads.values()).map(move |workload| (key, workload))
+                })
+                .filter(|(_, workload)| !claims.iter().any(|link| link.matches(workload)))
+                .map(|(key, workload)| (key.clone(), workload.clone()))
+                .collect();
+            let states = scopes
+                .iter()
+                .map(|(key, state)| {
+                    (key.clone(), state.listed(), state.last_error.as_ref().map(|(_, error)| error.clone()))
+                })
+                .collect();
+            (unclaimed, states)
+        };
         let share = Some(f64::from(self.config.max_removed_percent.min(100)) / 100.0);
-        let mut snapshots: BTreeMap<&ScopeKey, Snapshot> = scopes
+        let mut snapshots: BTreeMap<&ScopeKey, Snapshot> = states
             .iter()
-            .map(|(key, state)| {
+            .map(|(key, listed, last_error)| {
                 let name = scope_name(&self.key, key);
-                let incomplete = (!state.listed()).then(|| match &state.last_error {
-                    Some((_, error)) => format!("{name}: the watcher has not listed the workloads yet: {error}"),
+                let incomplete = (!listed).then(|| match last_error {
+                    Some(error) => format!("{name}: the watcher has not listed the workloads yet: {error}"),
                     None => format!("{name}: the watcher has not listed the workloads yet"),
                 });
                 let location = LocationStatus {
                     target: self.location(key),
-                    error: state.last_error.as_ref().map(|(_, error)| error.clone()),
+                    error: last_error.clone(),
                     keeps_entities: incomplete.is_some(),
                     ..Default::default()
                 };
@@ -448,7 +478,8 @@ impl KubernetesProvider {
                 (key, snapshot)
             })
             .collect();
-        for ((scope, workload), name) in unclaimed.iter().zip(&names) {
+        for (scope, workload) in &unclaimed {
+            let name = &entity_name(workload);
             let Some(snapshot) = snapshots.get_mut(scope) else { continue };
             let location = self.location(scope);
             match catalog_domain::validate(&self.entity(workload, name)) {
@@ -529,49 +560,35 @@ impl KubernetesProvider {
 /// The longest entity name Backstage accepts.
 const MAX_NAME: usize = 63;
 
-/// Entity names for workloads, in order: `name-namespace-cluster`, made of
-/// the characters names allow; where two workloads would get one name (or
-/// the name is too long) a stable hash of the workload's key follows, cut
-/// so the whole stays within 63 characters.
-fn entity_names<'a>(workloads: impl Iterator<Item = &'a Workload>) -> Vec<String> {
-    let workloads: Vec<&Workload> = workloads.collect();
-    let bases: Vec<String> = workloads
-        .iter()
-        .map(|workload| sanitize(&format!("{}-{}-{}", workload.name, workload.namespace, workload.cluster)))
+/// A workload's entity name, from its own key alone (so it never changes
+/// while the workload lives): `NAME_NAMESPACE_CLUSTER`, with the kind after
+/// the name for all but Deployments (`NAME_statefulset_NAMESPACE_CLUSTER`).
+/// Kubernetes names and namespaces and our cluster names never hold `_`,
+/// so two workloads cannot share a name; past 63 characters the name is cut
+/// and a hash of the whole key follows.
+fn entity_name(workload: &Workload) -> String {
+    let kind = (workload.kind != WorkloadKind::Deployment).then(|| workload.kind.as_str().to_ascii_lowercase());
+    let parts: Vec<String> = [Some(sanitize(&workload.name)), kind, Some(sanitize(&workload.namespace))]
+        .into_iter()
+        .flatten()
+        .chain([workload.cluster.clone()])
         .collect();
-    let mut uses: HashMap<&str, usize> = HashMap::new();
-    for base in &bases {
-        *uses.entry(base).or_default() += 1;
+    let name = parts.join("_");
+    if name.len() <= MAX_NAME && catalog_domain::names::check_name(&name).is_ok() {
+        return name;
     }
-    workloads
-        .iter()
-        .zip(&bases)
-        .map(|(workload, base)| {
-            if uses[base.as_str()] == 1 && base.len() <= MAX_NAME {
-                return base.clone();
-            }
-            let hash = hex(&sha2::Sha256::digest(workload.key().as_bytes())[..4]);
-            let room = MAX_NAME - hash.len() - 1;
-            let head = base[..base.len().min(room)].trim_end_matches(['-', '.', '_']);
-            format!("{head}-{hash}")
-        })
-        .collect()
+    let hash = hex(&sha2::Sha256::digest(workload.key().as_bytes())[..4]);
+    let head = name[..name.len().min(MAX_NAME - hash.len() - 1)].trim_end_matches(['-', '.', '_']);
+    format!("{head}-{hash}")
 }
 
-/// Lower-case letters, digits and single dashes (dots kept), starting and
-/// ending with a letter or digit, as Backstage names must.
+/// Lower-case letters, digits, `-` and `.` (all a Kubernetes name may hold;
+/// anything else becomes `-`, and the hash then keeps names apart).
 fn sanitize(text: &str) -> String {
-    let mut name = String::with_capacity(text.len());
-    for c in text.chars() {
-        let c = c.to_ascii_lowercase();
-        let c = if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' };
-        let last = name.chars().last();
-        if !(c == '-' || c == '.') || last.is_some_and(|last: char| last.is_ascii_alphanumeric()) {
-            name.push(c);
-        }
-    }
-    let trimmed = name.trim_end_matches(['-', '.']);
-    if trimmed.is_empty() { "workload".to_owned() } else { trimmed.to_owned() }
+    text.chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
+        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -732,42 +749,35 @@ mod tests {
     use super::*;
 
     fn workload(cluster: &str, namespace: &str, name: &str) -> Workload {
-        Workload {
-            cluster: cluster.into(),
-            kind: WorkloadKind::Deployment,
-            namespace: namespace.into(),
-            name: name.into(),
-            labels: BTreeMap::new(),
-            annotations: BTreeMap::new(),
-            replicas: None,
-            schedule: None,
-            images: Vec::new(),
-            conditions: Vec::new(),
-            created_at: None,
-            last_change: None,
-        }
+        Workload::for_tests(cluster, namespace, name, &[])
     }
 
     #[test]
     fn names_are_valid_unique_and_stable() {
         let long = "a".repeat(70);
+        let mut statefulset = workload("prod", "shop", "web");
+        statefulset.kind = WorkloadKind::StatefulSet;
         let workloads = [
             workload("prod", "shop", "checkout"),
-            // `a-b` in `c` and `a` in `b-c` would both be `a-b-c-prod`.
+            // Joined with `-`, `a-b` in `c` and `a` in `b-c` would be one name.
             workload("prod", "c", "a-b"),
             workload("prod", "b-c", "a"),
+            workload("prod", "shop", "web"),
+            statefulset,
             workload("prod", "shop", &long),
-            workload("prod", "Shop_2", "Web..API"),
+            workload("prod", "shop", &format!("{long}x")),
         ];
-        let names = entity_names(workloads.iter());
-        assert_eq!(names[0], "checkout-shop-prod");
-        assert_ne!(names[1], names[2]);
-        assert!(names[1].starts_with("a-b-c-prod-") && names[2].starts_with("a-b-c-prod-"), "{names:?}");
-        assert_eq!(names[4], "web.api-shop-2-prod");
+        let names: Vec<String> = workloads.iter().map(entity_name).collect();
+        assert_eq!(
+            names[..5],
+            ["checkout_shop_prod", "a-b_c_prod", "a_b-c_prod", "web_shop_prod", "web_statefulset_shop_prod"]
+        );
+        assert_ne!(names[5], names[6], "cut names keep apart by their hash");
         for name in &names {
             assert!(name.len() <= MAX_NAME, "{name}");
             catalog_domain::names::check_name(name).unwrap_or_else(|rule| panic!("{name}: {rule:?}"));
         }
-        assert_eq!(entity_names(workloads.iter()), names, "the same workloads get the same names");
+        let unique: std::collections::BTreeSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len());
     }
 }

@@ -85,7 +85,7 @@ async fn unclaimed_workloads_become_entities_and_claimed_ones_attach(store: Stor
     assert_eq!(run.incomplete, None);
     assert_eq!(run.summary.added, 2, "{run:?}");
 
-    let cart = entity(&store, "component:default/cart-shop-prod").await.expect("cart became a component");
+    let cart = entity(&store, "component:default/cart_shop_prod").await.expect("cart became a component");
     assert_eq!(cart.provider, "kubernetes:prod:deployment");
     assert_eq!(cart.entity.spec["owner"], "group:default/platform");
     let annotations = &cart.entity.metadata.annotations;
@@ -96,10 +96,11 @@ async fn unclaimed_workloads_become_entities_and_claimed_ones_attach(store: Stor
         annotations["backstage.io/managed-by-location"],
         "kubernetes:prod/apis/apps/v1/namespaces/shop/deployments/cart"
     );
-    let report = entity(&store, "component:default/report-batch-prod").await.expect("the CronJob became a component");
+    let report =
+        entity(&store, "component:default/report_cronjob_batch_prod").await.expect("the CronJob became a component");
     assert_eq!(report.provider, "kubernetes:prod:cronjob");
-    assert!(entity(&store, "component:default/checkout-shop-prod").await.is_none(), "a claimed workload is no entity");
-    assert!(entity(&store, "component:default/coredns-kube-system-prod").await.is_none(), "kube-system is excluded");
+    assert!(entity(&store, "component:default/checkout_shop_prod").await.is_none(), "a claimed workload is no entity");
+    assert!(entity(&store, "component:default/coredns_kube-system_prod").await.is_none(), "kube-system is excluded");
 
     let view = &engine.kubernetes()[0];
     let claimed = entity(&store, "component:default/checkout-service").await.unwrap();
@@ -140,10 +141,10 @@ async fn watch_events_apply_after_a_debounce_and_status_churn_writes_nothing(sto
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let running =
         tokio::spawn(engine.clone().run(Duration::from_secs(3600), false, store.ingestion_leadership(), stopped));
-    eventually("the first run", || async { entity(&store, "component:default/cart-shop-prod").await.is_some() }).await;
+    eventually("the first run", || async { entity(&store, "component:default/cart_shop_prod").await.is_some() }).await;
     let view = engine.kubernetes()[0].clone();
     let cart_annotations =
-        entity(&store, "component:default/cart-shop-prod").await.unwrap().entity.metadata.annotations;
+        entity(&store, "component:default/cart_shop_prod").await.unwrap().entity.metadata.annotations;
     let before = store.latest_sequence().await.unwrap();
 
     // A rollout: only status moves. The view follows; the catalog does not change.
@@ -154,13 +155,20 @@ async fn watch_events_apply_after_a_debounce_and_status_churn_writes_nothing(sto
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(store.latest_sequence().await.unwrap(), before, "status churn wrote a change");
+    // A rollout also bumps annotations (the revision): that wakes a run, which still writes nothing.
+    let mut rolled = deployment("shop", "cart", json!({"app": "cart"}), 3);
+    rolled["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = json!("2");
+    fake.apply(rolled);
+    let forced = engine.run_provider("kubernetes").await.unwrap().unwrap();
+    assert_eq!(forced.summary.rows_written, 0, "{forced:?}");
+    assert_eq!(store.latest_sequence().await.unwrap(), before, "a rollout wrote a change");
 
     // A new workload and a deleted one arrive as deltas.
     fake.apply(deployment("shop", "search", json!({}), 1));
     assert!(fake.delete("batch/v1", "CronJob", "batch", "report"));
     eventually("the delta to apply", || async {
-        entity(&store, "component:default/search-shop-prod").await.is_some()
-            && entity(&store, "component:default/report-batch-prod").await.is_none()
+        entity(&store, "component:default/search_shop_prod").await.is_some()
+            && entity(&store, "component:default/report_cronjob_batch_prod").await.is_none()
     })
     .await;
 
@@ -174,7 +182,7 @@ async fn watch_events_apply_after_a_debounce_and_status_churn_writes_nothing(sto
         .unwrap();
     fake.apply(deployment("shop", "search", json!({"app": "search"}), 1));
     eventually("the claimed workload's entity to go", || async {
-        entity(&store, "component:default/search-shop-prod").await.is_none()
+        entity(&store, "component:default/search_shop_prod").await.is_none()
     })
     .await;
 
@@ -210,8 +218,8 @@ async fn a_410_gone_lists_again_and_finds_what_the_watch_missed(store: Store) {
 
     let run = engine.run_provider("kubernetes").await.unwrap().unwrap();
     assert_eq!((run.summary.added, run.summary.removed), (1, 1), "{run:?}");
-    assert!(entity(&store, "component:default/payments-shop-prod").await.is_some());
-    assert!(entity(&store, "component:default/cart-shop-prod").await.is_none());
+    assert!(entity(&store, "component:default/payments_shop_prod").await.is_some());
+    assert!(entity(&store, "component:default/cart_shop_prod").await.is_none());
 }
 
 async fn a_cluster_that_fails_to_list_removes_nothing_and_recovers(store: Store) {
@@ -221,7 +229,7 @@ async fn a_cluster_that_fails_to_list_removes_nothing_and_recovers(store: Store)
         let engine = engine(&store, config(&fake));
         engine.run_provider("kubernetes").await.unwrap().unwrap();
     }
-    assert!(entity(&store, "component:default/cart-shop-prod").await.is_some());
+    assert!(entity(&store, "component:default/cart_shop_prod").await.is_some());
 
     // A restart while the API server fails: the first lists answer 500.
     fake.fail_lists(u32::MAX);
@@ -230,7 +238,7 @@ async fn a_cluster_that_fails_to_list_removes_nothing_and_recovers(store: Store)
     let incomplete = run.incomplete.expect("a scope that never listed is incomplete");
     assert!(incomplete.contains("has not listed the workloads yet") && incomplete.contains("500"), "{incomplete}");
     assert_eq!(run.summary.removed, 0);
-    assert!(entity(&store, "component:default/cart-shop-prod").await.is_some(), "nothing was removed");
+    assert!(entity(&store, "component:default/cart_shop_prod").await.is_some(), "nothing was removed");
     let health = &restarted.health()[0];
     assert!(health.last_error.as_deref().is_some_and(|error| error.contains("not listed")), "{health:?}");
     assert!(health.scopes.iter().all(|scope| !scope.complete));

@@ -222,7 +222,7 @@ pub struct CatalogLocation {
 pub struct ProviderStatus {
     /// Its key: `file`, `github`, `github-2`... (what `refreshProvider` takes).
     pub name: String,
-    /// `file`, `github`, `github-org` or `kubernetes`.
+    /// `file`, `github`, `github-org`, `kubernetes` or `pagerduty`.
     #[graphql(name = "type")]
     pub kind: String,
     /// When its last run started; null before the first.

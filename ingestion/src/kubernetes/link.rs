@@ -40,8 +40,10 @@ impl Link {
             }
             match key {
                 KUBERNETES_ID => link.id = Some(value.to_owned()),
-                // An unparsable selector links to nothing rather than to everything.
-                LABEL_SELECTOR => link.selector = Selector::parse(value).ok(),
+                // An unparsable selector links to nothing rather than to
+                // everything, and so does one of negations only (`!x`,
+                // `a!=b`): it would take over nearly every workload.
+                LABEL_SELECTOR => link.selector = Selector::parse(value).ok().filter(Selector::has_positive),
                 NAMESPACE => link.namespace = Some(value.to_owned()),
                 CLUSTER => link.cluster = Some(value.to_owned()),
                 _ => {}
@@ -95,6 +97,13 @@ impl Selector {
             requirements.push(Requirement::parse(part).ok_or_else(|| format!("{text:?}: cannot read {part:?}"))?);
         }
         Ok(Selector(requirements))
+    }
+
+    /// Whether some requirement asks for a label to be there.
+    pub fn has_positive(&self) -> bool {
+        self.0.iter().any(|requirement| {
+            matches!(requirement, Requirement::Equals(..) | Requirement::In(..) | Requirement::Exists(_))
+        })
     }
 
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
@@ -169,27 +178,13 @@ fn split_top_level(text: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kubernetes::workload::WorkloadKind;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     fn workload(name: &str, namespace: &str, pairs: &[(&str, &str)]) -> Workload {
-        Workload {
-            cluster: "prod".into(),
-            kind: WorkloadKind::Deployment,
-            namespace: namespace.into(),
-            name: name.into(),
-            labels: labels(pairs),
-            annotations: BTreeMap::new(),
-            replicas: None,
-            schedule: None,
-            images: Vec::new(),
-            conditions: Vec::new(),
-            created_at: None,
-            last_change: None,
-        }
+        Workload::for_tests("prod", namespace, name, pairs)
     }
 
     #[test]
@@ -223,5 +218,6 @@ mod tests {
         assert!(!selector.matches(&workload("cart", "other", &[("app", "cart")])));
         assert_eq!(Link::from_annotations([(LABEL_SELECTOR, "in (")]), None, "a broken selector links nothing");
         assert_eq!(Link::from_annotations([(NAMESPACE, "shop")]), None);
+        assert_eq!(Link::from_annotations([(LABEL_SELECTOR, "!canary,tier!=cache")]), None, "negations claim nothing");
     }
 }

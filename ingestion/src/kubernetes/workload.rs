@@ -104,6 +104,27 @@ impl Workload {
     }
 }
 
+#[cfg(test)]
+impl Workload {
+    /// A Deployment with these labels and nothing else, for unit tests.
+    pub(crate) fn for_tests(cluster: &str, namespace: &str, name: &str, labels: &[(&str, &str)]) -> Workload {
+        Workload {
+            cluster: cluster.into(),
+            kind: WorkloadKind::Deployment,
+            namespace: namespace.into(),
+            name: name.into(),
+            labels: labels.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned())).collect(),
+            annotations: BTreeMap::new(),
+            replicas: None,
+            schedule: None,
+            images: Vec::new(),
+            conditions: Vec::new(),
+            created_at: None,
+            last_change: None,
+        }
+    }
+}
+
 /// A Kubernetes object the provider can watch.
 pub trait WatchedKind:
     kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>

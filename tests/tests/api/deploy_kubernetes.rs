@@ -197,6 +197,7 @@ fn the_service_account_may_read_the_watched_workloads_and_nothing_else() {
     assert_eq!(binding["roleRef"]["name"], manifests["ClusterRole"]["metadata"]["name"]);
     assert_eq!(binding["subjects"][0]["kind"], "ServiceAccount");
     assert_eq!(binding["subjects"][0]["name"], account);
+    assert!(binding["subjects"][0]["namespace"].is_string(), "a ServiceAccount subject needs its namespace");
     let rules = manifests["ClusterRole"]["rules"].as_array().unwrap();
     let mut granted = BTreeSet::new();
     for rule in rules {

@@ -33,7 +33,7 @@ async fn an_entity_shows_its_workloads_and_the_provider_its_scopes(database: Tes
             kubernetes { name workloads { kind namespace name replicas { desired ready available } images
                 conditions { type status reason } lastChange } }
         }
-        grafana: entity(ref: "component:default/grafana-tools-prod") {
+        grafana: entity(ref: "component:default/grafana_tools_prod") {
             ... on Component { owner { name } }
             kubernetes(first: 5) { name workloads { name } }
         }
