@@ -14,7 +14,7 @@ use catalog_ingestion::testing::pagerduty::{
     Account, FakePagerDuty, incident, on_call, rate_limited, service, team, with_integration, with_team,
 };
 use catalog_ingestion::{Engine, PagerDutyProviderConfig, PagerDutyView, ProviderConfig, RetryPolicy};
-use catalog_store::testing::one_location_snapshot;
+use catalog_store::testing::{TestDatabase, one_location_snapshot};
 use catalog_store::{Store, backend_tests};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path, query_param};
@@ -383,4 +383,38 @@ async fn a_refreshed_service_replaces_its_directory_entry_and_forgets_its_caches
     fake.update(|account| account.services.retain(|service| service["id"] != "PMAP001"));
     view.refresh_service("PMAP001").await;
     assert_eq!(service_name(&view, "PMAP001"), None, "PagerDuty no longer has it");
+}
+
+/// With several replicas on PostgreSQL only the leader applies snapshots,
+/// but every replica answers `pagerDuty`: one that does not lead still
+/// reads the directory on its ticks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_does_not_lead_still_reads_the_directory() {
+    let Some(database) = TestDatabase::postgres().await else { return };
+    let fake = FakePagerDuty::start(account()).await;
+    // Another replica holds the lead for the whole test.
+    let mut leader = database.store.ingestion_leadership();
+    assert!(leader.try_lead().await.unwrap());
+    let follower_store = database.store.open_again().await;
+    let follower = engine(&follower_store, config(&fake));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(follower.clone().run(
+        Duration::from_millis(200),
+        false,
+        follower_store.ingestion_leadership(),
+        stopped,
+    ));
+    let view = view(&follower);
+    for attempt in 0.. {
+        if view.service_for(&annotations(&[("pagerduty.com/service-id", "PPAY001")])).is_ok() {
+            break;
+        }
+        assert!(attempt < 100, "the follower never read the directory");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(service_name(&view, "PLED001").as_deref(), Some("Ledger"));
+    assert!(!follower.is_leading());
+    assert_eq!(follower.health()[0].last_run_at, None, "the follower applied no run");
+    stop.send(true).unwrap();
+    running.await.unwrap();
 }
