@@ -144,6 +144,11 @@ pub(crate) async fn pagerduty(
         return answer(StatusCode::ACCEPTED, json!({"status": "ignored"}));
     };
     tracing::info!(event_type, service = %service, "PagerDuty webhook accepted");
+    if event_type.starts_with("incident.") {
+        // The service did not change: its incidents are read again when asked.
+        view.forget_incidents(&service);
+        return answer(StatusCode::ACCEPTED, json!({"status": "accepted", "service": service}));
+    }
     let engine = webhooks.engine.clone();
     let refreshed = service.clone();
     tokio::spawn(async move {

@@ -583,6 +583,14 @@ impl PagerDutyView {
         provider.incidents(&service).await
     }
 
+    /// Forgets the cached incidents of a service (an incident webhook: the
+    /// service itself did not change, so nothing is re-read).
+    pub fn forget_incidents(&self, service_id: &str) {
+        for provider in &self.providers {
+            provider.incidents.invalidate(service_id);
+        }
+    }
+
     /// Re-reads a service that a webhook says changed, in every account
     /// that has it or (a new service) knows it, forgetting its cached
     /// on-call and incidents. Returns the keys of the providers that knew it

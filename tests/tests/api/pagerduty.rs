@@ -404,10 +404,16 @@ async fn signed_webhooks_refresh_a_service_and_forget_its_caches(database: TestD
     assert_eq!(app.query(count, json!({})).await["entity"]["pagerDuty"]["openIncidentCount"], 2, "cached");
     let triggered = event("incident.triggered", "PSHIP01");
     let rotated = format!("{},{}", sign("a secret we do not have", &triggered), sign(OLD_SECRET, &triggered));
+    let service_reads = fake.requests_to("/services/PSHIP01").await.len();
     let (status, _) = deliver(&app, &triggered, Some(&rotated)).await;
     assert_eq!(status, 202);
     let data = eventually(&app, count, |data| data["entity"]["pagerDuty"]["openIncidentCount"] == 3).await;
     assert_eq!(data["entity"]["pagerDuty"]["openIncidentCount"], 3, "the incident event forgot the cached count");
+    assert_eq!(
+        fake.requests_to("/services/PSHIP01").await.len(),
+        service_reads,
+        "an incident event re-reads no service"
+    );
 
     let ping = br#"{"event": {"id": "01", "event_type": "pagey.ping", "resource_type": "pagey", "data": {}}}"#;
     let (status, body) = deliver(&app, ping, Some(&sign(NEW_SECRET, ping))).await;
