@@ -207,21 +207,28 @@ macro_rules! condition {
     };
 }
 
+/// A workload with a replica count and a pod template (Deployment,
+/// StatefulSet): both name their fields alike, in different types.
+macro_rules! replicated {
+    ($object:expr, $cluster:expr, $kind:expr, $updated:expr) => {{
+        let mut workload = base($cluster, $kind, &$object.metadata);
+        let status = $object.status.clone().unwrap_or_default();
+        workload.replicas = Some(Replicas {
+            desired: $object.spec.as_ref().and_then(|spec| spec.replicas).unwrap_or(1),
+            ready: status.ready_replicas.unwrap_or_default(),
+            available: status.available_replicas.unwrap_or_default(),
+        });
+        workload.images = images($object.spec.as_ref().map(|spec| &spec.template));
+        with_conditions(workload, status.conditions.iter().flatten().map(|c| (condition!(c), $updated(c))))
+    }};
+}
+
 impl WatchedKind for Deployment {
     const KIND: WorkloadKind = WorkloadKind::Deployment;
 
     fn workload(&self, cluster: &str) -> Workload {
-        let mut workload = base(cluster, Self::KIND, &self.metadata);
-        let status = self.status.clone().unwrap_or_default();
-        workload.replicas = Some(Replicas {
-            desired: self.spec.as_ref().and_then(|spec| spec.replicas).unwrap_or(1),
-            ready: status.ready_replicas.unwrap_or_default(),
-            available: status.available_replicas.unwrap_or_default(),
-        });
-        workload.images = images(self.spec.as_ref().map(|spec| &spec.template));
-        let conditions =
-            status.conditions.iter().flatten().map(|c| (condition!(c), c.last_update_time.as_ref().and_then(time)));
-        with_conditions(workload, conditions)
+        let updated = |c: &k8s_openapi::api::apps::v1::DeploymentCondition| c.last_update_time.as_ref().and_then(time);
+        replicated!(self, cluster, Self::KIND, updated)
     }
 }
 
@@ -229,15 +236,8 @@ impl WatchedKind for StatefulSet {
     const KIND: WorkloadKind = WorkloadKind::StatefulSet;
 
     fn workload(&self, cluster: &str) -> Workload {
-        let mut workload = base(cluster, Self::KIND, &self.metadata);
-        let status = self.status.clone().unwrap_or_default();
-        workload.replicas = Some(Replicas {
-            desired: self.spec.as_ref().and_then(|spec| spec.replicas).unwrap_or(1),
-            ready: status.ready_replicas.unwrap_or_default(),
-            available: status.available_replicas.unwrap_or_default(),
-        });
-        workload.images = images(self.spec.as_ref().map(|spec| &spec.template));
-        with_conditions(workload, status.conditions.iter().flatten().map(|c| (condition!(c), None)))
+        let updated = |_: &k8s_openapi::api::apps::v1::StatefulSetCondition| None;
+        replicated!(self, cluster, Self::KIND, updated)
     }
 }
 

@@ -91,11 +91,7 @@ impl FakeKubernetes {
     /// Creates or replaces an object (a full manifest with apiVersion, kind
     /// and metadata.namespace/name) and tells the watches.
     pub fn apply(&self, object: Value) {
-        let collection = collection_of(&object);
-        let key = (
-            object["metadata"]["namespace"].as_str().unwrap_or_default().to_owned(),
-            object["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
-        );
+        let (collection, key) = (collection_of(&object), object_key(&object));
         let mut state = self.state();
         state.resource_version += 1;
         let version = state.resource_version;
@@ -141,11 +137,7 @@ impl FakeKubernetes {
     /// Changes an object behind the watches' back: no event is recorded, so
     /// only a new list shows it (what a client misses while disconnected).
     pub fn apply_silently(&self, object: Value) {
-        let collection = collection_of(&object);
-        let key = (
-            object["metadata"]["namespace"].as_str().unwrap_or_default().to_owned(),
-            object["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
-        );
+        let (collection, key) = (collection_of(&object), object_key(&object));
         let mut state = self.state();
         state.resource_version += 1;
         let mut object = object;
@@ -172,6 +164,12 @@ impl FakeKubernetes {
     pub fn requests_matching(&self, fragment: &str) -> Vec<String> {
         self.state().requests.iter().filter(|request| request.contains(fragment)).cloned().collect()
     }
+}
+
+/// An object's namespace and name.
+fn object_key(object: &Value) -> (String, String) {
+    let field = |name: &str| object["metadata"][name].as_str().unwrap_or_default().to_owned();
+    (field("namespace"), field("name"))
 }
 
 /// `apps/v1/deployments` for a Deployment manifest.
