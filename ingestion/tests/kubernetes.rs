@@ -141,7 +141,12 @@ async fn watch_events_apply_after_a_debounce_and_status_churn_writes_nothing(sto
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let running =
         tokio::spawn(engine.clone().run(Duration::from_secs(3600), false, store.ingestion_leadership(), stopped));
-    eventually("the first run", || async { entity(&store, "component:default/cart_shop_prod").await.is_some() }).await;
+    // Every scope is its own snapshot: wait for the last one too.
+    eventually("the first run", || async {
+        entity(&store, "component:default/cart_shop_prod").await.is_some()
+            && entity(&store, "component:default/report_cronjob_batch_prod").await.is_some()
+    })
+    .await;
     let view = engine.kubernetes()[0].clone();
     let cart_annotations =
         entity(&store, "component:default/cart_shop_prod").await.unwrap().entity.metadata.annotations;
@@ -222,6 +227,52 @@ async fn a_410_gone_lists_again_and_finds_what_the_watch_missed(store: Store) {
     assert!(entity(&store, "component:default/cart_shop_prod").await.is_none());
 }
 
+async fn a_broken_watch_stream_resumes_without_listing_again_and_loses_nothing(store: Store) {
+    let fake = FakeKubernetes::start().await;
+    seed(&fake);
+    let engine = engine(&store, config(&fake));
+    engine.run_provider("kubernetes").await.unwrap().unwrap();
+    let view = engine.kubernetes()[0].clone();
+    let deployments = || {
+        let requests = fake.requests_matching("/apis/apps/v1/deployments?");
+        let lists = requests.iter().filter(|r| !r.contains("watch=")).count();
+        (lists, requests.len() - lists)
+    };
+    let pinned = |name: &str| -> BTreeMap<String, String> {
+        [
+            ("backstage.io/kubernetes-id", name),
+            ("backstage.io/kubernetes-namespace", "shop"),
+            ("backstage.io/kubernetes-cluster", "prod"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into()
+    };
+    let (lists, watches) = deployments();
+
+    // A line that is not JSON: the watcher reports it and reads on.
+    fake.corrupt_watches("this is not JSON\n", false);
+    eventually("the error to show", || async {
+        view.scopes().iter().any(|scope| scope.name == "kubernetes:prod:deployment" && scope.last_error.is_some())
+    })
+    .await;
+    fake.apply(deployment("shop", "search", json!({}), 1));
+    eventually("the next event", || async { !view.workloads_for(&pinned("search")).is_empty() }).await;
+    let deployment_scope = view.scopes().into_iter().find(|scope| scope.name == "kubernetes:prod:deployment").unwrap();
+    assert_eq!(deployment_scope.last_error, None, "an event clears the error");
+
+    // A body cut in the middle of an event: the watch starts again where it was.
+    fake.corrupt_watches(r#"{"type":"MODIFIED","object":{"metadata":{"name":"#, true);
+    fake.apply(deployment("shop", "payments", json!({}), 1));
+    eventually("the event after the cut", || async { !view.workloads_for(&pinned("payments")).is_empty() }).await;
+    let (lists_after, watches_after) = deployments();
+    assert_eq!(lists_after, lists, "resumed from its resource version: no new list");
+    assert!(watches_after > watches, "a new watch after the cut");
+
+    let run = engine.run_provider("kubernetes").await.unwrap().unwrap();
+    assert_eq!((run.summary.added, run.summary.removed, run.incomplete.as_deref()), (2, 0, None), "{run:?}");
+    assert!(entity(&store, "component:default/cart_shop_prod").await.is_some(), "nothing was lost");
+}
+
 async fn a_cluster_that_fails_to_list_removes_nothing_and_recovers(store: Store) {
     let fake = FakeKubernetes::start().await;
     seed(&fake);
@@ -256,6 +307,7 @@ async fn a_cluster_that_fails_to_list_removes_nothing_and_recovers(store: Store)
 }
 
 backend_tests!(
+    a_broken_watch_stream_resumes_without_listing_again_and_loses_nothing,
     unclaimed_workloads_become_entities_and_claimed_ones_attach,
     watch_events_apply_after_a_debounce_and_status_churn_writes_nothing,
     a_410_gone_lists_again_and_finds_what_the_watch_missed,

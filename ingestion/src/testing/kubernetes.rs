@@ -38,6 +38,9 @@ struct FakeState {
     generation: u64,
     /// The next this many list requests answer 500.
     failing_lists: u32,
+    /// A broken line for every open watch, numbered so each sends it once,
+    /// and whether the watch ends right after it (a truncated body).
+    corruption: Option<(u64, String, bool)>,
     /// Every request's path and query, in order.
     requests: Vec<String>,
 }
@@ -155,6 +158,17 @@ impl FakeKubernetes {
         }
     }
 
+    /// Sends `line` (malformed JSON, or half an event) down every open
+    /// watch; with `end`, the watch's body ends right after it, as a
+    /// connection cut mid-event does.
+    pub fn corrupt_watches(&self, line: &str, end: bool) {
+        let mut state = self.state();
+        let number = state.corruption.as_ref().map_or(1, |(number, _, _)| number + 1);
+        state.corruption = Some((number, line.to_owned(), end));
+        drop(state);
+        let _ = self.wake.send(());
+    }
+
     /// The next `n` list requests answer 500 (`u32::MAX`: until told otherwise).
     pub fn fail_lists(&self, n: u32) {
         self.state().failing_lists = n;
@@ -257,9 +271,11 @@ fn watch(shared: Shared, collection: String, namespace: Option<String>, query: &
     let from: u64 = query.get("resourceVersion").and_then(|version| version.parse().ok()).unwrap_or(0);
     let mut wake = shared.wake.subscribe();
     let stream = async_stream::stream! {
-        let (generation, compacted) = {
+        let (generation, compacted, mut corrupted) = {
             let state = shared.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            (state.generation, from < state.compacted_before)
+            // A watch opened after a corruption does not see it.
+            let corrupted = state.corruption.as_ref().map_or(0, |(number, _, _)| *number);
+            (state.generation, from < state.compacted_before, corrupted)
         };
         if compacted {
             let gone = json!({"type": "ERROR", "object": {
@@ -280,8 +296,15 @@ fn watch(shared: Shared, collection: String, namespace: Option<String>, query: &
         };
         yield Ok(format!("{bookmark}\n"));
         loop {
-            let (lines, ended) = {
+            let (lines, ended, broken) = {
                 let state = shared.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let broken = match &state.corruption {
+                    Some((number, line, end)) if *number > corrupted => {
+                        corrupted = *number;
+                        Some((line.clone(), *end))
+                    }
+                    _ => None,
+                };
                 let lines: Vec<String> = state
                     .events
                     .iter()
@@ -292,10 +315,16 @@ fn watch(shared: Shared, collection: String, namespace: Option<String>, query: &
                     .map(|event| format!("{}\n", json!({"type": event.kind, "object": event.object})))
                     .collect();
                 sent = state.events.last().map_or(sent, |event| event.resource_version.max(sent));
-                (lines, state.generation != generation)
+                (lines, state.generation != generation, broken)
             };
             for line in lines {
                 yield Ok(line);
+            }
+            if let Some((line, end)) = broken {
+                yield Ok(line);
+                if end {
+                    return;
+                }
             }
             if ended {
                 return;
