@@ -193,6 +193,18 @@ impl Engine {
             *n += 1;
             if *n == 1 { kind.to_owned() } else { format!("{kind}-{n}") }
         };
+        // Entity names carry the cluster's name, so one cluster in two
+        // providers would make each claim the other's workloads' names.
+        let mut clusters = std::collections::HashSet::new();
+        for config in configs {
+            if let ProviderConfig::Kubernetes(kubernetes) = config {
+                for cluster in &kubernetes.clusters {
+                    if !clusters.insert(cluster.name.as_str()) {
+                        return Err(KubernetesBuildError::ClusterTwice(cluster.name.clone()).into());
+                    }
+                }
+            }
+        }
         let mut providers = Vec::with_capacity(configs.len());
         for config in configs {
             providers.push(match config {

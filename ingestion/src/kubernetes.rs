@@ -131,6 +131,10 @@ pub enum KubernetesBuildError {
     NoOwner,
     #[error("kubernetes provider: entity_kind must be Component or Resource, not {0:?}")]
     EntityKind(String),
+    #[error(
+        "kubernetes providers: cluster {0:?} is configured twice; its workloads would get the same entity names (one provider per cluster)"
+    )]
+    ClusterTwice(String),
     #[error("kubernetes provider: catalog_namespace {0:?} is not a catalog namespace (a lower-case DNS label)")]
     CatalogNamespace(String),
     #[error("kubernetes provider: default_owner {0:?} is not an entity ref: {1}")]

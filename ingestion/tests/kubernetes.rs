@@ -313,3 +313,21 @@ backend_tests!(
     a_410_gone_lists_again_and_finds_what_the_watch_missed,
     a_cluster_that_fails_to_list_removes_nothing_and_recovers,
 );
+
+#[tokio::test]
+async fn one_cluster_in_two_providers_is_refused_at_build() {
+    let database = catalog_store::testing::TestDatabase::sqlite().await;
+    let fake = FakeKubernetes::start().await;
+    let configs = [ProviderConfig::Kubernetes(config(&fake)), ProviderConfig::Kubernetes(config(&fake))];
+    let error = Engine::build(database.store.clone(), &configs).unwrap_err().to_string();
+    assert!(error.contains("cluster \"prod\" is configured twice"), "{error}");
+    let mut other = config(&fake);
+    other.clusters[0].name = "staging".into();
+    assert!(
+        Engine::build(
+            database.store.clone(),
+            &[ProviderConfig::Kubernetes(config(&fake)), ProviderConfig::Kubernetes(other)]
+        )
+        .is_ok()
+    );
+}
