@@ -138,21 +138,19 @@ backend_tests!(
 );
 
 /// Refreshes that arrive while a run is under way share the next run: eight
-/// at once cost at most two runs' statements, not eight.
+/// at once read the source at most twice, not eight times.
 async fn a_burst_of_refreshes_reads_the_source_at_most_twice(store: Store) {
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("catalog-info.yaml"), component("a", "team-a")).unwrap();
     let engine = engine(&store, root.path());
     engine.run_once().await.unwrap();
-    let before = store.statement_count();
-    engine.run_provider("file").await.unwrap().unwrap();
-    let one_run = store.statement_count() - before;
-    assert!(one_run > 0);
-
-    let before = store.statement_count();
+    // Counted by the engine per run (read and apply), not by statements:
+    // how many statements one run takes varies with the database's load.
+    let runs_so_far = || engine.health()[0].runs_complete;
+    let before = runs_so_far();
     let runs = futures::future::join_all((0..8).map(|_| engine.run_provider("file"))).await;
     assert!(runs.iter().all(|run| matches!(run, Ok(Some(run)) if run.summary.unchanged == 1)), "{runs:?}");
-    let spent = store.statement_count() - before;
-    assert!(spent <= 2 * one_run, "{spent} statements for eight refreshes; one run costs {one_run}");
+    let spent = runs_so_far() - before;
+    assert!((1..=2).contains(&spent), "{spent} runs for eight refreshes");
     assert!(engine.run_provider("nope").await.unwrap().is_none());
 }
