@@ -12,11 +12,11 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use catalog_ingestion::Engine;
 use serde_json::{Value, json};
 
-use crate::webhooks::WebhooksConfig;
+use crate::webhooks::{WebhooksConfig, answer, sha256_digest};
 
 /// The most signature entries a delivery may carry (PagerDuty sends one per
 /// secret of the subscription, two while rotating).
@@ -45,10 +45,6 @@ impl PagerDutyWebhooks {
     }
 }
 
-fn answer(status: StatusCode, body: Value) -> Response {
-    (status, axum::Json(body)).into_response()
-}
-
 fn refused(status: StatusCode, message: &str) -> Response {
     tracing::info!(status = status.as_u16(), reason = message, "PagerDuty webhook refused");
     answer(status, json!({"message": message}))
@@ -65,13 +61,7 @@ fn signatures(header: &str) -> Option<Vec<Vec<u8>>> {
     let mut digests = Vec::new();
     for entry in entries {
         let Some(hex) = entry.strip_prefix("v1=") else { continue };
-        if hex.len() != 64 {
-            return None;
-        }
-        let digest: Vec<u8> = (0..32)
-            .map(|index| u8::from_str_radix(hex.get(index * 2..index * 2 + 2)?, 16).ok())
-            .collect::<Option<_>>()?;
-        digests.push(digest);
+        digests.push(sha256_digest(hex)?);
     }
     (!digests.is_empty()).then_some(digests)
 }

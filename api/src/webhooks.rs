@@ -100,7 +100,7 @@ impl GithubWebhooks {
     }
 }
 
-fn answer(status: StatusCode, body: Value) -> Response {
+pub(crate) fn answer(status: StatusCode, body: Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
@@ -109,15 +109,19 @@ fn refused(status: StatusCode, message: &str) -> Response {
     answer(status, json!({"message": message}))
 }
 
-/// Whether `signature` (`X-Hub-Signature-256`: `sha256=` and 64 hex digits)
-/// signs `body`: Some(true|false), or None when it is malformed.
-fn signature_matches(key: &ring::hmac::Key, signature: &str, body: &[u8]) -> Option<bool> {
-    let hex = signature.strip_prefix("sha256=")?;
+/// A SHA-256 digest written as 64 hex digits (GitHub's and PagerDuty's
+/// signatures); None when it is not one.
+pub(crate) fn sha256_digest(hex: &str) -> Option<Vec<u8>> {
     if hex.len() != 64 {
         return None;
     }
-    let digest: Vec<u8> =
-        (0..32).map(|index| u8::from_str_radix(hex.get(index * 2..index * 2 + 2)?, 16).ok()).collect::<Option<_>>()?;
+    (0..32).map(|index| u8::from_str_radix(hex.get(index * 2..index * 2 + 2)?, 16).ok()).collect()
+}
+
+/// Whether `signature` (`X-Hub-Signature-256`: `sha256=` and 64 hex digits)
+/// signs `body`: Some(true|false), or None when it is malformed.
+fn signature_matches(key: &ring::hmac::Key, signature: &str, body: &[u8]) -> Option<bool> {
+    let digest = sha256_digest(signature.strip_prefix("sha256=")?)?;
     // ring compares in constant time.
     Some(ring::hmac::verify(key, body, &digest).is_ok())
 }

@@ -62,6 +62,18 @@ fn seed(fake: &FakeKubernetes) {
     fake.apply(cron_job("batch", "report", json!({"app": "report"})));
 }
 
+/// The annotations of the entity made from the unlabelled workload `name`
+/// in namespace shop: they pin it by name, namespace and cluster.
+fn pinned(name: &str) -> BTreeMap<String, String> {
+    [
+        ("backstage.io/kubernetes-id", name),
+        ("backstage.io/kubernetes-namespace", "shop"),
+        ("backstage.io/kubernetes-cluster", "prod"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .into()
+}
+
 fn claiming(name: &str, annotations: serde_json::Value) -> catalog_domain::Entity {
     catalog_domain::validate(&json!({
         "apiVersion": "backstage.io/v1alpha1", "kind": "Component",
@@ -207,15 +219,6 @@ async fn a_410_gone_lists_again_and_finds_what_the_watch_missed(store: Store) {
     fake.apply_silently(deployment("shop", "payments", json!({}), 2));
     fake.expire_watches();
     let view = engine.kubernetes()[0].clone();
-    let pinned = |name: &str| -> BTreeMap<String, String> {
-        [
-            ("backstage.io/kubernetes-id", name),
-            ("backstage.io/kubernetes-namespace", "shop"),
-            ("backstage.io/kubernetes-cluster", "prod"),
-        ]
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .into()
-    };
     eventually("the re-list", || async { !view.workloads_for(&pinned("payments")).is_empty() }).await;
     assert!(view.workloads_for(&pinned("cart")).is_empty(), "the re-list dropped what is gone");
     let gone = fake.requests_matching("/apis/apps/v1/deployments?");
@@ -237,15 +240,6 @@ async fn a_broken_watch_stream_resumes_without_listing_again_and_loses_nothing(s
         let requests = fake.requests_matching("/apis/apps/v1/deployments?");
         let lists = requests.iter().filter(|r| !r.contains("watch=")).count();
         (lists, requests.len() - lists)
-    };
-    let pinned = |name: &str| -> BTreeMap<String, String> {
-        [
-            ("backstage.io/kubernetes-id", name),
-            ("backstage.io/kubernetes-namespace", "shop"),
-            ("backstage.io/kubernetes-cluster", "prod"),
-        ]
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .into()
     };
     let (lists, watches) = deployments();
 
