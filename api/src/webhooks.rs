@@ -2,9 +2,10 @@
 //! raw body in constant time before anything is parsed, deliveries are
 //! deduplicated, and an event that can change the catalog (a push touching a
 //! catalog file, a repository renamed, archived, deleted or transferred) is a
-//! hint: it triggers a run of the GitHub providers of that organisation,
-//! answered with 202 and processed in the background. A failure of any kind
-//! changes nothing.
+//! hint: it triggers a re-read of that repository alone by the GitHub
+//! providers of its organisation (a change of teams or members: a run of the
+//! org providers), answered with 202 and processed in the background. A
+//! failure of any kind changes nothing.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use catalog_ingestion::Engine;
+use catalog_ingestion::{Engine, GithubRefresh};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -52,9 +53,6 @@ impl std::fmt::Debug for WebhooksConfig {
             .finish()
     }
 }
-
-/// The most commits a push event lists.
-const MAX_LISTED_COMMITS: usize = 20;
 
 /// The longest delivery id or event name accepted.
 const MAX_DELIVERY_ID_BYTES: usize = 64;
@@ -158,67 +156,33 @@ pub(crate) async fn github(State(webhooks): State<Arc<GithubWebhooks>>, headers:
     if event == "ping" {
         return answer(StatusCode::OK, json!({"status": "pong"}));
     }
-    let organization = payload["organization"]["login"]
-        .as_str()
-        .or_else(|| payload["repository"]["owner"]["login"].as_str())
-        .unwrap_or_default();
-    let mut keys: Vec<String> = webhooks
-        .engine
-        .github_providers()
-        .into_iter()
-        .filter(|(_, org, path)| org.eq_ignore_ascii_case(organization) && concerns_catalog(event, &payload, path))
-        .map(|(key, _, _)| key)
+    let refreshes = webhooks.engine.github_refreshes(event, &payload);
+    let keys: Vec<&str> = refreshes.iter().map(GithubRefresh::provider).collect();
+    let repositories: Vec<&str> = refreshes
+        .iter()
+        .flat_map(|refresh| match refresh {
+            GithubRefresh::Repositories { repositories, .. } => repositories.as_slice(),
+            GithubRefresh::Provider(_) => &[],
+        })
+        .map(|hint| hint.full_name.as_str())
         .collect();
-    if concerns_organisation(event) {
-        keys.extend(
-            webhooks
-                .engine
-                .github_org_providers()
-                .into_iter()
-                .filter(|(_, org)| org.eq_ignore_ascii_case(organization))
-                .map(|(key, _)| key),
-        );
-    }
-    tracing::info!(event, delivery, organization, providers = ?keys, "GitHub webhook accepted");
-    for key in &keys {
+    tracing::info!(event, delivery, providers = ?keys, repositories = ?repositories, "GitHub webhook accepted");
+    let body = json!({
+        "status": if refreshes.is_empty() { "ignored" } else { "accepted" },
+        "refresh": keys,
+        "repositories": repositories,
+    });
+    for refresh in refreshes {
         let engine = webhooks.engine.clone();
-        let key = key.clone();
-        // Runs of one provider coalesce, so a burst of deliveries costs a
-        // couple of reads.
+        // Re-reads of one provider coalesce, so a burst of deliveries costs
+        // a couple of reads.
         tokio::spawn(async move {
-            if let Err(error) = engine.run_provider(&key).await {
-                tracing::warn!(provider = %key, error = %error, "refresh after a GitHub webhook failed");
+            if let Err(error) = engine.refresh_github(&refresh).await {
+                tracing::warn!(provider = refresh.provider(), error = %error, "refresh after a GitHub webhook failed");
             }
         });
     }
-    let status = if keys.is_empty() { "ignored" } else { "accepted" };
-    answer(StatusCode::ACCEPTED, json!({"status": status, "refresh": keys}))
-}
-
-/// Whether an event can change an organisation's teams or members.
-fn concerns_organisation(event: &str) -> bool {
-    matches!(event, "membership" | "team" | "organization" | "member")
-}
-
-/// Whether an event can change what a provider reading `catalog_path` sees.
-fn concerns_catalog(event: &str, payload: &Value, catalog_path: &str) -> bool {
-    match event {
-        // GitHub lists at most 20 commits of a push: a full list may hide
-        // the one that touched the file.
-        "push" => payload["commits"].as_array().is_some_and(|commits| {
-            commits.len() >= MAX_LISTED_COMMITS
-                || commits.iter().any(|commit| {
-                    ["added", "modified", "removed"].iter().any(|list| {
-                        commit[*list].as_array().is_some_and(|paths| paths.iter().any(|path| path == catalog_path))
-                    })
-                })
-        }),
-        "repository" => matches!(
-            payload["action"].as_str(),
-            Some("created" | "deleted" | "archived" | "unarchived" | "renamed" | "transferred" | "edited")
-        ),
-        _ => false,
-    }
+    answer(StatusCode::ACCEPTED, body)
 }
 
 #[cfg(test)]
@@ -236,18 +200,6 @@ mod tests {
         assert_eq!(signature_matches(&key, "sha256=zz", b"Hello, World!"), None);
         let not_hex = format!("sha256={}", "g".repeat(64));
         assert_eq!(signature_matches(&key, &not_hex, b"Hello, World!"), None);
-    }
-
-    #[test]
-    fn pushes_matter_only_when_they_touch_the_catalog_file() {
-        let push = |paths: Value| json!({"commits": [{"added": [], "modified": paths, "removed": []}]});
-        assert!(concerns_catalog("push", &push(json!(["catalog-info.yaml"])), "catalog-info.yaml"));
-        assert!(!concerns_catalog("push", &push(json!(["src/main.rs"])), "catalog-info.yaml"));
-        let commit = json!({"added": [], "modified": ["src/main.rs"], "removed": []});
-        let full = json!({"commits": vec![commit; 20]});
-        assert!(concerns_catalog("push", &full, "catalog-info.yaml"), "a truncated list may hide the file");
-        assert!(concerns_catalog("repository", &json!({"action": "archived"}), "catalog-info.yaml"));
-        assert!(!concerns_catalog("issues", &json!({"action": "opened"}), "catalog-info.yaml"));
     }
 
     #[test]

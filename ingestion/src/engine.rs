@@ -1,17 +1,18 @@
 //! The engine: builds providers from their configs, runs them on a schedule,
 //! and applies each snapshot to the store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use catalog_store::{ApplySummary, Leadership, Store, StoreError};
+use catalog_store::{ApplySummary, Leadership, Snapshot, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::file::{FileProvider, FileProviderConfig};
-use crate::github::{GithubBuildError, GithubProvider, GithubProviderConfig};
+use crate::github::{GithubBuildError, GithubProvider, GithubProviderConfig, RepositoryHint};
 use crate::github_org::{GithubOrgProvider, GithubOrgProviderConfig};
 use crate::kubernetes::{KubernetesBuildError, KubernetesProvider, KubernetesProviderConfig, KubernetesView};
 use crate::pagerduty::{PagerDutyBuildError, PagerDutyProvider, PagerDutyProviderConfig, PagerDutyView};
@@ -19,6 +20,10 @@ use crate::pull::RetryPolicy;
 
 /// How long file events settle before a run: an editor's save is a burst.
 const SETTLE: Duration = Duration::from_millis(100);
+
+/// The most repositories one targeted re-read takes: past it (a burst of
+/// webhooks after an outage, say) reading the whole organisation is cheaper.
+const MAX_TARGETED_REPOSITORIES: usize = 50;
 
 /// The providers there are. Closed: each variant builds a ready provider.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -81,6 +86,23 @@ pub enum RunError {
     Aborted,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What a GitHub webhook asks of one provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GithubRefresh {
+    /// Read these repositories again alone (a discovery provider).
+    Repositories { provider: String, repositories: Vec<RepositoryHint> },
+    /// Run the whole provider (an org provider: teams and members).
+    Provider(String),
+}
+
+impl GithubRefresh {
+    pub fn provider(&self) -> &str {
+        match self {
+            GithubRefresh::Repositories { provider, .. } | GithubRefresh::Provider(provider) => provider,
+        }
+    }
 }
 
 /// The outcome of one provider run.
@@ -158,6 +180,31 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// What the snapshots of one run say about how it went.
+struct Outcome {
+    n_location_errors: usize,
+    incomplete: Option<String>,
+    /// Why the run was not a full read: incomplete, or some locations unread.
+    error: Option<String>,
+}
+
+impl Outcome {
+    fn of(snapshots: &[Snapshot]) -> Self {
+        let locations = || snapshots.iter().flat_map(|snapshot| &snapshot.locations);
+        let n_location_errors = locations().filter(|status| status.error.is_some()).count();
+        // Locations that could not be read (their entities kept) make the
+        // run a failure too, though the rest of it applied.
+        let unread: Vec<&str> =
+            locations().filter(|status| status.keeps_entities).filter_map(|status| status.error.as_deref()).collect();
+        let incomplete: Vec<&str> = snapshots.iter().filter_map(|snapshot| snapshot.incomplete.as_deref()).collect();
+        let incomplete = (!incomplete.is_empty()).then(|| incomplete.join("; "));
+        let error = incomplete.clone().or_else(|| {
+            unread.first().map(|first| format!("{} location(s) could not be read; the first: {first}", unread.len()))
+        });
+        Self { n_location_errors, incomplete, error }
+    }
+}
+
 /// A provider run and when it started.
 type StartedRun = (Instant, ProviderRun);
 
@@ -175,6 +222,9 @@ pub struct Engine {
     run_timeout: Duration,
     /// Whether this process's schedule runs the providers (it leads).
     leading: Arc<std::sync::atomic::AtomicBool>,
+    /// Per provider index: repositories webhooks named that no targeted
+    /// re-read has taken yet. Calls waiting behind a run drain it together.
+    pending_repositories: Arc<std::sync::Mutex<HashMap<usize, HashSet<RepositoryHint>>>>,
 }
 
 impl Engine {
@@ -242,6 +292,7 @@ impl Engine {
             health: Arc::new(std::sync::Mutex::new(health)),
             run_timeout: RUN_TIMEOUT,
             leading: Arc::default(),
+            pending_repositories: Arc::default(),
         })
     }
 
@@ -314,29 +365,82 @@ impl Engine {
         first_error.map_or(Ok(runs), Err)
     }
 
-    /// The GitHub providers: key, organisation and catalog file path (what a
-    /// webhook needs to decide which to refresh).
-    pub fn github_providers(&self) -> Vec<(String, String, String)> {
+    /// What a GitHub webhook event asks of the providers: the repositories
+    /// each discovery provider of that organisation should read again, and
+    /// a run of each org provider when teams or members changed. Empty when
+    /// the event changes nothing the providers read.
+    pub fn github_refreshes(&self, event: &str, payload: &Value) -> Vec<GithubRefresh> {
+        let organization = payload["organization"]["login"]
+            .as_str()
+            .or_else(|| payload["repository"]["owner"]["login"].as_str())
+            .unwrap_or_default();
+        let organisation_changed = matches!(event, "membership" | "team" | "organization" | "member");
         self.providers
             .iter()
             .filter_map(|provider| match provider {
                 Provider::Github(github) => {
-                    Some((github.key().to_owned(), github.organization().to_owned(), github.catalog_path().to_owned()))
+                    let repositories = github.repositories_to_refresh(event, payload);
+                    (!repositories.is_empty())
+                        .then(|| GithubRefresh::Repositories { provider: github.key().to_owned(), repositories })
                 }
-                Provider::File(_) | Provider::GithubOrg(_) | Provider::Kubernetes(_) | Provider::PagerDuty(_) => None,
+                Provider::GithubOrg(org) => (organisation_changed
+                    && org.organization().eq_ignore_ascii_case(organization))
+                .then(|| GithubRefresh::Provider(org.key().to_owned())),
+                Provider::File(_) | Provider::Kubernetes(_) | Provider::PagerDuty(_) => None,
             })
             .collect()
     }
 
-    /// The GitHub org providers: key and organisation.
-    pub fn github_org_providers(&self) -> Vec<(String, String)> {
-        self.providers
-            .iter()
-            .filter_map(|provider| match provider {
-                Provider::GithubOrg(org) => Some((org.key().to_owned(), org.organization().to_owned())),
-                Provider::File(_) | Provider::Github(_) | Provider::Kubernetes(_) | Provider::PagerDuty(_) => None,
-            })
-            .collect()
+    /// Carries out what a webhook asked ([`Engine::github_refreshes`]).
+    /// Targeted re-reads of one provider wait for its run in progress and
+    /// then take every repository named meanwhile at once; `Ok(None)` when
+    /// an earlier call already read them (or no provider has the key).
+    pub async fn refresh_github(&self, refresh: &GithubRefresh) -> Result<Option<ProviderRun>, RunError> {
+        let (provider, repositories) = match refresh {
+            GithubRefresh::Provider(provider) => return self.run_provider(provider).await,
+            GithubRefresh::Repositories { provider, repositories } => (provider, repositories),
+        };
+        let Some((index, github)) = self.providers.iter().enumerate().find_map(|(index, candidate)| match candidate {
+            Provider::Github(github) if github.key() == provider => Some((index, github.clone())),
+            _ => None,
+        }) else {
+            return Ok(None);
+        };
+        let lock_pending = || self.pending_repositories.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        lock_pending().entry(index).or_default().extend(repositories.iter().cloned());
+        let mut latest = self.latest[index].lock().await;
+        let hints: Vec<RepositoryHint> = lock_pending().remove(&index).unwrap_or_default().into_iter().collect();
+        if hints.is_empty() {
+            return Ok(None);
+        }
+        if hints.len() > MAX_TARGETED_REPOSITORIES {
+            let started = Instant::now();
+            let run = self.read_and_apply(index, false).await?;
+            *latest = run.clone().map(|run| (started, run));
+            return run.map(Some).ok_or(RunError::Aborted);
+        }
+        let Ok(snapshot) = tokio::time::timeout(self.run_timeout, github.read_repositories(&hints)).await else {
+            let message =
+                format!("a targeted re-read took longer than {} s and was abandoned", self.run_timeout.as_secs());
+            tracing::error!(provider, error = %message, "provider run failed");
+            self.update_health(index, |health| health.last_error = Some(message));
+            return Err(RunError::Aborted);
+        };
+        let summary = self.store.apply_snapshot(&snapshot).await?;
+        let outcome = Outcome::of(std::slice::from_ref(&snapshot));
+        let names: Vec<&str> = hints.iter().map(|hint| hint.full_name.as_str()).collect();
+        tracing::info!(provider, repositories = ?names, added = summary.added, updated = summary.updated, removed = summary.removed, "repositories read again");
+        // A targeted read says nothing of the other repositories, so only
+        // its failure is worth recording.
+        if let Some(error) = &outcome.error {
+            self.update_health(index, |health| health.last_error = Some(error.clone()));
+        }
+        Ok(Some(ProviderRun {
+            provider: provider.clone(),
+            summary,
+            n_location_errors: outcome.n_location_errors,
+            incomplete: outcome.incomplete,
+        }))
     }
 
     /// What the API reads from the PagerDuty providers (services, on-call,
@@ -443,17 +547,7 @@ impl Engine {
                 }
             }
         }
-        let locations = || snapshots.iter().flat_map(|snapshot| &snapshot.locations);
-        let n_location_errors = locations().filter(|status| status.error.is_some()).count();
-        // Locations that could not be read (their entities kept) make the
-        // run a failure too, though the rest of it applied.
-        let unread: Vec<&str> =
-            locations().filter(|status| status.keeps_entities).filter_map(|status| status.error.as_deref()).collect();
-        let incomplete: Vec<&str> = snapshots.iter().filter_map(|snapshot| snapshot.incomplete.as_deref()).collect();
-        let incomplete = (!incomplete.is_empty()).then(|| incomplete.join("; "));
-        let error = incomplete.clone().or_else(|| {
-            unread.first().map(|first| format!("{} location(s) could not be read; the first: {first}", unread.len()))
-        });
+        let Outcome { n_location_errors, incomplete, error } = Outcome::of(&snapshots);
         self.update_health(index, |health| {
             if error.is_none() {
                 health.last_success_at = Some(started_at);

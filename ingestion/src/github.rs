@@ -1,10 +1,15 @@
 //! The GitHub discovery provider: lists an organisation's repositories
 //! (REST, `Link` pagination), keeps those its filters select, and reads each
-//! one's catalog file through the contents API. Each repository is a
+//! one's catalog files through the contents API: the configured path, or
+//! every file a glob matches in the repository's git tree, and the files
+//! their Location entities point at inside the repository. Each file is a
 //! location; its entities carry `backstage.io/managed-by-location` with the
-//! file's URL. The wire types and the mapping are here; fetching, retries and
-//! rate limits are `pull.rs`'s.
+//! file's URL. A webhook's hint re-reads one repository alone (a partial
+//! snapshot covering that repository's locations). The wire types and the
+//! mapping are here; fetching, retries and rate limits are `pull.rs`'s.
 
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -12,8 +17,10 @@ use catalog_store::{InvalidEntity, LocationStatus, Snapshot};
 use futures::StreamExt as _;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, USER_AGENT};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::documents::add_documents;
+use crate::github_app::AppTokens;
 use crate::pull::{HttpSource, RetryPolicy, SourceError};
 
 /// Where and what to discover in one GitHub organisation.
@@ -25,7 +32,9 @@ pub struct GithubProviderConfig {
     /// The REST API's root: `https://api.github.com`, or GitHub Enterprise's
     /// `https://HOST/api/v3`.
     pub api_base_url: String,
-    /// The catalog file's path in each repository.
+    /// The catalog file's path in each repository, or a glob (`*`, `?`,
+    /// `[...]`; `**` for any depth) matched against every path of the
+    /// repository's git tree.
     pub catalog_path: String,
     /// The branch to read; empty: each repository's default branch.
     pub branch: String,
@@ -42,8 +51,20 @@ pub struct GithubProviderConfig {
     /// The environment variable holding the token (a personal access token
     /// or an installation token); unset: unauthenticated (60 requests an hour).
     pub token_variable: String,
-    /// Catalog files fetched at once.
+    /// A GitHub App to authenticate as instead (0: none): its installation
+    /// tokens are bought with the private key and renewed before they expire.
+    pub app_id: u64,
+    pub app_installation_id: u64,
+    /// The environment variable holding the app's private key (PEM).
+    pub app_private_key_variable: String,
+    /// A file holding the app's private key instead (a mounted secret).
+    pub app_private_key_file: String,
+    /// Repositories read at once.
     pub concurrency: usize,
+    /// The most catalog files read from one repository (glob matches and
+    /// Location targets together); past it the rest are not read and the
+    /// repository's entities are kept.
+    pub max_files_per_repository: usize,
     /// The most of its entities one complete run may remove, in percent;
     /// more is held back until a forced run. 100: no limit.
     pub max_removed_percent: u8,
@@ -59,11 +80,18 @@ impl Default for GithubProviderConfig {
             branch: String::new(),
             repository_pattern: String::new(),
             topics: Vec::new(),
-            allowed_kinds: ["Component", "API", "Resource", "System", "Domain", "Template"].map(str::to_owned).to_vec(),
+            allowed_kinds: ["Component", "API", "Resource", "System", "Domain", "Template", "Location"]
+                .map(str::to_owned)
+                .to_vec(),
             include_archived: false,
             include_forks: false,
             token_variable: "GITHUB_TOKEN".into(),
+            app_id: 0,
+            app_installation_id: 0,
+            app_private_key_variable: "GITHUB_APP_PRIVATE_KEY".into(),
+            app_private_key_file: String::new(),
             concurrency: 8,
+            max_files_per_repository: 100,
             max_removed_percent: 20,
             request_timeout_seconds: 30,
         }
@@ -77,32 +105,53 @@ pub enum GithubBuildError {
     NoOrganization,
     #[error("github provider: repository_pattern is not a regular expression: {0}")]
     Pattern(#[from] regex::Error),
+    #[error("github provider: catalog_path is not a glob pattern: {0}")]
+    CatalogPath(#[from] glob::PatternError),
     #[error("github provider: the token in {0} is not a valid header value")]
     Token(String),
     #[error("github provider: cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("github provider: GitHub App: {0}")]
+    App(String),
+}
+
+/// How a GitHub provider authenticates (the keys both GitHub provider
+/// configurations share).
+pub(crate) struct GithubAuth<'a> {
+    pub api_base_url: &'a str,
+    pub token_variable: &'a str,
+    pub app_id: u64,
+    pub app_installation_id: u64,
+    pub app_private_key_variable: &'a str,
+    pub app_private_key_file: &'a str,
 }
 
 /// An HTTP source for GitHub's REST API: its media type and version, and
-/// the token from `token_variable` when that is set.
+/// the GitHub App's installation tokens when `app_id` is set, otherwise the
+/// token from `token_variable` when that is set.
 pub(crate) fn github_source(
-    token_variable: &str,
+    auth: &GithubAuth<'_>,
     timeout_seconds: u64,
     policy: RetryPolicy,
 ) -> Result<HttpSource, GithubBuildError> {
+    let timeout = Duration::from_secs(timeout_seconds.max(1));
     let mut headers = HeaderMap::new();
     headers.insert(ACCEPT, HeaderValue::from_static("application/vnd.github+json"));
     headers.insert("x-github-api-version", HeaderValue::from_static("2022-11-28"));
     headers.insert(USER_AGENT, HeaderValue::from_static("backstage-catalog-graphql"));
-    if let Ok(token) = std::env::var(token_variable)
+    if auth.app_id != 0 {
+        let tokens = AppTokens::build(auth, timeout)?;
+        return Ok(HttpSource::new(headers, timeout, policy)?.with_tokens(std::sync::Arc::new(tokens)));
+    }
+    if let Ok(token) = std::env::var(auth.token_variable)
         && !token.is_empty()
     {
         let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| GithubBuildError::Token(token_variable.to_owned()))?;
+            .map_err(|_| GithubBuildError::Token(auth.token_variable.to_owned()))?;
         value.set_sensitive(true);
         headers.insert(AUTHORIZATION, value);
     }
-    Ok(HttpSource::new(headers, Duration::from_secs(timeout_seconds.max(1)), policy)?)
+    Ok(HttpSource::new(headers, timeout, policy)?)
 }
 
 /// A ready GitHub discovery provider.
@@ -110,8 +159,34 @@ pub struct GithubProvider {
     key: String,
     config: GithubProviderConfig,
     pattern: Option<regex::Regex>,
+    /// `catalog_path` when it is a glob.
+    catalog_glob: Option<glob::Pattern>,
     source: HttpSource,
+    /// The paths of the files last read per repository (`owner/name`,
+    /// lower case): a push touching one of them is worth a re-read.
+    files_read: Mutex<HashMap<String, HashSet<String>>>,
 }
+
+/// A repository a webhook named, to read again alone.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RepositoryHint {
+    /// `owner/name`.
+    pub full_name: String,
+    /// Its page (`https://github.com/owner/name`): every location of the
+    /// repository starts with it.
+    pub html_url: String,
+    /// Known to be gone under this name (renamed, or transferred to another
+    /// owner): its entities are removed without a read.
+    pub gone: bool,
+}
+
+/// How glob paths match: `*` stays within one directory, as in a shell.
+const GLOB_OPTIONS: glob::MatchOptions =
+    glob::MatchOptions { case_sensitive: true, require_literal_separator: true, require_literal_leading_dot: false };
+
+/// GitHub lists at most this many commits in a push event: a full list may
+/// hide the one that touched a catalog file.
+const MAX_LISTED_COMMITS: usize = 20;
 
 impl std::fmt::Debug for GithubProvider {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,11 +194,12 @@ impl std::fmt::Debug for GithubProvider {
     }
 }
 
-/// One repository as the list endpoint returns it (the fields used).
+/// One repository as the list and get endpoints return it (the fields used).
 #[derive(Clone, Debug, Deserialize)]
 struct Repository {
     name: String,
     full_name: String,
+    owner: Owner,
     html_url: String,
     default_branch: Option<String>,
     #[serde(default)]
@@ -132,6 +208,34 @@ struct Repository {
     fork: bool,
     #[serde(default)]
     topics: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+struct Owner {
+    login: String,
+}
+
+/// A repository's git tree as `git/trees/{ref}?recursive=1` returns it.
+#[derive(Deserialize)]
+struct Tree {
+    tree: Vec<TreeItem>,
+    /// GitHub stops listing past 100,000 entries or 7 MB.
+    #[serde(default)]
+    truncated: bool,
+}
+
+#[derive(Deserialize)]
+struct TreeItem {
+    path: String,
+    #[serde(rename = "type")]
+    item_type: String,
+}
+
+/// A file to read in a repository, and whether its absence removes its
+/// entities (a Location's optional target does not).
+struct FileToRead {
+    path: String,
+    required: bool,
 }
 
 /// A file as the contents endpoint returns it.
@@ -150,32 +254,31 @@ impl GithubProvider {
         let pattern = (!config.repository_pattern.is_empty())
             .then(|| regex::Regex::new(&config.repository_pattern))
             .transpose()?;
-        let source = github_source(&config.token_variable, config.request_timeout_seconds, policy)?;
-        Ok(Self { key, config: config.clone(), pattern, source })
+        let catalog_glob = has_glob_characters(&config.catalog_path)
+            .then(|| glob::Pattern::new(config.catalog_path.trim_start_matches('/')))
+            .transpose()?;
+        let auth = GithubAuth {
+            api_base_url: &config.api_base_url,
+            token_variable: &config.token_variable,
+            app_id: config.app_id,
+            app_installation_id: config.app_installation_id,
+            app_private_key_variable: &config.app_private_key_variable,
+            app_private_key_file: &config.app_private_key_file,
+        };
+        let source = github_source(&auth, config.request_timeout_seconds, policy)?;
+        Ok(Self { key, config: config.clone(), pattern, catalog_glob, source, files_read: Mutex::default() })
     }
 
     pub fn key(&self) -> &str {
         &self.key
     }
 
-    pub fn organization(&self) -> &str {
-        &self.config.organization
-    }
-
-    pub fn catalog_path(&self) -> &str {
-        &self.config.catalog_path
-    }
-
-    /// Reads every selected repository's catalog file into a snapshot. A
+    /// Reads every selected repository's catalog files into a snapshot. A
     /// listing that fails leaves the snapshot incomplete (nothing removed);
-    /// a file that fails to read keeps that repository's entities; a file
-    /// that is not there (404) removes them.
+    /// a file that fails to read keeps that file's entities; a file that is
+    /// not there (404) removes them.
     pub async fn read(&self) -> Snapshot {
-        let mut snapshot = Snapshot {
-            provider: self.key.clone(),
-            max_removed_share: Some(f64::from(self.config.max_removed_percent.min(100)) / 100.0),
-            ..Default::default()
-        };
+        let mut snapshot = self.empty_snapshot();
         let listing = self.list_url();
         let repositories = match self.source.get_all_pages::<Repository>(&listing).await {
             Ok(repositories) => repositories,
@@ -193,34 +296,230 @@ impl GithubProvider {
         };
         let selected: Vec<Repository> =
             repositories.into_iter().filter(|repository| self.selects(repository)).collect();
-        let files: Vec<(Repository, Result<String, SourceError>)> =
+        let parts: Vec<(String, Snapshot, HashSet<String>)> =
             futures::stream::iter(selected.into_iter().map(|repository| async move {
-                let text = self.catalog_file(&repository).await;
-                (repository, text)
+                let (part, files) = self.read_repository(&repository).await;
+                (repository.full_name.to_lowercase(), part, files)
             }))
             .buffered(self.config.concurrency.max(1))
             .collect()
             .await;
-        let origin = format!("url:{listing}");
-        for (repository, text) in files {
-            let key = self.location_key(&repository);
-            match text {
-                Ok(text) => {
-                    let first = snapshot.entities.len();
-                    // Locations inside a repository would point at other files of it:
-                    // following them needs the trees API (not read yet).
-                    for location in add_documents(&text, &key, &origin, &mut snapshot) {
-                        tracing::warn!(location = %location.entity_ref(), "Location entities in GitHub repositories are not followed yet");
-                    }
-                    self.refuse_other_kinds(&mut snapshot, first);
+        let mut files_read = HashMap::new();
+        for (full_name, part, files) in parts {
+            merge(&mut snapshot, part);
+            files_read.insert(full_name, files);
+        }
+        *self.files_read.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = files_read;
+        snapshot
+    }
+
+    /// Reads the named repositories alone into a partial snapshot covering
+    /// only their locations: what a webhook's hint costs instead of a whole
+    /// organisation. A repository that is gone, archived or no longer
+    /// selected loses its entities; one that cannot be read keeps them.
+    pub async fn read_repositories(&self, hints: &[RepositoryHint]) -> Snapshot {
+        let mut snapshot = self.empty_snapshot();
+        let mut covers = Vec::new();
+        for hint in hints {
+            covers.push(format!("url:{}/", hint.html_url.trim_end_matches('/')));
+            if hint.gone {
+                self.forget_files(&hint.full_name);
+                continue;
+            }
+            let base = self.config.api_base_url.trim_end_matches('/');
+            let url = format!("{base}/repos/{}", hint.full_name);
+            match self.source.get_json::<Repository>(&url).await {
+                Ok((repository, _)) if self.selects(&repository) && self.owns(&repository) => {
+                    // Renamed since the hint was sent: its new name's locations are its.
+                    covers.push(format!("url:{}/", repository.html_url.trim_end_matches('/')));
+                    let (part, files) = self.read_repository(&repository).await;
+                    merge(&mut snapshot, part);
+                    self.files_read
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(repository.full_name.to_lowercase(), files);
                 }
-                // No catalog file (any more): the repository's entities go.
-                Err(SourceError::NotFound) => snapshot.locations.push(LocationStatus {
+                // Archived, a fork, filtered out or moved away: its entities go.
+                Ok(_) | Err(SourceError::NotFound) => self.forget_files(&hint.full_name),
+                Err(error) => {
+                    tracing::warn!(provider = %self.key, repository = %hint.full_name, error = %error, "cannot read the repository; its entities are kept");
+                    snapshot.locations.push(LocationStatus {
+                        target: format!("url:{url}"),
+                        error: Some(error.to_string()),
+                        keeps_entities: true,
+                        ..Default::default()
+                    });
+                    snapshot.incomplete = Some(format!("reading {} failed: {error}", hint.full_name));
+                }
+            }
+        }
+        snapshot.covers = Some(covers);
+        snapshot
+    }
+
+    /// The repositories a webhook event asks to read again: none when the
+    /// event cannot change what this provider reads (another organisation,
+    /// another branch, a push that touched no catalog file).
+    pub fn repositories_to_refresh(&self, event: &str, payload: &Value) -> Vec<RepositoryHint> {
+        let repository = &payload["repository"];
+        let (Some(full_name), Some(html_url)) = (repository["full_name"].as_str(), repository["html_url"].as_str())
+        else {
+            return Vec::new();
+        };
+        let current = RepositoryHint { full_name: full_name.to_owned(), html_url: html_url.to_owned(), gone: false };
+        let mut hints = Vec::new();
+        match event {
+            "push" if self.push_concerns_catalog(payload) => hints.push(current),
+            "repository" => match payload["action"].as_str() {
+                Some("renamed") => {
+                    if let Some(from) = payload["changes"]["repository"]["name"]["from"].as_str()
+                        && let Some((owner, _)) = full_name.split_once('/')
+                    {
+                        hints.push(moved(&current, owner, from));
+                    }
+                    hints.push(current);
+                }
+                Some("transferred") => {
+                    let from = &payload["changes"]["owner"]["from"];
+                    if let Some(owner) = from["organization"]["login"].as_str().or(from["user"]["login"].as_str())
+                        && let Some((_, name)) = full_name.split_once('/')
+                    {
+                        hints.push(moved(&current, owner, name));
+                    }
+                    hints.push(current);
+                }
+                Some("created" | "deleted" | "archived" | "unarchived" | "edited" | "publicized" | "privatized") => {
+                    hints.push(current)
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+        let organization = self.config.organization.as_str();
+        hints.retain(|hint| {
+            hint.full_name.split_once('/').is_some_and(|(owner, _)| owner.eq_ignore_ascii_case(organization))
+        });
+        hints
+    }
+
+    /// Whether a push went to the branch this provider reads and touched a
+    /// file it reads (or could: a new match of the glob).
+    fn push_concerns_catalog(&self, payload: &Value) -> bool {
+        let branch = if self.config.branch.is_empty() {
+            payload["repository"]["default_branch"].as_str().unwrap_or("main")
+        } else {
+            &self.config.branch
+        };
+        if payload["ref"].as_str() != Some(format!("refs/heads/{branch}").as_str()) {
+            return false;
+        }
+        let Some(commits) = payload["commits"].as_array() else { return false };
+        if commits.len() >= MAX_LISTED_COMMITS {
+            return true;
+        }
+        let full_name = payload["repository"]["full_name"].as_str().unwrap_or_default().to_lowercase();
+        let files_read = self.files_read.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let known = files_read.get(&full_name);
+        commits.iter().any(|commit| {
+            ["added", "modified", "removed"].iter().any(|list| {
+                commit[*list].as_array().is_some_and(|paths| {
+                    paths
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .any(|path| self.is_catalog_path(path) || known.is_some_and(|known| known.contains(path)))
+                })
+            })
+        })
+    }
+
+    fn is_catalog_path(&self, path: &str) -> bool {
+        match &self.catalog_glob {
+            Some(glob) => glob.matches_with(path, GLOB_OPTIONS),
+            None => path == self.config.catalog_path.trim_start_matches('/'),
+        }
+    }
+
+    fn forget_files(&self, full_name: &str) {
+        self.files_read.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&full_name.to_lowercase());
+    }
+
+    fn empty_snapshot(&self) -> Snapshot {
+        Snapshot {
+            provider: self.key.clone(),
+            max_removed_share: Some(f64::from(self.config.max_removed_percent.min(100)) / 100.0),
+            ..Default::default()
+        }
+    }
+
+    /// One repository's catalog files (as a snapshot to merge) and the
+    /// paths read. The repository's tree is listed only when a glob needs it.
+    async fn read_repository(&self, repository: &Repository) -> (Snapshot, HashSet<String>) {
+        let mut part = Snapshot::default();
+        let origin = format!("url:{}", self.list_url());
+        let mut tree: Option<Vec<String>> = None;
+        let mut queue = VecDeque::new();
+        if let Some(glob) = &self.catalog_glob {
+            match self.tree(repository, &mut tree).await {
+                Ok(paths) => queue.extend(
+                    paths
+                        .iter()
+                        .filter(|path| glob.matches_with(path, GLOB_OPTIONS))
+                        .map(|path| FileToRead { path: path.clone(), required: true }),
+                ),
+                Err(status) => {
+                    part.locations.push(status);
+                    return (part, HashSet::new());
+                }
+            }
+        } else {
+            queue.push_back(FileToRead {
+                path: self.config.catalog_path.trim_start_matches('/').to_owned(),
+                required: true,
+            });
+        }
+        let mut visited = HashSet::new();
+        while let Some(file) = queue.pop_front() {
+            if visited.contains(&file.path) {
+                continue;
+            }
+            let key = self.file_key(repository, &file.path);
+            if visited.len() >= self.config.max_files_per_repository {
+                part.locations.push(LocationStatus {
                     target: key,
-                    error: Some("the repository has no catalog file".into()),
+                    error: Some(format!(
+                        "{} has more than {} catalog files (github.max_files_per_repository): the rest were not read",
+                        repository.full_name, self.config.max_files_per_repository
+                    )),
+                    keeps_entities: true,
+                    ..Default::default()
+                });
+                break;
+            }
+            visited.insert(file.path.clone());
+            match self.catalog_file(repository, &file.path).await {
+                Ok(text) => {
+                    let first = part.entities.len();
+                    let locations = add_documents(&text, &key, &origin, &mut part);
+                    self.refuse_other_kinds(&mut part, first);
+                    if self.allows("Location") {
+                        for location in locations {
+                            let (files, problems) =
+                                self.location_targets(repository, &file.path, &location, &mut tree).await;
+                            queue.extend(files);
+                            for problem in problems {
+                                note_problem(&mut part, &key, &problem);
+                            }
+                        }
+                    }
+                }
+                // The file is not there (any more): its entities go.
+                Err(SourceError::NotFound) if file.required => part.locations.push(LocationStatus {
+                    target: key,
+                    error: Some(format!("{} has no file {}", repository.full_name, file.path)),
                     ..Default::default()
                 }),
-                Err(error) => snapshot.locations.push(LocationStatus {
+                Err(SourceError::NotFound) => {}
+                Err(error) => part.locations.push(LocationStatus {
                     target: key,
                     error: Some(format!("cannot read the catalog file: {error}")),
                     keeps_entities: true,
@@ -228,7 +527,105 @@ impl GithubProvider {
                 }),
             }
         }
-        snapshot
+        (part, visited)
+    }
+
+    /// The files a Location entity read from `file` points at, and the
+    /// targets that were refused, each with why. Targets are
+    /// relative paths or URLs of the same repository and branch (globs
+    /// allowed); anything else is refused, since following URLs elsewhere
+    /// would let one repository's file make the server fetch any address.
+    async fn location_targets(
+        &self,
+        repository: &Repository,
+        file: &str,
+        location: &catalog_domain::Entity,
+        tree: &mut Option<Vec<String>>,
+    ) -> (Vec<FileToRead>, Vec<String>) {
+        let Ok(catalog_domain::TypedSpec::Location(spec)) = location.typed_spec() else {
+            return (Vec::new(), Vec::new());
+        };
+        let required = spec.presence.as_deref() != Some("optional");
+        let blob = format!("{}/blob/{}/", repository.html_url.trim_end_matches('/'), self.branch(repository));
+        let directory = file.rsplit_once('/').map_or("", |(directory, _)| directory);
+        let mut files = Vec::new();
+        let mut problems = Vec::new();
+        for target in spec.target.iter().chain(&spec.targets) {
+            let path = if target.starts_with("https://") || target.starts_with("http://") {
+                match target.get(..blob.len()) {
+                    Some(prefix) if prefix.eq_ignore_ascii_case(&blob) => Some(target[blob.len()..].to_owned()),
+                    _ => None,
+                }
+            } else {
+                normalise(directory, target)
+            };
+            let Some(path) = path else {
+                problems.push(format!(
+                    "{}: target {target}: only files of the same repository and branch ({blob}...) are followed",
+                    location.entity_ref()
+                ));
+                continue;
+            };
+            if has_glob_characters(&path) {
+                let pattern = match glob::Pattern::new(&path) {
+                    Ok(pattern) => pattern,
+                    Err(error) => {
+                        problems
+                            .push(format!("{}: target {target}: not a glob pattern: {error}", location.entity_ref()));
+                        continue;
+                    }
+                };
+                match self.tree(repository, tree).await {
+                    Ok(paths) => files.extend(
+                        paths
+                            .iter()
+                            .filter(|path| pattern.matches_with(path, GLOB_OPTIONS))
+                            .map(|path| FileToRead { path: path.clone(), required }),
+                    ),
+                    Err(status) => problems.push(status.error.unwrap_or_default()),
+                }
+            } else {
+                files.push(FileToRead { path, required });
+            }
+        }
+        (files, problems)
+    }
+
+    /// The paths of the repository's files (blobs), listed once per read:
+    /// the git trees API, recursively. An empty repository has none; a
+    /// truncated or failed listing is a location error that keeps entities.
+    async fn tree<'a>(
+        &self,
+        repository: &Repository,
+        tree: &'a mut Option<Vec<String>>,
+    ) -> Result<&'a Vec<String>, LocationStatus> {
+        if tree.is_none() {
+            let base = self.config.api_base_url.trim_end_matches('/');
+            let branch = self.branch(repository).replace('/', "%2F");
+            let url = format!("{base}/repos/{}/git/trees/{branch}?recursive=1", repository.full_name);
+            let failed = |message: String| LocationStatus {
+                target: format!("url:{}/tree/{}", repository.html_url, self.branch(repository)),
+                error: Some(message),
+                keeps_entities: true,
+                ..Default::default()
+            };
+            let paths = match self.source.get_json::<Tree>(&url).await {
+                Ok((listing, _)) if listing.truncated => {
+                    return Err(failed(format!(
+                        "{}: the git tree is too large to list in one request (truncated); its entities are kept",
+                        repository.full_name
+                    )));
+                }
+                Ok((listing, _)) => {
+                    listing.tree.into_iter().filter(|item| item.item_type == "blob").map(|item| item.path).collect()
+                }
+                // No branch, or an empty repository (409): no files.
+                Err(SourceError::NotFound | SourceError::Conflict { .. }) => Vec::new(),
+                Err(error) => return Err(failed(format!("cannot list the repository's files: {error}"))),
+            };
+            *tree = Some(paths);
+        }
+        Ok(tree.as_ref().expect("listed above"))
     }
 
     /// Moves the entities from `first` on whose kind is not allowed into
@@ -236,11 +633,10 @@ impl GithubProvider {
     /// must not be able to declare a Group (and with it who may read what
     /// that group owns) or a User.
     fn refuse_other_kinds(&self, snapshot: &mut Snapshot, first: usize) {
-        let allowed = |kind: &str| self.config.allowed_kinds.iter().any(|allowed| allowed.eq_ignore_ascii_case(kind));
         let added = snapshot.entities.split_off(first);
         let mut refused = Vec::new();
         for item in added {
-            if allowed(&item.entity.kind) {
+            if self.allows(&item.entity.kind) {
                 snapshot.entities.push(item);
             } else {
                 let message = format!(
@@ -269,6 +665,16 @@ impl GithubProvider {
         }
     }
 
+    fn allows(&self, kind: &str) -> bool {
+        self.config.allowed_kinds.iter().any(|allowed| allowed.eq_ignore_ascii_case(kind))
+    }
+
+    /// Whether the repository still belongs to the organisation (a
+    /// transferred one answers under its new owner).
+    fn owns(&self, repository: &Repository) -> bool {
+        repository.owner.login.eq_ignore_ascii_case(&self.config.organization)
+    }
+
     fn list_url(&self) -> String {
         let base = self.config.api_base_url.trim_end_matches('/');
         format!("{base}/orgs/{}/repos?per_page=100&type=all", self.config.organization)
@@ -291,18 +697,13 @@ impl GithubProvider {
     }
 
     /// The file's URL on GitHub: what Backstage names the location.
-    fn location_key(&self, repository: &Repository) -> String {
-        format!("url:{}/blob/{}/{}", repository.html_url, self.branch(repository), self.config.catalog_path)
+    fn file_key(&self, repository: &Repository, path: &str) -> String {
+        format!("url:{}/blob/{}/{path}", repository.html_url.trim_end_matches('/'), self.branch(repository))
     }
 
-    async fn catalog_file(&self, repository: &Repository) -> Result<String, SourceError> {
+    async fn catalog_file(&self, repository: &Repository, path: &str) -> Result<String, SourceError> {
         let base = self.config.api_base_url.trim_end_matches('/');
-        let url = format!(
-            "{base}/repos/{}/contents/{}?ref={}",
-            repository.full_name,
-            self.config.catalog_path,
-            self.branch(repository)
-        );
+        let url = format!("{base}/repos/{}/contents/{path}?ref={}", repository.full_name, self.branch(repository));
         let (contents, _) = self.source.get_json::<Contents>(&url).await?;
         if contents.encoding != "base64" {
             return Err(SourceError::Invalid { message: format!("{url}: unexpected encoding {}", contents.encoding) });
@@ -313,5 +714,135 @@ impl GithubProvider {
             .decode(packed)
             .map_err(|error| SourceError::Invalid { message: format!("{url}: bad base64: {error}") })?;
         String::from_utf8(bytes).map_err(|_| SourceError::Invalid { message: format!("{url}: the file is not UTF-8") })
+    }
+}
+
+/// Appends what one partial read found to the whole snapshot.
+fn merge(snapshot: &mut Snapshot, part: Snapshot) {
+    snapshot.entities.extend(part.entities);
+    snapshot.invalid.extend(part.invalid);
+    snapshot.locations.extend(part.locations);
+}
+
+/// Adds a problem to the outcome of the location `key` (already recorded).
+fn note_problem(snapshot: &mut Snapshot, key: &str, problem: &str) {
+    tracing::warn!(location = key, error = %problem, "a Location target is not followed");
+    if let Some(status) = snapshot.locations.iter_mut().rev().find(|status| status.target == key) {
+        status.error = Some(match status.error.take() {
+            Some(error) => format!("{error}\n{problem}"),
+            None => problem.to_owned(),
+        });
+    }
+}
+
+/// The repository the hint names, under another owner or name: gone from there.
+fn moved(current: &RepositoryHint, owner: &str, name: &str) -> RepositoryHint {
+    let suffix = format!("/{}", current.full_name);
+    let host = current.html_url.trim_end_matches('/').strip_suffix(&suffix).unwrap_or(&current.html_url);
+    RepositoryHint { full_name: format!("{owner}/{name}"), html_url: format!("{host}/{owner}/{name}"), gone: true }
+}
+
+/// `target` relative to `directory` inside a repository, with `.` and `..`
+/// resolved; None when it leads outside the repository. A leading `/` is
+/// the repository's root.
+fn normalise(directory: &str, target: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    let start = if target.starts_with('/') { "" } else { directory };
+    for part in start.split('/').chain(target.split('/')) {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            part => parts.push(part),
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+fn has_glob_characters(path: &str) -> bool {
+    path.contains(['*', '?', '['])
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn provider(catalog_path: &str) -> GithubProvider {
+        let config = GithubProviderConfig {
+            organization: "acme".into(),
+            catalog_path: catalog_path.into(),
+            ..GithubProviderConfig::default()
+        };
+        GithubProvider::build("github".into(), &config, RetryPolicy::default()).unwrap()
+    }
+
+    fn push(branch: &str, paths: &[&str], n_commits: usize) -> Value {
+        let commit = json!({"added": [], "modified": paths, "removed": []});
+        json!({"ref": format!("refs/heads/{branch}"), "commits": vec![commit; n_commits],
+               "repository": {"full_name": "acme/svc", "html_url": "https://github.com/acme/svc", "default_branch": "main"}})
+    }
+
+    fn names(hints: &[RepositoryHint]) -> Vec<(&str, bool)> {
+        hints.iter().map(|hint| (hint.full_name.as_str(), hint.gone)).collect()
+    }
+
+    #[test]
+    fn pushes_matter_only_on_the_read_branch_when_they_touch_a_catalog_file() {
+        let plain = provider("catalog-info.yaml");
+        assert_eq!(
+            names(&plain.repositories_to_refresh("push", &push("main", &["catalog-info.yaml"], 1))),
+            [("acme/svc", false)]
+        );
+        assert!(plain.repositories_to_refresh("push", &push("main", &["src/main.rs"], 1)).is_empty());
+        assert!(plain.repositories_to_refresh("push", &push("feature", &["catalog-info.yaml"], 1)).is_empty());
+        let full = push("main", &["src/main.rs"], MAX_LISTED_COMMITS);
+        assert_eq!(plain.repositories_to_refresh("push", &full).len(), 1, "a full list may hide the file");
+
+        let glob = provider("services/*/catalog-info.yaml");
+        assert_eq!(glob.repositories_to_refresh("push", &push("main", &["services/a/catalog-info.yaml"], 1)).len(), 1);
+        assert!(glob.repositories_to_refresh("push", &push("main", &["services/a/b/catalog-info.yaml"], 1)).is_empty());
+        // A file read through a Location last time counts too.
+        glob.files_read.lock().unwrap().insert("acme/svc".into(), HashSet::from(["docs/api.yaml".to_owned()]));
+        assert_eq!(glob.repositories_to_refresh("push", &push("main", &["docs/api.yaml"], 1)).len(), 1);
+    }
+
+    #[test]
+    fn renames_and_transfers_read_the_new_name_and_empty_the_old_one() {
+        let github = provider("catalog-info.yaml");
+        let renamed = json!({"action": "renamed", "changes": {"repository": {"name": {"from": "old-svc"}}},
+                             "repository": {"full_name": "acme/svc", "html_url": "https://github.com/acme/svc"}});
+        let hints = github.repositories_to_refresh("repository", &renamed);
+        assert_eq!(names(&hints), [("acme/old-svc", true), ("acme/svc", false)]);
+        assert_eq!(hints[0].html_url, "https://github.com/acme/old-svc");
+
+        // Moved out of acme: only the old name concerns this provider.
+        let away = json!({"action": "transferred", "changes": {"owner": {"from": {"organization": {"login": "acme"}}}},
+                          "repository": {"full_name": "other/svc", "html_url": "https://github.com/other/svc"}});
+        assert_eq!(names(&github.repositories_to_refresh("repository", &away)), [("acme/svc", true)]);
+        let elsewhere = json!({"action": "archived",
+                               "repository": {"full_name": "other/x", "html_url": "https://github.com/other/x"}});
+        assert!(github.repositories_to_refresh("repository", &elsewhere).is_empty());
+        assert!(github.repositories_to_refresh("issues", &elsewhere).is_empty());
+    }
+
+    #[test]
+    fn a_double_star_glob_matches_at_any_depth_including_the_root() {
+        let github = provider("**/catalog-info.yaml");
+        assert!(github.is_catalog_path("catalog-info.yaml"));
+        assert!(github.is_catalog_path("a/b/catalog-info.yaml"));
+        assert!(!github.is_catalog_path("a/b/catalog-info.yml"));
+    }
+
+    #[test]
+    fn location_targets_resolve_against_their_files_directory_and_stay_in_the_repository() {
+        assert_eq!(normalise("services/a", "./api.yaml").as_deref(), Some("services/a/api.yaml"));
+        assert_eq!(normalise("services/a", "../b/catalog-info.yaml").as_deref(), Some("services/b/catalog-info.yaml"));
+        assert_eq!(normalise("services/a", "/docs/catalog.yaml").as_deref(), Some("docs/catalog.yaml"));
+        assert_eq!(normalise("", "catalog/*.yaml").as_deref(), Some("catalog/*.yaml"));
+        assert_eq!(normalise("services", "../../etc/passwd"), None);
+        assert_eq!(normalise("", ".."), None);
     }
 }

@@ -12,7 +12,7 @@ use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::github::{GithubBuildError, github_source};
+use crate::github::{GithubAuth, GithubBuildError, github_source};
 use crate::pull::{HttpSource, RetryPolicy, SourceError};
 
 /// One organisation's teams and members.
@@ -29,6 +29,14 @@ pub struct GithubOrgProviderConfig {
     pub user_profiles: bool,
     /// The environment variable holding the token (it needs `read:org`).
     pub token_variable: String,
+    /// A GitHub App to authenticate as instead (0: none; it needs the
+    /// Members organisation permission, read).
+    pub app_id: u64,
+    pub app_installation_id: u64,
+    /// The environment variable holding the app's private key (PEM).
+    pub app_private_key_variable: String,
+    /// A file holding the app's private key instead (a mounted secret).
+    pub app_private_key_file: String,
     /// Requests at once for team members and profiles.
     pub concurrency: usize,
     /// The most of its entities one complete run may remove, in percent.
@@ -44,6 +52,10 @@ impl Default for GithubOrgProviderConfig {
             namespace: "default".into(),
             user_profiles: true,
             token_variable: "GITHUB_TOKEN".into(),
+            app_id: 0,
+            app_installation_id: 0,
+            app_private_key_variable: "GITHUB_APP_PRIVATE_KEY".into(),
+            app_private_key_file: String::new(),
             concurrency: 8,
             max_removed_percent: 20,
             request_timeout_seconds: 30,
@@ -102,7 +114,15 @@ impl GithubOrgProvider {
         if config.organization.trim().is_empty() {
             return Err(GithubBuildError::NoOrganization);
         }
-        let source = github_source(&config.token_variable, config.request_timeout_seconds, policy)?;
+        let auth = GithubAuth {
+            api_base_url: &config.api_base_url,
+            token_variable: &config.token_variable,
+            app_id: config.app_id,
+            app_installation_id: config.app_installation_id,
+            app_private_key_variable: &config.app_private_key_variable,
+            app_private_key_file: &config.app_private_key_file,
+        };
+        let source = github_source(&auth, config.request_timeout_seconds, policy)?;
         Ok(Self { key, config: config.clone(), source })
     }
 

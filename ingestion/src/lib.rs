@@ -6,6 +6,7 @@ mod documents;
 mod engine;
 mod file;
 mod github;
+mod github_app;
 mod github_org;
 mod kubernetes;
 mod pagerduty;
@@ -14,9 +15,11 @@ mod pull;
 pub mod testing;
 
 pub use documents::{MANAGED_BY_LOCATION, MANAGED_BY_ORIGIN_LOCATION};
-pub use engine::{BuildError, Engine, ProviderConfig, ProviderHealth, ProviderRun, RUN_TIMEOUT, RunError, ScopeHealth};
+pub use engine::{
+    BuildError, Engine, GithubRefresh, ProviderConfig, ProviderHealth, ProviderRun, RUN_TIMEOUT, RunError, ScopeHealth,
+};
 pub use file::{FileProvider, FileProviderConfig};
-pub use github::{GithubBuildError, GithubProviderConfig};
+pub use github::{GithubBuildError, GithubProviderConfig, RepositoryHint};
 pub use github_org::GithubOrgProviderConfig;
 pub use kubernetes::{
     KubernetesBuildError, KubernetesClusterConfig, KubernetesProviderConfig, KubernetesView, Replicas, ScopeStatus,

@@ -7,11 +7,12 @@
 //! here and testable. Providers add only their wire types and mappings.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures::future::BoxFuture;
 use reqwest::StatusCode;
-use reqwest::header::{ETAG, HeaderMap, HeaderValue, IF_NONE_MATCH, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, ETAG, HeaderMap, HeaderValue, IF_NONE_MATCH, RETRY_AFTER};
 use serde::de::DeserializeOwned;
 
 /// How hard to try before a fetch fails.
@@ -54,6 +55,10 @@ pub enum SourceError {
     /// 404: the thing is not there (a real removal for a catalog file).
     #[error("not found")]
     NotFound,
+    /// 409: the request conflicts with the resource's state (GitHub's
+    /// answer for the git tree of an empty repository).
+    #[error("conflict: {message}")]
+    Conflict { message: String },
     /// A response that cannot be what was asked for (malformed JSON, an
     /// unexpected status).
     #[error("invalid response: {message}")]
@@ -78,6 +83,17 @@ pub struct HttpSource {
     /// `max_wait`): fetches fail at once instead of spending requests
     /// against a spent quota, which GitHub penalises.
     blocked_until: Mutex<Option<Instant>>,
+    /// Where the bearer token comes from when it changes over time; None:
+    /// the default headers carry the credentials, if any.
+    tokens: Option<Arc<dyn TokenSource>>,
+}
+
+/// A bearer token that changes over time (a GitHub App's installation
+/// tokens): asked for before each request.
+pub(crate) trait TokenSource: Send + Sync {
+    fn token(&self) -> BoxFuture<'_, Result<String, SourceError>>;
+    /// The source refused the last token (401): the next call gets a new one.
+    fn refused(&self) -> BoxFuture<'_, ()>;
 }
 
 /// The most URLs whose ETag is kept; past it the cache starts over.
@@ -93,7 +109,13 @@ impl HttpSource {
             // Redirects would carry the credentials to wherever they point.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Self { client, policy, etags: Mutex::default(), blocked_until: Mutex::default() })
+        Ok(Self { client, policy, etags: Mutex::default(), blocked_until: Mutex::default(), tokens: None })
+    }
+
+    /// Sends `tokens`' current token with every request.
+    pub(crate) fn with_tokens(mut self, tokens: Arc<dyn TokenSource>) -> Self {
+        self.tokens = Some(tokens);
+        self
     }
 
     /// GETs `url`, retrying transient failures and waiting out short rate
@@ -220,6 +242,17 @@ impl HttpSource {
     async fn try_get(&self, url: &str) -> Result<Fetched, Failure> {
         let cached = self.etags.lock().expect("the ETag cache lock is never poisoned").get(url).cloned();
         let mut request = self.client.get(url);
+        if let Some(tokens) = &self.tokens {
+            let token = tokens.token().await.map_err(|error| match error {
+                SourceError::Unavailable { message, .. } => Failure::Transient(message),
+                error => Failure::Final(error),
+            })?;
+            let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                Failure::Final(SourceError::Invalid { message: "the token is not a valid header value".into() })
+            })?;
+            value.set_sensitive(true);
+            request = request.header(AUTHORIZATION, value);
+        }
         if let Some((etag, _)) = &cached {
             request = request.header(IF_NONE_MATCH, etag.clone());
         }
@@ -258,8 +291,16 @@ impl HttpSource {
                 });
             }
         }
+        if status == StatusCode::UNAUTHORIZED
+            && let Some(tokens) = &self.tokens
+        {
+            // Revoked or expired early: the retry asks for a new token.
+            tokens.refused().await;
+            return Err(Failure::Transient(format!("{url}: {status}: the token was refused")));
+        }
         Err(match status {
             StatusCode::NOT_FOUND => Failure::Final(SourceError::NotFound),
+            StatusCode::CONFLICT => Failure::Final(SourceError::Conflict { message: format!("{url}: {status}") }),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 Failure::Final(SourceError::Unauthorized { message: format!("{url}: {status}") })
             }

@@ -1,13 +1,17 @@
 //! GitHub discovery against a fake GitHub that speaks the REST API's wire
 //! format (wiremock on a random port): pagination, archived repositories and
-//! forks, files that are missing or failing, rate limits, and a listing that
-//! fails. Every body runs on SQLite and on PostgreSQL.
+//! forks, files that are missing or failing, rate limits, a listing that
+//! fails, glob catalog paths over the git trees API, Location entities inside
+//! repositories, and re-reads of single repositories that webhooks name.
+//! Every body runs on SQLite and on PostgreSQL.
 
 use std::time::Duration;
 
 use base64::Engine as _;
 use catalog_domain::EntityRef;
-use catalog_ingestion::{Engine, GithubProviderConfig, MANAGED_BY_LOCATION, ProviderConfig, RetryPolicy};
+use catalog_ingestion::{
+    Engine, GithubProviderConfig, GithubRefresh, MANAGED_BY_LOCATION, ProviderConfig, RepositoryHint, RetryPolicy,
+};
 use catalog_store::{Store, backend_tests};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path, query_param};
@@ -93,6 +97,44 @@ async fn mount_file(server: &MockServer, repository: &str, response: ResponseTem
         .respond_with(response)
         .mount(server)
         .await;
+}
+
+/// Serves `text` as the file at `file_path` of `repository` on main.
+async fn mount_path(server: &MockServer, repository: &str, file_path: &str, text: &str) {
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/acme/{repository}/contents/{file_path}")))
+        .and(query_param("ref", "main"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(contents(text)))
+        .mount(server)
+        .await;
+}
+
+/// `GET /repos/{owner}/{repo}/git/trees/main?recursive=1`: directories
+/// and files as GitHub lists them.
+async fn mount_tree(server: &MockServer, repository: &str, files: &[&str], truncated: bool) {
+    let mut entries: Vec<Value> = Vec::new();
+    for file in files {
+        if let Some((directory, _)) = file.rsplit_once('/') {
+            entries.push(json!({"path": directory, "mode": "040000", "type": "tree", "sha": "d0c5"}));
+        }
+        entries.push(json!({"path": file, "mode": "100644", "type": "blob", "sha": "b10b", "size": 120}));
+    }
+    let tree = json!({"sha": "9fb037999f264ba9a7fc6274d15fa3ae2ab98312", "tree": entries, "truncated": truncated,
+                      "url": format!("{}/repos/acme/{repository}/git/trees/9fb0", server.uri())});
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/acme/{repository}/git/trees/main")))
+        .and(query_param("recursive", "1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(tree))
+        .mount(server)
+        .await;
+}
+
+fn location(targets: &[&str]) -> String {
+    let targets: Vec<String> = targets.iter().map(|target| format!("    - {target}\n")).collect();
+    format!(
+        "apiVersion: backstage.io/v1alpha1\nkind: Location\nmetadata:\n  name: root\nspec:\n  targets:\n{}",
+        targets.concat()
+    )
 }
 
 async fn exists(store: &Store, name: &str) -> bool {
@@ -380,7 +422,300 @@ async fn a_renamed_repository_keeps_its_entities_at_the_new_location(store: Stor
     );
 }
 
+async fn a_glob_catalog_path_reads_every_file_it_matches_in_the_tree(store: Store) {
+    let server = MockServer::start().await;
+    mount_listing(&server, vec![repository(&server, "platform", false, false)], Vec::new()).await;
+    let files = ["catalog-info.yaml", "services/a/catalog-info.yaml", "services/b/catalog-info.yaml", "docs/index.md"];
+    mount_tree(&server, "platform", &files, false).await;
+    mount_path(&server, "platform", "catalog-info.yaml", &component("platform-root", "team-a")).await;
+    mount_path(&server, "platform", "services/a/catalog-info.yaml", &component("service-a", "team-a")).await;
+    mount_path(&server, "platform", "services/b/catalog-info.yaml", &component("service-b", "team-a")).await;
+    let config = GithubProviderConfig { catalog_path: "**/catalog-info.yaml".into(), ..config(&server) };
+    let engine = engine(&store, config);
+    let run = engine.run_once().await.unwrap().remove(0);
+    assert_eq!(run.summary.added, 3, "{run:?}");
+    let service_a = store.entity_by_ref(&EntityRef::parse("component:default/service-a").unwrap()).await.unwrap();
+    let expected = "url:https://github.example/acme/platform/blob/main/services/a/catalog-info.yaml";
+    assert_eq!(service_a.unwrap().location.as_deref(), Some(expected), "each file is its own location");
+
+    // A file gone from the tree takes its entities along.
+    server.reset().await;
+    mount_listing(&server, vec![repository(&server, "platform", false, false)], Vec::new()).await;
+    mount_tree(&server, "platform", &files[..2], false).await;
+    mount_path(&server, "platform", "catalog-info.yaml", &component("platform-root", "team-a")).await;
+    mount_path(&server, "platform", "services/a/catalog-info.yaml", &component("service-a", "team-a")).await;
+    let run = engine.run_provider("github").await.unwrap().unwrap();
+    assert_eq!((run.summary.removed, run.summary.unchanged), (1, 2), "{run:?}");
+    assert!(!exists(&store, "service-b").await);
+
+    // A truncated tree hides files: nothing of the repository goes.
+    server.reset().await;
+    mount_listing(&server, vec![repository(&server, "platform", false, false)], Vec::new()).await;
+    mount_tree(&server, "platform", &files[..1], true).await;
+    let run = engine.run_provider("github").await.unwrap().unwrap();
+    assert_eq!(run.summary.removed, 0, "{run:?}");
+    assert!(exists(&store, "service-a").await);
+    let error = engine.health()[0].last_error.clone().unwrap_or_default();
+    assert!(error.contains("truncated"), "{error}");
+
+    // An empty repository (GitHub answers its tree with 409) has no files.
+    server.reset().await;
+    mount_listing(&server, vec![repository(&server, "platform", false, false)], Vec::new()).await;
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/platform/git/trees/main"))
+        .respond_with(ResponseTemplate::new(409).set_body_json(json!({"message": "Git Repository is empty."})))
+        .mount(&server)
+        .await;
+    let run = engine.run_provider("github").await.unwrap().unwrap();
+    assert_eq!(run.summary.removed, 2, "{run:?}");
+}
+
+async fn location_entities_in_a_repository_are_followed_inside_it_only(store: Store) {
+    let server = MockServer::start().await;
+    mount_listing(&server, vec![repository(&server, "platform", false, false)], Vec::new()).await;
+    let root = location(&[
+        "./services/api.yaml",
+        "https://github.example/acme/platform/blob/main/services/worker.yaml",
+        "./catalog/*.yaml",
+        "../outside.yaml",
+        "https://elsewhere.example/acme/catalog.yaml",
+    ]);
+    mount_path(&server, "platform", "catalog-info.yaml", &root).await;
+    mount_path(&server, "platform", "services/api.yaml", &component("platform-api", "team-a")).await;
+    mount_path(&server, "platform", "services/worker.yaml", &component("platform-worker", "team-a")).await;
+    mount_tree(
+        &server,
+        "platform",
+        &["catalog-info.yaml", "catalog/one.yaml", "catalog/two.yaml", "catalog/x.md"],
+        false,
+    )
+    .await;
+    mount_path(&server, "platform", "catalog/one.yaml", &component("one", "team-a")).await;
+    // two.yaml points back at the root: the cycle is read once.
+    mount_path(
+        &server,
+        "platform",
+        "catalog/two.yaml",
+        &format!(
+            "{}---\n{}",
+            component("two", "team-a"),
+            location(&["../catalog-info.yaml"]).replace("name: root", "name: back")
+        ),
+    )
+    .await;
+    let engine = engine(&store, config(&server));
+    let run = engine.run_once().await.unwrap().remove(0);
+    for name in ["platform-api", "platform-worker", "one", "two"] {
+        assert!(exists(&store, name).await, "{name} was followed: {run:?}");
+    }
+    let root_location = store.entity_by_ref(&EntityRef::parse("location:default/root").unwrap()).await.unwrap();
+    assert!(root_location.is_some(), "the Location entity itself is in the catalog");
+    let locations = store.locations().await.unwrap();
+    let root_status = locations.iter().find(|record| record.target.ends_with("/blob/main/catalog-info.yaml")).unwrap();
+    let error = root_status.error.clone().unwrap_or_default();
+    assert!(error.contains("../outside.yaml") && error.contains("elsewhere.example"), "{error}");
+    assert_eq!(requests_to(&server, "/repos/acme/platform/contents/catalog-info.yaml").await, 1, "read once");
+    assert_eq!(
+        requests_to(&server, "/repos/acme/platform/git/trees/main").await,
+        1,
+        "listed once, when a glob needed it"
+    );
+}
+
+async fn a_targeted_read_changes_only_the_repositories_it_names(store: Store) {
+    let server = shipping_and_billing().await;
+    let found = |name: &str| ResponseTemplate::new(200).set_body_json(contents(&component(name, "team-a")));
+    mount_file(&server, "shipping", found("shipping-api")).await;
+    mount_file(&server, "billing", found("invoices")).await;
+    let engine = engine(&store, config(&server));
+    engine.run_once().await.unwrap();
+    let hint = |name: &str, gone: bool| RepositoryHint {
+        full_name: format!("acme/{name}"),
+        html_url: format!("https://github.example/acme/{name}"),
+        gone,
+    };
+    let refresh =
+        |hints: Vec<RepositoryHint>| GithubRefresh::Repositories { provider: "github".into(), repositories: hints };
+
+    // Both files change; only shipping is read again.
+    server.reset().await;
+    let shipping = repository(&server, "shipping", false, false);
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/shipping"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(shipping))
+        .mount(&server)
+        .await;
+    mount_file(&server, "shipping", found("shipping-api-v2")).await;
+    mount_file(&server, "billing", found("invoices-v2")).await;
+    let run = engine.refresh_github(&refresh(vec![hint("shipping", false)])).await.unwrap().unwrap();
+    assert_eq!((run.summary.added, run.summary.removed), (1, 1), "{run:?}");
+    assert!(exists(&store, "shipping-api-v2").await && exists(&store, "invoices").await);
+    assert!(!exists(&store, "invoices-v2").await, "billing was not read");
+    assert_eq!(requests_to(&server, "/orgs/acme/repos").await, 0, "the organisation was not listed");
+
+    // billing renamed to ledger: the old name is gone, the new one read; the
+    // entity moves without a conflict.
+    let ledger = repository(&server, "ledger", false, false);
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/ledger"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(ledger))
+        .mount(&server)
+        .await;
+    mount_file(&server, "ledger", found("invoices")).await;
+    let run =
+        engine.refresh_github(&refresh(vec![hint("billing", true), hint("ledger", false)])).await.unwrap().unwrap();
+    assert_eq!((run.summary.added, run.summary.removed, run.summary.conflicts), (0, 0, 0), "{run:?}");
+    let invoices =
+        store.entity_by_ref(&EntityRef::parse("component:default/invoices").unwrap()).await.unwrap().unwrap();
+    assert_eq!(
+        invoices.location.as_deref(),
+        Some("url:https://github.example/acme/ledger/blob/main/catalog-info.yaml")
+    );
+
+    // A deleted repository (404) loses its entities; one that fails keeps them.
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/shipping"))
+        .respond_with(ResponseTemplate::new(503))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let run = engine.refresh_github(&refresh(vec![hint("shipping", false)])).await.unwrap().unwrap();
+    assert!(run.incomplete.is_some() && exists(&store, "shipping-api-v2").await, "{run:?}");
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/ledger"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({"message": "Not Found"})))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let run = engine.refresh_github(&refresh(vec![hint("ledger", false)])).await.unwrap().unwrap();
+    assert_eq!(run.summary.removed, 1, "{run:?}");
+    assert!(!exists(&store, "invoices").await && exists(&store, "shipping-api-v2").await);
+}
+
+/// A fresh RSA key as GitHub issues them (PKCS#1 PEM) and its public key
+/// (PKCS#1 DER), made with the openssl command so no key lives in the repository.
+fn app_key(directory: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
+    let pem = directory.join("app.pem");
+    let openssl = |args: &[&str]| {
+        let output = std::process::Command::new("openssl").args(args).output().expect("the openssl command runs");
+        assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        output.stdout
+    };
+    let pkcs8 = openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]);
+    std::fs::write(directory.join("app8.pem"), pkcs8).unwrap();
+    let eight = directory.join("app8.pem");
+    let pkcs1 = openssl(&["rsa", "-in", eight.to_str().unwrap(), "-traditional"]);
+    std::fs::write(&pem, pkcs1).unwrap();
+    let public = openssl(&["rsa", "-in", pem.to_str().unwrap(), "-RSAPublicKey_out", "-outform", "DER"]);
+    (pem, public)
+}
+
+/// Matches a request authenticated as the GitHub App: an RS256 JWT signed
+/// with its key, issued by its id, living at most ten minutes.
+struct SignedByApp {
+    public_key: Vec<u8>,
+    app_id: &'static str,
+}
+
+impl wiremock::Match for SignedByApp {
+    fn matches(&self, request: &wiremock::Request) -> bool {
+        let decode = |part: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).ok();
+        let Some(jwt) = request.headers.get("authorization").and_then(|value| value.to_str().ok()) else {
+            return false;
+        };
+        let Some(jwt) = jwt.strip_prefix("Bearer ") else { return false };
+        let parts: Vec<&str> = jwt.split('.').collect();
+        let [header, claims, signature] = parts[..] else { return false };
+        let key =
+            ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, &self.public_key);
+        let signed = format!("{header}.{claims}");
+        let Some(signature) = decode(signature) else { return false };
+        if key.verify(signed.as_bytes(), &signature).is_err() {
+            return false;
+        }
+        let Some(claims) = decode(claims).and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok()) else {
+            return false;
+        };
+        let lifetime = claims["exp"].as_i64().unwrap_or(0) - claims["iat"].as_i64().unwrap_or(0);
+        claims["iss"] == self.app_id && (1..=600).contains(&lifetime)
+    }
+}
+
+async fn a_github_app_buys_an_installation_token_and_renews_it_when_refused(store: Store) {
+    let directory = tempfile::tempdir().unwrap();
+    let (pem, public_key) = app_key(directory.path());
+    let server = MockServer::start().await;
+    let expires_at = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let token = |token: &str| {
+        ResponseTemplate::new(201).set_body_json(
+            json!({"token": token, "expires_at": expires_at, "permissions": {"contents": "read", "metadata": "read"},
+                   "repository_selection": "all"}),
+        )
+    };
+    Mock::given(method("POST"))
+        .and(path("/app/installations/42/access_tokens"))
+        .and(SignedByApp { public_key: public_key.clone(), app_id: "1234" })
+        .respond_with(token("ghs_first"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/app/installations/42/access_tokens"))
+        .and(SignedByApp { public_key, app_id: "1234" })
+        .respond_with(token("ghs_second"))
+        .mount(&server)
+        .await;
+    let listing = json!([repository(&server, "shipping", false, false)]);
+    for accepted in ["Bearer ghs_first", "Bearer ghs_second"] {
+        Mock::given(method("GET"))
+            .and(path("/orgs/acme/repos"))
+            .and(wiremock::matchers::header("authorization", accepted))
+            .respond_with(ResponseTemplate::new(200).set_body_json(&listing))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/repos/acme/shipping/contents/catalog-info.yaml"))
+            .and(wiremock::matchers::header("authorization", accepted))
+            .respond_with(ResponseTemplate::new(200).set_body_json(contents(&component("shipping-api", "team-a"))))
+            .mount(&server)
+            .await;
+    }
+    let app = GithubProviderConfig {
+        app_id: 1234,
+        app_installation_id: 42,
+        app_private_key_file: pem.to_str().unwrap().to_owned(),
+        ..config(&server)
+    };
+    let engine = engine(&store, app.clone());
+    engine.run_once().await.unwrap();
+    engine.run_once().await.unwrap();
+    assert!(exists(&store, "shipping-api").await);
+    assert_eq!(requests_to(&server, "/app/installations/42/access_tokens").await, 1, "the token is kept between runs");
+
+    // GitHub revokes the first token: the next request is refused, a new
+    // token is bought and the run completes with it.
+    Mock::given(method("GET"))
+        .and(wiremock::matchers::header("authorization", "Bearer ghs_first"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"message": "Bad credentials"})))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let run = engine.run_provider("github").await.unwrap().unwrap();
+    assert!(run.incomplete.is_none() && run.n_location_errors == 0, "{run:?}");
+    assert_eq!(requests_to(&server, "/app/installations/42/access_tokens").await, 2);
+
+    // A key that is not one is refused at build, naming where it came from.
+    std::fs::write(&pem, "not a key").unwrap();
+    let error = Engine::build(store.clone(), &[ProviderConfig::Github(app)]).unwrap_err().to_string();
+    assert!(error.contains("app.pem") && error.contains("not a PEM private key"), "{error}");
+}
+
 backend_tests!(
+    a_github_app_buys_an_installation_token_and_renews_it_when_refused,
+    a_glob_catalog_path_reads_every_file_it_matches_in_the_tree,
+    location_entities_in_a_repository_are_followed_inside_it_only,
+    a_targeted_read_changes_only_the_repositories_it_names,
     a_renamed_repository_keeps_its_entities_at_the_new_location,
     a_missing_file_removes_and_a_failing_one_keeps,
     unchanged_files_are_revalidated_with_their_etag,

@@ -49,6 +49,24 @@ pub struct Snapshot {
     /// Providers with fewer than [`SAFETY_VALVE_MIN_ENTITIES`] entities are
     /// not held back: a small catalog is restored by hand in a minute.
     pub max_removed_share: Option<f64>,
+    /// A partial snapshot: the location-key prefixes it speaks for (one
+    /// repository that a webhook named, say). Only entities, locations and
+    /// claims under them may be removed; an entity held under another
+    /// location of the provider stays its owner (the claim is a conflict).
+    /// None: the snapshot speaks for the whole provider.
+    pub covers: Option<Vec<String>>,
+}
+
+impl Snapshot {
+    /// Whether this snapshot speaks for what was read from `location`.
+    fn covers(&self, location: Option<&str>) -> bool {
+        match &self.covers {
+            None => true,
+            Some(prefixes) => {
+                location.is_some_and(|location| prefixes.iter().any(|prefix| location.starts_with(prefix.as_str())))
+            }
+        }
+    }
 }
 
 /// The fewest entities a provider must hold before its safety valve applies.
@@ -301,6 +319,14 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
             conflicts.push(ConflictClaim::new(&entity_ref, owner, owner_location.clone(), provider, &item.location));
             continue;
         }
+        // A partial snapshot cannot tell whether the other location still
+        // declares the entity, so its holder keeps it.
+        if let Some(row) = existing.get(&entity_ref)
+            && !snapshot.covers(row.location.as_deref())
+        {
+            conflicts.push(ConflictClaim::new(&entity_ref, provider, row.location.clone(), provider, &item.location));
+            continue;
+        }
         seen.insert(entity_ref.clone(), item.location.clone());
         let etag = item.entity.content_hash();
         match existing.get(&entity_ref) {
@@ -322,7 +348,7 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
     summary.conflicts = conflicts.len();
     summary.added = inserts.len();
     summary.updated = updates.len();
-    summary.rows_written += sync_conflicts(txn, provider, &conflicts).await?;
+    summary.rows_written += sync_conflicts(txn, snapshot, &conflicts).await?;
 
     for (id, location) in &moves {
         entity_row::Entity::update_many()
@@ -365,6 +391,7 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
     let removed: Vec<(&String, i64)> = existing
         .iter()
         .filter(|(entity_ref, _)| !seen.contains_key(*entity_ref) && !invalid_refs.contains(*entity_ref))
+        .filter(|(_, row)| snapshot.covers(row.location.as_deref()))
         .filter(|(_, row)| !row.location.as_deref().is_some_and(|location| failed_locations.contains(location)))
         .filter(|(_, row)| {
             !keep_unlisted || row.location.as_deref().is_some_and(|location| listed_locations.contains(location))
@@ -471,7 +498,7 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
     // An incomplete snapshot may not list every location: the rows of those
     // it does not list stay, like their entities.
     let drop_unlisted = snapshot.incomplete.is_none();
-    summary.rows_written += sync_locations(txn, provider, &snapshot.locations, drop_unlisted, now).await?;
+    summary.rows_written += sync_locations(txn, snapshot, drop_unlisted, now).await?;
     if summary.changed() {
         notify_replicas(txn).await?;
     }
@@ -758,9 +785,10 @@ impl ConflictClaim {
 /// differs; returns the rows written.
 async fn sync_conflicts(
     txn: &DatabaseTransaction,
-    provider: &str,
+    snapshot: &Snapshot,
     claims: &[ConflictClaim],
 ) -> Result<usize, StoreError> {
+    let provider = snapshot.provider.as_str();
     let recorded: HashMap<String, conflict_row::Model> = conflict_row::Entity::find()
         .filter(conflict_row::Column::ClaimantProvider.eq(provider))
         .all(txn)
@@ -797,8 +825,11 @@ async fn sync_conflicts(
         conflict_row::Entity::insert(row).exec_without_returning(txn).await?;
         n_rows += 1;
     }
-    let stale: Vec<i64> =
-        recorded.values().filter(|row| !current.contains(row.entity_ref.as_str())).map(|row| row.id).collect();
+    let stale: Vec<i64> = recorded
+        .values()
+        .filter(|row| !current.contains(row.entity_ref.as_str()) && snapshot.covers(row.claimant_location.as_deref()))
+        .map(|row| row.id)
+        .collect();
     if !stale.is_empty() {
         n_rows += conflict_row::Entity::delete_many()
             .filter(conflict_row::Column::Id.is_in(stale))
@@ -813,11 +844,11 @@ async fn sync_conflicts(
 /// whose outcome changed; returns the rows written.
 async fn sync_locations(
     txn: &DatabaseTransaction,
-    provider: &str,
-    statuses: &[LocationStatus],
+    snapshot: &Snapshot,
     drop_unlisted: bool,
     now: chrono::DateTime<Utc>,
 ) -> Result<usize, StoreError> {
+    let (provider, statuses) = (snapshot.provider.as_str(), &snapshot.locations);
     let recorded: HashMap<String, location_row::Model> = location_row::Entity::find()
         .filter(location_row::Column::Provider.eq(provider))
         .all(txn)
@@ -861,7 +892,7 @@ async fn sync_locations(
     }
     let stale: Vec<i64> = recorded
         .values()
-        .filter(|row| drop_unlisted && !current.contains(row.target.as_str()))
+        .filter(|row| drop_unlisted && !current.contains(row.target.as_str()) && snapshot.covers(Some(&row.target)))
         .map(|row| row.id)
         .collect();
     for chunk in stale.chunks(INSERT_CHUNK) {

@@ -307,7 +307,39 @@ async fn a_large_snapshot_is_written_in_statements_under_the_bind_parameter_limi
     assert_eq!(page.total_count, 1);
 }
 
+async fn a_partial_snapshot_changes_only_what_it_covers(store: Store) {
+    let repo_a =
+        |name: &str| (component(name, "team-a", json!({})), "url:https://github.example/acme/a/blob/main/x.yaml");
+    let repo_b =
+        |name: &str| (component(name, "team-b", json!({})), "url:https://github.example/acme/b/blob/main/x.yaml");
+    store.apply_snapshot(&snapshot("github", vec![repo_a("a1"), repo_a("a2"), repo_b("b1")])).await.unwrap();
+
+    // Repository a was read alone: a2 is gone from it, b1 is not its to remove,
+    // and its claim on b1 leaves b1 with repository b.
+    let mut partial = snapshot("github", vec![repo_a("a1"), repo_a("b1")]);
+    partial.covers = Some(vec!["url:https://github.example/acme/a/".into()]);
+    let summary = store.apply_snapshot(&partial).await.unwrap();
+    assert_eq!((summary.removed, summary.conflicts, summary.unchanged), (1, 1, 1), "{summary:?}");
+    assert!(store.entity_by_ref(&reference("component:default/a2")).await.unwrap().is_none());
+    let b1 = store.entity_by_ref(&reference("component:default/b1")).await.unwrap().unwrap();
+    assert_eq!(b1.entity.spec["owner"].as_str(), Some("team-b"));
+    let conflicts = store.conflicts().await.unwrap();
+    assert_eq!(conflicts[0].owner_location.as_deref(), Some("url:https://github.example/acme/b/blob/main/x.yaml"));
+
+    // Repository a gone: its entities and location go; b's stay, and so does
+    // the location row of b that this snapshot does not cover.
+    let mut gone = snapshot("github", Vec::new());
+    gone.covers = Some(vec!["url:https://github.example/acme/a/".into()]);
+    let summary = store.apply_snapshot(&gone).await.unwrap();
+    assert_eq!(summary.removed, 1);
+    assert!(store.entity_by_ref(&reference("component:default/b1")).await.unwrap().is_some());
+    let targets: Vec<String> = store.locations().await.unwrap().into_iter().map(|location| location.target).collect();
+    assert_eq!(targets, ["url:https://github.example/acme/b/blob/main/x.yaml"]);
+    assert!(store.conflicts().await.unwrap().is_empty(), "the claimant location's conflict went with it");
+}
+
 backend_tests!(
+    a_partial_snapshot_changes_only_what_it_covers,
     annotated_entities_are_found_by_annotation_key_with_their_provider,
     an_incomplete_snapshot_adds_and_updates_but_removes_nothing,
     a_snapshot_removing_more_than_its_share_is_held_back_until_forced,

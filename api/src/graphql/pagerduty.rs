@@ -42,7 +42,7 @@ fn unavailable(error: PagerDutyError) -> ApiError {
         PagerDutyError::Source { error: SourceError::Unavailable { .. }, .. } => {
             "PagerDuty is unavailable (a timeout, an error on its side or a rate limit): try again shortly"
         }
-        PagerDutyError::Source { error: SourceError::Invalid { .. }, .. } => {
+        PagerDutyError::Source { error: SourceError::Invalid { .. } | SourceError::Conflict { .. }, .. } => {
             "PagerDuty sent an answer the catalog cannot read"
         }
         PagerDutyError::Source { error: SourceError::NotFound, .. } | PagerDutyError::UnknownService { .. } => {

@@ -14,7 +14,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use crate::helpers::{TestApp, database_tests, examples_root, spawn_app, spawn_app_with};
 
 database_tests!(
-    a_signed_push_to_a_catalog_file_refreshes_its_organisation,
+    a_signed_push_to_a_catalog_file_reads_that_repository_again,
     bad_deliveries_are_refused_before_anything_is_parsed,
     the_endpoint_is_off_without_a_secret,
 );
@@ -35,7 +35,12 @@ async fn serve_github(server: &MockServer, text: &str) {
         "archived": false, "default_branch": "main", "topics": []});
     Mock::given(method("GET"))
         .and(path("/orgs/acme/repos"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([repository])))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([&repository])))
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/payments"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(repository))
         .mount(server)
         .await;
     let content = base64::engine::general_purpose::STANDARD.encode(text);
@@ -86,11 +91,24 @@ async fn deliver(app: &TestApp, event: &str, delivery: &str, body: &[u8], signat
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-fn push(paths: &[&str]) -> Vec<u8> {
-    json!({"ref": "refs/heads/main", "repository": {"name": "payments", "owner": {"login": "acme"}},
-           "organization": {"login": "acme"}, "commits": [{"id": "abc", "added": [], "modified": paths, "removed": []}]})
+/// A push event to `branch` of acme/payments, trimmed to what GitHub always sends and the catalog reads.
+fn push_to(branch: &str, paths: &[&str]) -> Vec<u8> {
+    json!({"ref": format!("refs/heads/{branch}"), "before": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+           "after": "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c",
+           "repository": {"id": 1, "name": "payments", "full_name": "acme/payments", "owner": {"login": "acme"},
+                          "html_url": "https://github.example/acme/payments", "default_branch": "main"},
+           "organization": {"login": "acme"}, "sender": {"login": "octocat"},
+           "commits": [{"id": "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c", "added": [], "modified": paths, "removed": []}]})
     .to_string()
     .into_bytes()
+}
+
+fn push(paths: &[&str]) -> Vec<u8> {
+    push_to("main", paths)
+}
+
+async fn requests_to(server: &MockServer, wanted: &str) -> usize {
+    server.received_requests().await.unwrap().iter().filter(|request| request.url.path() == wanted).count()
 }
 
 async fn exists(app: &TestApp, name: &str) -> bool {
@@ -110,7 +128,7 @@ async fn appears(app: &TestApp, name: &str) -> bool {
     false
 }
 
-async fn a_signed_push_to_a_catalog_file_refreshes_its_organisation(database: TestDatabase) {
+async fn a_signed_push_to_a_catalog_file_reads_that_repository_again(database: TestDatabase) {
     let github = MockServer::start().await;
     serve_github(&github, &component("payments-api")).await;
     let app = app_on(database, &github).await;
@@ -120,11 +138,21 @@ async fn a_signed_push_to_a_catalog_file_refreshes_its_organisation(database: Te
     let unrelated = push(&["src/main.rs"]);
     let (status, body) = deliver(&app, "push", "delivery-1", &unrelated, Some(&sign(&unrelated))).await;
     assert_eq!((status, body["status"].as_str()), (202, Some("ignored")), "{body}");
+    let branch = push_to("feature/x", &["catalog-info.yaml"]);
+    let (status, body) = deliver(&app, "push", "delivery-1b", &branch, Some(&sign(&branch))).await;
+    assert_eq!((status, body["status"].as_str()), (202, Some("ignored")), "another branch than the one read: {body}");
 
+    let listings_before = requests_to(&github, "/orgs/acme/repos").await;
     let touching = push(&["catalog-info.yaml"]);
     let (status, body) = deliver(&app, "push", "delivery-2", &touching, Some(&sign(&touching))).await;
-    assert_eq!((status, &body), (202, &json!({"status": "accepted", "refresh": ["github"]})));
+    let accepted = json!({"status": "accepted", "refresh": ["github"], "repositories": ["acme/payments"]});
+    assert_eq!((status, &body), (202, &accepted));
     assert!(appears(&app, "payments-ledger").await, "the push's refresh added the new component");
+    assert_eq!(
+        requests_to(&github, "/orgs/acme/repos").await,
+        listings_before,
+        "the organisation was not listed again"
+    );
 
     let (status, body) = deliver(&app, "push", "delivery-2", &touching, Some(&sign(&touching))).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("duplicate")), "redeliveries are dropped");
@@ -164,9 +192,10 @@ async fn bad_deliveries_are_refused_before_anything_is_parsed(database: TestData
     let (status, _) = deliver(&app, "push", "bad-3", &touching, Some(&sign(&touching))).await;
     assert_eq!(status, 202);
     assert!(appears(&app, "payments-ledger").await);
-    // Nothing before the good delivery reached GitHub: one listing and one file after it.
+    // Nothing before the good delivery reached GitHub: the repository and its file after it.
     let requests_after = github.received_requests().await.unwrap().len();
     assert_eq!(requests_after - requests_before, 2, "only the good delivery caused reads");
+    assert_eq!(requests_to(&github, "/repos/acme/payments").await, 1);
 }
 
 async fn the_endpoint_is_off_without_a_secret(database: TestDatabase) {
