@@ -1,0 +1,11 @@
+//! The scaffolder's core: it turns a Template entity into a checked
+//! [`Template`], renders `${{ ... }}` expressions in a sandbox, validates a
+//! task's values against the template's parameters, and runs the template's
+//! steps through registered actions inside a per-task workspace.
+//!
+//! This crate knows nothing of the store, GraphQL or HTTP: a persisted task
+//! runner (store) and the mutations and subscriptions (api) drive it.
+
+mod template;
+
+pub use template::{Step, Template, TemplateError, TemplateProblem, TemplateRule};
