@@ -6,6 +6,9 @@
 //! This crate knows nothing of the store, GraphQL or HTTP: a persisted task
 //! runner (store) and the mutations and subscriptions (api) drive it.
 
+#[cfg_attr(not(test), expect(dead_code, reason = "the runner and fetch:template, next on this branch, render with it"))]
+mod expression;
 mod template;
 
+pub use expression::{ExpressionError, ExpressionProblem};
 pub use template::{Step, Template, TemplateError, TemplateProblem, TemplateRule};

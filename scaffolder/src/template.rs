@@ -14,8 +14,13 @@ use catalog_domain::typed_spec::TemplateSpec;
 use catalog_domain::{Entity, EntityRef, TypedSpec};
 use serde_json::{Map, Value};
 
+use crate::expression::{ExpressionProblem, Expressions};
+
 /// The only Template apiVersion the scaffolder runs.
 const TEMPLATE_API_VERSION: &str = "scaffolder.backstage.io/v1beta3";
+
+/// The names a step's input, `if` and the template's output can read.
+pub(crate) const TASK_CONTEXT_ROOTS: &[&str] = &["parameters", "steps", "user", "secrets"];
 
 /// The fields a step may have. Keys under `backstage:` (permission tags) are
 /// metadata for other plugins and are allowed too.
@@ -64,6 +69,8 @@ pub enum TemplateRule {
     UnknownStepField,
     #[error("is not supported by this scaffolder")]
     Unsupported,
+    #[error("{0}")]
+    Expression(ExpressionProblem),
 }
 
 impl TemplateRule {
@@ -79,6 +86,7 @@ impl TemplateRule {
             Self::Duplicate => "duplicate",
             Self::UnknownStepField => "unknown_step_field",
             Self::Unsupported => "unsupported",
+            Self::Expression(_) => "expression",
         }
     }
 }
@@ -220,6 +228,7 @@ fn read_spec(entity_ref: EntityRef, spec: TemplateSpec, problems: &mut Problems)
     let steps = read_steps(&spec.steps, problems);
     let output = spec.output.unwrap_or_default();
     read_output(&output, problems);
+    check_expressions(&steps, &output, problems);
     Template {
         entity_ref,
         template_type: spec.template_type,
@@ -353,6 +362,29 @@ fn read_output(output: &Map<String, Value>, problems: &mut Problems) {
     }
 }
 
+/// Compiles every expression of the steps and the output, so that syntax
+/// errors and unknown names are found before a task starts.
+fn check_expressions(steps: &[Step], output: &Map<String, Value>, problems: &mut Problems) {
+    let expressions = Expressions::new();
+    let mut found = Vec::new();
+    for (index, step) in steps.iter().enumerate() {
+        let path = format!("spec.steps[{index}]");
+        expressions.check_value(
+            &Value::Object(step.input.clone()),
+            TASK_CONTEXT_ROOTS,
+            &format!("{path}.input"),
+            &mut found,
+        );
+        if let Some(condition) = &step.condition {
+            expressions.check_value(condition, TASK_CONTEXT_ROOTS, &format!("{path}.if"), &mut found);
+        }
+    }
+    expressions.check_value(&Value::Object(output.clone()), TASK_CONTEXT_ROOTS, "spec.output", &mut found);
+    for error in found {
+        problems.add(error.path, TemplateRule::Expression(error.problem));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -482,6 +514,19 @@ mod tests {
                 "spec.output.text[0]: must be an object",
             ]
         );
+    }
+
+    #[test]
+    fn expressions_in_inputs_conditions_and_output_are_checked_before_anything_runs() {
+        let found = problems(json!({
+            "type": "service",
+            "steps": [{"id": "a", "action": "x", "input": {"n": ["${{ paramters.name }}"]}, "if": "${{ parameters. }}"}],
+            "output": {"text": [{"content": "${{ stepz.a.output }}"}]},
+        }));
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].starts_with("spec.steps[0].input.n[0]: `paramters` is not defined here"), "{}", found[0]);
+        assert!(found[1].starts_with("spec.steps[0].if: the expression is not valid syntax"), "{}", found[1]);
+        assert!(found[2].starts_with("spec.output.text[0].content: "), "{}", found[2]);
     }
 
     #[test]
