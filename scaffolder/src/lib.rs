@@ -8,9 +8,11 @@
 
 #[cfg_attr(not(test), expect(dead_code, reason = "the runner and fetch:template, next on this branch, render with it"))]
 mod expression;
+mod parameters;
 mod secret;
 mod template;
 
 pub use expression::{ExpressionError, ExpressionProblem};
+pub use parameters::{ParameterError, ParameterProblem, ParameterSchema, SchemaError};
 pub use secret::{REDACTED, Redactor, Secret, Secrets};
 pub use template::{Step, Template, TemplateError, TemplateProblem, TemplateRule};

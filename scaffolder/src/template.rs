@@ -15,6 +15,7 @@ use catalog_domain::{Entity, EntityRef, TypedSpec};
 use serde_json::{Map, Value};
 
 use crate::expression::{ExpressionProblem, Expressions};
+use crate::parameters::ParameterSchema;
 
 /// The only Template apiVersion the scaffolder runs.
 const TEMPLATE_API_VERSION: &str = "scaffolder.backstage.io/v1beta3";
@@ -71,6 +72,8 @@ pub enum TemplateRule {
     Unsupported,
     #[error("{0}")]
     Expression(ExpressionProblem),
+    #[error("{0}")]
+    ParameterSchema(String),
 }
 
 impl TemplateRule {
@@ -87,6 +90,7 @@ impl TemplateRule {
             Self::UnknownStepField => "unknown_step_field",
             Self::Unsupported => "unsupported",
             Self::Expression(_) => "expression",
+            Self::ParameterSchema(_) => "parameter_schema",
         }
     }
 }
@@ -249,6 +253,7 @@ fn read_parameters(parameters: &Value, problems: &mut Problems) -> Value {
         }
         page => vec![("spec.parameters".to_owned(), page)],
     };
+    let n_problems_before = problems.0.len();
     for (path, page) in &pages {
         let Some(page) = page.as_object() else {
             problems.add(path.clone(), TemplateRule::WrongType("a JSON Schema object"));
@@ -266,11 +271,17 @@ fn read_parameters(parameters: &Value, problems: &mut Problems) -> Value {
             }
         }
     }
-    match parameters {
+    let schema = match parameters {
         Value::Array(pages) if pages.len() == 1 => pages[0].clone(),
         Value::Array(pages) => serde_json::json!({"type": "object", "allOf": pages}),
         page => page.clone(),
+    };
+    // A page of the wrong shape is already reported, and would only fail compilation again.
+    let pages_are_sound = problems.0.len() == n_problems_before;
+    if pages_are_sound && let Err(error) = ParameterSchema::compile(&schema) {
+        problems.add("spec.parameters", TemplateRule::ParameterSchema(error.to_string()));
     }
+    schema
 }
 
 fn read_steps(steps: &[Map<String, Value>], problems: &mut Problems) -> Vec<Step> {
@@ -473,6 +484,17 @@ mod tests {
             Template::from_entity(&entity(json!({"type": "service", "steps": [{"id": "a", "action": "x"}]}))).unwrap();
         assert_eq!(template.parameter_schema(), &json!({"type": "object"}));
         assert_eq!(template.parameters(), &Value::Null);
+    }
+
+    #[test]
+    fn a_parameter_schema_that_does_not_compile_is_a_template_problem() {
+        let found = problems(json!({
+            "type": "service",
+            "parameters": {"properties": {"name": {"type": "string", "pattern": "(unclosed"}}},
+            "steps": [{"id": "a", "action": "x"}],
+        }));
+        assert_eq!(found.len(), 1);
+        assert!(found[0].starts_with("spec.parameters: the parameter schema is not valid: "), "{}", found[0]);
     }
 
     #[test]
