@@ -11,8 +11,10 @@ mod expression;
 mod parameters;
 mod secret;
 mod template;
+mod workspace;
 
 pub use expression::{ExpressionError, ExpressionProblem};
 pub use parameters::{ParameterError, ParameterProblem, ParameterSchema, SchemaError};
 pub use secret::{REDACTED, Redactor, Secret, Secrets};
 pub use template::{Step, Template, TemplateError, TemplateProblem, TemplateRule};
+pub use workspace::{EntryKind, Workspace, WorkspaceEntry, WorkspaceError};
