@@ -6,13 +6,17 @@
 //! This crate knows nothing of the store, GraphQL or HTTP: a persisted task
 //! runner (store) and the mutations and subscriptions (api) drive it.
 
-#[cfg_attr(not(test), expect(dead_code, reason = "the runner and fetch:template, next on this branch, render with it"))]
+mod action;
+mod actions;
 mod expression;
 mod parameters;
 mod secret;
 mod template;
 mod workspace;
 
+pub use action::{
+    Action, ActionContext, ActionDescription, ActionError, ActionExample, ActionRegistry, DuplicateAction, Logger,
+};
 pub use expression::{ExpressionError, ExpressionProblem};
 pub use parameters::{ParameterError, ParameterProblem, ParameterSchema, SchemaError};
 pub use secret::{REDACTED, Redactor, Secret, Secrets};
