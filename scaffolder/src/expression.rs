@@ -91,8 +91,6 @@ pub(crate) struct Expressions {
     environment: Environment<'static>,
 }
 
-// render_value serves the runner, the next commit on this branch.
-#[cfg_attr(not(test), allow(dead_code))]
 impl Expressions {
     pub(crate) fn new() -> Self {
         let mut environment = Environment::new();

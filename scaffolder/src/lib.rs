@@ -10,6 +10,7 @@ mod action;
 mod actions;
 mod expression;
 mod parameters;
+mod runner;
 mod secret;
 mod template;
 mod workspace;
@@ -19,6 +20,7 @@ pub use action::{
 };
 pub use expression::{ExpressionError, ExpressionProblem};
 pub use parameters::{ParameterError, ParameterProblem, ParameterSchema, SchemaError};
+pub use runner::{DryRunFile, EventSink, RunError, RunOutcome, Runner, TaskEvent, TaskRun, UnknownAction};
 pub use secret::{REDACTED, Redactor, Secret, Secrets};
 pub use template::{Step, Template, TemplateError, TemplateProblem, TemplateRule};
 pub use workspace::{EntryKind, Workspace, WorkspaceEntry, WorkspaceError};

@@ -103,6 +103,14 @@ impl Secrets {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Secret)> {
         self.0.iter().map(|(name, secret)| (name.as_str(), secret))
     }
+
+    /// The secrets as the `secrets` object of an expression context. This
+    /// exposes every value: render from it, never emit it.
+    pub(crate) fn exposed_for_expressions(&self) -> Value {
+        let exposed: serde_json::Map<String, Value> =
+            self.iter().map(|(name, secret)| (name.to_owned(), Value::String(secret.expose().to_owned()))).collect();
+        Value::Object(exposed)
+    }
 }
 
 impl<const N: usize> From<[(&str, &str); N]> for Secrets {
