@@ -1,0 +1,378 @@
+//! `fetch:plain` and `fetch:template`: copy a skeleton directory from the
+//! template's own directory into the workspace; `fetch:template` renders
+//! file names and contents with `values` on the way.
+//!
+//! The skeleton is read beneath the template's directory with the same
+//! resolver as the workspace: `..`, absolute paths, and links that lead
+//! out of the template's directory are refused, so a skeleton cannot pull
+//! in `/etc/passwd` or a neighbour's secrets. Links to files inside are
+//! copied as the file they point to; links to directories are refused
+//! (they could loop). Remote URLs are not supported yet.
+
+use std::path::{Path, PathBuf};
+
+use futures::future::BoxFuture;
+use glob::{MatchOptions, Pattern};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::action::{Action, ActionContext, ActionError, read_input};
+use crate::expression::ExpressionContext;
+use crate::workspace::{LastLink, resolve_beneath};
+
+pub(super) struct FetchPlain;
+pub(super) struct FetchTemplate;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PlainInput {
+    url: String,
+    #[serde(default = "default_target")]
+    target_path: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TemplateInput {
+    url: String,
+    #[serde(default = "default_target")]
+    target_path: String,
+    #[serde(default)]
+    values: Map<String, Value>,
+    #[serde(default)]
+    copy_without_templating: Vec<String>,
+}
+
+fn default_target() -> String {
+    ".".to_owned()
+}
+
+/// One file of a skeleton: its path under the skeleton with `/`, and bytes.
+struct SkeletonFile {
+    path: String,
+    contents: Vec<u8>,
+}
+
+fn url_schema() -> Value {
+    json!({"type": "string", "description": "The skeleton directory, relative to the template's file (./skeleton)."})
+}
+
+fn target_schema() -> Value {
+    json!({"type": "string", "description": "Where in the workspace to put the files (default: the workspace root)."})
+}
+
+impl Action for FetchPlain {
+    fn id(&self) -> &str {
+        "fetch:plain"
+    }
+
+    fn description(&self) -> &str {
+        "Copies a directory next to the template into the workspace, unchanged."
+    }
+
+    fn input_schema(&self) -> Value {
+        json!({
+            "type": "object",
+            "required": ["url"],
+            "additionalProperties": false,
+            "properties": {"url": url_schema(), "targetPath": target_schema()},
+        })
+    }
+
+    fn output_schema(&self) -> Value {
+        json!({"type": "object"})
+    }
+
+    fn run<'a>(&'a self, context: &'a ActionContext, input: Value) -> BoxFuture<'a, Result<Value, ActionError>> {
+        Box::pin(async move {
+            let input: PlainInput = read_input(input)?;
+            for file in read_skeleton(context, &input.url)? {
+                context.check_cancelled()?;
+                context.workspace().write(&join(&input.target_path, &file.path), &file.contents)?;
+            }
+            Ok(json!({}))
+        })
+    }
+}
+
+impl Action for FetchTemplate {
+    fn id(&self) -> &str {
+        "fetch:template"
+    }
+
+    fn description(&self) -> &str {
+        "Copies a skeleton directory next to the template into the workspace, rendering ${{ values.* }} in file \
+         names and contents."
+    }
+
+    fn input_schema(&self) -> Value {
+        json!({
+            "type": "object",
+            "required": ["url"],
+            "additionalProperties": false,
+            "properties": {
+                "url": url_schema(),
+                "targetPath": target_schema(),
+                "values": {"type": "object", "description": "What ${{ values.* }} reads in the skeleton."},
+                "copyWithoutTemplating": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Globs of skeleton paths whose contents are copied as they are (names are still rendered).",
+                },
+            },
+        })
+    }
+
+    fn output_schema(&self) -> Value {
+        json!({"type": "object"})
+    }
+
+    fn run<'a>(&'a self, context: &'a ActionContext, input: Value) -> BoxFuture<'a, Result<Value, ActionError>> {
+        Box::pin(async move {
+            let input: TemplateInput = read_input(input)?;
+            let verbatim = input
+                .copy_without_templating
+                .iter()
+                .map(|glob| Pattern::new(glob))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|error| ActionError::Input(format!("copyWithoutTemplating: {error}")))?;
+            let mut data = Map::new();
+            data.insert("values".into(), Value::Object(input.values));
+            let expressions = ExpressionContext::new(&data);
+            let options = MatchOptions { require_literal_separator: true, ..MatchOptions::default() };
+            for file in read_skeleton(context, &input.url)? {
+                context.check_cancelled()?;
+                let name =
+                    context.expressions.render_text(&file.path, &expressions, &file.path).map_err(expression_error)?;
+                // A name that renders empty (`${{ 'x' if values.flag }}`) leaves its file out, as in Backstage.
+                if name.split('/').any(str::is_empty) {
+                    context.logger().info(&format!("skipping {}: its name renders empty", file.path));
+                    continue;
+                }
+                let copy_as_is = verbatim.iter().any(|pattern| pattern.matches_with(&file.path, options));
+                let contents = match (copy_as_is, String::from_utf8(file.contents)) {
+                    (false, Ok(text)) => context
+                        .expressions
+                        .render_text(&text, &expressions, &file.path)
+                        .map_err(expression_error)?
+                        .into_bytes(),
+                    (_, Ok(text)) => text.into_bytes(),
+                    // Binary files (images, archives) are never templates.
+                    (_, Err(not_text)) => not_text.into_bytes(),
+                };
+                context.workspace().write(&join(&input.target_path, &name), &contents)?;
+            }
+            Ok(json!({}))
+        })
+    }
+}
+
+fn expression_error(error: crate::expression::ExpressionError) -> ActionError {
+    ActionError::Failed(format!("skeleton file {error}"))
+}
+
+fn join(target: &str, path: &str) -> String {
+    if target.is_empty() || target == "." {
+        path.to_owned()
+    } else {
+        format!("{}/{path}", target.trim_end_matches('/'))
+    }
+}
+
+/// Every file under the skeleton directory, sorted by path.
+fn read_skeleton(context: &ActionContext, url: &str) -> Result<Vec<SkeletonFile>, ActionError> {
+    if url.contains("://") {
+        return Err(ActionError::Input(
+            "url: only a directory next to the template is supported, not a remote URL".into(),
+        ));
+    }
+    let base = context.template_directory().ok_or_else(|| {
+        ActionError::Failed("the template was not read from a local directory, so its skeleton cannot be found".into())
+    })?;
+    let base = base
+        .canonicalize()
+        .map_err(|error| ActionError::Failed(format!("the template's directory cannot be opened: {error}")))?;
+    let skeleton = resolve_beneath(&base, url, LastLink::Follow).map_err(|error| skeleton_error(&error))?;
+    let mut files = Vec::new();
+    let mut pending = vec![(skeleton.clone(), String::new())];
+    while let Some((directory, prefix)) = pending.pop() {
+        let listing = std::fs::read_dir(&directory)
+            .map_err(|error| ActionError::Failed(format!("the skeleton {url} cannot be read: {error}")))?;
+        for entry in listing {
+            context.check_cancelled()?;
+            let entry =
+                entry.map_err(|error| ActionError::Failed(format!("the skeleton {url} cannot be read: {error}")))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            let file_type = entry.file_type().map_err(|error| read_failed(&path, &error))?;
+            if file_type.is_dir() {
+                pending.push((entry.path(), path));
+                continue;
+            }
+            let real = if file_type.is_symlink() { resolve_link(&base, &entry.path(), &path)? } else { entry.path() };
+            let contents = std::fs::read(&real).map_err(|error| read_failed(&path, &error))?;
+            files.push(SkeletonFile { path, contents });
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+/// The file a skeleton link points to, if it stays in the template's directory.
+fn resolve_link(base: &Path, link: &Path, path: &str) -> Result<PathBuf, ActionError> {
+    let relative = link.strip_prefix(base).map_err(|_| read_failed(path, &"outside the template's directory"))?;
+    let real =
+        resolve_beneath(base, &relative.to_string_lossy(), LastLink::Follow).map_err(|error| skeleton_error(&error))?;
+    if real.is_dir() {
+        return Err(ActionError::Failed(format!(
+            "the skeleton's link {path} points to a directory, which fetch does not follow"
+        )));
+    }
+    Ok(real)
+}
+
+fn read_failed(path: &str, error: &dyn std::fmt::Display) -> ActionError {
+    ActionError::Failed(format!("the skeleton file {path} cannot be read: {error}"))
+}
+
+fn skeleton_error(error: &crate::workspace::WorkspaceError) -> ActionError {
+    ActionError::Failed(format!("the skeleton is not inside the template's directory: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+    use crate::actions::testing;
+    use crate::secret::Secrets;
+
+    /// A template directory with a skeleton, beside a secret file.
+    fn template_directory() -> tempfile::TempDir {
+        let base = tempfile::tempdir().unwrap();
+        let template = base.path().join("template");
+        std::fs::create_dir_all(template.join("skeleton/${{ values.name }}/.github")).unwrap();
+        std::fs::write(template.join("skeleton/README.md"), "# ${{ values.name | upper }}\n").unwrap();
+        std::fs::write(template.join("skeleton/${{ values.name }}/main.rs"), "// ${{ values.name }}\n").unwrap();
+        std::fs::write(template.join("skeleton/${{ values.name }}/.github/ci.yml"), "run: ${{ github.sha }}\n")
+            .unwrap();
+        std::fs::write(template.join("skeleton/${{ 'opt.txt' if values.optional }}"), "optional").unwrap();
+        std::fs::write(template.join("skeleton/logo.bin"), [0xff, 0x00, 0x24, 0x7b, 0x7b]).unwrap();
+        std::fs::write(template.join("shared.txt"), "shared ${{ values.name }}").unwrap();
+        std::fs::write(base.path().join("secret.txt"), "outside").unwrap();
+        base
+    }
+
+    fn files(test: &testing::TestContext) -> Vec<(String, String)> {
+        let workspace = test.context.workspace();
+        workspace
+            .walk()
+            .unwrap()
+            .into_iter()
+            .filter(|entry| entry.kind == crate::workspace::EntryKind::File)
+            .map(|entry| {
+                let contents = String::from_utf8_lossy(&workspace.read(&entry.path).unwrap()).into_owned();
+                (entry.path, contents)
+            })
+            .collect()
+    }
+
+    fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+    }
+
+    #[tokio::test]
+    async fn fetch_template_renders_names_and_contents_and_copies_listed_files_as_they_are() {
+        let base = template_directory();
+        let test = testing::context(Secrets::new(), Some(base.path().join("template")));
+        let input = json!({
+            "url": "./skeleton",
+            "targetPath": "out",
+            "values": {"name": "checkout"},
+            "copyWithoutTemplating": ["*/.github/*"],
+        });
+        FetchTemplate.run(&test.context, input).await.unwrap();
+        let found = files(&test);
+        assert_eq!(
+            found[..3],
+            owned(&[
+                ("out/README.md", "# CHECKOUT\n"),
+                ("out/checkout/.github/ci.yml", "run: ${{ github.sha }}\n"),
+                ("out/checkout/main.rs", "// checkout\n"),
+            ])
+        );
+        assert_eq!(found.len(), 4, "the optional file renders an empty name and is left out: {found:?}");
+        assert_eq!(test.context.workspace().read("out/logo.bin").unwrap(), [0xff, 0x00, 0x24, 0x7b, 0x7b]);
+    }
+
+    #[tokio::test]
+    async fn an_expression_error_in_a_skeleton_file_names_the_file() {
+        let base = template_directory();
+        let test = testing::context(Secrets::new(), Some(base.path().join("template")));
+        let error =
+            FetchTemplate.run(&test.context, json!({"url": "./skeleton", "values": {"name": "n"}})).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "skeleton file ${{ values.name }}/.github/ci.yml: `github` is not defined here (the expression can use `values`)"
+        );
+    }
+
+    #[tokio::test]
+    async fn fetch_plain_copies_without_rendering() {
+        let base = template_directory();
+        let test = testing::context(Secrets::new(), Some(base.path().join("template")));
+        FetchPlain.run(&test.context, json!({"url": "./skeleton"})).await.unwrap();
+        assert!(files(&test).contains(&("README.md".to_owned(), "# ${{ values.name | upper }}\n".to_owned())));
+    }
+
+    #[tokio::test]
+    async fn a_skeleton_outside_the_templates_directory_is_refused() {
+        let base = template_directory();
+        let test = testing::context(Secrets::new(), Some(base.path().join("template")));
+        for url in ["../", "/etc", "skeleton/../.."] {
+            let error = FetchPlain.run(&test.context, json!({"url": url})).await.unwrap_err();
+            assert!(error.to_string().contains("not inside the template's directory"), "{url}: {error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_skeleton_link_out_of_the_templates_directory_is_refused_and_one_inside_is_copied() {
+        let base = template_directory();
+        let template = base.path().join("template");
+        symlink("../shared.txt", template.join("skeleton/shared.txt")).unwrap();
+        let test = testing::context(Secrets::new(), Some(template.clone()));
+        let input = json!({"url": "./skeleton", "values": {"name": "n"}, "copyWithoutTemplating": ["*/.github/*"]});
+        FetchTemplate.run(&test.context, input).await.unwrap();
+        assert_eq!(test.context.workspace().read("shared.txt").unwrap(), b"shared n");
+
+        symlink("../../secret.txt", template.join("skeleton/stolen.txt")).unwrap();
+        let test = testing::context(Secrets::new(), Some(template));
+        let error = FetchPlain.run(&test.context, json!({"url": "./skeleton"})).await.unwrap_err();
+        assert!(error.to_string().contains("leads outside"), "{error}");
+        assert!(!test.context.workspace().exists("stolen.txt").unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_value_that_renders_a_parent_path_cannot_write_outside_the_workspace() {
+        let base = template_directory();
+        let test = testing::context(Secrets::new(), Some(base.path().join("template")));
+        let error = FetchTemplate
+            .run(
+                &test.context,
+                json!({"url": "./skeleton", "values": {"name": "../../escape"}, "copyWithoutTemplating": ["**/ci.yml"]}),
+            )
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("`..` is not allowed"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_task_stops_fetching() {
+        let base = template_directory();
+        let test = testing::context(Secrets::new(), Some(base.path().join("template")));
+        test.context.cancellation().cancel();
+        let error = FetchPlain.run(&test.context, json!({"url": "./skeleton"})).await.unwrap_err();
+        assert!(matches!(error, ActionError::Cancelled));
+        assert!(test.context.workspace().walk().unwrap().is_empty());
+    }
+}

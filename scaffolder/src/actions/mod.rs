@@ -1,0 +1,59 @@
+//! The built-in actions. Network actions (publish:github, github:webhook,
+//! catalog:register) come later; they will honour the context's dry-run
+//! flag.
+
+mod catalog_write;
+mod debug_log;
+mod fetch;
+mod fs;
+
+use std::sync::Arc;
+
+use crate::action::Action;
+
+pub(crate) fn builtins() -> Vec<Arc<dyn Action>> {
+    vec![
+        Arc::new(debug_log::DebugLog),
+        Arc::new(fetch::FetchPlain),
+        Arc::new(fetch::FetchTemplate),
+        Arc::new(fs::FsRename),
+        Arc::new(fs::FsDelete),
+        Arc::new(catalog_write::CatalogWrite),
+    ]
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A context over a fresh workspace whose log lines are collected.
+
+    use std::path::PathBuf;
+    use std::sync::{Arc, Mutex};
+
+    use tokio_util::sync::CancellationToken;
+
+    use crate::action::{ActionContext, Logger};
+    use crate::secret::{Redactor, Secrets};
+    use crate::workspace::Workspace;
+
+    pub(crate) struct TestContext {
+        pub(crate) context: ActionContext,
+        pub(crate) lines: Arc<Mutex<Vec<String>>>,
+    }
+
+    pub(crate) fn context(secrets: Secrets, template_directory: Option<PathBuf>) -> TestContext {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let collected = Arc::clone(&lines);
+        let logger =
+            Logger::new(Arc::new(Redactor::new(&secrets)), Arc::new(move |line| collected.lock().unwrap().push(line)));
+        let workspace = Arc::new(Workspace::temporary().unwrap());
+        let context = ActionContext::new(
+            workspace,
+            logger,
+            Arc::new(secrets),
+            CancellationToken::new(),
+            false,
+            template_directory,
+        );
+        TestContext { context, lines }
+    }
+}

@@ -1,0 +1,418 @@
+//! Backstage's `${{ ... }}` expressions, rendered by a data-only minijinja
+//! environment: templates read the data they are given and nothing else.
+//!
+//! The sandbox, and why each part of it:
+//! - No loader and no `include`/`import`/`extends` (minijinja is built
+//!   without `multi_template`): a template can never name a file.
+//! - No function reaches the environment, the clock or the network; the
+//!   `debug()` global, which dumps the whole context (secrets included), is
+//!   removed.
+//! - Fuel bounds the work and memory of one render, and the recursion limit
+//!   bounds nesting, so a loop bomb ends with [`ExpressionProblem::OutOfFuel`]
+//!   instead of hanging the runner (the class of CVE-2022-36067, where a
+//!   template escaped Backstage's sandbox, has no surface here: there is no
+//!   host language to escape to).
+//!
+//! Syntax: variables are `${{ ... }}` as in Backstage. Blocks are `${% ... %}`
+//! and comments `${# ... #}`, not Jinja's `{% %}` and `{# #}`: skeleton files
+//! are often themselves templates for other tools (Helm, Jekyll, GitHub
+//! Actions, Ansible), and plain `{%` in them must come through untouched.
+//! The price is that Nunjucks blocks written `{% if %}` in a Backstage
+//! skeleton must be written `${% if %}` here.
+//!
+//! Undefined values: Backstage (Nunjucks) renders an undefined value as the
+//! empty string, and templates rely on it for optional parameters. We keep
+//! that (minijinja's `Chainable`: `parameters.system` and even
+//! `steps.publish.output.remoteUrl` of a skipped step render empty), but are
+//! strict about the first name of every variable: a typo such as
+//! `${{ paramters.name }}` is an error, not a silently empty string.
+
+mod filters;
+
+use std::collections::HashSet;
+
+use minijinja::syntax::SyntaxConfig;
+use minijinja::value::Serde;
+use minijinja::{Environment, ErrorKind, UndefinedBehavior};
+use serde_json::{Map, Value};
+
+/// Fuel of one render: about this many instructions, or 64 bytes of memory
+/// each (≈ 6 MB). A skeleton file of a few thousand lines uses a few
+/// thousand; a loop of a million iterations cannot finish.
+const FUEL: u64 = 100_000;
+
+/// Runtime nesting limit (recursive loops, nested calls).
+const RECURSION_LIMIT: usize = 64;
+
+/// Functions every template may call: the names of minijinja's globals.
+const GLOBALS: &[&str] = &["range", "dict", "namespace"];
+
+/// Why an expression could not be rendered. Messages name the problem
+/// only, never a value, since values may be secrets.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ExpressionProblem {
+    #[error("the expression is not valid syntax: {0}")]
+    Syntax(String),
+    #[error("`{name}` is not defined here (the expression can use {known})")]
+    UnknownVariable { name: String, known: String },
+    #[error("the expression does too much work and was stopped (out of fuel)")]
+    OutOfFuel,
+    #[error("the expression failed: {0}")]
+    Failed(String),
+    #[error("the expression's value is not JSON: {0}")]
+    NotJson(String),
+}
+
+/// An expression problem with the path of the string that holds it (a
+/// field path such as `spec.steps[0].input.values.name`, or a file path).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {problem}")]
+pub struct ExpressionError {
+    pub path: String,
+    pub problem: ExpressionProblem,
+}
+
+/// The data an expression reads (`parameters`, `steps`, `user`, `secrets`
+/// for step inputs; `values` for skeleton files), converted once for many
+/// renders.
+pub(crate) struct ExpressionContext {
+    value: minijinja::Value,
+    roots: Vec<String>,
+}
+
+impl ExpressionContext {
+    pub(crate) fn new(data: &Map<String, Value>) -> Self {
+        Self { value: minijinja::Value::from(Serde(data)), roots: data.keys().cloned().collect() }
+    }
+}
+
+/// The sandboxed environment. Build one and share it: it holds no task data.
+pub(crate) struct Expressions {
+    environment: Environment<'static>,
+}
+
+impl Expressions {
+    pub(crate) fn new() -> Self {
+        let mut environment = Environment::new();
+        let syntax = SyntaxConfig::builder()
+            .variable_delimiters("${{", "}}")
+            .block_delimiters("${%", "%}")
+            .comment_delimiters("${#", "#}")
+            // Rendered files end as their skeleton does.
+            .keep_trailing_newline(true)
+            .build()
+            .expect("the delimiters are distinct and non-empty");
+        environment.set_syntax(syntax);
+        environment.set_fuel(Some(FUEL));
+        environment.set_recursion_limit(RECURSION_LIMIT);
+        environment.set_undefined_behavior(UndefinedBehavior::Chainable);
+        // Generated files are not HTML: no escaping, whatever their name (Backstage: autoescape false).
+        environment.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        // Nunjucks renders null as empty; minijinja would write `none`.
+        environment.set_formatter(|output, state, value| {
+            if value.is_none() || value.is_undefined() {
+                return Ok(());
+            }
+            minijinja::escape_formatter(output, state, value)
+        });
+        environment.remove_global("debug");
+        filters::register(&mut environment);
+        Self { environment }
+    }
+
+    /// Renders text: every `${{ }}` is interpolated as a string. For file
+    /// names and contents.
+    pub(crate) fn render_text(
+        &self,
+        source: &str,
+        context: &ExpressionContext,
+        path: &str,
+    ) -> Result<String, ExpressionError> {
+        let at = |problem| ExpressionError { path: path.to_owned(), problem };
+        if !source.contains("${") {
+            return Ok(source.to_owned());
+        }
+        let template = self.environment.template_from_str(source).map_err(|error| at(problem_of(&error)))?;
+        check_roots(template.undeclared_variables(false), &context.roots).map_err(at)?;
+        template.render(&context.value).map_err(|error| at(problem_of(&error)))
+    }
+
+    /// Renders a JSON tree (a step's input) the way Backstage does: a string
+    /// that is exactly one `${{ expr }}` becomes the expression's typed value
+    /// (number, boolean, object...), other strings are interpolated, keys are
+    /// left alone. An undefined value removes its key from an object and is
+    /// null in a list; `None` is returned when the whole tree is undefined.
+    pub(crate) fn render_value(
+        &self,
+        value: &Value,
+        context: &ExpressionContext,
+        path: &str,
+    ) -> Result<Option<Value>, ExpressionError> {
+        Ok(match value {
+            Value::String(text) => match single_expression(text) {
+                Some(expression) => self.evaluate(expression, context, path)?,
+                None => Some(Value::String(self.render_text(text, context, path)?)),
+            },
+            Value::Array(items) => {
+                let mut rendered = Vec::with_capacity(items.len());
+                for (index, item) in items.iter().enumerate() {
+                    let item = self.render_value(item, context, &format!("{path}[{index}]"))?;
+                    rendered.push(item.unwrap_or(Value::Null));
+                }
+                Some(Value::Array(rendered))
+            }
+            Value::Object(fields) => {
+                let mut rendered = Map::new();
+                for (key, field) in fields {
+                    if let Some(field) = self.render_value(field, context, &format!("{path}.{key}"))? {
+                        rendered.insert(key.clone(), field);
+                    }
+                }
+                Some(Value::Object(rendered))
+            }
+            other => Some(other.clone()),
+        })
+    }
+
+    /// Compiles every string of a JSON tree and checks that it only uses the
+    /// given names, without rendering anything: template problems are found
+    /// before a task starts.
+    pub(crate) fn check_value(&self, value: &Value, roots: &[&str], path: &str, problems: &mut Vec<ExpressionError>) {
+        match value {
+            Value::String(text) if text.contains("${") => {
+                let roots: Vec<String> = roots.iter().map(|root| (*root).to_owned()).collect();
+                let undeclared = match single_expression(text) {
+                    Some(expression) => self
+                        .environment
+                        .compile_expression(expression)
+                        .map(|compiled| compiled.undeclared_variables(false)),
+                    None => {
+                        self.environment.template_from_str(text).map(|template| template.undeclared_variables(false))
+                    }
+                };
+                let checked =
+                    undeclared.map_err(|error| problem_of(&error)).and_then(|names| check_roots(names, &roots));
+                if let Err(problem) = checked {
+                    problems.push(ExpressionError { path: path.to_owned(), problem });
+                }
+            }
+            Value::Array(items) => {
+                for (index, item) in items.iter().enumerate() {
+                    self.check_value(item, roots, &format!("{path}[{index}]"), problems);
+                }
+            }
+            Value::Object(fields) => {
+                for (key, field) in fields {
+                    self.check_value(field, roots, &format!("{path}.{key}"), problems);
+                }
+            }
+            _ => {}
+        }
+    }
+    fn evaluate(
+        &self,
+        expression: &str,
+        context: &ExpressionContext,
+        path: &str,
+    ) -> Result<Option<Value>, ExpressionError> {
+        let at = |problem| ExpressionError { path: path.to_owned(), problem };
+        let compiled = self.environment.compile_expression(expression).map_err(|error| at(problem_of(&error)))?;
+        check_roots(compiled.undeclared_variables(false), &context.roots).map_err(at)?;
+        let value = compiled.eval(&context.value).map_err(|error| at(problem_of(&error)))?;
+        if value.is_undefined() {
+            return Ok(None);
+        }
+        serde_json::to_value(&value).map(Some).map_err(|error| at(ExpressionProblem::NotJson(error.to_string())))
+    }
+}
+
+/// The expression inside a string that is exactly one `${{ ... }}`.
+fn single_expression(text: &str) -> Option<&str> {
+    let inner = text.trim().strip_prefix("${{")?.strip_suffix("}}")?;
+    (!inner.contains("${") && !inner.contains("}}")).then_some(inner)
+}
+
+fn check_roots(undeclared: HashSet<String>, roots: &[String]) -> Result<(), ExpressionProblem> {
+    let mut unknown: Vec<String> =
+        undeclared.into_iter().filter(|name| !roots.contains(name) && !GLOBALS.contains(&name.as_str())).collect();
+    unknown.sort();
+    match unknown.into_iter().next() {
+        None => Ok(()),
+        Some(name) => {
+            let known = roots.iter().map(|root| format!("`{root}`")).collect::<Vec<_>>().join(", ");
+            Err(ExpressionProblem::UnknownVariable { name, known })
+        }
+    }
+}
+
+fn problem_of(error: &minijinja::Error) -> ExpressionProblem {
+    let detail = error.detail().map(str::to_owned).unwrap_or_else(|| error.kind().to_string());
+    let detail = match error.line() {
+        Some(line) => format!("{detail} (line {line})"),
+        None => detail,
+    };
+    match error.kind() {
+        ErrorKind::OutOfFuel => ExpressionProblem::OutOfFuel,
+        ErrorKind::SyntaxError => ExpressionProblem::Syntax(detail),
+        _ => ExpressionProblem::Failed(detail),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn context(data: Value) -> ExpressionContext {
+        ExpressionContext::new(data.as_object().unwrap())
+    }
+
+    fn task_context() -> ExpressionContext {
+        context(json!({
+            "parameters": {"name": "checkout", "replicas": 3, "debug": false, "tags": ["a", "b"], "system": null,
+                "owner": "group:default/team-a", "repoUrl": "github.com?owner=acme&repo=checkout"},
+            "steps": {"publish": {"output": {"remoteUrl": "https://github.com/acme/checkout"}}},
+            "user": {"ref": "user:default/ada", "entity": {"metadata": {"name": "ada"}}},
+            "secrets": {"token": "s3cret"},
+        }))
+    }
+
+    fn render(source: &str) -> Result<String, ExpressionError> {
+        Expressions::new().render_text(source, &task_context(), "file")
+    }
+
+    fn value(source: &str) -> Option<Value> {
+        Expressions::new().render_value(&json!(source), &task_context(), "input").unwrap()
+    }
+
+    #[test]
+    fn a_string_that_is_one_expression_keeps_the_values_type() {
+        assert_eq!(value("${{ parameters.replicas }}"), Some(json!(3)));
+        assert_eq!(value(" ${{ parameters.debug }} "), Some(json!(false)));
+        assert_eq!(value("${{ parameters.tags }}"), Some(json!(["a", "b"])));
+        assert_eq!(
+            value("${{ steps.publish.output }}"),
+            Some(json!({"remoteUrl": "https://github.com/acme/checkout"}))
+        );
+        assert_eq!(value("${{ parameters.name }}"), Some(json!("checkout")));
+    }
+
+    #[test]
+    fn other_strings_interpolate_every_expression_as_text() {
+        assert_eq!(value("svc-${{ parameters.name }} x${{ parameters.replicas }}"), Some(json!("svc-checkout x3")));
+        assert_eq!(
+            render("${{ user.entity.metadata.name }} owns ${{ parameters.name }}").unwrap(),
+            "ada owns checkout"
+        );
+    }
+
+    #[test]
+    fn an_input_tree_renders_leaves_and_keeps_keys() {
+        let input = json!({"${{ parameters.name }}": ["${{ parameters.replicas }}", 1, true], "n": {"x": "${{ parameters.name }}"}});
+        let rendered = Expressions::new().render_value(&input, &task_context(), "input").unwrap();
+        assert_eq!(rendered, Some(json!({"${{ parameters.name }}": [3, 1, true], "n": {"x": "checkout"}})));
+    }
+
+    #[test]
+    fn an_undefined_value_drops_its_key_and_renders_as_empty_text() {
+        let input = json!({"system": "${{ parameters.missing }}", "url": "${{ steps.skipped.output.remoteUrl }}", "list": ["${{ parameters.missing }}"]});
+        let rendered = Expressions::new().render_value(&input, &task_context(), "input").unwrap();
+        assert_eq!(rendered, Some(json!({"list": [null]})));
+        assert_eq!(render("[${{ parameters.missing }}][${{ parameters.system }}]").unwrap(), "[][]");
+    }
+
+    #[test]
+    fn an_unknown_first_name_is_an_error_not_an_empty_string() {
+        let error = render("${{ paramters.name }}").unwrap_err();
+        assert_eq!(error.path, "file");
+        assert!(
+            matches!(&error.problem, ExpressionProblem::UnknownVariable { name, .. } if name == "paramters"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("`parameters`"), "{error}");
+    }
+
+    #[test]
+    fn environment_variables_are_not_reachable() {
+        for source in ["${{ env.PATH }}", "${{ environ.PATH }}", "${{ process.env.PATH }}", "${{ os.environ }}"] {
+            let error = render(source).unwrap_err();
+            assert!(matches!(error.problem, ExpressionProblem::UnknownVariable { .. }), "{source}: {error}");
+        }
+    }
+
+    #[test]
+    fn include_import_and_extends_do_not_exist() {
+        for source in [
+            "${% include '/etc/passwd' %}",
+            "${% import '/etc/passwd' as p %}",
+            "${% extends '/etc/passwd' %}",
+            "${% from '/etc/passwd' import x %}",
+        ] {
+            let error = render(source).unwrap_err();
+            assert!(matches!(error.problem, ExpressionProblem::Syntax(_)), "{source}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_debug_global_that_dumps_the_context_is_gone() {
+        let error = render("${{ debug() }}").unwrap_err();
+        assert!(matches!(error.problem, ExpressionProblem::UnknownVariable { .. }), "{error}");
+    }
+
+    #[test]
+    fn a_loop_bomb_runs_out_of_fuel_quickly() {
+        let started = Instant::now();
+        let bomb = "${% for a in range(10000) %}${% for b in range(10000) %}${{ a * b }}${% endfor %}${% endfor %}";
+        assert_eq!(render(bomb).unwrap_err().problem, ExpressionProblem::OutOfFuel);
+        let typed = "${{ range(10000) | map('string') | join(',') * 10000 }}";
+        assert!(Expressions::new().render_value(&json!(typed), &task_context(), "input").is_err());
+        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn deep_recursion_is_stopped_by_the_recursion_limit() {
+        let mut deep = json!([]);
+        for _ in 0..200 {
+            deep = json!([deep]);
+        }
+        let context = context(json!({"values": {"tree": deep}}));
+        let source = "${% for node in values.tree recursive %}[${{ loop(node) }}]${% endfor %}";
+        let error = Expressions::new().render_text(source, &context, "file").unwrap_err();
+        assert!(error.to_string().contains("recursion"), "{error}");
+    }
+
+    #[test]
+    fn jinja_block_and_comment_syntax_passes_through_untouched() {
+        let source =
+            "{% if x %}{{ helm }}{# c #}{% endif %} ${% if parameters.replicas > 1 %}many${% endif %}${# gone #}";
+        assert_eq!(render(source).unwrap(), "{% if x %}{{ helm }}{# c #}{% endif %} many");
+    }
+
+    #[test]
+    fn a_trailing_newline_is_kept() {
+        assert_eq!(render("name: ${{ parameters.name }}\n").unwrap(), "name: checkout\n");
+    }
+
+    #[test]
+    fn built_in_string_filters_are_available() {
+        assert_eq!(render("${{ parameters.name | upper }}").unwrap(), "CHECKOUT");
+        assert_eq!(render("${{ parameters.name | replace('check', 'pay') | title }}").unwrap(), "Payout");
+        assert_eq!(render("${{ parameters.tags | join('-') }}").unwrap(), "a-b");
+        assert_eq!(render("${{ parameters.missing | default('none') }}").unwrap(), "none");
+        assert_eq!(render("${{ ' x ' | trim }}${{ 'a b' | urlencode }}").unwrap(), "xa%20b");
+        assert_eq!(value("${{ parameters.tags | dump }}"), Some(json!("[\"a\",\"b\"]")));
+    }
+
+    #[test]
+    fn a_template_check_reports_syntax_and_unknown_names_with_paths() {
+        let input = json!({"a": "${{ parameters.name }}", "b": ["ok", "${{ nope }}"], "c": "${{ parameters. }}"});
+        let mut problems = Vec::new();
+        Expressions::new().check_value(&input, &["parameters", "steps"], "spec.steps[0].input", &mut problems);
+        let paths: Vec<_> = problems.iter().map(|problem| problem.path.as_str()).collect();
+        assert_eq!(paths, ["spec.steps[0].input.b[1]", "spec.steps[0].input.c"]);
+        assert!(matches!(problems[1].problem, ExpressionProblem::Syntax(_)));
+    }
+}

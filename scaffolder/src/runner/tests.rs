@@ -1,0 +1,282 @@
+//! The runner's rules: order, conditions, outputs between steps, checks
+//! before anything runs, cancellation, resuming, dry runs, and redaction of
+//! everything that leaves it.
+
+use std::sync::Mutex;
+
+use catalog_domain::Entity;
+use futures::future::BoxFuture;
+
+use super::*;
+use crate::action::Action;
+
+/// Returns its input as its output and logs its `log` field.
+struct Echo;
+
+impl Action for Echo {
+    fn id(&self) -> &str {
+        "test:echo"
+    }
+    fn description(&self) -> &str {
+        "Echoes its input."
+    }
+    fn input_schema(&self) -> Value {
+        json!({"type": "object"})
+    }
+    fn output_schema(&self) -> Value {
+        json!({"type": "object"})
+    }
+    fn run<'a>(&'a self, context: &'a ActionContext, input: Value) -> BoxFuture<'a, Result<Value, ActionError>> {
+        Box::pin(async move {
+            if let Some(line) = input.get("log").and_then(Value::as_str) {
+                context.logger().info(line);
+            }
+            if input.get("cancel") == Some(&json!(true)) {
+                context.cancellation().cancel();
+            }
+            Ok(input)
+        })
+    }
+}
+
+#[derive(Default)]
+struct Recorded(Mutex<Vec<TaskEvent>>);
+
+impl EventSink for Recorded {
+    fn emit(&self, event: TaskEvent) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+impl Recorded {
+    fn events(&self) -> Vec<TaskEvent> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+fn template(spec: Value) -> Template {
+    let entity: Entity = catalog_domain::validate(&json!({
+        "apiVersion": "scaffolder.backstage.io/v1beta3",
+        "kind": "Template",
+        "metadata": {"name": "t"},
+        "spec": spec,
+    }))
+    .unwrap();
+    Template::from_entity(&entity).unwrap()
+}
+
+fn runner() -> Runner {
+    let mut registry = ActionRegistry::with_builtins();
+    registry.register(Arc::new(Echo)).unwrap();
+    Runner::new(registry)
+}
+
+fn task(values: Value, secrets: Secrets) -> TaskRun {
+    TaskRun {
+        values: values.as_object().unwrap().clone(),
+        secrets,
+        user: json!({"ref": "user:default/ada", "entity": {"metadata": {"name": "ada"}}}),
+        dry_run: false,
+        template_directory: None,
+        workspace: Arc::new(Workspace::temporary().unwrap()),
+        cancellation: CancellationToken::new(),
+        start_at: 0,
+        previous_outputs: Map::new(),
+    }
+}
+
+fn two_steps() -> Template {
+    template(json!({
+        "type": "service",
+        "parameters": {"required": ["name"], "properties": {"name": {"type": "string"}, "debug": {"type": "boolean", "default": false}}},
+        "steps": [
+            {"id": "first", "action": "test:echo", "input": {"name": "${{ parameters.name }}", "by": "${{ user.ref }}"}},
+            {"id": "maybe", "action": "test:echo", "if": "${{ parameters.debug }}", "input": {"x": 1}},
+            {"id": "second", "action": "test:echo", "input": {"from_first": "${{ steps.first.output.name }}-2"}},
+        ],
+        "output": {"text": [{"title": "Name", "content": "${{ steps.second.output.from_first }}"}]},
+    }))
+}
+
+#[tokio::test]
+async fn steps_run_in_order_and_outputs_flow_to_later_steps() {
+    let events = Arc::new(Recorded::default());
+    let outcome =
+        runner().run(&two_steps(), task(json!({"name": "svc"}), Secrets::new()), events.clone()).await.unwrap();
+    assert_eq!(outcome.step_outputs["first"], json!({"name": "svc", "by": "user:default/ada"}));
+    assert_eq!(outcome.step_outputs["second"], json!({"from_first": "svc-2"}));
+    assert_eq!(outcome.output, json!({"text": [{"title": "Name", "content": "svc-2"}]}));
+    let kinds: Vec<String> = events
+        .events()
+        .iter()
+        .map(|event| match event {
+            TaskEvent::StepStarted { step_id, .. } => format!("started {step_id}"),
+            TaskEvent::StepFinished { step_id, .. } => format!("finished {step_id}"),
+            TaskEvent::StepSkipped { step_id } => format!("skipped {step_id}"),
+            TaskEvent::Completed { .. } => "completed".into(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["started first", "finished first", "skipped maybe", "started second", "finished second", "completed"]
+    );
+    assert!(outcome.files.is_empty(), "only a dry run lists files");
+}
+
+#[tokio::test]
+async fn a_truthy_condition_runs_the_step() {
+    let outcome = runner()
+        .run(&two_steps(), task(json!({"name": "svc", "debug": true}), Secrets::new()), Arc::new(Recorded::default()))
+        .await
+        .unwrap();
+    assert_eq!(outcome.step_outputs["maybe"], json!({"x": 1}));
+}
+
+#[test]
+fn backstage_truthiness_decides_conditions() {
+    for falsy in [None, Some(json!(null)), Some(json!(false)), Some(json!(0)), Some(json!("")), Some(json!([]))] {
+        assert!(!is_truthy(falsy.as_ref()), "{falsy:?}");
+    }
+    for truthy in [json!(true), json!(1), json!("false"), json!([0]), json!({})] {
+        assert!(is_truthy(Some(&truthy)), "{truthy}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_actions_are_reported_before_anything_runs() {
+    let template = template(json!({
+        "type": "service",
+        "steps": [
+            {"id": "fetch", "action": "test:echo"},
+            {"id": "publish", "action": "publish:github"},
+            {"id": "register", "action": "catalog:register"},
+        ],
+    }));
+    let events = Arc::new(Recorded::default());
+    let error = runner().run(&template, task(json!({}), Secrets::new()), events.clone()).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "the template uses actions that are not registered: spec.steps[1] (publish): the action publish:github is not \
+         registered; spec.steps[2] (register): the action catalog:register is not registered"
+    );
+    assert!(events.events().is_empty());
+}
+
+#[tokio::test]
+async fn invalid_values_return_every_problem_and_nothing_runs() {
+    let events = Arc::new(Recorded::default());
+    let error =
+        runner().run(&two_steps(), task(json!({"debug": "yes"}), Secrets::new()), events.clone()).await.unwrap_err();
+    let RunError::Values(values) = error else { panic!("{error:?}") };
+    let mut paths: Vec<_> = values.problems.iter().map(|problem| problem.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(paths, ["/debug", "/name"]);
+    assert!(events.events().is_empty());
+}
+
+#[tokio::test]
+async fn cancellation_stops_the_task_before_the_next_step() {
+    let template = template(json!({
+        "type": "service",
+        "steps": [
+            {"id": "first", "action": "test:echo", "input": {"cancel": true}},
+            {"id": "second", "action": "test:echo"},
+        ],
+    }));
+    let events = Arc::new(Recorded::default());
+    let error = runner().run(&template, task(json!({}), Secrets::new()), events.clone()).await.unwrap_err();
+    assert!(matches!(error, RunError::Cancelled));
+    let last = events.events().last().cloned();
+    assert_eq!(last, Some(TaskEvent::Cancelled { step_id: "second".into() }));
+}
+
+#[tokio::test]
+async fn a_persisted_task_resumes_at_a_step_with_the_outputs_before_it() {
+    let mut resumed = task(json!({"name": "svc"}), Secrets::new());
+    resumed.start_at = 2;
+    resumed.previous_outputs.insert("first".into(), json!({"name": "earlier"}));
+    let events = Arc::new(Recorded::default());
+    let outcome = runner().run(&two_steps(), resumed, events.clone()).await.unwrap();
+    assert_eq!(outcome.step_outputs["second"], json!({"from_first": "earlier-2"}));
+    assert!(matches!(&events.events()[0], TaskEvent::StepStarted { step_id, .. } if step_id == "second"));
+}
+
+#[tokio::test]
+async fn a_failing_step_emits_its_error_and_stops_the_task() {
+    let template = template(json!({
+        "type": "service",
+        "steps": [{"id": "log", "action": "debug:log", "input": {"mesage": "typo"}}, {"id": "never", "action": "test:echo"}],
+    }));
+    let events = Arc::new(Recorded::default());
+    let error = runner().run(&template, task(json!({}), Secrets::new()), events.clone()).await.unwrap_err();
+    assert!(
+        error.to_string().starts_with("step log failed: the input is not valid: unknown field `mesage`"),
+        "{error}"
+    );
+    assert!(matches!(events.events().last(), Some(TaskEvent::StepFailed { step_id, .. }) if step_id == "log"));
+}
+
+const SECRET: &str = "s3cr3t-t0ken-value-42";
+
+/// A template that writes, logs, outputs and fails with the secret in
+/// plain, URL-encoded and split forms; the last step fails when asked.
+fn leaky_template(with_failing_step: bool) -> Template {
+    let mut steps = vec![
+        json!({"id": "fetch", "action": "fetch:template", "input": {"url": "./skeleton", "values": {"name": "${{ parameters.name }}", "token": "${{ secrets.token }}"}}}),
+        json!({"id": "echo", "action": "test:echo", "input": {
+            "plain": "${{ secrets.token }}",
+            "encoded": "${{ secrets.token | urlencode }}",
+            "log": "token is ${{ secrets.token }}",
+            "split": ["${{ secrets.token[:10] }}", "${{ secrets.token[10:] }}"],
+        }}),
+    ];
+    if with_failing_step {
+        steps.push(json!({"id": "fail", "action": "fs:rename", "input": {"files": [{"from": "${{ secrets.token }}", "to": "x"}]}}));
+    }
+    template(json!({
+        "type": "service",
+        "steps": steps,
+        "output": {"text": [{"title": "t", "content": "${{ steps.echo.output.plain }}"}]},
+    }))
+}
+
+fn leaky_run(skeleton: &tempfile::TempDir) -> TaskRun {
+    std::fs::create_dir_all(skeleton.path().join("skeleton")).unwrap();
+    std::fs::write(skeleton.path().join("skeleton/README.md"), "# ${{ values.name }}\ntoken ${{ values.token }}\n")
+        .unwrap();
+    let mut run = task(json!({"name": "svc"}), Secrets::from([("token", SECRET)]));
+    run.dry_run = true;
+    run.template_directory = Some(skeleton.path().to_path_buf());
+    run
+}
+
+fn assert_no_secret(everything: &str) {
+    for form in [SECRET, "s3cr3t-t0k", "en-value-42", "s3cr3t%2Dt0ken"] {
+        assert!(!everything.contains(form), "{form} leaked: {everything}");
+    }
+}
+
+#[tokio::test]
+async fn a_dry_run_returns_the_rendered_files_with_secrets_redacted_everywhere() {
+    let skeleton = tempfile::tempdir().unwrap();
+    let events = Arc::new(Recorded::default());
+    let outcome = runner().run(&leaky_template(false), leaky_run(&skeleton), events.clone()).await.unwrap();
+    assert_eq!(
+        outcome.files,
+        [DryRunFile { path: "README.md".into(), contents: "# svc\ntoken ***\n".into(), base64: false }]
+    );
+    assert_eq!(outcome.output, json!({"text": [{"title": "t", "content": "***"}]}));
+    let everything = format!("{:?} {:?}", events.events(), outcome);
+    assert_no_secret(&everything);
+    assert!(everything.contains("token is ***"), "{everything}");
+}
+
+#[tokio::test]
+async fn a_failing_step_does_not_leak_a_secret_in_its_error() {
+    let skeleton = tempfile::tempdir().unwrap();
+    let events = Arc::new(Recorded::default());
+    let error = runner().run(&leaky_template(true), leaky_run(&skeleton), events.clone()).await.unwrap_err();
+    assert_eq!(error.to_string(), "step fail failed: fs:rename: *** does not exist");
+    assert_no_secret(&format!("{:?} {error:?}", events.events()));
+}
