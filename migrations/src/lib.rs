@@ -9,6 +9,7 @@ mod m20261125_000001_change_stream;
 mod m20261125_000002_catalog_state;
 mod m20261125_000003_api_tokens;
 mod m20261125_000004_audit_log;
+mod m20261202_000001_scaffolder_tasks;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_catalog_state::Migration),
             Box::new(m20261125_000003_api_tokens::Migration),
             Box::new(m20261125_000004_audit_log::Migration),
+            Box::new(m20261202_000001_scaffolder_tasks::Migration),
         ]
     }
 }

@@ -18,6 +18,7 @@ mod models;
 mod query;
 mod record;
 mod snapshot;
+mod tasks;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod tokens;
@@ -35,4 +36,5 @@ pub use record::{Change, ChangeType, ConflictRecord, LocationRecord, StoredEntit
 pub use snapshot::{
     ApplySummary, DeletedEntity, InvalidEntity, LocationStatus, SAFETY_VALVE_MIN_ENTITIES, Snapshot, SnapshotEntity,
 };
+pub use tasks::{NewTask, TaskEnd, TaskEventRecord, TaskQuery, TaskRecord, TaskStatus};
 pub use tokens::{NewToken, TokenRecord};

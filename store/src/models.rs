@@ -203,3 +203,58 @@ pub(crate) mod audit_row {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub(crate) mod task_row {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "scaffolder_tasks")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub template_ref: String,
+        pub status: String,
+        #[sea_orm(column_type = "JsonBinary")]
+        pub parameters: Json,
+        pub dry_run: bool,
+        pub created_by: String,
+        pub idempotency_key: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+        pub claimed_by: Option<String>,
+        pub heartbeat_at: Option<DateTimeUtc>,
+        pub next_step: i32,
+        #[sea_orm(column_type = "JsonBinary")]
+        pub step_outputs: Json,
+        #[sea_orm(column_type = "JsonBinary", nullable)]
+        pub output: Option<Json>,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub error: Option<String>,
+        pub cancel_requested: bool,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod task_event_row {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "scaffolder_task_events")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub task_id: String,
+        pub created_at: DateTimeUtc,
+        #[sea_orm(column_type = "JsonBinary")]
+        pub body: Json,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
