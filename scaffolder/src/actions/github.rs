@@ -63,6 +63,8 @@ pub enum GithubConfigProblem {
     InsecureApiBaseUrl,
     #[error("token_variable: must name an environment variable, not be empty")]
     EmptyTokenVariable,
+    #[error("token_variable: the value of {0} cannot be sent in an HTTP header (it holds a control character)")]
+    UnusableToken(String),
     #[error("request_timeout_seconds: must be at least 1")]
     ZeroTimeout,
     #[error("the HTTP client cannot be built: {0}")]
@@ -123,10 +125,14 @@ impl GithubPublishConfig {
         if self.request_timeout_seconds == 0 {
             problems.push(GithubConfigProblem::ZeroTimeout);
         }
+        let token = environment(&self.token_variable).filter(|token| !token.trim().is_empty()).map(Secret::new);
+        // Found now rather than at the first publish, where it would look like a GitHub failure.
+        if token.as_ref().is_some_and(|token| bearer(token).is_err()) {
+            problems.push(GithubConfigProblem::UnusableToken(self.token_variable.clone()));
+        }
         let Some(api_base_url) = api_base_url.filter(|_| problems.is_empty()) else {
             return Err(GithubConfigError { problems });
         };
-        let token = environment(&self.token_variable).filter(|token| !token.trim().is_empty()).map(Secret::new);
         let timeout = Duration::from_secs(self.request_timeout_seconds);
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/vnd.github+json"));
@@ -198,6 +204,8 @@ pub(crate) enum GithubError {
          cannot {purpose}"
     )]
     NoToken { variable: String, purpose: String },
+    #[error("the GitHub token in {variable} cannot be sent in an HTTP header (it holds a control character)")]
+    UnusableToken { variable: String },
     #[error("the token cannot {purpose}: GitHub does not accept it (401 Unauthorized; is it expired or revoked?)")]
     Unauthorized { purpose: String },
     #[error("the token cannot {purpose}: GitHub forbids it (403 Forbidden: {message})")]
@@ -264,13 +272,8 @@ impl GithubClient {
         let Some(token) = &self.token else {
             return Err(GithubError::NoToken { variable: self.token_variable.clone(), purpose });
         };
-        let mut authorization =
-            HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| GithubError::NoToken {
-                variable: format!("{} (its value is not a valid header)", self.token_variable),
-                purpose: purpose.clone(),
-            })?;
-        // Keeps the header out of reqwest's and hyper's debug output.
-        authorization.set_sensitive(true);
+        let authorization =
+            bearer(token).map_err(|()| GithubError::UnusableToken { variable: self.token_variable.clone() })?;
         let mut request =
             self.http.request(method, format!("{}{path}", self.api_base_url)).header(AUTHORIZATION, authorization);
         if let Some(body) = body {
@@ -339,6 +342,14 @@ impl GithubClient {
     pub(crate) fn web_host(&self) -> &str {
         &self.web_host
     }
+}
+
+/// The `Authorization` header for a token, marked sensitive so that it
+/// stays out of reqwest's and hyper's debug output.
+fn bearer(token: &Secret) -> Result<HeaderValue, ()> {
+    let mut header = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| ())?;
+    header.set_sensitive(true);
+    Ok(header)
 }
 
 /// A network error without the URL (it is in the purpose already) and with
@@ -473,6 +484,16 @@ mod tests {
             .build_with_environment(|name| (name == "GITHUB_TOKEN").then(|| "ghp_x".to_owned()))
             .unwrap();
         assert!(actions.has_token());
+    }
+
+    #[test]
+    fn a_token_that_cannot_be_a_header_is_a_configuration_problem() {
+        let error = GithubPublishConfig::default()
+            .build_with_environment(|_| Some("ghp_x\nInjected: header".to_owned()))
+            .err()
+            .unwrap();
+        assert_eq!(error.problems, [GithubConfigProblem::UnusableToken("GITHUB_TOKEN".into())]);
+        assert!(!error.to_string().contains("ghp_x"), "{error}");
     }
 
     #[test]
