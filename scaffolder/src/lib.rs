@@ -18,6 +18,7 @@ mod workspace;
 pub use action::{
     Action, ActionContext, ActionDescription, ActionError, ActionExample, ActionRegistry, DuplicateAction, Logger,
 };
+pub use actions::github::{GithubActions, GithubConfigError, GithubConfigProblem, GithubPublishConfig};
 pub use expression::{ExpressionError, ExpressionProblem};
 pub use parameters::{ParameterError, ParameterProblem, ParameterSchema, SchemaError};
 pub use runner::{DryRunFile, EventSink, RunError, RunOutcome, Runner, TaskEvent, TaskRun, UnknownAction};

@@ -1,11 +1,14 @@
-//! The built-in actions. Network actions (publish:github, github:webhook,
-//! catalog:register) come later; they will honour the context's dry-run
-//! flag.
+//! The built-in actions, and the GitHub actions, which need a configuration
+//! (API root, token) and so are registered by whoever holds it
+//! ([`github::GithubActions::register`]). `catalog:register` needs the
+//! catalog and lives with it. Actions with effects outside the workspace
+//! honour the context's dry-run flag.
 
 mod catalog_write;
 mod debug_log;
 mod fetch;
 mod fs;
+pub(crate) mod github;
 
 use std::sync::Arc;
 
