@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::expression::Expressions;
+use crate::expression::{Expressions, RenderBudget};
 use crate::secret::{Redactor, Secrets};
 use crate::workspace::{Workspace, WorkspaceError};
 
@@ -105,6 +105,8 @@ pub struct ActionContext {
     dry_run: bool,
     template_directory: Option<PathBuf>,
     pub(crate) expressions: Expressions,
+    /// The task's rendered-bytes budget, shared with the runner's renders.
+    pub(crate) render_budget: Arc<RenderBudget>,
 }
 
 impl ActionContext {
@@ -116,7 +118,23 @@ impl ActionContext {
         dry_run: bool,
         template_directory: Option<PathBuf>,
     ) -> Self {
-        Self { workspace, logger, secrets, cancellation, dry_run, template_directory, expressions: Expressions::new() }
+        Self {
+            workspace,
+            logger,
+            secrets,
+            cancellation,
+            dry_run,
+            template_directory,
+            expressions: Expressions::new(),
+            render_budget: RenderBudget::for_task(),
+        }
+    }
+
+    /// The context with the task's budget of rendered bytes instead of a
+    /// fresh one, so that the actions of a task share one limit.
+    pub(crate) fn with_render_budget(mut self, render_budget: Arc<RenderBudget>) -> Self {
+        self.render_budget = render_budget;
+        self
     }
 
     pub fn workspace(&self) -> &Workspace {

@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::action::{ActionContext, ActionError, ActionRegistry, Logger};
-use crate::expression::{ExpressionContext, Expressions};
+use crate::expression::{ExpressionContext, Expressions, RenderBudget};
 use crate::parameters::{ParameterError, ParameterSchema};
 use crate::secret::{Redactor, Secrets};
 use crate::template::Template;
@@ -175,6 +175,8 @@ impl Runner {
         let redactor = Arc::new(Redactor::new(&task.secrets));
         let values = self.prepare(template, &task.values).map_err(|error| redact_error(&redactor, error))?;
         let secrets = Arc::new(task.secrets);
+        // One budget for everything the task renders, here and in its actions.
+        let render_budget = RenderBudget::for_task();
         let mut data = Map::new();
         data.insert("parameters".into(), Value::Object(values));
         data.insert("user".into(), task.user);
@@ -187,7 +189,7 @@ impl Runner {
                 return Err(RunError::Cancelled);
             }
             data.insert("steps".into(), steps_object(&outputs));
-            let context = ExpressionContext::new(&data);
+            let context = ExpressionContext::new(&data, Arc::clone(&render_budget));
             let fail = |message: String| {
                 let message = redactor.redact(&message);
                 events.emit(TaskEvent::StepFailed { step_id: step_id.clone(), message: message.clone() });
@@ -227,7 +229,8 @@ impl Runner {
                 task.cancellation.clone(),
                 task.dry_run,
                 task.template_directory.clone(),
-            );
+            )
+            .with_render_budget(Arc::clone(&render_budget));
             match action.run(&action_context, input).await {
                 Ok(output) => {
                     events.emit(TaskEvent::StepFinished {
@@ -244,7 +247,7 @@ impl Runner {
             }
         }
         data.insert("steps".into(), steps_object(&outputs));
-        let context = ExpressionContext::new(&data);
+        let context = ExpressionContext::new(&data, Arc::clone(&render_budget));
         let output = self
             .expressions
             .render_value(&Value::Object(template.output().clone()), &context, "spec.output")

@@ -10,6 +10,7 @@
 //! (they could loop). Remote URLs are not supported yet.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use glob::{MatchOptions, Pattern};
@@ -19,6 +20,12 @@ use serde_json::{Map, Value, json};
 use crate::action::{Action, ActionContext, ActionError, read_input};
 use crate::expression::ExpressionContext;
 use crate::workspace::{LastLink, resolve_beneath};
+
+/// Most files a skeleton may hold: fetch reads them all before writing.
+const MAX_SKELETON_FILES: usize = 10_000;
+
+/// Most bytes a skeleton's files may hold together.
+const MAX_SKELETON_BYTES: u64 = 64 * 1024 * 1024;
 
 pub(super) struct FetchPlain;
 pub(super) struct FetchTemplate;
@@ -138,7 +145,7 @@ impl Action for FetchTemplate {
                 .map_err(|error| ActionError::Input(format!("copyWithoutTemplating: {error}")))?;
             let mut data = Map::new();
             data.insert("values".into(), Value::Object(input.values));
-            let expressions = ExpressionContext::new(&data);
+            let expressions = ExpressionContext::new(&data, Arc::clone(&context.render_budget));
             let options = MatchOptions { require_literal_separator: true, ..MatchOptions::default() };
             for file in read_skeleton(context, &input.url)? {
                 context.check_cancelled()?;
@@ -194,6 +201,7 @@ fn read_skeleton(context: &ActionContext, url: &str) -> Result<Vec<SkeletonFile>
         .map_err(|error| ActionError::Failed(format!("the template's directory cannot be opened: {error}")))?;
     let skeleton = resolve_beneath(&base, url, LastLink::Follow).map_err(|error| skeleton_error(&error))?;
     let mut files = Vec::new();
+    let mut n_bytes: u64 = 0;
     let mut pending = vec![(skeleton.clone(), String::new())];
     while let Some((directory, prefix)) = pending.pop() {
         let listing = std::fs::read_dir(&directory)
@@ -210,6 +218,19 @@ fn read_skeleton(context: &ActionContext, url: &str) -> Result<Vec<SkeletonFile>
                 continue;
             }
             let real = if file_type.is_symlink() { resolve_link(&base, &entry.path(), &path)? } else { entry.path() };
+            if files.len() == MAX_SKELETON_FILES {
+                return Err(ActionError::Failed(format!(
+                    "the skeleton {url} has more than {MAX_SKELETON_FILES} files, more than fetch copies"
+                )));
+            }
+            // The size is checked before reading, so one huge file is not read whole first.
+            let size = std::fs::metadata(&real).map_err(|error| read_failed(&path, &error))?.len();
+            n_bytes = n_bytes.saturating_add(size);
+            if n_bytes > MAX_SKELETON_BYTES {
+                return Err(ActionError::Failed(format!(
+                    "the skeleton {url} holds more than {MAX_SKELETON_BYTES} bytes, more than fetch copies"
+                )));
+            }
             let contents = std::fs::read(&real).map_err(|error| read_failed(&path, &error))?;
             files.push(SkeletonFile { path, contents });
         }
@@ -364,6 +385,30 @@ mod tests {
             .await
             .unwrap_err();
         assert!(error.to_string().contains("`..` is not allowed"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_skeleton_with_too_many_files_is_refused() {
+        let base = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(base.path().join("skeleton")).unwrap();
+        for index in 0..=MAX_SKELETON_FILES {
+            std::fs::write(base.path().join(format!("skeleton/{index}")), "").unwrap();
+        }
+        let test = testing::context(Secrets::new(), Some(base.path().to_path_buf()));
+        let error = FetchPlain.run(&test.context, json!({"url": "./skeleton"})).await.unwrap_err();
+        assert_eq!(error.to_string(), "the skeleton ./skeleton has more than 10000 files, more than fetch copies");
+    }
+
+    #[tokio::test]
+    async fn a_skeleton_too_large_in_bytes_is_refused_before_it_is_read() {
+        let base = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(base.path().join("skeleton")).unwrap();
+        // A sparse file: large by its size, without filling the disk.
+        let file = std::fs::File::create(base.path().join("skeleton/huge.bin")).unwrap();
+        file.set_len(MAX_SKELETON_BYTES + 1).unwrap();
+        let test = testing::context(Secrets::new(), Some(base.path().to_path_buf()));
+        let error = FetchTemplate.run(&test.context, json!({"url": "./skeleton"})).await.unwrap_err();
+        assert_eq!(error.to_string(), "the skeleton ./skeleton holds more than 67108864 bytes, more than fetch copies");
     }
 
     #[tokio::test]

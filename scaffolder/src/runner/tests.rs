@@ -217,6 +217,20 @@ async fn a_failing_step_emits_its_error_and_stops_the_task() {
     assert!(matches!(events.events().last(), Some(TaskEvent::StepFailed { step_id, .. }) if step_id == "log"));
 }
 
+#[tokio::test]
+async fn a_task_that_renders_more_than_its_budget_in_all_fails_the_step() {
+    // Each string is within one render's fuel; together they pass the task's budget.
+    let input: Map<String, Value> = (0..12).map(|index| (format!("s{index}"), json!("${{ 'a' * 6000000 }}"))).collect();
+    let template = template(json!({
+        "type": "service",
+        "steps": [{"id": "big", "action": "test:echo", "input": input}],
+    }));
+    let events = Arc::new(Recorded::default());
+    let error = runner().run(&template, task(json!({}), Secrets::new()), events.clone()).await.unwrap_err();
+    assert!(error.to_string().contains("rendered more than 67108864 bytes of templates in all"), "{error}");
+    assert!(matches!(events.events().last(), Some(TaskEvent::StepFailed { step_id, .. }) if step_id == "big"));
+}
+
 const SECRET: &str = "s3cr3t-t0ken-value-42";
 
 /// A template that writes, logs, outputs and fails with the secret in
