@@ -192,10 +192,17 @@ impl Redactor {
         redacted
     }
 
-    /// The JSON value with every string, and every object key, redacted.
+    /// The JSON value with every string, and every object key, redacted. A
+    /// number is redacted by its text (`secrets.pin | int` makes a number
+    /// of a secret): when any part of it is a secret, the whole number
+    /// becomes the marker string, since a number cannot hold `***`.
     pub fn redact_json(&self, value: &Value) -> Value {
         match value {
             Value::String(text) => Value::String(self.redact(text)),
+            Value::Number(number) => {
+                let text = number.to_string();
+                if self.redact(&text) == text { value.clone() } else { Value::String(REDACTED.to_owned()) }
+            }
             Value::Array(items) => Value::Array(items.iter().map(|item| self.redact_json(item)).collect()),
             Value::Object(fields) => {
                 Value::Object(fields.iter().map(|(key, field)| (self.redact(key), self.redact_json(field))).collect())
@@ -336,6 +343,17 @@ mod tests {
     fn json_strings_and_keys_are_redacted_recursively() {
         let value = json!({"a": [TOKEN, {"b": format!("x{TOKEN}")}], TOKEN: 1, "n": 2});
         assert_eq!(redactor().redact_json(&value), json!({"a": ["***", {"b": "x***"}], "***": 1, "n": 2}));
+    }
+
+    #[test]
+    fn json_numbers_that_show_a_secret_become_the_marker() {
+        let redactor = Redactor::new(&Secrets::from([("pin", "12345678"), ("short", "4711")]));
+        let value =
+            json!({"n": 12345678, "longer": 9_123_456_789_u64, "float": 12345678.5, "short": 4711, "other": 42});
+        assert_eq!(
+            redactor.redact_json(&value),
+            json!({"n": "***", "longer": "***", "float": "***", "short": "***", "other": 42})
+        );
     }
 
     #[test]

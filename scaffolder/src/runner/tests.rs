@@ -231,6 +231,22 @@ async fn a_task_that_renders_more_than_its_budget_in_all_fails_the_step() {
     assert!(matches!(events.events().last(), Some(TaskEvent::StepFailed { step_id, .. }) if step_id == "big"));
 }
 
+#[tokio::test]
+async fn a_secret_turned_into_a_number_is_redacted_in_events_and_outputs() {
+    let template = template(json!({
+        "type": "service",
+        "steps": [{"id": "pin", "action": "test:echo", "input": {"n": "${{ secrets.pin | int }}"}}],
+        "output": {"n": "${{ steps.pin.output.n }}"},
+    }));
+    let events = Arc::new(Recorded::default());
+    let run = task(json!({}), Secrets::from([("pin", "12345678")]));
+    let outcome = runner().run(&template, run, events.clone()).await.unwrap();
+    assert_eq!(outcome.step_outputs["pin"], json!({"n": "***"}));
+    assert_eq!(outcome.output, json!({"n": "***"}));
+    let everything = format!("{:?}", events.events());
+    assert!(!everything.contains("12345678"), "{everything}");
+}
+
 const SECRET: &str = "s3cr3t-t0ken-value-42";
 
 /// A template that writes, logs, outputs and fails with the secret in
