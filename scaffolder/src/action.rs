@@ -5,9 +5,10 @@
 //! An action sees the world only through its [`ActionContext`]: the task's
 //! workspace (every path resolved inside it), a logger whose lines are
 //! redacted before they leave, the task's secrets, a cancellation signal,
-//! the dry-run flag and the template's own directory. Actions that reach
-//! outside the workspace (publishing, registering) must do nothing external
-//! when `dry_run` is set and return what they would have returned.
+//! the dry-run flag and the template's own directory. In a dry run the
+//! runner skips every action that does not say [`Action::supports_dry_run`];
+//! an action that says it must do nothing outside the workspace when
+//! `dry_run` is set and return what it would have returned.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,15 @@ pub trait Action: Send + Sync {
     fn output_schema(&self) -> Value;
     fn examples(&self) -> Vec<ActionExample> {
         Vec::new()
+    }
+    /// Whether the action may run in a dry run. The default is no, so that a
+    /// new action with external effects (publishing, registering) cannot
+    /// act in a dry run by forgetting to check [`ActionContext::dry_run`]:
+    /// the runner skips it and gives it the first of its output schema's
+    /// `examples` as output, or `{}` (as Backstage does). Actions that only
+    /// touch the workspace, or that simulate their effects, return true.
+    fn supports_dry_run(&self) -> bool {
+        false
     }
     /// Runs the action with its rendered input; the output becomes
     /// `steps.<id>.output`. Long actions check the context's cancellation.

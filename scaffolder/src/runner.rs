@@ -18,7 +18,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::action::{ActionContext, ActionError, ActionRegistry, Logger};
+use crate::action::{Action, ActionContext, ActionError, ActionRegistry, Logger};
 use crate::expression::{ExpressionContext, Expressions, RenderBudget};
 use crate::parameters::{ParameterError, ParameterSchema};
 use crate::secret::{Redactor, Secrets};
@@ -70,6 +70,8 @@ pub struct TaskRun {
     /// `user.entity` and `user.ref` in expressions.
     pub user: Value,
     /// Run every step in simulation and return the workspace's files.
+    /// Actions that do not support dry runs are skipped
+    /// ([`Action::supports_dry_run`]).
     pub dry_run: bool,
     /// The template file's directory, which `./skeleton` is relative to.
     pub template_directory: Option<PathBuf>,
@@ -217,6 +219,20 @@ impl Runner {
                 action: step.action().to_owned(),
             });
             let action = self.registry.get(step.action()).expect("prepare checked every action");
+            if task.dry_run && !action.supports_dry_run() {
+                events.emit(TaskEvent::Log {
+                    step_id: step_id.clone(),
+                    line: format!(
+                        "dry run: {} does not support dry runs, so it was skipped and its output is its example output",
+                        step.action()
+                    ),
+                });
+                let output = example_output(action.as_ref());
+                events
+                    .emit(TaskEvent::StepFinished { step_id: step_id.clone(), output: redactor.redact_json(&output) });
+                outputs.insert(step_id, output);
+                continue;
+            }
             let log_step = step_id.clone();
             let logger = Logger::new(Arc::clone(&redactor), {
                 let events = Arc::clone(&events);
@@ -265,6 +281,14 @@ impl Runner {
         };
         Ok(RunOutcome { step_outputs, output, files })
     }
+}
+
+/// What a step skipped in a dry run outputs: the first of the action's
+/// output schema's `examples`, or `{}`, so that later steps still render.
+fn example_output(action: &dyn Action) -> Value {
+    let schema = action.output_schema();
+    let first = schema.get("examples").and_then(Value::as_array).and_then(|examples| examples.first());
+    first.cloned().unwrap_or_else(|| json!({}))
 }
 
 fn steps_object(outputs: &Map<String, Value>) -> Value {

@@ -73,6 +73,11 @@ impl Action for FetchPlain {
         "fetch:plain"
     }
 
+    /// It only touches the workspace, which a dry run has too.
+    fn supports_dry_run(&self) -> bool {
+        true
+    }
+
     fn description(&self) -> &str {
         "Copies a directory next to the template into the workspace, unchanged."
     }
@@ -105,6 +110,11 @@ impl Action for FetchPlain {
 impl Action for FetchTemplate {
     fn id(&self) -> &str {
         "fetch:template"
+    }
+
+    /// It only touches the workspace, which a dry run has too.
+    fn supports_dry_run(&self) -> bool {
+        true
     }
 
     fn description(&self) -> &str {

@@ -38,6 +38,11 @@ impl Action for FsRename {
         "fs:rename"
     }
 
+    /// It only touches the workspace, which a dry run has too.
+    fn supports_dry_run(&self) -> bool {
+        true
+    }
+
     fn description(&self) -> &str {
         "Renames files and directories in the workspace."
     }
@@ -92,6 +97,11 @@ impl Action for FsRename {
 impl Action for FsDelete {
     fn id(&self) -> &str {
         "fs:delete"
+    }
+
+    /// It only touches the workspace, which a dry run has too.
+    fn supports_dry_run(&self) -> bool {
+        true
     }
 
     fn description(&self) -> &str {

@@ -8,7 +8,6 @@ use catalog_domain::Entity;
 use futures::future::BoxFuture;
 
 use super::*;
-use crate::action::Action;
 
 /// Returns its input as its output and logs its `log` field.
 struct Echo;
@@ -26,6 +25,9 @@ impl Action for Echo {
     fn output_schema(&self) -> Value {
         json!({"type": "object"})
     }
+    fn supports_dry_run(&self) -> bool {
+        true
+    }
     fn run<'a>(&'a self, context: &'a ActionContext, input: Value) -> BoxFuture<'a, Result<Value, ActionError>> {
         Box::pin(async move {
             if let Some(line) = input.get("log").and_then(Value::as_str) {
@@ -36,6 +38,41 @@ impl Action for Echo {
             }
             Ok(input)
         })
+    }
+}
+
+/// Stands for an action with external effects: it counts its runs, and
+/// declares an example output when built with one.
+struct Publish {
+    n_runs: std::sync::atomic::AtomicUsize,
+    example: Option<Value>,
+}
+
+impl Publish {
+    fn new(example: Option<Value>) -> Arc<Self> {
+        Arc::new(Self { n_runs: std::sync::atomic::AtomicUsize::new(0), example })
+    }
+}
+
+impl Action for Publish {
+    fn id(&self) -> &str {
+        "test:publish"
+    }
+    fn description(&self) -> &str {
+        "Publishes somewhere outside the workspace."
+    }
+    fn input_schema(&self) -> Value {
+        json!({"type": "object"})
+    }
+    fn output_schema(&self) -> Value {
+        match &self.example {
+            Some(example) => json!({"type": "object", "examples": [example, {"remoteUrl": "second"}]}),
+            None => json!({"type": "object"}),
+        }
+    }
+    fn run<'a>(&'a self, _context: &'a ActionContext, _input: Value) -> BoxFuture<'a, Result<Value, ActionError>> {
+        self.n_runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async { Ok(json!({"remoteUrl": "https://github.com/acme/real"})) })
     }
 }
 
@@ -245,6 +282,69 @@ async fn a_secret_turned_into_a_number_is_redacted_in_events_and_outputs() {
     assert_eq!(outcome.output, json!({"n": "***"}));
     let everything = format!("{:?}", events.events());
     assert!(!everything.contains("12345678"), "{everything}");
+}
+
+fn publishing_template() -> Template {
+    template(json!({
+        "type": "service",
+        "steps": [
+            {"id": "publish", "action": "test:publish"},
+            {"id": "log", "action": "debug:log", "input": {"message": "at ${{ steps.publish.output.remoteUrl }}"}},
+        ],
+    }))
+}
+
+#[tokio::test]
+async fn a_dry_run_skips_an_action_without_dry_run_support_and_gives_it_its_first_example_output() {
+    let publish = Publish::new(Some(json!({"remoteUrl": "https://example.com/repo"})));
+    let mut registry = ActionRegistry::with_builtins();
+    registry.register(publish.clone()).unwrap();
+    let mut run = task(json!({}), Secrets::new());
+    run.dry_run = true;
+    let events = Arc::new(Recorded::default());
+    let outcome = Runner::new(registry).run(&publishing_template(), run, events.clone()).await.unwrap();
+    assert_eq!(publish.n_runs.load(std::sync::atomic::Ordering::SeqCst), 0, "the action must not run");
+    assert_eq!(outcome.step_outputs["publish"], json!({"remoteUrl": "https://example.com/repo"}));
+    let events = events.events();
+    assert!(
+        events.iter().any(|event| matches!(event, TaskEvent::Log { step_id, line }
+            if step_id == "publish" && line.contains("test:publish does not support dry runs"))),
+        "{events:?}"
+    );
+    assert!(events.contains(&TaskEvent::Log { step_id: "log".into(), line: "at https://example.com/repo".into() }));
+}
+
+#[tokio::test]
+async fn a_dry_run_gives_a_skipped_action_without_examples_an_empty_output() {
+    let publish = Publish::new(None);
+    let mut registry = ActionRegistry::with_builtins();
+    registry.register(publish.clone()).unwrap();
+    let mut run = task(json!({}), Secrets::new());
+    run.dry_run = true;
+    let outcome = Runner::new(registry).run(&publishing_template(), run, Arc::new(Recorded::default())).await.unwrap();
+    assert_eq!(publish.n_runs.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(outcome.step_outputs["publish"], json!({}));
+}
+
+#[tokio::test]
+async fn a_real_run_runs_an_action_without_dry_run_support() {
+    let publish = Publish::new(None);
+    let mut registry = ActionRegistry::with_builtins();
+    registry.register(publish.clone()).unwrap();
+    let outcome = Runner::new(registry)
+        .run(&publishing_template(), task(json!({}), Secrets::new()), Arc::new(Recorded::default()))
+        .await
+        .unwrap();
+    assert_eq!(publish.n_runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(outcome.step_outputs["publish"], json!({"remoteUrl": "https://github.com/acme/real"}));
+}
+
+#[test]
+fn the_built_in_actions_all_support_dry_runs() {
+    for description in ActionRegistry::with_builtins().list() {
+        let action = ActionRegistry::with_builtins().get(&description.id).cloned().unwrap();
+        assert!(action.supports_dry_run(), "{}", description.id);
+    }
 }
 
 const SECRET: &str = "s3cr3t-t0ken-value-42";
