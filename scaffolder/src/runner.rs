@@ -44,6 +44,8 @@ pub enum TaskEvent {
         step_id: String,
         output: Value,
     },
+    /// A step failed; after the last step, `output` names the rendering of
+    /// `spec.output` and `files` a dry run's listing of the workspace.
     StepFailed {
         step_id: String,
         message: String,
@@ -264,17 +266,31 @@ impl Runner {
         }
         data.insert("steps".into(), steps_object(&outputs));
         let context = ExpressionContext::new(&data, Arc::clone(&render_budget));
+        // A failure after the last step still ends the event stream, under a step id no template can
+        // use (`output` for spec.output, `files` for a dry run's listing).
+        let fail_after_steps = |step_id: &str, message: String| {
+            let message = redactor.redact(&message);
+            events.emit(TaskEvent::StepFailed { step_id: step_id.to_owned(), message: message.clone() });
+            message
+        };
         let output = self
             .expressions
             .render_value(&Value::Object(template.output().clone()), &context, "spec.output")
             .map_err(|error| RunError::StepFailed {
                 step_id: "output".into(),
-                message: redactor.redact(&error.to_string()),
+                message: fail_after_steps("output", error.to_string()),
             })?
             .unwrap_or_else(|| json!({}));
         let output = redactor.redact_json(&output);
+        let files = if task.dry_run {
+            dry_run_files(&task.workspace, &redactor).inspect_err(|error| {
+                fail_after_steps("files", error.to_string());
+            })?
+        } else {
+            Vec::new()
+        };
+        // Completed is the last event, sent once nothing else can fail.
         events.emit(TaskEvent::Completed { output: output.clone() });
-        let files = if task.dry_run { dry_run_files(&task.workspace, &redactor)? } else { Vec::new() };
         let step_outputs = match redactor.redact_json(&Value::Object(outputs)) {
             Value::Object(outputs) => outputs,
             _ => Map::new(),

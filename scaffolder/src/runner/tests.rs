@@ -347,6 +347,37 @@ fn the_built_in_actions_all_support_dry_runs() {
     }
 }
 
+#[tokio::test]
+async fn a_failing_output_ends_the_events_with_a_failure_of_the_output() {
+    let template = template(json!({
+        "type": "service",
+        "steps": [{"id": "first", "action": "test:echo"}],
+        "output": {"huge": "${{ [1] * 100000000 }}"},
+    }));
+    let events = Arc::new(Recorded::default());
+    let error = runner().run(&template, task(json!({}), Secrets::new()), events.clone()).await.unwrap_err();
+    assert!(error.to_string().starts_with("step output failed: spec.output.huge: "), "{error}");
+    let last = events.events().last().cloned();
+    assert!(matches!(&last, Some(TaskEvent::StepFailed { step_id, .. }) if step_id == "output"), "{last:?}");
+}
+
+#[tokio::test]
+async fn a_dry_run_whose_files_cannot_be_listed_ends_with_a_failure_not_completed() {
+    use std::os::unix::ffi::OsStrExt;
+    let template = template(json!({"type": "service", "steps": [{"id": "first", "action": "test:echo"}]}));
+    let mut run = task(json!({}), Secrets::new());
+    run.dry_run = true;
+    // A name that is not UTF-8 is listed lossily, so reading it back fails.
+    let name = std::ffi::OsStr::from_bytes(b"not-utf8-\xff");
+    std::fs::write(run.workspace.root().join(name), "x").unwrap();
+    let events = Arc::new(Recorded::default());
+    let error = runner().run(&template, run, events.clone()).await.unwrap_err();
+    assert!(matches!(error, RunError::Workspace(_)), "{error:?}");
+    let events = events.events();
+    assert!(!events.iter().any(|event| matches!(event, TaskEvent::Completed { .. })), "{events:?}");
+    assert!(matches!(events.last(), Some(TaskEvent::StepFailed { step_id, .. }) if step_id == "files"), "{events:?}");
+}
+
 const SECRET: &str = "s3cr3t-t0ken-value-42";
 
 /// A template that writes, logs, outputs and fails with the secret in
@@ -392,6 +423,7 @@ async fn a_dry_run_returns_the_rendered_files_with_secrets_redacted_everywhere()
     let skeleton = tempfile::tempdir().unwrap();
     let events = Arc::new(Recorded::default());
     let outcome = runner().run(&leaky_template(false), leaky_run(&skeleton), events.clone()).await.unwrap();
+    assert!(matches!(events.events().last(), Some(TaskEvent::Completed { .. })), "Completed comes last");
     assert_eq!(
         outcome.files,
         [DryRunFile { path: "README.md".into(), contents: "# svc\ntoken ***\n".into(), base64: false }]
