@@ -190,6 +190,12 @@ impl Expressions {
             if let Some(text) = value.as_str() {
                 return output.write_str(text).map_err(minijinja::Error::from);
             }
+            // Nunjucks writes JavaScript's `true`/`false`; minijinja would write Python's `True`.
+            if value.kind() == ValueKind::Bool {
+                return output
+                    .write_str(if value.is_true() { "true" } else { "false" })
+                    .map_err(minijinja::Error::from);
+            }
             // Measured first: once a write fails, minijinja's Display still iterates the rest of
             // every open sequence (up to 100M items each), it only stops writing.
             BoundedWalk::default().measure(value, 0).map_err(|_| too_large())?;
@@ -228,6 +234,12 @@ impl Expressions {
     /// (number, boolean, object...), other strings are interpolated, keys are
     /// left alone. An undefined value removes its key from an object and is
     /// null in a list; `None` is returned when the whole tree is undefined.
+    ///
+    /// One difference from Backstage is kept on purpose: a string of text
+    /// and expressions that renders empty (`"${{ a }}${{ b }}"` with both
+    /// undefined) stays `""` here, where Backstage drops its key. An empty
+    /// string is an explicit value an action can check; a single undefined
+    /// expression still drops its key.
     pub(crate) fn render_value(
         &self,
         value: &Value,
@@ -421,9 +433,12 @@ impl BoundedWalk {
     }
 }
 
-/// The expression inside a string that is exactly one `${{ ... }}`.
+/// The expression inside a string that is exactly one `${{ ... }}`, with
+/// nothing around it: as in Backstage (`isSingleTemplateString`), a space
+/// or newline outside the braces makes the string text, so
+/// `" ${{ parameters.debug }} "` renders `" false "`, not `false`.
 fn single_expression(text: &str) -> Option<&str> {
-    let inner = text.trim().strip_prefix("${{")?.strip_suffix("}}")?;
+    let inner = text.strip_prefix("${{")?.strip_suffix("}}")?;
     (!inner.contains("${") && !inner.contains("}}")).then_some(inner)
 }
 
@@ -489,13 +504,26 @@ mod tests {
     #[test]
     fn a_string_that_is_one_expression_keeps_the_values_type() {
         assert_eq!(value("${{ parameters.replicas }}"), Some(json!(3)));
-        assert_eq!(value(" ${{ parameters.debug }} "), Some(json!(false)));
+        assert_eq!(value("${{ parameters.debug }}"), Some(json!(false)));
         assert_eq!(value("${{ parameters.tags }}"), Some(json!(["a", "b"])));
         assert_eq!(
             value("${{ steps.publish.output }}"),
             Some(json!({"remoteUrl": "https://github.com/acme/checkout"}))
         );
         assert_eq!(value("${{ parameters.name }}"), Some(json!("checkout")));
+    }
+
+    #[test]
+    fn an_expression_with_anything_around_it_is_text_as_in_backstage() {
+        assert_eq!(value(" ${{ parameters.replicas }} "), Some(json!(" 3 ")));
+        assert_eq!(value("${{ parameters.replicas }}\n"), Some(json!("3\n")));
+        assert_eq!(value("${{ parameters.tags | length }} "), Some(json!("2 ")));
+        assert_eq!(value(" ${{ parameters.debug }} ${{ not parameters.debug }}"), Some(json!(" false true")));
+    }
+
+    #[test]
+    fn text_and_expressions_that_render_empty_stay_an_empty_string() {
+        assert_eq!(value("${{ parameters.missing }}${{ parameters.system }}"), Some(json!("")));
     }
 
     #[test]
