@@ -7,8 +7,9 @@
 //!
 //! What the redactor finds, for each secret:
 //! - the plain text;
-//! - percent-encodings (every non-alphanumeric byte, or the
-//!   `encodeURIComponent` set; upper- and lower-case hex; `+` for space);
+//! - percent-encodings (every non-alphanumeric byte, the
+//!   `encodeURIComponent` set, or the `urlencode` filter's, which keeps `/`;
+//!   upper- and lower-case hex; `+` for space);
 //! - base64 of the secret alone (standard and URL-safe alphabets, padded
 //!   and unpadded);
 //! - the secret base64-encoded inside a longer text (`user:token` in a Basic
@@ -54,6 +55,11 @@ const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'\'')
     .remove(b'(')
     .remove(b')');
+
+/// What the templates' `urlencode` filter (minijinja's, like Jinja's)
+/// leaves alone besides ASCII letters and digits: `/` among them, so its
+/// form of a secret with `/` is neither of the other two.
+const URLENCODE_FILTER: &AsciiSet = &NON_ALPHANUMERIC.remove(b'/').remove(b'.').remove(b'-').remove(b'_');
 
 /// A secret value, such as a token. It never prints itself.
 #[derive(Clone, PartialEq, Eq)]
@@ -215,7 +221,7 @@ impl Redactor {
 /// The secret, percent-encoded and base64-encoded on its own.
 fn exact_forms(value: &str) -> Vec<String> {
     let mut forms = vec![value.to_owned()];
-    for set in [NON_ALPHANUMERIC, URI_COMPONENT] {
+    for set in [NON_ALPHANUMERIC, URI_COMPONENT, URLENCODE_FILTER] {
         let encoded = utf8_percent_encode(value, set).to_string();
         forms.push(lower_case_hex(&encoded));
         forms.push(encoded);
@@ -298,7 +304,7 @@ mod tests {
     #[test]
     fn percent_encoded_forms_are_scrubbed() {
         let redactor = redactor();
-        for set in [NON_ALPHANUMERIC, URI_COMPONENT] {
+        for set in [NON_ALPHANUMERIC, URI_COMPONENT, URLENCODE_FILTER] {
             let encoded = utf8_percent_encode(TOKEN, set).to_string();
             assert_eq!(redactor.redact(&format!("?t={encoded}&x=1")), "?t=***&x=1", "{encoded}");
             assert_eq!(redactor.redact(&format!("?t={}&x=1", lower_case_hex(&encoded))), "?t=***&x=1");

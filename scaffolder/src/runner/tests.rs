@@ -378,7 +378,12 @@ async fn a_dry_run_whose_files_cannot_be_listed_ends_with_a_failure_not_complete
     assert!(matches!(events.last(), Some(TaskEvent::StepFailed { step_id, .. }) if step_id == "files"), "{events:?}");
 }
 
-const SECRET: &str = "s3cr3t-t0ken-value-42";
+/// `&` and the space are characters urlencode changes, so the encoded form
+/// differs from the plain one and is checked on its own; `/` is one it keeps.
+const SECRET: &str = "s3cr3t/t0ken&value 42";
+
+/// The secret as minijinja's urlencode writes it.
+const ENCODED_SECRET: &str = "s3cr3t/t0ken%26value%2042";
 
 /// A template that writes, logs, outputs and fails with the secret in
 /// plain, URL-encoded and split forms; the last step fails when asked.
@@ -412,8 +417,16 @@ fn leaky_run(skeleton: &tempfile::TempDir) -> TaskRun {
     run
 }
 
+#[test]
+fn the_encoded_secret_checked_for_is_what_urlencode_writes() {
+    let data = json!({"secrets": {"token": SECRET}});
+    let context = ExpressionContext::new(data.as_object().unwrap(), RenderBudget::for_task());
+    let encoded = Expressions::new().render_text("${{ secrets.token | urlencode }}", &context, "x").unwrap();
+    assert_eq!(encoded, ENCODED_SECRET);
+}
+
 fn assert_no_secret(everything: &str) {
-    for form in [SECRET, "s3cr3t-t0k", "en-value-42", "s3cr3t%2Dt0ken"] {
+    for form in [SECRET, "s3cr3t/t0k", "en&value 42", ENCODED_SECRET, "%26value%2042"] {
         assert!(!everything.contains(form), "{form} leaked: {everything}");
     }
 }
@@ -429,6 +442,7 @@ async fn a_dry_run_returns_the_rendered_files_with_secrets_redacted_everywhere()
         [DryRunFile { path: "README.md".into(), contents: "# svc\ntoken ***\n".into(), base64: false }]
     );
     assert_eq!(outcome.output, json!({"text": [{"title": "t", "content": "***"}]}));
+    assert_eq!(outcome.step_outputs["echo"]["encoded"], json!("***"));
     let everything = format!("{:?} {:?}", events.events(), outcome);
     assert_no_secret(&everything);
     assert!(everything.contains("token is ***"), "{everything}");
