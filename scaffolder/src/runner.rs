@@ -8,8 +8,13 @@
 //! unredacted, since a step may need a value a previous one produced.
 //!
 //! The runner keeps no state between calls: a persisted task runner stores
-//! the events and step outputs, and resumes with [`TaskRun::start_at`] and
-//! [`TaskRun::previous_outputs`].
+//! the events and the step outputs that later steps see, and resumes with
+//! [`TaskRun::start_at`] and [`TaskRun::previous_outputs`]. The runner only
+//! ever hands out redacted outputs (events and [`RunOutcome`]), so a stored
+//! output that held a secret-derived value holds `***` instead, and a
+//! resumed step reading it gets `***`, not the value. A persisted runner
+//! must therefore resume only a task whose stored outputs carry no
+//! redaction marker, and run any other task again from its first step.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -81,7 +86,9 @@ pub struct TaskRun {
     pub cancellation: CancellationToken,
     /// The index of the first step to run (0 for a new task).
     pub start_at: usize,
-    /// Outputs of the steps before `start_at`, by step id.
+    /// Outputs of the steps before `start_at`, by step id, as later steps
+    /// see them. Outputs stored from events or a [`RunOutcome`] are redacted:
+    /// see the module's note on resuming.
     pub previous_outputs: Map<String, Value>,
 }
 

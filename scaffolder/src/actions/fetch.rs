@@ -98,7 +98,7 @@ impl Action for FetchPlain {
     fn run<'a>(&'a self, context: &'a ActionContext, input: Value) -> BoxFuture<'a, Result<Value, ActionError>> {
         Box::pin(async move {
             let input: PlainInput = read_input(input)?;
-            for file in read_skeleton(context, &input.url)? {
+            for file in read_skeleton(context, &input.url, SkipGit::No)? {
                 context.check_cancelled()?;
                 context.workspace().write(&join(&input.target_path, &file.path), &file.contents)?;
             }
@@ -157,14 +157,23 @@ impl Action for FetchTemplate {
             data.insert("values".into(), Value::Object(input.values));
             let expressions = ExpressionContext::new(&data, Arc::clone(&context.render_budget));
             let options = MatchOptions { require_literal_separator: true, ..MatchOptions::default() };
-            for file in read_skeleton(context, &input.url)? {
+            for file in read_skeleton(context, &input.url, SkipGit::Yes)? {
                 context.check_cancelled()?;
                 let name =
                     context.expressions.render_text(&file.path, &expressions, &file.path).map_err(expression_error)?;
                 // A name that renders empty (`${{ 'x' if values.flag }}`) leaves its file out, as in Backstage.
-                if name.split('/').any(str::is_empty) {
+                if name.is_empty() {
                     context.logger().info(&format!("skipping {}: its name renders empty", file.path));
                     continue;
+                }
+                // Anything else that is not a plain relative path is a mistake to report, not to skip
+                // silently: `\` and `:` mean other things on other systems, `a//b` lost a part.
+                if name.starts_with('/') || name.contains(['\\', ':']) || name.split('/').any(str::is_empty) {
+                    return Err(ActionError::Failed(format!(
+                        "skeleton file {}: its name renders to {name}, which is not a relative path (it is \
+                         absolute, has an empty part, or holds `\\` or `:`)",
+                        file.path
+                    )));
                 }
                 let copy_as_is = verbatim.iter().any(|pattern| pattern.matches_with(&file.path, options));
                 let contents = match (copy_as_is, String::from_utf8(file.contents)) {
@@ -196,8 +205,18 @@ fn join(target: &str, path: &str) -> String {
     }
 }
 
+/// Whether a `.git` directory in the skeleton is left out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SkipGit {
+    /// fetch:template: a skeleton kept in its own repository carries its
+    /// history, which is not part of the new project (and is not text to render).
+    Yes,
+    /// fetch:plain copies the directory as it is.
+    No,
+}
+
 /// Every file under the skeleton directory, sorted by path.
-fn read_skeleton(context: &ActionContext, url: &str) -> Result<Vec<SkeletonFile>, ActionError> {
+fn read_skeleton(context: &ActionContext, url: &str, skip_git: SkipGit) -> Result<Vec<SkeletonFile>, ActionError> {
     if url.contains("://") {
         return Err(ActionError::Input(
             "url: only a directory next to the template is supported, not a remote URL".into(),
@@ -224,6 +243,9 @@ fn read_skeleton(context: &ActionContext, url: &str) -> Result<Vec<SkeletonFile>
             let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
             let file_type = entry.file_type().map_err(|error| read_failed(&path, &error))?;
             if file_type.is_dir() {
+                if skip_git == SkipGit::Yes && entry.file_name() == ".git" {
+                    continue;
+                }
                 pending.push((entry.path(), path));
                 continue;
             }
@@ -419,6 +441,44 @@ mod tests {
         let test = testing::context(Secrets::new(), Some(base.path().to_path_buf()));
         let error = FetchTemplate.run(&test.context, json!({"url": "./skeleton"})).await.unwrap_err();
         assert_eq!(error.to_string(), "the skeleton ./skeleton holds more than 67108864 bytes, more than fetch copies");
+    }
+
+    #[tokio::test]
+    async fn a_name_that_renders_to_something_other_than_a_relative_path_is_an_error() {
+        // An empty directory name makes the path absolute: a part of it is missing.
+        for (dir, rendered) in
+            [("/etc", "/etc/file"), ("a\\b", "a\\b/file"), ("c:x", "c:x/file"), ("a//b", "a//b/file"), ("", "/file")]
+        {
+            let base = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(base.path().join("skeleton/${{ values.dir }}")).unwrap();
+            std::fs::write(base.path().join("skeleton/${{ values.dir }}/file"), "x").unwrap();
+            let test = testing::context(Secrets::new(), Some(base.path().to_path_buf()));
+            let input = json!({"url": "./skeleton", "values": {"dir": dir}});
+            let error = FetchTemplate.run(&test.context, input).await.unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "skeleton file ${{{{ values.dir }}}}/file: its name renders to {rendered}, which is not a \
+                     relative path (it is absolute, has an empty part, or holds `\\` or `:`)"
+                ),
+                "{dir}"
+            );
+            assert!(test.context.workspace().walk().unwrap().is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn fetch_template_leaves_out_the_skeletons_git_directory() {
+        let base = template_directory();
+        let skeleton = base.path().join("template/skeleton");
+        std::fs::create_dir_all(skeleton.join(".git/objects")).unwrap();
+        std::fs::write(skeleton.join(".git/HEAD"), "ref: refs/heads/main ${{ x }}\n").unwrap();
+        std::fs::write(skeleton.join(".gitignore"), "target\n").unwrap();
+        let test = testing::context(Secrets::new(), Some(base.path().join("template")));
+        let input = json!({"url": "./skeleton", "values": {"name": "n"}, "copyWithoutTemplating": ["*/.github/*"]});
+        FetchTemplate.run(&test.context, input).await.unwrap();
+        assert!(!test.context.workspace().exists(".git").unwrap());
+        assert!(test.context.workspace().exists(".gitignore").unwrap());
     }
 
     #[tokio::test]
