@@ -5,9 +5,10 @@
 //! An action sees the world only through its [`ActionContext`]: the task's
 //! workspace (every path resolved inside it), a logger whose lines are
 //! redacted before they leave, the task's secrets, a cancellation signal,
-//! the dry-run flag and the template's own directory. Actions that reach
-//! outside the workspace (publishing, registering) must do nothing external
-//! when `dry_run` is set and return what they would have returned.
+//! the dry-run flag and the template's own directory. In a dry run the
+//! runner skips every action that does not say [`Action::supports_dry_run`];
+//! an action that says it must do nothing outside the workspace when
+//! `dry_run` is set and return what it would have returned.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::expression::Expressions;
+use crate::expression::{Expressions, RenderBudget};
 use crate::secret::{Redactor, Secrets};
 use crate::workspace::{Workspace, WorkspaceError};
 
@@ -33,6 +34,15 @@ pub trait Action: Send + Sync {
     fn output_schema(&self) -> Value;
     fn examples(&self) -> Vec<ActionExample> {
         Vec::new()
+    }
+    /// Whether the action may run in a dry run. The default is no, so that a
+    /// new action with external effects (publishing, registering) cannot
+    /// act in a dry run by forgetting to check [`ActionContext::dry_run`]:
+    /// the runner skips it and gives it the first of its output schema's
+    /// `examples` as output, or `{}` (as Backstage does). Actions that only
+    /// touch the workspace, or that simulate their effects, return true.
+    fn supports_dry_run(&self) -> bool {
+        false
     }
     /// Runs the action with its rendered input; the output becomes
     /// `steps.<id>.output`. Long actions check the context's cancellation.
@@ -105,6 +115,8 @@ pub struct ActionContext {
     dry_run: bool,
     template_directory: Option<PathBuf>,
     pub(crate) expressions: Expressions,
+    /// The task's rendered-bytes budget, shared with the runner's renders.
+    pub(crate) render_budget: Arc<RenderBudget>,
 }
 
 impl ActionContext {
@@ -116,7 +128,23 @@ impl ActionContext {
         dry_run: bool,
         template_directory: Option<PathBuf>,
     ) -> Self {
-        Self { workspace, logger, secrets, cancellation, dry_run, template_directory, expressions: Expressions::new() }
+        Self {
+            workspace,
+            logger,
+            secrets,
+            cancellation,
+            dry_run,
+            template_directory,
+            expressions: Expressions::new(),
+            render_budget: RenderBudget::for_task(),
+        }
+    }
+
+    /// The context with the task's budget of rendered bytes instead of a
+    /// fresh one, so that the actions of a task share one limit.
+    pub(crate) fn with_render_budget(mut self, render_budget: Arc<RenderBudget>) -> Self {
+        self.render_budget = render_budget;
+        self
     }
 
     pub fn workspace(&self) -> &Workspace {

@@ -8,8 +8,13 @@
 //! unredacted, since a step may need a value a previous one produced.
 //!
 //! The runner keeps no state between calls: a persisted task runner stores
-//! the events and step outputs, and resumes with [`TaskRun::start_at`] and
-//! [`TaskRun::previous_outputs`].
+//! the events and the step outputs that later steps see, and resumes with
+//! [`TaskRun::start_at`] and [`TaskRun::previous_outputs`]. The runner only
+//! ever hands out redacted outputs (events and [`RunOutcome`]), so a stored
+//! output that held a secret-derived value holds `***` instead, and a
+//! resumed step reading it gets `***`, not the value. A persisted runner
+//! must therefore resume only a task whose stored outputs carry no
+//! redaction marker, and run any other task again from its first step.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,8 +23,8 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::action::{ActionContext, ActionError, ActionRegistry, Logger};
-use crate::expression::{ExpressionContext, Expressions};
+use crate::action::{Action, ActionContext, ActionError, ActionRegistry, Logger};
+use crate::expression::{ExpressionContext, Expressions, RenderBudget};
 use crate::parameters::{ParameterError, ParameterSchema};
 use crate::secret::{Redactor, Secrets};
 use crate::template::Template;
@@ -44,6 +49,8 @@ pub enum TaskEvent {
         step_id: String,
         output: Value,
     },
+    /// A step failed; after the last step, `output` names the rendering of
+    /// `spec.output` and `files` a dry run's listing of the workspace.
     StepFailed {
         step_id: String,
         message: String,
@@ -70,6 +77,8 @@ pub struct TaskRun {
     /// `user.entity` and `user.ref` in expressions.
     pub user: Value,
     /// Run every step in simulation and return the workspace's files.
+    /// Actions that do not support dry runs are skipped
+    /// ([`Action::supports_dry_run`]).
     pub dry_run: bool,
     /// The template file's directory, which `./skeleton` is relative to.
     pub template_directory: Option<PathBuf>,
@@ -77,7 +86,9 @@ pub struct TaskRun {
     pub cancellation: CancellationToken,
     /// The index of the first step to run (0 for a new task).
     pub start_at: usize,
-    /// Outputs of the steps before `start_at`, by step id.
+    /// Outputs of the steps before `start_at`, by step id, as later steps
+    /// see them. Outputs stored from events or a [`RunOutcome`] are redacted:
+    /// see the module's note on resuming.
     pub previous_outputs: Map<String, Value>,
 }
 
@@ -175,6 +186,8 @@ impl Runner {
         let redactor = Arc::new(Redactor::new(&task.secrets));
         let values = self.prepare(template, &task.values).map_err(|error| redact_error(&redactor, error))?;
         let secrets = Arc::new(task.secrets);
+        // One budget for everything the task renders, here and in its actions.
+        let render_budget = RenderBudget::for_task();
         let mut data = Map::new();
         data.insert("parameters".into(), Value::Object(values));
         data.insert("user".into(), task.user);
@@ -187,7 +200,7 @@ impl Runner {
                 return Err(RunError::Cancelled);
             }
             data.insert("steps".into(), steps_object(&outputs));
-            let context = ExpressionContext::new(&data);
+            let context = ExpressionContext::new(&data, Arc::clone(&render_budget));
             let fail = |message: String| {
                 let message = redactor.redact(&message);
                 events.emit(TaskEvent::StepFailed { step_id: step_id.clone(), message: message.clone() });
@@ -215,6 +228,20 @@ impl Runner {
                 action: step.action().to_owned(),
             });
             let action = self.registry.get(step.action()).expect("prepare checked every action");
+            if task.dry_run && !action.supports_dry_run() {
+                events.emit(TaskEvent::Log {
+                    step_id: step_id.clone(),
+                    line: format!(
+                        "dry run: {} does not support dry runs, so it was skipped and its output is its example output",
+                        step.action()
+                    ),
+                });
+                let output = example_output(action.as_ref());
+                events
+                    .emit(TaskEvent::StepFinished { step_id: step_id.clone(), output: redactor.redact_json(&output) });
+                outputs.insert(step_id, output);
+                continue;
+            }
             let log_step = step_id.clone();
             let logger = Logger::new(Arc::clone(&redactor), {
                 let events = Arc::clone(&events);
@@ -227,7 +254,8 @@ impl Runner {
                 task.cancellation.clone(),
                 task.dry_run,
                 task.template_directory.clone(),
-            );
+            )
+            .with_render_budget(Arc::clone(&render_budget));
             match action.run(&action_context, input).await {
                 Ok(output) => {
                     events.emit(TaskEvent::StepFinished {
@@ -244,24 +272,46 @@ impl Runner {
             }
         }
         data.insert("steps".into(), steps_object(&outputs));
-        let context = ExpressionContext::new(&data);
+        let context = ExpressionContext::new(&data, Arc::clone(&render_budget));
+        // A failure after the last step still ends the event stream, under a step id no template can
+        // use (`output` for spec.output, `files` for a dry run's listing).
+        let fail_after_steps = |step_id: &str, message: String| {
+            let message = redactor.redact(&message);
+            events.emit(TaskEvent::StepFailed { step_id: step_id.to_owned(), message: message.clone() });
+            message
+        };
         let output = self
             .expressions
             .render_value(&Value::Object(template.output().clone()), &context, "spec.output")
             .map_err(|error| RunError::StepFailed {
                 step_id: "output".into(),
-                message: redactor.redact(&error.to_string()),
+                message: fail_after_steps("output", error.to_string()),
             })?
             .unwrap_or_else(|| json!({}));
         let output = redactor.redact_json(&output);
+        let files = if task.dry_run {
+            dry_run_files(&task.workspace, &redactor).inspect_err(|error| {
+                fail_after_steps("files", error.to_string());
+            })?
+        } else {
+            Vec::new()
+        };
+        // Completed is the last event, sent once nothing else can fail.
         events.emit(TaskEvent::Completed { output: output.clone() });
-        let files = if task.dry_run { dry_run_files(&task.workspace, &redactor)? } else { Vec::new() };
         let step_outputs = match redactor.redact_json(&Value::Object(outputs)) {
             Value::Object(outputs) => outputs,
             _ => Map::new(),
         };
         Ok(RunOutcome { step_outputs, output, files })
     }
+}
+
+/// What a step skipped in a dry run outputs: the first of the action's
+/// output schema's `examples`, or `{}`, so that later steps still render.
+fn example_output(action: &dyn Action) -> Value {
+    let schema = action.output_schema();
+    let first = schema.get("examples").and_then(Value::as_array).and_then(|examples| examples.first());
+    first.cloned().unwrap_or_else(|| json!({}))
 }
 
 fn steps_object(outputs: &Map<String, Value>) -> Value {

@@ -7,8 +7,9 @@
 //!
 //! What the redactor finds, for each secret:
 //! - the plain text;
-//! - percent-encodings (every non-alphanumeric byte, or the
-//!   `encodeURIComponent` set; upper- and lower-case hex; `+` for space);
+//! - percent-encodings (every non-alphanumeric byte, the
+//!   `encodeURIComponent` set, or the `urlencode` filter's, which keeps `/`;
+//!   upper- and lower-case hex; `+` for space);
 //! - base64 of the secret alone (standard and URL-safe alphabets, padded
 //!   and unpadded);
 //! - the secret base64-encoded inside a longer text (`user:token` in a Basic
@@ -54,6 +55,11 @@ const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'\'')
     .remove(b'(')
     .remove(b')');
+
+/// What the templates' `urlencode` filter (minijinja's, like Jinja's)
+/// leaves alone besides ASCII letters and digits: `/` among them, so its
+/// form of a secret with `/` is neither of the other two.
+const URLENCODE_FILTER: &AsciiSet = &NON_ALPHANUMERIC.remove(b'/').remove(b'.').remove(b'-').remove(b'_');
 
 /// A secret value, such as a token. It never prints itself.
 #[derive(Clone, PartialEq, Eq)]
@@ -192,10 +198,17 @@ impl Redactor {
         redacted
     }
 
-    /// The JSON value with every string, and every object key, redacted.
+    /// The JSON value with every string, and every object key, redacted. A
+    /// number is redacted by its text (`secrets.pin | int` makes a number
+    /// of a secret): when any part of it is a secret, the whole number
+    /// becomes the marker string, since a number cannot hold `***`.
     pub fn redact_json(&self, value: &Value) -> Value {
         match value {
             Value::String(text) => Value::String(self.redact(text)),
+            Value::Number(number) => {
+                let text = number.to_string();
+                if self.redact(&text) == text { value.clone() } else { Value::String(REDACTED.to_owned()) }
+            }
             Value::Array(items) => Value::Array(items.iter().map(|item| self.redact_json(item)).collect()),
             Value::Object(fields) => {
                 Value::Object(fields.iter().map(|(key, field)| (self.redact(key), self.redact_json(field))).collect())
@@ -208,7 +221,7 @@ impl Redactor {
 /// The secret, percent-encoded and base64-encoded on its own.
 fn exact_forms(value: &str) -> Vec<String> {
     let mut forms = vec![value.to_owned()];
-    for set in [NON_ALPHANUMERIC, URI_COMPONENT] {
+    for set in [NON_ALPHANUMERIC, URI_COMPONENT, URLENCODE_FILTER] {
         let encoded = utf8_percent_encode(value, set).to_string();
         forms.push(lower_case_hex(&encoded));
         forms.push(encoded);
@@ -291,7 +304,7 @@ mod tests {
     #[test]
     fn percent_encoded_forms_are_scrubbed() {
         let redactor = redactor();
-        for set in [NON_ALPHANUMERIC, URI_COMPONENT] {
+        for set in [NON_ALPHANUMERIC, URI_COMPONENT, URLENCODE_FILTER] {
             let encoded = utf8_percent_encode(TOKEN, set).to_string();
             assert_eq!(redactor.redact(&format!("?t={encoded}&x=1")), "?t=***&x=1", "{encoded}");
             assert_eq!(redactor.redact(&format!("?t={}&x=1", lower_case_hex(&encoded))), "?t=***&x=1");
@@ -336,6 +349,17 @@ mod tests {
     fn json_strings_and_keys_are_redacted_recursively() {
         let value = json!({"a": [TOKEN, {"b": format!("x{TOKEN}")}], TOKEN: 1, "n": 2});
         assert_eq!(redactor().redact_json(&value), json!({"a": ["***", {"b": "x***"}], "***": 1, "n": 2}));
+    }
+
+    #[test]
+    fn json_numbers_that_show_a_secret_become_the_marker() {
+        let redactor = Redactor::new(&Secrets::from([("pin", "12345678"), ("short", "4711")]));
+        let value =
+            json!({"n": 12345678, "longer": 9_123_456_789_u64, "float": 12345678.5, "short": 4711, "other": 42});
+        assert_eq!(
+            redactor.redact_json(&value),
+            json!({"n": "***", "longer": "***", "float": "***", "short": "***", "other": 42})
+        );
     }
 
     #[test]

@@ -26,6 +26,11 @@ impl Action for CatalogWrite {
         "catalog:write"
     }
 
+    /// It only touches the workspace, which a dry run has too.
+    fn supports_dry_run(&self) -> bool {
+        true
+    }
+
     fn description(&self) -> &str {
         "Writes an entity descriptor as YAML into the workspace (catalog-info.yaml by default)."
     }

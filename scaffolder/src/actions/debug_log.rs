@@ -22,6 +22,11 @@ impl Action for DebugLog {
         "debug:log"
     }
 
+    /// It only touches the workspace, which a dry run has too.
+    fn supports_dry_run(&self) -> bool {
+        true
+    }
+
     fn description(&self) -> &str {
         "Writes a message, and optionally the workspace's file list, to the step's log."
     }

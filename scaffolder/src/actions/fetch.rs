@@ -10,6 +10,7 @@
 //! (they could loop). Remote URLs are not supported yet.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use glob::{MatchOptions, Pattern};
@@ -19,6 +20,12 @@ use serde_json::{Map, Value, json};
 use crate::action::{Action, ActionContext, ActionError, read_input};
 use crate::expression::ExpressionContext;
 use crate::workspace::{LastLink, resolve_beneath};
+
+/// Most files a skeleton may hold: fetch reads them all before writing.
+const MAX_SKELETON_FILES: usize = 10_000;
+
+/// Most bytes a skeleton's files may hold together.
+const MAX_SKELETON_BYTES: u64 = 64 * 1024 * 1024;
 
 pub(super) struct FetchPlain;
 pub(super) struct FetchTemplate;
@@ -66,6 +73,11 @@ impl Action for FetchPlain {
         "fetch:plain"
     }
 
+    /// It only touches the workspace, which a dry run has too.
+    fn supports_dry_run(&self) -> bool {
+        true
+    }
+
     fn description(&self) -> &str {
         "Copies a directory next to the template into the workspace, unchanged."
     }
@@ -86,7 +98,7 @@ impl Action for FetchPlain {
     fn run<'a>(&'a self, context: &'a ActionContext, input: Value) -> BoxFuture<'a, Result<Value, ActionError>> {
         Box::pin(async move {
             let input: PlainInput = read_input(input)?;
-            for file in read_skeleton(context, &input.url)? {
+            for file in read_skeleton(context, &input.url, SkipGit::No)? {
                 context.check_cancelled()?;
                 context.workspace().write(&join(&input.target_path, &file.path), &file.contents)?;
             }
@@ -98,6 +110,11 @@ impl Action for FetchPlain {
 impl Action for FetchTemplate {
     fn id(&self) -> &str {
         "fetch:template"
+    }
+
+    /// It only touches the workspace, which a dry run has too.
+    fn supports_dry_run(&self) -> bool {
+        true
     }
 
     fn description(&self) -> &str {
@@ -138,16 +155,25 @@ impl Action for FetchTemplate {
                 .map_err(|error| ActionError::Input(format!("copyWithoutTemplating: {error}")))?;
             let mut data = Map::new();
             data.insert("values".into(), Value::Object(input.values));
-            let expressions = ExpressionContext::new(&data);
+            let expressions = ExpressionContext::new(&data, Arc::clone(&context.render_budget));
             let options = MatchOptions { require_literal_separator: true, ..MatchOptions::default() };
-            for file in read_skeleton(context, &input.url)? {
+            for file in read_skeleton(context, &input.url, SkipGit::Yes)? {
                 context.check_cancelled()?;
                 let name =
                     context.expressions.render_text(&file.path, &expressions, &file.path).map_err(expression_error)?;
                 // A name that renders empty (`${{ 'x' if values.flag }}`) leaves its file out, as in Backstage.
-                if name.split('/').any(str::is_empty) {
+                if name.is_empty() {
                     context.logger().info(&format!("skipping {}: its name renders empty", file.path));
                     continue;
+                }
+                // Anything else that is not a plain relative path is a mistake to report, not to skip
+                // silently: `\` and `:` mean other things on other systems, `a//b` lost a part.
+                if name.starts_with('/') || name.contains(['\\', ':']) || name.split('/').any(str::is_empty) {
+                    return Err(ActionError::Failed(format!(
+                        "skeleton file {}: its name renders to {name}, which is not a relative path (it is \
+                         absolute, has an empty part, or holds `\\` or `:`)",
+                        file.path
+                    )));
                 }
                 let copy_as_is = verbatim.iter().any(|pattern| pattern.matches_with(&file.path, options));
                 let contents = match (copy_as_is, String::from_utf8(file.contents)) {
@@ -179,8 +205,18 @@ fn join(target: &str, path: &str) -> String {
     }
 }
 
+/// Whether a `.git` directory in the skeleton is left out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SkipGit {
+    /// fetch:template: a skeleton kept in its own repository carries its
+    /// history, which is not part of the new project (and is not text to render).
+    Yes,
+    /// fetch:plain copies the directory as it is.
+    No,
+}
+
 /// Every file under the skeleton directory, sorted by path.
-fn read_skeleton(context: &ActionContext, url: &str) -> Result<Vec<SkeletonFile>, ActionError> {
+fn read_skeleton(context: &ActionContext, url: &str, skip_git: SkipGit) -> Result<Vec<SkeletonFile>, ActionError> {
     if url.contains("://") {
         return Err(ActionError::Input(
             "url: only a directory next to the template is supported, not a remote URL".into(),
@@ -194,6 +230,7 @@ fn read_skeleton(context: &ActionContext, url: &str) -> Result<Vec<SkeletonFile>
         .map_err(|error| ActionError::Failed(format!("the template's directory cannot be opened: {error}")))?;
     let skeleton = resolve_beneath(&base, url, LastLink::Follow).map_err(|error| skeleton_error(&error))?;
     let mut files = Vec::new();
+    let mut n_bytes: u64 = 0;
     let mut pending = vec![(skeleton.clone(), String::new())];
     while let Some((directory, prefix)) = pending.pop() {
         let listing = std::fs::read_dir(&directory)
@@ -206,10 +243,26 @@ fn read_skeleton(context: &ActionContext, url: &str) -> Result<Vec<SkeletonFile>
             let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
             let file_type = entry.file_type().map_err(|error| read_failed(&path, &error))?;
             if file_type.is_dir() {
+                if skip_git == SkipGit::Yes && entry.file_name() == ".git" {
+                    continue;
+                }
                 pending.push((entry.path(), path));
                 continue;
             }
             let real = if file_type.is_symlink() { resolve_link(&base, &entry.path(), &path)? } else { entry.path() };
+            if files.len() == MAX_SKELETON_FILES {
+                return Err(ActionError::Failed(format!(
+                    "the skeleton {url} has more than {MAX_SKELETON_FILES} files, more than fetch copies"
+                )));
+            }
+            // The size is checked before reading, so one huge file is not read whole first.
+            let size = std::fs::metadata(&real).map_err(|error| read_failed(&path, &error))?.len();
+            n_bytes = n_bytes.saturating_add(size);
+            if n_bytes > MAX_SKELETON_BYTES {
+                return Err(ActionError::Failed(format!(
+                    "the skeleton {url} holds more than {MAX_SKELETON_BYTES} bytes, more than fetch copies"
+                )));
+            }
             let contents = std::fs::read(&real).map_err(|error| read_failed(&path, &error))?;
             files.push(SkeletonFile { path, contents });
         }
@@ -364,6 +417,68 @@ mod tests {
             .await
             .unwrap_err();
         assert!(error.to_string().contains("`..` is not allowed"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_skeleton_with_too_many_files_is_refused() {
+        let base = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(base.path().join("skeleton")).unwrap();
+        for index in 0..=MAX_SKELETON_FILES {
+            std::fs::write(base.path().join(format!("skeleton/{index}")), "").unwrap();
+        }
+        let test = testing::context(Secrets::new(), Some(base.path().to_path_buf()));
+        let error = FetchPlain.run(&test.context, json!({"url": "./skeleton"})).await.unwrap_err();
+        assert_eq!(error.to_string(), "the skeleton ./skeleton has more than 10000 files, more than fetch copies");
+    }
+
+    #[tokio::test]
+    async fn a_skeleton_too_large_in_bytes_is_refused_before_it_is_read() {
+        let base = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(base.path().join("skeleton")).unwrap();
+        // A sparse file: large by its size, without filling the disk.
+        let file = std::fs::File::create(base.path().join("skeleton/huge.bin")).unwrap();
+        file.set_len(MAX_SKELETON_BYTES + 1).unwrap();
+        let test = testing::context(Secrets::new(), Some(base.path().to_path_buf()));
+        let error = FetchTemplate.run(&test.context, json!({"url": "./skeleton"})).await.unwrap_err();
+        assert_eq!(error.to_string(), "the skeleton ./skeleton holds more than 67108864 bytes, more than fetch copies");
+    }
+
+    #[tokio::test]
+    async fn a_name_that_renders_to_something_other_than_a_relative_path_is_an_error() {
+        // An empty directory name makes the path absolute: a part of it is missing.
+        for (dir, rendered) in
+            [("/etc", "/etc/file"), ("a\\b", "a\\b/file"), ("c:x", "c:x/file"), ("a//b", "a//b/file"), ("", "/file")]
+        {
+            let base = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(base.path().join("skeleton/${{ values.dir }}")).unwrap();
+            std::fs::write(base.path().join("skeleton/${{ values.dir }}/file"), "x").unwrap();
+            let test = testing::context(Secrets::new(), Some(base.path().to_path_buf()));
+            let input = json!({"url": "./skeleton", "values": {"dir": dir}});
+            let error = FetchTemplate.run(&test.context, input).await.unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "skeleton file ${{{{ values.dir }}}}/file: its name renders to {rendered}, which is not a \
+                     relative path (it is absolute, has an empty part, or holds `\\` or `:`)"
+                ),
+                "{dir}"
+            );
+            assert!(test.context.workspace().walk().unwrap().is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn fetch_template_leaves_out_the_skeletons_git_directory() {
+        let base = template_directory();
+        let skeleton = base.path().join("template/skeleton");
+        std::fs::create_dir_all(skeleton.join(".git/objects")).unwrap();
+        std::fs::write(skeleton.join(".git/HEAD"), "ref: refs/heads/main ${{ x }}\n").unwrap();
+        std::fs::write(skeleton.join(".gitignore"), "target\n").unwrap();
+        let test = testing::context(Secrets::new(), Some(base.path().join("template")));
+        let input = json!({"url": "./skeleton", "values": {"name": "n"}, "copyWithoutTemplating": ["*/.github/*"]});
+        FetchTemplate.run(&test.context, input).await.unwrap();
+        assert!(!test.context.workspace().exists(".git").unwrap());
+        assert!(test.context.workspace().exists(".gitignore").unwrap());
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::action::{Action, ActionContext, ActionError, read_input};
+use crate::workspace::{LastLink, resolve_beneath};
 
 pub(super) struct FsRename;
 pub(super) struct FsDelete;
@@ -36,6 +37,11 @@ struct DeleteInput {
 impl Action for FsRename {
     fn id(&self) -> &str {
         "fs:rename"
+    }
+
+    /// It only touches the workspace, which a dry run has too.
+    fn supports_dry_run(&self) -> bool {
+        true
     }
 
     fn description(&self) -> &str {
@@ -73,6 +79,24 @@ impl Action for FsRename {
                 if !workspace.exists(&rename.from)? {
                     return Err(ActionError::Failed(format!("fs:rename: {} does not exist", rename.from)));
                 }
+                // Resolved as the rename will act on them (a link in the middle followed, the last
+                // kept), so `a` and `./a`, or `link/x` and the directory the link names, compare equal.
+                let source = resolve_beneath(workspace.root(), &rename.from, LastLink::Keep)?;
+                let destination = resolve_beneath(workspace.root(), &rename.to, LastLink::Keep)?;
+                if source == destination {
+                    return Err(ActionError::Failed(format!(
+                        "fs:rename: {} and {} are the same entry",
+                        rename.from, rename.to
+                    )));
+                }
+                // Replacing an ancestor of the source would delete the source with it, and a
+                // directory cannot move inside itself.
+                if source.starts_with(&destination) || destination.starts_with(&source) {
+                    return Err(ActionError::Failed(format!(
+                        "fs:rename: {} and {} are inside one another, so one cannot replace the other",
+                        rename.from, rename.to
+                    )));
+                }
                 if workspace.exists(&rename.to)? {
                     if !rename.overwrite {
                         return Err(ActionError::Failed(format!(
@@ -92,6 +116,11 @@ impl Action for FsRename {
 impl Action for FsDelete {
     fn id(&self) -> &str {
         "fs:delete"
+    }
+
+    /// It only touches the workspace, which a dry run has too.
+    fn supports_dry_run(&self) -> bool {
+        true
     }
 
     fn description(&self) -> &str {
@@ -160,6 +189,32 @@ mod tests {
             .unwrap();
         assert_eq!(paths(&test), ["b.txt"]);
         assert_eq!(test.context.workspace().read("b.txt").unwrap(), b"a");
+    }
+
+    #[tokio::test]
+    async fn rename_onto_itself_is_refused_and_keeps_the_file() {
+        let test = testing::context(Secrets::new(), None);
+        test.context.workspace().write("a.txt", b"a").unwrap();
+        for to in ["a.txt", "./a.txt"] {
+            let input = json!({"files": [{"from": "a.txt", "to": to, "overwrite": true}]});
+            let error = FsRename.run(&test.context, input).await.unwrap_err();
+            assert_eq!(error.to_string(), format!("fs:rename: a.txt and {to} are the same entry"));
+            assert_eq!(test.context.workspace().read("a.txt").unwrap(), b"a");
+        }
+    }
+
+    #[tokio::test]
+    async fn rename_onto_an_ancestor_or_a_descendant_is_refused_and_deletes_nothing() {
+        let test = testing::context(Secrets::new(), None);
+        test.context.workspace().write("dir/inner.txt", b"inner").unwrap();
+        test.context.workspace().write("dir/sub/deeper.txt", b"deeper").unwrap();
+        std::os::unix::fs::symlink("dir", test.context.workspace().root().join("alias")).unwrap();
+        for (from, to) in [("dir/inner.txt", "dir"), ("dir", "dir/sub"), ("alias/inner.txt", "dir")] {
+            let input = json!({"files": [{"from": from, "to": to, "overwrite": true}]});
+            let error = FsRename.run(&test.context, input).await.unwrap_err();
+            assert!(error.to_string().contains("inside one another"), "{from} -> {to}: {error}");
+            assert_eq!(paths(&test), ["alias", "dir", "dir/inner.txt", "dir/sub", "dir/sub/deeper.txt"]);
+        }
     }
 
     #[tokio::test]

@@ -10,6 +10,8 @@ use minijinja::value::{Kwargs, Serde, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind};
 use serde_json::{Map, Value as Json};
 
+use super::{BoundedWalk, ExpressionProblem};
+
 pub(super) fn register(environment: &mut Environment<'static>) {
     environment.add_filter("parseRepoUrl", parse_repo_url);
     environment.add_filter("parseEntityRef", parse_entity_ref);
@@ -117,9 +119,14 @@ fn pick(value: Value, path: &str) -> Result<Value, Error> {
     Ok(current)
 }
 
-/// JSON text of a value (Nunjucks' `dump`).
+/// JSON text of a value (Nunjucks' `dump`), through the bounded walk: a
+/// lazy `list * n` is made only here, after fuel was charged.
 fn dump(value: Value) -> Result<String, Error> {
-    serde_json::to_string(&value).map_err(|error| failed(format!("dump: the value is not JSON: {error}")))
+    let json = BoundedWalk::default().convert(&value, 0).map_err(|problem| match problem {
+        ExpressionProblem::TooLarge => super::too_large(),
+        other => failed(format!("dump: the value is not JSON: {other}")),
+    })?;
+    serde_json::to_string(&json).map_err(|error| failed(format!("dump: the value is not JSON: {error}")))
 }
 
 #[cfg(test)]
@@ -127,7 +134,7 @@ mod tests {
     use serde_json::json;
 
     use super::Json;
-    use crate::expression::{ExpressionContext, Expressions};
+    use crate::expression::{ExpressionContext, Expressions, RenderBudget};
 
     fn value(source: &str) -> Result<Option<Json>, String> {
         let data = json!({"parameters": {
@@ -135,7 +142,7 @@ mod tests {
             "owner": "team-a",
             "entity": {"metadata": {"name": "svc", "tags": ["x", "y"]}},
         }});
-        let context = ExpressionContext::new(data.as_object().unwrap());
+        let context = ExpressionContext::new(data.as_object().unwrap(), RenderBudget::for_task());
         Expressions::new().render_value(&json!(source), &context, "input").map_err(|error| error.to_string())
     }
 
