@@ -3,8 +3,9 @@
 //! task's values against the template's parameters, and runs the template's
 //! steps through registered actions inside a per-task workspace.
 //!
-//! This crate knows nothing of the store, GraphQL or HTTP: a persisted task
-//! runner (store) and the mutations and subscriptions (api) drive it.
+//! `tasks.rs` persists tasks and their events through the store and runs
+//! them on a bounded pool; the crate knows nothing of GraphQL or HTTP (the
+//! api's mutations and subscriptions drive it).
 
 mod action;
 mod actions;
@@ -12,6 +13,7 @@ mod expression;
 mod parameters;
 mod runner;
 mod secret;
+mod tasks;
 mod template;
 mod workspace;
 
@@ -23,5 +25,6 @@ pub use expression::{ExpressionError, ExpressionProblem};
 pub use parameters::{ParameterError, ParameterProblem, ParameterSchema, SchemaError};
 pub use runner::{DryRunFile, EventSink, RunError, RunOutcome, Runner, TaskEvent, TaskRun, UnknownAction};
 pub use secret::{REDACTED, Redactor, Secret, Secrets};
+pub use tasks::{CreateTask, TaskConfig, TaskError, TaskService, event_json};
 pub use template::{Step, Template, TemplateError, TemplateProblem, TemplateRule};
 pub use workspace::{EntryKind, Workspace, WorkspaceEntry, WorkspaceError};

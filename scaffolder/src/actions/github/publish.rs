@@ -148,6 +148,11 @@ impl Action for PublishGithub {
         "Creates a GitHub repository and pushes the workspace (or sourcePath in it) as its first commit."
     }
 
+    /// A dry run calls nothing and returns outputs built from the input.
+    fn supports_dry_run(&self) -> bool {
+        true
+    }
+
     fn input_schema(&self) -> Value {
         json!({
             "type": "object",

@@ -78,6 +78,11 @@ impl Action for GithubWebhook {
         "Adds a webhook to a GitHub repository."
     }
 
+    /// A dry run calls nothing and returns outputs built from the input.
+    fn supports_dry_run(&self) -> bool {
+        true
+    }
+
     fn input_schema(&self) -> Value {
         json!({
             "type": "object",
