@@ -33,6 +33,7 @@ pub struct Application {
     hub: Option<Arc<ChangeHub>>,
     schema: SchemaStatus,
     auth: Arc<Authenticator>,
+    tasks: catalog_scaffolder::TaskService,
     config: Config,
 }
 
@@ -57,7 +58,8 @@ impl Application {
             .with_context(|| format!("cannot listen on {}:{}", config.server.host, config.server.port))?;
         let address = listener.local_addr().context("the listener has no address")?;
         let auth = Authenticator::new(store.clone(), &config.auth).context("invalid auth configuration")?;
-        Ok(Self { listener, address, store, engine, hub, schema, auth: Arc::new(auth), config })
+        let tasks = crate::scaffolder::task_service(&config.scaffolder, store.clone(), engine.clone())?;
+        Ok(Self { listener, address, store, engine, hub, schema, auth: Arc::new(auth), tasks, config })
     }
 
     /// Where the schema stood at `build`: `Pending` only with
@@ -123,6 +125,7 @@ impl Application {
                     hub,
                     engine: self.engine.clone(),
                     refusals: self.auth.refusals(),
+                    tasks: self.tasks.clone(),
                 },
                 options,
             ),
@@ -161,6 +164,9 @@ impl Application {
             },
             stop_ingestion.subscribe(),
         ));
+        // Tasks whose runner stopped (this process before a restart, or
+        // another replica) are failed with a clear error, now and periodically.
+        let sweeper = self.tasks.start_sweeper();
         tracing::info!(address = %self.address, "serving GraphQL at /graphql");
         axum::serve(self.listener, router(state))
             .with_graceful_shutdown(shutdown)
@@ -171,6 +177,7 @@ impl Application {
             let _ = ingestion.await;
         }
         let _ = retention.await;
+        sweeper.abort();
         tracing::info!("stopped");
         Ok(())
     }

@@ -25,6 +25,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub metrics: MetricsConfig,
     pub webhooks: crate::webhooks::WebhooksConfig,
+    pub scaffolder: crate::scaffolder::ScaffolderConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

@@ -14,4 +14,5 @@ mod metrics;
 mod pagerduty_webhooks;
 pub mod policy;
 mod readiness;
+pub mod scaffolder;
 pub mod webhooks;

@@ -391,6 +391,17 @@ impl Engine {
             .collect()
     }
 
+    /// The keys of the GitHub discovery providers reading `organization`.
+    pub fn github_providers_for(&self, organization: &str) -> Vec<String> {
+        self.providers
+            .iter()
+            .filter_map(|provider| match provider {
+                Provider::Github(github) if github.reads_organization(organization) => Some(github.key().to_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Carries out what a webhook asked ([`Engine::github_refreshes`]).
     /// Targeted re-reads of one provider wait for its run in progress and
     /// then take every repository named meanwhile at once; `Ok(None)` when

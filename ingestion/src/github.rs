@@ -665,6 +665,10 @@ impl GithubProvider {
         }
     }
 
+    pub fn reads_organization(&self, organization: &str) -> bool {
+        self.config.organization.eq_ignore_ascii_case(organization)
+    }
+
     fn allows(&self, kind: &str) -> bool {
         self.config.allowed_kinds.iter().any(|allowed| allowed.eq_ignore_ascii_case(kind))
     }

@@ -153,6 +153,11 @@ impl Runner {
         Self { registry, expressions: Expressions::new() }
     }
 
+    /// The actions this runner runs (for clients to list).
+    pub fn registry(&self) -> &ActionRegistry {
+        &self.registry
+    }
+
     /// Checks a task before it is created: every step's action is
     /// registered, and the values satisfy the parameter schema. Returns the
     /// values with defaults filled in.

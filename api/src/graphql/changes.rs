@@ -364,13 +364,12 @@ fn version_allowed(scope: &ReadScope, change: &Change) -> bool {
         .is_some_and(|entity| matcher.matches_entity(&entity_ref, &entity))
 }
 
-/// The entry point of every subscription.
+/// The catalog's subscriptions.
 #[derive(Default)]
-pub struct SubscriptionRoot;
+pub struct CatalogSubscription;
 
-/// The entry point of every subscription.
 #[Subscription]
-impl SubscriptionRoot {
+impl CatalogSubscription {
     /// Changes to the catalog as they are committed, in commit order. With
     /// `after`, every matching change after that cursor is replayed from the
     /// log first, then live changes follow with no gap and no duplicate.

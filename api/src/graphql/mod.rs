@@ -10,12 +10,15 @@ mod kubernetes;
 mod loaders;
 mod mutation;
 mod pagerduty;
+mod scaffolder;
 
 use std::sync::Arc;
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::dataloader::NoCache;
-use async_graphql::{Context, ID, Interface, Object, Request, Result, Schema, SimpleObject};
+use async_graphql::{
+    Context, ID, Interface, MergedObject, MergedSubscription, Object, Request, Result, Schema, SimpleObject,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use catalog_domain::{DocumentOutcome, EntityRef, parse_documents};
@@ -34,8 +37,24 @@ use entity::{Api, Component, Domain, GenericEntity, Group, Location, Resource, S
 use graph::{EntityGraph, Impact, RelationPath, TraversalConnection, TraversalDirection};
 use loaders::{EdgesLoader, EntityLoader, RequestBudget};
 
-pub use changes::{AsOf, ChangeCursor, ChangeFilter, ChangePage, SubscriptionRoot};
-pub use mutation::{MutationRoot, RequestId};
+pub use changes::{AsOf, ChangeCursor, ChangeFilter, ChangePage};
+pub use mutation::RequestId;
+
+use changes::CatalogSubscription;
+use mutation::CatalogMutation;
+use scaffolder::{ScaffolderMutation, ScaffolderQuery, ScaffolderSubscription};
+
+/// Every query: the catalog's and the scaffolder's.
+#[derive(MergedObject, Default)]
+pub struct QueryRoot(CatalogQuery, ScaffolderQuery);
+
+/// Every change a client can ask for.
+#[derive(MergedObject, Default)]
+pub struct MutationRoot(CatalogMutation, ScaffolderMutation);
+
+/// The entry point of every subscription.
+#[derive(MergedSubscription, Default)]
+pub struct SubscriptionRoot(CatalogSubscription, ScaffolderSubscription);
 
 /// The executable schema.
 pub type CatalogSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
@@ -69,15 +88,17 @@ pub struct SchemaServices {
     pub hub: Arc<crate::hub::ChangeHub>,
     pub engine: catalog_ingestion::Engine,
     pub refusals: Arc<crate::auth::RefusalLog>,
+    pub tasks: catalog_scaffolder::TaskService,
 }
 
 /// Builds the schema over the process's services.
 pub fn build_schema(services: SchemaServices, options: SchemaOptions) -> CatalogSchema {
-    let mut builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+    let mut builder = Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
         .data(services.store)
         .data(services.hub)
         .data(services.engine)
         .data(services.refusals)
+        .data(services.tasks)
         .limit_depth(options.max_depth)
         .limit_complexity(options.max_complexity)
         .limit_recursive_depth(64)
@@ -93,7 +114,7 @@ pub fn build_schema(services: SchemaServices, options: SchemaOptions) -> Catalog
 
 /// The schema without data, for printing the SDL.
 pub fn sdl() -> String {
-    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot).finish().sdl()
+    Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default()).finish().sdl()
 }
 
 /// How long a DataLoader waits for sibling fields to add their keys before it
@@ -351,7 +372,7 @@ fn decode_cursor(cursor: &str) -> Result<u64, ApiError> {
         .ok_or_else(|| ApiError::BadUserInput(format!("cursor {cursor:?} is not a cursor this API issued")))
 }
 
-fn page_size(name: &str, value: Option<i32>) -> Result<Option<u64>, ApiError> {
+pub(crate) fn page_size(name: &str, value: Option<i32>) -> Result<Option<u64>, ApiError> {
     match value {
         None => Ok(None),
         Some(size) if size < 1 => Err(ApiError::BadUserInput(format!("{name} must be at least 1, got {size}"))),
@@ -373,7 +394,7 @@ const MAX_SEARCH_WORDS: usize = 10;
 /// The longest search text: each word becomes a `LIKE '%word%'` scan.
 const MAX_SEARCH_CHARS: usize = 256;
 
-fn search_words(text: &str) -> Result<String, ApiError> {
+pub(crate) fn search_words(text: &str) -> Result<String, ApiError> {
     let n_chars = text.chars().count();
     if n_chars > MAX_SEARCH_CHARS {
         return Err(ApiError::LimitExceeded {
@@ -393,7 +414,7 @@ fn search_words(text: &str) -> Result<String, ApiError> {
     Ok(words.join(" "))
 }
 
-fn store(ctx: &Context<'_>) -> Store {
+pub(crate) fn store(ctx: &Context<'_>) -> Store {
     ctx.data_unchecked::<Store>().clone()
 }
 
@@ -429,16 +450,22 @@ pub(crate) fn require_unrestricted(ctx: &Context<'_>, what: &str) -> Result<(), 
     Ok(())
 }
 
-fn parse_ref(text: &str, default_kind: Option<&str>, default_namespace: &str) -> Result<EntityRef, ApiError> {
+pub(crate) fn parse_ref(
+    text: &str,
+    default_kind: Option<&str>,
+    default_namespace: &str,
+) -> Result<EntityRef, ApiError> {
     EntityRef::parse_with_defaults(text, default_kind, default_namespace)
         .map_err(|error| ApiError::BadUserInput(format!("{text:?} is not an entity reference: {error}")))
 }
 
 /// The entry point of every query.
-pub struct QueryRoot;
+/// The catalog's queries.
+#[derive(Default)]
+pub struct CatalogQuery;
 
 #[Object]
-impl QueryRoot {
+impl CatalogQuery {
     /// One entity by ref. Partial refs are completed with `defaultKind` and
     /// `defaultNamespace`, e.g. `entity(ref: "shipment-tracker", defaultKind: "Component")`.
     ///

@@ -122,11 +122,12 @@ pub struct DeleteEntityPayload {
     pub provider: String,
 }
 
-/// Every change a client can ask for.
-pub struct MutationRoot;
+/// The catalog's mutations.
+#[derive(Default)]
+pub struct CatalogMutation;
 
 #[Object]
-impl MutationRoot {
+impl CatalogMutation {
     /// Re-reads the source of one entity now (its whole provider run, as the
     /// next scheduled run would) and returns what changed with the entity as
     /// it is afterwards. Needs `entity.refresh`; an entity the principal may

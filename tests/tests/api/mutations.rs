@@ -40,6 +40,9 @@ fn dummy_literal(type_ref: &Value) -> String {
             Some("Boolean") => "false".into(),
             _ => "\"component:default/invoice-service\"".into(),
         },
+        Some("INPUT_OBJECT") if type_ref["name"] == "CreateTaskInput" => {
+            r#"{templateRef: "template:default/rust-service"}"#.into()
+        }
         _ => panic!("the schema walk needs a dummy value for {type_ref}: add one to dummy_literal"),
     }
 }

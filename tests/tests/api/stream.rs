@@ -80,7 +80,7 @@ impl Subscriber {
     }
 
     /// The next protocol message, skipping keep-alives; fails after 15 s.
-    async fn message(&mut self) -> Value {
+    pub(crate) async fn message(&mut self) -> Value {
         loop {
             let next = tokio::time::timeout(Duration::from_secs(15), self.socket.next())
                 .await

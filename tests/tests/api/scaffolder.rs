@@ -1,0 +1,377 @@
+//! The scaffolder end to end: the example `rust-service` template run through
+//! GraphQL on the real server, publishing to a fake GitHub that keeps what is
+//! pushed (wiremock with GitHub's JSON shapes), registered through the GitHub
+//! provider reading that same repository back, followed over a real
+//! WebSocket; dry runs, refused values, and a secret that comes back in no
+//! event, file or output.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use catalog_api::auth::Permission;
+use catalog_api::config::{Config, ProviderConfig};
+use catalog_ingestion::GithubProviderConfig;
+use catalog_store::testing::TestDatabase;
+use serde_json::{Value, json};
+use wiremock::matchers::{header, method, path, path_regex};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::helpers::{TestApp, database_tests, editable_examples, error_code, examples_root, spawn_app_with};
+use crate::stream::{Protocol, Subscriber};
+
+database_tests!(
+    the_example_template_publishes_registers_and_streams_its_events,
+    a_dry_run_renders_the_skeleton_and_publishes_nothing,
+    values_are_checked_before_anything_runs,
+    a_secret_comes_back_in_no_event_file_or_output_of_a_run_or_dry_run,
+);
+
+/// The token the server reads: cargo sets CARGO_PKG_NAME for every test
+/// process, and tests cannot set variables of their own.
+const TOKEN_VARIABLE: &str = "CARGO_PKG_NAME";
+
+/// A fake GitHub that keeps the files pushed to `acme/payments-api` and
+/// serves them back through the contents API.
+#[derive(Clone, Default)]
+struct Pushed {
+    blobs: Arc<Mutex<HashMap<String, String>>>,
+    files: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl Respond for Pushed {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        let route = request.url.path();
+        if route.ends_with("/git/blobs") {
+            let mut blobs = self.blobs.lock().unwrap();
+            let sha = format!("{:0>40}", blobs.len() + 1);
+            blobs.insert(sha.clone(), body["content"].as_str().unwrap_or_default().to_owned());
+            return ResponseTemplate::new(201)
+                .set_body_json(json!({"sha": sha, "url": format!("https://api.github.example/b/{sha}")}));
+        }
+        if route.ends_with("/git/trees") {
+            let blobs = self.blobs.lock().unwrap();
+            let mut files = self.files.lock().unwrap();
+            for entry in body["tree"].as_array().into_iter().flatten() {
+                let sha = entry["sha"].as_str().unwrap_or_default();
+                files.insert(
+                    entry["path"].as_str().unwrap_or_default().to_owned(),
+                    blobs.get(sha).cloned().unwrap_or_default(),
+                );
+            }
+            return ResponseTemplate::new(201).set_body_json(
+                json!({"sha": "9fb037999f264ba9a7fc6274d15fa3ae2ab98312", "tree": body["tree"], "truncated": false}),
+            );
+        }
+        // GET /repos/acme/payments-api/contents/{path}
+        let file = route.split("/contents/").nth(1).unwrap_or_default();
+        match self.files.lock().unwrap().get(file) {
+            Some(content) => ResponseTemplate::new(200)
+                .set_body_json(json!({"type": "file", "encoding": "base64", "content": content, "path": file})),
+            None => ResponseTemplate::new(404).set_body_json(json!({"message": "Not Found"})),
+        }
+    }
+}
+
+fn repository() -> Value {
+    json!({"id": 1_296_269, "name": "payments-api", "full_name": "acme/payments-api", "private": true,
+           "owner": {"login": "acme", "type": "Organization"}, "html_url": "https://github.example/acme/payments-api",
+           "clone_url": "https://github.example/acme/payments-api.git", "fork": false, "archived": false,
+           "default_branch": "main", "topics": [], "visibility": "private"})
+}
+
+/// The fake GitHub; `publishes`: whether a repository must be created
+/// (checked when the server drops).
+async fn fake_github(publishes: bool) -> (MockServer, Pushed) {
+    let server = MockServer::start().await;
+    let pushed = Pushed::default();
+    let token = format!("Bearer {}", env!("CARGO_PKG_NAME"));
+    Mock::given(method("GET"))
+        .and(path("/users/acme"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"login": "acme", "id": 1, "type": "Organization"})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/orgs/acme/repos"))
+        .and(header("authorization", token.as_str()))
+        .respond_with(ResponseTemplate::new(201).set_body_json(repository()))
+        .expect(u64::from(publishes))
+        .mount(&server)
+        .await;
+    for route in ["/repos/acme/payments-api/git/blobs", "/repos/acme/payments-api/git/trees"] {
+        Mock::given(method("POST")).and(path(route)).respond_with(pushed.clone()).mount(&server).await;
+    }
+    Mock::given(method("POST"))
+        .and(path("/repos/acme/payments-api/git/commits"))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(json!({"sha": "7638417db6d59f3c431d3e1f261cc637155684cd", "parents": []})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path("/repos/acme/payments-api/git/refs/heads/main"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"ref": "refs/heads/main", "object": {"type": "commit", "sha": "7638417db6d59f3c431d3e1f261cc637155684cd"}})))
+        .mount(&server)
+        .await;
+    // What the discovery provider reads back.
+    Mock::given(method("GET"))
+        .and(path("/orgs/acme/repos"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/payments-api"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(repository()))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/repos/acme/payments-api/contents/.+"))
+        .respond_with(pushed.clone())
+        .mount(&server)
+        .await;
+    (server, pushed)
+}
+
+async fn app_on(database: TestDatabase, github: &MockServer, catalog: &std::path::Path) -> TestApp {
+    let url = database.url.clone();
+    let api_base_url = github.uri();
+    spawn_app_with(&url, catalog, Some(database), move |config: &mut Config| {
+        config.scaffolder.github.api_base_url = api_base_url.clone();
+        config.scaffolder.github.token_variable = TOKEN_VARIABLE.into();
+        config.scaffolder.register_timeout_seconds = 10;
+        config.ingestion.providers.push(ProviderConfig::Github(GithubProviderConfig {
+            organization: "acme".into(),
+            api_base_url,
+            token_variable: "CATALOG_TEST_GITHUB_TOKEN_UNSET".into(),
+            ..GithubProviderConfig::default()
+        }));
+    })
+    .await
+}
+
+async fn issue(app: &TestApp, name: &str, scopes: &[Permission]) -> String {
+    catalog_api::auth::issue_token(&app.store, name, scopes, None, "test").await.unwrap().token
+}
+
+fn host(github: &MockServer) -> String {
+    github.uri().trim_start_matches("http://").to_owned()
+}
+
+fn values(github: &MockServer) -> Value {
+    json!({"name": "payments-api", "owner": "team-payments", "system": "payments",
+           "repoUrl": format!("{}?owner=acme&repo=payments-api", host(github))})
+}
+
+const CREATE: &str =
+    r#"mutation ($input: CreateTaskInput!) { createTask(input: $input) { id status dryRun templateRef } }"#;
+const TASK: &str = r#"query ($id: ID!) { task(id: $id) { id status error nextStep output values events { cursor type stepId message output } } }"#;
+
+/// Creates a task as `token` and returns the response body.
+async fn create(app: &TestApp, token: &str, input: Value) -> Value {
+    let body = json!({"query": CREATE, "variables": {"input": input}});
+    let response = app.client.post(app.url("/graphql")).bearer_auth(token).json(&body).send().await.unwrap();
+    response.json().await.unwrap()
+}
+
+/// The task once it has ended (twenty seconds at most).
+async fn ended(app: &TestApp, token: &str, id: &str) -> Value {
+    for _ in 0..200 {
+        let body = json!({"query": TASK, "variables": {"id": id}});
+        let response = app.client.post(app.url("/graphql")).bearer_auth(token).json(&body).send().await.unwrap();
+        let task: Value = response.json().await.unwrap();
+        let status = task["data"]["task"]["status"].as_str().unwrap_or_default().to_owned();
+        if ["COMPLETED", "FAILED", "CANCELLED"].contains(&status.as_str()) {
+            return task["data"]["task"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("task {id} did not end");
+}
+
+async fn the_example_template_publishes_registers_and_streams_its_events(database: TestDatabase) {
+    let (github, pushed) = fake_github(true).await;
+    let app = app_on(database, &github, &examples_root()).await;
+    let author = issue(&app, "author", &[Permission::EntityRead, Permission::TemplateExecute]).await;
+
+    let input = json!({"templateRef": "rust-service", "values": values(&github)});
+    let body = create(&app, &author, input).await;
+    let task = &body["data"]["createTask"];
+    assert_eq!(task["templateRef"], "template:default/rust-service", "{body}");
+    let id = task["id"].as_str().unwrap().to_owned();
+
+    // Follow it over a WebSocket from the start: every event, then the end.
+    let mut subscriber =
+        Subscriber::connect_with(app.address, "/graphql/ws", Protocol::TransportWs, None, json!({"token": author}))
+            .await;
+    subscriber
+        .subscribe(
+            "subscription ($id: ID!) { taskEvents(taskId: $id) { cursor type stepId message } }",
+            json!({"id": id}),
+        )
+        .await;
+    let mut streamed = Vec::new();
+    loop {
+        let message = subscriber.message().await;
+        if message["type"] == "complete" {
+            break;
+        }
+        assert_eq!(message["type"], "next", "{message}");
+        streamed.push(message["payload"]["data"]["taskEvents"].clone());
+    }
+    let types: Vec<&str> = streamed.iter().map(|event| event["type"].as_str().unwrap()).collect();
+    assert_eq!(types.first(), Some(&"stepStarted"));
+    assert_eq!(types.last(), Some(&"completed"), "{streamed:?}");
+    for step in ["fetch", "publish", "register"] {
+        assert!(
+            streamed.iter().any(|event| event["type"] == "stepFinished" && event["stepId"] == step),
+            "{step}: {streamed:?}"
+        );
+    }
+
+    let done = ended(&app, &author, &id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let links = &done["output"]["links"];
+    assert_eq!(links[0]["url"], "https://github.example/acme/payments-api.git", "{done}");
+    assert_eq!(links[1]["entityRef"], "component:default/payments-api", "{done}");
+
+    // What was pushed is the rendered skeleton, and the catalog now holds it.
+    let files = pushed.files.lock().unwrap().clone();
+    let catalog_info = base64::engine::general_purpose::STANDARD.decode(&files["catalog-info.yaml"]).unwrap();
+    let catalog_info = String::from_utf8(catalog_info).unwrap();
+    assert!(
+        catalog_info.contains("name: payments-api") && catalog_info.contains("owner: team-payments"),
+        "{catalog_info}"
+    );
+    assert!(files.contains_key("Cargo.toml") && files.contains_key("src/main.rs"), "{:?}", files.keys());
+    let (_, body) = app
+        .post_as(
+            &author,
+            r#"{ entity(ref: "component:default/payments-api") { name ... on Component { owner { entityRef } } } }"#,
+        )
+        .await;
+    assert_eq!(body["data"]["entity"]["name"], "payments-api", "{body}");
+
+    // Resuming after a cursor replays only what followed it.
+    let middle = streamed[2]["cursor"].as_str().unwrap();
+    let replay = format!(r#"{{ task(id: "{id}") {{ events(after: "{middle}") {{ cursor }} }} }}"#);
+    let (_, body) = app.post_as(&author, &replay).await;
+    assert_eq!(body["data"]["task"]["events"].as_array().unwrap().len(), streamed.len() - 3, "{body}");
+
+    // Another principal sees nothing of it.
+    let other = issue(&app, "other", &[Permission::EntityRead, Permission::TemplateExecute]).await;
+    let (_, body) =
+        app.post_as(&other, &format!(r#"{{ task(id: "{id}") {{ id }} tasks {{ edges {{ node {{ id }} }} }} }}"#)).await;
+    assert!(body["data"]["task"].is_null() && body["data"]["tasks"]["edges"] == json!([]), "{body}");
+    let (_, body) = app.post_as(&author, "{ tasks { edges { node { id status } } } }").await;
+    assert_eq!(body["data"]["tasks"]["edges"][0]["node"]["id"], id.as_str());
+}
+
+async fn a_dry_run_renders_the_skeleton_and_publishes_nothing(database: TestDatabase) {
+    let (github, _) = fake_github(false).await;
+    let app = app_on(database, &github, &examples_root()).await;
+    let author = issue(&app, "author", &[Permission::EntityRead, Permission::TemplateExecute]).await;
+    let input = json!({"templateRef": "template:default/rust-service", "values": values(&github), "dryRun": true});
+    let body = create(&app, &author, input).await;
+    let id = body["data"]["createTask"]["id"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned();
+    let done = ended(&app, &author, &id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let files = done["output"]["files"].as_array().unwrap();
+    let catalog_info = files.iter().find(|file| file["path"] == "catalog-info.yaml").unwrap();
+    assert!(catalog_info["contents"].as_str().unwrap().contains("owner: team-payments"));
+    let received = github.received_requests().await.unwrap();
+    let writes = received.iter().filter(|request| request.method.as_str() != "GET").count();
+    assert_eq!(writes, 0, "a dry run publishes nothing");
+}
+
+async fn values_are_checked_before_anything_runs(database: TestDatabase) {
+    let (github, _) = fake_github(false).await;
+    let app = app_on(database, &github, &examples_root()).await;
+    let author = issue(&app, "author", &[Permission::EntityRead, Permission::TemplateExecute]).await;
+    let reader = issue(&app, "reader", &[Permission::EntityRead]).await;
+
+    let mut bad = values(&github);
+    bad["name"] = json!("Not A Name!");
+    bad.as_object_mut().unwrap().remove("owner");
+    let body = create(&app, &author, json!({"templateRef": "rust-service", "values": bad})).await;
+    assert_eq!(error_code(&body), "VALIDATION_FAILED", "{body}");
+    let problems = body["errors"][0]["extensions"]["problems"].as_array().unwrap();
+    let paths: Vec<&str> = problems.iter().map(|problem| problem["path"].as_str().unwrap()).collect();
+    assert!(paths.contains(&"/name") && paths.contains(&"/owner"), "{body}");
+
+    let body = create(&app, &reader, json!({"templateRef": "rust-service", "values": values(&github)})).await;
+    assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
+    let body = create(&app, &author, json!({"templateRef": "no-such-template", "values": {}})).await;
+    assert_eq!(error_code(&body), "NOT_FOUND", "{body}");
+}
+
+/// A template that puts its secret everywhere a careless one could: log
+/// lines whole, URL-encoded and split in halves, a file, and its output.
+const LEAKY_TEMPLATE: &str = r#"apiVersion: scaffolder.backstage.io/v1beta3
+kind: Template
+metadata:
+  name: leaky
+spec:
+  type: service
+  steps:
+    - id: plain
+      name: Plain
+      action: debug:log
+      input:
+        message: "token ${{ secrets.token }}"
+    - id: encoded
+      name: Encoded
+      action: debug:log
+      input:
+        message: "url ${{ secrets.token | urlencode }}"
+    - id: split
+      name: Split
+      action: debug:log
+      input:
+        message: "halves ${{ secrets.token[:10] }} and ${{ secrets.token[10:] }}"
+    - id: write
+      name: Write
+      action: catalog:write
+      input:
+        entity:
+          apiVersion: backstage.io/v1alpha1
+          kind: Component
+          metadata:
+            name: leaky
+            description: "${{ secrets.token }}"
+          spec: {type: service, lifecycle: experimental, owner: team-a}
+  output:
+    text:
+      - title: Token
+        content: "${{ secrets.token }}"
+"#;
+
+async fn a_secret_comes_back_in_no_event_file_or_output_of_a_run_or_dry_run(database: TestDatabase) {
+    let (github, _) = fake_github(false).await;
+    let catalog = editable_examples();
+    std::fs::write(catalog.path().join("templates/leaky.yaml"), LEAKY_TEMPLATE).unwrap();
+    let location = "apiVersion: backstage.io/v1alpha1\nkind: Location\nmetadata:\n  name: acme-templates\nspec:\n  targets: [./service-template.yaml, ./leaky.yaml]\n";
+    std::fs::write(catalog.path().join("templates/location.yaml"), location).unwrap();
+    let app = app_on(database, &github, catalog.path()).await;
+    let author = issue(&app, "author", &[Permission::EntityRead, Permission::TemplateExecute]).await;
+    let secret = "s3cr3t/t0ken&value 42";
+    let encoded = base64::engine::general_purpose::STANDARD.encode(secret);
+    for dry_run in [false, true] {
+        let input = json!({"templateRef": "leaky", "dryRun": dry_run, "secrets": [{"name": "token", "value": secret}]});
+        let body = create(&app, &author, input).await;
+        let id = body["data"]["createTask"]["id"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned();
+        let done = ended(&app, &author, &id).await;
+        assert_eq!(done["status"], "COMPLETED", "{done}");
+        let logs = done["events"].as_array().unwrap().iter().filter(|event| event["type"] == "log").count();
+        assert_eq!(logs, 3, "{done}");
+        let everything = done.to_string();
+        for form in [secret, "s3cr3t%2Ft0ken", "s3cr3t/t0k", "en&value 42", encoded.as_str()] {
+            assert!(!everything.contains(form), "{form} came back (dry run {dry_run}): {everything}");
+        }
+        assert!(everything.contains("token ***"), "{everything}");
+    }
+}
