@@ -55,6 +55,8 @@ const LIMITS: &[&str] = &[
     "refs",
     "searchChars",
     "searchWords",
+    "taskSecretBytes",
+    "taskSecrets",
     "timeout",
     "tokens",
     "traversalDepth",
@@ -78,6 +80,7 @@ const CODES: &[&str] = &[
     "SUBSCRIBER_TOO_SLOW",
     "UNAUTHENTICATED",
     "UNAVAILABLE",
+    "VALIDATION_FAILED",
 ];
 
 const LIMIT_EXCEEDED: &str = "LIMIT_EXCEEDED";
@@ -472,7 +475,7 @@ mod tests {
             }
         }
         // `Some("group")` and the like are entity kinds, not limits.
-        let kinds = ["api", "component", "domain", "group", "resource", "system", "user"];
+        let kinds = ["api", "component", "domain", "group", "resource", "system", "template", "user"];
         missing.retain(|literal| !kinds.contains(&literal.as_str()));
         assert!(missing.is_empty(), "add these limits to LIMITS in metrics.rs: {missing:?}");
     }

@@ -711,7 +711,84 @@ async fn a_github_app_buys_an_installation_token_and_renews_it_when_refused(stor
     assert!(error.contains("app.pem") && error.contains("not a PEM private key"), "{error}");
 }
 
+/// A server that answers every request with a 200 whose body is cut short
+/// (Content-Length promises more than is sent), then closes: the read of a
+/// truncated body. Returns its base URL and how many requests it took.
+async fn truncating_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut request = [0_u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 5000\r\n\r\n";
+            let _ = socket
+                .write_all(format!("{head}{{\"type\": \"file\", \"encoding\": \"base64\", \"con").as_bytes())
+                .await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    (format!("http://{address}"), requests)
+}
+
+/// A file that answers too slowly, or whose body is cut short, is retried
+/// as the policy says and then keeps its entities; the health says why,
+/// and the next good run recovers.
+async fn slow_and_truncated_files_keep_their_entities_and_recover(store: Store) {
+    let server = MockServer::start().await;
+    mount_listing(&server, vec![repository(&server, "shipping", false, false)], Vec::new()).await;
+    mount_file(
+        &server,
+        "shipping",
+        ResponseTemplate::new(200).set_body_json(contents(&component("shipping-api", "team-a"))),
+    )
+    .await;
+    let config = GithubProviderConfig { request_timeout_seconds: 1, ..config(&server) };
+    let engine = engine(&store, config.clone());
+    engine.run_once().await.unwrap();
+
+    server.reset().await;
+    mount_listing(&server, vec![repository(&server, "shipping", false, false)], Vec::new()).await;
+    let slow = ResponseTemplate::new(200)
+        .set_body_json(contents(&component("shipping-api-v2", "team-a")))
+        .set_delay(Duration::from_millis(1_500));
+    mount_file(&server, "shipping", slow).await;
+    let run = engine.run_provider("github").await.unwrap().unwrap();
+    assert_eq!((run.summary.removed, run.summary.added), (0, 0), "{run:?}");
+    assert!(exists(&store, "shipping-api").await);
+    assert_eq!(requests_to(&server, "/repos/acme/shipping/contents/catalog-info.yaml").await, 3, "three attempts");
+    let error = engine.health()[0].last_error.clone().unwrap_or_default();
+    assert!(error.contains("could not be read"), "{error}");
+
+    // A listing whose body is cut short is a transient failure: retried,
+    // then the run is incomplete and removes nothing.
+    let (truncating, truncated_requests) = truncating_server().await;
+    let cut = GithubProviderConfig { api_base_url: truncating, ..config };
+    let cut_engine = crate::engine(&store, cut);
+    let run = cut_engine.run_provider("github").await.unwrap().unwrap();
+    assert!(run.incomplete.is_some(), "a listing cut short lists nothing for sure: {run:?}");
+    assert_eq!(truncated_requests.load(std::sync::atomic::Ordering::SeqCst), 3, "retried as a transient failure");
+    assert!(exists(&store, "shipping-api").await, "nothing removed");
+
+    server.reset().await;
+    mount_listing(&server, vec![repository(&server, "shipping", false, false)], Vec::new()).await;
+    mount_file(
+        &server,
+        "shipping",
+        ResponseTemplate::new(200).set_body_json(contents(&component("shipping-api-v2", "team-a"))),
+    )
+    .await;
+    let run = engine.run_provider("github").await.unwrap().unwrap();
+    assert_eq!((run.summary.added, run.summary.removed), (1, 1), "recovered: {run:?}");
+    assert!(engine.health()[0].last_error.is_none());
+}
+
 backend_tests!(
+    slow_and_truncated_files_keep_their_entities_and_recover,
     a_github_app_buys_an_installation_token_and_renews_it_when_refused,
     a_glob_catalog_path_reads_every_file_it_matches_in_the_tree,
     location_entities_in_a_repository_are_followed_inside_it_only,

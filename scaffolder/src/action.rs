@@ -44,6 +44,13 @@ pub trait Action: Send + Sync {
     fn supports_dry_run(&self) -> bool {
         false
     }
+    /// Whether the action only reads and writes the task's workspace (no
+    /// effect elsewhere): a retry runs such steps before the failed one
+    /// again, since the workspace they built is gone, and keeps the recorded
+    /// outputs of the others (which must not publish twice).
+    fn is_local(&self) -> bool {
+        false
+    }
     /// Runs the action with its rendered input; the output becomes
     /// `steps.<id>.output`. Long actions check the context's cancellation.
     fn run<'a>(&'a self, context: &'a ActionContext, input: Value) -> BoxFuture<'a, Result<Value, ActionError>>;

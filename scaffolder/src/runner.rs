@@ -84,7 +84,9 @@ pub struct TaskRun {
     pub template_directory: Option<PathBuf>,
     pub workspace: Arc<Workspace>,
     pub cancellation: CancellationToken,
-    /// The index of the first step to run (0 for a new task).
+    /// The index of the first step to run (0 for a new task). Earlier steps
+    /// whose action is local ([`crate::Action::is_local`]) run again first,
+    /// to rebuild the workspace a resumed task starts without.
     pub start_at: usize,
     /// Outputs of the steps before `start_at`, by step id, as later steps
     /// see them. Outputs stored from events or a [`RunOutcome`] are redacted:
@@ -198,7 +200,12 @@ impl Runner {
         data.insert("user".into(), task.user);
         data.insert("secrets".into(), secrets.exposed_for_expressions());
         let mut outputs = task.previous_outputs;
-        for (index, step) in template.steps().iter().enumerate().skip(task.start_at) {
+        for (index, step) in template.steps().iter().enumerate() {
+            // Before the resume point only the steps that rebuild the
+            // workspace run again; the others keep their recorded outputs.
+            if index < task.start_at && !self.registry.get(step.action()).is_some_and(|action| action.is_local()) {
+                continue;
+            }
             let step_id = step.id().to_owned();
             if task.cancellation.is_cancelled() {
                 events.emit(TaskEvent::Cancelled { step_id });

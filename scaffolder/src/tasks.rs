@@ -321,8 +321,8 @@ struct Recorder {
 
 #[derive(Default)]
 struct StepsDone {
-    /// Steps finished or skipped in this run, in order.
-    n_done: usize,
+    /// The step that failed or was cancelled, by id.
+    stopped_at: Option<String>,
     outputs: Map<String, Value>,
 }
 
@@ -332,10 +332,11 @@ impl EventSink for Recorder {
             let mut steps = self.steps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             match &event {
                 TaskEvent::StepFinished { step_id, output } => {
-                    steps.n_done += 1;
                     steps.outputs.insert(step_id.clone(), output.clone());
                 }
-                TaskEvent::StepSkipped { .. } => steps.n_done += 1,
+                TaskEvent::StepFailed { step_id, .. } | TaskEvent::Cancelled { step_id } => {
+                    steps.stopped_at = Some(step_id.clone());
+                }
                 _ => {}
             }
         }
@@ -354,7 +355,18 @@ impl Recorder {
     ) -> TaskEnd {
         let steps = self.steps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         outputs.extend(steps.outputs.clone());
-        let next_step = (start_at + steps.n_done).min(template.steps().len());
+        // A retry starts at the step that stopped the run; a failure after
+        // the last step (rendering the output) retries only that.
+        let n_steps = template.steps().len();
+        let stopped_at = steps
+            .stopped_at
+            .as_ref()
+            .map(|id| template.steps().iter().position(|step| step.id() == id).unwrap_or(n_steps));
+        let next_step = match (&outcome, stopped_at) {
+            (Ok(_), _) => n_steps,
+            (Err(_), Some(index)) => index,
+            (Err(_), None) => start_at,
+        };
         let (status, output, error) = match outcome {
             Ok(outcome) => {
                 let files: Vec<Value> = outcome

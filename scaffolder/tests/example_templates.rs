@@ -29,6 +29,11 @@ impl Action for CatalogRegisterStandIn {
         "catalog:register"
     }
 
+    /// It only reads the workspace, so it may run in the dry runs below.
+    fn supports_dry_run(&self) -> bool {
+        true
+    }
+
     fn description(&self) -> &str {
         "Test stand-in for catalog:register (dry runs only)."
     }

@@ -47,6 +47,27 @@ impl Action for Flaky {
     }
 }
 
+/// `test:count`: an action with effects outside the workspace (it counts its runs).
+struct Count(Arc<AtomicUsize>);
+
+impl Action for Count {
+    fn id(&self) -> &str {
+        "test:count"
+    }
+    fn description(&self) -> &str {
+        "Counts its runs."
+    }
+    fn input_schema(&self) -> Value {
+        json!({"type": "object"})
+    }
+    fn output_schema(&self) -> Value {
+        json!({"type": "object"})
+    }
+    fn run<'a>(&'a self, _: &'a ActionContext, _: Value) -> BoxFuture<'a, Result<Value, ActionError>> {
+        Box::pin(async move { Ok(json!({"count": self.0.fetch_add(1, Ordering::SeqCst) + 1})) })
+    }
+}
+
 /// `test:wait`: waits until the task is cancelled.
 struct WaitForCancel;
 
@@ -87,10 +108,11 @@ fn template(steps: Value) -> Entity {
     .unwrap()
 }
 
-fn service(store: &Store, flaky_runs: &Arc<AtomicUsize>, failures: usize) -> TaskService {
+fn service(store: &Store, flaky_runs: &Arc<AtomicUsize>, failures: usize, counted: &Arc<AtomicUsize>) -> TaskService {
     let mut registry = ActionRegistry::with_builtins();
     registry.register(Arc::new(Flaky { runs: Arc::clone(flaky_runs), failures })).unwrap();
     registry.register(Arc::new(WaitForCancel)).unwrap();
+    registry.register(Arc::new(Count(Arc::clone(counted)))).unwrap();
     TaskService::new(store.clone(), registry, TaskConfig { heartbeat_seconds: 1, ..TaskConfig::default() })
 }
 
@@ -127,7 +149,7 @@ async fn types(store: &Store, id: &str) -> Vec<String> {
 
 async fn a_task_runs_its_steps_and_stores_every_event_in_order(store: Store) {
     let runs = Arc::new(AtomicUsize::new(0));
-    let tasks = service(&store, &runs, 0);
+    let tasks = service(&store, &runs, 0, &Arc::default());
     let steps = json!([
         {"id": "hello", "name": "Say hello", "action": "debug:log", "input": {"message": "hello ${{ parameters.name }}"}},
         {"id": "never", "name": "Skipped", "action": "debug:log", "if": "${{ parameters.name == 'nobody' }}"},
@@ -148,7 +170,7 @@ async fn a_task_runs_its_steps_and_stores_every_event_in_order(store: Store) {
 
 async fn values_that_break_the_schema_are_refused_before_anything_is_stored(store: Store) {
     let runs = Arc::new(AtomicUsize::new(0));
-    let tasks = service(&store, &runs, 0);
+    let tasks = service(&store, &runs, 0, &Arc::default());
     let steps = json!([{"id": "flaky", "name": "Flaky", "action": "test:flaky"}]);
     let error = tasks.create(request(template(steps.clone()), "Not Valid!")).await.unwrap_err();
     let TaskError::Invalid(error) = error else { panic!("{error}") };
@@ -162,7 +184,7 @@ async fn values_that_break_the_schema_are_refused_before_anything_is_stored(stor
 
 async fn the_same_idempotency_key_runs_a_task_once(store: Store) {
     let runs = Arc::new(AtomicUsize::new(0));
-    let tasks = service(&store, &runs, 0);
+    let tasks = service(&store, &runs, 0, &Arc::default());
     let steps = json!([{"id": "flaky", "name": "Flaky", "action": "test:flaky"}]);
     let keyed = || CreateTask {
         idempotency_key: Some("create-payments".into()),
@@ -178,7 +200,7 @@ async fn the_same_idempotency_key_runs_a_task_once(store: Store) {
 
 async fn a_running_task_is_cancelled_inside_its_step(store: Store) {
     let runs = Arc::new(AtomicUsize::new(0));
-    let tasks = service(&store, &runs, 0);
+    let tasks = service(&store, &runs, 0, &Arc::default());
     let steps = json!([
         {"id": "wait", "name": "Wait", "action": "test:wait"},
         {"id": "flaky", "name": "Flaky", "action": "test:flaky"},
@@ -198,18 +220,20 @@ async fn a_running_task_is_cancelled_inside_its_step(store: Store) {
     assert!(matches!(tasks.cancel("missing").await, Err(TaskError::NotFound(_))));
 }
 
-async fn a_retry_resumes_at_the_failed_step_with_the_earlier_outputs(store: Store) {
+async fn a_retry_rebuilds_the_workspace_and_resumes_at_the_failed_step_with_the_earlier_outputs(store: Store) {
     let runs = Arc::new(AtomicUsize::new(0));
-    let tasks = service(&store, &runs, 1);
+    let counted = Arc::new(AtomicUsize::new(0));
+    let tasks = service(&store, &runs, 1, &counted);
     let steps = json!([
         {"id": "hello", "name": "Say hello", "action": "debug:log", "input": {"message": "hello"}},
+        {"id": "publish", "name": "Publish", "action": "test:count"},
         {"id": "flaky", "name": "Flaky", "action": "test:flaky"},
         {"id": "after", "name": "After", "action": "debug:log", "input": {"message": "flaky said ${{ steps.flaky.output.run }}"}},
     ]);
     let entity = template(steps);
     let task = tasks.create(request(entity.clone(), "payments")).await.unwrap();
     let failed = ended(&store, &task.id).await;
-    assert_eq!((failed.status, failed.next_step), (TaskStatus::Failed, 1), "{failed:?}");
+    assert_eq!((failed.status, failed.next_step), (TaskStatus::Failed, 2), "{failed:?}");
     assert!(failed.error.unwrap().contains("run 0 failed"));
 
     let user = json!({"ref": "user:default/ada"});
@@ -219,7 +243,9 @@ async fn a_retry_resumes_at_the_failed_step_with_the_earlier_outputs(store: Stor
     assert_eq!(done.status, TaskStatus::Completed, "{done:?}");
     let events = store.task_events(&task.id, 0, 100).await.unwrap();
     let hellos = events.iter().filter(|event| event.body["message"] == "hello").count();
-    assert_eq!(hellos, 1, "the step before the failure did not run again");
+    assert_eq!(hellos, 2, "a step that only touches the workspace runs again to rebuild it");
+    assert_eq!(counted.load(Ordering::SeqCst), 1, "a step with effects elsewhere does not run again");
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "the failed step ran again");
     assert!(events.iter().any(|event| event.body["message"] == "flaky said 1"));
     let error = tasks.retry(&task.id, &entity, Secrets::new(), user).await.unwrap_err();
     assert!(matches!(error, TaskError::NotRetryable { .. }), "{error}");
@@ -227,7 +253,7 @@ async fn a_retry_resumes_at_the_failed_step_with_the_earlier_outputs(store: Stor
 
 async fn a_secret_shows_in_no_stored_event_or_output(store: Store) {
     let runs = Arc::new(AtomicUsize::new(0));
-    let tasks = service(&store, &runs, 0);
+    let tasks = service(&store, &runs, 0, &Arc::default());
     let steps = json!([
         {"id": "leak", "name": "Leak", "action": "debug:log", "input": {"message": "token=${{ secrets.token }}"}},
     ]);
@@ -252,6 +278,6 @@ backend_tests!(
     values_that_break_the_schema_are_refused_before_anything_is_stored,
     the_same_idempotency_key_runs_a_task_once,
     a_running_task_is_cancelled_inside_its_step,
-    a_retry_resumes_at_the_failed_step_with_the_earlier_outputs,
+    a_retry_rebuilds_the_workspace_and_resumes_at_the_failed_step_with_the_earlier_outputs,
     a_secret_shows_in_no_stored_event_or_output,
 );

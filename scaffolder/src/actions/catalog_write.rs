@@ -31,6 +31,10 @@ impl Action for CatalogWrite {
         true
     }
 
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn description(&self) -> &str {
         "Writes an entity descriptor as YAML into the workspace (catalog-info.yaml by default)."
     }

@@ -27,6 +27,10 @@ impl Action for DebugLog {
         true
     }
 
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn description(&self) -> &str {
         "Writes a message, and optionally the workspace's file list, to the step's log."
     }

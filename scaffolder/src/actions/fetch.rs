@@ -78,6 +78,10 @@ impl Action for FetchPlain {
         true
     }
 
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn description(&self) -> &str {
         "Copies a directory next to the template into the workspace, unchanged."
     }
@@ -114,6 +118,10 @@ impl Action for FetchTemplate {
 
     /// It only touches the workspace, which a dry run has too.
     fn supports_dry_run(&self) -> bool {
+        true
+    }
+
+    fn is_local(&self) -> bool {
         true
     }
 

@@ -44,6 +44,10 @@ impl Action for FsRename {
         true
     }
 
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn description(&self) -> &str {
         "Renames files and directories in the workspace."
     }
@@ -120,6 +124,10 @@ impl Action for FsDelete {
 
     /// It only touches the workspace, which a dry run has too.
     fn supports_dry_run(&self) -> bool {
+        true
+    }
+
+    fn is_local(&self) -> bool {
         true
     }
 

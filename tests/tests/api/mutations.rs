@@ -40,6 +40,7 @@ fn dummy_literal(type_ref: &Value) -> String {
             Some("Boolean") => "false".into(),
             _ => "\"component:default/invoice-service\"".into(),
         },
+        Some("INPUT_OBJECT") if type_ref["name"] == "TaskSecretInput" => r#"{name: "token", value: "x"}"#.into(),
         Some("INPUT_OBJECT") if type_ref["name"] == "CreateTaskInput" => {
             r#"{templateRef: "template:default/rust-service"}"#.into()
         }

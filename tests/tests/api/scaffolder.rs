@@ -26,6 +26,7 @@ database_tests!(
     a_dry_run_renders_the_skeleton_and_publishes_nothing,
     values_are_checked_before_anything_runs,
     a_secret_comes_back_in_no_event_file_or_output_of_a_run_or_dry_run,
+    a_failed_task_is_retried_from_its_failed_step_and_a_waiting_one_cancelled,
 );
 
 /// The token the server reads: cargo sets CARGO_PKG_NAME for every test
@@ -82,9 +83,9 @@ fn repository() -> Value {
            "default_branch": "main", "topics": [], "visibility": "private"})
 }
 
-/// The fake GitHub; `publishes`: whether a repository must be created
+/// The fake GitHub; `publishes`: how many repositories must be created
 /// (checked when the server drops).
-async fn fake_github(publishes: bool) -> (MockServer, Pushed) {
+async fn fake_github(publishes: u64) -> (MockServer, Pushed) {
     let server = MockServer::start().await;
     let pushed = Pushed::default();
     let token = format!("Bearer {}", env!("CARGO_PKG_NAME"));
@@ -99,7 +100,7 @@ async fn fake_github(publishes: bool) -> (MockServer, Pushed) {
         .and(path("/orgs/acme/repos"))
         .and(header("authorization", token.as_str()))
         .respond_with(ResponseTemplate::new(201).set_body_json(repository()))
-        .expect(u64::from(publishes))
+        .expect(publishes)
         .mount(&server)
         .await;
     for route in ["/repos/acme/payments-api/git/blobs", "/repos/acme/payments-api/git/trees"] {
@@ -194,7 +195,7 @@ async fn ended(app: &TestApp, token: &str, id: &str) -> Value {
 }
 
 async fn the_example_template_publishes_registers_and_streams_its_events(database: TestDatabase) {
-    let (github, pushed) = fake_github(true).await;
+    let (github, pushed) = fake_github(1).await;
     let app = app_on(database, &github, &examples_root()).await;
     let author = issue(&app, "author", &[Permission::EntityRead, Permission::TemplateExecute]).await;
 
@@ -272,7 +273,7 @@ async fn the_example_template_publishes_registers_and_streams_its_events(databas
 }
 
 async fn a_dry_run_renders_the_skeleton_and_publishes_nothing(database: TestDatabase) {
-    let (github, _) = fake_github(false).await;
+    let (github, _) = fake_github(0).await;
     let app = app_on(database, &github, &examples_root()).await;
     let author = issue(&app, "author", &[Permission::EntityRead, Permission::TemplateExecute]).await;
     let input = json!({"templateRef": "template:default/rust-service", "values": values(&github), "dryRun": true});
@@ -289,7 +290,7 @@ async fn a_dry_run_renders_the_skeleton_and_publishes_nothing(database: TestData
 }
 
 async fn values_are_checked_before_anything_runs(database: TestDatabase) {
-    let (github, _) = fake_github(false).await;
+    let (github, _) = fake_github(0).await;
     let app = app_on(database, &github, &examples_root()).await;
     let author = issue(&app, "author", &[Permission::EntityRead, Permission::TemplateExecute]).await;
     let reader = issue(&app, "reader", &[Permission::EntityRead]).await;
@@ -351,7 +352,7 @@ spec:
 "#;
 
 async fn a_secret_comes_back_in_no_event_file_or_output_of_a_run_or_dry_run(database: TestDatabase) {
-    let (github, _) = fake_github(false).await;
+    let (github, _) = fake_github(0).await;
     let catalog = editable_examples();
     std::fs::write(catalog.path().join("templates/leaky.yaml"), LEAKY_TEMPLATE).unwrap();
     let location = "apiVersion: backstage.io/v1alpha1\nkind: Location\nmetadata:\n  name: acme-templates\nspec:\n  targets: [./service-template.yaml, ./leaky.yaml]\n";
@@ -374,4 +375,73 @@ async fn a_secret_comes_back_in_no_event_file_or_output_of_a_run_or_dry_run(data
         }
         assert!(everything.contains("token ***"), "{everything}");
     }
+}
+
+async fn a_failed_task_is_retried_from_its_failed_step_and_a_waiting_one_cancelled(database: TestDatabase) {
+    let (github, pushed) = fake_github(2).await;
+    // GitHub refuses the first creation (the name is taken), then the name is free.
+    Mock::given(method("POST"))
+        .and(path("/orgs/acme/repos"))
+        .respond_with(ResponseTemplate::new(422).set_body_json(json!({"message": "Repository creation failed.",
+            "errors": [{"resource": "Repository", "code": "custom", "field": "name",
+                        "message": "name already exists on this account"}]})))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&github)
+        .await;
+    let app = app_on(database, &github, &examples_root()).await;
+    let author = issue(&app, "author", &[Permission::EntityRead, Permission::TemplateExecute]).await;
+    let body = create(&app, &author, json!({"templateRef": "rust-service", "values": values(&github)})).await;
+    let id = body["data"]["createTask"]["id"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned();
+    let failed = ended(&app, &author, &id).await;
+    assert_eq!((failed["status"].as_str(), failed["nextStep"].as_i64()), (Some("FAILED"), Some(1)), "{failed}");
+    assert!(failed["error"].as_str().unwrap().contains("already exists"), "{failed}");
+
+    let retry = format!(r#"mutation {{ retryTask(id: "{id}") {{ status }} }}"#);
+    let (_, body) = app.post_as(&author, &retry).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let done = ended(&app, &author, &id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let started = |step: &str| {
+        done["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|event| event["type"] == "stepStarted" && event["stepId"] == step)
+            .count()
+    };
+    assert_eq!(started("fetch"), 2, "the workspace was rebuilt: {done}");
+    assert_eq!(started("publish"), 2, "once refused, once done: {done}");
+    assert_eq!(started("register"), 1, "{done}");
+    assert!(pushed.files.lock().unwrap().contains_key("catalog-info.yaml"));
+    let (_, body) = app.post_as(&author, &retry).await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "a completed task is not retried: {body}");
+
+    // A task waiting for entities that never come (its catalog file is gone
+    // from the fake) is cancelled while it waits.
+    Mock::given(method("GET"))
+        .and(path_regex("^/repos/acme/payments-api/contents/.+"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({"message": "Not Found"})))
+        .with_priority(1)
+        .mount(&github)
+        .await;
+    let body = create(&app, &author, json!({"templateRef": "rust-service", "values": values(&github)})).await;
+    let id = body["data"]["createTask"]["id"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned();
+    let task = format!(r#"{{ task(id: "{id}") {{ events {{ type stepId }} }} }}"#);
+    for _ in 0..100 {
+        let (_, body) = app.post_as(&author, &task).await;
+        let events = body["data"]["task"]["events"].as_array().cloned().unwrap_or_default();
+        if events.iter().any(|event| event["type"] == "stepStarted" && event["stepId"] == "register") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, body) = app.post_as(&author, &format!(r#"mutation {{ cancelTask(id: "{id}") {{ id }} }}"#)).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let cancelled = ended(&app, &author, &id).await;
+    assert_eq!(
+        (cancelled["status"].as_str(), cancelled["nextStep"].as_i64()),
+        (Some("CANCELLED"), Some(2)),
+        "{cancelled}"
+    );
 }
