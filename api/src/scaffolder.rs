@@ -69,6 +69,9 @@ pub fn task_service(config: &ScaffolderConfig, store: Store, engine: Engine) -> 
     Ok(TaskService::new(store, registry, tasks))
 }
 
+/// How often `catalog:register` reads the new repository again while it waits.
+const REREAD_EVERY: Duration = Duration::from_secs(5);
+
 /// `catalog:register`: has the GitHub provider that reads the repository's
 /// organisation read that repository now (a targeted re-read, as a webhook
 /// would), then waits until the catalog file's entities are in the catalog.
@@ -166,9 +169,17 @@ impl Action for CatalogRegister {
             context.logger().info(&format!("reading {} through {}", hint.full_name, providers.join(", ")));
             let location = format!("url:{url}");
             let deadline = tokio::time::Instant::now() + self.timeout;
+            let mut next_read = tokio::time::Instant::now();
             loop {
                 context.check_cancelled()?;
-                for provider in &providers {
+                // Read the repository now and then again every few seconds
+                // (GitHub may serve the new repository late), polling the
+                // store in between.
+                let reading = tokio::time::Instant::now() >= next_read;
+                if reading {
+                    next_read = tokio::time::Instant::now() + REREAD_EVERY;
+                }
+                for provider in providers.iter().filter(|_| reading) {
                     let refresh =
                         GithubRefresh::Repositories { provider: provider.clone(), repositories: vec![hint.clone()] };
                     if let Err(error) = self.engine.refresh_github(&refresh).await {

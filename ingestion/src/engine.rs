@@ -435,9 +435,17 @@ impl Engine {
                 format!("a targeted re-read took longer than {} s and was abandoned", self.run_timeout.as_secs());
             tracing::error!(provider, error = %message, "provider run failed");
             self.update_health(index, |health| health.last_error = Some(message));
+            // Hints a failed read did not apply go back for the next call.
+            lock_pending().entry(index).or_default().extend(hints);
             return Err(RunError::Aborted);
         };
-        let summary = self.store.apply_snapshot(&snapshot).await?;
+        let summary = match self.store.apply_snapshot(&snapshot).await {
+            Ok(summary) => summary,
+            Err(error) => {
+                lock_pending().entry(index).or_default().extend(hints);
+                return Err(error.into());
+            }
+        };
         let outcome = Outcome::of(std::slice::from_ref(&snapshot));
         let names: Vec<&str> = hints.iter().map(|hint| hint.full_name.as_str()).collect();
         tracing::info!(provider, repositories = ?names, added = summary.added, updated = summary.updated, removed = summary.removed, "repositories read again");

@@ -420,14 +420,19 @@ impl GithubProvider {
         let full_name = payload["repository"]["full_name"].as_str().unwrap_or_default().to_lowercase();
         let files_read = self.files_read.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let known = files_read.get(&full_name);
+        // Files reached through a Location (or a new match of its glob) are
+        // known only to the process that read the repository, and only
+        // until it restarts: where this process has not read it, or a
+        // Location was followed, any YAML file may be one.
+        let any_yaml = known.is_none_or(|known| known.len() > 1);
+        let concerns = |path: &str| {
+            self.is_catalog_path(path)
+                || known.is_some_and(|known| known.contains(path))
+                || (any_yaml && (path.ends_with(".yaml") || path.ends_with(".yml")))
+        };
         commits.iter().any(|commit| {
             ["added", "modified", "removed"].iter().any(|list| {
-                commit[*list].as_array().is_some_and(|paths| {
-                    paths
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .any(|path| self.is_catalog_path(path) || known.is_some_and(|known| known.contains(path)))
-                })
+                commit[*list].as_array().is_some_and(|paths| paths.iter().filter_map(Value::as_str).any(concerns))
             })
         })
     }
@@ -566,6 +571,17 @@ impl GithubProvider {
                 ));
                 continue;
             };
+            // An encoded `..` (`%2e%2e`) would climb out of the repository
+            // once the URL is parsed: encoded targets are refused whole.
+            if path.contains(['%', '\\', '#', '?'])
+                || path.split('/').any(|part| part.is_empty() || part == "." || part == "..")
+            {
+                problems.push(format!(
+                    "{}: target {target}: a path with %, \\, #, ? or an empty, . or .. segment is not followed",
+                    location.entity_ref()
+                ));
+                continue;
+            }
             if has_glob_characters(&path) {
                 let pattern = match glob::Pattern::new(&path) {
                     Ok(pattern) => pattern,
@@ -707,7 +723,13 @@ impl GithubProvider {
 
     async fn catalog_file(&self, repository: &Repository, path: &str) -> Result<String, SourceError> {
         let base = self.config.api_base_url.trim_end_matches('/');
-        let url = format!("{base}/repos/{}/contents/{path}?ref={}", repository.full_name, self.branch(repository));
+        let encoded: Vec<String> = path.split('/').map(encode_segment).collect();
+        let url = format!(
+            "{base}/repos/{}/contents/{}?ref={}",
+            repository.full_name,
+            encoded.join("/"),
+            encode_segment(self.branch(repository))
+        );
         let (contents, _) = self.source.get_json::<Contents>(&url).await?;
         if contents.encoding != "base64" {
             return Err(SourceError::Invalid { message: format!("{url}: unexpected encoding {}", contents.encoding) });
@@ -764,6 +786,20 @@ fn normalise(directory: &str, target: &str) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("/"))
 }
 
+/// One path segment or query value with everything but unreserved
+/// characters percent-encoded, so a file named `a#b` or `%2e%2e` stays a name.
+fn encode_segment(segment: &str) -> String {
+    let mut encoded = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
 fn has_glob_characters(path: &str) -> bool {
     path.contains(['*', '?', '['])
 }
@@ -801,12 +837,17 @@ mod tests {
             [("acme/svc", false)]
         );
         assert!(plain.repositories_to_refresh("push", &push("main", &["src/main.rs"], 1)).is_empty());
+        // Not read by this process yet: any YAML file may be a Location's target.
+        assert_eq!(plain.repositories_to_refresh("push", &push("main", &["docs/api.yaml"], 1)).len(), 1);
+        plain.files_read.lock().unwrap().insert("acme/svc".into(), HashSet::from(["catalog-info.yaml".to_owned()]));
+        assert!(plain.repositories_to_refresh("push", &push("main", &["docs/api.yaml"], 1)).is_empty());
         assert!(plain.repositories_to_refresh("push", &push("feature", &["catalog-info.yaml"], 1)).is_empty());
         let full = push("main", &["src/main.rs"], MAX_LISTED_COMMITS);
         assert_eq!(plain.repositories_to_refresh("push", &full).len(), 1, "a full list may hide the file");
 
         let glob = provider("services/*/catalog-info.yaml");
         assert_eq!(glob.repositories_to_refresh("push", &push("main", &["services/a/catalog-info.yaml"], 1)).len(), 1);
+        glob.files_read.lock().unwrap().insert("acme/svc".into(), HashSet::new());
         assert!(glob.repositories_to_refresh("push", &push("main", &["services/a/b/catalog-info.yaml"], 1)).is_empty());
         // A file read through a Location last time counts too.
         glob.files_read.lock().unwrap().insert("acme/svc".into(), HashSet::from(["docs/api.yaml".to_owned()]));

@@ -105,7 +105,11 @@ impl AppTokens {
         let response = self
             .client
             .post(url)
-            .header(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {jwt}")).expect("a JWT is ASCII"))
+            .header(AUTHORIZATION, {
+                let mut value = HeaderValue::from_str(&format!("Bearer {jwt}")).expect("a JWT is ASCII");
+                value.set_sensitive(true);
+                value
+            })
             .header(ACCEPT, "application/vnd.github+json")
             .header("x-github-api-version", "2022-11-28")
             .header(USER_AGENT, "backstage-catalog-graphql")

@@ -479,6 +479,7 @@ async fn location_entities_in_a_repository_are_followed_inside_it_only(store: St
         "./catalog/*.yaml",
         "../outside.yaml",
         "https://elsewhere.example/acme/catalog.yaml",
+        "./%2e%2e/%2e%2e/%2e%2e/secret/contents/catalog-info.yaml",
     ]);
     mount_path(&server, "platform", "catalog-info.yaml", &root).await;
     mount_path(&server, "platform", "services/api.yaml", &component("platform-api", "team-a")).await;
@@ -514,6 +515,9 @@ async fn location_entities_in_a_repository_are_followed_inside_it_only(store: St
     let root_status = locations.iter().find(|record| record.target.ends_with("/blob/main/catalog-info.yaml")).unwrap();
     let error = root_status.error.clone().unwrap_or_default();
     assert!(error.contains("../outside.yaml") && error.contains("elsewhere.example"), "{error}");
+    assert!(error.contains("%2e%2e"), "an encoded climb is refused: {error}");
+    let received = server.received_requests().await.unwrap();
+    assert!(received.iter().all(|request| !request.url.path().contains("secret")), "nothing outside was fetched");
     assert_eq!(requests_to(&server, "/repos/acme/platform/contents/catalog-info.yaml").await, 1, "read once");
     assert_eq!(
         requests_to(&server, "/repos/acme/platform/git/trees/main").await,

@@ -71,9 +71,18 @@ pub enum TaskError {
     NotRetryable { id: String, status: &'static str },
     #[error("task {id} was made from {expected}, not {given}")]
     WrongTemplate { id: String, expected: String, given: String },
+    #[error("the steps of task {id}'s template changed since it ran: create a new task")]
+    TemplateChanged { id: String },
+    #[error("a step output of task {id} held a secret, which is not kept: create a new task")]
+    SecretOutputs { id: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// Where a task's stored values keep its template's step ids (a name no
+/// parameter can have: parameter names are identifiers), so a retry can tell
+/// that the steps changed.
+const STEP_IDS: &str = "$stepIds";
 
 /// Creates, runs, cancels and retries tasks.
 #[derive(Clone)]
@@ -115,6 +124,9 @@ impl TaskService {
     pub async fn create(&self, request: CreateTask) -> Result<TaskRecord, TaskError> {
         let template = Template::from_entity(&request.template)?;
         let values = self.runner.prepare(&template, &request.values).map_err(TaskError::Invalid)?;
+        let mut values = values;
+        let step_ids: Vec<&str> = template.steps().iter().map(|step| step.id()).collect();
+        values.insert(STEP_IDS.into(), json!(step_ids));
         let new = NewTask {
             id: uuid::Uuid::new_v4().to_string(),
             template_ref: request.template.entity_ref().to_string(),
@@ -159,6 +171,17 @@ impl TaskService {
             return Err(TaskError::WrongTemplate { id: id.to_owned(), expected: record.template_ref, given });
         }
         let checked = Template::from_entity(template)?;
+        // The resume point is a step index: a template whose steps changed
+        // since would resume at another step (and perhaps publish twice).
+        let step_ids: Vec<&str> = checked.steps().iter().map(|step| step.id()).collect();
+        if record.parameters.get(STEP_IDS).is_some_and(|recorded| *recorded != json!(step_ids)) {
+            return Err(TaskError::TemplateChanged { id: id.to_owned() });
+        }
+        // A stored output that held a secret is redacted: later steps would
+        // read `***` instead of it.
+        if record.step_outputs.to_string().contains(crate::secret::REDACTED) {
+            return Err(TaskError::SecretOutputs { id: id.to_owned() });
+        }
         if !self.store.reopen_task(id).await? {
             return Err(TaskError::NotRetryable { id: id.to_owned(), status: record.status.as_str() });
         }
@@ -231,14 +254,22 @@ impl TaskService {
         user: Value,
         template_directory: Option<PathBuf>,
     ) -> Result<(), StoreError> {
-        let _worker = self.workers.acquire().await.expect("the semaphore is never closed");
         let id = record.id.clone();
+        // Claimed (and heartbeating) before waiting for a worker: a task
+        // queued behind long ones is this replica's, not abandoned.
         if !self.store.claim_task(&id, &self.runner_id).await? {
             return Ok(());
         }
         let cancellation = CancellationToken::new();
         self.lock_running().insert(id.clone(), cancellation.clone());
-        let heartbeat = self.heartbeat(&id, cancellation.clone());
+        // Ends the heartbeat and forgets the task however this run ends (a
+        // panicking action included): the sweep then fails it.
+        let _running = Running {
+            heartbeat: self.heartbeat(&id, cancellation.clone()),
+            running: Arc::clone(&self.running),
+            id: id.clone(),
+        };
+        let _worker = self.workers.acquire().await.expect("the semaphore is never closed");
         let (sender, receiver) = mpsc::unbounded_channel();
         let writer = tokio::spawn(write_events(self.store.clone(), id.clone(), receiver, self.events.clone()));
         let recorder = Arc::new(Recorder { sender, steps: Mutex::default() });
@@ -248,7 +279,10 @@ impl TaskService {
             _ => Map::new(),
         };
         let values = match record.parameters {
-            Value::Object(values) => values,
+            Value::Object(mut values) => {
+                values.remove(STEP_IDS);
+                values
+            }
             _ => Map::new(),
         };
         let end = match Workspace::temporary() {
@@ -275,8 +309,7 @@ impl TaskService {
                 recorder.end(&template, start_at, previous_outputs, outcome)
             }
         };
-        heartbeat.abort();
-        self.lock_running().remove(&id);
+        drop(_running);
         // Every event is stored before the task says it ended.
         drop(recorder);
         let _ = writer.await;
@@ -295,12 +328,32 @@ impl TaskService {
             loop {
                 tokio::time::sleep(period).await;
                 match store.heartbeat_task(&id, &runner).await {
-                    Ok(true) => cancellation.cancel(),
-                    Ok(false) => {}
+                    Ok(Some(true)) => cancellation.cancel(),
+                    Ok(Some(false)) => {}
+                    Ok(None) => {
+                        tracing::warn!(task = %id, "the task is no longer this runner's (swept as abandoned): stopping it");
+                        cancellation.cancel();
+                        return;
+                    }
                     Err(error) => tracing::warn!(task = %id, error = %error, "cannot record a task's heartbeat"),
                 }
             }
         })
+    }
+}
+
+/// A task running here: its heartbeat and its entry in `running`, both
+/// ended when the run ends, however it ends.
+struct Running {
+    heartbeat: tokio::task::JoinHandle<()>,
+    running: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    id: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.id);
     }
 }
 
@@ -362,9 +415,11 @@ impl Recorder {
             .stopped_at
             .as_ref()
             .map(|id| template.steps().iter().position(|step| step.id() == id).unwrap_or(n_steps));
+        // A local step re-run before `start_at` that stops the run leaves
+        // the resume point where it was: the steps after it are done.
         let next_step = match (&outcome, stopped_at) {
             (Ok(_), _) => n_steps,
-            (Err(_), Some(index)) => index,
+            (Err(_), Some(index)) => index.max(start_at),
             (Err(_), None) => start_at,
         };
         let (status, output, error) = match outcome {

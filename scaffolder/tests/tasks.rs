@@ -247,8 +247,28 @@ async fn a_retry_rebuilds_the_workspace_and_resumes_at_the_failed_step_with_the_
     assert_eq!(counted.load(Ordering::SeqCst), 1, "a step with effects elsewhere does not run again");
     assert_eq!(runs.load(Ordering::SeqCst), 2, "the failed step ran again");
     assert!(events.iter().any(|event| event.body["message"] == "flaky said 1"));
-    let error = tasks.retry(&task.id, &entity, Secrets::new(), user).await.unwrap_err();
+    let error = tasks.retry(&task.id, &entity, Secrets::new(), user.clone()).await.unwrap_err();
     assert!(matches!(error, TaskError::NotRetryable { .. }), "{error}");
+    assert_eq!(done.parameters.get("name"), Some(&json!("payments")));
+
+    // A template whose steps changed since cannot resume by index (the
+    // task is marked failed by hand, as a sweep would).
+    let failing = tasks.create(request(entity.clone(), "billing")).await.unwrap();
+    let finished = ended(&store, &failing.id).await;
+    assert_eq!(finished.status, TaskStatus::Completed);
+    let reordered = template(json!([
+        {"id": "publish", "name": "Publish", "action": "test:count"},
+        {"id": "hello", "name": "Say hello", "action": "debug:log", "input": {"message": "hello"}},
+    ]));
+    store
+        .execute_unprepared_for_tests(&format!(
+            "UPDATE scaffolder_tasks SET status = 'failed' WHERE id = '{}'",
+            failing.id
+        ))
+        .await
+        .unwrap();
+    let error = tasks.retry(&failing.id, &reordered, Secrets::new(), user).await.unwrap_err();
+    assert!(matches!(error, TaskError::TemplateChanged { .. }), "{error}");
 }
 
 async fn a_secret_shows_in_no_stored_event_or_output(store: Store) {

@@ -239,16 +239,20 @@ impl Store {
     }
 
     /// Records that `runner` still runs the task; returns whether a cancel
-    /// was requested meanwhile.
-    pub async fn heartbeat_task(&self, id: &str, runner: &str) -> Result<bool, StoreError> {
-        task_row::Entity::update_many()
+    /// was requested meanwhile, or None when the task is no longer this
+    /// runner's (swept as abandoned, and perhaps claimed again): it must stop.
+    pub async fn heartbeat_task(&self, id: &str, runner: &str) -> Result<Option<bool>, StoreError> {
+        let result = task_row::Entity::update_many()
             .col_expr(task_row::Column::HeartbeatAt, Expr::value(Utc::now()))
             .filter(task_row::Column::Id.eq(id))
             .filter(task_row::Column::ClaimedBy.eq(runner))
             .filter(task_row::Column::Status.eq(TaskStatus::Processing.as_str()))
             .exec(&self.db)
             .await?;
-        Ok(self.task(id).await?.is_some_and(|task| task.cancel_requested))
+        if result.rows_affected == 0 {
+            return Ok(None);
+        }
+        Ok(Some(self.task(id).await?.is_some_and(|task| task.cancel_requested)))
     }
 
     /// Appends an event to a task; returns its id (the resume cursor).

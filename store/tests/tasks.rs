@@ -80,10 +80,11 @@ async fn cancelling_stops_an_open_task_at_once_and_flags_a_running_one(store: St
 
     store.create_task(new_task("running", "user:default/ada", None)).await.unwrap();
     assert!(store.claim_task("running", "runner").await.unwrap());
-    assert!(!store.heartbeat_task("running", "runner").await.unwrap());
+    assert_eq!(store.heartbeat_task("running", "runner").await.unwrap(), Some(false));
+    assert_eq!(store.heartbeat_task("running", "another runner").await.unwrap(), None, "not its claim");
     let flagged = store.request_task_cancel("running").await.unwrap().unwrap();
     assert_eq!((flagged.status, flagged.cancel_requested), (TaskStatus::Processing, true));
-    assert!(store.heartbeat_task("running", "runner").await.unwrap(), "the runner learns of it at its heartbeat");
+    assert_eq!(store.heartbeat_task("running", "runner").await.unwrap(), Some(true), "learnt at its heartbeat");
     assert!(store.request_task_cancel("missing").await.unwrap().is_none());
 }
 

@@ -95,7 +95,12 @@ impl Task {
     }
     /// The values it was created with, defaults filled in.
     async fn values(&self) -> Json<Value> {
-        Json(self.0.parameters.clone())
+        let mut values = self.0.parameters.clone();
+        // The template's step ids, kept for retries, are not a value.
+        if let Some(values) = values.as_object_mut() {
+            values.retain(|name, _| !name.starts_with('$'));
+        }
+        Json(values)
     }
     /// The template's rendered `spec.output` once completed (links, text);
     /// for a dry run, `{output, files}` with every rendered file.
@@ -436,14 +441,17 @@ impl ScaffolderSubscription {
                     return;
                 }
                 // News from this replica wakes it at once; another replica's
-                // task is polled.
+                // task is polled (one deadline, so other tasks' news cannot
+                // keep postponing the poll).
+                let poll = tokio::time::sleep(EVENT_POLL);
+                tokio::pin!(poll);
                 loop {
                     tokio::select! {
                         news_of = news.recv() => match news_of {
                             Ok(task) if task != id => continue,
                             _ => break,
                         },
-                        () = tokio::time::sleep(EVENT_POLL) => break,
+                        () = &mut poll => break,
                     }
                 }
             }
@@ -552,9 +560,10 @@ fn task_error(error: TaskError) -> async_graphql::Error {
     match error {
         TaskError::NotFound(message) => ApiError::NotFound(message).into(),
         TaskError::Store(store) => ApiError::from(store).into(),
-        TaskError::NotRetryable { .. } | TaskError::WrongTemplate { .. } => {
-            ApiError::BadUserInput(error.to_string()).into()
-        }
+        TaskError::NotRetryable { .. }
+        | TaskError::WrongTemplate { .. }
+        | TaskError::TemplateChanged { .. }
+        | TaskError::SecretOutputs { .. } => ApiError::BadUserInput(error.to_string()).into(),
         error => async_graphql::Error::new(error.to_string()).extend_with(|_, extensions| {
             extensions.set("code", "VALIDATION_FAILED");
             extensions
