@@ -246,11 +246,14 @@ pub struct Access {
     pub principal: Principal,
     pub read_filter: Option<catalog_store::Filter>,
     pub granted: Vec<Permission>,
+    /// The templates and actions it may run (template.execute).
+    pub templates: crate::policy::TemplateGrants,
 }
 
-/// The permissions a request's principal holds, in its request data.
+/// The permissions a request's principal holds, and the templates and
+/// actions a policy lets it run, in its request data.
 #[derive(Clone, Debug, Default)]
-pub struct Granted(pub Vec<Permission>);
+pub struct Granted(pub Vec<Permission>, pub crate::policy::TemplateGrants);
 
 /// The window over which refusals written to the audit log are counted.
 const DENIAL_WINDOW: Duration = Duration::from_secs(10);
@@ -372,7 +375,12 @@ impl Authenticator {
             return Err((error, principal.label()));
         }
         let read_filter = if self.policy.is_empty() { None } else { self.policy.read_filter(&principal) };
-        Ok(Access { principal, read_filter, granted })
+        let templates = if self.policy.is_empty() {
+            crate::policy::TemplateGrants(None)
+        } else {
+            self.policy.template_grants(&principal)
+        };
+        Ok(Access { principal, read_filter, granted, templates })
     }
 
     /// Writes a refusal to the audit log off the request path, at most

@@ -214,7 +214,12 @@ async fn serve_websocket(mut socket: WebSocket, state: HttpState, protocol: Grap
     let metrics = state.metrics.clone();
     let scope = SharedScope::new(scope);
     let recheck_scope = scope.clone();
-    let executor = FirewalledExecutor { state: state.clone(), principal, scope, granted: Granted(access.granted) };
+    let executor = FirewalledExecutor {
+        state: state.clone(),
+        principal,
+        scope,
+        granted: Granted(access.granted, access.templates),
+    };
     let (mut socket_sink, socket_stream) = socket.split();
     let operations = Arc::new(Operations::new(state.graphql.max_websocket_operations));
     // async-graphql writes into a channel; this task forwards to the socket
@@ -764,7 +769,7 @@ async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, h
     };
     let request = with_loaders(request, &state.store, &SharedScope::new(scope), state.graphql.max_loaded_entities)
         .data(access.principal)
-        .data(Granted(access.granted))
+        .data(Granted(access.granted, access.templates))
         .data(RequestId(request_id.clone()));
     let response = match tokio::time::timeout(state.request_timeout, state.schema.execute(request)).await {
         Ok(response) => response,

@@ -23,6 +23,82 @@ pub struct PolicyRule {
     pub permissions: Vec<String>,
     /// For entity.read: only the entities meeting every condition set.
     pub conditions: Option<ReadConditions>,
+    /// For template.execute: only the templates meeting these conditions;
+    /// absent: every template the principal may read.
+    pub templates: Option<TemplateConditions>,
+    /// For template.execute: the actions the templates may use (`fetch:*`
+    /// ends in a wildcard); empty: every action.
+    pub actions: Vec<String>,
+}
+
+/// Which templates a rule lets a principal run: any one condition set holding
+/// is enough (a ref listed, an owner, or a tag).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplateConditions {
+    /// Template refs, e.g. `template:default/rust-service` (`rust-service`).
+    pub refs: Vec<String>,
+    /// Owners (`spec.owner`), e.g. `group:default/team-platform-dx`.
+    pub owners: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+/// What one rule lets a principal run: which templates, with which actions.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TemplateGrant {
+    pub templates: Option<TemplateConditions>,
+    pub actions: Vec<String>,
+}
+
+/// The templates and actions a principal may run, when a policy limits
+/// them; None: any (no policy, or a rule without limits).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TemplateGrants(pub Option<Vec<TemplateGrant>>);
+
+impl TemplateGrants {
+    /// Whether some grant covers the template and every action it uses; the
+    /// refusal names what is missing.
+    pub fn allows(&self, template: &catalog_domain::Entity, actions: &[&str]) -> Result<(), String> {
+        let Some(grants) = &self.0 else { return Ok(()) };
+        let template_ref = template.entity_ref().to_string();
+        let covering: Vec<&TemplateGrant> = grants
+            .iter()
+            .filter(|grant| grant.templates.as_ref().is_none_or(|wanted| matches_template(wanted, template)))
+            .collect();
+        if covering.is_empty() {
+            return Err(format!("the policy does not let this principal run {template_ref} (template.execute)"));
+        }
+        let allowed = |grant: &TemplateGrant, action: &str| {
+            grant.actions.is_empty()
+                || grant.actions.iter().any(|pattern| match pattern.strip_suffix('*') {
+                    Some(prefix) => action.starts_with(prefix),
+                    None => pattern == action,
+                })
+        };
+        if covering.iter().any(|grant| actions.iter().all(|action| allowed(grant, action))) {
+            return Ok(());
+        }
+        let refused: Vec<&str> =
+            actions.iter().copied().filter(|action| !covering.iter().any(|grant| allowed(grant, action))).collect();
+        Err(format!(
+            "the policy does not let this principal run the action(s) {} that {template_ref} uses (template.execute actions)",
+            if refused.is_empty() { "together".to_owned() } else { refused.join(", ") }
+        ))
+    }
+}
+
+fn matches_template(wanted: &TemplateConditions, template: &catalog_domain::Entity) -> bool {
+    let reference = |text: &str, kind: &str| {
+        catalog_domain::EntityRef::parse_with_defaults(text, Some(kind), "default")
+            .ok()
+            .map(|parsed| parsed.to_string())
+    };
+    let template_ref = template.entity_ref().to_string();
+    let owner =
+        template.spec.get("owner").and_then(serde_json::Value::as_str).and_then(|owner| reference(owner, "group"));
+    wanted.refs.iter().any(|wanted| reference(wanted, "template").as_deref() == Some(template_ref.as_str()))
+        || wanted.owners.iter().any(|wanted| owner.is_some() && reference(wanted, "group") == owner)
+        || wanted.tags.iter().any(|tag| template.metadata.tags.iter().any(|own| own.eq_ignore_ascii_case(tag)))
 }
 
 /// Conditions on the entities a rule lets a principal read; every one set
@@ -53,11 +129,14 @@ pub struct PolicyError {
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
     rules: Vec<(Vec<String>, Vec<Permission>, Option<ReadConditions>)>,
+    /// Per rule (same order): what it lets its subjects run.
+    templates: Vec<TemplateGrant>,
 }
 
 impl Policy {
     pub fn new(rules: &[PolicyRule]) -> Result<Self, PolicyError> {
         let mut checked = Vec::new();
+        let mut templates = Vec::new();
         for (index, rule) in rules.iter().enumerate() {
             let error = |message: String| PolicyError { index, message };
             if rule.subjects.is_empty() {
@@ -81,9 +160,17 @@ impl Policy {
             if rule.conditions.is_some() && !permissions.contains(&Permission::EntityRead) {
                 return Err(error("conditions apply to entity.read, which the rule does not grant".into()));
             }
+            if (rule.templates.is_some() || !rule.actions.is_empty())
+                && !permissions.contains(&Permission::TemplateExecute)
+            {
+                return Err(error(
+                    "templates and actions apply to template.execute, which the rule does not grant".into(),
+                ));
+            }
             checked.push((rule.subjects.clone(), permissions, rule.conditions.clone()));
+            templates.push(TemplateGrant { templates: rule.templates.clone(), actions: rule.actions.clone() });
         }
-        Ok(Self { rules: checked })
+        Ok(Self { rules: checked, templates })
     }
 
     /// Whether any rule is configured: without rules, scopes alone decide.
@@ -102,6 +189,28 @@ impl Policy {
     pub fn grants(&self, principal: &Principal, permission: Permission) -> bool {
         self.rules_for(principal)
             .any(|(_, permissions, _)| permissions.contains(&Permission::Admin) || permissions.contains(&permission))
+    }
+
+    /// What the principal may run, given that some rule grants it
+    /// template.execute: the grants of its rules, or None when one of them
+    /// (or an admin rule) has no limits.
+    pub fn template_grants(&self, principal: &Principal) -> TemplateGrants {
+        let mut grants = Vec::new();
+        for ((subjects, permissions, _), grant) in self.rules.iter().zip(&self.templates) {
+            if !subjects.iter().any(|subject| applies(subject, principal)) {
+                continue;
+            }
+            if permissions.contains(&Permission::Admin) {
+                return TemplateGrants(None);
+            }
+            if permissions.contains(&Permission::TemplateExecute) {
+                if grant.templates.is_none() && grant.actions.is_empty() {
+                    return TemplateGrants(None);
+                }
+                grants.push(grant.clone());
+            }
+        }
+        TemplateGrants(Some(grants))
     }
 
     /// What the principal may read, given that some rule grants it entity.read.
@@ -240,11 +349,54 @@ mod tests {
             subjects: subjects.iter().map(|subject| (*subject).to_owned()).collect(),
             permissions: permissions.iter().map(|permission| (*permission).to_owned()).collect(),
             conditions,
+            ..PolicyRule::default()
         }
     }
 
     fn token(name: &str) -> Principal {
         Principal::Token { id: 1, name: name.into(), scopes: vec![Permission::EntityRead], expires_at: None }
+    }
+
+    fn template(name: &str, owner: &str, tags: &[&str]) -> catalog_domain::Entity {
+        catalog_domain::validate(&serde_json::json!({
+            "apiVersion": "scaffolder.backstage.io/v1beta3", "kind": "Template",
+            "metadata": {"name": name, "tags": tags},
+            "spec": {"type": "service", "owner": owner, "steps": []},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn template_rules_limit_which_templates_and_actions_a_principal_runs() {
+        let platform = TemplateConditions { owners: vec!["team-platform".into()], ..Default::default() };
+        let docs =
+            TemplateConditions { tags: vec!["docs".into()], refs: vec!["handbook".into()], ..Default::default() };
+        let policy = Policy::new(&[
+            PolicyRule {
+                templates: Some(platform),
+                actions: vec!["fetch:*".into(), "publish:github".into()],
+                ..rule(&["token:dev"], &["entity.read", "template.execute"], None)
+            },
+            PolicyRule { templates: Some(docs), ..rule(&["token:dev"], &["template.execute"], None) },
+            rule(&["token:lead"], &["entity.read", "template.execute"], None),
+        ])
+        .unwrap();
+        let dev = policy.template_grants(&token("dev"));
+        let service = template("rust-service", "group:default/team-platform", &[]);
+        assert_eq!(dev.allows(&service, &["fetch:template", "publish:github"]), Ok(()));
+        let refused = dev.allows(&service, &["fetch:template", "github:webhook"]).unwrap_err();
+        assert!(refused.contains("github:webhook") && !refused.contains("fetch:template"), "{refused}");
+        let other = template("other", "team-billing", &["docs"]);
+        assert_eq!(dev.allows(&other, &["github:webhook"]), Ok(()), "a tag rule without action limits");
+        let handbook = template("handbook", "team-billing", &[]);
+        assert_eq!(dev.allows(&handbook, &[]), Ok(()), "listed by ref");
+        let stranger = template("stranger", "team-billing", &[]);
+        assert!(dev.allows(&stranger, &[]).unwrap_err().contains("template:default/stranger"));
+        assert_eq!(policy.template_grants(&token("lead")), TemplateGrants(None), "a rule without limits");
+        assert_eq!(policy.template_grants(&token("nobody")), TemplateGrants(Some(Vec::new())));
+
+        let misplaced = PolicyRule { actions: vec!["fetch:*".into()], ..rule(&["*"], &["entity.read"], None) };
+        assert!(Policy::new(&[misplaced]).unwrap_err().to_string().contains("template.execute"));
     }
 
     #[test]

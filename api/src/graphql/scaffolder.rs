@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::entity::Template;
 use super::{ApiError, EntityConnection, PageArgs, PageInfo, read_scope, require_permission, store};
-use crate::auth::{Permission, Principal};
+use crate::auth::{Granted, Permission, Principal};
 use crate::graphql::mutation::PermissionGuard;
 
 /// The most events one `events` page or replay batch holds.
@@ -346,6 +346,7 @@ impl ScaffolderMutation {
         let (_, template) = visible_template(ctx, &input.template_ref)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("no template {}", input.template_ref)))?;
+        may_run(ctx, &template)?;
         let Value::Object(values) = input.values.0 else {
             return Err(ApiError::BadUserInput("values must be an object".into()).into());
         };
@@ -384,6 +385,7 @@ impl ScaffolderMutation {
         let (_, template) = visible_template(ctx, &record.template_ref)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("the template {} is gone", record.template_ref)))?;
+        may_run(ctx, &template)?;
         let user = json!({"ref": principal_label(ctx)});
         Ok(Task(tasks(ctx)?.retry(&id, &template, to_secrets(secrets)?, user).await.map_err(task_error)?))
     }
@@ -464,6 +466,16 @@ fn tasks<'a>(ctx: &Context<'a>) -> Result<&'a TaskService, ApiError> {
         tracing::error!("the schema runs without a task service");
         ApiError::Internal
     })
+}
+
+/// Refuses a template (or one of its actions) the policy does not let the
+/// principal run; template.execute itself is checked by the field's guard.
+fn may_run(ctx: &Context<'_>, template: &Entity) -> Result<(), ApiError> {
+    let grants = ctx.data_opt::<Granted>().map(|granted| granted.1.clone()).unwrap_or_default();
+    let steps = template.spec.get("steps").and_then(Value::as_array);
+    let actions: Vec<&str> =
+        steps.into_iter().flatten().filter_map(|step| step.get("action").and_then(Value::as_str)).collect();
+    grants.allows(template, &actions).map_err(ApiError::Forbidden)
 }
 
 fn principal_label(ctx: &Context<'_>) -> String {

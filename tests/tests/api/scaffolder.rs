@@ -27,6 +27,7 @@ database_tests!(
     values_are_checked_before_anything_runs,
     a_secret_comes_back_in_no_event_file_or_output_of_a_run_or_dry_run,
     a_failed_task_is_retried_from_its_failed_step_and_a_waiting_one_cancelled,
+    a_policy_limits_which_templates_and_actions_a_principal_runs,
 );
 
 /// The token the server reads: cargo sets CARGO_PKG_NAME for every test
@@ -444,4 +445,32 @@ async fn a_failed_task_is_retried_from_its_failed_step_and_a_waiting_one_cancell
         (Some("CANCELLED"), Some(2)),
         "{cancelled}"
     );
+}
+
+async fn a_policy_limits_which_templates_and_actions_a_principal_runs(database: TestDatabase) {
+    let (github, _) = fake_github(0).await;
+    let url = database.url.clone();
+    let app = spawn_app_with(&url, &examples_root(), Some(database), |config: &mut Config| {
+        config.auth.policy = serde_json::from_value(json!([
+            {"subjects": ["*"], "permissions": ["entity.read"]},
+            {"subjects": ["token:writer"], "permissions": ["template.execute"],
+             "templates": {"tags": ["documentation"]}},
+            {"subjects": ["token:fetcher"], "permissions": ["template.execute"], "actions": ["fetch:*"]},
+        ]))
+        .unwrap();
+    })
+    .await;
+    let scopes = [Permission::EntityRead, Permission::TemplateExecute];
+    let writer = issue(&app, "writer", &scopes).await;
+    let fetcher = issue(&app, "fetcher", &scopes).await;
+    let input = |template: &str| json!({"templateRef": template, "values": values(&github), "dryRun": true});
+
+    let body = create(&app, &writer, input("rust-service")).await;
+    assert_eq!(error_code(&body), "FORBIDDEN", "not a documentation template: {body}");
+    let body = create(&app, &writer, input("docs-site")).await;
+    assert!(body["data"]["createTask"]["id"].is_string(), "a documentation template: {body}");
+    let body = create(&app, &fetcher, input("rust-service")).await;
+    assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("publish:github") && message.contains("catalog:register"), "{message}");
 }
