@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::entity::Template;
-use super::{ApiError, EntityConnection, PageArgs, PageInfo, read_scope, require_permission, store};
+use super::{ApiError, EntityConnection, EntityFilter, PageArgs, PageInfo, read_scope, require_permission, store};
 use crate::auth::{Granted, Permission, Principal};
 use crate::graphql::mutation::PermissionGuard;
 
@@ -225,16 +225,22 @@ pub struct ScaffolderQuery;
 #[Object]
 impl ScaffolderQuery {
     /// Software templates, as a connection (the entities of kind Template the
-    /// principal may read).
+    /// principal may read), narrowed by `filter` (tags, owner, spec.type...)
+    /// and `search` as for `entities`.
     async fn templates(
         &self,
         ctx: &Context<'_>,
+        filter: Option<EntityFilter>,
         search: Option<String>,
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<EntityConnection> {
         let kind = Filter::Field { field: FilterField::Kind, predicate: Predicate::In(vec!["template".into()]) };
-        let filter = read_scope(ctx)?.narrow(Some(kind));
+        let wanted = match filter.map(|filter| filter.to_store()).transpose()? {
+            Some(filter) => Filter::All(vec![kind, filter]),
+            None => kind,
+        };
+        let filter = read_scope(ctx)?.narrow(Some(wanted));
         let search =
             search.filter(|text| !text.trim().is_empty()).map(|text| super::search_words(&text)).transpose()?;
         let page = PageArgs { first, after, last: None, before: None };

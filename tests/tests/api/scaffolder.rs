@@ -28,6 +28,7 @@ database_tests!(
     a_secret_comes_back_in_no_event_file_or_output_of_a_run_or_dry_run,
     a_failed_task_is_retried_from_its_failed_step_and_a_waiting_one_cancelled,
     a_policy_limits_which_templates_and_actions_a_principal_runs,
+    the_docs_site_template_runs_end_to_end,
 );
 
 /// The token the server reads: cargo sets CARGO_PKG_NAME for every test
@@ -118,6 +119,14 @@ async fn fake_github(publishes: u64) -> (MockServer, Pushed) {
     Mock::given(method("PATCH"))
         .and(path("/repos/acme/payments-api/git/refs/heads/main"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"ref": "refs/heads/main", "object": {"type": "commit", "sha": "7638417db6d59f3c431d3e1f261cc637155684cd"}})))
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/repos/acme/payments-api/topics"))
+        .respond_with(|request: &Request| {
+            let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+            ResponseTemplate::new(200).set_body_json(json!({"names": body["names"]}))
+        })
         .mount(&server)
         .await;
     // What the discovery provider reads back.
@@ -258,8 +267,27 @@ async fn the_example_template_publishes_registers_and_streams_its_events(databas
         .await;
     assert_eq!(body["data"]["entity"]["name"], "payments-api", "{body}");
 
-    // Resuming after a cursor replays only what followed it.
+    // Subscribing again after a cursor replays what followed it, then ends.
     let middle = streamed[2]["cursor"].as_str().unwrap();
+    let mut again =
+        Subscriber::connect_with(app.address, "/graphql/ws", Protocol::TransportWs, None, json!({"token": author}))
+            .await;
+    again
+        .subscribe(
+            "subscription ($id: ID!, $after: String) { taskEvents(taskId: $id, after: $after) { cursor } }",
+            json!({"id": id, "after": middle}),
+        )
+        .await;
+    let mut replayed = Vec::new();
+    loop {
+        let message = again.message().await;
+        if message["type"] == "complete" {
+            break;
+        }
+        replayed.push(message["payload"]["data"]["taskEvents"]["cursor"].clone());
+    }
+    let expected: Vec<Value> = streamed[3..].iter().map(|event| event["cursor"].clone()).collect();
+    assert_eq!(replayed, expected);
     let replay = format!(r#"{{ task(id: "{id}") {{ events(after: "{middle}") {{ cursor }} }} }}"#);
     let (_, body) = app.post_as(&author, &replay).await;
     assert_eq!(body["data"]["task"]["events"].as_array().unwrap().len(), streamed.len() - 3, "{body}");
@@ -473,4 +501,30 @@ async fn a_policy_limits_which_templates_and_actions_a_principal_runs(database: 
     assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
     let message = body["errors"][0]["message"].as_str().unwrap();
     assert!(message.contains("publish:github") && message.contains("catalog:register"), "{message}");
+}
+
+async fn the_docs_site_template_runs_end_to_end(database: TestDatabase) {
+    let (github, pushed) = fake_github(1).await;
+    let app = app_on(database, &github, &examples_root()).await;
+    let author = issue(&app, "author", &[Permission::EntityRead, Permission::TemplateExecute]).await;
+    let values = json!({"name": "handbook", "owner": "team-platform-dx",
+                        "repoUrl": format!("{}?owner=acme&repo=payments-api", host(&github))});
+    let body = create(&app, &author, json!({"templateRef": "docs-site", "values": values})).await;
+    let id = body["data"]["createTask"]["id"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned();
+    let done = ended(&app, &author, &id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert!(pushed.files.lock().unwrap().contains_key("mkdocs.yml"), "the site was pushed");
+    let (_, body) = app
+        .post_as(&author, r#"{ all: templates { totalCount } docs: templates(filter: {tags: ["documentation"]}) { nodes { name } } actions { id } }"#)
+        .await;
+    assert_eq!(body["data"]["all"]["totalCount"], 2, "{body}");
+    assert_eq!(body["data"]["docs"]["nodes"], json!([{"name": "docs-site"}]), "{body}");
+    let actions: Vec<&str> =
+        body["data"]["actions"].as_array().unwrap().iter().map(|action| action["id"].as_str().unwrap()).collect();
+    for id in ["fetch:template", "publish:github", "github:webhook", "catalog:register", "catalog:write", "fs:delete"] {
+        assert!(actions.contains(&id), "{id} in {actions:?}");
+    }
+    let query = r#"{ entity(ref: "component:default/handbook") { name ... on Component { owner { entityRef } } } }"#;
+    let (_, body) = app.post_as(&author, query).await;
+    assert_eq!(body["data"]["entity"]["owner"]["entityRef"], "group:default/team-platform-dx", "{body}");
 }
