@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use catalog_ingestion::{Engine, GithubRefresh, RepositoryHint};
 use catalog_scaffolder::{
     Action, ActionContext, ActionError, ActionExample, ActionRegistry, GithubPublishConfig, TaskConfig, TaskService,
+    TemplateFiles,
 };
 use catalog_store::{Filter, FilterField, ListQuery, Predicate, Store};
 use futures::future::BoxFuture;
@@ -55,6 +56,7 @@ pub fn task_service(config: &ScaffolderConfig, store: Store, engine: Engine) -> 
         );
     }
     github.register(&mut registry).context("cannot register the GitHub actions")?;
+    let register_engine = engine.clone();
     let register = CatalogRegister {
         store: store.clone(),
         engine,
@@ -66,7 +68,26 @@ pub fn task_service(config: &ScaffolderConfig, store: Store, engine: Engine) -> 
         heartbeat_seconds: config.heartbeat_seconds,
         abandoned_after_seconds: config.abandoned_after_seconds,
     };
-    Ok(TaskService::new(store, registry, tasks))
+    let files = GithubTemplateFiles { engine: register_engine };
+    Ok(TaskService::new(store, registry, tasks).with_template_files(Arc::new(files)))
+}
+
+/// The most files and bytes of a template directory fetched from GitHub.
+const TEMPLATE_DIRECTORY_LIMITS: (usize, usize) = (2_000, 32 * 1024 * 1024);
+
+/// Templates read from GitHub get their directory (skeletons) through the
+/// GitHub provider reading their organisation.
+struct GithubTemplateFiles {
+    engine: Engine,
+}
+
+impl TemplateFiles for GithubTemplateFiles {
+    fn fetch<'a>(&'a self, location: &'a str, target: &'a std::path::Path) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let url = location.strip_prefix("url:").unwrap_or(location);
+            self.engine.download_github_directory(url, target, TEMPLATE_DIRECTORY_LIMITS).await.map(|_| ())
+        })
+    }
 }
 
 /// How often `catalog:register` reads the new repository again while it waits.

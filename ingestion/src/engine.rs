@@ -391,6 +391,36 @@ impl Engine {
             .collect()
     }
 
+    /// Copies the directory of a file the GitHub providers read
+    /// (`https://HOST/ORG/REPO/blob/BRANCH/PATH`: the directory of PATH) into
+    /// `target`, through the provider reading ORG (its token or app). A
+    /// template read from GitHub finds its skeletons there.
+    pub async fn download_github_directory(
+        &self,
+        file_url: &str,
+        target: &std::path::Path,
+        limits: (usize, usize),
+    ) -> Result<usize, String> {
+        let rest = file_url.strip_prefix("https://").or_else(|| file_url.strip_prefix("http://"));
+        let parts: Vec<&str> = rest.map(|rest| rest.splitn(6, '/').collect()).unwrap_or_default();
+        let [_host, owner, name, "blob", branch, path] = parts[..] else {
+            return Err(format!("{file_url} is not a GitHub file URL (https://HOST/ORG/REPO/blob/BRANCH/PATH)"));
+        };
+        let directory = path.rsplit_once('/').map_or("", |(directory, _)| directory);
+        let github = self
+            .providers
+            .iter()
+            .find_map(|provider| match provider {
+                Provider::Github(github) if github.reads_organization(owner) => Some(github.clone()),
+                _ => None,
+            })
+            .ok_or_else(|| format!("no GitHub provider reads the organisation {owner}"))?;
+        github
+            .download_directory(&format!("{owner}/{name}"), branch, directory, target, limits)
+            .await
+            .map_err(|error| format!("cannot fetch {owner}/{name}/{directory} at {branch}: {error}"))
+    }
+
     /// The keys of the GitHub discovery providers reading `organization`.
     pub fn github_providers_for(&self, organization: &str) -> Vec<String> {
         self.providers

@@ -722,6 +722,67 @@ impl GithubProvider {
     }
 
     async fn catalog_file(&self, repository: &Repository, path: &str) -> Result<String, SourceError> {
+        let bytes = self.file_bytes(repository, path).await?;
+        String::from_utf8(bytes).map_err(|_| SourceError::Invalid { message: format!("{path}: the file is not UTF-8") })
+    }
+
+    /// Copies the directory `directory` of `owner/name` at `branch` (every
+    /// file beneath it, through the git tree and the contents API) into
+    /// `target`: what a template's skeletons need when the template lives
+    /// in a repository. Bounded by `max_files` and `max_bytes`.
+    pub async fn download_directory(
+        &self,
+        full_name: &str,
+        branch: &str,
+        directory: &str,
+        target: &std::path::Path,
+        (max_files, max_bytes): (usize, usize),
+    ) -> Result<usize, SourceError> {
+        let invalid = |message: String| SourceError::Invalid { message };
+        let (owner, name) = full_name.split_once('/').ok_or_else(|| invalid(format!("{full_name}: not owner/name")))?;
+        let repository = Repository {
+            name: name.to_owned(),
+            full_name: full_name.to_owned(),
+            owner: Owner { login: owner.to_owned() },
+            html_url: String::new(),
+            default_branch: Some(branch.to_owned()),
+            archived: false,
+            fork: false,
+            topics: Vec::new(),
+        };
+        let mut tree = None;
+        let paths = match self.tree(&repository, &mut tree).await {
+            Ok(paths) => paths.clone(),
+            Err(status) => return Err(invalid(status.error.unwrap_or_default())),
+        };
+        let prefix = if directory.is_empty() { String::new() } else { format!("{}/", directory.trim_end_matches('/')) };
+        let wanted: Vec<&String> = paths.iter().filter(|path| path.starts_with(&prefix)).collect();
+        if wanted.len() > max_files {
+            return Err(invalid(format!("{full_name}/{directory} has more than {max_files} files")));
+        }
+        let mut n_bytes = 0;
+        for path in &wanted {
+            let relative = std::path::Path::new(&path[prefix.len()..]);
+            // Tree paths never climb, but a file must land inside `target` whatever GitHub says.
+            if !relative.components().all(|part| matches!(part, std::path::Component::Normal(_))) {
+                return Err(invalid(format!("{path}: not a plain relative path")));
+            }
+            let bytes = self.file_bytes(&repository, path).await?;
+            n_bytes += bytes.len();
+            if n_bytes > max_bytes {
+                return Err(invalid(format!("{full_name}/{directory} holds more than {max_bytes} bytes")));
+            }
+            let destination = target.join(relative);
+            let written = destination
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(&destination, &bytes));
+            written.map_err(|error| invalid(format!("cannot write {}: {error}", destination.display())))?;
+        }
+        Ok(wanted.len())
+    }
+
+    async fn file_bytes(&self, repository: &Repository, path: &str) -> Result<Vec<u8>, SourceError> {
         let base = self.config.api_base_url.trim_end_matches('/');
         let encoded: Vec<String> = path.split('/').map(encode_segment).collect();
         let url = format!(
@@ -736,10 +797,9 @@ impl GithubProvider {
         }
         // GitHub wraps the base64 at 60 characters.
         let packed: String = contents.content.chars().filter(|character| !character.is_whitespace()).collect();
-        let bytes = base64::engine::general_purpose::STANDARD
+        base64::engine::general_purpose::STANDARD
             .decode(packed)
-            .map_err(|error| SourceError::Invalid { message: format!("{url}: bad base64: {error}") })?;
-        String::from_utf8(bytes).map_err(|_| SourceError::Invalid { message: format!("{url}: the file is not UTF-8") })
+            .map_err(|error| SourceError::Invalid { message: format!("{url}: bad base64: {error}") })
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use catalog_domain::Entity;
 use catalog_store::{NewTask, Store, StoreError, TaskEnd, TaskRecord, TaskStatus};
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Semaphore, broadcast, mpsc};
@@ -41,6 +42,14 @@ impl Default for TaskConfig {
     fn default() -> Self {
         Self { workers: 4, heartbeat_seconds: 5, abandoned_after_seconds: 60 }
     }
+}
+
+/// Fetches the directory of a template that lives elsewhere than on this
+/// machine (a repository), so that `fetch:template` finds its skeletons.
+pub trait TemplateFiles: Send + Sync {
+    /// Copies the directory of the file at `location` (`url:https://...`)
+    /// into `target`; an error names what could not be fetched.
+    fn fetch<'a>(&'a self, location: &'a str, target: &'a std::path::Path) -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// A task to create.
@@ -98,6 +107,7 @@ pub struct TaskService {
     /// The id of a task each time it has new events or ends here; other
     /// replicas' tasks are polled.
     events: broadcast::Sender<String>,
+    template_files: Option<Arc<dyn TemplateFiles>>,
 }
 
 impl TaskService {
@@ -111,7 +121,14 @@ impl TaskService {
             runner_id: format!("runner-{}", uuid::Uuid::new_v4()),
             running: Arc::default(),
             events,
+            template_files: None,
         }
+    }
+
+    /// Where templates read from repositories get their skeletons.
+    pub fn with_template_files(mut self, files: Arc<dyn TemplateFiles>) -> Self {
+        self.template_files = Some(files);
+        self
     }
 
     pub fn runner(&self) -> &Runner {
@@ -137,8 +154,7 @@ impl TaskService {
         };
         let (record, created) = self.store.create_task(new).await?;
         if created {
-            let directory = template_directory(&request.template);
-            self.spawn(record.clone(), template, request.secrets, request.user, directory);
+            self.spawn(record.clone(), template, request.secrets, request.user, location(&request.template));
         }
         Ok(record)
     }
@@ -186,7 +202,7 @@ impl TaskService {
             return Err(TaskError::NotRetryable { id: id.to_owned(), status: record.status.as_str() });
         }
         let record = self.store.task(id).await?.ok_or_else(|| TaskError::NotFound(id.to_owned()))?;
-        self.spawn(record.clone(), checked, secrets, user, template_directory(template));
+        self.spawn(record.clone(), checked, secrets, user, location(template));
         Ok(record)
     }
 
@@ -228,18 +244,11 @@ impl TaskService {
         self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn spawn(
-        &self,
-        record: TaskRecord,
-        template: Template,
-        secrets: Secrets,
-        user: Value,
-        template_directory: Option<PathBuf>,
-    ) {
+    fn spawn(&self, record: TaskRecord, template: Template, secrets: Secrets, user: Value, location: Option<String>) {
         let service = self.clone();
         tokio::spawn(async move {
             let id = record.id.clone();
-            if let Err(error) = service.run(record, template, secrets, user, template_directory).await {
+            if let Err(error) = service.run(record, template, secrets, user, location).await {
                 tracing::error!(task = %id, error = %error, "a task could not be recorded");
             }
             let _ = service.events.send(id);
@@ -252,7 +261,7 @@ impl TaskService {
         template: Template,
         secrets: Secrets,
         user: Value,
-        template_directory: Option<PathBuf>,
+        location: Option<String>,
     ) -> Result<(), StoreError> {
         let id = record.id.clone();
         // Claimed (and heartbeating) before waiting for a worker: a task
@@ -285,15 +294,27 @@ impl TaskService {
             }
             _ => Map::new(),
         };
-        let end = match Workspace::temporary() {
-            Err(error) => TaskEnd {
-                status: TaskStatus::Failed,
-                next_step: start_at,
-                step_outputs: Value::Object(previous_outputs.clone()),
-                output: None,
-                error: Some(format!("cannot make the task's workspace: {error}")),
-            },
-            Ok(workspace) => {
+        let failed = |error: String| TaskEnd {
+            status: TaskStatus::Failed,
+            next_step: start_at,
+            step_outputs: Value::Object(previous_outputs.clone()),
+            output: None,
+            error: Some(error),
+        };
+        // A template read from a repository brings its directory along, in
+        // a temporary copy that lives as long as the run.
+        let (template_directory, copy) = match self.template_directory(location.as_deref()).await {
+            Ok(found) => found,
+            Err(error) => (None, Err(error)),
+        };
+        let end = match (Workspace::temporary(), copy) {
+            (_, Err(error)) => {
+                recorder.emit(TaskEvent::StepFailed { step_id: "template".into(), message: error.clone() });
+                failed(error)
+            }
+            (Err(error), _) => failed(format!("cannot make the task's workspace: {error}")),
+            // `_copy` keeps the fetched template directory until the run ends.
+            (Ok(workspace), Ok(_copy)) => {
                 let task = TaskRun {
                     values,
                     secrets,
@@ -357,12 +378,32 @@ impl Drop for Running {
     }
 }
 
-/// The directory of a template read from a file (`file:` location), where
-/// its skeletons are; None for templates from elsewhere.
-fn template_directory(template: &Entity) -> Option<PathBuf> {
-    let location = template.metadata.annotations.get("backstage.io/managed-by-location")?;
-    let path = PathBuf::from(location.strip_prefix("file:")?);
-    path.parent().map(PathBuf::from)
+/// Where a template was read from (`backstage.io/managed-by-location`).
+fn location(template: &Entity) -> Option<String> {
+    template.metadata.annotations.get("backstage.io/managed-by-location").cloned()
+}
+
+impl TaskService {
+    /// The directory of a template's file, where its skeletons are: beside
+    /// it for a `file:` location, a fetched copy (kept alive by the
+    /// returned guard) for a `url:` one when this service can fetch.
+    async fn template_directory(
+        &self,
+        location: Option<&str>,
+    ) -> Result<(Option<PathBuf>, Result<Option<tempfile::TempDir>, String>), String> {
+        let Some(location) = location else { return Ok((None, Ok(None))) };
+        if let Some(path) = location.strip_prefix("file:") {
+            return Ok((std::path::Path::new(path).parent().map(PathBuf::from), Ok(None)));
+        }
+        let (Some(files), true) = (&self.template_files, location.starts_with("url:")) else {
+            return Ok((None, Ok(None)));
+        };
+        let copy = tempfile::tempdir().map_err(|error| format!("cannot make a directory for the template: {error}"))?;
+        match files.fetch(location, copy.path()).await {
+            Ok(()) => Ok((Some(copy.path().to_path_buf()), Ok(Some(copy)))),
+            Err(error) => Ok((None, Err(format!("cannot fetch the template's files: {error}")))),
+        }
+    }
 }
 
 /// The runner's event sink: forwards events to the store's writer, and

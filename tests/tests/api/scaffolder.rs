@@ -29,6 +29,7 @@ database_tests!(
     a_failed_task_is_retried_from_its_failed_step_and_a_waiting_one_cancelled,
     a_policy_limits_which_templates_and_actions_a_principal_runs,
     the_docs_site_template_runs_end_to_end,
+    a_template_read_from_github_fetches_its_skeleton_from_there,
 );
 
 /// The token the server reads: cargo sets CARGO_PKG_NAME for every test
@@ -527,4 +528,79 @@ async fn the_docs_site_template_runs_end_to_end(database: TestDatabase) {
     let query = r#"{ entity(ref: "component:default/handbook") { name ... on Component { owner { entityRef } } } }"#;
     let (_, body) = app.post_as(&author, query).await;
     assert_eq!(body["data"]["entity"]["owner"]["entityRef"], "group:default/team-platform-dx", "{body}");
+}
+
+/// A template kept in a repository, with its skeleton beside it.
+const REPOSITORY_TEMPLATE: &str = r#"apiVersion: scaffolder.backstage.io/v1beta3
+kind: Template
+metadata:
+  name: from-github
+spec:
+  type: service
+  parameters:
+    properties:
+      name: {type: string}
+  steps:
+    - id: fetch
+      name: Fetch skeleton
+      action: fetch:template
+      input:
+        url: ./skeleton
+        values:
+          name: ${{ parameters.name }}
+"#;
+
+async fn a_template_read_from_github_fetches_its_skeleton_from_there(database: TestDatabase) {
+    let github = MockServer::start().await;
+    let repository = json!({"id": 7, "name": "templates", "full_name": "acme/templates", "private": false,
+        "owner": {"login": "acme"}, "html_url": "https://github.example/acme/templates", "fork": false,
+        "archived": false, "default_branch": "main", "topics": []});
+    Mock::given(method("GET"))
+        .and(path("/orgs/acme/repos"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([repository])))
+        .mount(&github)
+        .await;
+    let files = [
+        ("catalog-info.yaml", REPOSITORY_TEMPLATE),
+        ("skeleton/README.md", "# ${{ values.name }}\n"),
+        ("skeleton/src/hello.txt", "hello ${{ values.name }}\n"),
+    ];
+    for (file, text) in files {
+        let content = base64::engine::general_purpose::STANDARD.encode(text);
+        Mock::given(method("GET"))
+            .and(path(format!("/repos/acme/templates/contents/{file}")))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"type": "file", "encoding": "base64", "content": content})),
+            )
+            .mount(&github)
+            .await;
+    }
+    let tree: Vec<Value> =
+        files.iter().map(|(file, _)| json!({"path": file, "type": "blob", "mode": "100644", "sha": "b10b"})).collect();
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/templates/git/trees/main"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"sha": "9fb0", "tree": tree, "truncated": false})),
+        )
+        .mount(&github)
+        .await;
+    let app = app_on(database, &github, &examples_root()).await;
+    let author = issue(&app, "author", &[Permission::EntityRead, Permission::TemplateExecute]).await;
+    let body =
+        create(&app, &author, json!({"templateRef": "from-github", "values": {"name": "ledger"}, "dryRun": true}))
+            .await;
+    let id = body["data"]["createTask"]["id"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned();
+    let done = ended(&app, &author, &id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let rendered: Vec<(String, String)> = done["output"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|file| (file["path"].as_str().unwrap().to_owned(), file["contents"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        rendered,
+        [("README.md".to_owned(), "# ledger\n".to_owned()), ("src/hello.txt".to_owned(), "hello ledger\n".to_owned())]
+    );
 }
