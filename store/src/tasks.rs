@@ -7,7 +7,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
 };
 use serde_json::Value;
 
@@ -153,6 +154,12 @@ impl Store {
     /// same idempotency key, returns that one instead (and false).
     pub async fn create_task(&self, task: NewTask) -> Result<(TaskRecord, bool), StoreError> {
         let txn = self.db.begin().await?;
+        if txn.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
+            // Take SQLite's write lock before the read: a deferred
+            // transaction that read first cannot become a writer once another
+            // create committed (SQLITE_BUSY_SNAPSHOT, with no wait).
+            txn.execute_unprepared("UPDATE scaffolder_tasks SET id = id WHERE 1 = 0").await?;
+        }
         if let Some(key) = &task.idempotency_key {
             let existing = task_row::Entity::find()
                 .filter(task_row::Column::CreatedBy.eq(&task.created_by))
@@ -164,6 +171,7 @@ impl Store {
             }
         }
         let now = Utc::now();
+        let (created_by, idempotency_key) = (task.created_by.clone(), task.idempotency_key.clone());
         let row = task_row::ActiveModel {
             id: Set(task.id),
             template_ref: Set(task.template_ref),
@@ -182,7 +190,24 @@ impl Store {
             error: Set(None),
             cancel_requested: Set(false),
         };
-        let record = to_record(row.insert(&txn).await?)?;
+        let inserted = match row.insert(&txn).await {
+            Ok(inserted) => inserted,
+            // Another create with the same key committed first: return its task.
+            Err(error) if matches!(error.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => {
+                drop(txn);
+                let existing = task_row::Entity::find()
+                    .filter(task_row::Column::CreatedBy.eq(&created_by))
+                    .filter(task_row::Column::IdempotencyKey.eq(idempotency_key.clone()))
+                    .one(&self.db)
+                    .await?;
+                return match existing {
+                    Some(existing) => Ok((to_record(existing)?, false)),
+                    None => Err(error.into()),
+                };
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let record = to_record(inserted)?;
         txn.commit().await?;
         Ok((record, true))
     }

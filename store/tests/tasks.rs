@@ -34,6 +34,21 @@ async fn the_same_idempotency_key_returns_the_first_task(store: Store) {
     assert_eq!((again.id.as_str(), created), ("t1", false));
     let (other, created) = store.create_task(new_task("t3", "user:default/bob", Some("k"))).await.unwrap();
     assert_eq!((other.id.as_str(), created), ("t3", true), "keys are per creator");
+    // Concurrent creates with one key: one task, every caller gets it.
+    let racing: Vec<_> = (0..6)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(
+                async move { store.create_task(new_task(&format!("r{n}"), "user:default/cy", Some("race"))).await },
+            )
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for race in racing {
+        outcomes.push(race.await.unwrap().unwrap());
+    }
+    assert_eq!(outcomes.iter().filter(|(_, created)| *created).count(), 1);
+    assert!(outcomes.iter().all(|(task, _)| task.id == outcomes[0].0.id), "one task for all");
     let (_, created) = store.create_task(new_task("t4", "user:default/ada", None)).await.unwrap();
     let (_, created_again) = store.create_task(new_task("t5", "user:default/ada", None)).await.unwrap();
     assert!(created && created_again, "no key, no deduplication");
