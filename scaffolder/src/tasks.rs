@@ -418,7 +418,12 @@ struct StepsDone {
     /// The step that failed or was cancelled, by id.
     stopped_at: Option<String>,
     outputs: Map<String, Value>,
+    n_log_lines: usize,
 }
+
+/// The most log lines one run keeps: events wait in memory for the store,
+/// so a chatty action on a slow database must not grow them without end.
+const MAX_LOG_LINES: usize = 10_000;
 
 impl EventSink for Recorder {
     fn emit(&self, event: TaskEvent) {
@@ -430,6 +435,16 @@ impl EventSink for Recorder {
                 }
                 TaskEvent::StepFailed { step_id, .. } | TaskEvent::Cancelled { step_id } => {
                     steps.stopped_at = Some(step_id.clone());
+                }
+                TaskEvent::Log { step_id, .. } => {
+                    steps.n_log_lines += 1;
+                    if steps.n_log_lines == MAX_LOG_LINES + 1 {
+                        let line = format!("more than {MAX_LOG_LINES} log lines: the rest of this run's are not kept");
+                        let _ = self.sender.send(event_json(&TaskEvent::Log { step_id: step_id.clone(), line }));
+                    }
+                    if steps.n_log_lines > MAX_LOG_LINES {
+                        return;
+                    }
                 }
                 _ => {}
             }

@@ -68,6 +68,32 @@ impl Action for Count {
     }
 }
 
+/// `test:chatty`: logs more lines than a run keeps.
+struct Chatty;
+
+impl Action for Chatty {
+    fn id(&self) -> &str {
+        "test:chatty"
+    }
+    fn description(&self) -> &str {
+        "Logs 10,005 lines."
+    }
+    fn input_schema(&self) -> Value {
+        json!({"type": "object"})
+    }
+    fn output_schema(&self) -> Value {
+        json!({"type": "object"})
+    }
+    fn run<'a>(&'a self, context: &'a ActionContext, _: Value) -> BoxFuture<'a, Result<Value, ActionError>> {
+        Box::pin(async move {
+            for line in 0..10_005 {
+                context.logger().info(&format!("line {line}"));
+            }
+            Ok(json!({}))
+        })
+    }
+}
+
 /// `test:wait`: waits until the task is cancelled.
 struct WaitForCancel;
 
@@ -112,6 +138,7 @@ fn service(store: &Store, flaky_runs: &Arc<AtomicUsize>, failures: usize, counte
     let mut registry = ActionRegistry::with_builtins();
     registry.register(Arc::new(Flaky { runs: Arc::clone(flaky_runs), failures })).unwrap();
     registry.register(Arc::new(WaitForCancel)).unwrap();
+    registry.register(Arc::new(Chatty)).unwrap();
     registry.register(Arc::new(Count(Arc::clone(counted)))).unwrap();
     TaskService::new(store.clone(), registry, TaskConfig { heartbeat_seconds: 1, ..TaskConfig::default() })
 }
@@ -293,7 +320,29 @@ async fn a_secret_shows_in_no_stored_event_or_output(store: Store) {
     assert!(stored.contains("token=***"), "{stored}");
 }
 
+async fn a_run_keeps_a_bounded_number_of_log_lines(store: Store) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let tasks = service(&store, &runs, 0, &Arc::default());
+    let steps = json!([
+        {"id": "chatty", "name": "Chatty", "action": "test:chatty"},
+        {"id": "after", "name": "After", "action": "test:flaky"},
+    ]);
+    let task = tasks.create(request(template(steps), "payments")).await.unwrap();
+    let done = ended(&store, &task.id).await;
+    assert_eq!(done.status, TaskStatus::Completed);
+    let events = store.task_events(&task.id, 0, 20_000).await.unwrap();
+    let logs: Vec<&str> = events
+        .iter()
+        .filter(|event| event.body["type"] == "log")
+        .map(|event| event.body["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(logs.len(), 10_001, "10,000 lines and one saying the rest were dropped");
+    assert!(logs[10_000].contains("not kept"), "{}", logs[10_000]);
+    assert_eq!(events.last().unwrap().body["type"], "completed", "the events after the cap are kept");
+}
+
 backend_tests!(
+    a_run_keeps_a_bounded_number_of_log_lines,
     a_task_runs_its_steps_and_stores_every_event_in_order,
     values_that_break_the_schema_are_refused_before_anything_is_stored,
     the_same_idempotency_key_runs_a_task_once,

@@ -356,15 +356,14 @@ impl ScaffolderMutation {
         let Value::Object(values) = input.values.0 else {
             return Err(ApiError::BadUserInput("values must be an object".into()).into());
         };
-        let created_by = principal_label(ctx);
         let request = CreateTask {
             template,
             values,
             secrets: to_secrets(input.secrets)?,
             dry_run: input.dry_run,
             idempotency_key: input.idempotency_key,
-            user: json!({"ref": created_by}),
-            created_by,
+            user: user(ctx).await?,
+            created_by: principal_label(ctx),
         };
         Ok(Task(tasks(ctx)?.create(request).await.map_err(task_error)?))
     }
@@ -392,7 +391,7 @@ impl ScaffolderMutation {
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("the template {} is gone", record.template_ref)))?;
         may_run(ctx, &template)?;
-        let user = json!({"ref": principal_label(ctx)});
+        let user = user(ctx).await?;
         Ok(Task(tasks(ctx)?.retry(&id, &template, to_secrets(secrets)?, user).await.map_err(task_error)?))
     }
 }
@@ -482,6 +481,26 @@ fn may_run(ctx: &Context<'_>, template: &Entity) -> Result<(), ApiError> {
     let actions: Vec<&str> =
         steps.into_iter().flatten().filter_map(|step| step.get("action").and_then(Value::as_str)).collect();
     grants.allows(template, &actions).map_err(ApiError::Forbidden)
+}
+
+/// `user` in template expressions: `ref` (the User entity's ref for a JWT
+/// whose subject names a user, otherwise the principal's label) and
+/// `entity` (that User as the catalog holds it, when the principal may read it).
+async fn user(ctx: &Context<'_>) -> Result<Value, ApiError> {
+    let user_ref = match ctx.data_opt::<Principal>() {
+        Some(Principal::Jwt { subject, .. }) => {
+            catalog_domain::EntityRef::parse_with_defaults(subject, Some("User"), "default")
+                .ok()
+                .filter(|user| user.kind() == "user")
+        }
+        _ => None,
+    };
+    let Some(user_ref) = user_ref else { return Ok(json!({"ref": principal_label(ctx), "entity": null})) };
+    let stored = store(ctx).entity_by_ref(&user_ref).await?;
+    let scope = read_scope(ctx)?;
+    let entity =
+        stored.filter(|stored| scope.allows(stored)).and_then(|stored| serde_json::to_value(&stored.entity).ok());
+    Ok(json!({"ref": user_ref.to_string(), "entity": entity}))
 }
 
 fn principal_label(ctx: &Context<'_>) -> String {

@@ -285,4 +285,49 @@ database_tests!(
     tokens_from_the_identity_provider_are_checked_claim_by_claim,
     rotated_keys_are_fetched_once_per_cooldown,
     a_user_reads_what_its_groups_own,
+    a_task_knows_the_user_who_runs_it,
 );
+
+/// A template run by a signed-in user sees who runs it: `user.ref` is the
+/// user's entity ref and `user.entity` the User as the catalog holds it.
+async fn a_task_knows_the_user_who_runs_it(database: TestDatabase) {
+    let key = SigningKey::generate("key-1");
+    let jwks = serve_jwks(vec![key.jwk.clone()]).await;
+    let catalog = editable_examples();
+    let template = r#"apiVersion: scaffolder.backstage.io/v1beta3
+kind: Template
+metadata:
+  name: whoami
+spec:
+  type: service
+  steps:
+    - id: hello
+      name: Hello
+      action: debug:log
+      input:
+        message: "run by ${{ user.ref }} (${{ user.entity.spec.profile.email }})"
+"#;
+    std::fs::write(catalog.path().join("templates/whoami.yaml"), template).unwrap();
+    let location = "apiVersion: backstage.io/v1alpha1\nkind: Location\nmetadata:\n  name: acme-templates\nspec:\n  targets: [./service-template.yaml, ./whoami.yaml]\n";
+    std::fs::write(catalog.path().join("templates/location.yaml"), location).unwrap();
+    let app = app_trusting_in(database, &jwks, catalog.path(), |config| {
+        config.auth.jwt.permissions = vec!["entity.read".into(), "template.execute".into()];
+    })
+    .await;
+    let ada = key.sign(&claims(json!({"sub": "user:default/ada-lovelace"})));
+    let create = r#"mutation { createTask(input: {templateRef: "whoami"}) { id } }"#;
+    let (_, body) = app.post_as(&ada, create).await;
+    let id = body["data"]["createTask"]["id"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned();
+    let events = format!(r#"{{ task(id: "{id}") {{ status events {{ type message }} }} }}"#);
+    for _ in 0..100 {
+        let (_, body) = app.post_as(&ada, &events).await;
+        if body["data"]["task"]["status"] == "COMPLETED" {
+            let logs = body["data"]["task"]["events"].as_array().unwrap();
+            let line = logs.iter().find(|event| event["type"] == "log").unwrap();
+            assert_eq!(line["message"], "run by user:default/ada-lovelace (ada-lovelace@acme.example)", "{body}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the task did not complete");
+}
