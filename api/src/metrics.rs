@@ -137,6 +137,24 @@ type EntityCounts = Arc<Mutex<HashMap<String, u64>>>;
 struct ProviderCollector {
     engine: Engine,
     entities: EntityCounts,
+    catalog: Arc<Mutex<CatalogCounts>>,
+}
+
+/// Counts read from the store at each scrape for the collector.
+#[derive(Debug, Default)]
+struct CatalogCounts {
+    kinds: HashMap<String, u64>,
+    tasks: HashMap<&'static str, u64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
 }
 
 impl Collector for ProviderCollector {
@@ -198,6 +216,25 @@ impl Collector for ProviderCollector {
                 }
             }
         }
+        let counts = self.catalog.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        {
+            let mut family =
+                encoder.encode_descriptor("entities", "Entities in the catalog, by kind", None, MetricType::Gauge)?;
+            let mut kinds: Vec<(&String, &u64)> = counts.kinds.iter().collect();
+            kinds.sort();
+            for (kind, n) in kinds {
+                ConstGauge::new(*n as i64).encode(family.encode_family(&KindLabels { kind: kind.clone() })?)?;
+            }
+        }
+        {
+            let help = "Scaffolder tasks, by status (open, processing, completed, failed, cancelled)";
+            let mut family = encoder.encode_descriptor("scaffolder_tasks", help, None, MetricType::Gauge)?;
+            for status in ["open", "processing", "completed", "failed", "cancelled"] {
+                let n = counts.tasks.get(status).copied().unwrap_or_default();
+                ConstGauge::new(n as i64).encode(family.encode_family(&StatusLabels { status })?)?;
+            }
+        }
+        drop(counts);
         let leader = ConstGauge::new(i64::from(self.engine.is_leading()));
         let help = "1 while this process runs the ingestion schedule (one replica leads)";
         leader.encode(encoder.encode_descriptor("ingestion_leader", help, None, leader.metric_type())?)?;
@@ -215,6 +252,7 @@ pub(crate) struct Metrics {
     websocket_connections: Gauge,
     /// Where the provider collector's entity counts come from.
     provider_entities: Option<(Store, EntityCounts)>,
+    catalog_counts: Arc<Mutex<CatalogCounts>>,
 }
 
 impl Metrics {
@@ -250,6 +288,7 @@ impl Metrics {
             http_request_duration,
             websocket_connections,
             provider_entities: None,
+            catalog_counts: Arc::default(),
         }
     }
 
@@ -257,7 +296,12 @@ impl Metrics {
     /// counts from `store`) at each scrape.
     pub(crate) fn with_providers(mut self, engine: Engine, store: Store) -> Self {
         let entities = Arc::default();
-        self.registry.register_collector(Box::new(ProviderCollector { engine, entities: Arc::clone(&entities) }));
+        let catalog = Arc::clone(&self.catalog_counts);
+        self.registry.register_collector(Box::new(ProviderCollector {
+            engine,
+            entities: Arc::clone(&entities),
+            catalog,
+        }));
         self.provider_entities = Some((store, entities));
         self
     }
@@ -404,6 +448,16 @@ pub(crate) async fn scrape(metrics: Arc<Metrics>, headers: HeaderMap) -> Respons
             Ok(counts) => *entities.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = counts,
             // The last counts stay: a scrape still answers while the database is away.
             Err(error) => tracing::warn!(%error, "cannot count the providers' entities for /metrics"),
+        }
+        match (store.entity_counts_by_kind().await, store.task_counts_by_status().await) {
+            (Ok(kinds), Ok(tasks)) => {
+                let mut counts = metrics.catalog_counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                counts.kinds = kinds;
+                counts.tasks = tasks.into_iter().map(|(status, n)| (status.as_str(), n)).collect();
+            }
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::warn!(%error, "cannot count entities and tasks for /metrics");
+            }
         }
     }
     match metrics.encode(&headers) {

@@ -289,6 +289,23 @@ impl Store {
         Ok(rows.into_iter().map(|(provider, n)| (provider, u64::try_from(n).unwrap_or_default())).collect())
     }
 
+    /// How many entities there are of each kind (lower case).
+    pub async fn entity_counts_by_kind(&self) -> Result<HashMap<String, u64>, StoreError> {
+        let rows = entity_row::Entity::find()
+            .select_only()
+            .column(entity_row::Column::Kind)
+            .column_as(entity_row::Column::Id.count(), "n")
+            .group_by(entity_row::Column::Kind)
+            .into_tuple::<(String, i64)>()
+            .all(&self.db)
+            .await?;
+        let mut counts = HashMap::new();
+        for (kind, n) in rows {
+            *counts.entry(kind.to_lowercase()).or_default() += u64::try_from(n).unwrap_or_default();
+        }
+        Ok(counts)
+    }
+
     /// Every entity carrying one of these annotations, with the value. Live
     /// sources (Kubernetes, PagerDuty) link to catalog entities this way;
     /// such entities are few, so two plain statements serve.

@@ -246,6 +246,21 @@ impl Store {
         rows.into_iter().map(to_record).collect()
     }
 
+    /// How many tasks there are in each status.
+    pub async fn task_counts_by_status(&self) -> Result<Vec<(TaskStatus, u64)>, StoreError> {
+        let rows = task_row::Entity::find()
+            .select_only()
+            .column(task_row::Column::Status)
+            .column_as(task_row::Column::Id.count(), "n")
+            .group_by(task_row::Column::Status)
+            .into_tuple::<(String, i64)>()
+            .all(&self.db)
+            .await?;
+        rows.into_iter()
+            .map(|(status, n)| Ok((TaskStatus::parse(&status)?, u64::try_from(n).unwrap_or_default())))
+            .collect()
+    }
+
     /// Claims an open task for `runner`: true for exactly one caller, however
     /// many replicas try at once.
     pub async fn claim_task(&self, id: &str, runner: &str) -> Result<bool, StoreError> {

@@ -279,6 +279,36 @@ async fn provider_runs_entities_and_leadership_are_scraped(database: TestDatabas
     assert!(success > 1.7e9, "a Unix time: {success}");
     assert!(first.value("catalog_provider_last_run_duration_seconds", &[("provider", "file")]) > 0.0);
     assert_eq!(first.value("catalog_ingestion_leader", &[]), 0.0, "the schedule is off in tests: {text}");
+    let components = app.query(r#"{ entities(filter: {kind: ["component"]}) { totalCount } }"#, json!({})).await;
+    let components = components["entities"]["totalCount"].as_f64().unwrap();
+    assert_eq!(first.value("catalog_entities", &[("kind", "component")]), components, "{text}");
+    assert_eq!(first.value("catalog_entities", &[("kind", "template")]), 2.0);
+    assert_eq!(first.value("catalog_scaffolder_tasks", &[("status", "completed")]), 0.0);
+
+    // A dry run completes: it is counted.
+    let author = catalog_api::auth::issue_token(
+        &app.store,
+        "author",
+        &[catalog_api::auth::Permission::EntityRead, catalog_api::auth::Permission::TemplateExecute],
+        None,
+        "test",
+    )
+    .await
+    .unwrap()
+    .token;
+    let create = r#"mutation { createTask(input: {templateRef: "docs-site", dryRun: true,
+        values: {name: "handbook", owner: "team-a", repoUrl: "github.com?owner=acme&repo=handbook"}}) { id } }"#;
+    let (_, body) = app.post_as(&author, create).await;
+    assert!(body["data"]["createTask"]["id"].is_string(), "{body}");
+    let mut completed = 0.0;
+    for _ in 0..100 {
+        completed = scrape(&app).await.1.value("catalog_scaffolder_tasks", &[("status", "completed")]);
+        if completed == 1.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(completed, 1.0, "the dry run is counted as completed");
 
     // A file that no longer parses: the run keeps its entities and counts as incomplete.
     std::fs::write(catalog.path().join("systems/billing.yaml"), "kind: [unclosed").unwrap();
