@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use catalog_ingestion::{Engine, GithubRefresh, RepositoryHint};
+use catalog_ingestion::{Engine, GithubFileUrl, GithubRefresh, RepositoryHint};
 use catalog_scaffolder::{
     Action, ActionContext, ActionError, ActionExample, ActionRegistry, GithubPublishConfig, TaskConfig, TaskService,
     TemplateFiles,
@@ -176,10 +176,9 @@ impl Action for CatalogRegister {
                     return Err(ActionError::Input("repoContentsUrl or catalogInfoUrl is required".into()));
                 }
             };
-            let (owner, repository) = github_repository(&url).ok_or_else(|| {
+            let GithubFileUrl { owner, repository, html_url, .. } = GithubFileUrl::parse(&url).ok_or_else(|| {
                 ActionError::Input(format!("{url} is not a GitHub file URL (https://HOST/ORG/REPO/blob/BRANCH/PATH)"))
             })?;
-            let html_url = url[..url.find("/blob/").expect("checked by github_repository")].to_owned();
             let hint = RepositoryHint { full_name: format!("{owner}/{repository}"), html_url, gone: false };
             let providers = self.engine.github_providers_for(&owner);
             if providers.is_empty() {
@@ -245,26 +244,5 @@ impl CatalogRegister {
             .await
             .map_err(|error| ActionError::Failed(format!("cannot read the catalog: {error}")))?;
         Ok(page.entities.iter().map(|stored| stored.entity.entity_ref().to_string()).collect())
-    }
-}
-
-/// The owner and repository of `https://HOST/OWNER/REPO/blob/...`.
-fn github_repository(url: &str) -> Option<(String, String)> {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
-    let mut parts = rest.split('/');
-    let (_host, owner, repository, blob) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    (blob == "blob" && !owner.is_empty() && !repository.is_empty()).then(|| (owner.to_owned(), repository.to_owned()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::github_repository;
-
-    #[test]
-    fn only_github_file_urls_name_a_repository() {
-        let parsed = github_repository("https://github.com/acme/payments/blob/main/catalog-info.yaml");
-        assert_eq!(parsed, Some(("acme".into(), "payments".into())));
-        assert_eq!(github_repository("https://github.com/acme/payments/tree/main"), None);
-        assert_eq!(github_repository("file:/etc/passwd"), None);
     }
 }

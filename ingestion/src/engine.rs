@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::file::{FileProvider, FileProviderConfig};
-use crate::github::{GithubBuildError, GithubProvider, GithubProviderConfig, RepositoryHint};
+use crate::github::{GithubBuildError, GithubFileUrl, GithubProvider, GithubProviderConfig, RepositoryHint};
 use crate::github_org::{GithubOrgProvider, GithubOrgProviderConfig};
 use crate::kubernetes::{KubernetesBuildError, KubernetesProvider, KubernetesProviderConfig, KubernetesView};
 use crate::pagerduty::{PagerDutyBuildError, PagerDutyProvider, PagerDutyProviderConfig, PagerDutyView};
@@ -401,11 +401,10 @@ impl Engine {
         target: &std::path::Path,
         limits: (usize, usize),
     ) -> Result<usize, String> {
-        let rest = file_url.strip_prefix("https://").or_else(|| file_url.strip_prefix("http://"));
-        let parts: Vec<&str> = rest.map(|rest| rest.splitn(6, '/').collect()).unwrap_or_default();
-        let [_host, owner, name, "blob", branch, path] = parts[..] else {
+        let Some(GithubFileUrl { owner, repository: name, branch, path, .. }) = GithubFileUrl::parse(file_url) else {
             return Err(format!("{file_url} is not a GitHub file URL (https://HOST/ORG/REPO/blob/BRANCH/PATH)"));
         };
+        let owner = owner.as_str();
         let directory = path.rsplit_once('/').map_or("", |(directory, _)| directory);
         let github = self
             .providers
@@ -416,7 +415,7 @@ impl Engine {
             })
             .ok_or_else(|| format!("no GitHub provider reads the organisation {owner}"))?;
         github
-            .download_directory(&format!("{owner}/{name}"), branch, directory, target, limits)
+            .download_directory(&format!("{owner}/{name}"), &branch, directory, target, limits)
             .await
             .map_err(|error| format!("cannot fetch {owner}/{name}/{directory} at {branch}: {error}"))
     }

@@ -180,6 +180,37 @@ pub struct RepositoryHint {
     pub gone: bool,
 }
 
+/// A file's URL on GitHub, `https://HOST/OWNER/REPO/blob/BRANCH/PATH`, in
+/// parts (a branch with `/` in its name is not told apart from the path).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GithubFileUrl {
+    /// `https://HOST/OWNER/REPO`: every location of the repository starts with it.
+    pub html_url: String,
+    pub owner: String,
+    pub repository: String,
+    pub branch: String,
+    pub path: String,
+}
+
+impl GithubFileUrl {
+    pub fn parse(url: &str) -> Option<Self> {
+        let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+        let parts: Vec<&str> = rest.splitn(6, '/').collect();
+        let [host, owner, repository, "blob", branch, path] = parts[..] else { return None };
+        if [host, owner, repository, branch, path].iter().any(|part| part.is_empty()) {
+            return None;
+        }
+        let scheme = &url[..url.len() - rest.len()];
+        Some(Self {
+            html_url: format!("{scheme}{host}/{owner}/{repository}"),
+            owner: owner.to_owned(),
+            repository: repository.to_owned(),
+            branch: branch.to_owned(),
+            path: path.to_owned(),
+        })
+    }
+}
+
 /// How glob paths match: `*` stays within one directory, as in a shell.
 const GLOB_OPTIONS: glob::MatchOptions =
     glob::MatchOptions { case_sensitive: true, require_literal_separator: true, require_literal_leading_dot: false };
@@ -931,6 +962,18 @@ mod tests {
                                "repository": {"full_name": "other/x", "html_url": "https://github.com/other/x"}});
         assert!(github.repositories_to_refresh("repository", &elsewhere).is_empty());
         assert!(github.repositories_to_refresh("issues", &elsewhere).is_empty());
+    }
+
+    #[test]
+    fn only_github_file_urls_name_a_repository() {
+        let parsed = GithubFileUrl::parse("https://github.com/acme/payments/blob/main/catalog-info.yaml").unwrap();
+        assert_eq!((parsed.owner.as_str(), parsed.repository.as_str()), ("acme", "payments"));
+        assert_eq!(
+            (parsed.html_url.as_str(), parsed.path.as_str()),
+            ("https://github.com/acme/payments", "catalog-info.yaml")
+        );
+        assert_eq!(GithubFileUrl::parse("https://github.com/acme/payments/tree/main"), None);
+        assert_eq!(GithubFileUrl::parse("file:/etc/passwd"), None);
     }
 
     #[test]

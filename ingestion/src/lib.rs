@@ -19,7 +19,7 @@ pub use engine::{
     BuildError, Engine, GithubRefresh, ProviderConfig, ProviderHealth, ProviderRun, RUN_TIMEOUT, RunError, ScopeHealth,
 };
 pub use file::{FileProvider, FileProviderConfig};
-pub use github::{GithubBuildError, GithubProviderConfig, RepositoryHint};
+pub use github::{GithubBuildError, GithubFileUrl, GithubProviderConfig, RepositoryHint};
 pub use github_org::GithubOrgProviderConfig;
 pub use kubernetes::{
     KubernetesBuildError, KubernetesClusterConfig, KubernetesProviderConfig, KubernetesView, Replicas, ScopeStatus,

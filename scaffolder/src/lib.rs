@@ -25,6 +25,6 @@ pub use expression::{ExpressionError, ExpressionProblem};
 pub use parameters::{ParameterError, ParameterProblem, ParameterSchema, SchemaError};
 pub use runner::{DryRunFile, EventSink, RunError, RunOutcome, Runner, TaskEvent, TaskRun, UnknownAction};
 pub use secret::{REDACTED, Redactor, Secret, Secrets};
-pub use tasks::{CreateTask, TaskConfig, TaskError, TaskService, TemplateFiles, event_json};
+pub use tasks::{CreateTask, TaskConfig, TaskError, TaskService, TemplateFiles};
 pub use template::{Step, Template, TemplateError, TemplateProblem, TemplateRule};
 pub use workspace::{EntryKind, Workspace, WorkspaceEntry, WorkspaceError};

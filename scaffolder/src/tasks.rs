@@ -303,18 +303,14 @@ impl TaskService {
         };
         // A template read from a repository brings its directory along, in
         // a temporary copy that lives as long as the run.
-        let (template_directory, copy) = match self.template_directory(location.as_deref()).await {
-            Ok(found) => found,
-            Err(error) => (None, Err(error)),
-        };
-        let end = match (Workspace::temporary(), copy) {
-            (_, Err(error)) => {
+        let end = match (self.template_directory(location.as_deref()).await, Workspace::temporary()) {
+            (Err(error), _) => {
                 recorder.emit(TaskEvent::StepFailed { step_id: "template".into(), message: error.clone() });
                 failed(error)
             }
-            (Err(error), _) => failed(format!("cannot make the task's workspace: {error}")),
+            (_, Err(error)) => failed(format!("cannot make the task's workspace: {error}")),
             // `_copy` keeps the fetched template directory until the run ends.
-            (Ok(workspace), Ok(_copy)) => {
+            (Ok((template_directory, _copy)), Ok(workspace)) => {
                 let task = TaskRun {
                     values,
                     secrets,
@@ -390,19 +386,20 @@ impl TaskService {
     async fn template_directory(
         &self,
         location: Option<&str>,
-    ) -> Result<(Option<PathBuf>, Result<Option<tempfile::TempDir>, String>), String> {
-        let Some(location) = location else { return Ok((None, Ok(None))) };
+    ) -> Result<(Option<PathBuf>, Option<tempfile::TempDir>), String> {
+        let Some(location) = location else { return Ok((None, None)) };
         if let Some(path) = location.strip_prefix("file:") {
-            return Ok((std::path::Path::new(path).parent().map(PathBuf::from), Ok(None)));
+            return Ok((std::path::Path::new(path).parent().map(PathBuf::from), None));
         }
         let (Some(files), true) = (&self.template_files, location.starts_with("url:")) else {
-            return Ok((None, Ok(None)));
+            return Ok((None, None));
         };
         let copy = tempfile::tempdir().map_err(|error| format!("cannot make a directory for the template: {error}"))?;
-        match files.fetch(location, copy.path()).await {
-            Ok(()) => Ok((Some(copy.path().to_path_buf()), Ok(Some(copy)))),
-            Err(error) => Ok((None, Err(format!("cannot fetch the template's files: {error}")))),
-        }
+        files
+            .fetch(location, copy.path())
+            .await
+            .map_err(|error| format!("cannot fetch the template's files: {error}"))?;
+        Ok((Some(copy.path().to_path_buf()), Some(copy)))
     }
 }
 
@@ -513,7 +510,7 @@ async fn write_events(
 }
 
 /// An event as stored and served: `type` names it, the rest are its fields.
-pub fn event_json(event: &TaskEvent) -> Value {
+fn event_json(event: &TaskEvent) -> Value {
     match event {
         TaskEvent::StepStarted { step_id, name, action } => {
             json!({"type": "stepStarted", "stepId": step_id, "name": name, "action": action})
