@@ -115,6 +115,11 @@ impl Application {
             introspection: graphql.introspection,
             field_suggestions: graphql.field_suggestions,
         };
+        let metrics = self
+            .config
+            .metrics
+            .enabled
+            .then(|| Arc::new(Metrics::new().with_catalog(self.engine.clone(), self.store.clone(), hub.clone())));
         let state = HttpState {
             auth: self.auth.clone(),
             websockets: Arc::new(tokio::sync::Semaphore::new(self.config.graphql.max_websocket_connections)),
@@ -126,17 +131,14 @@ impl Application {
                     engine: self.engine.clone(),
                     refusals: self.auth.refusals(),
                     tasks: self.tasks.clone(),
+                    operations: metrics.as_ref().map(|metrics| metrics.operations()),
                 },
                 options,
             ),
             store: self.store.clone(),
             graphql: self.config.graphql.clone(),
             request_timeout: Duration::from_secs(self.config.server.request_timeout_seconds),
-            metrics: self
-                .config
-                .metrics
-                .enabled
-                .then(|| Arc::new(Metrics::new().with_providers(self.engine.clone(), self.store.clone()))),
+            metrics,
             github_webhooks: crate::webhooks::GithubWebhooks::new(&self.config.webhooks, self.engine.clone()),
             pagerduty_webhooks: crate::pagerduty_webhooks::PagerDutyWebhooks::new(
                 &self.config.webhooks,

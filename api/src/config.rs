@@ -353,7 +353,8 @@ impl Config {
         for (name, raw) in environment {
             let Some(path) = name.strip_prefix(ENV_PREFIX) else { continue };
             // Variables the binary itself reads, not config keys.
-            if path == "CONFIG" || path == "LOG" || path.starts_with("TEST_") {
+            // (`telemetry.rs` reads the logging and tracing ones.)
+            if matches!(path, "CONFIG" | "LOG" | "LOG_FORMAT" | "TRACE") || path.starts_with("TEST_") {
                 continue;
             }
             let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();

@@ -5,6 +5,7 @@
 //! sent while it was away). The change log, not the wake-up, is the truth.
 //! There is no timed poll: an idle catalog costs no statements.
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use catalog_store::{Change, Store};
@@ -21,6 +22,12 @@ const READ_BATCH: u64 = 500;
 pub struct ChangeHub {
     sender: broadcast::Sender<Arc<Change>>,
     capacity: usize,
+    /// The last change-log sequence the reader fanned out.
+    sequence: AtomicI64,
+    /// Change events sent to subscribers, and changes lost by subscribers
+    /// that fell more than the buffer behind (each such subscription ends).
+    delivered: AtomicU64,
+    dropped: AtomicU64,
 }
 
 impl ChangeHub {
@@ -28,7 +35,13 @@ impl ChangeHub {
     /// for slow subscribers; it stops when the hub is dropped.
     pub async fn start(store: Store, buffer: usize) -> Arc<Self> {
         let (sender, _) = broadcast::channel(buffer.max(1));
-        let hub = Arc::new(Self { sender, capacity: buffer.max(1) });
+        let hub = Arc::new(Self {
+            sender,
+            capacity: buffer.max(1),
+            sequence: AtomicI64::new(0),
+            delivered: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        });
         // Watch commits before reading where the log ends: a commit in between
         // still wakes the reader.
         let commits = store.commits();
@@ -39,6 +52,7 @@ impl ChangeHub {
                 0
             }
         };
+        hub.sequence.store(last, Ordering::Relaxed);
         tokio::spawn(follow(store, commits, Arc::downgrade(&hub), last));
         hub
     }
@@ -51,6 +65,31 @@ impl ChangeHub {
     /// How many changes it holds for subscribers that are behind.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// The last change-log sequence fanned out (the log's end when it started).
+    pub fn sequence(&self) -> i64 {
+        self.sequence.load(Ordering::Relaxed)
+    }
+
+    /// Live subscriptions following the hub.
+    pub fn subscribers(&self) -> usize {
+        self.sender.receiver_count()
+    }
+
+    /// Counts one event sent to a subscriber.
+    pub fn delivered(&self) {
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts changes a subscriber missed by falling behind.
+    pub fn dropped(&self, changes: u64) {
+        self.dropped.fetch_add(changes, Ordering::Relaxed);
+    }
+
+    /// Events delivered and changes dropped since the process started.
+    pub fn deliveries(&self) -> (u64, u64) {
+        (self.delivered.load(Ordering::Relaxed), self.dropped.load(Ordering::Relaxed))
     }
 }
 
@@ -72,6 +111,7 @@ async fn follow(store: Store, mut commits: tokio::sync::watch::Receiver<u64>, hu
             let full = batch.len() as u64 == READ_BATCH;
             for change in batch {
                 last = change.sequence;
+                hub.sequence.store(last, Ordering::Relaxed);
                 // No receivers is not an error: nobody is listening yet.
                 let _ = hub.sender.send(Arc::new(change));
             }

@@ -15,4 +15,5 @@ mod pagerduty_webhooks;
 pub mod policy;
 mod readiness;
 pub mod scaffolder;
+pub mod telemetry;
 pub mod webhooks;

@@ -6,8 +6,9 @@
 //!
 //! Every label value comes from a closed list below or from the
 //! configuration (provider keys and scopes), never from the client (no
-//! paths, queries, operation names or refs), so the number of series stays
-//! bounded whatever clients send.
+//! paths, queries or refs), so the number of series stays bounded whatever
+//! clients send. The one exception, operation names, is capped
+//! (`graphql/operations.rs`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use catalog_ingestion::Engine;
+
+use crate::graphql::OperationMetrics;
+use crate::hub::ChangeHub;
+use crate::webhooks::WebhookResult;
 use catalog_store::Store;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -132,12 +137,20 @@ struct ScopeLabels {
 type EntityCounts = Arc<Mutex<HashMap<String, u64>>>;
 
 /// The providers' health, read from the engine at each scrape, and their
-/// entity counts, read from the store just before (a collector cannot wait).
-#[derive(Debug)]
+/// entity counts, read from the store just before (a collector cannot wait);
+/// the change hub's and the connection pool's state, read as they are.
 struct ProviderCollector {
     engine: Engine,
+    store: Store,
+    hub: Arc<ChangeHub>,
     entities: EntityCounts,
     catalog: Arc<Mutex<CatalogCounts>>,
+}
+
+impl std::fmt::Debug for ProviderCollector {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("ProviderCollector").finish_non_exhaustive()
+    }
 }
 
 /// Counts read from the store at each scrape for the collector.
@@ -145,6 +158,19 @@ struct ProviderCollector {
 struct CatalogCounts {
     kinds: HashMap<String, u64>,
     tasks: HashMap<&'static str, u64>,
+    /// Changes retained in the log, and its newest sequence.
+    change_log: Option<(u64, i64)>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    source: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -234,7 +260,41 @@ impl Collector for ProviderCollector {
                 ConstGauge::new(n as i64).encode(family.encode_family(&StatusLabels { status })?)?;
             }
         }
+        if let Some((rows, newest)) = counts.change_log {
+            let gauge = ConstGauge::new(rows as i64);
+            let help =
+                "Changes the change log retains (subscriptions resume from them; purged after changes.retention_days)";
+            gauge.encode(encoder.encode_descriptor("change_log_rows", help, None, gauge.metric_type())?)?;
+            let gauge = ConstGauge::new(newest);
+            let help = "The newest change-log sequence number";
+            gauge.encode(encoder.encode_descriptor("change_log_sequence", help, None, gauge.metric_type())?)?;
+            // Read after the log: a change committed in between shows as no lag, not a negative one.
+            let gauge = ConstGauge::new((newest - self.hub.sequence()).max(0));
+            let help = "Committed changes this process has not yet sent to its subscribers";
+            gauge.encode(encoder.encode_descriptor("change_hub_lag", help, None, gauge.metric_type())?)?;
+        }
         drop(counts);
+        let subscriptions = ConstGauge::new(self.hub.subscribers() as i64);
+        let help = "Live catalogChanges subscriptions in this process";
+        subscriptions.encode(encoder.encode_descriptor("subscriptions", help, None, subscriptions.metric_type())?)?;
+        let (delivered, dropped) = self.hub.deliveries();
+        let counter = ConstCounter::new(delivered);
+        let help = "Change events sent to subscribers";
+        counter.encode(encoder.encode_descriptor("change_events_delivered", help, None, counter.metric_type())?)?;
+        let counter = ConstCounter::new(dropped);
+        let help = "Changes subscribers missed by falling further behind than the buffer (each such subscription ends with SUBSCRIBER_TOO_SLOW)";
+        counter.encode(encoder.encode_descriptor("change_events_dropped", help, None, counter.metric_type())?)?;
+        let pool = self.store.pool_usage();
+        {
+            let help = "Database connections of this process's pool, busy or idle";
+            let mut family = encoder.encode_descriptor("database_connections", help, None, MetricType::Gauge)?;
+            for (state, n) in [("busy", pool.open.saturating_sub(pool.idle)), ("idle", pool.idle)] {
+                ConstGauge::new(i64::from(n)).encode(family.encode_family(&PoolLabels { state })?)?;
+            }
+        }
+        let max = ConstGauge::new(i64::from(pool.max));
+        let help = "The most connections the pool opens";
+        max.encode(encoder.encode_descriptor("database_connections_max", help, None, max.metric_type())?)?;
         let leader = ConstGauge::new(i64::from(self.engine.is_leading()));
         let help = "1 while this process runs the ingestion schedule (one replica leads)";
         leader.encode(encoder.encode_descriptor("ingestion_leader", help, None, leader.metric_type())?)?;
@@ -249,10 +309,12 @@ pub(crate) struct Metrics {
     graphql_errors: Family<CodeLabels, Counter>,
     http_requests: Family<RequestLabels, Counter>,
     http_request_duration: Family<MethodLabels, Histogram>,
+    webhook_deliveries: Family<WebhookLabels, Counter>,
     websocket_connections: Gauge,
     /// Where the provider collector's entity counts come from.
     provider_entities: Option<(Store, EntityCounts)>,
     catalog_counts: Arc<Mutex<CatalogCounts>>,
+    operations: Arc<OperationMetrics>,
 }
 
 impl Metrics {
@@ -263,6 +325,7 @@ impl Metrics {
         let http_request_duration =
             Family::<MethodLabels, Histogram>::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
         let websocket_connections = Gauge::default();
+        let webhook_deliveries = Family::<WebhookLabels, Counter>::default();
         // prometheus-client appends `_total` to counters and the unit to
         // names registered with one (it panics on `_total` in debug builds).
         let mut registry = Registry::with_prefix("catalog");
@@ -280,25 +343,42 @@ impl Metrics {
             http_request_duration.clone(),
         );
         registry.register("websocket_connections", "Open GraphQL WebSockets", websocket_connections.clone());
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries by source and result: accepted, duplicate, ignored (nothing to re-read), refused or failed",
+            webhook_deliveries.clone(),
+        );
+        let operations = Arc::new(OperationMetrics::default());
+        operations.register(&mut registry);
         Self {
             registry,
             limit_rejections,
             graphql_errors,
             http_requests,
             http_request_duration,
+            webhook_deliveries,
             websocket_connections,
             provider_entities: None,
             catalog_counts: Arc::default(),
+            operations,
         }
     }
 
-    /// Adds the providers' families, read from `engine` (and their entity
-    /// counts from `store`) at each scrape.
-    pub(crate) fn with_providers(mut self, engine: Engine, store: Store) -> Self {
+    /// The per-operation family, which the schema's extension feeds.
+    pub(crate) fn operations(&self) -> Arc<OperationMetrics> {
+        Arc::clone(&self.operations)
+    }
+
+    /// Adds the families read at each scrape: the providers' (from `engine`,
+    /// their entity counts from `store`), the catalog's counts and change
+    /// log (`store`), the subscriptions' (`hub`) and the connection pool's.
+    pub(crate) fn with_catalog(mut self, engine: Engine, store: Store, hub: Arc<ChangeHub>) -> Self {
         let entities = Arc::default();
         let catalog = Arc::clone(&self.catalog_counts);
         self.registry.register_collector(Box::new(ProviderCollector {
             engine,
+            store: store.clone(),
+            hub,
             entities: Arc::clone(&entities),
             catalog,
         }));
@@ -431,8 +511,16 @@ pub(crate) async fn track(
     next: axum::middleware::Next,
 ) -> Response {
     let method = method_label(request.method());
+    let webhook = match request.uri().path() {
+        "/webhooks/github" => Some("github"),
+        "/webhooks/pagerduty" => Some("pagerduty"),
+        _ => None,
+    };
     let started = Instant::now();
     let response = next.run(request).await;
+    if let (Some(source), Some(WebhookResult(result))) = (webhook, response.extensions().get::<WebhookResult>()) {
+        metrics.webhook_deliveries.get_or_create(&WebhookLabels { source, result }).inc();
+    }
     metrics.http_request_duration.get_or_create(&MethodLabels { method }).observe(started.elapsed().as_secs_f64());
     metrics.http_requests.get_or_create(&RequestLabels { method, status: response.status().as_u16() }).inc();
     if let Some(errors) = response.extensions().get::<ResponseErrors>() {
@@ -449,14 +537,16 @@ pub(crate) async fn scrape(metrics: Arc<Metrics>, headers: HeaderMap) -> Respons
             // The last counts stay: a scrape still answers while the database is away.
             Err(error) => tracing::warn!(%error, "cannot count the providers' entities for /metrics"),
         }
-        match (store.entity_counts_by_kind().await, store.task_counts_by_status().await) {
-            (Ok(kinds), Ok(tasks)) => {
+        match (store.entity_counts_by_kind().await, store.task_counts_by_status().await, store.change_log_size().await)
+        {
+            (Ok(kinds), Ok(tasks), Ok(change_log)) => {
                 let mut counts = metrics.catalog_counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 counts.kinds = kinds;
                 counts.tasks = tasks.into_iter().map(|(status, n)| (status.as_str(), n)).collect();
+                counts.change_log = Some(change_log);
             }
-            (Err(error), _) | (_, Err(error)) => {
-                tracing::warn!(%error, "cannot count entities and tasks for /metrics");
+            (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => {
+                tracing::warn!(%error, "cannot count entities, tasks and changes for /metrics");
             }
         }
     }
@@ -495,7 +585,9 @@ mod tests {
         let mut files = Vec::new();
         walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
         let mut literals = Vec::new();
-        for file in files.iter().filter(|file| !file.ends_with("config.rs") && !file.ends_with("metrics.rs")) {
+        // The configuration's and telemetry's upper-case literals are variable names.
+        let skipped = ["config.rs", "metrics.rs", "telemetry.rs"];
+        for file in files.iter().filter(|file| !skipped.iter().any(|name| file.ends_with(name))) {
             let text = std::fs::read_to_string(file).unwrap();
             for (index, _) in text.match_indices('"') {
                 let rest = &text[index + 1..];
@@ -528,9 +620,11 @@ mod tests {
                 missing.push(literal);
             }
         }
-        // `Some("group")` and the like are entity kinds, not limits.
+        // `Some("group")` and the like are entity kinds, not limits;
+        // `Some("accepted")` and `Some("duplicate")` are webhook answers.
         let kinds = ["api", "component", "domain", "group", "resource", "system", "template", "user"];
-        missing.retain(|literal| !kinds.contains(&literal.as_str()));
+        let webhook_answers = ["accepted", "duplicate"];
+        missing.retain(|literal| !kinds.contains(&literal.as_str()) && !webhook_answers.contains(&literal.as_str()));
         assert!(missing.is_empty(), "add these limits to LIMITS in metrics.rs: {missing:?}");
     }
 

@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use catalog_ingestion::Engine;
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 
 use crate::webhooks::{WebhooksConfig, answer, sha256_digest};
 
@@ -141,14 +142,18 @@ pub(crate) async fn pagerduty(
     }
     let engine = webhooks.engine.clone();
     let refreshed = service.clone();
-    tokio::spawn(async move {
-        for key in view.refresh_service(&refreshed).await {
-            // The service may now be mapped or unmapped, made or removed.
-            if let Err(error) = engine.run_provider(&key).await {
-                tracing::warn!(provider = %key, error = %error, "refresh after a PagerDuty webhook failed");
+    let span = tracing::info_span!("webhook.refresh", service = %service);
+    tokio::spawn(
+        async move {
+            for key in view.refresh_service(&refreshed).await {
+                // The service may now be mapped or unmapped, made or removed.
+                if let Err(error) = engine.run_provider(&key).await {
+                    tracing::warn!(provider = %key, error = %error, "refresh after a PagerDuty webhook failed");
+                }
             }
         }
-    });
+        .instrument(span),
+    );
     answer(StatusCode::ACCEPTED, json!({"status": "accepted", "service": service}))
 }
 

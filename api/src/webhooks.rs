@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use catalog_ingestion::{Engine, GithubRefresh};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 
 /// `webhooks` in the configuration.
 #[derive(Clone, Deserialize, Serialize, PartialEq)]
@@ -98,8 +99,25 @@ impl GithubWebhooks {
     }
 }
 
+/// What became of a webhook delivery, for `catalog_webhook_deliveries_total`
+/// (`metrics::track` reads it from the response).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WebhookResult(pub(crate) &'static str);
+
+/// A webhook's answer, with its result for the metrics: accepted (a re-read
+/// starts), duplicate (a redelivery), ignored (nothing to re-read, pings),
+/// refused (4xx) or failed (5xx).
 pub(crate) fn answer(status: StatusCode, body: Value) -> Response {
-    (status, axum::Json(body)).into_response()
+    let result = match body["status"].as_str() {
+        Some("accepted") => "accepted",
+        Some("duplicate") => "duplicate",
+        Some(_) => "ignored",
+        None if status.is_server_error() => "failed",
+        None => "refused",
+    };
+    let mut response = (status, axum::Json(body)).into_response();
+    response.extensions_mut().insert(WebhookResult(result));
+    response
 }
 
 fn refused(status: StatusCode, message: &str) -> Response {
@@ -176,11 +194,16 @@ pub(crate) async fn github(State(webhooks): State<Arc<GithubWebhooks>>, headers:
         let engine = webhooks.engine.clone();
         // Re-reads of one provider coalesce, so a burst of deliveries costs
         // a couple of reads.
-        tokio::spawn(async move {
-            if let Err(error) = engine.refresh_github(&refresh).await {
-                tracing::warn!(provider = refresh.provider(), error = %error, "refresh after a GitHub webhook failed");
+        // A child of the request's span, outliving it: the trace shows the re-read.
+        let span = tracing::info_span!("webhook.refresh", provider = refresh.provider());
+        tokio::spawn(
+            async move {
+                if let Err(error) = engine.refresh_github(&refresh).await {
+                    tracing::warn!(provider = refresh.provider(), error = %error, "refresh after a GitHub webhook failed");
+                }
             }
-        });
+            .instrument(span),
+        );
     }
     answer(StatusCode::ACCEPTED, body)
 }

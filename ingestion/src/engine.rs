@@ -435,6 +435,7 @@ impl Engine {
     /// Targeted re-reads of one provider wait for its run in progress and
     /// then take every repository named meanwhile at once; `Ok(None)` when
     /// an earlier call already read them (or no provider has the key).
+    #[tracing::instrument(name = "provider.refresh", skip_all, fields(provider = refresh.provider()))]
     pub async fn refresh_github(&self, refresh: &GithubRefresh) -> Result<Option<ProviderRun>, RunError> {
         let (provider, repositories) = match refresh {
             GithubRefresh::Provider(provider) => return self.run_provider(provider).await,
@@ -546,6 +547,7 @@ impl Engine {
 
     /// Reads the provider at `index` (within the run timeout) and applies
     /// its snapshot, recording the outcome in its health.
+    #[tracing::instrument(name = "provider.run", skip_all, fields(provider = self.providers[index].key(), force))]
     async fn read_and_apply(&self, index: usize, force: bool) -> Result<Option<ProviderRun>, StoreError> {
         let provider = &self.providers[index];
         let started_at = Utc::now();

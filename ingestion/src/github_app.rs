@@ -102,9 +102,12 @@ impl AppTokens {
     async fn buy(&self) -> Result<AccessToken, SourceError> {
         let url = &self.token_url;
         let jwt = self.jwt(Utc::now())?;
+        let mut trace = reqwest::header::HeaderMap::new();
+        crate::trace::inject(&mut trace);
         let response = self
             .client
             .post(url)
+            .headers(trace)
             .header(AUTHORIZATION, {
                 let mut value = HeaderValue::from_str(&format!("Bearer {jwt}")).expect("a JWT is ASCII");
                 value.set_sensitive(true);

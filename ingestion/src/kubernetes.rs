@@ -745,7 +745,11 @@ async fn client(cluster: &KubernetesClusterConfig) -> Result<kube::Client, Strin
         value.set_sensitive(true);
         config.headers.push((http::header::AUTHORIZATION, value));
     }
-    kube::Client::try_from(config).map_err(|error| error.to_string())
+    let traced = tower::util::MapRequestLayer::new(|mut request: http::Request<kube::client::Body>| {
+        crate::trace::inject(request.headers_mut());
+        request
+    });
+    Ok(kube::client::ClientBuilder::try_from(config).map_err(|error| error.to_string())?.with_layer(&traced).build())
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod pagerduty;
 mod pull;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trace;
 
 pub use documents::{MANAGED_BY_LOCATION, MANAGED_BY_ORIGIN_LOCATION};
 pub use engine::{

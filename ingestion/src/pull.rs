@@ -256,6 +256,9 @@ impl HttpSource {
         if let Some((etag, _)) = &cached {
             request = request.header(IF_NONE_MATCH, etag.clone());
         }
+        let mut trace = HeaderMap::new();
+        crate::trace::inject(&mut trace);
+        request = request.headers(trace);
         let response = request.send().await.map_err(|error| Failure::Transient(describe(url, &error)))?;
         let status = response.status();
         let headers = response.headers().clone();

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::action::{Action, ActionContext, ActionError, ActionRegistry, Logger};
 use crate::expression::{ExpressionContext, Expressions, RenderBudget};
@@ -268,7 +269,8 @@ impl Runner {
                 task.template_directory.clone(),
             )
             .with_render_budget(Arc::clone(&render_budget));
-            match action.run(&action_context, input).await {
+            let span = tracing::info_span!("scaffolder.step", step = %step_id, action = step.action());
+            match action.run(&action_context, input).instrument(span).await {
                 Ok(output) => {
                     events.emit(TaskEvent::StepFinished {
                         step_id: step_id.clone(),

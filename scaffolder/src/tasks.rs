@@ -255,6 +255,7 @@ impl TaskService {
         });
     }
 
+    #[tracing::instrument(name = "scaffolder.task", skip_all, fields(task = %record.id, template = %record.template_ref))]
     async fn run(
         &self,
         record: TaskRecord,

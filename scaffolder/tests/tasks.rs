@@ -157,9 +157,10 @@ fn request(template: Entity, name: &str) -> CreateTask {
     }
 }
 
-/// The task once it is final (ten seconds at most).
+/// The task once it is final (thirty seconds at most: the 10,000-line run
+/// writes its events one by one, slowly on a loaded machine).
 async fn ended(store: &Store, id: &str) -> TaskRecord {
-    for _ in 0..200 {
+    for _ in 0..600 {
         let task = store.task(id).await.unwrap().unwrap();
         if task.status.is_final() {
             return task;

@@ -157,6 +157,19 @@ impl Store {
     pub async fn latest_sequence(&self) -> Result<i64, StoreError> {
         newest_sequence(&self.db).await
     }
+
+    /// How many changes the log retains, and its newest sequence number
+    /// (0 when empty). One statement.
+    pub async fn change_log_size(&self) -> Result<(u64, i64), StoreError> {
+        let sql = "SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS seq FROM change_log";
+        let row = self.db.query_one_raw(Statement::from_string(self.db.get_database_backend(), sql)).await?;
+        Ok(match row {
+            Some(row) => {
+                (u64::try_from(row.try_get::<i64>("", "n")?).unwrap_or_default(), row.try_get::<i64>("", "seq")?)
+            }
+            None => (0, 0),
+        })
+    }
 }
 
 /// The newest sequence number, as one column named `seq` (0 when empty).

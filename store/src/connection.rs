@@ -32,6 +32,15 @@ pub struct Store {
     pub(crate) graph: Arc<crate::graph_index::GraphIndex>,
 }
 
+/// Connections of a store's pool: open ones, those of them idle, and the most
+/// it opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolUsage {
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
 /// Settings of the database sessions a store opens.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConnectSettings {
@@ -219,6 +228,21 @@ impl Store {
             self.db.execute_unprepared("ANALYZE entities, relations, entity_facets").await?;
         }
         Ok(())
+    }
+
+    /// The connection pool's state now.
+    pub fn pool_usage(&self) -> PoolUsage {
+        let (open, idle, max) = match self.db.get_database_backend() {
+            DatabaseBackend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle(), pool.options().get_max_connections())
+            }
+            _ => {
+                let pool = self.db.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle(), pool.options().get_max_connections())
+            }
+        };
+        PoolUsage { open, idle: u32::try_from(idle).unwrap_or(u32::MAX), max }
     }
 
     /// Closes the pool.

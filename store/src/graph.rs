@@ -366,6 +366,7 @@ impl Store {
     /// Walks the graph breadth-first from `request.from`. Cycle-safe: each ref
     /// is reached once, at its shortest distance. One statement (the index
     /// catching up with the change log), plus a load of the index on first use.
+    #[tracing::instrument(name = "graph.walk", skip_all, fields(from = request.from.len(), max_depth = request.max_depth))]
     pub async fn walk(&self, request: &WalkRequest) -> Result<Walk, StoreError> {
         self.graph.catch_up(self).await?;
         // A walk is CPU and memory in proportion to what it reaches: a few at a

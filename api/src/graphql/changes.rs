@@ -424,6 +424,7 @@ impl CatalogSubscription {
                         cursor = change.sequence;
                         if matcher.matches(&change) {
                             budget.reset();
+                            hub.delivered();
                             yield Ok(ChangeEvent(Arc::new(change)));
                         }
                     }
@@ -442,10 +443,12 @@ impl CatalogSubscription {
                         cursor = change.sequence;
                         if matcher.matches(&change) {
                             budget.reset();
+                            hub.delivered();
                             yield Ok(ChangeEvent(change));
                         }
                     }
-                    Err(RecvError::Lagged(_)) => {
+                    Err(RecvError::Lagged(missed)) => {
+                        hub.dropped(missed);
                         yield Err(ApiError::SubscriberTooSlow { last_cursor: cursor }.into());
                         return;
                     }

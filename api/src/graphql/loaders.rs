@@ -102,6 +102,7 @@ impl Loader<String> for EntityLoader {
     type Value = Arc<StoredEntity>;
     type Error = ApiError;
 
+    #[tracing::instrument(name = "loader.entities", skip_all, fields(keys = keys.len()))]
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
         self.budget.spend_loaded(keys.len())?;
         let refs: Vec<EntityRef> = keys.iter().filter_map(|key| EntityRef::parse(key).ok()).collect();
@@ -122,6 +123,7 @@ impl Loader<String> for EdgesLoader {
     type Value = Arc<Vec<StoredRelation>>;
     type Error = ApiError;
 
+    #[tracing::instrument(name = "loader.edges", skip_all, fields(keys = keys.len()))]
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
         let edges = self.0.relations_from(keys, None).await?;
         let mut by_source: HashMap<String, Vec<StoredRelation>> =

@@ -9,6 +9,7 @@ mod graph;
 mod kubernetes;
 mod loaders;
 mod mutation;
+mod operations;
 mod pagerduty;
 mod scaffolder;
 
@@ -39,6 +40,7 @@ use loaders::{EdgesLoader, EntityLoader, RequestBudget};
 
 pub use changes::{AsOf, ChangeCursor, ChangeFilter, ChangePage};
 pub use mutation::RequestId;
+pub use operations::OperationMetrics;
 
 use changes::CatalogSubscription;
 use mutation::CatalogMutation;
@@ -89,6 +91,8 @@ pub struct SchemaServices {
     pub engine: catalog_ingestion::Engine,
     pub refusals: Arc<crate::auth::RefusalLog>,
     pub tasks: catalog_scaffolder::TaskService,
+    /// Where each operation's duration is counted (`/metrics`), when metrics are on.
+    pub operations: Option<Arc<OperationMetrics>>,
 }
 
 /// Builds the schema over the process's services.
@@ -102,7 +106,8 @@ pub fn build_schema(services: SchemaServices, options: SchemaOptions) -> Catalog
         .limit_depth(options.max_depth)
         .limit_complexity(options.max_complexity)
         .limit_recursive_depth(64)
-        .limit_directives(50);
+        .limit_directives(50)
+        .extension(operations::OperationTracing { metrics: services.operations });
     if !options.introspection {
         builder = builder.disable_introspection();
     }
@@ -110,6 +115,12 @@ pub fn build_schema(services: SchemaServices, options: SchemaOptions) -> Catalog
         builder = builder.disable_suggestions();
     }
     builder.finish()
+}
+
+/// Loader batches run in a task of their own; they stay in the span of the
+/// field that started them, so their statements show under the operation.
+fn spawn_in_span(future: futures::future::BoxFuture<'static, ()>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(tracing::Instrument::in_current_span(future))
 }
 
 /// The schema without data, for printing the SDL.
@@ -130,8 +141,8 @@ pub fn with_loaders(request: Request, store: &Store, scope: &SharedScope, max_lo
     let entities = EntityLoader { store: store.clone(), scope: scope.clone(), budget: budget.clone() };
     request
         .data(scope.clone())
-        .data(DataLoader::new(entities, tokio::spawn).delay(LOADER_DELAY))
-        .data(DataLoader::new(EdgesLoader(store.clone()), tokio::spawn).delay(LOADER_DELAY))
+        .data(DataLoader::new(entities, spawn_in_span).delay(LOADER_DELAY))
+        .data(DataLoader::new(EdgesLoader(store.clone()), spawn_in_span).delay(LOADER_DELAY))
         .data(budget)
 }
 
@@ -149,8 +160,8 @@ pub fn with_subscription_loaders(
     let entities = EntityLoader { store: store.clone(), scope: scope.clone(), budget: budget.clone() };
     request
         .data(scope.clone())
-        .data(DataLoader::with_cache(entities, tokio::spawn, NoCache).delay(LOADER_DELAY))
-        .data(DataLoader::with_cache(EdgesLoader(store.clone()), tokio::spawn, NoCache).delay(LOADER_DELAY))
+        .data(DataLoader::with_cache(entities, spawn_in_span, NoCache).delay(LOADER_DELAY))
+        .data(DataLoader::with_cache(EdgesLoader(store.clone()), spawn_in_span, NoCache).delay(LOADER_DELAY))
         .data(budget)
 }
 

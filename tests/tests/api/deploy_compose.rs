@@ -203,7 +203,7 @@ fn traces_go_from_the_replicas_through_the_collector_to_jaeger() {
         .expect("an OpenTelemetry collector");
     for (replica, service) in replicas(&services) {
         let endpoint = variable(service, "OTEL_EXPORTER_OTLP_ENDPOINT").expect("OTEL_EXPORTER_OTLP_ENDPOINT");
-        assert_eq!(endpoint, format!("http://{collector_name}:4317"), "{replica}");
+        assert_eq!(endpoint, format!("http://{collector_name}:4318"), "{replica}: the collector's OTLP/HTTP port");
         assert!(variable(service, "OTEL_SERVICE_NAME").is_some(), "{replica}");
     }
     let (file, _) = bind_mounts(collector).into_iter().next().expect("the collector's configuration is mounted");

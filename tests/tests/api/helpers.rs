@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use catalog_api::app::Application;
 use catalog_api::config::Config;
@@ -153,6 +154,89 @@ pub async fn query_graphql(client: &reqwest::Client, address: SocketAddr, query:
 /// The `extensions.code` of the first error of a response.
 pub fn error_code(body: &Value) -> &str {
     body["errors"][0]["extensions"]["code"].as_str().unwrap_or_default()
+}
+
+/// A `catalog serve` process of its own, killed when dropped.
+pub struct ServeProcess {
+    child: std::process::Child,
+    pub address: SocketAddr,
+    pub client: reqwest::Client,
+}
+
+/// The `catalog` binary `cargo test --workspace` builds beside this test
+/// (the api crate's own integration tests make cargo build it).
+pub fn catalog_binary() -> std::path::PathBuf {
+    let test_binary = std::env::current_exe().unwrap();
+    let binary = test_binary.parent().and_then(Path::parent).unwrap().join("catalog");
+    assert!(binary.exists(), "{} is missing: run the suite with `cargo test --workspace`", binary.display());
+    binary
+}
+
+/// The environment of a `catalog` process on `database_url` reading `catalog`.
+pub fn catalog_command(database_url: &str, catalog: &Path) -> std::process::Command {
+    let providers = json!([{"type": "file", "paths": [catalog.join("catalog-info.yaml").display().to_string()]}]);
+    let mut command = std::process::Command::new(catalog_binary());
+    command
+        .env("CATALOG_DATABASE__URL", database_url)
+        .env("CATALOG_INGESTION__PROVIDERS", providers.to_string())
+        .env("CATALOG_INGESTION__INTERVAL_SECONDS", "3600")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    command
+}
+
+impl ServeProcess {
+    /// Starts `catalog serve` on a free port and waits until it answers.
+    pub async fn start(database_url: &str, catalog: &Path, ingest: bool) -> Self {
+        Self::start_with(database_url, catalog, ingest, |_| {}).await
+    }
+
+    /// [`ServeProcess::start`], with the command adjusted first (more
+    /// variables, stderr to a file).
+    pub async fn start_with(
+        database_url: &str,
+        catalog: &Path,
+        ingest: bool,
+        adjust: impl FnOnce(&mut std::process::Command),
+    ) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut command = catalog_command(database_url, catalog);
+        command
+            .arg("serve")
+            .env("CATALOG_SERVER__HOST", "127.0.0.1")
+            .env("CATALOG_SERVER__PORT", port.to_string())
+            .env("CATALOG_INGESTION__ENABLED", ingest.to_string())
+            .env("CATALOG_INGESTION__WATCH", ingest.to_string());
+        adjust(&mut command);
+        let child = command.spawn().expect("catalog serve starts");
+        let process =
+            ServeProcess { child, address: SocketAddr::from(([127, 0, 0, 1], port)), client: reqwest::Client::new() };
+        let started = std::time::Instant::now();
+        let ready = r#"{ entity(ref: "component:route-optimizer") { entityRef } }"#;
+        loop {
+            let response = process
+                .client
+                .post(format!("http://{}/graphql", process.address))
+                .json(&json!({"query": ready}))
+                .send()
+                .await;
+            if let Ok(response) = response
+                && let Ok(body) = response.json::<Value>().await
+                && body["data"]["entity"].is_object()
+            {
+                return process;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "catalog serve did not serve the catalog within 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Generates one test per backend for each `async fn(TestApp)`.

@@ -21,4 +21,5 @@ mod readiness;
 mod scaffolder;
 mod security;
 mod stream;
+mod telemetry;
 mod webhooks;

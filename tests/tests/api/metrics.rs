@@ -235,6 +235,21 @@ async fn every_rejection_error_and_request_is_counted_by_label(database: TestDat
         after.value(durations, &[("method", "POST")])
     );
 
+    // Operation names are the one label clients choose (capped in number);
+    // a query refused before execution has no name and no type.
+    let operations = "catalog_graphql_operation_duration_seconds_count";
+    let fine = format!("{MARKER}Fine");
+    let page = format!("{MARKER}Page");
+    assert_eq!(delta(operations, &[("type", "query"), ("operation", fine.as_str())]), 1.0, "{text}");
+    assert_eq!(delta(operations, &[("type", "query"), ("operation", page.as_str())]), 1.0, "{text}");
+    assert_eq!(delta(operations, &[("type", "query"), ("operation", "anonymous")]), 1.0, "first: 0: {text}");
+    assert_eq!(delta(operations, &[("type", "unknown"), ("operation", "anonymous")]), 2.0, "depth, validation: {text}");
+    assert_eq!(total(operations), 5.0, "the firewall's refusals never reach the schema: {text}");
+    let buckets = "catalog_graphql_operation_duration_seconds_bucket";
+    let all = [("type", "query"), ("operation", fine.as_str()), ("le", "+Inf")];
+    assert_eq!(after.value(buckets, &all), 1.0, "{text}");
+    let text: String =
+        text.lines().filter(|line| !line.contains("catalog_graphql_operation_duration")).collect::<Vec<_>>().join("\n");
     assert!(!text.contains(MARKER), "a client-supplied string became part of the metrics: {text}");
     assert!(!text.to_ascii_lowercase().contains(&MARKER.to_ascii_lowercase()), "{text}");
     for (name, label) in [(LIMITS, "limit"), (ERRORS, "code"), (REQUESTS, "method")] {

@@ -14,7 +14,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::{TestApp, database_tests, editable_examples, query_graphql, spawn_app_on};
+use crate::helpers::{
+    ServeProcess, TestApp, catalog_command, database_tests, editable_examples, query_graphql, spawn_app_on,
+};
 
 /// The two GraphQL-over-WebSocket protocols clients speak.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -501,77 +503,6 @@ database_tests!(
     feed_cursors_are_validated,
     websocket_operations_pass_the_firewall,
 );
-
-/// A `catalog serve` process of its own, killed when dropped.
-struct ServeProcess {
-    child: std::process::Child,
-    address: SocketAddr,
-    client: reqwest::Client,
-}
-
-/// The `catalog` binary `cargo test --workspace` builds beside this test
-/// (the api crate's own integration tests make cargo build it).
-fn catalog_binary() -> std::path::PathBuf {
-    let test_binary = std::env::current_exe().unwrap();
-    let binary = test_binary.parent().and_then(Path::parent).unwrap().join("catalog");
-    assert!(binary.exists(), "{} is missing: run the suite with `cargo test --workspace`", binary.display());
-    binary
-}
-
-/// The environment of a `catalog` process on `database_url` reading `catalog`.
-fn catalog_command(database_url: &str, catalog: &Path) -> std::process::Command {
-    let providers = json!([{"type": "file", "paths": [catalog.join("catalog-info.yaml").display().to_string()]}]);
-    let mut command = std::process::Command::new(catalog_binary());
-    command
-        .env("CATALOG_DATABASE__URL", database_url)
-        .env("CATALOG_INGESTION__PROVIDERS", providers.to_string())
-        .env("CATALOG_INGESTION__INTERVAL_SECONDS", "3600")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    command
-}
-
-impl ServeProcess {
-    /// Starts `catalog serve` on a free port and waits until it answers.
-    async fn start(database_url: &str, catalog: &Path, ingest: bool) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = catalog_command(database_url, catalog)
-            .arg("serve")
-            .env("CATALOG_SERVER__HOST", "127.0.0.1")
-            .env("CATALOG_SERVER__PORT", port.to_string())
-            .env("CATALOG_INGESTION__ENABLED", ingest.to_string())
-            .env("CATALOG_INGESTION__WATCH", ingest.to_string())
-            .spawn()
-            .expect("catalog serve starts");
-        let process =
-            ServeProcess { child, address: SocketAddr::from(([127, 0, 0, 1], port)), client: reqwest::Client::new() };
-        let started = std::time::Instant::now();
-        let ready = r#"{ entity(ref: "component:route-optimizer") { entityRef } }"#;
-        loop {
-            let response = process
-                .client
-                .post(format!("http://{}/graphql", process.address))
-                .json(&json!({"query": ready}))
-                .send()
-                .await;
-            if let Ok(response) = response
-                && let Ok(body) = response.json::<Value>().await
-                && body["data"]["entity"].is_object()
-            {
-                return process;
-            }
-            assert!(started.elapsed() < Duration::from_secs(30), "catalog serve did not serve the catalog within 30 s");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Three separate OS processes on one database: a server that ingests (its
 /// file watcher), a server that only serves, and a one-off `catalog ingest

@@ -191,11 +191,24 @@ async fn bad_deliveries_are_refused_before_anything_is_parsed(database: TestData
     // are not remembered as deliveries.
     let (status, _) = deliver(&app, "push", "bad-3", &touching, Some(&sign(&touching))).await;
     assert_eq!(status, 202);
+    assert_eq!(deliveries(&app, "refused").await, 7.0, "every refusal above is counted");
+    assert_eq!(deliveries(&app, "accepted").await, 1.0);
+    assert_eq!(deliveries(&app, "ignored").await, 0.0);
     assert!(appears(&app, "payments-ledger").await);
     // Nothing before the good delivery reached GitHub: the repository and its file after it.
     let requests_after = github.received_requests().await.unwrap().len();
     assert_eq!(requests_after - requests_before, 2, "only the good delivery caused reads");
     assert_eq!(requests_to(&github, "/repos/acme/payments").await, 1);
+}
+
+/// `catalog_webhook_deliveries_total` of GitHub's deliveries with this result.
+async fn deliveries(app: &TestApp, result: &str) -> f64 {
+    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let wanted = [r#"source="github""#.to_owned(), format!(r#"result="{result}""#)];
+    text.lines()
+        .filter(|line| line.starts_with("catalog_webhook_deliveries_total{"))
+        .find(|line| wanted.iter().all(|label| line.contains(label.as_str())))
+        .map_or(0.0, |line| line.rsplit_once(' ').unwrap().1.parse().unwrap())
 }
 
 async fn the_endpoint_is_off_without_a_secret(database: TestDatabase) {

@@ -1,0 +1,362 @@
+//! Traces and logs of a real `catalog serve` process: spans exported over
+//! OTLP/HTTP (JSON) to a receiver in the test, W3C traceparent honoured on the
+//! way in and sent on to GitHub on the way out, JSON log lines carrying the
+//! request id.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use catalog_store::testing::TestDatabase;
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{ServeProcess, database_tests, editable_examples};
+
+database_tests!(
+    a_graphql_request_is_one_trace_under_the_callers_span_with_its_sql,
+    a_webhook_sends_its_trace_on_to_github,
+    json_log_lines_carry_the_request_id,
+);
+
+/// One exported span, flattened from OTLP/JSON.
+#[derive(Clone, Debug)]
+struct ExportedSpan {
+    trace_id: String,
+    span_id: String,
+    parent_span_id: String,
+    name: String,
+    kind: i64,
+    attributes: HashMap<String, String>,
+    /// Attribute and event text, to look for values that must not be there.
+    text: String,
+    service: String,
+}
+
+/// An OTLP/HTTP receiver (the JSON encoding) keeping every span it is sent.
+struct Receiver {
+    address: SocketAddr,
+    spans: Arc<Mutex<Vec<ExportedSpan>>>,
+}
+
+impl Receiver {
+    async fn start() -> Self {
+        let spans: Arc<Mutex<Vec<ExportedSpan>>> = Arc::default();
+        let kept = Arc::clone(&spans);
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let kept = Arc::clone(&kept);
+                async move {
+                    let request: Value = serde_json::from_slice(&body).expect("the exporter sends OTLP/JSON");
+                    kept.lock().unwrap().extend(flatten(&request));
+                    axum::Json(json!({}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { address, spans }
+    }
+
+    /// The variables that point a `catalog` process's exporter here.
+    fn configure(&self, command: &mut std::process::Command) {
+        command
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", self.address))
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+            .env("OTEL_SERVICE_NAME", "catalog-under-test")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    }
+
+    /// The spans of one trace, once `done` holds for them (at most 20 s).
+    async fn trace(&self, trace_id: &str, done: impl Fn(&[ExportedSpan]) -> bool) -> Vec<ExportedSpan> {
+        let started = std::time::Instant::now();
+        loop {
+            let spans: Vec<ExportedSpan> =
+                self.spans.lock().unwrap().iter().filter(|span| span.trace_id == trace_id).cloned().collect();
+            if done(&spans) {
+                return spans;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "trace {trace_id} incomplete after 20 s: {spans:#?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// OTLP/JSON's `AnyValue` as text.
+fn any_value(value: &Value) -> String {
+    let value = value.get("value").unwrap_or(value);
+    for key in ["stringValue", "intValue", "boolValue", "doubleValue"] {
+        if let Some(scalar) = value.get(key) {
+            return scalar.as_str().map_or_else(|| scalar.to_string(), str::to_owned);
+        }
+    }
+    value.to_string()
+}
+
+fn attributes(list: &Value) -> HashMap<String, String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|attribute| (attribute["key"].as_str().unwrap_or_default().to_owned(), any_value(&attribute["value"])))
+        .collect()
+}
+
+fn flatten(request: &Value) -> Vec<ExportedSpan> {
+    let mut spans = Vec::new();
+    for resource in request["resourceSpans"].as_array().into_iter().flatten() {
+        let service = attributes(&resource["resource"]["attributes"]).remove("service.name").unwrap_or_default();
+        for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+            for span in scope["spans"].as_array().into_iter().flatten() {
+                let text = format!("{} {}", span["attributes"], span["events"]);
+                spans.push(ExportedSpan {
+                    trace_id: span["traceId"].as_str().unwrap_or_default().to_owned(),
+                    span_id: span["spanId"].as_str().unwrap_or_default().to_owned(),
+                    parent_span_id: span["parentSpanId"].as_str().unwrap_or_default().to_owned(),
+                    name: span["name"].as_str().unwrap_or_default().to_owned(),
+                    kind: span["kind"].as_i64().unwrap_or_default(),
+                    attributes: attributes(&span["attributes"]),
+                    text,
+                    service: service.clone(),
+                });
+            }
+        }
+    }
+    spans
+}
+
+/// Whether `span` is `ancestor` or lies under it.
+fn descends_from(spans: &[ExportedSpan], span: &ExportedSpan, ancestor: &ExportedSpan) -> bool {
+    let mut current = span;
+    for _ in 0..64 {
+        if current.span_id == ancestor.span_id {
+            return true;
+        }
+        match spans.iter().find(|parent| parent.span_id == current.parent_span_id) {
+            Some(parent) => current = parent,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// A fresh W3C trace id and parent span id for a caller's traceparent.
+fn caller_trace() -> (String, String, String) {
+    let trace_id = uuid_hex();
+    let parent = uuid_hex()[..16].to_owned();
+    let header = format!("00-{trace_id}-{parent}-01");
+    (trace_id, parent, header)
+}
+
+fn uuid_hex() -> String {
+    let mut bytes = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).unwrap();
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+const SQL_SYSTEM: [(&str, &str); 2] = [("sqlite", "sqlite"), ("postgres", "postgresql")];
+
+/// A named query whose variable's value must appear in no span; the spans
+/// form one tree under the caller's span: the server span, the operation
+/// span (type and name), and the SQL statements (text without values) under
+/// the operation, loaders included.
+async fn a_graphql_request_is_one_trace_under_the_callers_span_with_its_sql(database: TestDatabase) {
+    let receiver = Receiver::start().await;
+    let catalog = editable_examples();
+    let server =
+        ServeProcess::start_with(&database.url, catalog.path(), true, |command| receiver.configure(command)).await;
+    let (trace_id, caller_span, traceparent) = caller_trace();
+    // The owner is reached through the entity loader, in a task of its own.
+    let query =
+        "query OwnerOfOne($ref: String!) { entity(ref: $ref) { entityRef ... on Component { owner { entityRef } } } }";
+    let response = server
+        .client
+        .post(format!("http://{}/graphql", server.address))
+        .header("traceparent", &traceparent)
+        .json(
+            &json!({"query": query, "operationName": "OwnerOfOne", "variables": {"ref": "component:route-optimizer"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"]["entity"]["owner"]["entityRef"], "group:default/team-routing", "{body}");
+
+    let system = SQL_SYSTEM.iter().find(|(prefix, _)| database.url.starts_with(prefix)).unwrap().1;
+    let spans = receiver
+        .trace(&trace_id, |spans| {
+            spans.iter().any(|span| span.name == "query OwnerOfOne")
+                && spans.iter().any(|span| span.name.starts_with("loader.entities"))
+                && spans.iter().filter(|span| span.attributes.get("db.system").is_some_and(|db| db == system)).count()
+                    >= 2
+        })
+        .await;
+
+    let server_span = spans.iter().find(|span| span.name == "POST /graphql").expect("a server span");
+    assert_eq!(server_span.parent_span_id, caller_span, "the server span continues the caller's");
+    assert_eq!(server_span.kind, 2, "SPAN_KIND_SERVER");
+    assert_eq!(server_span.attributes["http.response.status_code"], "200");
+    assert_eq!(server_span.attributes["request_id"], request_id);
+    assert_eq!(server_span.service, "catalog-under-test");
+
+    let operation = spans.iter().find(|span| span.name == "query OwnerOfOne").unwrap();
+    assert_eq!(operation.attributes["graphql.operation.type"], "query");
+    assert_eq!(operation.attributes["graphql.operation.name"], "OwnerOfOne");
+    assert!(descends_from(&spans, operation, server_span), "{spans:#?}");
+
+    let loader = spans.iter().find(|span| span.name.starts_with("loader.entities")).unwrap();
+    assert!(descends_from(&spans, loader, operation), "the loader's batch stays in the operation: {spans:#?}");
+    let statements: Vec<&ExportedSpan> =
+        spans.iter().filter(|span| span.attributes.get("db.system").is_some_and(|db| db == system)).collect();
+    for statement in &statements {
+        assert!(descends_from(&spans, statement, operation), "{statement:#?} is outside the operation");
+        assert_eq!(statement.kind, 3, "SPAN_KIND_CLIENT");
+    }
+    assert!(
+        statements.iter().any(|statement| descends_from(&spans, statement, loader)),
+        "the loader's statement is under the loader: {spans:#?}"
+    );
+    assert!(
+        statements.iter().any(|span| span.attributes.get("db.statement").is_some_and(|sql| sql.contains("SELECT"))),
+        "statements carry their SQL text: {statements:#?}"
+    );
+    for span in &spans {
+        assert!(!span.text.contains("route-optimizer"), "a variable's value leaked into {span:#?}");
+    }
+}
+
+/// A signed GitHub webhook sent with a traceparent: the re-read it starts
+/// calls GitHub with the same trace, and its spans hang under the request.
+async fn a_webhook_sends_its_trace_on_to_github(database: TestDatabase) {
+    const SECRET: &str = "a webhook secret for the telemetry test";
+    let receiver = Receiver::start().await;
+    let github = MockServer::start().await;
+    let repository = json!({"id": 1, "name": "payments", "full_name": "acme/payments", "private": false,
+        "owner": {"login": "acme"}, "html_url": "https://github.example/acme/payments", "fork": false,
+        "archived": false, "default_branch": "main", "topics": []});
+    Mock::given(method("GET"))
+        .and(path("/orgs/acme/repos"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([&repository])))
+        .mount(&github)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/payments"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(repository))
+        .mount(&github)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/payments/contents/catalog-info.yaml"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&github)
+        .await;
+    let catalog = editable_examples();
+    let providers = json!([
+        {"type": "file", "paths": [catalog.path().join("catalog-info.yaml").display().to_string()]},
+        {"type": "github", "organization": "acme", "api_base_url": github.uri(),
+         "token_variable": "CATALOG_TEST_GITHUB_TOKEN_UNSET"},
+    ]);
+    let server = ServeProcess::start_with(&database.url, catalog.path(), true, |command| {
+        receiver.configure(command);
+        command.env("CATALOG_INGESTION__PROVIDERS", providers.to_string());
+        command.env("CATALOG_WEBHOOKS__GITHUB_SECRET", SECRET);
+    })
+    .await;
+
+    let body = serde_json::to_vec(&json!({
+        "ref": "refs/heads/main", "after": "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c",
+        "repository": {"id": 1, "name": "payments", "full_name": "acme/payments", "owner": {"login": "acme"},
+                       "html_url": "https://github.example/acme/payments", "default_branch": "main"},
+        "organization": {"login": "acme"}, "sender": {"login": "octocat"},
+        "commits": [{"id": "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c", "added": [], "modified": ["catalog-info.yaml"],
+                     "removed": []}],
+    }))
+    .unwrap();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
+    let signature: String = ring::hmac::sign(&key, &body).as_ref().iter().map(|byte| format!("{byte:02x}")).collect();
+    let (trace_id, _, traceparent) = caller_trace();
+    let response = server
+        .client
+        .post(format!("http://{}/webhooks/github", server.address))
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "telemetry-1")
+        .header("x-hub-signature-256", format!("sha256={signature}"))
+        .header("content-type", "application/json")
+        .header("traceparent", &traceparent)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
+
+    // GitHub sees the caller's trace on the re-read's calls.
+    let started = std::time::Instant::now();
+    loop {
+        let requests = github.received_requests().await.unwrap_or_default();
+        let traced = requests.iter().any(|request| {
+            request
+                .headers
+                .get("traceparent")
+                .and_then(|value| value.to_str().ok())
+                .is_some_and(|value| value.split('-').nth(1) == Some(trace_id.as_str()))
+        });
+        if traced {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no GitHub call carried trace {trace_id}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let spans = receiver
+        .trace(&trace_id, |spans| {
+            spans.iter().any(|span| span.name == "webhook.refresh")
+                && spans.iter().any(|span| span.name == "provider.refresh")
+        })
+        .await;
+    let request = spans.iter().find(|span| span.name == "POST /webhooks/github").expect("the server span");
+    let refresh = spans.iter().find(|span| span.name == "provider.refresh").unwrap();
+    assert!(descends_from(&spans, refresh, request), "{spans:#?}");
+    assert_eq!(refresh.attributes["provider"], "github");
+}
+
+/// With `CATALOG_LOG_FORMAT=json` every stderr line is a JSON object, and a
+/// line logged while serving a request names the request's id.
+async fn json_log_lines_carry_the_request_id(database: TestDatabase) {
+    let logs = tempfile::NamedTempFile::new().unwrap();
+    let catalog = editable_examples();
+    let stderr = logs.reopen().unwrap();
+    let server = ServeProcess::start_with(&database.url, catalog.path(), true, |command| {
+        command.env("CATALOG_LOG_FORMAT", "json").stderr(stderr);
+    })
+    .await;
+    // A query the firewall refuses (40 aliases, over the default 30) is
+    // logged while the request is served.
+    let response = server
+        .client
+        .post(format!("http://{}/graphql", server.address))
+        .header("x-request-id", "telemetry-json-log-1")
+        .json(&json!({"query": format!("{{ {} }}", "a: __typename ".repeat(40))}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "telemetry-json-log-1");
+    drop(server);
+
+    let text = std::fs::read_to_string(logs.path()).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}")))
+        .collect();
+    assert!(lines.iter().any(|line| line["fields"]["message"] == "serving GraphQL at /graphql"), "{text}");
+    let refused = lines
+        .iter()
+        .find(|line| line["fields"]["message"] == "query refused by the firewall")
+        .unwrap_or_else(|| panic!("no refusal logged: {text}"));
+    let spans = refused["spans"].as_array().expect("the spans of the line");
+    assert!(
+        spans.iter().any(|span| span["request_id"] == "telemetry-json-log-1"),
+        "the line names the request id: {refused}"
+    );
+}
