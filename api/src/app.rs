@@ -26,6 +26,8 @@ pub struct Application {
     listener: TcpListener,
     address: SocketAddr,
     store: Store,
+    /// The read replica's store (`database.read_url`), when there is one.
+    reader: Option<Store>,
     engine: Engine,
     /// None while migrations are pending (`database.migrate_on_start` off):
     /// following the change log needs its tables, so `run_until` starts it
@@ -42,10 +44,21 @@ impl Application {
     /// `database.migrate_on_start` off, looks at its migrations) and binds
     /// the listener. Fails on a database that a newer binary migrated.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        if let Some(problem) = config.database.problems().into_iter().next() {
+            anyhow::bail!(problem);
+        }
         let schema = crate::readiness::prepare_schema(&config.database).await?;
         let store = Store::connect_with(&config.database.url, config.database.connect_settings())
             .await
             .context("cannot open the database")?;
+        let reader = if config.database.read_url.is_empty() {
+            None
+        } else {
+            let reader = Store::connect_with(&config.database.read_url, config.database.connect_settings())
+                .await
+                .context("cannot open the read replica (database.read_url)")?;
+            Some(reader)
+        };
         let engine = Engine::build(store.clone(), &config.ingestion.providers)
             .context("invalid provider configuration")?
             .with_run_timeout(Duration::from_secs(config.ingestion.run_timeout_seconds.max(1)));
@@ -59,7 +72,7 @@ impl Application {
         let address = listener.local_addr().context("the listener has no address")?;
         let auth = Authenticator::new(store.clone(), &config.auth).context("invalid auth configuration")?;
         let tasks = crate::scaffolder::task_service(&config.scaffolder, store.clone(), engine.clone())?;
-        Ok(Self { listener, address, store, engine, hub, schema, auth: Arc::new(auth), tasks, config })
+        Ok(Self { listener, address, store, reader, engine, hub, schema, auth: Arc::new(auth), tasks, config })
     }
 
     /// Where the schema stood at `build`: `Pending` only with
@@ -115,11 +128,10 @@ impl Application {
             introspection: graphql.introspection,
             field_suggestions: graphql.field_suggestions,
         };
-        let metrics = self
-            .config
-            .metrics
-            .enabled
-            .then(|| Arc::new(Metrics::new().with_catalog(self.engine.clone(), self.store.clone(), hub.clone())));
+        let metrics = self.config.metrics.enabled.then(|| {
+            let metrics = Metrics::new();
+            Arc::new(metrics.with_catalog(self.engine.clone(), self.store.clone(), self.reader.clone(), hub.clone()))
+        });
         let state = HttpState {
             auth: self.auth.clone(),
             websockets: Arc::new(tokio::sync::Semaphore::new(self.config.graphql.max_websocket_connections)),
@@ -136,6 +148,7 @@ impl Application {
                 options,
             ),
             store: self.store.clone(),
+            reader: self.reader.clone(),
             graphql: self.config.graphql.clone(),
             request_timeout: Duration::from_secs(self.config.server.request_timeout_seconds),
             metrics,

@@ -137,6 +137,25 @@ pub struct DatabaseConfig {
     /// migration lock, so replicas may start together). Off: it waits,
     /// answering /readyz with 503, until `catalog migrate` has run.
     pub migrate_on_start: bool,
+    /// A read replica of the PostgreSQL primary (`postgres://...`): GraphQL
+    /// queries read it; mutations (with their own reads) and subscriptions'
+    /// change-log reads use the primary. Empty: everything uses `url`.
+    pub read_url: String,
+}
+
+impl DatabaseConfig {
+    /// Problems no type expresses, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let postgres = |url: &str| url.starts_with("postgres://") || url.starts_with("postgresql://");
+        let both_postgres = postgres(&self.url) && postgres(&self.read_url);
+        if !self.read_url.is_empty() && !both_postgres {
+            return vec![
+                "database.read_url: a read replica needs PostgreSQL, for both database.url and database.read_url"
+                    .into(),
+            ];
+        }
+        Vec::new()
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -219,7 +238,12 @@ impl DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: "sqlite://data/catalog.db".into(), statement_timeout_seconds: 30, migrate_on_start: true }
+        Self {
+            url: "sqlite://data/catalog.db".into(),
+            statement_timeout_seconds: 30,
+            migrate_on_start: true,
+            read_url: String::new(),
+        }
     }
 }
 
@@ -331,6 +355,9 @@ impl Config {
             if let Err(error) = serde_json::from_value::<Config>(probe) {
                 problems.push(format!("{section}: {error}"));
             }
+        }
+        if let Ok(config) = serde_json::from_value::<Config>(merged) {
+            problems.extend(config.database.problems());
         }
         problems
     }
@@ -468,6 +495,16 @@ mod tests {
         assert!(problems.iter().any(|problem| problem.starts_with("graphql:") && problem.contains("-1")));
         std::fs::write(&path, "server:\n  port: 8080\n").unwrap();
         assert_eq!(Config::check(Some(&path), Vec::new()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_read_replica_is_checked_against_the_primary() {
+        let replica = ("CATALOG_DATABASE__READ_URL".to_owned(), "postgres://reader@replica/catalog".to_owned());
+        let problems = Config::check(None, vec![replica.clone()]);
+        assert_eq!(problems.len(), 1, "the default primary is SQLite: {problems:#?}");
+        assert!(problems[0].starts_with("database.read_url:"), "{problems:#?}");
+        let primary = ("CATALOG_DATABASE__URL".to_owned(), "postgres://catalog@primary/catalog".to_owned());
+        assert_eq!(Config::check(None, vec![primary, replica]), Vec::<String>::new());
     }
 
     #[test]

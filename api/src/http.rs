@@ -34,6 +34,8 @@ pub(crate) struct HttpState {
     pub allowed_origins: Vec<String>,
     pub schema: CatalogSchema,
     pub store: Store,
+    /// The read replica's store (`database.read_url`): queries over HTTP read it.
+    pub reader: Option<Store>,
     pub graphql: GraphqlConfig,
     pub request_timeout: Duration,
     /// `None` when `metrics.enabled` is off: no /metrics, nothing counted.
@@ -542,7 +544,17 @@ impl async_graphql::Executor for FirewalledExecutor {
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {
-    crate::readiness::readyz(&state.store).await
+    let response = crate::readiness::readyz(&state.store).await;
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    match &state.reader {
+        Some(reader) if reader.ping().await.is_err() => {
+            tracing::warn!("not ready: the read replica does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready: the read replica does not answer").into_response()
+        }
+        _ => response,
+    }
 }
 
 /// The JSON body of a GraphQL-over-HTTP request.
@@ -746,6 +758,14 @@ async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, h
     if let Err(rejected) = limits.check_document(document) {
         return firewall_rejection(media, &rejected);
     }
+    // Queries read the replica when there is one; a mutation reads and
+    // writes the primary, so it sees its own writes (and what it checks
+    // before writing is current).
+    let mutation = selected_operation_type(document, http.operation_name.as_deref()) == Some(OperationType::Mutation);
+    let store = match &state.reader {
+        Some(reader) if !mutation => reader,
+        _ => &state.store,
+    };
     if http.method == Method::GET && !selects_a_query(document, http.operation_name.as_deref()) {
         let mut response = rejection(
             media,
@@ -757,14 +777,15 @@ async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, h
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let scope = match ReadScope::new(&state.store, access.read_filter).await {
+    let scope = match ReadScope::new(store, access.read_filter).await {
         Ok(scope) => scope,
         Err(error) => {
             tracing::error!(request_id, error = %error, "cannot build a read scope");
             return rejection(media, StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", None, "internal error");
         }
     };
-    let request = with_loaders(request, &state.store, &SharedScope::new(scope), state.graphql.max_loaded_entities)
+    let request = with_loaders(request, store, &SharedScope::new(scope), state.graphql.max_loaded_entities)
+        .data(store.clone())
         .data(access.principal)
         .data(Granted(access.granted, access.templates))
         .data(RequestId(request_id.clone()));

@@ -23,7 +23,7 @@ use catalog_ingestion::Engine;
 use crate::graphql::OperationMetrics;
 use crate::hub::ChangeHub;
 use crate::webhooks::WebhookResult;
-use catalog_store::Store;
+use catalog_store::{PoolUsage, Store};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -142,6 +142,8 @@ type EntityCounts = Arc<Mutex<HashMap<String, u64>>>;
 struct ProviderCollector {
     engine: Engine,
     store: Store,
+    /// The read replica's pool, reported beside the primary's.
+    replica: Option<Store>,
     hub: Arc<ChangeHub>,
     entities: EntityCounts,
     catalog: Arc<Mutex<CatalogCounts>>,
@@ -170,7 +172,13 @@ struct WebhookLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
+    pool: &'static str,
     state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolNameLabels {
+    pool: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -284,17 +292,25 @@ impl Collector for ProviderCollector {
         let counter = ConstCounter::new(dropped);
         let help = "Changes subscribers missed by falling further behind than the buffer (each such subscription ends with SUBSCRIBER_TOO_SLOW)";
         counter.encode(encoder.encode_descriptor("change_events_dropped", help, None, counter.metric_type())?)?;
-        let pool = self.store.pool_usage();
+        let pools: Vec<(&'static str, PoolUsage)> = std::iter::once(("primary", self.store.pool_usage()))
+            .chain(self.replica.iter().map(|replica| ("replica", replica.pool_usage())))
+            .collect();
         {
-            let help = "Database connections of this process's pool, busy or idle";
+            let help = "Database connections of this process's pools (primary, replica), busy or idle";
             let mut family = encoder.encode_descriptor("database_connections", help, None, MetricType::Gauge)?;
-            for (state, n) in [("busy", pool.open.saturating_sub(pool.idle)), ("idle", pool.idle)] {
-                ConstGauge::new(i64::from(n)).encode(family.encode_family(&PoolLabels { state })?)?;
+            for (pool, usage) in &pools {
+                for (state, n) in [("busy", usage.open.saturating_sub(usage.idle)), ("idle", usage.idle)] {
+                    ConstGauge::new(i64::from(n)).encode(family.encode_family(&PoolLabels { pool, state })?)?;
+                }
             }
         }
-        let max = ConstGauge::new(i64::from(pool.max));
-        let help = "The most connections the pool opens";
-        max.encode(encoder.encode_descriptor("database_connections_max", help, None, max.metric_type())?)?;
+        {
+            let help = "The most connections each pool opens";
+            let mut family = encoder.encode_descriptor("database_connections_max", help, None, MetricType::Gauge)?;
+            for (pool, usage) in &pools {
+                ConstGauge::new(i64::from(usage.max)).encode(family.encode_family(&PoolNameLabels { pool })?)?;
+            }
+        }
         let leader = ConstGauge::new(i64::from(self.engine.is_leading()));
         let help = "1 while this process runs the ingestion schedule (one replica leads)";
         leader.encode(encoder.encode_descriptor("ingestion_leader", help, None, leader.metric_type())?)?;
@@ -372,12 +388,19 @@ impl Metrics {
     /// Adds the families read at each scrape: the providers' (from `engine`,
     /// their entity counts from `store`), the catalog's counts and change
     /// log (`store`), the subscriptions' (`hub`) and the connection pool's.
-    pub(crate) fn with_catalog(mut self, engine: Engine, store: Store, hub: Arc<ChangeHub>) -> Self {
+    pub(crate) fn with_catalog(
+        mut self,
+        engine: Engine,
+        store: Store,
+        replica: Option<Store>,
+        hub: Arc<ChangeHub>,
+    ) -> Self {
         let entities = Arc::default();
         let catalog = Arc::clone(&self.catalog_counts);
         self.registry.register_collector(Box::new(ProviderCollector {
             engine,
             store: store.clone(),
+            replica,
             hub,
             entities: Arc::clone(&entities),
             catalog,

@@ -18,6 +18,7 @@ mod mutations;
 mod pagerduty;
 mod queries;
 mod readiness;
+mod replicas;
 mod scaffolder;
 mod security;
 mod stream;
