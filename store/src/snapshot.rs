@@ -572,6 +572,8 @@ fn stored_body(entity: &Entity, uid: &str, etag: &str) -> Value {
 
 pub(crate) struct TypedColumns {
     pub(crate) kind: String,
+    pub(crate) namespace: String,
+    pub(crate) name: String,
     pub(crate) owner_ref: Option<String>,
     pub(crate) lifecycle: Option<String>,
     pub(crate) spec_type: Option<String>,
@@ -598,6 +600,8 @@ pub(crate) fn typed_columns(entity: &Entity) -> TypedColumns {
             .to_lowercase();
     TypedColumns {
         kind: entity.kind.to_ascii_lowercase(),
+        namespace: entity.metadata.namespace.to_ascii_lowercase(),
+        name: entity.metadata.name.to_ascii_lowercase(),
         owner_ref: reference("owner", "Group"),
         lifecycle: entity.spec_str("lifecycle").map(str::to_lowercase),
         spec_type: entity.spec_str("type").map(str::to_lowercase),
@@ -660,8 +664,8 @@ fn entity_active_model(
     entity_row::ActiveModel {
         entity_ref: Set(pending.entity_ref.clone()),
         kind: Set(columns.kind),
-        namespace: Set(entity.metadata.namespace.to_ascii_lowercase()),
-        name: Set(entity.metadata.name.to_ascii_lowercase()),
+        namespace: Set(columns.namespace),
+        name: Set(columns.name),
         uid: Set(pending.uid.clone()),
         etag: Set(pending.etag.clone()),
         body: Set(body.clone()),
