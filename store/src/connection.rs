@@ -30,6 +30,8 @@ pub struct Store {
     pub(crate) url: Arc<str>,
     /// The relation graph in memory, shared by clones (`graph_index.rs`).
     pub(crate) graph: Arc<crate::graph_index::GraphIndex>,
+    /// Facet values in memory, shared by clones (`facet_index.rs`).
+    pub(crate) facet_index: Arc<crate::facet_index::FacetIndex>,
 }
 
 /// Connections of a store's pool: open ones, those of them idle, and the most
@@ -108,6 +110,7 @@ impl Store {
             writer: Arc::default(),
             url: given,
             graph: Arc::default(),
+            facet_index: Arc::default(),
         })
     }
 

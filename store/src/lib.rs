@@ -9,6 +9,7 @@ mod bulk;
 mod changes;
 mod connection;
 mod error;
+mod facet_index;
 mod graph;
 mod graph_index;
 mod leadership;
