@@ -886,7 +886,8 @@ async fn with_request_id(mut request: axum::extract::Request, next: axum::middle
     let id = given.map_or_else(new_request_id, str::to_owned);
     let value = HeaderValue::from_str(&id).expect("request ids are ASCII");
     request.headers_mut().insert(REQUEST_ID, value.clone());
-    let method = request.method().as_str().to_owned();
+    // Any method token reaches here; span names keep to the standard ones.
+    let method = crate::metrics::method_label(request.method()).to_owned();
     let path = request.uri().path();
     let route = ROUTES.iter().find(|route| **route == path).copied();
     let span = tracing::info_span!(

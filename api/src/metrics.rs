@@ -278,7 +278,7 @@ impl Collector for ProviderCollector {
             gauge.encode(encoder.encode_descriptor("change_log_sequence", help, None, gauge.metric_type())?)?;
             // Read after the log: a change committed in between shows as no lag, not a negative one.
             let gauge = ConstGauge::new((newest - self.hub.sequence()).max(0));
-            let help = "Committed changes this process has not yet sent to its subscribers";
+            let help = "How far (in change-log sequence numbers, which may have gaps) this process's subscribers are behind the log";
             gauge.encode(encoder.encode_descriptor("change_hub_lag", help, None, gauge.metric_type())?)?;
         }
         drop(counts);
@@ -513,7 +513,7 @@ fn limit_label(limit: Option<&str>) -> &'static str {
 }
 
 /// Clients may send any method token; only the standard ones become labels.
-fn method_label(method: &Method) -> &'static str {
+pub(crate) fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::POST => "POST",

@@ -142,7 +142,8 @@ pub(crate) async fn pagerduty(
     }
     let engine = webhooks.engine.clone();
     let refreshed = service.clone();
-    let span = tracing::info_span!("webhook.refresh", service = %service);
+    let span =
+        crate::telemetry::detached_child(tracing::info_span!(parent: None, "webhook.refresh", service = %service));
     tokio::spawn(
         async move {
             for key in view.refresh_service(&refreshed).await {

@@ -24,7 +24,8 @@ use tracing_subscriber::{EnvFilter, Layer as _, Registry};
 
 /// What the logs show unless `CATALOG_LOG` says otherwise: no per-statement
 /// lines (`sea_orm`, `sqlx`), which would drown the rest.
-const DEFAULT_LOG: &str = "info,sqlx=warn,sea_orm=warn";
+const DEFAULT_LOG: &str =
+    "info,sqlx=warn,sea_orm=warn,opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn";
 /// What the traces hold unless `CATALOG_TRACE` says otherwise: the catalog's
 /// own spans and one span per SQL statement (sea-orm's `tracing-spans`).
 const DEFAULT_TRACE: &str =
@@ -74,6 +75,16 @@ impl Telemetry {
             eprintln!("warning: cannot send the last spans: {error}");
         }
     }
+}
+
+/// `span` (made with `parent: None`) as a child of the current span in the
+/// trace only: work that outlives the request (a webhook's re-read) shows
+/// under it without keeping the request's span open until it ends.
+pub(crate) fn detached_child(span: tracing::Span) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    // Without an exporter there is no trace to join.
+    let _ = span.set_parent(tracing::Span::current().context());
+    span
 }
 
 /// Installs the global subscriber and propagator. Must run inside the tokio

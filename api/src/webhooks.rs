@@ -194,8 +194,11 @@ pub(crate) async fn github(State(webhooks): State<Arc<GithubWebhooks>>, headers:
         let engine = webhooks.engine.clone();
         // Re-reads of one provider coalesce, so a burst of deliveries costs
         // a couple of reads.
-        // A child of the request's span, outliving it: the trace shows the re-read.
-        let span = tracing::info_span!("webhook.refresh", provider = refresh.provider());
+        let span = crate::telemetry::detached_child(tracing::info_span!(
+            parent: None,
+            "webhook.refresh",
+            provider = refresh.provider()
+        ));
         tokio::spawn(
             async move {
                 if let Err(error) = engine.refresh_github(&refresh).await {

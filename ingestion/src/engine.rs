@@ -547,7 +547,7 @@ impl Engine {
 
     /// Reads the provider at `index` (within the run timeout) and applies
     /// its snapshot, recording the outcome in its health.
-    #[tracing::instrument(name = "provider.run", skip_all, fields(provider = self.providers[index].key(), force))]
+    #[tracing::instrument(name = "provider.run", skip_all, fields(provider = self.providers[index].key(), force = force))]
     async fn read_and_apply(&self, index: usize, force: bool) -> Result<Option<ProviderRun>, StoreError> {
         let provider = &self.providers[index];
         let started_at = Utc::now();

@@ -111,6 +111,14 @@ impl OperationExtension {
     }
 }
 
+fn span_name(name: Option<&str>) -> &str {
+    match name {
+        None => ANONYMOUS,
+        Some(name) if name.len() > MAX_OPERATION_NAME_LENGTH => OTHER,
+        Some(name) => name,
+    }
+}
+
 fn type_name(ty: OperationType) -> &'static str {
     match ty {
         OperationType::Query => "query",
@@ -169,7 +177,9 @@ impl Extension for OperationExtension {
             // Named when it opens: an exported span's name cannot change later.
             let span = tracing::info_span!(
                 "graphql",
-                otel.name = %format!("{kind} {}", name.as_deref().unwrap_or(ANONYMOUS)),
+                // Names over the metrics' length cap are `other` here too:
+                // a collector indexes span names.
+                otel.name = %format!("{kind} {}", span_name(name.as_deref())),
                 graphql.operation.type = kind,
                 graphql.operation.name = name.as_deref(),
                 graphql.errors = tracing::field::Empty,

@@ -189,7 +189,9 @@ async fn a_graphql_request_is_one_trace_under_the_callers_span_with_its_sql(data
     let system = SQL_SYSTEM.iter().find(|(prefix, _)| database.url.starts_with(prefix)).unwrap().1;
     let spans = receiver
         .trace(&trace_id, |spans| {
-            spans.iter().any(|span| span.name == "query OwnerOfOne")
+            // The server span ends last: wait for it too.
+            spans.iter().any(|span| span.name == "POST /graphql")
+                && spans.iter().any(|span| span.name == "query OwnerOfOne")
                 && spans.iter().any(|span| span.name.starts_with("loader.entities"))
                 && spans.iter().filter(|span| span.attributes.get("db.system").is_some_and(|db| db == system)).count()
                     >= 2
@@ -311,8 +313,9 @@ async fn a_webhook_sends_its_trace_on_to_github(database: TestDatabase) {
     }
     let spans = receiver
         .trace(&trace_id, |spans| {
-            spans.iter().any(|span| span.name == "webhook.refresh")
-                && spans.iter().any(|span| span.name == "provider.refresh")
+            ["POST /webhooks/github", "webhook.refresh", "provider.refresh"]
+                .iter()
+                .all(|name| spans.iter().any(|span| span.name == *name))
         })
         .await;
     let request = spans.iter().find(|span| span.name == "POST /webhooks/github").expect("the server span");
