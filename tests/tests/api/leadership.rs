@@ -7,9 +7,39 @@ use std::time::Duration;
 use catalog_store::testing::TestDatabase;
 use serde_json::json;
 
-use crate::helpers::{TestApp, database_tests, examples_root, spawn_app_with};
+use crate::helpers::{
+    ServeProcess, TestApp, database_tests, editable_examples, examples_root, query_graphql, spawn_app_with,
+};
 
 database_tests!(exactly_one_replica_leads_ingestion_and_another_takes_over);
+
+/// Two `catalog serve` processes on one PostgreSQL, both with ingestion on:
+/// exactly one leads the schedule, and both serve the catalog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_server_processes_elect_one_ingesting_leader_and_both_serve() {
+    let Some(database) = TestDatabase::postgres().await else { return };
+    let catalog = editable_examples();
+    let first = ServeProcess::start(&database.url, catalog.path(), true).await;
+    let second = ServeProcess::start(&database.url, catalog.path(), true).await;
+    let servers = [&first, &second];
+    let mut leading = Vec::new();
+    for _ in 0..100 {
+        leading.clear();
+        for server in servers {
+            let data = query_graphql(&server.client, server.address, "{ ingestionLeader }", json!({})).await;
+            leading.push(data["ingestionLeader"].as_bool().unwrap());
+        }
+        if leading.iter().filter(|leads| **leads).count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(leading.iter().filter(|leads| **leads).count(), 1, "exactly one process leads: {leading:?}");
+    for server in servers {
+        let data = query_graphql(&server.client, server.address, "{ entities { totalCount } }", json!({})).await;
+        assert!(data["entities"]["totalCount"].as_u64().unwrap() > 50, "{data}");
+    }
+}
 
 async fn replica(url: &str) -> TestApp {
     spawn_app_with(url, &examples_root(), None, |config| {
