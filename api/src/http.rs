@@ -761,12 +761,13 @@ async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, h
     // Queries read the replica when there is one; a mutation reads and
     // writes the primary, so it sees its own writes (and what it checks
     // before writing is current).
-    let mutation = selected_operation_type(document, http.operation_name.as_deref()) == Some(OperationType::Mutation);
+    // An unknown or ambiguous operation name counts as a query: validation reports it.
+    let operation = selected_operation_type(document, http.operation_name.as_deref());
     let store = match &state.reader {
-        Some(reader) if !mutation => reader,
+        Some(reader) if operation != Some(OperationType::Mutation) => reader,
         _ => &state.store,
     };
-    if http.method == Method::GET && !selects_a_query(document, http.operation_name.as_deref()) {
+    if http.method == Method::GET && operation.is_some_and(|ty| ty != OperationType::Query) {
         let mut response = rejection(
             media,
             StatusCode::METHOD_NOT_ALLOWED,
@@ -810,12 +811,6 @@ async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, h
         StatusCode::OK
     };
     json_response(media, status, &response)
-}
-
-/// Whether the operation a request runs is a query (an unknown or ambiguous
-/// operation name counts as a query: validation reports it).
-fn selects_a_query(document: &ExecutableDocument, name: Option<&str>) -> bool {
-    selected_operation_type(document, name).is_none_or(|ty| ty == OperationType::Query)
 }
 
 /// The type of the operation a request runs; `None` when the name is unknown
