@@ -28,12 +28,11 @@ pub(crate) async fn prepare_schema(database: &DatabaseConfig) -> anyhow::Result<
     // Migrations run without the statement timeout: building an index on a
     // large table may take longer than any read should.
     let migrator = Store::connect(&database.url).await.context("cannot open the database")?;
-    let status = if database.migrate_on_start {
+    if database.migrate_on_start {
         migrator.migrate().await.context("cannot migrate the database")?;
-        SchemaStatus::Current
-    } else {
-        migrator.schema_status().await.context("cannot read the database's migrations")?
-    };
+    }
+    // Read after migrating too: a newer binary may have expanded the schema.
+    let status = migrator.schema_status().await.context("cannot read the database's migrations")?;
     migrator.close().await.context("cannot close the migration connection")?;
     if let SchemaStatus::Newer(unknown) = status {
         let newest_known = Store::newest_migration();
@@ -52,6 +51,8 @@ pub(crate) async fn readyz(store: &Store) -> Response {
     }
     match store.schema_status().await {
         Ok(SchemaStatus::Current) => (StatusCode::OK, "ready").into_response(),
+        // A rolling upgrade's old replica: it keeps taking traffic while the new ones start.
+        Ok(status @ SchemaStatus::Compatible(_)) => (StatusCode::OK, format!("ready: {status}")).into_response(),
         Ok(status) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {status}")).into_response(),
         Err(error) => {
             tracing::warn!(%error, "not ready: the database's migrations cannot be read");
@@ -117,7 +118,7 @@ pub(crate) async fn serve_until_migrated(
         loop {
             tokio::time::sleep(MIGRATION_POLL).await;
             match store.schema_status().await {
-                Ok(SchemaStatus::Current) => return Ok(Waited::Migrated),
+                Ok(SchemaStatus::Current | SchemaStatus::Compatible(_)) => return Ok(Waited::Migrated),
                 Ok(SchemaStatus::Pending(_)) => {}
                 Ok(SchemaStatus::Newer(unknown)) => {
                     let newest_known = Store::newest_migration();

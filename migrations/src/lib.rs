@@ -1,6 +1,13 @@
 //! The catalog's schema as a sequence of migrations. Each migration is a frozen
 //! fact: it never imports the store's models, so changing a model can never
 //! silently change what an old migration did.
+//!
+//! A migration that only adds to the schema (tables, indexes, nullable or
+//! defaulted columns) and changes nothing the previous release reads or
+//! writes is named `..._additive`: the previous release's replicas then keep
+//! serving through a rolling upgrade (`catalog_store::ADDITIVE_SUFFIX`).
+//! The name is recorded when the migration is applied, so it can never be
+//! renamed afterwards.
 
 use sea_orm_migration::prelude::*;
 

@@ -31,7 +31,7 @@ pub use error::StoreError;
 pub use graph::{Direction, Parent, Reached, Walk, WalkRequest};
 pub use leadership::Leadership;
 pub use matcher::EntityMatcher;
-pub use migration::SchemaStatus;
+pub use migration::{ADDITIVE_SUFFIX, SchemaStatus};
 pub use query::{Annotated, EntityPage, Facet, Filter, FilterField, ListQuery, OrderField, Predicate};
 pub use record::{Change, ChangeType, ConflictRecord, LocationRecord, StoredEntity, StoredRelation};
 pub use snapshot::{

@@ -1,8 +1,11 @@
 //! Migrating the schema safely. Several replicas may run `catalog migrate` (or
 //! migrate on start) at once: on PostgreSQL a session advisory lock lets one
 //! migrate while the others wait and then find nothing to do. And a binary
-//! never runs against a schema that a newer binary migrated: an applied
-//! migration it does not know is an error that names it.
+//! never runs against a schema that a newer binary changed under it: an
+//! applied migration it does not know is an error that names it, unless the
+//! migration says, by its name, that it only added to the schema
+//! ([`ADDITIVE_SUFFIX`]). That is what keeps a rolling upgrade's old replicas
+//! serving while the new ones start.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -21,6 +24,14 @@ use crate::error::StoreError;
 /// migration never waits for a leader that holds its lock for hours.
 const MIGRATION_LOCK: i64 = 0x006d_6967_7261_7465;
 
+/// How a migration says older binaries may keep serving after it: its name
+/// ends with this. Such a migration only adds (tables, indexes, nullable or
+/// defaulted columns) and changes nothing an older binary reads or writes.
+/// A binary cannot learn anything else about a migration it does not know,
+/// so the promise has to travel in the one thing it can read: the name
+/// recorded in the migrations table.
+pub const ADDITIVE_SUFFIX: &str = "_additive";
+
 /// Where a database's schema stands against this binary's migrations.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SchemaStatus {
@@ -28,8 +39,12 @@ pub enum SchemaStatus {
     Current,
     /// Migrations this binary knows that the database lacks, oldest first.
     Pending(Vec<String>),
-    /// Applied migrations this binary does not know: a newer binary migrated
-    /// the database.
+    /// Applied migrations this binary does not know, every one additive
+    /// ([`ADDITIVE_SUFFIX`]): a newer binary expanded the schema in ways this
+    /// one can ignore, so it keeps serving.
+    Compatible(Vec<String>),
+    /// Applied migrations this binary does not know, at least one of them
+    /// not additive: a newer binary changed the schema under this one.
     Newer(Vec<String>),
 }
 
@@ -37,12 +52,24 @@ impl SchemaStatus {
     pub fn is_current(&self) -> bool {
         *self == SchemaStatus::Current
     }
+
+    /// Whether this binary can serve the schema: it is current, or only
+    /// expanded by a newer binary.
+    pub fn serves(&self) -> bool {
+        matches!(self, SchemaStatus::Current | SchemaStatus::Compatible(_))
+    }
 }
 
 impl fmt::Display for SchemaStatus {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SchemaStatus::Current => formatter.write_str("the schema is current"),
+            SchemaStatus::Compatible(unknown) => write!(
+                formatter,
+                "a newer binary added {} additive migration(s) ({}); this binary serves as before",
+                unknown.len(),
+                unknown.join(", ")
+            ),
             SchemaStatus::Pending(pending) => write!(
                 formatter,
                 "{} migration(s) pending ({}): run `catalog migrate`",
@@ -68,13 +95,20 @@ impl Store {
     /// migration lock (waiting while another process migrates), so replicas
     /// starting together apply each migration once. Refuses, changing
     /// nothing, a database that a newer binary migrated
-    /// ([`StoreError::SchemaNewer`]).
+    /// ([`StoreError::SchemaNewer`]), and leaves alone one that a newer
+    /// binary only expanded ([`SchemaStatus::Compatible`]: this binary's
+    /// migrations are all applied).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let lock = self.lock_migrations().await?;
-        if let SchemaStatus::Newer(unknown) = self.schema_status().await? {
-            return Err(StoreError::SchemaNewer { unknown, newest_known: Store::newest_migration() });
+        match self.schema_status().await? {
+            SchemaStatus::Newer(unknown) => {
+                return Err(StoreError::SchemaNewer { unknown, newest_known: Store::newest_migration() });
+            }
+            // sea-orm refuses to run with applied migrations it has no file
+            // for, and there is nothing of this binary's left to apply.
+            SchemaStatus::Compatible(_) => {}
+            SchemaStatus::Current | SchemaStatus::Pending(_) => Migrator::up(&self.db, None).await?,
         }
-        Migrator::up(&self.db, None).await?;
         if let Some(connection) = lock {
             // Closing ends the session and with it the lock; a failure to
             // close gracefully still drops the socket, which ends it too.
@@ -97,11 +131,17 @@ impl Store {
         }
         let known: Vec<String> = Migrator::migrations().iter().map(|migration| migration.name().to_owned()).collect();
         let unknown: Vec<String> = applied.iter().filter(|version| !known.contains(version)).cloned().collect();
-        if !unknown.is_empty() {
-            return Ok(SchemaStatus::Newer(unknown));
-        }
         let pending: Vec<String> = known.into_iter().filter(|name| !applied.contains(name)).collect();
-        Ok(if pending.is_empty() { SchemaStatus::Current } else { SchemaStatus::Pending(pending) })
+        Ok(match (unknown.is_empty(), pending.is_empty()) {
+            (true, true) => SchemaStatus::Current,
+            (true, false) => SchemaStatus::Pending(pending),
+            // A newer binary applies every older migration first: with some
+            // of ours missing, the schema is not one this binary can trust.
+            (false, true) if unknown.iter().all(|name| name.ends_with(ADDITIVE_SUFFIX)) => {
+                SchemaStatus::Compatible(unknown)
+            }
+            (false, _) => SchemaStatus::Newer(unknown),
+        })
     }
 
     /// On PostgreSQL, a connection of its own holding the migration lock

@@ -1,11 +1,14 @@
 //! Migrations: what a database's schema status says, the refusal of a
-//! database that a newer binary migrated, and replicas migrating at once.
+//! database that a newer binary migrated (unless it only added to the
+//! schema), and replicas migrating at once.
 
 use catalog_store::testing::TestDatabase;
 use catalog_store::{SchemaStatus, Store, StoreError, backend_tests};
 
 /// A migration no binary of today knows, as a newer binary would record it.
 const FUTURE_MIGRATION: &str = "m20991231_000001_from_the_future";
+/// A newer binary's migration that promises to only add to the schema.
+const FUTURE_ADDITIVE: &str = "m20991230_000001_new_index_additive";
 
 /// Runs each body with a fresh database holding no table at all, on SQLite
 /// and on PostgreSQL.
@@ -31,12 +34,55 @@ macro_rules! unmigrated_tests {
 }
 
 async fn record_future_migration(store: &Store) {
+    record_migration(store, FUTURE_MIGRATION).await;
+}
+
+async fn record_migration(store: &Store, name: &str) {
     store
         .execute_unprepared_for_tests(&format!(
-            "INSERT INTO seaql_migrations (version, applied_at) VALUES ('{FUTURE_MIGRATION}', 0)"
+            "INSERT INTO seaql_migrations (version, applied_at) VALUES ('{name}', 0)"
         ))
         .await
         .unwrap();
+}
+
+backend_tests!(additive_migrations_of_a_newer_binary_leave_this_one_serving);
+
+/// A rolling upgrade: the new binary applied a migration named additive, so
+/// this older one still serves and `migrate` succeeds changing nothing; a
+/// later migration that is not additive makes it refuse again.
+async fn additive_migrations_of_a_newer_binary_leave_this_one_serving(store: Store) {
+    record_migration(&store, FUTURE_ADDITIVE).await;
+    let status = store.schema_status().await.unwrap();
+    assert_eq!(status, SchemaStatus::Compatible(vec![FUTURE_ADDITIVE.to_owned()]));
+    assert!(status.serves() && !status.is_current());
+    assert!(status.to_string().contains(FUTURE_ADDITIVE), "{status}");
+    store.migrate().await.expect("nothing of this binary's to apply, and no refusal");
+    assert_eq!(store.schema_status().await.unwrap(), SchemaStatus::Compatible(vec![FUTURE_ADDITIVE.to_owned()]));
+
+    record_future_migration(&store).await;
+    let status = store.schema_status().await.unwrap();
+    assert_eq!(status, SchemaStatus::Newer(vec![FUTURE_ADDITIVE.to_owned(), FUTURE_MIGRATION.to_owned()]));
+    assert!(!status.serves());
+    assert!(matches!(store.migrate().await, Err(StoreError::SchemaNewer { .. })));
+}
+
+unmigrated_tests!(an_additive_newer_migration_does_not_excuse_a_missing_one_of_ours);
+
+/// Additive unknown migrations with one of this binary's own missing: not a
+/// schema any binary made, so refused rather than served.
+async fn an_additive_newer_migration_does_not_excuse_a_missing_one_of_ours(database: TestDatabase) {
+    let store = &database.store;
+    store.migrate().await.unwrap();
+    record_migration(store, FUTURE_ADDITIVE).await;
+    store
+        .execute_unprepared_for_tests(&format!(
+            "DELETE FROM seaql_migrations WHERE version = '{}'",
+            Store::newest_migration()
+        ))
+        .await
+        .unwrap();
+    assert_eq!(store.schema_status().await.unwrap(), SchemaStatus::Newer(vec![FUTURE_ADDITIVE.to_owned()]));
 }
 
 fn known_migrations() -> Vec<String> {

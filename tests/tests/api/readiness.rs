@@ -1,7 +1,8 @@
 //! /readyz and startup against the database's migrations: a server that does
 //! not migrate on start waits, unready, until `catalog migrate` has run; a
 //! database migrated by a newer binary is refused at startup and makes a
-//! running server unready.
+//! running server unready, unless the newer migrations are all additive (a
+//! rolling upgrade, whose old replicas keep serving).
 
 use std::time::Duration;
 
@@ -16,6 +17,8 @@ use crate::helpers::{TestApp, database_tests, e2e_tests, examples_root, query_gr
 
 /// A migration no binary of today knows, as a newer binary would record it.
 const FUTURE_MIGRATION: &str = "m20991231_000001_from_the_future";
+/// A newer binary's migration that only adds to the schema.
+const FUTURE_ADDITIVE: &str = "m20991230_000001_new_index_additive";
 
 /// Runs each body with a fresh database holding no table at all, on SQLite
 /// and on PostgreSQL.
@@ -60,12 +63,44 @@ fn waiting_config(url: &str) -> Config {
 }
 
 async fn record_future_migration(store: &Store) {
+    record_migration(store, FUTURE_MIGRATION).await;
+}
+
+async fn record_migration(store: &Store, name: &str) {
     store
         .execute_unprepared_for_tests(&format!(
-            "INSERT INTO seaql_migrations (version, applied_at) VALUES ('{FUTURE_MIGRATION}', 0)"
+            "INSERT INTO seaql_migrations (version, applied_at) VALUES ('{name}', 0)"
         ))
         .await
         .unwrap();
+}
+
+database_tests!(an_older_binary_starts_and_serves_on_a_schema_a_newer_one_only_expanded);
+
+/// A rolling upgrade's old replica restarting (or rolled back to) after the
+/// new binary applied an additive migration: it starts, migrating on start
+/// or not, and serves the catalog.
+async fn an_older_binary_starts_and_serves_on_a_schema_a_newer_one_only_expanded(database: TestDatabase) {
+    record_migration(&database.store, FUTURE_ADDITIVE).await;
+    for migrate_on_start in [true, false] {
+        let mut config = waiting_config(&database.url);
+        config.database.migrate_on_start = migrate_on_start;
+        let application = Application::build(config).await.unwrap_or_else(|error| panic!("{error:#}"));
+        assert_eq!(application.schema_status(), &SchemaStatus::Compatible(vec![FUTURE_ADDITIVE.to_owned()]));
+        let address = application.address();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(application.run_until(async move {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::new();
+        let (status, reason) = get(&client, format!("http://{address}/readyz")).await;
+        assert_eq!(status, 200, "{reason}");
+        assert!(reason.contains(FUTURE_ADDITIVE), "says why it serves: {reason}");
+        let body = query_graphql(&client, address, "{ entities(first: 1) { totalCount } }", json!({})).await;
+        assert!(body["entities"]["totalCount"].is_u64(), "{body}");
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
 }
 
 /// GET a path: the status and the body's text.
