@@ -19,6 +19,7 @@ use crate::graphql::{SchemaOptions, SchemaServices, build_schema};
 use crate::http::{HttpState, router};
 use crate::hub::ChangeHub;
 use crate::metrics::Metrics;
+use crate::otlp_metrics::OtlpMetricsConfig;
 use crate::readiness::Waited;
 
 /// A built, bound, not yet serving application.
@@ -37,6 +38,8 @@ pub struct Application {
     auth: Arc<Authenticator>,
     tasks: catalog_scaffolder::TaskService,
     config: Config,
+    /// Where metrics are pushed over OTLP besides `GET /metrics`, if anywhere.
+    otlp_metrics: Option<OtlpMetricsConfig>,
 }
 
 impl Application {
@@ -44,7 +47,7 @@ impl Application {
     /// `database.migrate_on_start` off, looks at its migrations) and binds
     /// the listener. Fails on a database that a newer binary migrated.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        if let Some(problem) = config.database.problems().into_iter().next() {
+        if let Some(problem) = config.database.problems().into_iter().chain(config.metrics.problems()).next() {
             anyhow::bail!(problem);
         }
         let schema = crate::readiness::prepare_schema(&config.database).await?;
@@ -63,7 +66,9 @@ impl Application {
             .context("invalid provider configuration")?
             .with_run_timeout(Duration::from_secs(config.ingestion.run_timeout_seconds.max(1)));
         let hub = match schema {
-            SchemaStatus::Current => Some(follow_commits(&store, config.changes.subscriber_buffer).await?),
+            SchemaStatus::Current | SchemaStatus::Compatible(_) => {
+                Some(follow_commits(&store, config.changes.subscriber_buffer).await?)
+            }
             _ => None,
         };
         let listener = TcpListener::bind((config.server.host.as_str(), config.server.port))
@@ -72,7 +77,25 @@ impl Application {
         let address = listener.local_addr().context("the listener has no address")?;
         let auth = Authenticator::new(store.clone(), &config.auth).context("invalid auth configuration")?;
         let tasks = crate::scaffolder::task_service(&config.scaffolder, store.clone(), engine.clone())?;
-        Ok(Self { listener, address, store, reader, engine, hub, schema, auth: Arc::new(auth), tasks, config })
+        Ok(Self {
+            listener,
+            address,
+            store,
+            reader,
+            engine,
+            hub,
+            schema,
+            auth: Arc::new(auth),
+            tasks,
+            config,
+            otlp_metrics: None,
+        })
+    }
+
+    /// Pushes the metrics over OTLP too while serving (`metrics.enabled` on).
+    pub fn push_metrics(mut self, otlp: Option<OtlpMetricsConfig>) -> Self {
+        self.otlp_metrics = otlp;
+        self
     }
 
     /// Where the schema stood at `build`: `Pending` only with
@@ -129,7 +152,7 @@ impl Application {
             field_suggestions: graphql.field_suggestions,
         };
         let metrics = self.config.metrics.enabled.then(|| {
-            let metrics = Metrics::new();
+            let metrics = Metrics::new(&self.config.metrics.operation_names);
             Arc::new(metrics.with_catalog(self.engine.clone(), self.store.clone(), self.reader.clone(), hub.clone()))
         });
         let state = HttpState {
@@ -151,7 +174,7 @@ impl Application {
             reader: self.reader.clone(),
             graphql: self.config.graphql.clone(),
             request_timeout: Duration::from_secs(self.config.server.request_timeout_seconds),
-            metrics,
+            metrics: metrics.clone(),
             github_webhooks: crate::webhooks::GithubWebhooks::new(&self.config.webhooks, self.engine.clone()),
             pagerduty_webhooks: crate::pagerduty_webhooks::PagerDutyWebhooks::new(
                 &self.config.webhooks,
@@ -182,6 +205,16 @@ impl Application {
         // Tasks whose runner stopped (this process before a restart, or
         // another replica) are failed with a clear error, now and periodically.
         let sweeper = self.tasks.start_sweeper();
+        let push = match (metrics, self.otlp_metrics.take()) {
+            (Some(metrics), Some(otlp)) => {
+                Some(tokio::spawn(crate::otlp_metrics::push_until(metrics, otlp, stop_ingestion.subscribe())))
+            }
+            (None, Some(_)) => {
+                tracing::warn!("metrics.enabled is off: no metrics are pushed over OTLP either");
+                None
+            }
+            _ => None,
+        };
         tracing::info!(address = %self.address, "serving GraphQL at /graphql");
         axum::serve(self.listener, router(state))
             .with_graceful_shutdown(shutdown)
@@ -192,6 +225,10 @@ impl Application {
             let _ = ingestion.await;
         }
         let _ = retention.await;
+        // Its last push carries the requests served to the end.
+        if let Some(push) = push {
+            let _ = push.await;
+        }
         sweeper.abort();
         tracing::info!("stopped");
         Ok(())

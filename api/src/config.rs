@@ -48,11 +48,32 @@ pub struct MetricsConfig {
     /// Whether GET /metrics serves Prometheus metrics (without
     /// authentication: counts only, never entity data). Off: 404.
     pub enabled: bool,
+    /// The `operationName`s that get their own series in
+    /// `catalog_graphql_operation_duration_seconds`; others count as
+    /// `other`. Empty: the first 200 distinct names seen, which a client
+    /// sending made-up names can use up.
+    pub operation_names: Vec<String>,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { enabled: true }
+        Self { enabled: true, operation_names: Vec::new() }
+    }
+}
+
+impl MetricsConfig {
+    /// Problems no type expresses, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        self.operation_names
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| !crate::graphql::is_operation_label(name))
+            .map(|(index, name)| {
+                format!(
+                    "metrics.operation_names[{index}]: `{name}` is not a GraphQL name of at most 64 characters (or is `anonymous`/`other`)"
+                )
+            })
+            .collect()
     }
 }
 
@@ -358,6 +379,7 @@ impl Config {
         }
         if let Ok(config) = serde_json::from_value::<Config>(merged) {
             problems.extend(config.database.problems());
+            problems.extend(config.metrics.problems());
         }
         problems
     }

@@ -11,6 +11,7 @@ mod http;
 pub mod hub;
 pub mod jwt;
 mod metrics;
+pub mod otlp_metrics;
 mod pagerduty_webhooks;
 pub mod policy;
 mod readiness;

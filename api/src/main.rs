@@ -129,7 +129,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = || Config::load(cli.config.as_deref(), std::env::vars()).context("cannot load the configuration");
     match &cli.command {
         Command::Serve => {
-            let application = Application::build(config()?).await?;
+            let otlp_metrics = catalog_api::otlp_metrics::OtlpMetricsConfig::from_env()?;
+            let application = Application::build(config()?).await?.push_metrics(otlp_metrics);
             println!("catalog listening on http://{}/graphql", application.address());
             application.run_until(shutdown_signal()).await?;
         }
@@ -139,7 +140,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store =
                 catalog_store::Store::connect(&config.database.url).await.context("cannot open the database")?;
             store.migrate().await.context("cannot migrate the database")?;
-            println!("migrations applied; the schema is current ({})", catalog_store::Store::newest_migration());
+            match store.schema_status().await.context("cannot read the database's migrations")? {
+                catalog_store::SchemaStatus::Current => {
+                    println!(
+                        "migrations applied; the schema is current ({})",
+                        catalog_store::Store::newest_migration()
+                    );
+                }
+                status => println!("nothing to apply: {status}"),
+            }
         }
         Command::Token { command } => return token(command, config()?).await,
         Command::Validate { files } => return validate(files),
@@ -160,7 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config.server.port = 0;
             let application = Application::build(config).await?;
             let status = application.schema_status();
-            anyhow::ensure!(status.is_current(), "cannot ingest: {status}");
+            anyhow::ensure!(status.serves(), "cannot ingest: {status}");
             let runs = match provider {
                 None => application.ingest_once().await?,
                 Some(key) => {

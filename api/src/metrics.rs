@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use async_graphql::Response as GraphqlResponse;
 use axum::extract::State;
@@ -331,10 +331,13 @@ pub(crate) struct Metrics {
     provider_entities: Option<(Store, EntityCounts)>,
     catalog_counts: Arc<Mutex<CatalogCounts>>,
     operations: Arc<OperationMetrics>,
+    /// When the counters started: the start of every cumulative OTLP point.
+    started_at: SystemTime,
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Self {
+    /// `operation_names`: `metrics.operation_names`.
+    pub(crate) fn new(operation_names: &[String]) -> Self {
         let limit_rejections = Family::<LimitLabels, Counter>::default();
         let graphql_errors = Family::<CodeLabels, Counter>::default();
         let http_requests = Family::<RequestLabels, Counter>::default();
@@ -364,7 +367,7 @@ impl Metrics {
             "Webhook deliveries by source and result: accepted, duplicate, ignored (nothing to re-read), refused or failed",
             webhook_deliveries.clone(),
         );
-        let operations = Arc::new(OperationMetrics::default());
+        let operations = Arc::new(OperationMetrics::new(operation_names));
         operations.register(&mut registry);
         Self {
             registry,
@@ -377,6 +380,7 @@ impl Metrics {
             provider_entities: None,
             catalog_counts: Arc::default(),
             operations,
+            started_at: SystemTime::now(),
         }
     }
 
@@ -443,15 +447,48 @@ impl Metrics {
         OpenWebsocket(self.websocket_connections.clone())
     }
 
+    pub(crate) fn started_at(&self) -> SystemTime {
+        self.started_at
+    }
+
+    /// Reads the counts the collector reports from the store (a collector
+    /// cannot wait for the database). On an error the last counts stay: the
+    /// metrics still answer while the database is away.
+    pub(crate) async fn refresh(&self) {
+        let Some((store, entities)) = &self.provider_entities else { return };
+        match store.entity_counts_by_provider().await {
+            Ok(counts) => *entities.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = counts,
+            Err(error) => tracing::warn!(%error, "cannot count the providers' entities for the metrics"),
+        }
+        match (store.entity_counts_by_kind().await, store.task_counts_by_status().await, store.change_log_size().await)
+        {
+            (Ok(kinds), Ok(tasks), Ok(change_log)) => {
+                let mut counts = self.catalog_counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                counts.kinds = kinds;
+                counts.tasks = tasks.into_iter().map(|(status, n)| (status.as_str(), n)).collect();
+                counts.change_log = Some(change_log);
+            }
+            (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => {
+                tracing::warn!(%error, "cannot count entities, tasks and changes for the metrics");
+            }
+        }
+    }
+
+    /// The registry in the OpenMetrics text format.
+    pub(crate) fn openmetrics(&self) -> Result<String, std::fmt::Error> {
+        let mut body = String::new();
+        prometheus_client::encoding::text::encode(&mut body, &self.registry)?;
+        Ok(body)
+    }
+
     /// The registry in the OpenMetrics text format when the scraper accepts
     /// it (Prometheus does), the Prometheus 0.0.4 text format otherwise.
     fn encode(&self, headers: &HeaderMap) -> Result<(String, &'static str), std::fmt::Error> {
         let accept = headers.get(header::ACCEPT).and_then(|value| value.to_str().ok()).unwrap_or_default();
-        let mut body = String::new();
         if accept.contains("application/openmetrics-text") {
-            prometheus_client::encoding::text::encode(&mut body, &self.registry)?;
-            Ok((body, OPENMETRICS_CONTENT_TYPE))
+            Ok((self.openmetrics()?, OPENMETRICS_CONTENT_TYPE))
         } else {
+            let mut body = String::new();
             prometheus_client::encoding::prometheus_text::encode(&mut body, &self.registry)?;
             Ok((body, prometheus_client::encoding::prometheus_text::CONTENT_TYPE))
         }
@@ -554,25 +591,7 @@ pub(crate) async fn track(
 
 /// `GET /metrics`. Unauthenticated, as scrapers expect: it holds counts only.
 pub(crate) async fn scrape(metrics: Arc<Metrics>, headers: HeaderMap) -> Response {
-    if let Some((store, entities)) = &metrics.provider_entities {
-        match store.entity_counts_by_provider().await {
-            Ok(counts) => *entities.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = counts,
-            // The last counts stay: a scrape still answers while the database is away.
-            Err(error) => tracing::warn!(%error, "cannot count the providers' entities for /metrics"),
-        }
-        match (store.entity_counts_by_kind().await, store.task_counts_by_status().await, store.change_log_size().await)
-        {
-            (Ok(kinds), Ok(tasks), Ok(change_log)) => {
-                let mut counts = metrics.catalog_counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                counts.kinds = kinds;
-                counts.tasks = tasks.into_iter().map(|(status, n)| (status.as_str(), n)).collect();
-                counts.change_log = Some(change_log);
-            }
-            (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => {
-                tracing::warn!(%error, "cannot count entities, tasks and changes for /metrics");
-            }
-        }
-    }
+    metrics.refresh().await;
     match metrics.encode(&headers) {
         Ok((body, content_type)) => {
             let mut response = body.into_response();
@@ -609,7 +628,7 @@ mod tests {
         walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
         let mut literals = Vec::new();
         // The configuration's and telemetry's upper-case literals are variable names.
-        let skipped = ["config.rs", "metrics.rs", "telemetry.rs"];
+        let skipped = ["config.rs", "metrics.rs", "otlp_metrics.rs", "telemetry.rs"];
         for file in files.iter().filter(|file| !skipped.iter().any(|name| file.ends_with(name))) {
             let text = std::fs::read_to_string(file).unwrap();
             for (index, _) in text.match_indices('"') {
@@ -676,7 +695,7 @@ mod tests {
 
     #[test]
     fn a_response_counts_each_error_and_each_limit_once() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&[]);
         let errors = ResponseErrors(vec![
             (LIMIT_EXCEEDED, "pageSize"),
             (LIMIT_EXCEEDED, "pageSize"),

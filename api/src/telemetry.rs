@@ -148,12 +148,23 @@ fn tracer_provider() -> anyhow::Result<SdkTracerProvider> {
         .with_http_client(client)
         .build()
         .context("cannot build the OTLP span exporter")?;
+    Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource()).build())
+}
+
+/// What every span and metric says of its process: `service.name`
+/// (`OTEL_SERVICE_NAME`, else `catalog`), `service.version`, and what
+/// `OTEL_RESOURCE_ATTRIBUTES` adds.
+fn resource() -> Resource {
     let mut resource = Resource::builder();
     if std::env::var("OTEL_SERVICE_NAME").is_err() {
         resource = resource.with_service_name(SERVICE_NAME);
     }
-    let resource = resource.with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
-    Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build())
+    resource.with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION"))).build()
+}
+
+/// [`resource`] as key-value pairs, for the metrics push (`otlp_metrics.rs`).
+pub(crate) fn resource_attributes() -> Vec<(String, opentelemetry::Value)> {
+    resource().iter().map(|(key, value)| (key.to_string(), value.clone())).collect()
 }
 
 /// The exporter's HTTP client: our reqwest, with each request run on the

@@ -41,6 +41,7 @@ use loaders::{EdgesLoader, EntityLoader, RequestBudget};
 pub use changes::{AsOf, ChangeCursor, ChangeFilter, ChangePage};
 pub use mutation::RequestId;
 pub use operations::OperationMetrics;
+pub(crate) use operations::is_operation_label;
 
 use changes::CatalogSubscription;
 use mutation::CatalogMutation;

@@ -41,15 +41,32 @@ struct OperationLabels {
 pub struct OperationMetrics {
     duration: Family<OperationLabels, Histogram>,
     names: Mutex<HashSet<String>>,
+    /// `metrics.operation_names`: when set, the only names with series of
+    /// their own, and `names` stays empty.
+    allowed: HashSet<String>,
 }
 
-impl Default for OperationMetrics {
-    fn default() -> Self {
-        Self { duration: Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS)), names: Mutex::default() }
-    }
+/// Whether `name` can be an operation's label: a GraphQL name within the
+/// length cap, and not one of the labels that stand for many operations.
+pub(crate) fn is_operation_label(name: &str) -> bool {
+    let mut characters = name.chars();
+    characters.next().is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+        && characters.all(|character| character.is_ascii_alphanumeric() || character == '_')
+        && name.len() <= MAX_OPERATION_NAME_LENGTH
+        && name != OTHER
+        && name != ANONYMOUS
 }
 
 impl OperationMetrics {
+    /// `allowed` empty: the first [`MAX_OPERATION_NAMES`] names seen.
+    pub(crate) fn new(allowed: &[String]) -> Self {
+        Self {
+            duration: Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS)),
+            names: Mutex::default(),
+            allowed: allowed.iter().cloned().collect(),
+        }
+    }
+
     /// Adds the family to a registry (`catalog_graphql_operation_duration_seconds`).
     pub(crate) fn register(&self, registry: &mut Registry) {
         registry.register_with_unit(
@@ -64,6 +81,9 @@ impl OperationMetrics {
         let Some(name) = name.filter(|name| !name.is_empty()) else { return ANONYMOUS.to_owned() };
         if name.len() > MAX_OPERATION_NAME_LENGTH || name == OTHER || name == ANONYMOUS {
             return OTHER.to_owned();
+        }
+        if !self.allowed.is_empty() {
+            return if self.allowed.contains(name) { name.to_owned() } else { OTHER.to_owned() };
         }
         let mut names = self.names.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if names.contains(name) || (names.len() < MAX_OPERATION_NAMES && names.insert(name.to_owned())) {
@@ -111,6 +131,23 @@ impl OperationExtension {
     }
 }
 
+/// Observes the operation's duration when dropped: after its response, or
+/// when `request_timeout` drops the request's future half-way (a slow
+/// operation would otherwise be missing from its own latency histogram).
+struct Timed<'a> {
+    extension: &'a OperationExtension,
+    started: Instant,
+}
+
+impl Drop for Timed<'_> {
+    fn drop(&mut self) {
+        if let Some(metrics) = &self.extension.metrics {
+            let (kind, name) = self.extension.state().executed.take().unwrap_or(("unknown", None));
+            metrics.observe(kind, name.as_deref(), self.started.elapsed().as_secs_f64());
+        }
+    }
+}
+
 fn span_name(name: Option<&str>) -> &str {
     match name {
         None => ANONYMOUS,
@@ -131,13 +168,8 @@ fn type_name(ty: OperationType) -> &'static str {
 impl Extension for OperationExtension {
     /// Queries and mutations only: a subscription never calls this hook.
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
-        let started = Instant::now();
-        let response = next.run(ctx).await;
-        if let Some(metrics) = &self.metrics {
-            let (kind, name) = self.state().executed.take().unwrap_or(("unknown", None));
-            metrics.observe(kind, name.as_deref(), started.elapsed().as_secs_f64());
-        }
-        response
+        let _timed = Timed { extension: self, started: Instant::now() };
+        next.run(ctx).await
     }
 
     async fn parse_query(
@@ -203,7 +235,7 @@ mod tests {
 
     #[test]
     fn operation_names_beyond_the_cap_become_other() {
-        let metrics = OperationMetrics::default();
+        let metrics = OperationMetrics::new(&[]);
         assert_eq!(metrics.label(None), ANONYMOUS);
         assert_eq!(metrics.label(Some(&"x".repeat(65))), OTHER);
         for n in 0..MAX_OPERATION_NAMES {
@@ -212,5 +244,59 @@ mod tests {
         assert_eq!(metrics.label(Some("OneTooMany")), OTHER);
         // Names seen before the cap keep their series.
         assert_eq!(metrics.label(Some("Op7")), "Op7");
+    }
+
+    #[test]
+    fn with_an_allow_list_only_its_names_get_series() {
+        let metrics = OperationMetrics::new(&["EntityPage".to_owned(), "OwnedBy".to_owned()]);
+        assert_eq!(metrics.label(Some("EntityPage")), "EntityPage");
+        for n in 0..2 * MAX_OPERATION_NAMES {
+            assert_eq!(metrics.label(Some(&format!("Junk{n}"))), OTHER, "no first-come slots");
+        }
+        assert_eq!(metrics.label(Some("OwnedBy")), "OwnedBy", "junk cannot crowd out a listed name");
+        assert_eq!(metrics.label(None), ANONYMOUS);
+    }
+
+    #[test]
+    fn operation_labels_are_graphql_names_within_the_cap() {
+        assert!(is_operation_label("EntityPage") && is_operation_label("_private2"));
+        for bad in ["", "2fast", "has space", "other", "anonymous", &"x".repeat(65)] {
+            assert!(!is_operation_label(bad), "{bad:?}");
+        }
+    }
+
+    struct Slow;
+
+    #[async_graphql::Object]
+    impl Slow {
+        async fn slow(&self) -> bool {
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            true
+        }
+    }
+
+    fn count(metrics: &OperationMetrics, kind: &'static str, operation: &str) -> u64 {
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let series = format!("graphql_operation_duration_seconds_count{{type=\"{kind}\",operation=\"{operation}\"}}");
+        text.lines().find_map(|line| line.strip_prefix(&series)).map_or(0, |value| value.trim().parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_operation_cut_off_by_the_request_timeout_is_still_timed() {
+        let metrics = Arc::new(OperationMetrics::new(&[]));
+        let schema = async_graphql::Schema::build(Slow, async_graphql::EmptyMutation, async_graphql::EmptySubscription)
+            .extension(OperationTracing { metrics: Some(Arc::clone(&metrics)) })
+            .finish();
+        let request = async_graphql::Request::new("query SlowOne { slow }");
+        let cut = tokio::time::timeout(std::time::Duration::from_millis(50), schema.execute(request)).await;
+        assert!(cut.is_err(), "the resolver outlasts the timeout");
+        assert_eq!(count(&metrics, "query", "SlowOne"), 1, "the cut-off operation is in its histogram");
+        // A completed operation is timed once, not once more on the drop.
+        let response = schema.execute("query Quick { __typename }").await;
+        assert!(response.errors.is_empty(), "{:?}", response.errors);
+        assert_eq!(count(&metrics, "query", "Quick"), 1);
     }
 }

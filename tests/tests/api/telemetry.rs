@@ -1,7 +1,8 @@
 //! Traces and logs of a real `catalog serve` process: spans exported over
 //! OTLP/HTTP (JSON) to a receiver in the test, W3C traceparent honoured on the
 //! way in and sent on to GitHub on the way out, JSON log lines carrying the
-//! request id.
+//! request id; the metrics pushed over OTLP (protobuf) as /metrics shows
+//! them, periodically and at shutdown.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,12 +14,19 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{Metric, NumberDataPoint, metric, number_data_point};
+use prost::Message as _;
+
 use crate::helpers::{ServeProcess, database_tests, editable_examples};
 
 database_tests!(
     a_graphql_request_is_one_trace_under_the_callers_span_with_its_sql,
     a_webhook_sends_its_trace_on_to_github,
     json_log_lines_carry_the_request_id,
+    metrics_are_pushed_over_otlp_with_the_counts_of_the_scrape,
+    the_last_metrics_are_pushed_at_shutdown,
 );
 
 /// One exported span, flattened from OTLP/JSON.
@@ -35,31 +43,61 @@ struct ExportedSpan {
     service: String,
 }
 
-/// An OTLP/HTTP receiver (the JSON encoding) keeping every span it is sent.
+/// An OTLP/HTTP receiver keeping every span (JSON encoding) and metrics
+/// request (protobuf, the default encoding) it is sent.
 struct Receiver {
     address: SocketAddr,
     spans: Arc<Mutex<Vec<ExportedSpan>>>,
+    metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
 }
 
 impl Receiver {
     async fn start() -> Self {
         let spans: Arc<Mutex<Vec<ExportedSpan>>> = Arc::default();
+        let metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>> = Arc::default();
         let kept = Arc::clone(&spans);
-        let app = axum::Router::new().route(
-            "/v1/traces",
-            axum::routing::post(move |body: axum::body::Bytes| {
-                let kept = Arc::clone(&kept);
-                async move {
-                    let request: Value = serde_json::from_slice(&body).expect("the exporter sends OTLP/JSON");
-                    kept.lock().unwrap().extend(flatten(&request));
-                    axum::Json(json!({}))
-                }
-            }),
-        );
+        let kept_metrics = Arc::clone(&metrics);
+        let app = axum::Router::new()
+            .route(
+                "/v1/traces",
+                axum::routing::post(move |body: axum::body::Bytes| {
+                    let kept = Arc::clone(&kept);
+                    async move {
+                        let request: Value = serde_json::from_slice(&body).expect("the exporter sends OTLP/JSON");
+                        kept.lock().unwrap().extend(flatten(&request));
+                        axum::Json(json!({}))
+                    }
+                }),
+            )
+            .route(
+                "/v1/metrics",
+                axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let kept = Arc::clone(&kept_metrics);
+                    async move {
+                        assert_eq!(headers["content-type"], "application/x-protobuf");
+                        let request = ExportMetricsServiceRequest::decode(body).expect("OTLP protobuf");
+                        kept.lock().unwrap().push(request);
+                        // An empty ExportMetricsServiceResponse.
+                        ([("content-type", "application/x-protobuf")], Vec::<u8>::new())
+                    }
+                }),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { address, spans }
+        Self { address, spans, metrics }
+    }
+
+    /// The first metrics request for which `done` holds (at most 20 s).
+    async fn metrics_until(&self, done: impl Fn(&ExportMetricsServiceRequest) -> bool) -> ExportMetricsServiceRequest {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(request) = self.metrics.lock().unwrap().iter().find(|request| done(request)) {
+                return request.clone();
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "no such metrics pushed within 20 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The variables that point a `catalog` process's exporter here.
@@ -362,4 +400,140 @@ async fn json_log_lines_carry_the_request_id(database: TestDatabase) {
         spans.iter().any(|span| span["request_id"] == "telemetry-json-log-1"),
         "the line names the request id: {refused}"
     );
+}
+
+/// The metric called `name` in an OTLP metrics request.
+fn pushed_metric<'a>(request: &'a ExportMetricsServiceRequest, name: &str) -> Option<&'a Metric> {
+    request
+        .resource_metrics
+        .iter()
+        .flat_map(|resource| &resource.scope_metrics)
+        .flat_map(|scope| &scope.metrics)
+        .find(|metric| metric.name == name)
+}
+
+fn has_attribute(attributes: &[KeyValue], key: &str, expected: &str) -> bool {
+    attributes.iter().any(|attribute| {
+        attribute.key == key
+            && matches!(&attribute.value, Some(value) if value.value == Some(any_value::Value::StringValue(expected.to_owned())))
+    })
+}
+
+fn integer(point: &NumberDataPoint) -> i64 {
+    match point.value {
+        Some(number_data_point::Value::AsInt(value)) => value,
+        other => panic!("not an integer: {other:?}"),
+    }
+}
+
+/// How many `query <name>` operations a pushed request has counted.
+fn operations_counted(request: &ExportMetricsServiceRequest, name: &str) -> u64 {
+    let Some(Metric { data: Some(metric::Data::Histogram(histogram)), .. }) =
+        pushed_metric(request, "catalog_graphql_operation_duration_seconds")
+    else {
+        return 0;
+    };
+    histogram
+        .data_points
+        .iter()
+        .filter(|point| has_attribute(&point.attributes, "operation", name))
+        .map(|point| point.count)
+        .sum()
+}
+
+/// `catalog_entities{kind="component"}` in a pushed request, when it is a
+/// gauge with that point.
+fn component_count(request: &ExportMetricsServiceRequest) -> Option<i64> {
+    let Some(Metric { data: Some(metric::Data::Gauge(entities)), .. }) = pushed_metric(request, "catalog_entities")
+    else {
+        return None;
+    };
+    entities.data_points.iter().find(|point| has_attribute(&point.attributes, "kind", "component")).map(integer)
+}
+
+/// The value `GET /metrics` shows for one series, e.g. `catalog_entities{kind="component"}`.
+async fn scraped(server: &ServeProcess, series: &str) -> i64 {
+    let text =
+        server.client.get(format!("http://{}/metrics", server.address)).send().await.unwrap().text().await.unwrap();
+    let line = text.lines().find(|line| line.starts_with(series)).unwrap_or_else(|| panic!("no {series} in {text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+async fn run_probe(server: &ServeProcess, times: usize) {
+    for _ in 0..times {
+        let query = r#"query MetricsProbe { entity(ref: "component:route-optimizer") { entityRef } }"#;
+        let response = server
+            .client
+            .post(format!("http://{}/graphql", server.address))
+            .json(&json!({"query": query, "operationName": "MetricsProbe"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+}
+
+/// With an OTLP endpoint set, the registry behind /metrics is pushed every
+/// OTEL_METRIC_EXPORT_INTERVAL as OTLP protobuf: counters as monotonic
+/// cumulative sums, gauges with the values the scrape shows, histograms
+/// with each operation's count, under the service's resource.
+async fn metrics_are_pushed_over_otlp_with_the_counts_of_the_scrape(database: TestDatabase) {
+    let receiver = Receiver::start().await;
+    let catalog = editable_examples();
+    let server = ServeProcess::start_with(&database.url, catalog.path(), true, |command| {
+        receiver.configure(command);
+        // The signal's own protocol wins over the general one (JSON for the spans).
+        command.env("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf").env("OTEL_METRIC_EXPORT_INTERVAL", "200");
+    })
+    .await;
+    run_probe(&server, 3).await;
+    let components = scraped(&server, r#"catalog_entities{kind="component"}"#).await;
+    assert!(components > 0);
+
+    // A push whose counts the database could not give (a busy test server
+    // refusing connections) carries none; the next one does.
+    let request = receiver
+        .metrics_until(|request| operations_counted(request, "MetricsProbe") == 3 && component_count(request).is_some())
+        .await;
+    let resource = request.resource_metrics[0].resource.as_ref().unwrap();
+    assert!(has_attribute(&resource.attributes, "service.name", "catalog-under-test"), "{resource:?}");
+
+    let Some(metric::Data::Sum(requests)) = &pushed_metric(&request, "catalog_http_requests").unwrap().data else {
+        panic!("catalog_http_requests is a sum")
+    };
+    assert!(requests.is_monotonic);
+    assert_eq!(requests.aggregation_temporality, 2, "cumulative, as Prometheus counts");
+    let answered: i64 = requests
+        .data_points
+        .iter()
+        .filter(|point| {
+            has_attribute(&point.attributes, "method", "POST") && has_attribute(&point.attributes, "status", "200")
+        })
+        .map(integer)
+        .sum();
+    assert!(answered >= 3, "the three probes at least: {requests:?}");
+
+    assert_eq!(component_count(&request), Some(components), "the push and the scrape agree");
+    assert_eq!(pushed_metric(&request, "catalog_http_request_duration_seconds").unwrap().unit, "s");
+}
+
+/// Requests served after the last periodic push still reach the collector:
+/// SIGTERM pushes once more before the process exits.
+async fn the_last_metrics_are_pushed_at_shutdown(database: TestDatabase) {
+    let receiver = Receiver::start().await;
+    let catalog = editable_examples();
+    let mut server = ServeProcess::start_with(&database.url, catalog.path(), true, |command| {
+        receiver.configure(command);
+        command
+            .env("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf")
+            .env("OTEL_METRIC_EXPORT_INTERVAL", "3600000");
+    })
+    .await;
+    run_probe(&server, 2).await;
+    assert!(receiver.metrics.lock().unwrap().is_empty(), "nothing pushed before the interval");
+    let status = server.terminate().await;
+    assert!(status.success(), "catalog serve exits cleanly on SIGTERM: {status:?}");
+    let pushed = receiver.metrics.lock().unwrap().clone();
+    assert_eq!(pushed.len(), 1, "one push, at shutdown");
+    assert_eq!(operations_counted(&pushed[0], "MetricsProbe"), 2);
 }
