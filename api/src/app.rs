@@ -216,10 +216,8 @@ impl Application {
             _ => None,
         };
         tracing::info!(address = %self.address, "serving GraphQL at /graphql");
-        axum::serve(self.listener, router(state))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("the server failed")?;
+        // On a failure too, the tasks below stop and the last metrics go out.
+        let served = axum::serve(self.listener, router(state)).with_graceful_shutdown(shutdown).await;
         let _ = stop_ingestion.send(true);
         if let Some(ingestion) = ingestion {
             let _ = ingestion.await;
@@ -230,6 +228,7 @@ impl Application {
             let _ = push.await;
         }
         sweeper.abort();
+        served.context("the server failed")?;
         tracing::info!("stopped");
         Ok(())
     }

@@ -29,7 +29,8 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit. Safe from several
     /// replicas at once (on PostgreSQL one migrates, the others wait); refuses
-    /// a database that a newer binary migrated.
+    /// a database that a newer binary migrated, unless only with additive
+    /// migrations (then there is nothing to apply).
     Migrate,
     /// Validate catalog files; exits non-zero when any document is invalid.
     Validate {
@@ -147,7 +148,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         catalog_store::Store::newest_migration()
                     );
                 }
-                status => println!("nothing to apply: {status}"),
+                status @ catalog_store::SchemaStatus::Compatible(_) => println!("nothing to apply: {status}"),
+                // A newer binary migrated in between.
+                status => anyhow::bail!("{status}"),
             }
         }
         Command::Token { command } => return token(command, config()?).await,

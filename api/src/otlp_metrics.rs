@@ -66,11 +66,18 @@ impl OtlpMetricsConfig {
                     .map(|value| (format!("OTEL_EXPORTER_OTLP_{suffix}"), value)),
             }
         };
-        match var("OTEL_METRICS_EXPORTER").as_deref() {
-            None | Some("otlp") => {}
+        if var("OTEL_SDK_DISABLED").is_some_and(|disabled| disabled.eq_ignore_ascii_case("true")) {
+            return Ok(None);
+        }
+        if let Some(exporters) = var("OTEL_METRICS_EXPORTER") {
+            let exporters: Vec<&str> = exporters.split(',').map(str::trim).collect();
+            if let Some(other) = exporters.iter().find(|name| !matches!(**name, "otlp" | "none" | "prometheus")) {
+                bail!("OTEL_METRICS_EXPORTER lists `{other}`: the catalog knows `otlp`, `prometheus` and `none`");
+            }
             // /metrics is served whatever this says.
-            Some("none" | "prometheus") => return Ok(None),
-            Some(other) => bail!("OTEL_METRICS_EXPORTER must be `otlp` or `none`, not `{other}`"),
+            if !exporters.contains(&"otlp") {
+                return Ok(None);
+            }
         }
         let endpoint = match (var("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"), var("OTEL_EXPORTER_OTLP_ENDPOINT")) {
             (Some(endpoint), _) => ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", endpoint),
@@ -96,12 +103,20 @@ impl OtlpMetricsConfig {
         {
             bail!("{variable}: the catalog sends metrics uncompressed; `{compression}` is not supported");
         }
+        if let Some(preference) = var("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE")
+            && !preference.eq_ignore_ascii_case("cumulative")
+        {
+            tracing::warn!(
+                preference,
+                "metrics are pushed cumulative, as /metrics counts them; the temporality preference is ignored"
+            );
+        }
+        // Like the span exporter: the signal's own headers replace the
+        // general ones (credentials for one collector never go to another).
         let mut headers = HeaderMap::new();
-        for variable in ["OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_METRICS_HEADERS"] {
-            if let Some(list) = var(variable) {
-                for (name, value) in parse_headers(&list).with_context(|| format!("{variable} is malformed"))? {
-                    headers.insert(name, value);
-                }
+        if let Some((variable, list)) = either("HEADERS") {
+            for (name, value) in parse_headers(&list).with_context(|| format!("{variable} is malformed"))? {
+                headers.insert(name, value);
             }
         }
         let milliseconds = |variable: &str, default: u64| -> anyhow::Result<Duration> {
@@ -173,7 +188,15 @@ async fn push(metrics: &Metrics, config: &OtlpMetricsConfig, client: &reqwest::C
     }
 }
 
+/// One push, counts and request together bounded by the exporter's timeout:
+/// a database that does not answer cannot hold up shutdown's last push.
 async fn send(metrics: &Metrics, config: &OtlpMetricsConfig, client: &reqwest::Client) -> anyhow::Result<()> {
+    tokio::time::timeout(config.timeout, send_unbounded(metrics, config, client))
+        .await
+        .with_context(|| format!("no answer within {} ms", config.timeout.as_millis()))?
+}
+
+async fn send_unbounded(metrics: &Metrics, config: &OtlpMetricsConfig, client: &reqwest::Client) -> anyhow::Result<()> {
     metrics.refresh().await;
     let text = metrics.openmetrics().context("cannot encode the metrics")?;
     let request = to_request(&text, &config.resource, unix_nanos(metrics.started_at()), unix_nanos(SystemTime::now()))?;
@@ -373,8 +396,13 @@ fn number_point(sample: &Sample, start: u64, now: u64) -> NumberDataPoint {
     }
 }
 
-/// `None` for the kinds the registry does not hold (info, stateset, summary).
+/// `None` for the kinds the registry does not hold (info, stateset, summary)
+/// and for families without samples yet (some backends drop a metric with
+/// no points, noisily).
 fn to_metric(family: Family, start: u64, now: u64) -> anyhow::Result<Option<Metric>> {
+    if family.samples.is_empty() {
+        return Ok(None);
+    }
     let cumulative = AggregationTemporality::Cumulative as i32;
     let data = match family.kind.as_str() {
         "counter" => metric::Data::Sum(Sum {
@@ -473,6 +501,7 @@ mod tests {
         let open = PrometheusGauge::<i64>::default();
         open.set(-2);
         registry.register("open", "Open things", open);
+        registry.register("idle", "Nothing counted yet", MetricFamily::<RouteLabels, Counter>::default());
         let durations = MetricFamily::<RouteLabels, PrometheusHistogram>::new_with_constructor(|| {
             PrometheusHistogram::new([0.1, 1.0])
         });
@@ -514,6 +543,10 @@ mod tests {
         assert_eq!(sum.data_points.len(), 2);
         // prometheus-client ends every HELP with a period.
         assert_eq!(metric(&request, "catalog_requests").description, "Requests, by route.");
+
+        let names: Vec<&str> =
+            request.resource_metrics[0].scope_metrics[0].metrics.iter().map(|metric| metric.name.as_str()).collect();
+        assert!(!names.contains(&"catalog_idle"), "a family without samples is left out: {names:?}");
 
         let Some(metric::Data::Gauge(gauge)) = &metric(&request, "catalog_open").data else { panic!("a gauge") };
         assert_eq!(gauge.data_points[0].value, Some(number_data_point::Value::AsInt(-2)));
@@ -572,8 +605,8 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
             ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "https://metrics.example/ingest"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
-            ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20abc,x-tenant=one"),
-            ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "x-tenant=two"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=one,x-general=1"),
+            ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "authorization=Bearer%20abc,x-tenant=two"),
             ("OTEL_METRIC_EXPORT_INTERVAL", "250"),
         ])
         .unwrap()
@@ -584,8 +617,19 @@ mod tests {
         assert_eq!(specific.headers["x-tenant"], "two", "the metrics' own headers win");
         assert_eq!(specific.interval, Duration::from_millis(250));
 
-        let off = config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_METRICS_EXPORTER", "none")]);
-        assert!(off.unwrap().is_none());
+        assert!(
+            !specific.headers.contains_key("x-general"),
+            "the general headers are not sent beside the metrics' own"
+        );
+        assert_eq!(specific.headers.len(), 2);
+
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318");
+        assert!(config(&[endpoint, ("OTEL_METRICS_EXPORTER", "none")]).unwrap().is_none());
+        assert!(config(&[endpoint, ("OTEL_METRICS_EXPORTER", "prometheus")]).unwrap().is_none());
+        assert!(config(&[endpoint, ("OTEL_METRICS_EXPORTER", "otlp, prometheus")]).unwrap().is_some());
+        assert!(config(&[endpoint, ("OTEL_SDK_DISABLED", "true")]).unwrap().is_none());
+        let general = config(&[endpoint, ("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=one")]).unwrap().unwrap();
+        assert_eq!(general.headers["x-tenant"], "one", "the general headers when the metrics have none");
     }
 
     #[test]

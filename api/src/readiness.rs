@@ -23,7 +23,8 @@ const MIGRATION_POLL: Duration = Duration::from_secs(1);
 /// Migrates the database when `migrate_on_start` is on (the migration lock
 /// makes replicas starting together safe), else reads where it stands.
 /// Fails on a schema newer than this binary either way; otherwise returns
-/// `Current`, or `Pending` for a server that must wait.
+/// `Current`, `Compatible` (a newer binary only expanded it: served as
+/// current), or `Pending` for a server that must wait.
 pub(crate) async fn prepare_schema(database: &DatabaseConfig) -> anyhow::Result<SchemaStatus> {
     // Migrations run without the statement timeout: building an index on a
     // large table may take longer than any read should.

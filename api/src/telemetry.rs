@@ -152,14 +152,28 @@ fn tracer_provider() -> anyhow::Result<SdkTracerProvider> {
 }
 
 /// What every span and metric says of its process: `service.name`
-/// (`OTEL_SERVICE_NAME`, else `catalog`), `service.version`, and what
-/// `OTEL_RESOURCE_ATTRIBUTES` adds.
+/// (`OTEL_SERVICE_NAME`, else `OTEL_RESOURCE_ATTRIBUTES`'s, else
+/// `catalog`), `service.version`, `service.instance.id` (a UUID per process
+/// unless `OTEL_RESOURCE_ATTRIBUTES` names one: replicas pushing the same
+/// cumulative series must not look like one process), and the rest of
+/// `OTEL_RESOURCE_ATTRIBUTES`.
 fn resource() -> Resource {
+    use opentelemetry::{Key, KeyValue};
+    let detected = Resource::builder().build();
+    let named = detected
+        .get(&Key::from_static_str("service.name"))
+        .is_some_and(|name| !name.as_str().starts_with("unknown_service"));
     let mut resource = Resource::builder();
-    if std::env::var("OTEL_SERVICE_NAME").is_err() {
+    if !named {
         resource = resource.with_service_name(SERVICE_NAME);
     }
-    resource.with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION"))).build()
+    if detected.get(&Key::from_static_str("service.instance.id")).is_none() {
+        // One id for the process: spans and metrics say the same.
+        static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let instance = INSTANCE.get_or_init(|| uuid::Uuid::new_v4().to_string());
+        resource = resource.with_attribute(KeyValue::new("service.instance.id", instance.clone()));
+    }
+    resource.with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION"))).build()
 }
 
 /// [`resource`] as key-value pairs, for the metrics push (`otlp_metrics.rs`).

@@ -2,12 +2,15 @@
 //! fact: it never imports the store's models, so changing a model can never
 //! silently change what an old migration did.
 //!
-//! A migration that only adds to the schema (tables, indexes, nullable or
-//! defaulted columns) and changes nothing the previous release reads or
-//! writes is named `..._additive`: the previous release's replicas then keep
-//! serving through a rolling upgrade (`catalog_store::ADDITIVE_SUFFIX`).
-//! The name is recorded when the migration is applied, so it can never be
-//! renamed afterwards.
+//! A migration that only adds to the schema, so that the previous release's
+//! reads and writes all keep working, is named `..._additive`: the previous
+//! release's replicas then keep serving (and writing) through a rolling
+//! upgrade (`catalog_store::ADDITIVE_SUFFIX`). Additive means: new tables,
+//! non-unique indexes, nullable or defaulted columns; no new unique, foreign
+//! key or check constraint on an existing table (the old binary's inserts
+//! would fail); and the new code tolerates rows the old binary writes
+//! without the new columns (or backfills them). The name is recorded when
+//! the migration is applied, so it can never be renamed afterwards.
 
 use sea_orm_migration::prelude::*;
 

@@ -25,8 +25,10 @@ use crate::error::StoreError;
 const MIGRATION_LOCK: i64 = 0x006d_6967_7261_7465;
 
 /// How a migration says older binaries may keep serving after it: its name
-/// ends with this. Such a migration only adds (tables, indexes, nullable or
-/// defaulted columns) and changes nothing an older binary reads or writes.
+/// ends with this. Such a migration only adds (tables, non-unique indexes,
+/// nullable or defaulted columns; no new constraint on an existing table)
+/// and changes nothing an older binary reads or writes (the rule in full:
+/// the migrations crate's documentation).
 /// A binary cannot learn anything else about a migration it does not know,
 /// so the promise has to travel in the one thing it can read: the name
 /// recorded in the migrations table.

@@ -497,6 +497,10 @@ async fn metrics_are_pushed_over_otlp_with_the_counts_of_the_scrape(database: Te
         .await;
     let resource = request.resource_metrics[0].resource.as_ref().unwrap();
     assert!(has_attribute(&resource.attributes, "service.name", "catalog-under-test"), "{resource:?}");
+    assert!(
+        resource.attributes.iter().any(|attribute| attribute.key == "service.instance.id"),
+        "replicas' series stay apart: {resource:?}"
+    );
 
     let Some(metric::Data::Sum(requests)) = &pushed_metric(&request, "catalog_http_requests").unwrap().data else {
         panic!("catalog_http_requests is a sum")
