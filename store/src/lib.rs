@@ -33,7 +33,7 @@ pub use leadership::Leadership;
 pub use matcher::EntityMatcher;
 pub use migration::{ADDITIVE_SUFFIX, SchemaStatus};
 pub use query::{Annotated, EntityPage, Facet, Filter, FilterField, ListQuery, OrderField, Predicate};
-pub use record::{Change, ChangeType, ConflictRecord, LocationRecord, StoredEntity, StoredRelation};
+pub use record::{Change, ChangeType, ConflictRecord, LocationRecord, Related, StoredEntity, StoredRelation};
 pub use snapshot::{
     ApplySummary, DeletedEntity, InvalidEntity, LocationStatus, SAFETY_VALVE_MIN_ENTITIES, Snapshot, SnapshotEntity,
 };

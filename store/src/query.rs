@@ -5,14 +5,16 @@ use std::collections::HashMap;
 
 use catalog_domain::{Entity, EntityRef, RelationType};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, Query};
-use sea_orm::{ColumnTrait, DbBackend, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+};
 use serde_json::Value;
 
 use crate::bulk::{self, REF_CHUNK};
 use crate::connection::Store;
 use crate::error::StoreError;
 use crate::models::{conflict_row, entity_row, facet_row, location_row, relation_row};
-use crate::record::{ConflictRecord, LocationRecord, StoredEntity, StoredRelation};
+use crate::record::{ConflictRecord, LocationRecord, Related, StoredEntity, StoredRelation};
 
 /// A filter over entities: comparisons on a field, composed with all/any/not.
 #[derive(Clone, Debug, PartialEq)]
@@ -259,6 +261,56 @@ impl Store {
             .map(|(value, n)| (value, u64::try_from(n).unwrap_or_default()))
             .collect();
         Ok(Facet { field: field.to_owned(), values })
+    }
+
+    /// The entities that edges of `types` leaving `sources` lead to, as
+    /// (source, relation type, target), ordered by source, type and target
+    /// ref; edges whose target is not in the catalog are left out. Edges and
+    /// targets come in one statement (per 5,000 sources), so a relation field
+    /// costs one round trip where [`Store::relations_from`] then
+    /// [`Store::entities_by_refs`] cost two.
+    pub async fn related_entities(&self, sources: &[String], types: &[RelationType]) -> Result<Related, StoreError> {
+        let backend = self.db.get_database_backend();
+        let type_names: Vec<String> = types.iter().map(|relation_type| relation_type.as_str().to_owned()).collect();
+        let mut related = Related::default();
+        for chunk in sources.chunks(REF_CHUNK) {
+            // PostgreSQL takes each list as one array parameter (planning
+            // long IN lists is slow there); SQLite binds each value.
+            let (sources_sql, types_sql, values): (String, String, Vec<sea_orm::Value>) =
+                if backend == DbBackend::Postgres {
+                    ("= ANY($1)".into(), "= ANY($2)".into(), vec![chunk.to_vec().into(), type_names.clone().into()])
+                } else {
+                    let marks = |n: usize| format!("IN ({})", vec!["?"; n].join(", "));
+                    let values = chunk.iter().chain(&type_names).map(|text| text.clone().into()).collect();
+                    (marks(chunk.len()), marks(type_names.len()), values)
+                };
+            // No DISTINCT: the body is JSON, which PostgreSQL cannot compare;
+            // an edge two entities state comes twice and is skipped below.
+            let sql = format!(
+                "SELECT r.source_ref AS related_source, r.relation_type AS related_type, e.* \
+                 FROM relations r JOIN entities e ON e.entity_ref = r.target_ref \
+                 WHERE r.source_ref {sources_sql} AND r.relation_type {types_sql} \
+                 ORDER BY r.source_ref, r.relation_type, e.entity_ref"
+            );
+            let rows = self.db.query_all_raw(sea_orm::Statement::from_sql_and_values(backend, sql, values)).await?;
+            for row in rows {
+                let source: String = row.try_get("", "related_source")?;
+                let relation_type: String = row.try_get("", "related_type")?;
+                let Ok(relation_type) = relation_type.parse::<RelationType>() else { continue };
+                let id: i64 = row.try_get("", "id")?;
+                let edge = (source, relation_type, id);
+                if related.edges.last() == Some(&edge) {
+                    continue;
+                }
+                related.edges.push(edge);
+                // A target many sources share (an owner) is decoded once.
+                if let std::collections::hash_map::Entry::Vacant(vacant) = related.targets.entry(id) {
+                    let model = <entity_row::Model as sea_orm::FromQueryResult>::from_query_result(&row, "")?;
+                    vacant.insert(to_stored(model)?);
+                }
+            }
+        }
+        Ok(related)
     }
 
     /// The edges leaving each of the given refs, optionally of some types only.

@@ -19,6 +19,15 @@ pub struct StoredEntity {
     pub updated_at: DateTime<Utc>,
 }
 
+/// What [`crate::Store::related_entities`] found: edges as (source ref,
+/// relation type, target id) in source, type and target-ref order, and each
+/// target once.
+#[derive(Debug, Default)]
+pub struct Related {
+    pub edges: Vec<(String, catalog_domain::RelationType, i64)>,
+    pub targets: std::collections::HashMap<i64, StoredEntity>,
+}
+
 /// One edge of the catalog graph as stored, with whether its target exists.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StoredRelation {

@@ -181,6 +181,49 @@ async fn relations_are_stored_both_ways_and_dangling_targets_stay_visible(store:
     );
 }
 
+/// Edges and their targets in one call: in source, type and target-ref
+/// order, without dangling targets or types not asked for, a target
+/// shared by several sources held once.
+async fn related_entities_come_with_their_edges_each_target_once(store: Store) {
+    let a = component("a", "team-a", json!({"dependsOn": ["component:c", "component:b", "component:ghost"]}));
+    let entities = vec![
+        (a, "a.yaml"),
+        (component("b", "team-a", json!({})), "b.yaml"),
+        (component("c", "team-a", json!({"system": "missing"})), "c.yaml"),
+        (group("team-a"), "g.yaml"),
+    ];
+    store.apply_snapshot(&snapshot("file", entities)).await.unwrap();
+    let sources = ["component:default/a".to_owned(), "component:default/c".to_owned()];
+    let related = store
+        .related_entities(&sources, &[RelationType::OwnedBy, RelationType::DependsOn, RelationType::PartOf])
+        .await
+        .unwrap();
+    let id_of = |entity_ref: &str| {
+        related.targets.values().find(|stored| stored.entity_ref.to_string() == entity_ref).unwrap().id
+    };
+    let edges: Vec<(&str, &str, i64)> = related
+        .edges
+        .iter()
+        .map(|(source, relation_type, id)| (source.as_str(), relation_type.as_str(), *id))
+        .collect();
+    let team = id_of("group:default/team-a");
+    assert_eq!(
+        edges,
+        [
+            ("component:default/a", "dependsOn", id_of("component:default/b")),
+            ("component:default/a", "dependsOn", id_of("component:default/c")),
+            ("component:default/a", "ownedBy", team),
+            ("component:default/c", "ownedBy", team),
+        ],
+        "the ghost and the missing system have no target"
+    );
+    assert_eq!(related.targets.len(), 3, "team-a once for both sources");
+    assert_eq!(related.targets[&team].entity.metadata.name, "team-a");
+
+    let none = store.related_entities(&sources, &[RelationType::HasMember]).await.unwrap();
+    assert!(none.edges.is_empty() && none.targets.is_empty());
+}
+
 async fn pages_are_filtered_sorted_counted_and_searchable(store: Store) {
     let mut entities = Vec::new();
     for index in 0..25 {
@@ -350,6 +393,7 @@ backend_tests!(
     a_location_that_fails_to_read_keeps_its_entities,
     a_ref_claimed_by_two_sources_stays_with_the_first_and_is_recorded,
     relations_are_stored_both_ways_and_dangling_targets_stay_visible,
+    related_entities_come_with_their_edges_each_target_once,
     pages_are_filtered_sorted_counted_and_searchable,
     many_refs_are_fetched_in_one_statement,
 );

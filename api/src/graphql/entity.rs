@@ -20,7 +20,7 @@ use super::graph::{
     domain_types, traversal_connection,
 };
 use super::kubernetes::KubernetesCluster;
-use super::loaders::{EdgesLoader, EntityLoader, RequestBudget};
+use super::loaders::{EdgesLoader, EntityLoader, RelatedLoader, RequestBudget};
 use super::pagerduty::PagerDutyServiceValue;
 use super::{DEFAULT_PAGE_SIZE, EntityConnection, EntitySource, MAX_PAGE_SIZE, PageArgs, list_connection};
 
@@ -103,26 +103,21 @@ pub fn decode_node_id(id: &str) -> Option<(String, String)> {
     Some((kind.to_owned(), key.to_owned()))
 }
 
-/// Targets of the given relation types from an entity, optionally of one kind,
-/// in a stable order, loaded in batches.
+/// Targets of one relation type from an entity, optionally of one kind, in
+/// target-ref order, loaded in batches with the edges that lead to them.
 async fn related(
     ctx: &Context<'_>,
     stored: &StoredEntity,
-    types: &[DomainRelationType],
+    relation_type: DomainRelationType,
     kind: Option<&str>,
 ) -> Result<Vec<Arc<StoredEntity>>> {
-    let source = stored.entity_ref.to_string();
-    let edges = ctx.data_unchecked::<DataLoader<EdgesLoader>>().load_one(source).await?.unwrap_or_default();
-    let prefix = kind.map(|kind| format!("{}:", kind.to_ascii_lowercase()));
-    let mut targets: Vec<String> = edges
+    let key = (stored.entity_ref.to_string(), relation_type);
+    let targets = ctx.data_unchecked::<DataLoader<RelatedLoader>>().load_one(key).await?.unwrap_or_default();
+    Ok(targets
         .iter()
-        .filter(|edge| types.contains(&edge.relation_type))
-        .filter(|edge| prefix.as_ref().is_none_or(|prefix| edge.target_ref.starts_with(prefix.as_str())))
-        .map(|edge| edge.target_ref.clone())
-        .collect();
-    targets.dedup();
-    let found = ctx.data_unchecked::<DataLoader<EntityLoader>>().load_many(targets.iter().cloned()).await?;
-    Ok(targets.iter().filter_map(|target| found.get(target).cloned()).collect())
+        .filter(|target| kind.is_none_or(|kind| target.entity_ref.kind().eq_ignore_ascii_case(kind)))
+        .cloned()
+        .collect())
 }
 
 async fn related_one(
@@ -131,7 +126,7 @@ async fn related_one(
     relation_type: DomainRelationType,
     kind: Option<&str>,
 ) -> Result<Option<Arc<StoredEntity>>> {
-    Ok(related(ctx, stored, &[relation_type], kind).await?.into_iter().next())
+    Ok(related(ctx, stored, relation_type, kind).await?.into_iter().next())
 }
 
 fn spec_text(stored: &StoredEntity, field: &str) -> Option<String> {
@@ -516,17 +511,17 @@ entity_object!(
             Ok(related_one(ctx, &self.0, R::PartOf, Some("component")).await?.map(Component))
         }
         async fn subcomponents(&self, ctx: &Context<'_>) -> Result<Vec<Component>> {
-            Ok(related(ctx, &self.0, &[R::HasPart], Some("component")).await?.into_iter().map(Component).collect())
+            Ok(related(ctx, &self.0, R::HasPart, Some("component")).await?.into_iter().map(Component).collect())
         }
         async fn provides_apis(&self, ctx: &Context<'_>) -> Result<Vec<Api>> {
-            Ok(related(ctx, &self.0, &[R::ProvidesApi], None).await?.into_iter().map(Api).collect())
+            Ok(related(ctx, &self.0, R::ProvidesApi, None).await?.into_iter().map(Api).collect())
         }
         async fn consumes_apis(&self, ctx: &Context<'_>) -> Result<Vec<Api>> {
-            Ok(related(ctx, &self.0, &[R::ConsumesApi], None).await?.into_iter().map(Api).collect())
+            Ok(related(ctx, &self.0, R::ConsumesApi, None).await?.into_iter().map(Api).collect())
         }
         /// What this component depends on (components and resources).
         async fn depends_on(&self, ctx: &Context<'_>) -> Result<Vec<EntityValue>> {
-            Ok(entities(related(ctx, &self.0, &[R::DependsOn], None).await?))
+            Ok(entities(related(ctx, &self.0, R::DependsOn, None).await?))
         }
     }
 );
@@ -547,11 +542,11 @@ entity_object!(
         }
         /// Components that provide this API.
         async fn providers(&self, ctx: &Context<'_>) -> Result<Vec<Component>> {
-            Ok(related(ctx, &self.0, &[R::ApiProvidedBy], Some("component")).await?.into_iter().map(Component).collect())
+            Ok(related(ctx, &self.0, R::ApiProvidedBy, Some("component")).await?.into_iter().map(Component).collect())
         }
         /// Components that consume this API.
         async fn consumers(&self, ctx: &Context<'_>) -> Result<Vec<Component>> {
-            Ok(related(ctx, &self.0, &[R::ApiConsumedBy], Some("component")).await?.into_iter().map(Component).collect())
+            Ok(related(ctx, &self.0, R::ApiConsumedBy, Some("component")).await?.into_iter().map(Component).collect())
         }
     }
 );
@@ -568,7 +563,7 @@ entity_object!(
             Ok(related_one(ctx, &self.0, R::PartOf, Some("system")).await?.map(System))
         }
         async fn depends_on(&self, ctx: &Context<'_>) -> Result<Vec<EntityValue>> {
-            Ok(entities(related(ctx, &self.0, &[R::DependsOn], None).await?))
+            Ok(entities(related(ctx, &self.0, R::DependsOn, None).await?))
         }
     }
 );
@@ -585,13 +580,13 @@ entity_object!(
             Ok(related_one(ctx, &self.0, R::PartOf, Some("domain")).await?.map(Domain))
         }
         async fn components(&self, ctx: &Context<'_>) -> Result<Vec<Component>> {
-            Ok(related(ctx, &self.0, &[R::HasPart], Some("component")).await?.into_iter().map(Component).collect())
+            Ok(related(ctx, &self.0, R::HasPart, Some("component")).await?.into_iter().map(Component).collect())
         }
         async fn apis(&self, ctx: &Context<'_>) -> Result<Vec<Api>> {
-            Ok(related(ctx, &self.0, &[R::HasPart], Some("api")).await?.into_iter().map(Api).collect())
+            Ok(related(ctx, &self.0, R::HasPart, Some("api")).await?.into_iter().map(Api).collect())
         }
         async fn resources(&self, ctx: &Context<'_>) -> Result<Vec<Resource>> {
-            Ok(related(ctx, &self.0, &[R::HasPart], Some("resource")).await?.into_iter().map(Resource).collect())
+            Ok(related(ctx, &self.0, R::HasPart, Some("resource")).await?.into_iter().map(Resource).collect())
         }
     }
 );
@@ -609,10 +604,10 @@ entity_object!(
             Ok(related_one(ctx, &self.0, R::PartOf, Some("domain")).await?.map(Domain))
         }
         async fn subdomains(&self, ctx: &Context<'_>) -> Result<Vec<Domain>> {
-            Ok(related(ctx, &self.0, &[R::HasPart], Some("domain")).await?.into_iter().map(Domain).collect())
+            Ok(related(ctx, &self.0, R::HasPart, Some("domain")).await?.into_iter().map(Domain).collect())
         }
         async fn systems(&self, ctx: &Context<'_>) -> Result<Vec<System>> {
-            Ok(related(ctx, &self.0, &[R::HasPart], Some("system")).await?.into_iter().map(System).collect())
+            Ok(related(ctx, &self.0, R::HasPart, Some("system")).await?.into_iter().map(System).collect())
         }
     }
 );
@@ -627,10 +622,10 @@ entity_object!(
             Ok(related_one(ctx, &self.0, R::ChildOf, Some("group")).await?.map(Group))
         }
         async fn children(&self, ctx: &Context<'_>) -> Result<Vec<Group>> {
-            Ok(related(ctx, &self.0, &[R::ParentOf], Some("group")).await?.into_iter().map(Group).collect())
+            Ok(related(ctx, &self.0, R::ParentOf, Some("group")).await?.into_iter().map(Group).collect())
         }
         async fn members(&self, ctx: &Context<'_>) -> Result<Vec<User>> {
-            Ok(related(ctx, &self.0, &[R::HasMember], Some("user")).await?.into_iter().map(User).collect())
+            Ok(related(ctx, &self.0, R::HasMember, Some("user")).await?.into_iter().map(User).collect())
         }
         /// The groups above this one, nearest first.
         async fn ancestors(&self, ctx: &Context<'_>) -> Result<Vec<Group>> {
@@ -657,7 +652,7 @@ entity_object!(
     User {
         async fn profile(&self) -> Option<Json<serde_json::Value>> { spec_json(&self.0, "profile") }
         async fn member_of(&self, ctx: &Context<'_>) -> Result<Vec<Group>> {
-            Ok(related(ctx, &self.0, &[R::MemberOf], Some("group")).await?.into_iter().map(Group).collect())
+            Ok(related(ctx, &self.0, R::MemberOf, Some("group")).await?.into_iter().map(Group).collect())
         }
         /// The groups this user is a member of; with `transitive`, also every
         /// group above them, nearest first.
@@ -665,7 +660,7 @@ entity_object!(
             if transitive {
                 groups_by_walk(ctx, &self.0, &[R::MemberOf, R::ChildOf]).await
             } else {
-                Ok(related(ctx, &self.0, &[R::MemberOf], Some("group")).await?.into_iter().map(Group).collect())
+                Ok(related(ctx, &self.0, R::MemberOf, Some("group")).await?.into_iter().map(Group).collect())
             }
         }
     }

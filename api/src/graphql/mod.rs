@@ -36,7 +36,7 @@ pub use filter::{EntityFilter, EntityOrder};
 use entity::RelationTypeValue;
 use entity::{Api, Component, Domain, GenericEntity, Group, Location, Resource, System, Template, User};
 use graph::{EntityGraph, Impact, RelationPath, TraversalConnection, TraversalDirection};
-use loaders::{EdgesLoader, EntityLoader, RequestBudget};
+use loaders::{EdgesLoader, EntityLoader, RelatedLoader, RequestBudget};
 
 pub use changes::{AsOf, ChangeCursor, ChangeFilter, ChangePage};
 pub use mutation::RequestId;
@@ -140,9 +140,11 @@ const LOADER_DELAY: std::time::Duration = std::time::Duration::from_micros(100);
 pub fn with_loaders(request: Request, store: &Store, scope: &SharedScope, max_loaded_entities: usize) -> Request {
     let budget = Arc::new(RequestBudget::new(max_loaded_entities));
     let entities = EntityLoader { store: store.clone(), scope: scope.clone(), budget: budget.clone() };
+    let related = RelatedLoader { store: store.clone(), scope: scope.clone(), budget: budget.clone() };
     request
         .data(scope.clone())
         .data(DataLoader::new(entities, spawn_in_span).delay(LOADER_DELAY))
+        .data(DataLoader::new(related, spawn_in_span).delay(LOADER_DELAY))
         .data(DataLoader::new(EdgesLoader(store.clone()), spawn_in_span).delay(LOADER_DELAY))
         .data(budget)
 }
@@ -159,9 +161,11 @@ pub fn with_subscription_loaders(
 ) -> Request {
     let budget = Arc::new(RequestBudget::new(max_loaded_entities));
     let entities = EntityLoader { store: store.clone(), scope: scope.clone(), budget: budget.clone() };
+    let related = RelatedLoader { store: store.clone(), scope: scope.clone(), budget: budget.clone() };
     request
         .data(scope.clone())
         .data(DataLoader::with_cache(entities, spawn_in_span, NoCache).delay(LOADER_DELAY))
+        .data(DataLoader::with_cache(related, spawn_in_span, NoCache).delay(LOADER_DELAY))
         .data(DataLoader::with_cache(EdgesLoader(store.clone()), spawn_in_span, NoCache).delay(LOADER_DELAY))
         .data(budget)
 }
