@@ -125,9 +125,11 @@ async fn main() -> anyhow::Result<()> {
             let database = match &database_url {
                 Some(database_url) => {
                     let mut options = sea_orm::ConnectOptions::new(database_url.clone());
-                    // As many connections as the server's pool: the same footing.
+                    // As many connections as the server's pool, pinged as
+                    // seldom: the same footing.
                     options
                         .max_connections(if database_url.starts_with("sqlite:") { 4 } else { 16 })
+                        .test_before_acquire_if_idle_for(catalog_store::IDLE_BEFORE_PING)
                         .sqlx_logging(false);
                     Some(sea_orm::Database::connect(options).await.context("cannot connect to --database-url")?)
                 }
