@@ -9,7 +9,9 @@
 //! non-unique indexes, nullable or defaulted columns; no new unique, foreign
 //! key or check constraint on an existing table (the old binary's inserts
 //! would fail); and the new code tolerates rows the old binary writes
-//! without the new columns (or backfills them). The name is recorded when
+//! without the new columns (or backfills them). Dropping a constraint the
+//! previous release never relies on is additive too (the index rows' foreign
+//! keys: the store deletes them itself). The name is recorded when
 //! the migration is applied, so it can never be renamed afterwards.
 
 use sea_orm_migration::prelude::*;
@@ -20,6 +22,7 @@ mod m20261125_000002_catalog_state;
 mod m20261125_000003_api_tokens;
 mod m20261125_000004_audit_log;
 mod m20261202_000001_scaffolder_tasks;
+mod m20261203_000001_index_rows_without_foreign_keys_additive;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -34,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000003_api_tokens::Migration),
             Box::new(m20261125_000004_audit_log::Migration),
             Box::new(m20261202_000001_scaffolder_tasks::Migration),
+            Box::new(m20261203_000001_index_rows_without_foreign_keys_additive::Migration),
         ]
     }
 }

@@ -26,7 +26,7 @@ mod tokens;
 
 pub use as_of::{AsOfPage, AsOfQuery};
 pub use audit::{AuditDecision, AuditEntry, AuditRecord};
-pub use connection::{ConnectSettings, PoolUsage, Store};
+pub use connection::{ConnectSettings, IDLE_BEFORE_PING, PoolUsage, Store};
 pub use error::StoreError;
 pub use graph::{Direction, Parent, Reached, Walk, WalkRequest};
 pub use leadership::Leadership;

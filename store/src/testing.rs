@@ -169,6 +169,26 @@ impl Store {
         Ok(())
     }
 
+    /// Records `name` as an applied migration, as a newer binary would.
+    pub async fn record_migration_for_tests(&self, name: &str) {
+        self.execute_unprepared_for_tests(&format!(
+            "INSERT INTO seaql_migrations (version, applied_at) VALUES ('{name}', 0)"
+        ))
+        .await
+        .expect("the migration is recorded");
+    }
+
+    /// Relation and facet rows whose entity is gone: the store deletes them
+    /// itself (PostgreSQL has no foreign key to do it), so always 0.
+    pub async fn orphaned_index_rows_for_tests(&self) -> u64 {
+        use sea_orm::ConnectionTrait as _;
+        let sql = "SELECT (SELECT COUNT(*) FROM relations WHERE origin_id NOT IN (SELECT id FROM entities)) \
+                   + (SELECT COUNT(*) FROM entity_facets WHERE entity_id NOT IN (SELECT id FROM entities)) AS n";
+        let statement = sea_orm::Statement::from_string(self.db.get_database_backend(), sql);
+        let row = self.db.query_one_raw(statement).await.expect("the count").expect("a row");
+        u64::try_from(row.try_get::<i64>("", "n").expect("a number")).expect("not negative")
+    }
+
     /// Takes the writers' lock (as a snapshot on another replica does) and
     /// holds it for `duration`.
     pub async fn hold_writer_lock_for_tests(&self, duration: std::time::Duration) {

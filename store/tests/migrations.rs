@@ -34,16 +34,7 @@ macro_rules! unmigrated_tests {
 }
 
 async fn record_future_migration(store: &Store) {
-    record_migration(store, FUTURE_MIGRATION).await;
-}
-
-async fn record_migration(store: &Store, name: &str) {
-    store
-        .execute_unprepared_for_tests(&format!(
-            "INSERT INTO seaql_migrations (version, applied_at) VALUES ('{name}', 0)"
-        ))
-        .await
-        .unwrap();
+    store.record_migration_for_tests(FUTURE_MIGRATION).await;
 }
 
 backend_tests!(additive_migrations_of_a_newer_binary_leave_this_one_serving);
@@ -52,7 +43,7 @@ backend_tests!(additive_migrations_of_a_newer_binary_leave_this_one_serving);
 /// this older one still serves and `migrate` succeeds changing nothing; a
 /// later migration that is not additive makes it refuse again.
 async fn additive_migrations_of_a_newer_binary_leave_this_one_serving(store: Store) {
-    record_migration(&store, FUTURE_ADDITIVE).await;
+    store.record_migration_for_tests(FUTURE_ADDITIVE).await;
     let status = store.schema_status().await.unwrap();
     assert_eq!(status, SchemaStatus::Compatible(vec![FUTURE_ADDITIVE.to_owned()]));
     assert!(status.serves() && !status.is_current());
@@ -74,7 +65,7 @@ unmigrated_tests!(an_additive_newer_migration_does_not_excuse_a_missing_one_of_o
 async fn an_additive_newer_migration_does_not_excuse_a_missing_one_of_ours(database: TestDatabase) {
     let store = &database.store;
     store.migrate().await.unwrap();
-    record_migration(store, FUTURE_ADDITIVE).await;
+    store.record_migration_for_tests(FUTURE_ADDITIVE).await;
     store
         .execute_unprepared_for_tests(&format!(
             "DELETE FROM seaql_migrations WHERE version = '{}'",

@@ -79,6 +79,39 @@ async fn a_snapshot_adds_updates_and_removes_with_one_change_each(store: Store) 
     assert!(store.entity_by_ref(&reference("component:default/b")).await.unwrap().is_none());
 }
 
+/// PostgreSQL has no foreign key from the index rows to their entity (it
+/// doubled the cost of writing them): every path that rewrites or deletes an
+/// entity deletes its relation and facet rows itself.
+async fn no_index_row_outlives_its_entity(store: Store) {
+    let dependent = |name: &str, owner: &str| component(name, owner, json!({"dependsOn": ["component:b"]}));
+    let first = snapshot(
+        "file",
+        vec![
+            (dependent("a", "team-a"), "a.yaml"),
+            (dependent("b", "team-a"), "b.yaml"),
+            (dependent("c", "team-a"), "c.yaml"),
+        ],
+    );
+    store.apply_snapshot(&first).await.unwrap();
+    // Updated (a), removed (b), deleted through the API (c).
+    let second = snapshot("file", vec![(dependent("a", "team-b"), "a.yaml"), (dependent("c", "team-a"), "c.yaml")]);
+    let summary = store.apply_snapshot(&second).await.unwrap();
+    assert_eq!((summary.updated, summary.removed), (1, 1));
+    let audit = catalog_store::AuditEntry {
+        principal: "token:janitor".into(),
+        token_id: None,
+        operation: "entity.delete".into(),
+        targets: vec!["component:default/c".into()],
+        decision: catalog_store::AuditDecision::Allowed,
+        result: "ok".into(),
+        request_id: None,
+    };
+    store.delete_entity("component:default/c", &audit).await.unwrap().unwrap();
+    assert_eq!(store.orphaned_index_rows_for_tests().await, 0);
+    let edges = store.relations_from(&["component:default/a".to_owned()], None).await.unwrap();
+    assert!(!edges.is_empty(), "the survivor keeps its own rows");
+}
+
 async fn an_unchanged_entity_is_not_rewritten_and_keeps_its_uid(store: Store) {
     let first = snapshot("file", vec![(component("a", "team-a", json!({})), "a.yaml")]);
     store.apply_snapshot(&first).await.unwrap();
@@ -388,6 +421,7 @@ backend_tests!(
     a_snapshot_removing_more_than_its_share_is_held_back_until_forced,
     a_large_snapshot_is_written_in_statements_under_the_bind_parameter_limits,
     a_snapshot_adds_updates_and_removes_with_one_change_each,
+    no_index_row_outlives_its_entity,
     an_unchanged_entity_is_not_rewritten_and_keeps_its_uid,
     an_invalid_new_version_keeps_the_last_good_one_with_its_errors,
     a_location_that_fails_to_read_keeps_its_entities,

@@ -116,6 +116,9 @@ impl Loader<String> for EntityLoader {
     }
 }
 
+/// An entity's canonical ref and one relation type leaving it.
+type RelationKey = (String, RelationType);
+
 /// The entities one relation type leads to from an entity, by (the entity's
 /// canonical ref, relation type), in target-ref order: edges and targets
 /// in one statement, where [`EdgesLoader`] then [`EntityLoader`] would take
@@ -128,22 +131,19 @@ pub struct RelatedLoader {
     pub budget: Arc<RequestBudget>,
 }
 
-impl Loader<(String, RelationType)> for RelatedLoader {
+impl Loader<RelationKey> for RelatedLoader {
     type Value = Arc<Vec<Arc<StoredEntity>>>;
     type Error = ApiError;
 
     #[tracing::instrument(name = "loader.related", skip_all, fields(keys = keys.len()))]
-    async fn load(
-        &self,
-        keys: &[(String, RelationType)],
-    ) -> Result<HashMap<(String, RelationType), Self::Value>, Self::Error> {
+    async fn load(&self, keys: &[RelationKey]) -> Result<HashMap<RelationKey, Self::Value>, Self::Error> {
         let mut sources: Vec<String> = keys.iter().map(|(source, _)| source.clone()).collect();
         sources.sort();
         sources.dedup();
         let mut types: Vec<RelationType> = keys.iter().map(|(_, relation_type)| *relation_type).collect();
         types.sort();
         types.dedup();
-        let mut found: HashMap<(String, RelationType), Vec<Arc<StoredEntity>>> =
+        let mut found: HashMap<RelationKey, Vec<Arc<StoredEntity>>> =
             keys.iter().map(|key| (key.clone(), Vec::new())).collect();
         let related = self.store.related_entities(&sources, &types).await?;
         let scope = self.scope.current();

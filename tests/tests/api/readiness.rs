@@ -63,16 +63,7 @@ fn waiting_config(url: &str) -> Config {
 }
 
 async fn record_future_migration(store: &Store) {
-    record_migration(store, FUTURE_MIGRATION).await;
-}
-
-async fn record_migration(store: &Store, name: &str) {
-    store
-        .execute_unprepared_for_tests(&format!(
-            "INSERT INTO seaql_migrations (version, applied_at) VALUES ('{name}', 0)"
-        ))
-        .await
-        .unwrap();
+    store.record_migration_for_tests(FUTURE_MIGRATION).await;
 }
 
 database_tests!(an_older_binary_starts_and_serves_on_a_schema_a_newer_one_only_expanded);
@@ -81,7 +72,7 @@ database_tests!(an_older_binary_starts_and_serves_on_a_schema_a_newer_one_only_e
 /// new binary applied an additive migration: it starts, migrating on start
 /// or not, and serves the catalog.
 async fn an_older_binary_starts_and_serves_on_a_schema_a_newer_one_only_expanded(database: TestDatabase) {
-    record_migration(&database.store, FUTURE_ADDITIVE).await;
+    database.store.record_migration_for_tests(FUTURE_ADDITIVE).await;
     for migrate_on_start in [true, false] {
         let mut config = waiting_config(&database.url);
         config.database.migrate_on_start = migrate_on_start;
