@@ -1,7 +1,7 @@
 //! DataLoaders: every relation field resolves through these, so a query costs
 //! a number of statements bounded by its depth, not by the entities returned.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
@@ -153,18 +153,20 @@ impl Loader<RelationKey> for RelatedLoader {
             .filter(|(_, stored)| scope.allows(stored))
             .map(|(id, stored)| (id, Arc::new(stored)))
             .collect();
-        let mut loaded = 0;
+        // The budget counts entities loaded, as the EntityLoader does: an
+        // owner fifty components share is one, not fifty.
+        let mut loaded = HashSet::new();
         // Sources times types may pair a source with a type nobody asked
         // for it: those edges are dropped.
         for (source, relation_type, id) in related.edges {
             if let Some(targets) = found.get_mut(&(source, relation_type)) {
-                loaded += 1;
+                loaded.insert(id);
                 if let Some(stored) = visible.get(&id) {
                     targets.push(Arc::clone(stored));
                 }
             }
         }
-        self.budget.spend_loaded(loaded)?;
+        self.budget.spend_loaded(loaded.len())?;
         Ok(found.into_iter().map(|(key, targets)| (key, Arc::new(targets))).collect())
     }
 }

@@ -257,6 +257,13 @@ async fn entities_loaded_through_relations_are_bounded_per_request(database: Tes
     assert_eq!(error_code(&body), "LIMIT_EXCEEDED", "{body}");
     assert_eq!(body["errors"][0]["extensions"]["limit"], "loadedEntities");
     assert!(body["data"]["entities"]["totalCount"].as_u64().unwrap() > 20, "the page itself stands: {body}");
+    // An owner many entities share is loaded, and counted, once.
+    let shared = "{ entities(first: 100) { nodes { ... on Component { owner { name } } ... on Api { owner { name } } \
+                  ... on Resource { owner { name } } ... on System { owner { name } } } } }";
+    let (_, body) = app.post(shared, json!({})).await;
+    assert!(body["errors"].is_null(), "{body}");
+    let owned = body["data"]["entities"]["nodes"].as_array().unwrap().iter().filter(|node| !node["owner"].is_null());
+    assert!(owned.count() > 20, "more owned entities than the limit: {body}");
     // Edges count too: a list of refs over hubs is work as well.
     let (_, body) = app.post("{ entities(first: 100) { nodes { relations { targetRef } } } }", json!({})).await;
     assert_eq!(body["errors"][0]["extensions"]["limit"], "loadedEntities", "{body}");
