@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use catalog_store::testing::TestDatabase;
 use serde_json::{Value, json};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::MockServer;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
@@ -20,6 +19,7 @@ use opentelemetry_proto::tonic::metrics::v1::{Metric, NumberDataPoint, metric, n
 use prost::Message as _;
 
 use crate::helpers::{ServeProcess, database_tests, editable_examples};
+use crate::webhooks::serve_github;
 
 database_tests!(
     a_graphql_request_is_one_trace_under_the_callers_span_with_its_sql,
@@ -275,24 +275,7 @@ async fn a_webhook_sends_its_trace_on_to_github(database: TestDatabase) {
     const SECRET: &str = "a webhook secret for the telemetry test";
     let receiver = Receiver::start().await;
     let github = MockServer::start().await;
-    let repository = json!({"id": 1, "name": "payments", "full_name": "acme/payments", "private": false,
-        "owner": {"login": "acme"}, "html_url": "https://github.example/acme/payments", "fork": false,
-        "archived": false, "default_branch": "main", "topics": []});
-    Mock::given(method("GET"))
-        .and(path("/orgs/acme/repos"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([&repository])))
-        .mount(&github)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/repos/acme/payments"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(repository))
-        .mount(&github)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/repos/acme/payments/contents/catalog-info.yaml"))
-        .respond_with(ResponseTemplate::new(404))
-        .mount(&github)
-        .await;
+    serve_github(&github, None).await;
     let catalog = editable_examples();
     let providers = json!([
         {"type": "file", "paths": [catalog.path().join("catalog-info.yaml").display().to_string()]},

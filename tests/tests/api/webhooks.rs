@@ -27,8 +27,9 @@ fn component(name: &str) -> String {
     )
 }
 
-/// Serves acme's one repository, `payments`, whose catalog file holds `text`.
-async fn serve_github(server: &MockServer, text: &str) {
+/// Serves acme's one repository, `payments`, whose catalog file holds
+/// `text` (none: the file is missing).
+pub(crate) async fn serve_github(server: &MockServer, text: Option<&str>) {
     server.reset().await;
     let repository = json!({"id": 1, "name": "payments", "full_name": "acme/payments", "private": false,
         "owner": {"login": "acme"}, "html_url": "https://github.example/acme/payments", "fork": false,
@@ -43,10 +44,16 @@ async fn serve_github(server: &MockServer, text: &str) {
         .respond_with(ResponseTemplate::new(200).set_body_json(repository))
         .mount(server)
         .await;
-    let content = base64::engine::general_purpose::STANDARD.encode(text);
+    let file = match text {
+        Some(text) => {
+            let content = base64::engine::general_purpose::STANDARD.encode(text);
+            ResponseTemplate::new(200).set_body_json(json!({"encoding": "base64", "content": content}))
+        }
+        None => ResponseTemplate::new(404),
+    };
     Mock::given(method("GET"))
         .and(path("/repos/acme/payments/contents/catalog-info.yaml"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"encoding": "base64", "content": content})))
+        .respond_with(file)
         .mount(server)
         .await;
 }
@@ -130,11 +137,11 @@ async fn appears(app: &TestApp, name: &str) -> bool {
 
 async fn a_signed_push_to_a_catalog_file_reads_that_repository_again(database: TestDatabase) {
     let github = MockServer::start().await;
-    serve_github(&github, &component("payments-api")).await;
+    serve_github(&github, Some(&component("payments-api"))).await;
     let app = app_on(database, &github).await;
     assert!(exists(&app, "payments-api").await, "the first run read the fake GitHub");
 
-    serve_github(&github, &format!("{}---\n{}", component("payments-api"), component("payments-ledger"))).await;
+    serve_github(&github, Some(&format!("{}---\n{}", component("payments-api"), component("payments-ledger")))).await;
     let unrelated = push(&["src/main.rs"]);
     let (status, body) = deliver(&app, "push", "delivery-1", &unrelated, Some(&sign(&unrelated))).await;
     assert_eq!((status, body["status"].as_str()), (202, Some("ignored")), "{body}");
@@ -163,9 +170,9 @@ async fn a_signed_push_to_a_catalog_file_reads_that_repository_again(database: T
 
 async fn bad_deliveries_are_refused_before_anything_is_parsed(database: TestDatabase) {
     let github = MockServer::start().await;
-    serve_github(&github, &component("payments-api")).await;
+    serve_github(&github, Some(&component("payments-api"))).await;
     let app = app_on(database, &github).await;
-    serve_github(&github, &format!("{}---\n{}", component("payments-api"), component("payments-ledger"))).await;
+    serve_github(&github, Some(&format!("{}---\n{}", component("payments-api"), component("payments-ledger")))).await;
     let touching = push(&["catalog-info.yaml"]);
     let requests_before = github.received_requests().await.unwrap().len();
 
