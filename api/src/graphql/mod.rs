@@ -15,8 +15,8 @@ mod scaffolder;
 
 use std::sync::Arc;
 
-use async_graphql::dataloader::DataLoader;
 use async_graphql::dataloader::NoCache;
+use async_graphql::dataloader::{DataLoader, Loader as _};
 use async_graphql::{
     Context, ID, Interface, MergedObject, MergedSubscription, Object, Request, Result, Schema, SimpleObject,
 };
@@ -506,8 +506,17 @@ impl CatalogQuery {
                 version.and_then(|change| changes::stored_version(&change)).filter(|stored| scope.allows(stored));
             return Ok(visible.map(EntityValue::from));
         }
+        // A root field seldom has siblings to batch with (entitiesByRefs is
+        // for many refs): going through the DataLoader would add its delay
+        // and a task hop to every by-ref query. The result still primes the
+        // loader for relations leading back to this entity.
         let loader = ctx.data_unchecked::<DataLoader<EntityLoader>>();
-        Ok(loader.load_one(entity_ref.to_string()).await?.map(EntityValue::from))
+        let key = entity_ref.to_string();
+        let found = loader.loader().load(std::slice::from_ref(&key)).await?.remove(&key);
+        if let Some(stored) = &found {
+            loader.feed_one(key, Arc::clone(stored)).await;
+        }
+        Ok(found.map(EntityValue::from))
     }
 
     /// Entities by full ref, in input order, with null for refs not in the catalog.
