@@ -34,27 +34,37 @@ fn is_postgres(txn: &DatabaseTransaction) -> bool {
     txn.get_database_backend() == DbBackend::Postgres
 }
 
-fn take<T: Clone + Default + Into<SeaValue>>(value: &ActiveValue<T>) -> T {
+// The helpers below move values out of the rows (leaving them unset)
+// rather than clone them: the rows are written once, and cloning every
+// entity body and index row cost as much as building them.
+
+fn take<T: Clone + Default + Into<SeaValue>>(value: &mut ActiveValue<T>) -> T {
+    value.take().unwrap_or_default()
+}
+
+/// A copy of a row's value, for a value every row of a chunk shares (passed
+/// once) or one needed after the row is written.
+fn copied<T: Clone + Default + Into<SeaValue>>(value: &ActiveValue<T>) -> T {
     value.clone().take().unwrap_or_default()
 }
 
 /// Optional text as an array element: PostgreSQL arrays of nullable text are
 /// passed with `''` for null and turned back with NULLIF in the statement.
-fn text_or_empty(value: &ActiveValue<Option<String>>) -> String {
-    value.clone().take().flatten().unwrap_or_default()
+fn text_or_empty(value: &mut ActiveValue<Option<String>>) -> String {
+    value.take().flatten().unwrap_or_default()
 }
 
 /// Optional JSON as an array element: JSON null stands for SQL NULL and is
 /// turned back with NULLIF in the statement.
-fn json_or_null(value: &ActiveValue<Option<serde_json::Value>>) -> SeaValue {
-    SeaValue::Json(Some(Box::new(value.clone().take().flatten().unwrap_or_default())))
+fn json_or_null(value: &mut ActiveValue<Option<serde_json::Value>>) -> SeaValue {
+    SeaValue::Json(Some(Box::new(value.take().flatten().unwrap_or_default())))
 }
 
-fn column<T, F>(rows: &[T], get: F) -> SeaValue
+fn column<T, F>(rows: &mut [T], get: F) -> SeaValue
 where
-    F: Fn(&T) -> SeaValue,
+    F: FnMut(&mut T) -> SeaValue,
 {
-    let values: Vec<SeaValue> = rows.iter().map(get).collect();
+    let values: Vec<SeaValue> = rows.iter_mut().map(get).collect();
     let array_type = match values.first() {
         Some(SeaValue::BigInt(_)) => sea_orm::sea_query::ArrayType::BigInt,
         Some(SeaValue::Json(_)) => sea_orm::sea_query::ArrayType::Json,
@@ -66,12 +76,14 @@ where
 /// Inserts entity rows and returns their ids by ref.
 pub(crate) async fn insert_entities(
     txn: &DatabaseTransaction,
-    rows: &[entity_row::ActiveModel],
+    rows: &mut [entity_row::ActiveModel],
 ) -> Result<HashMap<String, i64>, StoreError> {
     let mut ids = HashMap::with_capacity(rows.len());
     if is_postgres(txn) {
-        for chunk in rows.chunks(UNNEST_CHUNK) {
+        for chunk in rows.chunks_mut(UNNEST_CHUNK) {
             let Some(first) = chunk.first() else { continue };
+            let (provider, created_at) =
+                (SeaValue::from(copied(&first.provider)), SeaValue::from(copied(&first.created_at)));
             let statement = Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 "INSERT INTO entities (entity_ref, kind, namespace, name, uid, etag, body, owner_ref, lifecycle, \
@@ -83,22 +95,22 @@ pub(crate) async fn insert_entities(
                  AS input(r, k, ns, n, u, e, b, o, l, t, s, ti, st, lk) \
                  RETURNING id, entity_ref",
                 [
-                    column(chunk, |row| take(&row.entity_ref).into()),
-                    column(chunk, |row| take(&row.kind).into()),
-                    column(chunk, |row| take(&row.namespace).into()),
-                    column(chunk, |row| take(&row.name).into()),
-                    column(chunk, |row| take(&row.uid).into()),
-                    column(chunk, |row| take(&row.etag).into()),
-                    column(chunk, |row| SeaValue::Json(Some(Box::new(take(&row.body))))),
-                    column(chunk, |row| text_or_empty(&row.owner_ref).into()),
-                    column(chunk, |row| text_or_empty(&row.lifecycle).into()),
-                    column(chunk, |row| text_or_empty(&row.spec_type).into()),
-                    column(chunk, |row| text_or_empty(&row.system_ref).into()),
-                    column(chunk, |row| text_or_empty(&row.title).into()),
-                    column(chunk, |row| take(&row.search_text).into()),
-                    take(&first.provider).into(),
-                    take(&first.created_at).into(),
-                    column(chunk, |row| text_or_empty(&row.location_key).into()),
+                    column(chunk, |row: &mut _| take(&mut row.entity_ref).into()),
+                    column(chunk, |row: &mut _| take(&mut row.kind).into()),
+                    column(chunk, |row: &mut _| take(&mut row.namespace).into()),
+                    column(chunk, |row: &mut _| take(&mut row.name).into()),
+                    column(chunk, |row: &mut _| take(&mut row.uid).into()),
+                    column(chunk, |row: &mut _| take(&mut row.etag).into()),
+                    column(chunk, |row: &mut _| SeaValue::Json(Some(Box::new(take(&mut row.body))))),
+                    column(chunk, |row: &mut _| text_or_empty(&mut row.owner_ref).into()),
+                    column(chunk, |row: &mut _| text_or_empty(&mut row.lifecycle).into()),
+                    column(chunk, |row: &mut _| text_or_empty(&mut row.spec_type).into()),
+                    column(chunk, |row: &mut _| text_or_empty(&mut row.system_ref).into()),
+                    column(chunk, |row: &mut _| text_or_empty(&mut row.title).into()),
+                    column(chunk, |row: &mut _| take(&mut row.search_text).into()),
+                    provider,
+                    created_at.clone(),
+                    column(chunk, |row: &mut _| text_or_empty(&mut row.location_key).into()),
                 ],
             );
             for row in txn.query_all_raw(statement).await? {
@@ -107,9 +119,9 @@ pub(crate) async fn insert_entities(
         }
         return Ok(ids);
     }
-    for chunk in rows.chunks(VALUES_CHUNK) {
-        entity_row::Entity::insert_many(chunk.iter().cloned()).exec_without_returning(txn).await?;
-        let refs = chunk.iter().map(|row| take(&row.entity_ref));
+    for chunk in rows.chunks_mut(VALUES_CHUNK) {
+        let refs: Vec<String> = chunk.iter().map(|row| copied(&row.entity_ref)).collect();
+        entity_row::Entity::insert_many(chunk.iter_mut().map(std::mem::take)).exec_without_returning(txn).await?;
         let found = entity_row::Entity::find()
             .select_only()
             .columns([entity_row::Column::EntityRef, entity_row::Column::Id])
@@ -124,19 +136,19 @@ pub(crate) async fn insert_entities(
 
 pub(crate) async fn insert_relations(
     txn: &DatabaseTransaction,
-    rows: &[relation_row::ActiveModel],
+    rows: &mut [relation_row::ActiveModel],
 ) -> Result<(), StoreError> {
     if is_postgres(txn) {
-        for chunk in rows.chunks(UNNEST_CHUNK) {
+        for chunk in rows.chunks_mut(UNNEST_CHUNK) {
             let statement = Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 "INSERT INTO relations (origin_id, source_ref, relation_type, target_ref) \
                  SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[])",
                 [
-                    column(chunk, |row| take(&row.origin_id).into()),
-                    column(chunk, |row| take(&row.source_ref).into()),
-                    column(chunk, |row| take(&row.relation_type).into()),
-                    column(chunk, |row| take(&row.target_ref).into()),
+                    column(chunk, |row: &mut _| take(&mut row.origin_id).into()),
+                    column(chunk, |row: &mut _| take(&mut row.source_ref).into()),
+                    column(chunk, |row: &mut _| take(&mut row.relation_type).into()),
+                    column(chunk, |row: &mut _| take(&mut row.target_ref).into()),
                 ],
             );
             txn.execute_raw(statement).await?;
@@ -144,33 +156,33 @@ pub(crate) async fn insert_relations(
         return Ok(());
     }
     // Four columns a row: four times the rows of the widest table fit.
-    for chunk in rows.chunks(VALUES_CHUNK * 4) {
-        relation_row::Entity::insert_many(chunk.iter().cloned()).exec_without_returning(txn).await?;
+    for chunk in rows.chunks_mut(VALUES_CHUNK * 4) {
+        relation_row::Entity::insert_many(chunk.iter_mut().map(std::mem::take)).exec_without_returning(txn).await?;
     }
     Ok(())
 }
 
 pub(crate) async fn insert_facets(
     txn: &DatabaseTransaction,
-    rows: &[facet_row::ActiveModel],
+    rows: &mut [facet_row::ActiveModel],
 ) -> Result<(), StoreError> {
     if is_postgres(txn) {
-        for chunk in rows.chunks(UNNEST_CHUNK) {
+        for chunk in rows.chunks_mut(UNNEST_CHUNK) {
             let statement = Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 "INSERT INTO entity_facets (entity_id, key, value) SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[])",
                 [
-                    column(chunk, |row| take(&row.entity_id).into()),
-                    column(chunk, |row| take(&row.key).into()),
-                    column(chunk, |row| take(&row.value).into()),
+                    column(chunk, |row: &mut _| take(&mut row.entity_id).into()),
+                    column(chunk, |row: &mut _| take(&mut row.key).into()),
+                    column(chunk, |row: &mut _| take(&mut row.value).into()),
                 ],
             );
             txn.execute_raw(statement).await?;
         }
         return Ok(());
     }
-    for chunk in rows.chunks(VALUES_CHUNK * 4) {
-        facet_row::Entity::insert_many(chunk.iter().cloned()).exec_without_returning(txn).await?;
+    for chunk in rows.chunks_mut(VALUES_CHUNK * 4) {
+        facet_row::Entity::insert_many(chunk.iter_mut().map(std::mem::take)).exec_without_returning(txn).await?;
     }
     Ok(())
 }
@@ -178,11 +190,13 @@ pub(crate) async fn insert_facets(
 /// Appends change-log rows in order, so sequence numbers follow the input.
 pub(crate) async fn insert_changes(
     txn: &DatabaseTransaction,
-    rows: &[change_row::ActiveModel],
+    rows: &mut [change_row::ActiveModel],
 ) -> Result<(), StoreError> {
     if is_postgres(txn) {
-        for chunk in rows.chunks(UNNEST_CHUNK) {
+        for chunk in rows.chunks_mut(UNNEST_CHUNK) {
             let Some(first) = chunk.first() else { continue };
+            let (provider, created_at) =
+                (SeaValue::from(copied(&first.provider)), SeaValue::from(copied(&first.created_at)));
             let statement = Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 "INSERT INTO change_log (created_at, entity_ref, change_type, etag, body, provider, changed_fields, previous_body) \
@@ -191,22 +205,22 @@ pub(crate) async fn insert_changes(
                  WITH ORDINALITY AS input(r, c, e, b, f, p, position) \
                  ORDER BY position",
                 [
-                    take(&first.created_at).into(),
-                    take(&first.provider).into(),
-                    column(chunk, |row| take(&row.entity_ref).into()),
-                    column(chunk, |row| take(&row.change_type).into()),
-                    column(chunk, |row| text_or_empty(&row.etag).into()),
-                    column(chunk, |row| json_or_null(&row.body)),
-                    column(chunk, |row| json_or_null(&row.changed_fields)),
-                    column(chunk, |row| json_or_null(&row.previous_body)),
+                    created_at,
+                    provider,
+                    column(chunk, |row: &mut _| take(&mut row.entity_ref).into()),
+                    column(chunk, |row: &mut _| take(&mut row.change_type).into()),
+                    column(chunk, |row: &mut _| text_or_empty(&mut row.etag).into()),
+                    column(chunk, |row: &mut _| json_or_null(&mut row.body)),
+                    column(chunk, |row: &mut _| json_or_null(&mut row.changed_fields)),
+                    column(chunk, |row: &mut _| json_or_null(&mut row.previous_body)),
                 ],
             );
             txn.execute_raw(statement).await?;
         }
         return Ok(());
     }
-    for chunk in rows.chunks(VALUES_CHUNK) {
-        change_row::Entity::insert_many(chunk.iter().cloned()).exec_without_returning(txn).await?;
+    for chunk in rows.chunks_mut(VALUES_CHUNK) {
+        change_row::Entity::insert_many(chunk.iter_mut().map(std::mem::take)).exec_without_returning(txn).await?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use catalog_domain::{Entity, EntityRef, derive_relations};
 use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::{NotSet, Set},
+    ActiveValue::{self, NotSet, Set},
     ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
 };
 use serde_json::Value;
@@ -222,7 +222,7 @@ impl Store {
         entity_row::Entity::delete_by_id(id).exec(&txn).await?;
         let mut removal = change(entity_ref, ChangeType::Removed, None, &provider, Utc::now());
         removal.previous_body = Set(Some(body.clone()));
-        bulk::insert_changes(&txn, &[removal]).await?;
+        bulk::insert_changes(&txn, &mut [removal]).await?;
         crate::audit::append(&txn, audit).await?;
         notify_replicas(&txn).await?;
         txn.commit().await?;
@@ -432,7 +432,7 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
             entity_row::Entity::delete_many().filter(entity_row::Column::Id.is_in(ids)).exec(txn).await?.rows_affected
                 as usize;
     }
-    let removals: Vec<change_row::ActiveModel> = removed
+    let mut removals: Vec<change_row::ActiveModel> = removed
         .iter()
         .map(|(entity_ref, id)| {
             let mut row = change(entity_ref, ChangeType::Removed, None, provider, now);
@@ -440,36 +440,10 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
             row
         })
         .collect();
-    bulk::insert_changes(txn, &removals).await?;
+    bulk::insert_changes(txn, &mut removals).await?;
     summary.rows_written += removals.len();
 
-    // Writes go in chunks so that memory holds one chunk's rows, not the
-    // snapshot's: 100,000 entities carry millions of index rows.
-    for chunk in inserts.chunks(WRITE_CHUNK) {
-        let bodies: Vec<Value> = chunk.iter().map(Pending::body).collect();
-        let rows: Vec<entity_row::ActiveModel> = chunk
-            .iter()
-            .zip(&bodies)
-            .map(|(pending, body)| entity_active_model(pending, body, provider, now))
-            .collect();
-        let ids = bulk::insert_entities(txn, &rows).await?;
-        let mut indexed = Vec::with_capacity(chunk.len());
-        for pending in chunk {
-            let id = ids.get(&pending.entity_ref).copied().ok_or_else(|| StoreError::Corrupt {
-                entity_ref: pending.entity_ref.clone(),
-                message: "the inserted row was not found".into(),
-            })?;
-            indexed.push((id, &pending.item.entity));
-        }
-        summary.rows_written += rows.len() + write_index(txn, &indexed).await?;
-        let changes: Vec<change_row::ActiveModel> = chunk
-            .iter()
-            .zip(bodies)
-            .map(|(pending, body)| change(&pending.entity_ref, ChangeType::Added, Some((pending, body)), provider, now))
-            .collect();
-        bulk::insert_changes(txn, &changes).await?;
-        summary.rows_written += changes.len();
-    }
+    summary.rows_written += write_inserts(txn, &inserts, provider, now).await?;
 
     for chunk in updates.chunks(WRITE_CHUNK) {
         let mut changes = Vec::with_capacity(chunk.len());
@@ -479,7 +453,7 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
             let body = pending.body();
             let changed = previous.get(id).map(|old| catalog_domain::changed_paths(old, &body)).unwrap_or_default();
             // The same row an insert writes, but the ref, uid and creation time stay.
-            let mut row = entity_active_model(pending, &body, provider, now);
+            let mut row = entity_active_model(pending, body.clone(), provider, now);
             row.entity_ref = NotSet;
             row.uid = NotSet;
             row.provider = NotSet;
@@ -489,9 +463,12 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
             change_row.changed_fields = Set(Some(Value::from(changed)));
             changes.push(change_row);
         }
-        let indexed: Vec<(i64, &Entity)> = chunk.iter().map(|(id, pending)| (*id, &pending.item.entity)).collect();
-        summary.rows_written += chunk.len() + write_index(txn, &indexed).await?;
-        bulk::insert_changes(txn, &changes).await?;
+        let mut index = IndexRows::default();
+        for (id, pending) in chunk {
+            index.add(*id, &pending.item.entity);
+        }
+        summary.rows_written += chunk.len() + index.write(txn).await?;
+        bulk::insert_changes(txn, &mut changes).await?;
         summary.rows_written += changes.len();
     }
 
@@ -655,7 +632,7 @@ fn flatten(path: &str, value: &Value, depth: usize, pairs: &mut Vec<(String, Str
 
 fn entity_active_model(
     pending: &Pending,
-    body: &Value,
+    body: Value,
     provider: &str,
     now: chrono::DateTime<Utc>,
 ) -> entity_row::ActiveModel {
@@ -668,7 +645,7 @@ fn entity_active_model(
         name: Set(columns.name),
         uid: Set(pending.uid.clone()),
         etag: Set(pending.etag.clone()),
-        body: Set(body.clone()),
+        body: Set(body),
         owner_ref: Set(columns.owner_ref),
         lifecycle: Set(columns.lifecycle),
         spec_type: Set(columns.spec_type),
@@ -702,35 +679,134 @@ async fn clear_index(txn: &DatabaseTransaction, ids: &[i64]) -> Result<usize, St
     Ok(n_rows as usize)
 }
 
-/// Writes the relation edges (both directions) and facet rows of entities in
-/// multi-row inserts; returns the rows written.
-async fn write_index(txn: &DatabaseTransaction, entities: &[(i64, &Entity)]) -> Result<usize, StoreError> {
-    let relations: Vec<relation_row::ActiveModel> = entities
-        .iter()
-        .flat_map(|(id, entity)| {
-            derive_relations(entity).into_iter().map(move |edge| relation_row::ActiveModel {
-                origin_id: Set(*id),
-                source_ref: Set(edge.source.to_string()),
-                relation_type: Set(edge.relation_type.as_str().to_owned()),
-                target_ref: Set(edge.target.to_string()),
-                ..Default::default()
+/// The relation edges (both directions) and facet rows of some entities.
+#[derive(Default)]
+struct IndexRows {
+    relations: Vec<relation_row::ActiveModel>,
+    facets: Vec<facet_row::ActiveModel>,
+}
+
+impl IndexRows {
+    fn add(&mut self, id: i64, entity: &Entity) {
+        self.relations.extend(derive_relations(entity).into_iter().map(|edge| relation_row::ActiveModel {
+            origin_id: Set(id),
+            source_ref: Set(edge.source.to_string()),
+            relation_type: Set(edge.relation_type.as_str().to_owned()),
+            target_ref: Set(edge.target.to_string()),
+            ..Default::default()
+        }));
+        self.facets.extend(facet_pairs(entity).into_iter().map(|(key, value)| facet_row::ActiveModel {
+            entity_id: Set(id),
+            key: Set(key),
+            value: Set(value),
+            ..Default::default()
+        }));
+    }
+
+    /// Replaces the placeholder ids rows were added with (positions in a
+    /// chunk, before its entities had ids) by the real ones.
+    fn assign_ids(&mut self, ids: &[i64]) {
+        let real = |placeholder: &mut ActiveValue<i64>| {
+            if let ActiveValue::Set(position) = placeholder {
+                *placeholder = Set(ids[*position as usize]);
+            }
+        };
+        self.relations.iter_mut().for_each(|row| real(&mut row.origin_id));
+        self.facets.iter_mut().for_each(|row| real(&mut row.entity_id));
+    }
+
+    /// Writes the rows in multi-row inserts; returns the rows written.
+    async fn write(mut self, txn: &DatabaseTransaction) -> Result<usize, StoreError> {
+        bulk::insert_relations(txn, &mut self.relations).await?;
+        bulk::insert_facets(txn, &mut self.facets).await?;
+        Ok(self.relations.len() + self.facets.len())
+    }
+}
+
+/// The rows one write chunk of new entities inserts, built before the
+/// entities have ids.
+struct InsertChunk<'a> {
+    pending: &'a [Pending<'a>],
+    entities: Vec<entity_row::ActiveModel>,
+    index: IndexRows,
+    changes: Vec<change_row::ActiveModel>,
+}
+
+/// Entities whose rows are built between two looks at the writer (see
+/// [`write_inserts`]): a few milliseconds of work.
+const BUILD_SLICE: usize = 100;
+
+impl<'a> InsertChunk<'a> {
+    async fn build(pending: &'a [Pending<'a>], provider: &str, now: chrono::DateTime<Utc>) -> Self {
+        let mut chunk = InsertChunk {
+            pending,
+            entities: Vec::with_capacity(pending.len()),
+            index: IndexRows::default(),
+            changes: Vec::with_capacity(pending.len()),
+        };
+        for (position, item) in pending.iter().enumerate() {
+            let body = item.body();
+            chunk.changes.push(change(&item.entity_ref, ChangeType::Added, Some((item, body.clone())), provider, now));
+            chunk.entities.push(entity_active_model(item, body, provider, now));
+            chunk.index.add(position as i64, &item.item.entity);
+            if position % BUILD_SLICE == BUILD_SLICE - 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        chunk
+    }
+
+    async fn write(mut self, txn: &DatabaseTransaction) -> Result<usize, StoreError> {
+        let found = bulk::insert_entities(txn, &mut self.entities).await?;
+        let ids = self
+            .pending
+            .iter()
+            .map(|item| {
+                found.get(&item.entity_ref).copied().ok_or_else(|| StoreError::Corrupt {
+                    entity_ref: item.entity_ref.clone(),
+                    message: "the inserted row was not found".into(),
+                })
             })
-        })
-        .collect();
-    let facets: Vec<facet_row::ActiveModel> = entities
-        .iter()
-        .flat_map(|(id, entity)| {
-            facet_pairs(entity).into_iter().map(move |(key, value)| facet_row::ActiveModel {
-                entity_id: Set(*id),
-                key: Set(key),
-                value: Set(value),
-                ..Default::default()
-            })
-        })
-        .collect();
-    bulk::insert_relations(txn, &relations).await?;
-    bulk::insert_facets(txn, &facets).await?;
-    Ok(relations.len() + facets.len())
+            .collect::<Result<Vec<i64>, _>>()?;
+        self.index.assign_ids(&ids);
+        let mut n_rows = self.entities.len() + self.index.write(txn).await?;
+        bulk::insert_changes(txn, &mut self.changes).await?;
+        n_rows += self.changes.len();
+        Ok(n_rows)
+    }
+}
+
+/// Inserts new entities with their index and change-log rows; returns the
+/// rows written. Writes go in chunks so that memory holds a few chunks' rows,
+/// not the snapshot's (100,000 entities carry millions of index rows), and
+/// the next chunk's rows are built while the database writes the current
+/// one: on a cold load, building rows took as long as writing them, one
+/// after the other. Both run on this task (the builder yields every
+/// [`BUILD_SLICE`] entities), so nothing needs to own the snapshot.
+async fn write_inserts(
+    txn: &DatabaseTransaction,
+    inserts: &[Pending<'_>],
+    provider: &str,
+    now: chrono::DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let (built, mut to_write) = tokio::sync::mpsc::channel(1);
+    let build = async move {
+        for pending in inserts.chunks(WRITE_CHUNK) {
+            if built.send(InsertChunk::build(pending, provider, now).await).await.is_err() {
+                break;
+            }
+        }
+    };
+    // Owning the receiver, a failed write drops it and so stops the builder.
+    let write = async move {
+        let mut n_rows = 0;
+        while let Some(chunk) = to_write.recv().await {
+            n_rows += chunk.write(txn).await?;
+        }
+        Ok::<_, StoreError>(n_rows)
+    };
+    let ((), written) = tokio::join!(build, write);
+    written
 }
 
 fn change(
