@@ -21,7 +21,7 @@ use serde::Deserialize;
 use crate::auth::{AuthError, Authenticator, Granted, Principal};
 use crate::config::GraphqlConfig;
 use crate::firewall::{self, Limits};
-use crate::graphql::{CatalogSchema, RequestId, with_loaders, with_subscription_loaders};
+use crate::graphql::{CatalogSchema, RequestId, with_loaders};
 use crate::metrics::{Metrics, ResponseErrors};
 use crate::policy::{ReadScope, SharedScope};
 
@@ -474,10 +474,15 @@ impl FirewalledExecutor {
             return refused;
         }
         let request_id = new_request_id();
-        let request = with_loaders(request, &self.state.store, &self.scope, self.state.graphql.max_loaded_entities)
-            .data(self.principal.clone())
-            .data(self.granted.clone())
-            .data(RequestId(request_id.clone()));
+        let operation_name = request.operation_name.clone();
+        let query = request.parsed_query().is_ok_and(|document| {
+            selected_operation_type(document, operation_name.as_deref()) == Some(OperationType::Query)
+        });
+        let request =
+            with_loaders(request, &self.state.store, &self.scope, self.state.graphql.max_loaded_entities, query)
+                .data(self.principal.clone())
+                .data(self.granted.clone())
+                .data(RequestId(request_id.clone()));
         with_codes(self.state.schema.execute(request).await, &request_id)
     }
 
@@ -530,7 +535,7 @@ impl async_graphql::Executor for FirewalledExecutor {
             .boxed();
         }
         let request =
-            with_subscription_loaders(request, &self.state.store, &self.scope, self.state.graphql.max_loaded_entities)
+            with_loaders(request, &self.state.store, &self.scope, self.state.graphql.max_loaded_entities, false)
                 .data(self.principal.clone())
                 .data(self.granted.clone());
         let request_id = new_request_id();
@@ -785,7 +790,8 @@ async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, h
             return rejection(media, StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", None, "internal error");
         }
     };
-    let request = with_loaders(request, store, &SharedScope::new(scope), state.graphql.max_loaded_entities)
+    let cache = operation == Some(OperationType::Query);
+    let request = with_loaders(request, store, &SharedScope::new(scope), state.graphql.max_loaded_entities, cache)
         .data(store.clone())
         .data(access.principal)
         .data(Granted(access.granted, access.templates))

@@ -270,31 +270,73 @@ impl Store {
     /// costs one round trip where [`Store::relations_from`] then
     /// [`Store::entities_by_refs`] cost two.
     pub async fn related_entities(&self, sources: &[String], types: &[RelationType]) -> Result<Related, StoreError> {
+        Ok(self.read_related(sources, types, false).await?.1)
+    }
+
+    /// The entities of `refs` (by canonical ref) and, in the same statement,
+    /// what [`Store::related_entities`] finds from them: a root field that
+    /// knows which relation fields its selection asks for answers in one
+    /// round trip instead of two.
+    pub async fn entities_with_related(
+        &self,
+        refs: &[String],
+        types: &[RelationType],
+    ) -> Result<(HashMap<String, StoredEntity>, Related), StoreError> {
+        self.read_related(refs, types, true).await
+    }
+
+    async fn read_related(
+        &self,
+        sources: &[String],
+        types: &[RelationType],
+        with_sources: bool,
+    ) -> Result<(HashMap<String, StoredEntity>, Related), StoreError> {
         let backend = self.db.get_database_backend();
         let type_names: Vec<String> = types.iter().map(|relation_type| relation_type.as_str().to_owned()).collect();
+        let mut found = HashMap::new();
         let mut related = Related::default();
         for chunk in sources.chunks(REF_CHUNK) {
             // PostgreSQL takes each list as one array parameter (planning
-            // long IN lists is slow there); SQLite binds each value.
-            let (sources_sql, types_sql, values): (String, String, Vec<sea_orm::Value>) =
+            // long IN lists is slow there); SQLite binds each value, so its
+            // sources are bound again for the second half of the union.
+            let (sources_sql, types_sql, entities_sql, values): (String, String, String, Vec<sea_orm::Value>) =
                 if backend == DbBackend::Postgres {
-                    ("= ANY($1)".into(), "= ANY($2)".into(), vec![chunk.to_vec().into(), type_names.clone().into()])
+                    let values = vec![chunk.to_vec().into(), type_names.clone().into()];
+                    ("= ANY($1)".into(), "= ANY($2)".into(), "= ANY($1)".into(), values)
                 } else {
                     let marks = |n: usize| format!("IN ({})", vec!["?"; n].join(", "));
-                    let values = chunk.iter().chain(&type_names).map(|text| text.clone().into()).collect();
-                    (marks(chunk.len()), marks(type_names.len()), values)
+                    let mut values: Vec<sea_orm::Value> =
+                        chunk.iter().chain(&type_names).map(|text| text.clone().into()).collect();
+                    if with_sources {
+                        values.extend(chunk.iter().map(|text| text.clone().into()));
+                    }
+                    (marks(chunk.len()), marks(type_names.len()), marks(chunk.len()), values)
                 };
             // No DISTINCT: the body is JSON, which PostgreSQL cannot compare;
             // an edge two entities state comes twice and is skipped below.
+            // The sources themselves come with a null related_source.
+            let sources_part = if with_sources {
+                format!(
+                    " UNION ALL SELECT CAST(NULL AS TEXT), CAST(NULL AS TEXT), e.* FROM entities e \
+                     WHERE e.entity_ref {entities_sql}"
+                )
+            } else {
+                String::new()
+            };
             let sql = format!(
                 "SELECT r.source_ref AS related_source, r.relation_type AS related_type, e.* \
                  FROM relations r JOIN entities e ON e.entity_ref = r.target_ref \
-                 WHERE r.source_ref {sources_sql} AND r.relation_type {types_sql} \
-                 ORDER BY r.source_ref, r.relation_type, e.entity_ref"
+                 WHERE r.source_ref {sources_sql} AND r.relation_type {types_sql}{sources_part} \
+                 ORDER BY related_source, related_type, entity_ref"
             );
             let rows = self.db.query_all_raw(sea_orm::Statement::from_sql_and_values(backend, sql, values)).await?;
             for row in rows {
-                let source: String = row.try_get("", "related_source")?;
+                let Some(source) = row.try_get::<Option<String>>("", "related_source")? else {
+                    let stored =
+                        to_stored(<entity_row::Model as sea_orm::FromQueryResult>::from_query_result(&row, "")?)?;
+                    found.insert(stored.entity_ref.to_string(), stored);
+                    continue;
+                };
                 let relation_type: String = row.try_get("", "related_type")?;
                 let Ok(relation_type) = relation_type.parse::<RelationType>() else { continue };
                 let id: i64 = row.try_get("", "id")?;
@@ -310,7 +352,7 @@ impl Store {
                 }
             }
         }
-        Ok(related)
+        Ok((found, related))
     }
 
     /// The edges leaving each of the given refs, optionally of some types only.

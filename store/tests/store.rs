@@ -255,6 +255,21 @@ async fn related_entities_come_with_their_edges_each_target_once(store: Store) {
 
     let none = store.related_entities(&sources, &[RelationType::HasMember]).await.unwrap();
     assert!(none.edges.is_empty() && none.targets.is_empty());
+
+    // The entities themselves come in the same statement, keyed by ref;
+    // refs not in the catalog are missing, and their edges are none.
+    let before = store.statement_count();
+    let refs = ["component:default/c".to_owned(), "component:default/nowhere".to_owned()];
+    let (found, with_entity) = store.entities_with_related(&refs, &[RelationType::OwnedBy]).await.unwrap();
+    assert_eq!(store.statement_count() - before, 1, "one statement for the entities and their edges");
+    assert_eq!(found.keys().collect::<Vec<_>>(), ["component:default/c"]);
+    assert_eq!(found["component:default/c"].entity.metadata.name, "c");
+    let edges: Vec<(&str, i64)> = with_entity.edges.iter().map(|(source, _, id)| (source.as_str(), *id)).collect();
+    assert_eq!(edges, [("component:default/c", team)]);
+    assert_eq!(with_entity.targets.len(), 1);
+    let (found, nothing) = store.entities_with_related(&refs[..1], &[]).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert!(nothing.edges.is_empty(), "no types, no edges");
 }
 
 async fn pages_are_filtered_sorted_counted_and_searchable(store: Store) {

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Enum, ID, Interface, Json, Object, Result, SimpleObject};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,7 +19,7 @@ use super::graph::{
     domain_types, traversal_connection,
 };
 use super::kubernetes::KubernetesCluster;
-use super::loaders::{EdgesLoader, EntityLoader, RelatedLoader, RequestBudget};
+use super::loaders::{EdgesLoader, EntityLoader, RelatedLoader, RequestBudget, RequestLoader};
 use super::pagerduty::PagerDutyServiceValue;
 use super::{DEFAULT_PAGE_SIZE, EntityConnection, EntitySource, MAX_PAGE_SIZE, PageArgs, list_connection};
 
@@ -80,13 +79,13 @@ impl RelationEdge {
     }
 
     async fn target(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
-        let found = ctx.data_unchecked::<DataLoader<EntityLoader>>().load_one(self.target_ref.clone()).await?;
+        let found = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_one(self.target_ref.clone()).await?;
         Ok(found.map(EntityValue::from))
     }
 
     /// Whether the target exists in the catalog.
     async fn resolved(&self, ctx: &Context<'_>) -> Result<bool> {
-        Ok(ctx.data_unchecked::<DataLoader<EntityLoader>>().load_one(self.target_ref.clone()).await?.is_some())
+        Ok(ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_one(self.target_ref.clone()).await?.is_some())
     }
 }
 
@@ -112,7 +111,7 @@ async fn related(
     kind: Option<&str>,
 ) -> Result<Vec<Arc<StoredEntity>>> {
     let key = (stored.entity_ref.to_string(), relation_type);
-    let targets = ctx.data_unchecked::<DataLoader<RelatedLoader>>().load_one(key).await?.unwrap_or_default();
+    let targets = ctx.data_unchecked::<RequestLoader<RelatedLoader>>().load_one(key).await?.unwrap_or_default();
     Ok(targets
         .iter()
         .filter(|target| kind.is_none_or(|kind| target.entity_ref.kind().eq_ignore_ascii_case(kind)))
@@ -398,7 +397,7 @@ async fn relation_edges(
 ) -> Result<Vec<RelationEdge>> {
     let wanted = relation_type.map(DomainRelationType::from);
     let edges = ctx
-        .data_unchecked::<DataLoader<EdgesLoader>>()
+        .data_unchecked::<RequestLoader<EdgesLoader>>()
         .load_one(stored.entity_ref.to_string())
         .await?
         .unwrap_or_default();
@@ -424,7 +423,7 @@ async fn relation_edges(
         let is_stated = |edge: &RelationEdge| stated.contains(&(edge.relation_type, edge.target_ref.clone()));
         let others: Vec<String> =
             edges.iter().filter(|edge| !is_stated(edge)).map(|edge| edge.target_ref.clone()).collect();
-        let visible = ctx.data_unchecked::<DataLoader<EntityLoader>>().load_many(others).await?;
+        let visible = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_many(others).await?;
         edges.retain(|edge| is_stated(edge) || visible.contains_key(&edge.target_ref));
     }
     Ok(edges)
@@ -490,7 +489,7 @@ async fn groups_by_walk(ctx: &Context<'_>, stored: &StoredEntity, types: &[Domai
         .filter(|node| node.distance > 0 && node.entity_ref.starts_with("group:"))
         .map(|node| node.entity_ref.clone())
         .collect();
-    let found = ctx.data_unchecked::<DataLoader<EntityLoader>>().load_many(refs.iter().cloned()).await?;
+    let found = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_many(refs.iter().cloned()).await?;
     Ok(refs.iter().filter_map(|entity_ref| found.get(entity_ref).cloned()).map(Group).collect())
 }
 

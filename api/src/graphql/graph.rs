@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Enum, Object, Result, SimpleObject};
 use catalog_domain::RelationType as R;
 use catalog_store::{Direction, Filter, StoredRelation, Walk, WalkRequest};
@@ -14,7 +13,7 @@ use catalog_store::{Direction, Filter, StoredRelation, Walk, WalkRequest};
 use super::entity::{EntityValue, RelationTypeValue};
 use super::error::ApiError;
 use super::filter::EntityFilter;
-use super::loaders::{EntityLoader, RequestBudget};
+use super::loaders::{EntityLoader, RequestBudget, RequestLoader};
 use super::pagerduty::{ImpactServices, PagerDutyOnCall};
 use super::{DEFAULT_PAGE_SIZE, MAX_REFS, PageInfo, decode_cursor, offset_cursor, page_size, parse_ref, store};
 use crate::policy::ReadScope;
@@ -113,18 +112,18 @@ impl TraversalNode {
     }
 
     async fn entity(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
-        let found = ctx.data_unchecked::<DataLoader<EntityLoader>>().load_one(self.entity_ref.clone()).await?;
+        let found = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_one(self.entity_ref.clone()).await?;
         Ok(found.map(EntityValue::from))
     }
 
     /// Whether the ref is in the catalog.
     async fn resolved(&self, ctx: &Context<'_>) -> Result<bool> {
-        Ok(ctx.data_unchecked::<DataLoader<EntityLoader>>().load_one(self.entity_ref.clone()).await?.is_some())
+        Ok(ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_one(self.entity_ref.clone()).await?.is_some())
     }
 
     /// The owner's ref, for kinds that have one; null for unresolved refs.
     async fn owner_ref(&self, ctx: &Context<'_>) -> Result<Option<String>> {
-        let found = ctx.data_unchecked::<DataLoader<EntityLoader>>().load_one(self.entity_ref.clone()).await?;
+        let found = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_one(self.entity_ref.clone()).await?;
         Ok(found.and_then(|stored| {
             stored
                 .entity
@@ -138,7 +137,7 @@ impl TraversalNode {
     /// The owner (a Group or User), when it is in the catalog.
     async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
         let Some(owner_ref) = self.owner_ref(ctx).await? else { return Ok(None) };
-        let found = ctx.data_unchecked::<DataLoader<EntityLoader>>().load_one(owner_ref).await?;
+        let found = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_one(owner_ref).await?;
         Ok(found.map(EntityValue::from))
     }
 }
@@ -315,7 +314,7 @@ impl ImpactOwner {
 
     /// The owner (a Group or User); null when the ref is not in the catalog.
     async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
-        let found = ctx.data_unchecked::<DataLoader<EntityLoader>>().load_one(self.owner_ref.clone()).await?;
+        let found = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_one(self.owner_ref.clone()).await?;
         Ok(found.map(EntityValue::from))
     }
 

@@ -5,9 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use async_graphql::dataloader::Loader;
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use catalog_domain::{EntityRef, RelationType};
-use catalog_store::{Store, StoredEntity, StoredRelation};
+use catalog_store::{Related, Store, StoredEntity, StoredRelation};
 
 use super::error::ApiError;
 use super::graph::MAX_WALKS_PER_REQUEST;
@@ -90,6 +90,9 @@ impl RequestBudget {
     }
 }
 
+/// How a request holds each loader (see [`super::with_loaders`]).
+pub type RequestLoader<T> = DataLoader<T, HashMapCache>;
+
 /// Entities by canonical ref; those the request's read scope hides are
 /// left out, as if they did not exist.
 pub struct EntityLoader {
@@ -106,18 +109,24 @@ impl Loader<String> for EntityLoader {
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
         self.budget.spend_loaded(keys.len())?;
         let refs: Vec<EntityRef> = keys.iter().filter_map(|key| EntityRef::parse(key).ok()).collect();
-        let found = self.store.entities_by_refs(&refs).await?;
+        Ok(self.visible(self.store.entities_by_refs(&refs).await?))
+    }
+}
+
+impl EntityLoader {
+    /// The entities the request's read scope shows, as the loader returns them.
+    pub fn visible(&self, found: HashMap<String, StoredEntity>) -> HashMap<String, Arc<StoredEntity>> {
         let scope = self.scope.current();
-        Ok(found
+        found
             .into_iter()
             .filter(|(_, stored)| scope.allows(stored))
             .map(|(key, stored)| (key, Arc::new(stored)))
-            .collect())
+            .collect()
     }
 }
 
 /// An entity's canonical ref and one relation type leaving it.
-type RelationKey = (String, RelationType);
+pub type RelationKey = (String, RelationType);
 
 /// The entities one relation type leads to from an entity, by (the entity's
 /// canonical ref, relation type), in target-ref order: edges and targets
@@ -131,8 +140,11 @@ pub struct RelatedLoader {
     pub budget: Arc<RequestBudget>,
 }
 
+/// The targets of one relation key, as [`RelatedLoader`] answers them.
+pub type RelatedTargets = Arc<Vec<Arc<StoredEntity>>>;
+
 impl Loader<RelationKey> for RelatedLoader {
-    type Value = Arc<Vec<Arc<StoredEntity>>>;
+    type Value = RelatedTargets;
     type Error = ApiError;
 
     #[tracing::instrument(name = "loader.related", skip_all, fields(keys = keys.len()))]
@@ -143,9 +155,21 @@ impl Loader<RelationKey> for RelatedLoader {
         let mut types: Vec<RelationType> = keys.iter().map(|(_, relation_type)| *relation_type).collect();
         types.sort();
         types.dedup();
+        let related = self.store.related_entities(&sources, &types).await?;
+        self.answer(keys, related)
+    }
+}
+
+impl RelatedLoader {
+    /// The loader's answer for `keys` from what the store found for them:
+    /// targets the read scope hides left out, the entities loaded spent.
+    pub fn answer(
+        &self,
+        keys: &[RelationKey],
+        related: Related,
+    ) -> Result<HashMap<RelationKey, RelatedTargets>, ApiError> {
         let mut found: HashMap<RelationKey, Vec<Arc<StoredEntity>>> =
             keys.iter().map(|key| (key.clone(), Vec::new())).collect();
-        let related = self.store.related_entities(&sources, &types).await?;
         let scope = self.scope.current();
         let visible: HashMap<i64, Arc<StoredEntity>> = related
             .targets

@@ -11,7 +11,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Object, Result, SimpleObject};
 use catalog_ingestion::{
     Engine, INTEGRATION_KEY_ANNOTATION, LATEST_INCIDENTS, PagerDutyError, PagerDutyService, PagerDutyView,
@@ -21,7 +20,7 @@ use catalog_store::{StoredEntity, Walk};
 use chrono::{DateTime, Utc};
 
 use super::error::ApiError;
-use super::loaders::{EntityLoader, RequestBudget};
+use super::loaders::{EntityLoader, RequestBudget, RequestLoader};
 
 /// The PagerDuty providers' view, when any is configured.
 fn view(ctx: &Context<'_>) -> Option<PagerDutyView> {
@@ -298,7 +297,7 @@ async fn services_by_owner(
     groups.sort();
     groups.dedup();
     // Through the loader, so that a Group the request may not see adds nothing.
-    let found = ctx.data_unchecked::<DataLoader<EntityLoader>>().load_many(groups.iter().cloned()).await?;
+    let found = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_many(groups.iter().cloned()).await?;
     for (group_ref, group) in &found {
         if let Some(team_id) = group.entity.metadata.annotations.get(TEAM_ID_ANNOTATION) {
             let services = view.services_of_team(team_id).map_err(unavailable)?;

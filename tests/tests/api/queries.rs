@@ -201,6 +201,34 @@ async fn relation_fields_cost_statements_by_depth_not_by_size(app: TestApp) {
     assert!(large_statements <= small_statements + 1, "{small_statements} for 2 entities vs {large_statements} for 40");
 }
 
+/// `entity(ref:)` reads the owner and system its selection asks for in the
+/// statement that reads the entity: one round trip fewer than the same
+/// selection through `entitiesByRefs`, whose relation fields batch through
+/// the loaders, and the same answer.
+async fn an_entity_comes_with_its_owner_and_system_in_its_own_statement(app: TestApp) {
+    let selection = "entityRef ... on Component { owner { entityRef } system { entityRef domain { entityRef } } }";
+    let entity_ref = "component:default/shipment-tracker";
+    let one = format!("query ($ref: String!) {{ entity(ref: $ref) {{ {selection} }} }}");
+    let many = format!("query ($refs: [String!]!) {{ entitiesByRefs(refs: $refs) {{ {selection} }} }}");
+    // The server runs statements of its own now and then (the change feed,
+    // pool pings): the fewest over a few runs are the query's.
+    let (mut by_ref, mut by_refs) = (u64::MAX, u64::MAX);
+    let (mut one_answer, mut many_answer) = (Value::Null, Value::Null);
+    for _ in 0..5 {
+        let before = app.store.statement_count();
+        one_answer = app.query(&one, json!({"ref": entity_ref})).await;
+        by_ref = by_ref.min(app.store.statement_count() - before);
+        let before = app.store.statement_count();
+        many_answer = app.query(&many, json!({"refs": [entity_ref]})).await;
+        by_refs = by_refs.min(app.store.statement_count() - before);
+    }
+    let (one, many) = (one_answer, many_answer);
+    assert_eq!(one["entity"], many["entitiesByRefs"][0]);
+    assert_eq!(one["entity"]["owner"]["entityRef"], "group:default/team-shipping-core", "{one}");
+    assert_eq!(one["entity"]["system"]["domain"]["entityRef"], "domain:default/logistics", "{one}");
+    assert_eq!(by_ref + 1, by_refs, "entity(ref:) {by_ref} statements, entitiesByRefs {by_refs}");
+}
+
 /// Every GraphQL block in the README, run as written against the example
 /// catalog: the documentation's queries must keep working.
 async fn the_readme_queries_run_against_the_example_catalog(app: TestApp) {
@@ -233,5 +261,6 @@ e2e_tests!(
     validation_names_every_field_and_rule,
     locations_and_ingestion_annotations_are_visible,
     relation_fields_cost_statements_by_depth_not_by_size,
+    an_entity_comes_with_its_owner_and_system_in_its_own_statement,
     the_readme_queries_run_against_the_example_catalog,
 );

@@ -207,9 +207,10 @@ async fn a_graphql_request_is_one_trace_under_the_callers_span_with_its_sql(data
     let server =
         ServeProcess::start_with(&database.url, catalog.path(), true, |command| receiver.configure(command)).await;
     let (trace_id, caller_span, traceparent) = caller_trace();
-    // The owner is reached through the entity loader, in a task of its own.
-    let query =
-        "query OwnerOfOne($ref: String!) { entity(ref: $ref) { entityRef ... on Component { owner { entityRef } } } }";
+    // The owner comes with the entity; its parent group is reached through
+    // the relation loader, in a task of its own.
+    let query = "query OwnerOfOne($ref: String!) { entity(ref: $ref) { entityRef \
+                 ... on Component { owner { entityRef ... on Group { parent { entityRef } } } } } }";
     let response = server
         .client
         .post(format!("http://{}/graphql", server.address))
@@ -230,7 +231,7 @@ async fn a_graphql_request_is_one_trace_under_the_callers_span_with_its_sql(data
             // The server span ends last: wait for it too.
             spans.iter().any(|span| span.name == "POST /graphql")
                 && spans.iter().any(|span| span.name == "query OwnerOfOne")
-                && spans.iter().any(|span| span.name.starts_with("loader.entities"))
+                && spans.iter().any(|span| span.name.starts_with("loader.related"))
                 && spans.iter().filter(|span| span.attributes.get("db.system").is_some_and(|db| db == system)).count()
                     >= 2
         })
@@ -248,7 +249,7 @@ async fn a_graphql_request_is_one_trace_under_the_callers_span_with_its_sql(data
     assert_eq!(operation.attributes["graphql.operation.name"], "OwnerOfOne");
     assert!(descends_from(&spans, operation, server_span), "{spans:#?}");
 
-    let loader = spans.iter().find(|span| span.name.starts_with("loader.entities")).unwrap();
+    let loader = spans.iter().find(|span| span.name.starts_with("loader.related")).unwrap();
     assert!(descends_from(&spans, loader, operation), "the loader's batch stays in the operation: {spans:#?}");
     let statements: Vec<&ExportedSpan> =
         spans.iter().filter(|span| span.attributes.get("db.system").is_some_and(|db| db == system)).collect();
