@@ -173,6 +173,7 @@ impl Application {
             store: self.store.clone(),
             reader: self.reader.clone(),
             graphql: self.config.graphql.clone(),
+            documents: Arc::default(),
             request_timeout: Duration::from_secs(self.config.server.request_timeout_seconds),
             metrics: metrics.clone(),
             github_webhooks: crate::webhooks::GithubWebhooks::new(&self.config.webhooks, self.engine.clone()),

@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use crate::auth::{AuthError, Authenticator, Granted, Principal};
 use crate::config::GraphqlConfig;
+use crate::documents::DocumentCache;
 use crate::firewall::{self, Limits};
 use crate::graphql::{CatalogSchema, RequestId, with_loaders};
 use crate::metrics::{Metrics, ResponseErrors};
@@ -37,6 +38,8 @@ pub(crate) struct HttpState {
     /// The read replica's store (`database.read_url`): queries over HTTP read it.
     pub reader: Option<Store>,
     pub graphql: GraphqlConfig,
+    /// Parsed documents of recent queries, shared by every HTTP request.
+    pub documents: Arc<DocumentCache>,
     pub request_timeout: Duration,
     /// `None` when `metrics.enabled` is off: no /metrics, nothing counted.
     pub metrics: Option<Arc<Metrics>>,
@@ -743,7 +746,12 @@ async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, h
     if let Err(rejected) = limits.check_text(&http.query) {
         return firewall_rejection(media, &rejected);
     }
+    let cached = state.documents.get(&http.query);
+    let uncached_query = cached.is_none().then(|| http.query.clone());
     let mut request = Request::new(http.query);
+    if let Some(document) = cached {
+        request.set_parsed_query(document);
+    }
     if let Some(operation_name) = http.operation_name.clone() {
         request = request.operation_name(operation_name);
     }
@@ -762,6 +770,9 @@ async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, h
     };
     if let Err(rejected) = limits.check_document(document) {
         return firewall_rejection(media, &rejected);
+    }
+    if let Some(query) = uncached_query {
+        state.documents.insert(query, document);
     }
     // Queries read the replica when there is one; a mutation reads and
     // writes the primary, so it sees its own writes (and what it checks

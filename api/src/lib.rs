@@ -5,6 +5,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+mod documents;
 pub mod firewall;
 pub mod graphql;
 mod http;

@@ -498,8 +498,9 @@ impl Store {
     }
 }
 
-fn to_stored(row: entity_row::Model) -> Result<StoredEntity, StoreError> {
-    let entity: Entity = serde_json::from_value(row.body.clone())
+fn to_stored(mut row: entity_row::Model) -> Result<StoredEntity, StoreError> {
+    // Moved, not cloned: deserializing an owned value moves its strings.
+    let entity: Entity = serde_json::from_value(std::mem::take(&mut row.body))
         .map_err(|error| StoreError::Corrupt { entity_ref: row.entity_ref.clone(), message: error.to_string() })?;
     // The body skips relations on deserialization (they are output only), so
     // derive them again from the stored spec.

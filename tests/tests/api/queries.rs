@@ -229,6 +229,33 @@ async fn an_entity_comes_with_its_owner_and_system_in_its_own_statement(app: Tes
     assert_eq!(by_ref + 1, by_refs, "entity(ref:) {by_ref} statements, entitiesByRefs {by_refs}");
 }
 
+/// Parsed documents are kept by query text (api/src/documents.rs): a text
+/// seen before must still run the operation and variables each request names.
+async fn a_repeated_query_text_runs_each_requests_operation_and_variables(app: TestApp) {
+    let text = r#"query One($ref: String!) { entity(ref: $ref) { entityRef } }
+        query Two($refs: [String!]!) { entitiesByRefs(refs: $refs) { entityRef } }"#;
+    let run = |operation: &'static str, variables: Value| {
+        let request = app.client.post(app.url("/graphql")).json(&json!({
+            "query": text, "operationName": operation, "variables": variables,
+        }));
+        async move {
+            let body: Value = request.send().await.expect("the server answers").json().await.expect("JSON");
+            assert!(body.get("errors").is_none(), "{body}");
+            body["data"].clone()
+        }
+    };
+    for _ in 0..2 {
+        for name in ["shipment-tracker", "route-optimizer"] {
+            let data = run("One", json!({"ref": format!("component:default/{name}")})).await;
+            assert_eq!(data["entity"]["entityRef"], format!("component:default/{name}"), "{data}");
+            assert!(data.get("entitiesByRefs").is_none(), "{data}");
+        }
+        let data = run("Two", json!({"refs": ["group:default/team-shipping-core"]})).await;
+        assert_eq!(data["entitiesByRefs"][0]["entityRef"], "group:default/team-shipping-core", "{data}");
+        assert!(data.get("entity").is_none(), "{data}");
+    }
+}
+
 /// Every GraphQL block in the README, run as written against the example
 /// catalog: the documentation's queries must keep working.
 async fn the_readme_queries_run_against_the_example_catalog(app: TestApp) {
@@ -262,5 +289,6 @@ e2e_tests!(
     locations_and_ingestion_annotations_are_visible,
     relation_fields_cost_statements_by_depth_not_by_size,
     an_entity_comes_with_its_owner_and_system_in_its_own_statement,
+    a_repeated_query_text_runs_each_requests_operation_and_variables,
     the_readme_queries_run_against_the_example_catalog,
 );
