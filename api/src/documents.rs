@@ -27,9 +27,15 @@ impl Default for DocumentCache {
 }
 
 impl DocumentCache {
+    /// Whether a document parsed from this text would be kept: callers copy
+    /// the text for [`DocumentCache::insert`] only then.
+    pub(crate) fn keeps(query: &str) -> bool {
+        query.len() <= MAX_CACHED_QUERY_BYTES
+    }
+
     /// A copy of the document parsed from exactly this text, if one is kept.
     pub(crate) fn get(&self, query: &str) -> Option<ExecutableDocument> {
-        if query.len() > MAX_CACHED_QUERY_BYTES {
+        if !Self::keeps(query) {
             return None;
         }
         self.lock().get(query).cloned()
@@ -38,7 +44,7 @@ impl DocumentCache {
     /// Keeps the document parsed from `query`; call it only for documents
     /// the firewall accepted.
     pub(crate) fn insert(&self, query: String, document: &ExecutableDocument) {
-        if query.len() <= MAX_CACHED_QUERY_BYTES {
+        if Self::keeps(&query) {
             self.lock().put(query, document.clone());
         }
     }
@@ -96,6 +102,7 @@ mod tests {
         let cache = DocumentCache::default();
         let query = format!("{{ __typename {} }}", "__typename ".repeat(MAX_CACHED_QUERY_BYTES / 10));
         assert!(query.len() > MAX_CACHED_QUERY_BYTES);
+        assert!(!DocumentCache::keeps(&query));
         cache.insert(query.clone(), &parse(&query));
         assert_eq!(cache.len(), 0);
         assert!(cache.get(&query).is_none());

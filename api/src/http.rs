@@ -747,7 +747,7 @@ async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, h
         return firewall_rejection(media, &rejected);
     }
     let cached = state.documents.get(&http.query);
-    let uncached_query = cached.is_none().then(|| http.query.clone());
+    let uncached_query = (cached.is_none() && DocumentCache::keeps(&http.query)).then(|| http.query.clone());
     let mut request = Request::new(http.query);
     if let Some(document) = cached {
         request.set_parsed_query(document);
