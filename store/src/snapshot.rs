@@ -732,8 +732,12 @@ struct InsertChunk<'a> {
     changes: Vec<change_row::ActiveModel>,
 }
 
+/// Entities whose rows are built between two looks at the writer (see
+/// [`write_inserts`]): a few milliseconds of work.
+const BUILD_SLICE: usize = 100;
+
 impl<'a> InsertChunk<'a> {
-    fn build(pending: &'a [Pending<'a>], provider: &str, now: chrono::DateTime<Utc>) -> Self {
+    async fn build(pending: &'a [Pending<'a>], provider: &str, now: chrono::DateTime<Utc>) -> Self {
         let mut chunk = InsertChunk {
             pending,
             entities: Vec::with_capacity(pending.len()),
@@ -745,6 +749,9 @@ impl<'a> InsertChunk<'a> {
             chunk.changes.push(change(&item.entity_ref, ChangeType::Added, Some((item, body.clone())), provider, now));
             chunk.entities.push(entity_active_model(item, body, provider, now));
             chunk.index.add(position as i64, &item.item.entity);
+            if position % BUILD_SLICE == BUILD_SLICE - 1 {
+                tokio::task::yield_now().await;
+            }
         }
         chunk
     }
@@ -770,21 +777,35 @@ impl<'a> InsertChunk<'a> {
 }
 
 /// Inserts new entities with their index and change-log rows; returns the
-/// rows written. Writes go in chunks so that memory holds one chunk's rows,
-/// not the snapshot's (100,000 entities carry millions of index rows).
-/// Building the next chunk while the database wrote the current one measured
-/// no gain on a cold load (the database is the bound: bench/results/README.md).
+/// rows written. Writes go in chunks so that memory holds a few chunks' rows,
+/// not the snapshot's (100,000 entities carry millions of index rows), and
+/// the next chunk's rows are built while the database writes the current
+/// one (about 5% of a cold load: bench/results/README.md). Both run on this task (the builder yields every
+/// [`BUILD_SLICE`] entities), so nothing needs to own the snapshot.
 async fn write_inserts(
     txn: &DatabaseTransaction,
     inserts: &[Pending<'_>],
     provider: &str,
     now: chrono::DateTime<Utc>,
 ) -> Result<usize, StoreError> {
-    let mut n_rows = 0;
-    for pending in inserts.chunks(WRITE_CHUNK) {
-        n_rows += InsertChunk::build(pending, provider, now).write(txn).await?;
-    }
-    Ok(n_rows)
+    let (built, mut to_write) = tokio::sync::mpsc::channel(1);
+    let build = async move {
+        for pending in inserts.chunks(WRITE_CHUNK) {
+            if built.send(InsertChunk::build(pending, provider, now).await).await.is_err() {
+                break;
+            }
+        }
+    };
+    // Owning the receiver, a failed write drops it and so stops the builder.
+    let write = async move {
+        let mut n_rows = 0;
+        while let Some(chunk) = to_write.recv().await {
+            n_rows += chunk.write(txn).await?;
+        }
+        Ok::<_, StoreError>(n_rows)
+    };
+    let ((), written) = tokio::join!(build, write);
+    written
 }
 
 fn change(
