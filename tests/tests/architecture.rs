@@ -1,0 +1,471 @@
+//! The architecture's rules that the compiler does not check: which crate may
+//! depend on which (ARCHITECTURE.md's diagram), which crates may know the
+//! database, GraphQL and HTTP libraries, and that no crate has an import cycle
+//! between its modules. Reads `cargo metadata` and the sources; needs no
+//! database.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// The workspace crates each crate may depend on (normal dependencies), the
+/// diagram at the top of ARCHITECTURE.md as data: change both together.
+const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
+    ("catalog-domain", &[]),
+    ("catalog-migrations", &[]),
+    ("catalog-store", &["catalog-domain", "catalog-migrations"]),
+    ("catalog-http", &[]),
+    ("catalog-ingestion", &["catalog-domain", "catalog-store", "catalog-http"]),
+    ("catalog-scaffolder", &["catalog-domain", "catalog-store", "catalog-http"]),
+    ("catalog-api", &["catalog-domain", "catalog-store", "catalog-ingestion", "catalog-scaffolder", "catalog-http"]),
+    ("catalog-bench", &["catalog-domain", "catalog-store", "catalog-ingestion"]),
+    ("catalog-tests", &[]),
+];
+
+/// Libraries that only some crates may use, and which: the edge knows the
+/// wire (CONVENTIONS.md rule 2). bench reads the database directly for its
+/// raw-SQL baselines.
+const CONFINED_LIBRARIES: &[(&str, &[&str])] = &[
+    ("sea-orm", &["catalog-store", "catalog-bench"]),
+    ("sea-orm-migration", &["catalog-migrations", "catalog-store"]),
+    ("async-graphql", &["catalog-api"]),
+    ("async-graphql-axum", &["catalog-api"]),
+];
+
+/// What the domain crate must never know: no I/O, async, database, GraphQL,
+/// HTTP or tracing.
+const NOT_IN_DOMAIN: &[&str] =
+    &["sea-orm", "async-graphql", "axum", "tokio", "tracing", "reqwest", "hyper", "sqlx", "futures"];
+
+#[test]
+fn every_workspace_dependency_is_one_the_diagram_allows() {
+    let mut problems = Vec::new();
+    for package in workspace_packages() {
+        let Some((_, allowed)) = ALLOWED_WORKSPACE_DEPENDENCIES.iter().find(|(name, _)| *name == package.name) else {
+            problems.push(format!(
+                "{} is not in ALLOWED_WORKSPACE_DEPENDENCIES: add it (and to ARCHITECTURE.md)",
+                package.name
+            ));
+            continue;
+        };
+        for dependency in package.normal_dependencies.iter().filter(|name| name.starts_with("catalog-")) {
+            if !allowed.contains(&dependency.as_str()) {
+                problems.push(format!("{} depends on {dependency}, which the diagram does not allow", package.name));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn database_and_graphql_libraries_stay_in_their_crates() {
+    let mut problems = Vec::new();
+    for package in workspace_packages() {
+        for (library, owners) in CONFINED_LIBRARIES {
+            if package.normal_dependencies.contains(*library) && !owners.contains(&package.name.as_str()) {
+                problems.push(format!("{} depends on {library}, which only {owners:?} may use", package.name));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_domain_crate_knows_no_io_async_database_or_wire_library() {
+    let domain =
+        workspace_packages().into_iter().find(|package| package.name == "catalog-domain").expect("catalog-domain");
+    let known: Vec<_> = NOT_IN_DOMAIN.iter().filter(|library| domain.all_dependencies.contains(**library)).collect();
+    assert!(known.is_empty(), "catalog-domain depends on {known:?}");
+}
+
+/// Import cycles that exist today, each with why: the list may only shrink.
+/// The test fails on a cycle that is not here and on an entry that no longer
+/// matches a cycle (delete it), so breaking a cycle is recorded here.
+const KNOWN_CYCLES: &[(&str, &[&str], &str)] = &[
+    (
+        "catalog-domain",
+        &["entity", "entity_ref", "names", "relation", "spec", "validation"],
+        "to break (issue 24): Rule lives in validation; spec and relation need each other",
+    ),
+    (
+        "catalog-store",
+        &["audit", "changes", "connection", "facet_index", "graph", "graph_index", "query", "snapshot"],
+        "to break (issue 24): every module extends the one Store facade defined in connection",
+    ),
+    ("catalog-ingestion", &["github", "github_app"], "to break (issue 24)"),
+    ("catalog-scaffolder", &["action", "actions"], "to break (issue 24)"),
+    ("catalog-api", &["auth", "config", "graphql", "jwt", "policy"], "to break (issue 24)"),
+    (
+        "catalog-api",
+        &["graphql::changes", "graphql::entity", "graphql::graph", "graphql::loaders", "graphql::pagerduty"],
+        "to break (issue 24)",
+    ),
+];
+
+#[test]
+fn no_crate_has_an_import_cycle_between_its_modules_but_the_known_ones() {
+    let mut found = Vec::new();
+    let mut report = Vec::new();
+    for package in workspace_packages() {
+        let Some(root) = &package.library_root else { continue };
+        let graph = module_graph(root);
+        for cycle in strongly_connected(&graph) {
+            let edges: Vec<String> = cycle
+                .iter()
+                .flat_map(|from| {
+                    graph[from].iter().filter(|to| cycle.contains(to)).map(move |to| format!("{from} -> {to}"))
+                })
+                .collect();
+            report.push(format!("{}: {}\n    {}", package.name, cycle.join(" <-> "), edges.join("\n    ")));
+            found.push((package.name.clone(), cycle));
+        }
+    }
+    let known: Vec<(String, Vec<String>)> = KNOWN_CYCLES
+        .iter()
+        .map(|(name, members, _)| (name.to_string(), members.iter().map(|member| member.to_string()).collect()))
+        .collect();
+    let new: Vec<_> = found.iter().filter(|cycle| !known.contains(cycle)).collect();
+    let gone: Vec<_> = known.iter().filter(|cycle| !found.contains(cycle)).collect();
+    assert!(
+        new.is_empty() && gone.is_empty(),
+        "cycles not in KNOWN_CYCLES (move the shared item to the module that owns it): {new:?}\n\
+         KNOWN_CYCLES entries that no longer match a cycle (update them): {gone:?}\n\
+         every cycle found:\n{}",
+        report.join("\n")
+    );
+}
+
+#[test]
+fn the_cycle_finder_reads_grouped_imports_and_ignores_comments_tests_and_containment() {
+    let directory = tempfile::tempdir().unwrap();
+    let source = directory.path().join("src");
+    std::fs::create_dir_all(source.join("parent")).unwrap();
+    std::fs::write(source.join("lib.rs"), "mod parent;\nmod leaf;\nmod other;\n").unwrap();
+    std::fs::write(source.join("parent/mod.rs"), "mod child;\nuse child::Thing;\npub(crate) struct Shared;\n").unwrap();
+    std::fs::write(source.join("parent/child.rs"), "use super::Shared;\npub(crate) struct Thing;\n").unwrap();
+    std::fs::write(source.join("leaf.rs"), "use crate::{other::X, parent::child::Thing};\n").unwrap();
+    std::fs::write(
+        source.join("other.rs"),
+        "// use crate::leaf; in a comment is no import\npub struct X;\n#[cfg(test)]\nmod tests {\n    use crate::leaf;\n}\n",
+    )
+    .unwrap();
+
+    let graph = module_graph(&source.join("lib.rs"));
+
+    assert!(graph["leaf"].contains("other") && graph["leaf"].contains("parent::child"), "{graph:?}");
+    assert!(!graph["other"].contains("leaf"), "comments and test modules are not imports: {graph:?}");
+    assert!(!graph["parent"].contains("parent::child"), "a parent naming its child is containment: {graph:?}");
+    assert!(strongly_connected(&graph).is_empty(), "{graph:?}");
+
+    std::fs::write(source.join("other.rs"), "use crate::leaf::Y;\n").unwrap();
+    let graph = module_graph(&source.join("lib.rs"));
+    assert_eq!(strongly_connected(&graph), vec![vec!["leaf".to_string(), "other".to_string()]]);
+}
+
+struct Package {
+    name: String,
+    normal_dependencies: BTreeSet<String>,
+    all_dependencies: BTreeSet<String>,
+    library_root: Option<PathBuf>,
+}
+
+fn workspace_packages() -> Vec<Package> {
+    let output = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(output.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&output.stderr));
+    let metadata: Value = serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
+    let packages = metadata["packages"].as_array().expect("packages");
+    packages
+        .iter()
+        .map(|package| {
+            let dependencies = package["dependencies"].as_array().expect("dependencies");
+            let names = |normal_only: bool| {
+                dependencies
+                    .iter()
+                    .filter(|dependency| !normal_only || dependency["kind"].is_null())
+                    .map(|dependency| dependency["name"].as_str().expect("name").to_string())
+                    .collect()
+            };
+            let library_root = package["targets"].as_array().expect("targets").iter().find_map(|target| {
+                let kinds = target["kind"].as_array()?;
+                let source = target["src_path"].as_str()?;
+                kinds.iter().any(|kind| kind == "lib").then(|| PathBuf::from(source))
+            });
+            Package {
+                name: package["name"].as_str().expect("name").to_string(),
+                normal_dependencies: names(true),
+                all_dependencies: names(false),
+                library_root,
+            }
+        })
+        .collect()
+}
+
+/// Modules by path (`graphql::entity`) and the modules each one names in its
+/// imports and paths, outside comments and `#[cfg(test)]` modules. The crate
+/// root is not a node (it only declares and re-exports), and a module naming
+/// its own descendants is containment, not an edge: a parent wires its
+/// children, while a child that needs its parent, or two siblings that need
+/// each other, make a cycle.
+fn module_graph(root: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut files = BTreeMap::new();
+    collect_modules(root, "", &mut files);
+    let modules: BTreeSet<String> = files.keys().cloned().collect();
+    let mut graph = BTreeMap::new();
+    for (module, file) in &files {
+        if module.is_empty() {
+            continue;
+        }
+        let text = without_tests(&without_comments(&std::fs::read_to_string(file).expect("source file")));
+        let mut targets = BTreeSet::new();
+        for path in referenced_paths(&text, module, &modules) {
+            if let Some(target) = owning_module(&path, &modules)
+                && !target.is_empty()
+                && &target != module
+                && !target.starts_with(&format!("{module}::"))
+            {
+                targets.insert(target);
+            }
+        }
+        graph.insert(module.clone(), targets);
+    }
+    graph
+}
+
+/// Follows `mod name;` declarations from `file` (module `module`).
+fn collect_modules(file: &Path, module: &str, files: &mut BTreeMap<String, PathBuf>) {
+    files.insert(module.to_string(), file.to_path_buf());
+    let text = without_tests(&without_comments(&std::fs::read_to_string(file).expect("source file")));
+    let directory = match file.file_name().and_then(|name| name.to_str()) {
+        Some("lib.rs" | "main.rs" | "mod.rs") => file.parent().expect("parent").to_path_buf(),
+        _ => file.with_extension(""),
+    };
+    for line in text.lines() {
+        let line = line.trim();
+        let declaration = line.trim_start_matches("pub(crate) ").trim_start_matches("pub ");
+        let Some(name) = declaration.strip_prefix("mod ").and_then(|rest| rest.strip_suffix(';')) else { continue };
+        let child = if module.is_empty() { name.to_string() } else { format!("{module}::{name}") };
+        let flat = directory.join(format!("{name}.rs"));
+        let nested = directory.join(name).join("mod.rs");
+        let child_file = if flat.exists() { flat } else { nested };
+        if child_file.exists() {
+            collect_modules(&child_file, &child, files);
+        }
+    }
+}
+
+/// Every path the text names that starts at `crate`, `super`, `self` or a
+/// child module of `module`, made absolute; grouped imports expanded.
+fn referenced_paths(text: &str, module: &str, modules: &BTreeSet<String>) -> Vec<String> {
+    let children: BTreeSet<&str> = modules
+        .iter()
+        .filter_map(|candidate| candidate.strip_prefix(module)?.strip_prefix("::"))
+        .filter(|rest| !rest.contains("::"))
+        .collect();
+    let mut paths = Vec::new();
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    while start < bytes.len() {
+        let at_word = start == 0
+            || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_' || bytes[start - 1] == b':');
+        if at_word && (bytes[start].is_ascii_alphabetic() || bytes[start] == b'_') {
+            let (path, end) = read_path(text, start);
+            let first = path.split("::").next().unwrap_or_default();
+            let absolute = match first {
+                "crate" => Some(path.trim_start_matches("crate").trim_start_matches("::").to_string()),
+                "super" | "self" => Some(resolve_relative(&path, module)),
+                name if children.contains(name) && path.contains("::") => Some(format!("{module}::{path}")),
+                _ => None,
+            };
+            if let Some(absolute) = absolute {
+                paths.extend(expand_groups(&absolute));
+            }
+            start = end.max(start + 1);
+        } else {
+            start += 1;
+        }
+    }
+    paths
+}
+
+/// Reads a path (`a::b::{c, d::e}`) starting at `start`; returns it and where it ends.
+fn read_path(text: &str, start: usize) -> (String, usize) {
+    let bytes = text.as_bytes();
+    let mut end = start;
+    let mut depth = 0usize;
+    while end < bytes.len() {
+        let byte = bytes[end];
+        if byte.is_ascii_alphanumeric() || byte == b'_' || byte == b':' {
+            end += 1;
+        } else if byte == b'{' && end >= 2 && &text[end - 2..end] == "::" {
+            depth += 1;
+            end += 1;
+        } else if depth > 0 && (byte == b'}' || byte == b',' || byte.is_ascii_whitespace() || byte == b'*') {
+            if byte == b'}' {
+                depth -= 1;
+            }
+            end += 1;
+        } else {
+            break;
+        }
+    }
+    (text[start..end].trim_end_matches(':').to_string(), end)
+}
+
+fn resolve_relative(path: &str, module: &str) -> String {
+    let mut base: Vec<&str> = module.split("::").filter(|part| !part.is_empty()).collect();
+    let mut rest = path.split("::").peekable();
+    while let Some(part) = rest.peek() {
+        match *part {
+            "super" => {
+                base.pop();
+            }
+            "self" => {}
+            _ => break,
+        }
+        rest.next();
+    }
+    base.into_iter().map(str::to_string).chain(rest.map(str::to_string)).collect::<Vec<_>>().join("::")
+}
+
+/// `a::{b, c::{d, e}}` -> `a::b`, `a::c::d`, `a::c::e`.
+fn expand_groups(path: &str) -> Vec<String> {
+    let compact: String = path.chars().filter(|c| !c.is_whitespace()).collect();
+    let Some(open) = compact.find('{') else { return vec![compact] };
+    let prefix = &compact[..open];
+    let inner = compact[open + 1..].strip_suffix('}').unwrap_or(&compact[open + 1..]);
+    let mut parts = Vec::new();
+    let (mut depth, mut from) = (0, 0);
+    for (index, c) in inner.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&inner[from..index]);
+                from = index + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&inner[from..]);
+    parts
+        .into_iter()
+        .filter(|part| !part.is_empty())
+        .flat_map(|part| {
+            let joined =
+                if part == "self" { prefix.trim_end_matches("::").to_string() } else { format!("{prefix}{part}") };
+            expand_groups(&joined)
+        })
+        .collect()
+}
+
+/// The longest module that is a prefix of `path`.
+fn owning_module(path: &str, modules: &BTreeSet<String>) -> Option<String> {
+    let parts: Vec<&str> = path.split("::").collect();
+    (0..=parts.len()).rev().map(|n| parts[..n].join("::")).find(|candidate| modules.contains(candidate))
+}
+
+fn without_comments(text: &str) -> String {
+    text.lines()
+        .map(|line| match line.find("//") {
+            Some(index) if !line[..index].contains('"') => &line[..index],
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Drops `#[cfg(test)]` items: an inline `mod tests { ... }` to its closing
+/// brace, or a `mod tests;` line (its file is then never collected).
+fn without_tests(text: &str) -> String {
+    let mut kept = String::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() != "#[cfg(test)]" {
+            kept.push_str(line);
+            kept.push('\n');
+            continue;
+        }
+        let Some(item) = lines.next() else { break };
+        if !item.trim_end().ends_with('{') {
+            continue;
+        }
+        let mut depth = item.matches('{').count() as i64 - item.matches('}').count() as i64;
+        for inner in lines.by_ref() {
+            depth += inner.matches('{').count() as i64 - inner.matches('}').count() as i64;
+            if depth <= 0 {
+                break;
+            }
+        }
+    }
+    kept
+}
+
+/// Tarjan's strongly connected components of more than one module, each sorted.
+fn strongly_connected(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
+    struct State<'a> {
+        graph: &'a BTreeMap<String, BTreeSet<String>>,
+        index: BTreeMap<&'a str, usize>,
+        low: BTreeMap<&'a str, usize>,
+        stack: Vec<&'a str>,
+        on_stack: BTreeSet<&'a str>,
+        components: Vec<Vec<String>>,
+    }
+    fn visit<'a>(state: &mut State<'a>, node: &'a str) {
+        let n = state.index.len();
+        state.index.insert(node, n);
+        state.low.insert(node, n);
+        state.stack.push(node);
+        state.on_stack.insert(node);
+        if let Some(targets) = state.graph.get(node) {
+            for target in targets {
+                let target = target.as_str();
+                if !state.graph.contains_key(target) {
+                    continue;
+                }
+                if !state.index.contains_key(target) {
+                    visit(state, target);
+                    let low = state.low[node].min(state.low[target]);
+                    state.low.insert(node, low);
+                } else if state.on_stack.contains(target) {
+                    let low = state.low[node].min(state.index[target]);
+                    state.low.insert(node, low);
+                }
+            }
+        }
+        if state.low[node] == state.index[node] {
+            let mut component = Vec::new();
+            while let Some(member) = state.stack.pop() {
+                state.on_stack.remove(member);
+                component.push(member.to_string());
+                if member == node {
+                    break;
+                }
+            }
+            if component.len() > 1 {
+                component.sort();
+                state.components.push(component);
+            }
+        }
+    }
+    let mut state = State {
+        graph,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on_stack: BTreeSet::new(),
+        components: Vec::new(),
+    };
+    for node in graph.keys() {
+        if !state.index.contains_key(node.as_str()) {
+            visit(&mut state, node);
+        }
+    }
+    state.components.sort();
+    state.components
+}
