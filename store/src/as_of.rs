@@ -102,7 +102,7 @@ fn version_matches(change: &Change, matcher: Option<&EntityMatcher>, words: &[St
     let Ok(entity) = serde_json::from_value::<Entity>(body.clone()) else { return false };
     let Ok(entity_ref) = EntityRef::parse(&change.entity_ref) else { return false };
     if !words.is_empty() {
-        let search_text = crate::snapshot::typed_columns(&entity).search_text;
+        let search_text = crate::projection::typed_columns(&entity).search_text;
         if !words.iter().all(|word| search_text.contains(word.as_str())) {
             return false;
         }

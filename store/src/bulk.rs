@@ -239,3 +239,15 @@ where
         column.is_in(values)
     }
 }
+
+/// `column` is one of `values`, with one parameter whatever their number: an
+/// array on PostgreSQL, a JSON array read by `json_each` on SQLite, so that
+/// neither backend parses and plans thousands of placeholders. Placeholders
+/// differ: sea-query reads `$1` on PostgreSQL and `?` on SQLite.
+pub(crate) fn in_set(backend: DbBackend, column: &str, values: &[String]) -> SimpleExpr {
+    if backend == DbBackend::Postgres {
+        return Expr::cust_with_values(format!("{column} = ANY($1)"), [SeaValue::from(values.to_vec())]);
+    }
+    let json = serde_json::to_string(values).unwrap_or_else(|_| "[]".into());
+    Expr::cust_with_values(format!("{column} IN (SELECT value FROM json_each(?))"), [SeaValue::from(json)])
+}

@@ -54,7 +54,7 @@ impl Store {
         let txn = self.db.begin().await?;
         // Other replicas' snapshots wait too, so no commit lands between the
         // mark and the delete (the same lock snapshots take).
-        crate::snapshot::lock_writers(&txn).await?;
+        crate::commit::lock_writers(&txn).await?;
         let highest = txn
             .query_one_raw(Statement::from_sql_and_values(
                 backend,

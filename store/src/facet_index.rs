@@ -22,9 +22,9 @@ use sea_orm::{ConnectionTrait, DbBackend, IsolationLevel, Statement, Transaction
 
 use crate::connection::Store;
 use crate::error::StoreError;
+use crate::projection::{TypedColumn, facet_pairs, typed_columns};
 use crate::query::{Facet, Filter, FilterField, Predicate, typed_values};
 use crate::record::{Change, ChangeType};
-use crate::snapshot::{TypedColumns, facet_pairs, typed_columns};
 
 /// Change-log rows read per statement while catching up.
 const CATCH_UP_BATCH: u64 = 1_000;
@@ -46,77 +46,17 @@ const NONE: u32 = u32::MAX;
 /// Set on an entity's first value when `Column::more` holds further ones.
 const MULTI: u32 = 1 << 31;
 
-/// A typed filter column of the entities table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Typed {
-    Kind,
-    Namespace,
-    Name,
-    Owner,
-    Lifecycle,
-    Type,
-    System,
-}
-
-impl Typed {
-    fn of(field: &FilterField) -> Option<Typed> {
-        Some(match field {
-            FilterField::Kind => Typed::Kind,
-            FilterField::Namespace => Typed::Namespace,
-            FilterField::Name => Typed::Name,
-            FilterField::Owner | FilterField::OwnedByTree | FilterField::OwnedByMember => Typed::Owner,
-            FilterField::Lifecycle => Typed::Lifecycle,
-            FilterField::Type => Typed::Type,
-            FilterField::System => Typed::System,
-            FilterField::Tag | FilterField::Path(_) => return None,
-        })
-    }
-
-    fn column_name(self) -> &'static str {
-        match self {
-            Typed::Kind => "kind",
-            Typed::Namespace => "namespace",
-            Typed::Name => "name",
-            Typed::Owner => "owner_ref",
-            Typed::Lifecycle => "lifecycle",
-            Typed::Type => "spec_type",
-            Typed::System => "system_ref",
-        }
-    }
-
-    /// The kind a partial ref in a filter value defaults to (as `field_condition`).
-    fn default_kind(self) -> Option<&'static str> {
-        match self {
-            Typed::Owner => Some("Group"),
-            Typed::System => Some("System"),
-            _ => None,
-        }
-    }
-
-    fn value(self, columns: &TypedColumns) -> Option<&str> {
-        match self {
-            Typed::Kind => Some(&columns.kind),
-            Typed::Namespace => Some(&columns.namespace),
-            Typed::Name => Some(&columns.name),
-            Typed::Owner => columns.owner_ref.as_deref(),
-            Typed::Lifecycle => columns.lifecycle.as_deref(),
-            Typed::Type => columns.spec_type.as_deref(),
-            Typed::System => columns.system_ref.as_deref(),
-        }
-    }
-}
-
 /// Where a column's values come from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum ColumnKey {
-    Typed(Typed),
+    Typed(TypedColumn),
     Facet(String),
 }
 
 impl ColumnKey {
     /// The column a filter on `field` reads.
     fn filtered(field: &FilterField) -> ColumnKey {
-        Typed::of(field).map_or_else(|| ColumnKey::Facet(field.facet_key()), ColumnKey::Typed)
+        TypedColumn::of(field).map_or_else(|| ColumnKey::Facet(field.facet_key()), ColumnKey::Typed)
     }
 
     /// The column a facet over `field` counts.

@@ -8,9 +8,9 @@
 use std::collections::{HashMap, HashSet};
 
 use catalog_domain::{EntityRef, RelationType};
-use sea_orm::sea_query::{Expr, SimpleExpr};
-use sea_orm::{DbBackend, EntityTrait, QueryFilter, QuerySelect, Value as SeaValue};
+use sea_orm::{EntityTrait, QueryFilter, QuerySelect};
 
+use crate::bulk;
 use crate::connection::Store;
 use crate::error::StoreError;
 use crate::graph_index::Graph;
@@ -350,18 +350,6 @@ fn closure(graph: &Graph, field: &FilterField, roots: &[String]) -> Vec<String> 
     walk_graph(graph, &request).nodes.into_iter().map(|node| node.entity_ref).collect()
 }
 
-/// `column` is one of `values`, with one parameter whatever their number: an
-/// array on PostgreSQL, a JSON array read by `json_each` on SQLite, so that
-/// neither backend parses and plans thousands of placeholders. Placeholders
-/// differ: sea-query reads `$1` on PostgreSQL and `?` on SQLite.
-pub(crate) fn in_set(backend: DbBackend, column: &str, values: &[String]) -> SimpleExpr {
-    if backend == DbBackend::Postgres {
-        return Expr::cust_with_values(format!("{column} = ANY($1)"), [SeaValue::from(values.to_vec())]);
-    }
-    let json = serde_json::to_string(values).unwrap_or_else(|_| "[]".into());
-    Expr::cust_with_values(format!("{column} IN (SELECT value FROM json_each(?))"), [SeaValue::from(json)])
-}
-
 impl Store {
     /// Walks the graph breadth-first from `request.from`. Cycle-safe: each ref
     /// is reached once, at its shortest distance. One statement (the index
@@ -422,7 +410,7 @@ impl Store {
         let rows = entity_row::Entity::find()
             .select_only()
             .columns([entity_row::Column::EntityRef, entity_row::Column::OwnerRef])
-            .filter(in_set(self.db.get_database_backend(), "entity_ref", refs))
+            .filter(bulk::in_set(self.db.get_database_backend(), "entity_ref", refs))
             .into_tuple::<(String, Option<String>)>()
             .all(&self.db)
             .await?;
@@ -436,7 +424,7 @@ impl Store {
         let rows = entity_row::Entity::find()
             .select_only()
             .column(entity_row::Column::EntityRef)
-            .filter(in_set(self.db.get_database_backend(), "entity_ref", refs))
+            .filter(bulk::in_set(self.db.get_database_backend(), "entity_ref", refs))
             .filter(condition(self.db.get_database_backend(), Some(filter), None))
             .into_tuple::<String>()
             .all(&self.db)

@@ -14,6 +14,7 @@ use crate::bulk::{self, REF_CHUNK};
 use crate::connection::Store;
 use crate::error::StoreError;
 use crate::models::{conflict_row, entity_row, facet_row, location_row, relation_row};
+use crate::projection::TypedColumn;
 use crate::record::{ConflictRecord, LocationRecord, Related, StoredEntity, StoredRelation};
 
 /// A filter over entities: comparisons on a field, composed with all/any/not.
@@ -575,18 +576,7 @@ pub(crate) fn typed_values(values: &[String], default_kind: Option<&str>) -> Vec
 }
 
 fn field_condition(backend: DbBackend, field: &FilterField, predicate: &Predicate) -> Condition {
-    let column = match field {
-        FilterField::Kind => Some((entity_row::Column::Kind, None)),
-        FilterField::Namespace => Some((entity_row::Column::Namespace, None)),
-        FilterField::Name => Some((entity_row::Column::Name, None)),
-        FilterField::Owner | FilterField::OwnedByTree | FilterField::OwnedByMember => {
-            Some((entity_row::Column::OwnerRef, Some("Group")))
-        }
-        FilterField::Lifecycle => Some((entity_row::Column::Lifecycle, None)),
-        FilterField::Type => Some((entity_row::Column::SpecType, None)),
-        FilterField::System => Some((entity_row::Column::SystemRef, Some("System"))),
-        FilterField::Tag | FilterField::Path(_) => None,
-    };
+    let column = TypedColumn::of(field).map(|typed| (typed.model_column(), typed.default_kind()));
     if let Some((column, default_kind)) = column {
         return match predicate {
             Predicate::Exists(true) => Condition::all().add(column.is_not_null()),
@@ -598,7 +588,7 @@ fn field_condition(backend: DbBackend, field: &FilterField, predicate: &Predicat
                 let matches = if values.len() > MANY_VALUES {
                     // An owner closure can name thousands of groups: one array
                     // parameter, not thousands of placeholders to plan.
-                    Condition::all().add(crate::graph::in_set(backend, sea_orm::IdenStatic::as_str(&column), &values))
+                    Condition::all().add(bulk::in_set(backend, sea_orm::IdenStatic::as_str(&column), &values))
                 } else {
                     Condition::all().add(column.is_in(values))
                 };

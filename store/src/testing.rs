@@ -194,7 +194,7 @@ impl Store {
     pub async fn hold_writer_lock_for_tests(&self, duration: std::time::Duration) {
         use sea_orm::TransactionTrait as _;
         let txn = self.db.begin().await.expect("a transaction");
-        crate::snapshot::lock_writers(&txn).await.expect("the writers' lock");
+        crate::commit::lock_writers(&txn).await.expect("the writers' lock");
         tokio::time::sleep(duration).await;
         txn.commit().await.expect("commit");
     }
