@@ -59,7 +59,7 @@ impl Store {
                 after = last.entity_ref.clone();
             }
             for row in rows {
-                let Some(change) = crate::changes::to_change(row) else { continue };
+                let Some(change) = crate::change_log::to_change(row) else { continue };
                 if !version_matches(&change, matcher.as_ref(), &words) {
                     continue;
                 }

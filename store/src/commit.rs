@@ -128,7 +128,7 @@ impl Store {
         }
         let custom = |error: sea_orm::sqlx::Error| StoreError::Database(sea_orm::DbErr::Custom(error.to_string()));
         let mut connection = sea_orm::sqlx::SqliteConnection::connect(&self.url).await.map_err(custom)?;
-        let newest = crate::changes::NEWEST_SEQUENCE;
+        let newest = crate::change_log::NEWEST_SEQUENCE;
         let mut last: i64 = sea_orm::sqlx::query_scalar(newest).fetch_one(&mut connection).await.map_err(custom)?;
         let commits = Arc::downgrade(&self.commits);
         tokio::spawn(async move {

@@ -356,12 +356,12 @@ impl Store {
     /// catching up with the change log), plus a load of the index on first use.
     #[tracing::instrument(name = "graph.walk", skip_all, fields(from = request.from.len(), max_depth = request.max_depth))]
     pub async fn walk(&self, request: &WalkRequest) -> Result<Walk, StoreError> {
-        self.graph.catch_up(self).await?;
+        self.graph.catch_up(&self.db).await?;
         // A walk is CPU and memory in proportion to what it reaches: a few at a
         // time, not one per request in flight (32 concurrent walks of 35,000
         // nodes held 555 MB).
         let _permit = self.graph.walks.acquire().await.expect("the walk semaphore is never closed");
-        let graph = self.graph.graph.read().expect("the graph lock is never poisoned");
+        let graph = self.graph.read();
         Ok(walk_graph(&graph, request))
     }
 
@@ -375,24 +375,24 @@ impl Store {
         if !has_closure(filter) {
             return Ok(Some(filter.clone()));
         }
-        self.graph.catch_up(self).await?;
-        let graph = self.graph.graph.read().expect("the graph lock is never poisoned");
+        self.graph.catch_up(&self.db).await?;
+        let graph = self.graph.read();
         Ok(Some(expand(&graph, filter)))
     }
 
     /// The owners an owner closure (`OwnedByTree` or `OwnedByMember`) over
     /// `roots` stands for, from the graph index.
     pub async fn owner_closure(&self, field: &FilterField, roots: &[String]) -> Result<Vec<String>, StoreError> {
-        self.graph.catch_up(self).await?;
-        let graph = self.graph.graph.read().expect("the graph lock is never poisoned");
+        self.graph.catch_up(&self.db).await?;
+        let graph = self.graph.read();
         Ok(closure(&graph, field, roots))
     }
 
     /// The owner ref of each of `refs` that states one, from the graph index
     /// (one statement to catch up, whatever the number of refs).
     pub async fn owners_in_graph(&self, refs: &[String]) -> Result<HashMap<String, String>, StoreError> {
-        self.graph.catch_up(self).await?;
-        let graph = self.graph.graph.read().expect("the graph lock is never poisoned");
+        self.graph.catch_up(&self.db).await?;
+        let graph = self.graph.read();
         Ok(refs
             .iter()
             .filter_map(|entity_ref| {

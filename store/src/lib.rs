@@ -6,11 +6,13 @@
 mod as_of;
 mod audit;
 mod bulk;
+mod change_log;
 mod changes;
 mod commit;
 mod connection;
 mod error;
 mod facet_index;
+mod follower;
 mod graph;
 mod graph_index;
 mod leadership;

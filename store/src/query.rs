@@ -205,7 +205,7 @@ impl Store {
         if fields.is_empty() {
             return Ok(Vec::new());
         }
-        if let Some(facets) = self.facet_index.facets(self, fields, filter.as_ref()).await? {
+        if let Some(facets) = self.facet_index.facets(&self.db, fields, filter.as_ref()).await? {
             return Ok(facets);
         }
         self.facets_in_sql(fields, filter.as_ref()).await
