@@ -2,6 +2,8 @@
 //! temporary directory) or PostgreSQL (a new database on the server named by
 //! `CATALOG_TEST_DATABASE_URL`).
 
+pub mod rng;
+
 use catalog_domain::Entity;
 
 use crate::connection::Store;
