@@ -208,6 +208,15 @@ pub const fn field(kind: &str, name: &str) -> &'static SpecField {
     panic!("no such field in the kind table");
 }
 
+/// The relation the field `name` of `kind` states, from this entity to the
+/// one it names; for constants, like [`field`].
+pub const fn relation(kind: &str, name: &str) -> RelationType {
+    match field(kind, name).relation {
+        Some(relation_type) => relation_type,
+        None => panic!("the field states no relation"),
+    }
+}
+
 /// The kind a partial ref in the spec field `name` defaults to, whatever the
 /// kind of the entity: the same in every known kind that has the field
 /// (checked below when compiling), and also applied to the field in kinds

@@ -7,9 +7,9 @@ use sea_orm::{DbBackend, EntityTrait, Statement};
 
 use crate::connection::Store;
 use crate::error::StoreError;
+use crate::filter::Filter;
 use crate::matcher::EntityMatcher;
 use crate::models::change_row;
-use crate::query::Filter;
 use crate::record::{Change, ChangeType};
 
 /// Rows read per statement while scanning the log in ref order: bounds the

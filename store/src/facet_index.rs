@@ -18,10 +18,10 @@ use std::collections::{HashMap, HashSet};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement, Value as SeaValue};
 
 use crate::error::StoreError;
+use crate::filter::{Filter, FilterField, Predicate, typed_values};
 use crate::follower::{Followed, Follower, changed_entity};
 use crate::projection::{TypedColumn, facet_pairs, typed_columns};
-use crate::query::{Facet, Filter, FilterField, Predicate, typed_values};
-use crate::record::{Change, ChangeType};
+use crate::record::{Change, ChangeType, Facet};
 
 /// Columns held at once; a call needing more is answered in SQL.
 const MAX_COLUMNS: usize = 32;

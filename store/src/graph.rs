@@ -13,9 +13,10 @@ use sea_orm::{EntityTrait, QueryFilter, QuerySelect};
 use crate::bulk;
 use crate::connection::Store;
 use crate::error::StoreError;
+use crate::filter::{Filter, FilterField, Predicate};
 use crate::graph_index::Graph;
 use crate::models::entity_row;
-use crate::query::{Filter, FilterField, Predicate, condition};
+use crate::query::condition;
 use crate::record::StoredRelation;
 
 /// Which way edges are followed from a node.

@@ -7,8 +7,8 @@ use catalog_domain::{Entity, EntityRef};
 
 use crate::connection::Store;
 use crate::error::StoreError;
+use crate::filter::{Filter, FilterField, Predicate, typed_values};
 use crate::projection::{TypedColumn, TypedColumns, facet_pairs, typed_columns};
-use crate::query::{Filter, FilterField, Predicate, typed_values};
 use crate::record::StoredEntity;
 
 /// A filter ready to match entities one at a time.

@@ -8,8 +8,8 @@
 use catalog_domain::{Entity, EntityRef, spec};
 use serde_json::Value;
 
+use crate::filter::FilterField;
 use crate::models::entity_row;
-use crate::query::FilterField;
 
 /// Longest value kept in the facet index: longer values (inline API
 /// definitions, for one) are neither useful facets nor useful filters.
