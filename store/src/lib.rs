@@ -6,16 +6,21 @@
 mod as_of;
 mod audit;
 mod bulk;
+mod change_log;
 mod changes;
+mod commit;
 mod connection;
 mod error;
 mod facet_index;
+mod filter;
+mod follower;
 mod graph;
 mod graph_index;
 mod leadership;
 mod matcher;
 mod migration;
 mod models;
+mod projection;
 mod query;
 mod record;
 mod snapshot;
@@ -28,12 +33,13 @@ pub use as_of::{AsOfPage, AsOfQuery};
 pub use audit::{AuditDecision, AuditEntry, AuditRecord};
 pub use connection::{ConnectSettings, IDLE_BEFORE_PING, PoolUsage, Store};
 pub use error::StoreError;
+pub use filter::{Filter, FilterField, Predicate};
 pub use graph::{Direction, Parent, Reached, Walk, WalkRequest};
 pub use leadership::Leadership;
 pub use matcher::EntityMatcher;
 pub use migration::{ADDITIVE_SUFFIX, SchemaStatus};
-pub use query::{Annotated, EntityPage, Facet, Filter, FilterField, ListQuery, OrderField, Predicate};
-pub use record::{Change, ChangeType, ConflictRecord, LocationRecord, Related, StoredEntity, StoredRelation};
+pub use query::{Annotated, EntityPage, ListQuery, OrderField};
+pub use record::{Change, ChangeType, ConflictRecord, Facet, LocationRecord, Related, StoredEntity, StoredRelation};
 pub use snapshot::{
     ApplySummary, DeletedEntity, InvalidEntity, LocationStatus, SAFETY_VALVE_MIN_ENTITIES, Snapshot, SnapshotEntity,
 };
