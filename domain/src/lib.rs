@@ -12,6 +12,8 @@ pub mod entity_ref;
 pub mod names;
 pub mod relation;
 pub mod spec;
+#[cfg(test)]
+mod testing;
 pub mod typed_spec;
 pub mod validation;
 
