@@ -93,12 +93,12 @@ impl TestDatabase {
     /// A fresh, migrated PostgreSQL database, or `None` (with a loud
     /// message) when no server is configured and it is not required.
     pub async fn postgres() -> Option<TestDatabase> {
-        Self::open(Backend::Postgres, Schema::Migrated, "a PostgreSQL case").await
+        Self::open(Backend::Postgres, Schema::Migrated, "a test").await
     }
 
     /// [`TestDatabase::postgres`] without any table, not even the migrations'.
     pub async fn postgres_unmigrated() -> Option<TestDatabase> {
-        Self::open(Backend::Postgres, Schema::Empty, "a PostgreSQL case").await
+        Self::open(Backend::Postgres, Schema::Empty, "a test").await
     }
 
     async fn fresh_sqlite() -> TestDatabase {
