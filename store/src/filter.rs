@@ -79,9 +79,6 @@ impl FilterField {
     }
 }
 
-/// Sort keys for entity pages. Every order ends with the row id so that pages
-/// are stable.
-
 /// Filter values as the typed columns hold them: lower-cased, and refs
 /// completed with the field's default kind and the default namespace.
 pub(crate) fn typed_values(values: &[String], default_kind: Option<&str>) -> Vec<String> {

@@ -18,6 +18,8 @@ use crate::models::{conflict_row, entity_row, facet_row, location_row, relation_
 use crate::projection::TypedColumn;
 use crate::record::{ConflictRecord, Facet, LocationRecord, Related, StoredEntity, StoredRelation};
 
+/// Sort keys for entity pages. Every order ends with the row id so that pages
+/// are stable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum OrderField {
     #[default]
