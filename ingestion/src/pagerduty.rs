@@ -19,7 +19,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use catalog_http::{HttpSource, RetryPolicy, SourceError};
 use catalog_store::{InvalidEntity, LocationStatus, Snapshot, SnapshotEntity, Store};
+use futures::future::BoxFuture;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, USER_AGENT};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -28,7 +30,10 @@ use self::directory::Directory;
 use self::live::LiveCache;
 pub use self::wire::{Incident, OnCall, OpenIncidents, PagerDutyReference, PagerDutyService};
 use self::wire::{IncidentsResponse, OnCallWire, ServiceResponse, ServiceWire, TeamWire, lowest_level_on_call};
-use crate::pull::{HttpSource, RetryPolicy, SourceError};
+use crate::provider::{BuildContext, BuildError, BuildProvider, Facts, Provider, ReadError};
+
+/// The provider's type in the configuration.
+const KIND: &str = "pagerduty";
 
 /// The annotation naming an entity's PagerDuty service.
 pub const SERVICE_ID_ANNOTATION: &str = "pagerduty.com/service-id";
@@ -105,6 +110,17 @@ pub enum PagerDutyBuildError {
     Token(String),
     #[error("pagerduty provider: cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+}
+
+impl BuildProvider for PagerDutyProviderConfig {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn build(&self, context: BuildContext) -> Result<Arc<dyn Provider>, BuildError> {
+        let provider = PagerDutyProvider::build(context.key, self, context.policy, context.store);
+        Ok(Arc::new(provider.map_err(BuildError::new)?))
+    }
 }
 
 /// Why PagerDuty data cannot be served.
@@ -211,10 +227,6 @@ impl PagerDutyProvider {
         })
     }
 
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
     fn url(&self, path: &str) -> String {
         format!("{}/{path}", self.config.api_base_url.trim_end_matches('/'))
     }
@@ -243,7 +255,7 @@ impl PagerDutyProvider {
     /// `ingest_unmapped_services`, a snapshot of Resources for the services
     /// no catalog entity maps. Any failed page: an incomplete, empty
     /// snapshot and the previous directory kept.
-    pub async fn read(&self) -> Snapshot {
+    async fn snapshot(&self) -> Snapshot {
         let location = format!("url:{}", self.url("services"));
         let mut snapshot = Snapshot {
             provider: self.key.clone(),
@@ -476,6 +488,32 @@ impl PagerDutyProvider {
             }
         }
         Ok(known)
+    }
+}
+
+impl Provider for PagerDutyProvider {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn read(&self) -> BoxFuture<'_, Result<Vec<Snapshot>, ReadError>> {
+        Box::pin(async move { Ok(vec![self.snapshot().await]) })
+    }
+
+    /// The account: [`PagerDutyView`] answers the API from every account's.
+    fn contribute(self: Arc<Self>, facts: &mut Facts) {
+        facts.add(self);
+    }
+
+    /// A read swaps the directory in; the snapshot is the leader's to apply.
+    fn refresh_live(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = self.snapshot().await;
+        })
     }
 }
 
