@@ -6,7 +6,7 @@
 //! `CATALOG_TRACE` keeps every statement's span in the traces.
 //!
 //! W3C `traceparent` is read from incoming requests (`http.rs`) and written
-//! into calls to GitHub, Kubernetes and PagerDuty (`catalog_ingestion::trace`)
+//! into calls to GitHub, Kubernetes and PagerDuty (`catalog_http::trace`)
 //! through the global propagator set here.
 
 use std::time::Duration;
