@@ -7,177 +7,40 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use catalog_store::{AuditDecision, AuditEntry, NewToken, Store, StoreError, TokenRecord};
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::AuthConfig;
-use crate::error_code::{ClientError, ErrorCode};
+use crate::identity::{AuthError, Permission, Principal};
 use crate::jwt::{JwtConfigError, JwtVerifier};
 use crate::policy::{Policy, PolicyError};
 
-/// What a principal may do. Names as Backstage's permission framework spells
-/// them, so that policies read alike.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Permission {
-    EntityRead,
-    EntityRefresh,
-    EntityDelete,
-    LocationCreate,
-    LocationDelete,
-    TemplateExecute,
-    /// Every permission.
-    Admin,
+/// The `auth` section of the configuration.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Whether requests without credentials may read the catalog. Requests
+    /// with a wrong token are refused either way.
+    pub anonymous_read: bool,
+    /// OIDC/JWT bearer tokens; off while `jwks_url` is empty.
+    pub jwt: crate::jwt::JwtConfig,
+    /// Rules granting permissions to principals, with conditions on what
+    /// they may read. Empty: token scopes alone decide.
+    pub policy: Vec<crate::policy::PolicyRule>,
+    /// How long a looked-up API token is trusted before it is read again,
+    /// and how often an open WebSocket's credentials (and read scope) are
+    /// checked again. Revocation reaches requests within this time and open
+    /// sockets within twice it; shorter costs more token reads.
+    pub recheck_seconds: u64,
 }
 
-impl Permission {
-    pub const ALL: [Permission; 7] = [
-        Permission::EntityRead,
-        Permission::EntityRefresh,
-        Permission::EntityDelete,
-        Permission::LocationCreate,
-        Permission::LocationDelete,
-        Permission::TemplateExecute,
-        Permission::Admin,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Permission::EntityRead => "entity.read",
-            Permission::EntityRefresh => "entity.refresh",
-            Permission::EntityDelete => "entity.delete",
-            Permission::LocationCreate => "location.create",
-            Permission::LocationDelete => "location.delete",
-            Permission::TemplateExecute => "template.execute",
-            Permission::Admin => "admin",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Permission> {
-        Permission::ALL.into_iter().find(|permission| permission.name() == name)
-    }
-}
-
-/// Scopes as given on the command line, checked against the known permissions.
-pub fn parse_scopes(text: &str) -> Result<Vec<Permission>, String> {
-    let mut scopes = Vec::new();
-    for name in text.split(',').map(str::trim).filter(|name| !name.is_empty()) {
-        let permission = Permission::parse(name).ok_or_else(|| {
-            let known: Vec<&str> = Permission::ALL.iter().map(|permission| permission.name()).collect();
-            format!("unknown scope {name:?}: use {}", known.join(", "))
-        })?;
-        if !scopes.contains(&permission) {
-            scopes.push(permission);
-        }
-    }
-    if scopes.is_empty() {
-        return Err("a token needs at least one scope".into());
-    }
-    Ok(scopes)
-}
-
-/// Who a request runs as.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Principal {
-    Anonymous,
-    /// An API token issued by `catalog token create`.
-    Token {
-        id: i64,
-        name: String,
-        scopes: Vec<Permission>,
-        expires_at: Option<DateTime<Utc>>,
-    },
-    /// A JWT from the configured identity provider; `groups` from its claim
-    /// of that name, for the policy file to come.
-    Jwt {
-        subject: String,
-        groups: Vec<String>,
-        scopes: Vec<Permission>,
-        expires_at: Option<DateTime<Utc>>,
-    },
-}
-
-impl Principal {
-    /// Whether the principal holds `permission` (anonymous callers hold
-    /// `entity.read` when anonymous reads are on).
-    pub fn holds(&self, permission: Permission, anonymous_read: bool) -> bool {
-        match self {
-            Principal::Anonymous => anonymous_read && permission == Permission::EntityRead,
-            Principal::Token { scopes, .. } | Principal::Jwt { scopes, .. } => {
-                scopes.contains(&Permission::Admin) || scopes.contains(&permission)
-            }
-        }
-    }
-
-    /// How the audit log names the principal (never its credentials).
-    /// The stored token's id, for the audit log.
-    pub fn token_id(&self) -> Option<i64> {
-        match self {
-            Principal::Token { id, .. } => Some(*id),
-            Principal::Anonymous | Principal::Jwt { .. } => None,
-        }
-    }
-
-    pub fn label(&self) -> String {
-        match self {
-            Principal::Anonymous => "anonymous".into(),
-            Principal::Token { name, .. } => format!("token:{name}"),
-            Principal::Jwt { subject, .. } => format!("sub:{subject}"),
-        }
-    }
-
-    /// When the credentials stop being valid.
-    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
-        match self {
-            Principal::Anonymous => None,
-            Principal::Token { expires_at, .. } | Principal::Jwt { expires_at, .. } => *expires_at,
-        }
-    }
-}
-
-/// Why credentials were refused. The message is safe to show.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    #[error("this catalog needs credentials: send Authorization: Bearer <token>")]
-    Missing,
-    #[error("the Authorization header must be \"Bearer <token>\"")]
-    NotBearer,
-    #[error("the token is not valid")]
-    Invalid,
-    #[error("the token was revoked")]
-    Revoked,
-    #[error("the token expired")]
-    Expired,
-    #[error("the token lacks the {0} scope")]
-    Forbidden(&'static str),
-    #[error("credentials could not be checked")]
-    Unavailable,
-}
-
-impl ClientError for AuthError {
-    fn code(&self) -> ErrorCode {
-        match self {
-            AuthError::Forbidden(_) => ErrorCode::Forbidden,
-            AuthError::Unavailable => ErrorCode::Internal,
-            _ => ErrorCode::Unauthenticated,
-        }
-    }
-
-    fn message(&self) -> String {
-        self.to_string()
-    }
-
-    /// 401 for credentials that are missing or wrong, 403 for valid ones
-    /// that do not allow the request, 503 when the check itself failed.
-    fn status(&self) -> StatusCode {
-        match self {
-            AuthError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            _ => self.code().status(),
-        }
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { anonymous_read: true, jwt: crate::jwt::JwtConfig::default(), policy: Vec::new(), recheck_seconds: 10 }
     }
 }
 
@@ -483,6 +346,7 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::parse_scopes;
 
     #[test]
     fn scopes_are_checked_against_the_known_permissions() {

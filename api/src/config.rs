@@ -24,7 +24,7 @@ pub struct Config {
     pub ingestion: IngestionConfig,
     pub graphql: GraphqlConfig,
     pub changes: ChangesConfig,
-    pub auth: AuthConfig,
+    pub auth: crate::auth::AuthConfig,
     pub audit: AuditConfig,
     pub metrics: MetricsConfig,
     pub webhooks: crate::webhooks::WebhooksConfig,
@@ -77,30 +77,6 @@ impl MetricsConfig {
                 )
             })
             .collect()
-    }
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// Whether requests without credentials may read the catalog. Requests
-    /// with a wrong token are refused either way.
-    pub anonymous_read: bool,
-    /// OIDC/JWT bearer tokens; off while `jwks_url` is empty.
-    pub jwt: crate::jwt::JwtConfig,
-    /// Rules granting permissions to principals, with conditions on what
-    /// they may read. Empty: token scopes alone decide.
-    pub policy: Vec<crate::policy::PolicyRule>,
-    /// How long a looked-up API token is trusted before it is read again,
-    /// and how often an open WebSocket's credentials (and read scope) are
-    /// checked again. Revocation reaches requests within this time and open
-    /// sockets within twice it; shorter costs more token reads.
-    pub recheck_seconds: u64,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self { anonymous_read: true, jwt: crate::jwt::JwtConfig::default(), policy: Vec::new(), recheck_seconds: 10 }
     }
 }
 

@@ -18,12 +18,13 @@ use axum::routing::get;
 use catalog_store::Store;
 use serde::Deserialize;
 
-use crate::auth::{AuthError, Authenticator, Granted, Principal};
+use crate::auth::{Authenticator, Granted};
 use crate::config::GraphqlConfig;
 use crate::documents::DocumentCache;
 use crate::error_code::{self, ClientError, ErrorCode, server_error};
 use crate::firewall::{self, Limits};
 use crate::graphql::{CatalogSchema, RequestId, with_loaders};
+use crate::identity::{AuthError, Principal};
 use crate::metrics::{Metrics, ResponseErrors};
 use crate::policy::{ReadScope, SharedScope};
 

@@ -11,6 +11,7 @@ pub mod firewall;
 pub mod graphql;
 mod http;
 pub mod hub;
+pub mod identity;
 pub mod jwt;
 mod metrics;
 pub mod otlp_metrics;

@@ -9,6 +9,7 @@ use catalog_api::app::Application;
 use catalog_api::auth;
 use catalog_api::config::Config;
 use catalog_api::graphql::{sdl, validation_report};
+use catalog_api::identity;
 use clap::{Parser, Subcommand};
 
 /// mimalloc instead of glibc's malloc: ingesting 100,000 entities spent a
@@ -221,7 +222,7 @@ async fn token(command: &TokenCommand, config: Config) -> anyhow::Result<ExitCod
     store.migrate().await.context("cannot migrate the database")?;
     match command {
         TokenCommand::Create { name, scopes, expires_in_days } => {
-            let scopes = match auth::parse_scopes(scopes) {
+            let scopes = match identity::parse_scopes(scopes) {
                 Ok(scopes) => scopes,
                 Err(message) => {
                     eprintln!("error: {message}");

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use catalog_store::{EntityMatcher, Filter, FilterField, Predicate, Store, StoreError, StoredEntity};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{Permission, Principal};
+use crate::identity::{Permission, Principal};
 
 /// One rule of `auth.policy`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -19,7 +19,7 @@ pub struct PolicyRule {
     /// `group:NAME` (a value of a JWT's `groups` claim), `anonymous`, or `*`
     /// (any authenticated principal).
     pub subjects: Vec<String>,
-    /// Permissions granted (see `auth::Permission`).
+    /// Permissions granted (see `identity::Permission`).
     pub permissions: Vec<String>,
     /// For entity.read: only the entities meeting every condition set.
     pub conditions: Option<ReadConditions>,

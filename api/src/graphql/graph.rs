@@ -26,11 +26,6 @@ pub const MAX_WALK_NODES: usize = 100_000;
 pub const MAX_GRAPH_NODES: i32 = 2_000;
 /// The most paths one `paths` call may return.
 pub const MAX_PATHS: i32 = 100;
-/// The most walks one request may run. Complexity prices walks selected on
-/// object types, but async-graphql does not price fields selected through an
-/// interface (`entities { nodes { dependents } }`), so this budget is what
-/// bounds a request's walks whatever the selection path.
-pub const MAX_WALKS_PER_REQUEST: u32 = 20;
 
 /// Runs a walk against the request's budget.
 pub(crate) async fn walk(ctx: &Context<'_>, request: &WalkRequest) -> Result<Walk, ApiError> {

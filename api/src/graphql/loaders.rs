@@ -10,8 +10,13 @@ use catalog_domain::{EntityRef, RelationType};
 use catalog_store::{Related, Store, StoredEntity, StoredRelation};
 
 use super::error::ApiError;
-use super::graph::MAX_WALKS_PER_REQUEST;
 use crate::policy::SharedScope;
+
+/// The most walks one request may run. Complexity prices walks selected on
+/// object types, but async-graphql does not price fields selected through an
+/// interface (`entities { nodes { dependents } }`), so this budget is what
+/// bounds a request's walks whatever the selection path.
+pub const MAX_WALKS_PER_REQUEST: u32 = 20;
 
 /// What a request (or a subscription event) may still spend on work whose
 /// size its selection does not show: graph walks, and entities and edges

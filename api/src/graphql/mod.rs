@@ -25,7 +25,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use catalog_domain::{DocumentOutcome, EntityRef, RelationType, parse_documents};
 use catalog_store::{AsOfQuery, EntityPage, ListQuery, Store};
 
-use crate::auth::{Granted, Permission};
+use crate::auth::Granted;
+use crate::identity::Permission;
 use crate::policy::{ReadScope, SharedScope};
 use chrono::{DateTime, Utc};
 

@@ -13,7 +13,8 @@ use catalog_store::{AuditDecision, AuditEntry, StoredEntity};
 use super::entity::EntityValue;
 use super::error::ApiError;
 use super::{parse_ref, read_scope, require_permission, require_unrestricted, store};
-use crate::auth::{Permission, Principal, RefusalLog};
+use crate::auth::RefusalLog;
+use crate::identity::{Permission, Principal};
 
 /// The request id of the HTTP request or WebSocket operation, for the audit log.
 #[derive(Clone, Debug)]

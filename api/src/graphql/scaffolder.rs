@@ -17,9 +17,10 @@ use serde_json::{Value, json};
 
 use super::entity::Template;
 use super::{ApiError, EntityConnection, EntityFilter, PageArgs, PageInfo, read_scope, require_permission, store};
-use crate::auth::{Granted, Permission, Principal};
+use crate::auth::Granted;
 use crate::error_code::{ErrorCode, set_code};
 use crate::graphql::mutation::PermissionGuard;
+use crate::identity::{Permission, Principal};
 
 /// The most events one `events` page or replay batch holds.
 const EVENT_BATCH: u64 = 200;

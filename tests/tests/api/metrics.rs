@@ -305,7 +305,7 @@ async fn provider_runs_entities_and_leadership_are_scraped(database: TestDatabas
     let author = catalog_api::auth::issue_token(
         &app.store,
         "author",
-        &[catalog_api::auth::Permission::EntityRead, catalog_api::auth::Permission::TemplateExecute],
+        &[catalog_api::identity::Permission::EntityRead, catalog_api::identity::Permission::TemplateExecute],
         None,
         "test",
     )

@@ -265,7 +265,7 @@ async fn the_readme_queries_run_against_the_example_catalog(app: TestApp) {
     assert!(blocks.len() >= 5, "the README shows its queries");
     // As an admin: some blocks (the audit log) need it.
     let admin =
-        catalog_api::auth::issue_token(&app.store, "readme", &[catalog_api::auth::Permission::Admin], None, "test")
+        catalog_api::auth::issue_token(&app.store, "readme", &[catalog_api::identity::Permission::Admin], None, "test")
             .await
             .unwrap()
             .token;
