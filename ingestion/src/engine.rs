@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use catalog_store::{ApplySummary, Leadership, Snapshot, Store, StoreError};
+use catalog_store::{ApplySummary, Catalog, Leadership, Snapshot, SnapshotWriter, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -211,7 +211,10 @@ type StartedRun = (Instant, ProviderRun);
 /// Runs providers and applies their snapshots.
 #[derive(Clone, Debug)]
 pub struct Engine {
-    store: Store,
+    /// Where snapshots go: the engine is the only writer of entities.
+    writer: SnapshotWriter,
+    /// What providers that read the catalog (Kubernetes, PagerDuty) read.
+    catalog: Catalog,
     providers: Vec<Provider>,
     /// Per provider (same order): its latest run and when it started. One
     /// run at a time per provider; a caller that waited for a run which
@@ -229,12 +232,17 @@ pub struct Engine {
 
 impl Engine {
     /// Builds every provider, checking its configuration first.
-    pub fn build(store: Store, configs: &[ProviderConfig]) -> Result<Self, BuildError> {
-        Self::build_with(store, configs, RetryPolicy::default())
+    pub fn build(writer: SnapshotWriter, catalog: Catalog, configs: &[ProviderConfig]) -> Result<Self, BuildError> {
+        Self::build_with(writer, catalog, configs, RetryPolicy::default())
     }
 
     /// [`Engine::build`] with the HTTP providers' retry policy (tests shorten it).
-    pub fn build_with(store: Store, configs: &[ProviderConfig], policy: RetryPolicy) -> Result<Self, BuildError> {
+    pub fn build_with(
+        writer: SnapshotWriter,
+        catalog: Catalog,
+        configs: &[ProviderConfig],
+        policy: RetryPolicy,
+    ) -> Result<Self, BuildError> {
         // Keys follow the configuration order per type: `file`, then `file-2`,
         // `file-3`...; `github`, `github-2`...
         let mut counts: HashMap<&str, usize> = HashMap::new();
@@ -272,7 +280,7 @@ impl Engine {
                     key("pagerduty"),
                     config,
                     policy,
-                    store.clone(),
+                    catalog.clone(),
                 )?)),
             });
         }
@@ -286,7 +294,8 @@ impl Engine {
             })
             .collect();
         Ok(Self {
-            store,
+            writer,
+            catalog,
             providers,
             latest,
             health: Arc::new(std::sync::Mutex::new(health)),
@@ -469,7 +478,7 @@ impl Engine {
             lock_pending().entry(index).or_default().extend(hints);
             return Err(RunError::Aborted);
         };
-        let summary = match self.store.apply_snapshot(&snapshot).await {
+        let summary = match self.writer.apply_snapshot(&snapshot).await {
             Ok(summary) => summary,
             Err(error) => {
                 lock_pending().entry(index).or_default().extend(hints);
@@ -561,7 +570,7 @@ impl Engine {
                 }
                 Provider::Github(github) => Ok(vec![github.read().await]),
                 Provider::GithubOrg(org) => Ok(vec![org.read().await]),
-                Provider::Kubernetes(kubernetes) => kubernetes.read(&self.store).await,
+                Provider::Kubernetes(kubernetes) => kubernetes.read(&self.catalog).await,
                 Provider::PagerDuty(pagerduty) => Ok(vec![pagerduty.read().await]),
             }
         };
@@ -589,7 +598,7 @@ impl Engine {
             if force {
                 snapshot.max_removed_share = None;
             }
-            match self.store.apply_snapshot(snapshot).await {
+            match self.writer.apply_snapshot(snapshot).await {
                 Ok(applied) => summary.absorb(&applied),
                 Err(error) => {
                     failed(format!("applying the snapshot of {} failed: {error}", snapshot.provider));

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use catalog_store::{InvalidEntity, LocationStatus, Snapshot, SnapshotEntity, Store};
+use catalog_store::{Catalog, InvalidEntity, LocationStatus, Snapshot, SnapshotEntity};
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -405,7 +405,7 @@ impl KubernetesProvider {
     /// (up to `initial_list_timeout_seconds`) for scopes not listed yet;
     /// those still not listed give an incomplete snapshot that removes
     /// nothing. Fails only when the claims cannot be read from the store.
-    pub async fn read(&self, store: &Store) -> Result<Vec<Snapshot>, String> {
+    pub async fn read(&self, store: &Catalog) -> Result<Vec<Snapshot>, String> {
         self.start();
         let wait = Duration::from_secs(self.config.initial_list_timeout_seconds);
         let _ = tokio::time::timeout(wait, async {
@@ -424,7 +424,7 @@ impl KubernetesProvider {
 
     /// The links of every entity other providers hold: their workloads are
     /// theirs.
-    async fn claims(&self, store: &Store) -> Result<Vec<Link>, String> {
+    async fn claims(&self, store: &Catalog) -> Result<Vec<Link>, String> {
         let annotated = store
             .annotated(&LINK_ANNOTATIONS)
             .await

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use catalog_store::{InvalidEntity, LocationStatus, Snapshot, SnapshotEntity, Store};
+use catalog_store::{Catalog, InvalidEntity, LocationStatus, Snapshot, SnapshotEntity};
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, USER_AGENT};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -139,7 +139,7 @@ pub struct PagerDutyProvider {
     source: HttpSource,
     /// On-call and incident reads for the API.
     live_source: HttpSource,
-    store: Store,
+    store: Catalog,
     /// The last complete read; None before the first.
     directory: RwLock<Option<Arc<Directory>>>,
     /// Why the last run could not read the account (None after a complete read).
@@ -178,7 +178,7 @@ impl PagerDutyProvider {
         key: String,
         config: &PagerDutyProviderConfig,
         policy: RetryPolicy,
-        store: Store,
+        store: Catalog,
     ) -> Result<Self, PagerDutyBuildError> {
         if reqwest::Url::parse(&config.api_base_url).is_err() {
             return Err(PagerDutyBuildError::BaseUrl(config.api_base_url.clone()));

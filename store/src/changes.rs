@@ -1,6 +1,7 @@
 //! Reads of the change log: the feed after a cursor, one entity's history,
 //! and an entity as it was at a cursor or a time.
 
+use catalog_domain::EntityRef;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
@@ -8,8 +9,8 @@ use sea_orm::{
 };
 use serde_json::Value;
 
-use crate::connection::Store;
 use crate::error::StoreError;
+use crate::handles::{ChangeFeed, Maintenance};
 use crate::models::change_row;
 use crate::record::{Change, ChangeType};
 
@@ -33,7 +34,7 @@ pub(crate) fn to_change(row: change_row::Model) -> Option<Change> {
 /// The catalog_state row holding the highest sequence number purged.
 const PURGED_THROUGH: &str = "purged_through";
 
-impl Store {
+impl Maintenance {
     /// Deletes change-log rows committed before `before`, except the latest
     /// version of every entity that still exists (its last row, unless that
     /// row is a removal), and records the highest sequence deleted: a cursor
@@ -86,7 +87,9 @@ impl Store {
         tracing::info!(deleted, purged_through = highest, "change log purged");
         Ok(deleted)
     }
+}
 
+impl ChangeFeed {
     /// The highest sequence number the purge removed (0 when nothing was):
     /// reading the feed from a cursor below it could miss changes.
     pub async fn purged_through(&self) -> Result<i64, StoreError> {
@@ -108,18 +111,17 @@ impl Store {
 
     /// Change-log rows after a sequence number, oldest first.
     pub async fn changes_after(&self, after: i64, limit: u64) -> Result<Vec<Change>, StoreError> {
-        let rows = change_row::Entity::find()
-            .filter(change_row::Column::Seq.gt(after))
-            .order_by_asc(change_row::Column::Seq)
-            .limit(limit)
-            .all(&self.db)
-            .await?;
-        Ok(rows.into_iter().filter_map(to_change).collect())
+        changes_after(&self.db, after, limit).await
     }
 
     /// One entity's changes, newest first, older than `before` when given.
-    pub async fn history(&self, entity_ref: &str, before: Option<i64>, limit: u64) -> Result<Vec<Change>, StoreError> {
-        let mut query = change_row::Entity::find().filter(change_row::Column::EntityRef.eq(entity_ref));
+    pub async fn history(
+        &self,
+        entity_ref: &EntityRef,
+        before: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<Change>, StoreError> {
+        let mut query = change_row::Entity::find().filter(change_row::Column::EntityRef.eq(entity_ref.to_string()));
         if let Some(before) = before {
             query = query.filter(change_row::Column::Seq.lt(before));
         }
@@ -129,9 +131,9 @@ impl Store {
 
     /// The entity as it was once the change at `sequence` had been applied:
     /// `None` when it did not exist then (not yet added, or removed).
-    pub async fn entity_as_of(&self, entity_ref: &str, sequence: i64) -> Result<Option<Change>, StoreError> {
+    pub async fn entity_as_of(&self, entity_ref: &EntityRef, sequence: i64) -> Result<Option<Change>, StoreError> {
         let row = change_row::Entity::find()
-            .filter(change_row::Column::EntityRef.eq(entity_ref))
+            .filter(change_row::Column::EntityRef.eq(entity_ref.to_string()))
             .filter(change_row::Column::Seq.lte(sequence))
             .order_by_desc(change_row::Column::Seq)
             .one(&self.db)
@@ -170,6 +172,21 @@ impl Store {
             None => (0, 0),
         })
     }
+}
+
+/// [`ChangeFeed::changes_after`], for the in-memory indexes that follow the log.
+pub(crate) async fn changes_after(
+    db: &impl ConnectionTrait,
+    after: i64,
+    limit: u64,
+) -> Result<Vec<Change>, StoreError> {
+    let rows = change_row::Entity::find()
+        .filter(change_row::Column::Seq.gt(after))
+        .order_by_asc(change_row::Column::Seq)
+        .limit(limit)
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().filter_map(to_change).collect())
 }
 
 /// The newest sequence number, as one column named `seq` (0 when empty).

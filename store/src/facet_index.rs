@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use catalog_domain::Entity;
 use sea_orm::{ConnectionTrait, DbBackend, IsolationLevel, Statement, TransactionTrait, Value as SeaValue};
 
-use crate::connection::Store;
 use crate::error::StoreError;
+use crate::handles::Catalog;
 use crate::query::{Facet, Filter, FilterField, Predicate, typed_values};
 use crate::record::{Change, ChangeType};
 use crate::snapshot::{TypedColumns, facet_pairs, typed_columns};
@@ -481,7 +481,7 @@ impl FacetIndex {
     /// `filter` is expanded (no owner closures left).
     pub(crate) async fn facets(
         &self,
-        store: &Store,
+        store: &Catalog,
         fields: &[String],
         filter: Option<&Filter>,
     ) -> Result<Option<Vec<Facet>>, StoreError> {
@@ -503,7 +503,7 @@ impl FacetIndex {
 
     /// Loads what is missing of `needed` and brings every column up to the
     /// newest committed change.
-    async fn prepare(&self, store: &Store, needed: &HashSet<ColumnKey>) -> Result<(), StoreError> {
+    async fn prepare(&self, store: &Catalog, needed: &HashSet<ColumnKey>) -> Result<(), StoreError> {
         let _updating = self.updating.lock().await;
         let (fresh, missing) = {
             let tables = self.tables.read().expect("the facet lock is never poisoned");
@@ -529,7 +529,7 @@ impl FacetIndex {
         let mut after = self.tables.read().expect("the facet lock is never poisoned").cursor;
         let mut pending: Vec<Change> = Vec::new();
         loop {
-            let batch = store.changes_after(after, CATCH_UP_BATCH).await?;
+            let batch = crate::changes::changes_after(&store.db, after, CATCH_UP_BATCH).await?;
             let Some(last) = batch.last() else { break };
             after = last.sequence;
             pending.extend(batch);
@@ -559,7 +559,7 @@ impl FacetIndex {
 
     /// Replaces the whole index with `needed`'s columns, read from one
     /// consistent snapshot of the database with its newest sequence.
-    async fn reload(&self, store: &Store, needed: &HashSet<ColumnKey>) -> Result<(), StoreError> {
+    async fn reload(&self, store: &Catalog, needed: &HashSet<ColumnKey>) -> Result<(), StoreError> {
         let keys: Vec<ColumnKey> = needed.iter().cloned().collect();
         let (cursor, refs, columns) = read_columns(store, true, &keys).await?;
         let mut tables = FacetTables { cursor, loaded: true, caught_up_at: Some(Instant::now()), ..Default::default() };
@@ -589,7 +589,7 @@ fn build_column(tables: &mut FacetTables, rows: &ColumnRows) -> Column {
 /// each column, in one transaction (repeatable read on PostgreSQL; a SQLite
 /// transaction reads one snapshot).
 async fn read_columns(
-    store: &Store,
+    store: &Catalog,
     with_refs: bool,
     keys: &[ColumnKey],
 ) -> Result<(i64, Vec<String>, Vec<(ColumnKey, ColumnRows)>), StoreError> {

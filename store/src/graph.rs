@@ -11,9 +11,9 @@ use catalog_domain::{EntityRef, RelationType};
 use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::{DbBackend, EntityTrait, QueryFilter, QuerySelect, Value as SeaValue};
 
-use crate::connection::Store;
 use crate::error::StoreError;
 use crate::graph_index::Graph;
+use crate::handles::Catalog;
 use crate::models::entity_row;
 use crate::query::{Filter, FilterField, Predicate, condition};
 use crate::record::StoredRelation;
@@ -362,7 +362,7 @@ pub(crate) fn in_set(backend: DbBackend, column: &str, values: &[String]) -> Sim
     Expr::cust_with_values(format!("{column} IN (SELECT value FROM json_each(?))"), [SeaValue::from(json)])
 }
 
-impl Store {
+impl Catalog {
     /// Walks the graph breadth-first from `request.from`. Cycle-safe: each ref
     /// is reached once, at its shortest distance. One statement (the index
     /// catching up with the change log), plus a load of the index on first use.

@@ -15,8 +15,8 @@ use std::sync::RwLock;
 use catalog_domain::{Entity, RelationType, derive_relations};
 use sea_orm::{ConnectionTrait, DbBackend, IsolationLevel, Statement, TransactionTrait, Value as SeaValue};
 
-use crate::connection::Store;
 use crate::error::StoreError;
+use crate::handles::Catalog;
 use crate::record::{Change, ChangeType};
 
 /// Relation rows read per statement while loading.
@@ -166,7 +166,7 @@ impl std::fmt::Debug for GraphIndex {
 
 impl GraphIndex {
     /// Brings the index up to the newest committed change.
-    pub(crate) async fn catch_up(&self, store: &Store) -> Result<(), StoreError> {
+    pub(crate) async fn catch_up(&self, store: &Catalog) -> Result<(), StoreError> {
         let _updating = self.updating.lock().await;
         let (loaded, cursor, fresh) = {
             let graph = self.graph.read().expect("the graph lock is never poisoned");
@@ -179,7 +179,7 @@ impl GraphIndex {
         let mut pending: Vec<Change> = Vec::new();
         let mut after = cursor;
         loop {
-            let batch = store.changes_after(after, CATCH_UP_BATCH).await?;
+            let batch = crate::changes::changes_after(&store.db, after, CATCH_UP_BATCH).await?;
             let Some(last) = batch.last() else { break };
             after = last.sequence;
             pending.extend(batch);
@@ -197,7 +197,7 @@ impl GraphIndex {
 
     /// Reads every relation with the entity that states it, and the newest
     /// sequence, from one consistent snapshot of the database.
-    async fn load(&self, store: &Store) -> Result<(), StoreError> {
+    async fn load(&self, store: &Catalog) -> Result<(), StoreError> {
         let backend = store.db.get_database_backend();
         let isolation = (backend == DbBackend::Postgres).then_some(IsolationLevel::RepeatableRead);
         let txn = store.db.begin_with_config(isolation, None).await?;

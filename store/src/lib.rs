@@ -1,7 +1,9 @@
 //! Catalog storage on sea-orm, one schema for SQLite (embedded) and PostgreSQL
 //! (production). This is the only crate that knows sea-orm: it takes and returns
-//! domain values, and every entity write goes through [`Store::apply_snapshot`]
-//! or [`Store::delete_entity`], which also append to the change log.
+//! domain values, and every entity write goes through
+//! [`SnapshotWriter::apply_snapshot`] or [`SnapshotWriter::delete_entity`],
+//! which also append to the change log. [`Store`] opens the database and hands
+//! out one handle per job (`handles.rs`); other crates receive handles.
 
 mod as_of;
 mod audit;
@@ -12,6 +14,7 @@ mod error;
 mod facet_index;
 mod graph;
 mod graph_index;
+mod handles;
 mod leadership;
 mod matcher;
 mod migration;
@@ -29,6 +32,7 @@ pub use audit::{AuditDecision, AuditEntry, AuditRecord};
 pub use connection::{ConnectSettings, IDLE_BEFORE_PING, PoolUsage, Store};
 pub use error::StoreError;
 pub use graph::{Direction, Parent, Reached, Walk, WalkRequest};
+pub use handles::{AccessStore, Catalog, ChangeFeed, Maintenance, PoolMonitor, SnapshotWriter, TaskStore};
 pub use leadership::Leadership;
 pub use matcher::EntityMatcher;
 pub use migration::{ADDITIVE_SUFFIX, SchemaStatus};

@@ -5,8 +5,8 @@
 
 use catalog_domain::{Entity, EntityRef};
 
-use crate::connection::Store;
 use crate::error::StoreError;
+use crate::handles::Catalog;
 use crate::query::{Filter, FilterField, Predicate, typed_values};
 use crate::record::StoredEntity;
 use crate::snapshot::{TypedColumns, facet_pairs, typed_columns};
@@ -17,7 +17,7 @@ pub struct EntityMatcher {
     filter: Filter,
 }
 
-impl Store {
+impl Catalog {
     /// A matcher for `filter`, with owner closures (`OwnedByTree`,
     /// `OwnedByMember`) expanded over the group tree as it is now.
     pub async fn entity_matcher(&self, filter: &Filter) -> Result<EntityMatcher, StoreError> {
