@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use catalog_store::{AccessStore, AuditDecision, AuditEntry, NewToken, StoreError, TokenRecord};
@@ -15,6 +16,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::AuthConfig;
+use crate::error_code::{ClientError, ErrorCode};
 use crate::jwt::{JwtConfigError, JwtVerifier};
 use crate::policy::{Policy, PolicyError};
 
@@ -156,23 +158,25 @@ pub enum AuthError {
     Unavailable,
 }
 
-impl AuthError {
-    /// 401 for credentials that are missing or wrong, 403 for valid ones
-    /// that do not allow the request, 503 when the check itself failed.
-    pub fn status(&self) -> u16 {
+impl ClientError for AuthError {
+    fn code(&self) -> ErrorCode {
         match self {
-            AuthError::Forbidden(_) => 403,
-            AuthError::Unavailable => 503,
-            _ => 401,
+            AuthError::Forbidden(_) => ErrorCode::Forbidden,
+            AuthError::Unavailable => ErrorCode::Internal,
+            _ => ErrorCode::Unauthenticated,
         }
     }
 
-    /// The `extensions.code`.
-    pub fn code(&self) -> &'static str {
+    fn message(&self) -> String {
+        self.to_string()
+    }
+
+    /// 401 for credentials that are missing or wrong, 403 for valid ones
+    /// that do not allow the request, 503 when the check itself failed.
+    fn status(&self) -> StatusCode {
         match self {
-            AuthError::Forbidden(_) => "FORBIDDEN",
-            AuthError::Unavailable => "INTERNAL",
-            _ => "UNAUTHENTICATED",
+            AuthError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => self.code().status(),
         }
     }
 }

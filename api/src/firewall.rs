@@ -11,8 +11,10 @@
 use std::collections::HashMap;
 
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use axum::http::StatusCode;
 
 use crate::config::GraphqlConfig;
+use crate::error_code::{ClientError, ErrorCode};
 
 /// Why a request was refused before validation.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -47,12 +49,28 @@ impl Rejection {
             Rejection::FragmentCycle { .. } => None,
         }
     }
+}
 
-    /// The `extensions.code` of the error.
-    pub fn code(&self) -> &'static str {
+impl ClientError for Rejection {
+    fn code(&self) -> ErrorCode {
         match self {
-            Rejection::FragmentCycle { .. } => "GRAPHQL_VALIDATION_FAILED",
-            _ => "LIMIT_EXCEEDED",
+            Rejection::FragmentCycle { .. } => ErrorCode::GraphqlValidationFailed,
+            _ => ErrorCode::LimitExceeded,
+        }
+    }
+
+    fn message(&self) -> String {
+        self.to_string()
+    }
+
+    fn limit(&self) -> Option<&'static str> {
+        self.limit_name()
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Rejection::QueryTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => self.code().status(),
         }
     }
 }

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use crate::auth::{AuthError, Authenticator, Granted, Principal};
 use crate::config::GraphqlConfig;
 use crate::documents::DocumentCache;
+use crate::error_code::{self, ClientError, ErrorCode, server_error};
 use crate::firewall::{self, Limits};
 use crate::graphql::{CatalogSchema, RequestId, StoreHandles, with_loaders};
 use crate::metrics::{Metrics, ResponseErrors};
@@ -425,7 +426,7 @@ async fn graphql_get_or_upgrade(State(state): State<HttpState>, request: axum::e
         Err(error) => {
             let media = ResponseMedia::accepted(&parts.headers).unwrap_or(ResponseMedia::Json);
             let message = format!("the query string is not a GraphQL request: {}", error.body_text());
-            rejection(media, StatusCode::BAD_REQUEST, "BAD_REQUEST", None, &message)
+            refuse(media, ErrorCode::BadRequest, &message)
         }
     }
 }
@@ -461,16 +462,14 @@ impl FirewalledExecutor {
                         "mutations over the WebSocket are off (graphql.websocket_mutations): send them with POST",
                         None,
                     );
-                    set_code(&mut error, "BAD_REQUEST", None);
+                    set_code(&mut error, ErrorCode::BadRequest, None);
                     return Some(GraphqlResponse::from_errors(vec![error]));
                 }
                 limits.check_document(document).err()?
             }
         };
         tracing::info!(limit = rejected.limit_name(), "WebSocket operation refused by the firewall");
-        let mut error = ServerError::new(rejected.to_string(), None);
-        set_code(&mut error, rejected.code(), rejected.limit_name());
-        Some(GraphqlResponse::from_errors(vec![error]))
+        Some(GraphqlResponse::from_errors(vec![server_error(&rejected)]))
     }
 
     /// Runs a query or mutation; its errors are not counted yet.
@@ -536,7 +535,7 @@ impl async_graphql::Executor for FirewalledExecutor {
                     Ok(response) => response,
                     Err(_) => {
                         let mut error = ServerError::new("the request took longer than the server allows", None);
-                        set_code(&mut error, "LIMIT_EXCEEDED", Some("timeout"));
+                        set_code(&mut error, ErrorCode::LimitExceeded, Some("timeout"));
                         GraphqlResponse::from_errors(vec![error])
                     }
                 };
@@ -595,7 +594,7 @@ async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: 
         return rejection(
             media,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "BAD_REQUEST",
+            ErrorCode::BadRequest,
             None,
             "POST /graphql needs Content-Type: application/json",
         );
@@ -605,28 +604,28 @@ async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: 
         Ok(body) => body,
         Err(_) => {
             let message = format!("the body is over the limit of {limit} bytes (or was cut off)");
-            return rejection(media, StatusCode::PAYLOAD_TOO_LARGE, "LIMIT_EXCEEDED", Some("bodyBytes"), &message);
+            return rejection(
+                media,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::LimitExceeded,
+                Some("bodyBytes"),
+                &message,
+            );
         }
     };
     if body.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'[') {
-        return rejection(media, StatusCode::BAD_REQUEST, "BAD_REQUEST", None, "batched requests are not supported");
+        return refuse(media, ErrorCode::BadRequest, "batched requests are not supported");
     }
     let request: RequestBody = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(error) => {
-            return rejection(
-                media,
-                StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
-                None,
-                &format!("the body is not a GraphQL request: {error}"),
-            );
+            return refuse(media, ErrorCode::BadRequest, &format!("the body is not a GraphQL request: {error}"));
         }
     };
     for (name, value) in [("variables", &request.variables), ("extensions", &request.extensions)] {
         if value.as_ref().is_some_and(|value| !value.is_object() && !value.is_null()) {
             let message = format!("{name} must be a JSON object");
-            return rejection(media, StatusCode::BAD_REQUEST, "BAD_REQUEST", None, &message);
+            return refuse(media, ErrorCode::BadRequest, &message);
         }
     }
     let request = GraphqlHttpRequest {
@@ -649,24 +648,18 @@ async fn graphql_get(State(state): State<HttpState>, headers: HeaderMap, Query(p
     let Some(media) = ResponseMedia::accepted(&headers) else { return not_acceptable() };
     if state.graphql.require_csrf_header && !headers.contains_key(CSRF_HEADER) {
         let message = format!("GET requests need the {CSRF_HEADER} header (any value); or POST with application/json");
-        return rejection(media, StatusCode::BAD_REQUEST, "BAD_REQUEST", None, &message);
+        return refuse(media, ErrorCode::BadRequest, &message);
     }
     let Some(query) = params.query else {
-        return rejection(media, StatusCode::BAD_REQUEST, "BAD_REQUEST", None, "the query parameter is missing");
+        return refuse(media, ErrorCode::BadRequest, "the query parameter is missing");
     };
     let variables = match params.variables.as_deref().map(serde_json::from_str::<serde_json::Value>).transpose() {
         Ok(variables) if variables.as_ref().is_none_or(|value| value.is_object() || value.is_null()) => variables,
         Ok(_) => {
-            return rejection(media, StatusCode::BAD_REQUEST, "BAD_REQUEST", None, "variables must be a JSON object");
+            return refuse(media, ErrorCode::BadRequest, "variables must be a JSON object");
         }
         Err(error) => {
-            return rejection(
-                media,
-                StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
-                None,
-                &format!("variables are not JSON: {error}"),
-            );
+            return refuse(media, ErrorCode::BadRequest, &format!("variables are not JSON: {error}"));
         }
     };
     let request = GraphqlHttpRequest { query, operation_name: params.operation_name, variables, method: Method::GET };
@@ -729,11 +722,8 @@ impl ResponseMedia {
 }
 
 fn not_acceptable() -> Response {
-    let body = r#"{"errors":[{"message":"accept application/graphql-response+json or application/json","extensions":{"code":"BAD_REQUEST"}}]}"#;
-    let mut response = (StatusCode::NOT_ACCEPTABLE, body).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response.extensions_mut().insert(ResponseErrors::code("BAD_REQUEST"));
-    response
+    let message = "accept application/graphql-response+json or application/json";
+    rejection(ResponseMedia::Json, StatusCode::NOT_ACCEPTABLE, ErrorCode::BadRequest, None, message)
 }
 
 async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, http: GraphqlHttpRequest) -> Response {
@@ -766,7 +756,7 @@ async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, h
         Ok(document) => document,
         Err(error) => {
             let mut response = GraphqlResponse::from_errors(vec![error]);
-            set_code(&mut response.errors[0], "GRAPHQL_PARSE_FAILED", None);
+            set_code(&mut response.errors[0], ErrorCode::GraphqlParseFailed, None);
             return json_response(media, media.request_error_status(), &response);
         }
     };
@@ -789,7 +779,7 @@ async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, h
         let mut response = rejection(
             media,
             StatusCode::METHOD_NOT_ALLOWED,
-            "BAD_REQUEST",
+            ErrorCode::BadRequest,
             None,
             "GET runs queries only: send mutations and subscriptions with POST (or over the WebSocket)",
         );
@@ -800,7 +790,7 @@ async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, h
         Ok(scope) => scope,
         Err(error) => {
             tracing::error!(request_id, error = %error, "cannot build a read scope");
-            return rejection(media, StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", None, "internal error");
+            return refuse(media, ErrorCode::Internal, "internal error");
         }
     };
     let cache = operation == Some(OperationType::Query);
@@ -816,7 +806,7 @@ async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, h
             return rejection(
                 media,
                 StatusCode::SERVICE_UNAVAILABLE,
-                "LIMIT_EXCEEDED",
+                ErrorCode::LimitExceeded,
                 Some("timeout"),
                 "the request took longer than the server allows",
             );
@@ -848,9 +838,8 @@ fn selected_operation_type(document: &ExecutableDocument, name: Option<&str>) ->
 }
 
 fn auth_rejection(media: ResponseMedia, error: &AuthError, sent_credentials: bool) -> Response {
-    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-    let mut response = rejection(media, status, error.code(), None, &error.to_string());
-    if status == StatusCode::UNAUTHORIZED {
+    let mut response = client_error_response(media, error);
+    if response.status() == StatusCode::UNAUTHORIZED {
         let challenge = if sent_credentials {
             r#"Bearer realm="catalog", error="invalid_token""#
         } else {
@@ -862,12 +851,8 @@ fn auth_rejection(media: ResponseMedia, error: &AuthError, sent_credentials: boo
 }
 
 fn firewall_rejection(media: ResponseMedia, rejected: &firewall::Rejection) -> Response {
-    let status = match rejected {
-        firewall::Rejection::QueryTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        _ => StatusCode::BAD_REQUEST,
-    };
     tracing::info!(limit = rejected.limit_name(), "query refused by the firewall");
-    rejection(media, status, rejected.code(), rejected.limit_name(), &rejected.to_string())
+    client_error_response(media, rejected)
 }
 
 /// The id the request-id middleware gave this request.
@@ -929,55 +914,60 @@ async fn with_request_id(mut request: axum::extract::Request, next: axum::middle
     response
 }
 
-/// Errors raised by async-graphql itself (parse, validation, depth and
-/// complexity limits) carry no code: give them one.
-/// Internal errors are masked: the client gets a generic message and the
-/// request id, the log gets the details.
+/// Gives a code to the errors that reach here without one, and masks the
+/// internal ones: the client gets a generic message and the request id,
+/// the log gets the details. Every error our code raises carries its code,
+/// and async-graphql's are coded by the phase that raised them
+/// (`graphql/framework_errors.rs`); what is left is either a request error
+/// raised before execution (no path: an unknown or missing operation name)
+/// or a resolver's error that escaped [`ErrorCode`], a bug.
 fn with_codes(mut response: GraphqlResponse, request_id: &str) -> GraphqlResponse {
     for error in &mut response.errors {
-        let code = error.extensions.as_ref().and_then(|extensions| extensions.get("code")).cloned();
-        if let Some(code) = code {
-            if code == async_graphql::Value::from("INTERNAL") {
+        let code = match ErrorCode::of(error) {
+            Some(ErrorCode::Internal) => {
                 error.extensions.get_or_insert_with(Default::default).set("requestId", request_id);
+                continue;
             }
-            continue;
-        }
-        let message = error.message.to_ascii_lowercase();
-        let (code, limit) = if message.contains("too complex") {
-            ("LIMIT_EXCEEDED", Some("complexity"))
-        } else if message.contains("nested too deep") || message.contains("recursion depth") {
-            ("LIMIT_EXCEEDED", Some("depth"))
-        } else if message.contains("directives") && message.contains("limit") {
-            ("LIMIT_EXCEEDED", Some("directives"))
-        } else if error.path.is_empty() {
-            ("GRAPHQL_VALIDATION_FAILED", None)
-        } else if message.starts_with("failed to parse") || message.starts_with("invalid value for argument") {
-            // An argument that did not coerce to its type (a custom scalar's
-            // own parser): the client's mistake, and its message is ours.
-            ("BAD_USER_INPUT", None)
-        } else {
-            tracing::error!(request_id, message = %error.message, path = ?error.path, "resolver failed");
-            error.message = format!("internal error: the request could not be completed (request id {request_id})");
-            error.extensions.get_or_insert_with(Default::default).set("requestId", request_id);
-            ("INTERNAL", None)
+            Some(_) => continue,
+            None if error.path.is_empty() => ErrorCode::GraphqlValidationFailed,
+            None => {
+                tracing::error!(request_id, message = %error.message, path = ?error.path, "resolver failed");
+                error.message = format!("internal error: the request could not be completed (request id {request_id})");
+                error.extensions.get_or_insert_with(Default::default).set("requestId", request_id);
+                ErrorCode::Internal
+            }
         };
-        set_code(error, code, limit);
+        set_code(error, code, None);
     }
     response
 }
 
-fn set_code(error: &mut ServerError, code: &str, limit: Option<&str>) {
-    let extensions = error.extensions.get_or_insert_with(Default::default);
-    extensions.set("code", code);
-    if let Some(limit) = limit {
-        extensions.set("limit", limit);
-    }
+fn set_code(error: &mut ServerError, code: ErrorCode, limit: Option<&str>) {
+    error_code::set_code(error.extensions.get_or_insert_with(Default::default), code, limit);
 }
 
-fn rejection(media: ResponseMedia, status: StatusCode, code: &str, limit: Option<&str>, message: &str) -> Response {
+/// A response refusing the whole request with one error, at its code's status.
+fn refuse(media: ResponseMedia, code: ErrorCode, message: &str) -> Response {
+    rejection(media, code.status(), code, None, message)
+}
+
+/// A response refusing the whole request with one error, at a status more
+/// precise than its code's.
+fn rejection(
+    media: ResponseMedia,
+    status: StatusCode,
+    code: ErrorCode,
+    limit: Option<&str>,
+    message: &str,
+) -> Response {
     let mut error = ServerError::new(message, None);
     set_code(&mut error, code, limit);
     json_response(media, status, &GraphqlResponse::from_errors(vec![error]))
+}
+
+/// A response refusing the whole request with `error`, at its status.
+fn client_error_response(media: ResponseMedia, error: &dyn ClientError) -> Response {
+    json_response(media, error.status(), &GraphqlResponse::from_errors(vec![server_error(error)]))
 }
 
 /// The response body in the negotiated media type. A response without data

@@ -6,6 +6,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 mod documents;
+pub mod error_code;
 pub mod firewall;
 pub mod graphql;
 mod http;

@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 
 use anyhow::Context as _;
+use catalog_store::testing::rng::Rng;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::rng::Rng;
 use crate::yaml;
 
 /// How the files are reached from `catalog-info.yaml`.

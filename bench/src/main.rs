@@ -6,7 +6,6 @@
 mod generate;
 mod github;
 mod load;
-mod rng;
 mod subscribe;
 mod yaml;
 

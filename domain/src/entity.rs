@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::entity_ref::{DEFAULT_NAMESPACE, EntityRef};
-use crate::relation::{Relation, derive_relations};
+use crate::relation::Relation;
 
 /// A catalog entity. Deserialize it only through [`crate::validate`], which checks
 /// the rules first.
@@ -75,18 +75,6 @@ impl Entity {
     /// The canonical reference of this entity.
     pub fn entity_ref(&self) -> EntityRef {
         EntityRef::new(&self.kind, &self.metadata.namespace, &self.metadata.name)
-    }
-
-    /// Replaces the relations with those derived from the spec (outgoing only:
-    /// the reverse edges belong to the targets).
-    pub fn with_derived_relations(mut self) -> Self {
-        let source = self.entity_ref();
-        self.relations = derive_relations(&self)
-            .into_iter()
-            .filter(|edge| edge.source == source)
-            .map(|edge| Relation { relation_type: edge.relation_type, target_ref: edge.target.to_string() })
-            .collect();
-        self
     }
 
     /// A content hash of what the author wrote (kind, metadata except uid and

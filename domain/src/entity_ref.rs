@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::names;
-use crate::validation::Rule;
+use crate::rule::Rule;
 
 /// The namespace of an entity that names none.
 pub const DEFAULT_NAMESPACE: &str = "default";

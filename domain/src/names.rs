@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::validation::Rule;
+use crate::rule::Rule;
 
 static KIND_PATTERN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-zA-Z][a-zA-Z0-9]*$").expect("kind pattern"));
 static NAME_PATTERN: LazyLock<Regex> =

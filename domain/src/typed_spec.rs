@@ -1,171 +1,111 @@
-//! Typed views of the specs of the known kinds. The entity keeps its spec as
-//! JSON so that unknown fields survive; these views read it after validation
-//! has checked its shape, and keep unknown fields in `extra`.
+//! Typed views of the specs of the known kinds, built from the kind table
+//! (`spec.rs`): one struct per kind, one field per row, typed by the row's
+//! shape. The entity keeps its spec as JSON so that unknown fields survive;
+//! these views read it after validation has checked its shape, and keep
+//! unknown fields in `extra`.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::entity::Entity;
+use crate::spec::kind_table;
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ComponentSpec {
-    #[serde(rename = "type")]
-    pub component_type: String,
-    pub lifecycle: String,
-    pub owner: String,
-    pub system: Option<String>,
-    pub subcomponent_of: Option<String>,
-    #[serde(default)]
-    pub provides_apis: Vec<String>,
-    #[serde(default)]
-    pub consumes_apis: Vec<String>,
-    #[serde(default)]
-    pub depends_on: Vec<String>,
-    #[serde(default)]
-    pub dependency_of: Vec<String>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ApiSpec {
-    #[serde(rename = "type")]
-    pub api_type: String,
-    pub lifecycle: String,
-    pub owner: String,
-    pub definition: String,
-    pub system: Option<String>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ResourceSpec {
-    #[serde(rename = "type")]
-    pub resource_type: String,
-    pub owner: String,
-    pub system: Option<String>,
-    #[serde(default)]
-    pub depends_on: Vec<String>,
-    #[serde(default)]
-    pub dependency_of: Vec<String>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SystemSpec {
-    pub owner: String,
-    pub domain: Option<String>,
-    #[serde(rename = "type")]
-    pub system_type: Option<String>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DomainSpec {
-    pub owner: String,
-    pub subdomain_of: Option<String>,
-    #[serde(rename = "type")]
-    pub domain_type: Option<String>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GroupSpec {
-    #[serde(rename = "type")]
-    pub group_type: String,
-    pub children: Vec<String>,
-    pub parent: Option<String>,
-    #[serde(default)]
-    pub members: Vec<String>,
-    pub profile: Option<Map<String, Value>>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UserSpec {
-    pub member_of: Vec<String>,
-    pub profile: Option<Map<String, Value>>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LocationSpec {
-    #[serde(rename = "type")]
-    pub location_type: Option<String>,
-    pub target: Option<String>,
-    #[serde(default)]
-    pub targets: Vec<String>,
-    pub presence: Option<String>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TemplateSpec {
-    #[serde(rename = "type")]
-    pub template_type: String,
-    pub owner: Option<String>,
-    /// One JSON Schema object or a list of form pages.
-    pub parameters: Option<Value>,
-    pub steps: Vec<Map<String, Value>>,
-    pub output: Option<Map<String, Value>>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-/// The spec of an entity, typed by its kind.
-#[derive(Clone, Debug, PartialEq)]
-pub enum TypedSpec {
-    Component(ComponentSpec),
-    Api(ApiSpec),
-    Resource(ResourceSpec),
-    System(SystemSpec),
-    Domain(DomainSpec),
-    Group(GroupSpec),
-    User(UserSpec),
-    Location(LocationSpec),
-    Template(TemplateSpec),
-    /// A kind without a typed spec.
-    Other(Map<String, Value>),
-}
-
-impl Entity {
-    /// The spec typed by kind. Fails only for an entity that did not come
-    /// through validation; the message names the kind and the problem.
-    pub fn typed_spec(&self) -> Result<TypedSpec, String> {
-        fn read<T: for<'de> Deserialize<'de>>(entity: &Entity) -> Result<T, String> {
-            serde_json::from_value(Value::Object(entity.spec.clone()))
-                .map_err(|error| format!("{} spec: {error}", entity.kind))
+/// Builds one typed view per kind of the table (`spec.rs`), the
+/// [`TypedSpec`] enum over them and [`Entity::typed_spec`].
+macro_rules! typed_views {
+    ($(
+        $kind:literal $variant:ident($view:ident) $versions:ident {
+            $(
+                $(#[$doc:meta])*
+                $wire:literal $rust:ident: $presence:ident $shape:ident $(($($argument:tt)*))? $(=> $relation:ident)?;
+            )*
         }
-        Ok(match self.kind.to_ascii_lowercase().as_str() {
-            "component" => TypedSpec::Component(read(self)?),
-            "api" => TypedSpec::Api(read(self)?),
-            "resource" => TypedSpec::Resource(read(self)?),
-            "system" => TypedSpec::System(read(self)?),
-            "domain" => TypedSpec::Domain(read(self)?),
-            "group" => TypedSpec::Group(read(self)?),
-            "user" => TypedSpec::User(read(self)?),
-            "location" => TypedSpec::Location(read(self)?),
-            "template" => TypedSpec::Template(read(self)?),
-            _ => TypedSpec::Other(self.spec.clone()),
-        })
-    }
+    )*) => {
+        $(
+            view_struct!(@fields $kind $view [] $($(#[$doc])* $wire $rust: $presence $shape;)*);
+        )*
+
+        /// The spec of an entity, typed by its kind.
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum TypedSpec {
+            $($variant($view),)*
+            /// A kind without a typed spec.
+            Other(Map<String, Value>),
+        }
+
+        impl Entity {
+            /// The spec typed by kind. Fails only for an entity that did not come
+            /// through validation; the message names the kind and the problem.
+            pub fn typed_spec(&self) -> Result<TypedSpec, String> {
+                fn read<T: for<'de> Deserialize<'de>>(entity: &Entity) -> Result<T, String> {
+                    serde_json::from_value(Value::Object(entity.spec.clone()))
+                        .map_err(|error| format!("{} spec: {error}", entity.kind))
+                }
+                $(
+                    if self.kind.eq_ignore_ascii_case($kind) {
+                        return Ok(TypedSpec::$variant(read(self)?));
+                    }
+                )*
+                Ok(TypedSpec::Other(self.spec.clone()))
+            }
+        }
+    };
 }
+
+/// One kind's view, its fields gathered one row at a time: whether a field
+/// is required decides both its type and whether it may be absent.
+macro_rules! view_struct {
+    (@fields $kind:literal $view:ident [$($fields:tt)*]) => {
+        #[doc = concat!("The spec of a ", $kind, " entity; unknown fields are kept in `extra`.")]
+        #[derive(Clone, Debug, PartialEq, Deserialize)]
+        pub struct $view {
+            $($fields)*
+            #[serde(flatten)]
+            pub extra: Map<String, Value>,
+        }
+    };
+    (@fields $kind:literal $view:ident [$($fields:tt)*]
+        $(#[$doc:meta])* $wire:literal $rust:ident: required $shape:ident; $($rest:tt)*) => {
+        view_struct!(@fields $kind $view [
+            $($fields)*
+            $(#[$doc])*
+            #[serde(rename = $wire)]
+            pub $rust: value_type!($shape),
+        ] $($rest)*);
+    };
+    (@fields $kind:literal $view:ident [$($fields:tt)*]
+        $(#[$doc:meta])* $wire:literal $rust:ident: optional $shape:ident; $($rest:tt)*) => {
+        view_struct!(@fields $kind $view [
+            $($fields)*
+            $(#[$doc])*
+            #[serde(rename = $wire, default)]
+            pub $rust: optional_type!($shape),
+        ] $($rest)*);
+    };
+}
+
+/// The Rust type of a present value of each shape.
+macro_rules! value_type {
+    (Text) => { String };
+    (OneOf) => { String };
+    (Reference) => { String };
+    (TextList) => { Vec<String> };
+    (ReferenceList) => { Vec<String> };
+    (Object) => { Map<String, Value> };
+    (ObjectList) => { Vec<Map<String, Value>> };
+    (ObjectOrList) => { Value };
+}
+
+/// The Rust type of an optional field: a list is empty when absent, any other
+/// value `None`.
+macro_rules! optional_type {
+    (TextList) => { Vec<String> };
+    (ReferenceList) => { Vec<String> };
+    (ObjectList) => { Vec<Map<String, Value>> };
+    ($shape:ident) => { Option<value_type!($shape)> };
+}
+
+kind_table!(typed_views);
 
 #[cfg(test)]
 mod tests {

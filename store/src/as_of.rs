@@ -6,10 +6,10 @@ use catalog_domain::{Entity, EntityRef};
 use sea_orm::{DbBackend, EntityTrait, Statement};
 
 use crate::error::StoreError;
+use crate::filter::Filter;
 use crate::handles::Catalog;
 use crate::matcher::EntityMatcher;
 use crate::models::change_row;
-use crate::query::Filter;
 use crate::record::{Change, ChangeType};
 
 /// Rows read per statement while scanning the log in ref order: bounds the
@@ -59,7 +59,7 @@ impl Catalog {
                 after = last.entity_ref.clone();
             }
             for row in rows {
-                let Some(change) = crate::changes::to_change(row) else { continue };
+                let Some(change) = crate::change_log::to_change(row) else { continue };
                 if !version_matches(&change, matcher.as_ref(), &words) {
                     continue;
                 }
@@ -102,7 +102,7 @@ fn version_matches(change: &Change, matcher: Option<&EntityMatcher>, words: &[St
     let Ok(entity) = serde_json::from_value::<Entity>(body.clone()) else { return false };
     let Ok(entity_ref) = EntityRef::parse(&change.entity_ref) else { return false };
     if !words.is_empty() {
-        let search_text = crate::snapshot::typed_columns(&entity).search_text;
+        let search_text = crate::projection::typed_columns(&entity).search_text;
         if !words.iter().all(|word| search_text.contains(word.as_str())) {
             return false;
         }

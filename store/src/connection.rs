@@ -27,7 +27,7 @@ pub struct Store {
     statements: Arc<AtomicU64>,
     /// Bumped after every commit that wrote change-log rows, by this process
     /// or (on PostgreSQL, once `listen_for_commits` runs) by any other.
-    commits: Arc<watch::Sender<u64>>,
+    pub(crate) commits: Arc<watch::Sender<u64>>,
     /// One snapshot at a time per process. SQLite cannot upgrade a reading
     /// transaction to a writing one while another writes ("database is
     /// locked", measured with four concurrent providers); PostgreSQL
@@ -165,87 +165,6 @@ impl Store {
         PoolMonitor { db: self.db.clone() }
     }
 
-    /// Announces here the commits of every process sharing the database. On
-    /// PostgreSQL it listens (each snapshot NOTIFYs at commit), returning once
-    /// listening so that a reader started afterwards misses no commit, and
-    /// re-connects after errors (announcing once, for what it may have
-    /// missed). SQLite has no notifications: a connection of its own (outside
-    /// the pool and its statement count) looks at the newest sequence number
-    /// twice a second, so that `catalog ingest --once` run beside `serve`
-    /// reaches subscribers. Both stop when the store's last clone is dropped.
-    pub async fn listen_for_commits(&self) -> Result<(), StoreError> {
-        use sea_orm::sqlx::postgres::PgListener;
-        if self.db.get_database_backend() != DatabaseBackend::Postgres {
-            return self.watch_sqlite_commits().await;
-        }
-        let pool = self.db.get_postgres_connection_pool().clone();
-        let connect = move |pool: sea_orm::sqlx::PgPool| async move {
-            let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen(crate::snapshot::COMMIT_CHANNEL).await?;
-            Ok::<_, sea_orm::sqlx::Error>(listener)
-        };
-        let mut listener = connect(pool.clone())
-            .await
-            .map_err(|error| StoreError::Database(sea_orm::DbErr::Custom(error.to_string())))?;
-        let commits = Arc::downgrade(&self.commits);
-        tokio::spawn(async move {
-            loop {
-                let error = loop {
-                    // `Ok(None)`: the listener lost its connection and
-                    // re-connected by itself; commits may have landed
-                    // meanwhile, so that wakes readers too.
-                    if let Err(error) = listener.try_recv().await {
-                        break error;
-                    }
-                    let Some(commits) = commits.upgrade() else { return };
-                    commits.send_modify(|count| *count = count.wrapping_add(1));
-                };
-                tracing::warn!(%error, "listening for commits failed; re-connecting");
-                listener = loop {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    if commits.strong_count() == 0 {
-                        return;
-                    }
-                    match connect(pool.clone()).await {
-                        Ok(listener) => break listener,
-                        Err(error) => tracing::warn!(%error, "re-connecting the commit listener failed"),
-                    }
-                };
-                // Commits may have landed while nobody listened.
-                let Some(commits) = commits.upgrade() else { return };
-                commits.send_modify(|count| *count = count.wrapping_add(1));
-            }
-        });
-        Ok(())
-    }
-
-    async fn watch_sqlite_commits(&self) -> Result<(), StoreError> {
-        use sea_orm::sqlx::Connection as _;
-        if self.url.contains(":memory:") {
-            return Ok(());
-        }
-        let custom = |error: sea_orm::sqlx::Error| StoreError::Database(sea_orm::DbErr::Custom(error.to_string()));
-        let mut connection = sea_orm::sqlx::SqliteConnection::connect(&self.url).await.map_err(custom)?;
-        let newest = crate::changes::NEWEST_SEQUENCE;
-        let mut last: i64 = sea_orm::sqlx::query_scalar(newest).fetch_one(&mut connection).await.map_err(custom)?;
-        let commits = Arc::downgrade(&self.commits);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let Some(commits) = commits.upgrade() else { return };
-                match sea_orm::sqlx::query_scalar::<_, i64>(newest).fetch_one(&mut connection).await {
-                    Ok(sequence) if sequence != last => {
-                        last = sequence;
-                        commits.send_modify(|count| *count = count.wrapping_add(1));
-                    }
-                    Ok(_) => {}
-                    Err(error) => tracing::warn!(%error, "looking for new commits failed"),
-                }
-            }
-        });
-        Ok(())
-    }
-
     /// Whether the database is PostgreSQL (else SQLite).
     pub fn is_postgres(&self) -> bool {
         self.db.get_database_backend() == DatabaseBackend::Postgres
@@ -267,20 +186,6 @@ impl Store {
     pub async fn close(self) -> Result<(), StoreError> {
         self.db.close().await?;
         Ok(())
-    }
-}
-
-impl SnapshotWriter {
-    pub(crate) fn announce_commit(&self) {
-        self.commits.send_modify(|count| *count = count.wrapping_add(1));
-    }
-}
-
-impl ChangeFeed {
-    /// A receiver that changes after every commit that wrote change-log rows.
-    /// It only says "look again": the change log is the truth.
-    pub fn commits(&self) -> watch::Receiver<u64> {
-        self.commits.subscribe()
     }
 }
 

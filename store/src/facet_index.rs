@@ -1,7 +1,7 @@
 //! Facets in memory: for each facet key, and each typed filter column, the
 //! values every entity holds, loaded lazily from the tables (a column on the
-//! first facets call that needs it) and kept current from the change log the
-//! way the graph index is (`graph_index.rs`). A facets call evaluates its
+//! first facets call that needs it) and kept current from the change log by
+//! the follower the graph index has too (`follower.rs`). A facets call evaluates its
 //! filter over these columns as bitmaps of entities and counts each requested
 //! field's values over the matching ones: a millisecond at 100,000 entities,
 //! where the SQL path groups the facet rows of every matching entity per field
@@ -14,26 +14,15 @@
 //! facet rows (original case), ordered by count, then value in byte order.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::RwLock;
-use std::time::{Duration, Instant};
 
-use catalog_domain::Entity;
-use sea_orm::{ConnectionTrait, DbBackend, IsolationLevel, Statement, TransactionTrait, Value as SeaValue};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement, Value as SeaValue};
 
 use crate::error::StoreError;
-use crate::handles::Catalog;
-use crate::query::{Facet, Filter, FilterField, Predicate, typed_values};
-use crate::record::{Change, ChangeType};
-use crate::snapshot::{TypedColumns, facet_pairs, typed_columns};
+use crate::filter::{Filter, FilterField, Predicate, typed_values};
+use crate::follower::{Followed, Follower, changed_entity};
+use crate::projection::{TypedColumn, facet_pairs, typed_columns};
+use crate::record::{Change, ChangeType, Facet};
 
-/// Change-log rows read per statement while catching up.
-const CATCH_UP_BATCH: u64 = 1_000;
-/// An index that has not caught up for this long reloads: the change log it
-/// would read may have been purged since (retention is in days).
-const STALE_AFTER: Duration = Duration::from_secs(3_600);
-/// Past this many unapplied changes, reloading the columns from the tables is
-/// cheaper than replaying bodies (a bulk ingestion).
-const RELOAD_AFTER_CHANGES: usize = 20_000;
 /// Columns held at once; a call needing more is answered in SQL.
 const MAX_COLUMNS: usize = 32;
 /// Past this estimate, the least recently used columns a call does not need
@@ -46,77 +35,17 @@ const NONE: u32 = u32::MAX;
 /// Set on an entity's first value when `Column::more` holds further ones.
 const MULTI: u32 = 1 << 31;
 
-/// A typed filter column of the entities table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Typed {
-    Kind,
-    Namespace,
-    Name,
-    Owner,
-    Lifecycle,
-    Type,
-    System,
-}
-
-impl Typed {
-    fn of(field: &FilterField) -> Option<Typed> {
-        Some(match field {
-            FilterField::Kind => Typed::Kind,
-            FilterField::Namespace => Typed::Namespace,
-            FilterField::Name => Typed::Name,
-            FilterField::Owner | FilterField::OwnedByTree | FilterField::OwnedByMember => Typed::Owner,
-            FilterField::Lifecycle => Typed::Lifecycle,
-            FilterField::Type => Typed::Type,
-            FilterField::System => Typed::System,
-            FilterField::Tag | FilterField::Path(_) => return None,
-        })
-    }
-
-    fn column_name(self) -> &'static str {
-        match self {
-            Typed::Kind => "kind",
-            Typed::Namespace => "namespace",
-            Typed::Name => "name",
-            Typed::Owner => "owner_ref",
-            Typed::Lifecycle => "lifecycle",
-            Typed::Type => "spec_type",
-            Typed::System => "system_ref",
-        }
-    }
-
-    /// The kind a partial ref in a filter value defaults to (as `field_condition`).
-    fn default_kind(self) -> Option<&'static str> {
-        match self {
-            Typed::Owner => Some("Group"),
-            Typed::System => Some("System"),
-            _ => None,
-        }
-    }
-
-    fn value(self, columns: &TypedColumns) -> Option<&str> {
-        match self {
-            Typed::Kind => Some(&columns.kind),
-            Typed::Namespace => Some(&columns.namespace),
-            Typed::Name => Some(&columns.name),
-            Typed::Owner => columns.owner_ref.as_deref(),
-            Typed::Lifecycle => columns.lifecycle.as_deref(),
-            Typed::Type => columns.spec_type.as_deref(),
-            Typed::System => columns.system_ref.as_deref(),
-        }
-    }
-}
-
 /// Where a column's values come from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum ColumnKey {
-    Typed(Typed),
+pub(crate) enum ColumnKey {
+    Typed(TypedColumn),
     Facet(String),
 }
 
 impl ColumnKey {
     /// The column a filter on `field` reads.
     fn filtered(field: &FilterField) -> ColumnKey {
-        Typed::of(field).map_or_else(|| ColumnKey::Facet(field.facet_key()), ColumnKey::Typed)
+        TypedColumn::of(field).map_or_else(|| ColumnKey::Facet(field.facet_key()), ColumnKey::Typed)
     }
 
     /// The column a facet over `field` counts.
@@ -287,10 +216,7 @@ pub(crate) struct FacetTables {
     /// The slots of entities that exist.
     live: Bitmap,
     columns: HashMap<ColumnKey, Column>,
-    /// The last change-log sequence applied.
-    cursor: i64,
-    loaded: bool,
-    caught_up_at: Option<Instant>,
+    /// Counts the calls caught up, for the columns' `last_used`.
     tick: u64,
 }
 
@@ -318,13 +244,12 @@ impl FacetTables {
 
     /// Applies one change; false when its body is not an entity (the index
     /// must then reload).
-    fn apply(&mut self, change: &Change) -> bool {
-        self.cursor = self.cursor.max(change.sequence);
+    fn apply_change(&mut self, change: &Change) -> bool {
         if change.change_type == ChangeType::Removed {
             self.remove(&change.entity_ref);
             return true;
         }
-        let Some(entity) = change.entity.clone().and_then(|body| serde_json::from_value::<Entity>(body).ok()) else {
+        let Some(entity) = changed_entity(change) else {
             return false;
         };
         let slot = self.slot(&change.entity_ref);
@@ -459,17 +384,9 @@ impl FacetTables {
 }
 
 /// The index a store shares between its clones.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(crate) struct FacetIndex {
-    tables: RwLock<FacetTables>,
-    /// Held while loading or catching up, so concurrent calls do it once.
-    updating: tokio::sync::Mutex<()>,
-}
-
-impl std::fmt::Debug for FacetIndex {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("FacetIndex")
-    }
+    tables: Follower<FacetTables>,
 }
 
 /// The rows of one column as read: (entity ref, value).
@@ -481,7 +398,7 @@ impl FacetIndex {
     /// `filter` is expanded (no owner closures left).
     pub(crate) async fn facets(
         &self,
-        store: &Catalog,
+        db: &DatabaseConnection,
         fields: &[String],
         filter: Option<&Filter>,
     ) -> Result<Option<Vec<Facet>>, StoreError> {
@@ -492,87 +409,69 @@ impl FacetIndex {
         // A concurrent call may evict a column between preparing and reading
         // (only past the limits): prepare once more, then leave it to SQL.
         for _ in 0..2 {
-            self.prepare(store, &needed).await?;
-            let tables = self.tables.read().expect("the facet lock is never poisoned");
-            if let Some(facets) = tables.facets(fields, filter) {
+            self.tables.catch_up(db, &needed).await?;
+            if let Some(facets) = self.tables.read().facets(fields, filter) {
                 return Ok(Some(facets));
             }
         }
         Ok(None)
     }
+}
 
-    /// Loads what is missing of `needed` and brings every column up to the
-    /// newest committed change.
-    async fn prepare(&self, store: &Catalog, needed: &HashSet<ColumnKey>) -> Result<(), StoreError> {
-        let _updating = self.updating.lock().await;
-        let (fresh, missing) = {
-            let tables = self.tables.read().expect("the facet lock is never poisoned");
-            let fresh = tables.loaded && tables.caught_up_at.is_some_and(|at| at.elapsed() < STALE_AFTER);
-            let missing: Vec<ColumnKey> =
-                needed.iter().filter(|key| !tables.columns.contains_key(*key)).cloned().collect();
-            (fresh, missing)
-        };
-        if !fresh {
-            return self.reload(store, needed).await;
-        }
-        if !missing.is_empty() {
-            // Read at a snapshot at or after the cursor: replaying the changes
-            // after the cursor over it ends in the same state, since each change
-            // sets an entity's whole state.
-            let (_, _, columns) = read_columns(store, false, &missing).await?;
-            let mut tables = self.tables.write().expect("the facet lock is never poisoned");
-            for (key, rows) in columns {
-                let column = build_column(&mut tables, &rows);
-                tables.columns.insert(key, column);
-            }
-        }
-        let mut after = self.tables.read().expect("the facet lock is never poisoned").cursor;
-        let mut pending: Vec<Change> = Vec::new();
-        loop {
-            let batch = crate::changes::changes_after(&store.db, after, CATCH_UP_BATCH).await?;
-            let Some(last) = batch.last() else { break };
-            after = last.sequence;
-            pending.extend(batch);
-            if pending.len() > RELOAD_AFTER_CHANGES {
-                return self.reload(store, needed).await;
-            }
-        }
-        let applied = {
-            let mut tables = self.tables.write().expect("the facet lock is never poisoned");
-            pending.iter().all(|change| tables.apply(change))
-        };
-        if !applied {
-            return self.reload(store, needed).await;
-        }
-        let mut tables = self.tables.write().expect("the facet lock is never poisoned");
-        tables.caught_up_at = Some(Instant::now());
-        tables.tick += 1;
-        let tick = tables.tick;
-        for key in needed {
-            if let Some(column) = tables.columns.get_mut(key) {
-                column.last_used = tick;
-            }
-        }
-        tables.evict(needed);
-        Ok(())
-    }
+impl Followed for FacetTables {
+    /// The columns of one call.
+    type Need = HashSet<ColumnKey>;
+    type Lacking = Vec<ColumnKey>;
+    type Part = Vec<(ColumnKey, ColumnRows)>;
 
-    /// Replaces the whole index with `needed`'s columns, read from one
-    /// consistent snapshot of the database with its newest sequence.
-    async fn reload(&self, store: &Catalog, needed: &HashSet<ColumnKey>) -> Result<(), StoreError> {
-        let keys: Vec<ColumnKey> = needed.iter().cloned().collect();
-        let (cursor, refs, columns) = read_columns(store, true, &keys).await?;
-        let mut tables = FacetTables { cursor, loaded: true, caught_up_at: Some(Instant::now()), ..Default::default() };
+    /// Every entity and `need`'s columns.
+    async fn load(txn: &DatabaseTransaction, need: &HashSet<ColumnKey>) -> Result<Self, StoreError> {
+        let keys: Vec<ColumnKey> = need.iter().cloned().collect();
+        let (refs, columns) = read_columns(txn, true, &keys).await?;
+        let mut tables = FacetTables::default();
         for entity_ref in refs {
             let slot = tables.slot(&entity_ref);
             set_bit(&mut tables.live, slot);
         }
+        tables.add(columns);
+        Ok(tables)
+    }
+
+    fn lacking(&self, need: &HashSet<ColumnKey>) -> Option<Vec<ColumnKey>> {
+        let missing: Vec<ColumnKey> = need.iter().filter(|key| !self.columns.contains_key(*key)).cloned().collect();
+        (!missing.is_empty()).then_some(missing)
+    }
+
+    async fn read_lacking(
+        txn: &DatabaseTransaction,
+        missing: Vec<ColumnKey>,
+    ) -> Result<Vec<(ColumnKey, ColumnRows)>, StoreError> {
+        Ok(read_columns(txn, false, &missing).await?.1)
+    }
+
+    fn add(&mut self, columns: Vec<(ColumnKey, ColumnRows)>) {
         for (key, rows) in columns {
-            let column = build_column(&mut tables, &rows);
-            tables.columns.insert(key, column);
+            let column = build_column(self, &rows);
+            self.columns.insert(key, column);
         }
-        *self.tables.write().expect("the facet lock is never poisoned") = tables;
-        Ok(())
+    }
+
+    /// False when the body is not an entity: the index must then reload.
+    fn apply(&mut self, change: &Change) -> bool {
+        self.apply_change(change)
+    }
+
+    /// Marks the call's columns used and drops the least recently used
+    /// others past the limits.
+    fn caught_up(&mut self, need: &HashSet<ColumnKey>) {
+        self.tick += 1;
+        let tick = self.tick;
+        for key in need {
+            if let Some(column) = self.columns.get_mut(key) {
+                column.last_used = tick;
+            }
+        }
+        self.evict(need);
     }
 }
 
@@ -585,18 +484,14 @@ fn build_column(tables: &mut FacetTables, rows: &ColumnRows) -> Column {
     column
 }
 
-/// The newest sequence, every entity ref (when `with_refs`) and the rows of
-/// each column, in one transaction (repeatable read on PostgreSQL; a SQLite
-/// transaction reads one snapshot).
+/// Every entity ref (when `with_refs`) and the rows of each column, read in
+/// `txn`.
 async fn read_columns(
-    store: &Catalog,
+    txn: &DatabaseTransaction,
     with_refs: bool,
     keys: &[ColumnKey],
-) -> Result<(i64, Vec<String>, Vec<(ColumnKey, ColumnRows)>), StoreError> {
-    let backend = store.db.get_database_backend();
-    let isolation = (backend == DbBackend::Postgres).then_some(IsolationLevel::RepeatableRead);
-    let txn = store.db.begin_with_config(isolation, None).await?;
-    let cursor = crate::changes::newest_sequence(&txn).await?;
+) -> Result<(Vec<String>, Vec<(ColumnKey, ColumnRows)>), StoreError> {
+    let backend = txn.get_database_backend();
     let mut refs = Vec::new();
     if with_refs {
         let rows = txn.query_all_raw(Statement::from_string(backend, "SELECT entity_ref FROM entities")).await?;
@@ -631,6 +526,5 @@ async fn read_columns(
             .collect::<Result<ColumnRows, StoreError>>()?;
         columns.push((key.clone(), rows));
     }
-    txn.commit().await?;
-    Ok((cursor, refs, columns))
+    Ok((refs, columns))
 }

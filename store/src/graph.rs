@@ -8,14 +8,15 @@
 use std::collections::{HashMap, HashSet};
 
 use catalog_domain::{EntityRef, RelationType};
-use sea_orm::sea_query::{Expr, SimpleExpr};
-use sea_orm::{DbBackend, EntityTrait, QueryFilter, QuerySelect, Value as SeaValue};
+use sea_orm::{EntityTrait, QueryFilter, QuerySelect};
 
+use crate::bulk;
 use crate::error::StoreError;
+use crate::filter::{Filter, FilterField, Predicate};
 use crate::graph_index::Graph;
 use crate::handles::Catalog;
 use crate::models::entity_row;
-use crate::query::{Filter, FilterField, Predicate, condition};
+use crate::query::condition;
 use crate::record::StoredRelation;
 
 /// Which way edges are followed from a node.
@@ -350,30 +351,18 @@ fn closure(graph: &Graph, field: &FilterField, roots: &[String]) -> Vec<String> 
     walk_graph(graph, &request).nodes.into_iter().map(|node| node.entity_ref).collect()
 }
 
-/// `column` is one of `values`, with one parameter whatever their number: an
-/// array on PostgreSQL, a JSON array read by `json_each` on SQLite, so that
-/// neither backend parses and plans thousands of placeholders. Placeholders
-/// differ: sea-query reads `$1` on PostgreSQL and `?` on SQLite.
-pub(crate) fn in_set(backend: DbBackend, column: &str, values: &[String]) -> SimpleExpr {
-    if backend == DbBackend::Postgres {
-        return Expr::cust_with_values(format!("{column} = ANY($1)"), [SeaValue::from(values.to_vec())]);
-    }
-    let json = serde_json::to_string(values).unwrap_or_else(|_| "[]".into());
-    Expr::cust_with_values(format!("{column} IN (SELECT value FROM json_each(?))"), [SeaValue::from(json)])
-}
-
 impl Catalog {
     /// Walks the graph breadth-first from `request.from`. Cycle-safe: each ref
     /// is reached once, at its shortest distance. One statement (the index
     /// catching up with the change log), plus a load of the index on first use.
     #[tracing::instrument(name = "graph.walk", skip_all, fields(from = request.from.len(), max_depth = request.max_depth))]
     pub async fn walk(&self, request: &WalkRequest) -> Result<Walk, StoreError> {
-        self.graph.catch_up(self).await?;
+        self.graph.catch_up(&self.db).await?;
         // A walk is CPU and memory in proportion to what it reaches: a few at a
         // time, not one per request in flight (32 concurrent walks of 35,000
         // nodes held 555 MB).
         let _permit = self.graph.walks.acquire().await.expect("the walk semaphore is never closed");
-        let graph = self.graph.graph.read().expect("the graph lock is never poisoned");
+        let graph = self.graph.read();
         Ok(walk_graph(&graph, request))
     }
 
@@ -387,24 +376,24 @@ impl Catalog {
         if !has_closure(filter) {
             return Ok(Some(filter.clone()));
         }
-        self.graph.catch_up(self).await?;
-        let graph = self.graph.graph.read().expect("the graph lock is never poisoned");
+        self.graph.catch_up(&self.db).await?;
+        let graph = self.graph.read();
         Ok(Some(expand(&graph, filter)))
     }
 
     /// The owners an owner closure (`OwnedByTree` or `OwnedByMember`) over
     /// `roots` stands for, from the graph index.
     pub async fn owner_closure(&self, field: &FilterField, roots: &[String]) -> Result<Vec<String>, StoreError> {
-        self.graph.catch_up(self).await?;
-        let graph = self.graph.graph.read().expect("the graph lock is never poisoned");
+        self.graph.catch_up(&self.db).await?;
+        let graph = self.graph.read();
         Ok(closure(&graph, field, roots))
     }
 
     /// The owner ref of each of `refs` that states one, from the graph index
     /// (one statement to catch up, whatever the number of refs).
     pub async fn owners_in_graph(&self, refs: &[String]) -> Result<HashMap<String, String>, StoreError> {
-        self.graph.catch_up(self).await?;
-        let graph = self.graph.graph.read().expect("the graph lock is never poisoned");
+        self.graph.catch_up(&self.db).await?;
+        let graph = self.graph.read();
         Ok(refs
             .iter()
             .filter_map(|entity_ref| {
@@ -422,7 +411,7 @@ impl Catalog {
         let rows = entity_row::Entity::find()
             .select_only()
             .columns([entity_row::Column::EntityRef, entity_row::Column::OwnerRef])
-            .filter(in_set(self.db.get_database_backend(), "entity_ref", refs))
+            .filter(bulk::in_set(self.db.get_database_backend(), "entity_ref", refs))
             .into_tuple::<(String, Option<String>)>()
             .all(&self.db)
             .await?;
@@ -436,7 +425,7 @@ impl Catalog {
         let rows = entity_row::Entity::find()
             .select_only()
             .column(entity_row::Column::EntityRef)
-            .filter(in_set(self.db.get_database_backend(), "entity_ref", refs))
+            .filter(bulk::in_set(self.db.get_database_backend(), "entity_ref", refs))
             .filter(condition(self.db.get_database_backend(), Some(filter), None))
             .into_tuple::<String>()
             .all(&self.db)

@@ -5,30 +5,23 @@
 //! (measured at 100,000 entities: ~100 ms a hop on PostgreSQL, over a second
 //! for the dependents of a hub), and microseconds here.
 //!
-//! Before each walk the index reads the change log after its cursor (one
-//! statement, usually empty), so a walk sees every committed change, also
-//! those other replicas wrote.
+//! The index follows the change log (`follower.rs`): before each walk it
+//! applies what was committed since, also by other replicas, replacing for
+//! each changed entity exactly the edges that entity states.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::convert::Infallible;
+use std::sync::RwLockReadGuard;
 
-use catalog_domain::{Entity, RelationType, derive_relations};
-use sea_orm::{ConnectionTrait, DbBackend, IsolationLevel, Statement, TransactionTrait, Value as SeaValue};
+use catalog_domain::{RelationType, derive_relations};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement, Value as SeaValue};
 
 use crate::error::StoreError;
-use crate::handles::Catalog;
+use crate::follower::{Followed, Follower, changed_entity};
 use crate::record::{Change, ChangeType};
 
 /// Relation rows read per statement while loading.
 const LOAD_BATCH: i64 = 50_000;
-/// Change-log rows read per statement while catching up.
-const CATCH_UP_BATCH: u64 = 1_000;
-/// An index that has not caught up for this long reloads instead: the change
-/// log it would read may have been purged since (retention is in days).
-const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3_600);
-/// Past this many unapplied changes, reloading from the relations table is
-/// cheaper than replaying bodies (a bulk ingestion).
-const RELOAD_AFTER_CHANGES: usize = 20_000;
 
 /// One node's edges: relation type, the node at the other end, and how many
 /// entities state the edge (a membership is stated by the user and the group).
@@ -45,10 +38,6 @@ pub(crate) struct Graph {
     /// The edges each entity's spec states, by the entity's node, so that a
     /// new version replaces exactly its own edges.
     by_origin: HashMap<u32, Vec<(u32, RelationType, u32)>>,
-    /// The last change-log sequence applied.
-    cursor: i64,
-    loaded: bool,
-    caught_up_at: Option<std::time::Instant>,
 }
 
 impl Graph {
@@ -95,13 +84,11 @@ impl Graph {
         }
     }
 
-    fn apply(&mut self, change: &Change) {
+    fn restate_from(&mut self, change: &Change) {
         let origin = self.intern(&change.entity_ref);
         let entity = match change.change_type {
             ChangeType::Removed => None,
-            ChangeType::Added | ChangeType::Updated => {
-                change.entity.clone().and_then(|body| serde_json::from_value::<Entity>(body).ok())
-            }
+            ChangeType::Added | ChangeType::Updated => changed_entity(change),
         };
         let edges = entity
             .map(|entity| {
@@ -116,7 +103,6 @@ impl Graph {
             })
             .unwrap_or_default();
         self.restate(origin, edges);
-        self.cursor = self.cursor.max(change.sequence);
     }
 }
 
@@ -141,69 +127,39 @@ fn drop_one(list: &mut Adjacency, relation_type: RelationType, other: u32) {
 const CONCURRENT_WALKS: usize = 2;
 
 /// The index a store shares between its clones.
+#[derive(Debug)]
 pub(crate) struct GraphIndex {
-    pub(crate) graph: RwLock<Graph>,
-    /// Held while loading or catching up, so concurrent walks do it once.
-    updating: tokio::sync::Mutex<()>,
+    graph: Follower<Graph>,
     pub(crate) walks: tokio::sync::Semaphore,
 }
 
 impl Default for GraphIndex {
     fn default() -> Self {
-        Self {
-            graph: RwLock::default(),
-            updating: tokio::sync::Mutex::default(),
-            walks: tokio::sync::Semaphore::new(CONCURRENT_WALKS),
-        }
-    }
-}
-
-impl std::fmt::Debug for GraphIndex {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("GraphIndex")
+        Self { graph: Follower::default(), walks: tokio::sync::Semaphore::new(CONCURRENT_WALKS) }
     }
 }
 
 impl GraphIndex {
-    /// Brings the index up to the newest committed change.
-    pub(crate) async fn catch_up(&self, store: &Catalog) -> Result<(), StoreError> {
-        let _updating = self.updating.lock().await;
-        let (loaded, cursor, fresh) = {
-            let graph = self.graph.read().expect("the graph lock is never poisoned");
-            let fresh = graph.caught_up_at.is_some_and(|at| at.elapsed() < STALE_AFTER);
-            (graph.loaded, graph.cursor, fresh)
-        };
-        if !loaded || !fresh {
-            return self.load(store).await;
-        }
-        let mut pending: Vec<Change> = Vec::new();
-        let mut after = cursor;
-        loop {
-            let batch = crate::changes::changes_after(&store.db, after, CATCH_UP_BATCH).await?;
-            let Some(last) = batch.last() else { break };
-            after = last.sequence;
-            pending.extend(batch);
-            if pending.len() > RELOAD_AFTER_CHANGES {
-                return self.load(store).await;
-            }
-        }
-        let mut graph = self.graph.write().expect("the graph lock is never poisoned");
-        for change in &pending {
-            graph.apply(change);
-        }
-        graph.caught_up_at = Some(std::time::Instant::now());
-        Ok(())
+    /// Brings the graph up to the newest committed change.
+    pub(crate) async fn catch_up(&self, db: &DatabaseConnection) -> Result<(), StoreError> {
+        self.graph.catch_up(db, &()).await
     }
 
-    /// Reads every relation with the entity that states it, and the newest
-    /// sequence, from one consistent snapshot of the database.
-    async fn load(&self, store: &Catalog) -> Result<(), StoreError> {
-        let backend = store.db.get_database_backend();
-        let isolation = (backend == DbBackend::Postgres).then_some(IsolationLevel::RepeatableRead);
-        let txn = store.db.begin_with_config(isolation, None).await?;
-        let cursor = crate::changes::newest_sequence(&txn).await?;
-        let mut graph =
-            Graph { cursor, loaded: true, caught_up_at: Some(std::time::Instant::now()), ..Graph::default() };
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Graph> {
+        self.graph.read()
+    }
+}
+
+impl Followed for Graph {
+    /// The graph is always whole.
+    type Need = ();
+    type Lacking = Infallible;
+    type Part = Infallible;
+
+    /// Reads every relation with the entity that states it.
+    async fn load(txn: &DatabaseTransaction, _: &()) -> Result<Self, StoreError> {
+        let backend = txn.get_database_backend();
+        let mut graph = Graph::default();
         let mut origins: HashMap<u32, Vec<(u32, RelationType, u32)>> = HashMap::new();
         let mut after: i64 = 0;
         let placeholder = |n: usize| if backend == DbBackend::Postgres { format!("${n}") } else { "?".to_owned() };
@@ -235,9 +191,26 @@ impl GraphIndex {
                 origins.entry(origin).or_default().push((source, relation_type, target));
             }
         }
-        txn.commit().await?;
         graph.by_origin = origins;
-        *self.graph.write().expect("the graph lock is never poisoned") = graph;
-        Ok(())
+        Ok(graph)
+    }
+
+    fn lacking(&self, _: &()) -> Option<Infallible> {
+        None
+    }
+
+    async fn read_lacking(_: &DatabaseTransaction, lacking: Infallible) -> Result<Infallible, StoreError> {
+        match lacking {}
+    }
+
+    fn add(&mut self, part: Infallible) {
+        match part {}
+    }
+
+    /// Replaces the edges the changed entity states: a body that is not an
+    /// entity states none.
+    fn apply(&mut self, change: &Change) -> bool {
+        self.restate_from(change);
+        true
     }
 }

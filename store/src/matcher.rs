@@ -6,10 +6,10 @@
 use catalog_domain::{Entity, EntityRef};
 
 use crate::error::StoreError;
+use crate::filter::{Filter, FilterField, Predicate, typed_values};
 use crate::handles::Catalog;
-use crate::query::{Filter, FilterField, Predicate, typed_values};
+use crate::projection::{TypedColumn, TypedColumns, facet_pairs, typed_columns};
 use crate::record::StoredEntity;
-use crate::snapshot::{TypedColumns, facet_pairs, typed_columns};
 
 /// A filter ready to match entities one at a time.
 #[derive(Clone, Debug)]
@@ -44,24 +44,11 @@ fn normalize(filter: Filter) -> Filter {
         Filter::All(filters) => Filter::All(filters.into_iter().map(normalize).collect()),
         Filter::Any(filters) => Filter::Any(filters.into_iter().map(normalize).collect()),
         Filter::Not(filter) => Filter::Not(Box::new(normalize(*filter))),
-        Filter::Field { field, predicate: Predicate::In(values) } if typed_field(&field).is_some() => {
-            let default_kind = typed_field(&field).flatten();
+        Filter::Field { field, predicate: Predicate::In(values) } if TypedColumn::of(&field).is_some() => {
+            let default_kind = TypedColumn::of(&field).and_then(TypedColumn::default_kind);
             Filter::Field { predicate: Predicate::In(typed_values(&values, default_kind)), field }
         }
         field => field,
-    }
-}
-
-/// `Some(default kind)` for the fields held in typed columns, `None` for the
-/// fields read from the facet pairs.
-fn typed_field(field: &FilterField) -> Option<Option<&'static str>> {
-    match field {
-        FilterField::Kind | FilterField::Namespace | FilterField::Name | FilterField::Lifecycle | FilterField::Type => {
-            Some(None)
-        }
-        FilterField::Owner | FilterField::OwnedByTree | FilterField::OwnedByMember => Some(Some("Group")),
-        FilterField::System => Some(Some("System")),
-        FilterField::Tag | FilterField::Path(_) => None,
     }
 }
 

@@ -12,84 +12,11 @@ use serde_json::Value;
 
 use crate::bulk::{self, REF_CHUNK};
 use crate::error::StoreError;
+use crate::filter::{Filter, FilterField, Predicate, typed_values};
 use crate::handles::Catalog;
 use crate::models::{conflict_row, entity_row, facet_row, location_row, relation_row};
-use crate::record::{ConflictRecord, LocationRecord, Related, StoredEntity, StoredRelation};
-
-/// A filter over entities: comparisons on a field, composed with all/any/not.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Filter {
-    All(Vec<Filter>),
-    Any(Vec<Filter>),
-    Not(Box<Filter>),
-    Field { field: FilterField, predicate: Predicate },
-}
-
-/// What a field comparison tests.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Predicate {
-    /// Equal to one of the values (one value: equality).
-    In(Vec<String>),
-    /// The field is present (true) or absent (false).
-    Exists(bool),
-}
-
-/// A filterable field. The common ones are typed columns; any other dotted path
-/// (`metadata.labels.x`, `spec.profile.email`) goes through the facet index.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum FilterField {
-    Kind,
-    Namespace,
-    Name,
-    /// Values are entity refs; partial refs default to kind Group.
-    Owner,
-    Lifecycle,
-    Type,
-    /// Values are entity refs; partial refs default to kind System.
-    System,
-    Tag,
-    /// Values are group refs: owned by the group or by any group under it
-    /// (children, transitively). Partial refs default to kind Group.
-    OwnedByTree,
-    /// Values are user refs: owned by the user or by any group the user is a
-    /// member of, directly or through parent groups. Partial refs default to kind User.
-    OwnedByMember,
-    Path(String),
-}
-
-impl FilterField {
-    /// The field for a dotted key as users write it.
-    pub fn from_key(key: &str) -> FilterField {
-        match key {
-            "kind" => FilterField::Kind,
-            "namespace" | "metadata.namespace" => FilterField::Namespace,
-            "name" | "metadata.name" => FilterField::Name,
-            "owner" | "spec.owner" => FilterField::Owner,
-            "lifecycle" | "spec.lifecycle" => FilterField::Lifecycle,
-            "type" | "spec.type" => FilterField::Type,
-            "system" | "spec.system" => FilterField::System,
-            "tags" | "tag" | "metadata.tags" => FilterField::Tag,
-            "ownedByTree" => FilterField::OwnedByTree,
-            "ownedByMember" => FilterField::OwnedByMember,
-            other => FilterField::Path(other.to_owned()),
-        }
-    }
-
-    /// The key of this field in the facet index.
-    pub fn facet_key(&self) -> String {
-        match self {
-            FilterField::Kind => "kind".into(),
-            FilterField::Namespace => "metadata.namespace".into(),
-            FilterField::Name => "metadata.name".into(),
-            FilterField::Owner | FilterField::OwnedByTree | FilterField::OwnedByMember => "spec.owner".into(),
-            FilterField::Lifecycle => "spec.lifecycle".into(),
-            FilterField::Type => "spec.type".into(),
-            FilterField::System => "spec.system".into(),
-            FilterField::Tag => "metadata.tags".into(),
-            FilterField::Path(path) => path.clone(),
-        }
-    }
-}
+use crate::projection::TypedColumn;
+use crate::record::{ConflictRecord, Facet, LocationRecord, Related, StoredEntity, StoredRelation};
 
 /// Sort keys for entity pages. Every order ends with the row id so that pages
 /// are stable.
@@ -130,13 +57,6 @@ pub struct Annotated {
     pub provider: String,
     pub key: String,
     pub value: String,
-}
-
-/// The values of one field with how many matching entities have each.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Facet {
-    pub field: String,
-    pub values: Vec<(String, u64)>,
 }
 
 impl Catalog {
@@ -204,7 +124,7 @@ impl Catalog {
         if fields.is_empty() {
             return Ok(Vec::new());
         }
-        if let Some(facets) = self.facet_index.facets(self, fields, filter.as_ref()).await? {
+        if let Some(facets) = self.facet_index.facets(&self.db, fields, filter.as_ref()).await? {
             return Ok(facets);
         }
         self.facets_in_sql(fields, filter.as_ref()).await
@@ -559,35 +479,8 @@ fn filter_condition(backend: DbBackend, filter: &Filter) -> Condition {
     }
 }
 
-/// Filter values as the typed columns hold them: lower-cased, and refs
-/// completed with the field's default kind and the default namespace.
-pub(crate) fn typed_values(values: &[String], default_kind: Option<&str>) -> Vec<String> {
-    values
-        .iter()
-        .map(|value| match default_kind {
-            Some(default_kind) => {
-                EntityRef::parse_with_defaults(value, Some(default_kind), catalog_domain::entity_ref::DEFAULT_NAMESPACE)
-                    .map(|entity_ref| entity_ref.to_string())
-                    .unwrap_or_else(|_| value.to_lowercase())
-            }
-            None => value.to_lowercase(),
-        })
-        .collect()
-}
-
 fn field_condition(backend: DbBackend, field: &FilterField, predicate: &Predicate) -> Condition {
-    let column = match field {
-        FilterField::Kind => Some((entity_row::Column::Kind, None)),
-        FilterField::Namespace => Some((entity_row::Column::Namespace, None)),
-        FilterField::Name => Some((entity_row::Column::Name, None)),
-        FilterField::Owner | FilterField::OwnedByTree | FilterField::OwnedByMember => {
-            Some((entity_row::Column::OwnerRef, Some("Group")))
-        }
-        FilterField::Lifecycle => Some((entity_row::Column::Lifecycle, None)),
-        FilterField::Type => Some((entity_row::Column::SpecType, None)),
-        FilterField::System => Some((entity_row::Column::SystemRef, Some("System"))),
-        FilterField::Tag | FilterField::Path(_) => None,
-    };
+    let column = TypedColumn::of(field).map(|typed| (typed.model_column(), typed.default_kind()));
     if let Some((column, default_kind)) = column {
         return match predicate {
             Predicate::Exists(true) => Condition::all().add(column.is_not_null()),
@@ -599,7 +492,7 @@ fn field_condition(backend: DbBackend, field: &FilterField, predicate: &Predicat
                 let matches = if values.len() > MANY_VALUES {
                     // An owner closure can name thousands of groups: one array
                     // parameter, not thousands of placeholders to plan.
-                    Condition::all().add(crate::graph::in_set(backend, sea_orm::IdenStatic::as_str(&column), &values))
+                    Condition::all().add(bulk::in_set(backend, sea_orm::IdenStatic::as_str(&column), &values))
                 } else {
                     Condition::all().add(column.is_in(values))
                 };

@@ -109,3 +109,10 @@ impl Change {
         self.entity.as_ref().or(self.previous.as_ref())
     }
 }
+
+/// The values of one field with how many matching entities have each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Facet {
+    pub field: String,
+    pub values: Vec<(String, u64)>,
+}

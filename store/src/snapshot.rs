@@ -14,17 +14,12 @@ use sea_orm::{
 use serde_json::Value;
 
 use crate::bulk::{self, REF_CHUNK, VALUES_CHUNK as INSERT_CHUNK};
+use crate::commit::{lock_writers, notify_replicas};
 use crate::error::StoreError;
 use crate::handles::SnapshotWriter;
 use crate::models::{change_row, conflict_row, entity_row, facet_row, location_row, relation_row};
+use crate::projection::{facet_pairs, typed_columns};
 use crate::record::ChangeType;
-
-/// Longest value kept in the facet index: longer values (inline API
-/// definitions, for one) are neither useful facets nor useful filters.
-const MAX_FACET_VALUE_CHARS: usize = 200;
-
-/// Deepest spec path flattened into the facet index.
-const MAX_FACET_DEPTH: usize = 3;
 
 /// Everything one provider currently offers. Applying it makes the catalog's
 /// view of that provider equal to it.
@@ -258,9 +253,6 @@ const ANALYZE_AFTER_ROWS: usize = 10_000;
 /// Entities per write chunk.
 const WRITE_CHUNK: usize = 2_000;
 
-/// The key of the PostgreSQL advisory lock every snapshot transaction holds.
-const WRITER_LOCK: i64 = 0x0063_6174_616c_6f67; // "catalog" in ASCII
-
 async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySummary, StoreError> {
     lock_writers(txn).await?;
     let provider = snapshot.provider.as_str();
@@ -484,47 +476,6 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
     Ok(summary)
 }
 
-/// Takes the writers' lock until the transaction ends. Change-log sequence
-/// numbers are drawn from a sequence before commit; two writers could commit
-/// 11 before 10, and a reader that saw 11 would miss 10. One writer at a time
-/// makes sequence order commit order. SQLite has one writer anyway, but its
-/// transactions must take the write lock before their first read.
-pub(crate) async fn lock_writers(txn: &DatabaseTransaction) -> Result<(), StoreError> {
-    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-        // The session's statement timeout bounds reads; a writer may wait for
-        // another replica's snapshot and then write in bulk. A statement's
-        // timeout is armed when it starts, hence a statement of its own.
-        txn.execute_unprepared("SET LOCAL statement_timeout = 0").await?;
-        txn.execute_raw(sea_orm::Statement::from_sql_and_values(
-            sea_orm::DatabaseBackend::Postgres,
-            "SELECT pg_advisory_xact_lock($1)",
-            [WRITER_LOCK.into()],
-        ))
-        .await?;
-    } else {
-        // A deferred SQLite transaction that reads first cannot become a
-        // writer once another connection has committed since its read
-        // (SQLITE_BUSY_SNAPSHOT, with no wait): a token's last-use write can
-        // land between a writer's first read and its first write. A write
-        // statement, even one matching no row, takes the write lock up
-        // front, waiting for it like any writer.
-        txn.execute_unprepared("UPDATE catalog_state SET value = value WHERE 1 = 0").await?;
-    }
-    Ok(())
-}
-
-/// The PostgreSQL channel a snapshot notifies when it changed something.
-pub(crate) const COMMIT_CHANNEL: &str = "catalog_changes";
-
-/// On PostgreSQL, a notification delivered at commit to every replica
-/// listening: their wake-up call for a transaction that wrote change-log rows.
-async fn notify_replicas(txn: &DatabaseTransaction) -> Result<(), StoreError> {
-    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-        txn.execute_unprepared(&format!("NOTIFY {COMMIT_CHANNEL}")).await?;
-    }
-    Ok(())
-}
-
 /// The stored bodies of entity rows by id. One statement per 5,000 ids.
 async fn bodies_by_id(txn: &DatabaseTransaction, ids: &[i64]) -> Result<HashMap<i64, Value>, StoreError> {
     let mut bodies = HashMap::with_capacity(ids.len());
@@ -547,89 +498,6 @@ fn stored_body(entity: &Entity, uid: &str, etag: &str) -> Value {
     entity.metadata.uid = Some(uid.to_owned());
     entity.metadata.etag = Some(etag.to_owned());
     serde_json::to_value(&entity).unwrap_or(Value::Null)
-}
-
-pub(crate) struct TypedColumns {
-    pub(crate) kind: String,
-    pub(crate) namespace: String,
-    pub(crate) name: String,
-    pub(crate) owner_ref: Option<String>,
-    pub(crate) lifecycle: Option<String>,
-    pub(crate) spec_type: Option<String>,
-    pub(crate) system_ref: Option<String>,
-    pub(crate) search_text: String,
-}
-
-/// The filter columns, lower-cased: Backstage compares these case-insensitively.
-pub(crate) fn typed_columns(entity: &Entity) -> TypedColumns {
-    let namespace = entity.metadata.namespace.as_str();
-    let reference = |field: &str, default_kind: &str| {
-        entity
-            .spec_str(field)
-            .and_then(|text| EntityRef::parse_with_defaults(text, Some(default_kind), namespace).ok())
-            .map(|entity_ref| entity_ref.to_string())
-    };
-    let search_text =
-        [Some(entity.metadata.name.as_str()), entity.metadata.title.as_deref(), entity.metadata.description.as_deref()]
-            .into_iter()
-            .flatten()
-            .chain(entity.metadata.tags.iter().map(String::as_str))
-            .collect::<Vec<_>>()
-            .join(" ")
-            .to_lowercase();
-    TypedColumns {
-        kind: entity.kind.to_ascii_lowercase(),
-        namespace: entity.metadata.namespace.to_ascii_lowercase(),
-        name: entity.metadata.name.to_ascii_lowercase(),
-        owner_ref: reference("owner", "Group"),
-        lifecycle: entity.spec_str("lifecycle").map(str::to_lowercase),
-        spec_type: entity.spec_str("type").map(str::to_lowercase),
-        system_ref: reference("system", "System"),
-        search_text,
-    }
-}
-
-/// The (key, value) pairs of the facet index: kind, namespace, name, tags,
-/// labels, annotations and scalar spec fields, keyed by their dotted path.
-pub(crate) fn facet_pairs(entity: &Entity) -> Vec<(String, String)> {
-    let metadata = &entity.metadata;
-    let mut pairs = vec![
-        ("kind".to_owned(), entity.kind.clone()),
-        ("metadata.namespace".to_owned(), metadata.namespace.clone()),
-        ("metadata.name".to_owned(), metadata.name.clone()),
-    ];
-    pairs.extend(metadata.tags.iter().map(|tag| ("metadata.tags".to_owned(), tag.clone())));
-    pairs.extend(metadata.labels.iter().map(|(key, value)| (format!("metadata.labels.{key}"), value.clone())));
-    pairs
-        .extend(metadata.annotations.iter().map(|(key, value)| (format!("metadata.annotations.{key}"), value.clone())));
-    for (key, value) in &entity.spec {
-        flatten(&format!("spec.{key}"), value, 1, &mut pairs);
-    }
-    pairs.retain(|(_, value)| value.chars().count() <= MAX_FACET_VALUE_CHARS);
-    pairs.sort();
-    pairs.dedup();
-    pairs
-}
-
-fn flatten(path: &str, value: &Value, depth: usize, pairs: &mut Vec<(String, String)>) {
-    match value {
-        Value::String(text) => pairs.push((path.to_owned(), text.clone())),
-        Value::Bool(flag) => pairs.push((path.to_owned(), flag.to_string())),
-        Value::Number(number) => pairs.push((path.to_owned(), number.to_string())),
-        Value::Array(items) => {
-            for item in items {
-                if !item.is_array() && !item.is_object() {
-                    flatten(path, item, depth, pairs);
-                }
-            }
-        }
-        Value::Object(map) if depth < MAX_FACET_DEPTH => {
-            for (key, value) in map {
-                flatten(&format!("{path}.{key}"), value, depth + 1, pairs);
-            }
-        }
-        Value::Object(_) | Value::Null => {}
-    }
 }
 
 fn entity_active_model(

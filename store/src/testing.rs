@@ -2,6 +2,8 @@
 //! temporary directory) or PostgreSQL (a new database on the server named by
 //! `CATALOG_TEST_DATABASE_URL`).
 
+pub mod rng;
+
 use catalog_domain::Entity;
 
 use crate::connection::Store;
@@ -195,7 +197,7 @@ impl Store {
     pub async fn hold_writer_lock_for_tests(&self, duration: std::time::Duration) {
         use sea_orm::TransactionTrait as _;
         let txn = self.db.begin().await.expect("a transaction");
-        crate::snapshot::lock_writers(&txn).await.expect("the writers' lock");
+        crate::commit::lock_writers(&txn).await.expect("the writers' lock");
         tokio::time::sleep(duration).await;
         txn.commit().await.expect("commit");
     }

@@ -5,33 +5,9 @@
 
 use catalog_domain::Entity;
 use catalog_store::testing::one_location_snapshot;
+use catalog_store::testing::rng::Rng;
 use catalog_store::{AuditDecision, AuditEntry, Facet, Filter, FilterField, Predicate, Store, backend_tests};
 use serde_json::json;
-
-/// SplitMix64: a fixed stream, so a failure names a reproducible case.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-}
 
 const TYPES: &[&str] = &["service", "Service", "website", "library"];
 const LIFECYCLES: &[&str] = &["production", "Production", "experimental", "deprecated"];
@@ -175,7 +151,7 @@ fn generated_filter(rng: &mut Rng, depth: usize) -> Filter {
         let predicate = if rng.chance(25) {
             Predicate::Exists(rng.chance(50))
         } else {
-            Predicate::In((0..rng.below(4)).map(|_| rng.pick(WANTED).to_owned()).collect())
+            Predicate::In((0..rng.below(4)).map(|_| rng.pick(WANTED).to_string()).collect())
         };
         return Filter::Field { field, predicate };
     }
@@ -213,7 +189,7 @@ async fn assert_paths_agree(store: &Store, fields: &[String], filter: Option<&Fi
 }
 
 async fn the_index_and_sql_agree_over_generated_catalogs_and_filters(store: Store) {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let entities: Vec<Entity> = (0..300).map(|index| generated_entity(&mut rng, index)).collect();
     let fields = field_list(FACET_FIELDS);
 

@@ -7,6 +7,7 @@ use async_graphql::{Context, Enum, ID, Interface, Json, Object, Result, SimpleOb
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use catalog_domain::RelationType as DomainRelationType;
+use catalog_domain::spec::{self, SpecField};
 use catalog_store::StoredEntity;
 use chrono::{DateTime, Utc};
 
@@ -121,34 +122,93 @@ async fn related(
         .collect())
 }
 
-async fn related_one(
+/// An object type of one kind, for relation fields typed by the kind of the
+/// entity at their other end.
+trait KindObject: Sized {
+    /// The kind its entities have (as refs spell it); None for any kind.
+    const KIND: Option<&'static str>;
+
+    fn wrap(stored: Arc<StoredEntity>) -> Self;
+}
+
+impl KindObject for EntityValue {
+    const KIND: Option<&'static str> = None;
+
+    fn wrap(stored: Arc<StoredEntity>) -> Self {
+        EntityValue::from(stored)
+    }
+}
+
+macro_rules! kind_objects {
+    ($($object:ident = $kind:literal),* $(,)?) => {
+        $(
+            impl KindObject for $object {
+                const KIND: Option<&'static str> = Some($kind);
+
+                fn wrap(stored: Arc<StoredEntity>) -> Self {
+                    $object(stored)
+                }
+            }
+        )*
+    };
+}
+
+kind_objects!(
+    Component = "component",
+    Api = "api",
+    Resource = "resource",
+    System = "system",
+    Domain = "domain",
+    Group = "group",
+    User = "user",
+);
+
+// The relation fields below take their relation from the kind table
+// (`catalog_domain::spec`), read in constants: a field the table does not
+// have, or one that states no relation, fails the build.
+
+/// The entities of `T`'s kind that this entity states `relation_type` to
+/// (or that state its reverse to this one).
+async fn stated<T: KindObject>(
     ctx: &Context<'_>,
     stored: &StoredEntity,
     relation_type: DomainRelationType,
-    kind: Option<&str>,
-) -> Result<Option<Arc<StoredEntity>>> {
-    Ok(related(ctx, stored, relation_type, kind).await?.into_iter().next())
+) -> Result<Vec<T>> {
+    Ok(related(ctx, stored, relation_type, T::KIND).await?.into_iter().map(T::wrap).collect())
 }
 
-fn spec_text(stored: &StoredEntity, field: &str) -> Option<String> {
-    stored.entity.spec_str(field).map(str::to_owned)
+async fn stated_one<T: KindObject>(
+    ctx: &Context<'_>,
+    stored: &StoredEntity,
+    relation_type: DomainRelationType,
+) -> Result<Option<T>> {
+    Ok(stated(ctx, stored, relation_type).await?.into_iter().next())
 }
 
-fn spec_json(stored: &StoredEntity, field: &str) -> Option<Json<serde_json::Value>> {
-    stored.entity.spec.get(field).cloned().map(Json)
+/// The entities of `T`'s kind whose spec states `relation_type` to this one.
+async fn stated_by<T: KindObject>(
+    ctx: &Context<'_>,
+    stored: &StoredEntity,
+    relation_type: DomainRelationType,
+) -> Result<Vec<T>> {
+    stated(ctx, stored, relation_type.reverse()).await
 }
 
-fn spec_texts(stored: &StoredEntity, field: &str) -> Vec<String> {
-    match stored.entity.spec.get(field) {
+fn spec_text(stored: &StoredEntity, field: &SpecField) -> Option<String> {
+    stored.entity.spec_str(field.name).map(str::to_owned)
+}
+
+fn spec_json(stored: &StoredEntity, field: &SpecField) -> Option<Json<serde_json::Value>> {
+    stored.entity.spec.get(field.name).cloned().map(Json)
+}
+
+fn spec_texts(stored: &StoredEntity, field: &SpecField) -> Vec<String> {
+    match stored.entity.spec.get(field.name) {
         Some(serde_json::Value::Array(items)) => {
             items.iter().filter_map(|item| item.as_str().map(str::to_owned)).collect()
         }
         _ => Vec::new(),
     }
-}
-
-fn entities(stored: Vec<Arc<StoredEntity>>) -> Vec<EntityValue> {
-    stored.into_iter().map(EntityValue::from).collect()
 }
 
 // `ownedEntities` is written here rather than by the caller because its
@@ -431,8 +491,6 @@ async fn relation_edges(
     Ok(edges)
 }
 
-use DomainRelationType as R;
-
 /// The complexity of a walk: its page times what each node selects, plus a
 /// charge per hop, so one operation cannot ask for many deep walks.
 pub(crate) fn traversal_cost(first: Option<i32>, depth: i32, child_complexity: usize) -> usize {
@@ -499,30 +557,30 @@ entity_object!(
     /// A piece of software: a service, website, library...
     Component {
         #[graphql(name = "type")]
-        async fn component_type(&self) -> Option<String> { spec_text(&self.0, "type") }
-        async fn lifecycle(&self) -> Option<String> { spec_text(&self.0, "lifecycle") }
+        async fn component_type(&self) -> Option<String> { spec_text(&self.0, const { spec::field("Component", "type") }) }
+        async fn lifecycle(&self) -> Option<String> { spec_text(&self.0, const { spec::field("Component", "lifecycle") }) }
         async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
-            Ok(related_one(ctx, &self.0, R::OwnedBy, None).await?.map(EntityValue::from))
+            stated_one::<EntityValue>(ctx, &self.0, const { spec::relation("Component", "owner") }).await
         }
         async fn system(&self, ctx: &Context<'_>) -> Result<Option<System>> {
-            Ok(related_one(ctx, &self.0, R::PartOf, Some("system")).await?.map(System))
+            stated_one::<System>(ctx, &self.0, const { spec::relation("Component", "system") }).await
         }
         /// The component this one is a part of.
         async fn subcomponent_of(&self, ctx: &Context<'_>) -> Result<Option<Component>> {
-            Ok(related_one(ctx, &self.0, R::PartOf, Some("component")).await?.map(Component))
+            stated_one::<Component>(ctx, &self.0, const { spec::relation("Component", "subcomponentOf") }).await
         }
         async fn subcomponents(&self, ctx: &Context<'_>) -> Result<Vec<Component>> {
-            Ok(related(ctx, &self.0, R::HasPart, Some("component")).await?.into_iter().map(Component).collect())
+            stated_by::<Component>(ctx, &self.0, const { spec::relation("Component", "subcomponentOf") }).await
         }
         async fn provides_apis(&self, ctx: &Context<'_>) -> Result<Vec<Api>> {
-            Ok(related(ctx, &self.0, R::ProvidesApi, None).await?.into_iter().map(Api).collect())
+            stated::<Api>(ctx, &self.0, const { spec::relation("Component", "providesApis") }).await
         }
         async fn consumes_apis(&self, ctx: &Context<'_>) -> Result<Vec<Api>> {
-            Ok(related(ctx, &self.0, R::ConsumesApi, None).await?.into_iter().map(Api).collect())
+            stated::<Api>(ctx, &self.0, const { spec::relation("Component", "consumesApis") }).await
         }
         /// What this component depends on (components and resources).
         async fn depends_on(&self, ctx: &Context<'_>) -> Result<Vec<EntityValue>> {
-            Ok(entities(related(ctx, &self.0, R::DependsOn, None).await?))
+            stated::<EntityValue>(ctx, &self.0, const { spec::relation("Component", "dependsOn") }).await
         }
     }
 );
@@ -531,23 +589,23 @@ entity_object!(
     /// An interface between components.
     Api {
         #[graphql(name = "type")]
-        async fn api_type(&self) -> Option<String> { spec_text(&self.0, "type") }
-        async fn lifecycle(&self) -> Option<String> { spec_text(&self.0, "lifecycle") }
+        async fn api_type(&self) -> Option<String> { spec_text(&self.0, const { spec::field("API", "type") }) }
+        async fn lifecycle(&self) -> Option<String> { spec_text(&self.0, const { spec::field("API", "lifecycle") }) }
         /// The definition as written (OpenAPI, AsyncAPI, GraphQL SDL, protobuf...).
-        async fn definition(&self) -> Option<String> { spec_text(&self.0, "definition") }
+        async fn definition(&self) -> Option<String> { spec_text(&self.0, const { spec::field("API", "definition") }) }
         async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
-            Ok(related_one(ctx, &self.0, R::OwnedBy, None).await?.map(EntityValue::from))
+            stated_one::<EntityValue>(ctx, &self.0, const { spec::relation("API", "owner") }).await
         }
         async fn system(&self, ctx: &Context<'_>) -> Result<Option<System>> {
-            Ok(related_one(ctx, &self.0, R::PartOf, Some("system")).await?.map(System))
+            stated_one::<System>(ctx, &self.0, const { spec::relation("API", "system") }).await
         }
         /// Components that provide this API.
         async fn providers(&self, ctx: &Context<'_>) -> Result<Vec<Component>> {
-            Ok(related(ctx, &self.0, R::ApiProvidedBy, Some("component")).await?.into_iter().map(Component).collect())
+            stated_by::<Component>(ctx, &self.0, const { spec::relation("Component", "providesApis") }).await
         }
         /// Components that consume this API.
         async fn consumers(&self, ctx: &Context<'_>) -> Result<Vec<Component>> {
-            Ok(related(ctx, &self.0, R::ApiConsumedBy, Some("component")).await?.into_iter().map(Component).collect())
+            stated_by::<Component>(ctx, &self.0, const { spec::relation("Component", "consumesApis") }).await
         }
     }
 );
@@ -556,15 +614,15 @@ entity_object!(
     /// Infrastructure a component needs: a database, a bucket, a topic...
     Resource {
         #[graphql(name = "type")]
-        async fn resource_type(&self) -> Option<String> { spec_text(&self.0, "type") }
+        async fn resource_type(&self) -> Option<String> { spec_text(&self.0, const { spec::field("Resource", "type") }) }
         async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
-            Ok(related_one(ctx, &self.0, R::OwnedBy, None).await?.map(EntityValue::from))
+            stated_one::<EntityValue>(ctx, &self.0, const { spec::relation("Resource", "owner") }).await
         }
         async fn system(&self, ctx: &Context<'_>) -> Result<Option<System>> {
-            Ok(related_one(ctx, &self.0, R::PartOf, Some("system")).await?.map(System))
+            stated_one::<System>(ctx, &self.0, const { spec::relation("Resource", "system") }).await
         }
         async fn depends_on(&self, ctx: &Context<'_>) -> Result<Vec<EntityValue>> {
-            Ok(entities(related(ctx, &self.0, R::DependsOn, None).await?))
+            stated::<EntityValue>(ctx, &self.0, const { spec::relation("Resource", "dependsOn") }).await
         }
     }
 );
@@ -573,21 +631,21 @@ entity_object!(
     /// A collection of components, APIs and resources that form one product.
     System {
         #[graphql(name = "type")]
-        async fn system_type(&self) -> Option<String> { spec_text(&self.0, "type") }
+        async fn system_type(&self) -> Option<String> { spec_text(&self.0, const { spec::field("System", "type") }) }
         async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
-            Ok(related_one(ctx, &self.0, R::OwnedBy, None).await?.map(EntityValue::from))
+            stated_one::<EntityValue>(ctx, &self.0, const { spec::relation("System", "owner") }).await
         }
         async fn domain(&self, ctx: &Context<'_>) -> Result<Option<Domain>> {
-            Ok(related_one(ctx, &self.0, R::PartOf, Some("domain")).await?.map(Domain))
+            stated_one::<Domain>(ctx, &self.0, const { spec::relation("System", "domain") }).await
         }
         async fn components(&self, ctx: &Context<'_>) -> Result<Vec<Component>> {
-            Ok(related(ctx, &self.0, R::HasPart, Some("component")).await?.into_iter().map(Component).collect())
+            stated_by::<Component>(ctx, &self.0, const { spec::relation("Component", "system") }).await
         }
         async fn apis(&self, ctx: &Context<'_>) -> Result<Vec<Api>> {
-            Ok(related(ctx, &self.0, R::HasPart, Some("api")).await?.into_iter().map(Api).collect())
+            stated_by::<Api>(ctx, &self.0, const { spec::relation("API", "system") }).await
         }
         async fn resources(&self, ctx: &Context<'_>) -> Result<Vec<Resource>> {
-            Ok(related(ctx, &self.0, R::HasPart, Some("resource")).await?.into_iter().map(Resource).collect())
+            stated_by::<Resource>(ctx, &self.0, const { spec::relation("Resource", "system") }).await
         }
     }
 );
@@ -596,19 +654,19 @@ entity_object!(
     /// A business area grouping systems.
     Domain {
         #[graphql(name = "type")]
-        async fn domain_type(&self) -> Option<String> { spec_text(&self.0, "type") }
+        async fn domain_type(&self) -> Option<String> { spec_text(&self.0, const { spec::field("Domain", "type") }) }
         async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
-            Ok(related_one(ctx, &self.0, R::OwnedBy, None).await?.map(EntityValue::from))
+            stated_one::<EntityValue>(ctx, &self.0, const { spec::relation("Domain", "owner") }).await
         }
         /// The domain this one is a subdomain of.
         async fn subdomain_of(&self, ctx: &Context<'_>) -> Result<Option<Domain>> {
-            Ok(related_one(ctx, &self.0, R::PartOf, Some("domain")).await?.map(Domain))
+            stated_one::<Domain>(ctx, &self.0, const { spec::relation("Domain", "subdomainOf") }).await
         }
         async fn subdomains(&self, ctx: &Context<'_>) -> Result<Vec<Domain>> {
-            Ok(related(ctx, &self.0, R::HasPart, Some("domain")).await?.into_iter().map(Domain).collect())
+            stated_by::<Domain>(ctx, &self.0, const { spec::relation("Domain", "subdomainOf") }).await
         }
         async fn systems(&self, ctx: &Context<'_>) -> Result<Vec<System>> {
-            Ok(related(ctx, &self.0, R::HasPart, Some("system")).await?.into_iter().map(System).collect())
+            stated_by::<System>(ctx, &self.0, const { spec::relation("System", "domain") }).await
         }
     }
 );
@@ -617,24 +675,24 @@ entity_object!(
     /// A team, department or organisation.
     Group {
         #[graphql(name = "type")]
-        async fn group_type(&self) -> Option<String> { spec_text(&self.0, "type") }
-        async fn profile(&self) -> Option<Json<serde_json::Value>> { spec_json(&self.0, "profile") }
+        async fn group_type(&self) -> Option<String> { spec_text(&self.0, const { spec::field("Group", "type") }) }
+        async fn profile(&self) -> Option<Json<serde_json::Value>> { spec_json(&self.0, const { spec::field("Group", "profile") }) }
         async fn parent(&self, ctx: &Context<'_>) -> Result<Option<Group>> {
-            Ok(related_one(ctx, &self.0, R::ChildOf, Some("group")).await?.map(Group))
+            stated_one::<Group>(ctx, &self.0, const { spec::relation("Group", "parent") }).await
         }
         async fn children(&self, ctx: &Context<'_>) -> Result<Vec<Group>> {
-            Ok(related(ctx, &self.0, R::ParentOf, Some("group")).await?.into_iter().map(Group).collect())
+            stated::<Group>(ctx, &self.0, const { spec::relation("Group", "children") }).await
         }
         async fn members(&self, ctx: &Context<'_>) -> Result<Vec<User>> {
-            Ok(related(ctx, &self.0, R::HasMember, Some("user")).await?.into_iter().map(User).collect())
+            stated::<User>(ctx, &self.0, const { spec::relation("Group", "members") }).await
         }
         /// The groups above this one, nearest first.
         async fn ancestors(&self, ctx: &Context<'_>) -> Result<Vec<Group>> {
-            groups_by_walk(ctx, &self.0, &[R::ChildOf]).await
+            groups_by_walk(ctx, &self.0, &[const { spec::relation("Group", "parent") }]).await
         }
         /// The groups under this one (children, transitively), nearest first.
         async fn descendants(&self, ctx: &Context<'_>) -> Result<Vec<Group>> {
-            groups_by_walk(ctx, &self.0, &[R::ParentOf]).await
+            groups_by_walk(ctx, &self.0, &[const { spec::relation("Group", "children") }]).await
         }
         /// The services of the PagerDuty team its `pagerduty.com/team-id`
         /// annotation names, by name; empty without one.
@@ -651,17 +709,22 @@ entity_object!(
 entity_object!(
     /// A person.
     User {
-        async fn profile(&self) -> Option<Json<serde_json::Value>> { spec_json(&self.0, "profile") }
+        async fn profile(&self) -> Option<Json<serde_json::Value>> { spec_json(&self.0, const { spec::field("User", "profile") }) }
         async fn member_of(&self, ctx: &Context<'_>) -> Result<Vec<Group>> {
-            Ok(related(ctx, &self.0, R::MemberOf, Some("group")).await?.into_iter().map(Group).collect())
+            stated::<Group>(ctx, &self.0, const { spec::relation("User", "memberOf") }).await
         }
         /// The groups this user is a member of; with `transitive`, also every
         /// group above them, nearest first.
         async fn groups(&self, ctx: &Context<'_>, #[graphql(default = false)] transitive: bool) -> Result<Vec<Group>> {
             if transitive {
-                groups_by_walk(ctx, &self.0, &[R::MemberOf, R::ChildOf]).await
+                groups_by_walk(
+                    ctx,
+                    &self.0,
+                    &[const { spec::relation("User", "memberOf") }, const { spec::relation("Group", "parent") }],
+                )
+                .await
             } else {
-                Ok(related(ctx, &self.0, R::MemberOf, Some("group")).await?.into_iter().map(Group).collect())
+                stated::<Group>(ctx, &self.0, const { spec::relation("User", "memberOf") }).await
             }
         }
     }
@@ -675,10 +738,10 @@ entity_object!(
     /// A pointer to more catalog files.
     Location {
         #[graphql(name = "type")]
-        async fn location_type(&self) -> Option<String> { spec_text(&self.0, "type") }
-        async fn target(&self) -> Option<String> { spec_text(&self.0, "target") }
-        async fn targets(&self) -> Vec<String> { spec_texts(&self.0, "targets") }
-        async fn presence(&self) -> Option<String> { spec_text(&self.0, "presence") }
+        async fn location_type(&self) -> Option<String> { spec_text(&self.0, const { spec::field("Location", "type") }) }
+        async fn target(&self) -> Option<String> { spec_text(&self.0, const { spec::field("Location", "target") }) }
+        async fn targets(&self) -> Vec<String> { spec_texts(&self.0, const { spec::field("Location", "targets") }) }
+        async fn presence(&self) -> Option<String> { spec_text(&self.0, const { spec::field("Location", "presence") }) }
     }
 );
 
@@ -686,14 +749,14 @@ entity_object!(
     /// A scaffolder software template.
     Template {
         #[graphql(name = "type")]
-        async fn template_type(&self) -> Option<String> { spec_text(&self.0, "type") }
+        async fn template_type(&self) -> Option<String> { spec_text(&self.0, const { spec::field("Template", "type") }) }
         async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
-            Ok(related_one(ctx, &self.0, R::OwnedBy, None).await?.map(EntityValue::from))
+            stated_one::<EntityValue>(ctx, &self.0, const { spec::relation("Template", "owner") }).await
         }
         /// The parameter form as JSON Schema (one object or a list of pages).
-        async fn parameters(&self) -> Option<Json<serde_json::Value>> { spec_json(&self.0, "parameters") }
-        async fn steps(&self) -> Option<Json<serde_json::Value>> { spec_json(&self.0, "steps") }
-        async fn output(&self) -> Option<Json<serde_json::Value>> { spec_json(&self.0, "output") }
+        async fn parameters(&self) -> Option<Json<serde_json::Value>> { spec_json(&self.0, const { spec::field("Template", "parameters") }) }
+        async fn steps(&self) -> Option<Json<serde_json::Value>> { spec_json(&self.0, const { spec::field("Template", "steps") }) }
+        async fn output(&self) -> Option<Json<serde_json::Value>> { spec_json(&self.0, const { spec::field("Template", "output") }) }
     }
 );
 

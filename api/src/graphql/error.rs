@@ -1,8 +1,10 @@
-//! The API's one error type and its mapping to GraphQL errors with a stable
-//! `extensions.code`.
+//! The resolvers' one error type and its mapping to GraphQL errors, whose
+//! `extensions.code` is an [`ErrorCode`].
 
 use async_graphql::ErrorExtensions;
 use catalog_store::StoreError;
+
+use crate::error_code::{ErrorCode, set_code};
 
 /// An error a client sees. Internal causes are logged, never shown.
 ///
@@ -52,16 +54,23 @@ impl ApiError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::BadUserInput(_) => "BAD_USER_INPUT",
-            ApiError::LimitExceeded { .. } => "LIMIT_EXCEEDED",
-            ApiError::CursorExpired { .. } => "CURSOR_EXPIRED",
-            ApiError::SubscriberTooSlow { .. } => "SUBSCRIBER_TOO_SLOW",
-            ApiError::Forbidden(_) => "FORBIDDEN",
-            ApiError::NotFound(_) => "NOT_FOUND",
-            ApiError::Unavailable(_) => "UNAVAILABLE",
-            ApiError::Internal => "INTERNAL",
+            ApiError::BadUserInput(_) => ErrorCode::BadUserInput,
+            ApiError::LimitExceeded { .. } => ErrorCode::LimitExceeded,
+            ApiError::CursorExpired { .. } => ErrorCode::CursorExpired,
+            ApiError::SubscriberTooSlow { .. } => ErrorCode::SubscriberTooSlow,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::Internal => ErrorCode::Internal,
+        }
+    }
+
+    fn limit(&self) -> Option<&'static str> {
+        match self {
+            ApiError::LimitExceeded { limit, .. } => Some(limit),
+            _ => None,
         }
     }
 }
@@ -75,15 +84,14 @@ impl From<StoreError> for ApiError {
 
 impl From<ApiError> for async_graphql::Error {
     fn from(error: ApiError) -> Self {
-        let code = error.code();
         let message = error.message();
         async_graphql::Error::new(message).extend_with(|_, extensions| {
-            extensions.set("code", code);
+            set_code(extensions, error.code(), error.limit());
             match &error {
-                ApiError::LimitExceeded { limit, .. } => extensions.set("limit", *limit),
                 ApiError::CursorExpired { oldest } => extensions.set("oldestCursor", oldest.to_string()),
                 ApiError::SubscriberTooSlow { last_cursor } => extensions.set("lastCursor", last_cursor.to_string()),
                 ApiError::BadUserInput(_)
+                | ApiError::LimitExceeded { .. }
                 | ApiError::Forbidden(_)
                 | ApiError::NotFound(_)
                 | ApiError::Unavailable(_)

@@ -5,6 +5,7 @@ mod changes;
 mod entity;
 mod error;
 mod filter;
+mod framework_errors;
 mod graph;
 mod kubernetes;
 mod loaders;
@@ -119,11 +120,16 @@ pub fn build_schema(services: SchemaServices, options: SchemaOptions) -> Catalog
         .data(services.engine)
         .data(services.refusals)
         .data(services.tasks)
-        .limit_depth(options.max_depth)
-        .limit_complexity(options.max_complexity)
-        .limit_recursive_depth(64)
-        .limit_directives(50)
-        .extension(operations::OperationTracing { metrics: services.operations });
+        // Depth and complexity are checked by the extension, whose errors carry their code.
+        .limit_recursive_depth(framework_errors::MAX_RECURSIVE_DEPTH)
+        .limit_directives(framework_errors::MAX_FIELD_DIRECTIVES)
+        .extension(operations::OperationTracing {
+            metrics: services.operations,
+            limits: framework_errors::ValidationLimits {
+                max_depth: options.max_depth,
+                max_complexity: options.max_complexity,
+            },
+        });
     if !options.introspection {
         builder = builder.disable_introspection();
     }

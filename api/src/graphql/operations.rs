@@ -1,21 +1,28 @@
-//! One span per GraphQL query or mutation, named by its type and the
-//! request's `operationName` (never the document or the variables' values),
-//! and the per-operation latency histogram behind `/metrics`.
+//! The schema's extension: one span per GraphQL query or mutation, named by
+//! its type and the request's `operationName` (never the document or the
+//! variables' values), the per-operation latency histogram behind
+//! `/metrics`, and the hooks that code async-graphql's own errors by the
+//! phase that raised them (`framework_errors.rs`). One extension does both
+//! because each extension costs a boxed future per resolved field.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextRequest,
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextRequest, NextSubscribe,
+    NextValidation,
 };
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
-use async_graphql::{Response, ServerResult, Variables};
+use async_graphql::{Response, ServerError, ServerResult, ValidationResult, Variables};
+use futures::stream::BoxStream;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use tracing::Instrument as _;
+
+use super::framework_errors::{self, ArgumentPositions, ValidationLimits};
 
 /// Operation names are the client's: the first this many distinct ones get
 /// their own series, later ones are counted as `other`, so a client sending
@@ -99,15 +106,22 @@ impl OperationMetrics {
     }
 }
 
-/// The schema extension: a span around each query or mutation, and its
-/// duration in [`OperationMetrics`] when metrics are on.
+/// The schema extension: a span around each query or mutation, its
+/// duration in [`OperationMetrics`] when metrics are on, the depth and
+/// complexity limits, and codes for async-graphql's own errors.
 pub(crate) struct OperationTracing {
     pub(crate) metrics: Option<Arc<OperationMetrics>>,
+    pub(crate) limits: ValidationLimits,
 }
 
 impl ExtensionFactory for OperationTracing {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(OperationExtension { metrics: self.metrics.clone(), state: Mutex::default() })
+        Arc::new(OperationExtension {
+            metrics: self.metrics.clone(),
+            limits: self.limits,
+            state: Mutex::default(),
+            arguments: Arc::default(),
+        })
     }
 }
 
@@ -122,7 +136,11 @@ struct State {
 /// One per request (the factory makes a new one each time).
 struct OperationExtension {
     metrics: Option<Arc<OperationMetrics>>,
+    limits: ValidationLimits,
     state: Mutex<State>,
+    /// The parsed document's argument positions; shared with a
+    /// subscription's stream, which outlives the hooks' borrows.
+    arguments: Arc<Mutex<ArgumentPositions>>,
 }
 
 impl OperationExtension {
@@ -166,6 +184,35 @@ fn type_name(ty: OperationType) -> &'static str {
 
 #[async_graphql::async_trait::async_trait]
 impl Extension for OperationExtension {
+    /// A subscription's events: codes for their argument errors, as
+    /// `execute` gives a query's.
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        use futures::StreamExt as _;
+        let arguments = Arc::clone(&self.arguments);
+        next.run(
+            ctx,
+            stream
+                .map(move |mut response| {
+                    code_argument_errors(&arguments, &mut response);
+                    response
+                })
+                .boxed(),
+        )
+    }
+
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        self.limits.check(next.run(ctx).await)
+    }
+
     /// Queries and mutations only: a subscription never calls this hook.
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
         let _timed = Timed { extension: self, started: Instant::now() };
@@ -179,7 +226,11 @@ impl Extension for OperationExtension {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
+        let document = next.run(ctx, query, variables).await.map_err(|mut error| {
+            framework_errors::code_parse_error(&mut error, query);
+            error
+        })?;
+        *self.arguments.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ArgumentPositions::of(&document);
         self.state().operations = match &document.operations {
             DocumentOperations::Single(operation) => HashMap::from([(None, operation.node.ty)]),
             DocumentOperations::Multiple(operations) => {
@@ -220,12 +271,19 @@ impl Extension for OperationExtension {
             state.executed = Some((kind, name));
             span
         };
-        let response = next.run(ctx, operation_name).instrument(span.clone()).await;
+        let mut response = next.run(ctx, operation_name).instrument(span.clone()).await;
         if !response.errors.is_empty() {
+            code_argument_errors(&self.arguments, &mut response);
             span.record("graphql.errors", response.errors.len());
             span.record("otel.status_code", "ERROR");
         }
         response
+    }
+}
+
+fn code_argument_errors(arguments: &Mutex<ArgumentPositions>, response: &mut Response) {
+    if !response.errors.is_empty() {
+        arguments.lock().unwrap_or_else(std::sync::PoisonError::into_inner).code_argument_errors(&mut response.errors);
     }
 }
 
@@ -288,7 +346,10 @@ mod tests {
     async fn an_operation_cut_off_by_the_request_timeout_is_still_timed() {
         let metrics = Arc::new(OperationMetrics::new(&[]));
         let schema = async_graphql::Schema::build(Slow, async_graphql::EmptyMutation, async_graphql::EmptySubscription)
-            .extension(OperationTracing { metrics: Some(Arc::clone(&metrics)) })
+            .extension(OperationTracing {
+                metrics: Some(Arc::clone(&metrics)),
+                limits: ValidationLimits { max_depth: 16, max_complexity: 10_000 },
+            })
             .finish();
         let request = async_graphql::Request::new("query SlowOne { slow }");
         let cut = tokio::time::timeout(std::time::Duration::from_millis(50), schema.execute(request)).await;

@@ -20,6 +20,7 @@ use super::{
     ApiError, EntityConnection, EntityFilter, PageArgs, PageInfo, catalog, read_scope, require_permission, task_store,
 };
 use crate::auth::{Granted, Permission, Principal};
+use crate::error_code::{ErrorCode, set_code};
 use crate::graphql::mutation::PermissionGuard;
 
 /// The most events one `events` page or replay batch holds.
@@ -604,7 +605,7 @@ fn task_error(error: TaskError) -> async_graphql::Error {
         | TaskError::TemplateChanged { .. }
         | TaskError::SecretOutputs { .. } => ApiError::BadUserInput(error.to_string()).into(),
         error => async_graphql::Error::new(error.to_string()).extend_with(|_, extensions| {
-            extensions.set("code", "VALIDATION_FAILED");
+            set_code(extensions, ErrorCode::ValidationFailed, None);
             extensions
                 .set("problems", async_graphql::Value::from_json(Value::Array(problems.clone())).unwrap_or_default());
         }),

@@ -1,6 +1,8 @@
-//! A small deterministic random number generator (SplitMix64). Written here
-//! rather than taken from `rand` so that a seed gives the same catalog in every
-//! version of this repository: `rand` does not promise stable streams.
+//! A small deterministic random number generator (SplitMix64) for generated
+//! test data: the benchmark's synthetic catalogs and the store's generated
+//! filters. Written here rather than taken from `rand` so that a seed gives
+//! the same data in every version of this repository: `rand` does not
+//! promise stable streams.
 
 pub struct Rng(u64);
 

@@ -1,0 +1,96 @@
+//! The filter vocabulary: a tree of comparisons on entity fields, composed
+//! with all/any/not, and the form typed filter values take. The SQL path
+//! (`query.rs`), the facet index and the matcher all evaluate it.
+
+use catalog_domain::EntityRef;
+
+/// A filter over entities: comparisons on a field, composed with all/any/not.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Filter {
+    All(Vec<Filter>),
+    Any(Vec<Filter>),
+    Not(Box<Filter>),
+    Field { field: FilterField, predicate: Predicate },
+}
+
+/// What a field comparison tests.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Predicate {
+    /// Equal to one of the values (one value: equality).
+    In(Vec<String>),
+    /// The field is present (true) or absent (false).
+    Exists(bool),
+}
+
+/// A filterable field. The common ones are typed columns; any other dotted path
+/// (`metadata.labels.x`, `spec.profile.email`) goes through the facet index.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum FilterField {
+    Kind,
+    Namespace,
+    Name,
+    /// Values are entity refs; partial refs default to kind Group.
+    Owner,
+    Lifecycle,
+    Type,
+    /// Values are entity refs; partial refs default to kind System.
+    System,
+    Tag,
+    /// Values are group refs: owned by the group or by any group under it
+    /// (children, transitively). Partial refs default to kind Group.
+    OwnedByTree,
+    /// Values are user refs: owned by the user or by any group the user is a
+    /// member of, directly or through parent groups. Partial refs default to kind User.
+    OwnedByMember,
+    Path(String),
+}
+
+impl FilterField {
+    /// The field for a dotted key as users write it.
+    pub fn from_key(key: &str) -> FilterField {
+        match key {
+            "kind" => FilterField::Kind,
+            "namespace" | "metadata.namespace" => FilterField::Namespace,
+            "name" | "metadata.name" => FilterField::Name,
+            "owner" | "spec.owner" => FilterField::Owner,
+            "lifecycle" | "spec.lifecycle" => FilterField::Lifecycle,
+            "type" | "spec.type" => FilterField::Type,
+            "system" | "spec.system" => FilterField::System,
+            "tags" | "tag" | "metadata.tags" => FilterField::Tag,
+            "ownedByTree" => FilterField::OwnedByTree,
+            "ownedByMember" => FilterField::OwnedByMember,
+            other => FilterField::Path(other.to_owned()),
+        }
+    }
+
+    /// The key of this field in the facet index.
+    pub fn facet_key(&self) -> String {
+        match self {
+            FilterField::Kind => "kind".into(),
+            FilterField::Namespace => "metadata.namespace".into(),
+            FilterField::Name => "metadata.name".into(),
+            FilterField::Owner | FilterField::OwnedByTree | FilterField::OwnedByMember => "spec.owner".into(),
+            FilterField::Lifecycle => "spec.lifecycle".into(),
+            FilterField::Type => "spec.type".into(),
+            FilterField::System => "spec.system".into(),
+            FilterField::Tag => "metadata.tags".into(),
+            FilterField::Path(path) => path.clone(),
+        }
+    }
+}
+
+/// Filter values as the typed columns hold them: lower-cased, and refs
+/// completed with the field's default kind and the default namespace.
+pub(crate) fn typed_values(values: &[String], default_kind: Option<&str>) -> Vec<String> {
+    values
+        .iter()
+        .map(|value| match default_kind {
+            Some(default_kind) => {
+                EntityRef::parse_with_defaults(value, Some(default_kind), catalog_domain::entity_ref::DEFAULT_NAMESPACE)
+                    .map(|entity_ref| entity_ref.to_string())
+                    .unwrap_or_else(|_| value.to_lowercase())
+            }
+            None => value.to_lowercase(),
+        })
+        .collect()
+}
