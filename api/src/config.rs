@@ -1,5 +1,8 @@
 //! Configuration: defaults that run with nothing set, then an optional YAML
-//! file, then `CATALOG_SECTION__KEY` environment variables.
+//! file, then `CATALOG_SECTION__KEY` environment variables. Only those names
+//! (and `CATALOG_PROFILE`) are configuration: any other variable under the
+//! prefix belongs to someone else and is ignored with a warning, so that a
+//! `CATALOG_BIN` in a user's shell cannot stop the server from starting.
 
 use std::path::Path;
 
@@ -321,6 +324,36 @@ pub enum ConfigError {
 /// The prefix of environment overrides; `__` separates sections.
 pub const ENV_PREFIX: &str = "CATALOG_";
 
+/// Variables under [`ENV_PREFIX`] that the binary reads itself (the config
+/// file's path; `telemetry.rs` reads the logging and tracing ones), not
+/// configuration keys.
+const READ_BY_THE_BINARY: [&str; 4] = ["CONFIG", "LOG", "LOG_FORMAT", "TRACE"];
+
+/// What the name of a variable under [`ENV_PREFIX`] is to the configuration.
+#[derive(Debug, PartialEq)]
+enum EnvironmentName {
+    /// A key, as the path of keys below the root (`SERVER__PORT`: server, port).
+    Key(Vec<String>),
+    /// Read by the binary or the test harness: skipped without a word.
+    ReadElsewhere,
+    /// Neither (`CATALOG_BIN`): ignored with a warning.
+    Unrelated,
+}
+
+impl EnvironmentName {
+    /// Classifies `path`, a variable's name without the prefix.
+    fn of(path: &str) -> Self {
+        if READ_BY_THE_BINARY.contains(&path) || path.starts_with("TEST_") {
+            return Self::ReadElsewhere;
+        }
+        // `profile` is the one key at the root that is not a section.
+        if path == "PROFILE" || path.contains("__") {
+            return Self::Key(path.split("__").map(str::to_ascii_lowercase).collect());
+        }
+        Self::Unrelated
+    }
+}
+
 impl Config {
     /// The defaults of a profile.
     pub fn for_profile(profile: Profile) -> Self {
@@ -401,12 +434,19 @@ impl Config {
         }
         for (name, raw) in environment {
             let Some(path) = name.strip_prefix(ENV_PREFIX) else { continue };
-            // Variables the binary itself reads, not config keys.
-            // (`telemetry.rs` reads the logging and tracing ones.)
-            if matches!(path, "CONFIG" | "LOG" | "LOG_FORMAT" | "TRACE") || path.starts_with("TEST_") {
-                continue;
-            }
-            let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+            let keys = match EnvironmentName::of(path) {
+                EnvironmentName::Key(keys) => keys,
+                EnvironmentName::ReadElsewhere => continue,
+                EnvironmentName::Unrelated => {
+                    // The name only: the value may be anybody's secret.
+                    tracing::warn!(
+                        variable = %name,
+                        "ignoring an environment variable that starts with CATALOG_ but is not configuration \
+                         (configuration variables are CATALOG_SECTION__KEY)"
+                    );
+                    continue;
+                }
+            };
             if keys.iter().any(String::is_empty) {
                 return Err(ConfigError::Environment { name, message: "empty section name".into() });
             }
@@ -592,5 +632,73 @@ mod tests {
         let error =
             Config::load(None, vec![("CATALOG_SERVER__PORT".to_owned(), "eighty".to_owned())]).unwrap_err().to_string();
         assert!(error.contains("eighty") || error.contains("u16"), "{error}");
+    }
+
+    fn variables(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect()
+    }
+
+    #[test]
+    fn only_section_keys_and_the_profile_are_configuration_under_the_prefix() {
+        let cases = [
+            ("SERVER__PORT", EnvironmentName::Key(vec!["server".into(), "port".into()])),
+            (
+                "SCAFFOLDER__GITHUB__API_BASE_URL",
+                EnvironmentName::Key(vec!["scaffolder".into(), "github".into(), "api_base_url".into()]),
+            ),
+            ("PROFILE", EnvironmentName::Key(vec!["profile".into()])),
+            ("NOPE__KEY", EnvironmentName::Key(vec!["nope".into(), "key".into()])),
+            ("CONFIG", EnvironmentName::ReadElsewhere),
+            ("LOG", EnvironmentName::ReadElsewhere),
+            ("LOG_FORMAT", EnvironmentName::ReadElsewhere),
+            ("TRACE", EnvironmentName::ReadElsewhere),
+            ("TEST_DATABASE_URL", EnvironmentName::ReadElsewhere),
+            ("BIN", EnvironmentName::Unrelated),
+            ("BENCH_TOKEN", EnvironmentName::Unrelated),
+            ("SERVER", EnvironmentName::Unrelated),
+            ("", EnvironmentName::Unrelated),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(EnvironmentName::of(path), expected, "CATALOG_{path}");
+        }
+    }
+
+    #[test]
+    fn an_unrelated_variable_under_the_prefix_is_ignored_with_a_warning_naming_it_but_not_its_value() {
+        #[derive(Clone, Default)]
+        struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        let environment = variables(&[("CATALOG_BIN", "/opt/secret-value"), ("CATALOG_SERVER__PORT", "9090")]);
+        let (loaded, problems) = tracing::subscriber::with_default(subscriber, || {
+            (Config::load(None, environment.clone()), Config::check(None, environment))
+        });
+        assert_eq!(loaded.unwrap().server.port, 9090);
+        assert_eq!(problems, Vec::<String>::new());
+        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(logs.contains("WARN") && logs.contains("CATALOG_BIN"), "{logs}");
+        assert!(!logs.contains("secret-value"), "{logs}");
+    }
+
+    #[test]
+    fn an_unknown_key_inside_a_section_stays_an_error_in_the_environment() {
+        for name in ["CATALOG_SERVER__NOPE", "CATALOG_NOPE__KEY"] {
+            let environment = variables(&[(name, "1")]);
+            let error = Config::load(None, environment.clone()).unwrap_err().to_string();
+            assert!(error.contains("nope"), "{name}: {error}");
+            let problems = Config::check(None, environment);
+            assert_eq!(problems.len(), 1, "{name}: {problems:#?}");
+            assert!(problems[0].contains("nope") && problems[0].contains("unknown key"), "{name}: {problems:#?}");
+        }
     }
 }

@@ -96,3 +96,23 @@ fn config_check_prints_every_problem_with_its_path_and_fails() {
     let output = catalog().args(["config", "check", good]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
 }
+
+#[test]
+fn config_check_ignores_an_unrelated_catalog_variable_and_refuses_an_unknown_section_key() {
+    let good = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/production.yaml");
+    let output = catalog()
+        .args(["config", "check", good])
+        .env("CATALOG_BIN", "/opt/not-for-the-logs")
+        .env_remove("CATALOG_LOG")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("CATALOG_BIN"), "warns naming the variable: {stderr}");
+    assert!(!stderr.contains("not-for-the-logs"), "never its value: {stderr}");
+
+    let output = catalog().args(["config", "check", good]).env("CATALOG_SERVER__NOPE", "1").output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(stdout.contains("server.nope: unknown key"), "{stdout}");
+}

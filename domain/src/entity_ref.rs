@@ -104,6 +104,7 @@ impl fmt::Display for EntityRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::check;
 
     #[test]
     fn a_full_reference_parses_into_its_three_parts() {
@@ -136,22 +137,29 @@ mod tests {
 
     #[test]
     fn a_field_without_a_default_kind_needs_a_qualified_reference() {
-        assert_eq!(EntityRef::parse_with_defaults("database", None, "default"), Err(RefError::KindRequired));
-        assert!(EntityRef::parse_with_defaults("resource:database", None, "default").is_ok());
+        check(
+            |input| EntityRef::parse_with_defaults(input, None, "default"),
+            &[("database", Err(RefError::KindRequired)), ("resource:database", Ok(()))],
+        );
     }
 
     #[test]
     fn the_kind_is_split_at_the_first_colon_and_the_namespace_at_the_first_slash() {
         // A second colon or slash lands in the name, which then breaks the name rule.
-        assert!(matches!(EntityRef::parse("component:default/a:b"), Err(RefError::Name(_))));
-        assert!(matches!(EntityRef::parse("component:a/b/c"), Err(RefError::Name(_))));
+        let name_pattern = Err(RefError::Name(Rule::NamePattern.describe()));
+        check(EntityRef::parse, &[("component:default/a:b", name_pattern.clone()), ("component:a/b/c", name_pattern)]);
     }
 
     #[test]
     fn each_part_must_follow_its_rule() {
-        assert_eq!(EntityRef::parse(""), Err(RefError::Empty));
-        assert!(matches!(EntityRef::parse("compo-nent:x"), Err(RefError::Kind(_))));
-        assert!(matches!(EntityRef::parse("component:bad_ns/x"), Err(RefError::Namespace(_))));
-        assert!(matches!(EntityRef::parse("component:-x"), Err(RefError::Name(_))));
+        check(
+            EntityRef::parse,
+            &[
+                ("", Err(RefError::Empty)),
+                ("compo-nent:x", Err(RefError::Kind(Rule::KindPattern.describe()))),
+                ("component:bad_ns/x", Err(RefError::Namespace(Rule::NamespacePattern.describe()))),
+                ("component:-x", Err(RefError::Name(Rule::NamePattern.describe()))),
+            ],
+        );
     }
 }

@@ -14,6 +14,8 @@ pub mod names;
 pub mod relation;
 pub mod rule;
 pub mod spec;
+#[cfg(test)]
+mod testing;
 pub mod typed_spec;
 pub mod validation;
 

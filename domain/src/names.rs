@@ -162,86 +162,132 @@ checked_newtype!(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::check;
 
     #[test]
     fn a_kind_starts_with_a_letter_and_holds_only_letters_and_digits() {
-        assert!(Kind::parse("Component").is_ok());
-        assert!(Kind::parse("MyKind2").is_ok());
-        assert_eq!(Kind::parse("2Kind"), Err(Rule::KindPattern));
-        assert_eq!(Kind::parse("My-Kind"), Err(Rule::KindPattern));
+        check(
+            |input| Kind::parse(input),
+            &[
+                ("Component", Ok(())),
+                ("MyKind2", Ok(())),
+                ("2Kind", Err(Rule::KindPattern)),
+                ("My-Kind", Err(Rule::KindPattern)),
+            ],
+        );
     }
 
     #[test]
     fn a_kind_is_one_to_sixty_three_characters() {
-        assert_eq!(Kind::parse(""), Err(Rule::KindLength));
-        assert!(Kind::parse("K".repeat(63)).is_ok());
-        assert_eq!(Kind::parse("K".repeat(64)), Err(Rule::KindLength));
+        check(
+            |input| Kind::parse(input),
+            &[
+                ("", Err(Rule::KindLength)),
+                ("K".repeat(63).as_str(), Ok(())),
+                ("K".repeat(64).as_str(), Err(Rule::KindLength)),
+            ],
+        );
     }
 
     #[test]
     fn a_name_may_hold_dashes_dots_and_underscores_inside_but_not_at_its_ends() {
-        assert!(EntityName::parse("a").is_ok());
-        assert!(EntityName::parse("Payments_Service.v2-x").is_ok());
-        assert_eq!(EntityName::parse("-leading"), Err(Rule::NamePattern));
-        assert_eq!(EntityName::parse("trailing."), Err(Rule::NamePattern));
-        assert_eq!(EntityName::parse("has space"), Err(Rule::NamePattern));
-        assert_eq!(EntityName::parse("slash/name"), Err(Rule::NamePattern));
+        check(
+            |input| EntityName::parse(input),
+            &[
+                ("a", Ok(())),
+                ("Payments_Service.v2-x", Ok(())),
+                ("-leading", Err(Rule::NamePattern)),
+                ("trailing.", Err(Rule::NamePattern)),
+                ("has space", Err(Rule::NamePattern)),
+                ("slash/name", Err(Rule::NamePattern)),
+            ],
+        );
     }
 
     #[test]
     fn a_name_is_one_to_sixty_three_characters() {
-        assert_eq!(EntityName::parse(""), Err(Rule::NameLength));
-        assert!(EntityName::parse("n".repeat(63)).is_ok());
-        assert_eq!(EntityName::parse("n".repeat(64)), Err(Rule::NameLength));
+        check(
+            |input| EntityName::parse(input),
+            &[
+                ("", Err(Rule::NameLength)),
+                ("n".repeat(63).as_str(), Ok(())),
+                ("n".repeat(64).as_str(), Err(Rule::NameLength)),
+            ],
+        );
     }
 
     #[test]
     fn a_namespace_is_a_lower_case_dns_label() {
-        assert!(Namespace::parse("default").is_ok());
-        assert!(Namespace::parse("team-a1").is_ok());
-        assert_eq!(Namespace::parse("Default"), Err(Rule::NamespacePattern));
-        assert_eq!(Namespace::parse("team_a"), Err(Rule::NamespacePattern));
-        assert_eq!(Namespace::parse("-x"), Err(Rule::NamespacePattern));
-        assert_eq!(Namespace::parse("x".repeat(64)), Err(Rule::NamespaceLength));
+        check(
+            |input| Namespace::parse(input),
+            &[
+                ("default", Ok(())),
+                ("team-a1", Ok(())),
+                ("Default", Err(Rule::NamespacePattern)),
+                ("team_a", Err(Rule::NamespacePattern)),
+                ("-x", Err(Rule::NamespacePattern)),
+                ("x".repeat(64).as_str(), Err(Rule::NamespaceLength)),
+            ],
+        );
     }
 
     #[test]
     fn a_tag_is_lower_case_words_joined_by_single_dashes() {
-        assert!(Tag::parse("java").is_ok());
-        assert!(Tag::parse("c++").is_ok());
-        assert!(Tag::parse("c#").is_ok());
-        assert!(Tag::parse("tier:1").is_ok());
-        assert!(Tag::parse("data-pipeline").is_ok());
-        assert_eq!(Tag::parse("Java"), Err(Rule::TagPattern));
-        assert_eq!(Tag::parse("double--dash"), Err(Rule::TagPattern));
-        assert_eq!(Tag::parse("under_score"), Err(Rule::TagPattern));
-        assert_eq!(Tag::parse("t".repeat(64)), Err(Rule::TagLength));
+        check(
+            |input| Tag::parse(input),
+            &[
+                ("java", Ok(())),
+                ("c++", Ok(())),
+                ("c#", Ok(())),
+                ("tier:1", Ok(())),
+                ("data-pipeline", Ok(())),
+                ("Java", Err(Rule::TagPattern)),
+                ("double--dash", Err(Rule::TagPattern)),
+                ("under_score", Err(Rule::TagPattern)),
+                ("t".repeat(64).as_str(), Err(Rule::TagLength)),
+            ],
+        );
     }
 
     #[test]
     fn a_key_may_carry_a_dns_subdomain_prefix() {
-        assert!(MetadataKey::parse("backstage.io/techdocs-ref").is_ok());
-        assert!(MetadataKey::parse("simple").is_ok());
-        assert_eq!(MetadataKey::parse("Bad_Prefix/name"), Err(Rule::KeyPrefixPattern));
-        assert_eq!(MetadataKey::parse(format!("{}/name", "a".repeat(254))), Err(Rule::KeyPrefixLength));
-        assert_eq!(MetadataKey::parse("example.com/"), Err(Rule::KeyNameLength));
-        assert_eq!(MetadataKey::parse("example.com/-bad"), Err(Rule::KeyNamePattern));
+        check(
+            |input| MetadataKey::parse(input),
+            &[
+                ("backstage.io/techdocs-ref", Ok(())),
+                ("simple", Ok(())),
+                ("Bad_Prefix/name", Err(Rule::KeyPrefixPattern)),
+                (format!("{}/name", "a".repeat(254)).as_str(), Err(Rule::KeyPrefixLength)),
+                ("example.com/", Err(Rule::KeyNameLength)),
+                ("example.com/-bad", Err(Rule::KeyNamePattern)),
+            ],
+        );
     }
 
     #[test]
     fn a_label_value_is_empty_or_follows_the_name_rule() {
-        assert!(check_label_value("").is_ok());
-        assert!(check_label_value("production").is_ok());
-        assert_eq!(check_label_value("has space"), Err(Rule::LabelValuePattern));
-        assert_eq!(check_label_value(&"v".repeat(64)), Err(Rule::LabelValueLength));
+        check(
+            check_label_value,
+            &[
+                ("", Ok(())),
+                ("production", Ok(())),
+                ("has space", Err(Rule::LabelValuePattern)),
+                ("v".repeat(64).as_str(), Err(Rule::LabelValueLength)),
+            ],
+        );
     }
 
     #[test]
     fn an_api_version_is_an_optional_prefix_and_a_version() {
-        assert!(check_api_version("backstage.io/v1alpha1").is_ok());
-        assert!(check_api_version("scaffolder.backstage.io/v1beta3").is_ok());
-        assert!(check_api_version("v1").is_ok());
-        assert_eq!(check_api_version("backstage.io/"), Err(Rule::ApiVersionPattern));
-        assert_eq!(check_api_version("Bad_/v1"), Err(Rule::ApiVersionPattern));
+        check(
+            check_api_version,
+            &[
+                ("backstage.io/v1alpha1", Ok(())),
+                ("scaffolder.backstage.io/v1beta3", Ok(())),
+                ("v1", Ok(())),
+                ("backstage.io/", Err(Rule::ApiVersionPattern)),
+                ("Bad_/v1", Err(Rule::ApiVersionPattern)),
+            ],
+        );
     }
 }

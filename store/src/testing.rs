@@ -1,6 +1,10 @@
-//! Test harness: a fresh, migrated database per test, on SQLite (a file in a
+//! Test harness: a fresh database per test, on SQLite (a file in a
 //! temporary directory) or PostgreSQL (a new database on the server named by
-//! `CATALOG_TEST_DATABASE_URL`).
+//! `CATALOG_TEST_DATABASE_URL`), and [`backend_tests!`](crate::backend_tests),
+//! the one macro that runs a test body on both. The body's argument type picks
+//! what it is given ([`Fixture`]): the store crate's own tests take a
+//! [`Store`], the end-to-end tests a running application or the
+//! [`TestDatabase`] to start their own.
 
 pub mod rng;
 
@@ -29,45 +33,95 @@ pub const DATABASE_URL_VARIABLE: &str = "CATALOG_TEST_DATABASE_URL";
 /// Set to `1` (as CI does) to make PostgreSQL cases fail, not skip, without a URL.
 pub const REQUIRE_POSTGRES_VARIABLE: &str = "CATALOG_TEST_REQUIRE_POSTGRES";
 
-/// A database that lives as long as the test holds it.
+/// The database a case of [`backend_tests!`](crate::backend_tests) runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// What a fresh test database holds before the test body starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schema {
+    /// Every migration of this binary applied.
+    Migrated,
+    /// No table at all, not even the migrations' own.
+    Empty,
+}
+
+/// A database that lives as long as the test holds it (or any clone of it).
+#[derive(Clone)]
 pub struct TestDatabase {
     pub store: Store,
     pub url: String,
+    // Shared so that the harness and the fixture it builds (a store, a
+    // running app) can both hold the database: it goes when the last does.
+    _lifetime: std::sync::Arc<DatabaseLifetime>,
+}
+
+/// What must be removed once no test holds the database any more.
+struct DatabaseLifetime {
     _directory: Option<tempfile::TempDir>,
     postgres: Option<(String, String)>,
 }
 
 impl TestDatabase {
-    /// A fresh SQLite file.
+    /// A fresh database on `backend` holding `schema`, or `None` (with a
+    /// loud message naming `case`) when PostgreSQL is not configured and
+    /// not required.
+    pub async fn open(backend: Backend, schema: Schema, case: &str) -> Option<TestDatabase> {
+        let database = match backend {
+            Backend::Sqlite => Self::fresh_sqlite().await,
+            Backend::Postgres => Self::fresh_postgres(case).await?,
+        };
+        if schema == Schema::Migrated {
+            database.store.migrate().await.unwrap_or_else(|error| panic!("migrations run on {backend:?}: {error}"));
+        }
+        Some(database)
+    }
+
+    /// A fresh, migrated SQLite file.
     pub async fn sqlite() -> TestDatabase {
-        let database = Self::sqlite_unmigrated().await;
-        database.store.migrate().await.expect("migrations run on SQLite");
-        database
+        Self::open(Backend::Sqlite, Schema::Migrated, "a SQLite case").await.expect("SQLite is always there")
     }
 
     /// A fresh SQLite file without any table, not even the migrations'.
     pub async fn sqlite_unmigrated() -> TestDatabase {
-        let directory = tempfile::tempdir().expect("a temporary directory");
-        let url = format!("sqlite://{}", directory.path().join("catalog.db").display());
-        let store = Store::connect(&url).await.expect("SQLite opens");
-        TestDatabase { store, url, _directory: Some(directory), postgres: None }
+        Self::open(Backend::Sqlite, Schema::Empty, "a SQLite case").await.expect("SQLite is always there")
     }
 
-    /// A fresh PostgreSQL database, or `None` (with a loud message) when no
-    /// server is configured and it is not required.
+    /// A fresh, migrated PostgreSQL database, or `None` (with a loud
+    /// message) when no server is configured and it is not required.
     pub async fn postgres() -> Option<TestDatabase> {
-        let database = Self::postgres_unmigrated().await?;
-        database.store.migrate().await.expect("migrations run on PostgreSQL");
-        Some(database)
+        Self::open(Backend::Postgres, Schema::Migrated, "a test").await
     }
 
     /// [`TestDatabase::postgres`] without any table, not even the migrations'.
     pub async fn postgres_unmigrated() -> Option<TestDatabase> {
+        Self::open(Backend::Postgres, Schema::Empty, "a test").await
+    }
+
+    async fn fresh_sqlite() -> TestDatabase {
+        // A file, not `:memory:`: a pool would split memory into one
+        // database per connection.
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        let url = format!("sqlite://{}", directory.path().join("catalog.db").display());
+        let store = Store::connect(&url).await.expect("SQLite opens");
+        let lifetime = DatabaseLifetime { _directory: Some(directory), postgres: None };
+        TestDatabase { store, url, _lifetime: std::sync::Arc::new(lifetime) }
+    }
+
+    async fn fresh_postgres(case: &str) -> Option<TestDatabase> {
         let Some(admin_url) = std::env::var(DATABASE_URL_VARIABLE).ok().filter(|url| !url.is_empty()) else {
             if std::env::var(REQUIRE_POSTGRES_VARIABLE).is_ok_and(|value| value == "1") {
                 panic!("{REQUIRE_POSTGRES_VARIABLE}=1 but {DATABASE_URL_VARIABLE} is not set");
             }
-            eprintln!("SKIPPED: PostgreSQL case (set {DATABASE_URL_VARIABLE} to run it)");
+            // Straight to the process's stderr: the test harness captures
+            // `eprintln!`, and a skip must be seen without `--nocapture`.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("SKIPPED: {case} on PostgreSQL (set {DATABASE_URL_VARIABLE} to run it)\n").as_bytes(),
+            );
             return None;
         };
         let name = format!("catalog_test_{}", uuid::Uuid::new_v4().simple());
@@ -79,11 +133,12 @@ impl TestDatabase {
         admin.close().await.ok();
         let url = replace_database(&admin_url, &name);
         let store = Store::connect(&url).await.expect("the new test database opens");
-        Some(TestDatabase { store, url, _directory: None, postgres: Some((admin_url, name)) })
+        let lifetime = DatabaseLifetime { _directory: None, postgres: Some((admin_url, name)) };
+        Some(TestDatabase { store, url, _lifetime: std::sync::Arc::new(lifetime) })
     }
 }
 
-impl Drop for TestDatabase {
+impl Drop for DatabaseLifetime {
     fn drop(&mut self) {
         let Some((admin_url, name)) = self.postgres.take() else { return };
         // Dropping needs a runtime of its own: Drop cannot await, and the test's
@@ -121,35 +176,91 @@ fn replace_database(url: &str, database: &str) -> String {
     }
 }
 
-/// Generates, for each named `async fn(Store)`, one test on SQLite and one on
-/// PostgreSQL, so both backends run the same body.
+/// What a two-database test body takes as its argument, built over the
+/// case's fresh database: the database itself, its [`Store`], or (in the
+/// end-to-end tests) a running application. Crates add their own.
+pub trait Fixture: Sized {
+    /// Builds the fixture over `database`; the harness keeps its own clone
+    /// of `database` until the body returns.
+    fn over(database: TestDatabase) -> impl std::future::Future<Output = Self>;
+}
+
+impl Fixture for TestDatabase {
+    async fn over(database: TestDatabase) -> Self {
+        database
+    }
+}
+
+impl Fixture for Store {
+    async fn over(database: TestDatabase) -> Self {
+        database.store.clone()
+    }
+}
+
+/// Runs `body` on a fresh database of `backend` holding `schema`, the
+/// fixture chosen by the body's argument type. A PostgreSQL case without a
+/// configured server returns at once (see [`REQUIRE_POSTGRES_VARIABLE`]).
+pub async fn run_case<F, Body, Done>(backend: Backend, schema: Schema, case: &str, body: Body)
+where
+    F: Fixture,
+    Body: FnOnce(F) -> Done,
+    Done: std::future::Future<Output = ()>,
+{
+    let Some(database) = TestDatabase::open(backend, schema, case).await else { return };
+    body(F::over(database.clone()).await).await;
+    drop(database);
+}
+
+/// Generates, for each named `async fn(F)` where `F` is a [`testing::Fixture`]
+/// (a `Store`, a `TestDatabase`, a running app), a module of that name with
+/// two tests, `sqlite` and `postgres`, that run the same body each on a fresh
+/// database of their own. `backend_tests!(a, b)` migrates the database first;
+/// `backend_tests!(unmigrated: a, b)` leaves it without any table.
+///
+/// [`testing::Fixture`]: crate::testing::Fixture
+#[macro_export]
+macro_rules! backend_tests {
+    (@schema $schema:ident; $($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    $crate::testing::run_case(
+                        $crate::testing::Backend::Sqlite,
+                        $crate::testing::Schema::$schema,
+                        module_path!(),
+                        super::$name,
+                    )
+                    .await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    $crate::testing::run_case(
+                        $crate::testing::Backend::Postgres,
+                        $crate::testing::Schema::$schema,
+                        module_path!(),
+                        super::$name,
+                    )
+                    .await;
+                }
+            }
+        )*
+    };
+    (unmigrated: $($name:ident),* $(,)?) => {
+        $crate::backend_tests!(@schema Empty; $($name),*);
+    };
+    ($($name:ident),* $(,)?) => {
+        $crate::backend_tests!(@schema Migrated; $($name),*);
+    };
+}
+
 impl Store {
     /// Another store on the same database with its own pool and its own
     /// writer lock: what a second process sees.
     pub async fn open_again(&self) -> Store {
         Store::connect(&self.url).await.expect("the database opens again")
     }
-}
-
-#[macro_export]
-macro_rules! backend_tests {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    let database = $crate::testing::TestDatabase::sqlite().await;
-                    super::$name(database.store.clone()).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    let Some(database) = $crate::testing::TestDatabase::postgres().await else { return };
-                    super::$name(database.store.clone()).await;
-                }
-            }
-        )*
-    };
 }
 
 impl Store {

@@ -10,29 +10,6 @@ const FUTURE_MIGRATION: &str = "m20991231_000001_from_the_future";
 /// A newer binary's migration that promises to only add to the schema.
 const FUTURE_ADDITIVE: &str = "m20991230_000001_new_index_additive";
 
-/// Runs each body with a fresh database holding no table at all, on SQLite
-/// and on PostgreSQL.
-macro_rules! unmigrated_tests {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name(catalog_store::testing::TestDatabase::sqlite_unmigrated().await).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    let Some(database) = catalog_store::testing::TestDatabase::postgres_unmigrated().await else {
-                        return;
-                    };
-                    super::$name(database).await;
-                }
-            }
-        )*
-    };
-}
-
 async fn record_future_migration(store: &Store) {
     store.record_migration_for_tests(FUTURE_MIGRATION).await;
 }
@@ -58,12 +35,11 @@ async fn additive_migrations_of_a_newer_binary_leave_this_one_serving(store: Sto
     assert!(matches!(store.migrate().await, Err(StoreError::SchemaNewer { .. })));
 }
 
-unmigrated_tests!(an_additive_newer_migration_does_not_excuse_a_missing_one_of_ours);
+backend_tests!(unmigrated: an_additive_newer_migration_does_not_excuse_a_missing_one_of_ours);
 
 /// Additive unknown migrations with one of this binary's own missing: not a
 /// schema any binary made, so refused rather than served.
-async fn an_additive_newer_migration_does_not_excuse_a_missing_one_of_ours(database: TestDatabase) {
-    let store = &database.store;
+async fn an_additive_newer_migration_does_not_excuse_a_missing_one_of_ours(store: Store) {
     store.migrate().await.unwrap();
     store.record_migration_for_tests(FUTURE_ADDITIVE).await;
     store
@@ -82,10 +58,9 @@ fn known_migrations() -> Vec<String> {
     Migrator::migrations().iter().map(|migration| migration.name().to_owned()).collect()
 }
 
-unmigrated_tests!(an_empty_database_has_every_migration_pending_until_migrated);
+backend_tests!(unmigrated: an_empty_database_has_every_migration_pending_until_migrated);
 
-async fn an_empty_database_has_every_migration_pending_until_migrated(database: TestDatabase) {
-    let store = &database.store;
+async fn an_empty_database_has_every_migration_pending_until_migrated(store: Store) {
     assert_eq!(store.schema_status().await.unwrap(), SchemaStatus::Pending(known_migrations()));
     store.migrate().await.unwrap();
     assert_eq!(store.schema_status().await.unwrap(), SchemaStatus::Current);
@@ -111,15 +86,14 @@ async fn a_database_migrated_by_a_newer_binary_is_refused_naming_the_migration(s
     assert!(message.contains(&Store::newest_migration()), "names the binary's newest migration: {message}");
 }
 
-unmigrated_tests!(a_newer_schema_is_refused_even_with_migrations_of_this_binary_pending);
+backend_tests!(unmigrated: a_newer_schema_is_refused_even_with_migrations_of_this_binary_pending);
 
 /// A database where this binary's newest migration is missing but a newer
 /// binary's is recorded (a newer binary's schema, partly rolled back by hand):
 /// refused, not "repaired" by applying what looks pending.
-async fn a_newer_schema_is_refused_even_with_migrations_of_this_binary_pending(database: TestDatabase) {
-    let store = &database.store;
+async fn a_newer_schema_is_refused_even_with_migrations_of_this_binary_pending(store: Store) {
     store.migrate().await.unwrap();
-    record_future_migration(store).await;
+    record_future_migration(&store).await;
     store
         .execute_unprepared_for_tests(&format!(
             "DELETE FROM seaql_migrations WHERE version = '{}'",

@@ -6,9 +6,10 @@
 
 use std::time::{Duration, Instant};
 
+use catalog_store::backend_tests;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, e2e_tests};
+use crate::helpers::TestApp;
 
 /// How a hostile request is sent.
 enum Send {
@@ -513,4 +514,4 @@ async fn every_hostile_request_is_refused_quickly_and_the_server_keeps_answering
     assert!(grown_mib < 256, "resident memory grew by {grown_mib} MiB over the suite");
 }
 
-e2e_tests!(every_hostile_request_is_refused_quickly_and_the_server_keeps_answering);
+backend_tests!(every_hostile_request_is_refused_quickly_and_the_server_keeps_answering);

@@ -7,12 +7,13 @@
 use base64::Engine as _;
 use catalog_ingestion::testing::kubernetes::{FakeKubernetes, deployment};
 use catalog_ingestion::testing::pagerduty::{Account, FakePagerDuty, on_call, service, team, with_team};
+use catalog_store::backend_tests;
 use catalog_store::testing::TestDatabase;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{database_tests, examples_root, spawn_app_with};
+use crate::helpers::{examples_root, spawn_app_with};
 
 const CHECKOUT: &str = "apiVersion: backstage.io/v1alpha1
 kind: Component
@@ -132,4 +133,4 @@ async fn a_component_answers_with_its_github_team_workloads_and_who_is_on_call(d
     );
 }
 
-database_tests!(a_component_answers_with_its_github_team_workloads_and_who_is_on_call);
+backend_tests!(a_component_answers_with_its_github_team_workloads_and_who_is_on_call);

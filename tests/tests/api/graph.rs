@@ -3,9 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use catalog_store::backend_tests;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, e2e_tests, error_code};
+use crate::helpers::{TestApp, error_code};
 
 fn refs(nodes: &Value) -> Vec<String> {
     nodes.as_array().unwrap().iter().map(|node| node["entityRef"].as_str().unwrap().to_owned()).collect()
@@ -261,7 +262,7 @@ async fn a_walk_costs_statements_by_depth_not_by_size(app: TestApp) {
     assert!(statements <= 1 + 4 + 1 + 2, "{statements} statements for {reached} entities");
 }
 
-e2e_tests!(
+backend_tests!(
     impact_lists_every_dependent_with_its_path_and_groups_owners,
     impact_goes_through_apis_only_when_asked,
     unresolved_dependencies_appear_as_unresolved_nodes,

@@ -8,7 +8,7 @@ use catalog_api::app::Application;
 use catalog_api::config::Config;
 use catalog_ingestion::Engine;
 use catalog_store::Store;
-use catalog_store::testing::TestDatabase;
+use catalog_store::testing::{Fixture, TestDatabase};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -256,46 +256,10 @@ impl Drop for ServeProcess {
     }
 }
 
-/// Generates one test per backend for each `async fn(TestApp)`.
-macro_rules! e2e_tests {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    let database = catalog_store::testing::TestDatabase::sqlite().await;
-                    super::$name($crate::helpers::spawn_app(database).await).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    let Some(database) = catalog_store::testing::TestDatabase::postgres().await else { return };
-                    super::$name($crate::helpers::spawn_app(database).await).await;
-                }
-            }
-        )*
-    };
+/// A body of `backend_tests!` that takes a [`TestApp`] runs against the
+/// application started over the case's fresh database.
+impl Fixture for TestApp {
+    async fn over(database: TestDatabase) -> Self {
+        spawn_app(database).await
+    }
 }
-pub(crate) use e2e_tests;
-
-/// Runs each test body with a fresh database, once on SQLite and once on
-/// PostgreSQL, for tests that start their own servers.
-macro_rules! database_tests {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name(catalog_store::testing::TestDatabase::sqlite().await).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    let Some(database) = catalog_store::testing::TestDatabase::postgres().await else { return };
-                    super::$name(database).await;
-                }
-            }
-        )*
-    };
-}
-pub(crate) use database_tests;

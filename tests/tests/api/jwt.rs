@@ -9,12 +9,13 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use catalog_api::jwt::JwtConfig;
+use catalog_store::backend_tests;
 use catalog_store::testing::TestDatabase;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, database_tests, editable_examples, error_code, examples_root, spawn_app_with};
+use crate::helpers::{TestApp, editable_examples, error_code, examples_root, spawn_app_with};
 use crate::stream::{Protocol, Subscriber, edit_description};
 
 const ISSUER: &str = "https://idp.example.com/";
@@ -279,7 +280,7 @@ async fn a_key_verifies_only_the_algorithm_its_jwk_names(database: TestDatabase)
     assert_eq!((status, error_code(&body)), (401, "UNAUTHENTICATED"), "{body}");
 }
 
-database_tests!(
+backend_tests!(
     an_open_subscription_follows_the_principals_changed_groups,
     a_key_verifies_only_the_algorithm_its_jwk_names,
     tokens_from_the_identity_provider_are_checked_claim_by_claim,

@@ -4,10 +4,11 @@
 //! memory while the cluster is gone.
 
 use catalog_ingestion::testing::kubernetes::{FakeKubernetes, deployment};
+use catalog_store::backend_tests;
 use catalog_store::testing::TestDatabase;
 use serde_json::json;
 
-use crate::helpers::{database_tests, examples_root, spawn_app_with};
+use crate::helpers::{examples_root, spawn_app_with};
 
 async fn an_entity_shows_its_workloads_and_the_provider_its_scopes(database: TestDatabase) {
     let fake = FakeKubernetes::start().await;
@@ -79,4 +80,4 @@ async fn an_entity_shows_its_workloads_and_the_provider_its_scopes(database: Tes
     );
 }
 
-database_tests!(an_entity_shows_its_workloads_and_the_provider_its_scopes);
+backend_tests!(an_entity_shows_its_workloads_and_the_provider_its_scopes);

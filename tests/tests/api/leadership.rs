@@ -4,14 +4,13 @@
 
 use std::time::Duration;
 
+use catalog_store::backend_tests;
 use catalog_store::testing::TestDatabase;
 use serde_json::json;
 
-use crate::helpers::{
-    ServeProcess, TestApp, database_tests, editable_examples, examples_root, query_graphql, spawn_app_with,
-};
+use crate::helpers::{ServeProcess, TestApp, editable_examples, examples_root, query_graphql, spawn_app_with};
 
-database_tests!(exactly_one_replica_leads_ingestion_and_another_takes_over);
+backend_tests!(exactly_one_replica_leads_ingestion_and_another_takes_over);
 
 /// Two `catalog serve` processes on one PostgreSQL, both with ingestion on:
 /// exactly one leads the schedule, and both serve the catalog.

@@ -2,9 +2,10 @@
 
 use serde_json::json;
 
+use catalog_store::backend_tests;
 use catalog_store::testing::TestDatabase;
 
-use crate::helpers::{TestApp, database_tests, e2e_tests, error_code, examples_root, spawn_app_with};
+use crate::helpers::{TestApp, error_code, examples_root, spawn_app_with};
 
 async fn a_deeply_nested_query_is_refused_and_the_server_keeps_answering(app: TestApp) {
     // About 2,000 levels of `[` overflow async-graphql's recursive parser.
@@ -227,7 +228,7 @@ async fn internal_errors_are_masked_and_carry_the_request_id(app: TestApp) {
     assert_eq!(response.headers()["x-request-id"].len(), 32);
 }
 
-e2e_tests!(
+backend_tests!(
     aliases_fields_directives_and_fragments_are_counted_before_validation,
     get_runs_queries_only_and_responses_follow_the_accept_header,
     internal_errors_are_masked_and_carry_the_request_id,
@@ -269,4 +270,4 @@ async fn entities_loaded_through_relations_are_bounded_per_request(database: Tes
     assert_eq!(body["errors"][0]["extensions"]["limit"], "loadedEntities", "{body}");
 }
 
-database_tests!(entities_loaded_through_relations_are_bounded_per_request);
+backend_tests!(entities_loaded_through_relations_are_bounded_per_request);

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use catalog_store::backend_tests;
 use catalog_store::testing::TestDatabase;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -11,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crate::helpers::{TestApp, database_tests, editable_examples, error_code, examples_root, spawn_app_with};
+use crate::helpers::{TestApp, editable_examples, error_code, examples_root, spawn_app_with};
 
 /// Sent in operation names, aliases and paths; must never reach the scrape.
 const MARKER: &str = "zqxMetricsMarker4417";
@@ -335,7 +336,7 @@ async fn provider_runs_entities_and_leadership_are_scraped(database: TestDatabas
     assert_eq!(second.value("catalog_provider_entities", &[("provider", "file"), ("scope", "file")]), total);
 }
 
-database_tests!(
+backend_tests!(
     every_rejection_error_and_request_is_counted_by_label,
     metrics_are_not_served_when_disabled,
     provider_runs_entities_and_leadership_are_scraped,

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use catalog_api::auth::Permission;
 use catalog_api::config::Config;
+use catalog_store::backend_tests;
 use catalog_store::testing::TestDatabase;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, database_tests, editable_examples, error_code, examples_root, spawn_app_with};
+use crate::helpers::{TestApp, editable_examples, error_code, examples_root, spawn_app_with};
 
-database_tests!(
+backend_tests!(
     every_mutation_field_refuses_principals_without_its_permission,
     delete_entity_removes_one_entity_with_a_change_and_an_audit_record,
     refresh_reads_the_source_again_and_names_unknown_providers,

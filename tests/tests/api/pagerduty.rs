@@ -14,14 +14,15 @@ use catalog_ingestion::PagerDutyProviderConfig;
 use catalog_ingestion::testing::pagerduty::{
     Account, FakePagerDuty, incident, on_call, service, team, with_integration, with_team,
 };
+use catalog_store::backend_tests;
 use catalog_store::testing::TestDatabase;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{TestApp, database_tests, editable_examples, error_code, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, editable_examples, error_code, spawn_app, spawn_app_with};
 
-database_tests!(
+backend_tests!(
     an_entity_shows_its_service_who_is_on_call_and_its_incidents,
     a_burst_of_queries_makes_one_on_call_request_until_the_cache_expires,
     upstream_failures_are_errors_with_a_code_not_empty_lists,

@@ -1,8 +1,9 @@
 //! What portal teams and scripts ask the catalog, over HTTP.
 
+use catalog_store::backend_tests;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, e2e_tests, error_code};
+use crate::helpers::{TestApp, error_code};
 
 async fn a_component_comes_with_its_owner_system_apis_and_dependencies(app: TestApp) {
     let data = app
@@ -284,7 +285,7 @@ async fn the_readme_queries_run_against_the_example_catalog(app: TestApp) {
     }
 }
 
-e2e_tests!(
+backend_tests!(
     a_component_comes_with_its_owner_system_apis_and_dependencies,
     dangling_references_are_listed_as_unresolved,
     pages_walk_every_entity_exactly_once,

@@ -8,40 +8,18 @@ use std::time::Duration;
 
 use catalog_api::app::Application;
 use catalog_api::config::Config;
+use catalog_store::backend_tests;
 use catalog_store::testing::TestDatabase;
 use catalog_store::{SchemaStatus, Store};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::helpers::{TestApp, database_tests, e2e_tests, examples_root, query_graphql};
+use crate::helpers::{TestApp, examples_root, query_graphql};
 
 /// A migration no binary of today knows, as a newer binary would record it.
 const FUTURE_MIGRATION: &str = "m20991231_000001_from_the_future";
 /// A newer binary's migration that only adds to the schema.
 const FUTURE_ADDITIVE: &str = "m20991230_000001_new_index_additive";
-
-/// Runs each body with a fresh database holding no table at all, on SQLite
-/// and on PostgreSQL.
-macro_rules! unmigrated_database_tests {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name(catalog_store::testing::TestDatabase::sqlite_unmigrated().await).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    let Some(database) = catalog_store::testing::TestDatabase::postgres_unmigrated().await else {
-                        return;
-                    };
-                    super::$name(database).await;
-                }
-            }
-        )*
-    };
-}
 
 /// The configuration of a replica over `url` that leaves migrating to
 /// `catalog migrate`, ingesting the example catalog once it may.
@@ -66,7 +44,7 @@ async fn record_future_migration(store: &Store) {
     store.record_migration_for_tests(FUTURE_MIGRATION).await;
 }
 
-database_tests!(an_older_binary_starts_and_serves_on_a_schema_a_newer_one_only_expanded);
+backend_tests!(an_older_binary_starts_and_serves_on_a_schema_a_newer_one_only_expanded);
 
 /// A rolling upgrade's old replica restarting (or rolled back to) after the
 /// new binary applied an additive migration: it starts, migrating on start
@@ -113,7 +91,7 @@ async fn eventually(client: &reqwest::Client, url: String, status: u16) -> Strin
     panic!("{url} never answered {status}; last {last:?}");
 }
 
-unmigrated_database_tests!(a_server_that_does_not_migrate_on_start_is_unready_until_migrated);
+backend_tests!(unmigrated: a_server_that_does_not_migrate_on_start_is_unready_until_migrated);
 
 async fn a_server_that_does_not_migrate_on_start_is_unready_until_migrated(database: TestDatabase) {
     let application = Application::build(waiting_config(&database.url)).await.expect("it starts, waiting");
@@ -149,7 +127,7 @@ async fn a_server_that_does_not_migrate_on_start_is_unready_until_migrated(datab
     assert!(!server.is_finished());
 }
 
-unmigrated_database_tests!(a_waiting_server_stops_when_a_newer_binary_migrates_the_database);
+backend_tests!(unmigrated: a_waiting_server_stops_when_a_newer_binary_migrates_the_database);
 
 async fn a_waiting_server_stops_when_a_newer_binary_migrates_the_database(database: TestDatabase) {
     let application = Application::build(waiting_config(&database.url)).await.expect("it starts, waiting");
@@ -173,7 +151,7 @@ async fn a_waiting_server_stops_when_a_newer_binary_migrates_the_database(databa
     assert!(message.contains(FUTURE_MIGRATION) && message.contains("upgrade the catalog binary"), "{message}");
 }
 
-database_tests!(startup_refuses_a_database_migrated_by_a_newer_binary);
+backend_tests!(startup_refuses_a_database_migrated_by_a_newer_binary);
 
 async fn startup_refuses_a_database_migrated_by_a_newer_binary(database: TestDatabase) {
     record_future_migration(&database.store).await;
@@ -189,7 +167,7 @@ async fn startup_refuses_a_database_migrated_by_a_newer_binary(database: TestDat
     }
 }
 
-e2e_tests!(readyz_is_unready_while_the_schema_is_newer_than_the_binary);
+backend_tests!(readyz_is_unready_while_the_schema_is_newer_than_the_binary);
 
 async fn readyz_is_unready_while_the_schema_is_newer_than_the_binary(app: TestApp) {
     assert_eq!(get(&app.client, app.url("/readyz")).await, (200, "ready".to_owned()));

@@ -13,15 +13,16 @@ use base64::Engine as _;
 use catalog_api::auth::Permission;
 use catalog_api::config::{Config, ProviderConfig};
 use catalog_ingestion::GithubProviderConfig;
+use catalog_store::backend_tests;
 use catalog_store::testing::TestDatabase;
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::helpers::{TestApp, database_tests, editable_examples, error_code, examples_root, spawn_app_with};
+use crate::helpers::{TestApp, editable_examples, error_code, examples_root, spawn_app_with};
 use crate::stream::{Protocol, Subscriber};
 
-database_tests!(
+backend_tests!(
     the_example_template_publishes_registers_and_streams_its_events,
     a_dry_run_renders_the_skeleton_and_publishes_nothing,
     values_are_checked_before_anything_runs,

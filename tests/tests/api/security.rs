@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use catalog_api::auth::Permission;
 use catalog_api::config::{Config, Profile};
+use catalog_store::backend_tests;
 use catalog_store::testing::TestDatabase;
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
@@ -14,7 +15,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::helpers::{TestApp, database_tests, error_code, examples_root, spawn_app_with};
+use crate::helpers::{TestApp, error_code, examples_root, spawn_app_with};
 
 async fn app_with(database: TestDatabase, configure: impl FnOnce(&mut Config)) -> TestApp {
     let url = database.url.clone();
@@ -128,7 +129,7 @@ async fn cors_answers_only_configured_origins(database: TestDatabase) {
     assert!(exposed.contains("x-request-id"), "{exposed}");
 }
 
-database_tests!(
+backend_tests!(
     the_production_profile_hides_the_schema_and_asks_get_for_a_csrf_header,
     the_embedded_profile_suggests_fields_and_answers_introspection,
     websockets_refuse_other_origins_and_silent_clients,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use catalog_store::backend_tests;
 use catalog_store::testing::TestDatabase;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -14,9 +15,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::{
-    ServeProcess, TestApp, catalog_command, database_tests, editable_examples, query_graphql, spawn_app_on,
-};
+use crate::helpers::{ServeProcess, TestApp, catalog_command, editable_examples, query_graphql, spawn_app_on};
 
 /// The two GraphQL-over-WebSocket protocols clients speak.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -490,7 +489,7 @@ async fn a_cursor_older_than_the_retained_log_is_refused(database: TestDatabase)
     assert_eq!(errors[0]["extensions"]["code"], "CURSOR_EXPIRED", "{refused}");
 }
 
-database_tests!(
+backend_tests!(
     separate_server_processes_deliver_the_same_changes,
     a_cursor_older_than_the_retained_log_is_refused,
     a_saved_file_reaches_subscribers_without_a_refresh,

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use catalog_store::backend_tests;
 use catalog_store::testing::TestDatabase;
 use serde_json::{Value, json};
 use wiremock::MockServer;
@@ -18,10 +19,10 @@ use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{Metric, NumberDataPoint, metric, number_data_point};
 use prost::Message as _;
 
-use crate::helpers::{ServeProcess, database_tests, editable_examples};
+use crate::helpers::{ServeProcess, editable_examples};
 use crate::webhooks::serve_github;
 
-database_tests!(
+backend_tests!(
     a_graphql_request_is_one_trace_under_the_callers_span_with_its_sql,
     a_webhook_sends_its_trace_on_to_github,
     json_log_lines_carry_the_request_id,

@@ -6,14 +6,15 @@ use std::time::Duration;
 use base64::Engine as _;
 use catalog_api::config::{Config, ProviderConfig};
 use catalog_ingestion::GithubProviderConfig;
+use catalog_store::backend_tests;
 use catalog_store::testing::TestDatabase;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{TestApp, database_tests, examples_root, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, examples_root, spawn_app, spawn_app_with};
 
-database_tests!(
+backend_tests!(
     a_signed_push_to_a_catalog_file_reads_that_repository_again,
     bad_deliveries_are_refused_before_anything_is_parsed,
     the_endpoint_is_off_without_a_secret,
