@@ -50,7 +50,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-cargo build --locked --profile "$profile" -p catalog-api -p catalog-bench
+# Two builds, not one: built together, the server would get the store's
+# `testing` feature that the bench tool enables (cargo unifies features of
+# packages built in one invocation), and the benchmark would not measure the
+# binary that ships.
+cargo build --locked --profile "$profile" -p catalog-api --bin catalog
+cargo build --locked --profile "$profile" -p catalog-bench
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 bin_dir="$target_dir/$([ "$profile" = dev ] && echo debug || echo "$profile")"
 work=$(mktemp -d)

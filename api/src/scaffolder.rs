@@ -84,10 +84,15 @@ struct GithubTemplateFiles {
 }
 
 impl TemplateFiles for GithubTemplateFiles {
-    fn fetch<'a>(&'a self, location: &'a str, target: &'a std::path::Path) -> BoxFuture<'a, Result<(), String>> {
+    fn fetch<'a>(
+        &'a self,
+        location: &'a str,
+        target: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<(), Box<dyn std::error::Error + Send + Sync>>> {
         Box::pin(async move {
             let url = location.strip_prefix("url:").unwrap_or(location);
-            self.engine.download_github_directory(url, target, TEMPLATE_DIRECTORY_LIMITS).await.map(|_| ())
+            self.engine.download_github_directory(url, target, TEMPLATE_DIRECTORY_LIMITS).await?;
+            Ok(())
         })
     }
 }

@@ -14,7 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use catalog_ingestion::{Engine, GithubProviderConfig, ProviderConfig, RetryPolicy};
+use catalog_ingestion::{Engine, GithubAuthConfig, GithubProviderConfig, ProviderConfig, RetryPolicy};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -144,8 +144,11 @@ pub async fn run(repositories: usize, latency_ms: u64, levels: &[usize]) -> anyh
         store.migrate().await?;
         let config = GithubProviderConfig {
             organization: "acme".into(),
-            api_base_url: format!("http://{address}"),
-            token_variable: "CATALOG_BENCH_GITHUB_TOKEN_UNSET".into(),
+            auth: GithubAuthConfig {
+                api_base_url: format!("http://{address}"),
+                token_variable: "CATALOG_BENCH_GITHUB_TOKEN_UNSET".into(),
+                ..GithubAuthConfig::default()
+            },
             concurrency,
             ..GithubProviderConfig::default()
         };

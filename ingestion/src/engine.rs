@@ -5,18 +5,17 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use catalog_http::{RetryPolicy, SourceError};
 use catalog_store::{ApplySummary, Catalog, Leadership, Snapshot, SnapshotWriter, StoreError};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::file::{FileProvider, FileProviderConfig};
-use crate::github::{GithubBuildError, GithubFileUrl, GithubProvider, GithubProviderConfig, RepositoryHint};
-use crate::github_org::{GithubOrgProvider, GithubOrgProviderConfig};
-use crate::kubernetes::{KubernetesBuildError, KubernetesProvider, KubernetesProviderConfig, KubernetesView};
-use crate::pagerduty::{PagerDutyBuildError, PagerDutyProvider, PagerDutyProviderConfig, PagerDutyView};
-use crate::pull::RetryPolicy;
+use crate::config::{ProviderConfig, build_providers};
+use crate::github::GithubFileUrl;
+use crate::kubernetes::KubernetesView;
+use crate::pagerduty::{PagerDutyProvider, PagerDutyView};
+use crate::provider::{BuildError, Facts, GithubRefresh, Provider, RepositoryHint, ScopeHealth};
 
 /// How long file events settle before a run: an editor's save is a burst.
 const SETTLE: Duration = Duration::from_millis(100);
@@ -25,60 +24,6 @@ const SETTLE: Duration = Duration::from_millis(100);
 /// webhooks after an outage, say) reading the whole organisation is cheaper.
 const MAX_TARGETED_REPOSITORIES: usize = 50;
 
-/// The providers there are. Closed: each variant builds a ready provider.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum ProviderConfig {
-    File(FileProviderConfig),
-    Github(GithubProviderConfig),
-    #[serde(rename = "github-org")]
-    GithubOrg(GithubOrgProviderConfig),
-    Kubernetes(KubernetesProviderConfig),
-    PagerDuty(PagerDutyProviderConfig),
-}
-
-#[derive(Clone, Debug)]
-enum Provider {
-    File(FileProvider),
-    Github(Arc<GithubProvider>),
-    GithubOrg(Arc<GithubOrgProvider>),
-    Kubernetes(Arc<KubernetesProvider>),
-    PagerDuty(Arc<PagerDutyProvider>),
-}
-
-impl Provider {
-    fn key(&self) -> &str {
-        match self {
-            Provider::File(file) => file.key(),
-            Provider::Github(github) => github.key(),
-            Provider::GithubOrg(org) => org.key(),
-            Provider::Kubernetes(kubernetes) => kubernetes.key(),
-            Provider::PagerDuty(pagerduty) => pagerduty.key(),
-        }
-    }
-
-    fn kind(&self) -> &'static str {
-        match self {
-            Provider::File(_) => "file",
-            Provider::Github(_) => "github",
-            Provider::GithubOrg(_) => "github-org",
-            Provider::Kubernetes(_) => "kubernetes",
-            Provider::PagerDuty(_) => "pagerduty",
-        }
-    }
-}
-
-/// Why the providers cannot be built from their configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    #[error(transparent)]
-    Github(#[from] GithubBuildError),
-    #[error(transparent)]
-    Kubernetes(#[from] KubernetesBuildError),
-    #[error(transparent)]
-    PagerDuty(#[from] PagerDutyBuildError),
-}
-
 /// Why an on-demand provider run did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -86,23 +31,6 @@ pub enum RunError {
     Aborted,
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// What a GitHub webhook asks of one provider.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum GithubRefresh {
-    /// Read these repositories again alone (a discovery provider).
-    Repositories { provider: String, repositories: Vec<RepositoryHint> },
-    /// Run the whole provider (an org provider: teams and members).
-    Provider(String),
-}
-
-impl GithubRefresh {
-    pub fn provider(&self) -> &str {
-        match self {
-            GithubRefresh::Repositories { provider, .. } | GithubRefresh::Provider(provider) => provider,
-        }
-    }
 }
 
 /// The outcome of one provider run.
@@ -150,13 +78,15 @@ pub struct ProviderHealth {
     pub scopes: Vec<ScopeHealth>,
 }
 
-/// One scope of a provider: its key in the store and whether it was read in full.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ScopeHealth {
-    pub name: String,
-    /// Whether its last read was complete (for a watch: listed at least once).
-    pub complete: bool,
-    pub last_error: Option<String>,
+/// Why a template's directory cannot be copied from GitHub.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("{0} is not a GitHub file URL (https://HOST/ORG/REPO/blob/BRANCH/PATH)")]
+    NotAFileUrl(String),
+    #[error("no GitHub provider reads the organisation {0}")]
+    NoProvider(String),
+    #[error("cannot fetch {repository}/{directory} at {branch}: {source}")]
+    Fetch { repository: String, directory: String, branch: String, source: SourceError },
 }
 
 /// The longest one provider run may take by default before it is abandoned
@@ -213,9 +143,11 @@ type StartedRun = (Instant, ProviderRun);
 pub struct Engine {
     /// Where snapshots go: the engine is the only writer of entities.
     writer: SnapshotWriter,
-    /// What providers that read the catalog (Kubernetes, PagerDuty) read.
-    catalog: Catalog,
-    providers: Vec<Provider>,
+    providers: Vec<Arc<dyn Provider>>,
+    /// The live views the Kubernetes providers' watchers keep, for the API.
+    kubernetes: Vec<KubernetesView>,
+    /// What the API reads from the PagerDuty accounts; None without one.
+    pagerduty: Option<PagerDutyView>,
     /// Per provider (same order): its latest run and when it started. One
     /// run at a time per provider; a caller that waited for a run which
     /// started after it asked takes that run's result instead of reading
@@ -232,6 +164,7 @@ pub struct Engine {
 
 impl Engine {
     /// Builds every provider, checking its configuration first.
+    /// Providers that read the catalog (Kubernetes, PagerDuty) get `catalog`.
     pub fn build(writer: SnapshotWriter, catalog: Catalog, configs: &[ProviderConfig]) -> Result<Self, BuildError> {
         Self::build_with(writer, catalog, configs, RetryPolicy::default())
     }
@@ -243,47 +176,13 @@ impl Engine {
         configs: &[ProviderConfig],
         policy: RetryPolicy,
     ) -> Result<Self, BuildError> {
-        // Keys follow the configuration order per type: `file`, then `file-2`,
-        // `file-3`...; `github`, `github-2`...
-        let mut counts: HashMap<&str, usize> = HashMap::new();
-        let mut key = |kind: &'static str| {
-            let n = counts.entry(kind).or_default();
-            *n += 1;
-            if *n == 1 { kind.to_owned() } else { format!("{kind}-{n}") }
-        };
-        // Entity names carry the cluster's name, so one cluster in two
-        // providers would make each claim the other's workloads' names.
-        let mut clusters = std::collections::HashSet::new();
-        for config in configs {
-            if let ProviderConfig::Kubernetes(kubernetes) = config {
-                for cluster in &kubernetes.clusters {
-                    if !clusters.insert(cluster.name.as_str()) {
-                        return Err(KubernetesBuildError::ClusterTwice(cluster.name.clone()).into());
-                    }
-                }
-            }
+        let providers = build_providers(configs, policy, &catalog)?;
+        let mut facts = Facts::default();
+        for provider in &providers {
+            Arc::clone(provider).contribute(&mut facts);
         }
-        let mut providers = Vec::with_capacity(configs.len());
-        for config in configs {
-            providers.push(match config {
-                ProviderConfig::File(config) => Provider::File(FileProvider::new(key("file"), config)),
-                ProviderConfig::Github(config) => {
-                    Provider::Github(Arc::new(GithubProvider::build(key("github"), config, policy)?))
-                }
-                ProviderConfig::GithubOrg(config) => {
-                    Provider::GithubOrg(Arc::new(GithubOrgProvider::build(key("github-org"), config, policy)?))
-                }
-                ProviderConfig::Kubernetes(config) => {
-                    Provider::Kubernetes(Arc::new(KubernetesProvider::build(key("kubernetes"), config, policy)?))
-                }
-                ProviderConfig::PagerDuty(config) => Provider::PagerDuty(Arc::new(PagerDutyProvider::build(
-                    key("pagerduty"),
-                    config,
-                    policy,
-                    catalog.clone(),
-                )?)),
-            });
-        }
+        let kubernetes = facts.take::<KubernetesView>();
+        let pagerduty = PagerDutyView::new(facts.take::<Arc<PagerDutyProvider>>());
         let latest = Arc::new(providers.iter().map(|_| tokio::sync::Mutex::new(None)).collect());
         let health = providers
             .iter()
@@ -295,8 +194,9 @@ impl Engine {
             .collect();
         Ok(Self {
             writer,
-            catalog,
             providers,
+            kubernetes,
+            pagerduty,
             latest,
             health: Arc::new(std::sync::Mutex::new(health)),
             run_timeout: RUN_TIMEOUT,
@@ -321,34 +221,21 @@ impl Engine {
     pub fn health(&self) -> Vec<ProviderHealth> {
         let mut health = self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         for (provider, health) in self.providers.iter().zip(&mut health) {
-            health.scopes = match provider {
-                Provider::Kubernetes(kubernetes) => kubernetes
-                    .scopes()
-                    .into_iter()
-                    .map(|scope| ScopeHealth { name: scope.name, complete: scope.listed, last_error: scope.last_error })
-                    .collect(),
-                Provider::File(_) | Provider::Github(_) | Provider::GithubOrg(_) | Provider::PagerDuty(_) => {
-                    vec![ScopeHealth {
-                        name: health.key.clone(),
-                        // A run in progress leaves the last outcome standing.
-                        complete: health.last_success_at.is_some() && health.last_error.is_none(),
-                        last_error: health.last_error.clone(),
-                    }]
-                }
-            };
+            health.scopes = provider.scopes().unwrap_or_else(|| {
+                vec![ScopeHealth {
+                    name: health.key.clone(),
+                    // A run in progress leaves the last outcome standing.
+                    complete: health.last_success_at.is_some() && health.last_error.is_none(),
+                    last_error: health.last_error.clone(),
+                }]
+            });
         }
         health
     }
 
     /// The live views of the Kubernetes providers' watchers.
     pub fn kubernetes(&self) -> Vec<KubernetesView> {
-        self.providers
-            .iter()
-            .filter_map(|provider| match provider {
-                Provider::Kubernetes(kubernetes) => Some(kubernetes.view()),
-                Provider::File(_) | Provider::Github(_) | Provider::GithubOrg(_) | Provider::PagerDuty(_) => None,
-            })
-            .collect()
+        self.kubernetes.clone()
     }
 
     fn update_health(&self, index: usize, update: impl FnOnce(&mut ProviderHealth)) {
@@ -379,25 +266,7 @@ impl Engine {
     /// a run of each org provider when teams or members changed. Empty when
     /// the event changes nothing the providers read.
     pub fn github_refreshes(&self, event: &str, payload: &Value) -> Vec<GithubRefresh> {
-        let organization = payload["organization"]["login"]
-            .as_str()
-            .or_else(|| payload["repository"]["owner"]["login"].as_str())
-            .unwrap_or_default();
-        let organisation_changed = matches!(event, "membership" | "team" | "organization" | "member");
-        self.providers
-            .iter()
-            .filter_map(|provider| match provider {
-                Provider::Github(github) => {
-                    let repositories = github.repositories_to_refresh(event, payload);
-                    (!repositories.is_empty())
-                        .then(|| GithubRefresh::Repositories { provider: github.key().to_owned(), repositories })
-                }
-                Provider::GithubOrg(org) => (organisation_changed
-                    && org.organization().eq_ignore_ascii_case(organization))
-                .then(|| GithubRefresh::Provider(org.key().to_owned())),
-                Provider::File(_) | Provider::Kubernetes(_) | Provider::PagerDuty(_) => None,
-            })
-            .collect()
+        self.providers.iter().filter_map(|provider| provider.github_refresh(event, payload)).collect()
     }
 
     /// Copies the directory of a file the GitHub providers read
@@ -409,35 +278,33 @@ impl Engine {
         file_url: &str,
         target: &std::path::Path,
         limits: (usize, usize),
-    ) -> Result<usize, String> {
+    ) -> Result<usize, DownloadError> {
         let Some(GithubFileUrl { owner, repository: name, branch, path, .. }) = GithubFileUrl::parse(file_url) else {
-            return Err(format!("{file_url} is not a GitHub file URL (https://HOST/ORG/REPO/blob/BRANCH/PATH)"));
+            return Err(DownloadError::NotAFileUrl(file_url.to_owned()));
         };
-        let owner = owner.as_str();
         let directory = path.rsplit_once('/').map_or("", |(directory, _)| directory);
-        let github = self
-            .providers
-            .iter()
-            .find_map(|provider| match provider {
-                Provider::Github(github) if github.reads_organization(owner) => Some(github.clone()),
-                _ => None,
-            })
-            .ok_or_else(|| format!("no GitHub provider reads the organisation {owner}"))?;
-        github
-            .download_directory(&format!("{owner}/{name}"), &branch, directory, target, limits)
-            .await
-            .map_err(|error| format!("cannot fetch {owner}/{name}/{directory} at {branch}: {error}"))
+        let provider = self
+            .reading_organization(&owner)
+            .next()
+            .cloned()
+            .ok_or_else(|| DownloadError::NoProvider(owner.clone()))?;
+        let Some(github) = provider.repositories() else { return Err(DownloadError::NoProvider(owner)) };
+        let repository = format!("{owner}/{name}");
+        github.download_directory(&repository, &branch, directory, target, limits).await.map_err(|source| {
+            DownloadError::Fetch { repository, directory: directory.to_owned(), branch: branch.clone(), source }
+        })
+    }
+
+    /// The providers that read GitHub repositories of `organization`.
+    fn reading_organization<'a>(&'a self, organization: &'a str) -> impl Iterator<Item = &'a Arc<dyn Provider>> + 'a {
+        self.providers.iter().filter(|provider| {
+            provider.repositories().is_some_and(|repositories| repositories.reads_organization(organization))
+        })
     }
 
     /// The keys of the GitHub discovery providers reading `organization`.
     pub fn github_providers_for(&self, organization: &str) -> Vec<String> {
-        self.providers
-            .iter()
-            .filter_map(|provider| match provider {
-                Provider::Github(github) if github.reads_organization(organization) => Some(github.key().to_owned()),
-                _ => None,
-            })
-            .collect()
+        self.reading_organization(organization).map(|provider| provider.key().to_owned()).collect()
     }
 
     /// Carries out what a webhook asked ([`Engine::github_refreshes`]).
@@ -450,12 +317,15 @@ impl Engine {
             GithubRefresh::Provider(provider) => return self.run_provider(provider).await,
             GithubRefresh::Repositories { provider, repositories } => (provider, repositories),
         };
-        let Some((index, github)) = self.providers.iter().enumerate().find_map(|(index, candidate)| match candidate {
-            Provider::Github(github) if github.key() == provider => Some((index, github.clone())),
-            _ => None,
-        }) else {
+        let Some(index) = self
+            .providers
+            .iter()
+            .position(|candidate| candidate.key() == provider && candidate.repositories().is_some())
+        else {
             return Ok(None);
         };
+        let candidate = Arc::clone(&self.providers[index]);
+        let Some(github) = candidate.repositories() else { return Ok(None) };
         let lock_pending = || self.pending_repositories.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         lock_pending().entry(index).or_default().extend(repositories.iter().cloned());
         let mut latest = self.latest[index].lock().await;
@@ -504,15 +374,7 @@ impl Engine {
     /// What the API reads from the PagerDuty providers (services, on-call,
     /// incidents); None when none is configured.
     pub fn pagerduty(&self) -> Option<PagerDutyView> {
-        PagerDutyView::new(
-            self.providers
-                .iter()
-                .filter_map(|provider| match provider {
-                    Provider::PagerDuty(pagerduty) => Some(pagerduty.clone()),
-                    Provider::File(_) | Provider::Github(_) | Provider::GithubOrg(_) | Provider::Kubernetes(_) => None,
-                })
-                .collect(),
-        )
+        self.pagerduty.clone()
     }
 
     /// The keys of the configured providers, in configuration order.
@@ -562,18 +424,7 @@ impl Engine {
         let started_at = Utc::now();
         let started = Instant::now();
         self.update_health(index, |health| health.last_run_at = Some(started_at));
-        let read = async {
-            match provider {
-                Provider::File(file) => {
-                    let file = file.clone();
-                    tokio::task::spawn_blocking(move || vec![file.read()]).await.map_err(|error| error.to_string())
-                }
-                Provider::Github(github) => Ok(vec![github.read().await]),
-                Provider::GithubOrg(org) => Ok(vec![org.read().await]),
-                Provider::Kubernetes(kubernetes) => kubernetes.read(&self.catalog).await,
-                Provider::PagerDuty(pagerduty) => Ok(vec![pagerduty.read().await]),
-            }
-        };
+        let read = provider.read();
         let failed = |message: String| {
             tracing::error!(provider = provider.key(), error = %message, "provider run failed");
             self.update_health(index, |health| {
@@ -584,8 +435,8 @@ impl Engine {
         };
         let mut snapshots = match tokio::time::timeout(self.run_timeout, read).await {
             Ok(Ok(snapshots)) => snapshots,
-            Ok(Err(message)) => {
-                failed(format!("the read was aborted: {message}"));
+            Ok(Err(error)) => {
+                failed(format!("the read was aborted: {error}"));
                 return Ok(None);
             }
             Err(_) => {
@@ -641,27 +492,25 @@ impl Engine {
         let (changed, mut changes) = tokio::sync::mpsc::channel::<()>(1);
         // Kept alive for as long as the loop runs: dropping it stops watching.
         let _watcher = if watch_files { self.watch(changed) } else { None };
-        // Kubernetes watchers run in every replica (the API reads them); a
+        // Watchers (Kubernetes) run in every replica (the API reads them); a
         // change they see wakes the loop with the provider's index.
         let (workloads_changed, mut workload_changes) = tokio::sync::mpsc::channel::<usize>(16);
+        self.start_watchers();
         let _forwarders: AbortOnDrop = self
             .providers
             .iter()
             .enumerate()
-            .filter_map(|(index, provider)| match provider {
-                Provider::Kubernetes(kubernetes) => {
-                    kubernetes.start();
-                    let (kubernetes, changed) = (Arc::clone(kubernetes), workloads_changed.clone());
-                    Some(tokio::spawn(async move {
-                        loop {
-                            kubernetes.changed().await;
-                            if changed.send(index).await.is_err() {
-                                break;
-                            }
+            .filter(|(_, provider)| provider.debounce().is_some())
+            .map(|(index, provider)| {
+                let (provider, changed) = (Arc::clone(provider), workloads_changed.clone());
+                tokio::spawn(async move {
+                    loop {
+                        provider.changed().await;
+                        if changed.send(index).await.is_err() {
+                            break;
                         }
-                    }))
-                }
-                Provider::File(_) | Provider::Github(_) | Provider::GithubOrg(_) | Provider::PagerDuty(_) => None,
+                    }
+                })
             })
             .collect::<Vec<_>>()
             .into();
@@ -725,48 +574,32 @@ impl Engine {
         }
     }
 
-    /// Starts the Kubernetes watchers (the API reads them in every replica,
-    /// whether or not it ingests); idempotent.
+    /// Starts the providers' watchers (Kubernetes: the API reads them in
+    /// every replica, whether or not it ingests); idempotent.
     pub fn start_watchers(&self) {
         for provider in &self.providers {
-            if let Provider::Kubernetes(kubernetes) = provider {
-                kubernetes.start();
-            }
+            provider.start();
         }
     }
 
     /// Reads what the API serves live in a replica that does not apply
-    /// snapshots: the PagerDuty directories (a read swaps the directory in;
-    /// its snapshot is dropped).
+    /// snapshots (the PagerDuty directories).
     async fn refresh_live_views(&self) {
         for provider in &self.providers {
-            if let Provider::PagerDuty(pagerduty) = provider {
-                let _ = pagerduty.read().await;
-            }
+            provider.refresh_live().await;
         }
     }
 
     /// How long changes seen by the provider at `index` settle before it runs.
     fn debounce(&self, index: usize) -> Duration {
-        match &self.providers[index] {
-            Provider::Kubernetes(kubernetes) => kubernetes.debounce(),
-            Provider::File(_) | Provider::Github(_) | Provider::GithubOrg(_) | Provider::PagerDuty(_) => SETTLE,
-        }
+        self.providers[index].debounce().unwrap_or(SETTLE)
     }
 
     /// Watches the file providers' directories; every event wakes the loop.
     fn watch(&self, changed: tokio::sync::mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
         use notify::Watcher as _;
-        let roots: Vec<(std::path::PathBuf, bool)> = self
-            .providers
-            .iter()
-            .flat_map(|provider| match provider {
-                Provider::File(file) => file.watch_roots(),
-                Provider::Github(_) | Provider::GithubOrg(_) | Provider::Kubernetes(_) | Provider::PagerDuty(_) => {
-                    Vec::new()
-                }
-            })
-            .collect();
+        let roots: Vec<(std::path::PathBuf, bool)> =
+            self.providers.iter().flat_map(|provider| provider.watch_roots()).collect();
         if roots.is_empty() {
             return None;
         }

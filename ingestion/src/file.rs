@@ -3,12 +3,18 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use catalog_domain::{Entity, TypedSpec};
 use catalog_store::{LocationStatus, Snapshot};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 
 use crate::documents::add_documents;
-use serde::{Deserialize, Serialize};
+use crate::provider::{BuildContext, BuildError, BuildProvider, Provider, ReadError};
+
+/// The provider's type in the configuration.
+const KIND: &str = "file";
 
 /// The most files one run reads, so that a Location cycle or a glob over a huge
 /// tree cannot run away.
@@ -22,11 +28,40 @@ pub struct FileProviderConfig {
     pub paths: Vec<String>,
 }
 
+impl BuildProvider for FileProviderConfig {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn build(&self, context: BuildContext) -> Result<Arc<dyn Provider>, BuildError> {
+        Ok(Arc::new(FileProvider::new(context.key, self)))
+    }
+}
+
 /// A ready file provider.
 #[derive(Clone, Debug)]
-pub struct FileProvider {
+struct FileProvider {
     key: String,
     paths: Vec<String>,
+}
+
+impl Provider for FileProvider {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn read(&self) -> BoxFuture<'_, Result<Vec<Snapshot>, ReadError>> {
+        let file = self.clone();
+        Box::pin(async move { Ok(vec![tokio::task::spawn_blocking(move || file.snapshot()).await?]) })
+    }
+
+    fn watch_roots(&self) -> Vec<(PathBuf, bool)> {
+        self.roots()
+    }
 }
 
 struct Target {
@@ -38,13 +73,8 @@ struct Target {
 impl FileProvider {
     /// `key` is what its entities are stored under; each provider needs its
     /// own, since a provider's snapshot removes that key's other entities.
-    pub fn new(key: String, config: &FileProviderConfig) -> Self {
+    fn new(key: String, config: &FileProviderConfig) -> Self {
         Self { key, paths: config.paths.clone() }
-    }
-
-    /// The key its entities are stored under.
-    pub fn key(&self) -> &str {
-        &self.key
     }
 
     /// The directories to watch for changes, each with whether to watch it
@@ -53,7 +83,7 @@ impl FileProvider {
     /// usually point into subdirectories), except the filesystem root, which
     /// is watched alone. Files that Location entities lead to elsewhere are
     /// picked up by the interval.
-    pub fn watch_roots(&self) -> Vec<(PathBuf, bool)> {
+    fn roots(&self) -> Vec<(PathBuf, bool)> {
         let mut roots: Vec<(PathBuf, bool)> = self
             .paths
             .iter()
@@ -88,7 +118,7 @@ impl FileProvider {
 
     /// Reads every file once into a snapshot. Blocking: run it off the async
     /// runtime's worker threads.
-    pub fn read(&self) -> Snapshot {
+    fn snapshot(&self) -> Snapshot {
         let mut snapshot = Snapshot { provider: self.key.clone(), ..Default::default() };
         let mut queue = VecDeque::new();
         for pattern in &self.paths {
@@ -313,10 +343,10 @@ mod tests {
             base.join("missing/catalog-info.yaml").display().to_string(),
         ];
         let provider = FileProvider::new("file".into(), &FileProviderConfig { paths });
-        assert_eq!(provider.watch_roots(), vec![(base.join("other"), true), (base.join("teams"), true)]);
+        assert_eq!(provider.roots(), vec![(base.join("other"), true), (base.join("teams"), true)]);
         let everything =
             FileProvider::new("file".into(), &FileProviderConfig { paths: vec!["/**/catalog-info.yaml".into()] });
-        assert_eq!(everything.watch_roots(), vec![("/".into(), false)]);
+        assert_eq!(everything.roots(), vec![("/".into(), false)]);
     }
 
     /// Files are parsed on several threads; the snapshot still lists
@@ -360,7 +390,7 @@ mod tests {
         }
         std::fs::write(base.join("catalog-info.yaml"), location("root", &listed)).unwrap();
         let paths = vec![base.join("catalog-info.yaml").display().to_string()];
-        let snapshot = FileProvider::new("file".into(), &FileProviderConfig { paths }).read();
+        let snapshot = FileProvider::new("file".into(), &FileProviderConfig { paths }).snapshot();
 
         let names: Vec<&str> = snapshot.entities.iter().map(|item| item.entity.metadata.name.as_str()).collect();
         let expected: Vec<&str> = std::iter::once("root")

@@ -6,22 +6,28 @@
 //! location; its entities carry `backstage.io/managed-by-location` with the
 //! file's URL. A webhook's hint re-reads one repository alone (a partial
 //! snapshot covering that repository's locations). The wire types and the
-//! mapping are here; fetching, retries and rate limits are `pull.rs`'s.
+//! mapping are here; fetching, retries, rate limits and authentication are
+//! `catalog-http`'s.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
+use catalog_http::github::{GithubAuthConfig, GithubAuthError};
+use catalog_http::{HttpSource, RetryPolicy, SourceError};
 use catalog_store::{InvalidEntity, LocationStatus, Snapshot};
 use futures::StreamExt as _;
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, USER_AGENT};
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::documents::add_documents;
-use crate::github_app::AppTokens;
-use crate::pull::{HttpSource, RetryPolicy, SourceError};
+use crate::provider::{
+    BuildContext, BuildError, BuildProvider, GithubRefresh, Provider, ReadError, RepositoryHint, RepositoryReader,
+};
+
+/// The provider's type in the configuration.
+const KIND: &str = "github";
 
 /// Where and what to discover in one GitHub organisation.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -29,9 +35,9 @@ use crate::pull::{HttpSource, RetryPolicy, SourceError};
 pub struct GithubProviderConfig {
     /// The organisation whose repositories are read.
     pub organization: String,
-    /// The REST API's root: `https://api.github.com`, or GitHub Enterprise's
-    /// `https://HOST/api/v3`.
-    pub api_base_url: String,
+    /// Where the REST API is and how to authenticate to it.
+    #[serde(flatten)]
+    pub auth: GithubAuthConfig,
     /// The catalog file's path in each repository, or a glob (`*`, `?`,
     /// `[...]`; `**` for any depth) matched against every path of the
     /// repository's git tree.
@@ -48,17 +54,6 @@ pub struct GithubProviderConfig {
     pub allowed_kinds: Vec<String>,
     pub include_archived: bool,
     pub include_forks: bool,
-    /// The environment variable holding the token (a personal access token
-    /// or an installation token); unset: unauthenticated (60 requests an hour).
-    pub token_variable: String,
-    /// A GitHub App to authenticate as instead (0: none): its installation
-    /// tokens are bought with the private key and renewed before they expire.
-    pub app_id: u64,
-    pub app_installation_id: u64,
-    /// The environment variable holding the app's private key (PEM).
-    pub app_private_key_variable: String,
-    /// A file holding the app's private key instead (a mounted secret).
-    pub app_private_key_file: String,
     /// Repositories read at once.
     pub concurrency: usize,
     /// The most catalog files read from one repository (glob matches and
@@ -75,7 +70,7 @@ impl Default for GithubProviderConfig {
     fn default() -> Self {
         Self {
             organization: String::new(),
-            api_base_url: "https://api.github.com".into(),
+            auth: GithubAuthConfig::default(),
             catalog_path: "catalog-info.yaml".into(),
             branch: String::new(),
             repository_pattern: String::new(),
@@ -85,11 +80,6 @@ impl Default for GithubProviderConfig {
                 .to_vec(),
             include_archived: false,
             include_forks: false,
-            token_variable: "GITHUB_TOKEN".into(),
-            app_id: 0,
-            app_installation_id: 0,
-            app_private_key_variable: "GITHUB_APP_PRIVATE_KEY".into(),
-            app_private_key_file: String::new(),
             concurrency: 8,
             max_files_per_repository: 100,
             max_removed_percent: 20,
@@ -98,7 +88,7 @@ impl Default for GithubProviderConfig {
     }
 }
 
-/// Why a GitHub provider cannot be built from its configuration.
+/// Why a GitHub provider (discovery or org) cannot be built from its configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum GithubBuildError {
     #[error("github provider: organization must be set")]
@@ -107,51 +97,18 @@ pub enum GithubBuildError {
     Pattern(#[from] regex::Error),
     #[error("github provider: catalog_path is not a glob pattern: {0}")]
     CatalogPath(#[from] glob::PatternError),
-    #[error("github provider: the token in {0} is not a valid header value")]
-    Token(String),
-    #[error("github provider: cannot build the HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
-    #[error("github provider: GitHub App: {0}")]
-    App(String),
+    #[error("github provider: {0}")]
+    Auth(#[from] GithubAuthError),
 }
 
-/// How a GitHub provider authenticates (the keys both GitHub provider
-/// configurations share).
-pub(crate) struct GithubAuth<'a> {
-    pub api_base_url: &'a str,
-    pub token_variable: &'a str,
-    pub app_id: u64,
-    pub app_installation_id: u64,
-    pub app_private_key_variable: &'a str,
-    pub app_private_key_file: &'a str,
-}
+impl BuildProvider for GithubProviderConfig {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
 
-/// An HTTP source for GitHub's REST API: its media type and version, and
-/// the GitHub App's installation tokens when `app_id` is set, otherwise the
-/// token from `token_variable` when that is set.
-pub(crate) fn github_source(
-    auth: &GithubAuth<'_>,
-    timeout_seconds: u64,
-    policy: RetryPolicy,
-) -> Result<HttpSource, GithubBuildError> {
-    let timeout = Duration::from_secs(timeout_seconds.max(1));
-    let mut headers = HeaderMap::new();
-    headers.insert(ACCEPT, HeaderValue::from_static("application/vnd.github+json"));
-    headers.insert("x-github-api-version", HeaderValue::from_static("2022-11-28"));
-    headers.insert(USER_AGENT, HeaderValue::from_static("backstage-catalog-graphql"));
-    if auth.app_id != 0 {
-        let tokens = AppTokens::build(auth, timeout)?;
-        return Ok(HttpSource::new(headers, timeout, policy)?.with_tokens(std::sync::Arc::new(tokens)));
+    fn build(&self, context: BuildContext) -> Result<Arc<dyn Provider>, BuildError> {
+        Ok(Arc::new(GithubProvider::build(context.key, self, context.policy).map_err(BuildError::new)?))
     }
-    if let Ok(token) = std::env::var(auth.token_variable)
-        && !token.is_empty()
-    {
-        let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| GithubBuildError::Token(auth.token_variable.to_owned()))?;
-        value.set_sensitive(true);
-        headers.insert(AUTHORIZATION, value);
-    }
-    Ok(HttpSource::new(headers, timeout, policy)?)
 }
 
 /// A ready GitHub discovery provider.
@@ -165,19 +122,6 @@ pub struct GithubProvider {
     /// The paths of the files last read per repository (`owner/name`,
     /// lower case): a push touching one of them is worth a re-read.
     files_read: Mutex<HashMap<String, HashSet<String>>>,
-}
-
-/// A repository a webhook named, to read again alone.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct RepositoryHint {
-    /// `owner/name`.
-    pub full_name: String,
-    /// Its page (`https://github.com/owner/name`): every location of the
-    /// repository starts with it.
-    pub html_url: String,
-    /// Known to be gone under this name (renamed, or transferred to another
-    /// owner): its entities are removed without a read.
-    pub gone: bool,
 }
 
 /// A file's URL on GitHub, `https://HOST/OWNER/REPO/blob/BRANCH/PATH`, in
@@ -288,27 +232,15 @@ impl GithubProvider {
         let catalog_glob = has_glob_characters(&config.catalog_path)
             .then(|| glob::Pattern::new(config.catalog_path.trim_start_matches('/')))
             .transpose()?;
-        let auth = GithubAuth {
-            api_base_url: &config.api_base_url,
-            token_variable: &config.token_variable,
-            app_id: config.app_id,
-            app_installation_id: config.app_installation_id,
-            app_private_key_variable: &config.app_private_key_variable,
-            app_private_key_file: &config.app_private_key_file,
-        };
-        let source = github_source(&auth, config.request_timeout_seconds, policy)?;
+        let source = config.auth.source(config.request_timeout_seconds, policy)?;
         Ok(Self { key, config: config.clone(), pattern, catalog_glob, source, files_read: Mutex::default() })
-    }
-
-    pub fn key(&self) -> &str {
-        &self.key
     }
 
     /// Reads every selected repository's catalog files into a snapshot. A
     /// listing that fails leaves the snapshot incomplete (nothing removed);
     /// a file that fails to read keeps that file's entities; a file that is
     /// not there (404) removes them.
-    pub async fn read(&self) -> Snapshot {
+    async fn snapshot(&self) -> Snapshot {
         let mut snapshot = self.empty_snapshot();
         let listing = self.list_url();
         let repositories = match self.source.get_all_pages::<Repository>(&listing).await {
@@ -348,7 +280,7 @@ impl GithubProvider {
     /// only their locations: what a webhook's hint costs instead of a whole
     /// organisation. A repository that is gone, archived or no longer
     /// selected loses its entities; one that cannot be read keeps them.
-    pub async fn read_repositories(&self, hints: &[RepositoryHint]) -> Snapshot {
+    async fn targeted_snapshot(&self, hints: &[RepositoryHint]) -> Snapshot {
         let mut snapshot = self.empty_snapshot();
         let mut covers = Vec::new();
         for hint in hints {
@@ -357,7 +289,7 @@ impl GithubProvider {
                 self.forget_files(&hint.full_name);
                 continue;
             }
-            let base = self.config.api_base_url.trim_end_matches('/');
+            let base = self.config.auth.api_base_url.trim_end_matches('/');
             let url = format!("{base}/repos/{}", hint.full_name);
             match self.source.get_json::<Repository>(&url).await {
                 Ok((repository, _)) if self.selects(&repository) && self.owns(&repository) => {
@@ -391,7 +323,7 @@ impl GithubProvider {
     /// The repositories a webhook event asks to read again: none when the
     /// event cannot change what this provider reads (another organisation,
     /// another branch, a push that touched no catalog file).
-    pub fn repositories_to_refresh(&self, event: &str, payload: &Value) -> Vec<RepositoryHint> {
+    fn repositories_to_refresh(&self, event: &str, payload: &Value) -> Vec<RepositoryHint> {
         let repository = &payload["repository"];
         let (Some(full_name), Some(html_url)) = (repository["full_name"].as_str(), repository["html_url"].as_str())
         else {
@@ -647,7 +579,7 @@ impl GithubProvider {
         tree: &'a mut Option<Vec<String>>,
     ) -> Result<&'a Vec<String>, LocationStatus> {
         if tree.is_none() {
-            let base = self.config.api_base_url.trim_end_matches('/');
+            let base = self.config.auth.api_base_url.trim_end_matches('/');
             let branch = self.branch(repository).replace('/', "%2F");
             let url = format!("{base}/repos/{}/git/trees/{branch}?recursive=1", repository.full_name);
             let failed = |message: String| LocationStatus {
@@ -712,10 +644,6 @@ impl GithubProvider {
         }
     }
 
-    pub fn reads_organization(&self, organization: &str) -> bool {
-        self.config.organization.eq_ignore_ascii_case(organization)
-    }
-
     fn allows(&self, kind: &str) -> bool {
         self.config.allowed_kinds.iter().any(|allowed| allowed.eq_ignore_ascii_case(kind))
     }
@@ -727,7 +655,7 @@ impl GithubProvider {
     }
 
     fn list_url(&self) -> String {
-        let base = self.config.api_base_url.trim_end_matches('/');
+        let base = self.config.auth.api_base_url.trim_end_matches('/');
         format!("{base}/orgs/{}/repos?per_page=100&type=all", self.config.organization)
     }
 
@@ -761,7 +689,7 @@ impl GithubProvider {
     /// file beneath it, through the git tree and the contents API) into
     /// `target`: what a template's skeletons need when the template lives
     /// in a repository. Bounded by `max_files` and `max_bytes`.
-    pub async fn download_directory(
+    async fn copy_directory(
         &self,
         full_name: &str,
         branch: &str,
@@ -814,7 +742,7 @@ impl GithubProvider {
     }
 
     async fn file_bytes(&self, repository: &Repository, path: &str) -> Result<Vec<u8>, SourceError> {
-        let base = self.config.api_base_url.trim_end_matches('/');
+        let base = self.config.auth.api_base_url.trim_end_matches('/');
         let encoded: Vec<String> = path.split('/').map(encode_segment).collect();
         let url = format!(
             "{base}/repos/{}/contents/{}?ref={}",
@@ -831,6 +759,50 @@ impl GithubProvider {
         base64::engine::general_purpose::STANDARD
             .decode(packed)
             .map_err(|error| SourceError::Invalid { message: format!("{url}: bad base64: {error}") })
+    }
+}
+
+impl Provider for GithubProvider {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn read(&self) -> BoxFuture<'_, Result<Vec<Snapshot>, ReadError>> {
+        Box::pin(async move { Ok(vec![self.snapshot().await]) })
+    }
+
+    fn github_refresh(&self, event: &str, payload: &Value) -> Option<GithubRefresh> {
+        let repositories = self.repositories_to_refresh(event, payload);
+        (!repositories.is_empty()).then(|| GithubRefresh::Repositories { provider: self.key.clone(), repositories })
+    }
+
+    fn repositories(&self) -> Option<&dyn RepositoryReader> {
+        Some(self)
+    }
+}
+
+impl RepositoryReader for GithubProvider {
+    fn reads_organization(&self, organization: &str) -> bool {
+        self.config.organization.eq_ignore_ascii_case(organization)
+    }
+
+    fn read_repositories<'a>(&'a self, hints: &'a [RepositoryHint]) -> BoxFuture<'a, Snapshot> {
+        Box::pin(self.targeted_snapshot(hints))
+    }
+
+    fn download_directory<'a>(
+        &'a self,
+        full_name: &'a str,
+        branch: &'a str,
+        directory: &'a str,
+        target: &'a std::path::Path,
+        limits: (usize, usize),
+    ) -> BoxFuture<'a, Result<usize, SourceError>> {
+        Box::pin(self.copy_directory(full_name, branch, directory, target, limits))
     }
 }
 

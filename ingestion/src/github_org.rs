@@ -6,37 +6,39 @@
 //! incomplete and empty, so an outage neither removes nor rewrites anyone.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
+use catalog_http::github::GithubAuthConfig;
+use catalog_http::{HttpSource, RetryPolicy, SourceError};
 use catalog_store::{InvalidEntity, LocationStatus, Snapshot, SnapshotEntity};
 use futures::StreamExt as _;
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::github::{GithubAuth, GithubBuildError, github_source};
-use crate::pull::{HttpSource, RetryPolicy, SourceError};
+use crate::github::GithubBuildError;
+use crate::provider::{BuildContext, BuildError, BuildProvider, GithubRefresh, Provider, ReadError};
+
+/// The provider's type in the configuration.
+const KIND: &str = "github-org";
+
+/// The GitHub webhook events that change an organisation's teams or members.
+const ORGANISATION_EVENTS: [&str; 4] = ["membership", "team", "organization", "member"];
 
 /// One organisation's teams and members.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct GithubOrgProviderConfig {
     pub organization: String,
-    /// The REST API's root (GitHub Enterprise: `https://HOST/api/v3`).
-    pub api_base_url: String,
+    /// Where the REST API is and how to authenticate to it. The token needs
+    /// `read:org`; an app, the Members organisation permission (read).
+    #[serde(flatten)]
+    pub auth: GithubAuthConfig,
     /// The namespace the Groups and Users go in: give each organisation its
     /// own when reading several whose team or user names could collide.
     pub namespace: String,
     /// Read each member's profile (name, email) with one request per member.
     pub user_profiles: bool,
-    /// The environment variable holding the token (it needs `read:org`).
-    pub token_variable: String,
-    /// A GitHub App to authenticate as instead (0: none; it needs the
-    /// Members organisation permission, read).
-    pub app_id: u64,
-    pub app_installation_id: u64,
-    /// The environment variable holding the app's private key (PEM).
-    pub app_private_key_variable: String,
-    /// A file holding the app's private key instead (a mounted secret).
-    pub app_private_key_file: String,
     /// Requests at once for team members and profiles.
     pub concurrency: usize,
     /// The most of its entities one complete run may remove, in percent.
@@ -48,18 +50,23 @@ impl Default for GithubOrgProviderConfig {
     fn default() -> Self {
         Self {
             organization: String::new(),
-            api_base_url: "https://api.github.com".into(),
+            auth: GithubAuthConfig::default(),
             namespace: "default".into(),
             user_profiles: true,
-            token_variable: "GITHUB_TOKEN".into(),
-            app_id: 0,
-            app_installation_id: 0,
-            app_private_key_variable: "GITHUB_APP_PRIVATE_KEY".into(),
-            app_private_key_file: String::new(),
             concurrency: 8,
             max_removed_percent: 20,
             request_timeout_seconds: 30,
         }
+    }
+}
+
+impl BuildProvider for GithubOrgProviderConfig {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn build(&self, context: BuildContext) -> Result<Arc<dyn Provider>, BuildError> {
+        Ok(Arc::new(GithubOrgProvider::build(context.key, self, context.policy).map_err(BuildError::new)?))
     }
 }
 
@@ -114,32 +121,16 @@ impl GithubOrgProvider {
         if config.organization.trim().is_empty() {
             return Err(GithubBuildError::NoOrganization);
         }
-        let auth = GithubAuth {
-            api_base_url: &config.api_base_url,
-            token_variable: &config.token_variable,
-            app_id: config.app_id,
-            app_installation_id: config.app_installation_id,
-            app_private_key_variable: &config.app_private_key_variable,
-            app_private_key_file: &config.app_private_key_file,
-        };
-        let source = github_source(&auth, config.request_timeout_seconds, policy)?;
+        let source = config.auth.source(config.request_timeout_seconds, policy)?;
         Ok(Self { key, config: config.clone(), source })
     }
 
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
-    pub fn organization(&self) -> &str {
-        &self.config.organization
-    }
-
     fn url(&self, path: &str) -> String {
-        format!("{}/{path}", self.config.api_base_url.trim_end_matches('/'))
+        format!("{}/{path}", self.config.auth.api_base_url.trim_end_matches('/'))
     }
 
     /// Reads the organisation into a snapshot of Groups and Users.
-    pub async fn read(&self) -> Snapshot {
+    async fn snapshot(&self) -> Snapshot {
         let location = format!("url:{}", self.url(&format!("orgs/{}", self.config.organization)));
         let mut snapshot = Snapshot {
             provider: self.key.clone(),
@@ -298,5 +289,30 @@ impl GithubOrgProvider {
             }));
         }
         documents
+    }
+}
+
+impl Provider for GithubOrgProvider {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn read(&self) -> BoxFuture<'_, Result<Vec<Snapshot>, ReadError>> {
+        Box::pin(async move { Ok(vec![self.snapshot().await]) })
+    }
+
+    /// A change of the organisation's teams or members runs the whole
+    /// provider: a membership touches a User and a Group at once.
+    fn github_refresh(&self, event: &str, payload: &Value) -> Option<GithubRefresh> {
+        let organization = payload["organization"]["login"]
+            .as_str()
+            .or_else(|| payload["repository"]["owner"]["login"].as_str())
+            .unwrap_or_default();
+        (ORGANISATION_EVENTS.contains(&event) && self.config.organization.eq_ignore_ascii_case(organization))
+            .then(|| GithubRefresh::Provider(self.key.clone()))
     }
 }

@@ -33,11 +33,16 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use tokio::sync::Notify;
 
+use catalog_http::{RetryPolicy, backoff};
+use futures::future::BoxFuture;
 use link::{CLUSTER, KUBERNETES_ID, LINK_ANNOTATIONS, Link, NAMESPACE};
 pub use workload::{Replicas, WatchedKind, Workload, WorkloadCondition, WorkloadKind};
 
 use crate::documents::{MANAGED_BY_LOCATION, MANAGED_BY_ORIGIN_LOCATION};
-use crate::pull::{RetryPolicy, backoff};
+use crate::provider::{BuildContext, BuildError, BuildProvider, Facts, Provider, ReadError, ScopeHealth};
+
+/// The provider's type in the configuration.
+const KIND: &str = "kubernetes";
 
 /// Where and what to watch, and how workloads become entities.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -139,6 +144,36 @@ pub enum KubernetesBuildError {
     CatalogNamespace(String),
     #[error("kubernetes provider: default_owner {0:?} is not an entity ref: {1}")]
     Owner(String, String),
+}
+
+impl BuildProvider for KubernetesProviderConfig {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn build(&self, context: BuildContext) -> Result<Arc<dyn Provider>, BuildError> {
+        let provider = KubernetesProvider::build(context.key, self, context.policy, context.catalog);
+        Ok(Arc::new(provider.map_err(BuildError::new)?))
+    }
+}
+
+/// Why a cluster's client cannot be configured.
+#[derive(Debug, thiserror::Error)]
+enum ClientError {
+    #[error(transparent)]
+    InCluster(#[from] kube::config::InClusterError),
+    #[error(transparent)]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    #[error(transparent)]
+    Infer(#[from] kube::config::InferConfigError),
+    #[error(transparent)]
+    Url(#[from] http::uri::InvalidUri),
+    #[error("the token variable {0} is not set")]
+    TokenVariable(String),
+    #[error("the token in {0} is not a valid header value")]
+    Token(String),
+    #[error(transparent)]
+    Client(#[from] kube::Error),
 }
 
 /// The key of one scope: a cluster and a workload kind.
@@ -260,6 +295,8 @@ pub struct KubernetesProvider {
     key: String,
     config: KubernetesProviderConfig,
     policy: RetryPolicy,
+    /// Read (it cannot write) for the links other providers' entities claim.
+    catalog: Catalog,
     watched: Arc<Watched>,
     /// The watcher tasks, once started; aborted when the provider goes.
     tasks: Mutex<Option<Vec<tokio::task::AbortHandle>>>,
@@ -286,6 +323,7 @@ impl KubernetesProvider {
         key: String,
         config: &KubernetesProviderConfig,
         policy: RetryPolicy,
+        catalog: Catalog,
     ) -> Result<Self, KubernetesBuildError> {
         if config.clusters.is_empty() {
             return Err(KubernetesBuildError::NoClusters);
@@ -342,31 +380,17 @@ impl KubernetesProvider {
             }
         }
         let watched = Arc::new(Watched { scopes: RwLock::new(scopes), ..Default::default() });
-        Ok(Self { key, config: config.clone(), policy, watched, tasks: Mutex::new(None) })
-    }
-
-    pub fn key(&self) -> &str {
-        &self.key
+        Ok(Self { key, config: config.clone(), policy, catalog, watched, tasks: Mutex::new(None) })
     }
 
     /// The live view the API reads.
-    pub fn view(&self) -> KubernetesView {
+    fn view(&self) -> KubernetesView {
         KubernetesView { key: self.key.clone(), watched: Arc::clone(&self.watched) }
-    }
-
-    /// How long watch events settle before a run.
-    pub(crate) fn debounce(&self) -> Duration {
-        Duration::from_millis(self.config.debounce_ms)
-    }
-
-    /// Woken when the workloads change in a way the projection can see.
-    pub(crate) async fn changed(&self) {
-        self.watched.changed.notified().await;
     }
 
     /// Starts the watchers (once; later calls do nothing). They run until
     /// the provider is dropped, recovering from errors with backoff.
-    pub fn start(&self) {
+    fn start_watchers(&self) {
         let mut tasks = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if tasks.is_some() {
             return;
@@ -405,8 +429,8 @@ impl KubernetesProvider {
     /// (up to `initial_list_timeout_seconds`) for scopes not listed yet;
     /// those still not listed give an incomplete snapshot that removes
     /// nothing. Fails only when the claims cannot be read from the store.
-    pub async fn read(&self, store: &Catalog) -> Result<Vec<Snapshot>, String> {
-        self.start();
+    async fn snapshots(&self) -> Result<Vec<Snapshot>, ReadError> {
+        self.start_watchers();
         let wait = Duration::from_secs(self.config.initial_list_timeout_seconds);
         let _ = tokio::time::timeout(wait, async {
             loop {
@@ -418,17 +442,18 @@ impl KubernetesProvider {
             }
         })
         .await;
-        let claims = self.claims(store).await?;
+        let claims = self.claims().await?;
         Ok(self.project(&claims))
     }
 
     /// The links of every entity other providers hold: their workloads are
     /// theirs.
-    async fn claims(&self, store: &Catalog) -> Result<Vec<Link>, String> {
-        let annotated = store
+    async fn claims(&self) -> Result<Vec<Link>, ReadError> {
+        let annotated = self
+            .catalog
             .annotated(&LINK_ANNOTATIONS)
             .await
-            .map_err(|error| format!("cannot read the catalog's links: {error}"))?;
+            .map_err(|source| ReadError::Store { what: "links", source })?;
         let own = format!("{}:", self.key);
         let mut by_entity: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
         for row in annotated.iter().filter(|row| row.provider != self.key && !row.provider.starts_with(&own)) {
@@ -554,10 +579,45 @@ impl KubernetesProvider {
             "spec": spec,
         })
     }
+}
 
-    /// How each scope's watcher is doing.
-    pub fn scopes(&self) -> Vec<ScopeStatus> {
-        self.view().scopes()
+impl Provider for KubernetesProvider {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn read(&self) -> BoxFuture<'_, Result<Vec<Snapshot>, ReadError>> {
+        Box::pin(self.snapshots())
+    }
+
+    fn scopes(&self) -> Option<Vec<ScopeHealth>> {
+        let scopes = self.view().scopes().into_iter();
+        Some(
+            scopes
+                .map(|scope| ScopeHealth { name: scope.name, complete: scope.listed, last_error: scope.last_error })
+                .collect(),
+        )
+    }
+
+    fn contribute(self: Arc<Self>, facts: &mut Facts) {
+        facts.add(self.view());
+    }
+
+    fn start(&self) {
+        self.start_watchers();
+    }
+
+    fn debounce(&self) -> Option<Duration> {
+        Some(Duration::from_millis(self.config.debounce_ms))
+    }
+
+    /// Woken when the workloads change in a way the projection can see.
+    fn changed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.watched.changed.notified())
     }
 }
 
@@ -717,39 +777,39 @@ fn same_projection(old: &BTreeMap<(String, String), Workload>, new: &BTreeMap<(S
 
 /// A client for one cluster, with kube's own retries off: the watcher loop
 /// decides when to try again.
-async fn client(cluster: &KubernetesClusterConfig) -> Result<kube::Client, String> {
+async fn client(cluster: &KubernetesClusterConfig) -> Result<kube::Client, ClientError> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
     let options = KubeConfigOptions {
         context: (!cluster.context.is_empty()).then(|| cluster.context.clone()),
         ..Default::default()
     };
     let mut config = if cluster.in_cluster {
-        kube::Config::incluster().map_err(|error| error.to_string())?
+        kube::Config::incluster()?
     } else if !cluster.kubeconfig.is_empty() {
-        let file = Kubeconfig::read_from(&cluster.kubeconfig).map_err(|error| error.to_string())?;
-        kube::Config::from_custom_kubeconfig(file, &options).await.map_err(|error| error.to_string())?
+        let file = Kubeconfig::read_from(&cluster.kubeconfig)?;
+        kube::Config::from_custom_kubeconfig(file, &options).await?
     } else if !cluster.url.is_empty() {
-        kube::Config::new(cluster.url.parse().map_err(|error: http::uri::InvalidUri| error.to_string())?)
+        kube::Config::new(cluster.url.parse()?)
     } else {
-        kube::Config::infer().await.map_err(|error| error.to_string())?
+        kube::Config::infer().await?
     };
     if !cluster.url.is_empty() {
-        config.cluster_url = cluster.url.parse().map_err(|error: http::uri::InvalidUri| error.to_string())?;
+        config.cluster_url = cluster.url.parse()?;
     }
     config.default_retry = false;
     if !cluster.token_variable.is_empty() {
         let token = std::env::var(&cluster.token_variable)
-            .map_err(|_| format!("the token variable {} is not set", cluster.token_variable))?;
+            .map_err(|_| ClientError::TokenVariable(cluster.token_variable.clone()))?;
         let mut value = http::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
-            .map_err(|_| format!("the token in {} is not a valid header value", cluster.token_variable))?;
+            .map_err(|_| ClientError::Token(cluster.token_variable.clone()))?;
         value.set_sensitive(true);
         config.headers.push((http::header::AUTHORIZATION, value));
     }
     let traced = tower::util::MapRequestLayer::new(|mut request: http::Request<kube::client::Body>| {
-        crate::trace::inject(request.headers_mut());
+        catalog_http::trace::inject(request.headers_mut());
         request
     });
-    Ok(kube::client::ClientBuilder::try_from(config).map_err(|error| error.to_string())?.with_layer(&traced).build())
+    Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&traced).build())
 }
 
 #[cfg(test)]

@@ -19,7 +19,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use catalog_http::{HttpSource, RetryPolicy, SourceError};
 use catalog_store::{Catalog, InvalidEntity, LocationStatus, Snapshot, SnapshotEntity};
+use futures::future::BoxFuture;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, USER_AGENT};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -28,7 +30,10 @@ use self::directory::Directory;
 use self::live::LiveCache;
 pub use self::wire::{Incident, OnCall, OpenIncidents, PagerDutyReference, PagerDutyService};
 use self::wire::{IncidentsResponse, OnCallWire, ServiceResponse, ServiceWire, TeamWire, lowest_level_on_call};
-use crate::pull::{HttpSource, RetryPolicy, SourceError};
+use crate::provider::{BuildContext, BuildError, BuildProvider, Facts, Provider, ReadError};
+
+/// The provider's type in the configuration.
+const KIND: &str = "pagerduty";
 
 /// The annotation naming an entity's PagerDuty service.
 pub const SERVICE_ID_ANNOTATION: &str = "pagerduty.com/service-id";
@@ -107,6 +112,17 @@ pub enum PagerDutyBuildError {
     Client(#[from] reqwest::Error),
 }
 
+impl BuildProvider for PagerDutyProviderConfig {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn build(&self, context: BuildContext) -> Result<Arc<dyn Provider>, BuildError> {
+        let provider = PagerDutyProvider::build(context.key, self, context.policy, context.catalog);
+        Ok(Arc::new(provider.map_err(BuildError::new)?))
+    }
+}
+
 /// Why PagerDuty data cannot be served.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum PagerDutyError {
@@ -139,7 +155,8 @@ pub struct PagerDutyProvider {
     source: HttpSource,
     /// On-call and incident reads for the API.
     live_source: HttpSource,
-    store: Catalog,
+    /// Read (it cannot write) to tell mapped services from unmapped.
+    catalog: Catalog,
     /// The last complete read; None before the first.
     directory: RwLock<Option<Arc<Directory>>>,
     /// Why the last run could not read the account (None after a complete read).
@@ -173,12 +190,12 @@ fn pagerduty_source(config: &PagerDutyProviderConfig, policy: RetryPolicy) -> Re
 
 impl PagerDutyProvider {
     /// Checks the configuration and reads the token from the environment.
-    /// `store` is read (never written) to tell mapped services from unmapped.
+    /// `catalog` is read to tell mapped services from unmapped.
     pub fn build(
         key: String,
         config: &PagerDutyProviderConfig,
         policy: RetryPolicy,
-        store: Catalog,
+        catalog: Catalog,
     ) -> Result<Self, PagerDutyBuildError> {
         if reqwest::Url::parse(&config.api_base_url).is_err() {
             return Err(PagerDutyBuildError::BaseUrl(config.api_base_url.clone()));
@@ -202,17 +219,13 @@ impl PagerDutyProvider {
             key,
             source: pagerduty_source(config, policy)?,
             live_source: pagerduty_source(config, live_policy(policy))?,
-            store,
+            catalog,
             directory: RwLock::default(),
             last_error: RwLock::default(),
             on_call: LiveCache::new(Duration::from_secs(config.oncall_cache_seconds)),
             incidents: LiveCache::new(Duration::from_secs(config.incidents_cache_seconds)),
             config: config.clone(),
         })
-    }
-
-    pub fn key(&self) -> &str {
-        &self.key
     }
 
     fn url(&self, path: &str) -> String {
@@ -243,7 +256,7 @@ impl PagerDutyProvider {
     /// `ingest_unmapped_services`, a snapshot of Resources for the services
     /// no catalog entity maps. Any failed page: an incomplete, empty
     /// snapshot and the previous directory kept.
-    pub async fn read(&self) -> Snapshot {
+    async fn snapshot(&self) -> Snapshot {
         let location = format!("url:{}", self.url("services"));
         let mut snapshot = Snapshot {
             provider: self.key.clone(),
@@ -341,7 +354,7 @@ impl PagerDutyProvider {
         directory: &Directory,
     ) -> Result<Vec<serde_json::Value>, catalog_store::StoreError> {
         let annotated =
-            self.store.annotated(&[SERVICE_ID_ANNOTATION, INTEGRATION_KEY_ANNOTATION, TEAM_ID_ANNOTATION]).await?;
+            self.catalog.annotated(&[SERVICE_ID_ANNOTATION, INTEGRATION_KEY_ANNOTATION, TEAM_ID_ANNOTATION]).await?;
         let mut mapped_ids: HashSet<&str> = HashSet::new();
         let mut mapped_keys: HashSet<&str> = HashSet::new();
         let mut groups_by_team: HashMap<&str, &str> = HashMap::new();
@@ -476,6 +489,32 @@ impl PagerDutyProvider {
             }
         }
         Ok(known)
+    }
+}
+
+impl Provider for PagerDutyProvider {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn read(&self) -> BoxFuture<'_, Result<Vec<Snapshot>, ReadError>> {
+        Box::pin(async move { Ok(vec![self.snapshot().await]) })
+    }
+
+    /// The account: [`PagerDutyView`] answers the API from every account's.
+    fn contribute(self: Arc<Self>, facts: &mut Facts) {
+        facts.add(self);
+    }
+
+    /// A read swaps the directory in; the snapshot is the leader's to apply.
+    fn refresh_live(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = self.snapshot().await;
+        })
     }
 }
 

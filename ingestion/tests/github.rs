@@ -10,7 +10,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use catalog_domain::EntityRef;
 use catalog_ingestion::{
-    Engine, GithubProviderConfig, GithubRefresh, MANAGED_BY_LOCATION, ProviderConfig, RepositoryHint, RetryPolicy,
+    Engine, GithubAuthConfig, GithubProviderConfig, GithubRefresh, MANAGED_BY_LOCATION, ProviderConfig, RepositoryHint,
+    RetryPolicy,
 };
 use catalog_store::{Store, backend_tests};
 use serde_json::{Value, json};
@@ -48,8 +49,11 @@ fn contents(text: &str) -> Value {
 fn config(server: &MockServer) -> GithubProviderConfig {
     GithubProviderConfig {
         organization: "acme".into(),
-        api_base_url: server.uri(),
-        token_variable: "CATALOG_TEST_GITHUB_TOKEN_UNSET".into(),
+        auth: GithubAuthConfig {
+            api_base_url: server.uri(),
+            token_variable: "CATALOG_TEST_GITHUB_TOKEN_UNSET".into(),
+            ..GithubAuthConfig::default()
+        },
         concurrency: 4,
         ..GithubProviderConfig::default()
     }
@@ -690,11 +694,12 @@ async fn a_github_app_buys_an_installation_token_and_renews_it_when_refused(stor
             .mount(&server)
             .await;
     }
-    let app = GithubProviderConfig {
+    let mut app = config(&server);
+    app.auth = GithubAuthConfig {
         app_id: 1234,
         app_installation_id: 42,
         app_private_key_file: pem.to_str().unwrap().to_owned(),
-        ..config(&server)
+        ..app.auth
     };
     let engine = engine(&store, app.clone());
     engine.run_once().await.unwrap();
@@ -778,7 +783,8 @@ async fn slow_and_truncated_files_keep_their_entities_and_recover(store: Store) 
     // A listing whose body is cut short is a transient failure: retried,
     // then the run is incomplete and removes nothing.
     let (truncating, truncated_requests) = truncating_server().await;
-    let cut = GithubProviderConfig { api_base_url: truncating, ..config };
+    let cut =
+        GithubProviderConfig { auth: GithubAuthConfig { api_base_url: truncating, ..config.auth.clone() }, ..config };
     let cut_engine = crate::engine(&store, cut);
     let run = cut_engine.run_provider("github").await.unwrap().unwrap();
     assert!(run.incomplete.is_some(), "a listing cut short lists nothing for sure: {run:?}");

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use catalog_domain::EntityRef;
-use catalog_ingestion::{Engine, GithubOrgProviderConfig, ProviderConfig, RetryPolicy};
+use catalog_ingestion::{Engine, GithubAuthConfig, GithubOrgProviderConfig, ProviderConfig, RetryPolicy};
 use catalog_store::{Store, backend_tests};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path, query_param};
@@ -14,8 +14,11 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 fn engine(store: &Store, server: &MockServer) -> Engine {
     let config = GithubOrgProviderConfig {
         organization: "acme".into(),
-        api_base_url: server.uri(),
-        token_variable: "CATALOG_TEST_GITHUB_TOKEN_UNSET".into(),
+        auth: GithubAuthConfig {
+            api_base_url: server.uri(),
+            token_variable: "CATALOG_TEST_GITHUB_TOKEN_UNSET".into(),
+            ..GithubAuthConfig::default()
+        },
         ..GithubOrgProviderConfig::default()
     };
     let policy = RetryPolicy {

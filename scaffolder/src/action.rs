@@ -206,16 +206,6 @@ impl ActionRegistry {
         Self::default()
     }
 
-    /// A registry with the built-in actions (debug:log, fetch:plain,
-    /// fetch:template, fs:rename, fs:delete, catalog:write).
-    pub fn with_builtins() -> Self {
-        let mut registry = Self::empty();
-        for action in crate::actions::builtins() {
-            registry.register(action).expect("the built-in actions have distinct ids");
-        }
-        registry
-    }
-
     /// Adds an action; an id that is already registered is refused, so an
     /// organisation's action never silently replaces a built-in.
     pub fn register(&mut self, action: Arc<dyn Action>) -> Result<(), DuplicateAction> {

@@ -48,8 +48,22 @@ impl Default for TaskConfig {
 /// machine (a repository), so that `fetch:template` finds its skeletons.
 pub trait TemplateFiles: Send + Sync {
     /// Copies the directory of the file at `location` (`url:https://...`)
-    /// into `target`; an error names what could not be fetched.
-    fn fetch<'a>(&'a self, location: &'a str, target: &'a std::path::Path) -> BoxFuture<'a, Result<(), String>>;
+    /// into `target`; an error (the implementer's own type) names what could
+    /// not be fetched.
+    fn fetch<'a>(
+        &'a self,
+        location: &'a str,
+        target: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<(), Box<dyn std::error::Error + Send + Sync>>>;
+}
+
+/// Why a template's directory is not there for its run.
+#[derive(Debug, thiserror::Error)]
+enum TemplateDirectoryError {
+    #[error("cannot make a directory for the template: {0}")]
+    Temporary(std::io::Error),
+    #[error("cannot fetch the template's files: {0}")]
+    Fetch(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// A task to create.
@@ -306,8 +320,9 @@ impl TaskService {
         // a temporary copy that lives as long as the run.
         let end = match (self.template_directory(location.as_deref()).await, Workspace::temporary()) {
             (Err(error), _) => {
-                recorder.emit(TaskEvent::StepFailed { step_id: "template".into(), message: error.clone() });
-                failed(error)
+                let message = error.to_string();
+                recorder.emit(TaskEvent::StepFailed { step_id: "template".into(), message: message.clone() });
+                failed(message)
             }
             (_, Err(error)) => failed(format!("cannot make the task's workspace: {error}")),
             // `_copy` keeps the fetched template directory until the run ends.
@@ -387,7 +402,7 @@ impl TaskService {
     async fn template_directory(
         &self,
         location: Option<&str>,
-    ) -> Result<(Option<PathBuf>, Option<tempfile::TempDir>), String> {
+    ) -> Result<(Option<PathBuf>, Option<tempfile::TempDir>), TemplateDirectoryError> {
         let Some(location) = location else { return Ok((None, None)) };
         if let Some(path) = location.strip_prefix("file:") {
             return Ok((std::path::Path::new(path).parent().map(PathBuf::from), None));
@@ -395,11 +410,8 @@ impl TaskService {
         let (Some(files), true) = (&self.template_files, location.starts_with("url:")) else {
             return Ok((None, None));
         };
-        let copy = tempfile::tempdir().map_err(|error| format!("cannot make a directory for the template: {error}"))?;
-        files
-            .fetch(location, copy.path())
-            .await
-            .map_err(|error| format!("cannot fetch the template's files: {error}"))?;
+        let copy = tempfile::tempdir().map_err(TemplateDirectoryError::Temporary)?;
+        files.fetch(location, copy.path()).await.map_err(TemplateDirectoryError::Fetch)?;
         Ok((Some(copy.path().to_path_buf()), Some(copy)))
     }
 }

@@ -86,15 +86,26 @@ enum Requirement {
     NotExists(String),
 }
 
+/// Why a selector's text cannot be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    #[error("{text:?}: an empty requirement")]
+    EmptyRequirement { text: String },
+    #[error("{text:?}: cannot read {part:?}")]
+    Unreadable { text: String, part: String },
+}
+
 impl Selector {
-    pub fn parse(text: &str) -> Result<Selector, String> {
+    pub fn parse(text: &str) -> Result<Selector, SelectorError> {
         let mut requirements = Vec::new();
         for part in split_top_level(text) {
             let part = part.trim();
             if part.is_empty() {
-                return Err(format!("{text:?}: an empty requirement"));
+                return Err(SelectorError::EmptyRequirement { text: text.to_owned() });
             }
-            requirements.push(Requirement::parse(part).ok_or_else(|| format!("{text:?}: cannot read {part:?}"))?);
+            let requirement = Requirement::parse(part)
+                .ok_or_else(|| SelectorError::Unreadable { text: text.to_owned(), part: part.to_owned() })?;
+            requirements.push(requirement);
         }
         Ok(Selector(requirements))
     }

@@ -10,9 +10,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use catalog_http::SourceError;
 use tokio::sync::OnceCell;
-
-use crate::pull::SourceError;
 
 /// The longest a failure is served from the cache.
 const ERROR_TTL: Duration = Duration::from_secs(5);

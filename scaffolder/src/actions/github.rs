@@ -1,12 +1,14 @@
-//! The GitHub actions (`publish:github`, `github:webhook`) and the small
-//! REST client they share, built from a [`GithubPublishConfig`].
+//! The GitHub actions (`publish:github`, `github:webhook`) and what they
+//! share, built from a [`GithubPublishConfig`]: the catalog's one GitHub
+//! client (`catalog-http`, also the ingestion providers'), which decides
+//! retries, backoff and rate limits, and the sentences its answers become.
 //!
-//! The token is read from the environment once, when the actions are built,
-//! and kept as a [`Secret`]: it goes into the `Authorization` header (marked
-//! sensitive) and nowhere else. Redirects are off, since a redirect would
-//! carry the token to wherever it points. Every failure is a sentence that
-//! says what the action was trying to do (`the token cannot create the
-//! repository acme/checkout: ...`), classified by GitHub's status.
+//! The token is read from the environment once, when the actions are built:
+//! it goes into the client's `Authorization` header (marked sensitive) and
+//! nowhere else. Redirects are off, since a redirect would carry the token
+//! to wherever it points. Every failure is a sentence that says what the
+//! action was trying to do (`the token cannot create the repository
+//! acme/checkout: ...`), classified by GitHub's status.
 //!
 //! Owners, repositories, teams, users and branches become URL path segments,
 //! so each is checked against GitHub's naming rules before any request: a
@@ -18,8 +20,10 @@ mod webhook;
 use std::sync::Arc;
 use std::time::Duration;
 
+use catalog_http::github::GithubAuthConfig;
+use catalog_http::{Answer, HttpSource, RetryPolicy, SourceError};
 use reqwest::Method;
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, USER_AGENT};
+use reqwest::header::HeaderValue;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -127,31 +131,29 @@ impl GithubPublishConfig {
         }
         let token = environment(&self.token_variable).filter(|token| !token.trim().is_empty()).map(Secret::new);
         // Found now rather than at the first publish, where it would look like a GitHub failure.
-        if token.as_ref().is_some_and(|token| bearer(token).is_err()) {
+        if token.as_ref().is_some_and(|token| !sendable(token)) {
             problems.push(GithubConfigProblem::UnusableToken(self.token_variable.clone()));
         }
         let Some(api_base_url) = api_base_url.filter(|_| problems.is_empty()) else {
             return Err(GithubConfigError { problems });
         };
-        let timeout = Duration::from_secs(self.request_timeout_seconds);
-        let mut headers = HeaderMap::new();
-        headers.insert(ACCEPT, HeaderValue::from_static("application/vnd.github+json"));
-        headers.insert("X-GitHub-Api-Version", HeaderValue::from_static("2022-11-28"));
-        // GitHub refuses requests without a user agent.
-        headers.insert(USER_AGENT, HeaderValue::from_static("catalog-scaffolder"));
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            // A redirect would carry the token to wherever it points.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        let api_base_url_text = api_base_url.as_str().trim_end_matches('/').to_owned();
+        let auth = GithubAuthConfig {
+            api_base_url: api_base_url_text.clone(),
+            token_variable: self.token_variable.clone(),
+            ..GithubAuthConfig::default()
+        };
+        // The token found above, not a second read of the environment.
+        let source = auth
+            .source_with_environment(self.request_timeout_seconds, RetryPolicy::default(), |_| {
+                token.as_ref().map(|token| token.expose().to_owned())
+            })
             .map_err(|error| GithubConfigError { problems: vec![GithubConfigProblem::Client(error.to_string())] })?;
         let client = GithubClient {
-            http,
+            source,
             web_host: web_host(&api_base_url),
-            api_base_url: api_base_url.as_str().trim_end_matches('/').to_owned(),
-            token,
+            api_base_url: api_base_url_text,
+            has_token: token.is_some(),
             token_variable: self.token_variable.clone(),
         };
         Ok(GithubActions { client: Arc::new(client) })
@@ -174,7 +176,7 @@ impl GithubActions {
     /// Whether a token was found; without one only dry runs succeed, so the
     /// server can warn at startup.
     pub fn has_token(&self) -> bool {
-        self.client.token.is_some()
+        self.client.has_token
     }
 
     /// The host repository URLs name (`github.com`, or the Enterprise host).
@@ -204,8 +206,6 @@ pub(crate) enum GithubError {
          cannot {purpose}"
     )]
     NoToken { variable: String, purpose: String },
-    #[error("the GitHub token in {variable} cannot be sent in an HTTP header (it holds a control character)")]
-    UnusableToken { variable: String },
     #[error("the token cannot {purpose}: GitHub does not accept it (401 Unauthorized; is it expired or revoked?)")]
     Unauthorized { purpose: String },
     #[error("the token cannot {purpose}: GitHub forbids it (403 Forbidden: {message})")]
@@ -247,19 +247,23 @@ impl GithubError {
     }
 }
 
-/// The REST client the GitHub actions share.
+/// The GitHub client the actions share: the catalog's one GitHub client,
+/// and the sentences its answers become.
 pub(crate) struct GithubClient {
-    http: reqwest::Client,
+    /// Retries, backoff and rate limits are its, as for the providers.
+    source: HttpSource,
     /// Without a trailing slash.
     api_base_url: String,
     web_host: String,
-    token: Option<Secret>,
+    /// Whether a token was found; the client sends it.
+    has_token: bool,
     token_variable: String,
 }
 
 impl GithubClient {
     /// Sends one request and reads GitHub's JSON answer (`null` for an empty
-    /// body). The request is abandoned when the task is cancelled.
+    /// body). The request (with its retries) is abandoned when the task is
+    /// cancelled.
     pub(crate) async fn send(
         &self,
         context: &ActionContext,
@@ -269,29 +273,16 @@ impl GithubClient {
         purpose: &str,
     ) -> Result<Value, GithubError> {
         let purpose = purpose.to_owned();
-        let Some(token) = &self.token else {
+        if !self.has_token {
             return Err(GithubError::NoToken { variable: self.token_variable.clone(), purpose });
-        };
-        let authorization =
-            bearer(token).map_err(|()| GithubError::UnusableToken { variable: self.token_variable.clone() })?;
-        let mut request =
-            self.http.request(method, format!("{}{path}", self.api_base_url)).header(AUTHORIZATION, authorization);
-        if let Some(body) = body {
-            request = request.json(body);
         }
-        let response = tokio::select! {
+        let url = format!("{}{path}", self.api_base_url);
+        let answer = tokio::select! {
             () = context.cancellation().cancelled() => return Err(GithubError::Cancelled),
-            response = request.send() => response,
+            answer = self.source.send(method, &url, body) => answer,
         };
-        let response = response
-            .map_err(|error| GithubError::Network { purpose: purpose.clone(), message: network_message(&error) })?;
-        let status = response.status();
-        let rate_limited =
-            response.headers().get("x-ratelimit-remaining").is_some_and(|remaining| remaining.as_bytes() == b"0");
-        let text = response
-            .text()
-            .await
-            .map_err(|error| GithubError::Network { purpose: purpose.clone(), message: network_message(&error) })?;
+        let Answer { status, body, .. } = answer.map_err(|error| unanswered(purpose.clone(), error))?;
+        let text = String::from_utf8_lossy(&body);
         if status.is_success() {
             if text.trim().is_empty() {
                 return Ok(Value::Null);
@@ -302,9 +293,9 @@ impl GithubClient {
             });
         }
         let message = github_message(&text);
+        // Rate limits never get here: the client waits them out or gives up.
         Err(match status.as_u16() {
             401 => GithubError::Unauthorized { purpose },
-            403 | 429 if rate_limited || status.as_u16() == 429 => GithubError::RateLimited { purpose },
             403 => GithubError::Forbidden { purpose, message },
             404 => GithubError::NotFound { purpose },
             422 => GithubError::Unprocessable { purpose, message },
@@ -344,28 +335,23 @@ impl GithubClient {
     }
 }
 
-/// The `Authorization` header for a token, marked sensitive so that it
-/// stays out of reqwest's and hyper's debug output.
-fn bearer(token: &Secret) -> Result<HeaderValue, ()> {
-    let mut header = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| ())?;
-    header.set_sensitive(true);
-    Ok(header)
+/// Whether a token can be sent in the `Authorization` header.
+fn sendable(token: &Secret) -> bool {
+    HeaderValue::from_str(&format!("Bearer {}", token.expose())).is_ok()
 }
 
-/// A network error without the URL (it is in the purpose already) and with
-/// its causes, which name what actually failed (DNS, TLS, refused).
-fn network_message(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
-        return "the request timed out".to_owned();
+/// Why the client has no answer to give: rate limited past its wait, GitHub
+/// unreachable after its retries, or a request it could not send.
+fn unanswered(purpose: String, error: SourceError) -> GithubError {
+    match error {
+        SourceError::Unavailable { retry_after: Some(_), .. } => GithubError::RateLimited { purpose },
+        SourceError::Unavailable { message, retry_after: None } => GithubError::Network { purpose, message },
+        SourceError::Unauthorized { .. } => GithubError::Unauthorized { purpose },
+        SourceError::NotFound => GithubError::NotFound { purpose },
+        error @ (SourceError::Conflict { .. } | SourceError::Invalid { .. }) => {
+            GithubError::Response { purpose, message: error.to_string() }
+        }
     }
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 /// GitHub's explanation of an error: the `message` of each of `errors[]`

@@ -1,8 +1,10 @@
-//! The built-in actions, and the GitHub actions, which need a configuration
-//! (API root, token) and so are registered by whoever holds it
-//! ([`github::GithubActions::register`]). `catalog:register` needs the
-//! catalog and lives with it. Actions with effects outside the workspace
-//! honour the context's dry-run flag.
+//! The built-in actions ([`ActionRegistry::with_builtins`]), and the GitHub
+//! actions, which need a configuration (API root, token) and so are
+//! registered by whoever holds it ([`github::GithubActions::register`]).
+//! `catalog:register` needs the catalog and lives with it. Actions with
+//! effects outside the workspace honour the context's dry-run flag. This
+//! module knows `action.rs` (the trait and the registry); `action.rs` knows
+//! no action.
 
 mod catalog_write;
 mod debug_log;
@@ -12,17 +14,26 @@ pub(crate) mod github;
 
 use std::sync::Arc;
 
-use crate::action::Action;
+use crate::action::{Action, ActionRegistry};
 
-pub(crate) fn builtins() -> Vec<Arc<dyn Action>> {
-    vec![
-        Arc::new(debug_log::DebugLog),
-        Arc::new(fetch::FetchPlain),
-        Arc::new(fetch::FetchTemplate),
-        Arc::new(fs::FsRename),
-        Arc::new(fs::FsDelete),
-        Arc::new(catalog_write::CatalogWrite),
-    ]
+impl ActionRegistry {
+    /// A registry with the built-in actions (debug:log, fetch:plain,
+    /// fetch:template, fs:rename, fs:delete, catalog:write).
+    pub fn with_builtins() -> Self {
+        let builtins: [Arc<dyn Action>; 6] = [
+            Arc::new(debug_log::DebugLog),
+            Arc::new(fetch::FetchPlain),
+            Arc::new(fetch::FetchTemplate),
+            Arc::new(fs::FsRename),
+            Arc::new(fs::FsDelete),
+            Arc::new(catalog_write::CatalogWrite),
+        ];
+        let mut registry = Self::empty();
+        for action in builtins {
+            registry.register(action).expect("the built-in actions have distinct ids");
+        }
+        registry
+    }
 }
 
 #[cfg(test)]

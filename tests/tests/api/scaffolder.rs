@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use catalog_api::auth::Permission;
 use catalog_api::config::{Config, ProviderConfig};
-use catalog_ingestion::GithubProviderConfig;
+use catalog_ingestion::{GithubAuthConfig, GithubProviderConfig};
 use catalog_store::backend_tests;
 use catalog_store::testing::TestDatabase;
 use serde_json::{Value, json};
@@ -159,8 +159,11 @@ async fn app_on(database: TestDatabase, github: &MockServer, catalog: &std::path
         config.scaffolder.register_timeout_seconds = 10;
         config.ingestion.providers.push(ProviderConfig::Github(GithubProviderConfig {
             organization: "acme".into(),
-            api_base_url,
-            token_variable: "CATALOG_TEST_GITHUB_TOKEN_UNSET".into(),
+            auth: GithubAuthConfig {
+                api_base_url,
+                token_variable: "CATALOG_TEST_GITHUB_TOKEN_UNSET".into(),
+                ..GithubAuthConfig::default()
+            },
             ..GithubProviderConfig::default()
         }));
     })

@@ -1,18 +1,21 @@
-//! The one place that decides how providers talk to HTTP sources: timeouts,
-//! retries with backoff and jitter, rate limits (GitHub's
+//! The one place that decides how the catalog talks to HTTP services:
+//! timeouts, retries with backoff and jitter, rate limits (GitHub's
 //! `x-ratelimit-remaining`/`x-ratelimit-reset`, `retry-after`, PagerDuty's
 //! `ratelimit-reset`), conditional requests with ETag and pagination (GitHub's
 //! `Link` headers, PagerDuty's offsets). The HTTP client's
 //! own retries are never used, so what happens on each fault is decided
-//! here and testable. Providers add only their wire types and mappings.
+//! here and testable. Readers (`get` and its pages) get classified errors;
+//! writers (`send`) get the final answer and classify it themselves, since
+//! only they know what a 422 means to their user. Callers add only their
+//! wire types and mappings.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
-use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, ETAG, HeaderMap, HeaderValue, IF_NONE_MATCH, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
 /// How hard to try before a fetch fails.
@@ -72,6 +75,17 @@ pub struct Fetched {
     pub headers: HeaderMap,
 }
 
+/// The final answer to a request sent with [`HttpSource::send`], whatever
+/// its status: what to make of a 404 or a 422 is the caller's to say.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+    /// Tries it took, the first included.
+    attempts: u32,
+}
+
 /// An HTTP source: one client, one retry policy, one ETag cache.
 pub struct HttpSource {
     client: reqwest::Client,
@@ -121,7 +135,55 @@ impl HttpSource {
     /// GETs `url`, retrying transient failures and waiting out short rate
     /// limits as the policy says.
     pub async fn get(&self, url: &str) -> Result<Fetched, SourceError> {
-        let blocked = *self.blocked_until.lock().expect("the block lock is never poisoned");
+        let answer = self.exchange(&Method::GET, url, None).await?;
+        let status = answer.status;
+        if status.is_success() {
+            return Ok(Fetched { body: answer.body, headers: answer.headers });
+        }
+        let attempts = answer.attempts;
+        Err(match status {
+            // Only what the retries gave up on reaches here as 5xx or as a
+            // refused token.
+            status if status.is_server_error() => SourceError::Unavailable {
+                message: format!("{url}: {status} (after {attempts} attempts)"),
+                retry_after: None,
+            },
+            StatusCode::UNAUTHORIZED if self.tokens.is_some() => SourceError::Unavailable {
+                message: format!("{url}: {status}: the token was refused (after {attempts} attempts)"),
+                retry_after: None,
+            },
+            StatusCode::NOT_FOUND => SourceError::NotFound,
+            StatusCode::CONFLICT => SourceError::Conflict { message: format!("{url}: {status}") },
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                SourceError::Unauthorized { message: format!("{url}: {status}") }
+            }
+            status => SourceError::Invalid { message: format!("{url}: unexpected status {status}") },
+        })
+    }
+
+    /// Sends a request (with `body` as JSON) and returns its final answer,
+    /// whatever the status. Retries what cannot have taken effect (a rate
+    /// limit, a refused token) for every method, and a network failure or
+    /// 5xx only for idempotent methods: a POST that timed out may have
+    /// created what it asked for. An error only when there is no answer to
+    /// give (unreachable, rate limited past the policy's wait).
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, SourceError> {
+        self.exchange(&method, url, body).await
+    }
+
+    /// One request with the policy's retries: the last answer, or why there is none.
+    async fn exchange(
+        &self,
+        method: &Method,
+        url: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, SourceError> {
+        let blocked = *self.blocked_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(until) = blocked
             && let Some(left) = until.checked_duration_since(Instant::now())
         {
@@ -133,11 +195,19 @@ impl HttpSource {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let wait = match self.try_get(url).await {
-                Ok(fetched) => return Ok(fetched),
+            let exhausted = attempt >= self.policy.max_attempts;
+            let wait = match self.try_once(method, url, body).await {
+                Ok(mut answer) => {
+                    answer.attempts = attempt;
+                    return Ok(answer);
+                }
                 Err(Failure::Final(error)) => return Err(error),
-                Err(Failure::Transient(message)) => {
-                    if attempt >= self.policy.max_attempts {
+                Err(Failure::Retryable { answer: Some(mut answer), .. }) if exhausted => {
+                    answer.attempts = attempt;
+                    return Ok(answer);
+                }
+                Err(Failure::Retryable { message, .. }) => {
+                    if exhausted {
                         return Err(SourceError::Unavailable {
                             message: format!("{message} (after {attempt} attempts)"),
                             retry_after: None,
@@ -147,16 +217,16 @@ impl HttpSource {
                 }
                 Err(Failure::RateLimited { message, wait }) => {
                     if wait > self.policy.max_wait {
-                        *self.blocked_until.lock().expect("the block lock is never poisoned") =
+                        *self.blocked_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
                             Some(Instant::now() + wait);
                     }
-                    if wait > self.policy.max_wait || attempt >= self.policy.max_attempts {
+                    if wait > self.policy.max_wait || exhausted {
                         return Err(SourceError::Unavailable { message, retry_after: Some(wait) });
                     }
                     wait + jitter(self.policy.base_delay)
                 }
             };
-            tracing::debug!(url, attempt, wait_ms = wait.as_millis() as u64, "retrying a fetch");
+            tracing::debug!(url, attempt, wait_ms = wait.as_millis() as u64, "retrying a request");
             tokio::time::sleep(wait).await;
         }
     }
@@ -239,12 +309,19 @@ impl HttpSource {
         Err(SourceError::Invalid { message: format!("{url}: more than {MAX_PAGES} pages") })
     }
 
-    async fn try_get(&self, url: &str) -> Result<Fetched, Failure> {
-        let cached = self.etags.lock().expect("the ETag cache lock is never poisoned").get(url).cloned();
-        let mut request = self.client.get(url);
+    /// One try: the answer, or whether and when to try again.
+    async fn try_once(&self, method: &Method, url: &str, body: Option<&serde_json::Value>) -> Result<Answer, Failure> {
+        // Whether a request that got no answer, or a 5xx, may be sent again.
+        let repeatable = method.is_idempotent();
+        let cached = if *method == Method::GET {
+            self.etags.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(url).cloned()
+        } else {
+            None
+        };
+        let mut request = self.client.request(method.clone(), url);
         if let Some(tokens) = &self.tokens {
             let token = tokens.token().await.map_err(|error| match error {
-                SourceError::Unavailable { message, .. } => Failure::Transient(message),
+                SourceError::Unavailable { message, .. } => Failure::Retryable { message, answer: None },
                 error => Failure::Final(error),
             })?;
             let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
@@ -256,60 +333,72 @@ impl HttpSource {
         if let Some((etag, _)) = &cached {
             request = request.header(IF_NONE_MATCH, etag.clone());
         }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
         let mut trace = HeaderMap::new();
         crate::trace::inject(&mut trace);
         request = request.headers(trace);
-        let response = request.send().await.map_err(|error| Failure::Transient(describe(url, &error)))?;
+        let unanswered = |error: &reqwest::Error| {
+            let message = describe(url, error);
+            if repeatable {
+                Failure::Retryable { message, answer: None }
+            } else {
+                Failure::Final(SourceError::Unavailable { message, retry_after: None })
+            }
+        };
+        let response = request.send().await.map_err(|error| unanswered(&error))?;
         let status = response.status();
         let headers = response.headers().clone();
         if status == StatusCode::NOT_MODIFIED
             && let Some((_, fetched)) = cached
         {
-            return Ok(fetched);
+            return Ok(Answer { status: StatusCode::OK, headers: fetched.headers, body: fetched.body, attempts: 0 });
         }
         if status.is_success() {
             // A body cut short is a transient failure, like the connection dropping.
-            let body = response.bytes().await.map_err(|error| Failure::Transient(describe(url, &error)))?;
-            let fetched = Fetched { body, headers };
-            if let Some(etag) = fetched.headers.get(ETAG) {
-                let mut etags = self.etags.lock().expect("the ETag cache lock is never poisoned");
+            let body = response.bytes().await.map_err(|error| unanswered(&error))?;
+            if *method == Method::GET
+                && let Some(etag) = headers.get(ETAG)
+            {
+                let mut etags = self.etags.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 if etags.len() >= MAX_ETAGS {
                     etags.clear();
                 }
-                etags.insert(url.to_owned(), (etag.clone(), fetched.clone()));
+                let fetched = Fetched { body: body.clone(), headers: headers.clone() };
+                etags.insert(url.to_owned(), (etag.clone(), fetched));
             }
-            return Ok(fetched);
+            return Ok(Answer { status, headers, body, attempts: 0 });
         }
         if let Some(wait) = rate_limit_wait(status, &headers) {
             return Err(Failure::RateLimited { message: format!("{url}: rate limited ({status})"), wait });
         }
-        if status == StatusCode::FORBIDDEN {
-            // GitHub's secondary limits sometimes come as a bare 403 that
-            // says so only in its message.
-            let text = response.text().await.unwrap_or_default().to_lowercase();
-            if text.contains("rate limit") {
-                return Err(Failure::RateLimited {
-                    message: format!("{url}: rate limited ({status})"),
-                    wait: SECONDARY_LIMIT_WAIT,
-                });
-            }
+        // What a refusal says is the caller's; a body that cannot be read says nothing.
+        let body = response.bytes().await.unwrap_or_default();
+        // GitHub's secondary limits sometimes come as a bare 403 that says
+        // so only in its message.
+        if status == StatusCode::FORBIDDEN && String::from_utf8_lossy(&body).to_lowercase().contains("rate limit") {
+            return Err(Failure::RateLimited {
+                message: format!("{url}: rate limited ({status})"),
+                wait: SECONDARY_LIMIT_WAIT,
+            });
         }
+        let answer = Answer { status, headers, body, attempts: 0 };
         if status == StatusCode::UNAUTHORIZED
             && let Some(tokens) = &self.tokens
         {
-            // Revoked or expired early: the retry asks for a new token.
+            // Revoked or expired early: the retry asks for a new token. A
+            // refused request did nothing, whatever its method.
             tokens.refused().await;
-            return Err(Failure::Transient(format!("{url}: {status}: the token was refused")));
+            return Err(Failure::Retryable {
+                message: format!("{url}: {status}: the token was refused"),
+                answer: Some(answer),
+            });
         }
-        Err(match status {
-            StatusCode::NOT_FOUND => Failure::Final(SourceError::NotFound),
-            StatusCode::CONFLICT => Failure::Final(SourceError::Conflict { message: format!("{url}: {status}") }),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                Failure::Final(SourceError::Unauthorized { message: format!("{url}: {status}") })
-            }
-            status if status.is_server_error() => Failure::Transient(format!("{url}: {status}")),
-            status => Failure::Final(SourceError::Invalid { message: format!("{url}: unexpected status {status}") }),
-        })
+        if status.is_server_error() && repeatable {
+            return Err(Failure::Retryable { message: format!("{url}: {status}"), answer: Some(answer) });
+        }
+        Ok(answer)
     }
 }
 
@@ -336,9 +425,18 @@ fn next_link(header: &str) -> Option<String> {
     })
 }
 
+/// Why one try did not end the exchange.
 enum Failure {
-    Transient(String),
-    RateLimited { message: String, wait: Duration },
+    /// Worth another try (a network failure, a 5xx, a refused token);
+    /// `answer` is returned as it is when the tries run out, if there was one.
+    Retryable {
+        message: String,
+        answer: Option<Answer>,
+    },
+    RateLimited {
+        message: String,
+        wait: Duration,
+    },
     Final(SourceError),
 }
 
@@ -372,7 +470,7 @@ fn rate_limit_wait(status: StatusCode, headers: &HeaderMap) -> Option<Duration> 
 
 /// Exponential backoff with jitter: base × 2^(attempt-1), capped, plus up
 /// to one base of jitter so that many providers do not retry in step.
-pub(crate) fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
+pub fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
     let exponential = policy.base_delay.saturating_mul(1 << (attempt - 1).min(16));
     exponential.min(policy.max_delay) + jitter(policy.base_delay)
 }

@@ -14,7 +14,6 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue, USER_AGENT};
 use ring::signature::RsaKeyPair;
 use serde::Deserialize;
 
-use crate::github::{GithubAuth, GithubBuildError};
 use crate::pull::{SourceError, TokenSource};
 
 /// How long before its expiry a token is replaced: a request started with it
@@ -25,7 +24,7 @@ const RENEW_BEFORE: Duration = Duration::from_secs(300);
 const JWT_LIFETIME_SECONDS: i64 = 540;
 
 /// A GitHub App installation's credentials and its current token.
-pub(crate) struct AppTokens {
+pub(super) struct AppTokens {
     app_id: u64,
     key: RsaKeyPair,
     token_url: String,
@@ -40,42 +39,35 @@ struct AccessToken {
     expires_at: DateTime<Utc>,
 }
 
+/// Why a PEM block is not a usable private key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("bad base64: {0}")]
+    Base64(base64::DecodeError),
+    #[error("not an RSA private key: {0}")]
+    NotRsa(ring::error::KeyRejected),
+    #[error("not a PEM private key (-----BEGIN RSA PRIVATE KEY----- or -----BEGIN PRIVATE KEY-----)")]
+    NotPem,
+}
+
 impl AppTokens {
-    /// Reads the private key (PEM, PKCS#1 as GitHub issues it, or PKCS#8)
-    /// from `key_file` when set (a mounted secret), else from the
-    /// environment variable `key_variable`.
-    pub(crate) fn build(auth: &GithubAuth<'_>, timeout: Duration) -> Result<Self, GithubBuildError> {
-        let (app_id, installation_id) = (auth.app_id, auth.app_installation_id);
-        if installation_id == 0 {
-            return Err(GithubBuildError::App("app_installation_id must be set with app_id".into()));
-        }
-        let (pem, source) = if auth.app_private_key_file.is_empty() {
-            let variable = auth.app_private_key_variable;
-            let pem = std::env::var(variable).ok().filter(|pem| !pem.trim().is_empty());
-            (
-                pem.ok_or_else(|| GithubBuildError::App(format!("the private key variable {variable} is not set")))?,
-                variable,
-            )
-        } else {
-            let file = auth.app_private_key_file;
-            let pem = std::fs::read_to_string(file)
-                .map_err(|error| GithubBuildError::App(format!("cannot read the private key file {file}: {error}")))?;
-            (pem, file)
-        };
-        let key = private_key(&pem).map_err(|why| GithubBuildError::App(format!("{source}: {why}")))?;
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(GithubBuildError::Client)?;
-        let base = auth.api_base_url.trim_end_matches('/');
-        Ok(Self {
+    /// Tokens of the installation `installation_id` of the app `app_id`,
+    /// bought from the API at `api_base_url` through `client`.
+    pub(super) fn new(
+        app_id: u64,
+        installation_id: u64,
+        key: RsaKeyPair,
+        api_base_url: &str,
+        client: reqwest::Client,
+    ) -> Self {
+        let base = api_base_url.trim_end_matches('/');
+        Self {
             app_id,
             key,
             token_url: format!("{base}/app/installations/{installation_id}/access_tokens"),
             client,
             current: tokio::sync::Mutex::default(),
-        })
+        }
     }
 
     /// The JWT that authenticates as the app itself, issued a minute early
@@ -162,20 +154,20 @@ impl TokenSource for AppTokens {
 
 /// The RSA key of a PEM block: `RSA PRIVATE KEY` (PKCS#1, what GitHub's
 /// download holds) or `PRIVATE KEY` (PKCS#8).
-fn private_key(pem: &str) -> Result<RsaKeyPair, String> {
+pub(super) fn private_key(pem: &str) -> Result<RsaKeyPair, KeyError> {
     let body = |label: &str| {
         let begin = format!("-----BEGIN {label}-----");
         let end = format!("-----END {label}-----");
         let start = pem.find(&begin)? + begin.len();
         let stop = start + pem[start..].find(&end)?;
         let packed: String = pem[start..stop].chars().filter(|character| !character.is_whitespace()).collect();
-        Some(base64::engine::general_purpose::STANDARD.decode(packed).map_err(|error| format!("bad base64: {error}")))
+        Some(base64::engine::general_purpose::STANDARD.decode(packed).map_err(KeyError::Base64))
     };
     if let Some(der) = body("RSA PRIVATE KEY") {
-        RsaKeyPair::from_der(&der?).map_err(|error| format!("not an RSA private key: {error}"))
+        RsaKeyPair::from_der(&der?).map_err(KeyError::NotRsa)
     } else if let Some(der) = body("PRIVATE KEY") {
-        RsaKeyPair::from_pkcs8(&der?).map_err(|error| format!("not an RSA private key: {error}"))
+        RsaKeyPair::from_pkcs8(&der?).map_err(KeyError::NotRsa)
     } else {
-        Err("not a PEM private key (-----BEGIN RSA PRIVATE KEY----- or -----BEGIN PRIVATE KEY-----)".into())
+        Err(KeyError::NotPem)
     }
 }
