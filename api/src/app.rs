@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use catalog_ingestion::{Engine, ProviderRun};
-use catalog_store::{SchemaStatus, Store};
+use catalog_store::{Maintenance, SchemaStatus, Store};
+
+use crate::graphql::StoreHandles;
+use crate::metrics::{CatalogPools, CatalogReads};
 use futures::FutureExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -62,7 +65,7 @@ impl Application {
                 .context("cannot open the read replica (database.read_url)")?;
             Some(reader)
         };
-        let engine = Engine::build(store.clone(), &config.ingestion.providers)
+        let engine = Engine::build(store.snapshot_writer(), store.catalog(), &config.ingestion.providers)
             .context("invalid provider configuration")?
             .with_run_timeout(Duration::from_secs(config.ingestion.run_timeout_seconds.max(1)));
         let hub = match schema {
@@ -75,8 +78,9 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}:{}", config.server.host, config.server.port))?;
         let address = listener.local_addr().context("the listener has no address")?;
-        let auth = Authenticator::new(store.clone(), &config.auth).context("invalid auth configuration")?;
-        let tasks = crate::scaffolder::task_service(&config.scaffolder, store.clone(), engine.clone())?;
+        let auth = Authenticator::new(store.access_store(), &config.auth).context("invalid auth configuration")?;
+        let tasks =
+            crate::scaffolder::task_service(&config.scaffolder, store.task_store(), store.catalog(), engine.clone())?;
         Ok(Self {
             listener,
             address,
@@ -153,15 +157,26 @@ impl Application {
         };
         let metrics = self.config.metrics.enabled.then(|| {
             let metrics = Metrics::new(&self.config.metrics.operation_names);
-            Arc::new(metrics.with_catalog(self.engine.clone(), self.store.clone(), self.reader.clone(), hub.clone()))
+            let reads = CatalogReads {
+                catalog: self.store.catalog(),
+                tasks: self.store.task_store(),
+                change_feed: self.store.change_feed(),
+            };
+            let pools = CatalogPools {
+                primary: self.store.pool_monitor(),
+                replica: self.reader.as_ref().map(Store::pool_monitor),
+            };
+            Arc::new(metrics.with_catalog(self.engine.clone(), reads, pools, hub.clone()))
         });
+        let handles = store_handles(&self.store);
         let state = HttpState {
             auth: self.auth.clone(),
             websockets: Arc::new(tokio::sync::Semaphore::new(self.config.graphql.max_websocket_connections)),
             allowed_origins: self.config.server.cors_allowed_origins.clone(),
             schema: build_schema(
                 SchemaServices {
-                    store: self.store.clone(),
+                    handles: handles.clone(),
+                    writer: self.store.snapshot_writer(),
                     hub,
                     engine: self.engine.clone(),
                     refusals: self.auth.refusals(),
@@ -170,8 +185,9 @@ impl Application {
                 },
                 options,
             ),
-            store: self.store.clone(),
-            reader: self.reader.clone(),
+            handles,
+            reader: self.reader.as_ref().map(store_handles),
+            readiness: crate::readiness::Readiness::new(self.store.clone(), self.reader.clone()),
             graphql: self.config.graphql.clone(),
             documents: Arc::default(),
             request_timeout: Duration::from_secs(self.config.server.request_timeout_seconds),
@@ -196,7 +212,7 @@ impl Application {
             ))
         });
         let retention = tokio::spawn(purge_hourly(
-            self.store.clone(),
+            self.store.maintenance(),
             Retention {
                 changes: retention(self.config.changes.retention_days),
                 audit: retention(self.config.audit.retention_days),
@@ -240,7 +256,17 @@ impl Application {
 /// between the two.
 async fn follow_commits(store: &Store, buffer: usize) -> anyhow::Result<Arc<ChangeHub>> {
     store.listen_for_commits().await.context("cannot listen for commits")?;
-    Ok(ChangeHub::start(store.clone(), buffer).await)
+    Ok(ChangeHub::start(store.change_feed(), buffer).await)
+}
+
+/// The handles a request reads through, of one database.
+fn store_handles(store: &Store) -> Arc<StoreHandles> {
+    Arc::new(StoreHandles {
+        catalog: store.catalog(),
+        change_feed: store.change_feed(),
+        tasks: store.task_store(),
+        access: store.access_store(),
+    })
 }
 
 /// How long the change log and the audit log keep their rows (None: forever).
@@ -256,7 +282,7 @@ fn retention(days: u32) -> Option<chrono::Duration> {
 /// Purges the change log and the audit log every hour, the first time an
 /// hour after start (so a short-lived server, or a test, runs no statement
 /// it did not ask for).
-async fn purge_hourly(store: Store, retention: Retention, mut shutdown: watch::Receiver<bool>) {
+async fn purge_hourly(maintenance: Maintenance, retention: Retention, mut shutdown: watch::Receiver<bool>) {
     if retention.changes.is_none() && retention.audit.is_none() {
         return;
     }
@@ -266,12 +292,12 @@ async fn purge_hourly(store: Store, retention: Retention, mut shutdown: watch::R
         tokio::select! {
             _ = ticker.tick() => {
                 if let Some(keep) = retention.changes
-                    && let Err(error) = store.purge_changes(chrono::Utc::now() - keep).await
+                    && let Err(error) = maintenance.purge_changes(chrono::Utc::now() - keep).await
                 {
                     tracing::warn!(%error, "purging the change log failed; retrying in an hour");
                 }
                 if let Some(keep) = retention.audit
-                    && let Err(error) = store.purge_audit(chrono::Utc::now() - keep).await
+                    && let Err(error) = maintenance.purge_audit(chrono::Utc::now() - keep).await
                 {
                     tracing::warn!(%error, "purging the audit log failed; retrying in an hour");
                 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use catalog_store::{AuditDecision, AuditEntry, NewToken, Store, StoreError, TokenRecord};
+use catalog_store::{AccessStore, AuditDecision, AuditEntry, NewToken, StoreError, TokenRecord};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -55,7 +55,7 @@ pub struct IssuedToken {
 
 /// Creates and stores a token named `name` (the CLI's `token create`).
 pub async fn issue_token(
-    store: &Store,
+    store: &AccessStore,
     name: &str,
     scopes: &[Permission],
     expires_at: Option<DateTime<Utc>>,
@@ -140,7 +140,7 @@ pub enum AuthConfigError {
 /// `DENIALS_PER_WINDOW` per window, so that a flood of refused requests
 /// cannot turn into a flood of writes.
 pub struct RefusalLog {
-    store: Store,
+    store: AccessStore,
     window: Mutex<(Instant, u32)>,
 }
 
@@ -170,7 +170,7 @@ impl RefusalLog {
 
 /// Checks credentials against the stored tokens.
 pub struct Authenticator {
-    store: Store,
+    store: AccessStore,
     anonymous_read: bool,
     jwt: Option<JwtVerifier>,
     policy: Policy,
@@ -184,7 +184,7 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(store: Store, config: &AuthConfig) -> Result<Self, AuthConfigError> {
+    pub fn new(store: AccessStore, config: &AuthConfig) -> Result<Self, AuthConfigError> {
         let jwt = config.jwt.enabled().then(|| JwtVerifier::new(config.jwt.clone())).transpose()?;
         Ok(Self {
             store: store.clone(),

@@ -15,7 +15,6 @@ use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use catalog_store::Store;
 use serde::Deserialize;
 
 use crate::auth::{Authenticator, Granted};
@@ -23,7 +22,7 @@ use crate::config::GraphqlConfig;
 use crate::documents::DocumentCache;
 use crate::error_code::{self, ClientError, ErrorCode, server_error};
 use crate::firewall::{self, Limits};
-use crate::graphql::{CatalogSchema, RequestId, with_loaders};
+use crate::graphql::{CatalogSchema, RequestId, StoreHandles, with_loaders};
 use crate::identity::{AuthError, Principal};
 use crate::metrics::{Metrics, ResponseErrors};
 use crate::policy::{ReadScope, SharedScope};
@@ -36,9 +35,12 @@ pub(crate) struct HttpState {
     /// Origins (besides the server's own) whose pages may call the API.
     pub allowed_origins: Vec<String>,
     pub schema: CatalogSchema,
-    pub store: Store,
-    /// The read replica's store (`database.read_url`): queries over HTTP read it.
-    pub reader: Option<Store>,
+    /// The primary's store handles: mutations and WebSocket operations read them.
+    pub handles: Arc<StoreHandles>,
+    /// The read replica's (`database.read_url`): queries over HTTP read them.
+    pub reader: Option<Arc<StoreHandles>>,
+    /// What /readyz checks.
+    pub readiness: crate::readiness::Readiness,
     pub graphql: GraphqlConfig,
     /// Parsed documents of recent queries, shared by every HTTP request.
     pub documents: Arc<DocumentCache>,
@@ -202,7 +204,7 @@ async fn serve_websocket(mut socket: WebSocket, state: HttpState, protocol: Grap
             return;
         }
     };
-    let scope = match ReadScope::new(&state.store, access.read_filter).await {
+    let scope = match ReadScope::new(&state.handles.catalog, access.read_filter).await {
         Ok(scope) => scope,
         Err(error) => {
             tracing::error!(error = %error, "cannot build a read scope");
@@ -213,7 +215,7 @@ async fn serve_websocket(mut socket: WebSocket, state: HttpState, protocol: Grap
     let principal = access.principal;
     let expires_at = principal.expires_at();
     let recheck_auth = state.auth.clone();
-    let recheck_store = state.store.clone();
+    let recheck_handles = state.handles.clone();
     let recheck_credentials = authorization.clone();
     let metrics = state.metrics.clone();
     let scope = SharedScope::new(scope);
@@ -247,7 +249,7 @@ async fn serve_websocket(mut socket: WebSocket, state: HttpState, protocol: Grap
             tokio::select! {
                 _ = recheck.tick() => {
                     match recheck_auth.authenticate_reader(recheck_credentials.as_deref(), None).await {
-                        Ok(access) => match ReadScope::new(&recheck_store, access.read_filter).await {
+                        Ok(access) => match ReadScope::new(&recheck_handles.catalog, access.read_filter).await {
                             Ok(scope) => recheck_scope.replace(scope),
                             // The previous scope stays: a database hiccup is no reason to close.
                             Err(error) => tracing::warn!(error = %error, "cannot rebuild a WebSocket's read scope"),
@@ -481,11 +483,16 @@ impl FirewalledExecutor {
         let query = request.parsed_query().is_ok_and(|document| {
             selected_operation_type(document, operation_name.as_deref()) == Some(OperationType::Query)
         });
-        let request =
-            with_loaders(request, &self.state.store, &self.scope, self.state.graphql.max_loaded_entities, query)
-                .data(self.principal.clone())
-                .data(self.granted.clone())
-                .data(RequestId(request_id.clone()));
+        let request = with_loaders(
+            request,
+            &self.state.handles.catalog,
+            &self.scope,
+            self.state.graphql.max_loaded_entities,
+            query,
+        )
+        .data(self.principal.clone())
+        .data(self.granted.clone())
+        .data(RequestId(request_id.clone()));
         with_codes(self.state.schema.execute(request).await, &request_id)
     }
 
@@ -537,10 +544,15 @@ impl async_graphql::Executor for FirewalledExecutor {
             })
             .boxed();
         }
-        let request =
-            with_loaders(request, &self.state.store, &self.scope, self.state.graphql.max_loaded_entities, false)
-                .data(self.principal.clone())
-                .data(self.granted.clone());
+        let request = with_loaders(
+            request,
+            &self.state.handles.catalog,
+            &self.scope,
+            self.state.graphql.max_loaded_entities,
+            false,
+        )
+        .data(self.principal.clone())
+        .data(self.granted.clone());
         let request_id = new_request_id();
         let stream = match session_data {
             Some(data) => self.state.schema.execute_stream_with_session_data(request, data).boxed(),
@@ -552,17 +564,7 @@ impl async_graphql::Executor for FirewalledExecutor {
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {
-    let response = crate::readiness::readyz(&state.store).await;
-    if response.status() != StatusCode::OK {
-        return response;
-    }
-    match &state.reader {
-        Some(reader) if reader.ping().await.is_err() => {
-            tracing::warn!("not ready: the read replica does not answer");
-            (StatusCode::SERVICE_UNAVAILABLE, "not ready: the read replica does not answer").into_response()
-        }
-        _ => response,
-    }
+    state.readiness.check().await
 }
 
 /// The JSON body of a GraphQL-over-HTTP request.
@@ -770,9 +772,9 @@ async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, h
     // before writing is current).
     // An unknown or ambiguous operation name counts as a query: validation reports it.
     let operation = selected_operation_type(document, http.operation_name.as_deref());
-    let store = match &state.reader {
+    let handles = match &state.reader {
         Some(reader) if operation != Some(OperationType::Mutation) => reader,
-        _ => &state.store,
+        _ => &state.handles,
     };
     if http.method == Method::GET && operation.is_some_and(|ty| ty != OperationType::Query) {
         let mut response = rejection(
@@ -785,7 +787,7 @@ async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, h
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let scope = match ReadScope::new(store, access.read_filter).await {
+    let scope = match ReadScope::new(&handles.catalog, access.read_filter).await {
         Ok(scope) => scope,
         Err(error) => {
             tracing::error!(request_id, error = %error, "cannot build a read scope");
@@ -793,11 +795,12 @@ async fn execute(state: &HttpState, headers: &HeaderMap, media: ResponseMedia, h
         }
     };
     let cache = operation == Some(OperationType::Query);
-    let request = with_loaders(request, store, &SharedScope::new(scope), state.graphql.max_loaded_entities, cache)
-        .data(store.clone())
-        .data(access.principal)
-        .data(Granted(access.granted, access.templates))
-        .data(RequestId(request_id.clone()));
+    let request =
+        with_loaders(request, &handles.catalog, &SharedScope::new(scope), state.graphql.max_loaded_entities, cache)
+            .data(Arc::clone(handles))
+            .data(access.principal)
+            .data(Granted(access.granted, access.templates))
+            .data(RequestId(request_id.clone()));
     let response = match tokio::time::timeout(state.request_timeout, state.schema.execute(request)).await {
         Ok(response) => response,
         Err(_) => {

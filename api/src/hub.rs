@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use catalog_store::{Change, Store};
+use catalog_store::{Change, ChangeFeed};
 use tokio::sync::broadcast;
 
 /// Changes held for subscribers that are behind, by default. Shared by all
@@ -33,7 +33,7 @@ pub struct ChangeHub {
 impl ChangeHub {
     /// Starts the hub's reader, holding up to `buffer` (at least 1) changes
     /// for slow subscribers; it stops when the hub is dropped.
-    pub async fn start(store: Store, buffer: usize) -> Arc<Self> {
+    pub async fn start(store: ChangeFeed, buffer: usize) -> Arc<Self> {
         let (sender, _) = broadcast::channel(buffer.max(1));
         let hub = Arc::new(Self {
             sender,
@@ -93,7 +93,12 @@ impl ChangeHub {
     }
 }
 
-async fn follow(store: Store, mut commits: tokio::sync::watch::Receiver<u64>, hub: Weak<ChangeHub>, mut last: i64) {
+async fn follow(
+    store: ChangeFeed,
+    mut commits: tokio::sync::watch::Receiver<u64>,
+    hub: Weak<ChangeHub>,
+    mut last: i64,
+) {
     loop {
         if commits.changed().await.is_err() {
             return;

@@ -230,7 +230,7 @@ async fn token(command: &TokenCommand, config: Config) -> anyhow::Result<ExitCod
                 }
             };
             let expires_at = expires_in_days.map(|days| chrono::Utc::now() + chrono::Duration::days(i64::from(days)));
-            match auth::issue_token(&store, name, &scopes, expires_at, CLI_ACTOR).await {
+            match auth::issue_token(&store.access_store(), name, &scopes, expires_at, CLI_ACTOR).await {
                 Ok(issued) => {
                     println!("{}", issued.token);
                     eprintln!("token {name:?} created: store it now, it is not shown again");
@@ -244,7 +244,7 @@ async fn token(command: &TokenCommand, config: Config) -> anyhow::Result<ExitCod
         }
         TokenCommand::List => {
             let never = || "never".to_owned();
-            for token in store.tokens().await? {
+            for token in store.access_store().tokens().await? {
                 let status = if token.revoked_at.is_some() { "revoked" } else { "active" };
                 println!(
                     "{}\t{status}\tscopes={}\texpires={}\tlast_used={}",
@@ -256,7 +256,7 @@ async fn token(command: &TokenCommand, config: Config) -> anyhow::Result<ExitCod
             }
         }
         TokenCommand::Revoke { name } => {
-            if !store.revoke_token(name, CLI_ACTOR).await? {
+            if !store.access_store().revoke_token(name, CLI_ACTOR).await? {
                 eprintln!("error: no active token named {name:?}");
                 return Ok(ExitCode::FAILURE);
             }

@@ -24,7 +24,7 @@ use crate::error_code::ErrorCode;
 use crate::graphql::OperationMetrics;
 use crate::hub::ChangeHub;
 use crate::webhooks::WebhookResult;
-use catalog_store::{PoolUsage, Store};
+use catalog_store::{Catalog, ChangeFeed, PoolMonitor, PoolUsage, TaskStore};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -115,6 +115,20 @@ struct ScopeLabels {
     scope: String,
 }
 
+/// What the metrics count in the primary database at each scrape.
+pub(crate) struct CatalogReads {
+    pub catalog: Catalog,
+    pub tasks: TaskStore,
+    pub change_feed: ChangeFeed,
+}
+
+/// The connection pools the metrics report.
+pub(crate) struct CatalogPools {
+    pub primary: PoolMonitor,
+    /// The read replica's, when there is one.
+    pub replica: Option<PoolMonitor>,
+}
+
 /// Entities per provider scope, as last counted.
 type EntityCounts = Arc<Mutex<HashMap<String, u64>>>;
 
@@ -123,9 +137,8 @@ type EntityCounts = Arc<Mutex<HashMap<String, u64>>>;
 /// the change hub's and the connection pool's state, read as they are.
 struct ProviderCollector {
     engine: Engine,
-    store: Store,
-    /// The read replica's pool, reported beside the primary's.
-    replica: Option<Store>,
+    /// The primary's pool, and the read replica's beside it.
+    pools: CatalogPools,
     hub: Arc<ChangeHub>,
     entities: EntityCounts,
     catalog: Arc<Mutex<CatalogCounts>>,
@@ -274,8 +287,8 @@ impl Collector for ProviderCollector {
         let counter = ConstCounter::new(dropped);
         let help = "Changes subscribers missed by falling further behind than the buffer (each such subscription ends with SUBSCRIBER_TOO_SLOW)";
         counter.encode(encoder.encode_descriptor("change_events_dropped", help, None, counter.metric_type())?)?;
-        let pools: Vec<(&'static str, PoolUsage)> = std::iter::once(("primary", self.store.pool_usage()))
-            .chain(self.replica.iter().map(|replica| ("replica", replica.pool_usage())))
+        let pools: Vec<(&'static str, PoolUsage)> = std::iter::once(("primary", self.pools.primary.pool_usage()))
+            .chain(self.pools.replica.iter().map(|replica| ("replica", replica.pool_usage())))
             .collect();
         {
             let help = "Database connections of this process's pools (primary, replica), busy or idle";
@@ -310,7 +323,7 @@ pub(crate) struct Metrics {
     webhook_deliveries: Family<WebhookLabels, Counter>,
     websocket_connections: Gauge,
     /// Where the provider collector's entity counts come from.
-    provider_entities: Option<(Store, EntityCounts)>,
+    provider_entities: Option<(CatalogReads, EntityCounts)>,
     catalog_counts: Arc<Mutex<CatalogCounts>>,
     operations: Arc<OperationMetrics>,
     /// When the counters started: the start of every cumulative OTLP point.
@@ -377,21 +390,20 @@ impl Metrics {
     pub(crate) fn with_catalog(
         mut self,
         engine: Engine,
-        store: Store,
-        replica: Option<Store>,
+        reads: CatalogReads,
+        pools: CatalogPools,
         hub: Arc<ChangeHub>,
     ) -> Self {
         let entities = Arc::default();
         let catalog = Arc::clone(&self.catalog_counts);
         self.registry.register_collector(Box::new(ProviderCollector {
             engine,
-            store: store.clone(),
-            replica,
+            pools,
             hub,
             entities: Arc::clone(&entities),
             catalog,
         }));
-        self.provider_entities = Some((store, entities));
+        self.provider_entities = Some((reads, entities));
         self
     }
 
@@ -437,13 +449,16 @@ impl Metrics {
     /// cannot wait for the database). On an error the last counts stay: the
     /// metrics still answer while the database is away.
     pub(crate) async fn refresh(&self) {
-        let Some((store, entities)) = &self.provider_entities else { return };
-        match store.entity_counts_by_provider().await {
+        let Some((reads, entities)) = &self.provider_entities else { return };
+        match reads.catalog.entity_counts_by_provider().await {
             Ok(counts) => *entities.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = counts,
             Err(error) => tracing::warn!(%error, "cannot count the providers' entities for the metrics"),
         }
-        match (store.entity_counts_by_kind().await, store.task_counts_by_status().await, store.change_log_size().await)
-        {
+        match (
+            reads.catalog.entity_counts_by_kind().await,
+            reads.tasks.task_counts_by_status().await,
+            reads.change_feed.change_log_size().await,
+        ) {
             (Ok(kinds), Ok(tasks), Ok(change_log)) => {
                 let mut counts = self.catalog_counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 counts.kinds = kinds;

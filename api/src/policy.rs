@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use catalog_store::{EntityMatcher, Filter, FilterField, Predicate, Store, StoreError, StoredEntity};
+use catalog_store::{Catalog, EntityMatcher, Filter, FilterField, Predicate, StoreError, StoredEntity};
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{Permission, Principal};
@@ -309,11 +309,11 @@ impl SharedScope {
 }
 
 impl ReadScope {
-    pub async fn new(store: &Store, filter: Option<Filter>) -> Result<Self, StoreError> {
+    pub async fn new(catalog: &Catalog, filter: Option<Filter>) -> Result<Self, StoreError> {
         Ok(match filter {
             None => ReadScope::All,
             Some(filter) => {
-                let matcher = Arc::new(store.entity_matcher(&filter).await?);
+                let matcher = Arc::new(catalog.entity_matcher(&filter).await?);
                 ReadScope::Only { filter, matcher }
             }
         })

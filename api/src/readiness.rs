@@ -62,6 +62,34 @@ pub(crate) async fn readyz(store: &Store) -> Response {
     }
 }
 
+/// What the full server's /readyz asks: whether the primary is ready
+/// ([`readyz`]) and the read replica, when there is one, answers.
+#[derive(Clone, Debug)]
+pub(crate) struct Readiness {
+    primary: Store,
+    replica: Option<Store>,
+}
+
+impl Readiness {
+    pub(crate) fn new(primary: Store, replica: Option<Store>) -> Self {
+        Self { primary, replica }
+    }
+
+    pub(crate) async fn check(&self) -> Response {
+        let response = readyz(&self.primary).await;
+        if response.status() != StatusCode::OK {
+            return response;
+        }
+        match &self.replica {
+            Some(replica) if replica.ping().await.is_err() => {
+                tracing::warn!("not ready: the read replica does not answer");
+                (StatusCode::SERVICE_UNAVAILABLE, "not ready: the read replica does not answer").into_response()
+            }
+            _ => response,
+        }
+    }
+}
+
 /// The waiting server's /readyz: never ready, since it serves nothing else;
 /// once the migrations are applied it says so while the catalog starts.
 async fn waiting_readyz(store: &Store) -> Response {

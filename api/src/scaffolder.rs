@@ -11,7 +11,7 @@ use catalog_scaffolder::{
     Action, ActionContext, ActionError, ActionExample, ActionRegistry, GithubPublishConfig, TaskConfig, TaskService,
     TemplateFiles,
 };
-use catalog_store::{Filter, FilterField, ListQuery, Predicate, Store};
+use catalog_store::{Catalog, Filter, FilterField, ListQuery, Predicate, TaskStore};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -46,7 +46,12 @@ impl Default for ScaffolderConfig {
 }
 
 /// The task service with every action this server offers.
-pub fn task_service(config: &ScaffolderConfig, store: Store, engine: Engine) -> anyhow::Result<TaskService> {
+pub fn task_service(
+    config: &ScaffolderConfig,
+    task_store: TaskStore,
+    catalog: Catalog,
+    engine: Engine,
+) -> anyhow::Result<TaskService> {
     let mut registry = ActionRegistry::with_builtins();
     let github = config.github.build().context("invalid scaffolder.github configuration")?;
     if !github.has_token() {
@@ -57,11 +62,8 @@ pub fn task_service(config: &ScaffolderConfig, store: Store, engine: Engine) -> 
     }
     github.register(&mut registry).context("cannot register the GitHub actions")?;
     let register_engine = engine.clone();
-    let register = CatalogRegister {
-        store: store.clone(),
-        engine,
-        timeout: Duration::from_secs(config.register_timeout_seconds.max(1)),
-    };
+    let register =
+        CatalogRegister { catalog, engine, timeout: Duration::from_secs(config.register_timeout_seconds.max(1)) };
     registry.register(Arc::new(register)).context("cannot register catalog:register")?;
     let tasks = TaskConfig {
         workers: config.workers,
@@ -69,7 +71,7 @@ pub fn task_service(config: &ScaffolderConfig, store: Store, engine: Engine) -> 
         abandoned_after_seconds: config.abandoned_after_seconds,
     };
     let files = GithubTemplateFiles { engine: register_engine };
-    Ok(TaskService::new(store, registry, tasks).with_template_files(Arc::new(files)))
+    Ok(TaskService::new(task_store, registry, tasks).with_template_files(Arc::new(files)))
 }
 
 /// The most files and bytes of a template directory fetched from GitHub.
@@ -102,7 +104,7 @@ const REREAD_EVERY: Duration = Duration::from_secs(5);
 /// organisation read that repository now (a targeted re-read, as a webhook
 /// would), then waits until the catalog file's entities are in the catalog.
 struct CatalogRegister {
-    store: Store,
+    catalog: Catalog,
     engine: Engine,
     timeout: Duration,
 }
@@ -244,7 +246,7 @@ impl CatalogRegister {
             ..ListQuery::default()
         };
         let page = self
-            .store
+            .catalog
             .list_entities(&query)
             .await
             .map_err(|error| ActionError::Failed(format!("cannot read the catalog: {error}")))?;

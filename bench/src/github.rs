@@ -152,7 +152,12 @@ pub async fn run(repositories: usize, latency_ms: u64, levels: &[usize]) -> anyh
             concurrency,
             ..GithubProviderConfig::default()
         };
-        let engine = Engine::build_with(store.clone(), &[ProviderConfig::Github(config)], RetryPolicy::default())?;
+        let engine = Engine::build_with(
+            store.snapshot_writer(),
+            store.catalog(),
+            &[ProviderConfig::Github(config)],
+            RetryPolicy::default(),
+        )?;
         let started = Instant::now();
         let cold = engine.run_once().await?;
         let cold_seconds = started.elapsed().as_secs_f64();

@@ -670,8 +670,13 @@ impl WriterState {
         let mut state = Self { store, entities: all, next: 0, version: 0, cursor: 0 };
         // A previous run may have left these entities with other
         // descriptions: whatever this applies happens before anyone listens.
-        state.store.apply_snapshot(&state.snapshot()).await.context("the writer's entities cannot be written")?;
-        state.cursor = state.store.latest_sequence().await?;
+        state
+            .store
+            .snapshot_writer()
+            .apply_snapshot(&state.snapshot())
+            .await
+            .context("the writer's entities cannot be written")?;
+        state.cursor = state.store.change_feed().latest_sequence().await?;
         Ok(state)
     }
 
@@ -703,13 +708,13 @@ impl WriterState {
     async fn commit(&mut self, expected: usize) -> anyhow::Result<(Vec<i64>, Commit)> {
         let snapshot = self.snapshot();
         let started = Instant::now();
-        let summary = self.store.apply_snapshot(&snapshot).await?;
+        let summary = self.store.snapshot_writer().apply_snapshot(&snapshot).await?;
         let returned = Instant::now();
         anyhow::ensure!(summary.updated == expected, "a snapshot updated {} entities, not {expected}", summary.updated);
         let prefix = format!("component:{NAMESPACE}/");
         let mut cursors = Vec::with_capacity(expected);
         loop {
-            let batch = self.store.changes_after(self.cursor, 500).await?;
+            let batch = self.store.change_feed().changes_after(self.cursor, 500).await?;
             let Some(last) = batch.last() else { break };
             self.cursor = last.sequence;
             cursors.extend(

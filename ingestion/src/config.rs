@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use catalog_http::RetryPolicy;
-use catalog_store::Store;
+use catalog_store::Catalog;
 use serde::{Deserialize, Serialize};
 
 use crate::file::FileProviderConfig;
@@ -49,7 +49,7 @@ impl ProviderConfig {
 pub(crate) fn build_providers(
     configs: &[ProviderConfig],
     policy: RetryPolicy,
-    store: &Store,
+    catalog: &Catalog,
 ) -> Result<Vec<Arc<dyn Provider>>, BuildError> {
     check_together(configs)?;
     let mut counts: HashMap<&str, usize> = HashMap::new();
@@ -60,7 +60,7 @@ pub(crate) fn build_providers(
         let n = counts.entry(kind).or_default();
         *n += 1;
         let key = if *n == 1 { kind.to_owned() } else { format!("{kind}-{n}") };
-        providers.push(builder.build(BuildContext { key, policy, store: store.clone() })?);
+        providers.push(builder.build(BuildContext { key, policy, catalog: catalog.clone() })?);
     }
     Ok(providers)
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use catalog_http::{RetryPolicy, SourceError};
-use catalog_store::{ApplySummary, Leadership, Snapshot, Store, StoreError};
+use catalog_store::{ApplySummary, Catalog, Leadership, Snapshot, SnapshotWriter, StoreError};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -141,7 +141,8 @@ type StartedRun = (Instant, ProviderRun);
 /// Runs providers and applies their snapshots.
 #[derive(Clone, Debug)]
 pub struct Engine {
-    store: Store,
+    /// Where snapshots go: the engine is the only writer of entities.
+    writer: SnapshotWriter,
     providers: Vec<Arc<dyn Provider>>,
     /// The live views the Kubernetes providers' watchers keep, for the API.
     kubernetes: Vec<KubernetesView>,
@@ -163,13 +164,19 @@ pub struct Engine {
 
 impl Engine {
     /// Builds every provider, checking its configuration first.
-    pub fn build(store: Store, configs: &[ProviderConfig]) -> Result<Self, BuildError> {
-        Self::build_with(store, configs, RetryPolicy::default())
+    /// Providers that read the catalog (Kubernetes, PagerDuty) get `catalog`.
+    pub fn build(writer: SnapshotWriter, catalog: Catalog, configs: &[ProviderConfig]) -> Result<Self, BuildError> {
+        Self::build_with(writer, catalog, configs, RetryPolicy::default())
     }
 
     /// [`Engine::build`] with the HTTP providers' retry policy (tests shorten it).
-    pub fn build_with(store: Store, configs: &[ProviderConfig], policy: RetryPolicy) -> Result<Self, BuildError> {
-        let providers = build_providers(configs, policy, &store)?;
+    pub fn build_with(
+        writer: SnapshotWriter,
+        catalog: Catalog,
+        configs: &[ProviderConfig],
+        policy: RetryPolicy,
+    ) -> Result<Self, BuildError> {
+        let providers = build_providers(configs, policy, &catalog)?;
         let mut facts = Facts::default();
         for provider in &providers {
             Arc::clone(provider).contribute(&mut facts);
@@ -186,7 +193,7 @@ impl Engine {
             })
             .collect();
         Ok(Self {
-            store,
+            writer,
             providers,
             kubernetes,
             pagerduty,
@@ -341,7 +348,7 @@ impl Engine {
             lock_pending().entry(index).or_default().extend(hints);
             return Err(RunError::Aborted);
         };
-        let summary = match self.store.apply_snapshot(&snapshot).await {
+        let summary = match self.writer.apply_snapshot(&snapshot).await {
             Ok(summary) => summary,
             Err(error) => {
                 lock_pending().entry(index).or_default().extend(hints);
@@ -442,7 +449,7 @@ impl Engine {
             if force {
                 snapshot.max_removed_share = None;
             }
-            match self.store.apply_snapshot(snapshot).await {
+            match self.writer.apply_snapshot(snapshot).await {
                 Ok(applied) => summary.absorb(&applied),
                 Err(error) => {
                     failed(format!("applying the snapshot of {} failed: {error}", snapshot.provider));

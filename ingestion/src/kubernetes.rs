@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use catalog_store::{InvalidEntity, LocationStatus, Snapshot, SnapshotEntity, Store};
+use catalog_store::{Catalog, InvalidEntity, LocationStatus, Snapshot, SnapshotEntity};
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -152,7 +152,7 @@ impl BuildProvider for KubernetesProviderConfig {
     }
 
     fn build(&self, context: BuildContext) -> Result<Arc<dyn Provider>, BuildError> {
-        let provider = KubernetesProvider::build(context.key, self, context.policy, context.store);
+        let provider = KubernetesProvider::build(context.key, self, context.policy, context.catalog);
         Ok(Arc::new(provider.map_err(BuildError::new)?))
     }
 }
@@ -295,8 +295,8 @@ pub struct KubernetesProvider {
     key: String,
     config: KubernetesProviderConfig,
     policy: RetryPolicy,
-    /// Read (never written) for the links other providers' entities claim.
-    store: Store,
+    /// Read (it cannot write) for the links other providers' entities claim.
+    catalog: Catalog,
     watched: Arc<Watched>,
     /// The watcher tasks, once started; aborted when the provider goes.
     tasks: Mutex<Option<Vec<tokio::task::AbortHandle>>>,
@@ -323,7 +323,7 @@ impl KubernetesProvider {
         key: String,
         config: &KubernetesProviderConfig,
         policy: RetryPolicy,
-        store: Store,
+        catalog: Catalog,
     ) -> Result<Self, KubernetesBuildError> {
         if config.clusters.is_empty() {
             return Err(KubernetesBuildError::NoClusters);
@@ -380,7 +380,7 @@ impl KubernetesProvider {
             }
         }
         let watched = Arc::new(Watched { scopes: RwLock::new(scopes), ..Default::default() });
-        Ok(Self { key, config: config.clone(), policy, store, watched, tasks: Mutex::new(None) })
+        Ok(Self { key, config: config.clone(), policy, catalog, watched, tasks: Mutex::new(None) })
     }
 
     /// The live view the API reads.
@@ -450,7 +450,7 @@ impl KubernetesProvider {
     /// theirs.
     async fn claims(&self) -> Result<Vec<Link>, ReadError> {
         let annotated = self
-            .store
+            .catalog
             .annotated(&LINK_ANNOTATIONS)
             .await
             .map_err(|source| ReadError::Store { what: "links", source })?;

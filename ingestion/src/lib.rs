@@ -1,6 +1,6 @@
 //! Ingestion: providers read sources into snapshots, and the engine applies
 //! them to the store on a schedule. A provider never writes to the store; only
-//! the engine does, through [`catalog_store::Store::apply_snapshot`].
+//! the engine does, through [`catalog_store::SnapshotWriter::apply_snapshot`].
 //!
 //! `provider.rs` is the contract between the engine and the providers (the
 //! `Provider` trait); `config.rs` registers the provider types and builds

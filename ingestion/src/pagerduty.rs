@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use catalog_http::{HttpSource, RetryPolicy, SourceError};
-use catalog_store::{InvalidEntity, LocationStatus, Snapshot, SnapshotEntity, Store};
+use catalog_store::{Catalog, InvalidEntity, LocationStatus, Snapshot, SnapshotEntity};
 use futures::future::BoxFuture;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, USER_AGENT};
 use serde::{Deserialize, Serialize};
@@ -118,7 +118,7 @@ impl BuildProvider for PagerDutyProviderConfig {
     }
 
     fn build(&self, context: BuildContext) -> Result<Arc<dyn Provider>, BuildError> {
-        let provider = PagerDutyProvider::build(context.key, self, context.policy, context.store);
+        let provider = PagerDutyProvider::build(context.key, self, context.policy, context.catalog);
         Ok(Arc::new(provider.map_err(BuildError::new)?))
     }
 }
@@ -155,7 +155,8 @@ pub struct PagerDutyProvider {
     source: HttpSource,
     /// On-call and incident reads for the API.
     live_source: HttpSource,
-    store: Store,
+    /// Read (it cannot write) to tell mapped services from unmapped.
+    catalog: Catalog,
     /// The last complete read; None before the first.
     directory: RwLock<Option<Arc<Directory>>>,
     /// Why the last run could not read the account (None after a complete read).
@@ -189,12 +190,12 @@ fn pagerduty_source(config: &PagerDutyProviderConfig, policy: RetryPolicy) -> Re
 
 impl PagerDutyProvider {
     /// Checks the configuration and reads the token from the environment.
-    /// `store` is read (never written) to tell mapped services from unmapped.
+    /// `catalog` is read to tell mapped services from unmapped.
     pub fn build(
         key: String,
         config: &PagerDutyProviderConfig,
         policy: RetryPolicy,
-        store: Store,
+        catalog: Catalog,
     ) -> Result<Self, PagerDutyBuildError> {
         if reqwest::Url::parse(&config.api_base_url).is_err() {
             return Err(PagerDutyBuildError::BaseUrl(config.api_base_url.clone()));
@@ -218,7 +219,7 @@ impl PagerDutyProvider {
             key,
             source: pagerduty_source(config, policy)?,
             live_source: pagerduty_source(config, live_policy(policy))?,
-            store,
+            catalog,
             directory: RwLock::default(),
             last_error: RwLock::default(),
             on_call: LiveCache::new(Duration::from_secs(config.oncall_cache_seconds)),
@@ -353,7 +354,7 @@ impl PagerDutyProvider {
         directory: &Directory,
     ) -> Result<Vec<serde_json::Value>, catalog_store::StoreError> {
         let annotated =
-            self.store.annotated(&[SERVICE_ID_ANNOTATION, INTEGRATION_KEY_ANNOTATION, TEAM_ID_ANNOTATION]).await?;
+            self.catalog.annotated(&[SERVICE_ID_ANNOTATION, INTEGRATION_KEY_ANNOTATION, TEAM_ID_ANNOTATION]).await?;
         let mut mapped_ids: HashSet<&str> = HashSet::new();
         let mut mapped_keys: HashSet<&str> = HashSet::new();
         let mut groups_by_team: HashMap<&str, &str> = HashMap::new();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use catalog_http::{RetryPolicy, SourceError};
-use catalog_store::{Snapshot, Store, StoreError};
+use catalog_store::{Catalog, Snapshot, StoreError};
 use futures::future::BoxFuture;
 use serde_json::Value;
 
@@ -34,7 +34,7 @@ pub(crate) struct BuildContext {
     pub(crate) policy: RetryPolicy,
     /// The catalog, which some providers read (never write) to tell what
     /// other providers' entities claim.
-    pub(crate) store: Store,
+    pub(crate) catalog: Catalog,
 }
 
 /// Why the providers cannot be built from their configuration: the

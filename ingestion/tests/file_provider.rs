@@ -14,12 +14,13 @@ fn component(name: &str, owner: &str) -> String {
 
 fn engine(store: &Store, root: &Path) -> Engine {
     let paths = vec![root.join("catalog-info.yaml").display().to_string()];
-    Engine::build(store.clone(), &[ProviderConfig::File(FileProviderConfig { paths })]).unwrap()
+    Engine::build(store.snapshot_writer(), store.catalog(), &[ProviderConfig::File(FileProviderConfig { paths })])
+        .unwrap()
 }
 
 async fn owner_of(store: &Store, name: &str) -> Option<String> {
     let entity_ref = EntityRef::parse(&format!("component:default/{name}")).unwrap();
-    let stored = store.entity_by_ref(&entity_ref).await.unwrap()?;
+    let stored = store.catalog().entity_by_ref(&entity_ref).await.unwrap()?;
     stored.entity.spec_str("owner").map(str::to_owned)
 }
 
@@ -41,11 +42,11 @@ async fn locations_are_followed_and_entities_annotated(store: Store) {
     assert_eq!(runs[0].summary.added, 4);
     assert_eq!(runs[0].n_location_errors, 1, "missing.yaml is required and absent");
 
-    let a = store.entity_by_ref(&EntityRef::parse("component:default/a").unwrap()).await.unwrap().unwrap();
+    let a = store.catalog().entity_by_ref(&EntityRef::parse("component:default/a").unwrap()).await.unwrap().unwrap();
     let annotations = &a.entity.metadata.annotations;
     assert!(annotations[MANAGED_BY_LOCATION].ends_with("/teams/a.yaml"), "{annotations:?}");
     assert!(annotations[MANAGED_BY_ORIGIN_LOCATION].ends_with("/catalog-info.yaml"));
-    let locations = store.locations().await.unwrap();
+    let locations = store.catalog().locations().await.unwrap();
     let missing = locations.iter().find(|location| location.target.ends_with("missing.yaml")).unwrap();
     assert_eq!(missing.error.as_deref(), Some("the file does not exist"));
     assert!(!locations.iter().any(|location| location.target.ends_with("nothing-here.yaml")));
@@ -74,14 +75,14 @@ async fn a_broken_file_keeps_its_entities_and_a_deleted_one_removes_them(store: 
     assert_eq!(runs[0].summary.removed, 0);
     assert_eq!(owner_of(&store, "b").await.as_deref(), Some("team-new"));
     assert_eq!(owner_of(&store, "c").await.as_deref(), Some("team-c"), "c stays while its file cannot be parsed");
-    let locations = store.locations().await.unwrap();
+    let locations = store.catalog().locations().await.unwrap();
     let b = locations.iter().find(|location| location.target.ends_with("/b.yaml")).unwrap();
     assert!(b.error.as_deref().unwrap().contains("document 2 (line 10)"), "{:?}", b.error);
 
     // a.yaml turns invalid: the last good version stays and carries the errors.
     std::fs::write(root.path().join("a.yaml"), component("a", "team-a").replace("  owner: team-a\n", "")).unwrap();
     engine.run_once().await.unwrap();
-    let a = store.entity_by_ref(&EntityRef::parse("component:default/a").unwrap()).await.unwrap().unwrap();
+    let a = store.catalog().entity_by_ref(&EntityRef::parse("component:default/a").unwrap()).await.unwrap().unwrap();
     assert_eq!(a.entity.spec_str("owner"), Some("team-a"));
     assert!(a.errors[0].contains("spec.owner") && a.errors[0].contains("required"), "{:?}", a.errors);
 
@@ -121,7 +122,7 @@ async fn two_file_providers_keep_their_own_entities(store: Store) {
             })
         })
         .collect();
-    let engine = Engine::build(store.clone(), &configs).unwrap();
+    let engine = Engine::build(store.snapshot_writer(), store.catalog(), &configs).unwrap();
     engine.run_once().await.unwrap();
     let runs = engine.run_once().await.unwrap();
     assert_eq!(runs.iter().map(|run| run.provider.as_str()).collect::<Vec<_>>(), ["file", "file-2"]);

@@ -66,7 +66,7 @@ fn engine(store: &Store, config: GithubProviderConfig) -> Engine {
         max_delay: Duration::from_millis(50),
         max_wait: Duration::from_secs(5),
     };
-    Engine::build_with(store.clone(), &[ProviderConfig::Github(config)], policy).unwrap()
+    Engine::build_with(store.snapshot_writer(), store.catalog(), &[ProviderConfig::Github(config)], policy).unwrap()
 }
 
 async fn mount_listing(server: &MockServer, first: Vec<Value>, second: Vec<Value>) {
@@ -143,7 +143,7 @@ fn location(targets: &[&str]) -> String {
 
 async fn exists(store: &Store, name: &str) -> bool {
     let entity_ref = EntityRef::parse(&format!("component:default/{name}")).unwrap();
-    store.entity_by_ref(&entity_ref).await.unwrap().is_some()
+    store.catalog().entity_by_ref(&entity_ref).await.unwrap().is_some()
 }
 
 async fn requests_to(server: &MockServer, wanted: &str) -> usize {
@@ -181,15 +181,18 @@ async fn discovery_reads_every_page_and_each_selected_repositorys_catalog_file(s
     assert_eq!(requests_to(&server, "/repos/acme/old/contents/catalog-info.yaml").await, 0);
     assert_eq!(requests_to(&server, "/orgs/acme/repos").await, 2, "two pages, each once");
 
-    let stored = store.entity_by_ref(&EntityRef::parse("component:default/invoices").unwrap()).await.unwrap().unwrap();
+    let stored =
+        store.catalog().entity_by_ref(&EntityRef::parse("component:default/invoices").unwrap()).await.unwrap().unwrap();
     let location = "url:https://github.example/acme/billing/blob/main/catalog-info.yaml";
     assert_eq!(stored.entity.metadata.annotations[MANAGED_BY_LOCATION], location);
-    let locations = store.locations().await.unwrap();
+    let locations = store.catalog().locations().await.unwrap();
     let billing = locations.iter().find(|record| record.target == location).unwrap();
     assert!(billing.error.as_deref().unwrap().contains("document 2"), "the broken document is reported: {billing:?}");
     let missing = locations.iter().find(|record| record.target.contains("/no-catalog/")).unwrap();
     assert_eq!(missing.n_entities, 0);
-    assert!(store.entity_by_ref(&EntityRef::parse("group:default/platform").unwrap()).await.unwrap().is_none());
+    assert!(
+        store.catalog().entity_by_ref(&EntityRef::parse("group:default/platform").unwrap()).await.unwrap().is_none()
+    );
     let shipping = locations.iter().find(|record| record.target.contains("/shipping/")).unwrap();
     assert_eq!(shipping.n_entities, 1, "{shipping:?}");
     assert!(shipping.error.as_deref().unwrap().contains("kind Group is not allowed"), "{shipping:?}");
@@ -238,7 +241,7 @@ async fn a_failing_listing_removes_nothing_and_a_complete_one_does(store: Store)
         .filter(|request| request.url.query().is_some_and(|query| query.contains("page=2")))
         .count();
     assert_eq!(page_two, 3, "the policy's three attempts");
-    let locations = store.locations().await.unwrap();
+    let locations = store.catalog().locations().await.unwrap();
     let listing = locations.iter().find(|record| record.target.contains("/orgs/acme/repos")).unwrap();
     assert!(listing.error.as_deref().unwrap().contains("502"), "{listing:?}");
     assert!(locations.iter().any(|record| record.target.contains("/billing/")), "location rows stay too");
@@ -313,7 +316,7 @@ async fn rate_limits_are_waited_out_when_short_and_keep_entities_when_long(store
         exists(&store, "invoices").await && exists(&store, "zeta-api").await,
         "rate-limited files keep their entities"
     );
-    let locations = store.locations().await.unwrap();
+    let locations = store.catalog().locations().await.unwrap();
     let billing = locations.iter().find(|record| record.target.contains("/billing/")).unwrap();
     assert!(billing.error.as_deref().unwrap().contains("rate limited"), "{billing:?}");
     let health = engine.health().remove(0);
@@ -408,20 +411,20 @@ async fn a_renamed_repository_keeps_its_entities_at_the_new_location(store: Stor
     let engine = engine(&store, config(&server));
     engine.run_once().await.unwrap();
     let invoices = EntityRef::parse("component:default/invoices").unwrap();
-    let before = store.entity_by_ref(&invoices).await.unwrap().unwrap();
+    let before = store.catalog().entity_by_ref(&invoices).await.unwrap().unwrap();
 
     server.reset().await;
     mount_listing(&server, vec![repository(&server, "billing-v2", false, false)], Vec::new()).await;
     mount_file(&server, "billing-v2", file).await;
     let run = engine.run_provider("github").await.unwrap().unwrap();
     assert_eq!((run.summary.added, run.summary.removed, run.summary.conflicts), (0, 0, 0), "{run:?}");
-    let after = store.entity_by_ref(&invoices).await.unwrap().unwrap();
+    let after = store.catalog().entity_by_ref(&invoices).await.unwrap().unwrap();
     assert_eq!(after.entity.metadata.uid, before.entity.metadata.uid, "the same entity");
     let moved = "url:https://github.example/acme/billing-v2/blob/main/catalog-info.yaml";
     assert_eq!(after.location.as_deref(), Some(moved));
     assert_eq!(after.entity.metadata.annotations[MANAGED_BY_LOCATION], moved);
     assert!(
-        store.locations().await.unwrap().iter().all(|record| !record.target.contains("/billing/")),
+        store.catalog().locations().await.unwrap().iter().all(|record| !record.target.contains("/billing/")),
         "the old location is gone"
     );
 }
@@ -438,7 +441,8 @@ async fn a_glob_catalog_path_reads_every_file_it_matches_in_the_tree(store: Stor
     let engine = engine(&store, config);
     let run = engine.run_once().await.unwrap().remove(0);
     assert_eq!(run.summary.added, 3, "{run:?}");
-    let service_a = store.entity_by_ref(&EntityRef::parse("component:default/service-a").unwrap()).await.unwrap();
+    let service_a =
+        store.catalog().entity_by_ref(&EntityRef::parse("component:default/service-a").unwrap()).await.unwrap();
     let expected = "url:https://github.example/acme/platform/blob/main/services/a/catalog-info.yaml";
     assert_eq!(service_a.unwrap().location.as_deref(), Some(expected), "each file is its own location");
 
@@ -513,9 +517,10 @@ async fn location_entities_in_a_repository_are_followed_inside_it_only(store: St
     for name in ["platform-api", "platform-worker", "one", "two"] {
         assert!(exists(&store, name).await, "{name} was followed: {run:?}");
     }
-    let root_location = store.entity_by_ref(&EntityRef::parse("location:default/root").unwrap()).await.unwrap();
+    let root_location =
+        store.catalog().entity_by_ref(&EntityRef::parse("location:default/root").unwrap()).await.unwrap();
     assert!(root_location.is_some(), "the Location entity itself is in the catalog");
-    let locations = store.locations().await.unwrap();
+    let locations = store.catalog().locations().await.unwrap();
     let root_status = locations.iter().find(|record| record.target.ends_with("/blob/main/catalog-info.yaml")).unwrap();
     let error = root_status.error.clone().unwrap_or_default();
     assert!(error.contains("../outside.yaml") && error.contains("elsewhere.example"), "{error}");
@@ -574,7 +579,7 @@ async fn a_targeted_read_changes_only_the_repositories_it_names(store: Store) {
         engine.refresh_github(&refresh(vec![hint("billing", true), hint("ledger", false)])).await.unwrap().unwrap();
     assert_eq!((run.summary.added, run.summary.removed, run.summary.conflicts), (0, 0, 0), "{run:?}");
     let invoices =
-        store.entity_by_ref(&EntityRef::parse("component:default/invoices").unwrap()).await.unwrap().unwrap();
+        store.catalog().entity_by_ref(&EntityRef::parse("component:default/invoices").unwrap()).await.unwrap().unwrap();
     assert_eq!(
         invoices.location.as_deref(),
         Some("url:https://github.example/acme/ledger/blob/main/catalog-info.yaml")
@@ -716,7 +721,9 @@ async fn a_github_app_buys_an_installation_token_and_renews_it_when_refused(stor
 
     // A key that is not one is refused at build, naming where it came from.
     std::fs::write(&pem, "not a key").unwrap();
-    let error = Engine::build(store.clone(), &[ProviderConfig::Github(app)]).unwrap_err().to_string();
+    let error = Engine::build(store.snapshot_writer(), store.catalog(), &[ProviderConfig::Github(app)])
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("app.pem") && error.contains("not a PEM private key"), "{error}");
 }
 

@@ -27,7 +27,7 @@ fn engine(store: &Store, server: &MockServer) -> Engine {
         max_delay: Duration::from_millis(20),
         max_wait: Duration::from_secs(1),
     };
-    Engine::build_with(store.clone(), &[ProviderConfig::GithubOrg(config)], policy).unwrap()
+    Engine::build_with(store.snapshot_writer(), store.catalog(), &[ProviderConfig::GithubOrg(config)], policy).unwrap()
 }
 
 /// A team as `GET /orgs/{org}/teams` lists it.
@@ -94,7 +94,7 @@ async fn serve_organisation_without_grace_in_dx(server: &MockServer) {
 }
 
 async fn body(store: &Store, entity_ref: &str) -> Option<Value> {
-    let stored = store.entity_by_ref(&EntityRef::parse(entity_ref).unwrap()).await.unwrap()?;
+    let stored = store.catalog().entity_by_ref(&EntityRef::parse(entity_ref).unwrap()).await.unwrap()?;
     Some(serde_json::to_value(&stored.entity).unwrap())
 }
 
@@ -122,7 +122,7 @@ async fn teams_become_groups_and_members_users(store: Store) {
     assert_eq!(linus["spec"]["memberOf"], json!([]), "in the org, in no team");
     assert!(linus["spec"]["profile"].get("displayName").is_none());
 
-    let edges = store.relations_from(&["group:default/platform-dx".to_owned()], None).await.unwrap();
+    let edges = store.catalog().relations_from(&["group:default/platform-dx".to_owned()], None).await.unwrap();
     let members: Vec<&str> = edges
         .iter()
         .filter(|edge| edge.relation_type.as_str() == "hasMember")
@@ -178,7 +178,7 @@ async fn a_member_that_cannot_be_an_entity_does_not_freeze_removals(store: Store
     let engine = engine(&store, &server);
     let run = engine.run_once().await.unwrap().remove(0);
     assert_eq!((run.summary.added, run.summary.invalid), (5, 0), "an unknown ref is not an invalid version: {run:?}");
-    let location = store.locations().await.unwrap().remove(0);
+    let location = store.catalog().locations().await.unwrap().remove(0);
     assert!(location.error.as_deref().unwrap().contains(&long), "{location:?}");
 
     server.reset().await;

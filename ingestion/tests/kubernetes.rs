@@ -34,11 +34,11 @@ fn engine(store: &Store, config: KubernetesProviderConfig) -> Engine {
         max_delay: Duration::from_millis(50),
         max_wait: Duration::from_secs(5),
     };
-    Engine::build_with(store.clone(), &[ProviderConfig::Kubernetes(config)], policy).unwrap()
+    Engine::build_with(store.snapshot_writer(), store.catalog(), &[ProviderConfig::Kubernetes(config)], policy).unwrap()
 }
 
 async fn entity(store: &Store, text: &str) -> Option<catalog_store::StoredEntity> {
-    store.entity_by_ref(&EntityRef::parse(text).unwrap()).await.unwrap()
+    store.catalog().entity_by_ref(&EntityRef::parse(text).unwrap()).await.unwrap()
 }
 
 /// Waits up to 10 s for `check` to hold.
@@ -90,7 +90,7 @@ async fn unclaimed_workloads_become_entities_and_claimed_ones_attach(store: Stor
         "file",
         vec![claiming("checkout-service", json!({"backstage.io/kubernetes-id": "checkout"}))],
     );
-    store.apply_snapshot(&file).await.unwrap();
+    store.snapshot_writer().apply_snapshot(&file).await.unwrap();
     let engine = engine(&store, config(&fake));
 
     let run = engine.run_provider("kubernetes").await.unwrap().unwrap();
@@ -162,7 +162,7 @@ async fn watch_events_apply_after_a_debounce_and_status_churn_writes_nothing(sto
     let view = engine.kubernetes()[0].clone();
     let cart_annotations =
         entity(&store, "component:default/cart_shop_prod").await.unwrap().entity.metadata.annotations;
-    let before = store.latest_sequence().await.unwrap();
+    let before = store.change_feed().latest_sequence().await.unwrap();
 
     // A rollout: only status moves. The view follows; the catalog does not change.
     fake.apply(deployment("shop", "cart", json!({"app": "cart"}), 1));
@@ -171,14 +171,14 @@ async fn watch_events_apply_after_a_debounce_and_status_churn_writes_nothing(sto
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(store.latest_sequence().await.unwrap(), before, "status churn wrote a change");
+    assert_eq!(store.change_feed().latest_sequence().await.unwrap(), before, "status churn wrote a change");
     // A rollout also bumps annotations (the revision): that wakes a run, which still writes nothing.
     let mut rolled = deployment("shop", "cart", json!({"app": "cart"}), 3);
     rolled["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = json!("2");
     fake.apply(rolled);
     let forced = engine.run_provider("kubernetes").await.unwrap().unwrap();
     assert_eq!(forced.summary.rows_written, 0, "{forced:?}");
-    assert_eq!(store.latest_sequence().await.unwrap(), before, "a rollout wrote a change");
+    assert_eq!(store.change_feed().latest_sequence().await.unwrap(), before, "a rollout wrote a change");
 
     // A new workload and a deleted one arrive as deltas.
     fake.apply(deployment("shop", "search", json!({}), 1));
@@ -191,6 +191,7 @@ async fn watch_events_apply_after_a_debounce_and_status_churn_writes_nothing(sto
 
     // Labelling a workload for a catalog entity hands it over.
     store
+        .snapshot_writer()
         .apply_snapshot(&one_location_snapshot(
             "file",
             vec![claiming("search-service", json!({"backstage.io/kubernetes-label-selector": "app=search"}))],
@@ -295,7 +296,7 @@ async fn a_cluster_that_fails_to_list_removes_nothing_and_recovers(store: Store)
     let run = restarted.run_provider("kubernetes").await.unwrap().unwrap();
     assert_eq!(run.incomplete, None);
     assert!(!run.summary.changed(), "the same workloads: no entity changes: {run:?}");
-    let locations = store.locations().await.unwrap();
+    let locations = store.catalog().locations().await.unwrap();
     assert!(locations.iter().all(|location| location.error.is_none()), "the scopes' errors are cleared: {locations:?}");
     assert_eq!(restarted.health()[0].last_error, None);
 }
@@ -313,13 +314,15 @@ async fn one_cluster_in_two_providers_is_refused_at_build() {
     let database = catalog_store::testing::TestDatabase::sqlite().await;
     let fake = FakeKubernetes::start().await;
     let configs = [ProviderConfig::Kubernetes(config(&fake)), ProviderConfig::Kubernetes(config(&fake))];
-    let error = Engine::build(database.store.clone(), &configs).unwrap_err().to_string();
+    let error =
+        Engine::build(database.store.snapshot_writer(), database.store.catalog(), &configs).unwrap_err().to_string();
     assert!(error.contains("cluster \"prod\" is configured twice"), "{error}");
     let mut other = config(&fake);
     other.clusters[0].name = "staging".into();
     assert!(
         Engine::build(
-            database.store.clone(),
+            database.store.snapshot_writer(),
+            database.store.catalog(),
             &[ProviderConfig::Kubernetes(config(&fake)), ProviderConfig::Kubernetes(other)]
         )
         .is_ok()

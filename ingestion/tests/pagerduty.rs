@@ -48,7 +48,7 @@ fn engine(store: &Store, config: PagerDutyProviderConfig) -> Engine {
         max_delay: Duration::from_millis(20),
         max_wait: Duration::from_secs(3),
     };
-    Engine::build_with(store.clone(), &[ProviderConfig::PagerDuty(config)], policy).unwrap()
+    Engine::build_with(store.snapshot_writer(), store.catalog(), &[ProviderConfig::PagerDuty(config)], policy).unwrap()
 }
 
 /// Five services over three pages of two: payments (team PTEAM1, an
@@ -82,7 +82,7 @@ fn service_name(view: &PagerDutyView, id: &str) -> Option<String> {
 /// Catalog entities from another provider, as a file would hold them.
 async fn catalog(store: &Store, documents: Vec<Value>) {
     let entities = documents.iter().map(|document| catalog_domain::validate(document).unwrap()).collect();
-    store.apply_snapshot(&one_location_snapshot("file", entities)).await.unwrap();
+    store.snapshot_writer().apply_snapshot(&one_location_snapshot("file", entities)).await.unwrap();
 }
 
 fn component(name: &str, annotation: (&str, &str)) -> Value {
@@ -98,7 +98,7 @@ fn group(name: &str, team_id: &str) -> Value {
 }
 
 async fn body(store: &Store, entity_ref: &str) -> Option<Value> {
-    let stored = store.entity_by_ref(&EntityRef::parse(entity_ref).unwrap()).await.unwrap()?;
+    let stored = store.catalog().entity_by_ref(&EntityRef::parse(entity_ref).unwrap()).await.unwrap()?;
     Some(serde_json::to_value(&stored.entity).unwrap())
 }
 
@@ -181,7 +181,7 @@ async fn a_failing_account_changes_nothing_and_the_next_run_recovers(store: Stor
     assert_eq!((runs[0].summary.removed, runs[0].summary.updated), (0, 0));
     assert_eq!(fake.requests_to("/services").await.len() - before, 3, "page one, then page two twice");
     assert_eq!(service_name(&view, "PPAY001").as_deref(), Some("Payments API"), "the last complete read stays");
-    assert_eq!(store.entity_counts_by_provider().await.unwrap()["pagerduty"], 5, "nothing removed");
+    assert_eq!(store.catalog().entity_counts_by_provider().await.unwrap()["pagerduty"], 5, "nothing removed");
     let health = engine.health().remove(0);
     assert!(health.last_error.as_deref().is_some_and(|error| error.contains("503")), "{health:?}");
     assert!(health.last_success_at < health.last_run_at);
@@ -198,7 +198,7 @@ async fn a_failing_account_changes_nothing_and_the_next_run_recovers(store: Stor
     let runs = engine.run_once().await.unwrap();
     assert!(runs[0].incomplete.as_deref().is_some_and(|why| why.contains("unauthorized")), "{runs:?}");
     assert_eq!(fake.requests_to("/teams").await.len(), 2, "one each run: a 401 is final");
-    assert_eq!(store.entity_counts_by_provider().await.unwrap()["pagerduty"], 5);
+    assert_eq!(store.catalog().entity_counts_by_provider().await.unwrap()["pagerduty"], 5);
     assert_eq!(service_name(&view, "PPAY001").as_deref(), Some("Payments API"));
 
     let runs = engine.run_once().await.unwrap();

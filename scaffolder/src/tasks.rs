@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use catalog_domain::Entity;
-use catalog_store::{NewTask, Store, StoreError, TaskEnd, TaskRecord, TaskStatus};
+use catalog_store::{NewTask, StoreError, TaskEnd, TaskRecord, TaskStatus, TaskStore};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -110,7 +110,7 @@ const STEP_IDS: &str = "$stepIds";
 /// Creates, runs, cancels and retries tasks.
 #[derive(Clone)]
 pub struct TaskService {
-    store: Store,
+    store: TaskStore,
     runner: Arc<Runner>,
     config: TaskConfig,
     /// This process's name as a runner (claims and heartbeats carry it).
@@ -125,7 +125,7 @@ pub struct TaskService {
 }
 
 impl TaskService {
-    pub fn new(store: Store, registry: ActionRegistry, config: TaskConfig) -> Self {
+    pub fn new(store: TaskStore, registry: ActionRegistry, config: TaskConfig) -> Self {
         let (events, _) = broadcast::channel(1024);
         Self {
             store,
@@ -509,7 +509,7 @@ impl Recorder {
 /// Appends events to the store in the order they came, and tells this
 /// process's subscribers.
 async fn write_events(
-    store: Store,
+    store: TaskStore,
     task_id: String,
     mut events: mpsc::UnboundedReceiver<Value>,
     news: broadcast::Sender<String>,

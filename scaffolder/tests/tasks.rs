@@ -140,7 +140,7 @@ fn service(store: &Store, flaky_runs: &Arc<AtomicUsize>, failures: usize, counte
     registry.register(Arc::new(WaitForCancel)).unwrap();
     registry.register(Arc::new(Chatty)).unwrap();
     registry.register(Arc::new(Count(Arc::clone(counted)))).unwrap();
-    TaskService::new(store.clone(), registry, TaskConfig { heartbeat_seconds: 1, ..TaskConfig::default() })
+    TaskService::new(store.task_store(), registry, TaskConfig { heartbeat_seconds: 1, ..TaskConfig::default() })
 }
 
 fn request(template: Entity, name: &str) -> CreateTask {
@@ -161,7 +161,7 @@ fn request(template: Entity, name: &str) -> CreateTask {
 /// writes its events one by one, slowly on a loaded machine).
 async fn ended(store: &Store, id: &str) -> TaskRecord {
     for _ in 0..600 {
-        let task = store.task(id).await.unwrap().unwrap();
+        let task = store.task_store().task(id).await.unwrap().unwrap();
         if task.status.is_final() {
             return task;
         }
@@ -171,7 +171,7 @@ async fn ended(store: &Store, id: &str) -> TaskRecord {
 }
 
 async fn types(store: &Store, id: &str) -> Vec<String> {
-    let events = store.task_events(id, 0, 1000).await.unwrap();
+    let events = store.task_store().task_events(id, 0, 1000).await.unwrap();
     events.iter().map(|event| event.body["type"].as_str().unwrap().to_owned()).collect()
 }
 
@@ -192,7 +192,7 @@ async fn a_task_runs_its_steps_and_stores_every_event_in_order(store: Store) {
         types(&store, &task.id).await,
         ["stepStarted", "log", "stepFinished", "stepSkipped", "stepStarted", "stepFinished", "completed"]
     );
-    let events = store.task_events(&task.id, 0, 10).await.unwrap();
+    let events = store.task_store().task_events(&task.id, 0, 10).await.unwrap();
     assert_eq!(events[1].body["message"], "hello payments");
 }
 
@@ -206,7 +206,14 @@ async fn values_that_break_the_schema_are_refused_before_anything_is_stored(stor
     let unknown = json!([{"id": "x", "name": "X", "action": "no:such"}]);
     let error = tasks.create(request(template(unknown), "ok")).await.unwrap_err().to_string();
     assert!(error.contains("no:such"), "{error}");
-    assert!(store.tasks(&catalog_store::TaskQuery { limit: 10, ..Default::default() }).await.unwrap().is_empty());
+    assert!(
+        store
+            .task_store()
+            .tasks(&catalog_store::TaskQuery { limit: 10, ..Default::default() })
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 0);
 }
 
@@ -269,7 +276,7 @@ async fn a_retry_rebuilds_the_workspace_and_resumes_at_the_failed_step_with_the_
     assert_eq!(retried.id, task.id);
     let done = ended(&store, &task.id).await;
     assert_eq!(done.status, TaskStatus::Completed, "{done:?}");
-    let events = store.task_events(&task.id, 0, 100).await.unwrap();
+    let events = store.task_store().task_events(&task.id, 0, 100).await.unwrap();
     let hellos = events.iter().filter(|event| event.body["message"] == "hello").count();
     assert_eq!(hellos, 2, "a step that only touches the workspace runs again to rebuild it");
     assert_eq!(counted.load(Ordering::SeqCst), 1, "a step with effects elsewhere does not run again");
@@ -311,10 +318,17 @@ async fn a_secret_shows_in_no_stored_event_or_output(store: Store) {
     let done = ended(&store, &task.id).await;
     assert_eq!(done.status, TaskStatus::Completed);
     let stored = serde_json::to_string(
-        &store.task_events(&task.id, 0, 100).await.unwrap().iter().map(|event| &event.body).collect::<Vec<_>>(),
+        &store
+            .task_store()
+            .task_events(&task.id, 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|event| &event.body)
+            .collect::<Vec<_>>(),
     )
     .unwrap();
-    let record = format!("{:?}", store.task(&task.id).await.unwrap());
+    let record = format!("{:?}", store.task_store().task(&task.id).await.unwrap());
     for text in [&stored, &record] {
         assert!(!text.contains("very/secret"), "{text}");
     }
@@ -331,7 +345,7 @@ async fn a_run_keeps_a_bounded_number_of_log_lines(store: Store) {
     let task = tasks.create(request(template(steps), "payments")).await.unwrap();
     let done = ended(&store, &task.id).await;
     assert_eq!(done.status, TaskStatus::Completed);
-    let events = store.task_events(&task.id, 0, 20_000).await.unwrap();
+    let events = store.task_store().task_events(&task.id, 0, 20_000).await.unwrap();
     let logs: Vec<&str> = events
         .iter()
         .filter(|event| event.body["type"] == "log")

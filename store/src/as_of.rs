@@ -5,9 +5,9 @@
 use catalog_domain::{Entity, EntityRef};
 use sea_orm::{DbBackend, EntityTrait, Statement};
 
-use crate::connection::Store;
 use crate::error::StoreError;
 use crate::filter::Filter;
+use crate::handles::Catalog;
 use crate::matcher::EntityMatcher;
 use crate::models::change_row;
 use crate::record::{Change, ChangeType};
@@ -35,7 +35,7 @@ pub struct AsOfPage {
     pub total_count: u64,
 }
 
-impl Store {
+impl Catalog {
     /// One page of the entities that existed at `query.sequence`, each as its
     /// latest version at that point. Owner closures (`OwnedByTree`,
     /// `OwnedByMember`) expand over the group tree as it is now. The scan reads

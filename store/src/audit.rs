@@ -10,8 +10,8 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use crate::connection::Store;
 use crate::error::StoreError;
+use crate::handles::{AccessStore, Maintenance};
 use crate::models::audit_row;
 
 /// Whether the operation was allowed.
@@ -76,12 +76,14 @@ pub(crate) async fn append(db: &impl ConnectionTrait, entry: &AuditEntry) -> Res
     Ok(())
 }
 
-impl Store {
+impl AccessStore {
     /// Appends an entry that records no change of its own (a refused request).
     pub async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         append(&self.db, entry).await
     }
+}
 
+impl Maintenance {
     /// Deletes the records older than `before` and appends one that says so,
     /// in one transaction: the log shows where its history was cut. Returns
     /// how many records were deleted.
@@ -104,7 +106,9 @@ impl Store {
         txn.commit().await?;
         Ok(n_deleted)
     }
+}
 
+impl AccessStore {
     /// Audit records newest first, older than `before` (an id) when given.
     pub async fn audit_records(
         &self,

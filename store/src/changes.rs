@@ -1,6 +1,7 @@
 //! Reads of the change log: the feed after a cursor, one entity's history,
 //! and an entity as it was at a cursor or a time.
 
+use catalog_domain::EntityRef;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
@@ -8,15 +9,15 @@ use sea_orm::{
 };
 
 use crate::change_log::{changes_after, newest_sequence, to_change};
-use crate::connection::Store;
 use crate::error::StoreError;
+use crate::handles::{ChangeFeed, Maintenance};
 use crate::models::change_row;
 use crate::record::{Change, ChangeType};
 
 /// The catalog_state row holding the highest sequence number purged.
 const PURGED_THROUGH: &str = "purged_through";
 
-impl Store {
+impl Maintenance {
     /// Deletes change-log rows committed before `before`, except the latest
     /// version of every entity that still exists (its last row, unless that
     /// row is a removal), and records the highest sequence deleted: a cursor
@@ -69,7 +70,9 @@ impl Store {
         tracing::info!(deleted, purged_through = highest, "change log purged");
         Ok(deleted)
     }
+}
 
+impl ChangeFeed {
     /// The highest sequence number the purge removed (0 when nothing was):
     /// reading the feed from a cursor below it could miss changes.
     pub async fn purged_through(&self) -> Result<i64, StoreError> {
@@ -95,8 +98,13 @@ impl Store {
     }
 
     /// One entity's changes, newest first, older than `before` when given.
-    pub async fn history(&self, entity_ref: &str, before: Option<i64>, limit: u64) -> Result<Vec<Change>, StoreError> {
-        let mut query = change_row::Entity::find().filter(change_row::Column::EntityRef.eq(entity_ref));
+    pub async fn history(
+        &self,
+        entity_ref: &EntityRef,
+        before: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<Change>, StoreError> {
+        let mut query = change_row::Entity::find().filter(change_row::Column::EntityRef.eq(entity_ref.to_string()));
         if let Some(before) = before {
             query = query.filter(change_row::Column::Seq.lt(before));
         }
@@ -106,9 +114,9 @@ impl Store {
 
     /// The entity as it was once the change at `sequence` had been applied:
     /// `None` when it did not exist then (not yet added, or removed).
-    pub async fn entity_as_of(&self, entity_ref: &str, sequence: i64) -> Result<Option<Change>, StoreError> {
+    pub async fn entity_as_of(&self, entity_ref: &EntityRef, sequence: i64) -> Result<Option<Change>, StoreError> {
         let row = change_row::Entity::find()
-            .filter(change_row::Column::EntityRef.eq(entity_ref))
+            .filter(change_row::Column::EntityRef.eq(entity_ref.to_string()))
             .filter(change_row::Column::Seq.lte(sequence))
             .order_by_desc(change_row::Column::Seq)
             .one(&self.db)

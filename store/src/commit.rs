@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::connection::Store;
 use crate::error::StoreError;
+use crate::handles::{ChangeFeed, SnapshotWriter};
 
 /// The key of the PostgreSQL advisory lock every snapshot transaction holds.
 const WRITER_LOCK: i64 = 0x0063_6174_616c_6f67; // "catalog" in ASCII
@@ -56,17 +57,21 @@ pub(crate) async fn notify_replicas(txn: &DatabaseTransaction) -> Result<(), Sto
     Ok(())
 }
 
-impl Store {
+impl ChangeFeed {
     /// A receiver that changes after every commit that wrote change-log rows.
     /// It only says "look again": the change log is the truth.
     pub fn commits(&self) -> watch::Receiver<u64> {
         self.commits.subscribe()
     }
+}
 
+impl SnapshotWriter {
     pub(crate) fn announce_commit(&self) {
         self.commits.send_modify(|count| *count = count.wrapping_add(1));
     }
+}
 
+impl Store {
     /// Announces here the commits of every process sharing the database. On
     /// PostgreSQL it listens (each snapshot NOTIFYs at commit), returning once
     /// listening so that a reader started afterwards misses no commit, and

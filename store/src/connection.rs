@@ -10,13 +10,17 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseBackend, Databa
 use tokio::sync::watch;
 
 use crate::error::StoreError;
+use crate::handles::{AccessStore, Catalog, ChangeFeed, Maintenance, PoolMonitor, SnapshotWriter, TaskStore};
 
 /// How long a pooled connection may sit idle before its next checkout pings
 /// it. Shorter than the idle cut-off of common proxies and firewalls (PgBouncer's
 /// client_idle_timeout is off by default; cloud NATs drop after 4-5 minutes).
 pub const IDLE_BEFORE_PING: Duration = Duration::from_secs(30);
 
-/// The catalog's storage. Cheap to clone: clones share the pool.
+/// The catalog's storage, as the binary's composition holds it: it opens and
+/// migrates the database, watches it, and hands out the handles by job
+/// (`handles.rs`) that every other crate receives instead. Cheap to clone:
+/// clones share the pool and the in-memory indexes.
 #[derive(Clone, Debug)]
 pub struct Store {
     pub(crate) db: DatabaseConnection,
@@ -126,6 +130,41 @@ impl Store {
         })
     }
 
+    /// The handle that reads the catalog.
+    pub fn catalog(&self) -> Catalog {
+        Catalog { db: self.db.clone(), graph: self.graph.clone(), facet_index: self.facet_index.clone() }
+    }
+
+    /// The handle that reads the change log.
+    pub fn change_feed(&self) -> ChangeFeed {
+        ChangeFeed { db: self.db.clone(), commits: self.commits.clone() }
+    }
+
+    /// The handle that writes entities.
+    pub fn snapshot_writer(&self) -> SnapshotWriter {
+        SnapshotWriter { db: self.db.clone(), writer: self.writer.clone(), commits: self.commits.clone() }
+    }
+
+    /// The handle of the scaffolder's tasks.
+    pub fn task_store(&self) -> TaskStore {
+        TaskStore { db: self.db.clone() }
+    }
+
+    /// The handle of tokens and the audit log.
+    pub fn access_store(&self) -> AccessStore {
+        AccessStore { db: self.db.clone() }
+    }
+
+    /// The handle of retention purges and statistics.
+    pub fn maintenance(&self) -> Maintenance {
+        Maintenance { db: self.db.clone(), writer: self.writer.clone() }
+    }
+
+    /// The handle that reports the connection pool's state.
+    pub fn pool_monitor(&self) -> PoolMonitor {
+        PoolMonitor { db: self.db.clone() }
+    }
+
     /// Whether the database is PostgreSQL (else SQLite).
     pub fn is_postgres(&self) -> bool {
         self.db.get_database_backend() == DatabaseBackend::Postgres
@@ -143,17 +182,32 @@ impl Store {
         self.statements.load(Ordering::Relaxed)
     }
 
+    /// Closes the pool.
+    pub async fn close(self) -> Result<(), StoreError> {
+        self.db.close().await?;
+        Ok(())
+    }
+}
+
+impl Maintenance {
     /// Refreshes the query planner's statistics of the catalog tables on
     /// PostgreSQL. SQLite is left without statistics on purpose: with them
     /// (ANALYZE at 100,000 entities) it chose to probe the facet index once per
     /// matching entity and facets went from 0.17 s to 0.56 s.
     pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
-        if self.db.get_database_backend() == DatabaseBackend::Postgres {
-            self.db.execute_unprepared("ANALYZE entities, relations, entity_facets").await?;
-        }
-        Ok(())
+        refresh_statistics(&self.db).await
     }
+}
 
+/// [`Maintenance::refresh_statistics`], which a large snapshot runs too.
+pub(crate) async fn refresh_statistics(db: &DatabaseConnection) -> Result<(), StoreError> {
+    if db.get_database_backend() == DatabaseBackend::Postgres {
+        db.execute_unprepared("ANALYZE entities, relations, entity_facets").await?;
+    }
+    Ok(())
+}
+
+impl PoolMonitor {
     /// The connection pool's state now.
     pub fn pool_usage(&self) -> PoolUsage {
         let (open, idle, max) = match self.db.get_database_backend() {
@@ -167,11 +221,5 @@ impl Store {
             }
         };
         PoolUsage { open, idle: u32::try_from(idle).unwrap_or(u32::MAX), max }
-    }
-
-    /// Closes the pool.
-    pub async fn close(self) -> Result<(), StoreError> {
-        self.db.close().await?;
-        Ok(())
     }
 }

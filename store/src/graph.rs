@@ -11,10 +11,10 @@ use catalog_domain::{EntityRef, RelationType};
 use sea_orm::{EntityTrait, QueryFilter, QuerySelect};
 
 use crate::bulk;
-use crate::connection::Store;
 use crate::error::StoreError;
 use crate::filter::{Filter, FilterField, Predicate};
 use crate::graph_index::Graph;
+use crate::handles::Catalog;
 use crate::models::entity_row;
 use crate::query::condition;
 use crate::record::StoredRelation;
@@ -351,7 +351,7 @@ fn closure(graph: &Graph, field: &FilterField, roots: &[String]) -> Vec<String> 
     walk_graph(graph, &request).nodes.into_iter().map(|node| node.entity_ref).collect()
 }
 
-impl Store {
+impl Catalog {
     /// Walks the graph breadth-first from `request.from`. Cycle-safe: each ref
     /// is reached once, at its shortest distance. One statement (the index
     /// catching up with the change log), plus a load of the index on first use.

@@ -1,7 +1,9 @@
 //! Catalog storage on sea-orm, one schema for SQLite (embedded) and PostgreSQL
 //! (production). This is the only crate that knows sea-orm: it takes and returns
-//! domain values, and every entity write goes through [`Store::apply_snapshot`]
-//! or [`Store::delete_entity`], which also append to the change log.
+//! domain values, and every entity write goes through
+//! [`SnapshotWriter::apply_snapshot`] or [`SnapshotWriter::delete_entity`],
+//! which also append to the change log. [`Store`] opens the database and hands
+//! out one handle per job (`handles.rs`); other crates receive handles.
 
 mod as_of;
 mod audit;
@@ -16,6 +18,7 @@ mod filter;
 mod follower;
 mod graph;
 mod graph_index;
+mod handles;
 mod leadership;
 mod matcher;
 mod migration;
@@ -35,6 +38,7 @@ pub use connection::{ConnectSettings, IDLE_BEFORE_PING, PoolUsage, Store};
 pub use error::StoreError;
 pub use filter::{Filter, FilterField, Predicate};
 pub use graph::{Direction, Parent, Reached, Walk, WalkRequest};
+pub use handles::{AccessStore, Catalog, ChangeFeed, Maintenance, PoolMonitor, SnapshotWriter, TaskStore};
 pub use leadership::Leadership;
 pub use matcher::EntityMatcher;
 pub use migration::{ADDITIVE_SUFFIX, SchemaStatus};

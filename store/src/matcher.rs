@@ -5,9 +5,9 @@
 
 use catalog_domain::{Entity, EntityRef};
 
-use crate::connection::Store;
 use crate::error::StoreError;
 use crate::filter::{Filter, FilterField, Predicate, typed_values};
+use crate::handles::Catalog;
 use crate::projection::{TypedColumn, TypedColumns, facet_pairs, typed_columns};
 use crate::record::StoredEntity;
 
@@ -17,7 +17,7 @@ pub struct EntityMatcher {
     filter: Filter,
 }
 
-impl Store {
+impl Catalog {
     /// A matcher for `filter`, with owner closures (`OwnedByTree`,
     /// `OwnedByMember`) expanded over the group tree as it is now.
     pub async fn entity_matcher(&self, filter: &Filter) -> Result<EntityMatcher, StoreError> {

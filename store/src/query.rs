@@ -11,9 +11,9 @@ use sea_orm::{
 use serde_json::Value;
 
 use crate::bulk::{self, REF_CHUNK};
-use crate::connection::Store;
 use crate::error::StoreError;
 use crate::filter::{Filter, FilterField, Predicate, typed_values};
+use crate::handles::Catalog;
 use crate::models::{conflict_row, entity_row, facet_row, location_row, relation_row};
 use crate::projection::TypedColumn;
 use crate::record::{ConflictRecord, Facet, LocationRecord, Related, StoredEntity, StoredRelation};
@@ -50,7 +50,7 @@ pub struct EntityPage {
     pub total_count: u64,
 }
 
-/// One annotation of one entity (see [`Store::annotated`]).
+/// One annotation of one entity (see [`Catalog::annotated`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Annotated {
     pub entity_ref: String,
@@ -59,16 +59,16 @@ pub struct Annotated {
     pub value: String,
 }
 
-impl Store {
+impl Catalog {
     /// One entity by its canonical ref.
     pub async fn entity_by_ref(&self, entity_ref: &EntityRef) -> Result<Option<StoredEntity>, StoreError> {
         let mut found = self.entities_by_refs(std::slice::from_ref(entity_ref)).await?;
-        Ok(found.remove(&entity_ref.to_string()))
+        Ok(found.remove(entity_ref))
     }
 
     /// Entities by canonical ref, keyed by ref; missing refs are absent. One
     /// statement per 5,000 refs.
-    pub async fn entities_by_refs(&self, refs: &[EntityRef]) -> Result<HashMap<String, StoredEntity>, StoreError> {
+    pub async fn entities_by_refs(&self, refs: &[EntityRef]) -> Result<HashMap<EntityRef, StoredEntity>, StoreError> {
         let texts: Vec<String> = refs.iter().map(ToString::to_string).collect();
         let mut found = HashMap::with_capacity(texts.len());
         for chunk in texts.chunks(REF_CHUNK) {
@@ -82,7 +82,7 @@ impl Store {
                 .await?;
             for row in rows {
                 let stored = to_stored(row)?;
-                found.insert(stored.entity_ref.to_string(), stored);
+                found.insert(stored.entity_ref.clone(), stored);
             }
         }
         Ok(found)
@@ -130,7 +130,7 @@ impl Store {
         self.facets_in_sql(fields, filter.as_ref()).await
     }
 
-    /// [`Store::facets`] in SQL, for an expanded filter: a GROUP BY over the
+    /// [`Catalog::facets`] in SQL, for an expanded filter: a GROUP BY over the
     /// facet rows per field. On PostgreSQL the fields are counted
     /// concurrently, each on its own pooled connection; SQLite's small pool
     /// and single process gain nothing from it (measured: concurrent facets
@@ -187,22 +187,23 @@ impl Store {
     /// (source, relation type, target), ordered by source, type and target
     /// ref; edges whose target is not in the catalog are left out. Edges and
     /// targets come in one statement (per 5,000 sources), so a relation field
-    /// costs one round trip where [`Store::relations_from`] then
-    /// [`Store::entities_by_refs`] cost two.
+    /// costs one round trip where [`Catalog::relations_from`] then
+    /// [`Catalog::entities_by_refs`] cost two.
     pub async fn related_entities(&self, sources: &[String], types: &[RelationType]) -> Result<Related, StoreError> {
         Ok(self.read_related(sources, types, false).await?.1)
     }
 
     /// The entities of `refs` (by canonical ref) and, in the same statement,
-    /// what [`Store::related_entities`] finds from them: a root field that
+    /// what [`Catalog::related_entities`] finds from them: a root field that
     /// knows which relation fields its selection asks for answers in one
     /// round trip instead of two.
     pub async fn entities_with_related(
         &self,
-        refs: &[String],
+        refs: &[EntityRef],
         types: &[RelationType],
-    ) -> Result<(HashMap<String, StoredEntity>, Related), StoreError> {
-        self.read_related(refs, types, true).await
+    ) -> Result<(HashMap<EntityRef, StoredEntity>, Related), StoreError> {
+        let texts: Vec<String> = refs.iter().map(ToString::to_string).collect();
+        self.read_related(&texts, types, true).await
     }
 
     async fn read_related(
@@ -210,7 +211,7 @@ impl Store {
         sources: &[String],
         types: &[RelationType],
         with_sources: bool,
-    ) -> Result<(HashMap<String, StoredEntity>, Related), StoreError> {
+    ) -> Result<(HashMap<EntityRef, StoredEntity>, Related), StoreError> {
         let backend = self.db.get_database_backend();
         let type_names: Vec<String> = types.iter().map(|relation_type| relation_type.as_str().to_owned()).collect();
         let mut found = HashMap::new();
@@ -254,7 +255,7 @@ impl Store {
                 let Some(source) = row.try_get::<Option<String>>("", "related_source")? else {
                     let stored =
                         to_stored(<entity_row::Model as sea_orm::FromQueryResult>::from_query_result(&row, "")?)?;
-                    found.insert(stored.entity_ref.to_string(), stored);
+                    found.insert(stored.entity_ref.clone(), stored);
                     continue;
                 };
                 let relation_type: String = row.try_get("", "related_type")?;

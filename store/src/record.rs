@@ -19,7 +19,7 @@ pub struct StoredEntity {
     pub updated_at: DateTime<Utc>,
 }
 
-/// What [`crate::Store::related_entities`] found: edges as (source ref,
+/// What [`crate::Catalog::related_entities`] found: edges as (source ref,
 /// relation type, target id) in source, type and target-ref order, and each
 /// target once.
 #[derive(Debug, Default)]

@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use crate::bulk::{self, REF_CHUNK, VALUES_CHUNK as INSERT_CHUNK};
 use crate::commit::{lock_writers, notify_replicas};
-use crate::connection::Store;
 use crate::error::StoreError;
+use crate::handles::SnapshotWriter;
 use crate::models::{change_row, conflict_row, entity_row, facet_row, location_row, relation_row};
 use crate::projection::{facet_pairs, typed_columns};
 use crate::record::ChangeType;
@@ -137,7 +137,7 @@ struct Existing {
     uid: String,
 }
 
-impl Store {
+impl SnapshotWriter {
     /// Applies a provider's snapshot atomically: adds new entities, updates
     /// changed ones, removes the provider's entities that are gone (except those
     /// of locations that failed to read), records invalid versions' errors on the
@@ -164,7 +164,7 @@ impl Store {
             self.announce_commit();
         }
         if summary.rows_written >= ANALYZE_AFTER_ROWS {
-            self.refresh_statistics().await?;
+            crate::connection::refresh_statistics(&self.db).await?;
         }
         tracing::info!(
             provider = %snapshot.provider,
@@ -183,23 +183,25 @@ impl Store {
 /// An entity removed by hand (`deleteEntity`), as it was.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeletedEntity {
-    pub entity_ref: String,
+    pub entity_ref: EntityRef,
     /// The provider that held it; it adds the entity back at its next run
     /// if the entity is still in its source.
     pub provider: String,
     pub body: Value,
 }
 
-impl Store {
+impl SnapshotWriter {
     /// Removes one entity, whichever provider holds it: the change log gets
     /// a REMOVED row (attributed to that provider, as the source of the
     /// version that ends) and `audit` is appended in the same transaction.
     /// None when no such entity exists (nothing is written then).
     pub async fn delete_entity(
         &self,
-        entity_ref: &str,
+        deleted_ref: &EntityRef,
         audit: &crate::audit::AuditEntry,
     ) -> Result<Option<DeletedEntity>, StoreError> {
+        let entity_ref = deleted_ref.to_string();
+        let entity_ref = entity_ref.as_str();
         let _writing = self.writer.lock().await;
         let txn = self.db.begin().await?;
         lock_writers(&txn).await?;
@@ -223,7 +225,7 @@ impl Store {
         txn.commit().await?;
         self.announce_commit();
         tracing::info!(entity_ref, provider = %provider, "entity deleted");
-        Ok(Some(DeletedEntity { entity_ref: entity_ref.to_owned(), provider, body }))
+        Ok(Some(DeletedEntity { entity_ref: deleted_ref.clone(), provider, body }))
     }
 }
 

@@ -12,8 +12,8 @@ use sea_orm::{
 };
 use serde_json::Value;
 
-use crate::connection::Store;
 use crate::error::StoreError;
+use crate::handles::TaskStore;
 use crate::models::{task_event_row, task_row};
 
 /// Where a task stands.
@@ -149,7 +149,7 @@ fn to_record(row: task_row::Model) -> Result<TaskRecord, StoreError> {
     })
 }
 
-impl Store {
+impl TaskStore {
     /// Stores a new open task; when `created_by` already made one with the
     /// same idempotency key, returns that one instead (and false).
     pub async fn create_task(&self, task: NewTask) -> Result<(TaskRecord, bool), StoreError> {

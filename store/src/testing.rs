@@ -264,15 +264,16 @@ impl Store {
 }
 
 impl Store {
-    /// [`Store::facets`] answered in SQL, never from the facet index: tests
-    /// compare the two.
+    /// [`crate::Catalog::facets`] answered in SQL, never from the facet
+    /// index: tests compare the two.
     pub async fn facets_in_sql_for_tests(
         &self,
         fields: &[String],
         filter: Option<&crate::Filter>,
     ) -> Result<Vec<crate::Facet>, crate::StoreError> {
-        let filter = self.expand_filter(filter).await?;
-        self.facets_in_sql(fields, filter.as_ref()).await
+        let catalog = self.catalog();
+        let filter = catalog.expand_filter(filter).await?;
+        catalog.facets_in_sql(fields, filter.as_ref()).await
     }
 
     /// Runs raw SQL on the store's own pool: tests use it to break the

@@ -7,8 +7,8 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 
 use crate::audit::{AuditDecision, AuditEntry};
 
-use crate::connection::Store;
 use crate::error::StoreError;
+use crate::handles::AccessStore;
 use crate::models::token_row;
 
 /// One API token.
@@ -65,7 +65,7 @@ fn to_record(row: token_row::Model) -> TokenRecord {
     }
 }
 
-impl Store {
+impl AccessStore {
     /// Stores a new token, audited as done by `actor`; [`StoreError::NameTaken`]
     /// when its name is in use (revoked tokens keep their names, so a name is
     /// never reused silently).

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use catalog_domain::Entity;
+use catalog_domain::{Entity, EntityRef};
 use catalog_store::{
     AsOfQuery, AuditDecision, AuditEntry, ChangeType, Filter, FilterField, Predicate, Snapshot, Store, backend_tests,
 };
@@ -26,11 +26,19 @@ fn snapshot(provider: &str, entities: Vec<Entity>) -> Snapshot {
 
 const A: &str = "component:default/a";
 
+fn a_ref() -> EntityRef {
+    EntityRef::parse(A).unwrap()
+}
+
 async fn updates_name_their_changed_fields_and_removals_keep_the_last_version(store: Store) {
-    store.apply_snapshot(&snapshot("file", vec![component("a", "team-a", &["java"])])).await.unwrap();
-    store.apply_snapshot(&snapshot("file", vec![component("a", "team-b", &["java", "grpc"])])).await.unwrap();
-    store.apply_snapshot(&snapshot("file", vec![])).await.unwrap();
-    let changes = store.changes_after(0, 10).await.unwrap();
+    store.snapshot_writer().apply_snapshot(&snapshot("file", vec![component("a", "team-a", &["java"])])).await.unwrap();
+    store
+        .snapshot_writer()
+        .apply_snapshot(&snapshot("file", vec![component("a", "team-b", &["java", "grpc"])]))
+        .await
+        .unwrap();
+    store.snapshot_writer().apply_snapshot(&snapshot("file", vec![])).await.unwrap();
+    let changes = store.change_feed().changes_after(0, 10).await.unwrap();
     let types: Vec<ChangeType> = changes.iter().map(|change| change.change_type).collect();
     assert_eq!(types, vec![ChangeType::Added, ChangeType::Updated, ChangeType::Removed]);
     assert!(changes[0].changed_fields.is_empty());
@@ -41,29 +49,29 @@ async fn updates_name_their_changed_fields_and_removals_keep_the_last_version(st
 }
 
 async fn history_and_time_travel_answer_from_the_log(store: Store) {
-    store.apply_snapshot(&snapshot("file", vec![component("a", "team-a", &[])])).await.unwrap();
-    store.apply_snapshot(&snapshot("file", vec![component("a", "team-b", &[])])).await.unwrap();
-    store.apply_snapshot(&snapshot("file", vec![component("b", "team-b", &[])])).await.unwrap();
-    let last = store.latest_sequence().await.unwrap();
+    store.snapshot_writer().apply_snapshot(&snapshot("file", vec![component("a", "team-a", &[])])).await.unwrap();
+    store.snapshot_writer().apply_snapshot(&snapshot("file", vec![component("a", "team-b", &[])])).await.unwrap();
+    store.snapshot_writer().apply_snapshot(&snapshot("file", vec![component("b", "team-b", &[])])).await.unwrap();
+    let last = store.change_feed().latest_sequence().await.unwrap();
     assert!(last >= 4, "{last}");
 
-    let history = store.history(A, None, 10).await.unwrap();
+    let history = store.change_feed().history(&a_ref(), None, 10).await.unwrap();
     let types: Vec<ChangeType> = history.iter().map(|change| change.change_type).collect();
     assert_eq!(types, vec![ChangeType::Removed, ChangeType::Updated, ChangeType::Added], "newest first");
-    let older = store.history(A, Some(history[0].sequence), 10).await.unwrap();
+    let older = store.change_feed().history(&a_ref(), Some(history[0].sequence), 10).await.unwrap();
     assert_eq!(older.len(), 2);
 
     let added = history[2].sequence;
     let updated = history[1].sequence;
-    let as_added = store.entity_as_of(A, added).await.unwrap().unwrap();
+    let as_added = store.change_feed().entity_as_of(&a_ref(), added).await.unwrap().unwrap();
     assert_eq!(as_added.entity.unwrap()["spec"]["owner"], "team-a");
-    let as_updated = store.entity_as_of(A, updated).await.unwrap().unwrap();
+    let as_updated = store.change_feed().entity_as_of(&a_ref(), updated).await.unwrap().unwrap();
     assert_eq!(as_updated.entity.unwrap()["spec"]["owner"], "team-b");
-    assert!(store.entity_as_of(A, last).await.unwrap().is_none(), "removed by then");
-    assert!(store.entity_as_of(A, added - 1).await.unwrap().is_none(), "not yet added");
+    assert!(store.change_feed().entity_as_of(&a_ref(), last).await.unwrap().is_none(), "removed by then");
+    assert!(store.change_feed().entity_as_of(&a_ref(), added - 1).await.unwrap().is_none(), "not yet added");
 
-    assert_eq!(store.sequence_at(history[0].time).await.unwrap(), last);
-    assert_eq!(store.sequence_at(history[2].time - chrono::Duration::seconds(1)).await.unwrap(), 0);
+    assert_eq!(store.change_feed().sequence_at(history[0].time).await.unwrap(), last);
+    assert_eq!(store.change_feed().sequence_at(history[2].time - chrono::Duration::seconds(1)).await.unwrap(), 0);
 }
 
 /// Writers commit concurrently while a reader follows the feed by cursor, as a
@@ -86,7 +94,11 @@ async fn a_reader_following_the_cursor_misses_nothing_under_concurrent_writers(s
                     let entities = (0..3)
                         .map(|index| component(&format!("w{writer}-{index}"), &format!("team-{round}"), &[]))
                         .collect();
-                    store.apply_snapshot(&snapshot(&format!("writer-{writer}"), entities)).await.unwrap();
+                    store
+                        .snapshot_writer()
+                        .apply_snapshot(&snapshot(&format!("writer-{writer}"), entities))
+                        .await
+                        .unwrap();
                 }
             })
         })
@@ -102,7 +114,7 @@ async fn a_reader_following_the_cursor_misses_nothing_under_concurrent_writers(s
                 // Read once more after the writers are done: a row numbered
                 // below the cursor is skipped for good, whenever it commits.
                 let last_pass = done.load(std::sync::atomic::Ordering::SeqCst);
-                for change in store.changes_after(cursor, 1_000).await.unwrap() {
+                for change in store.change_feed().changes_after(cursor, 1_000).await.unwrap() {
                     cursor = change.sequence;
                     seen.insert(change.sequence);
                 }
@@ -119,47 +131,48 @@ async fn a_reader_following_the_cursor_misses_nothing_under_concurrent_writers(s
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     let seen = reader.await.unwrap();
     let all: BTreeSet<i64> =
-        store.changes_after(0, 10_000).await.unwrap().iter().map(|change| change.sequence).collect();
+        store.change_feed().changes_after(0, 10_000).await.unwrap().iter().map(|change| change.sequence).collect();
     assert_eq!(all.len(), 4 * 6 * 3);
     assert_eq!(seen, all, "the reader skipped rows committed out of sequence order");
 }
 
 async fn commits_are_announced_only_when_something_changed(store: Store) {
-    let mut commits = store.commits();
-    store.apply_snapshot(&snapshot("file", vec![component("a", "team-a", &[])])).await.unwrap();
+    let mut commits = store.change_feed().commits();
+    store.snapshot_writer().apply_snapshot(&snapshot("file", vec![component("a", "team-a", &[])])).await.unwrap();
     assert!(commits.has_changed().unwrap());
     commits.borrow_and_update();
-    store.apply_snapshot(&snapshot("file", vec![component("a", "team-a", &[])])).await.unwrap();
+    store.snapshot_writer().apply_snapshot(&snapshot("file", vec![component("a", "team-a", &[])])).await.unwrap();
     assert!(!commits.has_changed().unwrap(), "an unchanged re-sync announces nothing");
 }
 
 async fn purging_keeps_the_latest_version_of_what_exists_and_marks_the_gap(store: Store) {
-    store.apply_snapshot(&snapshot("file", vec![component("a", "team-a", &[])])).await.unwrap();
-    store.apply_snapshot(&snapshot("file", vec![component("a", "team-b", &[])])).await.unwrap();
+    store.snapshot_writer().apply_snapshot(&snapshot("file", vec![component("a", "team-a", &[])])).await.unwrap();
+    store.snapshot_writer().apply_snapshot(&snapshot("file", vec![component("a", "team-b", &[])])).await.unwrap();
     store
+        .snapshot_writer()
         .apply_snapshot(&snapshot("file", vec![component("a", "team-b", &[]), component("b", "team-b", &[])]))
         .await
         .unwrap();
-    store.apply_snapshot(&snapshot("file", vec![component("a", "team-b", &[])])).await.unwrap();
-    let all = store.changes_after(0, 10).await.unwrap();
+    store.snapshot_writer().apply_snapshot(&snapshot("file", vec![component("a", "team-b", &[])])).await.unwrap();
+    let all = store.change_feed().changes_after(0, 10).await.unwrap();
     assert_eq!(all.len(), 4);
-    assert_eq!(store.purged_through().await.unwrap(), 0);
+    assert_eq!(store.change_feed().purged_through().await.unwrap(), 0);
 
     // Nothing is old enough yet.
     let last_week = chrono::Utc::now() - chrono::Duration::days(7);
-    assert_eq!(store.purge_changes(last_week).await.unwrap(), 0);
-    assert_eq!(store.purged_through().await.unwrap(), 0);
+    assert_eq!(store.maintenance().purge_changes(last_week).await.unwrap(), 0);
+    assert_eq!(store.change_feed().purged_through().await.unwrap(), 0);
 
     let tomorrow = chrono::Utc::now() + chrono::Duration::days(1);
-    assert_eq!(store.purge_changes(tomorrow).await.unwrap(), 3);
-    let kept = store.changes_after(0, 10).await.unwrap();
+    assert_eq!(store.maintenance().purge_changes(tomorrow).await.unwrap(), 3);
+    let kept = store.change_feed().changes_after(0, 10).await.unwrap();
     assert_eq!(kept.len(), 1, "a's latest version; b's history and removal go");
     assert_eq!(kept[0].entity_ref, A);
     assert_eq!(kept[0].entity.as_ref().unwrap()["spec"]["owner"], "team-b");
-    assert_eq!(store.purged_through().await.unwrap(), all[3].sequence);
+    assert_eq!(store.change_feed().purged_through().await.unwrap(), all[3].sequence);
     // Purging again removes nothing and keeps the mark.
-    assert_eq!(store.purge_changes(tomorrow).await.unwrap(), 0);
-    assert_eq!(store.purged_through().await.unwrap(), all[3].sequence);
+    assert_eq!(store.maintenance().purge_changes(tomorrow).await.unwrap(), 0);
+    assert_eq!(store.change_feed().purged_through().await.unwrap(), all[3].sequence);
 }
 
 fn owner_is(owner: &str) -> Filter {
@@ -169,7 +182,7 @@ fn owner_is(owner: &str) -> Filter {
 /// The names on a time-travel page and the total it reports.
 async fn names_as_of(store: &Store, sequence: i64, filter: Option<Filter>, search: Option<&str>) -> (Vec<String>, u64) {
     let query = AsOfQuery { sequence, filter, search: search.map(str::to_owned), offset: 0, limit: 100 };
-    let page = store.list_entities_as_of(&query).await.unwrap();
+    let page = store.catalog().list_entities_as_of(&query).await.unwrap();
     let names = page.versions.iter().map(|change| change.entity.as_ref().unwrap()["metadata"]["name"].to_string());
     (names.map(|name| name.trim_matches('"').to_owned()).collect(), page.total_count)
 }
@@ -177,12 +190,12 @@ async fn names_as_of(store: &Store, sequence: i64, filter: Option<Filter>, searc
 async fn a_catalog_page_as_of_a_cursor_holds_the_versions_of_then(store: Store) {
     let first =
         vec![component("a", "team-a", &["java"]), component("b", "team-b", &[]), component("c", "team-a", &["grpc"])];
-    store.apply_snapshot(&snapshot("file", first)).await.unwrap();
-    let then = store.latest_sequence().await.unwrap();
+    store.snapshot_writer().apply_snapshot(&snapshot("file", first)).await.unwrap();
+    let then = store.change_feed().latest_sequence().await.unwrap();
     let second =
         vec![component("a", "team-b", &["java"]), component("c", "team-a", &["grpc"]), component("d", "Team-A", &[])];
-    store.apply_snapshot(&snapshot("file", second)).await.unwrap();
-    let now = store.latest_sequence().await.unwrap();
+    store.snapshot_writer().apply_snapshot(&snapshot("file", second)).await.unwrap();
+    let now = store.change_feed().latest_sequence().await.unwrap();
 
     assert_eq!(names_as_of(&store, then, None, None).await, (vec!["a".into(), "b".into(), "c".into()], 3));
     assert_eq!(names_as_of(&store, now, None, None).await, (vec!["a".into(), "c".into(), "d".into()], 3));
@@ -202,7 +215,7 @@ async fn a_catalog_page_as_of_a_cursor_holds_the_versions_of_then(store: Store) 
     assert_eq!(names_as_of(&store, then, None, Some("GRPC")).await.0, ["c"], "search is case-insensitive");
 
     let query = AsOfQuery { sequence: now, offset: 1, limit: 1, ..Default::default() };
-    let page = store.list_entities_as_of(&query).await.unwrap();
+    let page = store.catalog().list_entities_as_of(&query).await.unwrap();
     assert_eq!((page.versions.len(), page.total_count), (1, 3));
     assert_eq!(page.versions[0].entity_ref, "component:default/c");
 }
@@ -210,10 +223,10 @@ async fn a_catalog_page_as_of_a_cursor_holds_the_versions_of_then(store: Store) 
 /// Past the scan's chunk of 1,000 refs, pages and counts still see every ref once.
 async fn a_time_travel_scan_crosses_chunks_without_losing_or_repeating_refs(store: Store) {
     let many: Vec<Entity> = (0..1_005).map(|n| component(&format!("svc-{n:04}"), "team-a", &[])).collect();
-    store.apply_snapshot(&snapshot("file", many)).await.unwrap();
-    let now = store.latest_sequence().await.unwrap();
+    store.snapshot_writer().apply_snapshot(&snapshot("file", many)).await.unwrap();
+    let now = store.change_feed().latest_sequence().await.unwrap();
     let query = AsOfQuery { sequence: now, offset: 999, limit: 3, ..Default::default() };
-    let page = store.list_entities_as_of(&query).await.unwrap();
+    let page = store.catalog().list_entities_as_of(&query).await.unwrap();
     assert_eq!(page.total_count, 1_005);
     let refs: Vec<&str> = page.versions.iter().map(|change| change.entity_ref.as_str()).collect();
     assert_eq!(refs, ["component:default/svc-0999", "component:default/svc-1000", "component:default/svc-1001"]);
@@ -222,14 +235,18 @@ async fn a_time_travel_scan_crosses_chunks_without_losing_or_repeating_refs(stor
 /// A version superseded only after the cutoff is still the state for
 /// cursors between: the purge keeps it, so time travel there stays exact.
 async fn purging_keeps_versions_superseded_after_the_cutoff(store: Store) {
-    store.apply_snapshot(&snapshot("file", vec![component("a", "team-a", &[])])).await.unwrap();
-    let first = store.latest_sequence().await.unwrap();
+    store.snapshot_writer().apply_snapshot(&snapshot("file", vec![component("a", "team-a", &[])])).await.unwrap();
+    let first = store.change_feed().latest_sequence().await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let cutoff = chrono::Utc::now();
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    store.apply_snapshot(&snapshot("file", vec![component("a", "team-b", &[])])).await.unwrap();
-    assert_eq!(store.purge_changes(cutoff).await.unwrap(), 0, "the first version is the state until the update");
-    let then = store.entity_as_of(A, first).await.unwrap().expect("still answerable");
+    store.snapshot_writer().apply_snapshot(&snapshot("file", vec![component("a", "team-b", &[])])).await.unwrap();
+    assert_eq!(
+        store.maintenance().purge_changes(cutoff).await.unwrap(),
+        0,
+        "the first version is the state until the update"
+    );
+    let then = store.change_feed().entity_as_of(&a_ref(), first).await.unwrap().expect("still answerable");
     assert_eq!(then.entity.unwrap()["spec"]["owner"], "team-a");
 }
 
@@ -260,34 +277,37 @@ fn audit_entry(operation: &str, target: &str) -> AuditEntry {
 
 async fn deleting_an_entity_logs_its_removal_and_the_audit_record_together(store: Store) {
     store
+        .snapshot_writer()
         .apply_snapshot(&snapshot("file", vec![component("a", "team-a", &[]), component("b", "team-a", &[])]))
         .await
         .unwrap();
-    let commits = store.commits();
+    let commits = store.change_feed().commits();
     let before = *commits.borrow();
-    let deleted = store.delete_entity(A, &audit_entry("entity.delete", A)).await.unwrap().unwrap();
-    assert_eq!((deleted.entity_ref.as_str(), deleted.provider.as_str()), (A, "file"));
+    let deleted =
+        store.snapshot_writer().delete_entity(&a_ref(), &audit_entry("entity.delete", A)).await.unwrap().unwrap();
+    assert_eq!((deleted.entity_ref.to_string().as_str(), deleted.provider.as_str()), (A, "file"));
     assert_eq!(deleted.body["spec"]["owner"], "team-a");
     assert_ne!(*commits.borrow(), before, "readers are woken");
 
     let a = catalog_domain::EntityRef::parse(A).unwrap();
-    assert!(store.entity_by_ref(&a).await.unwrap().is_none());
-    let last = store.changes_after(0, 10).await.unwrap().pop().unwrap();
+    assert!(store.catalog().entity_by_ref(&a).await.unwrap().is_none());
+    let last = store.change_feed().changes_after(0, 10).await.unwrap().pop().unwrap();
     assert_eq!((last.change_type, last.entity_ref.as_str(), last.provider.as_str()), (ChangeType::Removed, A, "file"));
     assert_eq!(last.latest_version().unwrap()["metadata"]["name"], "a");
-    let edges = store.relations_from(&["group:default/team-a".to_owned()], None).await.unwrap();
+    let edges = store.catalog().relations_from(&["group:default/team-a".to_owned()], None).await.unwrap();
     let targets: Vec<&str> = edges.iter().map(|edge| edge.target_ref.as_str()).collect();
     assert_eq!(targets, vec!["component:default/b"], "the deleted entity's edges went with it");
-    let audit = store.audit_records(None, None, 10).await.unwrap();
+    let audit = store.access_store().audit_records(None, None, 10).await.unwrap();
     assert_eq!(audit[0].entry, audit_entry("entity.delete", A));
 
-    let n_changes = store.latest_sequence().await.unwrap();
-    assert!(store.delete_entity(A, &audit_entry("entity.delete", A)).await.unwrap().is_none());
-    assert_eq!(store.latest_sequence().await.unwrap(), n_changes, "deleting nothing writes nothing");
-    assert_eq!(store.audit_records(None, None, 10).await.unwrap().len(), audit.len());
+    let n_changes = store.change_feed().latest_sequence().await.unwrap();
+    assert!(store.snapshot_writer().delete_entity(&a_ref(), &audit_entry("entity.delete", A)).await.unwrap().is_none());
+    assert_eq!(store.change_feed().latest_sequence().await.unwrap(), n_changes, "deleting nothing writes nothing");
+    assert_eq!(store.access_store().audit_records(None, None, 10).await.unwrap().len(), audit.len());
 
     // Its provider still offers it: the next snapshot adds it back.
     let summary = store
+        .snapshot_writer()
         .apply_snapshot(&snapshot("file", vec![component("a", "team-a", &[]), component("b", "team-a", &[])]))
         .await
         .unwrap();
@@ -295,15 +315,19 @@ async fn deleting_an_entity_logs_its_removal_and_the_audit_record_together(store
 }
 
 async fn the_audit_purge_deletes_old_records_and_records_itself(store: Store) {
-    store.record_audit(&audit_entry("token.create", "token:a")).await.unwrap();
-    store.record_audit(&audit_entry("token.create", "token:b")).await.unwrap();
+    store.access_store().record_audit(&audit_entry("token.create", "token:a")).await.unwrap();
+    store.access_store().record_audit(&audit_entry("token.create", "token:b")).await.unwrap();
     let long_ago = chrono::Utc::now() - chrono::Duration::days(1);
-    assert_eq!(store.purge_audit(long_ago).await.unwrap(), 0, "nothing is that old");
-    assert_eq!(store.audit_records(None, None, 10).await.unwrap().len(), 2, "and no purge record for nothing");
+    assert_eq!(store.maintenance().purge_audit(long_ago).await.unwrap(), 0, "nothing is that old");
+    assert_eq!(
+        store.access_store().audit_records(None, None, 10).await.unwrap().len(),
+        2,
+        "and no purge record for nothing"
+    );
 
     let cutoff = chrono::Utc::now() + chrono::Duration::seconds(1);
-    assert_eq!(store.purge_audit(cutoff).await.unwrap(), 2);
-    let records = store.audit_records(None, None, 10).await.unwrap();
+    assert_eq!(store.maintenance().purge_audit(cutoff).await.unwrap(), 2);
+    let records = store.access_store().audit_records(None, None, 10).await.unwrap();
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0].entry.operation, "audit.purge");
     assert_eq!(records[0].entry.principal, "catalog");

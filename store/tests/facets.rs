@@ -182,7 +182,7 @@ const FACET_FIELDS: &[&str] = &[
 ];
 
 async fn assert_paths_agree(store: &Store, fields: &[String], filter: Option<&Filter>) -> Vec<Facet> {
-    let from_index = store.facets(fields, filter).await.unwrap();
+    let from_index = store.catalog().facets(fields, filter).await.unwrap();
     let from_sql = store.facets_in_sql_for_tests(fields, filter).await.unwrap();
     assert_eq!(from_index, from_sql, "filter {filter:?}");
     from_index
@@ -195,7 +195,7 @@ async fn the_index_and_sql_agree_over_generated_catalogs_and_filters(store: Stor
 
     // A third of the catalog first, which the index reads from the tables
     // (every column: each field is filtered on)...
-    store.apply_snapshot(&one_location_snapshot("file", entities[..100].to_vec())).await.unwrap();
+    store.snapshot_writer().apply_snapshot(&one_location_snapshot("file", entities[..100].to_vec())).await.unwrap();
     let every_column = Filter::Any(
         (0..N_FIELDS)
             .map(|number| Filter::Field { field: field_number(number), predicate: Predicate::Exists(true) })
@@ -214,7 +214,7 @@ async fn the_index_and_sql_agree_over_generated_catalogs_and_filters(store: Stor
         }
     }
     later.drain(10..20);
-    let summary = store.apply_snapshot(&one_location_snapshot("file", later)).await.unwrap();
+    let summary = store.snapshot_writer().apply_snapshot(&one_location_snapshot("file", later)).await.unwrap();
     assert_eq!((summary.added, summary.removed), (200, 10));
     assert!(summary.updated > 30, "{summary:?}");
 
@@ -284,7 +284,7 @@ async fn the_index_follows_changes_written_here_and_by_another_replica(store: St
     let production =
         Filter::Field { field: FilterField::Lifecycle, predicate: Predicate::In(vec!["Production".into()]) };
     let initial: Vec<Entity> = (0..5).map(|index| component(&format!("c{index}"), "production", &["rust"])).collect();
-    store.apply_snapshot(&one_location_snapshot("file", initial)).await.unwrap();
+    store.snapshot_writer().apply_snapshot(&one_location_snapshot("file", initial)).await.unwrap();
     let facets = assert_paths_agree(&store, &fields, None).await;
     assert_eq!(counts(&facets[0]), [("Component", 5)]);
     assert_eq!(counts(&assert_paths_agree(&store, &fields, Some(&production)).await[2]), [("rust", 5)]);
@@ -297,7 +297,7 @@ async fn the_index_follows_changes_written_here_and_by_another_replica(store: St
         component("c2", "production", &["rust"]),
         component("c5", "deprecated", &[]),
     ];
-    let summary = other.apply_snapshot(&one_location_snapshot("file", changed)).await.unwrap();
+    let summary = other.snapshot_writer().apply_snapshot(&one_location_snapshot("file", changed)).await.unwrap();
     assert_eq!((summary.added, summary.updated, summary.removed), (1, 1, 2));
     let facets = assert_paths_agree(&store, &fields, None).await;
     assert_eq!(counts(&facets[0]), [("Component", 4)]);
@@ -307,7 +307,15 @@ async fn the_index_follows_changes_written_here_and_by_another_replica(store: St
     assert_eq!(counts(&facets[2]), [("rust", 2)]);
 
     // A deletion by hand on the other replica, then a re-addition here.
-    other.delete_entity("component:default/c0", &audit("component:default/c0")).await.unwrap().unwrap();
+    other
+        .snapshot_writer()
+        .delete_entity(
+            &catalog_domain::EntityRef::parse("component:default/c0").unwrap(),
+            &audit("component:default/c0"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
     let facets = assert_paths_agree(&store, &fields, Some(&production)).await;
     assert_eq!(counts(&facets[0]), [("Component", 1)]);
     let back: Vec<Entity> = vec![
@@ -316,7 +324,7 @@ async fn the_index_follows_changes_written_here_and_by_another_replica(store: St
         component("c2", "production", &["rust"]),
         component("c5", "deprecated", &[]),
     ];
-    store.apply_snapshot(&one_location_snapshot("file", back)).await.unwrap();
+    store.snapshot_writer().apply_snapshot(&one_location_snapshot("file", back)).await.unwrap();
     let facets = assert_paths_agree(&store, &fields, Some(&production)).await;
     assert_eq!(counts(&facets[1]), [("Production", 1), ("production", 1)]);
     assert_eq!(counts(&facets[2]), [("java", 1), ("rust", 1)]);
@@ -327,7 +335,7 @@ async fn the_index_follows_changes_written_here_and_by_another_replica(store: St
     assert_eq!(counts(&owners[0]), [("team-a", 2)]);
 
     // Everything removed.
-    other.apply_snapshot(&one_location_snapshot("file", Vec::new())).await.unwrap();
+    other.snapshot_writer().apply_snapshot(&one_location_snapshot("file", Vec::new())).await.unwrap();
     let facets = assert_paths_agree(&store, &fields, None).await;
     assert!(facets.iter().all(|facet| facet.values.is_empty()), "{facets:?}");
 }
@@ -335,12 +343,12 @@ async fn the_index_follows_changes_written_here_and_by_another_replica(store: St
 async fn a_warm_index_answers_facets_with_one_statement(store: Store) {
     let entities: Vec<Entity> =
         (0..20).map(|index| component(&format!("c{index}"), "production", &["rust", "go"])).collect();
-    store.apply_snapshot(&one_location_snapshot("file", entities)).await.unwrap();
+    store.snapshot_writer().apply_snapshot(&one_location_snapshot("file", entities)).await.unwrap();
     let fields = field_list(&["kind", "spec.type", "metadata.tags", "spec.lifecycle"]);
     let filter = Filter::Field { field: FilterField::Kind, predicate: Predicate::In(vec!["component".into()]) };
-    store.facets(&fields, Some(&filter)).await.unwrap();
+    store.catalog().facets(&fields, Some(&filter)).await.unwrap();
     let before = store.statement_count();
-    let facets = store.facets(&fields, Some(&filter)).await.unwrap();
+    let facets = store.catalog().facets(&fields, Some(&filter)).await.unwrap();
     // The SQL path runs one statement per field; the index reads the change
     // log after its cursor, and that is all.
     assert_eq!(store.statement_count() - before, 1);

@@ -30,7 +30,7 @@ fn snapshot_of(entities: Vec<Entity>) -> Snapshot {
 }
 
 async fn load(store: &Store, entities: Vec<Entity>) {
-    store.apply_snapshot(&snapshot_of(entities)).await.unwrap();
+    store.snapshot_writer().apply_snapshot(&snapshot_of(entities)).await.unwrap();
 }
 
 fn request(from: &str, types: &[RelationType], direction: Direction, max_depth: u32) -> WalkRequest {
@@ -65,7 +65,8 @@ fn path_text(walk: &Walk, entity_ref: &str) -> Vec<String> {
 
 async fn a_cycle_is_walked_once_and_ends(store: Store) {
     load(&store, vec![component("a", &["b"]), component("b", &["c"]), component("c", &["a"])]).await;
-    let walk = store.walk(&request(&c("a"), &[RelationType::DependsOn], Direction::Outgoing, 10)).await.unwrap();
+    let walk =
+        store.catalog().walk(&request(&c("a"), &[RelationType::DependsOn], Direction::Outgoing, 10)).await.unwrap();
     assert_eq!(reached(&walk), vec![(c("a"), 0), (c("b"), 1), (c("c"), 2)]);
     assert!(walk.complete);
     assert_eq!(
@@ -87,7 +88,8 @@ async fn a_diamond_counts_its_bottom_once_with_every_shortest_path(store: Store)
         ],
     )
     .await;
-    let walk = store.walk(&request(&c("top"), &[RelationType::DependsOn], Direction::Outgoing, 5)).await.unwrap();
+    let walk =
+        store.catalog().walk(&request(&c("top"), &[RelationType::DependsOn], Direction::Outgoing, 5)).await.unwrap();
     assert_eq!(reached(&walk), vec![(c("top"), 0), (c("left"), 1), (c("right"), 1), (c("bottom"), 2)]);
     let bottom = walk.position(&c("bottom")).unwrap();
     assert_eq!(walk.nodes[bottom].parents.len(), 2);
@@ -102,32 +104,38 @@ async fn a_diamond_counts_its_bottom_once_with_every_shortest_path(store: Store)
 async fn depth_limits_and_directions_are_honoured(store: Store) {
     load(&store, vec![component("a", &["b"]), component("b", &["c"]), component("c", &["d"]), component("d", &[])])
         .await;
-    let walk = store.walk(&request(&c("a"), &[RelationType::DependsOn], Direction::Outgoing, 2)).await.unwrap();
+    let walk =
+        store.catalog().walk(&request(&c("a"), &[RelationType::DependsOn], Direction::Outgoing, 2)).await.unwrap();
     assert_eq!(reached(&walk), vec![(c("a"), 0), (c("b"), 1), (c("c"), 2)]);
     assert!(!walk.complete, "d lies past the depth limit");
-    let walk = store.walk(&request(&c("a"), &[RelationType::DependsOn], Direction::Outgoing, 3)).await.unwrap();
+    let walk =
+        store.catalog().walk(&request(&c("a"), &[RelationType::DependsOn], Direction::Outgoing, 3)).await.unwrap();
     assert!(walk.complete);
 
     // Incoming dependsOn edges and outgoing dependencyOf edges are the same walk.
-    let incoming = store.walk(&request(&c("d"), &[RelationType::DependsOn], Direction::Incoming, 5)).await.unwrap();
+    let incoming =
+        store.catalog().walk(&request(&c("d"), &[RelationType::DependsOn], Direction::Incoming, 5)).await.unwrap();
     assert_eq!(reached(&incoming), vec![(c("d"), 0), (c("c"), 1), (c("b"), 2), (c("a"), 3)]);
     assert_eq!(path_text(&incoming, &c("c")), vec![format!("{} dependsOn {}", c("c"), c("d"))]);
-    let reverse = store.walk(&request(&c("d"), &[RelationType::DependencyOf], Direction::Outgoing, 5)).await.unwrap();
+    let reverse =
+        store.catalog().walk(&request(&c("d"), &[RelationType::DependencyOf], Direction::Outgoing, 5)).await.unwrap();
     assert_eq!(reached(&reverse), reached(&incoming));
 
-    let both = store.walk(&request(&c("b"), &[RelationType::DependsOn], Direction::Both, 1)).await.unwrap();
+    let both = store.catalog().walk(&request(&c("b"), &[RelationType::DependsOn], Direction::Both, 1)).await.unwrap();
     assert_eq!(reached(&both), vec![(c("b"), 0), (c("a"), 1), (c("c"), 1)]);
 
     // Relation types not asked for are not followed.
-    let owned = store.walk(&request(&c("a"), &[RelationType::OwnedBy], Direction::Outgoing, 5)).await.unwrap();
+    let owned =
+        store.catalog().walk(&request(&c("a"), &[RelationType::OwnedBy], Direction::Outgoing, 5)).await.unwrap();
     assert_eq!(reached(&owned), vec![(c("a"), 0), ("group:default/team".into(), 1)]);
 }
 
 async fn unresolved_targets_are_reached_and_known_as_missing(store: Store) {
     load(&store, vec![component("a", &["ghost"])]).await;
-    let walk = store.walk(&request(&c("a"), &[RelationType::DependsOn], Direction::Outgoing, 3)).await.unwrap();
+    let walk =
+        store.catalog().walk(&request(&c("a"), &[RelationType::DependsOn], Direction::Outgoing, 3)).await.unwrap();
     assert_eq!(reached(&walk), vec![(c("a"), 0), (c("ghost"), 1)]);
-    let owners = store.owners_of(&[c("a"), c("ghost")]).await.unwrap();
+    let owners = store.catalog().owners_of(&[c("a"), c("ghost")]).await.unwrap();
     assert_eq!(owners.get(&c("a")), Some(&Some("group:default/team".to_owned())));
     assert!(!owners.contains_key(&c("ghost")));
 }
@@ -140,14 +148,14 @@ async fn the_node_cap_cuts_a_walk_and_says_so(store: Store) {
     .await;
     let mut capped = request(&c("hub"), &[RelationType::DependencyOf], Direction::Outgoing, 5);
     capped.max_nodes = 3;
-    let walk = store.walk(&capped).await.unwrap();
+    let walk = store.catalog().walk(&capped).await.unwrap();
     assert_eq!(walk.nodes.len(), 3);
     assert!(!walk.complete);
     assert!(walk.edges().all(|edge| walk.position(&edge.target_ref).is_some()));
     // A probe past the depth limit that finds nothing new does not undo the cut.
     capped.max_depth = 1;
     capped.max_nodes = 2;
-    let walk = store.walk(&capped).await.unwrap();
+    let walk = store.catalog().walk(&capped).await.unwrap();
     assert_eq!(walk.nodes.len(), 2);
     assert!(!walk.complete);
 }
@@ -163,9 +171,9 @@ async fn a_walk_costs_one_statement_whatever_its_size(store: Store) {
     load(&store, entities).await;
     let walk_request = request(&c("root"), &[RelationType::DependsOn], Direction::Outgoing, 2);
     // The first walk loads the index.
-    store.walk(&walk_request).await.unwrap();
+    store.catalog().walk(&walk_request).await.unwrap();
     let before = store.statement_count();
-    let walk = store.walk(&walk_request).await.unwrap();
+    let walk = store.catalog().walk(&walk_request).await.unwrap();
     assert_eq!(walk.nodes.len(), 61);
     assert_eq!(store.statement_count() - before, 1, "one look at the change log");
 }
@@ -173,14 +181,14 @@ async fn a_walk_costs_one_statement_whatever_its_size(store: Store) {
 async fn the_index_follows_every_commit(store: Store) {
     load(&store, vec![component("a", &["b"]), component("b", &[])]).await;
     let from_a = request(&c("a"), &[RelationType::DependsOn], Direction::Outgoing, 5);
-    assert_eq!(reached(&store.walk(&from_a).await.unwrap()), vec![(c("a"), 0), (c("b"), 1)]);
+    assert_eq!(reached(&store.catalog().walk(&from_a).await.unwrap()), vec![(c("a"), 0), (c("b"), 1)]);
     // A new version replaces exactly the edges its entity states.
     load(&store, vec![component("a", &["c"]), component("b", &[]), component("c", &["b"])]).await;
-    assert_eq!(reached(&store.walk(&from_a).await.unwrap()), vec![(c("a"), 0), (c("c"), 1), (c("b"), 2)]);
+    assert_eq!(reached(&store.catalog().walk(&from_a).await.unwrap()), vec![(c("a"), 0), (c("c"), 1), (c("b"), 2)]);
     // Another process's commit is seen too: it lands in the log the walk reads.
     let other = store.open_again().await;
-    other.apply_snapshot(&snapshot_of(vec![component("a", &[])])).await.unwrap();
-    assert_eq!(reached(&store.walk(&from_a).await.unwrap()), vec![(c("a"), 0)]);
+    other.snapshot_writer().apply_snapshot(&snapshot_of(vec![component("a", &[])])).await.unwrap();
+    assert_eq!(reached(&store.catalog().walk(&from_a).await.unwrap()), vec![(c("a"), 0)]);
     // Edges stated by two entities (a membership) survive the removal of one statement.
     load(
         &store,
@@ -191,11 +199,11 @@ async fn the_index_follows_every_commit(store: Store) {
     )
     .await;
     let members = request("group:default/g", &[RelationType::HasMember], Direction::Outgoing, 1);
-    assert_eq!(store.walk(&members).await.unwrap().nodes.len(), 2);
+    assert_eq!(store.catalog().walk(&members).await.unwrap().nodes.len(), 2);
     load(&store, vec![group("g", None), entity("User", "u", json!({"memberOf": ["g"]}))]).await;
-    assert_eq!(store.walk(&members).await.unwrap().nodes.len(), 2, "the user still states it");
+    assert_eq!(store.catalog().walk(&members).await.unwrap().nodes.len(), 2, "the user still states it");
     load(&store, vec![group("g", None)]).await;
-    assert_eq!(store.walk(&members).await.unwrap().nodes.len(), 1);
+    assert_eq!(store.catalog().walk(&members).await.unwrap().nodes.len(), 1);
 }
 
 async fn shortest_paths_stop_at_the_target_and_are_empty_when_none_exist(store: Store) {
@@ -212,12 +220,12 @@ async fn shortest_paths_stop_at_the_target_and_are_empty_when_none_exist(store: 
     .await;
     let mut to_c = request(&c("a"), &[RelationType::DependsOn], Direction::Outgoing, 10);
     to_c.target = Some(c("c"));
-    let walk = store.walk(&to_c).await.unwrap();
+    let walk = store.catalog().walk(&to_c).await.unwrap();
     assert!(walk.position(&c("d")).is_none(), "the walk stops at the target's hop");
     assert_eq!(walk.shortest_paths(walk.position(&c("c")).unwrap(), 5).len(), 1);
     let mut to_lone = to_c.clone();
     to_lone.target = Some(c("lone"));
-    let walk = store.walk(&to_lone).await.unwrap();
+    let walk = store.catalog().walk(&to_lone).await.unwrap();
     assert!(walk.position(&c("lone")).is_none());
 }
 
@@ -235,8 +243,11 @@ fn owned(name: &str, owner: &str) -> Entity {
 
 async fn names_matching(store: &Store, field: FilterField, value: &str) -> Vec<String> {
     let filter = Filter::Field { field, predicate: Predicate::In(vec![value.to_owned()]) };
-    let page =
-        store.list_entities(&ListQuery { filter: Some(filter), limit: 100, ..Default::default() }).await.unwrap();
+    let page = store
+        .catalog()
+        .list_entities(&ListQuery { filter: Some(filter), limit: 100, ..Default::default() })
+        .await
+        .unwrap();
     let mut names: Vec<String> = page.entities.iter().map(|stored| stored.entity.metadata.name.clone()).collect();
     names.sort();
     names
@@ -284,11 +295,15 @@ async fn ownership_follows_group_subtrees_and_memberships(store: Store) {
             predicate: Predicate::In(vec!["platform".into()]),
         })),
     ]);
-    let page =
-        store.list_entities(&ListQuery { filter: Some(not_platform), limit: 100, ..Default::default() }).await.unwrap();
+    let page = store
+        .catalog()
+        .list_entities(&ListQuery { filter: Some(not_platform), limit: 100, ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(page.total_count, 4);
 
     let matching = store
+        .catalog()
         .refs_matching(
             &[c("by-org"), c("by-storage"), c("missing")],
             &Filter::Field { field: FilterField::OwnedByTree, predicate: Predicate::In(vec!["platform".into()]) },

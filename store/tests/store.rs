@@ -57,14 +57,14 @@ async fn a_snapshot_adds_updates_and_removes_with_one_change_each(store: Store) 
         "file",
         vec![(component("a", "team-a", json!({})), "a.yaml"), (component("b", "team-a", json!({})), "b.yaml")],
     );
-    let summary = store.apply_snapshot(&first).await.unwrap();
+    let summary = store.snapshot_writer().apply_snapshot(&first).await.unwrap();
     assert_eq!((summary.added, summary.updated, summary.removed), (2, 0, 0));
 
     let second = snapshot("file", vec![(component("a", "team-b", json!({})), "a.yaml")]);
-    let summary = store.apply_snapshot(&second).await.unwrap();
+    let summary = store.snapshot_writer().apply_snapshot(&second).await.unwrap();
     assert_eq!((summary.added, summary.updated, summary.removed), (0, 1, 1));
 
-    let changes = store.changes_after(0, 100).await.unwrap();
+    let changes = store.change_feed().changes_after(0, 100).await.unwrap();
     let kinds: Vec<(String, ChangeType)> =
         changes.iter().map(|change| (change.entity_ref.clone(), change.change_type)).collect();
     assert_eq!(kinds.len(), 4);
@@ -74,9 +74,9 @@ async fn a_snapshot_adds_updates_and_removes_with_one_change_each(store: Store) 
     let removed = changes.iter().find(|change| change.change_type == ChangeType::Removed).unwrap();
     assert!(removed.entity.is_none());
 
-    let a = store.entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
+    let a = store.catalog().entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
     assert_eq!(a.entity.spec["owner"], "team-b");
-    assert!(store.entity_by_ref(&reference("component:default/b")).await.unwrap().is_none());
+    assert!(store.catalog().entity_by_ref(&reference("component:default/b")).await.unwrap().is_none());
 }
 
 /// PostgreSQL has no foreign key from the index rows to their entity (it
@@ -92,10 +92,10 @@ async fn no_index_row_outlives_its_entity(store: Store) {
             (dependent("c", "team-a"), "c.yaml"),
         ],
     );
-    store.apply_snapshot(&first).await.unwrap();
+    store.snapshot_writer().apply_snapshot(&first).await.unwrap();
     // Updated (a), removed (b), deleted through the API (c).
     let second = snapshot("file", vec![(dependent("a", "team-b"), "a.yaml"), (dependent("c", "team-a"), "c.yaml")]);
-    let summary = store.apply_snapshot(&second).await.unwrap();
+    let summary = store.snapshot_writer().apply_snapshot(&second).await.unwrap();
     assert_eq!((summary.updated, summary.removed), (1, 1));
     let audit = catalog_store::AuditEntry {
         principal: "token:janitor".into(),
@@ -106,30 +106,38 @@ async fn no_index_row_outlives_its_entity(store: Store) {
         result: "ok".into(),
         request_id: None,
     };
-    store.delete_entity("component:default/c", &audit).await.unwrap().unwrap();
+    store.snapshot_writer().delete_entity(&reference("component:default/c"), &audit).await.unwrap().unwrap();
     assert_eq!(store.orphaned_index_rows_for_tests().await, 0);
-    let edges = store.relations_from(&["component:default/a".to_owned()], None).await.unwrap();
+    let edges = store.catalog().relations_from(&["component:default/a".to_owned()], None).await.unwrap();
     assert!(!edges.is_empty(), "the survivor keeps its own rows");
 }
 
 async fn an_unchanged_entity_is_not_rewritten_and_keeps_its_uid(store: Store) {
     let first = snapshot("file", vec![(component("a", "team-a", json!({})), "a.yaml")]);
-    store.apply_snapshot(&first).await.unwrap();
-    let before = store.entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
-    let summary = store.apply_snapshot(&first).await.unwrap();
+    store.snapshot_writer().apply_snapshot(&first).await.unwrap();
+    let before = store.catalog().entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
+    let summary = store.snapshot_writer().apply_snapshot(&first).await.unwrap();
     assert_eq!((summary.unchanged, summary.added, summary.updated), (1, 0, 0));
     assert_eq!(summary.rows_written, 0, "an unchanged snapshot writes nothing");
-    assert_eq!(store.changes_after(0, 100).await.unwrap().len(), 1);
+    assert_eq!(store.change_feed().changes_after(0, 100).await.unwrap().len(), 1);
 
-    store.apply_snapshot(&snapshot("file", vec![(component("a", "team-z", json!({})), "a.yaml")])).await.unwrap();
-    let after = store.entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
+    store
+        .snapshot_writer()
+        .apply_snapshot(&snapshot("file", vec![(component("a", "team-z", json!({})), "a.yaml")]))
+        .await
+        .unwrap();
+    let after = store.catalog().entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
     assert_eq!(before.entity.metadata.uid, after.entity.metadata.uid);
     assert_ne!(before.entity.metadata.etag, after.entity.metadata.etag);
     assert_eq!(before.created_at, after.created_at);
 }
 
 async fn an_invalid_new_version_keeps_the_last_good_one_with_its_errors(store: Store) {
-    store.apply_snapshot(&snapshot("file", vec![(component("a", "team-a", json!({})), "a.yaml")])).await.unwrap();
+    store
+        .snapshot_writer()
+        .apply_snapshot(&snapshot("file", vec![(component("a", "team-a", json!({})), "a.yaml")]))
+        .await
+        .unwrap();
     let mut broken = snapshot("file", vec![]);
     broken.invalid.push(InvalidEntity {
         entity_ref: reference("component:default/a"),
@@ -137,19 +145,24 @@ async fn an_invalid_new_version_keeps_the_last_good_one_with_its_errors(store: S
         errors: vec!["spec.owner is required [rule required]".into()],
     });
     broken.locations.push(LocationStatus { target: "a.yaml".into(), ..Default::default() });
-    let summary = store.apply_snapshot(&broken).await.unwrap();
+    let summary = store.snapshot_writer().apply_snapshot(&broken).await.unwrap();
     assert_eq!((summary.removed, summary.invalid), (0, 1));
-    let kept = store.entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
+    let kept = store.catalog().entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
     assert_eq!(kept.entity.spec["owner"], "team-a");
     assert_eq!(kept.errors, ["spec.owner is required [rule required]"]);
 
-    store.apply_snapshot(&snapshot("file", vec![(component("a", "team-a", json!({})), "a.yaml")])).await.unwrap();
-    let healed = store.entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
+    store
+        .snapshot_writer()
+        .apply_snapshot(&snapshot("file", vec![(component("a", "team-a", json!({})), "a.yaml")]))
+        .await
+        .unwrap();
+    let healed = store.catalog().entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
     assert!(healed.errors.is_empty());
 }
 
 async fn a_location_that_fails_to_read_keeps_its_entities(store: Store) {
     store
+        .snapshot_writer()
         .apply_snapshot(&snapshot(
             "file",
             vec![(component("a", "team-a", json!({})), "a.yaml"), (component("b", "team-a", json!({})), "b.yaml")],
@@ -163,50 +176,62 @@ async fn a_location_that_fails_to_read_keeps_its_entities(store: Store) {
         n_entities: 0,
         keeps_entities: true,
     });
-    let summary = store.apply_snapshot(&failing).await.unwrap();
+    let summary = store.snapshot_writer().apply_snapshot(&failing).await.unwrap();
     assert_eq!(summary.removed, 0);
-    assert!(store.entity_by_ref(&reference("component:default/a")).await.unwrap().is_some());
-    let locations = store.locations().await.unwrap();
+    assert!(store.catalog().entity_by_ref(&reference("component:default/a")).await.unwrap().is_some());
+    let locations = store.catalog().locations().await.unwrap();
     let a = locations.iter().find(|location| location.target == "a.yaml").unwrap();
     assert_eq!(a.error.as_deref(), Some("permission denied"));
 }
 
 async fn a_ref_claimed_by_two_sources_stays_with_the_first_and_is_recorded(store: Store) {
-    store.apply_snapshot(&snapshot("file", vec![(component("a", "team-a", json!({})), "a.yaml")])).await.unwrap();
+    store
+        .snapshot_writer()
+        .apply_snapshot(&snapshot("file", vec![(component("a", "team-a", json!({})), "a.yaml")]))
+        .await
+        .unwrap();
     let summary = store
+        .snapshot_writer()
         .apply_snapshot(&snapshot("github", vec![(component("a", "team-b", json!({})), "repo/a.yaml")]))
         .await
         .unwrap();
     assert_eq!((summary.conflicts, summary.added), (1, 0));
-    let kept = store.entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
+    let kept = store.catalog().entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
     assert_eq!((kept.provider.as_str(), kept.entity.spec["owner"].as_str()), ("file", Some("team-a")));
-    let conflicts = store.conflicts().await.unwrap();
+    let conflicts = store.catalog().conflicts().await.unwrap();
     assert_eq!(conflicts.len(), 1);
     assert_eq!((conflicts[0].owner_provider.as_str(), conflicts[0].claimant_provider.as_str()), ("file", "github"));
     assert_eq!(conflicts[0].claimant_location.as_deref(), Some("repo/a.yaml"));
     // The claimant's next run re-records rather than duplicates.
     store
+        .snapshot_writer()
         .apply_snapshot(&snapshot("github", vec![(component("a", "team-b", json!({})), "repo/a.yaml")]))
         .await
         .unwrap();
-    assert_eq!(store.conflicts().await.unwrap().len(), 1);
+    assert_eq!(store.catalog().conflicts().await.unwrap().len(), 1);
 }
 
 async fn relations_are_stored_both_ways_and_dangling_targets_stay_visible(store: Store) {
     let a = component("a", "team-a", json!({"dependsOn": ["component:b", "component:ghost"]}));
     store
+        .snapshot_writer()
         .apply_snapshot(&snapshot(
             "file",
             vec![(a, "a.yaml"), (component("b", "team-a", json!({})), "b.yaml"), (group("team-a"), "g.yaml")],
         ))
         .await
         .unwrap();
-    let edges = store.relations_from(&["component:default/a".into()], Some(&[RelationType::DependsOn])).await.unwrap();
+    let edges = store
+        .catalog()
+        .relations_from(&["component:default/a".into()], Some(&[RelationType::DependsOn]))
+        .await
+        .unwrap();
     let targets: Vec<&str> = edges.iter().map(|edge| edge.target_ref.as_str()).collect();
     assert_eq!(targets, ["component:default/b", "component:default/ghost"]);
-    let owned = store.relations_from(&["group:default/team-a".into()], Some(&[RelationType::OwnerOf])).await.unwrap();
+    let owned =
+        store.catalog().relations_from(&["group:default/team-a".into()], Some(&[RelationType::OwnerOf])).await.unwrap();
     assert_eq!(owned.len(), 2);
-    let dependents = store.relations_from(&["component:default/b".into()], None).await.unwrap();
+    let dependents = store.catalog().relations_from(&["component:default/b".into()], None).await.unwrap();
     assert!(
         dependents
             .iter()
@@ -225,9 +250,10 @@ async fn related_entities_come_with_their_edges_each_target_once(store: Store) {
         (component("c", "team-a", json!({"system": "missing"})), "c.yaml"),
         (group("team-a"), "g.yaml"),
     ];
-    store.apply_snapshot(&snapshot("file", entities)).await.unwrap();
+    store.snapshot_writer().apply_snapshot(&snapshot("file", entities)).await.unwrap();
     let sources = ["component:default/a".to_owned(), "component:default/c".to_owned()];
     let related = store
+        .catalog()
         .related_entities(&sources, &[RelationType::OwnedBy, RelationType::DependsOn, RelationType::PartOf])
         .await
         .unwrap();
@@ -253,21 +279,21 @@ async fn related_entities_come_with_their_edges_each_target_once(store: Store) {
     assert_eq!(related.targets.len(), 3, "team-a once for both sources");
     assert_eq!(related.targets[&team].entity.metadata.name, "team-a");
 
-    let none = store.related_entities(&sources, &[RelationType::HasMember]).await.unwrap();
+    let none = store.catalog().related_entities(&sources, &[RelationType::HasMember]).await.unwrap();
     assert!(none.edges.is_empty() && none.targets.is_empty());
 
     // The entities themselves come in the same statement, keyed by ref;
     // refs not in the catalog are missing, and their edges are none.
     let before = store.statement_count();
-    let refs = ["component:default/c".to_owned(), "component:default/nowhere".to_owned()];
-    let (found, with_entity) = store.entities_with_related(&refs, &[RelationType::OwnedBy]).await.unwrap();
+    let refs = [reference("component:default/c"), reference("component:default/nowhere")];
+    let (found, with_entity) = store.catalog().entities_with_related(&refs, &[RelationType::OwnedBy]).await.unwrap();
     assert_eq!(store.statement_count() - before, 1, "one statement for the entities and their edges");
-    assert_eq!(found.keys().collect::<Vec<_>>(), ["component:default/c"]);
-    assert_eq!(found["component:default/c"].entity.metadata.name, "c");
+    assert_eq!(found.keys().collect::<Vec<_>>(), [&refs[0]]);
+    assert_eq!(found[&refs[0]].entity.metadata.name, "c");
     let edges: Vec<(&str, i64)> = with_entity.edges.iter().map(|(source, _, id)| (source.as_str(), *id)).collect();
     assert_eq!(edges, [("component:default/c", team)]);
     assert_eq!(with_entity.targets.len(), 1);
-    let (found, nothing) = store.entities_with_related(&refs[..1], &[]).await.unwrap();
+    let (found, nothing) = store.catalog().entities_with_related(&refs[..1], &[]).await.unwrap();
     assert_eq!(found.len(), 1);
     assert!(nothing.edges.is_empty(), "no types, no edges");
 }
@@ -282,10 +308,11 @@ async fn pages_are_filtered_sorted_counted_and_searchable(store: Store) {
         entities.push((entity, "all.yaml"));
     }
     entities.push((group("team-even"), "all.yaml"));
-    store.apply_snapshot(&snapshot("file", entities)).await.unwrap();
+    store.snapshot_writer().apply_snapshot(&snapshot("file", entities)).await.unwrap();
 
     let components = Filter::Field { field: FilterField::Kind, predicate: Predicate::In(vec!["component".into()]) };
     let page = store
+        .catalog()
         .list_entities(&ListQuery { filter: Some(components.clone()), limit: 10, offset: 10, ..Default::default() })
         .await
         .unwrap();
@@ -303,6 +330,7 @@ async fn pages_are_filtered_sorted_counted_and_searchable(store: Store) {
         })),
     ]);
     let page = store
+        .catalog()
         .list_entities(&ListQuery {
             filter: Some(even),
             limit: 100,
@@ -322,8 +350,11 @@ async fn pages_are_filtered_sorted_counted_and_searchable(store: Store) {
         },
         Filter::Field { field: FilterField::Kind, predicate: Predicate::In(vec!["group".into()]) },
     ]);
-    let page =
-        store.list_entities(&ListQuery { filter: Some(labelled), limit: 100, ..Default::default() }).await.unwrap();
+    let page = store
+        .catalog()
+        .list_entities(&ListQuery { filter: Some(labelled), limit: 100, ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(page.total_count, 9 + 1);
 
     // Negating a typed column keeps the entities that do not have it at all.
@@ -331,30 +362,39 @@ async fn pages_are_filtered_sorted_counted_and_searchable(store: Store) {
         field: FilterField::System,
         predicate: Predicate::In(vec!["elsewhere".into()]),
     }));
-    let page =
-        store.list_entities(&ListQuery { filter: Some(outside), limit: 100, ..Default::default() }).await.unwrap();
+    let page = store
+        .catalog()
+        .list_entities(&ListQuery { filter: Some(outside), limit: 100, ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(page.total_count, 26);
 
     let unlabelled = Filter::Field {
         field: FilterField::from_key("metadata.labels.acme.com/tier"),
         predicate: Predicate::Exists(false),
     };
-    let page =
-        store.list_entities(&ListQuery { filter: Some(unlabelled), limit: 100, ..Default::default() }).await.unwrap();
+    let page = store
+        .catalog()
+        .list_entities(&ListQuery { filter: Some(unlabelled), limit: 100, ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(page.total_count, 1);
 
     let page = store
+        .catalog()
         .list_entities(&ListQuery { search: Some("SVC-1 service".into()), limit: 100, ..Default::default() })
         .await
         .unwrap();
     assert_eq!(page.total_count, 10);
     let page = store
+        .catalog()
         .list_entities(&ListQuery { search: Some("100%".into()), limit: 100, ..Default::default() })
         .await
         .unwrap();
     assert_eq!(page.total_count, 0);
 
     let facets = store
+        .catalog()
         .facets(&["kind".into(), "spec.lifecycle".into(), "metadata.tags".into()], Some(&components))
         .await
         .unwrap();
@@ -365,10 +405,10 @@ async fn pages_are_filtered_sorted_counted_and_searchable(store: Store) {
 
 async fn many_refs_are_fetched_in_one_statement(store: Store) {
     let entities = (0..30).map(|index| (component(&format!("c{index}"), "team-a", json!({})), "x.yaml")).collect();
-    store.apply_snapshot(&snapshot("file", entities)).await.unwrap();
+    store.snapshot_writer().apply_snapshot(&snapshot("file", entities)).await.unwrap();
     let refs: Vec<EntityRef> = (0..40).map(|index| reference(&format!("component:default/c{index}"))).collect();
     let before = store.statement_count();
-    let found = store.entities_by_refs(&refs).await.unwrap();
+    let found = store.catalog().entities_by_refs(&refs).await.unwrap();
     assert_eq!(store.statement_count() - before, 1);
     assert_eq!(found.len(), 30);
 }
@@ -387,14 +427,20 @@ async fn a_large_snapshot_is_written_in_statements_under_the_bind_parameter_limi
         })
         .collect();
     let before = store.statement_count();
-    let summary = store.apply_snapshot(&snapshot("file", entities)).await.unwrap();
+    let summary = store.snapshot_writer().apply_snapshot(&snapshot("file", entities)).await.unwrap();
     assert_eq!(summary.added, 3_000);
     assert!(store.statement_count() - before < 200, "{} statements", store.statement_count() - before);
-    let dependents =
-        store.relations_from(&["component:default/c0".into()], Some(&[RelationType::DependencyOf])).await.unwrap();
+    let dependents = store
+        .catalog()
+        .relations_from(&["component:default/c0".into()], Some(&[RelationType::DependencyOf]))
+        .await
+        .unwrap();
     assert_eq!(dependents.len(), 3_000, "c0 included: it depends on itself, as written");
-    let page =
-        store.list_entities(&ListQuery { search: Some("c2999".into()), limit: 5, ..Default::default() }).await.unwrap();
+    let page = store
+        .catalog()
+        .list_entities(&ListQuery { search: Some("c2999".into()), limit: 5, ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(page.total_count, 1);
 }
 
@@ -403,30 +449,35 @@ async fn a_partial_snapshot_changes_only_what_it_covers(store: Store) {
         |name: &str| (component(name, "team-a", json!({})), "url:https://github.example/acme/a/blob/main/x.yaml");
     let repo_b =
         |name: &str| (component(name, "team-b", json!({})), "url:https://github.example/acme/b/blob/main/x.yaml");
-    store.apply_snapshot(&snapshot("github", vec![repo_a("a1"), repo_a("a2"), repo_b("b1")])).await.unwrap();
+    store
+        .snapshot_writer()
+        .apply_snapshot(&snapshot("github", vec![repo_a("a1"), repo_a("a2"), repo_b("b1")]))
+        .await
+        .unwrap();
 
     // Repository a was read alone: a2 is gone from it, b1 is not its to remove,
     // and its claim on b1 leaves b1 with repository b.
     let mut partial = snapshot("github", vec![repo_a("a1"), repo_a("b1")]);
     partial.covers = Some(vec!["url:https://github.example/acme/a/".into()]);
-    let summary = store.apply_snapshot(&partial).await.unwrap();
+    let summary = store.snapshot_writer().apply_snapshot(&partial).await.unwrap();
     assert_eq!((summary.removed, summary.conflicts, summary.unchanged), (1, 1, 1), "{summary:?}");
-    assert!(store.entity_by_ref(&reference("component:default/a2")).await.unwrap().is_none());
-    let b1 = store.entity_by_ref(&reference("component:default/b1")).await.unwrap().unwrap();
+    assert!(store.catalog().entity_by_ref(&reference("component:default/a2")).await.unwrap().is_none());
+    let b1 = store.catalog().entity_by_ref(&reference("component:default/b1")).await.unwrap().unwrap();
     assert_eq!(b1.entity.spec["owner"].as_str(), Some("team-b"));
-    let conflicts = store.conflicts().await.unwrap();
+    let conflicts = store.catalog().conflicts().await.unwrap();
     assert_eq!(conflicts[0].owner_location.as_deref(), Some("url:https://github.example/acme/b/blob/main/x.yaml"));
 
     // Repository a gone: its entities and location go; b's stay, and so does
     // the location row of b that this snapshot does not cover.
     let mut gone = snapshot("github", Vec::new());
     gone.covers = Some(vec!["url:https://github.example/acme/a/".into()]);
-    let summary = store.apply_snapshot(&gone).await.unwrap();
+    let summary = store.snapshot_writer().apply_snapshot(&gone).await.unwrap();
     assert_eq!(summary.removed, 1);
-    assert!(store.entity_by_ref(&reference("component:default/b1")).await.unwrap().is_some());
-    let targets: Vec<String> = store.locations().await.unwrap().into_iter().map(|location| location.target).collect();
+    assert!(store.catalog().entity_by_ref(&reference("component:default/b1")).await.unwrap().is_some());
+    let targets: Vec<String> =
+        store.catalog().locations().await.unwrap().into_iter().map(|location| location.target).collect();
     assert_eq!(targets, ["url:https://github.example/acme/b/blob/main/x.yaml"]);
-    assert!(store.conflicts().await.unwrap().is_empty(), "the claimant location's conflict went with it");
+    assert!(store.catalog().conflicts().await.unwrap().is_empty(), "the claimant location's conflict went with it");
 }
 
 backend_tests!(
@@ -465,7 +516,7 @@ async fn reads_are_cancelled_after_the_statement_timeout_but_writers_may_wait() 
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let snapshot =
         catalog_store::testing::one_location_snapshot("file", vec![component("waited", "team-a", json!({}))]);
-    let summary = store.apply_snapshot(&snapshot).await.expect("the snapshot waits past the timeout");
+    let summary = store.snapshot_writer().apply_snapshot(&snapshot).await.expect("the snapshot waits past the timeout");
     assert_eq!(summary.added, 1);
     held.await.unwrap();
 }
@@ -475,45 +526,45 @@ fn components(names: std::ops::Range<usize>, owner: &str) -> Vec<(Entity, &'stat
 }
 
 async fn an_incomplete_snapshot_adds_and_updates_but_removes_nothing(store: Store) {
-    store.apply_snapshot(&snapshot("github", components(0..3, "team-a"))).await.unwrap();
+    store.snapshot_writer().apply_snapshot(&snapshot("github", components(0..3, "team-a"))).await.unwrap();
     let mut partial = snapshot("github", vec![(component("c0", "team-b", json!({})), "all.yaml")]);
     partial
         .entities
         .push(SnapshotEntity { entity: component("c9", "team-a", json!({})), location: Some("all.yaml".into()) });
     partial.incomplete = Some("page 2 of the repository list failed: 502".into());
-    let summary = store.apply_snapshot(&partial).await.unwrap();
+    let summary = store.snapshot_writer().apply_snapshot(&partial).await.unwrap();
     assert_eq!((summary.added, summary.updated, summary.removed, summary.held_back), (1, 1, 0, 2), "{summary:?}");
-    assert!(store.entity_by_ref(&reference("component:default/c2")).await.unwrap().is_some(), "kept");
+    assert!(store.catalog().entity_by_ref(&reference("component:default/c2")).await.unwrap().is_some(), "kept");
 
     let complete = snapshot("github", vec![(component("c0", "team-b", json!({})), "all.yaml")]);
-    let summary = store.apply_snapshot(&complete).await.unwrap();
+    let summary = store.snapshot_writer().apply_snapshot(&complete).await.unwrap();
     assert_eq!((summary.removed, summary.held_back), (3, 0), "a complete snapshot removes: {summary:?}");
 }
 
 async fn a_snapshot_removing_more_than_its_share_is_held_back_until_forced(store: Store) {
-    store.apply_snapshot(&snapshot("github", components(0..20, "team-a"))).await.unwrap();
+    store.snapshot_writer().apply_snapshot(&snapshot("github", components(0..20, "team-a"))).await.unwrap();
     let mut guarded = snapshot("github", components(0..16, "team-a"));
     guarded.max_removed_share = Some(0.2);
-    let summary = store.apply_snapshot(&guarded).await.unwrap();
+    let summary = store.snapshot_writer().apply_snapshot(&guarded).await.unwrap();
     assert_eq!((summary.removed, summary.held_back), (4, 0), "20% may go: {summary:?}");
 
     // 16 left; removing 4 more is 25%: held back, while the update applies.
     let mut guarded = snapshot("github", components(0..12, "team-b"));
     guarded.max_removed_share = Some(0.2);
-    let summary = store.apply_snapshot(&guarded).await.unwrap();
+    let summary = store.snapshot_writer().apply_snapshot(&guarded).await.unwrap();
     assert_eq!((summary.updated, summary.removed, summary.held_back), (12, 0, 4), "{summary:?}");
-    assert!(store.entity_by_ref(&reference("component:default/c15")).await.unwrap().is_some());
+    assert!(store.catalog().entity_by_ref(&reference("component:default/c15")).await.unwrap().is_some());
 
     let forced = snapshot("github", components(0..12, "team-b"));
-    let summary = store.apply_snapshot(&forced).await.unwrap();
+    let summary = store.snapshot_writer().apply_snapshot(&forced).await.unwrap();
     assert_eq!((summary.removed, summary.held_back), (4, 0), "{summary:?}");
 
     // Below the valve's minimum size, a small catalog may be emptied.
     let mut small = snapshot("github", components(0..3, "team-b"));
-    store.apply_snapshot(&small).await.unwrap();
+    store.snapshot_writer().apply_snapshot(&small).await.unwrap();
     small.entities.clear();
     small.max_removed_share = Some(0.2);
-    assert_eq!(store.apply_snapshot(&small).await.unwrap().removed, 3);
+    assert_eq!(store.snapshot_writer().apply_snapshot(&small).await.unwrap().removed, 3);
 }
 
 async fn annotated_entities_are_found_by_annotation_key_with_their_provider(store: Store) {
@@ -523,11 +574,18 @@ async fn annotated_entities_are_found_by_annotation_key_with_their_provider(stor
     let mut other = component("other", "team-a", json!({}));
     other.metadata.annotations.insert("backstage.io/kubernetes-label-selector".into(), "app=other".into());
     let plain = component("plain", "team-a", json!({}));
-    store.apply_snapshot(&snapshot("file", vec![(linked, "a.yaml"), (plain, "a.yaml")])).await.unwrap();
-    store.apply_snapshot(&snapshot("github", vec![(other, "b.yaml")])).await.unwrap();
+    store
+        .snapshot_writer()
+        .apply_snapshot(&snapshot("file", vec![(linked, "a.yaml"), (plain, "a.yaml")]))
+        .await
+        .unwrap();
+    store.snapshot_writer().apply_snapshot(&snapshot("github", vec![(other, "b.yaml")])).await.unwrap();
 
-    let found =
-        store.annotated(&["backstage.io/kubernetes-id", "backstage.io/kubernetes-label-selector"]).await.unwrap();
+    let found = store
+        .catalog()
+        .annotated(&["backstage.io/kubernetes-id", "backstage.io/kubernetes-label-selector"])
+        .await
+        .unwrap();
     let found: Vec<(&str, &str, &str, &str)> =
         found.iter().map(|a| (a.entity_ref.as_str(), a.provider.as_str(), a.key.as_str(), a.value.as_str())).collect();
     assert_eq!(
@@ -537,5 +595,5 @@ async fn annotated_entities_are_found_by_annotation_key_with_their_provider(stor
             ("component:default/other", "github", "backstage.io/kubernetes-label-selector", "app=other"),
         ]
     );
-    assert!(store.annotated(&["example.com/nothing"]).await.unwrap().is_empty());
+    assert!(store.catalog().annotated(&["example.com/nothing"]).await.unwrap().is_empty());
 }

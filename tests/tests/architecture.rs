@@ -124,6 +124,55 @@ fn no_crate_has_an_import_cycle_between_its_modules_but_the_known_ones() {
     );
 }
 
+/// The sources that may hold the whole `catalog_store::Store`: the binary's
+/// composition, which opens the database and hands each crate the store
+/// handles of its jobs (`store/src/handles.rs`).
+const STORE_HOLDERS: &[&str] = &["api/src/app.rs", "api/src/main.rs", "api/src/readiness.rs"];
+
+#[test]
+fn only_the_composition_holds_the_whole_store() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root");
+    let mut holders = Vec::new();
+    for package in workspace_packages() {
+        let Some(library) = &package.library_root else { continue };
+        let source = library.parent().expect("a source folder");
+        if package.name == "catalog-store" || package.name == "catalog-bench" {
+            continue;
+        }
+        for file in rust_files(source) {
+            let relative = file.strip_prefix(root).unwrap_or(&file).to_string_lossy().replace('\\', "/");
+            if STORE_HOLDERS.contains(&relative.as_str()) {
+                continue;
+            }
+            let text = without_tests(&without_comments(&std::fs::read_to_string(&file).expect("a source file")));
+            let names_store = text.match_indices("catalog_store::").any(|(start, _)| {
+                expand_groups(&read_path(&text, start).0).iter().any(|path| path == "catalog_store::Store")
+            });
+            if names_store {
+                holders.push(relative);
+            }
+        }
+    }
+    assert!(
+        holders.is_empty(),
+        "these sources name catalog_store::Store; give them the handles they use (Catalog, SnapshotWriter...) \
+         instead: {holders:?}"
+    );
+}
+
+fn rust_files(folder: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(folder).expect("a source folder").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|extension| extension == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}
+
 #[test]
 fn the_cycle_finder_reads_grouped_imports_and_ignores_comments_tests_and_containment() {
     let directory = tempfile::tempdir().unwrap();

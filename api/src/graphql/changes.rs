@@ -10,7 +10,7 @@ use async_graphql::{
     SimpleObject, Subscription, Value,
 };
 use catalog_domain::{Entity, EntityRef};
-use catalog_store::{Change, FilterField, Store, StoredEntity};
+use catalog_store::{Catalog, Change, ChangeFeed, FilterField, StoredEntity};
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
@@ -18,7 +18,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::entity::EntityValue;
 use super::error::ApiError;
 use super::loaders::RequestBudget;
-use super::{parse_ref, store};
+use super::{catalog, change_feed, parse_ref};
 use crate::hub::ChangeHub;
 use crate::policy::{ReadScope, SharedScope};
 
@@ -112,7 +112,7 @@ fn canonical(values: &[String], default_kind: Option<&str>) -> Result<HashSet<St
 
 impl ChangeMatcher {
     pub(crate) async fn new(
-        store: &Store,
+        catalog: &Catalog,
         scope: &SharedScope,
         filter: Option<ChangeFilter>,
     ) -> Result<Self, ApiError> {
@@ -120,13 +120,13 @@ impl ChangeMatcher {
         let refs = filter.refs.as_deref().map(|refs| canonical(refs, None)).transpose()?;
         let owners = filter.owners.as_deref().map(|owners| canonical(owners, Some("Group"))).transpose()?;
         let tree_owners = match &filter.owned_by_tree {
-            Some(roots) => Some(store.owner_closure(&FilterField::OwnedByTree, roots).await?.into_iter().collect()),
+            Some(roots) => Some(catalog.owner_closure(&FilterField::OwnedByTree, roots).await?.into_iter().collect()),
             None => None,
         };
         let related = match &filter.related_to {
             Some(text) => {
                 let entity_ref = parse_ref(text, None, "default")?.to_string();
-                let edges = store.relations_from(std::slice::from_ref(&entity_ref), None).await?;
+                let edges = catalog.relations_from(std::slice::from_ref(&entity_ref), None).await?;
                 Some(edges.into_iter().map(|edge| edge.target_ref).collect())
             }
             None => None,
@@ -260,12 +260,12 @@ pub enum AsOf {
 impl AsOf {
     /// The sequence number it stands for; CURSOR_EXPIRED when the log no
     /// longer holds every version up to it.
-    pub(crate) async fn sequence(self, store: &Store) -> Result<i64, ApiError> {
+    pub(crate) async fn sequence(self, change_feed: &ChangeFeed) -> Result<i64, ApiError> {
         let sequence = match self {
             AsOf::Cursor(cursor) => cursor.0,
-            AsOf::Time(time) => store.sequence_at(time).await?,
+            AsOf::Time(time) => change_feed.sequence_at(time).await?,
         };
-        check_retained(store, ChangeCursor(sequence)).await?;
+        check_retained(change_feed, ChangeCursor(sequence)).await?;
         Ok(sequence)
     }
 }
@@ -285,8 +285,8 @@ fn check_page(first: i32) -> Result<u64, ApiError> {
 
 /// Refuses a cursor from before what the purge removed: the client must
 /// resynchronise rather than silently miss what was dropped.
-pub(crate) async fn check_retained(store: &Store, cursor: ChangeCursor) -> Result<(), ApiError> {
-    let purged_through = store.purged_through().await?;
+pub(crate) async fn check_retained(change_feed: &ChangeFeed, cursor: ChangeCursor) -> Result<(), ApiError> {
+    let purged_through = change_feed.purged_through().await?;
     if cursor.0 < purged_through {
         return Err(ApiError::CursorExpired { oldest: purged_through });
     }
@@ -295,7 +295,8 @@ pub(crate) async fn check_retained(store: &Store, cursor: ChangeCursor) -> Resul
 
 /// A page of the feed after `after`, scanning at most 20,000 rows.
 pub(crate) async fn changes_page(
-    store: &Store,
+    change_feed: &ChangeFeed,
+    catalog: &Catalog,
     scope: &SharedScope,
     after: Option<ChangeCursor>,
     filter: Option<ChangeFilter>,
@@ -303,13 +304,13 @@ pub(crate) async fn changes_page(
 ) -> Result<ChangePage, ApiError> {
     let size = check_page(first)?;
     let after = after.unwrap_or(ChangeCursor(0));
-    check_retained(store, after).await?;
-    let matcher = ChangeMatcher::new(store, scope, filter).await?;
+    check_retained(change_feed, after).await?;
+    let matcher = ChangeMatcher::new(catalog, scope, filter).await?;
     let mut cursor = after.0;
     let mut events = Vec::new();
     let mut scanned = 0;
     'scan: while scanned < MAX_SCANNED_ROWS {
-        let batch = store.changes_after(cursor, READ_BATCH).await?;
+        let batch = change_feed.changes_after(cursor, READ_BATCH).await?;
         let full = batch.len() as u64 == READ_BATCH;
         for change in batch {
             if events.len() as u64 == size {
@@ -326,7 +327,7 @@ pub(crate) async fn changes_page(
         }
     }
     // Asked, not inferred: a full last batch says nothing about what follows.
-    let has_more = !store.changes_after(cursor, 1).await?.is_empty();
+    let has_more = !change_feed.changes_after(cursor, 1).await?.is_empty();
     Ok(ChangePage { events, next_cursor: (cursor > 0).then_some(ChangeCursor(cursor)), has_more })
 }
 
@@ -334,14 +335,14 @@ pub(crate) async fn changes_page(
 /// scope would hide are left out (a removal is judged by the version it
 /// removed): an entity visible now may have been hidden once, or the reverse.
 pub(crate) async fn history_page(
-    store: &Store,
+    change_feed: &ChangeFeed,
     scope: &ReadScope,
-    entity_ref: &str,
+    entity_ref: &EntityRef,
     first: i32,
     after: Option<ChangeCursor>,
 ) -> Result<ChangePage, ApiError> {
     let size = check_page(first)?;
-    let mut changes = store.history(entity_ref, after.map(|cursor| cursor.0), size + 1).await?;
+    let mut changes = change_feed.history(entity_ref, after.map(|cursor| cursor.0), size + 1).await?;
     let has_more = changes.len() as u64 > size;
     changes.truncate(size as usize);
     let next_cursor = changes.last().map(|change| ChangeCursor(change.sequence));
@@ -383,12 +384,12 @@ impl CatalogSubscription {
         filter: Option<ChangeFilter>,
         after: Option<ChangeCursor>,
     ) -> Result<impl Stream<Item = Result<ChangeEvent>> + use<>> {
-        let store = store(ctx);
+        let change_feed = change_feed(ctx)?.clone();
         let hub = ctx.data_unchecked::<Arc<ChangeHub>>().clone();
         let budget = ctx.data_unchecked::<Arc<RequestBudget>>().clone();
-        let matcher = ChangeMatcher::new(&store, super::shared_scope(ctx)?, filter).await?;
+        let matcher = ChangeMatcher::new(catalog(ctx)?, super::shared_scope(ctx)?, filter).await?;
         if let Some(after) = after {
-            check_retained(&store, after).await?;
+            check_retained(&change_feed, after).await?;
         }
         // Subscribe before replaying: whatever commits during the replay is
         // either read by it or received here, and sequence numbers drop the
@@ -400,7 +401,7 @@ impl CatalogSubscription {
         // skipped like replayed ones.
         let start = match after {
             Some(after) => after.0,
-            None => store.latest_sequence().await.map_err(ApiError::from)?,
+            None => change_feed.latest_sequence().await.map_err(ApiError::from)?,
         };
         Ok(async_stream::stream! {
             let mut cursor = start;
@@ -410,7 +411,7 @@ impl CatalogSubscription {
             let mut replaying = after.is_some();
             while replaying {
                 loop {
-                    let batch = match store.changes_after(cursor, READ_BATCH).await {
+                    let batch = match change_feed.changes_after(cursor, READ_BATCH).await {
                         Ok(batch) => batch,
                         Err(error) => {
                             yield Err(ApiError::from(error).into());

@@ -11,7 +11,7 @@ use catalog_domain::spec::{self, SpecField};
 use catalog_store::StoredEntity;
 use chrono::{DateTime, Utc};
 
-use catalog_store::{Direction, Filter, FilterField, Predicate, Store, WalkRequest};
+use catalog_store::{Direction, Filter, FilterField, Predicate, WalkRequest};
 
 use super::changes::{ChangeCursor, ChangePage, history_page};
 use super::filter::{EntityFilter, EntityOrder};
@@ -20,7 +20,9 @@ use super::graph::{
     domain_types, traversal_connection,
 };
 use super::kubernetes::KubernetesCluster;
-use super::loaders::{EdgesLoader, EntityLoader, RelatedLoader, RequestBudget, RequestLoader};
+use super::loaders::{
+    EdgesLoader, EntityLoader, RelatedLoader, RequestBudget, RequestLoader, load_stored_ref, load_stored_refs,
+};
 use super::pagerduty::PagerDutyServiceValue;
 use super::{DEFAULT_PAGE_SIZE, EntityConnection, EntitySource, MAX_PAGE_SIZE, PageArgs, list_connection};
 
@@ -80,13 +82,13 @@ impl RelationEdge {
     }
 
     async fn target(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
-        let found = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_one(self.target_ref.clone()).await?;
+        let found = load_stored_ref(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &self.target_ref).await?;
         Ok(found.map(EntityValue::from))
     }
 
     /// Whether the target exists in the catalog.
     async fn resolved(&self, ctx: &Context<'_>) -> Result<bool> {
-        Ok(ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_one(self.target_ref.clone()).await?.is_some())
+        Ok(load_stored_ref(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &self.target_ref).await?.is_some())
     }
 }
 
@@ -397,9 +399,9 @@ macro_rules! entity_object {
                 #[graphql(default = 20)] first: i32,
                 after: Option<ChangeCursor>,
             ) -> Result<ChangePage> {
-                let store = ctx.data_unchecked::<Store>();
+                let change_feed = super::change_feed(ctx)?;
                 let scope = super::read_scope(ctx)?;
-                Ok(history_page(store, &scope, &self.0.entity_ref.to_string(), first, after).await?)
+                Ok(history_page(change_feed, &scope, &self.0.entity_ref, first, after).await?)
             }
 
             /// The PagerDuty service this entity maps to through its
@@ -483,7 +485,7 @@ async fn relation_edges(
         let is_stated = |edge: &RelationEdge| stated.contains(&(edge.relation_type, edge.target_ref.clone()));
         let others: Vec<String> =
             edges.iter().filter(|edge| !is_stated(edge)).map(|edge| edge.target_ref.clone()).collect();
-        let visible = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_many(others).await?;
+        let visible = load_stored_refs(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &others).await?;
         edges.retain(|edge| is_stated(edge) || visible.contains_key(&edge.target_ref));
     }
     Ok(edges)
@@ -525,9 +527,9 @@ async fn owned_connection(
         all.push(filter.to_store()?);
     }
     let page = PageArgs { first, after, ..PageArgs::default() };
-    let store = ctx.data_unchecked::<Store>();
+    let catalog = super::catalog(ctx)?;
     let filter = super::read_scope(ctx)?.narrow(Some(Filter::All(all)));
-    Ok(list_connection(store, filter, None, EntitySource::Now(EntityOrder::default()), page).await?)
+    Ok(list_connection(catalog, filter, None, EntitySource::Now(EntityOrder::default()), page).await?)
 }
 
 /// The groups a walk over `types` reaches from `stored`, nearest first.
@@ -547,7 +549,7 @@ async fn groups_by_walk(ctx: &Context<'_>, stored: &StoredEntity, types: &[Domai
         .filter(|node| node.distance > 0 && node.entity_ref.starts_with("group:"))
         .map(|node| node.entity_ref.clone())
         .collect();
-    let found = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_many(refs.iter().cloned()).await?;
+    let found = load_stored_refs(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &refs).await?;
     Ok(refs.iter().filter_map(|entity_ref| found.get(entity_ref).cloned()).map(Group).collect())
 }
 

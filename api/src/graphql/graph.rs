@@ -13,9 +13,9 @@ use catalog_store::{Direction, Filter, StoredRelation, Walk, WalkRequest};
 use super::entity::{EntityValue, RelationTypeValue};
 use super::error::ApiError;
 use super::filter::EntityFilter;
-use super::loaders::{EntityLoader, RequestBudget, RequestLoader};
+use super::loaders::{EntityLoader, RequestBudget, RequestLoader, load_stored_ref};
 use super::pagerduty::{ImpactServices, PagerDutyOnCall};
-use super::{DEFAULT_PAGE_SIZE, MAX_REFS, PageInfo, decode_cursor, offset_cursor, page_size, parse_ref, store};
+use super::{DEFAULT_PAGE_SIZE, MAX_REFS, PageInfo, catalog, decode_cursor, offset_cursor, page_size, parse_ref};
 use crate::policy::ReadScope;
 
 /// The deepest walk a query may ask for.
@@ -30,16 +30,16 @@ pub const MAX_PATHS: i32 = 100;
 /// Runs a walk against the request's budget.
 pub(crate) async fn walk(ctx: &Context<'_>, request: &WalkRequest) -> Result<Walk, ApiError> {
     ctx.data_unchecked::<Arc<RequestBudget>>().spend_walk()?;
-    let store = store(ctx);
-    let mut walk = store.walk(request).await?;
+    let catalog = catalog(ctx)?;
+    let mut walk = catalog.walk(request).await?;
     if let ReadScope::Only { filter, .. } = super::read_scope(ctx)? {
         // Hidden entities, and whatever is reached only through them, leave
         // the walk before anything is counted or paged. A ref nothing in the
         // catalog has stays when a visible entity names it, but never as a
         // start: "absent" and "hidden" must look alike from outside.
         let refs: Vec<String> = walk.nodes.iter().map(|node| node.entity_ref.clone()).collect();
-        let existing = store.refs_matching(&refs, &Filter::All(Vec::new())).await?;
-        let visible = store.refs_matching(&refs, &filter).await?;
+        let existing = catalog.refs_matching(&refs, &Filter::All(Vec::new())).await?;
+        let visible = catalog.refs_matching(&refs, &filter).await?;
         walk.retain_visible(|node| {
             visible.contains(&node.entity_ref) || (node.distance > 0 && !existing.contains(&node.entity_ref))
         });
@@ -107,18 +107,18 @@ impl TraversalNode {
     }
 
     async fn entity(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
-        let found = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_one(self.entity_ref.clone()).await?;
+        let found = load_stored_ref(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &self.entity_ref).await?;
         Ok(found.map(EntityValue::from))
     }
 
     /// Whether the ref is in the catalog.
     async fn resolved(&self, ctx: &Context<'_>) -> Result<bool> {
-        Ok(ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_one(self.entity_ref.clone()).await?.is_some())
+        Ok(load_stored_ref(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &self.entity_ref).await?.is_some())
     }
 
     /// The owner's ref, for kinds that have one; null for unresolved refs.
     async fn owner_ref(&self, ctx: &Context<'_>) -> Result<Option<String>> {
-        let found = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_one(self.entity_ref.clone()).await?;
+        let found = load_stored_ref(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &self.entity_ref).await?;
         Ok(found.and_then(|stored| {
             stored
                 .entity
@@ -132,7 +132,7 @@ impl TraversalNode {
     /// The owner (a Group or User), when it is in the catalog.
     async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
         let Some(owner_ref) = self.owner_ref(ctx).await? else { return Ok(None) };
-        let found = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_one(owner_ref).await?;
+        let found = load_stored_ref(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &owner_ref).await?;
         Ok(found.map(EntityValue::from))
     }
 }
@@ -231,7 +231,7 @@ async fn page_of(
     let mut reached: Vec<usize> = (0..walk.nodes.len()).filter(|node| walk.nodes[*node].distance > 0).collect();
     if let Some(filter) = filter {
         let refs: Vec<String> = reached.iter().map(|node| walk.nodes[*node].entity_ref.clone()).collect();
-        let matching = store(ctx).refs_matching(&refs, filter).await?;
+        let matching = catalog(ctx)?.refs_matching(&refs, filter).await?;
         reached.retain(|node| matching.contains(&walk.nodes[*node].entity_ref));
     }
     let total_count = reached.len() as u64;
@@ -309,7 +309,7 @@ impl ImpactOwner {
 
     /// The owner (a Group or User); null when the ref is not in the catalog.
     async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
-        let found = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_one(self.owner_ref.clone()).await?;
+        let found = load_stored_ref(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &self.owner_ref).await?;
         Ok(found.map(EntityValue::from))
     }
 
@@ -363,7 +363,7 @@ impl Impact {
     /// Who to tell: the owners of the impacted entities with how many each
     /// owns, most first. Every impacted entity counts once, for its owner.
     async fn owners(&self, ctx: &Context<'_>) -> Result<Vec<ImpactOwner>> {
-        let owners = store(ctx).owners_in_graph(&self.impacted_refs()).await.map_err(ApiError::from)?;
+        let owners = catalog(ctx)?.owners_in_graph(&self.impacted_refs()).await.map_err(ApiError::from)?;
         let mut counts: HashMap<String, u64> = HashMap::new();
         for owner in owners.into_values() {
             *counts.entry(owner).or_default() += 1;
@@ -379,7 +379,7 @@ impl Impact {
     /// Impacted refs that are not in the catalog (named by a relation only).
     async fn unresolved_count(&self, ctx: &Context<'_>) -> Result<u64> {
         let refs = self.impacted_refs();
-        let found = store(ctx).owners_of(&refs).await.map_err(ApiError::from)?;
+        let found = catalog(ctx)?.owners_of(&refs).await.map_err(ApiError::from)?;
         Ok((refs.len() - found.len()) as u64)
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use catalog_domain::{EntityRef, RelationType};
-use catalog_store::{Related, Store, StoredEntity, StoredRelation};
+use catalog_store::{Catalog, Related, StoredEntity, StoredRelation};
 
 use super::error::ApiError;
 use crate::policy::SharedScope;
@@ -101,26 +101,25 @@ pub type RequestLoader<T> = DataLoader<T, HashMapCache>;
 /// Entities by canonical ref; those the request's read scope hides are
 /// left out, as if they did not exist.
 pub struct EntityLoader {
-    pub store: Store,
+    pub catalog: Catalog,
     pub scope: SharedScope,
     pub budget: Arc<RequestBudget>,
 }
 
-impl Loader<String> for EntityLoader {
+impl Loader<EntityRef> for EntityLoader {
     type Value = Arc<StoredEntity>;
     type Error = ApiError;
 
     #[tracing::instrument(name = "loader.entities", skip_all, fields(keys = keys.len()))]
-    async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
+    async fn load(&self, keys: &[EntityRef]) -> Result<HashMap<EntityRef, Self::Value>, Self::Error> {
         self.budget.spend_loaded(keys.len())?;
-        let refs: Vec<EntityRef> = keys.iter().filter_map(|key| EntityRef::parse(key).ok()).collect();
-        Ok(self.visible(self.store.entities_by_refs(&refs).await?))
+        Ok(self.visible(self.catalog.entities_by_refs(keys).await?))
     }
 }
 
 impl EntityLoader {
     /// The entities the request's read scope shows, as the loader returns them.
-    pub fn visible(&self, found: HashMap<String, StoredEntity>) -> HashMap<String, Arc<StoredEntity>> {
+    pub fn visible(&self, found: HashMap<EntityRef, StoredEntity>) -> HashMap<EntityRef, Arc<StoredEntity>> {
         let scope = self.scope.current();
         found
             .into_iter()
@@ -128,6 +127,28 @@ impl EntityLoader {
             .map(|(key, stored)| (key, Arc::new(stored)))
             .collect()
     }
+}
+
+/// The entity named by a ref the store returned as text (a relation's
+/// target, a node a walk reached, an owner). The store writes only parsed
+/// refs, so text that does not parse names no entity: it loads as absent.
+pub(crate) async fn load_stored_ref(
+    loader: &RequestLoader<EntityLoader>,
+    text: &str,
+) -> Result<Option<Arc<StoredEntity>>, ApiError> {
+    let Ok(entity_ref) = EntityRef::parse(text) else { return Ok(None) };
+    loader.load_one(entity_ref).await
+}
+
+/// [`load_stored_ref`] for many, keyed by the text they were named with.
+pub(crate) async fn load_stored_refs<'a>(
+    loader: &RequestLoader<EntityLoader>,
+    texts: impl IntoIterator<Item = &'a String>,
+) -> Result<HashMap<String, Arc<StoredEntity>>, ApiError> {
+    let parsed: Vec<(&String, EntityRef)> =
+        texts.into_iter().filter_map(|text| Some((text, EntityRef::parse(text).ok()?))).collect();
+    let mut found = loader.load_many(parsed.iter().map(|(_, entity_ref)| entity_ref.clone())).await?;
+    Ok(parsed.into_iter().filter_map(|(text, entity_ref)| Some((text.clone(), found.remove(&entity_ref)?))).collect())
 }
 
 /// An entity's canonical ref and one relation type leaving it.
@@ -140,7 +161,7 @@ pub type RelationKey = (String, RelationType);
 /// other relation fields. Targets the read scope hides are left out;
 /// dangling edges have no target to return.
 pub struct RelatedLoader {
-    pub store: Store,
+    pub catalog: Catalog,
     pub scope: SharedScope,
     pub budget: Arc<RequestBudget>,
 }
@@ -160,7 +181,7 @@ impl Loader<RelationKey> for RelatedLoader {
         let mut types: Vec<RelationType> = keys.iter().map(|(_, relation_type)| *relation_type).collect();
         types.sort();
         types.dedup();
-        let related = self.store.related_entities(&sources, &types).await?;
+        let related = self.catalog.related_entities(&sources, &types).await?;
         self.answer(keys, related)
     }
 }
@@ -201,7 +222,7 @@ impl RelatedLoader {
 }
 
 /// Every edge leaving an entity, by the entity's canonical ref.
-pub struct EdgesLoader(pub Store);
+pub struct EdgesLoader(pub Catalog);
 
 impl Loader<String> for EdgesLoader {
     type Value = Arc<Vec<StoredRelation>>;

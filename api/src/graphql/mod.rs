@@ -23,7 +23,7 @@ use async_graphql::{
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use catalog_domain::{DocumentOutcome, EntityRef, RelationType, parse_documents};
-use catalog_store::{AsOfQuery, EntityPage, ListQuery, Store};
+use catalog_store::{AccessStore, AsOfQuery, Catalog, ChangeFeed, EntityPage, ListQuery, SnapshotWriter, TaskStore};
 
 use crate::auth::Granted;
 use crate::identity::Permission;
@@ -84,11 +84,26 @@ pub struct SchemaOptions {
     pub field_suggestions: bool,
 }
 
-/// What the schema's resolvers reach beyond the request: the store, the
-/// process's change hub, the ingestion engine (for refreshes) and the
-/// audit log's refusal writer.
+/// The store handles a request reads through, all of one database: the
+/// primary, or for queries the read replica when there is one (`http.rs`).
+/// Requests carry them as one value, so the choice costs one reference count.
+#[derive(Clone, Debug)]
+pub struct StoreHandles {
+    pub catalog: Catalog,
+    pub change_feed: ChangeFeed,
+    pub tasks: TaskStore,
+    /// Audit records are read here; mutations, which always run on the
+    /// primary, record refusals through it too.
+    pub access: AccessStore,
+}
+
+/// What the schema's resolvers reach beyond the request: the primary's store
+/// handles and its snapshot writer (for mutations), the process's change
+/// hub, the ingestion engine (for refreshes) and the audit log's refusal
+/// writer.
 pub struct SchemaServices {
-    pub store: Store,
+    pub handles: Arc<StoreHandles>,
+    pub writer: SnapshotWriter,
     pub hub: Arc<crate::hub::ChangeHub>,
     pub engine: catalog_ingestion::Engine,
     pub refusals: Arc<crate::auth::RefusalLog>,
@@ -100,7 +115,8 @@ pub struct SchemaServices {
 /// Builds the schema over the process's services.
 pub fn build_schema(services: SchemaServices, options: SchemaOptions) -> CatalogSchema {
     let mut builder = Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
-        .data(services.store)
+        .data(services.handles)
+        .data(services.writer)
         .data(services.hub)
         .data(services.engine)
         .data(services.refusals)
@@ -150,18 +166,18 @@ const LOADER_DELAY: std::time::Duration = std::time::Duration::from_micros(100);
 /// answer one from an earlier one's data (their budget is renewed per event).
 pub fn with_loaders(
     request: Request,
-    store: &Store,
+    catalog: &Catalog,
     scope: &SharedScope,
     max_loaded_entities: usize,
     cache: bool,
 ) -> Request {
     let budget = Arc::new(RequestBudget::new(max_loaded_entities));
-    let entities = EntityLoader { store: store.clone(), scope: scope.clone(), budget: budget.clone() };
-    let related = RelatedLoader { store: store.clone(), scope: scope.clone(), budget: budget.clone() };
+    let entities = EntityLoader { catalog: catalog.clone(), scope: scope.clone(), budget: budget.clone() };
+    let related = RelatedLoader { catalog: catalog.clone(), scope: scope.clone(), budget: budget.clone() };
     let entities = DataLoader::with_cache(entities, spawn_in_span, HashMapCache::default()).delay(LOADER_DELAY);
     let related = DataLoader::with_cache(related, spawn_in_span, HashMapCache::default()).delay(LOADER_DELAY);
-    let edges =
-        DataLoader::with_cache(EdgesLoader(store.clone()), spawn_in_span, HashMapCache::default()).delay(LOADER_DELAY);
+    let edges = DataLoader::with_cache(EdgesLoader(catalog.clone()), spawn_in_span, HashMapCache::default())
+        .delay(LOADER_DELAY);
     entities.enable_all_cache(cache);
     related.enable_all_cache(cache);
     edges.enable_all_cache(cache);
@@ -428,8 +444,41 @@ pub(crate) fn search_words(text: &str) -> Result<String, ApiError> {
     Ok(words.join(" "))
 }
 
-pub(crate) fn store(ctx: &Context<'_>) -> Store {
-    ctx.data_unchecked::<Store>().clone()
+/// The store handles of the database the request reads. Missing only when
+/// the schema runs without its services: fail closed then.
+pub(crate) fn store_handles<'a>(ctx: &Context<'a>) -> Result<&'a StoreHandles, ApiError> {
+    ctx.data_opt::<Arc<StoreHandles>>().map(|handles| &**handles).ok_or_else(|| {
+        tracing::error!("a request ran without store handles");
+        ApiError::Internal
+    })
+}
+
+/// The catalog the request reads.
+pub(crate) fn catalog<'a>(ctx: &Context<'a>) -> Result<&'a Catalog, ApiError> {
+    store_handles(ctx).map(|handles| &handles.catalog)
+}
+
+/// The change log the request reads.
+pub(crate) fn change_feed<'a>(ctx: &Context<'a>) -> Result<&'a ChangeFeed, ApiError> {
+    store_handles(ctx).map(|handles| &handles.change_feed)
+}
+
+/// The scaffolder tasks the request reads.
+pub(crate) fn task_store<'a>(ctx: &Context<'a>) -> Result<&'a TaskStore, ApiError> {
+    store_handles(ctx).map(|handles| &handles.tasks)
+}
+
+/// Tokens and the audit log of the database the request reads.
+pub(crate) fn access_store<'a>(ctx: &Context<'a>) -> Result<&'a AccessStore, ApiError> {
+    store_handles(ctx).map(|handles| &handles.access)
+}
+
+/// The primary's snapshot writer, for mutations.
+pub(crate) fn snapshot_writer<'a>(ctx: &Context<'a>) -> Result<&'a SnapshotWriter, ApiError> {
+    ctx.data_opt::<SnapshotWriter>().ok_or_else(|| {
+        tracing::error!("a mutation ran without the snapshot writer");
+        ApiError::Internal
+    })
 }
 
 /// What the request may read. Missing only when the schema runs outside the
@@ -492,6 +541,17 @@ pub(crate) fn parse_ref(
         .map_err(|error| ApiError::BadUserInput(format!("{text:?} is not an entity reference: {error}")))
 }
 
+/// The entity ref a global ID stands for; an ID that names none (whatever
+/// decodes to something else than a valid entity ref) is not one this API
+/// issued.
+fn node_ref(id: &ID) -> Result<EntityRef, ApiError> {
+    match entity::decode_node_id(id) {
+        Some((kind, key)) if kind == "Entity" => EntityRef::parse(&key).ok(),
+        _ => None,
+    }
+    .ok_or_else(|| ApiError::BadUserInput(format!("{:?} is not an ID this API issued", id.as_str())))
+}
+
 /// The entry point of every query.
 /// The catalog's queries.
 #[derive(Default)]
@@ -515,9 +575,9 @@ impl CatalogQuery {
     ) -> Result<Option<EntityValue>> {
         let entity_ref = parse_ref(&entity_ref, default_kind.as_deref(), &default_namespace)?;
         if let Some(as_of) = as_of {
-            let store = store(ctx);
-            let sequence = as_of.sequence(&store).await?;
-            let version = store.entity_as_of(&entity_ref.to_string(), sequence).await.map_err(ApiError::from)?;
+            let change_feed = change_feed(ctx)?;
+            let sequence = as_of.sequence(change_feed).await?;
+            let version = change_feed.entity_as_of(&entity_ref, sequence).await.map_err(ApiError::from)?;
             let scope = read_scope(ctx)?;
             let visible =
                 version.and_then(|change| changes::stored_version(&change)).filter(|stored| scope.allows(stored));
@@ -528,26 +588,26 @@ impl CatalogQuery {
         // and a task hop to every by-ref query. The result still primes the
         // loader for relations leading back to this entity.
         let loader = ctx.data_unchecked::<RequestLoader<EntityLoader>>();
-        let key = entity_ref.to_string();
         let prefetched = prefetched_relations(ctx);
         let found = if prefetched.is_empty() {
-            loader.loader().load(std::slice::from_ref(&key)).await?.remove(&key)
+            loader.loader().load(std::slice::from_ref(&entity_ref)).await?.remove(&entity_ref)
         } else {
             // The selection's owner/system/domain come in the same statement
             // and prime the RelatedLoader, so those fields cost no second
             // round trip (nor the loader's delay).
             loader.loader().budget.spend_loaded(1)?;
-            let (found, related) = store(ctx)
-                .entities_with_related(std::slice::from_ref(&key), &prefetched)
+            let (found, related) = catalog(ctx)?
+                .entities_with_related(std::slice::from_ref(&entity_ref), &prefetched)
                 .await
                 .map_err(ApiError::from)?;
             let relations = ctx.data_unchecked::<RequestLoader<RelatedLoader>>();
+            let key = entity_ref.to_string();
             let keys: Vec<RelationKey> = prefetched.iter().map(|relation_type| (key.clone(), *relation_type)).collect();
             relations.feed_many(relations.loader().answer(&keys, related)?).await;
-            loader.loader().visible(found).remove(&key)
+            loader.loader().visible(found).remove(&entity_ref)
         };
         if let Some(stored) = &found {
-            loader.feed_one(key, Arc::clone(stored)).await;
+            loader.feed_one(entity_ref, Arc::clone(stored)).await;
         }
         Ok(found.map(EntityValue::from))
     }
@@ -562,9 +622,8 @@ impl CatalogQuery {
             .into());
         }
         let parsed = refs.iter().map(|text| parse_ref(text, None, "default")).collect::<Result<Vec<_>, _>>()?;
-        let keys: Vec<String> = parsed.iter().map(ToString::to_string).collect();
-        let found = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_many(keys.iter().cloned()).await?;
-        Ok(keys.iter().map(|key| found.get(key).cloned().map(EntityValue::from)).collect())
+        let found = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_many(parsed.iter().cloned()).await?;
+        Ok(parsed.iter().map(|key| found.get(key).cloned().map(EntityValue::from)).collect())
     }
 
     /// A page of entities: filtered, searched, sorted. `search` matches words in
@@ -594,7 +653,8 @@ impl CatalogQuery {
     ) -> Result<EntityConnection> {
         let filter = read_scope(ctx)?.narrow(filter.map(|filter| filter.to_store()).transpose()?);
         let search = search.filter(|text| !text.trim().is_empty()).map(|text| search_words(&text)).transpose()?;
-        let store = store(ctx);
+        let catalog = catalog(ctx)?;
+        let change_feed = change_feed(ctx)?;
         let source = match (as_of, order_by) {
             (None, order_by) => EntitySource::Now(order_by.unwrap_or_default()),
             (Some(_), Some(_)) => {
@@ -603,9 +663,9 @@ impl CatalogQuery {
                 )
                 .into());
             }
-            (Some(as_of), None) => EntitySource::AsOf(as_of.sequence(&store).await?),
+            (Some(as_of), None) => EntitySource::AsOf(as_of.sequence(change_feed).await?),
         };
-        Ok(list_connection(&store, filter, search, source, PageArgs { first, after, last, before }).await?)
+        Ok(list_connection(catalog, filter, search, source, PageArgs { first, after, last, before }).await?)
     }
 
     /// Entities reachable from `from` over the given relation types (every
@@ -709,7 +769,7 @@ impl CatalogQuery {
         filter: Option<ChangeFilter>,
         #[graphql(default = 100)] first: i32,
     ) -> Result<ChangePage> {
-        Ok(changes::changes_page(&store(ctx), shared_scope(ctx)?, after, filter, first).await?)
+        Ok(changes::changes_page(change_feed(ctx)?, catalog(ctx)?, shared_scope(ctx)?, after, filter, first).await?)
     }
 
     /// Value counts per field over the entities that match the filter, e.g.
@@ -719,7 +779,7 @@ impl CatalogQuery {
             return Err(ApiError::LimitExceeded { limit: "facetFields", message: "at most 20 fields".into() }.into());
         }
         let filter = read_scope(ctx)?.narrow(filter.map(|filter| filter.to_store()).transpose()?);
-        let facets = store(ctx).facets(&fields, filter.as_ref()).await.map_err(ApiError::from)?;
+        let facets = catalog(ctx)?.facets(&fields, filter.as_ref()).await.map_err(ApiError::from)?;
         Ok(facets
             .into_iter()
             .map(|facet| Facet {
@@ -731,10 +791,7 @@ impl CatalogQuery {
 
     /// Fetches an object by global ID.
     async fn node(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Node>> {
-        let entity_ref = match entity::decode_node_id(&id) {
-            Some((kind, entity_ref)) if kind == "Entity" => entity_ref,
-            _ => return Err(ApiError::BadUserInput(format!("{:?} is not an ID this API issued", id.as_str())).into()),
-        };
+        let entity_ref = node_ref(&id)?;
         let found = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_one(entity_ref).await?;
         Ok(found.map(|stored| Node::from(EntityValue::from(stored))))
     }
@@ -744,17 +801,7 @@ impl CatalogQuery {
         if ids.len() > MAX_REFS {
             return Err(ApiError::LimitExceeded { limit: "ids", message: format!("at most {MAX_REFS} ids") }.into());
         }
-        let mut keys = Vec::with_capacity(ids.len());
-        for id in &ids {
-            match entity::decode_node_id(id) {
-                Some((kind, key)) if kind == "Entity" => keys.push(key),
-                _ => {
-                    return Err(
-                        ApiError::BadUserInput(format!("{:?} is not an ID this API issued", id.as_str())).into()
-                    );
-                }
-            }
-        }
+        let keys = ids.iter().map(node_ref).collect::<Result<Vec<_>, _>>()?;
         let found = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_many(keys.iter().cloned()).await?;
         Ok(keys.iter().map(|key| found.get(key).cloned().map(|stored| Node::from(EntityValue::from(stored)))).collect())
     }
@@ -762,7 +809,7 @@ impl CatalogQuery {
     /// Every location the providers read, with the outcome of the last read.
     async fn locations(&self, ctx: &Context<'_>) -> Result<Vec<CatalogLocation>> {
         require_unrestricted(ctx, "locations")?;
-        let locations = store(ctx).locations().await.map_err(ApiError::from)?;
+        let locations = catalog(ctx)?.locations().await.map_err(ApiError::from)?;
         Ok(locations
             .into_iter()
             .map(|location| CatalogLocation {
@@ -789,7 +836,7 @@ impl CatalogQuery {
     async fn providers(&self, ctx: &Context<'_>) -> Result<Vec<ProviderStatus>> {
         require_unrestricted(ctx, "providers")?;
         let engine = ctx.data::<catalog_ingestion::Engine>().map_err(|_| ApiError::Internal)?;
-        let counts = store(ctx).entity_counts_by_provider().await.map_err(ApiError::from)?;
+        let counts = catalog(ctx)?.entity_counts_by_provider().await.map_err(ApiError::from)?;
         Ok(engine
             .health()
             .into_iter()
@@ -845,8 +892,10 @@ impl CatalogQuery {
                 })?),
                 None => None,
             };
-        let mut records =
-            store(ctx).audit_records(before, decision.map(Into::into), size + 1).await.map_err(ApiError::from)?;
+        let mut records = access_store(ctx)?
+            .audit_records(before, decision.map(Into::into), size + 1)
+            .await
+            .map_err(ApiError::from)?;
         let has_more = records.len() as u64 > size;
         records.truncate(size as usize);
         let next_cursor = records.last().map(|record| record.id.to_string());
@@ -870,7 +919,7 @@ impl CatalogQuery {
     /// Refs claimed by two sources.
     async fn conflicts(&self, ctx: &Context<'_>) -> Result<Vec<Conflict>> {
         require_unrestricted(ctx, "conflicts")?;
-        let conflicts = store(ctx).conflicts().await.map_err(ApiError::from)?;
+        let conflicts = catalog(ctx)?.conflicts().await.map_err(ApiError::from)?;
         Ok(conflicts
             .into_iter()
             .map(|conflict| Conflict {
@@ -920,8 +969,8 @@ pub(crate) enum EntitySource {
 }
 
 impl EntitySource {
-    async fn page(&self, store: &Store, query: &ListQuery) -> Result<EntityPage, ApiError> {
-        let EntitySource::AsOf(sequence) = *self else { return Ok(store.list_entities(query).await?) };
+    async fn page(&self, catalog: &Catalog, query: &ListQuery) -> Result<EntityPage, ApiError> {
+        let EntitySource::AsOf(sequence) = *self else { return Ok(catalog.list_entities(query).await?) };
         let query = AsOfQuery {
             sequence,
             filter: query.filter.clone(),
@@ -929,14 +978,14 @@ impl EntitySource {
             offset: query.offset,
             limit: query.limit,
         };
-        let page = store.list_entities_as_of(&query).await?;
+        let page = catalog.list_entities_as_of(&query).await?;
         let entities = page.versions.iter().filter_map(changes::stored_version).map(Arc::unwrap_or_clone).collect();
         Ok(EntityPage { entities, total_count: page.total_count })
     }
 }
 
 pub(crate) async fn list_connection(
-    store: &Store,
+    catalog: &Catalog,
     filter: Option<catalog_store::Filter>,
     search: Option<String>,
     source: EntitySource,
@@ -964,7 +1013,7 @@ pub(crate) async fn list_connection(
     if let Some(last) = last {
         let end = match end {
             Some(end) => end,
-            None => source.page(store, &query).await?.total_count,
+            None => source.page(catalog, &query).await?.total_count,
         };
         query.offset = end.saturating_sub(last).max(start);
         query.limit = end.saturating_sub(query.offset);
@@ -975,7 +1024,7 @@ pub(crate) async fn list_connection(
             None => size,
         };
     }
-    let found = source.page(store, &query).await?;
+    let found = source.page(catalog, &query).await?;
     let offset = query.offset;
     let edges: Vec<EntityEdge> = found
         .entities

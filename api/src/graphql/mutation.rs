@@ -12,7 +12,7 @@ use catalog_store::{AuditDecision, AuditEntry, StoredEntity};
 
 use super::entity::EntityValue;
 use super::error::ApiError;
-use super::{parse_ref, read_scope, require_permission, require_unrestricted, store};
+use super::{access_store, catalog, parse_ref, read_scope, require_permission, require_unrestricted, snapshot_writer};
 use crate::auth::RefusalLog;
 use crate::identity::{Permission, Principal};
 
@@ -194,12 +194,12 @@ impl CatalogMutation {
         visible_entity(ctx, &entity_ref).await?.ok_or_else(not_found)?;
         let entry = audit_entry(ctx, "entity.delete", vec![entity_ref.to_string()], "deleted");
         // Gone between the read and the write: another request deleted it.
-        let deleted = store(ctx)
-            .delete_entity(&entity_ref.to_string(), &entry)
+        let deleted = snapshot_writer(ctx)?
+            .delete_entity(&entity_ref, &entry)
             .await
             .map_err(ApiError::from)?
             .ok_or_else(not_found)?;
-        Ok(DeleteEntityPayload { entity_ref: deleted.entity_ref, provider: deleted.provider })
+        Ok(DeleteEntityPayload { entity_ref: deleted.entity_ref.to_string(), provider: deleted.provider })
     }
 }
 
@@ -207,7 +207,7 @@ impl CatalogMutation {
 /// (the two look alike). Read past the request's loader, whose cache would
 /// answer with the version from before a refresh.
 async fn visible_entity(ctx: &Context<'_>, entity_ref: &EntityRef) -> Result<Option<StoredEntity>, ApiError> {
-    let stored = store(ctx).entity_by_ref(entity_ref).await?;
+    let stored = catalog(ctx)?.entity_by_ref(entity_ref).await?;
     let scope = read_scope(ctx)?;
     Ok(stored.filter(|stored| scope.allows(stored)))
 }
@@ -245,5 +245,5 @@ async fn run_provider(ctx: &Context<'_>, key: &str, force: bool) -> Result<Provi
 }
 
 async fn record(ctx: &Context<'_>, entry: &AuditEntry) -> Result<(), ApiError> {
-    store(ctx).record_audit(entry).await.map_err(ApiError::from)
+    access_store(ctx)?.record_audit(entry).await.map_err(ApiError::from)
 }

@@ -20,7 +20,7 @@ use catalog_store::{StoredEntity, Walk};
 use chrono::{DateTime, Utc};
 
 use super::error::ApiError;
-use super::loaders::{EntityLoader, RequestBudget, RequestLoader};
+use super::loaders::{EntityLoader, RequestBudget, RequestLoader, load_stored_refs};
 
 /// The PagerDuty providers' view, when any is configured.
 fn view(ctx: &Context<'_>) -> Option<PagerDutyView> {
@@ -268,15 +268,15 @@ async fn services_by_owner(
     view: &PagerDutyView,
     walk: &Walk,
 ) -> Result<HashMap<String, Vec<Arc<PagerDutyService>>>, ApiError> {
-    let store = ctx.data_unchecked::<catalog_store::Store>();
+    let catalog = super::catalog(ctx)?;
     let impacted: Vec<String> =
         walk.nodes.iter().filter(|node| node.distance > 0).map(|node| node.entity_ref.clone()).collect();
     // The walk holds only what the request may see.
-    let owners = store.owners_in_graph(&impacted).await?;
+    let owners = catalog.owners_in_graph(&impacted).await?;
     let mut by_owner: HashMap<String, Vec<Arc<PagerDutyService>>> = HashMap::new();
     // One statement for every mapped entity, rather than loading every
     // impacted entity to read its annotations.
-    let annotated = store.annotated(&[SERVICE_ID_ANNOTATION, INTEGRATION_KEY_ANNOTATION]).await?;
+    let annotated = catalog.annotated(&[SERVICE_ID_ANNOTATION, INTEGRATION_KEY_ANNOTATION]).await?;
     let mut annotations_of: HashMap<&str, BTreeMap<String, String>> = HashMap::new();
     for annotation in &annotated {
         if owners.contains_key(&annotation.entity_ref) {
@@ -297,7 +297,7 @@ async fn services_by_owner(
     groups.sort();
     groups.dedup();
     // Through the loader, so that a Group the request may not see adds nothing.
-    let found = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_many(groups.iter().cloned()).await?;
+    let found = load_stored_refs(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &groups).await?;
     for (group_ref, group) in &found {
         if let Some(team_id) = group.entity.metadata.annotations.get(TEAM_ID_ANNOTATION) {
             let services = view.services_of_team(team_id).map_err(unavailable)?;

@@ -16,7 +16,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::entity::Template;
-use super::{ApiError, EntityConnection, EntityFilter, PageArgs, PageInfo, read_scope, require_permission, store};
+use super::{
+    ApiError, EntityConnection, EntityFilter, PageArgs, PageInfo, catalog, read_scope, require_permission, task_store,
+};
 use crate::auth::Granted;
 use crate::error_code::{ErrorCode, set_code};
 use crate::graphql::mutation::PermissionGuard;
@@ -124,7 +126,7 @@ impl Task {
     /// oldest first, at most 200.
     async fn events(&self, ctx: &Context<'_>, after: Option<String>) -> Result<Vec<TaskEventValue>> {
         let after = event_cursor(after.as_deref())?;
-        let events = store(ctx).task_events(&self.0.id, after, EVENT_BATCH).await.map_err(ApiError::from)?;
+        let events = task_store(ctx)?.task_events(&self.0.id, after, EVENT_BATCH).await.map_err(ApiError::from)?;
         Ok(events.into_iter().map(TaskEventValue).collect())
     }
 }
@@ -246,7 +248,7 @@ impl ScaffolderQuery {
         let search =
             search.filter(|text| !text.trim().is_empty()).map(|text| super::search_words(&text)).transpose()?;
         let page = PageArgs { first, after, last: None, before: None };
-        Ok(super::list_connection(&store(ctx), filter, search, super::EntitySource::Now(Default::default()), page)
+        Ok(super::list_connection(catalog(ctx)?, filter, search, super::EntitySource::Now(Default::default()), page)
             .await?)
     }
 
@@ -287,7 +289,7 @@ impl ScaffolderQuery {
 
     /// One task, if the principal created it (or is an admin).
     async fn task(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Task>> {
-        let record = store(ctx).task(&id).await.map_err(ApiError::from)?;
+        let record = task_store(ctx)?.task(&id).await.map_err(ApiError::from)?;
         Ok(record.filter(|record| may_see(ctx, record)).map(Task))
     }
 
@@ -319,7 +321,7 @@ impl ScaffolderQuery {
             before,
             limit: limit + 1,
         };
-        let mut records = store(ctx).tasks(&query).await.map_err(ApiError::from)?;
+        let mut records = task_store(ctx)?.tasks(&query).await.map_err(ApiError::from)?;
         let has_next_page = records.len() as u64 > limit;
         records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         let edges: Vec<TaskEdge> = records
@@ -415,14 +417,14 @@ impl ScaffolderSubscription {
     ) -> Result<impl Stream<Item = Result<TaskEventValue>> + use<>> {
         own_task(ctx, &task_id).await?;
         let mut cursor = event_cursor(after.as_deref())?;
-        let store = store(ctx);
+        let task_store = task_store(ctx)?.clone();
         let mut news = tasks(ctx)?.subscribe();
         let id = task_id.0;
         Ok(async_stream::stream! {
             loop {
                 // Read the status before the events: events stored before it
                 // ended are all read below, so the stream may end after them.
-                let ended = match store.task(&id).await {
+                let ended = match task_store.task(&id).await {
                     Ok(task) => task.is_none_or(|task| task.status.is_final()),
                     Err(error) => {
                         yield Err(ApiError::from(error).into());
@@ -430,7 +432,7 @@ impl ScaffolderSubscription {
                     }
                 };
                 loop {
-                    let batch = match store.task_events(&id, cursor, EVENT_BATCH).await {
+                    let batch = match task_store.task_events(&id, cursor, EVENT_BATCH).await {
                         Ok(batch) => batch,
                         Err(error) => {
                             yield Err(ApiError::from(error).into());
@@ -498,7 +500,7 @@ async fn user(ctx: &Context<'_>) -> Result<Value, ApiError> {
         _ => None,
     };
     let Some(user_ref) = user_ref else { return Ok(json!({"ref": principal_label(ctx), "entity": null})) };
-    let stored = store(ctx).entity_by_ref(&user_ref).await?;
+    let stored = catalog(ctx)?.entity_by_ref(&user_ref).await?;
     let scope = read_scope(ctx)?;
     let entity =
         stored.filter(|stored| scope.allows(stored)).and_then(|stored| serde_json::to_value(&stored.entity).ok());
@@ -515,7 +517,7 @@ fn may_see(ctx: &Context<'_>, record: &TaskRecord) -> bool {
 
 /// The task, when the principal may act on it; NOT_FOUND otherwise (as if absent).
 async fn own_task(ctx: &Context<'_>, id: &str) -> Result<TaskRecord, ApiError> {
-    let record = store(ctx).task(id).await?;
+    let record = task_store(ctx)?.task(id).await?;
     record.filter(|record| may_see(ctx, record)).ok_or_else(|| ApiError::NotFound(format!("no task {id}")))
 }
 
@@ -525,7 +527,7 @@ async fn visible_template(
     entity_ref: &str,
 ) -> Result<Option<(catalog_store::StoredEntity, Entity)>, ApiError> {
     let parsed = super::parse_ref(entity_ref, Some("template"), "default")?;
-    let stored = store(ctx).entity_by_ref(&parsed).await?;
+    let stored = catalog(ctx)?.entity_by_ref(&parsed).await?;
     let scope = read_scope(ctx)?;
     Ok(stored.filter(|stored| scope.allows(stored) && stored.entity.kind.eq_ignore_ascii_case("template")).map(
         |stored| {

@@ -303,7 +303,7 @@ async fn provider_runs_entities_and_leadership_are_scraped(database: TestDatabas
 
     // A dry run completes: it is counted.
     let author = catalog_api::auth::issue_token(
-        &app.store,
+        &app.store.access_store(),
         "author",
         &[catalog_api::identity::Permission::EntityRead, catalog_api::identity::Permission::TemplateExecute],
         None,

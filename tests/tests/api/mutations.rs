@@ -26,7 +26,7 @@ async fn app_with(database: TestDatabase, catalog: &std::path::Path, configure: 
 }
 
 async fn issue(app: &TestApp, name: &str, scopes: &[Permission]) -> String {
-    catalog_api::auth::issue_token(&app.store, name, scopes, None, "test").await.unwrap().token
+    catalog_api::auth::issue_token(&app.store.access_store(), name, scopes, None, "test").await.unwrap().token
 }
 
 /// A literal of a GraphQL input type, for calling a field whose arguments

@@ -264,11 +264,16 @@ async fn the_readme_queries_run_against_the_example_catalog(app: TestApp) {
     let blocks: Vec<&str> = readme.split("```graphql\n").skip(1).filter_map(|rest| rest.split("```").next()).collect();
     assert!(blocks.len() >= 5, "the README shows its queries");
     // As an admin: some blocks (the audit log) need it.
-    let admin =
-        catalog_api::auth::issue_token(&app.store, "readme", &[catalog_api::identity::Permission::Admin], None, "test")
-            .await
-            .unwrap()
-            .token;
+    let admin = catalog_api::auth::issue_token(
+        &app.store.access_store(),
+        "readme",
+        &[catalog_api::identity::Permission::Admin],
+        None,
+        "test",
+    )
+    .await
+    .unwrap()
+    .token;
     for block in blocks {
         let (status, body) = app.post_as(&admin, block).await;
         assert_eq!(status, 200, "{block}\n{body}");

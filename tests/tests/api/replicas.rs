@@ -39,7 +39,7 @@ async fn queries_read_the_replica_and_mutations_the_primary() {
     })
     .await;
     assert!(
-        app.store.entity_by_ref(&EntityRef::parse(MISSING).unwrap()).await.unwrap().is_some(),
+        app.store.catalog().entity_by_ref(&EntityRef::parse(MISSING).unwrap()).await.unwrap().is_some(),
         "the primary holds it"
     );
 
@@ -55,16 +55,22 @@ async fn queries_read_the_replica_and_mutations_the_primary() {
 
     // A mutation reads and writes the primary: it finds the entity the
     // replica lacks, and deletes it there.
-    let token = issue_token(&app.store, "replicas", &[Permission::EntityRead, Permission::EntityDelete], None, "test")
-        .await
-        .unwrap()
-        .token;
+    let token = issue_token(
+        &app.store.access_store(),
+        "replicas",
+        &[Permission::EntityRead, Permission::EntityDelete],
+        None,
+        "test",
+    )
+    .await
+    .unwrap()
+    .token;
     let (status, body) =
         app.post_as(&token, &format!(r#"mutation {{ deleteEntity(ref: "{MISSING}") {{ entityRef }} }}"#)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["deleteEntity"]["entityRef"], MISSING, "{body}");
     assert!(
-        app.store.entity_by_ref(&EntityRef::parse(MISSING).unwrap()).await.unwrap().is_none(),
+        app.store.catalog().entity_by_ref(&EntityRef::parse(MISSING).unwrap()).await.unwrap().is_none(),
         "deleted on the primary"
     );
     let data = app.query("{ entities { totalCount } }", json!({})).await;

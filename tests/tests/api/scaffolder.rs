@@ -171,7 +171,7 @@ async fn app_on(database: TestDatabase, github: &MockServer, catalog: &std::path
 }
 
 async fn issue(app: &TestApp, name: &str, scopes: &[Permission]) -> String {
-    catalog_api::auth::issue_token(&app.store, name, scopes, None, "test").await.unwrap().token
+    catalog_api::auth::issue_token(&app.store.access_store(), name, scopes, None, "test").await.unwrap().token
 }
 
 fn host(github: &MockServer) -> String {

@@ -158,7 +158,7 @@ async fn issue(
     scopes: &[Permission],
     expires_at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> String {
-    catalog_api::auth::issue_token(&app.store, name, scopes, expires_at, "test").await.unwrap().token
+    catalog_api::auth::issue_token(&app.store.access_store(), name, scopes, expires_at, "test").await.unwrap().token
 }
 
 async fn post_with(app: &TestApp, authorization: Option<&str>) -> (u16, Option<String>, serde_json::Value) {
@@ -181,7 +181,7 @@ async fn api_tokens_authenticate_http_requests(database: TestDatabase) {
         issue(&app, "expired", &[Permission::EntityRead], Some(chrono::Utc::now() - chrono::Duration::seconds(1)))
             .await;
     let revoked = issue(&app, "revoked", &[Permission::EntityRead], None).await;
-    assert!(app.store.revoke_token("revoked", "test").await.unwrap());
+    assert!(app.store.access_store().revoke_token("revoked", "test").await.unwrap());
 
     let (status, challenge, body) = post_with(&app, None).await;
     assert_eq!((status, error_code(&body)), (401, "UNAUTHENTICATED"), "{body}");
@@ -210,7 +210,7 @@ async fn api_tokens_authenticate_http_requests(database: TestDatabase) {
     // The use is recorded (in the background).
     let mut last_used = None;
     for _ in 0..50 {
-        let tokens = app.store.tokens().await.unwrap();
+        let tokens = app.store.access_store().tokens().await.unwrap();
         last_used = tokens.iter().find(|token| token.name == "reader").and_then(|token| token.last_used_at);
         if last_used.is_some() {
             break;
@@ -301,7 +301,7 @@ async fn a_revoked_token_closes_its_open_websocket(database: TestDatabase) {
     socket.send(Message::Text(subscription.to_string().into())).await.unwrap();
     let quiet = tokio::time::timeout(Duration::from_millis(1_500), socket.next()).await;
     assert!(quiet.is_err(), "open and quiet past a check while the token is valid: {quiet:?}");
-    assert!(app.store.revoke_token("watcher", "test").await.unwrap());
+    assert!(app.store.access_store().revoke_token("watcher", "test").await.unwrap());
     let closed = loop {
         match tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("closed within 5 s") {
             Some(Ok(Message::Close(Some(frame)))) => break (u16::from(frame.code), frame.reason.to_string()),

@@ -468,8 +468,8 @@ async fn a_cursor_older_than_the_retained_log_is_refused(database: TestDatabase)
     let app = spawn_app_on(&url, catalog.path(), Some(database)).await;
     edit_description(catalog.path(), "systems/shipping.yaml", "driver-app", "before the purge");
     app.ingest().await;
-    app.store.purge_changes(chrono::Utc::now() + chrono::Duration::days(1)).await.unwrap();
-    let purged_through = app.store.purged_through().await.unwrap().to_string();
+    app.store.maintenance().purge_changes(chrono::Utc::now() + chrono::Duration::days(1)).await.unwrap();
+    let purged_through = app.store.change_feed().purged_through().await.unwrap().to_string();
 
     let (_, body) = app.post(r#"{ changes(after: "0") { hasMore } }"#, json!({})).await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "CURSOR_EXPIRED", "{body}");
