@@ -446,6 +446,14 @@ struct FirewalledExecutor {
 }
 
 impl FirewalledExecutor {
+    /// The socket's loaders (caching only for queries), principal and
+    /// grants, which every operation on it carries.
+    fn with_request_data(&self, request: async_graphql::Request, cache: bool) -> async_graphql::Request {
+        with_loaders(request, &self.state.handles.catalog, &self.scope, self.state.graphql.max_loaded_entities, cache)
+            .data(self.principal.clone())
+            .data(self.granted.clone())
+    }
+
     /// The firewall's answer to a request it refuses. A query that does not
     /// parse passes: async-graphql reports the parse error itself.
     fn refused(&self, request: &mut Request) -> Option<GraphqlResponse> {
@@ -483,16 +491,7 @@ impl FirewalledExecutor {
         let query = request.parsed_query().is_ok_and(|document| {
             selected_operation_type(document, operation_name.as_deref()) == Some(OperationType::Query)
         });
-        let request = with_loaders(
-            request,
-            &self.state.handles.catalog,
-            &self.scope,
-            self.state.graphql.max_loaded_entities,
-            query,
-        )
-        .data(self.principal.clone())
-        .data(self.granted.clone())
-        .data(RequestId(request_id.clone()));
+        let request = self.with_request_data(request, query).data(RequestId(request_id.clone()));
         with_codes(self.state.schema.execute(request).await, &request_id)
     }
 
@@ -544,15 +543,7 @@ impl async_graphql::Executor for FirewalledExecutor {
             })
             .boxed();
         }
-        let request = with_loaders(
-            request,
-            &self.state.handles.catalog,
-            &self.scope,
-            self.state.graphql.max_loaded_entities,
-            false,
-        )
-        .data(self.principal.clone())
-        .data(self.granted.clone());
+        let request = self.with_request_data(request, false);
         let request_id = new_request_id();
         let stream = match session_data {
             Some(data) => self.state.schema.execute_stream_with_session_data(request, data).boxed(),
