@@ -11,7 +11,7 @@ use catalog_ingestion::{Engine, ProviderRun};
 use catalog_store::{Maintenance, SchemaStatus, Store};
 
 use crate::graphql::StoreHandles;
-use crate::metrics::{CatalogPools, CatalogReads};
+use crate::telemetry::metrics::{CatalogPools, CatalogReads};
 use futures::FutureExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -21,9 +21,9 @@ use crate::config::Config;
 use crate::graphql::{SchemaOptions, SchemaServices, build_schema};
 use crate::http::{HttpState, router};
 use crate::hub::ChangeHub;
-use crate::metrics::Metrics;
-use crate::otlp_metrics::OtlpMetricsConfig;
 use crate::readiness::Waited;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::otlp_metrics::OtlpMetricsConfig;
 
 /// A built, bound, not yet serving application.
 pub struct Application {
@@ -192,8 +192,8 @@ impl Application {
             documents: Arc::default(),
             request_timeout: Duration::from_secs(self.config.server.request_timeout_seconds),
             metrics: metrics.clone(),
-            github_webhooks: crate::webhooks::GithubWebhooks::new(&self.config.webhooks, self.engine.clone()),
-            pagerduty_webhooks: crate::pagerduty_webhooks::PagerDutyWebhooks::new(
+            github_webhooks: crate::webhooks::github::GithubWebhooks::new(&self.config.webhooks, self.engine.clone()),
+            pagerduty_webhooks: crate::webhooks::pagerduty::PagerDutyWebhooks::new(
                 &self.config.webhooks,
                 self.engine.clone(),
             ),
@@ -223,9 +223,11 @@ impl Application {
         // another replica) are failed with a clear error, now and periodically.
         let sweeper = self.tasks.start_sweeper();
         let push = match (metrics, self.otlp_metrics.take()) {
-            (Some(metrics), Some(otlp)) => {
-                Some(tokio::spawn(crate::otlp_metrics::push_until(metrics, otlp, stop_ingestion.subscribe())))
-            }
+            (Some(metrics), Some(otlp)) => Some(tokio::spawn(crate::telemetry::otlp_metrics::push_until(
+                metrics,
+                otlp,
+                stop_ingestion.subscribe(),
+            ))),
             (None, Some(_)) => {
                 tracing::warn!("metrics.enabled is off: no metrics are pushed over OTLP either");
                 None

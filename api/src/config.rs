@@ -301,7 +301,7 @@ pub enum ConfigError {
 pub const ENV_PREFIX: &str = "CATALOG_";
 
 /// Variables under [`ENV_PREFIX`] that the binary reads itself (the config
-/// file's path; `telemetry.rs` reads the logging and tracing ones), not
+/// file's path; `telemetry/mod.rs` reads the logging and tracing ones), not
 /// configuration keys.
 const READ_BY_THE_BINARY: [&str; 4] = ["CONFIG", "LOG", "LOG_FORMAT", "TRACE"];
 

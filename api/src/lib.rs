@@ -5,18 +5,10 @@
 pub mod app;
 pub mod auth;
 pub mod config;
-mod documents;
 pub mod error_code;
-pub mod firewall;
 pub mod graphql;
 mod http;
 pub mod hub;
-pub mod identity;
-pub mod jwt;
-mod metrics;
-pub mod otlp_metrics;
-mod pagerduty_webhooks;
-pub mod policy;
 mod readiness;
 pub mod scaffolder;
 pub mod telemetry;

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use catalog_api::app::Application;
 use catalog_api::auth;
+use catalog_api::auth::identity;
 use catalog_api::config::Config;
 use catalog_api::graphql::{sdl, validation_report};
-use catalog_api::identity;
 use clap::{Parser, Subcommand};
 
 /// mimalloc instead of glibc's malloc: ingesting 100,000 entities spent a
@@ -136,7 +136,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = || Config::load(cli.config.as_deref(), std::env::vars()).context("cannot load the configuration");
     match &cli.command {
         Command::Serve => {
-            let otlp_metrics = catalog_api::otlp_metrics::OtlpMetricsConfig::from_env()?;
+            let otlp_metrics = catalog_api::telemetry::otlp_metrics::OtlpMetricsConfig::from_env()?;
             let application = Application::build(config()?).await?.push_metrics(otlp_metrics);
             println!("catalog listening on http://{}/graphql", application.address());
             application.run_until(shutdown_signal()).await?;

@@ -1,69 +1,28 @@
 //! The change stream: the `catalogChanges` subscription (replay from a
-//! cursor, then live), the `changes` feed over HTTP, entity history and the
-//! types they share.
+//! cursor, then live) and the `changes` feed over HTTP, both filtered by a
+//! `ChangeFilter` under the request's read scope. The types they serve
+//! (events, pages, cursors) are the entity module's (`entity/change.rs`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use async_graphql::{
-    Context, Enum, InputObject, InputValueError, InputValueResult, Object, OneofObject, Result, Scalar, ScalarType,
-    SimpleObject, Subscription, Value,
-};
-use catalog_domain::{Entity, EntityRef};
-use catalog_store::{Catalog, Change, ChangeFeed, FilterField, StoredEntity};
-use chrono::{DateTime, Utc};
+use async_graphql::{Context, InputObject, Result, Subscription};
+use catalog_domain::EntityRef;
+use catalog_store::{Catalog, Change, ChangeFeed, FilterField};
 use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::entity::EntityValue;
+use super::context::{catalog, change_feed, parse_ref};
+use super::entity::change::{ChangeCursor, ChangeEvent, ChangePage, check_page, check_retained, version_allowed};
 use super::error::ApiError;
 use super::loaders::RequestBudget;
-use super::{catalog, change_feed, parse_ref};
+use crate::auth::policy::SharedScope;
 use crate::hub::ChangeHub;
-use crate::policy::{ReadScope, SharedScope};
 
-/// Events one `changes` page or `history` page may hold.
-pub const MAX_CHANGES_PAGE: i32 = 1_000;
 /// Change-log rows one `changes` call reads looking for matches.
 const MAX_SCANNED_ROWS: u64 = 20_000;
 /// Rows per statement while replaying or scanning.
 const READ_BATCH: u64 = 500;
-
-/// A position in the change log: the sequence number of a change, as a
-/// string. Cursors are unique and increase in commit order; pass the last one
-/// you received to resume after it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChangeCursor(pub i64);
-
-/// A position in the change log: the sequence number of a change, as a
-/// string. Cursors are unique and increase in commit order; pass the last one
-/// you received as `after` to resume after it.
-#[Scalar]
-impl ScalarType for ChangeCursor {
-    fn parse(value: Value) -> InputValueResult<Self> {
-        let parsed = match &value {
-            Value::String(text) => text.parse::<i64>().ok(),
-            Value::Number(number) => number.as_i64(),
-            _ => None,
-        };
-        parsed.filter(|sequence| *sequence >= 0).map(ChangeCursor).ok_or_else(|| {
-            InputValueError::custom(format!("{value} is not a change cursor (a non-negative integer as a string)"))
-        })
-    }
-
-    fn to_value(&self) -> Value {
-        Value::String(self.0.to_string())
-    }
-}
-
-/// What happened to an entity.
-#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
-#[graphql(remote = "catalog_store::ChangeType")]
-pub enum ChangeKind {
-    Added,
-    Updated,
-    Removed,
-}
 
 /// Selects change events. Every key set must hold; each list matches any of
 /// its values. Owner and tag keys look at the entity after the change, or at
@@ -176,123 +135,6 @@ impl ChangeMatcher {
     }
 }
 
-/// The entity a change wrote, as the API serves entities; `None` for removals.
-pub(crate) fn stored_version(change: &Change) -> Option<Arc<StoredEntity>> {
-    let body = change.entity.as_ref()?;
-    let entity: Entity = serde_json::from_value(body.clone()).ok()?;
-    let location = entity.metadata.annotations.get("backstage.io/managed-by-location").cloned();
-    Some(Arc::new(StoredEntity {
-        id: 0,
-        entity_ref: EntityRef::parse(&change.entity_ref).ok()?,
-        entity: entity.with_derived_relations(),
-        provider: change.provider.clone(),
-        location,
-        errors: Vec::new(),
-        created_at: change.time,
-        updated_at: change.time,
-    }))
-}
-
-/// One change of one entity.
-#[derive(Clone)]
-pub struct ChangeEvent(pub Arc<Change>);
-
-/// One change of one entity, as committed.
-#[Object]
-impl ChangeEvent {
-    /// Resume after this event by passing it as `after`.
-    async fn cursor(&self) -> ChangeCursor {
-        ChangeCursor(self.0.sequence)
-    }
-
-    /// When the change was committed.
-    async fn time(&self) -> DateTime<Utc> {
-        self.0.time
-    }
-
-    #[graphql(name = "type")]
-    async fn change_type(&self) -> ChangeKind {
-        self.0.change_type.into()
-    }
-
-    async fn entity_ref(&self) -> &str {
-        &self.0.entity_ref
-    }
-
-    /// The entity as this change left it; null when it was removed. Its
-    /// relation fields resolve against the catalog as it is now.
-    async fn entity(&self) -> Option<EntityValue> {
-        stored_version(&self.0).map(EntityValue::from)
-    }
-
-    /// The field paths an update changed (e.g. `spec.owner`,
-    /// `metadata.tags`); empty for additions and removals.
-    async fn changed_fields(&self) -> &[String] {
-        &self.0.changed_fields
-    }
-
-    /// The provider whose snapshot made the change.
-    async fn source(&self) -> &str {
-        &self.0.provider
-    }
-}
-
-/// A page of change events.
-#[derive(SimpleObject)]
-pub struct ChangePage {
-    pub events: Vec<ChangeEvent>,
-    /// Pass as `after` for the next page. Moves past rows the filter skipped,
-    /// so a sparse filter never rescans them.
-    pub next_cursor: Option<ChangeCursor>,
-    /// Whether the log holds rows past `nextCursor` (checked for this page).
-    pub has_more: bool,
-}
-
-/// A point in the catalog's past: a change cursor or a time. Set exactly one.
-#[derive(OneofObject, Clone, Copy, Debug)]
-pub enum AsOf {
-    /// The state once the change with this cursor had been applied.
-    Cursor(ChangeCursor),
-    /// The state at this time.
-    Time(DateTime<Utc>),
-}
-
-impl AsOf {
-    /// The sequence number it stands for; CURSOR_EXPIRED when the log no
-    /// longer holds every version up to it.
-    pub(crate) async fn sequence(self, change_feed: &ChangeFeed) -> Result<i64, ApiError> {
-        let sequence = match self {
-            AsOf::Cursor(cursor) => cursor.0,
-            AsOf::Time(time) => change_feed.sequence_at(time).await?,
-        };
-        check_retained(change_feed, ChangeCursor(sequence)).await?;
-        Ok(sequence)
-    }
-}
-
-fn check_page(first: i32) -> Result<u64, ApiError> {
-    if first < 1 {
-        return Err(ApiError::BadUserInput(format!("first must be at least 1, got {first}")));
-    }
-    if first > MAX_CHANGES_PAGE {
-        return Err(ApiError::LimitExceeded {
-            limit: "pageSize",
-            message: format!("first must be at most {MAX_CHANGES_PAGE}, got {first}"),
-        });
-    }
-    Ok(first as u64)
-}
-
-/// Refuses a cursor from before what the purge removed: the client must
-/// resynchronise rather than silently miss what was dropped.
-pub(crate) async fn check_retained(change_feed: &ChangeFeed, cursor: ChangeCursor) -> Result<(), ApiError> {
-    let purged_through = change_feed.purged_through().await?;
-    if cursor.0 < purged_through {
-        return Err(ApiError::CursorExpired { oldest: purged_through });
-    }
-    Ok(())
-}
-
 /// A page of the feed after `after`, scanning at most 20,000 rows.
 pub(crate) async fn changes_page(
     change_feed: &ChangeFeed,
@@ -331,40 +173,6 @@ pub(crate) async fn changes_page(
     Ok(ChangePage { events, next_cursor: (cursor > 0).then_some(ChangeCursor(cursor)), has_more })
 }
 
-/// One entity's history, newest first. Under a read scope, versions the
-/// scope would hide are left out (a removal is judged by the version it
-/// removed): an entity visible now may have been hidden once, or the reverse.
-pub(crate) async fn history_page(
-    change_feed: &ChangeFeed,
-    scope: &ReadScope,
-    entity_ref: &EntityRef,
-    first: i32,
-    after: Option<ChangeCursor>,
-) -> Result<ChangePage, ApiError> {
-    let size = check_page(first)?;
-    let mut changes = change_feed.history(entity_ref, after.map(|cursor| cursor.0), size + 1).await?;
-    let has_more = changes.len() as u64 > size;
-    changes.truncate(size as usize);
-    let next_cursor = changes.last().map(|change| ChangeCursor(change.sequence));
-    let events = changes
-        .into_iter()
-        .filter(|change| version_allowed(scope, change))
-        .map(|change| ChangeEvent(Arc::new(change)))
-        .collect();
-    Ok(ChangePage { events, next_cursor, has_more })
-}
-
-/// Whether the scope lets the change's version (the removed one for a
-/// removal) be seen.
-fn version_allowed(scope: &ReadScope, change: &Change) -> bool {
-    let ReadScope::Only { matcher, .. } = scope else { return true };
-    let Ok(entity_ref) = EntityRef::parse(&change.entity_ref) else { return false };
-    change
-        .latest_version()
-        .and_then(|body| serde_json::from_value::<Entity>(body.clone()).ok())
-        .is_some_and(|entity| matcher.matches_entity(&entity_ref, &entity))
-}
-
 /// The catalog's subscriptions.
 #[derive(Default)]
 pub struct CatalogSubscription;
@@ -387,7 +195,7 @@ impl CatalogSubscription {
         let change_feed = change_feed(ctx)?.clone();
         let hub = ctx.data_unchecked::<Arc<ChangeHub>>().clone();
         let budget = ctx.data_unchecked::<Arc<RequestBudget>>().clone();
-        let matcher = ChangeMatcher::new(catalog(ctx)?, super::shared_scope(ctx)?, filter).await?;
+        let matcher = ChangeMatcher::new(catalog(ctx)?, super::context::shared_scope(ctx)?, filter).await?;
         if let Some(after) = after {
             check_retained(&change_feed, after).await?;
         }

@@ -168,3 +168,28 @@ pub struct EntityOrder {
     #[graphql(default)]
     pub direction: OrderDirection,
 }
+
+/// The most words one search may hold; each is one condition.
+const MAX_SEARCH_WORDS: usize = 10;
+/// The longest search text: each word becomes a `LIKE '%word%'` scan.
+const MAX_SEARCH_CHARS: usize = 256;
+
+pub(crate) fn search_words(text: &str) -> Result<String, ApiError> {
+    let n_chars = text.chars().count();
+    if n_chars > MAX_SEARCH_CHARS {
+        return Err(ApiError::LimitExceeded {
+            limit: "searchChars",
+            message: format!("a search may be at most {MAX_SEARCH_CHARS} characters, got {n_chars}"),
+        });
+    }
+    let mut words: Vec<&str> = text.split_whitespace().collect();
+    words.sort_unstable();
+    words.dedup();
+    if words.len() > MAX_SEARCH_WORDS {
+        return Err(ApiError::LimitExceeded {
+            limit: "searchWords",
+            message: format!("a search may hold at most {MAX_SEARCH_WORDS} words, got {}", words.len()),
+        });
+    }
+    Ok(words.join(" "))
+}

@@ -11,7 +11,7 @@ use catalog_store::StoredEntity;
 use chrono::{DateTime, Utc};
 
 use super::error::ApiError;
-use super::page_size;
+use super::paging::page_size;
 
 /// The workloads of one cluster.
 #[derive(SimpleObject)]

@@ -10,7 +10,7 @@ use catalog_domain::{EntityRef, RelationType};
 use catalog_store::{Catalog, Related, StoredEntity, StoredRelation};
 
 use super::error::ApiError;
-use crate::policy::SharedScope;
+use crate::auth::policy::SharedScope;
 
 /// The most walks one request may run. Complexity prices walks selected on
 /// object types, but async-graphql does not price fields selected through an

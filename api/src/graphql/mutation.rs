@@ -10,11 +10,13 @@ use catalog_domain::EntityRef;
 use catalog_ingestion::{Engine, ProviderRun, RunError};
 use catalog_store::{AuditDecision, AuditEntry, StoredEntity};
 
+use super::context::{
+    access_store, catalog, parse_ref, read_scope, require_permission, require_unrestricted, snapshot_writer,
+};
 use super::entity::EntityValue;
 use super::error::ApiError;
-use super::{access_store, catalog, parse_ref, read_scope, require_permission, require_unrestricted, snapshot_writer};
 use crate::auth::RefusalLog;
-use crate::identity::{Permission, Principal};
+use crate::auth::identity::{Permission, Principal};
 
 /// The request id of the HTTP request or WebSocket operation, for the audit log.
 #[derive(Clone, Debug)]

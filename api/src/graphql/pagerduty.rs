@@ -268,7 +268,7 @@ async fn services_by_owner(
     view: &PagerDutyView,
     walk: &Walk,
 ) -> Result<HashMap<String, Vec<Arc<PagerDutyService>>>, ApiError> {
-    let catalog = super::catalog(ctx)?;
+    let catalog = super::context::catalog(ctx)?;
     let impacted: Vec<String> =
         walk.nodes.iter().filter(|node| node.distance > 0).map(|node| node.entity_ref.clone()).collect();
     // The walk holds only what the request may see.

@@ -15,14 +15,15 @@ use catalog_store::{Filter, FilterField, Predicate, TaskEventRecord, TaskQuery, 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use super::context::{catalog, read_scope, require_permission, task_store};
 use super::entity::Template;
-use super::{
-    ApiError, EntityConnection, EntityFilter, PageArgs, PageInfo, catalog, read_scope, require_permission, task_store,
-};
+use super::entity::connection::{EntityConnection, PageArgs};
+use super::paging::PageInfo;
+use super::{ApiError, EntityFilter};
 use crate::auth::Granted;
+use crate::auth::identity::{Permission, Principal};
 use crate::error_code::{ErrorCode, set_code};
 use crate::graphql::mutation::PermissionGuard;
-use crate::identity::{Permission, Principal};
 
 /// The most events one `events` page or replay batch holds.
 const EVENT_BATCH: u64 = 200;
@@ -246,10 +247,16 @@ impl ScaffolderQuery {
         };
         let filter = read_scope(ctx)?.narrow(Some(wanted));
         let search =
-            search.filter(|text| !text.trim().is_empty()).map(|text| super::search_words(&text)).transpose()?;
+            search.filter(|text| !text.trim().is_empty()).map(|text| super::filter::search_words(&text)).transpose()?;
         let page = PageArgs { first, after, last: None, before: None };
-        Ok(super::list_connection(catalog(ctx)?, filter, search, super::EntitySource::Now(Default::default()), page)
-            .await?)
+        Ok(super::entity::connection::list_connection(
+            catalog(ctx)?,
+            filter,
+            search,
+            super::entity::connection::EntitySource::Now(Default::default()),
+            page,
+        )
+        .await?)
     }
 
     /// One template by ref (`template:` is the default kind), with its
@@ -312,7 +319,7 @@ impl ScaffolderQuery {
             }
             Some(me)
         };
-        let limit = super::page_size("first", first)?.unwrap_or(super::DEFAULT_PAGE_SIZE);
+        let limit = super::paging::page_size("first", first)?.unwrap_or(super::DEFAULT_PAGE_SIZE);
         let before = after.as_deref().map(task_cursor).transpose()?;
         let query = TaskQuery {
             created_by,
@@ -526,7 +533,7 @@ async fn visible_template(
     ctx: &Context<'_>,
     entity_ref: &str,
 ) -> Result<Option<(catalog_store::StoredEntity, Entity)>, ApiError> {
-    let parsed = super::parse_ref(entity_ref, Some("template"), "default")?;
+    let parsed = super::context::parse_ref(entity_ref, Some("template"), "default")?;
     let stored = catalog(ctx)?.entity_by_ref(&parsed).await?;
     let scope = read_scope(ctx)?;
     Ok(stored.filter(|stored| scope.allows(stored) && stored.entity.kind.eq_ignore_ascii_case("template")).map(

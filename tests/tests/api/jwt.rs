@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use catalog_api::jwt::JwtConfig;
+use catalog_api::auth::jwt::JwtConfig;
 use catalog_store::backend_tests;
 use catalog_store::testing::TestDatabase;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};

@@ -153,7 +153,7 @@ async fn every_rejection_error_and_request_is_counted_by_label(database: TestDat
     (n_requests, n_posts) = (n_requests + 1, n_posts + 1);
     assert_eq!(body["errors"][0]["extensions"]["limit"], "pageSize", "{body}");
 
-    // async-graphql's own depth limit, which http.rs gives its code.
+    // async-graphql's own depth limit, which graphql/framework_errors.rs gives its code.
     let mut selection = String::from("name");
     for _ in 0..18 {
         selection = format!("name ... on Group {{ parent {{ {selection} }} }}");
@@ -305,7 +305,10 @@ async fn provider_runs_entities_and_leadership_are_scraped(database: TestDatabas
     let author = catalog_api::auth::issue_token(
         &app.store.access_store(),
         "author",
-        &[catalog_api::identity::Permission::EntityRead, catalog_api::identity::Permission::TemplateExecute],
+        &[
+            catalog_api::auth::identity::Permission::EntityRead,
+            catalog_api::auth::identity::Permission::TemplateExecute,
+        ],
         None,
         "test",
     )

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use catalog_api::auth::identity::Permission;
 use catalog_api::config::Config;
-use catalog_api::identity::Permission;
 use catalog_store::backend_tests;
 use catalog_store::testing::TestDatabase;
 use serde_json::{Value, json};

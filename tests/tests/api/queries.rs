@@ -230,7 +230,7 @@ async fn an_entity_comes_with_its_owner_and_system_in_its_own_statement(app: Tes
     assert_eq!(by_ref + 1, by_refs, "entity(ref:) {by_ref} statements, entitiesByRefs {by_refs}");
 }
 
-/// Parsed documents are kept by query text (api/src/documents.rs): a text
+/// Parsed documents are kept by query text (api/src/http/documents.rs): a text
 /// seen before must still run the operation and variables each request names.
 async fn a_repeated_query_text_runs_each_requests_operation_and_variables(app: TestApp) {
     let text = r#"query One($ref: String!) { entity(ref: $ref) { entityRef } }
@@ -267,7 +267,7 @@ async fn the_readme_queries_run_against_the_example_catalog(app: TestApp) {
     let admin = catalog_api::auth::issue_token(
         &app.store.access_store(),
         "readme",
-        &[catalog_api::identity::Permission::Admin],
+        &[catalog_api::auth::identity::Permission::Admin],
         None,
         "test",
     )

@@ -3,8 +3,8 @@
 //! primary and a replica that has not caught up yet: the replica lacks one
 //! entity, so every answer shows which database it came from.
 
+use catalog_api::auth::identity::Permission;
 use catalog_api::auth::issue_token;
-use catalog_api::identity::Permission;
 use catalog_domain::EntityRef;
 use catalog_store::testing::TestDatabase;
 use serde_json::json;

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
+use catalog_api::auth::identity::Permission;
 use catalog_api::config::{Config, ProviderConfig};
-use catalog_api::identity::Permission;
 use catalog_ingestion::{GithubAuthConfig, GithubProviderConfig};
 use catalog_store::backend_tests;
 use catalog_store::testing::TestDatabase;

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use catalog_api::auth::identity::Permission;
 use catalog_api::config::{Config, Profile};
-use catalog_api::identity::Permission;
 use catalog_store::backend_tests;
 use catalog_store::testing::TestDatabase;
 use futures::{SinkExt, StreamExt};

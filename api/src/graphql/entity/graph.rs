@@ -10,13 +10,15 @@ use async_graphql::{Context, Enum, Object, Result, SimpleObject};
 use catalog_domain::RelationType as R;
 use catalog_store::{Direction, Filter, StoredRelation, Walk, WalkRequest};
 
-use super::entity::{EntityValue, RelationTypeValue};
-use super::error::ApiError;
-use super::filter::EntityFilter;
-use super::loaders::{EntityLoader, RequestBudget, RequestLoader, load_stored_ref};
-use super::pagerduty::{ImpactServices, PagerDutyOnCall};
-use super::{DEFAULT_PAGE_SIZE, MAX_REFS, PageInfo, catalog, decode_cursor, offset_cursor, page_size, parse_ref};
-use crate::policy::ReadScope;
+use super::{EntityValue, RelationTypeValue};
+use crate::auth::policy::ReadScope;
+use crate::graphql::context::{catalog, parse_ref};
+use crate::graphql::error::ApiError;
+use crate::graphql::filter::EntityFilter;
+use crate::graphql::loaders::{EntityLoader, RequestBudget, RequestLoader, load_stored_ref};
+use crate::graphql::pagerduty::{ImpactServices, PagerDutyOnCall};
+use crate::graphql::paging::{PageInfo, decode_cursor, offset_cursor, page_size};
+use crate::graphql::{DEFAULT_PAGE_SIZE, MAX_REFS};
 
 /// The deepest walk a query may ask for.
 pub const MAX_DEPTH: i32 = 32;
@@ -32,7 +34,7 @@ pub(crate) async fn walk(ctx: &Context<'_>, request: &WalkRequest) -> Result<Wal
     ctx.data_unchecked::<Arc<RequestBudget>>().spend_walk()?;
     let catalog = catalog(ctx)?;
     let mut walk = catalog.walk(request).await?;
-    if let ReadScope::Only { filter, .. } = super::read_scope(ctx)? {
+    if let ReadScope::Only { filter, .. } = crate::graphql::context::read_scope(ctx)? {
         // Hidden entities, and whatever is reached only through them, leave
         // the walk before anything is counted or paged. A ref nothing in the
         // catalog has stays when a visible entity names it, but never as a

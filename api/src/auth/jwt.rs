@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::identity::{AuthError, Permission, Principal};
+use crate::auth::identity::{AuthError, Permission, Principal};
 
 /// The `auth.jwt` configuration section.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

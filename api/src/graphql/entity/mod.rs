@@ -1,6 +1,10 @@
 //! The Entity interface and one object type per kind. Each type wraps a stored
 //! domain entity; relation fields resolve through the DataLoaders.
 
+pub(crate) mod change;
+pub(crate) mod connection;
+pub(crate) mod graph;
+
 use std::sync::Arc;
 
 use async_graphql::{Context, Enum, ID, Interface, Json, Object, Result, SimpleObject};
@@ -13,18 +17,19 @@ use chrono::{DateTime, Utc};
 
 use catalog_store::{Direction, Filter, FilterField, Predicate, WalkRequest};
 
-use super::changes::{ChangeCursor, ChangePage, history_page};
-use super::filter::{EntityFilter, EntityOrder};
-use super::graph::{
+use crate::graphql::filter::{EntityFilter, EntityOrder};
+use crate::graphql::kubernetes::KubernetesCluster;
+use crate::graphql::loaders::{
+    EdgesLoader, EntityLoader, RelatedLoader, RequestBudget, RequestLoader, load_stored_ref, load_stored_refs,
+};
+use crate::graphql::pagerduty::PagerDutyServiceValue;
+use crate::graphql::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use change::{ChangeCursor, ChangePage, history_page};
+use connection::{EntityConnection, EntitySource, PageArgs, list_connection};
+use graph::{
     MAX_DEPTH, MAX_WALK_NODES, Traversal, TraversalConnection, TraversalDirection, dependency_types, dependent_types,
     domain_types, traversal_connection,
 };
-use super::kubernetes::KubernetesCluster;
-use super::loaders::{
-    EdgesLoader, EntityLoader, RelatedLoader, RequestBudget, RequestLoader, load_stored_ref, load_stored_refs,
-};
-use super::pagerduty::PagerDutyServiceValue;
-use super::{DEFAULT_PAGE_SIZE, EntityConnection, EntitySource, MAX_PAGE_SIZE, PageArgs, list_connection};
 
 /// The relation types of the catalog graph, each with its reverse.
 #[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
@@ -387,7 +392,7 @@ macro_rules! entity_object {
                 ctx: &Context<'_>,
                 #[graphql(default = 100)] first: i32,
             ) -> Result<Vec<KubernetesCluster>> {
-                super::kubernetes::clusters(ctx, &self.0, first)
+                crate::graphql::kubernetes::clusters(ctx, &self.0, first)
             }
 
             /// The versions of this entity, newest first: each change with its
@@ -399,8 +404,8 @@ macro_rules! entity_object {
                 #[graphql(default = 20)] first: i32,
                 after: Option<ChangeCursor>,
             ) -> Result<ChangePage> {
-                let change_feed = super::change_feed(ctx)?;
-                let scope = super::read_scope(ctx)?;
+                let change_feed = crate::graphql::context::change_feed(ctx)?;
+                let scope = crate::graphql::context::read_scope(ctx)?;
                 Ok(history_page(change_feed, &scope, &self.0.entity_ref, first, after).await?)
             }
 
@@ -409,7 +414,7 @@ macro_rules! entity_object {
             /// annotation; null when it maps to none. (A Group's team's
             /// services: `pagerDutyServices`.)
             pub async fn pager_duty(&self, ctx: &Context<'_>) -> Result<Option<PagerDutyServiceValue>> {
-                super::pagerduty::entity_service(ctx, &self.0).await
+                crate::graphql::pagerduty::entity_service(ctx, &self.0).await
             }
 
             $(
@@ -470,7 +475,7 @@ async fn relation_edges(
         .collect();
     // A hub's edge list is as long as the data makes it: priced per edge.
     ctx.data_unchecked::<Arc<RequestBudget>>().spend_loaded(edges.len())?;
-    if super::read_scope(ctx)?.is_restricted() {
+    if crate::graphql::context::read_scope(ctx)?.is_restricted() {
         // An edge this entity states itself (its own spec names the target)
         // stays, whatever the target: a hidden target then looks absent,
         // unresolved like a dangling ref. An edge only the target states
@@ -527,8 +532,8 @@ async fn owned_connection(
         all.push(filter.to_store()?);
     }
     let page = PageArgs { first, after, ..PageArgs::default() };
-    let catalog = super::catalog(ctx)?;
-    let filter = super::read_scope(ctx)?.narrow(Some(Filter::All(all)));
+    let catalog = crate::graphql::context::catalog(ctx)?;
+    let filter = crate::graphql::context::read_scope(ctx)?.narrow(Some(Filter::All(all)));
     Ok(list_connection(catalog, filter, None, EntitySource::Now(EntityOrder::default()), page).await?)
 }
 
@@ -542,7 +547,7 @@ async fn groups_by_walk(ctx: &Context<'_>, stored: &StoredEntity, types: &[Domai
         max_nodes: MAX_WALK_NODES,
         ..WalkRequest::default()
     };
-    let walk = super::graph::walk(ctx, &request).await?;
+    let walk = graph::walk(ctx, &request).await?;
     let refs: Vec<String> = walk
         .nodes
         .iter()
@@ -697,7 +702,7 @@ entity_object!(
         /// The services of the PagerDuty team its `pagerduty.com/team-id`
         /// annotation names, by name; empty without one.
         async fn pager_duty_services(&self, ctx: &Context<'_>) -> Result<Vec<PagerDutyServiceValue>> {
-            super::pagerduty::team_services(ctx, &self.0).await
+            crate::graphql::pagerduty::team_services(ctx, &self.0).await
         }
     }
     owned_entities:

@@ -17,7 +17,7 @@ use catalog_ingestion::Engine;
 use serde_json::{Value, json};
 use tracing::Instrument as _;
 
-use crate::webhooks::{WebhooksConfig, answer, sha256_digest};
+use super::{WebhooksConfig, answer, sha256_digest};
 
 /// The most signature entries a delivery may carry (PagerDuty sends one per
 /// secret of the subscription, two while rotating).

@@ -3,6 +3,10 @@
 //! the anonymous-read switch. HTTP and WebSocket authenticate through the same
 //! [`Authenticator`].
 
+pub mod identity;
+pub mod jwt;
+pub mod policy;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,9 +19,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::identity::{AuthError, Permission, Principal};
-use crate::jwt::{JwtConfigError, JwtVerifier};
-use crate::policy::{Policy, PolicyError};
+use crate::auth::identity::{AuthError, Permission, Principal};
+use crate::auth::jwt::{JwtConfigError, JwtVerifier};
+use crate::auth::policy::{Policy, PolicyError};
 
 /// The `auth` section of the configuration.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -27,10 +31,10 @@ pub struct AuthConfig {
     /// with a wrong token are refused either way.
     pub anonymous_read: bool,
     /// OIDC/JWT bearer tokens; off while `jwks_url` is empty.
-    pub jwt: crate::jwt::JwtConfig,
+    pub jwt: crate::auth::jwt::JwtConfig,
     /// Rules granting permissions to principals, with conditions on what
     /// they may read. Empty: token scopes alone decide.
-    pub policy: Vec<crate::policy::PolicyRule>,
+    pub policy: Vec<crate::auth::policy::PolicyRule>,
     /// How long a looked-up API token is trusted before it is read again,
     /// and how often an open WebSocket's credentials (and read scope) are
     /// checked again. Revocation reaches requests within this time and open
@@ -40,7 +44,12 @@ pub struct AuthConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { anonymous_read: true, jwt: crate::jwt::JwtConfig::default(), policy: Vec::new(), recheck_seconds: 10 }
+        Self {
+            anonymous_read: true,
+            jwt: crate::auth::jwt::JwtConfig::default(),
+            policy: Vec::new(),
+            recheck_seconds: 10,
+        }
     }
 }
 
@@ -114,13 +123,13 @@ pub struct Access {
     pub read_filter: Option<catalog_store::Filter>,
     pub granted: Vec<Permission>,
     /// The templates and actions it may run (template.execute).
-    pub templates: crate::policy::TemplateGrants,
+    pub templates: crate::auth::policy::TemplateGrants,
 }
 
 /// The permissions a request's principal holds, and the templates and
 /// actions a policy lets it run, in its request data.
 #[derive(Clone, Debug, Default)]
-pub struct Granted(pub Vec<Permission>, pub crate::policy::TemplateGrants);
+pub struct Granted(pub Vec<Permission>, pub crate::auth::policy::TemplateGrants);
 
 /// The window over which refusals written to the audit log are counted.
 const DENIAL_WINDOW: Duration = Duration::from_secs(10);
@@ -243,7 +252,7 @@ impl Authenticator {
         }
         let read_filter = if self.policy.is_empty() { None } else { self.policy.read_filter(&principal) };
         let templates = if self.policy.is_empty() {
-            crate::policy::TemplateGrants(None)
+            crate::auth::policy::TemplateGrants(None)
         } else {
             self.policy.template_grants(&principal)
         };
@@ -346,7 +355,7 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::parse_scopes;
+    use crate::auth::identity::parse_scopes;
 
     #[test]
     fn scopes_are_checked_against_the_known_permissions() {

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use catalog_store::{Catalog, EntityMatcher, Filter, FilterField, Predicate, StoreError, StoredEntity};
 use serde::{Deserialize, Serialize};
 
-use crate::identity::{Permission, Principal};
+use crate::auth::identity::{Permission, Principal};
 
 /// One rule of `auth.policy`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]

@@ -5,9 +5,12 @@
 //! their own filters: `CATALOG_LOG` keeps SQL out of the logs while
 //! `CATALOG_TRACE` keeps every statement's span in the traces.
 //!
-//! W3C `traceparent` is read from incoming requests (`http.rs`) and written
+//! W3C `traceparent` is read from incoming requests (`http/request_id.rs`) and written
 //! into calls to GitHub, Kubernetes and PagerDuty (`catalog_http::trace`)
 //! through the global propagator set here.
+
+pub(crate) mod metrics;
+pub mod otlp_metrics;
 
 use std::time::Duration;
 

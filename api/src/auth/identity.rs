@@ -1,6 +1,6 @@
 //! Who a request runs as and what it may do: the `Principal`, its
 //! `Permission`s, and why credentials were refused (`AuthError`). Shared by
-//! the authenticator (`auth.rs`), JWT verification (`jwt.rs`) and policies
+//! the authenticator (`auth/mod.rs`), JWT verification (`jwt.rs`) and policies
 //! (`policy.rs`), which is why it is a module of its own: none of them needs
 //! another to name a principal.
 

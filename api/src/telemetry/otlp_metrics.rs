@@ -27,7 +27,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
-use crate::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 
 /// The specification's defaults, in milliseconds.
 const DEFAULT_INTERVAL_MS: u64 = 60_000;

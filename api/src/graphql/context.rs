@@ -1,0 +1,95 @@
+//! What a resolver reads from the request's context: the store handles of the
+//! database it reads, the read scope, the principal's grants, and entity refs
+//! parsed where they enter. Every accessor fails closed: a schema run without
+//! the data the HTTP and WebSocket layers add answers an internal error, never
+//! an unscoped read.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, Result};
+use catalog_domain::EntityRef;
+use catalog_store::{AccessStore, Catalog, ChangeFeed, SnapshotWriter, TaskStore};
+
+use super::StoreHandles;
+use super::error::ApiError;
+use crate::auth::Granted;
+use crate::auth::identity::Permission;
+use crate::auth::policy::{ReadScope, SharedScope};
+
+/// The store handles of the database the request reads. Missing only when
+/// the schema runs without its services: fail closed then.
+pub(crate) fn store_handles<'a>(ctx: &Context<'a>) -> Result<&'a StoreHandles, ApiError> {
+    ctx.data_opt::<Arc<StoreHandles>>().map(|handles| &**handles).ok_or_else(|| {
+        tracing::error!("a request ran without store handles");
+        ApiError::Internal
+    })
+}
+
+/// The catalog the request reads.
+pub(crate) fn catalog<'a>(ctx: &Context<'a>) -> Result<&'a Catalog, ApiError> {
+    store_handles(ctx).map(|handles| &handles.catalog)
+}
+
+/// The change log the request reads.
+pub(crate) fn change_feed<'a>(ctx: &Context<'a>) -> Result<&'a ChangeFeed, ApiError> {
+    store_handles(ctx).map(|handles| &handles.change_feed)
+}
+
+/// The scaffolder tasks the request reads.
+pub(crate) fn task_store<'a>(ctx: &Context<'a>) -> Result<&'a TaskStore, ApiError> {
+    store_handles(ctx).map(|handles| &handles.tasks)
+}
+
+/// Tokens and the audit log of the database the request reads.
+pub(crate) fn access_store<'a>(ctx: &Context<'a>) -> Result<&'a AccessStore, ApiError> {
+    store_handles(ctx).map(|handles| &handles.access)
+}
+
+/// The primary's snapshot writer, for mutations.
+pub(crate) fn snapshot_writer<'a>(ctx: &Context<'a>) -> Result<&'a SnapshotWriter, ApiError> {
+    ctx.data_opt::<SnapshotWriter>().ok_or_else(|| {
+        tracing::error!("a mutation ran without the snapshot writer");
+        ApiError::Internal
+    })
+}
+
+/// What the request may read. Missing only when the schema runs outside the
+/// HTTP and WebSocket layers, which always add it: fail closed then.
+pub(crate) fn shared_scope<'a>(ctx: &Context<'a>) -> Result<&'a SharedScope, ApiError> {
+    ctx.data_opt::<SharedScope>().ok_or_else(|| {
+        tracing::error!("a request ran without a read scope");
+        ApiError::Internal
+    })
+}
+
+/// What the request may read now.
+pub(crate) fn read_scope(ctx: &Context<'_>) -> Result<ReadScope, ApiError> {
+    shared_scope(ctx).map(SharedScope::current)
+}
+
+/// Refuses principals without `permission` (or admin).
+pub(crate) fn require_permission(ctx: &Context<'_>, permission: Permission) -> Result<(), ApiError> {
+    let granted = ctx.data_opt::<Granted>().map(|granted| granted.0.as_slice()).unwrap_or_default();
+    if granted.contains(&permission) || granted.contains(&Permission::Admin) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!("this needs the {} permission", permission.name())))
+}
+
+/// Refuses `what` to principals whose reads a policy limits, where the
+/// result cannot yet be filtered entity by entity.
+pub(crate) fn require_unrestricted(ctx: &Context<'_>, what: &str) -> Result<(), ApiError> {
+    if read_scope(ctx)?.is_restricted() {
+        return Err(ApiError::Forbidden(format!("{what} is not available to principals whose reads a policy limits")));
+    }
+    Ok(())
+}
+
+pub(crate) fn parse_ref(
+    text: &str,
+    default_kind: Option<&str>,
+    default_namespace: &str,
+) -> Result<EntityRef, ApiError> {
+    EntityRef::parse_with_defaults(text, default_kind, default_namespace)
+        .map_err(|error| ApiError::BadUserInput(format!("{text:?} is not an entity reference: {error}")))
+}
