@@ -403,7 +403,7 @@ impl Config {
             let text = std::fs::read_to_string(path)
                 .map_err(|error| ConfigError::File { path: path.display().to_string(), message: error.to_string() })?;
             let overlay = catalog_domain::document::parse_yaml(&text)
-                .map_err(|message| ConfigError::File { path: path.display().to_string(), message })?;
+                .map_err(|error| ConfigError::File { path: path.display().to_string(), message: error.to_string() })?;
             if !overlay.is_null() {
                 merge(&mut value, overlay);
             }
@@ -427,7 +427,8 @@ impl Config {
                 return Err(ConfigError::Environment { name, message: "empty section name".into() });
             }
             let parsed = serde_json::from_str::<Value>(&raw).unwrap_or(Value::String(raw));
-            set_path(&mut value, &keys, parsed).map_err(|message| ConfigError::Environment { name, message })?;
+            set_path(&mut value, &keys, parsed)
+                .map_err(|error| ConfigError::Environment { name, message: error.to_string() })?;
         }
         let profile = match value.get("profile") {
             Some(profile) => serde_json::from_value(profile.clone())
@@ -498,14 +499,25 @@ fn merge(base: &mut Value, overlay: Value) {
     }
 }
 
-fn set_path(value: &mut Value, keys: &[String], new: Value) -> Result<(), String> {
-    let Some((last, parents)) = keys.split_last() else { return Err("no key".into()) };
+/// Why an environment variable's key path cannot be set.
+#[derive(Debug, thiserror::Error)]
+enum PathError {
+    #[error("no key")]
+    NoKey,
+    #[error("{0} is not a section")]
+    NotASection(String),
+    #[error("{0} is not inside a section")]
+    NotInsideASection(String),
+}
+
+fn set_path(value: &mut Value, keys: &[String], new: Value) -> Result<(), PathError> {
+    let Some((last, parents)) = keys.split_last() else { return Err(PathError::NoKey) };
     let mut current = value;
     for key in parents {
-        let Value::Object(map) = current else { return Err(format!("{key} is not a section")) };
+        let Value::Object(map) = current else { return Err(PathError::NotASection(key.clone())) };
         current = map.entry(key.clone()).or_insert_with(|| Value::Object(Map::new()));
     }
-    let Value::Object(map) = current else { return Err(format!("{last} is not inside a section")) };
+    let Value::Object(map) = current else { return Err(PathError::NotInsideASection(last.clone())) };
     // A string for a numeric or boolean key was not valid JSON: keep it as text
     // so that deserialization names the key in its error.
     map.insert(last.clone(), new);
@@ -642,10 +654,10 @@ mod tests {
     #[test]
     fn an_unrelated_variable_under_the_prefix_is_ignored_with_a_warning_naming_it_but_not_its_value() {
         #[derive(Clone, Default)]
-        struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        struct Captured(std::sync::Arc<parking_lot::Mutex<Vec<u8>>>);
         impl std::io::Write for Captured {
             fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(bytes);
+                self.0.lock().extend_from_slice(bytes);
                 Ok(bytes.len())
             }
             fn flush(&mut self) -> std::io::Result<()> {
@@ -661,7 +673,7 @@ mod tests {
         });
         assert_eq!(loaded.unwrap().server.port, 9090);
         assert_eq!(problems, Vec::<String>::new());
-        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let logs = String::from_utf8(captured.0.lock().clone()).unwrap();
         assert!(logs.contains("WARN") && logs.contains("CATALOG_BIN"), "{logs}");
         assert!(!logs.contains("secret-value"), "{logs}");
     }

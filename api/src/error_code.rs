@@ -92,6 +92,117 @@ error_codes! {
     Internal = "INTERNAL",
 }
 
+/// Declares the enum of limits and its `ALL` together, as `error_codes!` does.
+macro_rules! limits {
+    ($($(#[doc = $doc:literal])* $variant:ident = $wire:literal,)*) => {
+        /// A limit a refusal names in `extensions.limit` (with the code
+        /// `LIMIT_EXCEEDED`), and the `limit` label of
+        /// `catalog_limit_rejections_total`.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Limit {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl Limit {
+            /// Every limit, in the order of the reference table.
+            pub const ALL: &[Limit] = &[$(Limit::$variant,)*];
+
+            /// The wire name: the value of `extensions.limit`.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Limit::$variant => $wire,)*
+                }
+            }
+
+            /// The limit a wire name stands for.
+            pub fn from_wire(name: &str) -> Option<Limit> {
+                Limit::ALL.iter().copied().find(|limit| limit.as_str() == name)
+            }
+
+            /// What the limit bounds, for the reference table.
+            fn meaning(self) -> String {
+                match self {
+                    $(Limit::$variant => {
+                        let lines: &[&str] = &[$($doc,)*];
+                        lines.iter().map(|line| line.trim()).collect::<Vec<_>>().join(" ")
+                    })*
+                }
+            }
+        }
+    };
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+limits! {
+    /// Aliases in one query (`graphql.max_aliases`).
+    Aliases = "aliases",
+    /// The request body (`graphql.max_body_bytes`); 413.
+    BodyBytes = "bodyBytes",
+    /// The query's complexity (`graphql.max_complexity`).
+    Complexity = "complexity",
+    /// The query's depth (`graphql.max_depth`), or the parser's recursion.
+    Depth = "depth",
+    /// Directives in one query (`graphql.max_directives`) or on one field.
+    Directives = "directives",
+    /// Fields one `facets` call counts (20).
+    FacetFields = "facetFields",
+    /// Fields in one query (`graphql.max_fields`).
+    Fields = "fields",
+    /// Nesting of one entity filter.
+    FilterDepth = "filterDepth",
+    /// Terms in one entity filter.
+    FilterTerms = "filterTerms",
+    /// Values in one filter list.
+    FilterValues = "filterValues",
+    /// Entities one graph answer may hold.
+    GraphNodes = "graphNodes",
+    /// IDs one `nodes` call may ask for (500).
+    Ids = "ids",
+    /// Entities one request may load (`graphql.max_loaded_entities`).
+    LoadedEntities = "loadedEntities",
+    /// Nesting of lists and objects in the query text (`graphql.max_nesting`).
+    Nesting = "nesting",
+    /// A page's `first` or `last`.
+    PageSize = "pageSize",
+    /// PagerDuty lookups one request may make.
+    PagerDutyLookups = "pagerDutyLookups",
+    /// Paths one `paths` call may return.
+    Paths = "paths",
+    /// The query text (`graphql.max_query_bytes`); 413.
+    QueryBytes = "queryBytes",
+    /// Refs one call may ask for (500).
+    Refs = "refs",
+    /// Characters in one search.
+    SearchChars = "searchChars",
+    /// Words in one search.
+    SearchWords = "searchWords",
+    /// The size of one scaffolder task secret.
+    TaskSecretBytes = "taskSecretBytes",
+    /// Secrets one scaffolder task may carry.
+    TaskSecrets = "taskSecrets",
+    /// The request's time (`server.request_timeout_seconds`); 503.
+    Timeout = "timeout",
+    /// Tokens in the query text (`graphql.max_tokens`).
+    Tokens = "tokens",
+    /// The depth of one graph traversal (32).
+    TraversalDepth = "traversalDepth",
+    /// The YAML one `validateEntity` call may send.
+    ValidateBytes = "validateBytes",
+    /// Graph walks one request may run (20).
+    Walks = "walks",
+    /// Open WebSockets (`graphql.max_websocket_connections`); the upgrade is
+    /// refused with 503.
+    WebsocketConnections = "websocketConnections",
+    /// Operations one WebSocket may run at once
+    /// (`graphql.max_websocket_operations`); the socket is closed with 4429.
+    WebsocketOperations = "websocketOperations",
+}
+
 impl ErrorCode {
     /// The HTTP status of a response this error refuses as a whole, before
     /// execution. An error a field raises during execution travels in a 200
@@ -158,7 +269,7 @@ pub(crate) trait ClientError {
     fn message(&self) -> String;
 
     /// `extensions.limit`, for [`ErrorCode::LimitExceeded`].
-    fn limit(&self) -> Option<&'static str> {
+    fn limit(&self) -> Option<Limit> {
         None
     }
 
@@ -176,10 +287,10 @@ pub(crate) fn server_error(error: &dyn ClientError) -> ServerError {
 
 /// Writes `extensions.code` (and `extensions.limit`): the only place either
 /// is written.
-pub(crate) fn set_code(extensions: &mut ErrorExtensionValues, code: ErrorCode, limit: Option<&str>) {
+pub(crate) fn set_code(extensions: &mut ErrorExtensionValues, code: ErrorCode, limit: Option<Limit>) {
     extensions.set("code", code.as_str());
     if let Some(limit) = limit {
-        extensions.set("limit", limit);
+        extensions.set("limit", limit.as_str());
     }
 }
 
@@ -194,6 +305,11 @@ pub fn reference_table() -> String {
             code.status().as_u16(),
             code.meaning()
         ));
+    }
+    table.push_str("\nThe limits a `LIMIT_EXCEEDED` error names in `extensions.limit`:\n\n");
+    table.push_str("| Limit | What it bounds |\n| --- | --- |\n");
+    for limit in Limit::ALL {
+        table.push_str(&format!("| `{}` | {} |\n", limit.as_str(), limit.meaning()));
     }
     table
 }

@@ -2,6 +2,9 @@
 //! default, and no key that does not exist: this test fails when the config
 //! types and the reference drift apart.
 
+// Tests unwrap: a failure is a failed test that names its line.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 
 use catalog_api::config::{Config, ProviderConfig};

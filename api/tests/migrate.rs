@@ -2,6 +2,9 @@
 //! against one PostgreSQL database, and refusing (like `catalog serve`) a
 //! database that a newer binary migrated.
 
+// Tests unwrap: a failure is a failed test that names its line.
+#![allow(clippy::unwrap_used)]
+
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 

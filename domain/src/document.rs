@@ -62,7 +62,8 @@ pub fn parse_documents(text: &str) -> Vec<ParsedDocument> {
             let value = match parse_yaml(body) {
                 Ok(Value::Null) => return None,
                 Ok(value) => value,
-                Err(message) => {
+                Err(error) => {
+                    let message = error.to_string();
                     return Some(ParsedDocument { index, line, outcome: DocumentOutcome::Unparsable { message } });
                 }
             };
@@ -86,10 +87,15 @@ pub fn parse_entities(text: &str) -> Vec<Entity> {
         .collect()
 }
 
+/// A text that is not one YAML document within the limits of [`parse_yaml`].
+#[derive(Debug, thiserror::Error)]
+#[error("invalid YAML: {0}")]
+pub struct YamlError(#[from] serde_saphyr::Error);
+
 /// Parses one YAML document into JSON under the limits untrusted input needs:
 /// bounded depth, nodes and alias expansion, duplicate keys rejected at any depth,
 /// and YAML 1.2 booleans only (`on`, `yes` and `no` stay strings, as in Backstage).
-pub fn parse_yaml(text: &str) -> Result<Value, String> {
+pub fn parse_yaml(text: &str) -> Result<Value, YamlError> {
     let options = serde_saphyr::options! {
         budget: serde_saphyr::budget! {
             max_depth: 64,
@@ -105,7 +111,7 @@ pub fn parse_yaml(text: &str) -> Result<Value, String> {
     };
     serde_saphyr::from_str_with_options::<Option<Value>>(text, options)
         .map(|value| value.unwrap_or(Value::Null))
-        .map_err(|error| format!("invalid YAML: {error}"))
+        .map_err(YamlError)
 }
 
 /// Splits a YAML stream at `---` and `...` markers in column 0, returning each

@@ -26,5 +26,5 @@ pub use entity::{Entity, Link, Metadata};
 pub use entity_ref::{EntityRef, RefError};
 pub use relation::{Relation, RelationEdge, RelationType};
 pub use rule::Rule;
-pub use typed_spec::TypedSpec;
+pub use typed_spec::{SpecError, TypedSpec};
 pub use validation::{ValidationError, validate};

@@ -10,6 +10,15 @@ use serde_json::{Map, Value};
 use crate::entity::Entity;
 use crate::spec::kind_table;
 
+/// An entity's spec that does not read as its kind's. Only an entity that
+/// did not come through validation can have one.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} spec: {source}")]
+pub struct SpecError {
+    pub kind: String,
+    pub source: serde_json::Error,
+}
+
 /// Builds one typed view per kind of the table (`spec.rs`), the
 /// [`TypedSpec`] enum over them and [`Entity::typed_spec`].
 macro_rules! typed_views {
@@ -36,10 +45,10 @@ macro_rules! typed_views {
         impl Entity {
             /// The spec typed by kind. Fails only for an entity that did not come
             /// through validation; the message names the kind and the problem.
-            pub fn typed_spec(&self) -> Result<TypedSpec, String> {
-                fn read<T: for<'de> Deserialize<'de>>(entity: &Entity) -> Result<T, String> {
+            pub fn typed_spec(&self) -> Result<TypedSpec, SpecError> {
+                fn read<T: for<'de> Deserialize<'de>>(entity: &Entity) -> Result<T, SpecError> {
                     serde_json::from_value(Value::Object(entity.spec.clone()))
-                        .map_err(|error| format!("{} spec: {error}", entity.kind))
+                        .map_err(|source| SpecError { kind: entity.kind.clone(), source })
                 }
                 $(
                     if self.kind.eq_ignore_ascii_case($kind) {

@@ -10,8 +10,10 @@
 //! wire types and mappings.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
 
 use futures::future::BoxFuture;
 use reqwest::header::{AUTHORIZATION, ETAG, HeaderMap, HeaderValue, IF_NONE_MATCH, RETRY_AFTER};
@@ -183,7 +185,7 @@ impl HttpSource {
         url: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<Answer, SourceError> {
-        let blocked = *self.blocked_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let blocked = *self.blocked_until.lock();
         if let Some(until) = blocked
             && let Some(left) = until.checked_duration_since(Instant::now())
         {
@@ -217,8 +219,7 @@ impl HttpSource {
                 }
                 Err(Failure::RateLimited { message, wait }) => {
                     if wait > self.policy.max_wait {
-                        *self.blocked_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                            Some(Instant::now() + wait);
+                        *self.blocked_until.lock() = Some(Instant::now() + wait);
                     }
                     if wait > self.policy.max_wait || exhausted {
                         return Err(SourceError::Unavailable { message, retry_after: Some(wait) });
@@ -313,11 +314,7 @@ impl HttpSource {
     async fn try_once(&self, method: &Method, url: &str, body: Option<&serde_json::Value>) -> Result<Answer, Failure> {
         // Whether a request that got no answer, or a 5xx, may be sent again.
         let repeatable = method.is_idempotent();
-        let cached = if *method == Method::GET {
-            self.etags.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(url).cloned()
-        } else {
-            None
-        };
+        let cached = if *method == Method::GET { self.etags.lock().get(url).cloned() } else { None };
         let mut request = self.client.request(method.clone(), url);
         if let Some(tokens) = &self.tokens {
             let token = tokens.token().await.map_err(|error| match error {
@@ -361,7 +358,7 @@ impl HttpSource {
             if *method == Method::GET
                 && let Some(etag) = headers.get(ETAG)
             {
-                let mut etags = self.etags.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut etags = self.etags.lock();
                 if etags.len() >= MAX_ETAGS {
                     etags.clear();
                 }

@@ -1,6 +1,9 @@
 //! The pull loop's writes (`HttpSource::send`) against a fake server: what
 //! is retried and what is returned as it came, by method.
 
+// Tests unwrap: a failure is a failed test that names its line.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use catalog_http::{HttpSource, RetryPolicy, SourceError};

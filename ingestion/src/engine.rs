@@ -153,13 +153,13 @@ pub struct Engine {
     /// started after it asked takes that run's result instead of reading
     /// again, so a burst of refreshes costs two reads, not one each.
     latest: Arc<Vec<tokio::sync::Mutex<Option<StartedRun>>>>,
-    health: Arc<std::sync::Mutex<Vec<ProviderHealth>>>,
+    health: Arc<parking_lot::Mutex<Vec<ProviderHealth>>>,
     run_timeout: Duration,
     /// Whether this process's schedule runs the providers (it leads).
     leading: Arc<std::sync::atomic::AtomicBool>,
     /// Per provider index: repositories webhooks named that no targeted
     /// re-read has taken yet. Calls waiting behind a run drain it together.
-    pending_repositories: Arc<std::sync::Mutex<HashMap<usize, HashSet<RepositoryHint>>>>,
+    pending_repositories: Arc<parking_lot::Mutex<HashMap<usize, HashSet<RepositoryHint>>>>,
 }
 
 impl Engine {
@@ -198,7 +198,7 @@ impl Engine {
             kubernetes,
             pagerduty,
             latest,
-            health: Arc::new(std::sync::Mutex::new(health)),
+            health: Arc::new(parking_lot::Mutex::new(health)),
             run_timeout: RUN_TIMEOUT,
             leading: Arc::default(),
             pending_repositories: Arc::default(),
@@ -219,7 +219,7 @@ impl Engine {
 
     /// What every provider last did, in configuration order.
     pub fn health(&self) -> Vec<ProviderHealth> {
-        let mut health = self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let mut health = self.health.lock().clone();
         for (provider, health) in self.providers.iter().zip(&mut health) {
             health.scopes = provider.scopes().unwrap_or_else(|| {
                 vec![ScopeHealth {
@@ -239,7 +239,7 @@ impl Engine {
     }
 
     fn update_health(&self, index: usize, update: impl FnOnce(&mut ProviderHealth)) {
-        let mut health = self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut health = self.health.lock();
         update(&mut health[index]);
     }
 
@@ -326,7 +326,7 @@ impl Engine {
         };
         let candidate = Arc::clone(&self.providers[index]);
         let Some(github) = candidate.repositories() else { return Ok(None) };
-        let lock_pending = || self.pending_repositories.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let lock_pending = || self.pending_repositories.lock();
         lock_pending().entry(index).or_default().extend(repositories.iter().cloned());
         let mut latest = self.latest[index].lock().await;
         let hints: Vec<RepositoryHint> = lock_pending().remove(&index).unwrap_or_default().into_iter().collect();
@@ -567,7 +567,7 @@ impl Engine {
                 tracing::error!(error = %error, "ingestion run failed");
             }
             let next = chrono::Duration::from_std(interval).ok().and_then(|step| Utc::now().checked_add_signed(step));
-            let mut health = self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut health = self.health.lock();
             for provider in health.iter_mut() {
                 provider.next_run_at = next;
             }

@@ -10,7 +10,9 @@
 //! `catalog-http`'s.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use base64::Engine as _;
 use catalog_http::github::{GithubAuthConfig, GithubAuthError};
@@ -272,7 +274,7 @@ impl GithubProvider {
             merge(&mut snapshot, part);
             files_read.insert(full_name, files);
         }
-        *self.files_read.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = files_read;
+        *self.files_read.lock() = files_read;
         snapshot
     }
 
@@ -297,10 +299,7 @@ impl GithubProvider {
                     covers.push(format!("url:{}/", repository.html_url.trim_end_matches('/')));
                     let (part, files) = self.read_repository(&repository).await;
                     merge(&mut snapshot, part);
-                    self.files_read
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .insert(repository.full_name.to_lowercase(), files);
+                    self.files_read.lock().insert(repository.full_name.to_lowercase(), files);
                 }
                 // Archived, a fork, filtered out or moved away: its entities go.
                 Ok(_) | Err(SourceError::NotFound) => self.forget_files(&hint.full_name),
@@ -381,7 +380,7 @@ impl GithubProvider {
             return true;
         }
         let full_name = payload["repository"]["full_name"].as_str().unwrap_or_default().to_lowercase();
-        let files_read = self.files_read.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let files_read = self.files_read.lock();
         let known = files_read.get(&full_name);
         // Files reached through a Location (or a new match of its glob) are
         // known only to the process that read the repository, and only
@@ -408,7 +407,7 @@ impl GithubProvider {
     }
 
     fn forget_files(&self, full_name: &str) {
-        self.files_read.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&full_name.to_lowercase());
+        self.files_read.lock().remove(&full_name.to_lowercase());
     }
 
     fn empty_snapshot(&self) -> Snapshot {
@@ -902,7 +901,7 @@ mod tests {
         assert!(plain.repositories_to_refresh("push", &push("main", &["src/main.rs"], 1)).is_empty());
         // Not read by this process yet: any YAML file may be a Location's target.
         assert_eq!(plain.repositories_to_refresh("push", &push("main", &["docs/api.yaml"], 1)).len(), 1);
-        plain.files_read.lock().unwrap().insert("acme/svc".into(), HashSet::from(["catalog-info.yaml".to_owned()]));
+        plain.files_read.lock().insert("acme/svc".into(), HashSet::from(["catalog-info.yaml".to_owned()]));
         assert!(plain.repositories_to_refresh("push", &push("main", &["docs/api.yaml"], 1)).is_empty());
         assert!(plain.repositories_to_refresh("push", &push("feature", &["catalog-info.yaml"], 1)).is_empty());
         let full = push("main", &["src/main.rs"], MAX_LISTED_COMMITS);
@@ -910,10 +909,10 @@ mod tests {
 
         let glob = provider("services/*/catalog-info.yaml");
         assert_eq!(glob.repositories_to_refresh("push", &push("main", &["services/a/catalog-info.yaml"], 1)).len(), 1);
-        glob.files_read.lock().unwrap().insert("acme/svc".into(), HashSet::new());
+        glob.files_read.lock().insert("acme/svc".into(), HashSet::new());
         assert!(glob.repositories_to_refresh("push", &push("main", &["services/a/b/catalog-info.yaml"], 1)).is_empty());
         // A file read through a Location last time counts too.
-        glob.files_read.lock().unwrap().insert("acme/svc".into(), HashSet::from(["docs/api.yaml".to_owned()]));
+        glob.files_read.lock().insert("acme/svc".into(), HashSet::from(["docs/api.yaml".to_owned()]));
         assert_eq!(glob.repositories_to_refresh("push", &push("main", &["docs/api.yaml"], 1)).len(), 1);
     }
 

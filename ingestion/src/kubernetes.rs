@@ -20,8 +20,10 @@ mod link;
 mod workload;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
 
 use catalog_store::{Catalog, InvalidEntity, LocationStatus, Snapshot, SnapshotEntity};
 use chrono::{DateTime, Utc};
@@ -222,12 +224,12 @@ struct Watched {
 }
 
 impl Watched {
-    fn scopes(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<ScopeKey, ScopeState>> {
-        self.scopes.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn scopes(&self) -> parking_lot::RwLockReadGuard<'_, BTreeMap<ScopeKey, ScopeState>> {
+        self.scopes.read()
     }
 
     fn update(&self, scope: &ScopeKey, change: impl FnOnce(&mut ScopeState)) {
-        let mut scopes = self.scopes.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut scopes = self.scopes.write();
         if let Some(state) = scopes.get_mut(scope) {
             change(state);
         }
@@ -310,7 +312,7 @@ impl std::fmt::Debug for KubernetesProvider {
 
 impl Drop for KubernetesProvider {
     fn drop(&mut self) {
-        let tasks = self.tasks.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tasks = self.tasks.get_mut();
         for task in tasks.iter().flatten() {
             task.abort();
         }
@@ -391,7 +393,7 @@ impl KubernetesProvider {
     /// Starts the watchers (once; later calls do nothing). They run until
     /// the provider is dropped, recovering from errors with backoff.
     fn start_watchers(&self) {
-        let mut tasks = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut tasks = self.tasks.lock();
         if tasks.is_some() {
             return;
         }

@@ -16,8 +16,10 @@ mod live;
 mod wire;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::RwLock;
 
 use catalog_http::{HttpSource, RetryPolicy, SourceError};
 use catalog_store::{Catalog, InvalidEntity, LocationStatus, Snapshot, SnapshotEntity};
@@ -31,6 +33,9 @@ use self::live::LiveCache;
 pub use self::wire::{Incident, OnCall, OpenIncidents, PagerDutyReference, PagerDutyService};
 use self::wire::{IncidentsResponse, OnCallWire, ServiceResponse, ServiceWire, TeamWire, lowest_level_on_call};
 use crate::provider::{BuildContext, BuildError, BuildProvider, Facts, Provider, ReadError};
+
+/// The kind a partial owner ref defaults to, as in the entities' specs.
+const OWNER_KIND: Option<&str> = catalog_domain::spec::default_kind("owner");
 
 /// The provider's type in the configuration.
 const KIND: &str = "pagerduty";
@@ -210,7 +215,7 @@ impl PagerDutyProvider {
             if config.unmapped_owner.trim().is_empty() {
                 return Err(PagerDutyBuildError::NoUnmappedOwner);
             }
-            catalog_domain::EntityRef::parse_with_defaults(&config.unmapped_owner, Some("group"), &config.namespace)
+            catalog_domain::EntityRef::parse_with_defaults(&config.unmapped_owner, OWNER_KIND, &config.namespace)
                 .map_err(|error| {
                     PagerDutyBuildError::UnmappedOwner(config.unmapped_owner.clone(), error.to_string())
                 })?;
@@ -240,11 +245,11 @@ impl PagerDutyProvider {
     }
 
     fn directory(&self) -> Option<Arc<Directory>> {
-        self.directory.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.directory.read().clone()
     }
 
     fn not_read(&self) -> PagerDutyError {
-        let reason = self.last_error.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let reason = self.last_error.read().clone();
         PagerDutyError::NotRead { provider: self.key.clone(), reason }
     }
 
@@ -277,13 +282,13 @@ impl PagerDutyProvider {
         let directory = match self.fetch_directory().await {
             Ok(directory) => directory,
             Err(error) => {
-                *self.last_error.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error.to_string());
+                *self.last_error.write() = Some(error.to_string());
                 return failed(snapshot, error.to_string());
             }
         };
         let directory = Arc::new(directory);
-        *self.directory.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(directory.clone());
-        *self.last_error.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        *self.directory.write() = Some(directory.clone());
+        *self.last_error.write() = None;
         let mut problems = Vec::new();
         if self.config.ingest_unmapped_services {
             match self.unmapped_resources(&directory).await {
@@ -375,7 +380,7 @@ impl PagerDutyProvider {
         }
         let owner_fallback = catalog_domain::EntityRef::parse_with_defaults(
             &self.config.unmapped_owner,
-            Some("group"),
+            OWNER_KIND,
             &self.config.namespace,
         )
         .map(|owner| owner.to_string())
@@ -483,7 +488,7 @@ impl PagerDutyProvider {
         let known = service.is_some();
         if known || before.is_some() {
             // Under the write lock, so that two refreshes do not drop each other's change.
-            let mut guard = self.directory.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut guard = self.directory.write();
             if let Some(directory) = guard.as_ref() {
                 *guard = Some(Arc::new(directory.with_service(id, service)));
             }

@@ -1,5 +1,8 @@
 //! The file provider through the engine into a real store, on both backends.
 
+// Tests unwrap: a failure is a failed test that names its line.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 use catalog_domain::EntityRef;

@@ -5,6 +5,9 @@
 //! repositories, and re-reads of single repositories that webhooks name.
 //! Every body runs on SQLite and on PostgreSQL.
 
+// Tests unwrap: a failure is a failed test that names its line.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use base64::Engine as _;

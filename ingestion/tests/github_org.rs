@@ -2,6 +2,9 @@
 //! nesting become Groups, members become Users with their teams and
 //! profiles, and a failed page changes nothing. Both backends.
 
+// Tests unwrap: a failure is a failed test that names its line.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use catalog_domain::EntityRef;

@@ -4,6 +4,9 @@
 //! re-listing, and a failing cluster that removes nothing. Every body runs
 //! on SQLite and on PostgreSQL.
 
+// Tests unwrap: a failure is a failed test that names its line.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;

@@ -6,6 +6,9 @@
 //! webhook's refresh of one service. Every body runs on SQLite and on
 //! PostgreSQL.
 
+// Tests unwrap: a failure is a failed test that names its line.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

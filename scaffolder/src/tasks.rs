@@ -8,8 +8,10 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use catalog_domain::Entity;
 use catalog_store::{NewTask, StoreError, TaskEnd, TaskRecord, TaskStatus, TaskStore};
@@ -254,8 +256,8 @@ impl TaskService {
         Ok(ids)
     }
 
-    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
-        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock_running(&self) -> parking_lot::MutexGuard<'_, HashMap<String, CancellationToken>> {
+        self.running.lock()
     }
 
     fn spawn(&self, record: TaskRecord, template: Template, secrets: Secrets, user: Value, location: Option<String>) {
@@ -386,7 +388,7 @@ struct Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.heartbeat.abort();
-        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.id);
+        self.running.lock().remove(&self.id);
     }
 }
 
@@ -438,7 +440,7 @@ const MAX_LOG_LINES: usize = 10_000;
 impl EventSink for Recorder {
     fn emit(&self, event: TaskEvent) {
         {
-            let mut steps = self.steps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut steps = self.steps.lock();
             match &event {
                 TaskEvent::StepFinished { step_id, output } => {
                     steps.outputs.insert(step_id.clone(), output.clone());
@@ -472,7 +474,7 @@ impl Recorder {
         mut outputs: Map<String, Value>,
         outcome: Result<crate::runner::RunOutcome, RunError>,
     ) -> TaskEnd {
-        let steps = self.steps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let steps = self.steps.lock();
         outputs.extend(steps.outputs.clone());
         // A retry starts at the step that stopped the run; a failure after
         // the last step (rendering the output) retries only that.

@@ -148,8 +148,8 @@ impl Template {
         let spec = match entity.typed_spec() {
             Ok(TypedSpec::Template(spec)) => Some(spec),
             Ok(_) => None,
-            Err(message) => {
-                problems.add("spec", TemplateRule::Shape(message));
+            Err(error) => {
+                problems.add("spec", TemplateRule::Shape(error.to_string()));
                 None
             }
         };

@@ -8,6 +8,9 @@
 //! stand-in registered here answers dry runs the way it will: with the
 //! reference of the entity in the workspace's catalog-info.yaml.
 
+// Tests unwrap: a failure is a failed test that names its line.
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 

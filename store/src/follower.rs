@@ -11,8 +11,9 @@
 //! caller needs that it lacks.
 
 use std::future::Future;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
+
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use catalog_domain::Entity;
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbBackend, IsolationLevel, TransactionTrait};
@@ -91,11 +92,11 @@ impl<I> std::fmt::Debug for Follower<I> {
 impl<I: Followed> Follower<I> {
     /// The index as last brought up to date.
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, I> {
-        self.index.read().expect("the index lock is never poisoned")
+        self.index.read()
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, I> {
-        self.index.write().expect("the index lock is never poisoned")
+        self.index.write()
     }
 
     /// Brings the index up to the newest committed change, holding what

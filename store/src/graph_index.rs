@@ -11,9 +11,9 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::RwLockReadGuard;
 
 use catalog_domain::{RelationType, derive_relations};
+use parking_lot::RwLockReadGuard;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement, Value as SeaValue};
 
 use crate::error::StoreError;

@@ -2,6 +2,9 @@
 //! history, time travel and commit order under concurrent writers. Each test
 //! body runs on SQLite and on PostgreSQL.
 
+// Tests unwrap: a failure is a failed test that names its line.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 
 use catalog_domain::{Entity, EntityRef};

@@ -3,6 +3,9 @@
 //! generated catalog and many generated filters, and after changes written
 //! here or through another store on the same database (another replica).
 
+// Tests unwrap: a failure is a failed test that names its line.
+#![allow(clippy::unwrap_used)]
+
 use catalog_domain::Entity;
 use catalog_store::testing::one_location_snapshot;
 use catalog_store::testing::rng::Rng;

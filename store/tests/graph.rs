@@ -1,5 +1,8 @@
 //! Graph walks and ownership closures, each test body run on SQLite and on PostgreSQL.
 
+// Tests unwrap: a failure is a failed test that names its line.
+#![allow(clippy::unwrap_used)]
+
 use catalog_domain::{Entity, RelationType};
 use catalog_store::{
     Direction, Filter, FilterField, ListQuery, Predicate, Snapshot, Store, Walk, WalkRequest, backend_tests,

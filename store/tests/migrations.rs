@@ -2,6 +2,9 @@
 //! database that a newer binary migrated (unless it only added to the
 //! schema), and replicas migrating at once.
 
+// Tests unwrap: a failure is a failed test that names its line.
+#![allow(clippy::unwrap_used)]
+
 use catalog_store::testing::TestDatabase;
 use catalog_store::{SchemaStatus, Store, StoreError, backend_tests};
 

@@ -1,5 +1,8 @@
 //! The store's behaviour, each test body run on SQLite and on PostgreSQL.
 
+// Tests unwrap: a failure is a failed test that names its line.
+#![allow(clippy::unwrap_used)]
+
 use catalog_domain::{Entity, EntityRef, RelationType};
 use catalog_store::{
     ChangeType, Filter, FilterField, InvalidEntity, ListQuery, LocationStatus, OrderField, Predicate, Snapshot,

@@ -2,6 +2,9 @@
 //! concurrent runners, events after a cursor, cancellation, retries and the
 //! sweep of abandoned tasks. Each test body runs on SQLite and on PostgreSQL.
 
+// Tests unwrap: a failure is a failed test that names its line.
+#![allow(clippy::unwrap_used)]
+
 use catalog_store::{NewTask, Store, TaskEnd, TaskQuery, TaskStatus, backend_tests};
 use chrono::{Duration, Utc};
 use serde_json::json;

@@ -4,6 +4,9 @@
 //! between its modules. Reads `cargo metadata` and the sources; needs no
 //! database.
 
+// Tests unwrap: a failure is a failed test that names its line.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,6 +36,10 @@ const CONFINED_LIBRARIES: &[(&str, &[&str])] = &[
     ("async-graphql", &["catalog-api"]),
     ("async-graphql-axum", &["catalog-api"]),
 ];
+
+/// Everything the domain crate depends on: pure libraries for text, JSON,
+/// YAML, hashing and errors. A new one is a decision (ARCHITECTURE.md).
+const DOMAIN_DEPENDENCIES: &[&str] = &["regex", "serde", "serde-saphyr", "serde_json", "sha2", "thiserror", "url"];
 
 /// What the domain crate must never know: no I/O, async, database, GraphQL,
 /// HTTP or tracing.
@@ -105,6 +112,42 @@ fn no_crate_has_an_import_cycle_between_its_modules() {
         "import cycles (move the shared item to the module that owns it):\n{}",
         report.join("\n")
     );
+}
+
+#[test]
+fn the_domain_crate_depends_only_on_the_listed_libraries() {
+    let domain =
+        workspace_packages().into_iter().find(|package| package.name == "catalog-domain").expect("catalog-domain");
+    let unlisted: Vec<_> =
+        domain.normal_dependencies.iter().filter(|name| !DOMAIN_DEPENDENCIES.contains(&name.as_str())).collect();
+    assert!(
+        unlisted.is_empty(),
+        "catalog-domain depends on {unlisted:?}: add to DOMAIN_DEPENDENCIES and ARCHITECTURE.md"
+    );
+}
+
+/// The audit log is append-only: the store inserts, reads and purges its
+/// rows (`store/src/audit.rs`), and no source updates one, through sea-orm or SQL.
+#[test]
+fn no_audit_row_is_ever_updated() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root");
+    let mut problems = Vec::new();
+    for file in rust_files(&root.join("store/src")) {
+        let text = without_comments(&std::fs::read_to_string(&file).expect("source file"));
+        let lowered = text.to_ascii_lowercase();
+        if lowered.contains("update audit_log") {
+            problems.push(format!("{}: SQL updates audit_log", file.display()));
+        }
+        // A file that handles audit rows calls no sea-orm update at all.
+        if text.contains("audit_row::") {
+            for call in [".update(", "update_many(", ".save("] {
+                if text.contains(call) {
+                    problems.push(format!("{} handles audit rows and calls {call}", file.display()));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "audit rows are never updated:\n{}", problems.join("\n"));
 }
 
 /// The sources that may hold the whole `catalog_store::Store`: the binary's

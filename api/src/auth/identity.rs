@@ -51,20 +51,29 @@ impl Permission {
     }
 }
 
+/// Why a token's scopes were refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    #[error("unknown scope {name:?}: use {known}")]
+    Unknown { name: String, known: String },
+    #[error("a token needs at least one scope")]
+    Empty,
+}
+
 /// Scopes as given on the command line, checked against the known permissions.
-pub fn parse_scopes(text: &str) -> Result<Vec<Permission>, String> {
+pub fn parse_scopes(text: &str) -> Result<Vec<Permission>, ScopeError> {
     let mut scopes = Vec::new();
     for name in text.split(',').map(str::trim).filter(|name| !name.is_empty()) {
         let permission = Permission::parse(name).ok_or_else(|| {
             let known: Vec<&str> = Permission::ALL.iter().map(|permission| permission.name()).collect();
-            format!("unknown scope {name:?}: use {}", known.join(", "))
+            ScopeError::Unknown { name: name.to_owned(), known: known.join(", ") }
         })?;
         if !scopes.contains(&permission) {
             scopes.push(permission);
         }
     }
     if scopes.is_empty() {
-        return Err("a token needs at least one scope".into());
+        return Err(ScopeError::Empty);
     }
     Ok(scopes)
 }

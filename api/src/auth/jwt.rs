@@ -212,12 +212,12 @@ impl JwtVerifier {
         }
     }
 
-    async fn fetch(&self) -> Result<HashMap<String, (DecodingKey, Option<Algorithm>)>, String> {
-        let response = self.client.get(&self.config.jwks_url).send().await.map_err(|error| error.to_string())?;
+    async fn fetch(&self) -> Result<HashMap<String, (DecodingKey, Option<Algorithm>)>, JwksError> {
+        let response = self.client.get(&self.config.jwks_url).send().await?;
         if !response.status().is_success() {
-            return Err(format!("status {}", response.status()));
+            return Err(JwksError::Status(response.status()));
         }
-        let set: JwkSet = response.json().await.map_err(|error| error.to_string())?;
+        let set: JwkSet = response.json().await?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
             let Some(kid) = jwk.common.key_id.clone() else { continue };
@@ -228,6 +228,15 @@ impl JwtVerifier {
         }
         Ok(keys)
     }
+}
+
+/// Why the JWKS could not be read.
+#[derive(Debug, thiserror::Error)]
+enum JwksError {
+    #[error(transparent)]
+    Request(#[from] reqwest::Error),
+    #[error("status {0}")]
+    Status(reqwest::StatusCode),
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 //! against every entity the DataLoader returns, so hidden entities are
 //! neither shown nor counted.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use catalog_store::{Catalog, EntityMatcher, Filter, FilterField, Predicate, StoreError, StoredEntity};
 use serde::{Deserialize, Serialize};
@@ -55,10 +57,21 @@ pub struct TemplateGrant {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TemplateGrants(pub Option<Vec<TemplateGrant>>);
 
+/// Why a policy refuses a template run; the message names what is missing.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateRefusal {
+    #[error("the policy does not let this principal run {template_ref} (template.execute)")]
+    Template { template_ref: String },
+    #[error(
+        "the policy does not let this principal run the action(s) {refused} that {template_ref} uses (template.execute actions)"
+    )]
+    Actions { template_ref: String, refused: String },
+}
+
 impl TemplateGrants {
     /// Whether some grant covers the template and every action it uses; the
     /// refusal names what is missing.
-    pub fn allows(&self, template: &catalog_domain::Entity, actions: &[&str]) -> Result<(), String> {
+    pub fn allows(&self, template: &catalog_domain::Entity, actions: &[&str]) -> Result<(), TemplateRefusal> {
         let Some(grants) = &self.0 else { return Ok(()) };
         let template_ref = template.entity_ref().to_string();
         let covering: Vec<&TemplateGrant> = grants
@@ -66,7 +79,7 @@ impl TemplateGrants {
             .filter(|grant| grant.templates.as_ref().is_none_or(|wanted| matches_template(wanted, template)))
             .collect();
         if covering.is_empty() {
-            return Err(format!("the policy does not let this principal run {template_ref} (template.execute)"));
+            return Err(TemplateRefusal::Template { template_ref });
         }
         let allowed = |grant: &TemplateGrant, action: &str| {
             grant.actions.is_empty()
@@ -80,24 +93,23 @@ impl TemplateGrants {
         }
         let refused: Vec<&str> =
             actions.iter().copied().filter(|action| !covering.iter().any(|grant| allowed(grant, action))).collect();
-        Err(format!(
-            "the policy does not let this principal run the action(s) {} that {template_ref} uses (template.execute actions)",
-            if refused.is_empty() { "together".to_owned() } else { refused.join(", ") }
-        ))
+        let refused = if refused.is_empty() { "together".to_owned() } else { refused.join(", ") };
+        Err(TemplateRefusal::Actions { template_ref, refused })
     }
 }
 
+/// The kind a partial owner ref defaults to, as in the entities' specs.
+const OWNER_KIND: Option<&str> = catalog_domain::spec::default_kind("owner");
+
 fn matches_template(wanted: &TemplateConditions, template: &catalog_domain::Entity) -> bool {
-    let reference = |text: &str, kind: &str| {
-        catalog_domain::EntityRef::parse_with_defaults(text, Some(kind), "default")
-            .ok()
-            .map(|parsed| parsed.to_string())
+    let reference = |text: &str, kind: Option<&str>| {
+        catalog_domain::EntityRef::parse_with_defaults(text, kind, "default").ok().map(|parsed| parsed.to_string())
     };
     let template_ref = template.entity_ref().to_string();
     let owner =
-        template.spec.get("owner").and_then(serde_json::Value::as_str).and_then(|owner| reference(owner, "group"));
-    wanted.refs.iter().any(|wanted| reference(wanted, "template").as_deref() == Some(template_ref.as_str()))
-        || wanted.owners.iter().any(|wanted| owner.is_some() && reference(wanted, "group") == owner)
+        template.spec.get("owner").and_then(serde_json::Value::as_str).and_then(|owner| reference(owner, OWNER_KIND));
+    wanted.refs.iter().any(|wanted| reference(wanted, Some("template")).as_deref() == Some(template_ref.as_str()))
+        || wanted.owners.iter().any(|wanted| owner.is_some() && reference(wanted, OWNER_KIND) == owner)
         || wanted.tags.iter().any(|tag| template.metadata.tags.iter().any(|own| own.eq_ignore_ascii_case(tag)))
 }
 
@@ -300,11 +312,11 @@ impl SharedScope {
 
     /// The scope now (a cheap clone: its matcher is shared).
     pub fn current(&self) -> ReadScope {
-        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.0.read().clone()
     }
 
     pub fn replace(&self, scope: ReadScope) {
-        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = scope;
+        *self.0.write() = scope;
     }
 }
 
@@ -384,14 +396,14 @@ mod tests {
         let dev = policy.template_grants(&token("dev"));
         let service = template("rust-service", "group:default/team-platform", &[]);
         assert_eq!(dev.allows(&service, &["fetch:template", "publish:github"]), Ok(()));
-        let refused = dev.allows(&service, &["fetch:template", "github:webhook"]).unwrap_err();
+        let refused = dev.allows(&service, &["fetch:template", "github:webhook"]).unwrap_err().to_string();
         assert!(refused.contains("github:webhook") && !refused.contains("fetch:template"), "{refused}");
         let other = template("other", "team-billing", &["docs"]);
         assert_eq!(dev.allows(&other, &["github:webhook"]), Ok(()), "a tag rule without action limits");
         let handbook = template("handbook", "team-billing", &[]);
         assert_eq!(dev.allows(&handbook, &[]), Ok(()), "listed by ref");
         let stranger = template("stranger", "team-billing", &[]);
-        assert!(dev.allows(&stranger, &[]).unwrap_err().contains("template:default/stranger"));
+        assert!(dev.allows(&stranger, &[]).unwrap_err().to_string().contains("template:default/stranger"));
         assert_eq!(policy.template_grants(&token("lead")), TemplateGrants(None), "a rule without limits");
         assert_eq!(policy.template_grants(&token("nobody")), TemplateGrants(Some(Vec::new())));
 

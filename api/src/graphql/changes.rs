@@ -7,17 +7,18 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_graphql::{Context, InputObject, Result, Subscription};
-use catalog_domain::EntityRef;
+use catalog_domain::{EntityRef, spec};
 use catalog_store::{Catalog, Change, ChangeFeed, FilterField};
 use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::context::{catalog, change_feed, parse_ref};
+use super::context::{budget, catalog, change_feed, change_hub, parse_ref};
 use super::entity::change::{ChangeCursor, ChangeEvent, ChangePage, check_page, check_retained, version_allowed};
 use super::error::ApiError;
-use super::loaders::RequestBudget;
 use crate::auth::policy::SharedScope;
-use crate::hub::ChangeHub;
+
+/// The kind a partial owner ref defaults to, as in the entities' specs.
+const OWNER_KIND: Option<&str> = spec::default_kind("owner");
 
 /// Change-log rows one `changes` call reads looking for matches.
 const MAX_SCANNED_ROWS: u64 = 20_000;
@@ -77,7 +78,7 @@ impl ChangeMatcher {
     ) -> Result<Self, ApiError> {
         let filter = filter.unwrap_or_default();
         let refs = filter.refs.as_deref().map(|refs| canonical(refs, None)).transpose()?;
-        let owners = filter.owners.as_deref().map(|owners| canonical(owners, Some("Group"))).transpose()?;
+        let owners = filter.owners.as_deref().map(|owners| canonical(owners, OWNER_KIND)).transpose()?;
         let tree_owners = match &filter.owned_by_tree {
             Some(roots) => Some(catalog.owner_closure(&FilterField::OwnedByTree, roots).await?.into_iter().collect()),
             None => None,
@@ -116,7 +117,7 @@ impl ChangeMatcher {
         if self.owners.is_some() || self.tree_owners.is_some() {
             let owner = version
                 .and_then(|body| body["spec"]["owner"].as_str())
-                .and_then(|owner| EntityRef::parse_with_defaults(owner, Some("Group"), entity_ref.namespace()).ok())
+                .and_then(|owner| EntityRef::parse_with_defaults(owner, OWNER_KIND, entity_ref.namespace()).ok())
                 .map(|owner| owner.to_string());
             let Some(owner) = owner else { return false };
             if !holds(&self.owners, &owner) || !holds(&self.tree_owners, &owner) {
@@ -193,8 +194,8 @@ impl CatalogSubscription {
         after: Option<ChangeCursor>,
     ) -> Result<impl Stream<Item = Result<ChangeEvent>> + use<>> {
         let change_feed = change_feed(ctx)?.clone();
-        let hub = ctx.data_unchecked::<Arc<ChangeHub>>().clone();
-        let budget = ctx.data_unchecked::<Arc<RequestBudget>>().clone();
+        let hub = change_hub(ctx)?.clone();
+        let budget = budget(ctx)?.clone();
         let matcher = ChangeMatcher::new(catalog(ctx)?, super::context::shared_scope(ctx)?, filter).await?;
         if let Some(after) = after {
             check_retained(&change_feed, after).await?;

@@ -12,9 +12,55 @@ use catalog_store::{AccessStore, Catalog, ChangeFeed, SnapshotWriter, TaskStore}
 
 use super::StoreHandles;
 use super::error::ApiError;
+use super::loaders::{EdgesLoader, EntityLoader, RelatedLoader, RequestBudget, RequestLoader};
 use crate::auth::Granted;
 use crate::auth::identity::Permission;
 use crate::auth::policy::{ReadScope, SharedScope};
+use crate::hub::ChangeHub;
+
+/// A value the schema or the request carries. Missing only when the schema
+/// runs without the layers that add it: fail closed then.
+fn required<'a, T: std::any::Any + Send + Sync>(ctx: &Context<'a>) -> Result<&'a T, ApiError> {
+    ctx.data_opt::<T>().ok_or_else(|| {
+        tracing::error!(missing = std::any::type_name::<T>(), "a request ran without data its resolvers need");
+        ApiError::Internal
+    })
+}
+
+/// The request's entity loader (`with_loaders`).
+pub(crate) fn entity_loader<'a>(ctx: &Context<'a>) -> Result<&'a RequestLoader<EntityLoader>, ApiError> {
+    required(ctx)
+}
+
+/// The request's loader of related entities.
+pub(crate) fn related_loader<'a>(ctx: &Context<'a>) -> Result<&'a RequestLoader<RelatedLoader>, ApiError> {
+    required(ctx)
+}
+
+/// The request's loader of relation edges.
+pub(crate) fn edges_loader<'a>(ctx: &Context<'a>) -> Result<&'a RequestLoader<EdgesLoader>, ApiError> {
+    required(ctx)
+}
+
+/// What the request may still load and walk.
+pub(crate) fn budget<'a>(ctx: &Context<'a>) -> Result<&'a Arc<RequestBudget>, ApiError> {
+    required(ctx)
+}
+
+/// The ingestion engine: providers' state, refreshes, leadership.
+pub(crate) fn engine<'a>(ctx: &Context<'a>) -> Result<&'a catalog_ingestion::Engine, ApiError> {
+    required(ctx)
+}
+
+/// The scaffolder's task service.
+pub(crate) fn tasks<'a>(ctx: &Context<'a>) -> Result<&'a catalog_scaffolder::TaskService, ApiError> {
+    required(ctx)
+}
+
+/// The process's change hub, which subscriptions follow.
+pub(crate) fn change_hub<'a>(ctx: &Context<'a>) -> Result<&'a Arc<ChangeHub>, ApiError> {
+    required(ctx)
+}
 
 /// The store handles of the database the request reads. Missing only when
 /// the schema runs without its services: fail closed then.

@@ -4,7 +4,7 @@
 use async_graphql::ErrorExtensions;
 use catalog_store::StoreError;
 
-use crate::error_code::{ErrorCode, set_code};
+use crate::error_code::{ErrorCode, Limit, set_code};
 
 /// An error a client sees. Internal causes are logged, never shown.
 ///
@@ -14,7 +14,7 @@ use crate::error_code::{ErrorCode, set_code};
 pub enum ApiError {
     BadUserInput(String),
     LimitExceeded {
-        limit: &'static str,
+        limit: Limit,
         message: String,
     },
     /// A change cursor older than the retained change log.
@@ -67,9 +67,9 @@ impl ApiError {
         }
     }
 
-    fn limit(&self) -> Option<&'static str> {
+    fn limit(&self) -> Option<Limit> {
         match self {
-            ApiError::LimitExceeded { limit, .. } => Some(limit),
+            ApiError::LimitExceeded { limit, .. } => Some(*limit),
             _ => None,
         }
     }

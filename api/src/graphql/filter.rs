@@ -4,6 +4,7 @@ use async_graphql::{Enum, InputObject};
 use catalog_store::{Filter, FilterField, Predicate};
 
 use super::error::ApiError;
+use crate::error_code::Limit;
 
 /// How deep and/or/not may nest, and how many comparisons one filter may hold.
 const MAX_FILTER_DEPTH: usize = 8;
@@ -14,7 +15,7 @@ const MAX_FILTER_VALUES: usize = 500;
 fn check_values(n_values: usize) -> Result<(), ApiError> {
     if n_values > MAX_FILTER_VALUES {
         return Err(ApiError::LimitExceeded {
-            limit: "filterValues",
+            limit: Limit::FilterValues,
             message: format!("a filter key may list at most {MAX_FILTER_VALUES} values, got {n_values}"),
         });
     }
@@ -72,7 +73,7 @@ impl EntityFilter {
     fn convert(&self, depth: usize, n_terms: &mut usize) -> Result<Filter, ApiError> {
         if depth > MAX_FILTER_DEPTH {
             return Err(ApiError::LimitExceeded {
-                limit: "filterDepth",
+                limit: Limit::FilterDepth,
                 message: format!("filters may nest at most {MAX_FILTER_DEPTH} levels"),
             });
         }
@@ -115,7 +116,7 @@ impl EntityFilter {
         *n_terms += all.len();
         if *n_terms > MAX_FILTER_TERMS {
             return Err(ApiError::LimitExceeded {
-                limit: "filterTerms",
+                limit: Limit::FilterTerms,
                 message: format!("a filter may hold at most {MAX_FILTER_TERMS} comparisons"),
             });
         }
@@ -178,7 +179,7 @@ pub(crate) fn search_words(text: &str) -> Result<String, ApiError> {
     let n_chars = text.chars().count();
     if n_chars > MAX_SEARCH_CHARS {
         return Err(ApiError::LimitExceeded {
-            limit: "searchChars",
+            limit: Limit::SearchChars,
             message: format!("a search may be at most {MAX_SEARCH_CHARS} characters, got {n_chars}"),
         });
     }
@@ -187,7 +188,7 @@ pub(crate) fn search_words(text: &str) -> Result<String, ApiError> {
     words.dedup();
     if words.len() > MAX_SEARCH_WORDS {
         return Err(ApiError::LimitExceeded {
-            limit: "searchWords",
+            limit: Limit::SearchWords,
             message: format!("a search may hold at most {MAX_SEARCH_WORDS} words, got {}", words.len()),
         });
     }

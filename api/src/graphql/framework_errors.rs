@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{Pos, Positioned, ServerError, ValidationResult};
 
-use crate::error_code::{ErrorCode, set_code};
+use crate::error_code::{ErrorCode, Limit, set_code};
 
 /// How deep selection sets may nest, fragments expanded, before validation
 /// (async-graphql's `limit_recursive_depth`, which bounds its own recursion).
@@ -47,22 +47,22 @@ impl ValidationLimits {
             errors
         })?;
         if figures.complexity > self.max_complexity {
-            return Err(vec![limit_error("Query is too complex.", "complexity")]);
+            return Err(vec![limit_error("Query is too complex.", Limit::Complexity)]);
         }
         if figures.depth > self.max_depth {
-            return Err(vec![limit_error("Query is nested too deep.", "depth")]);
+            return Err(vec![limit_error("Query is nested too deep.", Limit::Depth)]);
         }
         Ok(figures)
     }
 }
 
-fn limit_error(message: &str, limit: &str) -> ServerError {
+fn limit_error(message: &str, limit: Limit) -> ServerError {
     let mut error = ServerError::new(message, None);
     set_code(error.extensions.get_or_insert_with(Default::default), ErrorCode::LimitExceeded, Some(limit));
     error
 }
 
-fn code_if_none(error: &mut ServerError, code: ErrorCode, limit: Option<&str>) {
+fn code_if_none(error: &mut ServerError, code: ErrorCode, limit: Option<Limit>) {
     if ErrorCode::of(error).is_none() {
         set_code(error.extensions.get_or_insert_with(Default::default), code, limit);
     }
@@ -77,8 +77,8 @@ pub(crate) fn code_parse_error(error: &mut ServerError, query: &str) {
         // Over the WebSocket, the only path that leaves parsing to
         // async-graphql: answered as a validation failure, as it always was.
         Err(_) => (ErrorCode::GraphqlValidationFailed, None),
-        Ok(document) if recursion_too_deep(&document) => (ErrorCode::LimitExceeded, Some("depth")),
-        Ok(document) if field_directives_over_limit(&document) => (ErrorCode::LimitExceeded, Some("directives")),
+        Ok(document) if recursion_too_deep(&document) => (ErrorCode::LimitExceeded, Some(Limit::Depth)),
+        Ok(document) if field_directives_over_limit(&document) => (ErrorCode::LimitExceeded, Some(Limit::Directives)),
         Ok(_) => (ErrorCode::GraphqlValidationFailed, None),
     };
     code_if_none(error, code, limit);

@@ -6,11 +6,10 @@
 use std::collections::BTreeMap;
 
 use async_graphql::{Context, Enum, Result, SimpleObject};
-use catalog_ingestion::{Engine, Workload, WorkloadKind};
+use catalog_ingestion::{Workload, WorkloadKind};
 use catalog_store::StoredEntity;
 use chrono::{DateTime, Utc};
 
-use super::error::ApiError;
 use super::paging::page_size;
 
 /// The workloads of one cluster.
@@ -110,7 +109,7 @@ impl From<Workload> for KubernetesWorkload {
 /// order), the first `first` of them.
 pub fn clusters(ctx: &Context<'_>, stored: &StoredEntity, first: i32) -> Result<Vec<KubernetesCluster>> {
     let limit = page_size("first", Some(first))?.unwrap_or_default() as usize;
-    let engine = ctx.data::<Engine>().map_err(|_| ApiError::Internal)?;
+    let engine = crate::graphql::context::engine(ctx)?;
     let annotations = &stored.entity.metadata.annotations;
     let mut workloads: Vec<Workload> =
         engine.kubernetes().iter().flat_map(|view| view.workloads_for(annotations)).collect();

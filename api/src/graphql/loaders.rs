@@ -11,6 +11,7 @@ use catalog_store::{Catalog, Related, StoredEntity, StoredRelation};
 
 use super::error::ApiError;
 use crate::auth::policy::SharedScope;
+use crate::error_code::Limit;
 
 /// The most walks one request may run. Complexity prices walks selected on
 /// object types, but async-graphql does not price fields selected through an
@@ -58,7 +59,7 @@ impl RequestBudget {
         let spent = self.pagerduty_lookups.fetch_add(1, Ordering::Relaxed);
         if spent >= MAX_PAGERDUTY_LOOKUPS_PER_REQUEST {
             return Err(ApiError::LimitExceeded {
-                limit: "pagerDutyLookups",
+                limit: Limit::PagerDutyLookups,
                 message: format!(
                     "one request may read on-call and incidents of at most {MAX_PAGERDUTY_LOOKUPS_PER_REQUEST} \
                      PagerDuty services"
@@ -72,7 +73,7 @@ impl RequestBudget {
         let spent = self.walks.fetch_add(1, Ordering::Relaxed);
         if spent >= MAX_WALKS_PER_REQUEST {
             return Err(ApiError::LimitExceeded {
-                limit: "walks",
+                limit: Limit::Walks,
                 message: format!("one request may run at most {MAX_WALKS_PER_REQUEST} graph walks"),
             });
         }
@@ -83,7 +84,7 @@ impl RequestBudget {
         let spent = self.entities.fetch_add(n_items, Ordering::Relaxed);
         if spent + n_items > self.max_entities {
             return Err(ApiError::LimitExceeded {
-                limit: "loadedEntities",
+                limit: Limit::LoadedEntities,
                 message: format!(
                     "one request may load at most {} entities and relation edges through relation fields: \
                      select fewer nested lists, or page with traverse",

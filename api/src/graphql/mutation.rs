@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use async_graphql::{Context, Guard, Object, Result, SimpleObject};
 use catalog_domain::EntityRef;
-use catalog_ingestion::{Engine, ProviderRun, RunError};
+use catalog_ingestion::{ProviderRun, RunError};
 use catalog_store::{AuditDecision, AuditEntry, StoredEntity};
 
 use super::context::{
-    access_store, catalog, parse_ref, read_scope, require_permission, require_unrestricted, snapshot_writer,
+    access_store, catalog, engine, parse_ref, read_scope, require_permission, require_unrestricted, snapshot_writer,
 };
 use super::entity::EntityValue;
 use super::error::ApiError;
@@ -212,13 +212,6 @@ async fn visible_entity(ctx: &Context<'_>, entity_ref: &EntityRef) -> Result<Opt
     let stored = catalog(ctx)?.entity_by_ref(entity_ref).await?;
     let scope = read_scope(ctx)?;
     Ok(stored.filter(|stored| scope.allows(stored)))
-}
-
-fn engine<'a>(ctx: &Context<'a>) -> Result<&'a Engine, ApiError> {
-    ctx.data::<Engine>().map_err(|_| {
-        tracing::error!("the schema runs without an ingestion engine");
-        ApiError::Internal
-    })
 }
 
 fn unknown_provider(key: &str, keys: &[String]) -> ApiError {

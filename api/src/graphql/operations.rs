@@ -6,8 +6,10 @@
 //! because each extension costs a boxed future per resolved field.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
+
+use parking_lot::Mutex;
 
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextRequest, NextSubscribe,
@@ -92,7 +94,7 @@ impl OperationMetrics {
         if !self.allowed.is_empty() {
             return if self.allowed.contains(name) { name.to_owned() } else { OTHER.to_owned() };
         }
-        let mut names = self.names.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut names = self.names.lock();
         if names.contains(name) || (names.len() < MAX_OPERATION_NAMES && names.insert(name.to_owned())) {
             name.to_owned()
         } else {
@@ -144,8 +146,8 @@ struct OperationExtension {
 }
 
 impl OperationExtension {
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn state(&self) -> parking_lot::MutexGuard<'_, State> {
+        self.state.lock()
     }
 }
 
@@ -230,7 +232,7 @@ impl Extension for OperationExtension {
             framework_errors::code_parse_error(&mut error, query);
             error
         })?;
-        *self.arguments.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ArgumentPositions::of(&document);
+        *self.arguments.lock() = ArgumentPositions::of(&document);
         self.state().operations = match &document.operations {
             DocumentOperations::Single(operation) => HashMap::from([(None, operation.node.ty)]),
             DocumentOperations::Multiple(operations) => {
@@ -283,7 +285,7 @@ impl Extension for OperationExtension {
 
 fn code_argument_errors(arguments: &Mutex<ArgumentPositions>, response: &mut Response) {
     if !response.errors.is_empty() {
-        arguments.lock().unwrap_or_else(std::sync::PoisonError::into_inner).code_argument_errors(&mut response.errors);
+        arguments.lock().code_argument_errors(&mut response.errors);
     }
 }
 

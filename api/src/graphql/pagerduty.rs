@@ -20,7 +20,9 @@ use catalog_store::{StoredEntity, Walk};
 use chrono::{DateTime, Utc};
 
 use super::error::ApiError;
-use super::loaders::{EntityLoader, RequestBudget, RequestLoader, load_stored_refs};
+use super::loaders::load_stored_refs;
+use crate::error_code::Limit;
+use crate::graphql::context::{budget, entity_loader};
 
 /// The PagerDuty providers' view, when any is configured.
 fn view(ctx: &Context<'_>) -> Option<PagerDutyView> {
@@ -52,7 +54,7 @@ fn unavailable(error: PagerDutyError) -> ApiError {
 }
 
 fn lookup(ctx: &Context<'_>) -> Result<(), ApiError> {
-    ctx.data_unchecked::<Arc<RequestBudget>>().spend_pagerduty_lookup()
+    budget(ctx)?.spend_pagerduty_lookup()
 }
 
 /// A PagerDuty service.
@@ -121,7 +123,7 @@ impl PagerDutyServiceValue {
         }
         if first as usize > LATEST_INCIDENTS {
             return Err(ApiError::LimitExceeded {
-                limit: "pageSize",
+                limit: Limit::PageSize,
                 message: format!("first must be at most {LATEST_INCIDENTS}, got {first}"),
             }
             .into());
@@ -297,7 +299,7 @@ async fn services_by_owner(
     groups.sort();
     groups.dedup();
     // Through the loader, so that a Group the request may not see adds nothing.
-    let found = load_stored_refs(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &groups).await?;
+    let found = load_stored_refs(entity_loader(ctx)?, &groups).await?;
     for (group_ref, group) in &found {
         if let Some(team_id) = group.entity.metadata.annotations.get(TEAM_ID_ANNOTATION) {
             let services = view.services_of_team(team_id).map_err(unavailable)?;

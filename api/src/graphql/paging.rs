@@ -7,6 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::MAX_PAGE_SIZE;
 use super::error::ApiError;
+use crate::error_code::Limit;
 
 /// Relay page information.
 #[derive(SimpleObject)]
@@ -37,7 +38,7 @@ pub(crate) fn page_size(name: &str, value: Option<i32>) -> Result<Option<u64>, A
         None => Ok(None),
         Some(size) if size < 1 => Err(ApiError::BadUserInput(format!("{name} must be at least 1, got {size}"))),
         Some(size) if u64::try_from(size).unwrap_or(u64::MAX) > MAX_PAGE_SIZE => Err(ApiError::LimitExceeded {
-            limit: "pageSize",
+            limit: Limit::PageSize,
             message: format!("{name} must be at most {MAX_PAGE_SIZE}, got {size}"),
         }),
         Some(size) => Ok(u64::try_from(size).ok()),

@@ -6,14 +6,15 @@ use std::sync::Arc;
 
 use async_graphql::dataloader::Loader as _;
 use async_graphql::{Context, ID, Interface, Object, Result, SimpleObject};
-use catalog_domain::{EntityRef, RelationType};
+use catalog_domain::{EntityRef, RelationType, spec};
 
 use super::admin::{
     AuditDecisionValue, AuditEvent, AuditPage, CatalogLocation, Conflict, ProviderScope, ProviderStatus,
 };
 use super::changes::ChangeFilter;
 use super::context::{
-    access_store, catalog, change_feed, parse_ref, read_scope, require_permission, require_unrestricted, shared_scope,
+    access_store, catalog, change_feed, engine, entity_loader, parse_ref, read_scope, related_loader,
+    require_permission, require_unrestricted, shared_scope,
 };
 use super::entity::change::{AsOf, ChangeCursor, ChangePage};
 use super::entity::connection::{EntityConnection, EntitySource, PageArgs, list_connection};
@@ -24,11 +25,12 @@ use super::entity::{
 };
 use super::error::ApiError;
 use super::filter::{EntityFilter, EntityOrder, search_words};
-use super::loaders::{EntityLoader, RelatedLoader, RelationKey, RequestLoader};
+use super::loaders::RelationKey;
 use super::paging::page_size;
 use super::validation::{ValidationReport, validation_report};
 use super::{DEFAULT_PAGE_SIZE, MAX_REFS, MAX_VALIDATE_BYTES};
 use crate::auth::identity::Permission;
+use crate::error_code::Limit;
 
 /// Anything with a global ID.
 #[derive(Interface)]
@@ -83,8 +85,11 @@ const AS_OF_PAGE_COST: usize = 1_000;
 
 /// The one-entity relation fields an entity page selects (by field name),
 /// read with the entity by `entity(ref:)` in one statement.
-const PREFETCHED_RELATIONS: [(&str, RelationType); 3] =
-    [("owner", RelationType::OwnedBy), ("system", RelationType::PartOf), ("domain", RelationType::PartOf)];
+const PREFETCHED_RELATIONS: [(&str, RelationType); 3] = [
+    ("owner", spec::relation("Component", "owner")),
+    ("system", spec::relation("Component", "system")),
+    ("domain", spec::relation("System", "domain")),
+];
 
 /// The relation types of [`PREFETCHED_RELATIONS`] the field's selection
 /// holds, in any fragment: a fragment on another kind costs a lookup its
@@ -146,7 +151,7 @@ impl CatalogQuery {
         // for many refs): going through the DataLoader would add its delay
         // and a task hop to every by-ref query. The result still primes the
         // loader for relations leading back to this entity.
-        let loader = ctx.data_unchecked::<RequestLoader<EntityLoader>>();
+        let loader = entity_loader(ctx)?;
         let prefetched = prefetched_relations(ctx);
         let found = if prefetched.is_empty() {
             loader.loader().load(std::slice::from_ref(&entity_ref)).await?.remove(&entity_ref)
@@ -159,7 +164,7 @@ impl CatalogQuery {
                 .entities_with_related(std::slice::from_ref(&entity_ref), &prefetched)
                 .await
                 .map_err(ApiError::from)?;
-            let relations = ctx.data_unchecked::<RequestLoader<RelatedLoader>>();
+            let relations = related_loader(ctx)?;
             let key = entity_ref.to_string();
             let keys: Vec<RelationKey> = prefetched.iter().map(|relation_type| (key.clone(), *relation_type)).collect();
             relations.feed_many(relations.loader().answer(&keys, related)?).await;
@@ -175,13 +180,13 @@ impl CatalogQuery {
     async fn entities_by_refs(&self, ctx: &Context<'_>, refs: Vec<String>) -> Result<Vec<Option<EntityValue>>> {
         if refs.len() > MAX_REFS {
             return Err(ApiError::LimitExceeded {
-                limit: "refs",
+                limit: Limit::Refs,
                 message: format!("at most {MAX_REFS} refs per call, got {}", refs.len()),
             }
             .into());
         }
         let parsed = refs.iter().map(|text| parse_ref(text, None, "default")).collect::<Result<Vec<_>, _>>()?;
-        let found = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_many(parsed.iter().cloned()).await?;
+        let found = entity_loader(ctx)?.load_many(parsed.iter().cloned()).await?;
         Ok(parsed.iter().map(|key| found.get(key).cloned().map(EntityValue::from)).collect())
     }
 
@@ -337,7 +342,9 @@ impl CatalogQuery {
     /// fields `["kind", "spec.type", "metadata.tags", "spec.lifecycle"]`.
     async fn facets(&self, ctx: &Context<'_>, fields: Vec<String>, filter: Option<EntityFilter>) -> Result<Vec<Facet>> {
         if fields.len() > 20 {
-            return Err(ApiError::LimitExceeded { limit: "facetFields", message: "at most 20 fields".into() }.into());
+            return Err(
+                ApiError::LimitExceeded { limit: Limit::FacetFields, message: "at most 20 fields".into() }.into()
+            );
         }
         let filter = read_scope(ctx)?.narrow(filter.map(|filter| filter.to_store()).transpose()?);
         let facets = catalog(ctx)?.facets(&fields, filter.as_ref()).await.map_err(ApiError::from)?;
@@ -353,17 +360,19 @@ impl CatalogQuery {
     /// Fetches an object by global ID.
     async fn node(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Node>> {
         let entity_ref = node_ref(&id)?;
-        let found = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_one(entity_ref).await?;
+        let found = entity_loader(ctx)?.load_one(entity_ref).await?;
         Ok(found.map(|stored| Node::from(EntityValue::from(stored))))
     }
 
     /// Fetches objects by global ID, in input order.
     async fn nodes(&self, ctx: &Context<'_>, ids: Vec<ID>) -> Result<Vec<Option<Node>>> {
         if ids.len() > MAX_REFS {
-            return Err(ApiError::LimitExceeded { limit: "ids", message: format!("at most {MAX_REFS} ids") }.into());
+            return Err(
+                ApiError::LimitExceeded { limit: Limit::Ids, message: format!("at most {MAX_REFS} ids") }.into()
+            );
         }
         let keys = ids.iter().map(node_ref).collect::<Result<Vec<_>, _>>()?;
-        let found = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_many(keys.iter().cloned()).await?;
+        let found = entity_loader(ctx)?.load_many(keys.iter().cloned()).await?;
         Ok(keys.iter().map(|key| found.get(key).cloned().map(|stored| Node::from(EntityValue::from(stored)))).collect())
     }
 
@@ -387,7 +396,7 @@ impl CatalogQuery {
     /// replicas on one PostgreSQL database exactly one does, and another
     /// takes over when it goes.
     async fn ingestion_leader(&self, ctx: &Context<'_>) -> Result<bool> {
-        Ok(ctx.data::<catalog_ingestion::Engine>().map_err(|_| ApiError::Internal)?.is_leading())
+        Ok(engine(ctx)?.is_leading())
     }
 
     /// Every configured provider: what its last run did, whether it could
@@ -396,7 +405,7 @@ impl CatalogQuery {
     /// Refused to principals whose reads a policy limits (errors name sources).
     async fn providers(&self, ctx: &Context<'_>) -> Result<Vec<ProviderStatus>> {
         require_unrestricted(ctx, "providers")?;
-        let engine = ctx.data::<catalog_ingestion::Engine>().map_err(|_| ApiError::Internal)?;
+        let engine = engine(ctx)?;
         let counts = catalog(ctx)?.entity_counts_by_provider().await.map_err(ApiError::from)?;
         Ok(engine
             .health()
@@ -501,7 +510,7 @@ impl CatalogQuery {
     async fn validate_entity(&self, yaml: String) -> Result<ValidationReport> {
         if yaml.len() > MAX_VALIDATE_BYTES {
             return Err(ApiError::LimitExceeded {
-                limit: "validateBytes",
+                limit: Limit::ValidateBytes,
                 message: format!("yaml is {} bytes, over the limit of {MAX_VALIDATE_BYTES}", yaml.len()),
             }
             .into());

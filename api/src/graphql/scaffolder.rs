@@ -10,19 +10,19 @@ use async_graphql::{
     Context, Enum, ID, InputObject, Json, Object, Result, SimpleObject, Subscription, futures_util::Stream,
 };
 use catalog_domain::Entity;
-use catalog_scaffolder::{CreateTask, RunError, Secret, Secrets, TaskError, TaskService};
+use catalog_scaffolder::{CreateTask, RunError, Secret, Secrets, TaskError};
 use catalog_store::{Filter, FilterField, Predicate, TaskEventRecord, TaskQuery, TaskRecord, TaskStatus};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::context::{catalog, read_scope, require_permission, task_store};
+use super::context::{catalog, read_scope, require_permission, task_store, tasks};
 use super::entity::Template;
 use super::entity::connection::{EntityConnection, PageArgs};
 use super::paging::PageInfo;
 use super::{ApiError, EntityFilter};
 use crate::auth::Granted;
 use crate::auth::identity::{Permission, Principal};
-use crate::error_code::{ErrorCode, set_code};
+use crate::error_code::{ErrorCode, Limit, set_code};
 use crate::graphql::mutation::PermissionGuard;
 
 /// The most events one `events` page or replay batch holds.
@@ -477,13 +477,6 @@ impl ScaffolderSubscription {
     }
 }
 
-fn tasks<'a>(ctx: &Context<'a>) -> Result<&'a TaskService, ApiError> {
-    ctx.data::<TaskService>().map_err(|_| {
-        tracing::error!("the schema runs without a task service");
-        ApiError::Internal
-    })
-}
-
 /// Refuses a template (or one of its actions) the policy does not let the
 /// principal run; template.execute itself is checked by the field's guard.
 fn may_run(ctx: &Context<'_>, template: &Entity) -> Result<(), ApiError> {
@@ -491,7 +484,7 @@ fn may_run(ctx: &Context<'_>, template: &Entity) -> Result<(), ApiError> {
     let steps = template.spec.get("steps").and_then(Value::as_array);
     let actions: Vec<&str> =
         steps.into_iter().flatten().filter_map(|step| step.get("action").and_then(Value::as_str)).collect();
-    grants.allows(template, &actions).map_err(ApiError::Forbidden)
+    grants.allows(template, &actions).map_err(|refusal| ApiError::Forbidden(refusal.to_string()))
 }
 
 /// `user` in template expressions: `ref` (the User entity's ref for a JWT
@@ -547,7 +540,7 @@ async fn visible_template(
 fn to_secrets(inputs: Vec<TaskSecretInput>) -> Result<Secrets, ApiError> {
     if inputs.len() > MAX_SECRETS {
         return Err(ApiError::LimitExceeded {
-            limit: "taskSecrets",
+            limit: Limit::TaskSecrets,
             message: format!("a task may carry at most {MAX_SECRETS} secrets, got {}", inputs.len()),
         });
     }
@@ -555,7 +548,7 @@ fn to_secrets(inputs: Vec<TaskSecretInput>) -> Result<Secrets, ApiError> {
     for input in inputs {
         if input.value.len() > MAX_SECRET_BYTES {
             return Err(ApiError::LimitExceeded {
-                limit: "taskSecretBytes",
+                limit: Limit::TaskSecretBytes,
                 message: format!("the secret {} is longer than {MAX_SECRET_BYTES} bytes", input.name),
             });
         }

@@ -3,8 +3,8 @@
 //! (pest) took a twelfth of the server's CPU on the by-ref benchmark, and
 //! copying a parsed document costs a fraction of parsing it again.
 
+use parking_lot::Mutex;
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
 
 use async_graphql::parser::types::ExecutableDocument;
 
@@ -54,10 +54,10 @@ impl DocumentCache {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<String, ExecutableDocument>> {
+    fn lock(&self) -> parking_lot::MutexGuard<'_, lru::LruCache<String, ExecutableDocument>> {
         // A panic while holding the lock cannot leave the cache half-updated
         // in a way that matters: at worst an entry is missing.
-        self.documents.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.documents.lock()
     }
 }
 

@@ -14,7 +14,7 @@ use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 use axum::http::StatusCode;
 
 use crate::config::GraphqlConfig;
-use crate::error_code::{ClientError, ErrorCode};
+use crate::error_code::{ClientError, ErrorCode, Limit};
 
 /// Why a request was refused before validation.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -38,14 +38,14 @@ pub enum Rejection {
 impl Rejection {
     /// The name of the limit, for `extensions.limit` (`None` for a request
     /// that is invalid rather than too big).
-    pub fn limit_name(&self) -> Option<&'static str> {
+    pub fn limit_name(&self) -> Option<Limit> {
         match self {
-            Rejection::QueryTooLarge { .. } => Some("queryBytes"),
-            Rejection::NestingTooDeep { .. } => Some("nesting"),
-            Rejection::TooManyTokens { .. } => Some("tokens"),
-            Rejection::TooManyAliases { .. } => Some("aliases"),
-            Rejection::TooManyFields { .. } => Some("fields"),
-            Rejection::TooManyDirectives { .. } => Some("directives"),
+            Rejection::QueryTooLarge { .. } => Some(Limit::QueryBytes),
+            Rejection::NestingTooDeep { .. } => Some(Limit::Nesting),
+            Rejection::TooManyTokens { .. } => Some(Limit::Tokens),
+            Rejection::TooManyAliases { .. } => Some(Limit::Aliases),
+            Rejection::TooManyFields { .. } => Some(Limit::Fields),
+            Rejection::TooManyDirectives { .. } => Some(Limit::Directives),
             Rejection::FragmentCycle { .. } => None,
         }
     }
@@ -63,7 +63,7 @@ impl ClientError for Rejection {
         self.to_string()
     }
 
-    fn limit(&self) -> Option<&'static str> {
+    fn limit(&self) -> Option<Limit> {
         self.limit_name()
     }
 

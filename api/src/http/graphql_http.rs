@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::auth::Granted;
 use crate::auth::policy::{ReadScope, SharedScope};
-use crate::error_code::ErrorCode;
+use crate::error_code::{ErrorCode, Limit};
 use crate::graphql::{RequestId, with_loaders};
 use crate::http::documents::DocumentCache;
 use crate::http::firewall::Limits;
@@ -76,7 +76,7 @@ pub(super) async fn graphql_post(
                 media,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorCode::LimitExceeded,
-                Some("bodyBytes"),
+                Some(Limit::BodyBytes),
                 &message,
             );
         }
@@ -265,7 +265,7 @@ pub(super) async fn execute(
                 media,
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::LimitExceeded,
-                Some("timeout"),
+                Some(Limit::Timeout),
                 "the request took longer than the server allows",
             );
         }

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::auth::identity::AuthError;
-use crate::error_code::{self, ClientError, ErrorCode, server_error};
+use crate::error_code::{self, ClientError, ErrorCode, Limit, server_error};
 use crate::http::firewall;
 use crate::telemetry::metrics::ResponseErrors;
 
@@ -77,7 +77,7 @@ pub(super) fn auth_rejection(media: ResponseMedia, error: &AuthError, sent_crede
 }
 
 pub(super) fn firewall_rejection(media: ResponseMedia, rejected: &firewall::Rejection) -> Response {
-    tracing::info!(limit = rejected.limit_name(), "query refused by the firewall");
+    tracing::info!(limit = rejected.limit_name().map(Limit::as_str), "query refused by the firewall");
     client_error_response(media, rejected)
 }
 
@@ -109,7 +109,7 @@ pub(super) fn with_codes(mut response: GraphqlResponse, request_id: &str) -> Gra
     response
 }
 
-pub(super) fn set_code(error: &mut ServerError, code: ErrorCode, limit: Option<&str>) {
+pub(super) fn set_code(error: &mut ServerError, code: ErrorCode, limit: Option<Limit>) {
     error_code::set_code(error.extensions.get_or_insert_with(Default::default), code, limit);
 }
 
@@ -124,7 +124,7 @@ pub(super) fn rejection(
     media: ResponseMedia,
     status: StatusCode,
     code: ErrorCode,
-    limit: Option<&str>,
+    limit: Option<Limit>,
     message: &str,
 ) -> Response {
     let mut error = ServerError::new(message, None);

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use crate::auth::Granted;
 use crate::auth::identity::Principal;
 use crate::auth::policy::{ReadScope, SharedScope};
-use crate::error_code::{ErrorCode, server_error};
+use crate::error_code::{ErrorCode, Limit, server_error};
 use crate::graphql::{RequestId, with_loaders};
 use crate::http::firewall::Limits;
 
@@ -44,7 +44,7 @@ pub(super) async fn graphql_ws(
     let Ok(permit) = state.websockets.clone().try_acquire_owned() else {
         tracing::warn!("WebSocket refused: graphql.max_websocket_connections are open");
         if let Some(metrics) = &state.metrics {
-            metrics.record_limit("websocketConnections");
+            metrics.record_limit(Limit::WebsocketConnections);
         }
         return (StatusCode::SERVICE_UNAVAILABLE, "too many WebSocket connections are open; retry later")
             .into_response();
@@ -184,7 +184,7 @@ pub(super) async fn serve_websocket(
                 },
                 () = too_many.exceeded.notified() => {
                     if let Some(metrics) = &metrics {
-                        metrics.record_limit("websocketOperations");
+                        metrics.record_limit(Limit::WebsocketOperations);
                     }
                     let reason = format!("Too many operations: at most {} at once", too_many.limit);
                     let _ = socket_sink.send(WsMessage::Close(Some(CloseFrame { code: 4429, reason: reason.into() }))).await;
@@ -251,13 +251,13 @@ pub(super) fn init_credentials(first: &[u8]) -> Option<Option<String>> {
 /// task on the server).
 pub(super) struct Operations {
     limit: usize,
-    running: std::sync::Mutex<std::collections::HashSet<String>>,
+    running: parking_lot::Mutex<std::collections::HashSet<String>>,
     exceeded: tokio::sync::Notify,
 }
 
 impl Operations {
     fn new(limit: usize) -> Self {
-        Self { limit, running: std::sync::Mutex::default(), exceeded: tokio::sync::Notify::new() }
+        Self { limit, running: parking_lot::Mutex::default(), exceeded: tokio::sync::Notify::new() }
     }
 
     /// Notes a client message; false (and the socket is closed) when it
@@ -271,7 +271,7 @@ impl Operations {
         };
         let Ok(parsed) = parsed else { return true };
         let Some(id) = parsed["id"].as_str() else { return true };
-        let mut running = self.running.lock().expect("the operations lock is never poisoned");
+        let mut running = self.running.lock();
         match parsed["type"].as_str() {
             Some("subscribe" | "start") => {
                 if running.len() >= self.limit && !running.contains(id) {
@@ -299,7 +299,7 @@ impl Operations {
         if let Ok(parsed) = serde_json::from_str::<serde_json::Value>(text.as_str())
             && let Some(id) = parsed["id"].as_str()
         {
-            self.running.lock().expect("the operations lock is never poisoned").remove(id);
+            self.running.lock().remove(id);
         }
     }
 }
@@ -349,7 +349,7 @@ impl FirewalledExecutor {
                 limits.check_document(document).err()?
             }
         };
-        tracing::info!(limit = rejected.limit_name(), "WebSocket operation refused by the firewall");
+        tracing::info!(limit = rejected.limit_name().map(Limit::as_str), "WebSocket operation refused by the firewall");
         Some(GraphqlResponse::from_errors(vec![server_error(&rejected)]))
     }
 
@@ -407,7 +407,7 @@ impl async_graphql::Executor for FirewalledExecutor {
                     Ok(response) => response,
                     Err(_) => {
                         let mut error = ServerError::new("the request took longer than the server allows", None);
-                        set_code(&mut error, ErrorCode::LimitExceeded, Some("timeout"));
+                        set_code(&mut error, ErrorCode::LimitExceeded, Some(Limit::Timeout));
                         GraphqlResponse::from_errors(vec![error])
                     }
                 };

@@ -11,8 +11,10 @@
 //! (`graphql/operations.rs`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
+
+use parking_lot::Mutex;
 
 use async_graphql::Response as GraphqlResponse;
 use axum::extract::State;
@@ -20,7 +22,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use catalog_ingestion::Engine;
 
-use crate::error_code::ErrorCode;
+use crate::error_code::{ErrorCode, Limit};
 use crate::graphql::OperationMetrics;
 use crate::hub::ChangeHub;
 use crate::webhooks::WebhookResult;
@@ -36,41 +38,6 @@ use prometheus_client::registry::{Registry, Unit};
 
 /// The label value standing for anything outside a closed list.
 const OTHER: &str = "other";
-
-/// Every `extensions.limit` the API sets: the firewall's, the HTTP layer's and
-/// the resolvers' (`ApiError::LimitExceeded`). A test keeps it complete.
-const LIMITS: &[&str] = &[
-    "aliases",
-    "bodyBytes",
-    "complexity",
-    "depth",
-    "directives",
-    "facetFields",
-    "fields",
-    "filterDepth",
-    "filterTerms",
-    "filterValues",
-    "graphNodes",
-    "ids",
-    "loadedEntities",
-    "nesting",
-    "pageSize",
-    "pagerDutyLookups",
-    "paths",
-    "queryBytes",
-    "refs",
-    "searchChars",
-    "searchWords",
-    "taskSecretBytes",
-    "taskSecrets",
-    "timeout",
-    "tokens",
-    "traversalDepth",
-    "validateBytes",
-    "walks",
-    "websocketConnections",
-    "websocketOperations",
-];
 
 /// Request durations from 0.5 ms (a cached lookup) to 10 s (a third of the
 /// default request timeout); slower requests land in `+Inf`.
@@ -235,7 +202,7 @@ impl Collector for ProviderCollector {
         }
         {
             let help = "Entities each provider holds, per scope";
-            let entities = self.entities.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let entities = self.entities.lock();
             let mut family = encoder.encode_descriptor("provider_entities", help, None, MetricType::Gauge)?;
             for health in &health {
                 for scope in &health.scopes {
@@ -245,7 +212,7 @@ impl Collector for ProviderCollector {
                 }
             }
         }
-        let counts = self.catalog.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let counts = self.catalog.lock();
         {
             let mut family =
                 encoder.encode_descriptor("entities", "Entities in the catalog, by kind", None, MetricType::Gauge)?;
@@ -423,8 +390,8 @@ impl Metrics {
 
     /// Counts a refusal that is not a GraphQL response: a WebSocket refused
     /// or closed for a connection or operation limit.
-    pub(crate) fn record_limit(&self, limit: &str) {
-        self.limit_rejections.get_or_create(&LimitLabels { limit: limit_label(Some(limit)) }).inc();
+    pub(crate) fn record_limit(&self, limit: Limit) {
+        self.limit_rejections.get_or_create(&LimitLabels { limit: limit.as_str() }).inc();
     }
 
     /// Counts the errors of a response that no HTTP response carries (a
@@ -451,7 +418,7 @@ impl Metrics {
     pub(crate) async fn refresh(&self) {
         let Some((reads, entities)) = &self.provider_entities else { return };
         match reads.catalog.entity_counts_by_provider().await {
-            Ok(counts) => *entities.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = counts,
+            Ok(counts) => *entities.lock() = counts,
             Err(error) => tracing::warn!(%error, "cannot count the providers' entities for the metrics"),
         }
         match (
@@ -460,7 +427,7 @@ impl Metrics {
             reads.change_feed.change_log_size().await,
         ) {
             (Ok(kinds), Ok(tasks), Ok(change_log)) => {
-                let mut counts = self.catalog_counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut counts = self.catalog_counts.lock();
                 counts.kinds = kinds;
                 counts.tasks = tasks.into_iter().map(|(status, n)| (status.as_str(), n)).collect();
                 counts.change_log = Some(change_log);
@@ -530,8 +497,9 @@ fn code_label(code: Option<ErrorCode>) -> &'static str {
     code.map_or(OTHER, ErrorCode::as_str)
 }
 
+/// The limit labels are [`Limit::ALL`]; anything else a response carries is `other`.
 fn limit_label(limit: Option<&str>) -> &'static str {
-    limit.and_then(|limit| LIMITS.iter().find(|known| **known == limit)).copied().unwrap_or(OTHER)
+    limit.and_then(Limit::from_wire).map_or(OTHER, Limit::as_str)
 }
 
 /// Clients may send any method token; only the standard ones become labels.
@@ -594,66 +562,6 @@ pub(crate) async fn scrape(metrics: Arc<Metrics>, headers: HeaderMap) -> Respons
 mod tests {
     use super::*;
 
-    /// Every stretch between two double quotes in this crate's sources, with
-    /// the text before and after it: a superset of its string literals that escaped
-    /// quotes cannot throw off. The configuration and telemetry are left out
-    /// (their literals are settings and variable names, never limits).
-    fn source_literals() -> Vec<(String, String, String)> {
-        fn walk(directory: &std::path::Path, files: &mut Vec<std::path::PathBuf>) {
-            for entry in std::fs::read_dir(directory).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    walk(&path, files);
-                } else if path.extension().is_some_and(|extension| extension == "rs") {
-                    files.push(path);
-                }
-            }
-        }
-        let mut files = Vec::new();
-        walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
-        let mut literals = Vec::new();
-        let skipped = ["config.rs", "telemetry/metrics.rs", "telemetry/otlp_metrics.rs", "telemetry/mod.rs"];
-        for file in files.iter().filter(|file| !skipped.iter().any(|name| file.ends_with(name))) {
-            let text = std::fs::read_to_string(file).unwrap();
-            for (index, _) in text.match_indices('"') {
-                let rest = &text[index + 1..];
-                if let Some(end) = rest.find('"') {
-                    // A few characters either side are context enough.
-                    let mut start = index.saturating_sub(16);
-                    while !text.is_char_boundary(start) {
-                        start -= 1;
-                    }
-                    let after: String = rest[end + 1..].chars().take(1).collect();
-                    literals.push((text[start..index].to_owned(), rest[..end].to_owned(), after));
-                }
-            }
-        }
-        literals
-    }
-
-    #[test]
-    fn every_limit_the_code_names_is_a_label() {
-        // Limits appear as `limit: "name"` (ApiError::LimitExceeded) or
-        // `Some("name")` (the firewall and the HTTP layer).
-        let mut missing = Vec::new();
-        for (before, literal, after) in source_literals() {
-            let named = before.ends_with("limit: ")
-                || (before.ends_with("Some(")
-                    && after.starts_with(')')
-                    && literal.chars().next().is_some_and(|c| c.is_ascii_lowercase()));
-            let is_name = !literal.is_empty() && literal.chars().all(|c| c.is_ascii_alphabetic());
-            if named && is_name && limit_label(Some(&literal)) == OTHER {
-                missing.push(literal);
-            }
-        }
-        // `Some("group")` and the like are entity kinds, not limits;
-        // `Some("accepted")` and `Some("duplicate")` are webhook answers.
-        let kinds = ["api", "component", "domain", "group", "resource", "system", "template", "user"];
-        let webhook_answers = ["accepted", "duplicate"];
-        missing.retain(|literal| !kinds.contains(&literal.as_str()) && !webhook_answers.contains(&literal.as_str()));
-        assert!(missing.is_empty(), "add these limits to LIMITS in metrics.rs: {missing:?}");
-    }
-
     #[test]
     fn unknown_values_become_other() {
         assert_eq!(code_label(ErrorCode::from_wire("select * from entities")), OTHER);
@@ -676,7 +584,7 @@ mod tests {
         let count = |code: ErrorCode| metrics.graphql_errors.get_or_create(&CodeLabels { code: code.as_str() }).get();
         assert_eq!(count(ErrorCode::LimitExceeded), 3);
         assert_eq!(count(ErrorCode::BadUserInput), 1);
-        assert_eq!(metrics.limit_rejections.get_or_create(&LimitLabels { limit: "pageSize" }).get(), 1);
-        assert_eq!(metrics.limit_rejections.get_or_create(&LimitLabels { limit: "walks" }).get(), 1);
+        assert_eq!(metrics.limit_rejections.get_or_create(&LimitLabels { limit: Limit::PageSize.as_str() }).get(), 1);
+        assert_eq!(metrics.limit_rejections.get_or_create(&LimitLabels { limit: Limit::Walks.as_str() }).get(), 1);
     }
 }

@@ -9,7 +9,9 @@
 
 use super::{WebhooksConfig, answer, sha256_digest};
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -48,7 +50,7 @@ impl GithubWebhooks {
 
     /// True the first time a delivery id is seen.
     fn first_delivery(&self, id: &str) -> bool {
-        let mut deliveries = self.deliveries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut deliveries = self.deliveries.lock();
         let (seen, order) = &mut *deliveries;
         if !seen.insert(id.to_owned()) {
             return false;

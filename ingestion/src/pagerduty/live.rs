@@ -7,8 +7,10 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use catalog_http::SourceError;
 use tokio::sync::OnceCell;
@@ -47,7 +49,7 @@ impl<V> LiveCache<V> {
         Fut: Future<Output = Result<V, SourceError>>,
     {
         let cell = {
-            let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut entries = self.entries.lock();
             let now = Instant::now();
             match entries.get(key) {
                 Some(cell) if !self.expired(cell, now) => cell.clone(),
@@ -70,7 +72,7 @@ impl<V> LiveCache<V> {
     /// Forgets `key`: the next caller fetches again (one already in flight
     /// finishes for those waiting on it).
     pub(crate) fn invalidate(&self, key: &str) {
-        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
+        self.entries.lock().remove(key);
     }
 }
 

@@ -7,7 +7,9 @@
 //! away. Tests change its objects and make it fail on purpose.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -87,8 +89,8 @@ impl FakeKubernetes {
         &self.url
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn state(&self) -> parking_lot::MutexGuard<'_, FakeState> {
+        self.state.lock()
     }
 
     /// Creates or replaces an object (a full manifest with apiVersion, kind
@@ -210,12 +212,7 @@ fn route(path: &str) -> Option<(String, Option<String>)> {
 }
 
 async fn serve(State(shared): State<Shared>, uri: Uri, Query(query): Query<HashMap<String, String>>) -> Response {
-    shared
-        .state
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .requests
-        .push(uri.path_and_query().map(ToString::to_string).unwrap_or_default());
+    shared.state.lock().requests.push(uri.path_and_query().map(ToString::to_string).unwrap_or_default());
     let Some((collection, namespace)) = route(uri.path()) else {
         return status(StatusCode::NOT_FOUND, "NotFound", &format!("the server could not find {}", uri.path()));
     };
@@ -227,7 +224,7 @@ async fn serve(State(shared): State<Shared>, uri: Uri, Query(query): Query<HashM
 }
 
 fn list(shared: &Shared, collection: &str, namespace: Option<&str>, query: &HashMap<String, String>) -> Response {
-    let mut state = shared.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut state = shared.state.lock();
     if state.failing_lists > 0 {
         if state.failing_lists != u32::MAX {
             state.failing_lists -= 1;
@@ -272,7 +269,7 @@ fn watch(shared: Shared, collection: String, namespace: Option<String>, query: &
     let mut wake = shared.wake.subscribe();
     let stream = async_stream::stream! {
         let (generation, compacted, mut corrupted) = {
-            let state = shared.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let state = shared.state.lock();
             // A watch opened after a corruption does not see it.
             let corrupted = state.corruption.as_ref().map_or(0, |(number, _, _)| *number);
             (state.generation, from < state.compacted_before, corrupted)
@@ -287,7 +284,7 @@ fn watch(shared: Shared, collection: String, namespace: Option<String>, query: &
         }
         let mut sent = from;
         let bookmark = {
-            let state = shared.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let state = shared.state.lock();
             json!({"type": "BOOKMARK", "object": {
                 "kind": list_kind(&collection).trim_end_matches("List"),
                 "apiVersion": collection.rsplit_once('/').unwrap_or_default().0,
@@ -297,7 +294,7 @@ fn watch(shared: Shared, collection: String, namespace: Option<String>, query: &
         yield Ok(format!("{bookmark}\n"));
         loop {
             let (lines, ended, broken) = {
-                let state = shared.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let state = shared.state.lock();
                 let broken = match &state.corruption {
                     Some((number, line, end)) if *number > corrupted => {
                         corrupted = *number;

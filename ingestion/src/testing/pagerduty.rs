@@ -5,8 +5,10 @@
 //! an unknown service). Tests change the account while the server runs and
 //! mount faults (429, 5xx) in front of it with a higher priority.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path, path_regex};
@@ -166,7 +168,7 @@ impl FakePagerDuty {
 
     /// Changes the account; the next requests see the change.
     pub fn update(&self, change: impl FnOnce(&mut Account)) {
-        change(&mut self.account.lock().expect("the fake's lock is never poisoned"));
+        change(&mut self.account.lock());
     }
 
     /// The requests received for `path` (its query ignored).
@@ -179,7 +181,7 @@ impl FakePagerDuty {
         let serve = |list: fn(&Account, &Request) -> (Vec<Value>, bool), key: &'static str| {
             let account = self.account.clone();
             move |request: &Request| {
-                let account = account.lock().expect("the fake's lock is never poisoned").clone();
+                let account = account.lock().clone();
                 let (items, live) = list(&account, request);
                 let response = ResponseTemplate::new(200).set_body_json(page(key, &items, request));
                 if live { response.set_delay(account.live_latency) } else { response }
@@ -262,7 +264,7 @@ impl FakePagerDuty {
             .and(path_regex(r"^/services/[^/]+$"))
             .respond_with(move |request: &Request| {
                 let id = request.url.path().trim_start_matches("/services/");
-                let account = account.lock().expect("the fake's lock is never poisoned");
+                let account = account.lock();
                 match account.services.iter().find(|service| service["id"].as_str() == Some(id)) {
                     Some(service) => ResponseTemplate::new(200).set_body_json(json!({"service": service})),
                     None => ResponseTemplate::new(404)

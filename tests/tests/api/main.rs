@@ -3,6 +3,9 @@
 //! the deployment files (docker-compose.yml, deploy/kubernetes) checked
 //! against the server they deploy.
 
+// Tests unwrap: a failure is a failed test that names its line.
+#![allow(clippy::unwrap_used)]
+
 mod abuse;
 mod all_sources;
 mod deploy_compose;

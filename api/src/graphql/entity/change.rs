@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 
 use super::EntityValue;
 use crate::auth::policy::ReadScope;
+use crate::error_code::Limit;
 use crate::graphql::error::ApiError;
 
 /// Events one `changes` page or `history` page may hold.
@@ -155,7 +156,7 @@ pub(crate) fn check_page(first: i32) -> Result<u64, ApiError> {
     }
     if first > MAX_CHANGES_PAGE {
         return Err(ApiError::LimitExceeded {
-            limit: "pageSize",
+            limit: Limit::PageSize,
             message: format!("first must be at most {MAX_CHANGES_PAGE}, got {first}"),
         });
     }

@@ -12,10 +12,11 @@ use catalog_store::{Direction, Filter, StoredRelation, Walk, WalkRequest};
 
 use super::{EntityValue, RelationTypeValue};
 use crate::auth::policy::ReadScope;
-use crate::graphql::context::{catalog, parse_ref};
+use crate::error_code::Limit;
+use crate::graphql::context::{budget, catalog, entity_loader, parse_ref};
 use crate::graphql::error::ApiError;
 use crate::graphql::filter::EntityFilter;
-use crate::graphql::loaders::{EntityLoader, RequestBudget, RequestLoader, load_stored_ref};
+use crate::graphql::loaders::load_stored_ref;
 use crate::graphql::pagerduty::{ImpactServices, PagerDutyOnCall};
 use crate::graphql::paging::{PageInfo, decode_cursor, offset_cursor, page_size};
 use crate::graphql::{DEFAULT_PAGE_SIZE, MAX_REFS};
@@ -31,7 +32,7 @@ pub const MAX_PATHS: i32 = 100;
 
 /// Runs a walk against the request's budget.
 pub(crate) async fn walk(ctx: &Context<'_>, request: &WalkRequest) -> Result<Walk, ApiError> {
-    ctx.data_unchecked::<Arc<RequestBudget>>().spend_walk()?;
+    budget(ctx)?.spend_walk()?;
     let catalog = catalog(ctx)?;
     let mut walk = catalog.walk(request).await?;
     if let ReadScope::Only { filter, .. } = crate::graphql::context::read_scope(ctx)? {
@@ -109,18 +110,18 @@ impl TraversalNode {
     }
 
     async fn entity(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
-        let found = load_stored_ref(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &self.entity_ref).await?;
+        let found = load_stored_ref(entity_loader(ctx)?, &self.entity_ref).await?;
         Ok(found.map(EntityValue::from))
     }
 
     /// Whether the ref is in the catalog.
     async fn resolved(&self, ctx: &Context<'_>) -> Result<bool> {
-        Ok(load_stored_ref(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &self.entity_ref).await?.is_some())
+        Ok(load_stored_ref(entity_loader(ctx)?, &self.entity_ref).await?.is_some())
     }
 
     /// The owner's ref, for kinds that have one; null for unresolved refs.
     async fn owner_ref(&self, ctx: &Context<'_>) -> Result<Option<String>> {
-        let found = load_stored_ref(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &self.entity_ref).await?;
+        let found = load_stored_ref(entity_loader(ctx)?, &self.entity_ref).await?;
         Ok(found.and_then(|stored| {
             stored
                 .entity
@@ -134,7 +135,7 @@ impl TraversalNode {
     /// The owner (a Group or User), when it is in the catalog.
     async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
         let Some(owner_ref) = self.owner_ref(ctx).await? else { return Ok(None) };
-        let found = load_stored_ref(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &owner_ref).await?;
+        let found = load_stored_ref(entity_loader(ctx)?, &owner_ref).await?;
         Ok(found.map(EntityValue::from))
     }
 }
@@ -172,7 +173,7 @@ fn check_depth(name: &str, depth: i32) -> Result<u32, ApiError> {
     }
     if depth > MAX_DEPTH {
         return Err(ApiError::LimitExceeded {
-            limit: "traversalDepth",
+            limit: Limit::TraversalDepth,
             message: format!("{name} must be at most {MAX_DEPTH}, got {depth}"),
         });
     }
@@ -182,7 +183,7 @@ fn check_depth(name: &str, depth: i32) -> Result<u32, ApiError> {
 pub(crate) fn parse_refs(refs: &[String]) -> Result<Vec<String>, ApiError> {
     if refs.len() > MAX_REFS {
         return Err(ApiError::LimitExceeded {
-            limit: "refs",
+            limit: Limit::Refs,
             message: format!("at most {MAX_REFS} start refs, got {}", refs.len()),
         });
     }
@@ -311,7 +312,7 @@ impl ImpactOwner {
 
     /// The owner (a Group or User); null when the ref is not in the catalog.
     async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
-        let found = load_stored_ref(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &self.owner_ref).await?;
+        let found = load_stored_ref(entity_loader(ctx)?, &self.owner_ref).await?;
         Ok(found.map(EntityValue::from))
     }
 
@@ -426,7 +427,7 @@ pub(crate) async fn paths(
 ) -> Result<Vec<RelationPath>> {
     if !(1..=MAX_PATHS).contains(&first) {
         return Err(ApiError::LimitExceeded {
-            limit: "paths",
+            limit: Limit::Paths,
             message: format!("first must be between 1 and {MAX_PATHS}, got {first}"),
         }
         .into());
@@ -494,7 +495,7 @@ pub struct EntityGraph {
 pub(crate) async fn graph(ctx: &Context<'_>, traversal: Traversal, max_nodes: i32) -> Result<EntityGraph> {
     if !(1..=MAX_GRAPH_NODES).contains(&max_nodes) {
         return Err(ApiError::LimitExceeded {
-            limit: "graphNodes",
+            limit: Limit::GraphNodes,
             message: format!("maxNodes must be between 1 and {MAX_GRAPH_NODES}, got {max_nodes}"),
         }
         .into());

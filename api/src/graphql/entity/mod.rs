@@ -17,11 +17,10 @@ use chrono::{DateTime, Utc};
 
 use catalog_store::{Direction, Filter, FilterField, Predicate, WalkRequest};
 
+use crate::graphql::context::{budget, edges_loader, entity_loader, related_loader};
 use crate::graphql::filter::{EntityFilter, EntityOrder};
 use crate::graphql::kubernetes::KubernetesCluster;
-use crate::graphql::loaders::{
-    EdgesLoader, EntityLoader, RelatedLoader, RequestBudget, RequestLoader, load_stored_ref, load_stored_refs,
-};
+use crate::graphql::loaders::{load_stored_ref, load_stored_refs};
 use crate::graphql::pagerduty::PagerDutyServiceValue;
 use crate::graphql::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use change::{ChangeCursor, ChangePage, history_page};
@@ -87,13 +86,13 @@ impl RelationEdge {
     }
 
     async fn target(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
-        let found = load_stored_ref(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &self.target_ref).await?;
+        let found = load_stored_ref(entity_loader(ctx)?, &self.target_ref).await?;
         Ok(found.map(EntityValue::from))
     }
 
     /// Whether the target exists in the catalog.
     async fn resolved(&self, ctx: &Context<'_>) -> Result<bool> {
-        Ok(load_stored_ref(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &self.target_ref).await?.is_some())
+        Ok(load_stored_ref(entity_loader(ctx)?, &self.target_ref).await?.is_some())
     }
 }
 
@@ -119,7 +118,7 @@ async fn related(
     kind: Option<&str>,
 ) -> Result<Vec<Arc<StoredEntity>>> {
     let key = (stored.entity_ref.to_string(), relation_type);
-    let targets = ctx.data_unchecked::<RequestLoader<RelatedLoader>>().load_one(key).await?.unwrap_or_default();
+    let targets = related_loader(ctx)?.load_one(key).await?.unwrap_or_default();
     Ok(targets
         .iter()
         .filter(|target| kind.is_none_or(|kind| target.entity_ref.kind().eq_ignore_ascii_case(kind)))
@@ -463,18 +462,14 @@ async fn relation_edges(
     relation_type: Option<RelationTypeValue>,
 ) -> Result<Vec<RelationEdge>> {
     let wanted = relation_type.map(DomainRelationType::from);
-    let edges = ctx
-        .data_unchecked::<RequestLoader<EdgesLoader>>()
-        .load_one(stored.entity_ref.to_string())
-        .await?
-        .unwrap_or_default();
+    let edges = edges_loader(ctx)?.load_one(stored.entity_ref.to_string()).await?.unwrap_or_default();
     let mut edges: Vec<RelationEdge> = edges
         .iter()
         .filter(|edge| wanted.is_none_or(|wanted| edge.relation_type == wanted))
         .map(|edge| RelationEdge { relation_type: edge.relation_type, target_ref: edge.target_ref.clone() })
         .collect();
     // A hub's edge list is as long as the data makes it: priced per edge.
-    ctx.data_unchecked::<Arc<RequestBudget>>().spend_loaded(edges.len())?;
+    budget(ctx)?.spend_loaded(edges.len())?;
     if crate::graphql::context::read_scope(ctx)?.is_restricted() {
         // An edge this entity states itself (its own spec names the target)
         // stays, whatever the target: a hidden target then looks absent,
@@ -490,7 +485,7 @@ async fn relation_edges(
         let is_stated = |edge: &RelationEdge| stated.contains(&(edge.relation_type, edge.target_ref.clone()));
         let others: Vec<String> =
             edges.iter().filter(|edge| !is_stated(edge)).map(|edge| edge.target_ref.clone()).collect();
-        let visible = load_stored_refs(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &others).await?;
+        let visible = load_stored_refs(entity_loader(ctx)?, &others).await?;
         edges.retain(|edge| is_stated(edge) || visible.contains_key(&edge.target_ref));
     }
     Ok(edges)
@@ -554,7 +549,7 @@ async fn groups_by_walk(ctx: &Context<'_>, stored: &StoredEntity, types: &[Domai
         .filter(|node| node.distance > 0 && node.entity_ref.starts_with("group:"))
         .map(|node| node.entity_ref.clone())
         .collect();
-    let found = load_stored_refs(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &refs).await?;
+    let found = load_stored_refs(entity_loader(ctx)?, &refs).await?;
     Ok(refs.iter().filter_map(|entity_ref| found.get(entity_ref).cloned()).map(Group).collect())
 }
 
