@@ -89,11 +89,11 @@ pub struct ChangeFilter {
 pub(crate) struct ChangeMatcher {
     kinds: Option<HashSet<String>>,
     namespaces: Option<HashSet<String>>,
-    refs: Option<HashSet<String>>,
-    owners: Option<HashSet<String>>,
-    tree_owners: Option<HashSet<String>>,
+    refs: Option<HashSet<EntityRef>>,
+    owners: Option<HashSet<EntityRef>>,
+    tree_owners: Option<HashSet<EntityRef>>,
     tags: Option<HashSet<String>>,
-    related: Option<HashSet<String>>,
+    related: Option<HashSet<EntityRef>>,
     /// The request's read scope, as it is when each change is matched:
     /// events about hidden entities are dropped.
     scope: SharedScope,
@@ -103,11 +103,8 @@ fn lowered(values: &Option<Vec<String>>) -> Option<HashSet<String>> {
     values.as_ref().map(|values| values.iter().map(|value| value.to_lowercase()).collect())
 }
 
-fn canonical(values: &[String], default_kind: Option<&str>) -> Result<HashSet<String>, ApiError> {
-    values
-        .iter()
-        .map(|value| parse_ref(value, default_kind, "default").map(|entity_ref| entity_ref.to_string()))
-        .collect()
+fn canonical<C: FromIterator<EntityRef>>(values: &[String], default_kind: Option<&str>) -> Result<C, ApiError> {
+    values.iter().map(|value| parse_ref(value, default_kind, "default")).collect()
 }
 
 impl ChangeMatcher {
@@ -120,12 +117,15 @@ impl ChangeMatcher {
         let refs = filter.refs.as_deref().map(|refs| canonical(refs, None)).transpose()?;
         let owners = filter.owners.as_deref().map(|owners| canonical(owners, Some("Group"))).transpose()?;
         let tree_owners = match &filter.owned_by_tree {
-            Some(roots) => Some(catalog.owner_closure(&FilterField::OwnedByTree, roots).await?.into_iter().collect()),
+            Some(roots) => {
+                let roots: Vec<EntityRef> = canonical(roots, Some("Group"))?;
+                Some(catalog.owner_closure(&FilterField::OwnedByTree, &roots).await?.into_iter().collect())
+            }
             None => None,
         };
         let related = match &filter.related_to {
             Some(text) => {
-                let entity_ref = parse_ref(text, None, "default")?.to_string();
+                let entity_ref = parse_ref(text, None, "default")?;
                 let edges = catalog.relations_from(std::slice::from_ref(&entity_ref), None).await?;
                 Some(edges.into_iter().map(|edge| edge.target_ref).collect())
             }
@@ -144,12 +144,14 @@ impl ChangeMatcher {
     }
 
     pub(crate) fn matches(&self, change: &Change) -> bool {
-        let Ok(entity_ref) = EntityRef::parse(&change.entity_ref) else { return false };
+        let entity_ref = &change.entity_ref;
         let holds = |set: &Option<HashSet<String>>, value: &str| set.as_ref().is_none_or(|set| set.contains(value));
+        let holds_ref =
+            |set: &Option<HashSet<EntityRef>>, value: &EntityRef| set.as_ref().is_none_or(|set| set.contains(value));
         if !holds(&self.kinds, entity_ref.kind())
             || !holds(&self.namespaces, entity_ref.namespace())
-            || !holds(&self.refs, &change.entity_ref)
-            || !holds(&self.related, &change.entity_ref)
+            || !holds_ref(&self.refs, entity_ref)
+            || !holds_ref(&self.related, entity_ref)
         {
             return false;
         }
@@ -157,10 +159,9 @@ impl ChangeMatcher {
         if self.owners.is_some() || self.tree_owners.is_some() {
             let owner = version
                 .and_then(|body| body["spec"]["owner"].as_str())
-                .and_then(|owner| EntityRef::parse_with_defaults(owner, Some("Group"), entity_ref.namespace()).ok())
-                .map(|owner| owner.to_string());
+                .and_then(|owner| EntityRef::parse_with_defaults(owner, Some("Group"), entity_ref.namespace()).ok());
             let Some(owner) = owner else { return false };
-            if !holds(&self.owners, &owner) || !holds(&self.tree_owners, &owner) {
+            if !holds_ref(&self.owners, &owner) || !holds_ref(&self.tree_owners, &owner) {
                 return false;
             }
         }
@@ -183,7 +184,7 @@ pub(crate) fn stored_version(change: &Change) -> Option<Arc<StoredEntity>> {
     let location = entity.metadata.annotations.get("backstage.io/managed-by-location").cloned();
     Some(Arc::new(StoredEntity {
         id: 0,
-        entity_ref: EntityRef::parse(&change.entity_ref).ok()?,
+        entity_ref: change.entity_ref.clone(),
         entity: entity.with_derived_relations(),
         provider: change.provider.clone(),
         location,
@@ -216,7 +217,7 @@ impl ChangeEvent {
     }
 
     async fn entity_ref(&self) -> &str {
-        &self.0.entity_ref
+        self.0.entity_ref.as_str()
     }
 
     /// The entity as this change left it; null when it was removed. Its
@@ -358,11 +359,10 @@ pub(crate) async fn history_page(
 /// removal) be seen.
 fn version_allowed(scope: &ReadScope, change: &Change) -> bool {
     let ReadScope::Only { matcher, .. } = scope else { return true };
-    let Ok(entity_ref) = EntityRef::parse(&change.entity_ref) else { return false };
     change
         .latest_version()
         .and_then(|body| serde_json::from_value::<Entity>(body.clone()).ok())
-        .is_some_and(|entity| matcher.matches_entity(&entity_ref, &entity))
+        .is_some_and(|entity| matcher.matches_entity(&change.entity_ref, &entity))
 }
 
 /// The catalog's subscriptions.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_graphql::{Context, Enum, ID, Interface, Json, Object, Result, SimpleObject};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use catalog_domain::EntityRef;
 use catalog_domain::RelationType as DomainRelationType;
 use catalog_domain::spec::{self, SpecField};
 use catalog_store::StoredEntity;
@@ -20,9 +21,7 @@ use super::graph::{
     domain_types, traversal_connection,
 };
 use super::kubernetes::KubernetesCluster;
-use super::loaders::{
-    EdgesLoader, EntityLoader, RelatedLoader, RequestBudget, RequestLoader, load_stored_ref, load_stored_refs,
-};
+use super::loaders::{EdgesLoader, EntityLoader, RelatedLoader, RequestBudget, RequestLoader};
 use super::pagerduty::PagerDutyServiceValue;
 use super::{DEFAULT_PAGE_SIZE, EntityConnection, EntitySource, MAX_PAGE_SIZE, PageArgs, list_connection};
 
@@ -67,7 +66,7 @@ pub struct EntityLink {
 /// `targetRef` yet: dangling references are shown, never hidden.
 pub struct RelationEdge {
     relation_type: DomainRelationType,
-    target_ref: String,
+    target_ref: EntityRef,
 }
 
 #[Object]
@@ -78,17 +77,17 @@ impl RelationEdge {
     }
 
     async fn target_ref(&self) -> &str {
-        &self.target_ref
+        self.target_ref.as_str()
     }
 
     async fn target(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
-        let found = load_stored_ref(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &self.target_ref).await?;
+        let found = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_one(self.target_ref.clone()).await?;
         Ok(found.map(EntityValue::from))
     }
 
     /// Whether the target exists in the catalog.
     async fn resolved(&self, ctx: &Context<'_>) -> Result<bool> {
-        Ok(load_stored_ref(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &self.target_ref).await?.is_some())
+        Ok(ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_one(self.target_ref.clone()).await?.is_some())
     }
 }
 
@@ -113,7 +112,7 @@ async fn related(
     relation_type: DomainRelationType,
     kind: Option<&str>,
 ) -> Result<Vec<Arc<StoredEntity>>> {
-    let key = (stored.entity_ref.to_string(), relation_type);
+    let key = (stored.entity_ref.clone(), relation_type);
     let targets = ctx.data_unchecked::<RequestLoader<RelatedLoader>>().load_one(key).await?.unwrap_or_default();
     Ok(targets
         .iter()
@@ -460,7 +459,7 @@ async fn relation_edges(
     let wanted = relation_type.map(DomainRelationType::from);
     let edges = ctx
         .data_unchecked::<RequestLoader<EdgesLoader>>()
-        .load_one(stored.entity_ref.to_string())
+        .load_one(stored.entity_ref.clone())
         .await?
         .unwrap_or_default();
     let mut edges: Vec<RelationEdge> = edges
@@ -476,16 +475,16 @@ async fn relation_edges(
         // unresolved like a dangling ref. An edge only the target states
         // exists because the target does: it goes when the target is
         // hidden, or the edge would reveal it.
-        let stated: std::collections::HashSet<(DomainRelationType, String)> =
+        let stated: std::collections::HashSet<(DomainRelationType, EntityRef)> =
             catalog_domain::derive_relations(&stored.entity)
                 .into_iter()
                 .filter(|edge| edge.source == stored.entity_ref)
-                .map(|edge| (edge.relation_type, edge.target.to_string()))
+                .map(|edge| (edge.relation_type, edge.target))
                 .collect();
         let is_stated = |edge: &RelationEdge| stated.contains(&(edge.relation_type, edge.target_ref.clone()));
-        let others: Vec<String> =
+        let others: Vec<EntityRef> =
             edges.iter().filter(|edge| !is_stated(edge)).map(|edge| edge.target_ref.clone()).collect();
-        let visible = load_stored_refs(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &others).await?;
+        let visible = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_many(others).await?;
         edges.retain(|edge| is_stated(edge) || visible.contains_key(&edge.target_ref));
     }
     Ok(edges)
@@ -509,7 +508,7 @@ async fn walk_from(
     first: Option<i32>,
     after: Option<String>,
 ) -> Result<TraversalConnection> {
-    let traversal = Traversal { from: vec![stored.entity_ref.to_string()], types, direction, max_depth };
+    let traversal = Traversal { from: vec![stored.entity_ref.clone()], types, direction, max_depth };
     traversal_connection(ctx, traversal, filter, first, after).await
 }
 
@@ -535,7 +534,7 @@ async fn owned_connection(
 /// The groups a walk over `types` reaches from `stored`, nearest first.
 async fn groups_by_walk(ctx: &Context<'_>, stored: &StoredEntity, types: &[DomainRelationType]) -> Result<Vec<Group>> {
     let request = WalkRequest {
-        from: vec![stored.entity_ref.to_string()],
+        from: vec![stored.entity_ref.clone()],
         types: types.to_vec(),
         direction: Direction::Outgoing,
         max_depth: MAX_DEPTH as u32,
@@ -543,13 +542,13 @@ async fn groups_by_walk(ctx: &Context<'_>, stored: &StoredEntity, types: &[Domai
         ..WalkRequest::default()
     };
     let walk = super::graph::walk(ctx, &request).await?;
-    let refs: Vec<String> = walk
+    let refs: Vec<EntityRef> = walk
         .nodes
         .iter()
-        .filter(|node| node.distance > 0 && node.entity_ref.starts_with("group:"))
+        .filter(|node| node.distance > 0 && node.entity_ref.kind() == "group")
         .map(|node| node.entity_ref.clone())
         .collect();
-    let found = load_stored_refs(ctx.data_unchecked::<RequestLoader<EntityLoader>>(), &refs).await?;
+    let found = ctx.data_unchecked::<RequestLoader<EntityLoader>>().load_many(refs.iter().cloned()).await?;
     Ok(refs.iter().filter_map(|entity_ref| found.get(entity_ref).cloned()).map(Group).collect())
 }
 
