@@ -711,7 +711,6 @@ impl WriterState {
         let summary = self.store.snapshot_writer().apply_snapshot(&snapshot).await?;
         let returned = Instant::now();
         anyhow::ensure!(summary.updated == expected, "a snapshot updated {} entities, not {expected}", summary.updated);
-        let prefix = format!("component:{NAMESPACE}/");
         let mut cursors = Vec::with_capacity(expected);
         loop {
             let batch = self.store.change_feed().changes_after(self.cursor, 500).await?;
@@ -720,7 +719,11 @@ impl WriterState {
             cursors.extend(
                 batch
                     .iter()
-                    .filter(|change| change.entity_ref.starts_with(&prefix) && change.provider == PROVIDER)
+                    .filter(|change| {
+                        change.entity_ref.kind() == "component"
+                            && change.entity_ref.namespace() == NAMESPACE
+                            && change.provider == PROVIDER
+                    })
                     .map(|change| change.sequence),
             );
         }

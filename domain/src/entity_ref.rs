@@ -1,7 +1,9 @@
 //! Entity references: `[kind:][namespace/]name`, with defaults taken from the
 //! context of the field that holds them, and one canonical lower-case form.
 
+use std::cmp::Ordering;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::names;
 use crate::rule::Rule;
@@ -22,6 +24,8 @@ pub enum RefError {
     Namespace(&'static str),
     #[error("name {0}")]
     Name(&'static str),
+    #[error("the reference is not in the canonical form kind:namespace/name")]
+    NotCanonical,
 }
 
 fn describe(rule: Rule) -> &'static str {
@@ -29,23 +33,39 @@ fn describe(rule: Rule) -> &'static str {
 }
 
 /// A fully qualified reference to an entity. Identity is case-insensitive: the
-/// parts are kept lower-case, and [`EntityRef::to_string`] is the canonical form
-/// `kind:namespace/name`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// reference holds its canonical form `kind:namespace/name` in lower case
+/// ([`EntityRef::as_str`], what [`EntityRef::to_string`] copies), and the parts
+/// are slices of it.
+///
+/// The text is shared: a clone costs a reference count, not three strings, so
+/// walks, loaders and maps keyed by ref pass refs around without allocating.
+/// Refs order by kind, then namespace, then name (not as their text would:
+/// `:` and `/` sort between characters a part may hold).
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct EntityRef {
-    kind: String,
-    namespace: String,
-    name: String,
+    text: Arc<str>,
+    /// Where the kind ends: the offset of the `:`.
+    colon: u32,
+    /// Where the namespace ends: the offset of the `/`.
+    slash: u32,
 }
 
 impl EntityRef {
     /// Builds a reference from parts that have already been validated.
     pub fn new(kind: &str, namespace: &str, name: &str) -> Self {
-        Self {
-            kind: kind.to_ascii_lowercase(),
-            namespace: namespace.to_ascii_lowercase(),
-            name: name.to_ascii_lowercase(),
-        }
+        let mut text = String::with_capacity(kind.len() + namespace.len() + name.len() + 2);
+        text.push_str(kind);
+        text.push(':');
+        text.push_str(namespace);
+        text.push('/');
+        text.push_str(name);
+        text.make_ascii_lowercase();
+        Self::from_parts(Arc::from(text), kind.len(), kind.len() + 1 + namespace.len())
+    }
+
+    fn from_parts(text: Arc<str>, colon: usize, slash: usize) -> Self {
+        let offset = |at: usize| u32::try_from(at).expect("a reference is shorter than 4 GiB");
+        Self { colon: offset(colon), slash: offset(slash), text }
     }
 
     /// Parses a fully qualified or partial reference. The kind is split at the
@@ -82,22 +102,76 @@ impl EntityRef {
         Self::parse_with_defaults(text, None, DEFAULT_NAMESPACE)
     }
 
+    /// A reference from the canonical text the catalog itself wrote (its
+    /// database's ref columns), without checking each part's rule again:
+    /// that text was a parsed `EntityRef` once. Text without the form
+    /// `kind:namespace/name` is refused; text from anywhere else (a user, a
+    /// provider, a file) goes through [`EntityRef::parse`].
+    pub fn from_stored(text: &str) -> Result<Self, RefError> {
+        let colon = text.find(':').ok_or(RefError::NotCanonical)?;
+        let slash = text[colon + 1..].find('/').map(|at| colon + 1 + at).ok_or(RefError::NotCanonical)?;
+        if colon == 0 || slash == colon + 1 || slash + 1 == text.len() {
+            return Err(RefError::NotCanonical);
+        }
+        debug_assert!(
+            Self::parse(text).is_ok_and(|parsed| parsed.as_str() == text),
+            "stored text {text:?} is not a canonical reference"
+        );
+        // Lower-cased all the same: identity is the lower-case text, so
+        // another case must not make another ref.
+        if text.bytes().any(|byte| byte.is_ascii_uppercase()) {
+            return Ok(Self::new(&text[..colon], &text[colon + 1..slash], &text[slash + 1..]));
+        }
+        Ok(Self::from_parts(Arc::from(text), colon, slash))
+    }
+
+    /// The canonical form, `kind:namespace/name` in lower case.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
     pub fn kind(&self) -> &str {
-        &self.kind
+        &self.text[..self.colon as usize]
     }
 
     pub fn namespace(&self) -> &str {
-        &self.namespace
+        &self.text[self.colon as usize + 1..self.slash as usize]
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.text[self.slash as usize + 1..]
+    }
+
+    fn parts(&self) -> (&str, &str, &str) {
+        (self.kind(), self.namespace(), self.name())
+    }
+}
+
+impl Ord for EntityRef {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.parts().cmp(&other.parts())
+    }
+}
+
+impl PartialOrd for EntityRef {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
     }
 }
 
 impl fmt::Display for EntityRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}/{}", self.kind, self.namespace, self.name)
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Debug for EntityRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntityRef")
+            .field("kind", &self.kind())
+            .field("namespace", &self.namespace())
+            .field("name", &self.name())
+            .finish()
     }
 }
 
@@ -118,7 +192,47 @@ mod tests {
     fn the_canonical_form_is_lower_case_kind_namespace_and_name() {
         let entity_ref = EntityRef::parse("Component:Default/Checkout-Service").unwrap();
         assert_eq!(entity_ref.to_string(), "component:default/checkout-service");
+        assert_eq!(entity_ref.as_str(), "component:default/checkout-service");
         assert_eq!(entity_ref, EntityRef::parse("component:default/checkout-service").unwrap());
+    }
+
+    #[test]
+    fn stored_canonical_text_reads_back_as_the_ref_that_wrote_it() {
+        for text in ["component:default/checkout", "Group:Payments/Team-A", "resource:ns-1/db.primary_2"] {
+            let parsed = EntityRef::parse(text).unwrap();
+            let stored = EntityRef::from_stored(parsed.as_str()).unwrap();
+            assert_eq!(stored, parsed);
+            assert_eq!(stored.parts(), parsed.parts());
+            assert_eq!(stored.to_string(), parsed.to_string());
+        }
+    }
+
+    #[test]
+    fn stored_text_without_three_parts_is_refused() {
+        check(
+            EntityRef::from_stored,
+            &[
+                ("", Err(RefError::NotCanonical)),
+                ("component", Err(RefError::NotCanonical)),
+                ("component:checkout", Err(RefError::NotCanonical)),
+                (":default/checkout", Err(RefError::NotCanonical)),
+                ("component:/checkout", Err(RefError::NotCanonical)),
+                ("component:default/", Err(RefError::NotCanonical)),
+                ("component:default/checkout", Ok(())),
+            ],
+        );
+    }
+
+    #[test]
+    fn refs_order_by_kind_then_namespace_then_name_not_by_their_text() {
+        // ':' and '/' sort after digits and '-', so the text would put these
+        // pairs the other way round.
+        let pairs = [("a:default/x", "a1:default/x"), ("component:ab/x", "component:ab-c/x")];
+        for (lower, higher) in pairs {
+            let (lower, higher) = (EntityRef::parse(lower).unwrap(), EntityRef::parse(higher).unwrap());
+            assert!(lower < higher, "{lower} sorts before {higher}");
+            assert!(lower.as_str() > higher.as_str());
+        }
     }
 
     #[test]

@@ -459,7 +459,7 @@ impl KubernetesProvider {
         let own = format!("{}:", self.key);
         let mut by_entity: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
         for row in annotated.iter().filter(|row| row.provider != self.key && !row.provider.starts_with(&own)) {
-            by_entity.entry(&row.entity_ref).or_default().push((&row.key, &row.value));
+            by_entity.entry(row.entity_ref.as_str()).or_default().push((&row.key, &row.value));
         }
         Ok(by_entity.into_values().filter_map(Link::from_annotations).collect())
     }

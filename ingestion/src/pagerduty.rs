@@ -372,7 +372,7 @@ impl PagerDutyProvider {
                 INTEGRATION_KEY_ANNOTATION => {
                     mapped_keys.insert(annotation.value.trim());
                 }
-                _ if annotation.entity_ref.starts_with("group:") => {
+                _ if annotation.entity_ref.kind() == "group" => {
                     groups_by_team.entry(annotation.value.trim()).or_insert(annotation.entity_ref.as_str());
                 }
                 _ => {}

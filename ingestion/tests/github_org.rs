@@ -125,7 +125,8 @@ async fn teams_become_groups_and_members_users(store: Store) {
     assert_eq!(linus["spec"]["memberOf"], json!([]), "in the org, in no team");
     assert!(linus["spec"]["profile"].get("displayName").is_none());
 
-    let edges = store.catalog().relations_from(&["group:default/platform-dx".to_owned()], None).await.unwrap();
+    let edges =
+        store.catalog().relations_from(&[EntityRef::parse("group:default/platform-dx").unwrap()], None).await.unwrap();
     let members: Vec<&str> = edges
         .iter()
         .filter(|edge| edge.relation_type.as_str() == "hasMember")

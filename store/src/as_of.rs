@@ -2,7 +2,7 @@
 //! from the log, filtered and searched by the same rules as the live tables
 //! (the typed columns and facet pairs are computed by the code that fills them).
 
-use catalog_domain::{Entity, EntityRef};
+use catalog_domain::Entity;
 use sea_orm::{DbBackend, EntityTrait, Statement};
 
 use crate::error::StoreError;
@@ -100,12 +100,11 @@ fn version_matches(change: &Change, matcher: Option<&EntityMatcher>, words: &[St
     }
     let Some(body) = &change.entity else { return false };
     let Ok(entity) = serde_json::from_value::<Entity>(body.clone()) else { return false };
-    let Ok(entity_ref) = EntityRef::parse(&change.entity_ref) else { return false };
     if !words.is_empty() {
         let search_text = crate::projection::typed_columns(&entity).search_text;
         if !words.iter().all(|word| search_text.contains(word.as_str())) {
             return false;
         }
     }
-    matcher.is_none_or(|matcher| matcher.matches_entity(&entity_ref, &entity))
+    matcher.is_none_or(|matcher| matcher.matches_entity(&change.entity_ref, &entity))
 }

@@ -8,9 +8,19 @@ use serde_json::Value;
 
 use crate::error::StoreError;
 use crate::models::change_row;
-use crate::record::{Change, ChangeType};
+use crate::record::{Change, ChangeType, stored_ref};
 
+/// The row as a change; `None` for a row no reader can use (an unknown
+/// change type, or a ref this store could not have written), which readers
+/// skip as they always skipped unknown types.
 pub(crate) fn to_change(row: change_row::Model) -> Option<Change> {
+    let entity_ref = match stored_ref(&row.entity_ref) {
+        Ok(entity_ref) => entity_ref,
+        Err(error) => {
+            tracing::warn!(sequence = row.seq, %error, "change-log row skipped");
+            return None;
+        }
+    };
     let changed_fields = match row.changed_fields {
         Some(Value::Array(items)) => items.into_iter().filter_map(|item| item.as_str().map(str::to_owned)).collect(),
         _ => Vec::new(),
@@ -18,7 +28,7 @@ pub(crate) fn to_change(row: change_row::Model) -> Option<Change> {
     Some(Change {
         sequence: row.seq,
         time: row.created_at,
-        entity_ref: row.entity_ref,
+        entity_ref,
         change_type: ChangeType::parse(&row.change_type)?,
         entity: row.body,
         previous: row.previous_body,

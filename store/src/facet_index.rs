@@ -246,13 +246,13 @@ impl FacetTables {
     /// must then reload).
     fn apply_change(&mut self, change: &Change) -> bool {
         if change.change_type == ChangeType::Removed {
-            self.remove(&change.entity_ref);
+            self.remove(change.entity_ref.as_str());
             return true;
         }
         let Some(entity) = changed_entity(change) else {
             return false;
         };
-        let slot = self.slot(&change.entity_ref);
+        let slot = self.slot(change.entity_ref.as_str());
         set_bit(&mut self.live, slot);
         let typed = typed_columns(&entity);
         let pairs = facet_pairs(&entity);

@@ -17,7 +17,7 @@ use crate::graph_index::Graph;
 use crate::handles::Catalog;
 use crate::models::entity_row;
 use crate::query::condition;
-use crate::record::StoredRelation;
+use crate::record::{StoredRelation, asked_ref, by_text, stored_ref, texts};
 
 /// Which way edges are followed from a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -33,8 +33,8 @@ pub enum Direction {
 /// What to walk.
 #[derive(Clone, Debug, Default)]
 pub struct WalkRequest {
-    /// Canonical refs to start from (distance 0).
-    pub from: Vec<String>,
+    /// Refs to start from (distance 0).
+    pub from: Vec<EntityRef>,
     /// Relation types to follow; empty follows every type.
     pub types: Vec<RelationType>,
     pub direction: Direction,
@@ -42,7 +42,7 @@ pub struct WalkRequest {
     /// The most nodes a walk may reach, start nodes included.
     pub max_nodes: usize,
     /// Stop after the hop that reaches this ref (for shortest paths).
-    pub target: Option<String>,
+    pub target: Option<EntityRef>,
     /// When the depth limit stops the walk, look one hop further to learn
     /// whether it left nodes out (for `complete`).
     pub probe_past_depth: bool,
@@ -64,7 +64,7 @@ pub struct Parent {
 /// One node a walk reached.
 #[derive(Clone, Debug)]
 pub struct Reached {
-    pub entity_ref: String,
+    pub entity_ref: EntityRef,
     /// Hops from the nearest start node.
     pub distance: u32,
     /// Every way the node is reached from the previous hop; the first lies on
@@ -72,7 +72,8 @@ pub struct Reached {
     pub parents: Vec<Parent>,
 }
 
-/// The outcome of a walk: nodes ordered by distance, then by ref.
+/// The outcome of a walk: nodes ordered by distance, then by ref (the refs'
+/// canonical text).
 #[derive(Clone, Debug, Default)]
 pub struct Walk {
     pub nodes: Vec<Reached>,
@@ -82,16 +83,17 @@ pub struct Walk {
     /// (source node, type, target node) of every edge followed, when kept.
     edges: Vec<(usize, RelationType, usize)>,
     /// Node by ref, built only for walks that look nodes up (a target, or
-    /// kept edges): a second copy of every ref is a third of a big walk's memory.
-    index: Option<HashMap<String, usize>>,
+    /// kept edges): a second handle on every ref and its hash-table slot cost
+    /// memory a big walk that looks nothing up does not need.
+    index: Option<HashMap<EntityRef, usize>>,
 }
 
 impl Walk {
     /// The index of a ref among the nodes.
-    pub fn position(&self, entity_ref: &str) -> Option<usize> {
+    pub fn position(&self, entity_ref: &EntityRef) -> Option<usize> {
         match &self.index {
             Some(index) => index.get(entity_ref).copied(),
-            None => self.nodes.iter().position(|node| node.entity_ref == entity_ref),
+            None => self.nodes.iter().position(|node| node.entity_ref == *entity_ref),
         }
     }
 
@@ -200,7 +202,7 @@ impl Walk {
         })
     }
 
-    fn add(&mut self, entity_ref: String, distance: u32, parent: Option<Parent>) -> usize {
+    fn add(&mut self, entity_ref: EntityRef, distance: u32, parent: Option<Parent>) -> usize {
         let position = self.nodes.len();
         if let Some(index) = &mut self.index {
             index.insert(entity_ref.clone(), position);
@@ -218,7 +220,7 @@ fn walk_graph(graph: &Graph, request: &WalkRequest) -> Walk {
     let mut walk = Walk { complete: true, index: looks_up.then(HashMap::new), ..Walk::default() };
     let allowed = |relation_type: RelationType| request.types.is_empty() || request.types.contains(&relation_type);
     let mut start = request.from.clone();
-    start.sort();
+    start.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     start.dedup();
     // The walk's node for each index node it reached, and the index node of each walk node.
     let mut seen: HashMap<u32, usize> = HashMap::new();
@@ -235,7 +237,7 @@ fn walk_graph(graph: &Graph, request: &WalkRequest) -> Walk {
     }
     let mut depth = 0;
     while !frontier.is_empty() {
-        if request.target.as_deref().is_some_and(|target| walk.position(target).is_some()) {
+        if request.target.as_ref().is_some_and(|target| walk.position(target).is_some()) {
             break;
         }
         let at_limit = depth >= request.max_depth;
@@ -261,10 +263,10 @@ fn walk_graph(graph: &Graph, request: &WalkRequest) -> Walk {
             break;
         }
         hop.sort_by(|a, b| {
-            (walk.nodes[a.0].entity_ref.as_str(), a.1.as_str(), graph.name(a.2), !a.3).cmp(&(
+            (walk.nodes[a.0].entity_ref.as_str(), a.1.as_str(), graph.name(a.2).as_str(), !a.3).cmp(&(
                 walk.nodes[b.0].entity_ref.as_str(),
                 b.1.as_str(),
-                graph.name(b.2),
+                graph.name(b.2).as_str(),
                 !b.3,
             ))
         });
@@ -278,7 +280,7 @@ fn walk_graph(graph: &Graph, request: &WalkRequest) -> Walk {
                     continue;
                 }
                 None => {
-                    let node = walk.add(graph.name(other).to_owned(), depth, Some(parent));
+                    let node = walk.add(graph.name(other).clone(), depth, Some(parent));
                     ids.push(Some(other));
                     seen.insert(other, node);
                     next.push(node);
@@ -319,29 +321,43 @@ fn expand(graph: &Graph, filter: &Filter) -> Filter {
             let Predicate::In(roots) = predicate else {
                 return Filter::Field { field: FilterField::Owner, predicate: predicate.clone() };
             };
-            Filter::Field { field: FilterField::Owner, predicate: Predicate::In(closure(graph, field, roots)) }
+            Filter::Field {
+                field: FilterField::Owner,
+                predicate: Predicate::In(closure_of_values(graph, field, roots)),
+            }
         }
         Filter::Field { .. } => filter.clone(),
     }
 }
 
+/// [`closure`] over a filter's values, refs that may leave out their kind
+/// (the closure's) and namespace. A value that is no ref names no owner: it
+/// stays in the list as written, lower-cased, where it matches nothing.
+fn closure_of_values(graph: &Graph, field: &FilterField, values: &[String]) -> Vec<String> {
+    let default_kind = match field {
+        FilterField::OwnedByMember => "User",
+        _ => "Group",
+    };
+    let mut roots = Vec::with_capacity(values.len());
+    let mut not_refs = Vec::new();
+    for value in values {
+        match EntityRef::parse_with_defaults(value, Some(default_kind), catalog_domain::entity_ref::DEFAULT_NAMESPACE) {
+            Ok(root) => roots.push(root),
+            Err(_) => not_refs.push(value.to_lowercase()),
+        }
+    }
+    closure(graph, field, roots).iter().map(ToString::to_string).chain(not_refs).collect()
+}
+
 /// The owners an owner closure stands for: a group and every group under it
 /// (OwnedByTree), or a user, its groups and their parents (OwnedByMember).
-fn closure(graph: &Graph, field: &FilterField, roots: &[String]) -> Vec<String> {
-    let (default_kind, types) = match field {
-        FilterField::OwnedByMember => ("User", vec![RelationType::MemberOf, RelationType::ChildOf]),
-        _ => ("Group", vec![RelationType::ParentOf]),
+fn closure(graph: &Graph, field: &FilterField, roots: Vec<EntityRef>) -> Vec<EntityRef> {
+    let types = match field {
+        FilterField::OwnedByMember => vec![RelationType::MemberOf, RelationType::ChildOf],
+        _ => vec![RelationType::ParentOf],
     };
-    let from = roots
-        .iter()
-        .map(|root| {
-            EntityRef::parse_with_defaults(root, Some(default_kind), catalog_domain::entity_ref::DEFAULT_NAMESPACE)
-                .map(|entity_ref| entity_ref.to_string())
-                .unwrap_or_else(|_| root.to_lowercase())
-        })
-        .collect();
     let request = WalkRequest {
-        from,
+        from: roots,
         types,
         direction: Direction::Outgoing,
         max_depth: u32::MAX,
@@ -383,15 +399,15 @@ impl Catalog {
 
     /// The owners an owner closure (`OwnedByTree` or `OwnedByMember`) over
     /// `roots` stands for, from the graph index.
-    pub async fn owner_closure(&self, field: &FilterField, roots: &[String]) -> Result<Vec<String>, StoreError> {
+    pub async fn owner_closure(&self, field: &FilterField, roots: &[EntityRef]) -> Result<Vec<EntityRef>, StoreError> {
         self.graph.catch_up(&self.db).await?;
         let graph = self.graph.read();
-        Ok(closure(&graph, field, roots))
+        Ok(closure(&graph, field, roots.to_vec()))
     }
 
     /// The owner ref of each of `refs` that states one, from the graph index
     /// (one statement to catch up, whatever the number of refs).
-    pub async fn owners_in_graph(&self, refs: &[String]) -> Result<HashMap<String, String>, StoreError> {
+    pub async fn owners_in_graph(&self, refs: &[EntityRef]) -> Result<HashMap<EntityRef, EntityRef>, StoreError> {
         self.graph.catch_up(&self.db).await?;
         let graph = self.graph.read();
         Ok(refs
@@ -400,37 +416,43 @@ impl Catalog {
                 let id = graph.id(entity_ref)?;
                 let (_, owner, _) =
                     graph.outgoing[id as usize].iter().find(|(kind, _, _)| *kind == RelationType::OwnedBy)?;
-                Some((entity_ref.clone(), graph.name(*owner).to_owned()))
+                Some((entity_ref.clone(), graph.name(*owner).clone()))
             })
             .collect())
     }
 
     /// The owner ref of each of `refs` that is in the catalog (`None` for an
     /// entity without an owner); refs not in the catalog are absent. One statement.
-    pub async fn owners_of(&self, refs: &[String]) -> Result<HashMap<String, Option<String>>, StoreError> {
+    pub async fn owners_of(&self, refs: &[EntityRef]) -> Result<HashMap<EntityRef, Option<EntityRef>>, StoreError> {
+        let asked = by_text(refs);
         let rows = entity_row::Entity::find()
             .select_only()
             .columns([entity_row::Column::EntityRef, entity_row::Column::OwnerRef])
-            .filter(bulk::in_set(self.db.get_database_backend(), "entity_ref", refs))
+            .filter(bulk::in_set(self.db.get_database_backend(), "entity_ref", &texts(refs)))
             .into_tuple::<(String, Option<String>)>()
             .all(&self.db)
             .await?;
-        Ok(rows.into_iter().collect())
+        rows.into_iter()
+            .map(|(entity_ref, owner)| {
+                Ok((asked_ref(&asked, &entity_ref)?, owner.as_deref().map(stored_ref).transpose()?))
+            })
+            .collect()
     }
 
     /// Those of `refs` whose entity matches the filter. One statement.
-    pub async fn refs_matching(&self, refs: &[String], filter: &Filter) -> Result<HashSet<String>, StoreError> {
+    pub async fn refs_matching(&self, refs: &[EntityRef], filter: &Filter) -> Result<HashSet<EntityRef>, StoreError> {
         let filter = self.expand_filter(Some(filter)).await?.unwrap_or_else(|| filter.clone());
         let filter = &filter;
+        let asked = by_text(refs);
         let rows = entity_row::Entity::find()
             .select_only()
             .column(entity_row::Column::EntityRef)
-            .filter(bulk::in_set(self.db.get_database_backend(), "entity_ref", refs))
+            .filter(bulk::in_set(self.db.get_database_backend(), "entity_ref", &texts(refs)))
             .filter(condition(self.db.get_database_backend(), Some(filter), None))
             .into_tuple::<String>()
             .all(&self.db)
             .await?;
-        Ok(rows.into_iter().collect())
+        rows.iter().map(|entity_ref| asked_ref(&asked, entity_ref)).collect()
     }
 }
 
@@ -438,12 +460,16 @@ impl Catalog {
 mod tests {
     use super::*;
 
-    fn node(entity_ref: &str, distance: u32, parents: &[usize]) -> Reached {
+    fn component(name: &str) -> EntityRef {
+        EntityRef::new("component", "default", name)
+    }
+
+    fn node(name: &str, distance: u32, parents: &[usize]) -> Reached {
         let parents = parents
             .iter()
             .map(|node| Parent { node: *node, relation_type: RelationType::DependsOn, forward: true })
             .collect();
-        Reached { entity_ref: entity_ref.into(), distance, parents }
+        Reached { entity_ref: component(name), distance, parents }
     }
 
     /// a → h → b, and a → h → c with also a → v → c: hiding h drops b (only
@@ -467,21 +493,21 @@ mod tests {
             ],
             index: Some(HashMap::new()),
         };
-        walk.retain_visible(|node| node.entity_ref != "h");
-        let refs: Vec<&str> = walk.nodes.iter().map(|node| node.entity_ref.as_str()).collect();
-        assert_eq!(refs, ["a", "v", "c"]);
+        walk.retain_visible(|node| node.entity_ref.name() != "h");
+        let names: Vec<&str> = walk.nodes.iter().map(|node| node.entity_ref.name()).collect();
+        assert_eq!(names, ["a", "v", "c"]);
         assert_eq!(walk.nodes[2].parents.len(), 1);
         assert_eq!(walk.nodes[2].parents[0].node, 1, "c hangs off v, renumbered");
         assert_eq!(walk.edges, vec![(0, RelationType::DependsOn, 1), (1, RelationType::DependsOn, 2)]);
-        assert_eq!(walk.position("c"), Some(2));
-        let path: Vec<String> = walk.path(2).iter().map(|edge| edge.target_ref.clone()).collect();
-        assert_eq!(path, ["v", "c"]);
+        assert_eq!(walk.position(&component("c")), Some(2));
+        let path: Vec<EntityRef> = walk.path(2).into_iter().map(|edge| edge.target_ref).collect();
+        assert_eq!(path, [component("v"), component("c")]);
     }
 
     #[test]
     fn a_hidden_start_hides_the_whole_walk() {
         let mut walk = Walk { nodes: vec![node("h", 0, &[]), node("b", 1, &[0])], complete: true, ..Walk::default() };
-        walk.retain_visible(|node| node.entity_ref != "h");
+        walk.retain_visible(|node| node.entity_ref.name() != "h");
         assert!(walk.nodes.is_empty());
     }
 }

@@ -9,16 +9,20 @@
 //! applies what was committed since, also by other replicas, replacing for
 //! each changed entity exactly the edges that entity states.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::hash::{Hash, Hasher};
 
-use catalog_domain::{RelationType, derive_relations};
+use catalog_domain::{EntityRef, RelationType, derive_relations};
 use parking_lot::RwLockReadGuard;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement, Value as SeaValue};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, QueryResult, Statement, Value as SeaValue,
+};
 
 use crate::error::StoreError;
 use crate::follower::{Followed, Follower, changed_entity};
-use crate::record::{Change, ChangeType};
+use crate::record::{Change, ChangeType, stored_ref};
 
 /// Relation rows read per statement while loading.
 const LOAD_BATCH: i64 = 50_000;
@@ -29,8 +33,8 @@ type Adjacency = Vec<(RelationType, u32, u32)>;
 
 #[derive(Default)]
 pub(crate) struct Graph {
-    refs: Vec<String>,
-    ids: HashMap<String, u32>,
+    refs: Vec<EntityRef>,
+    ids: HashMap<Key, u32>,
     /// Edges by source node.
     pub(crate) outgoing: Vec<Adjacency>,
     /// Edges by target node.
@@ -40,22 +44,68 @@ pub(crate) struct Graph {
     by_origin: HashMap<u32, Vec<(u32, RelationType, u32)>>,
 }
 
+/// A node's ref as the key of its id, found by its canonical text: loading
+/// reads refs as text, and a ref met again (most are) is found without
+/// building one. Its text is shared with `refs`.
+struct Key(EntityRef);
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.as_str().hash(state);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for Key {}
+
+impl Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
 impl Graph {
-    pub(crate) fn id(&self, entity_ref: &str) -> Option<u32> {
-        self.ids.get(entity_ref).copied()
+    pub(crate) fn id(&self, entity_ref: &EntityRef) -> Option<u32> {
+        self.ids.get(entity_ref.as_str()).copied()
     }
 
-    pub(crate) fn name(&self, id: u32) -> &str {
+    pub(crate) fn name(&self, id: u32) -> &EntityRef {
         &self.refs[id as usize]
     }
 
-    fn intern(&mut self, entity_ref: &str) -> u32 {
-        if let Some(id) = self.ids.get(entity_ref) {
-            return *id;
+    fn intern(&mut self, entity_ref: &EntityRef) -> u32 {
+        match self.ids.get(entity_ref.as_str()) {
+            Some(id) => *id,
+            None => self.insert(entity_ref.clone()),
         }
+    }
+
+    /// [`Graph::intern`] for a ref column's text.
+    fn intern_stored(&mut self, text: &str) -> Result<u32, StoreError> {
+        match self.ids.get(text) {
+            Some(id) => Ok(*id),
+            None => Ok(self.insert(stored_ref(text)?)),
+        }
+    }
+
+    /// Interns the origin, source and target of one relation row.
+    fn intern_row(&mut self, row: &QueryResult) -> Result<(u32, u32, u32), StoreError> {
+        Ok((
+            self.intern_stored(&row.try_get::<String>("", "origin")?)?,
+            self.intern_stored(&row.try_get::<String>("", "source_ref")?)?,
+            self.intern_stored(&row.try_get::<String>("", "target_ref")?)?,
+        ))
+    }
+
+    fn insert(&mut self, entity_ref: EntityRef) -> u32 {
         let id = u32::try_from(self.refs.len()).expect("fewer than 2^32 refs");
-        self.refs.push(entity_ref.to_owned());
-        self.ids.insert(entity_ref.to_owned(), id);
+        self.ids.insert(Key(entity_ref.clone()), id);
+        self.refs.push(entity_ref);
         self.outgoing.push(Vec::new());
         self.incoming.push(Vec::new());
         id
@@ -95,8 +145,8 @@ impl Graph {
                 derive_relations(&entity)
                     .into_iter()
                     .map(|edge| {
-                        let source = self.intern(&edge.source.to_string());
-                        let target = self.intern(&edge.target.to_string());
+                        let source = self.intern(&edge.source);
+                        let target = self.intern(&edge.target);
                         (source, edge.relation_type, target)
                     })
                     .collect()
@@ -184,9 +234,16 @@ impl Followed for Graph {
                 let Ok(relation_type) = row.try_get::<String>("", "relation_type")?.parse::<RelationType>() else {
                     continue;
                 };
-                let origin = graph.intern(&row.try_get::<String>("", "origin")?);
-                let source = graph.intern(&row.try_get::<String>("", "source_ref")?);
-                let target = graph.intern(&row.try_get::<String>("", "target_ref")?);
+                // A row this store could not have written is skipped, as a
+                // relation type this binary does not know is.
+                let (origin, source, target) = match graph.intern_row(row) {
+                    Ok(nodes) => nodes,
+                    Err(error @ StoreError::Corrupt { .. }) => {
+                        tracing::warn!(%error, "relation row skipped");
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                };
                 graph.add(source, relation_type, target);
                 origins.entry(origin).or_default().push((source, relation_type, target));
             }

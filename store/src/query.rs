@@ -16,7 +16,9 @@ use crate::filter::{Filter, FilterField, Predicate, typed_values};
 use crate::handles::Catalog;
 use crate::models::{conflict_row, entity_row, facet_row, location_row, relation_row};
 use crate::projection::TypedColumn;
-use crate::record::{ConflictRecord, Facet, LocationRecord, Related, StoredEntity, StoredRelation};
+use crate::record::{
+    ConflictRecord, Facet, LocationRecord, Related, StoredEntity, StoredRelation, asked_ref, by_text, stored_ref, texts,
+};
 
 /// Sort keys for entity pages. Every order ends with the row id so that pages
 /// are stable.
@@ -53,7 +55,7 @@ pub struct EntityPage {
 /// One annotation of one entity (see [`Catalog::annotated`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Annotated {
-    pub entity_ref: String,
+    pub entity_ref: EntityRef,
     pub provider: String,
     pub key: String,
     pub value: String,
@@ -189,7 +191,7 @@ impl Catalog {
     /// targets come in one statement (per 5,000 sources), so a relation field
     /// costs one round trip where [`Catalog::relations_from`] then
     /// [`Catalog::entities_by_refs`] cost two.
-    pub async fn related_entities(&self, sources: &[String], types: &[RelationType]) -> Result<Related, StoreError> {
+    pub async fn related_entities(&self, sources: &[EntityRef], types: &[RelationType]) -> Result<Related, StoreError> {
         Ok(self.read_related(sources, types, false).await?.1)
     }
 
@@ -202,13 +204,12 @@ impl Catalog {
         refs: &[EntityRef],
         types: &[RelationType],
     ) -> Result<(HashMap<EntityRef, StoredEntity>, Related), StoreError> {
-        let texts: Vec<String> = refs.iter().map(ToString::to_string).collect();
-        self.read_related(&texts, types, true).await
+        self.read_related(refs, types, true).await
     }
 
     async fn read_related(
         &self,
-        sources: &[String],
+        sources: &[EntityRef],
         types: &[RelationType],
         with_sources: bool,
     ) -> Result<(HashMap<EntityRef, StoredEntity>, Related), StoreError> {
@@ -217,12 +218,14 @@ impl Catalog {
         let mut found = HashMap::new();
         let mut related = Related::default();
         for chunk in sources.chunks(REF_CHUNK) {
+            let asked = by_text(chunk);
+            let chunk = texts(chunk);
             // PostgreSQL takes each list as one array parameter (planning
             // long IN lists is slow there); SQLite binds each value, so its
             // sources are bound again for the second half of the union.
             let (sources_sql, types_sql, entities_sql, values): (String, String, String, Vec<sea_orm::Value>) =
                 if backend == DbBackend::Postgres {
-                    let values = vec![chunk.to_vec().into(), type_names.clone().into()];
+                    let values = vec![chunk.clone().into(), type_names.clone().into()];
                     ("= ANY($1)".into(), "= ANY($2)".into(), "= ANY($1)".into(), values)
                 } else {
                     let marks = |n: usize| format!("IN ({})", vec!["?"; n].join(", "));
@@ -261,7 +264,7 @@ impl Catalog {
                 let relation_type: String = row.try_get("", "related_type")?;
                 let Ok(relation_type) = relation_type.parse::<RelationType>() else { continue };
                 let id: i64 = row.try_get("", "id")?;
-                let edge = (source, relation_type, id);
+                let edge = (asked_ref(&asked, &source)?, relation_type, id);
                 if related.edges.last() == Some(&edge) {
                     continue;
                 }
@@ -281,11 +284,12 @@ impl Catalog {
     /// serves both directions. One statement per 5,000 refs.
     pub async fn relations_from(
         &self,
-        sources: &[String],
+        sources: &[EntityRef],
         types: Option<&[RelationType]>,
     ) -> Result<Vec<StoredRelation>, StoreError> {
         let mut edges = Vec::new();
         for chunk in sources.chunks(REF_CHUNK) {
+            let asked = by_text(chunk);
             let mut query = relation_row::Entity::find()
                 .select_only()
                 .columns([
@@ -297,7 +301,7 @@ impl Catalog {
                 .filter(bulk::one_of(
                     self.db.get_database_backend(),
                     relation_row::Column::SourceRef,
-                    chunk.iter().cloned(),
+                    chunk.iter().map(ToString::to_string),
                 ))
                 .order_by_asc(relation_row::Column::SourceRef)
                 .order_by_asc(relation_row::Column::RelationType)
@@ -309,6 +313,7 @@ impl Catalog {
                 query.into_tuple::<(String, String, String)>().all(&self.db).await?
             {
                 let Ok(relation_type) = relation_type.parse::<RelationType>() else { continue };
+                let (source_ref, target_ref) = (asked_ref(&asked, &source_ref)?, stored_ref(&target_ref)?);
                 edges.push(StoredRelation { source_ref, relation_type, target_ref });
             }
         }
@@ -359,7 +364,7 @@ impl Catalog {
         let mut ids: Vec<i64> = facets.iter().map(|(id, _, _)| *id).collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut entities = HashMap::with_capacity(ids.len());
+        let mut entities: HashMap<i64, (EntityRef, String)> = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(REF_CHUNK) {
             let rows = entity_row::Entity::find()
                 .select_only()
@@ -368,7 +373,9 @@ impl Catalog {
                 .into_tuple::<(i64, String, String)>()
                 .all(&self.db)
                 .await?;
-            entities.extend(rows.into_iter().map(|(id, entity_ref, provider)| (id, (entity_ref, provider))));
+            for (id, entity_ref, provider) in rows {
+                entities.insert(id, (stored_ref(&entity_ref)?, provider));
+            }
         }
         let mut annotated: Vec<Annotated> = facets
             .into_iter()
@@ -378,7 +385,7 @@ impl Catalog {
                 Some(Annotated { entity_ref, provider, key, value })
             })
             .collect();
-        annotated.sort_by(|a, b| (&a.entity_ref, &a.key).cmp(&(&b.entity_ref, &b.key)));
+        annotated.sort_by(|a, b| (a.entity_ref.as_str(), &a.key).cmp(&(b.entity_ref.as_str(), &b.key)));
         Ok(annotated)
     }
 
@@ -405,17 +412,18 @@ impl Catalog {
     /// Every ref claimed by two sources.
     pub async fn conflicts(&self) -> Result<Vec<ConflictRecord>, StoreError> {
         let rows = conflict_row::Entity::find().order_by_asc(conflict_row::Column::EntityRef).all(&self.db).await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| ConflictRecord {
-                entity_ref: row.entity_ref,
-                owner_provider: row.owner_provider,
-                owner_location: row.owner_location,
-                claimant_provider: row.claimant_provider,
-                claimant_location: row.claimant_location,
-                detected_at: row.detected_at,
+        rows.into_iter()
+            .map(|row| {
+                Ok(ConflictRecord {
+                    entity_ref: stored_ref(&row.entity_ref)?,
+                    owner_provider: row.owner_provider,
+                    owner_location: row.owner_location,
+                    claimant_provider: row.claimant_provider,
+                    claimant_location: row.claimant_location,
+                    detected_at: row.detected_at,
+                })
             })
-            .collect())
+            .collect()
     }
 }
 
@@ -426,8 +434,7 @@ fn to_stored(mut row: entity_row::Model) -> Result<StoredEntity, StoreError> {
     // The body skips relations on deserialization (they are output only), so
     // derive them again from the stored spec.
     let entity = entity.with_derived_relations();
-    let entity_ref = EntityRef::parse(&row.entity_ref)
-        .map_err(|error| StoreError::Corrupt { entity_ref: row.entity_ref.clone(), message: error.to_string() })?;
+    let entity_ref = stored_ref(&row.entity_ref)?;
     let errors = match row.errors {
         Some(Value::Array(items)) => items.into_iter().filter_map(|item| item.as_str().map(str::to_owned)).collect(),
         _ => Vec::new(),

@@ -1,7 +1,11 @@
 //! What the store returns: domain entities with the catalog's own bookkeeping.
 
+use std::collections::HashMap;
+
 use catalog_domain::{Entity, EntityRef};
 use chrono::{DateTime, Utc};
+
+use crate::error::StoreError;
 
 /// An entity as the catalog holds it: the last good version, where it came
 /// from, and the problems of its latest ingestion.
@@ -20,20 +24,20 @@ pub struct StoredEntity {
 }
 
 /// What [`crate::Catalog::related_entities`] found: edges as (source ref,
-/// relation type, target id) in source, type and target-ref order, and each
-/// target once.
+/// relation type, target id) in source, type and target-ref order (the
+/// refs' text order), and each target once.
 #[derive(Debug, Default)]
 pub struct Related {
-    pub edges: Vec<(String, catalog_domain::RelationType, i64)>,
+    pub edges: Vec<(EntityRef, catalog_domain::RelationType, i64)>,
     pub targets: std::collections::HashMap<i64, StoredEntity>,
 }
 
 /// One edge of the catalog graph as stored, with whether its target exists.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StoredRelation {
-    pub source_ref: String,
+    pub source_ref: EntityRef,
     pub relation_type: catalog_domain::RelationType,
-    pub target_ref: String,
+    pub target_ref: EntityRef,
 }
 
 /// A location a provider read, with the outcome of its last read.
@@ -51,12 +55,38 @@ pub struct LocationRecord {
 /// Two sources claimed the same ref: the owner keeps it, the claimant is refused.
 #[derive(Clone, Debug)]
 pub struct ConflictRecord {
-    pub entity_ref: String,
+    pub entity_ref: EntityRef,
     pub owner_provider: String,
     pub owner_location: Option<String>,
     pub claimant_provider: String,
     pub claimant_location: Option<String>,
     pub detected_at: DateTime<Utc>,
+}
+
+/// A ref the store itself wrote, read back from a ref column: text that is
+/// not one is a corrupt row.
+pub(crate) fn stored_ref(text: &str) -> Result<EntityRef, StoreError> {
+    EntityRef::from_stored(text)
+        .map_err(|error| StoreError::Corrupt { entity_ref: text.to_owned(), message: error.to_string() })
+}
+
+/// Refs as the text their column holds, to bind.
+pub(crate) fn texts(refs: &[EntityRef]) -> Vec<String> {
+    refs.iter().map(ToString::to_string).collect()
+}
+
+/// Refs by their text, to answer with the refs asked about rather than
+/// build each again from a row.
+pub(crate) fn by_text(refs: &[EntityRef]) -> HashMap<&str, &EntityRef> {
+    refs.iter().map(|entity_ref| (entity_ref.as_str(), entity_ref)).collect()
+}
+
+/// The asked ref a row names (a row the statement selected by those refs).
+pub(crate) fn asked_ref(asked: &HashMap<&str, &EntityRef>, text: &str) -> Result<EntityRef, StoreError> {
+    match asked.get(text) {
+        Some(entity_ref) => Ok((*entity_ref).clone()),
+        None => stored_ref(text),
+    }
 }
 
 /// What happened to an entity, as recorded in the change log.
@@ -91,7 +121,7 @@ impl ChangeType {
 pub struct Change {
     pub sequence: i64,
     pub time: DateTime<Utc>,
-    pub entity_ref: String,
+    pub entity_ref: EntityRef,
     pub change_type: ChangeType,
     /// The entity after the change; `None` when it was removed.
     pub entity: Option<serde_json::Value>,

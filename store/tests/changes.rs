@@ -170,7 +170,7 @@ async fn purging_keeps_the_latest_version_of_what_exists_and_marks_the_gap(store
     assert_eq!(store.maintenance().purge_changes(tomorrow).await.unwrap(), 3);
     let kept = store.change_feed().changes_after(0, 10).await.unwrap();
     assert_eq!(kept.len(), 1, "a's latest version; b's history and removal go");
-    assert_eq!(kept[0].entity_ref, A);
+    assert_eq!(kept[0].entity_ref, a_ref());
     assert_eq!(kept[0].entity.as_ref().unwrap()["spec"]["owner"], "team-b");
     assert_eq!(store.change_feed().purged_through().await.unwrap(), all[3].sequence);
     // Purging again removes nothing and keeps the mark.
@@ -220,7 +220,7 @@ async fn a_catalog_page_as_of_a_cursor_holds_the_versions_of_then(store: Store) 
     let query = AsOfQuery { sequence: now, offset: 1, limit: 1, ..Default::default() };
     let page = store.catalog().list_entities_as_of(&query).await.unwrap();
     assert_eq!((page.versions.len(), page.total_count), (1, 3));
-    assert_eq!(page.versions[0].entity_ref, "component:default/c");
+    assert_eq!(page.versions[0].entity_ref.as_str(), "component:default/c");
 }
 
 /// Past the scan's chunk of 1,000 refs, pages and counts still see every ref once.
@@ -297,7 +297,8 @@ async fn deleting_an_entity_logs_its_removal_and_the_audit_record_together(store
     let last = store.change_feed().changes_after(0, 10).await.unwrap().pop().unwrap();
     assert_eq!((last.change_type, last.entity_ref.as_str(), last.provider.as_str()), (ChangeType::Removed, A, "file"));
     assert_eq!(last.latest_version().unwrap()["metadata"]["name"], "a");
-    let edges = store.catalog().relations_from(&["group:default/team-a".to_owned()], None).await.unwrap();
+    let edges =
+        store.catalog().relations_from(&[EntityRef::parse("group:default/team-a").unwrap()], None).await.unwrap();
     let targets: Vec<&str> = edges.iter().map(|edge| edge.target_ref.as_str()).collect();
     assert_eq!(targets, vec!["component:default/b"], "the deleted entity's edges went with it");
     let audit = store.access_store().audit_records(None, None, 10).await.unwrap();

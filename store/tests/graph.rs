@@ -3,7 +3,7 @@
 // Tests unwrap: a failure is a failed test that names its line.
 #![allow(clippy::unwrap_used)]
 
-use catalog_domain::{Entity, RelationType};
+use catalog_domain::{Entity, EntityRef, RelationType};
 use catalog_store::{
     Direction, Filter, FilterField, ListQuery, Predicate, Snapshot, Store, Walk, WalkRequest, backend_tests,
 };
@@ -36,9 +36,9 @@ async fn load(store: &Store, entities: Vec<Entity>) {
     store.snapshot_writer().apply_snapshot(&snapshot_of(entities)).await.unwrap();
 }
 
-fn request(from: &str, types: &[RelationType], direction: Direction, max_depth: u32) -> WalkRequest {
+fn request(from: &EntityRef, types: &[RelationType], direction: Direction, max_depth: u32) -> WalkRequest {
     WalkRequest {
-        from: vec![from.to_owned()],
+        from: vec![from.clone()],
         types: types.to_vec(),
         direction,
         max_depth,
@@ -50,15 +50,19 @@ fn request(from: &str, types: &[RelationType], direction: Direction, max_depth: 
 }
 
 /// (ref, distance) of every node, in walk order.
-fn reached(walk: &Walk) -> Vec<(String, u32)> {
+fn reached(walk: &Walk) -> Vec<(EntityRef, u32)> {
     walk.nodes.iter().map(|node| (node.entity_ref.clone(), node.distance)).collect()
 }
 
-fn c(name: &str) -> String {
-    format!("component:default/{name}")
+fn c(name: &str) -> EntityRef {
+    reference(&format!("component:default/{name}"))
 }
 
-fn path_text(walk: &Walk, entity_ref: &str) -> Vec<String> {
+fn reference(text: &str) -> EntityRef {
+    EntityRef::parse(text).unwrap()
+}
+
+fn path_text(walk: &Walk, entity_ref: &EntityRef) -> Vec<String> {
     let node = walk.position(entity_ref).unwrap();
     walk.path(node)
         .iter()
@@ -130,7 +134,7 @@ async fn depth_limits_and_directions_are_honoured(store: Store) {
     // Relation types not asked for are not followed.
     let owned =
         store.catalog().walk(&request(&c("a"), &[RelationType::OwnedBy], Direction::Outgoing, 5)).await.unwrap();
-    assert_eq!(reached(&owned), vec![(c("a"), 0), ("group:default/team".into(), 1)]);
+    assert_eq!(reached(&owned), vec![(c("a"), 0), (reference("group:default/team"), 1)]);
 }
 
 async fn unresolved_targets_are_reached_and_known_as_missing(store: Store) {
@@ -139,7 +143,7 @@ async fn unresolved_targets_are_reached_and_known_as_missing(store: Store) {
         store.catalog().walk(&request(&c("a"), &[RelationType::DependsOn], Direction::Outgoing, 3)).await.unwrap();
     assert_eq!(reached(&walk), vec![(c("a"), 0), (c("ghost"), 1)]);
     let owners = store.catalog().owners_of(&[c("a"), c("ghost")]).await.unwrap();
-    assert_eq!(owners.get(&c("a")), Some(&Some("group:default/team".to_owned())));
+    assert_eq!(owners.get(&c("a")), Some(&Some(reference("group:default/team"))));
     assert!(!owners.contains_key(&c("ghost")));
 }
 
@@ -201,7 +205,7 @@ async fn the_index_follows_every_commit(store: Store) {
         ],
     )
     .await;
-    let members = request("group:default/g", &[RelationType::HasMember], Direction::Outgoing, 1);
+    let members = request(&reference("group:default/g"), &[RelationType::HasMember], Direction::Outgoing, 1);
     assert_eq!(store.catalog().walk(&members).await.unwrap().nodes.len(), 2);
     load(&store, vec![group("g", None), entity("User", "u", json!({"memberOf": ["g"]}))]).await;
     assert_eq!(store.catalog().walk(&members).await.unwrap().nodes.len(), 2, "the user still states it");

@@ -69,7 +69,7 @@ async fn a_snapshot_adds_updates_and_removes_with_one_change_each(store: Store) 
 
     let changes = store.change_feed().changes_after(0, 100).await.unwrap();
     let kinds: Vec<(String, ChangeType)> =
-        changes.iter().map(|change| (change.entity_ref.clone(), change.change_type)).collect();
+        changes.iter().map(|change| (change.entity_ref.to_string(), change.change_type)).collect();
     assert_eq!(kinds.len(), 4);
     assert!(kinds.contains(&("component:default/a".into(), ChangeType::Updated)));
     assert!(kinds.contains(&("component:default/b".into(), ChangeType::Removed)));
@@ -111,7 +111,7 @@ async fn no_index_row_outlives_its_entity(store: Store) {
     };
     store.snapshot_writer().delete_entity(&reference("component:default/c"), &audit).await.unwrap().unwrap();
     assert_eq!(store.orphaned_index_rows_for_tests().await, 0);
-    let edges = store.catalog().relations_from(&["component:default/a".to_owned()], None).await.unwrap();
+    let edges = store.catalog().relations_from(&[reference("component:default/a")], None).await.unwrap();
     assert!(!edges.is_empty(), "the survivor keeps its own rows");
 }
 
@@ -226,19 +226,21 @@ async fn relations_are_stored_both_ways_and_dangling_targets_stay_visible(store:
         .unwrap();
     let edges = store
         .catalog()
-        .relations_from(&["component:default/a".into()], Some(&[RelationType::DependsOn]))
+        .relations_from(&[reference("component:default/a")], Some(&[RelationType::DependsOn]))
         .await
         .unwrap();
     let targets: Vec<&str> = edges.iter().map(|edge| edge.target_ref.as_str()).collect();
     assert_eq!(targets, ["component:default/b", "component:default/ghost"]);
-    let owned =
-        store.catalog().relations_from(&["group:default/team-a".into()], Some(&[RelationType::OwnerOf])).await.unwrap();
+    let owned = store
+        .catalog()
+        .relations_from(&[reference("group:default/team-a")], Some(&[RelationType::OwnerOf]))
+        .await
+        .unwrap();
     assert_eq!(owned.len(), 2);
-    let dependents = store.catalog().relations_from(&["component:default/b".into()], None).await.unwrap();
+    let dependents = store.catalog().relations_from(&[reference("component:default/b")], None).await.unwrap();
     assert!(
-        dependents
-            .iter()
-            .any(|edge| edge.relation_type == RelationType::DependencyOf && edge.target_ref == "component:default/a")
+        dependents.iter().any(|edge| edge.relation_type == RelationType::DependencyOf
+            && edge.target_ref.as_str() == "component:default/a")
     );
 }
 
@@ -254,7 +256,7 @@ async fn related_entities_come_with_their_edges_each_target_once(store: Store) {
         (group("team-a"), "g.yaml"),
     ];
     store.snapshot_writer().apply_snapshot(&snapshot("file", entities)).await.unwrap();
-    let sources = ["component:default/a".to_owned(), "component:default/c".to_owned()];
+    let sources = [reference("component:default/a"), reference("component:default/c")];
     let related = store
         .catalog()
         .related_entities(&sources, &[RelationType::OwnedBy, RelationType::DependsOn, RelationType::PartOf])
@@ -435,7 +437,7 @@ async fn a_large_snapshot_is_written_in_statements_under_the_bind_parameter_limi
     assert!(store.statement_count() - before < 200, "{} statements", store.statement_count() - before);
     let dependents = store
         .catalog()
-        .relations_from(&["component:default/c0".into()], Some(&[RelationType::DependencyOf]))
+        .relations_from(&[reference("component:default/c0")], Some(&[RelationType::DependencyOf]))
         .await
         .unwrap();
     assert_eq!(dependents.len(), 3_000, "c0 included: it depends on itself, as written");

@@ -49,11 +49,11 @@ pub struct ChangeFilter {
 pub(crate) struct ChangeMatcher {
     kinds: Option<HashSet<String>>,
     namespaces: Option<HashSet<String>>,
-    refs: Option<HashSet<String>>,
-    owners: Option<HashSet<String>>,
-    tree_owners: Option<HashSet<String>>,
+    refs: Option<HashSet<EntityRef>>,
+    owners: Option<HashSet<EntityRef>>,
+    tree_owners: Option<HashSet<EntityRef>>,
     tags: Option<HashSet<String>>,
-    related: Option<HashSet<String>>,
+    related: Option<HashSet<EntityRef>>,
     /// The request's read scope, as it is when each change is matched:
     /// events about hidden entities are dropped.
     scope: SharedScope,
@@ -63,11 +63,8 @@ fn lowered(values: &Option<Vec<String>>) -> Option<HashSet<String>> {
     values.as_ref().map(|values| values.iter().map(|value| value.to_lowercase()).collect())
 }
 
-fn canonical(values: &[String], default_kind: Option<&str>) -> Result<HashSet<String>, ApiError> {
-    values
-        .iter()
-        .map(|value| parse_ref(value, default_kind, "default").map(|entity_ref| entity_ref.to_string()))
-        .collect()
+fn canonical<C: FromIterator<EntityRef>>(values: &[String], default_kind: Option<&str>) -> Result<C, ApiError> {
+    values.iter().map(|value| parse_ref(value, default_kind, "default")).collect()
 }
 
 impl ChangeMatcher {
@@ -80,12 +77,15 @@ impl ChangeMatcher {
         let refs = filter.refs.as_deref().map(|refs| canonical(refs, None)).transpose()?;
         let owners = filter.owners.as_deref().map(|owners| canonical(owners, OWNER_KIND)).transpose()?;
         let tree_owners = match &filter.owned_by_tree {
-            Some(roots) => Some(catalog.owner_closure(&FilterField::OwnedByTree, roots).await?.into_iter().collect()),
+            Some(roots) => {
+                let roots: Vec<EntityRef> = canonical(roots, OWNER_KIND)?;
+                Some(catalog.owner_closure(&FilterField::OwnedByTree, &roots).await?.into_iter().collect())
+            }
             None => None,
         };
         let related = match &filter.related_to {
             Some(text) => {
-                let entity_ref = parse_ref(text, None, "default")?.to_string();
+                let entity_ref = parse_ref(text, None, "default")?;
                 let edges = catalog.relations_from(std::slice::from_ref(&entity_ref), None).await?;
                 Some(edges.into_iter().map(|edge| edge.target_ref).collect())
             }
@@ -104,12 +104,14 @@ impl ChangeMatcher {
     }
 
     pub(crate) fn matches(&self, change: &Change) -> bool {
-        let Ok(entity_ref) = EntityRef::parse(&change.entity_ref) else { return false };
+        let entity_ref = &change.entity_ref;
         let holds = |set: &Option<HashSet<String>>, value: &str| set.as_ref().is_none_or(|set| set.contains(value));
+        let holds_ref =
+            |set: &Option<HashSet<EntityRef>>, value: &EntityRef| set.as_ref().is_none_or(|set| set.contains(value));
         if !holds(&self.kinds, entity_ref.kind())
             || !holds(&self.namespaces, entity_ref.namespace())
-            || !holds(&self.refs, &change.entity_ref)
-            || !holds(&self.related, &change.entity_ref)
+            || !holds_ref(&self.refs, entity_ref)
+            || !holds_ref(&self.related, entity_ref)
         {
             return false;
         }
@@ -117,10 +119,9 @@ impl ChangeMatcher {
         if self.owners.is_some() || self.tree_owners.is_some() {
             let owner = version
                 .and_then(|body| body["spec"]["owner"].as_str())
-                .and_then(|owner| EntityRef::parse_with_defaults(owner, OWNER_KIND, entity_ref.namespace()).ok())
-                .map(|owner| owner.to_string());
+                .and_then(|owner| EntityRef::parse_with_defaults(owner, OWNER_KIND, entity_ref.namespace()).ok());
             let Some(owner) = owner else { return false };
-            if !holds(&self.owners, &owner) || !holds(&self.tree_owners, &owner) {
+            if !holds_ref(&self.owners, &owner) || !holds_ref(&self.tree_owners, &owner) {
                 return false;
             }
         }

@@ -130,33 +130,11 @@ impl EntityLoader {
     }
 }
 
-/// The entity named by a ref the store returned as text (a relation's
-/// target, a node a walk reached, an owner). The store writes only parsed
-/// refs, so text that does not parse names no entity: it loads as absent.
-pub(crate) async fn load_stored_ref(
-    loader: &RequestLoader<EntityLoader>,
-    text: &str,
-) -> Result<Option<Arc<StoredEntity>>, ApiError> {
-    let Ok(entity_ref) = EntityRef::parse(text) else { return Ok(None) };
-    loader.load_one(entity_ref).await
-}
-
-/// [`load_stored_ref`] for many, keyed by the text they were named with.
-pub(crate) async fn load_stored_refs<'a>(
-    loader: &RequestLoader<EntityLoader>,
-    texts: impl IntoIterator<Item = &'a String>,
-) -> Result<HashMap<String, Arc<StoredEntity>>, ApiError> {
-    let parsed: Vec<(&String, EntityRef)> =
-        texts.into_iter().filter_map(|text| Some((text, EntityRef::parse(text).ok()?))).collect();
-    let mut found = loader.load_many(parsed.iter().map(|(_, entity_ref)| entity_ref.clone())).await?;
-    Ok(parsed.into_iter().filter_map(|(text, entity_ref)| Some((text.clone(), found.remove(&entity_ref)?))).collect())
-}
-
-/// An entity's canonical ref and one relation type leaving it.
-pub type RelationKey = (String, RelationType);
+/// An entity's ref and one relation type leaving it.
+pub type RelationKey = (EntityRef, RelationType);
 
 /// The entities one relation type leads to from an entity, by (the entity's
-/// canonical ref, relation type), in target-ref order: edges and targets
+/// ref, relation type), in target-ref order: edges and targets
 /// in one statement, where [`EdgesLoader`] then [`EntityLoader`] would take
 /// two round trips (and two loader delays) for `owner`, `system` and the
 /// other relation fields. Targets the read scope hides are left out;
@@ -176,7 +154,7 @@ impl Loader<RelationKey> for RelatedLoader {
 
     #[tracing::instrument(name = "loader.related", skip_all, fields(keys = keys.len()))]
     async fn load(&self, keys: &[RelationKey]) -> Result<HashMap<RelationKey, Self::Value>, Self::Error> {
-        let mut sources: Vec<String> = keys.iter().map(|(source, _)| source.clone()).collect();
+        let mut sources: Vec<EntityRef> = keys.iter().map(|(source, _)| source.clone()).collect();
         sources.sort();
         sources.dedup();
         let mut types: Vec<RelationType> = keys.iter().map(|(_, relation_type)| *relation_type).collect();
@@ -222,17 +200,17 @@ impl RelatedLoader {
     }
 }
 
-/// Every edge leaving an entity, by the entity's canonical ref.
+/// Every edge leaving an entity, by the entity's ref.
 pub struct EdgesLoader(pub Catalog);
 
-impl Loader<String> for EdgesLoader {
+impl Loader<EntityRef> for EdgesLoader {
     type Value = Arc<Vec<StoredRelation>>;
     type Error = ApiError;
 
     #[tracing::instrument(name = "loader.edges", skip_all, fields(keys = keys.len()))]
-    async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
+    async fn load(&self, keys: &[EntityRef]) -> Result<HashMap<EntityRef, Self::Value>, Self::Error> {
         let edges = self.0.relations_from(keys, None).await?;
-        let mut by_source: HashMap<String, Vec<StoredRelation>> =
+        let mut by_source: HashMap<EntityRef, Vec<StoredRelation>> =
             keys.iter().map(|key| (key.clone(), Vec::new())).collect();
         for edge in edges {
             by_source.entry(edge.source_ref.clone()).or_default().push(edge);

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_graphql::{Context, Object, Result, SimpleObject};
+use catalog_domain::EntityRef;
 use catalog_ingestion::{
     Engine, INTEGRATION_KEY_ANNOTATION, LATEST_INCIDENTS, PagerDutyError, PagerDutyService, PagerDutyView,
     SERVICE_ID_ANNOTATION, SourceError, TEAM_ID_ANNOTATION,
@@ -20,7 +21,6 @@ use catalog_store::{StoredEntity, Walk};
 use chrono::{DateTime, Utc};
 
 use super::error::ApiError;
-use super::loaders::load_stored_refs;
 use crate::error_code::Limit;
 use crate::graphql::context::{budget, entity_loader};
 
@@ -236,7 +236,7 @@ pub(crate) async fn team_services(ctx: &Context<'_>, stored: &StoredEntity) -> R
 /// services its impacted entities map to.
 pub(crate) struct ImpactServices {
     walk: Arc<Walk>,
-    by_owner: tokio::sync::OnceCell<HashMap<String, Vec<Arc<PagerDutyService>>>>,
+    by_owner: tokio::sync::OnceCell<HashMap<EntityRef, Vec<Arc<PagerDutyService>>>>,
 }
 
 impl ImpactServices {
@@ -244,7 +244,7 @@ impl ImpactServices {
         Self { walk, by_owner: tokio::sync::OnceCell::new() }
     }
 
-    async fn by_owner(&self, ctx: &Context<'_>) -> Result<&HashMap<String, Vec<Arc<PagerDutyService>>>, ApiError> {
+    async fn by_owner(&self, ctx: &Context<'_>) -> Result<&HashMap<EntityRef, Vec<Arc<PagerDutyService>>>, ApiError> {
         self.by_owner
             .get_or_try_init(|| async {
                 let Some(view) = view(ctx) else { return Ok(HashMap::new()) };
@@ -254,7 +254,11 @@ impl ImpactServices {
     }
 
     /// Who is on call for the owner's services, by service name then person.
-    pub(crate) async fn on_call(&self, ctx: &Context<'_>, owner_ref: &str) -> Result<Vec<PagerDutyOnCall>, ApiError> {
+    pub(crate) async fn on_call(
+        &self,
+        ctx: &Context<'_>,
+        owner_ref: &EntityRef,
+    ) -> Result<Vec<PagerDutyOnCall>, ApiError> {
         let Some(services) = self.by_owner(ctx).await?.get(owner_ref) else { return Ok(Vec::new()) };
         let answers = futures::future::join_all(services.iter().map(|service| on_call(ctx, service))).await;
         let mut on_call = Vec::new();
@@ -269,21 +273,21 @@ async fn services_by_owner(
     ctx: &Context<'_>,
     view: &PagerDutyView,
     walk: &Walk,
-) -> Result<HashMap<String, Vec<Arc<PagerDutyService>>>, ApiError> {
+) -> Result<HashMap<EntityRef, Vec<Arc<PagerDutyService>>>, ApiError> {
     let catalog = super::context::catalog(ctx)?;
-    let impacted: Vec<String> =
+    let impacted: Vec<EntityRef> =
         walk.nodes.iter().filter(|node| node.distance > 0).map(|node| node.entity_ref.clone()).collect();
     // The walk holds only what the request may see.
     let owners = catalog.owners_in_graph(&impacted).await?;
-    let mut by_owner: HashMap<String, Vec<Arc<PagerDutyService>>> = HashMap::new();
+    let mut by_owner: HashMap<EntityRef, Vec<Arc<PagerDutyService>>> = HashMap::new();
     // One statement for every mapped entity, rather than loading every
     // impacted entity to read its annotations.
     let annotated = catalog.annotated(&[SERVICE_ID_ANNOTATION, INTEGRATION_KEY_ANNOTATION]).await?;
-    let mut annotations_of: HashMap<&str, BTreeMap<String, String>> = HashMap::new();
+    let mut annotations_of: HashMap<&EntityRef, BTreeMap<String, String>> = HashMap::new();
     for annotation in &annotated {
         if owners.contains_key(&annotation.entity_ref) {
             annotations_of
-                .entry(annotation.entity_ref.as_str())
+                .entry(&annotation.entity_ref)
                 .or_default()
                 .insert(annotation.key.clone(), annotation.value.clone());
         }
@@ -295,11 +299,11 @@ async fn services_by_owner(
             by_owner.entry(owner.clone()).or_default().push(service);
         }
     }
-    let mut groups: Vec<String> = owners.values().filter(|owner| owner.starts_with("group:")).cloned().collect();
+    let mut groups: Vec<EntityRef> = owners.values().filter(|owner| owner.kind() == "group").cloned().collect();
     groups.sort();
     groups.dedup();
     // Through the loader, so that a Group the request may not see adds nothing.
-    let found = load_stored_refs(entity_loader(ctx)?, &groups).await?;
+    let found = entity_loader(ctx)?.load_many(groups).await?;
     for (group_ref, group) in &found {
         if let Some(team_id) = group.entity.metadata.annotations.get(TEAM_ID_ANNOTATION) {
             let services = view.services_of_team(team_id).map_err(unavailable)?;

@@ -165,8 +165,8 @@ impl CatalogQuery {
                 .await
                 .map_err(ApiError::from)?;
             let relations = related_loader(ctx)?;
-            let key = entity_ref.to_string();
-            let keys: Vec<RelationKey> = prefetched.iter().map(|relation_type| (key.clone(), *relation_type)).collect();
+            let keys: Vec<RelationKey> =
+                prefetched.iter().map(|relation_type| (entity_ref.clone(), *relation_type)).collect();
             relations.feed_many(relations.loader().answer(&keys, related)?).await;
             loader.loader().visible(found).remove(&entity_ref)
         };
@@ -493,7 +493,7 @@ impl CatalogQuery {
         Ok(conflicts
             .into_iter()
             .map(|conflict| Conflict {
-                entity_ref: conflict.entity_ref,
+                entity_ref: conflict.entity_ref.to_string(),
                 owner_provider: conflict.owner_provider,
                 owner_location: conflict.owner_location,
                 claimant_provider: conflict.claimant_provider,

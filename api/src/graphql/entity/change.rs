@@ -63,7 +63,7 @@ pub(crate) fn stored_version(change: &Change) -> Option<Arc<StoredEntity>> {
     let location = entity.metadata.annotations.get("backstage.io/managed-by-location").cloned();
     Some(Arc::new(StoredEntity {
         id: 0,
-        entity_ref: EntityRef::parse(&change.entity_ref).ok()?,
+        entity_ref: change.entity_ref.clone(),
         entity: entity.with_derived_relations(),
         provider: change.provider.clone(),
         location,
@@ -96,7 +96,7 @@ impl ChangeEvent {
     }
 
     async fn entity_ref(&self) -> &str {
-        &self.0.entity_ref
+        self.0.entity_ref.as_str()
     }
 
     /// The entity as this change left it; null when it was removed. Its
@@ -200,9 +200,8 @@ pub(crate) async fn history_page(
 /// removal) be seen.
 pub(crate) fn version_allowed(scope: &ReadScope, change: &Change) -> bool {
     let ReadScope::Only { matcher, .. } = scope else { return true };
-    let Ok(entity_ref) = EntityRef::parse(&change.entity_ref) else { return false };
     change
         .latest_version()
         .and_then(|body| serde_json::from_value::<Entity>(body.clone()).ok())
-        .is_some_and(|entity| matcher.matches_entity(&entity_ref, &entity))
+        .is_some_and(|entity| matcher.matches_entity(&change.entity_ref, &entity))
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::{Context, Enum, Object, Result, SimpleObject};
-use catalog_domain::RelationType as R;
+use catalog_domain::{EntityRef, RelationType as R};
 use catalog_store::{Direction, Filter, StoredRelation, Walk, WalkRequest};
 
 use super::{EntityValue, RelationTypeValue};
@@ -16,7 +16,6 @@ use crate::error_code::Limit;
 use crate::graphql::context::{budget, catalog, entity_loader, parse_ref};
 use crate::graphql::error::ApiError;
 use crate::graphql::filter::EntityFilter;
-use crate::graphql::loaders::load_stored_ref;
 use crate::graphql::pagerduty::{ImpactServices, PagerDutyOnCall};
 use crate::graphql::paging::{PageInfo, decode_cursor, offset_cursor, page_size};
 use crate::graphql::{DEFAULT_PAGE_SIZE, MAX_REFS};
@@ -40,7 +39,7 @@ pub(crate) async fn walk(ctx: &Context<'_>, request: &WalkRequest) -> Result<Wal
         // the walk before anything is counted or paged. A ref nothing in the
         // catalog has stays when a visible entity names it, but never as a
         // start: "absent" and "hidden" must look alike from outside.
-        let refs: Vec<String> = walk.nodes.iter().map(|node| node.entity_ref.clone()).collect();
+        let refs: Vec<EntityRef> = walk.nodes.iter().map(|node| node.entity_ref.clone()).collect();
         let existing = catalog.refs_matching(&refs, &Filter::All(Vec::new())).await?;
         let visible = catalog.refs_matching(&refs, &filter).await?;
         walk.retain_visible(|node| {
@@ -74,9 +73,9 @@ pub struct GraphEdge {
 impl From<&StoredRelation> for GraphEdge {
     fn from(edge: &StoredRelation) -> Self {
         GraphEdge {
-            source_ref: edge.source_ref.clone(),
+            source_ref: edge.source_ref.to_string(),
             relation_type: edge.relation_type.into(),
-            target_ref: edge.target_ref.clone(),
+            target_ref: edge.target_ref.to_string(),
         }
     }
 }
@@ -85,7 +84,7 @@ impl From<&StoredRelation> for GraphEdge {
 /// the ref is named by a relation but nothing in the catalog has it.
 #[derive(Clone, Debug)]
 pub struct TraversalNode {
-    entity_ref: String,
+    entity_ref: EntityRef,
     distance: u32,
     path: Vec<GraphEdge>,
 }
@@ -96,7 +95,7 @@ pub struct TraversalNode {
 #[Object]
 impl TraversalNode {
     async fn entity_ref(&self) -> &str {
-        &self.entity_ref
+        self.entity_ref.as_str()
     }
 
     /// Hops from the start.
@@ -110,18 +109,18 @@ impl TraversalNode {
     }
 
     async fn entity(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
-        let found = load_stored_ref(entity_loader(ctx)?, &self.entity_ref).await?;
+        let found = entity_loader(ctx)?.load_one(self.entity_ref.clone()).await?;
         Ok(found.map(EntityValue::from))
     }
 
     /// Whether the ref is in the catalog.
     async fn resolved(&self, ctx: &Context<'_>) -> Result<bool> {
-        Ok(load_stored_ref(entity_loader(ctx)?, &self.entity_ref).await?.is_some())
+        Ok(entity_loader(ctx)?.load_one(self.entity_ref.clone()).await?.is_some())
     }
 
     /// The owner's ref, for kinds that have one; null for unresolved refs.
     async fn owner_ref(&self, ctx: &Context<'_>) -> Result<Option<String>> {
-        let found = load_stored_ref(entity_loader(ctx)?, &self.entity_ref).await?;
+        let found = entity_loader(ctx)?.load_one(self.entity_ref.clone()).await?;
         Ok(found.and_then(|stored| {
             stored
                 .entity
@@ -135,7 +134,10 @@ impl TraversalNode {
     /// The owner (a Group or User), when it is in the catalog.
     async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
         let Some(owner_ref) = self.owner_ref(ctx).await? else { return Ok(None) };
-        let found = load_stored_ref(entity_loader(ctx)?, &owner_ref).await?;
+        // The catalog wrote this relation from a parsed ref when it read the
+        // entity (`with_derived_relations`).
+        let Ok(owner_ref) = EntityRef::from_stored(&owner_ref) else { return Ok(None) };
+        let found = entity_loader(ctx)?.load_one(owner_ref).await?;
         Ok(found.map(EntityValue::from))
     }
 }
@@ -161,7 +163,7 @@ pub struct TraversalConnection {
 
 /// A walk as the API asks for it.
 pub(crate) struct Traversal {
-    pub from: Vec<String>,
+    pub from: Vec<EntityRef>,
     pub types: Vec<R>,
     pub direction: Direction,
     pub max_depth: i32,
@@ -180,14 +182,14 @@ fn check_depth(name: &str, depth: i32) -> Result<u32, ApiError> {
     Ok(depth as u32)
 }
 
-pub(crate) fn parse_refs(refs: &[String]) -> Result<Vec<String>, ApiError> {
+pub(crate) fn parse_refs(refs: &[String]) -> Result<Vec<EntityRef>, ApiError> {
     if refs.len() > MAX_REFS {
         return Err(ApiError::LimitExceeded {
             limit: Limit::Refs,
             message: format!("at most {MAX_REFS} start refs, got {}", refs.len()),
         });
     }
-    refs.iter().map(|text| parse_ref(text, None, "default").map(|entity_ref| entity_ref.to_string())).collect()
+    refs.iter().map(|text| parse_ref(text, None, "default")).collect()
 }
 
 /// Whether the client selected `field` directly under the current field.
@@ -233,7 +235,7 @@ async fn page_of(
 ) -> Result<TraversalConnection, ApiError> {
     let mut reached: Vec<usize> = (0..walk.nodes.len()).filter(|node| walk.nodes[*node].distance > 0).collect();
     if let Some(filter) = filter {
-        let refs: Vec<String> = reached.iter().map(|node| walk.nodes[*node].entity_ref.clone()).collect();
+        let refs: Vec<EntityRef> = reached.iter().map(|node| walk.nodes[*node].entity_ref.clone()).collect();
         let matching = catalog(ctx)?.refs_matching(&refs, filter).await?;
         reached.retain(|node| matching.contains(&walk.nodes[*node].entity_ref));
     }
@@ -290,7 +292,7 @@ pub(crate) fn dependent_types(through_apis: bool) -> Vec<R> {
 
 /// Everything that transitively depends on one entity, and who owns it.
 pub struct Impact {
-    root: String,
+    root: EntityRef,
     walk: Arc<Walk>,
     /// Shared by the owners: their PagerDuty services are worked out once.
     pagerduty: Arc<ImpactServices>,
@@ -298,7 +300,7 @@ pub struct Impact {
 
 /// The owner of some impacted entities.
 pub struct ImpactOwner {
-    owner_ref: String,
+    owner_ref: EntityRef,
     count: u64,
     pagerduty: Arc<ImpactServices>,
 }
@@ -307,12 +309,12 @@ pub struct ImpactOwner {
 #[Object]
 impl ImpactOwner {
     async fn owner_ref(&self) -> &str {
-        &self.owner_ref
+        self.owner_ref.as_str()
     }
 
     /// The owner (a Group or User); null when the ref is not in the catalog.
     async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
-        let found = load_stored_ref(entity_loader(ctx)?, &self.owner_ref).await?;
+        let found = entity_loader(ctx)?.load_one(self.owner_ref.clone()).await?;
         Ok(found.map(EntityValue::from))
     }
 
@@ -335,7 +337,7 @@ impl ImpactOwner {
 impl Impact {
     /// The entity whose failure is analysed.
     async fn root_ref(&self) -> &str {
-        &self.root
+        self.root.as_str()
     }
 
     /// How many entities are impacted.
@@ -367,7 +369,7 @@ impl Impact {
     /// owns, most first. Every impacted entity counts once, for its owner.
     async fn owners(&self, ctx: &Context<'_>) -> Result<Vec<ImpactOwner>> {
         let owners = catalog(ctx)?.owners_in_graph(&self.impacted_refs()).await.map_err(ApiError::from)?;
-        let mut counts: HashMap<String, u64> = HashMap::new();
+        let mut counts: HashMap<EntityRef, u64> = HashMap::new();
         for owner in owners.into_values() {
             *counts.entry(owner).or_default() += 1;
         }
@@ -375,7 +377,7 @@ impl Impact {
             .into_iter()
             .map(|(owner_ref, count)| ImpactOwner { owner_ref, count, pagerduty: self.pagerduty.clone() })
             .collect();
-        owners.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.owner_ref.cmp(&b.owner_ref)));
+        owners.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.owner_ref.as_str().cmp(b.owner_ref.as_str())));
         Ok(owners)
     }
 
@@ -389,7 +391,7 @@ impl Impact {
 
 impl Impact {
     /// Every impacted ref: what the walk reached, the root excluded.
-    fn impacted_refs(&self) -> Vec<String> {
+    fn impacted_refs(&self) -> Vec<EntityRef> {
         self.walk.nodes.iter().filter(|node| node.distance > 0).map(|node| node.entity_ref.clone()).collect()
     }
 }
@@ -404,7 +406,7 @@ pub(crate) fn impact_types(through_apis: bool, include_part_of: bool) -> Vec<R> 
 }
 
 pub(crate) async fn impact(ctx: &Context<'_>, root: String, types: Vec<R>, max_depth: i32) -> Result<Impact> {
-    let root = parse_ref(&root, None, "default")?.to_string();
+    let root = parse_ref(&root, None, "default")?;
     let traversal = Traversal { from: vec![root.clone()], types, direction: Direction::Outgoing, max_depth };
     let walk = Arc::new(run(ctx, &traversal, true, false).await?);
     Ok(Impact { root, pagerduty: Arc::new(ImpactServices::new(walk.clone())), walk })
@@ -432,8 +434,8 @@ pub(crate) async fn paths(
         }
         .into());
     }
-    let from = parse_ref(&from, None, "default")?.to_string();
-    let to = parse_ref(&to, None, "default")?.to_string();
+    let from = parse_ref(&from, None, "default")?;
+    let to = parse_ref(&to, None, "default")?;
     let (types, direction, max_depth) = traversal;
     let request = WalkRequest {
         from: vec![from],
@@ -461,7 +463,7 @@ pub struct GraphNode(TraversalNode);
 #[Object]
 impl GraphNode {
     async fn entity_ref(&self) -> &str {
-        &self.0.entity_ref
+        self.0.entity_ref.as_str()
     }
 
     /// Hops from the nearest root.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use async_graphql::{Context, Enum, ID, Interface, Json, Object, Result, SimpleObject};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use catalog_domain::EntityRef;
 use catalog_domain::RelationType as DomainRelationType;
 use catalog_domain::spec::{self, SpecField};
 use catalog_store::StoredEntity;
@@ -20,7 +21,6 @@ use catalog_store::{Direction, Filter, FilterField, Predicate, WalkRequest};
 use crate::graphql::context::{budget, edges_loader, entity_loader, related_loader};
 use crate::graphql::filter::{EntityFilter, EntityOrder};
 use crate::graphql::kubernetes::KubernetesCluster;
-use crate::graphql::loaders::{load_stored_ref, load_stored_refs};
 use crate::graphql::pagerduty::PagerDutyServiceValue;
 use crate::graphql::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use change::{ChangeCursor, ChangePage, history_page};
@@ -71,7 +71,7 @@ pub struct EntityLink {
 /// `targetRef` yet: dangling references are shown, never hidden.
 pub struct RelationEdge {
     relation_type: DomainRelationType,
-    target_ref: String,
+    target_ref: EntityRef,
 }
 
 #[Object]
@@ -82,17 +82,17 @@ impl RelationEdge {
     }
 
     async fn target_ref(&self) -> &str {
-        &self.target_ref
+        self.target_ref.as_str()
     }
 
     async fn target(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
-        let found = load_stored_ref(entity_loader(ctx)?, &self.target_ref).await?;
+        let found = entity_loader(ctx)?.load_one(self.target_ref.clone()).await?;
         Ok(found.map(EntityValue::from))
     }
 
     /// Whether the target exists in the catalog.
     async fn resolved(&self, ctx: &Context<'_>) -> Result<bool> {
-        Ok(load_stored_ref(entity_loader(ctx)?, &self.target_ref).await?.is_some())
+        Ok(entity_loader(ctx)?.load_one(self.target_ref.clone()).await?.is_some())
     }
 }
 
@@ -117,7 +117,7 @@ async fn related(
     relation_type: DomainRelationType,
     kind: Option<&str>,
 ) -> Result<Vec<Arc<StoredEntity>>> {
-    let key = (stored.entity_ref.to_string(), relation_type);
+    let key = (stored.entity_ref.clone(), relation_type);
     let targets = related_loader(ctx)?.load_one(key).await?.unwrap_or_default();
     Ok(targets
         .iter()
@@ -462,7 +462,7 @@ async fn relation_edges(
     relation_type: Option<RelationTypeValue>,
 ) -> Result<Vec<RelationEdge>> {
     let wanted = relation_type.map(DomainRelationType::from);
-    let edges = edges_loader(ctx)?.load_one(stored.entity_ref.to_string()).await?.unwrap_or_default();
+    let edges = edges_loader(ctx)?.load_one(stored.entity_ref.clone()).await?.unwrap_or_default();
     let mut edges: Vec<RelationEdge> = edges
         .iter()
         .filter(|edge| wanted.is_none_or(|wanted| edge.relation_type == wanted))
@@ -476,16 +476,16 @@ async fn relation_edges(
         // unresolved like a dangling ref. An edge only the target states
         // exists because the target does: it goes when the target is
         // hidden, or the edge would reveal it.
-        let stated: std::collections::HashSet<(DomainRelationType, String)> =
+        let stated: std::collections::HashSet<(DomainRelationType, EntityRef)> =
             catalog_domain::derive_relations(&stored.entity)
                 .into_iter()
                 .filter(|edge| edge.source == stored.entity_ref)
-                .map(|edge| (edge.relation_type, edge.target.to_string()))
+                .map(|edge| (edge.relation_type, edge.target))
                 .collect();
         let is_stated = |edge: &RelationEdge| stated.contains(&(edge.relation_type, edge.target_ref.clone()));
-        let others: Vec<String> =
+        let others: Vec<EntityRef> =
             edges.iter().filter(|edge| !is_stated(edge)).map(|edge| edge.target_ref.clone()).collect();
-        let visible = load_stored_refs(entity_loader(ctx)?, &others).await?;
+        let visible = entity_loader(ctx)?.load_many(others).await?;
         edges.retain(|edge| is_stated(edge) || visible.contains_key(&edge.target_ref));
     }
     Ok(edges)
@@ -509,7 +509,7 @@ async fn walk_from(
     first: Option<i32>,
     after: Option<String>,
 ) -> Result<TraversalConnection> {
-    let traversal = Traversal { from: vec![stored.entity_ref.to_string()], types, direction, max_depth };
+    let traversal = Traversal { from: vec![stored.entity_ref.clone()], types, direction, max_depth };
     traversal_connection(ctx, traversal, filter, first, after).await
 }
 
@@ -535,7 +535,7 @@ async fn owned_connection(
 /// The groups a walk over `types` reaches from `stored`, nearest first.
 async fn groups_by_walk(ctx: &Context<'_>, stored: &StoredEntity, types: &[DomainRelationType]) -> Result<Vec<Group>> {
     let request = WalkRequest {
-        from: vec![stored.entity_ref.to_string()],
+        from: vec![stored.entity_ref.clone()],
         types: types.to_vec(),
         direction: Direction::Outgoing,
         max_depth: MAX_DEPTH as u32,
@@ -543,13 +543,13 @@ async fn groups_by_walk(ctx: &Context<'_>, stored: &StoredEntity, types: &[Domai
         ..WalkRequest::default()
     };
     let walk = graph::walk(ctx, &request).await?;
-    let refs: Vec<String> = walk
+    let refs: Vec<EntityRef> = walk
         .nodes
         .iter()
-        .filter(|node| node.distance > 0 && node.entity_ref.starts_with("group:"))
+        .filter(|node| node.distance > 0 && node.entity_ref.kind() == "group")
         .map(|node| node.entity_ref.clone())
         .collect();
-    let found = load_stored_refs(entity_loader(ctx)?, &refs).await?;
+    let found = entity_loader(ctx)?.load_many(refs.iter().cloned()).await?;
     Ok(refs.iter().filter_map(|entity_ref| found.get(entity_ref).cloned()).map(Group).collect())
 }
 
