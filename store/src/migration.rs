@@ -24,15 +24,9 @@ use crate::error::StoreError;
 /// migration never waits for a leader that holds its lock for hours.
 const MIGRATION_LOCK: i64 = 0x006d_6967_7261_7465;
 
-/// How a migration says older binaries may keep serving after it: its name
-/// ends with this. Such a migration only adds (tables, non-unique indexes,
-/// nullable or defaulted columns; no new constraint on an existing table)
-/// and changes nothing an older binary reads or writes (the rule in full:
-/// the migrations crate's documentation).
-/// A binary cannot learn anything else about a migration it does not know,
-/// so the promise has to travel in the one thing it can read: the name
-/// recorded in the migrations table.
-pub const ADDITIVE_SUFFIX: &str = "_additive";
+/// How a migration says older binaries may keep serving after it (the
+/// migrations crate names and checks its migrations by this rule).
+pub use catalog_migrations::ADDITIVE_SUFFIX;
 
 /// Where a database's schema stands against this binary's migrations.
 #[derive(Clone, Debug, PartialEq, Eq)]
