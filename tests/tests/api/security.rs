@@ -145,7 +145,23 @@ backend_tests!(
     open_websockets_are_capped_and_a_closed_one_frees_its_place,
     a_websocket_must_begin_with_an_authenticated_init,
     history_leaves_out_versions_the_policy_hides,
+    a_token_record_holds_a_hash_of_its_secret_never_the_secret,
 );
+
+/// What the database holds of a token cannot be used as one: the record
+/// keeps a SHA-256 digest of the secret, and no field holds the secret.
+async fn a_token_record_holds_a_hash_of_its_secret_never_the_secret(store: catalog_store::Store) {
+    let issued = catalog_api::auth::issue_token(&store.access_store(), "ci", &[Permission::EntityRead], None, "test")
+        .await
+        .unwrap();
+    let (_, secret) = issued.token.strip_prefix("ctk_").unwrap().split_once('_').unwrap();
+    let records = store.access_store().tokens().await.unwrap();
+    let [record] = records.as_slice() else { panic!("one token: {records:?}") };
+    let stored = format!("{record:?}");
+    assert!(!stored.contains(secret), "the record holds the secret: {stored}");
+    assert_eq!(record.secret_hash.len(), 64, "a SHA-256 digest in hex: {stored}");
+    assert!(record.secret_hash.bytes().all(|byte| byte.is_ascii_hexdigit()), "{stored}");
+}
 
 /// An app that refuses anonymous reads, with one token per case.
 async fn locked_app(database: TestDatabase) -> TestApp {
