@@ -11,6 +11,10 @@ use crate::rule::Rule;
 /// The namespace of an entity that names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
+/// The longest canonical text of a valid reference: three parts of at most
+/// 63 characters and two separators.
+const MAX_REF_LENGTH: usize = 3 * names::MAX_NAME_LENGTH + 2;
+
 /// Why a string is not an entity reference.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RefError {
@@ -53,14 +57,24 @@ pub struct EntityRef {
 impl EntityRef {
     /// Builds a reference from parts that have already been validated.
     pub fn new(kind: &str, namespace: &str, name: &str) -> Self {
-        let mut text = String::with_capacity(kind.len() + namespace.len() + name.len() + 2);
-        text.push_str(kind);
-        text.push(':');
-        text.push_str(namespace);
-        text.push('/');
-        text.push_str(name);
-        text.make_ascii_lowercase();
-        Self::from_parts(Arc::from(text), kind.len(), kind.len() + 1 + namespace.len())
+        let parts = [kind, ":", namespace, "/", name];
+        let len: usize = parts.iter().map(|part| part.len()).sum();
+        // Joined on the stack when it fits (a valid ref always does), so the
+        // shared text is the one allocation.
+        let mut buffer = [0u8; MAX_REF_LENGTH];
+        let text: Arc<str> = match buffer.get_mut(..len) {
+            Some(joined) => {
+                let mut at = 0;
+                for part in parts {
+                    joined[at..at + part.len()].copy_from_slice(part.as_bytes());
+                    at += part.len();
+                }
+                joined.make_ascii_lowercase();
+                Arc::from(std::str::from_utf8(joined).expect("joined from whole strings"))
+            }
+            None => Arc::from(parts.concat().to_ascii_lowercase()),
+        };
+        Self::from_parts(text, kind.len(), kind.len() + 1 + namespace.len())
     }
 
     fn from_parts(text: Arc<str>, colon: usize, slash: usize) -> Self {
@@ -204,6 +218,16 @@ mod tests {
             assert_eq!(stored, parsed);
             assert_eq!(stored.parts(), parsed.parts());
             assert_eq!(stored.to_string(), parsed.to_string());
+        }
+    }
+
+    #[test]
+    fn parts_are_kept_apart_whatever_their_length() {
+        let long = "N".repeat(300);
+        for name in ["Checkout", long.as_str()] {
+            let entity_ref = EntityRef::new("Component", "Default", name);
+            assert_eq!(entity_ref.parts(), ("component", "default", name.to_ascii_lowercase().as_str()));
+            assert_eq!(entity_ref.as_str(), format!("component:default/{}", name.to_ascii_lowercase()));
         }
     }
 

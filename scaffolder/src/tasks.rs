@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use catalog_domain::Entity;
+use catalog_domain::{Entity, EntityRef};
 use catalog_store::{NewTask, StoreError, TaskEnd, TaskRecord, TaskStatus, TaskStore};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -95,7 +95,7 @@ pub enum TaskError {
     #[error("task {id} is {status} and cannot be retried: only failed or cancelled tasks can")]
     NotRetryable { id: String, status: &'static str },
     #[error("task {id} was made from {expected}, not {given}")]
-    WrongTemplate { id: String, expected: String, given: String },
+    WrongTemplate { id: String, expected: EntityRef, given: EntityRef },
     #[error("the steps of task {id}'s template changed since it ran: create a new task")]
     TemplateChanged { id: String },
     #[error("a step output of task {id} held a secret, which is not kept: create a new task")]
@@ -162,7 +162,7 @@ impl TaskService {
         values.insert(STEP_IDS.into(), json!(step_ids));
         let new = NewTask {
             id: uuid::Uuid::new_v4().to_string(),
-            template_ref: request.template.entity_ref().to_string(),
+            template_ref: request.template.entity_ref(),
             parameters: Value::Object(values),
             dry_run: request.dry_run,
             created_by: request.created_by,
@@ -198,7 +198,7 @@ impl TaskService {
         user: Value,
     ) -> Result<TaskRecord, TaskError> {
         let record = self.store.task(id).await?.ok_or_else(|| TaskError::NotFound(id.to_owned()))?;
-        let given = template.entity_ref().to_string();
+        let given = template.entity_ref();
         if given != record.template_ref {
             return Err(TaskError::WrongTemplate { id: id.to_owned(), expected: record.template_ref, given });
         }

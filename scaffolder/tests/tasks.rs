@@ -187,7 +187,7 @@ async fn a_task_runs_its_steps_and_stores_every_event_in_order(store: Store) {
         {"id": "flaky", "name": "Flaky", "action": "test:flaky"},
     ]);
     let task = tasks.create(request(template(steps), "payments")).await.unwrap();
-    assert_eq!(task.template_ref, "template:default/test-template");
+    assert_eq!(task.template_ref.as_str(), "template:default/test-template");
     let done = ended(&store, &task.id).await;
     assert_eq!((done.status, done.next_step), (TaskStatus::Completed, 3), "{done:?}");
     assert_eq!(done.output.unwrap()["text"][0]["content"], "payments is ready");

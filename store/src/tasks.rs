@@ -4,6 +4,7 @@
 //! which only one replica can win on either database; a task whose runner
 //! stopped heartbeating is failed by whoever sweeps first.
 
+use catalog_domain::EntityRef;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -15,6 +16,7 @@ use serde_json::Value;
 use crate::error::StoreError;
 use crate::handles::TaskStore;
 use crate::models::{task_event_row, task_row};
+use crate::record::stored_ref;
 
 /// Where a task stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -64,7 +66,7 @@ impl TaskStatus {
 #[derive(Clone, Debug)]
 pub struct NewTask {
     pub id: String,
-    pub template_ref: String,
+    pub template_ref: EntityRef,
     /// The validated values (defaults filled in).
     pub parameters: Value,
     pub dry_run: bool,
@@ -77,7 +79,7 @@ pub struct NewTask {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskRecord {
     pub id: String,
-    pub template_ref: String,
+    pub template_ref: EntityRef,
     pub status: TaskStatus,
     pub parameters: Value,
     pub dry_run: bool,
@@ -111,7 +113,7 @@ pub struct TaskEventRecord {
 #[derive(Clone, Debug, Default)]
 pub struct TaskQuery {
     pub created_by: Option<String>,
-    pub template_ref: Option<String>,
+    pub template_ref: Option<EntityRef>,
     pub status: Option<TaskStatus>,
     /// Only tasks older than this one (the previous page's last), for paging.
     pub before: Option<(DateTime<Utc>, String)>,
@@ -132,7 +134,7 @@ fn to_record(row: task_row::Model) -> Result<TaskRecord, StoreError> {
     Ok(TaskRecord {
         status: TaskStatus::parse(&row.status)?,
         id: row.id,
-        template_ref: row.template_ref,
+        template_ref: stored_ref(&row.template_ref)?,
         parameters: row.parameters,
         dry_run: row.dry_run,
         created_by: row.created_by,
@@ -174,7 +176,7 @@ impl TaskStore {
         let (created_by, idempotency_key) = (task.created_by.clone(), task.idempotency_key.clone());
         let row = task_row::ActiveModel {
             id: Set(task.id),
-            template_ref: Set(task.template_ref),
+            template_ref: Set(task.template_ref.to_string()),
             status: Set(TaskStatus::Open.as_str().to_owned()),
             parameters: Set(task.parameters),
             dry_run: Set(task.dry_run),
@@ -223,7 +225,7 @@ impl TaskStore {
             select = select.filter(task_row::Column::CreatedBy.eq(created_by));
         }
         if let Some(template_ref) = &query.template_ref {
-            select = select.filter(task_row::Column::TemplateRef.eq(template_ref));
+            select = select.filter(task_row::Column::TemplateRef.eq(template_ref.as_str()));
         }
         if let Some(status) = query.status {
             select = select.filter(task_row::Column::Status.eq(status.as_str()));

@@ -12,7 +12,7 @@ use serde_json::json;
 fn new_task(id: &str, created_by: &str, key: Option<&str>) -> NewTask {
     NewTask {
         id: id.into(),
-        template_ref: "template:default/rust-service".into(),
+        template_ref: catalog_domain::EntityRef::parse("template:default/rust-service").unwrap(),
         parameters: json!({"name": id}),
         dry_run: false,
         created_by: created_by.into(),

@@ -1,8 +1,8 @@
 //! The architecture's rules that the compiler does not check: which crate may
 //! depend on which (ARCHITECTURE.md's diagram), which crates may know the
-//! database, GraphQL and HTTP libraries, and that no crate has an import cycle
-//! between its modules. Reads `cargo metadata` and the sources; needs no
-//! database.
+//! database, GraphQL and HTTP libraries, that no crate has an import cycle
+//! between its modules, and that entity refs cross the store's public API as
+//! `EntityRef`. Reads `cargo metadata` and the sources; needs no database.
 
 // Tests unwrap: a failure is a failed test that names its line.
 #![allow(clippy::unwrap_used)]
@@ -184,6 +184,92 @@ fn only_the_composition_holds_the_whole_store() {
         "these sources name catalog_store::Store; give them the handles they use (Catalog, SnapshotWriter...) \
          instead: {holders:?}"
     );
+}
+
+#[test]
+fn refs_cross_the_store_boundary_typed() {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").join("store/src");
+    let mut found = Vec::new();
+    for file in rust_files(&source) {
+        let name = file.strip_prefix(&source).unwrap_or(&file).display().to_string();
+        // Rows hold the columns as stored; `models` is private, so no row leaves the store.
+        if name == "models.rs" {
+            continue;
+        }
+        let text = without_tests(&without_comments(&std::fs::read_to_string(&file).expect("a source file")));
+        found.extend(refs_as_text(&text).into_iter().map(|item| format!("{name}: {item}")));
+    }
+    assert!(
+        found.is_empty(),
+        "the store's public API holds entity refs as text; take and return catalog_domain::EntityRef \
+         (EntityRef::from_stored for the store's own ref columns): {found:#?}"
+    );
+}
+
+#[test]
+fn the_ref_scan_finds_text_refs_in_public_signatures_and_fields() {
+    let text = "pub struct Edge {\n    pub source_ref: String,\n    pub target_ref: EntityRef,\n    pub name: String,\n}\n\
+        pub async fn owners_of(&self, refs: &[String], limit: u64) -> u64 { 0 }\n\
+        pub fn one(\n    entity_ref: &str,\n) {}\n\
+        pub fn typed(&self, refs: &[EntityRef], fields: &[String]) {}\n\
+        pub(crate) fn inside(entity_ref: &str) {}\n\
+        pub const PREFIX_REF: &str = \"x\";\n";
+    assert_eq!(refs_as_text(text), ["field source_ref: String", "owners_of(refs: &[String])", "one(entity_ref: &str)"]);
+}
+
+/// Public fields and public function parameters named like a ref (`*ref*`)
+/// whose type is text (`str` or `String` in it), in a source without
+/// comments and tests.
+fn refs_as_text(text: &str) -> Vec<String> {
+    let is_text =
+        |ty: &str| ty.split(|c: char| !c.is_alphanumeric() && c != '_').any(|word| word == "str" || word == "String");
+    let names_a_ref = |name: &str| name.to_ascii_lowercase().contains("ref");
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let Some(field) = line.trim().strip_prefix("pub ") else { continue };
+        let Some((name, ty)) = field.split_once(':') else { continue };
+        let name = name.trim();
+        let is_field =
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if is_field && names_a_ref(name) && is_text(ty) {
+            found.push(format!("field {name}: {}", ty.trim().trim_end_matches(',')));
+        }
+    }
+    let mut starts: Vec<usize> =
+        text.match_indices("pub fn ").chain(text.match_indices("pub async fn ")).map(|(at, _)| at).collect();
+    starts.sort_unstable();
+    for start in starts {
+        if start > 0 && !text[..start].ends_with(char::is_whitespace) {
+            continue;
+        }
+        let Some(open) = text[start..].find('(').map(|at| start + at) else { continue };
+        let function = text[start..open].rsplit(' ').next().unwrap_or_default();
+        let mut depth = 0;
+        let mut parameters = Vec::new();
+        let mut current = String::new();
+        for c in text[open + 1..].chars() {
+            match c {
+                '(' | '<' | '[' => depth += 1,
+                ')' if depth == 0 => break,
+                ')' | '>' | ']' => depth -= 1,
+                ',' if depth == 0 => {
+                    parameters.push(std::mem::take(&mut current));
+                    continue;
+                }
+                _ => {}
+            }
+            current.push(c);
+        }
+        parameters.push(current);
+        for parameter in &parameters {
+            let Some((name, ty)) = parameter.split_once(':') else { continue };
+            let (name, ty) = (name.trim(), ty.trim());
+            if names_a_ref(name) && is_text(ty) {
+                found.push(format!("{function}({name}: {ty})"));
+            }
+        }
+    }
+    found
 }
 
 fn rust_files(folder: &Path) -> Vec<PathBuf> {

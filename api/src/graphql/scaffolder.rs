@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_graphql::{
     Context, Enum, ID, InputObject, Json, Object, Result, SimpleObject, Subscription, futures_util::Stream,
 };
-use catalog_domain::Entity;
+use catalog_domain::{Entity, EntityRef};
 use catalog_scaffolder::{CreateTask, RunError, Secret, Secrets, TaskError};
 use catalog_store::{Filter, FilterField, Predicate, TaskEventRecord, TaskQuery, TaskRecord, TaskStatus};
 use chrono::{DateTime, Utc};
@@ -79,7 +79,7 @@ impl Task {
     }
     /// The template it runs, e.g. `template:default/rust-service`.
     async fn template_ref(&self) -> &str {
-        &self.0.template_ref
+        self.0.template_ref.as_str()
     }
     async fn status(&self) -> TaskStatusValue {
         self.0.status.into()
@@ -266,6 +266,7 @@ impl ScaffolderQuery {
         ctx: &Context<'_>,
         #[graphql(name = "ref")] entity_ref: String,
     ) -> Result<Option<Template>> {
+        let entity_ref = super::context::parse_ref(&entity_ref, Some("template"), "default")?;
         Ok(visible_template(ctx, &entity_ref).await?.map(|(stored, _)| Template(std::sync::Arc::new(stored))))
     }
 
@@ -323,7 +324,11 @@ impl ScaffolderQuery {
         let before = after.as_deref().map(task_cursor).transpose()?;
         let query = TaskQuery {
             created_by,
-            template_ref: filter.template_ref,
+            template_ref: filter
+                .template_ref
+                .as_deref()
+                .map(|text| super::context::parse_ref(text, Some("template"), "default"))
+                .transpose()?,
             status: filter.status.map(Into::into),
             before,
             limit: limit + 1,
@@ -360,7 +365,8 @@ impl ScaffolderMutation {
     /// `template.execute`.
     #[graphql(guard = "PermissionGuard(Permission::TemplateExecute)")]
     async fn create_task(&self, ctx: &Context<'_>, input: CreateTaskInput) -> Result<Task> {
-        let (_, template) = visible_template(ctx, &input.template_ref)
+        let template_ref = super::context::parse_ref(&input.template_ref, Some("template"), "default")?;
+        let (_, template) = visible_template(ctx, &template_ref)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("no template {}", input.template_ref)))?;
         may_run(ctx, &template)?;
@@ -524,10 +530,9 @@ async fn own_task(ctx: &Context<'_>, id: &str) -> Result<TaskRecord, ApiError> {
 /// A template the principal may read: as stored, and as an entity.
 async fn visible_template(
     ctx: &Context<'_>,
-    entity_ref: &str,
+    entity_ref: &EntityRef,
 ) -> Result<Option<(catalog_store::StoredEntity, Entity)>, ApiError> {
-    let parsed = super::context::parse_ref(entity_ref, Some("template"), "default")?;
-    let stored = catalog(ctx)?.entity_by_ref(&parsed).await?;
+    let stored = catalog(ctx)?.entity_by_ref(entity_ref).await?;
     let scope = read_scope(ctx)?;
     Ok(stored.filter(|stored| scope.allows(stored) && stored.entity.kind.eq_ignore_ascii_case("template")).map(
         |stored| {

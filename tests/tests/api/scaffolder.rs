@@ -304,6 +304,20 @@ async fn the_example_template_publishes_registers_and_streams_its_events(databas
     assert!(body["data"]["task"].is_null() && body["data"]["tasks"]["edges"] == json!([]), "{body}");
     let (_, body) = app.post_as(&author, "{ tasks { edges { node { id status } } } }").await;
     assert_eq!(body["data"]["tasks"]["edges"][0]["node"]["id"], id.as_str());
+
+    // The template filter takes a ref as createTask does: Template is its
+    // default kind, case does not matter, and text that is no ref is refused.
+    let by_template = |template: &str| {
+        format!(r#"{{ tasks(filter: {{templateRef: "{template}"}}) {{ edges {{ node {{ id }} }} }} }}"#)
+    };
+    for template in ["rust-service", "Template:default/Rust-Service"] {
+        let (_, body) = app.post_as(&author, &by_template(template)).await;
+        assert_eq!(body["data"]["tasks"]["edges"][0]["node"]["id"], id.as_str(), "{template}: {body}");
+    }
+    let (_, body) = app.post_as(&author, &by_template("docs-site")).await;
+    assert_eq!(body["data"]["tasks"]["edges"], json!([]), "{body}");
+    let (_, body) = app.post_as(&author, &by_template("template:not_a_namespace/rust-service")).await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
 }
 
 async fn a_dry_run_renders_the_skeleton_and_publishes_nothing(database: TestDatabase) {

@@ -343,6 +343,11 @@ async fn feed_cursors_are_validated(database: TestDatabase) {
     assert_eq!(events.len(), 10);
     assert!(events.iter().all(|event| event["entityRef"].as_str().unwrap().starts_with("group:")));
     assert_eq!(page["changes"]["hasMore"], true);
+    // Every ref in a filter is parsed where it enters, the owner trees' roots too.
+    for filter in [r#"{refs: ["component:bad_ns/x"]}"#, r#"{ownedByTree: ["group:bad_ns/x"]}"#] {
+        let (_, body) = app.post(&format!("{{ changes(filter: {filter}) {{ hasMore }} }}"), json!({})).await;
+        assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{filter}: {body}");
+    }
 }
 
 async fn websocket_operations_pass_the_firewall(database: TestDatabase) {

@@ -231,7 +231,7 @@ macro_rules! entity_object {
         impl $name {
             /// Opaque global ID (Relay Node).
             pub async fn id(&self) -> ID {
-                entity_node_id(&self.0.entity_ref.to_string())
+                entity_node_id(self.0.entity_ref.as_str())
             }
 
             /// The canonical reference `kind:namespace/name`, lower-case.
