@@ -10,31 +10,37 @@
 use async_graphql::{ErrorExtensionValues, ServerError};
 use axum::http::StatusCode;
 
-/// Declares the enum and `ALL` together, so that `ALL` cannot miss a
-/// variant; each variant's doc comment is its meaning in the reference.
-macro_rules! error_codes {
-    ($($(#[doc = $doc:literal])* $variant:ident = $wire:literal,)*) => {
-        /// A code a client sees in `extensions.code`.
+/// Declares a closed wire vocabulary: the enum and its `ALL` together, so
+/// that `ALL` cannot miss a variant, with each variant's wire name; each
+/// variant's doc comment is its meaning in the reference (docs/errors.md).
+macro_rules! vocabulary {
+    ($(#[doc = $type_doc:literal])* $name:ident { $($(#[doc = $doc:literal])* $variant:ident = $wire:literal,)* }) => {
+        $(#[doc = $type_doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub enum ErrorCode {
+        pub enum $name {
             $($(#[doc = $doc])* $variant,)*
         }
 
-        impl ErrorCode {
-            /// Every code, in the order of the reference table.
-            pub const ALL: &[ErrorCode] = &[$(ErrorCode::$variant,)*];
+        impl $name {
+            /// Every value, in the order of the reference table.
+            pub const ALL: &[$name] = &[$($name::$variant,)*];
 
-            /// The wire name: the value of `extensions.code`.
+            /// The wire name.
             pub const fn as_str(self) -> &'static str {
                 match self {
-                    $(ErrorCode::$variant => $wire,)*
+                    $($name::$variant => $wire,)*
                 }
             }
 
-            /// What the code means, for the reference table.
+            /// The value whose wire name this is.
+            pub fn from_wire(name: &str) -> Option<$name> {
+                $name::ALL.iter().copied().find(|value| value.as_str() == name)
+            }
+
+            /// What the value means, for the reference table.
             fn meaning(self) -> String {
                 match self {
-                    $(ErrorCode::$variant => {
+                    $($name::$variant => {
                         let lines: &[&str] = &[$($doc,)*];
                         lines.iter().map(|line| line.trim()).collect::<Vec<_>>().join(" ")
                     })*
@@ -44,92 +50,55 @@ macro_rules! error_codes {
     };
 }
 
-error_codes! {
-    /// The HTTP request is not one the GraphQL endpoint takes: a body that is
-    /// not a GraphQL request, a batch, a missing `query`, variables that are
-    /// not an object, a mutation over GET (405) or over a WebSocket that does
-    /// not allow them, a content type other than JSON (415), an Accept header
-    /// without a JSON type (406), a GET without the CSRF header.
-    BadRequest = "BAD_REQUEST",
-    /// The query is not GraphQL.
-    GraphqlParseFailed = "GRAPHQL_PARSE_FAILED",
-    /// The query does not validate against the schema: an unknown field or
-    /// argument, a fragment cycle, an unknown or missing operation name.
-    GraphqlValidationFailed = "GRAPHQL_VALIDATION_FAILED",
-    /// An argument or variable has a value the field refuses (a page size
-    /// under 1, a cursor that is not one, a malformed ref).
-    BadUserInput = "BAD_USER_INPUT",
-    /// A request limit was hit; `extensions.limit` names it. Limits checked
-    /// before execution refuse the whole request (413 for the body and query
-    /// size, 503 for the request timeout); a field that hits one fails alone,
-    /// in a 200 response.
-    LimitExceeded = "LIMIT_EXCEEDED",
-    /// No credentials, or credentials that are not valid (malformed, unknown,
-    /// revoked or expired).
-    Unauthenticated = "UNAUTHENTICATED",
-    /// Valid credentials that do not allow this request (a scope the token
-    /// lacks, a field or entity the principal may not use).
-    Forbidden = "FORBIDDEN",
-    /// No such thing, or one the principal may not see: the two look alike.
-    NotFound = "NOT_FOUND",
-    /// The change cursor is older than the retained change log;
-    /// `extensions.oldestCursor` is the oldest resumable one. Read the current
-    /// state again, then follow from its latest cursor.
-    CursorExpired = "CURSOR_EXPIRED",
-    /// The subscriber fell further behind than the server buffers and was
-    /// ended; subscribe again with `after: extensions.lastCursor`.
-    SubscriberTooSlow = "SUBSCRIBER_TOO_SLOW",
-    /// A scaffolder template or task's parameters are invalid;
-    /// `extensions.problems` lists each problem with its path and rule.
-    ValidationFailed = "VALIDATION_FAILED",
-    /// A dependency failed in a way a retry may cure (a provider run that
-    /// could not complete).
-    Unavailable = "UNAVAILABLE",
-    /// The server failed. The client sees a generic message and
-    /// `extensions.requestId`; the details are logged under that id, never
-    /// sent. A request refused as a whole because credentials could not be
-    /// checked is 503.
-    Internal = "INTERNAL",
-}
-
-/// Declares the enum of limits and its `ALL` together, as `error_codes!` does.
-macro_rules! limits {
-    ($($(#[doc = $doc:literal])* $variant:ident = $wire:literal,)*) => {
-        /// A limit a refusal names in `extensions.limit` (with the code
-        /// `LIMIT_EXCEEDED`), and the `limit` label of
-        /// `catalog_limit_rejections_total`.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub enum Limit {
-            $($(#[doc = $doc])* $variant,)*
-        }
-
-        impl Limit {
-            /// Every limit, in the order of the reference table.
-            pub const ALL: &[Limit] = &[$(Limit::$variant,)*];
-
-            /// The wire name: the value of `extensions.limit`.
-            pub const fn as_str(self) -> &'static str {
-                match self {
-                    $(Limit::$variant => $wire,)*
-                }
-            }
-
-            /// The limit a wire name stands for.
-            pub fn from_wire(name: &str) -> Option<Limit> {
-                Limit::ALL.iter().copied().find(|limit| limit.as_str() == name)
-            }
-
-            /// What the limit bounds, for the reference table.
-            fn meaning(self) -> String {
-                match self {
-                    $(Limit::$variant => {
-                        let lines: &[&str] = &[$($doc,)*];
-                        lines.iter().map(|line| line.trim()).collect::<Vec<_>>().join(" ")
-                    })*
-                }
-            }
-        }
-    };
+vocabulary! {
+    /// A code a client sees in `extensions.code`.
+    ErrorCode {
+        /// The HTTP request is not one the GraphQL endpoint takes: a body that is
+        /// not a GraphQL request, a batch, a missing `query`, variables that are
+        /// not an object, a mutation over GET (405) or over a WebSocket that does
+        /// not allow them, a content type other than JSON (415), an Accept header
+        /// without a JSON type (406), a GET without the CSRF header.
+        BadRequest = "BAD_REQUEST",
+        /// The query is not GraphQL.
+        GraphqlParseFailed = "GRAPHQL_PARSE_FAILED",
+        /// The query does not validate against the schema: an unknown field or
+        /// argument, a fragment cycle, an unknown or missing operation name.
+        GraphqlValidationFailed = "GRAPHQL_VALIDATION_FAILED",
+        /// An argument or variable has a value the field refuses (a page size
+        /// under 1, a cursor that is not one, a malformed ref).
+        BadUserInput = "BAD_USER_INPUT",
+        /// A request limit was hit; `extensions.limit` names it. Limits checked
+        /// before execution refuse the whole request (413 for the body and query
+        /// size, 503 for the request timeout); a field that hits one fails alone,
+        /// in a 200 response.
+        LimitExceeded = "LIMIT_EXCEEDED",
+        /// No credentials, or credentials that are not valid (malformed, unknown,
+        /// revoked or expired).
+        Unauthenticated = "UNAUTHENTICATED",
+        /// Valid credentials that do not allow this request (a scope the token
+        /// lacks, a field or entity the principal may not use).
+        Forbidden = "FORBIDDEN",
+        /// No such thing, or one the principal may not see: the two look alike.
+        NotFound = "NOT_FOUND",
+        /// The change cursor is older than the retained change log;
+        /// `extensions.oldestCursor` is the oldest resumable one. Read the current
+        /// state again, then follow from its latest cursor.
+        CursorExpired = "CURSOR_EXPIRED",
+        /// The subscriber fell further behind than the server buffers and was
+        /// ended; subscribe again with `after: extensions.lastCursor`.
+        SubscriberTooSlow = "SUBSCRIBER_TOO_SLOW",
+        /// A scaffolder template or task's parameters are invalid;
+        /// `extensions.problems` lists each problem with its path and rule.
+        ValidationFailed = "VALIDATION_FAILED",
+        /// A dependency failed in a way a retry may cure (a provider run that
+        /// could not complete).
+        Unavailable = "UNAVAILABLE",
+        /// The server failed. The client sees a generic message and
+        /// `extensions.requestId`; the details are logged under that id, never
+        /// sent. A request refused as a whole because credentials could not be
+        /// checked is 503.
+        Internal = "INTERNAL",
+    }
 }
 
 impl std::fmt::Display for Limit {
@@ -138,69 +107,74 @@ impl std::fmt::Display for Limit {
     }
 }
 
-limits! {
-    /// Aliases in one query (`graphql.max_aliases`).
-    Aliases = "aliases",
-    /// The request body (`graphql.max_body_bytes`); 413.
-    BodyBytes = "bodyBytes",
-    /// The query's complexity (`graphql.max_complexity`).
-    Complexity = "complexity",
-    /// The query's depth (`graphql.max_depth`), or the parser's recursion.
-    Depth = "depth",
-    /// Directives in one query (`graphql.max_directives`) or on one field.
-    Directives = "directives",
-    /// Fields one `facets` call counts (20).
-    FacetFields = "facetFields",
-    /// Fields in one query (`graphql.max_fields`).
-    Fields = "fields",
-    /// Nesting of one entity filter.
-    FilterDepth = "filterDepth",
-    /// Terms in one entity filter.
-    FilterTerms = "filterTerms",
-    /// Values in one filter list.
-    FilterValues = "filterValues",
-    /// Entities one graph answer may hold.
-    GraphNodes = "graphNodes",
-    /// IDs one `nodes` call may ask for (500).
-    Ids = "ids",
-    /// Entities one request may load (`graphql.max_loaded_entities`).
-    LoadedEntities = "loadedEntities",
-    /// Nesting of lists and objects in the query text (`graphql.max_nesting`).
-    Nesting = "nesting",
-    /// A page's `first` or `last`.
-    PageSize = "pageSize",
-    /// PagerDuty lookups one request may make.
-    PagerDutyLookups = "pagerDutyLookups",
-    /// Paths one `paths` call may return.
-    Paths = "paths",
-    /// The query text (`graphql.max_query_bytes`); 413.
-    QueryBytes = "queryBytes",
-    /// Refs one call may ask for (500).
-    Refs = "refs",
-    /// Characters in one search.
-    SearchChars = "searchChars",
-    /// Words in one search.
-    SearchWords = "searchWords",
-    /// The size of one scaffolder task secret.
-    TaskSecretBytes = "taskSecretBytes",
-    /// Secrets one scaffolder task may carry.
-    TaskSecrets = "taskSecrets",
-    /// The request's time (`server.request_timeout_seconds`); 503.
-    Timeout = "timeout",
-    /// Tokens in the query text (`graphql.max_tokens`).
-    Tokens = "tokens",
-    /// The depth of one graph traversal (32).
-    TraversalDepth = "traversalDepth",
-    /// The YAML one `validateEntity` call may send.
-    ValidateBytes = "validateBytes",
-    /// Graph walks one request may run (20).
-    Walks = "walks",
-    /// Open WebSockets (`graphql.max_websocket_connections`); the upgrade is
-    /// refused with 503.
-    WebsocketConnections = "websocketConnections",
-    /// Operations one WebSocket may run at once
-    /// (`graphql.max_websocket_operations`); the socket is closed with 4429.
-    WebsocketOperations = "websocketOperations",
+vocabulary! {
+    /// A limit a refusal names in `extensions.limit` (with the code
+    /// `LIMIT_EXCEEDED`), and the `limit` label of
+    /// `catalog_limit_rejections_total`.
+    Limit {
+        /// Aliases in one query (`graphql.max_aliases`).
+        Aliases = "aliases",
+        /// The request body (`graphql.max_body_bytes`); 413.
+        BodyBytes = "bodyBytes",
+        /// The query's complexity (`graphql.max_complexity`).
+        Complexity = "complexity",
+        /// The query's depth (`graphql.max_depth`), or the parser's recursion.
+        Depth = "depth",
+        /// Directives in one query (`graphql.max_directives`) or on one field.
+        Directives = "directives",
+        /// Fields one `facets` call counts (20).
+        FacetFields = "facetFields",
+        /// Fields in one query (`graphql.max_fields`).
+        Fields = "fields",
+        /// Nesting of one entity filter.
+        FilterDepth = "filterDepth",
+        /// Terms in one entity filter.
+        FilterTerms = "filterTerms",
+        /// Values in one filter list.
+        FilterValues = "filterValues",
+        /// Entities one graph answer may hold.
+        GraphNodes = "graphNodes",
+        /// IDs one `nodes` call may ask for (500).
+        Ids = "ids",
+        /// Entities one request may load (`graphql.max_loaded_entities`).
+        LoadedEntities = "loadedEntities",
+        /// Nesting of lists and objects in the query text (`graphql.max_nesting`).
+        Nesting = "nesting",
+        /// A page's `first` or `last`.
+        PageSize = "pageSize",
+        /// PagerDuty lookups one request may make.
+        PagerDutyLookups = "pagerDutyLookups",
+        /// Paths one `paths` call may return.
+        Paths = "paths",
+        /// The query text (`graphql.max_query_bytes`); 413.
+        QueryBytes = "queryBytes",
+        /// Refs one call may ask for (500).
+        Refs = "refs",
+        /// Characters in one search.
+        SearchChars = "searchChars",
+        /// Words in one search.
+        SearchWords = "searchWords",
+        /// The size of one scaffolder task secret.
+        TaskSecretBytes = "taskSecretBytes",
+        /// Secrets one scaffolder task may carry.
+        TaskSecrets = "taskSecrets",
+        /// The request's time (`server.request_timeout_seconds`); 503.
+        Timeout = "timeout",
+        /// Tokens in the query text (`graphql.max_tokens`).
+        Tokens = "tokens",
+        /// The depth of one graph traversal (32).
+        TraversalDepth = "traversalDepth",
+        /// The YAML one `validateEntity` call may send.
+        ValidateBytes = "validateBytes",
+        /// Graph walks one request may run (20).
+        Walks = "walks",
+        /// Open WebSockets (`graphql.max_websocket_connections`); the upgrade is
+        /// refused with 503.
+        WebsocketConnections = "websocketConnections",
+        /// Operations one WebSocket may run at once
+        /// (`graphql.max_websocket_operations`); the socket is closed with 4429.
+        WebsocketOperations = "websocketOperations",
+    }
 }
 
 impl ErrorCode {
@@ -244,11 +218,6 @@ impl ErrorCode {
             | ErrorCode::CursorExpired
             | ErrorCode::ValidationFailed => false,
         }
-    }
-
-    /// The code whose wire name this is.
-    pub fn from_wire(name: &str) -> Option<ErrorCode> {
-        ErrorCode::ALL.iter().copied().find(|code| code.as_str() == name)
     }
 
     /// The code an error carries, if any.
