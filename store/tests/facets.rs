@@ -6,10 +6,14 @@
 // Tests unwrap: a failure is a failed test that names its line.
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeSet;
+
 use catalog_domain::Entity;
 use catalog_store::testing::one_location_snapshot;
 use catalog_store::testing::rng::Rng;
-use catalog_store::{AuditDecision, AuditEntry, Facet, Filter, FilterField, Predicate, Store, backend_tests};
+use catalog_store::{
+    AuditDecision, AuditEntry, Facet, Filter, FilterField, ListQuery, Predicate, Store, backend_tests,
+};
 use serde_json::json;
 
 const TYPES: &[&str] = &["service", "Service", "website", "library"];
@@ -358,7 +362,47 @@ async fn a_warm_index_answers_facets_with_one_statement(store: Store) {
     assert_eq!(counts(&facets[2]), [("go", 20), ("rust", 20)]);
 }
 
+/// The in-memory matcher (read scopes, change filters, time travel) and the
+/// SQL filter select the same entities, filter for generated filter.
+async fn the_matcher_and_sql_agree_over_generated_catalogs_and_filters(store: Store) {
+    let mut rng = Rng::new(11);
+    let entities: Vec<Entity> = (0..200).map(|index| generated_entity(&mut rng, index)).collect();
+    store.snapshot_writer().apply_snapshot(&one_location_snapshot("file", entities)).await.unwrap();
+    let catalog = store.catalog();
+    let everything = catalog.list_entities(&ListQuery { limit: 1_000, ..ListQuery::default() }).await.unwrap().entities;
+    assert_eq!(everything.len(), 200);
+    let (mut n_some, mut n_none) = (0, 0);
+    for _ in 0..150 {
+        let filter = generated_filter(&mut rng, 3);
+        let query = ListQuery { filter: Some(filter.clone()), limit: 1_000, ..ListQuery::default() };
+        let by_sql: BTreeSet<String> = catalog
+            .list_entities(&query)
+            .await
+            .unwrap()
+            .entities
+            .iter()
+            .map(|stored| stored.entity_ref.to_string())
+            .collect();
+        let matcher = catalog.entity_matcher(&filter).await.unwrap();
+        let by_matcher: BTreeSet<String> = everything
+            .iter()
+            .filter(|stored| matcher.matches(stored))
+            .map(|stored| stored.entity_ref.to_string())
+            .collect();
+        assert_eq!(by_sql, by_matcher, "{filter:?}");
+        match by_sql.len() {
+            0 => n_none += 1,
+            200 => {}
+            _ => n_some += 1,
+        }
+    }
+    // Generated filters select something between nothing and everything
+    // often enough for the comparison to mean something.
+    assert!(n_some > 30 && n_none > 5, "{n_some} partial, {n_none} empty");
+}
+
 backend_tests!(
+    the_matcher_and_sql_agree_over_generated_catalogs_and_filters,
     the_index_and_sql_agree_over_generated_catalogs_and_filters,
     the_index_follows_changes_written_here_and_by_another_replica,
     a_warm_index_answers_facets_with_one_statement,
