@@ -4,7 +4,7 @@
 #
 #   bench/run.sh --entities 10000 --database sqlite|postgres [--layout single|per-file] [--seconds 10] [--out bench/results]
 #                [--scenarios dependencies,impact,...] [--tag NAME]
-#                [--subscribe [--subscribers 100,1000] [--rate 100]]
+#                [--subscribe [--subscribers 100,1000] [--rate 100]] [--backstage URL]
 #
 # --scenarios runs some of the driver's scenarios (all by default); --tag adds
 # "-NAME" to the result files' names so that a partial run keeps the full one.
@@ -13,6 +13,11 @@
 # load driver: each number of catalogChanges subscribers for --seconds while a
 # writer commits --rate changes/s beside the server, into
 # <database>-<entities>-subscribe[-tag].json and .md.
+#
+# --backstage URL: a stock Backstage catalog backend holding the same catalog
+# (`catalog-bench generate --entities N --seed 1` writes it), for the
+# backstage-* scenarios, which are named in --scenarios: see
+# bench/results/README.md, "Side by side with Backstage".
 #
 # PostgreSQL: the server named by BENCH_POSTGRES_URL (default
 # postgres://postgres@127.0.0.1:5432/postgres) gets a fresh database.
@@ -32,6 +37,7 @@ tag=""
 subscribe=false
 subscribers=100,1000
 rate=100
+backstage=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --entities) entities=$2; shift 2 ;;
@@ -45,6 +51,7 @@ while [ $# -gt 0 ]; do
     --subscribe) subscribe=true; shift ;;
     --subscribers) subscribers=$2; shift 2 ;;
     --rate) rate=$2; shift 2 ;;
+    --backstage) backstage=$2; shift 2 ;;
     --smoke) entities=200; seconds=1; concurrency=1,4; subscribers=10,50; profile=dev; out=$(mktemp -d); shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
@@ -161,7 +168,7 @@ PY
 )
 "$bin_dir/catalog-bench" load --url "http://127.0.0.1:$port/graphql" --manifest "$work/catalog/manifest.json" \
   --seconds "$seconds" --concurrency "$concurrency" --out "$work/load.json" ${scenarios:+--scenarios "$scenarios"} \
-  --database-url "$database_url"
+  --database-url "$database_url" ${backstage:+--backstage-url "$backstage"}
 server_rss=$(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status")
 
 mkdir -p "$out"

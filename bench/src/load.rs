@@ -59,6 +59,17 @@ impl Targets {
     fn hub(&self, index: usize) -> &str {
         &self.hubs[index % self.hubs.len()]
     }
+
+    /// The 100 components of the `index`th batch.
+    fn batch(&self, index: usize) -> Vec<&str> {
+        (0..100).map(|offset| self.component(index + offset)).collect()
+    }
+
+    /// The generator's lifecycles, in turn.
+    fn lifecycle(&self, index: usize) -> &'static str {
+        const LIFECYCLES: [&str; 3] = ["production", "experimental", "deprecated"];
+        LIFECYCLES[index % LIFECYCLES.len()]
+    }
 }
 
 /// One kind of request the driver sends.
@@ -70,7 +81,14 @@ pub enum Scenario {
     Facets,
     Search,
     FanOut,
+    /// 100 components by ref, each with its ref only.
     Batch,
+    /// 100 components by ref with type, lifecycle, owner and system: what a
+    /// portal's table of services asks for.
+    BatchRelated,
+    /// A page of 100 components with totalCount, type, lifecycle, owner and
+    /// system.
+    PageRelated,
     /// Dependencies of a component three hops deep, first 50 with totalCount.
     Dependencies,
     /// Dependents of a top hub at full depth, first 50 with totalCount.
@@ -84,16 +102,28 @@ pub enum Scenario {
     SqlByRef,
     /// page as hand-written SQL (the page, then the count).
     SqlPage,
+    /// Backstage's `POST /entities/by-refs` for the same 100 refs as
+    /// batch-related: the whole entities, relations included (a stock
+    /// Backstage catalog backend, named by `--backstage-url`).
+    BackstageBatch,
+    /// Backstage's `GET /entities/by-name` for by-ref's component.
+    BackstageByRef,
+    /// Backstage's `GET /entities/by-query` for page-related's page: 100
+    /// components with totalItems.
+    BackstagePage,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 12] = [
+    /// The scenarios `bench/run.sh` runs: the Backstage ones need a Backstage.
+    pub const ALL: [Scenario; 14] = [
         Scenario::ByRef,
         Scenario::Page,
         Scenario::Facets,
         Scenario::Search,
         Scenario::FanOut,
         Scenario::Batch,
+        Scenario::BatchRelated,
+        Scenario::PageRelated,
         Scenario::Dependencies,
         Scenario::HubDependents,
         Scenario::OwnedSubtree,
@@ -105,6 +135,11 @@ impl Scenario {
     /// Whether this scenario talks to the database instead of the server.
     pub fn is_sql(self) -> bool {
         matches!(self, Scenario::SqlByRef | Scenario::SqlPage)
+    }
+
+    /// Whether this scenario talks to a Backstage catalog backend.
+    pub fn is_backstage(self) -> bool {
+        matches!(self, Scenario::BackstageBatch | Scenario::BackstageByRef | Scenario::BackstagePage)
     }
 
     /// The request body for the `index`th request of this scenario.
@@ -134,13 +169,20 @@ impl Scenario {
                     dependsOn { entityRef ... on Component { owner { entityRef } } ... on Resource { owner { entityRef } } } } } }",
                 "variables": {"ref": targets.component(index)},
             }),
-            Scenario::Batch => {
-                let refs: Vec<&str> = (0..100).map(|offset| targets.component(index + offset)).collect();
-                json!({
-                    "query": "query ($refs: [String!]!) { entitiesByRefs(refs: $refs) { entityRef } }",
-                    "variables": {"refs": refs},
-                })
-            }
+            Scenario::Batch => json!({
+                "query": "query ($refs: [String!]!) { entitiesByRefs(refs: $refs) { entityRef } }",
+                "variables": {"refs": targets.batch(index)},
+            }),
+            Scenario::BatchRelated => json!({
+                "query": "query ($refs: [String!]!) { entitiesByRefs(refs: $refs) { entityRef \
+                    ... on Component { type lifecycle owner { entityRef } system { entityRef } } } }",
+                "variables": {"refs": targets.batch(index)},
+            }),
+            Scenario::PageRelated => json!({
+                "query": "query ($lifecycle: String!) { entities(filter: {kind: [\"component\"], lifecycle: [$lifecycle]}, first: 100) \
+                    { totalCount nodes { entityRef ... on Component { type lifecycle owner { entityRef } system { entityRef } } } } }",
+                "variables": {"lifecycle": targets.lifecycle(index)},
+            }),
             Scenario::Dependencies => json!({
                 "query": "query ($ref: String!) { entity(ref: $ref) { dependencies(depth: 3, first: 50) { totalCount nodes { entityRef distance } } } }",
                 "variables": {"ref": targets.component(index)},
@@ -159,6 +201,9 @@ impl Scenario {
             }),
             Scenario::SqlByRef => json!({"ref": targets.component(index)}),
             Scenario::SqlPage => json!({"owner": targets.group(index)}),
+            Scenario::BackstageBatch => json!({"entityRefs": targets.batch(index)}),
+            Scenario::BackstageByRef => json!({"ref": targets.component(index)}),
+            Scenario::BackstagePage => json!({"lifecycle": targets.lifecycle(index)}),
         }
     }
 }
@@ -169,16 +214,60 @@ pub struct Driver {
     pub client: reqwest::Client,
     pub url: String,
     pub database: Option<DatabaseConnection>,
+    /// A stock Backstage backend's base URL (`http://host:port`), for the
+    /// side-by-side scenarios.
+    pub backstage_url: Option<String>,
 }
 
 impl Driver {
+    /// Whether this driver can send the scenario's requests.
+    pub fn can_send(&self, scenario: Scenario) -> bool {
+        (!scenario.is_sql() || self.database.is_some()) && (!scenario.is_backstage() || self.backstage_url.is_some())
+    }
+
     /// Sends one request; whether it succeeded.
     async fn send(&self, scenario: Scenario, body: &Value) -> bool {
+        if scenario.is_backstage() {
+            let Some(base) = &self.backstage_url else { return false };
+            return backstage(&self.client, base, scenario, body).await;
+        }
         if !scenario.is_sql() {
             return send(&self.client, &self.url, body).await;
         }
         let Some(database) = &self.database else { return false };
         sql(database, scenario, body).await.is_ok()
+    }
+}
+
+/// One request to Backstage's catalog REST API, read whole as a client
+/// would; whether it answered 200 with what was asked for.
+async fn backstage(client: &reqwest::Client, base: &str, scenario: Scenario, parameters: &Value) -> bool {
+    let catalog = format!("{}/api/catalog", base.trim_end_matches('/'));
+    let request = match scenario {
+        Scenario::BackstageBatch => client.post(format!("{catalog}/entities/by-refs")).json(parameters),
+        Scenario::BackstageByRef => {
+            let entity_ref = parameters["ref"].as_str().unwrap_or_default();
+            let Some((kind, rest)) = entity_ref.split_once(':') else { return false };
+            let Some((namespace, name)) = rest.split_once('/') else { return false };
+            client.get(format!("{catalog}/entities/by-name/{kind}/{namespace}/{name}"))
+        }
+        _ => {
+            let lifecycle = parameters["lifecycle"].as_str().unwrap_or_default();
+            client
+                .get(format!("{catalog}/entities/by-query?filter=kind=component,spec.lifecycle={lifecycle}&limit=100"))
+        }
+    };
+    let Ok(response) = request.send().await else { return false };
+    if !response.status().is_success() {
+        return false;
+    }
+    let Ok(body) = response.json::<Value>().await else { return false };
+    match scenario {
+        Scenario::BackstageBatch => {
+            body["items"].as_array().is_some_and(|items| !items.is_empty() && items.iter().all(Value::is_object))
+        }
+        Scenario::BackstageByRef => body["metadata"].is_object(),
+        _ => body["items"].as_array().is_some_and(|items| !items.is_empty()),
     }
 }
 

@@ -55,6 +55,11 @@ enum Command {
         /// (sql-by-ref, sql-page); without it those scenarios are skipped.
         #[arg(long)]
         database_url: Option<String>,
+        /// A stock Backstage catalog backend (`http://host:port`) holding the
+        /// same catalog, for the backstage-* scenarios; without it they are
+        /// skipped.
+        #[arg(long)]
+        backstage_url: Option<String>,
         /// Where to write the JSON results.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -116,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
             let manifest = generate::generate(entities, seed, layout, &out)?;
             println!("{}", serde_json::to_string_pretty(&manifest)?);
         }
-        Command::Load { url, manifest, concurrency, seconds, scenarios, database_url, out } => {
+        Command::Load { url, manifest, concurrency, seconds, scenarios, database_url, backstage_url, out } => {
             let text =
                 std::fs::read_to_string(&manifest).with_context(|| format!("cannot read {}", manifest.display()))?;
             let targets = Arc::new(load::Targets::from_manifest(&serde_json::from_str(&text)?)?);
@@ -134,14 +139,14 @@ async fn main() -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            let driver = Arc::new(load::Driver { client, url, database });
+            let driver = Arc::new(load::Driver { client, url, database, backstage_url });
             let mut measurements = Vec::new();
             println!(
-                "{:<8} {:>4} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8}",
+                "{:<15} {:>4} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8}",
                 "scenario", "conc", "requests", "errors", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms"
             );
             let scenarios = scenarios.unwrap_or_else(|| load::Scenario::ALL.to_vec());
-            for scenario in scenarios.into_iter().filter(|scenario| !scenario.is_sql() || driver.database.is_some()) {
+            for scenario in scenarios.into_iter().filter(|scenario| driver.can_send(*scenario)) {
                 for &level in &concurrency {
                     let m = load::measure(
                         driver.clone(),
@@ -152,7 +157,7 @@ async fn main() -> anyhow::Result<()> {
                     )
                     .await?;
                     println!(
-                        "{:<8} {:>4} {:>9} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+                        "{:<15} {:>4} {:>9} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
                         serde_json::to_value(m.scenario)?.as_str().unwrap_or_default(),
                         m.concurrency,
                         m.requests,
