@@ -250,6 +250,6 @@ impl CatalogRegister {
             .list_entities(&query)
             .await
             .map_err(|error| ActionError::Failed(format!("cannot read the catalog: {error}")))?;
-        Ok(page.entities.iter().map(|stored| stored.entity.entity_ref().to_string()).collect())
+        Ok(page.entities.iter().map(|stored| stored.entity_ref.to_string()).collect())
     }
 }

@@ -43,13 +43,19 @@ impl Entity {
     /// Replaces the relations with those derived from the spec (outgoing only:
     /// the reverse edges belong to the targets).
     pub fn with_derived_relations(mut self) -> Self {
+        self.relations = self.stated_relations();
+        self
+    }
+
+    /// The relations this entity's spec states, leaving it, in the order
+    /// `relations` holds them.
+    pub fn stated_relations(&self) -> Vec<Relation> {
         let source = self.entity_ref();
-        self.relations = derive_relations(&self)
+        derive_relations(self)
             .into_iter()
             .filter(|edge| edge.source == source)
             .map(|edge| Relation { relation_type: edge.relation_type, target_ref: edge.target.to_string() })
-            .collect();
-        self
+            .collect()
     }
 }
 

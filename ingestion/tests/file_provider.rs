@@ -24,7 +24,7 @@ fn engine(store: &Store, root: &Path) -> Engine {
 async fn owner_of(store: &Store, name: &str) -> Option<String> {
     let entity_ref = EntityRef::parse(&format!("component:default/{name}")).unwrap();
     let stored = store.catalog().entity_by_ref(&entity_ref).await.unwrap()?;
-    stored.entity.spec_str("owner").map(str::to_owned)
+    stored.entity().unwrap().spec_str("owner").map(str::to_owned)
 }
 
 async fn locations_are_followed_and_entities_annotated(store: Store) {
@@ -46,7 +46,7 @@ async fn locations_are_followed_and_entities_annotated(store: Store) {
     assert_eq!(runs[0].n_location_errors, 1, "missing.yaml is required and absent");
 
     let a = store.catalog().entity_by_ref(&EntityRef::parse("component:default/a").unwrap()).await.unwrap().unwrap();
-    let annotations = &a.entity.metadata.annotations;
+    let annotations = &a.entity().unwrap().metadata.annotations;
     assert!(annotations[MANAGED_BY_LOCATION].ends_with("/teams/a.yaml"), "{annotations:?}");
     assert!(annotations[MANAGED_BY_ORIGIN_LOCATION].ends_with("/catalog-info.yaml"));
     let locations = store.catalog().locations().await.unwrap();
@@ -86,7 +86,7 @@ async fn a_broken_file_keeps_its_entities_and_a_deleted_one_removes_them(store: 
     std::fs::write(root.path().join("a.yaml"), component("a", "team-a").replace("  owner: team-a\n", "")).unwrap();
     engine.run_once().await.unwrap();
     let a = store.catalog().entity_by_ref(&EntityRef::parse("component:default/a").unwrap()).await.unwrap().unwrap();
-    assert_eq!(a.entity.spec_str("owner"), Some("team-a"));
+    assert_eq!(a.entity().unwrap().spec_str("owner"), Some("team-a"));
     assert!(a.errors[0].contains("spec.owner") && a.errors[0].contains("required"), "{:?}", a.errors);
 
     std::fs::remove_file(root.path().join("a.yaml")).unwrap();

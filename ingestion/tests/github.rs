@@ -187,7 +187,7 @@ async fn discovery_reads_every_page_and_each_selected_repositorys_catalog_file(s
     let stored =
         store.catalog().entity_by_ref(&EntityRef::parse("component:default/invoices").unwrap()).await.unwrap().unwrap();
     let location = "url:https://github.example/acme/billing/blob/main/catalog-info.yaml";
-    assert_eq!(stored.entity.metadata.annotations[MANAGED_BY_LOCATION], location);
+    assert_eq!(stored.entity().unwrap().metadata.annotations[MANAGED_BY_LOCATION], location);
     let locations = store.catalog().locations().await.unwrap();
     let billing = locations.iter().find(|record| record.target == location).unwrap();
     assert!(billing.error.as_deref().unwrap().contains("document 2"), "the broken document is reported: {billing:?}");
@@ -422,10 +422,10 @@ async fn a_renamed_repository_keeps_its_entities_at_the_new_location(store: Stor
     let run = engine.run_provider("github").await.unwrap().unwrap();
     assert_eq!((run.summary.added, run.summary.removed, run.summary.conflicts), (0, 0, 0), "{run:?}");
     let after = store.catalog().entity_by_ref(&invoices).await.unwrap().unwrap();
-    assert_eq!(after.entity.metadata.uid, before.entity.metadata.uid, "the same entity");
+    assert_eq!(after.entity().unwrap().metadata.uid, before.entity().unwrap().metadata.uid, "the same entity");
     let moved = "url:https://github.example/acme/billing-v2/blob/main/catalog-info.yaml";
     assert_eq!(after.location.as_deref(), Some(moved));
-    assert_eq!(after.entity.metadata.annotations[MANAGED_BY_LOCATION], moved);
+    assert_eq!(after.entity().unwrap().metadata.annotations[MANAGED_BY_LOCATION], moved);
     assert!(
         store.catalog().locations().await.unwrap().iter().all(|record| !record.target.contains("/billing/")),
         "the old location is gone"

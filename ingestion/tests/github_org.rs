@@ -98,7 +98,7 @@ async fn serve_organisation_without_grace_in_dx(server: &MockServer) {
 
 async fn body(store: &Store, entity_ref: &str) -> Option<Value> {
     let stored = store.catalog().entity_by_ref(&EntityRef::parse(entity_ref).unwrap()).await.unwrap()?;
-    Some(serde_json::to_value(&stored.entity).unwrap())
+    Some(stored.raw().unwrap())
 }
 
 async fn teams_become_groups_and_members_users(store: Store) {

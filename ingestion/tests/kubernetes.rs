@@ -102,8 +102,8 @@ async fn unclaimed_workloads_become_entities_and_claimed_ones_attach(store: Stor
 
     let cart = entity(&store, "component:default/cart_shop_prod").await.expect("cart became a component");
     assert_eq!(cart.provider, "kubernetes:prod:deployment");
-    assert_eq!(cart.entity.spec["owner"], "group:default/platform");
-    let annotations = &cart.entity.metadata.annotations;
+    assert_eq!(cart.entity().unwrap().spec["owner"], "group:default/platform");
+    let annotations = &cart.entity().unwrap().metadata.annotations;
     assert_eq!(annotations["backstage.io/kubernetes-id"], "cart");
     assert_eq!(annotations["backstage.io/kubernetes-namespace"], "shop");
     assert_eq!(annotations["backstage.io/kubernetes-cluster"], "prod");
@@ -119,7 +119,7 @@ async fn unclaimed_workloads_become_entities_and_claimed_ones_attach(store: Stor
 
     let view = &engine.kubernetes()[0];
     let claimed = entity(&store, "component:default/checkout-service").await.unwrap();
-    let workloads = view.workloads_for(&claimed.entity.metadata.annotations);
+    let workloads = view.workloads_for(&claimed.entity().unwrap().metadata.annotations);
     assert_eq!(workloads.len(), 1);
     let checkout = &workloads[0];
     assert_eq!(
@@ -135,8 +135,11 @@ async fn unclaimed_workloads_become_entities_and_claimed_ones_attach(store: Stor
     );
     assert_eq!(checkout.last_change.unwrap().to_rfc3339(), "2026-01-05T10:01:00+00:00");
     // The projected entity finds its own workload (pinned by namespace and cluster).
-    assert_eq!(view.workloads_for(&cart.entity.metadata.annotations).len(), 1);
-    assert_eq!(view.workloads_for(&report.entity.metadata.annotations)[0].schedule.as_deref(), Some("*/15 * * * *"));
+    assert_eq!(view.workloads_for(&cart.entity().unwrap().metadata.annotations).len(), 1);
+    assert_eq!(
+        view.workloads_for(&report.entity().unwrap().metadata.annotations)[0].schedule.as_deref(),
+        Some("*/15 * * * *")
+    );
 
     let health = engine.health();
     let scopes: Vec<(&str, bool)> =
@@ -163,8 +166,14 @@ async fn watch_events_apply_after_a_debounce_and_status_churn_writes_nothing(sto
     })
     .await;
     let view = engine.kubernetes()[0].clone();
-    let cart_annotations =
-        entity(&store, "component:default/cart_shop_prod").await.unwrap().entity.metadata.annotations;
+    let cart_annotations = entity(&store, "component:default/cart_shop_prod")
+        .await
+        .unwrap()
+        .entity()
+        .unwrap()
+        .metadata
+        .annotations
+        .clone();
     let before = store.change_feed().latest_sequence().await.unwrap();
 
     // A rollout: only status moves. The view follows; the catalog does not change.

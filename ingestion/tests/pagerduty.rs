@@ -102,7 +102,7 @@ fn group(name: &str, team_id: &str) -> Value {
 
 async fn body(store: &Store, entity_ref: &str) -> Option<Value> {
     let stored = store.catalog().entity_by_ref(&EntityRef::parse(entity_ref).unwrap()).await.unwrap()?;
-    Some(serde_json::to_value(&stored.entity).unwrap())
+    Some(stored.raw().unwrap())
 }
 
 fn query(request: &wiremock::Request, name: &str) -> Vec<String> {

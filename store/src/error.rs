@@ -19,4 +19,8 @@ pub enum StoreError {
     SchemaNewer { unknown: Vec<String>, newest_known: String },
     #[error("a stored entity is corrupt ({entity_ref}): {message}")]
     Corrupt { entity_ref: String, message: String },
+    /// A caller asked a relation target read without its body for it
+    /// without filling it in first ([`crate::StoredEntity::fill_body`]).
+    #[error("the body of {entity_ref} was not read with it")]
+    BodyNotRead { entity_ref: String },
 }

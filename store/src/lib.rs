@@ -43,7 +43,9 @@ pub use leadership::Leadership;
 pub use matcher::EntityMatcher;
 pub use migration::{ADDITIVE_SUFFIX, SchemaStatus};
 pub use query::{Annotated, EntityPage, ListQuery, OrderField};
-pub use record::{Change, ChangeType, ConflictRecord, Facet, LocationRecord, Related, StoredEntity, StoredRelation};
+pub use record::{
+    Change, ChangeType, ConflictRecord, Facet, LocationRecord, Related, StoredEntity, StoredRelation, TargetBodies,
+};
 pub use snapshot::{
     ApplySummary, DeletedEntity, InvalidEntity, LocationStatus, SAFETY_VALVE_MIN_ENTITIES, Snapshot, SnapshotEntity,
 };

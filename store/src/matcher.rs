@@ -27,8 +27,10 @@ impl Catalog {
 }
 
 impl EntityMatcher {
+    /// Whether the stored entity matches; one whose body does not decode
+    /// matches nothing, so a restricted reader never sees it.
     pub fn matches(&self, stored: &StoredEntity) -> bool {
-        self.matches_entity(&stored.entity_ref, &stored.entity)
+        stored.entity().is_ok_and(|entity| self.matches_entity(&stored.entity_ref, entity))
     }
 
     pub fn matches_entity(&self, entity_ref: &EntityRef, entity: &Entity) -> bool {

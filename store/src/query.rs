@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 
-use catalog_domain::{Entity, EntityRef, RelationType};
+use catalog_domain::{EntityRef, RelationType};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, Order, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use serde_json::Value;
 
@@ -17,7 +18,8 @@ use crate::handles::Catalog;
 use crate::models::{conflict_row, entity_row, facet_row, location_row, relation_row};
 use crate::projection::TypedColumn;
 use crate::record::{
-    ConflictRecord, Facet, LocationRecord, Related, StoredEntity, StoredRelation, asked_ref, by_text, stored_ref, texts,
+    Body, ConflictRecord, Facet, LocationRecord, Related, StoredEntity, StoredRelation, TargetBodies, asked_ref,
+    by_text, stored_ref, texts,
 };
 
 /// Sort keys for entity pages. Every order ends with the row id so that pages
@@ -74,16 +76,17 @@ impl Catalog {
         let texts: Vec<String> = refs.iter().map(ToString::to_string).collect();
         let mut found = HashMap::with_capacity(texts.len());
         for chunk in texts.chunks(REF_CHUNK) {
-            let rows = entity_row::Entity::find()
+            let rows = read_columns(entity_row::Entity::find())
                 .filter(bulk::one_of(
                     self.db.get_database_backend(),
                     entity_row::Column::EntityRef,
                     chunk.iter().cloned(),
                 ))
+                .into_model::<EntityRead>()
                 .all(&self.db)
                 .await?;
             for row in rows {
-                let stored = to_stored(row)?;
+                let stored = row.into_stored()?;
                 found.insert(stored.entity_ref.clone(), stored);
             }
         }
@@ -94,7 +97,7 @@ impl Catalog {
     pub async fn list_entities(&self, query: &ListQuery) -> Result<EntityPage, StoreError> {
         let filter = self.expand_filter(query.filter.as_ref()).await?;
         let condition = condition(self.db.get_database_backend(), filter.as_ref(), query.search.as_deref());
-        let total_count = entity_row::Entity::find().filter(condition.clone()).count(&self.db).await?;
+        let count = entity_row::Entity::find().filter(condition.clone()).count(&self.db);
         let direction = if query.descending { Order::Desc } else { Order::Asc };
         let column = match query.order {
             OrderField::Name => entity_row::Column::Name,
@@ -104,15 +107,23 @@ impl Catalog {
             OrderField::CreatedAt => entity_row::Column::CreatedAt,
             OrderField::UpdatedAt => entity_row::Column::UpdatedAt,
         };
-        let rows = entity_row::Entity::find()
+        let rows = read_columns(entity_row::Entity::find())
             .filter(condition)
             .order_by(column, direction.clone())
             .order_by(entity_row::Column::Id, direction)
             .offset(query.offset)
             .limit(query.limit)
-            .all(&self.db)
-            .await?;
-        let entities = rows.into_iter().map(to_stored).collect::<Result<_, _>>()?;
+            .into_model::<EntityRead>()
+            .all(&self.db);
+        // The count and the page on two pooled connections at once on
+        // PostgreSQL, where the count of a broad filter scans and costs as
+        // much as the page; SQLite's small pool gains nothing from it.
+        let (total_count, rows) = if self.db.get_database_backend() == DbBackend::Postgres {
+            futures::future::try_join(count, rows).await?
+        } else {
+            (count.await?, rows.await?)
+        };
+        let entities = rows.into_iter().map(EntityRead::into_stored).collect::<Result<_, _>>()?;
         Ok(EntityPage { entities, total_count })
     }
 
@@ -191,20 +202,26 @@ impl Catalog {
     /// targets come in one statement (per 5,000 sources), so a relation field
     /// costs one round trip where [`Catalog::relations_from`] then
     /// [`Catalog::entities_by_refs`] cost two.
-    pub async fn related_entities(&self, sources: &[EntityRef], types: &[RelationType]) -> Result<Related, StoreError> {
-        Ok(self.read_related(sources, types, false).await?.1)
+    pub async fn related_entities(
+        &self,
+        sources: &[EntityRef],
+        types: &[RelationType],
+        bodies: TargetBodies,
+    ) -> Result<Related, StoreError> {
+        Ok(self.read_related(sources, types, false, bodies).await?.1)
     }
 
-    /// The entities of `refs` (by canonical ref) and, in the same statement,
-    /// what [`Catalog::related_entities`] finds from them: a root field that
-    /// knows which relation fields its selection asks for answers in one
-    /// round trip instead of two.
+    /// The entities of `refs` (by canonical ref, with their bodies) and, in
+    /// the same statement, what [`Catalog::related_entities`] finds from
+    /// them: a root field that knows which relation fields its selection
+    /// asks for answers in one round trip instead of two.
     pub async fn entities_with_related(
         &self,
         refs: &[EntityRef],
         types: &[RelationType],
+        bodies: TargetBodies,
     ) -> Result<(HashMap<EntityRef, StoredEntity>, Related), StoreError> {
-        self.read_related(refs, types, true).await
+        self.read_related(refs, types, true, bodies).await
     }
 
     async fn read_related(
@@ -212,7 +229,12 @@ impl Catalog {
         sources: &[EntityRef],
         types: &[RelationType],
         with_sources: bool,
+        bodies: TargetBodies,
     ) -> Result<(HashMap<EntityRef, StoredEntity>, Related), StoreError> {
+        let target_columns = match bodies {
+            TargetBodies::Read => READ_COLUMNS,
+            TargetBodies::Skip => READ_COLUMNS_WITHOUT_BODY,
+        };
         let backend = self.db.get_database_backend();
         let type_names: Vec<String> = types.iter().map(|relation_type| relation_type.as_str().to_owned()).collect();
         let mut found = HashMap::new();
@@ -241,14 +263,14 @@ impl Catalog {
             // The sources themselves come with a null related_source.
             let sources_part = if with_sources {
                 format!(
-                    " UNION ALL SELECT CAST(NULL AS TEXT), CAST(NULL AS TEXT), e.* FROM entities e \
+                    " UNION ALL SELECT CAST(NULL AS TEXT), CAST(NULL AS TEXT), {READ_COLUMNS} FROM entities e \
                      WHERE e.entity_ref {entities_sql}"
                 )
             } else {
                 String::new()
             };
             let sql = format!(
-                "SELECT r.source_ref AS related_source, r.relation_type AS related_type, e.* \
+                "SELECT r.source_ref AS related_source, r.relation_type AS related_type, {target_columns} \
                  FROM relations r JOIN entities e ON e.entity_ref = r.target_ref \
                  WHERE r.source_ref {sources_sql} AND r.relation_type {types_sql}{sources_part} \
                  ORDER BY related_source, related_type, entity_ref"
@@ -256,8 +278,7 @@ impl Catalog {
             let rows = self.db.query_all_raw(sea_orm::Statement::from_sql_and_values(backend, sql, values)).await?;
             for row in rows {
                 let Some(source) = row.try_get::<Option<String>>("", "related_source")? else {
-                    let stored =
-                        to_stored(<entity_row::Model as sea_orm::FromQueryResult>::from_query_result(&row, "")?)?;
+                    let stored = EntityRead::from_query_result(&row, "")?.into_stored()?;
                     found.insert(stored.entity_ref.clone(), stored);
                     continue;
                 };
@@ -269,10 +290,9 @@ impl Catalog {
                     continue;
                 }
                 related.edges.push(edge);
-                // A target many sources share (an owner) is decoded once.
+                // A target many sources share (an owner) is kept once.
                 if let std::collections::hash_map::Entry::Vacant(vacant) = related.targets.entry(id) {
-                    let model = <entity_row::Model as sea_orm::FromQueryResult>::from_query_result(&row, "")?;
-                    vacant.insert(to_stored(model)?);
+                    vacant.insert(EntityRead::from_query_result(&row, "")?.into_stored()?);
                 }
             }
         }
@@ -427,28 +447,68 @@ impl Catalog {
     }
 }
 
-fn to_stored(mut row: entity_row::Model) -> Result<StoredEntity, StoreError> {
-    // Moved, not cloned: deserializing an owned value moves its strings.
-    let entity: Entity = serde_json::from_value(std::mem::take(&mut row.body))
-        .map_err(|error| StoreError::Corrupt { entity_ref: row.entity_ref.clone(), message: error.to_string() })?;
-    // The body skips relations on deserialization (they are output only), so
-    // derive them again from the stored spec.
-    let entity = entity.with_derived_relations();
-    let entity_ref = stored_ref(&row.entity_ref)?;
-    let errors = match row.errors {
-        Some(Value::Array(items)) => items.into_iter().filter_map(|item| item.as_str().map(str::to_owned)).collect(),
-        _ => Vec::new(),
-    };
-    Ok(StoredEntity {
-        id: row.id,
-        entity_ref,
-        entity,
-        provider: row.provider,
-        location: row.location_key,
-        errors,
-        created_at: row.created_at,
-        updated_at: row.updated_at,
-    })
+/// An entity row as reads take it: the body and the errors as the JSON text
+/// the database prints, so that reading a row decodes no JSON (see
+/// [`StoredEntity`]). On PostgreSQL `jsonb` goes over the wire as text
+/// anyway; the cast only skips decoding it into a `serde_json::Value`.
+#[derive(sea_orm::FromQueryResult)]
+pub(crate) struct EntityRead {
+    id: i64,
+    entity_ref: String,
+    /// None for a relation target read without its body.
+    body: Option<String>,
+    provider: String,
+    location_key: Option<String>,
+    errors: Option<String>,
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// [`EntityRead`]'s columns, for statements written as SQL (entities as `e`).
+const READ_COLUMNS: &str = "e.id, e.entity_ref, CAST(e.body AS TEXT) AS body, e.provider, e.location_key, \
+    CAST(e.errors AS TEXT) AS errors, e.created_at, e.updated_at";
+/// [`READ_COLUMNS`] with a null body ([`TargetBodies::Skip`]).
+const READ_COLUMNS_WITHOUT_BODY: &str = "e.id, e.entity_ref, CAST(NULL AS TEXT) AS body, e.provider, \
+    e.location_key, CAST(e.errors AS TEXT) AS errors, e.created_at, e.updated_at";
+
+/// A select of entity rows narrowed to [`EntityRead`]'s columns.
+pub(crate) fn read_columns(select: sea_orm::Select<entity_row::Entity>) -> sea_orm::Select<entity_row::Entity> {
+    select
+        .select_only()
+        .columns([
+            entity_row::Column::Id,
+            entity_row::Column::EntityRef,
+            entity_row::Column::Provider,
+            entity_row::Column::LocationKey,
+            entity_row::Column::CreatedAt,
+            entity_row::Column::UpdatedAt,
+        ])
+        .expr_as(Expr::cust(r#"CAST("entities"."body" AS TEXT)"#), "body")
+        .expr_as(Expr::cust(r#"CAST("entities"."errors" AS TEXT)"#), "errors")
+}
+
+impl EntityRead {
+    fn into_stored(self) -> Result<StoredEntity, StoreError> {
+        let entity_ref = stored_ref(&self.entity_ref)?;
+        // A list of texts, as the write path stores it; anything else in
+        // the column is no problem report and reads as none.
+        let errors = match self.errors.as_deref().map(serde_json::from_str::<Value>) {
+            Some(Ok(Value::Array(items))) => {
+                items.into_iter().filter_map(|item| item.as_str().map(str::to_owned)).collect()
+            }
+            _ => Vec::new(),
+        };
+        Ok(StoredEntity {
+            id: self.id,
+            entity_ref,
+            body: self.body.map_or_else(|| Body::Unread(std::sync::OnceLock::new()), Body::text),
+            provider: self.provider,
+            location: self.location_key,
+            errors,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
 }
 
 /// Builds the WHERE condition of a filter and a search.

@@ -1,6 +1,7 @@
 //! What the store returns: domain entities with the catalog's own bookkeeping.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use catalog_domain::{Entity, EntityRef};
 use chrono::{DateTime, Utc};
@@ -9,18 +10,125 @@ use crate::error::StoreError;
 
 /// An entity as the catalog holds it: the last good version, where it came
 /// from, and the problems of its latest ingestion.
+///
+/// Its body stays the JSON text the row holds until a field of it is read:
+/// a request that selects refs, relations or bookkeeping never decodes it,
+/// and one that does decodes it once, straight into an [`Entity`]. The
+/// body was validated when it was written, so reading it checks nothing
+/// again and derives nothing: relations are derived only for [`raw`].
+///
+/// [`raw`]: StoredEntity::raw
 #[derive(Clone, Debug)]
 pub struct StoredEntity {
     pub id: i64,
     pub entity_ref: EntityRef,
-    /// The entity with metadata.uid and metadata.etag set by the catalog.
-    pub entity: Entity,
+    pub(crate) body: Body,
     pub provider: String,
     pub location: Option<String>,
     /// Problems of the latest version the source offered (empty when it was valid).
     pub errors: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// An entity body: its stored JSON text, decoded at most once; the entity
+/// itself; or not read with the row (see [`TargetBodies::Skip`]), filled in
+/// from a whole read when asked for.
+#[derive(Clone, Debug)]
+pub(crate) enum Body {
+    Text { text: Box<str>, decoded: OnceLock<Result<Entity, String>> },
+    Decoded(Entity),
+    Unread(OnceLock<Entity>),
+}
+
+/// Whether a read of relation targets reads their bodies. A target is
+/// often wanted for its ref alone (`owner { entityRef }`), and its body is
+/// most of what the database has to print and send; one read without
+/// bodies is filled in by [`StoredEntity::fill_body`] from a whole read,
+/// for the targets whose fields are asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetBodies {
+    Read,
+    Skip,
+}
+
+impl Body {
+    /// A body as the row holds it.
+    pub(crate) fn text(text: String) -> Self {
+        Body::Text { text: text.into_boxed_str(), decoded: OnceLock::new() }
+    }
+}
+
+impl StoredEntity {
+    /// A stored entity around an entity already decoded: a version read from
+    /// the change log, as of `time`, with no row of its own (id 0).
+    pub fn decoded(entity_ref: EntityRef, entity: Entity, provider: String, time: DateTime<Utc>) -> Self {
+        Self {
+            id: 0,
+            entity_ref,
+            body: Body::Decoded(entity),
+            provider,
+            location: None,
+            errors: Vec::new(),
+            created_at: time,
+            updated_at: time,
+        }
+    }
+
+    /// The entity, with metadata.uid and metadata.etag set by the catalog;
+    /// its `relations` are not derived (see [`StoredEntity::raw`]). Decoded
+    /// on first use; a body that does not decode (a row edited by hand) is
+    /// `Corrupt`, every time it is asked for.
+    pub fn entity(&self) -> Result<&Entity, StoreError> {
+        let decoded = match &self.body {
+            Body::Decoded(entity) => return Ok(entity),
+            Body::Unread(filled) => {
+                return filled.get().ok_or_else(|| StoreError::BodyNotRead { entity_ref: self.entity_ref.to_string() });
+            }
+            Body::Text { text, decoded } => {
+                decoded.get_or_init(|| serde_json::from_str::<Entity>(text).map_err(|error| error.to_string()))
+            }
+        };
+        decoded.as_ref().map_err(|message| StoreError::Corrupt {
+            entity_ref: self.entity_ref.to_string(),
+            message: message.clone(),
+        })
+    }
+
+    /// Whether [`StoredEntity::entity`] has a body to answer from: false for
+    /// a relation target read without it, until filled in.
+    pub fn has_body(&self) -> bool {
+        !matches!(&self.body, Body::Unread(filled) if filled.get().is_none())
+    }
+
+    /// The entity, filling a body not read with the row from `whole`, a
+    /// whole read of the same entity (a body it already has is kept).
+    pub fn fill_body(&self, whole: &StoredEntity) -> Result<&Entity, StoreError> {
+        match &self.body {
+            Body::Unread(filled) if filled.get().is_none() && whole.entity_ref == self.entity_ref => {
+                let entity = whole.entity()?;
+                Ok(filled.get_or_init(|| entity.clone()))
+            }
+            _ => self.entity(),
+        }
+    }
+
+    /// The whole entity as Backstage serves it: the body with the relations
+    /// its spec states.
+    pub fn raw(&self) -> Result<serde_json::Value, StoreError> {
+        let entity = self.entity()?;
+        let corrupt = |error: serde_json::Error| StoreError::Corrupt {
+            entity_ref: self.entity_ref.to_string(),
+            message: error.to_string(),
+        };
+        let mut value = serde_json::to_value(entity).map_err(corrupt)?;
+        // Where serializing an entity with them puts them: after the spec.
+        let relations = entity.stated_relations();
+        if let (Some(object), false) = (value.as_object_mut(), relations.is_empty()) {
+            object.insert("relations".to_owned(), serde_json::to_value(relations).map_err(corrupt)?);
+        }
+        Ok(value)
+    }
 }
 
 /// What [`crate::Catalog::related_entities`] found: edges as (source ref,

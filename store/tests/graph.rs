@@ -255,7 +255,8 @@ async fn names_matching(store: &Store, field: FilterField, value: &str) -> Vec<S
         .list_entities(&ListQuery { filter: Some(filter), limit: 100, ..Default::default() })
         .await
         .unwrap();
-    let mut names: Vec<String> = page.entities.iter().map(|stored| stored.entity.metadata.name.clone()).collect();
+    let mut names: Vec<String> =
+        page.entities.iter().map(|stored| stored.entity().unwrap().metadata.name.clone()).collect();
     names.sort();
     names
 }

@@ -6,7 +6,7 @@
 use catalog_domain::{Entity, EntityRef, RelationType};
 use catalog_store::{
     ChangeType, Filter, FilterField, InvalidEntity, ListQuery, LocationStatus, OrderField, Predicate, Snapshot,
-    SnapshotEntity, Store, backend_tests,
+    SnapshotEntity, Store, TargetBodies, backend_tests,
 };
 use serde_json::json;
 
@@ -78,7 +78,7 @@ async fn a_snapshot_adds_updates_and_removes_with_one_change_each(store: Store) 
     assert!(removed.entity.is_none());
 
     let a = store.catalog().entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
-    assert_eq!(a.entity.spec["owner"], "team-b");
+    assert_eq!(a.entity().unwrap().spec["owner"], "team-b");
     assert!(store.catalog().entity_by_ref(&reference("component:default/b")).await.unwrap().is_none());
 }
 
@@ -130,8 +130,8 @@ async fn an_unchanged_entity_is_not_rewritten_and_keeps_its_uid(store: Store) {
         .await
         .unwrap();
     let after = store.catalog().entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
-    assert_eq!(before.entity.metadata.uid, after.entity.metadata.uid);
-    assert_ne!(before.entity.metadata.etag, after.entity.metadata.etag);
+    assert_eq!(before.entity().unwrap().metadata.uid, after.entity().unwrap().metadata.uid);
+    assert_ne!(before.entity().unwrap().metadata.etag, after.entity().unwrap().metadata.etag);
     assert_eq!(before.created_at, after.created_at);
 }
 
@@ -151,7 +151,7 @@ async fn an_invalid_new_version_keeps_the_last_good_one_with_its_errors(store: S
     let summary = store.snapshot_writer().apply_snapshot(&broken).await.unwrap();
     assert_eq!((summary.removed, summary.invalid), (0, 1));
     let kept = store.catalog().entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
-    assert_eq!(kept.entity.spec["owner"], "team-a");
+    assert_eq!(kept.entity().unwrap().spec["owner"], "team-a");
     assert_eq!(kept.errors, ["spec.owner is required [rule required]"]);
 
     store
@@ -200,7 +200,7 @@ async fn a_ref_claimed_by_two_sources_stays_with_the_first_and_is_recorded(store
         .unwrap();
     assert_eq!((summary.conflicts, summary.added), (1, 0));
     let kept = store.catalog().entity_by_ref(&reference("component:default/a")).await.unwrap().unwrap();
-    assert_eq!((kept.provider.as_str(), kept.entity.spec["owner"].as_str()), ("file", Some("team-a")));
+    assert_eq!((kept.provider.as_str(), kept.entity().unwrap().spec["owner"].as_str()), ("file", Some("team-a")));
     let conflicts = store.catalog().conflicts().await.unwrap();
     assert_eq!(conflicts.len(), 1);
     assert_eq!((conflicts[0].owner_provider.as_str(), conflicts[0].claimant_provider.as_str()), ("file", "github"));
@@ -259,7 +259,11 @@ async fn related_entities_come_with_their_edges_each_target_once(store: Store) {
     let sources = [reference("component:default/a"), reference("component:default/c")];
     let related = store
         .catalog()
-        .related_entities(&sources, &[RelationType::OwnedBy, RelationType::DependsOn, RelationType::PartOf])
+        .related_entities(
+            &sources,
+            &[RelationType::OwnedBy, RelationType::DependsOn, RelationType::PartOf],
+            TargetBodies::Read,
+        )
         .await
         .unwrap();
     let id_of = |entity_ref: &str| {
@@ -282,23 +286,35 @@ async fn related_entities_come_with_their_edges_each_target_once(store: Store) {
         "the ghost and the missing system have no target"
     );
     assert_eq!(related.targets.len(), 3, "team-a once for both sources");
-    assert_eq!(related.targets[&team].entity.metadata.name, "team-a");
+    assert_eq!(related.targets[&team].entity().unwrap().metadata.name, "team-a");
 
-    let none = store.catalog().related_entities(&sources, &[RelationType::HasMember]).await.unwrap();
+    let none =
+        store.catalog().related_entities(&sources, &[RelationType::HasMember], TargetBodies::Read).await.unwrap();
     assert!(none.edges.is_empty() && none.targets.is_empty());
 
     // The entities themselves come in the same statement, keyed by ref;
     // refs not in the catalog are missing, and their edges are none.
     let before = store.statement_count();
     let refs = [reference("component:default/c"), reference("component:default/nowhere")];
-    let (found, with_entity) = store.catalog().entities_with_related(&refs, &[RelationType::OwnedBy]).await.unwrap();
+    let (found, with_entity) =
+        store.catalog().entities_with_related(&refs, &[RelationType::OwnedBy], TargetBodies::Skip).await.unwrap();
     assert_eq!(store.statement_count() - before, 1, "one statement for the entities and their edges");
     assert_eq!(found.keys().collect::<Vec<_>>(), [&refs[0]]);
-    assert_eq!(found[&refs[0]].entity.metadata.name, "c");
+    assert_eq!(found[&refs[0]].entity().unwrap().metadata.name, "c");
     let edges: Vec<(&str, i64)> = with_entity.edges.iter().map(|(source, _, id)| (source.as_str(), *id)).collect();
     assert_eq!(edges, [("component:default/c", team)]);
     assert_eq!(with_entity.targets.len(), 1);
-    let (found, nothing) = store.catalog().entities_with_related(&refs[..1], &[]).await.unwrap();
+    // Targets read without their bodies: the ref and bookkeeping are there,
+    // the body is filled in from a whole read of the same entity only.
+    let target = &with_entity.targets[&team];
+    assert_eq!((target.entity_ref.as_str(), target.provider.as_str()), ("group:default/team-a", "file"));
+    assert!(!target.has_body() && target.entity().is_err());
+    assert!(found[&refs[0]].has_body(), "the sources come whole");
+    let whole = store.catalog().entity_by_ref(&target.entity_ref).await.unwrap().unwrap();
+    assert!(target.fill_body(&found[&refs[0]]).is_err(), "not from another entity");
+    assert_eq!(target.fill_body(&whole).unwrap().metadata.name, "team-a");
+    assert!(target.has_body() && target.entity().is_ok());
+    let (found, nothing) = store.catalog().entities_with_related(&refs[..1], &[], TargetBodies::Skip).await.unwrap();
     assert_eq!(found.len(), 1);
     assert!(nothing.edges.is_empty(), "no types, no edges");
 }
@@ -322,7 +338,7 @@ async fn pages_are_filtered_sorted_counted_and_searchable(store: Store) {
         .await
         .unwrap();
     assert_eq!(page.total_count, 25);
-    let names: Vec<&str> = page.entities.iter().map(|stored| stored.entity.metadata.name.as_str()).collect();
+    let names: Vec<&str> = page.entities.iter().map(|stored| stored.entity().unwrap().metadata.name.as_str()).collect();
     assert_eq!(names.first(), Some(&"svc-10"));
     assert_eq!(names.len(), 10);
 
@@ -346,7 +362,7 @@ async fn pages_are_filtered_sorted_counted_and_searchable(store: Store) {
         .await
         .unwrap();
     assert_eq!(page.total_count, 10);
-    assert_eq!(page.entities[0].entity.metadata.name, "svc-24");
+    assert_eq!(page.entities[0].entity().unwrap().metadata.name, "svc-24");
 
     let labelled = Filter::Any(vec![
         Filter::Field {
@@ -468,7 +484,7 @@ async fn a_partial_snapshot_changes_only_what_it_covers(store: Store) {
     assert_eq!((summary.removed, summary.conflicts, summary.unchanged), (1, 1, 1), "{summary:?}");
     assert!(store.catalog().entity_by_ref(&reference("component:default/a2")).await.unwrap().is_none());
     let b1 = store.catalog().entity_by_ref(&reference("component:default/b1")).await.unwrap().unwrap();
-    assert_eq!(b1.entity.spec["owner"].as_str(), Some("team-b"));
+    assert_eq!(b1.entity().unwrap().spec["owner"].as_str(), Some("team-b"));
     let conflicts = store.catalog().conflicts().await.unwrap();
     assert_eq!(conflicts[0].owner_location.as_deref(), Some("url:https://github.example/acme/b/blob/main/x.yaml"));
 
@@ -485,7 +501,54 @@ async fn a_partial_snapshot_changes_only_what_it_covers(store: Store) {
     assert!(store.catalog().conflicts().await.unwrap().is_empty(), "the claimant location's conflict went with it");
 }
 
+/// Reads hand back the stored body undecoded: the ref and bookkeeping of a
+/// row whose body does not decode (edited by hand) still read, its body is
+/// `Corrupt` naming it when asked for, and its neighbours in the batch are
+/// whole, their `raw` with the relations their specs state.
+async fn a_body_is_decoded_only_when_read_and_a_corrupt_one_names_its_entity(store: Store) {
+    let entities = vec![
+        (component("good", "team-a", json!({"system": "shop"})), "x.yaml"),
+        (component("broken", "team-a", json!({})), "x.yaml"),
+    ];
+    store.snapshot_writer().apply_snapshot(&snapshot("file", entities)).await.unwrap();
+    store
+        .execute_unprepared_for_tests(
+            r#"UPDATE entities SET body = '{"kind": 5}' WHERE entity_ref = 'component:default/broken'"#,
+        )
+        .await
+        .unwrap();
+    let refs = [reference("component:default/good"), reference("component:default/broken")];
+    let found = store.catalog().entities_by_refs(&refs).await.unwrap();
+    assert_eq!(found.len(), 2, "a body that does not decode does not hide its row");
+
+    let broken = &found[&refs[1]];
+    assert_eq!((broken.provider.as_str(), broken.location.as_deref()), ("file", Some("x.yaml")));
+    let error = broken.entity().unwrap_err().to_string();
+    assert!(error.contains("component:default/broken"), "{error}");
+    assert!(broken.raw().is_err());
+    let kind = Filter::Field { field: FilterField::Kind, predicate: Predicate::In(vec!["component".into()]) };
+    let matcher = store.catalog().entity_matcher(&kind).await.unwrap();
+    assert!(!matcher.matches(broken), "a restricted reader never sees a body it cannot read");
+    assert!(matcher.matches(&found[&refs[0]]));
+
+    let good = &found[&refs[0]];
+    assert_eq!(good.entity().unwrap().metadata.description.as_deref(), Some("The good service"));
+    assert!(good.entity().unwrap().metadata.uid.is_some(), "the catalog's uid is in the body");
+    assert!(good.entity().unwrap().relations.is_empty(), "nothing derived on the way out");
+    let raw = good.raw().unwrap();
+    assert_eq!(
+        raw["relations"],
+        json!([
+            {"type": "ownedBy", "targetRef": "group:default/team-a"},
+            {"type": "partOf", "targetRef": "system:default/shop"},
+        ]),
+        "{raw}"
+    );
+    assert_eq!(raw["metadata"]["etag"], json!(good.entity().unwrap().metadata.etag));
+}
+
 backend_tests!(
+    a_body_is_decoded_only_when_read_and_a_corrupt_one_names_its_entity,
     a_partial_snapshot_changes_only_what_it_covers,
     annotated_entities_are_found_by_annotation_key_with_their_provider,
     an_incomplete_snapshot_adds_and_updates_but_removes_nothing,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_graphql::{Context, Result};
 use catalog_domain::EntityRef;
-use catalog_store::{AccessStore, Catalog, ChangeFeed, SnapshotWriter, TaskStore};
+use catalog_store::{AccessStore, Catalog, ChangeFeed, SnapshotWriter, StoredEntity, TaskStore};
 
 use super::StoreHandles;
 use super::error::ApiError;
@@ -138,4 +138,19 @@ pub(crate) fn parse_ref(
 ) -> Result<EntityRef, ApiError> {
     EntityRef::parse_with_defaults(text, default_kind, default_namespace)
         .map_err(|error| ApiError::BadUserInput(format!("{text:?} is not an entity reference: {error}")))
+}
+
+/// The stored entity's body, decoded on first use. A relation target read
+/// without its body (`TargetBodies::Skip`) gets it through the
+/// EntityLoader, batched with the other targets whose fields are asked for.
+pub(crate) async fn body<'a>(
+    ctx: &Context<'_>,
+    stored: &'a StoredEntity,
+) -> Result<&'a catalog_domain::Entity, ApiError> {
+    if !stored.has_body()
+        && let Some(whole) = entity_loader(ctx)?.load_one(stored.entity_ref.clone()).await?
+    {
+        return Ok(stored.fill_body(&whole)?);
+    }
+    Ok(stored.entity()?)
 }

@@ -107,10 +107,10 @@ impl From<Workload> for KubernetesWorkload {
 
 /// The entity's workloads by cluster (clusters and workloads in name
 /// order), the first `first` of them.
-pub fn clusters(ctx: &Context<'_>, stored: &StoredEntity, first: i32) -> Result<Vec<KubernetesCluster>> {
+pub async fn clusters(ctx: &Context<'_>, stored: &StoredEntity, first: i32) -> Result<Vec<KubernetesCluster>> {
     let limit = page_size("first", Some(first))?.unwrap_or_default() as usize;
     let engine = crate::graphql::context::engine(ctx)?;
-    let annotations = &stored.entity.metadata.annotations;
+    let annotations = &crate::graphql::context::body(ctx, stored).await?.metadata.annotations;
     let mut workloads: Vec<Workload> =
         engine.kubernetes().iter().flat_map(|view| view.workloads_for(annotations)).collect();
     workloads.sort_by_key(Workload::key);

@@ -3,11 +3,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use catalog_domain::{EntityRef, RelationType};
-use catalog_store::{Catalog, Related, StoredEntity, StoredRelation};
+use catalog_store::{Catalog, Related, StoredEntity, StoredRelation, TargetBodies};
 
 use super::error::ApiError;
 use crate::auth::policy::SharedScope;
@@ -143,6 +143,10 @@ pub struct RelatedLoader {
     pub catalog: Catalog,
     pub scope: SharedScope,
     pub budget: Arc<RequestBudget>,
+    /// Whether a relation field of this request selected a field of its
+    /// targets' bodies: from then on targets come with their bodies (see
+    /// [`RelatedLoader::target_bodies`]).
+    pub bodies_wanted: AtomicBool,
 }
 
 /// The targets of one relation key, as [`RelatedLoader`] answers them.
@@ -160,12 +164,31 @@ impl Loader<RelationKey> for RelatedLoader {
         let mut types: Vec<RelationType> = keys.iter().map(|(_, relation_type)| *relation_type).collect();
         types.sort();
         types.dedup();
-        let related = self.catalog.related_entities(&sources, &types).await?;
+        let related = self.catalog.related_entities(&sources, &types, self.target_bodies()).await?;
         self.answer(keys, related)
     }
 }
 
 impl RelatedLoader {
+    /// Whether targets come with their bodies: when a relation field of
+    /// the request selected a field of its targets' bodies (the fields of
+    /// one batch mark it before the batch loads), and under a restricted
+    /// read scope, which matches each target's body to decide whether it
+    /// is visible. Otherwise a body is read only if a field of it is asked
+    /// for after all (`graphql::entity::body`), one statement later.
+    pub fn target_bodies(&self) -> TargetBodies {
+        if self.bodies_wanted.load(Ordering::Relaxed) || self.scope.current().is_restricted() {
+            TargetBodies::Read
+        } else {
+            TargetBodies::Skip
+        }
+    }
+
+    /// Marks that targets' bodies are wanted (see [`RelatedLoader::target_bodies`]).
+    pub fn want_bodies(&self) {
+        self.bodies_wanted.store(true, Ordering::Relaxed);
+    }
+
     /// The loader's answer for `keys` from what the store found for them:
     /// targets the read scope hides left out, the entities loaded spent.
     pub fn answer(

@@ -172,7 +172,12 @@ pub fn with_loaders(
 ) -> Request {
     let budget = Arc::new(RequestBudget::new(max_loaded_entities));
     let entities = EntityLoader { catalog: catalog.clone(), scope: scope.clone(), budget: budget.clone() };
-    let related = RelatedLoader { catalog: catalog.clone(), scope: scope.clone(), budget: budget.clone() };
+    let related = RelatedLoader {
+        catalog: catalog.clone(),
+        scope: scope.clone(),
+        budget: budget.clone(),
+        bodies_wanted: std::sync::atomic::AtomicBool::new(false),
+    };
     let entities = DataLoader::with_cache(entities, spawn_in_span, HashMapCache::default()).delay(LOADER_DELAY);
     let related = DataLoader::with_cache(related, spawn_in_span, HashMapCache::default()).delay(LOADER_DELAY);
     let edges = DataLoader::with_cache(EdgesLoader(catalog.clone()), spawn_in_span, HashMapCache::default())

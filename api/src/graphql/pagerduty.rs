@@ -215,7 +215,7 @@ async fn on_call(ctx: &Context<'_>, service: &PagerDutyService) -> Result<Vec<Pa
 
 /// The service an entity maps to (`Entity.pagerDuty`).
 pub(crate) async fn entity_service(ctx: &Context<'_>, stored: &StoredEntity) -> Result<Option<PagerDutyServiceValue>> {
-    let annotations = &stored.entity.metadata.annotations;
+    let annotations = &crate::graphql::context::body(ctx, stored).await?.metadata.annotations;
     if !PagerDutyView::is_mapped(annotations) {
         return Ok(None);
     }
@@ -225,7 +225,10 @@ pub(crate) async fn entity_service(ctx: &Context<'_>, stored: &StoredEntity) -> 
 
 /// The services of a Group's team (`Group.pagerDutyServices`).
 pub(crate) async fn team_services(ctx: &Context<'_>, stored: &StoredEntity) -> Result<Vec<PagerDutyServiceValue>> {
-    let Some(team_id) = stored.entity.metadata.annotations.get(TEAM_ID_ANNOTATION) else { return Ok(Vec::new()) };
+    let Some(team_id) = crate::graphql::context::body(ctx, stored).await?.metadata.annotations.get(TEAM_ID_ANNOTATION)
+    else {
+        return Ok(Vec::new());
+    };
     let Some(view) = view(ctx) else { return Ok(Vec::new()) };
     Ok(view.services_of_team(team_id).map_err(unavailable)?.into_iter().map(PagerDutyServiceValue).collect())
 }
@@ -305,7 +308,9 @@ async fn services_by_owner(
     // Through the loader, so that a Group the request may not see adds nothing.
     let found = entity_loader(ctx)?.load_many(groups).await?;
     for (group_ref, group) in &found {
-        if let Some(team_id) = group.entity.metadata.annotations.get(TEAM_ID_ANNOTATION) {
+        if let Some(team_id) =
+            crate::graphql::context::body(ctx, group).await?.metadata.annotations.get(TEAM_ID_ANNOTATION)
+        {
             let services = view.services_of_team(team_id).map_err(unavailable)?;
             by_owner.entry(group_ref.clone()).or_default().extend(services);
         }

@@ -2,11 +2,13 @@
 //! facets, graph queries, history and the past, the catalog's own state
 //! (providers, locations, conflicts, audit) and validation.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::dataloader::Loader as _;
 use async_graphql::{Context, ID, Interface, Object, Result, SimpleObject};
 use catalog_domain::{EntityRef, RelationType, spec};
+use catalog_store::StoredEntity;
 
 use super::admin::{
     AuditDecisionValue, AuditEvent, AuditPage, CatalogLocation, Conflict, ProviderScope, ProviderStatus,
@@ -105,6 +107,43 @@ fn prefetched_relations(ctx: &Context<'_>) -> Vec<RelationType> {
     types
 }
 
+/// The entities of a root field that names them by ref (distinct refs),
+/// those the read scope hides left out. A root field has no siblings to
+/// batch with, so it reads without the DataLoader (whose delay and task hop
+/// would add to every call); its answer primes the loader for relations
+/// leading back to these entities. The owner/system/domain its selection
+/// holds come in the same statement and prime the RelatedLoader, so those
+/// fields cost no second round trip (nor the loader's delay).
+async fn load_root_entities(
+    ctx: &Context<'_>,
+    refs: &[EntityRef],
+) -> Result<HashMap<EntityRef, Arc<StoredEntity>>, ApiError> {
+    let loader = entity_loader(ctx)?;
+    let prefetched = prefetched_relations(ctx);
+    let found = if prefetched.is_empty() {
+        loader.loader().load(refs).await?
+    } else {
+        loader.loader().budget.spend_loaded(refs.len())?;
+        let relations = related_loader(ctx)?;
+        let selection = ctx.look_ahead();
+        let prefetched_fields =
+            PREFETCHED_RELATIONS.iter().flat_map(|(field, _)| selection.field(field).selection_fields());
+        if prefetched_fields.into_iter().any(|field| entity::selects_body(field.selection_set())) {
+            relations.loader().want_bodies();
+        }
+        let bodies = relations.loader().target_bodies();
+        let (found, related) = catalog(ctx)?.entities_with_related(refs, &prefetched, bodies).await?;
+        let keys: Vec<RelationKey> = refs
+            .iter()
+            .flat_map(|entity_ref| prefetched.iter().map(|relation_type| (entity_ref.clone(), *relation_type)))
+            .collect();
+        relations.feed_many(relations.loader().answer(&keys, related)?).await;
+        loader.loader().visible(found)
+    };
+    loader.feed_many(found.iter().map(|(entity_ref, stored)| (entity_ref.clone(), Arc::clone(stored)))).await;
+    Ok(found)
+}
+
 /// The entity ref a global ID stands for; an ID that names none (whatever
 /// decodes to something else than a valid entity ref) is not one this API
 /// issued.
@@ -147,33 +186,8 @@ impl CatalogQuery {
                 .filter(|stored| scope.allows(stored));
             return Ok(visible.map(EntityValue::from));
         }
-        // A root field seldom has siblings to batch with (entitiesByRefs is
-        // for many refs): going through the DataLoader would add its delay
-        // and a task hop to every by-ref query. The result still primes the
-        // loader for relations leading back to this entity.
-        let loader = entity_loader(ctx)?;
-        let prefetched = prefetched_relations(ctx);
-        let found = if prefetched.is_empty() {
-            loader.loader().load(std::slice::from_ref(&entity_ref)).await?.remove(&entity_ref)
-        } else {
-            // The selection's owner/system/domain come in the same statement
-            // and prime the RelatedLoader, so those fields cost no second
-            // round trip (nor the loader's delay).
-            loader.loader().budget.spend_loaded(1)?;
-            let (found, related) = catalog(ctx)?
-                .entities_with_related(std::slice::from_ref(&entity_ref), &prefetched)
-                .await
-                .map_err(ApiError::from)?;
-            let relations = related_loader(ctx)?;
-            let keys: Vec<RelationKey> =
-                prefetched.iter().map(|relation_type| (entity_ref.clone(), *relation_type)).collect();
-            relations.feed_many(relations.loader().answer(&keys, related)?).await;
-            loader.loader().visible(found).remove(&entity_ref)
-        };
-        if let Some(stored) = &found {
-            loader.feed_one(entity_ref, Arc::clone(stored)).await;
-        }
-        Ok(found.map(EntityValue::from))
+        let mut found = load_root_entities(ctx, std::slice::from_ref(&entity_ref)).await?;
+        Ok(found.remove(&entity_ref).map(EntityValue::from))
     }
 
     /// Entities by full ref, in input order, with null for refs not in the catalog.
@@ -186,7 +200,10 @@ impl CatalogQuery {
             .into());
         }
         let parsed = refs.iter().map(|text| parse_ref(text, None, "default")).collect::<Result<Vec<_>, _>>()?;
-        let found = entity_loader(ctx)?.load_many(parsed.iter().cloned()).await?;
+        let mut keys = parsed.clone();
+        keys.sort();
+        keys.dedup();
+        let found = load_root_entities(ctx, &keys).await?;
         Ok(parsed.iter().map(|key| found.get(key).cloned().map(EntityValue::from)).collect())
     }
 

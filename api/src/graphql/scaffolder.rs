@@ -508,8 +508,7 @@ async fn user(ctx: &Context<'_>) -> Result<Value, ApiError> {
     let Some(user_ref) = user_ref else { return Ok(json!({"ref": principal_label(ctx), "entity": null})) };
     let stored = catalog(ctx)?.entity_by_ref(&user_ref).await?;
     let scope = read_scope(ctx)?;
-    let entity =
-        stored.filter(|stored| scope.allows(stored)).and_then(|stored| serde_json::to_value(&stored.entity).ok());
+    let entity = stored.filter(|stored| scope.allows(stored)).map(|stored| stored.raw()).transpose()?;
     Ok(json!({"ref": user_ref.to_string(), "entity": entity}))
 }
 
@@ -534,12 +533,11 @@ async fn visible_template(
 ) -> Result<Option<(catalog_store::StoredEntity, Entity)>, ApiError> {
     let stored = catalog(ctx)?.entity_by_ref(entity_ref).await?;
     let scope = read_scope(ctx)?;
-    Ok(stored.filter(|stored| scope.allows(stored) && stored.entity.kind.eq_ignore_ascii_case("template")).map(
-        |stored| {
-            let entity = stored.entity.clone();
-            (stored, entity)
-        },
-    ))
+    let Some(stored) = stored.filter(|stored| scope.allows(stored) && stored.entity_ref.kind() == "template") else {
+        return Ok(None);
+    };
+    let entity = stored.entity()?.clone();
+    Ok(Some((stored, entity)))
 }
 
 fn to_secrets(inputs: Vec<TaskSecretInput>) -> Result<Secrets, ApiError> {

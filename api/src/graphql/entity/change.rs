@@ -61,16 +61,9 @@ pub(crate) fn stored_version(change: &Change) -> Option<Arc<StoredEntity>> {
     let body = change.entity.as_ref()?;
     let entity: Entity = serde_json::from_value(body.clone()).ok()?;
     let location = entity.metadata.annotations.get("backstage.io/managed-by-location").cloned();
-    Some(Arc::new(StoredEntity {
-        id: 0,
-        entity_ref: change.entity_ref.clone(),
-        entity: entity.with_derived_relations(),
-        provider: change.provider.clone(),
-        location,
-        errors: Vec::new(),
-        created_at: change.time,
-        updated_at: change.time,
-    }))
+    let mut stored = StoredEntity::decoded(change.entity_ref.clone(), entity, change.provider.clone(), change.time);
+    stored.location = location;
+    Some(Arc::new(stored))
 }
 
 /// One change of one entity.

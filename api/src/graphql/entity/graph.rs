@@ -121,14 +121,13 @@ impl TraversalNode {
     /// The owner's ref, for kinds that have one; null for unresolved refs.
     async fn owner_ref(&self, ctx: &Context<'_>) -> Result<Option<String>> {
         let found = entity_loader(ctx)?.load_one(self.entity_ref.clone()).await?;
-        Ok(found.and_then(|stored| {
-            stored
-                .entity
-                .relations
-                .iter()
-                .find(|relation| relation.relation_type == R::OwnedBy)
-                .map(|relation| relation.target_ref.clone())
-        }))
+        let Some(stored) = found else { return Ok(None) };
+        Ok(super::body(ctx, &stored)
+            .await?
+            .stated_relations()
+            .into_iter()
+            .find(|relation| relation.relation_type == R::OwnedBy)
+            .map(|relation| relation.target_ref))
     }
 
     /// The owner (a Group or User), when it is in the catalog.

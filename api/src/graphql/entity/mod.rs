@@ -18,7 +18,8 @@ use chrono::{DateTime, Utc};
 
 use catalog_store::{Direction, Filter, FilterField, Predicate, WalkRequest};
 
-use crate::graphql::context::{budget, edges_loader, entity_loader, related_loader};
+use crate::graphql::context::{body, budget, edges_loader, entity_loader, related_loader};
+use crate::graphql::error::ApiError;
 use crate::graphql::filter::{EntityFilter, EntityOrder};
 use crate::graphql::kubernetes::KubernetesCluster;
 use crate::graphql::pagerduty::PagerDutyServiceValue;
@@ -118,12 +119,65 @@ async fn related(
     kind: Option<&str>,
 ) -> Result<Vec<Arc<StoredEntity>>> {
     let key = (stored.entity_ref.clone(), relation_type);
-    let targets = related_loader(ctx)?.load_one(key).await?.unwrap_or_default();
+    let loader = related_loader(ctx)?;
+    if selects_body(ctx.field().selection_set()) {
+        loader.loader().want_bodies();
+    }
+    let targets = loader.load_one(key).await?.unwrap_or_default();
     Ok(targets
         .iter()
         .filter(|target| kind.is_none_or(|kind| target.entity_ref.kind().eq_ignore_ascii_case(kind)))
         .cloned()
         .collect())
+}
+
+/// The fields of an entity that its body does not answer: its ref, its
+/// row's bookkeeping, and fields other loaders answer (relations, walks,
+/// history). Relation targets are read without their bodies when a
+/// selection holds only these; any other field (every field added later
+/// too, until listed here) reads them.
+const BODY_FREE_FIELDS: &[&str] = &[
+    "__typename",
+    "id",
+    "entityRef",
+    "processingErrors",
+    "sourceLocation",
+    "createdAt",
+    "updatedAt",
+    "relations",
+    "traverse",
+    "dependencies",
+    "dependents",
+    "history",
+    "ownedEntities",
+    "owner",
+    "system",
+    "domain",
+    "subcomponentOf",
+    "subcomponents",
+    "providesApis",
+    "consumesApis",
+    "dependsOn",
+    "providers",
+    "consumers",
+    "components",
+    "apis",
+    "resources",
+    "subdomainOf",
+    "subdomains",
+    "systems",
+    "parent",
+    "children",
+    "members",
+    "ancestors",
+    "descendants",
+    "memberOf",
+    "groups",
+];
+
+/// Whether a selection (fragments included) holds a field the body answers.
+pub(crate) fn selects_body<'a>(mut fields: impl Iterator<Item = async_graphql::SelectionField<'a>>) -> bool {
+    fields.any(|field| !BODY_FREE_FIELDS.contains(&field.name()))
 }
 
 /// An object type of one kind, for relation fields typed by the kind of the
@@ -198,21 +252,25 @@ async fn stated_by<T: KindObject>(
     stated(ctx, stored, relation_type.reverse()).await
 }
 
-fn spec_text(stored: &StoredEntity, field: &SpecField) -> Option<String> {
-    stored.entity.spec_str(field.name).map(str::to_owned)
+async fn spec_text(ctx: &Context<'_>, stored: &StoredEntity, field: &SpecField) -> Result<Option<String>> {
+    Ok(body(ctx, stored).await?.spec_str(field.name).map(str::to_owned))
 }
 
-fn spec_json(stored: &StoredEntity, field: &SpecField) -> Option<Json<serde_json::Value>> {
-    stored.entity.spec.get(field.name).cloned().map(Json)
+async fn spec_json(
+    ctx: &Context<'_>,
+    stored: &StoredEntity,
+    field: &SpecField,
+) -> Result<Option<Json<serde_json::Value>>> {
+    Ok(body(ctx, stored).await?.spec.get(field.name).cloned().map(Json))
 }
 
-fn spec_texts(stored: &StoredEntity, field: &SpecField) -> Vec<String> {
-    match stored.entity.spec.get(field.name) {
+async fn spec_texts(ctx: &Context<'_>, stored: &StoredEntity, field: &SpecField) -> Result<Vec<String>> {
+    Ok(match body(ctx, stored).await?.spec.get(field.name) {
         Some(serde_json::Value::Array(items)) => {
             items.iter().filter_map(|item| item.as_str().map(str::to_owned)).collect()
         }
         _ => Vec::new(),
-    }
+    })
 }
 
 // `ownedEntities` is written here rather than by the caller because its
@@ -239,64 +297,65 @@ macro_rules! entity_object {
                 self.0.entity_ref.to_string()
             }
 
-            pub async fn kind(&self) -> &str {
-                &self.0.entity.kind
+            pub async fn kind(&self, ctx: &Context<'_>) -> Result<&str> {
+                Ok(&body(ctx, &self.0).await?.kind)
             }
 
-            pub async fn api_version(&self) -> &str {
-                &self.0.entity.api_version
+            pub async fn api_version(&self, ctx: &Context<'_>) -> Result<&str> {
+                Ok(&body(ctx, &self.0).await?.api_version)
             }
 
-            pub async fn namespace(&self) -> &str {
-                &self.0.entity.metadata.namespace
+            pub async fn namespace(&self, ctx: &Context<'_>) -> Result<&str> {
+                Ok(&body(ctx, &self.0).await?.metadata.namespace)
             }
 
-            pub async fn name(&self) -> &str {
-                &self.0.entity.metadata.name
+            pub async fn name(&self, ctx: &Context<'_>) -> Result<&str> {
+                Ok(&body(ctx, &self.0).await?.metadata.name)
             }
 
-            pub async fn title(&self) -> Option<&str> {
-                self.0.entity.metadata.title.as_deref()
+            pub async fn title(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+                Ok(body(ctx, &self.0).await?.metadata.title.as_deref())
             }
 
-            pub async fn description(&self) -> Option<&str> {
-                self.0.entity.metadata.description.as_deref()
+            pub async fn description(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+                Ok(body(ctx, &self.0).await?.metadata.description.as_deref())
             }
 
             /// Stable across re-ingestion of the same ref.
-            pub async fn uid(&self) -> Option<&str> {
-                self.0.entity.metadata.uid.as_deref()
+            pub async fn uid(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+                Ok(body(ctx, &self.0).await?.metadata.uid.as_deref())
             }
 
             /// Changes exactly when the entity's content changes.
-            pub async fn etag(&self) -> Option<&str> {
-                self.0.entity.metadata.etag.as_deref()
+            pub async fn etag(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+                Ok(body(ctx, &self.0).await?.metadata.etag.as_deref())
             }
 
-            pub async fn labels(&self) -> Vec<KeyValue> {
-                key_values(&self.0.entity.metadata.labels)
+            pub async fn labels(&self, ctx: &Context<'_>) -> Result<Vec<KeyValue>> {
+                Ok(key_values(&body(ctx, &self.0).await?.metadata.labels))
             }
 
-            pub async fn annotations(&self) -> Vec<KeyValue> {
-                key_values(&self.0.entity.metadata.annotations)
+            pub async fn annotations(&self, ctx: &Context<'_>) -> Result<Vec<KeyValue>> {
+                Ok(key_values(&body(ctx, &self.0).await?.metadata.annotations))
             }
 
             /// One annotation's value.
-            pub async fn annotation(&self, key: String) -> Option<&str> {
-                self.0.entity.metadata.annotations.get(&key).map(String::as_str)
+            pub async fn annotation(&self, ctx: &Context<'_>, key: String) -> Result<Option<&str>> {
+                Ok(body(ctx, &self.0).await?.metadata.annotations.get(&key).map(String::as_str))
             }
 
-            pub async fn tags(&self) -> &[String] {
-                &self.0.entity.metadata.tags
+            pub async fn tags(&self, ctx: &Context<'_>) -> Result<&[String]> {
+                Ok(&body(ctx, &self.0).await?.metadata.tags)
             }
 
-            pub async fn links(&self) -> Vec<EntityLink> {
-                entity_links(&self.0)
+            pub async fn links(&self, ctx: &Context<'_>) -> Result<Vec<EntityLink>> {
+                entity_links(ctx, &self.0).await
             }
 
             /// The whole entity as Backstage serves it, for anything not typed here.
-            pub async fn raw(&self) -> Json<serde_json::Value> {
-                Json(serde_json::to_value(&self.0.entity).unwrap_or_default())
+            pub async fn raw(&self, ctx: &Context<'_>) -> Result<Json<serde_json::Value>> {
+                body(ctx, &self.0).await?;
+                Ok(Json(self.0.raw().map_err(ApiError::from)?))
             }
 
             /// Edges from this entity (both those its spec states and those other
@@ -391,7 +450,7 @@ macro_rules! entity_object {
                 ctx: &Context<'_>,
                 #[graphql(default = 100)] first: i32,
             ) -> Result<Vec<KubernetesCluster>> {
-                crate::graphql::kubernetes::clusters(ctx, &self.0, first)
+                crate::graphql::kubernetes::clusters(ctx, &self.0, first).await
             }
 
             /// The versions of this entity, newest first: each change with its
@@ -441,9 +500,9 @@ fn key_values(map: &std::collections::BTreeMap<String, String>) -> Vec<KeyValue>
     map.iter().map(|(key, value)| KeyValue { key: key.clone(), value: value.clone() }).collect()
 }
 
-fn entity_links(stored: &StoredEntity) -> Vec<EntityLink> {
-    stored
-        .entity
+async fn entity_links(ctx: &Context<'_>, stored: &StoredEntity) -> Result<Vec<EntityLink>> {
+    Ok(body(ctx, stored)
+        .await?
         .metadata
         .links
         .iter()
@@ -453,7 +512,7 @@ fn entity_links(stored: &StoredEntity) -> Vec<EntityLink> {
             icon: link.icon.clone(),
             link_type: link.link_type.clone(),
         })
-        .collect()
+        .collect())
 }
 
 async fn relation_edges(
@@ -477,7 +536,7 @@ async fn relation_edges(
         // exists because the target does: it goes when the target is
         // hidden, or the edge would reveal it.
         let stated: std::collections::HashSet<(DomainRelationType, EntityRef)> =
-            catalog_domain::derive_relations(&stored.entity)
+            catalog_domain::derive_relations(body(ctx, stored).await?)
                 .into_iter()
                 .filter(|edge| edge.source == stored.entity_ref)
                 .map(|edge| (edge.relation_type, edge.target))
@@ -557,8 +616,8 @@ entity_object!(
     /// A piece of software: a service, website, library...
     Component {
         #[graphql(name = "type")]
-        async fn component_type(&self) -> Option<String> { spec_text(&self.0, const { spec::field("Component", "type") }) }
-        async fn lifecycle(&self) -> Option<String> { spec_text(&self.0, const { spec::field("Component", "lifecycle") }) }
+        async fn component_type(&self, ctx: &Context<'_>) -> Result<Option<String>> { spec_text(ctx, &self.0, const { spec::field("Component", "type") }).await }
+        async fn lifecycle(&self, ctx: &Context<'_>) -> Result<Option<String>> { spec_text(ctx, &self.0, const { spec::field("Component", "lifecycle") }).await }
         async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
             stated_one::<EntityValue>(ctx, &self.0, const { spec::relation("Component", "owner") }).await
         }
@@ -589,10 +648,10 @@ entity_object!(
     /// An interface between components.
     Api {
         #[graphql(name = "type")]
-        async fn api_type(&self) -> Option<String> { spec_text(&self.0, const { spec::field("API", "type") }) }
-        async fn lifecycle(&self) -> Option<String> { spec_text(&self.0, const { spec::field("API", "lifecycle") }) }
+        async fn api_type(&self, ctx: &Context<'_>) -> Result<Option<String>> { spec_text(ctx, &self.0, const { spec::field("API", "type") }).await }
+        async fn lifecycle(&self, ctx: &Context<'_>) -> Result<Option<String>> { spec_text(ctx, &self.0, const { spec::field("API", "lifecycle") }).await }
         /// The definition as written (OpenAPI, AsyncAPI, GraphQL SDL, protobuf...).
-        async fn definition(&self) -> Option<String> { spec_text(&self.0, const { spec::field("API", "definition") }) }
+        async fn definition(&self, ctx: &Context<'_>) -> Result<Option<String>> { spec_text(ctx, &self.0, const { spec::field("API", "definition") }).await }
         async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
             stated_one::<EntityValue>(ctx, &self.0, const { spec::relation("API", "owner") }).await
         }
@@ -614,7 +673,7 @@ entity_object!(
     /// Infrastructure a component needs: a database, a bucket, a topic...
     Resource {
         #[graphql(name = "type")]
-        async fn resource_type(&self) -> Option<String> { spec_text(&self.0, const { spec::field("Resource", "type") }) }
+        async fn resource_type(&self, ctx: &Context<'_>) -> Result<Option<String>> { spec_text(ctx, &self.0, const { spec::field("Resource", "type") }).await }
         async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
             stated_one::<EntityValue>(ctx, &self.0, const { spec::relation("Resource", "owner") }).await
         }
@@ -631,7 +690,7 @@ entity_object!(
     /// A collection of components, APIs and resources that form one product.
     System {
         #[graphql(name = "type")]
-        async fn system_type(&self) -> Option<String> { spec_text(&self.0, const { spec::field("System", "type") }) }
+        async fn system_type(&self, ctx: &Context<'_>) -> Result<Option<String>> { spec_text(ctx, &self.0, const { spec::field("System", "type") }).await }
         async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
             stated_one::<EntityValue>(ctx, &self.0, const { spec::relation("System", "owner") }).await
         }
@@ -654,7 +713,7 @@ entity_object!(
     /// A business area grouping systems.
     Domain {
         #[graphql(name = "type")]
-        async fn domain_type(&self) -> Option<String> { spec_text(&self.0, const { spec::field("Domain", "type") }) }
+        async fn domain_type(&self, ctx: &Context<'_>) -> Result<Option<String>> { spec_text(ctx, &self.0, const { spec::field("Domain", "type") }).await }
         async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
             stated_one::<EntityValue>(ctx, &self.0, const { spec::relation("Domain", "owner") }).await
         }
@@ -675,8 +734,8 @@ entity_object!(
     /// A team, department or organisation.
     Group {
         #[graphql(name = "type")]
-        async fn group_type(&self) -> Option<String> { spec_text(&self.0, const { spec::field("Group", "type") }) }
-        async fn profile(&self) -> Option<Json<serde_json::Value>> { spec_json(&self.0, const { spec::field("Group", "profile") }) }
+        async fn group_type(&self, ctx: &Context<'_>) -> Result<Option<String>> { spec_text(ctx, &self.0, const { spec::field("Group", "type") }).await }
+        async fn profile(&self, ctx: &Context<'_>) -> Result<Option<Json<serde_json::Value>>> { spec_json(ctx, &self.0, const { spec::field("Group", "profile") }).await }
         async fn parent(&self, ctx: &Context<'_>) -> Result<Option<Group>> {
             stated_one::<Group>(ctx, &self.0, const { spec::relation("Group", "parent") }).await
         }
@@ -709,7 +768,7 @@ entity_object!(
 entity_object!(
     /// A person.
     User {
-        async fn profile(&self) -> Option<Json<serde_json::Value>> { spec_json(&self.0, const { spec::field("User", "profile") }) }
+        async fn profile(&self, ctx: &Context<'_>) -> Result<Option<Json<serde_json::Value>>> { spec_json(ctx, &self.0, const { spec::field("User", "profile") }).await }
         async fn member_of(&self, ctx: &Context<'_>) -> Result<Vec<Group>> {
             stated::<Group>(ctx, &self.0, const { spec::relation("User", "memberOf") }).await
         }
@@ -738,10 +797,10 @@ entity_object!(
     /// A pointer to more catalog files.
     Location {
         #[graphql(name = "type")]
-        async fn location_type(&self) -> Option<String> { spec_text(&self.0, const { spec::field("Location", "type") }) }
-        async fn target(&self) -> Option<String> { spec_text(&self.0, const { spec::field("Location", "target") }) }
-        async fn targets(&self) -> Vec<String> { spec_texts(&self.0, const { spec::field("Location", "targets") }) }
-        async fn presence(&self) -> Option<String> { spec_text(&self.0, const { spec::field("Location", "presence") }) }
+        async fn location_type(&self, ctx: &Context<'_>) -> Result<Option<String>> { spec_text(ctx, &self.0, const { spec::field("Location", "type") }).await }
+        async fn target(&self, ctx: &Context<'_>) -> Result<Option<String>> { spec_text(ctx, &self.0, const { spec::field("Location", "target") }).await }
+        async fn targets(&self, ctx: &Context<'_>) -> Result<Vec<String>> { spec_texts(ctx, &self.0, const { spec::field("Location", "targets") }).await }
+        async fn presence(&self, ctx: &Context<'_>) -> Result<Option<String>> { spec_text(ctx, &self.0, const { spec::field("Location", "presence") }).await }
     }
 );
 
@@ -749,14 +808,14 @@ entity_object!(
     /// A scaffolder software template.
     Template {
         #[graphql(name = "type")]
-        async fn template_type(&self) -> Option<String> { spec_text(&self.0, const { spec::field("Template", "type") }) }
+        async fn template_type(&self, ctx: &Context<'_>) -> Result<Option<String>> { spec_text(ctx, &self.0, const { spec::field("Template", "type") }).await }
         async fn owner(&self, ctx: &Context<'_>) -> Result<Option<EntityValue>> {
             stated_one::<EntityValue>(ctx, &self.0, const { spec::relation("Template", "owner") }).await
         }
         /// The parameter form as JSON Schema (one object or a list of pages).
-        async fn parameters(&self) -> Option<Json<serde_json::Value>> { spec_json(&self.0, const { spec::field("Template", "parameters") }) }
-        async fn steps(&self) -> Option<Json<serde_json::Value>> { spec_json(&self.0, const { spec::field("Template", "steps") }) }
-        async fn output(&self) -> Option<Json<serde_json::Value>> { spec_json(&self.0, const { spec::field("Template", "output") }) }
+        async fn parameters(&self, ctx: &Context<'_>) -> Result<Option<Json<serde_json::Value>>> { spec_json(ctx, &self.0, const { spec::field("Template", "parameters") }).await }
+        async fn steps(&self, ctx: &Context<'_>) -> Result<Option<Json<serde_json::Value>>> { spec_json(ctx, &self.0, const { spec::field("Template", "steps") }).await }
+        async fn output(&self, ctx: &Context<'_>) -> Result<Option<Json<serde_json::Value>>> { spec_json(ctx, &self.0, const { spec::field("Template", "output") }).await }
     }
 );
 
@@ -764,8 +823,8 @@ entity_object!(
     /// An entity of a kind this catalog has no type for; see `raw`.
     GenericEntity {
         /// The whole spec.
-        async fn spec(&self) -> Json<serde_json::Value> {
-            Json(serde_json::Value::Object(self.0.entity.spec.clone()))
+        async fn spec(&self, ctx: &Context<'_>) -> Result<Json<serde_json::Value>> {
+            Ok(Json(serde_json::Value::Object(body(ctx, &self.0).await?.spec.clone())))
         }
     }
 );
