@@ -175,7 +175,7 @@ impl RelatedLoader {
     /// one batch mark it before the batch loads), and under a restricted
     /// read scope, which matches each target's body to decide whether it
     /// is visible. Otherwise a body is read only if a field of it is asked
-    /// for after all (`graphql::entity::body`), one statement later.
+    /// for after all (`graphql::context::body`), one statement later.
     pub fn target_bodies(&self) -> TargetBodies {
         if self.bodies_wanted.load(Ordering::Relaxed) || self.scope.current().is_restricted() {
             TargetBodies::Read
