@@ -133,6 +133,11 @@ pub struct DatabaseConfig {
     /// server cancels it; 0: no limit. (SQLite has no statement timeout:
     /// the request timeout bounds its reads.)
     pub statement_timeout_seconds: u64,
+    /// How many decoded entity bodies each pool (primary, replica) keeps in
+    /// memory, so that entities read again are neither sent by the
+    /// database nor decoded again; 0: none. A body is served from memory
+    /// only for the version its row names.
+    pub body_cache_entries: usize,
     /// Whether `serve` applies pending migrations when it starts (under the
     /// migration lock, so replicas may start together). Off: it waits,
     /// answering /readyz with 503, until `catalog migrate` has run.
@@ -232,7 +237,10 @@ impl DatabaseConfig {
     /// The store's session settings.
     pub fn connect_settings(&self) -> catalog_store::ConnectSettings {
         let timeout = std::time::Duration::from_secs(self.statement_timeout_seconds);
-        catalog_store::ConnectSettings { statement_timeout: Some(timeout) }
+        catalog_store::ConnectSettings {
+            statement_timeout: Some(timeout),
+            body_cache_entries: Some(self.body_cache_entries),
+        }
     }
 }
 
@@ -241,6 +249,7 @@ impl Default for DatabaseConfig {
         Self {
             url: "sqlite://data/catalog.db".into(),
             statement_timeout_seconds: 30,
+            body_cache_entries: catalog_store::DEFAULT_BODY_CACHE_ENTRIES,
             migrate_on_start: true,
             read_url: String::new(),
         }

@@ -41,6 +41,8 @@ pub struct Store {
     pub(crate) graph: Arc<crate::graph_index::GraphIndex>,
     /// Facet values in memory, shared by clones (`facet_index.rs`).
     pub(crate) facet_index: Arc<crate::facet_index::FacetIndex>,
+    /// Decoded entity bodies, shared by clones (`body_cache.rs`).
+    pub(crate) bodies: Arc<crate::body_cache::BodyCache>,
 }
 
 /// Connections of a store's pool: open ones, those of them idle, and the most
@@ -60,6 +62,10 @@ pub struct ConnectSettings {
     /// purge transactions are exempt: they wait for each other on a lock and
     /// write in bulk. SQLite has no such setting.
     pub statement_timeout: Option<Duration>,
+    /// How many decoded entity bodies the store keeps in memory
+    /// (`body_cache.rs`); `None`: [`crate::DEFAULT_BODY_CACHE_ENTRIES`], zero:
+    /// none.
+    pub body_cache_entries: Option<usize>,
 }
 
 impl Store {
@@ -127,12 +133,20 @@ impl Store {
             url: given,
             graph: Arc::default(),
             facet_index: Arc::default(),
+            bodies: Arc::new(crate::body_cache::BodyCache::new(
+                settings.body_cache_entries.unwrap_or(crate::body_cache::DEFAULT_ENTRIES),
+            )),
         })
     }
 
     /// The handle that reads the catalog.
     pub fn catalog(&self) -> Catalog {
-        Catalog { db: self.db.clone(), graph: self.graph.clone(), facet_index: self.facet_index.clone() }
+        Catalog {
+            db: self.db.clone(),
+            graph: self.graph.clone(),
+            facet_index: self.facet_index.clone(),
+            bodies: self.bodies.clone(),
+        }
     }
 
     /// The handle that reads the change log.

@@ -23,6 +23,8 @@ pub struct Catalog {
     pub(crate) graph: Arc<GraphIndex>,
     /// Facet values in memory, shared by every handle of one store.
     pub(crate) facet_index: Arc<FacetIndex>,
+    /// Decoded entity bodies, shared by every handle of one store.
+    pub(crate) bodies: Arc<crate::body_cache::BodyCache>,
 }
 
 /// Reads the change log: what changed after a sequence number, an entity's

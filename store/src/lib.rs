@@ -7,6 +7,7 @@
 
 mod as_of;
 mod audit;
+mod body_cache;
 mod bulk;
 mod change_log;
 mod changes;
@@ -34,6 +35,7 @@ mod tokens;
 
 pub use as_of::{AsOfPage, AsOfQuery};
 pub use audit::{AuditDecision, AuditEntry, AuditRecord};
+pub use body_cache::DEFAULT_ENTRIES as DEFAULT_BODY_CACHE_ENTRIES;
 pub use connection::{ConnectSettings, IDLE_BEFORE_PING, PoolUsage, Store};
 pub use error::StoreError;
 pub use filter::{Filter, FilterField, Predicate};

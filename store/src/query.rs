@@ -2,6 +2,7 @@
 //! edges in batches, locations, conflicts and the change log.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use catalog_domain::{EntityRef, RelationType};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, Query};
@@ -11,6 +12,7 @@ use sea_orm::{
 };
 use serde_json::Value;
 
+use crate::body_cache::{BodyCache, KeepIn};
 use crate::bulk::{self, REF_CHUNK};
 use crate::error::StoreError;
 use crate::filter::{Filter, FilterField, Predicate, typed_values};
@@ -71,26 +73,71 @@ impl Catalog {
     }
 
     /// Entities by canonical ref, keyed by ref; missing refs are absent. One
-    /// statement per 5,000 refs.
+    /// statement per 5,000 refs, and one more when a body the cache held has
+    /// changed since.
     pub async fn entities_by_refs(&self, refs: &[EntityRef]) -> Result<HashMap<EntityRef, StoredEntity>, StoreError> {
         let texts: Vec<String> = refs.iter().map(ToString::to_string).collect();
+        let backend = self.db.get_database_backend();
         let mut found = HashMap::with_capacity(texts.len());
         for chunk in texts.chunks(REF_CHUNK) {
-            let rows = read_columns(entity_row::Entity::find())
-                .filter(bulk::one_of(
-                    self.db.get_database_backend(),
-                    entity_row::Column::EntityRef,
-                    chunk.iter().cloned(),
-                ))
+            let known: Vec<String> = chunk.iter().filter(|text| self.bodies.holds(text)).cloned().collect();
+            let mut select = read_columns(entity_row::Entity::find());
+            if !known.is_empty() {
+                // The bodies the cache holds are left out; one that changed
+                // since comes back without a body and is read below.
+                select = select.expr_as(
+                    Expr::case(bulk::one_of(backend, entity_row::Column::EntityRef, known), Expr::cust("NULL"))
+                        .finally(Expr::cust(r#"CAST("entities"."body" AS TEXT)"#)),
+                    "body",
+                );
+            } else {
+                select = select.expr_as(Expr::cust(r#"CAST("entities"."body" AS TEXT)"#), "body");
+            }
+            let rows = select
+                .filter(bulk::one_of(backend, entity_row::Column::EntityRef, chunk.iter().cloned()))
                 .into_model::<EntityRead>()
                 .all(&self.db)
                 .await?;
-            for row in rows {
-                let stored = row.into_stored()?;
-                found.insert(stored.entity_ref.clone(), stored);
+            let mut stored = self.stored(rows)?;
+            self.read_bodies(&mut stored).await?;
+            for entity in stored {
+                found.insert(entity.entity_ref.clone(), entity);
             }
         }
         Ok(found)
+    }
+
+    /// Rows made entities, with the bodies the cache holds for their versions.
+    fn stored(&self, rows: Vec<EntityRead>) -> Result<Vec<StoredEntity>, StoreError> {
+        rows.into_iter().map(|row| row.into_stored(&self.bodies)).collect()
+    }
+
+    /// Reads the bodies `entities` lack (read without them, expecting the
+    /// cache to hold them), in one statement.
+    async fn read_bodies(&self, entities: &mut [StoredEntity]) -> Result<(), StoreError> {
+        let ids: Vec<i64> = entities.iter().filter(|entity| !entity.has_body()).map(|entity| entity.id).collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(i64, String, String)> = entity_row::Entity::find()
+            .select_only()
+            .column(entity_row::Column::Id)
+            .column(entity_row::Column::Etag)
+            .expr_as(Expr::cust(r#"CAST("entities"."body" AS TEXT)"#), "body")
+            .filter(entity_row::Column::Id.is_in(ids))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut bodies: HashMap<i64, (String, String)> =
+            rows.into_iter().map(|(id, etag, body)| (id, (etag, body))).collect();
+        for entity in entities.iter_mut().filter(|entity| !entity.has_body()) {
+            // An entity removed in between keeps no body: asking for it
+            // is BodyNotRead, as for a relation target read without one.
+            if let Some((etag, text)) = bodies.remove(&entity.id) {
+                entity.body = Body::text(text, Some(KeepIn { cache: self.bodies.clone(), etag: etag.into() }));
+            }
+        }
+        Ok(())
     }
 
     /// A filtered, searched, sorted page and the total count.
@@ -108,6 +155,7 @@ impl Catalog {
             OrderField::UpdatedAt => entity_row::Column::UpdatedAt,
         };
         let rows = read_columns(entity_row::Entity::find())
+            .expr_as(Expr::cust(r#"CAST("entities"."body" AS TEXT)"#), "body")
             .filter(condition)
             .order_by(column, direction.clone())
             .order_by(entity_row::Column::Id, direction)
@@ -123,7 +171,7 @@ impl Catalog {
         } else {
             (count.await?, rows.await?)
         };
-        let entities = rows.into_iter().map(EntityRead::into_stored).collect::<Result<_, _>>()?;
+        let entities = self.stored(rows)?;
         Ok(EntityPage { entities, total_count })
     }
 
@@ -231,55 +279,88 @@ impl Catalog {
         with_sources: bool,
         bodies: TargetBodies,
     ) -> Result<(HashMap<EntityRef, StoredEntity>, Related), StoreError> {
-        let target_columns = match bodies {
-            TargetBodies::Read => READ_COLUMNS,
-            TargetBodies::Skip => READ_COLUMNS_WITHOUT_BODY,
+        let target_body = match bodies {
+            TargetBodies::Read => BODY,
+            TargetBodies::Skip => NO_BODY,
         };
         let backend = self.db.get_database_backend();
-        let type_names: Vec<String> = types.iter().map(|relation_type| relation_type.as_str().to_owned()).collect();
         let mut found = HashMap::new();
         let mut related = Related::default();
         for chunk in sources.chunks(REF_CHUNK) {
             let asked = by_text(chunk);
             let chunk = texts(chunk);
-            // PostgreSQL takes each list as one array parameter (planning
-            // long IN lists is slow there); SQLite binds each value, so its
-            // sources are bound again for the second half of the union.
-            let (sources_sql, types_sql, entities_sql, values): (String, String, String, Vec<sea_orm::Value>) =
+            // The sources' bodies the cache holds are left out; one that
+            // changed since comes back without a body and is read after.
+            let known: Vec<String> = if with_sources {
+                chunk.iter().filter(|text| self.bodies.holds(text)).cloned().collect()
+            } else {
+                Vec::new()
+            };
+            let mut values: Vec<sea_orm::Value> = Vec::new();
+            let bind = |list: &[String], values: &mut Vec<sea_orm::Value>| -> String {
+                // PostgreSQL takes a list of refs as one array parameter
+                // (planning long IN lists is slow there); SQLite binds each.
                 if backend == DbBackend::Postgres {
-                    let values = vec![chunk.clone().into(), type_names.clone().into()];
-                    ("= ANY($1)".into(), "= ANY($2)".into(), "= ANY($1)".into(), values)
+                    values.push(list.to_vec().into());
+                    format!("= ANY(${})", values.len())
                 } else {
-                    let marks = |n: usize| format!("IN ({})", vec!["?"; n].join(", "));
-                    let mut values: Vec<sea_orm::Value> =
-                        chunk.iter().chain(&type_names).map(|text| text.clone().into()).collect();
-                    if with_sources {
-                        values.extend(chunk.iter().map(|text| text.clone().into()));
-                    }
-                    (marks(chunk.len()), marks(type_names.len()), marks(chunk.len()), values)
-                };
+                    values.extend(list.iter().map(|text| sea_orm::Value::from(text.clone())));
+                    format!("IN ({})", vec!["?"; list.len()].join(", "))
+                }
+            };
+            let sources_sql = bind(&chunk, &mut values);
+            // The types one by one on both databases: an array parameter
+            // here makes PostgreSQL's generic plan filter every edge of the
+            // sources instead of looking up only those of these types
+            // (measured: 4.0 ms against 1.7 ms for 100 sources' owners and
+            // systems at 10,000 entities).
+            let types_sql = {
+                let marks: Vec<String> = types
+                    .iter()
+                    .map(|relation_type| {
+                        values.push(relation_type.as_str().into());
+                        match backend {
+                            DbBackend::Postgres => format!("${}", values.len()),
+                            _ => "?".to_owned(),
+                        }
+                    })
+                    .collect();
+                // No types, no edges (PostgreSQL refuses an empty IN list).
+                if marks.is_empty() { "IS NULL AND 1 = 0".to_owned() } else { format!("IN ({})", marks.join(", ")) }
+            };
             // No DISTINCT: the body is JSON, which PostgreSQL cannot compare;
             // an edge two entities state comes twice and is skipped below.
             // The sources themselves come with a null related_source.
             let sources_part = if with_sources {
+                // In the order of the text: SQLite's `?` bind by position.
+                let source_body = if known.is_empty() {
+                    BODY.to_owned()
+                } else {
+                    let known_sql = bind(&known, &mut values);
+                    format!("CASE WHEN e.entity_ref {known_sql} THEN NULL ELSE CAST(e.body AS TEXT) END AS body")
+                };
+                let entities_sql = match backend {
+                    DbBackend::Postgres => "= ANY($1)".to_owned(),
+                    _ => bind(&chunk, &mut values),
+                };
                 format!(
-                    " UNION ALL SELECT CAST(NULL AS TEXT), CAST(NULL AS TEXT), {READ_COLUMNS} FROM entities e \
-                     WHERE e.entity_ref {entities_sql}"
+                    " UNION ALL SELECT CAST(NULL AS TEXT), CAST(NULL AS TEXT), {READ_COLUMNS}, {source_body} \
+                     FROM entities e WHERE e.entity_ref {entities_sql}"
                 )
             } else {
                 String::new()
             };
             let sql = format!(
-                "SELECT r.source_ref AS related_source, r.relation_type AS related_type, {target_columns} \
+                "SELECT r.source_ref AS related_source, r.relation_type AS related_type, {READ_COLUMNS}, {target_body} \
                  FROM relations r JOIN entities e ON e.entity_ref = r.target_ref \
                  WHERE r.source_ref {sources_sql} AND r.relation_type {types_sql}{sources_part} \
                  ORDER BY related_source, related_type, entity_ref"
             );
             let rows = self.db.query_all_raw(sea_orm::Statement::from_sql_and_values(backend, sql, values)).await?;
+            let mut sources_read = Vec::new();
             for row in rows {
                 let Some(source) = row.try_get::<Option<String>>("", "related_source")? else {
-                    let stored = EntityRead::from_query_result(&row, "")?.into_stored()?;
-                    found.insert(stored.entity_ref.clone(), stored);
+                    sources_read.push(EntityRead::from_query_result(&row, "")?.into_stored(&self.bodies)?);
                     continue;
                 };
                 let relation_type: String = row.try_get("", "related_type")?;
@@ -292,9 +373,11 @@ impl Catalog {
                 related.edges.push(edge);
                 // A target many sources share (an owner) is kept once.
                 if let std::collections::hash_map::Entry::Vacant(vacant) = related.targets.entry(id) {
-                    vacant.insert(EntityRead::from_query_result(&row, "")?.into_stored()?);
+                    vacant.insert(EntityRead::from_query_result(&row, "")?.into_stored(&self.bodies)?);
                 }
             }
+            self.read_bodies(&mut sources_read).await?;
+            found.extend(sources_read.into_iter().map(|stored| (stored.entity_ref.clone(), stored)));
         }
         Ok((found, related))
     }
@@ -455,7 +538,9 @@ impl Catalog {
 pub(crate) struct EntityRead {
     id: i64,
     entity_ref: String,
-    /// None for a relation target read without its body.
+    etag: String,
+    /// None for a relation target read without its body, or a body the
+    /// cache holds.
     body: Option<String>,
     provider: String,
     location_key: Option<String>,
@@ -465,31 +550,41 @@ pub(crate) struct EntityRead {
 }
 
 /// [`EntityRead`]'s columns, for statements written as SQL (entities as `e`).
-const READ_COLUMNS: &str = "e.id, e.entity_ref, CAST(e.body AS TEXT) AS body, e.provider, e.location_key, \
+/// Its body comes after them, as `body`.
+const READ_COLUMNS: &str = "e.id, e.entity_ref, e.etag, e.provider, e.location_key, \
     CAST(e.errors AS TEXT) AS errors, e.created_at, e.updated_at";
-/// [`READ_COLUMNS`] with a null body ([`TargetBodies::Skip`]).
-const READ_COLUMNS_WITHOUT_BODY: &str = "e.id, e.entity_ref, CAST(NULL AS TEXT) AS body, e.provider, \
-    e.location_key, CAST(e.errors AS TEXT) AS errors, e.created_at, e.updated_at";
+/// The `body` of [`READ_COLUMNS`]: the JSON text.
+const BODY: &str = "CAST(e.body AS TEXT) AS body";
+/// The `body` of [`READ_COLUMNS`] for [`TargetBodies::Skip`].
+const NO_BODY: &str = "CAST(NULL AS TEXT) AS body";
 
-/// A select of entity rows narrowed to [`EntityRead`]'s columns.
+/// A select of entity rows narrowed to [`EntityRead`]'s columns but its
+/// body, which the caller adds as `body`.
 pub(crate) fn read_columns(select: sea_orm::Select<entity_row::Entity>) -> sea_orm::Select<entity_row::Entity> {
     select
         .select_only()
         .columns([
             entity_row::Column::Id,
             entity_row::Column::EntityRef,
+            entity_row::Column::Etag,
             entity_row::Column::Provider,
             entity_row::Column::LocationKey,
             entity_row::Column::CreatedAt,
             entity_row::Column::UpdatedAt,
         ])
-        .expr_as(Expr::cust(r#"CAST("entities"."body" AS TEXT)"#), "body")
         .expr_as(Expr::cust(r#"CAST("entities"."errors" AS TEXT)"#), "errors")
 }
 
 impl EntityRead {
-    fn into_stored(self) -> Result<StoredEntity, StoreError> {
+    /// The entity of the row; its body from `bodies` when they hold this
+    /// version of it, and kept there once decoded when not.
+    fn into_stored(self, bodies: &Arc<BodyCache>) -> Result<StoredEntity, StoreError> {
         let entity_ref = stored_ref(&self.entity_ref)?;
+        let body = match (bodies.get(&self.entity_ref, self.id, &self.etag), self.body) {
+            (Some(entity), _) => Body::Decoded(entity),
+            (None, Some(text)) => Body::text(text, Some(KeepIn { cache: bodies.clone(), etag: self.etag.into() })),
+            (None, None) => Body::unread(),
+        };
         // A list of texts, as the write path stores it; anything else in
         // the column is no problem report and reads as none.
         let errors = match self.errors.as_deref().map(serde_json::from_str::<Value>) {
@@ -501,7 +596,7 @@ impl EntityRead {
         Ok(StoredEntity {
             id: self.id,
             entity_ref,
-            body: self.body.map_or_else(|| Body::Unread(std::sync::OnceLock::new()), Body::text),
+            body,
             provider: self.provider,
             location: self.location_key,
             errors,

@@ -1,11 +1,12 @@
 //! What the store returns: domain entities with the catalog's own bookkeeping.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use catalog_domain::{Entity, EntityRef};
 use chrono::{DateTime, Utc};
 
+use crate::body_cache::KeepIn;
 use crate::error::StoreError;
 
 /// An entity as the catalog holds it: the last good version, where it came
@@ -31,14 +32,15 @@ pub struct StoredEntity {
     pub updated_at: DateTime<Utc>,
 }
 
-/// An entity body: its stored JSON text, decoded at most once; the entity
-/// itself; or not read with the row (see [`TargetBodies::Skip`]), filled in
-/// from a whole read when asked for.
+/// An entity body: its stored JSON text, decoded at most once (and then
+/// kept in the store's body cache, `keep`); the entity itself (a cached
+/// body, a change-log version); or not read with the row (see
+/// [`TargetBodies::Skip`]), filled in from a whole read when asked for.
 #[derive(Clone, Debug)]
 pub(crate) enum Body {
-    Text { text: Box<str>, decoded: OnceLock<Result<Entity, String>> },
-    Decoded(Entity),
-    Unread(OnceLock<Entity>),
+    Text { text: Box<str>, decoded: OnceLock<Result<Arc<Entity>, String>>, keep: Option<KeepIn> },
+    Decoded(Arc<Entity>),
+    Unread(OnceLock<Arc<Entity>>),
 }
 
 /// Whether a read of relation targets reads their bodies. A target is
@@ -53,9 +55,14 @@ pub enum TargetBodies {
 }
 
 impl Body {
-    /// A body as the row holds it.
-    pub(crate) fn text(text: String) -> Self {
-        Body::Text { text: text.into_boxed_str(), decoded: OnceLock::new() }
+    /// A body as the row holds it, kept in `keep` once decoded.
+    pub(crate) fn text(text: String, keep: Option<KeepIn>) -> Self {
+        Body::Text { text: text.into_boxed_str(), decoded: OnceLock::new(), keep }
+    }
+
+    /// A body not read with its row.
+    pub(crate) fn unread() -> Self {
+        Body::Unread(OnceLock::new())
     }
 }
 
@@ -66,7 +73,7 @@ impl StoredEntity {
         Self {
             id: 0,
             entity_ref,
-            body: Body::Decoded(entity),
+            body: Body::Decoded(Arc::new(entity)),
             provider,
             location: None,
             errors: Vec::new(),
@@ -80,14 +87,24 @@ impl StoredEntity {
     /// on first use; a body that does not decode (a row edited by hand) is
     /// `Corrupt`, every time it is asked for.
     pub fn entity(&self) -> Result<&Entity, StoreError> {
+        self.shared().map(|entity| &**entity)
+    }
+
+    /// [`StoredEntity::entity`], shared: a body cached or filled in is the
+    /// same allocation, not a copy.
+    fn shared(&self) -> Result<&Arc<Entity>, StoreError> {
         let decoded = match &self.body {
             Body::Decoded(entity) => return Ok(entity),
             Body::Unread(filled) => {
                 return filled.get().ok_or_else(|| StoreError::BodyNotRead { entity_ref: self.entity_ref.to_string() });
             }
-            Body::Text { text, decoded } => {
-                decoded.get_or_init(|| serde_json::from_str::<Entity>(text).map_err(|error| error.to_string()))
-            }
+            Body::Text { text, decoded, keep } => decoded.get_or_init(|| {
+                let entity = Arc::new(serde_json::from_str::<Entity>(text).map_err(|error| error.to_string())?);
+                if let Some(keep) = keep {
+                    keep.cache.insert(self.entity_ref.as_str(), self.id, &keep.etag, entity.clone());
+                }
+                Ok(entity)
+            }),
         };
         decoded.as_ref().map_err(|message| StoreError::Corrupt {
             entity_ref: self.entity_ref.to_string(),
@@ -106,8 +123,8 @@ impl StoredEntity {
     pub fn fill_body(&self, whole: &StoredEntity) -> Result<&Entity, StoreError> {
         match &self.body {
             Body::Unread(filled) if filled.get().is_none() && whole.entity_ref == self.entity_ref => {
-                let entity = whole.entity()?;
-                Ok(filled.get_or_init(|| entity.clone()))
+                let entity = whole.shared()?;
+                Ok(filled.get_or_init(|| entity.clone())).map(|entity| &**entity)
             }
             _ => self.entity(),
         }

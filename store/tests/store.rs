@@ -292,10 +292,17 @@ async fn related_entities_come_with_their_edges_each_target_once(store: Store) {
         store.catalog().related_entities(&sources, &[RelationType::HasMember], TargetBodies::Read).await.unwrap();
     assert!(none.edges.is_empty() && none.targets.is_empty());
 
-    // The entities themselves come in the same statement, keyed by ref;
-    // refs not in the catalog are missing, and their edges are none.
-    let before = store.statement_count();
+    // A target read without its body has it from memory once decoded (above).
     let refs = [reference("component:default/c"), reference("component:default/nowhere")];
+    let (_, remembered) =
+        store.catalog().entities_with_related(&refs, &[RelationType::OwnedBy], TargetBodies::Skip).await.unwrap();
+    assert!(remembered.targets[&team].has_body());
+
+    // The entities themselves come in the same statement, keyed by ref;
+    // refs not in the catalog are missing, and their edges are none. (A
+    // second pool, as another process has: nothing in memory yet.)
+    let store = store.open_again().await;
+    let before = store.statement_count();
     let (found, with_entity) =
         store.catalog().entities_with_related(&refs, &[RelationType::OwnedBy], TargetBodies::Skip).await.unwrap();
     assert_eq!(store.statement_count() - before, 1, "one statement for the entities and their edges");
@@ -547,7 +554,55 @@ async fn a_body_is_decoded_only_when_read_and_a_corrupt_one_names_its_entity(sto
     assert_eq!(raw["metadata"]["etag"], json!(good.entity().unwrap().metadata.etag));
 }
 
+/// A body read once is served from memory while its row names the same
+/// version (row and etag): the reads after it leave the body out of their
+/// statement, shown here by a body edited behind the catalog's back without
+/// a new etag, which they never see. A change written by another process
+/// (its own pool) names a new etag and is read at once, by every kind of read.
+async fn a_body_read_again_comes_from_memory_until_its_entity_changes(store: Store) {
+    let entities = vec![(component("c", "team-a", json!({"system": "one"})), "x.yaml")];
+    store.snapshot_writer().apply_snapshot(&snapshot("file", entities)).await.unwrap();
+    let refs = [reference("component:default/c")];
+    let system = |stored: &catalog_store::StoredEntity| stored.entity().unwrap().spec["system"].clone();
+    let first = store.catalog().entities_by_refs(&refs).await.unwrap();
+    assert_eq!(system(&first[&refs[0]]), json!("one"));
+
+    store
+        .execute_unprepared_for_tests(
+            r#"UPDATE entities SET body = '{"kind": 5}' WHERE entity_ref = 'component:default/c'"#,
+        )
+        .await
+        .unwrap();
+    let before = store.statement_count();
+    let again = store.catalog().entities_by_refs(&refs).await.unwrap();
+    assert_eq!(store.statement_count() - before, 1);
+    assert_eq!(system(&again[&refs[0]]), json!("one"), "the body came from memory");
+    let (with_related, _) =
+        store.catalog().entities_with_related(&refs, &[RelationType::OwnedBy], TargetBodies::Skip).await.unwrap();
+    assert_eq!(system(&with_related[&refs[0]]), json!("one"));
+    let page = store.catalog().list_entities(&ListQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(system(&page.entities[0]), json!("one"), "a page decodes no body memory holds");
+
+    let other_process = store.open_again().await;
+    let write = |system: &str| {
+        let entities = vec![(component("c", "team-a", json!({"system": system})), "x.yaml")];
+        let writer = other_process.snapshot_writer();
+        async move { writer.apply_snapshot(&snapshot("file", entities)).await.unwrap() }
+    };
+    write("two").await;
+    let (with_related, related) =
+        store.catalog().entities_with_related(&refs, &[RelationType::OwnedBy], TargetBodies::Skip).await.unwrap();
+    assert_eq!(system(&with_related[&refs[0]]), json!("two"), "a new etag is a new version, read from the database");
+    assert!(related.edges.is_empty(), "team-a is not in the catalog");
+    let page = store.catalog().list_entities(&ListQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(system(&page.entities[0]), json!("two"));
+    write("three").await;
+    let after = store.catalog().entities_by_refs(&refs).await.unwrap();
+    assert_eq!(system(&after[&refs[0]]), json!("three"));
+}
+
 backend_tests!(
+    a_body_read_again_comes_from_memory_until_its_entity_changes,
     a_body_is_decoded_only_when_read_and_a_corrupt_one_names_its_entity,
     a_partial_snapshot_changes_only_what_it_covers,
     annotated_entities_are_found_by_annotation_key_with_their_provider,
@@ -572,7 +627,10 @@ backend_tests!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_are_cancelled_after_the_statement_timeout_but_writers_may_wait() {
     let Some(database) = catalog_store::testing::TestDatabase::postgres().await else { return };
-    let settings = catalog_store::ConnectSettings { statement_timeout: Some(std::time::Duration::from_millis(500)) };
+    let settings = catalog_store::ConnectSettings {
+        statement_timeout: Some(std::time::Duration::from_millis(500)),
+        ..Default::default()
+    };
     let store = Store::connect_with(&database.url, settings).await.unwrap();
     let error = store.execute_unprepared_for_tests("SELECT pg_sleep(2)").await.unwrap_err();
     assert!(error.to_string().contains("statement timeout"), "{error}");
