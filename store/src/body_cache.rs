@@ -71,6 +71,13 @@ pub(crate) struct KeepIn {
     pub(crate) etag: Box<str>,
 }
 
+impl KeepIn {
+    /// In `cache`, as the version with `etag`.
+    pub(crate) fn new(cache: &Arc<BodyCache>, etag: String) -> Self {
+        Self { cache: cache.clone(), etag: etag.into_boxed_str() }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

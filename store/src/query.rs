@@ -87,11 +87,11 @@ impl Catalog {
                 // since comes back without a body and is read below.
                 select = select.expr_as(
                     Expr::case(bulk::one_of(backend, entity_row::Column::EntityRef, known), Expr::cust("NULL"))
-                        .finally(Expr::cust(r#"CAST("entities"."body" AS TEXT)"#)),
+                        .finally(body_text()),
                     "body",
                 );
             } else {
-                select = select.expr_as(Expr::cust(r#"CAST("entities"."body" AS TEXT)"#), "body");
+                select = select.expr_as(body_text(), "body");
             }
             let rows = select
                 .filter(bulk::one_of(backend, entity_row::Column::EntityRef, chunk.iter().cloned()))
@@ -123,7 +123,7 @@ impl Catalog {
             .select_only()
             .column(entity_row::Column::Id)
             .column(entity_row::Column::Etag)
-            .expr_as(Expr::cust(r#"CAST("entities"."body" AS TEXT)"#), "body")
+            .expr_as(body_text(), "body")
             .filter(entity_row::Column::Id.is_in(ids))
             .into_tuple()
             .all(&self.db)
@@ -134,7 +134,7 @@ impl Catalog {
             // An entity removed in between keeps no body: asking for it
             // is BodyNotRead, as for a relation target read without one.
             if let Some((etag, text)) = bodies.remove(&entity.id) {
-                entity.body = Body::text(text, Some(KeepIn { cache: self.bodies.clone(), etag: etag.into() }));
+                entity.body = Body::text(text, Some(KeepIn::new(&self.bodies, etag)));
             }
         }
         Ok(())
@@ -155,7 +155,7 @@ impl Catalog {
             OrderField::UpdatedAt => entity_row::Column::UpdatedAt,
         };
         let rows = read_columns(entity_row::Entity::find())
-            .expr_as(Expr::cust(r#"CAST("entities"."body" AS TEXT)"#), "body")
+            .expr_as(body_text(), "body")
             .filter(condition)
             .order_by(column, direction.clone())
             .order_by(entity_row::Column::Id, direction)
@@ -558,6 +558,11 @@ const BODY: &str = "CAST(e.body AS TEXT) AS body";
 /// The `body` of [`READ_COLUMNS`] for [`TargetBodies::Skip`].
 const NO_BODY: &str = "CAST(NULL AS TEXT) AS body";
 
+/// The body as JSON text, for a select of entity rows.
+fn body_text() -> Expr {
+    Expr::cust(r#"CAST("entities"."body" AS TEXT)"#)
+}
+
 /// A select of entity rows narrowed to [`EntityRead`]'s columns but its
 /// body, which the caller adds as `body`.
 pub(crate) fn read_columns(select: sea_orm::Select<entity_row::Entity>) -> sea_orm::Select<entity_row::Entity> {
@@ -582,7 +587,7 @@ impl EntityRead {
         let entity_ref = stored_ref(&self.entity_ref)?;
         let body = match (bodies.get(&self.entity_ref, self.id, &self.etag), self.body) {
             (Some(entity), _) => Body::Decoded(entity),
-            (None, Some(text)) => Body::text(text, Some(KeepIn { cache: bodies.clone(), etag: self.etag.into() })),
+            (None, Some(text)) => Body::text(text, Some(KeepIn::new(bodies, self.etag))),
             (None, None) => Body::unread(),
         };
         // A list of texts, as the write path stores it; anything else in
