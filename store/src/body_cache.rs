@@ -50,10 +50,12 @@ impl BodyCache {
         entries.get(entity_ref).filter(|entry| entry.id == id && &*entry.etag == etag).map(|entry| entry.entity.clone())
     }
 
-    /// Whether some version of `entity_ref` is held: a read that finds it
-    /// the same version need not read the body.
-    pub(crate) fn holds(&self, entity_ref: &str) -> bool {
-        self.entries.as_ref().is_some_and(|entries| entries.lock().contains(entity_ref))
+    /// Those of `refs` of which some version is held, under one lock: a
+    /// read that finds one the same version need not read its body.
+    pub(crate) fn held(&self, refs: &[String]) -> Vec<String> {
+        let Some(entries) = &self.entries else { return Vec::new() };
+        let entries = entries.lock();
+        refs.iter().filter(|entity_ref| entries.contains(entity_ref.as_str())).cloned().collect()
     }
 
     /// Keeps a decoded body, replacing the entity's earlier version.
@@ -110,11 +112,10 @@ mod tests {
         cache.insert("b", 2, "e", entity("b"));
         assert!(cache.get("a", 1, "e").is_some());
         cache.insert("c", 3, "e", entity("c"));
-        assert!(cache.holds("a") && cache.holds("c"));
-        assert!(!cache.holds("b"), "b was used least recently");
+        assert_eq!(cache.held(&["a".into(), "b".into(), "c".into()]), ["a", "c"], "b was used least recently");
 
         let none = BodyCache::new(0);
         none.insert("a", 1, "e", entity("a"));
-        assert!(!none.holds("a") && none.get("a", 1, "e").is_none());
+        assert!(none.held(&["a".into()]).is_empty() && none.get("a", 1, "e").is_none());
     }
 }

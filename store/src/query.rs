@@ -80,7 +80,7 @@ impl Catalog {
         let backend = self.db.get_database_backend();
         let mut found = HashMap::with_capacity(texts.len());
         for chunk in texts.chunks(REF_CHUNK) {
-            let known: Vec<String> = chunk.iter().filter(|text| self.bodies.holds(text)).cloned().collect();
+            let known = self.bodies.held(chunk);
             let mut select = read_columns(entity_row::Entity::find());
             if !known.is_empty() {
                 // The bodies the cache holds are left out; one that changed
@@ -291,11 +291,7 @@ impl Catalog {
             let chunk = texts(chunk);
             // The sources' bodies the cache holds are left out; one that
             // changed since comes back without a body and is read after.
-            let known: Vec<String> = if with_sources {
-                chunk.iter().filter(|text| self.bodies.holds(text)).cloned().collect()
-            } else {
-                Vec::new()
-            };
+            let known = if with_sources { self.bodies.held(&chunk) } else { Vec::new() };
             let mut values: Vec<sea_orm::Value> = Vec::new();
             let bind = |list: &[String], values: &mut Vec<sea_orm::Value>| -> String {
                 // PostgreSQL takes a list of refs as one array parameter
