@@ -4,7 +4,7 @@
 //! migrations are pending answers /healthz and a 503 /readyz, and nothing
 //! else, until `catalog migrate` has run; /readyz says why it is not ready.
 
-use std::future::{Future, IntoFuture as _};
+use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -19,6 +19,8 @@ use crate::config::DatabaseConfig;
 
 /// How often a server waiting for its migrations looks again.
 const MIGRATION_POLL: Duration = Duration::from_secs(1);
+/// How long the waiting server waits for a request's head on a connection.
+const WAITING_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Migrates the database when `migrate_on_start` is on (the migration lock
 /// makes replicas starting together safe), else reads where it stands.
@@ -126,23 +128,9 @@ pub(crate) async fn serve_until_migrated(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the catalog is waiting for its database migrations: run `catalog migrate`",
             )
-        })
-        // This server gives way to the full one on the same socket: a kept-
-        // alive connection would outlive it and fail its client's next request.
-        .layer(axum::middleware::map_response(|mut response: axum::response::Response| async move {
-            response
-                .headers_mut()
-                .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
-            response
-        }));
+        });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .into_future(),
-    );
+    let server = tokio::spawn(accept_until(listener, router, stopped));
     let waited = async {
         loop {
             tokio::time::sleep(MIGRATION_POLL).await;
@@ -162,9 +150,44 @@ pub(crate) async fn serve_until_migrated(
         () = shutdown => Ok(Waited::ShutDown),
     };
     let _ = stop.send(());
-    server.await.context("the waiting server panicked")?.context("the waiting server failed")?;
+    server.await.context("the waiting server panicked")?;
     if matches!(outcome, Ok(Waited::Migrated)) {
         tracing::info!("the database's migrations are applied; starting");
     }
     outcome
+}
+
+/// Serves `router` on connections from `listener` until `stop`, each
+/// connection for one request. Not axum's serve: ending it with a graceful
+/// shutdown closes a connection it accepted but has not read yet, failing a
+/// request sent in the moment the full server takes over the socket. Here a
+/// connection still queued stays on the socket for the full server (accepting
+/// is cancel-safe), and an accepted one is answered in its own task.
+async fn accept_until(listener: TcpListener, router: Router, mut stop: tokio::sync::oneshot::Receiver<()>) {
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // Each connection closes after its answer (this server gives way to the
+    // full one on the same socket, which a kept-alive connection would
+    // outlive), and one that sends nothing is not held for long.
+    http.keep_alive(false).timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(WAITING_HEADER_TIMEOUT);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of descriptors, say: wait rather than spin.
+                    tracing::warn!(%error, "the waiting server cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => return,
+        };
+        let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "a connection to the waiting server failed");
+            }
+        });
+    }
 }

@@ -12,6 +12,7 @@ use catalog_store::backend_tests;
 use catalog_store::testing::TestDatabase;
 use catalog_store::{SchemaStatus, Store};
 use serde_json::json;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::oneshot;
 
 use crate::helpers::{TestApp, examples_root, query_graphql};
@@ -112,9 +113,19 @@ async fn a_server_that_does_not_migrate_on_start_is_unready_until_migrated(datab
     let graphql = client.post(url("/graphql")).json(&json!({"query": "{ ingestionLeader }"})).send().await.unwrap();
     assert_eq!(graphql.status().as_u16(), 503, "nothing is served before the schema exists");
 
+    // A client that connected to the waiting server but has not sent its
+    // request yet when the full server takes over still gets an answer.
+    let mut early = tokio::net::TcpStream::connect(address).await.unwrap();
     // What `catalog migrate` does, from another process's pool.
     Store::connect(&database.url).await.unwrap().migrate().await.unwrap();
     assert_eq!(eventually(&client, url("/readyz"), 200).await, "ready");
+    early
+        .write_all(format!("GET /readyz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    early.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 "), "the early connection was answered: {answer:?}");
     // Fully started: GraphQL answers and the scheduled ingestion runs.
     for attempt in 0.. {
         let data = query_graphql(&client, address, "{ entities { totalCount } }", json!({})).await;
