@@ -77,7 +77,10 @@ case "$database" in
     name="catalog_bench_$$"
     psql "$admin_url" -q -c "CREATE DATABASE $name"
     trap 'kill "${server_pid:-0}" 2>/dev/null || true; sleep 1; psql "$admin_url" -q -c "DROP DATABASE IF EXISTS $name WITH (FORCE)"; rm -rf "$work"' EXIT
-    database_url="${admin_url%/*}/$name" ;;
+    # The same server and options (`?sslmode=...`), another database.
+    admin_base=${admin_url%%\?*}
+    options=${admin_url#"$admin_base"}
+    database_url="${admin_base%/*}/$name$options" ;;
   *) echo "--database is sqlite or postgres" >&2; exit 2 ;;
 esac
 
