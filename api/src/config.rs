@@ -138,6 +138,10 @@ pub struct DatabaseConfig {
     /// database nor decoded again; 0: none. A body is served from memory
     /// only for the version its row names.
     pub body_cache_entries: usize,
+    /// The most connections each pool (primary, replica) opens; 0: 16 on
+    /// PostgreSQL, 4 on SQLite. Replicas times this must stay under the
+    /// database's own `max_connections`.
+    pub max_connections: u32,
     /// Whether `serve` applies pending migrations when it starts (under the
     /// migration lock, so replicas may start together). Off: it waits,
     /// answering /readyz with 503, until `catalog migrate` has run.
@@ -240,6 +244,7 @@ impl DatabaseConfig {
         catalog_store::ConnectSettings {
             statement_timeout: Some(timeout),
             body_cache_entries: Some(self.body_cache_entries),
+            max_connections: Some(self.max_connections),
         }
     }
 }
@@ -250,6 +255,7 @@ impl Default for DatabaseConfig {
             url: "sqlite://data/catalog.db".into(),
             statement_timeout_seconds: 30,
             body_cache_entries: catalog_store::DEFAULT_BODY_CACHE_ENTRIES,
+            max_connections: 0,
             migrate_on_start: true,
             read_url: String::new(),
         }

@@ -66,7 +66,17 @@ pub struct ConnectSettings {
     /// (`body_cache.rs`); `None`: [`crate::DEFAULT_BODY_CACHE_ENTRIES`], zero:
     /// none.
     pub body_cache_entries: Option<usize>,
+    /// The most connections the pool opens; `None` or zero:
+    /// [`DEFAULT_POSTGRES_CONNECTIONS`] on PostgreSQL,
+    /// [`DEFAULT_SQLITE_CONNECTIONS`] on SQLite.
+    pub max_connections: Option<u32>,
 }
+
+/// A PostgreSQL pool's size unless configured.
+pub const DEFAULT_POSTGRES_CONNECTIONS: u32 = 16;
+/// A SQLite pool's size unless configured: SQLite has one writer, and a
+/// small pool avoids lock contention.
+pub const DEFAULT_SQLITE_CONNECTIONS: u32 = 4;
 
 impl Store {
     /// Connects to `sqlite://PATH` (the file and its directory are created) or
@@ -88,16 +98,15 @@ impl Store {
                 })?;
             }
             let url = if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") };
-            // SQLite has one writer; a small pool avoids lock contention.
-            (url, 4)
+            (url, DEFAULT_SQLITE_CONNECTIONS)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            (url.to_owned(), 16)
+            (url.to_owned(), DEFAULT_POSTGRES_CONNECTIONS)
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };
         let mut options = ConnectOptions::new(url);
         options
-            .max_connections(max_connections)
+            .max_connections(settings.max_connections.filter(|&max| max > 0).unwrap_or(max_connections))
             .min_connections(1)
             .connect_timeout(Duration::from_secs(10))
             // sqlx pings every pooled connection on checkout by default: a

@@ -36,7 +36,9 @@ mod tokens;
 pub use as_of::{AsOfPage, AsOfQuery};
 pub use audit::{AuditDecision, AuditEntry, AuditRecord};
 pub use body_cache::DEFAULT_ENTRIES as DEFAULT_BODY_CACHE_ENTRIES;
-pub use connection::{ConnectSettings, IDLE_BEFORE_PING, PoolUsage, Store};
+pub use connection::{
+    ConnectSettings, DEFAULT_POSTGRES_CONNECTIONS, DEFAULT_SQLITE_CONNECTIONS, IDLE_BEFORE_PING, PoolUsage, Store,
+};
 pub use error::StoreError;
 pub use filter::{Filter, FilterField, Predicate};
 pub use graph::{Direction, Parent, Reached, Walk, WalkRequest};

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use catalog_domain::{Entity, EntityRef, RelationType};
+use catalog_store::testing::TestDatabase;
 use catalog_store::{
     ChangeType, Filter, FilterField, InvalidEntity, ListQuery, LocationStatus, OrderField, Predicate, Snapshot,
     SnapshotEntity, Store, TargetBodies, backend_tests,
@@ -620,6 +621,23 @@ backend_tests!(
     pages_are_filtered_sorted_counted_and_searchable,
     many_refs_are_fetched_in_one_statement,
 );
+
+backend_tests!(the_pool_opens_at_most_the_configured_connections);
+
+/// `database.max_connections` sizes the pool; unset or zero, each database
+/// keeps its own default.
+async fn the_pool_opens_at_most_the_configured_connections(database: TestDatabase) {
+    let default = if database.store.is_postgres() {
+        catalog_store::DEFAULT_POSTGRES_CONNECTIONS
+    } else {
+        catalog_store::DEFAULT_SQLITE_CONNECTIONS
+    };
+    for (asked, expected) in [(None, default), (Some(0), default), (Some(3), 3)] {
+        let settings = catalog_store::ConnectSettings { max_connections: asked, ..Default::default() };
+        let store = Store::connect_with(&database.url, settings).await.unwrap();
+        assert_eq!(store.pool_monitor().pool_usage().max, expected, "asked {asked:?}");
+    }
+}
 
 /// On PostgreSQL a read that runs past the statement timeout is cancelled by
 /// the server, while a snapshot waiting longer than that for another
