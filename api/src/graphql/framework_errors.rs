@@ -3,9 +3,8 @@
 //! their [`ErrorCode`] by the rule that raised them, never by their wording.
 //!
 //! async-graphql's errors carry no type or code, so each is decided by where
-//! it comes from: the phase that raised it (the schema extension in
-//! `operations.rs` calls in here from its parse, validation and execute
-//! hooks), the rule checked again here when one phase has several, and, in
+//! it comes from: the phase that raised it (`operations.rs` calls in here
+//! from its gate's parse and validation hooks, and after execution), the rule checked again here when one phase has several, and, in
 //! execution, whether it is located at an argument (coercing an argument is
 //! the only thing that fails there before a resolver runs). The depth and
 //! complexity limits are enforced here, on the figures validation computes,

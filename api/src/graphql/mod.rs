@@ -39,7 +39,7 @@ pub use changes::ChangeFilter;
 pub use entity::change::{AsOf, ChangeCursor, ChangePage};
 pub use mutation::RequestId;
 pub use operations::OperationMetrics;
-pub(crate) use operations::is_operation_label;
+pub(crate) use operations::{is_operation_label, selected_operation};
 pub use validation::{ValidationReport, validation_report};
 
 use changes::CatalogSubscription;
@@ -59,8 +59,8 @@ pub struct MutationRoot(CatalogMutation, ScaffolderMutation);
 #[derive(MergedSubscription, Default)]
 pub struct SubscriptionRoot(CatalogSubscription, ScaffolderSubscription);
 
-/// The executable schema.
-pub type CatalogSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+/// The executable schema, gated (`operations.rs`).
+pub type CatalogSchema = operations::GatedSchema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Page sizes: the default, and the most one page may hold.
 pub const DEFAULT_PAGE_SIZE: u64 = 20;
@@ -113,30 +113,26 @@ pub struct SchemaServices {
 
 /// Builds the schema over the process's services.
 pub fn build_schema(services: SchemaServices, options: SchemaOptions) -> CatalogSchema {
-    let mut builder = Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
-        .data(services.handles)
-        .data(services.writer)
-        .data(services.hub)
-        .data(services.engine)
-        .data(services.refusals)
-        .data(services.tasks)
-        // Depth and complexity are checked by the extension, whose errors carry their code.
-        .limit_recursive_depth(framework_errors::MAX_RECURSIVE_DEPTH)
-        .limit_directives(framework_errors::MAX_FIELD_DIRECTIVES)
-        .extension(operations::OperationTracing {
-            metrics: services.operations,
-            limits: framework_errors::ValidationLimits {
-                max_depth: options.max_depth,
-                max_complexity: options.max_complexity,
-            },
-        });
-    if !options.introspection {
-        builder = builder.disable_introspection();
-    }
-    if !options.field_suggestions {
-        builder = builder.disable_suggestions();
-    }
-    builder.finish()
+    let shared = || {
+        let mut builder = Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
+            .limit_recursive_depth(framework_errors::MAX_RECURSIVE_DEPTH)
+            .limit_directives(framework_errors::MAX_FIELD_DIRECTIVES);
+        if !options.introspection {
+            builder = builder.disable_introspection();
+        }
+        if !options.field_suggestions {
+            builder = builder.disable_suggestions();
+        }
+        builder
+    };
+    let SchemaServices { handles, writer, hub, engine, refusals, tasks, operations } = services;
+    // Depth and complexity are checked by the gate, whose errors carry their code.
+    CatalogSchema::new(
+        shared,
+        |builder| builder.data(handles).data(writer).data(hub).data(engine).data(refusals).data(tasks),
+        framework_errors::ValidationLimits { max_depth: options.max_depth, max_complexity: options.max_complexity },
+        operations,
+    )
 }
 
 /// Loader batches run in a task of their own; they stay in the span of the

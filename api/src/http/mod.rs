@@ -140,13 +140,5 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 /// The type of the operation a request runs; `None` when the name is unknown
 /// or missing among several operations.
 fn selected_operation_type(document: &ExecutableDocument, name: Option<&str>) -> Option<OperationType> {
-    use async_graphql::parser::types::DocumentOperations;
-    let operation = match (&document.operations, name) {
-        (DocumentOperations::Single(operation), _) => Some(operation),
-        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name),
-        (DocumentOperations::Multiple(operations), None) => {
-            operations.values().next().filter(|_| operations.len() == 1)
-        }
-    };
-    operation.map(|operation| operation.node.ty)
+    crate::graphql::selected_operation(document, name).map(|(_, ty)| ty)
 }

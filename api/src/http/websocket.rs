@@ -417,10 +417,7 @@ impl async_graphql::Executor for FirewalledExecutor {
         }
         let request = self.with_request_data(request, false);
         let request_id = new_request_id();
-        let stream = match session_data {
-            Some(data) => self.state.schema.execute_stream_with_session_data(request, data).boxed(),
-            None => self.state.schema.execute_stream(request).boxed(),
-        };
+        let stream = self.state.schema.execute_stream(request, session_data);
         let executor = self.clone();
         stream.map(move |response| executor.counted(with_codes(response, &request_id))).boxed()
     }
