@@ -73,7 +73,8 @@ impl SnapshotWriter {
 
 impl Store {
     /// Announces here the commits of every process sharing the database. On
-    /// PostgreSQL it listens (each snapshot NOTIFYs at commit), returning once
+    /// PostgreSQL it listens on a connection outside the pool (each snapshot
+    /// NOTIFYs at commit), returning once
     /// listening so that a reader started afterwards misses no commit, and
     /// re-connects after errors (announcing once, for what it may have
     /// missed). SQLite has no notifications: a connection of its own (outside
@@ -85,7 +86,16 @@ impl Store {
         if self.db.get_database_backend() != DatabaseBackend::Postgres {
             return self.watch_sqlite_commits().await;
         }
-        let pool = self.db.get_postgres_connection_pool().clone();
+        // The listener's connection is its own, outside the pool: held for
+        // the process's life, it would otherwise take one of the pool's, and
+        // a pool of one (`database.max_connections: 1`) would have none left.
+        let options = (*self.db.get_postgres_connection_pool().connect_options()).clone();
+        let pool = sea_orm::sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_lazy_with(options);
         let connect = move |pool: sea_orm::sqlx::PgPool| async move {
             let mut listener = PgListener::connect_with(&pool).await?;
             listener.listen(COMMIT_CHANNEL).await?;

@@ -639,6 +639,20 @@ async fn the_pool_opens_at_most_the_configured_connections(database: TestDatabas
     }
 }
 
+backend_tests!(a_pool_of_one_still_reads_while_listening_for_commits);
+
+/// The commit listener holds its connection for the process's life; it is
+/// not one of the pool's, so `database.max_connections: 1` leaves reads one.
+async fn a_pool_of_one_still_reads_while_listening_for_commits(database: TestDatabase) {
+    let settings = catalog_store::ConnectSettings { max_connections: Some(1), ..Default::default() };
+    let store = Store::connect_with(&database.url, settings).await.unwrap();
+    store.listen_for_commits().await.unwrap();
+    let (catalog, absent) = (store.catalog(), reference("component:default/absent"));
+    let read = catalog.entity_by_ref(&absent);
+    let found = tokio::time::timeout(std::time::Duration::from_secs(5), read).await.expect("a connection is free");
+    assert!(found.unwrap().is_none());
+}
+
 /// On PostgreSQL a read that runs past the statement timeout is cancelled by
 /// the server, while a snapshot waiting longer than that for another
 /// writer's lock still goes through.
