@@ -17,6 +17,7 @@ use serde_json::Value;
 /// diagram at the top of ARCHITECTURE.md as data: change both together.
 const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
     ("catalog-domain", &[]),
+    ("catalog-governance", &["catalog-domain"]),
     ("catalog-migrations", &[]),
     ("catalog-store", &["catalog-domain", "catalog-migrations"]),
     ("catalog-http", &[]),

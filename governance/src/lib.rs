@@ -1,0 +1,29 @@
+//! Governance: rules that say whether an entity meets the organisation's
+//! standards, and scorecards that group them into levels.
+//!
+//! A rule is a CEL expression (the Common Expression Language Kubernetes
+//! uses for admission policies) over the entity's envelope, what it relates
+//! to (its owner, system, dependencies, dependents and members, through
+//! functions), the facts providers hold about it, and `now`. It is compiled
+//! once and knows what it reads, so the caller loads only that and can tell
+//! which entities a change makes stale. Its result is a status with the
+//! explanation as data: the path it looked at, what it expected and what it
+//! found. A fact that is missing or older than its time to live makes the
+//! result `UNKNOWN`, never a failure.
+//!
+//! Scorecards are YAML files: ordered levels of rules, optional weights for a
+//! percentage, `enforceFrom` dates for a staged rollout, and exemptions with
+//! an expiry. This crate is pure: the store keeps results and their
+//! history; the caller supplies the subject and the clock.
+
+mod explain;
+mod rule;
+mod scorecard;
+mod subject;
+
+pub use explain::Explanation;
+pub use rule::{Problem, Reads, Relation, Rule, RuleOutcome, RuleStatus};
+pub use scorecard::{
+    AppliesTo, Exemption, LevelDefinition, Located, RuleDefinition, RuleResult, Score, Scorecard, ScorecardError,
+};
+pub use subject::{Fact, Subject};

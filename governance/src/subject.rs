@@ -1,0 +1,69 @@
+//! What one evaluation sees: the entity, what it relates to, the facts
+//! providers hold about it, and the clock. The caller fills only what the
+//! rules read ([`crate::Reads`]).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
+
+use crate::rule::Relation;
+
+/// A fact a provider holds about an entity (a PagerDuty service, a
+/// repository's `archived` flag), with when it was observed and how long it
+/// stays true enough to judge by.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fact {
+    pub value: Value,
+    pub observed_at: DateTime<Utc>,
+    pub ttl: Duration,
+}
+
+impl Fact {
+    /// Whether the fact can still be judged by at `now`.
+    pub fn is_current(&self, now: DateTime<Utc>) -> bool {
+        now - self.observed_at <= self.ttl
+    }
+}
+
+/// One entity as its rules see it.
+#[derive(Clone, Debug, Default)]
+pub struct Subject {
+    /// The entity's envelope (apiVersion, kind, metadata, spec, relations).
+    pub entity: Value,
+    /// The envelopes of the entities it relates to, per relation; a relation
+    /// absent here reads as none (an unresolved owner is `null`).
+    pub related: BTreeMap<Relation, Vec<Value>>,
+    /// Facts by name (`github.archived`, `pagerduty.service`).
+    pub facts: BTreeMap<String, Fact>,
+    pub now: DateTime<Utc>,
+}
+
+impl Subject {
+    pub fn new(entity: Value, now: DateTime<Utc>) -> Self {
+        Self { entity, related: BTreeMap::new(), facts: BTreeMap::new(), now }
+    }
+
+    pub fn with_related(mut self, relation: Relation, entities: Vec<Value>) -> Self {
+        self.related.insert(relation, entities);
+        self
+    }
+
+    pub fn with_fact(mut self, name: &str, fact: Fact) -> Self {
+        self.facts.insert(name.to_owned(), fact);
+        self
+    }
+
+    /// The entity's `kind:namespace/name`, lowercased, for exemptions and
+    /// messages; empty when the envelope lacks a kind or name.
+    pub fn entity_ref(&self) -> String {
+        let text = |pointer: &str| self.entity.pointer(pointer).and_then(Value::as_str).unwrap_or_default();
+        let namespace =
+            Some(text("/metadata/namespace")).filter(|namespace| !namespace.is_empty()).unwrap_or("default");
+        let (kind, name) = (text("/kind"), text("/metadata/name"));
+        if kind.is_empty() || name.is_empty() {
+            return String::new();
+        }
+        format!("{kind}:{namespace}/{name}").to_ascii_lowercase()
+    }
+}
