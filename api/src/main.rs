@@ -1,7 +1,7 @@
 //! The `catalog` binary: serve, migrate, validate, print the schema, ingest,
 //! manage API tokens.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -67,6 +67,25 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Governance scorecards (docs/governance.md).
+    Scorecard {
+        #[command(subcommand)]
+        command: ScorecardCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScorecardCommand {
+    /// Check a scorecard file and evaluate it over the configured database's
+    /// catalog without storing anything: entities per level, each rule's
+    /// results, the failures with their explanations. Exits non-zero when the
+    /// file has a problem.
+    Check {
+        file: PathBuf,
+        /// Print the preview as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -161,6 +180,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Token { command } => return token(command, config()?).await,
         Command::Validate { files } => return validate(files),
+        Command::Scorecard { command: ScorecardCommand::Check { file, json } } => {
+            return check_scorecard(file, *json, config()?).await;
+        }
         Command::Config { command: ConfigCommand::Check { file } } => {
             let problems = Config::check(Some(file), std::env::vars());
             if problems.is_empty() {
@@ -210,6 +232,58 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `catalog scorecard check`: the file's problems, or its preview over the
+/// catalog in the configured database (which must be migrated already).
+async fn check_scorecard(file: &Path, json: bool, config: Config) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let scorecard = match catalog_governance::Scorecard::parse(&text) {
+        Ok(scorecard) => scorecard,
+        Err(error) => {
+            for problem in &error.problems {
+                println!("{}: {problem}", file.display());
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let store = catalog_store::Store::connect(&config.database.url).await.context("cannot open the database")?;
+    let status = store.schema_status().await.context("cannot read the database's migrations")?;
+    anyhow::ensure!(status.serves(), "cannot read the catalog: {status}");
+    let preview = catalog_governance::preview(&store.catalog(), &scorecard, chrono::Utc::now()).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&preview)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{}: {} ({} entities)", file.display(), preview.scorecard, preview.evaluated);
+    for (level, count) in &preview.levels {
+        println!("  level {:<24} {count}", level.as_deref().unwrap_or("(below the first)"));
+    }
+    for rule in &preview.rules {
+        let staged = if rule.enforced { "" } else { " (not enforced yet)" };
+        println!(
+            "  rule {:<24} {} pass, {} fail, {} unknown, {} error, {} exempt{staged}",
+            rule.rule, rule.pass, rule.fail, rule.unknown, rule.error, rule.exempt
+        );
+    }
+    for failure in &preview.failures {
+        let result = &failure.result;
+        let explanation = result.explanation.as_ref();
+        println!(
+            "  {} {} {:?}: {} at {} expected {}, found {}",
+            failure.entity_ref,
+            result.rule,
+            result.status,
+            explanation.map_or("", |explanation| explanation.expression.as_str()),
+            explanation.and_then(|explanation| explanation.path.as_deref()).unwrap_or("-"),
+            explanation.map_or("", |explanation| explanation.expected.as_str()),
+            explanation.map_or(serde_json::Value::Null, |explanation| explanation.actual.clone()),
+        );
+    }
+    if preview.more_failures > 0 {
+        println!("  ... and {} more failures", preview.more_failures);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -25,9 +25,9 @@ pub struct Explanation {
 }
 
 impl Explanation {
-    pub(crate) fn error(message: String) -> Self {
+    pub(crate) fn error(expression: &str, message: String) -> Self {
         Explanation {
-            expression: String::new(),
+            expression: expression.trim().to_owned(),
             path: None,
             expected: "an evaluation without error".to_owned(),
             actual: serde_json::Value::String(message),
@@ -209,10 +209,14 @@ fn source_of<'s>(program: &Program, source: &'s str, node: &IdedExpr) -> Option<
         }
     });
     let (start, stop) = range?;
-    // A node's range is its own token's (a selection's is its `.`, a call's
-    // its name or operator): the text runs on over the selected field's name
-    // and the brackets still open.
-    let start = start as usize;
+    // A node's range is its own token's (a selection's is its `.`, an
+    // operator's the operator): the text runs on over the selected field's
+    // name and the brackets still open.
+    // A global call's own range starts at its `(`: its name runs back from there.
+    let mut start = (start as usize).min(source.len());
+    while let Some(before) = source.get(..start)?.chars().next_back().filter(|c| c.is_alphanumeric() || *c == '_') {
+        start -= before.len_utf8();
+    }
     let mut end = (stop as usize + 1).min(source.len());
     let mut depth: i32 = source
         .get(start..end)?

@@ -13,15 +13,18 @@
 //!
 //! Scorecards are YAML files: ordered levels of rules, optional weights for a
 //! percentage, `enforceFrom` dates for a staged rollout, and exemptions with
-//! an expiry. This crate is pure: the store keeps results and their
-//! history; the caller supplies the subject and the clock.
+//! an expiry. Rules and scorecards are pure: the caller supplies the subject
+//! and the clock. `preview` is the one part that reads the store: a
+//! scorecard evaluated over the stored catalog, storing nothing.
 
 mod explain;
+mod preview;
 mod rule;
 mod scorecard;
 mod subject;
 
 pub use explain::Explanation;
+pub use preview::{Failure, MAX_LISTED_FAILURES, Preview, RuleSummary, preview};
 pub use rule::{Problem, Reads, Relation, Rule, RuleOutcome, RuleStatus};
 pub use scorecard::{
     AppliesTo, Exemption, LevelDefinition, Located, RuleDefinition, RuleResult, Score, Scorecard, ScorecardError,

@@ -191,14 +191,15 @@ impl Rule {
             },
             Ok(other) => RuleOutcome {
                 status: RuleStatus::Error,
-                explanation: Some(Explanation::error(format!(
-                    "the rule must give a boolean, and gave {}",
-                    explain::describe(&other)
-                ))),
+                explanation: Some(Explanation::error(
+                    &self.source,
+                    format!("the rule must give a boolean, and gave {}", explain::describe(&other)),
+                )),
             },
-            Err(error) => {
-                RuleOutcome { status: RuleStatus::Error, explanation: Some(Explanation::error(error.to_string())) }
-            }
+            Err(error) => RuleOutcome {
+                status: RuleStatus::Error,
+                explanation: Some(Explanation::error(&self.source, error.to_string())),
+            },
         }
     }
 }

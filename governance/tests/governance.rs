@@ -2,6 +2,9 @@
 //! how its problems are located, its statuses with their explanations, and a
 //! scorecard's levels, weights, staged rollout and exemptions.
 
+// Tests unwrap: a failure is a failed test that names its line.
+#![allow(clippy::unwrap_used)]
+
 use catalog_governance::{Fact, Relation, Rule, RuleStatus, Scorecard, Subject};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{Value, json};

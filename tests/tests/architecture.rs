@@ -17,13 +17,23 @@ use serde_json::Value;
 /// diagram at the top of ARCHITECTURE.md as data: change both together.
 const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
     ("catalog-domain", &[]),
-    ("catalog-governance", &["catalog-domain"]),
+    ("catalog-governance", &["catalog-domain", "catalog-store"]),
     ("catalog-migrations", &[]),
     ("catalog-store", &["catalog-domain", "catalog-migrations"]),
     ("catalog-http", &[]),
     ("catalog-ingestion", &["catalog-domain", "catalog-store", "catalog-http"]),
     ("catalog-scaffolder", &["catalog-domain", "catalog-store", "catalog-http"]),
-    ("catalog-api", &["catalog-domain", "catalog-store", "catalog-ingestion", "catalog-scaffolder", "catalog-http"]),
+    (
+        "catalog-api",
+        &[
+            "catalog-domain",
+            "catalog-governance",
+            "catalog-store",
+            "catalog-ingestion",
+            "catalog-scaffolder",
+            "catalog-http",
+        ],
+    ),
     ("catalog-bench", &["catalog-domain", "catalog-store", "catalog-ingestion"]),
     ("catalog-tests", &[]),
 ];
