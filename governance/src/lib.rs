@@ -25,8 +25,8 @@ mod subject;
 
 pub use explain::Explanation;
 pub use preview::{Failure, MAX_LISTED_FAILURES, Preview, RuleSummary, preview};
-pub use rule::{Problem, Reads, Relation, Rule, RuleOutcome, RuleStatus};
+pub use rule::{Problem, Reads, Rule, RuleOutcome, RuleStatus};
 pub use scorecard::{
     AppliesTo, Exemption, LevelDefinition, Located, RuleDefinition, RuleResult, Score, Scorecard, ScorecardError,
 };
-pub use subject::{Fact, Subject};
+pub use subject::{Fact, Relation, Subject};

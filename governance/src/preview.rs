@@ -10,9 +10,9 @@ use catalog_store::{Catalog, ListQuery, OrderField, StoreError, TargetBodies};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::rule::{Relation, RuleStatus};
+use crate::rule::RuleStatus;
 use crate::scorecard::{RuleResult, Scorecard};
-use crate::subject::Subject;
+use crate::subject::{Relation, Subject};
 
 /// Entities read per statement.
 const PAGE: u64 = 500;

@@ -11,7 +11,7 @@ use cel::{Context, Env, ExecutionError, Program, Value};
 use serde::Serialize;
 
 use crate::explain::{self, Explanation};
-use crate::subject::Subject;
+use crate::subject::{Relation, Subject};
 
 /// The most nodes a rule's expression may have. CEL always terminates, but
 /// its cost grows with the expression and with the lists it iterates, and a
@@ -24,47 +24,6 @@ pub const MAX_COMPREHENSION_DEPTH: usize = 2;
 /// out (a rule over a hub's ten thousand dependents would otherwise cost as
 /// much as the hub is large).
 pub const MAX_RELATED: usize = 1_000;
-
-/// What an entity relates to, as a rule reads it: one function each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Relation {
-    /// `owner()`: the entity `spec.owner` resolves to, or `null`.
-    Owner,
-    /// `system()`: the entity `spec.system` resolves to, or `null`.
-    System,
-    /// `dependencies()`: what it depends on (`dependsOn`).
-    Dependencies,
-    /// `dependents()`: what depends on it (`dependencyOf`).
-    Dependents,
-    /// `members()`: a Group's members (`hasMember`).
-    Members,
-}
-
-impl Relation {
-    pub const ALL: [Relation; 5] =
-        [Relation::Owner, Relation::System, Relation::Dependencies, Relation::Dependents, Relation::Members];
-
-    /// The CEL function that reads it.
-    pub fn function(self) -> &'static str {
-        match self {
-            Relation::Owner => "owner",
-            Relation::System => "system",
-            Relation::Dependencies => "dependencies",
-            Relation::Dependents => "dependents",
-            Relation::Members => "members",
-        }
-    }
-
-    /// Whether the function answers one entity (or `null`) rather than a list.
-    fn is_single(self) -> bool {
-        matches!(self, Relation::Owner | Relation::System)
-    }
-
-    fn of_function(name: &str) -> Option<Relation> {
-        Relation::ALL.into_iter().find(|relation| relation.function() == name)
-    }
-}
 
 /// `fact('name')`: a fact's value; missing or expired, the rule is `UNKNOWN`.
 pub const FACT_FUNCTION: &str = "fact";

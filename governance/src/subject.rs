@@ -5,9 +5,49 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
 use serde_json::Value;
 
-use crate::rule::Relation;
+/// What an entity relates to, as a rule reads it: one function each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Relation {
+    /// `owner()`: the entity `spec.owner` resolves to, or `null`.
+    Owner,
+    /// `system()`: the entity `spec.system` resolves to, or `null`.
+    System,
+    /// `dependencies()`: what it depends on (`dependsOn`).
+    Dependencies,
+    /// `dependents()`: what depends on it (`dependencyOf`).
+    Dependents,
+    /// `members()`: a Group's members (`hasMember`).
+    Members,
+}
+
+impl Relation {
+    pub const ALL: [Relation; 5] =
+        [Relation::Owner, Relation::System, Relation::Dependencies, Relation::Dependents, Relation::Members];
+
+    /// The CEL function that reads it.
+    pub fn function(self) -> &'static str {
+        match self {
+            Relation::Owner => "owner",
+            Relation::System => "system",
+            Relation::Dependencies => "dependencies",
+            Relation::Dependents => "dependents",
+            Relation::Members => "members",
+        }
+    }
+
+    /// Whether the function answers one entity (or `null`) rather than a list.
+    pub(crate) fn is_single(self) -> bool {
+        matches!(self, Relation::Owner | Relation::System)
+    }
+
+    pub(crate) fn of_function(name: &str) -> Option<Relation> {
+        Relation::ALL.into_iter().find(|relation| relation.function() == name)
+    }
+}
 
 /// A fact a provider holds about an entity (a PagerDuty service, a
 /// repository's `archived` flag), with when it was observed and how long it

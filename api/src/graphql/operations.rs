@@ -233,11 +233,6 @@ where
         let response = self.gate.execute(gated).await;
         (!response.errors.is_empty()).then_some(response)
     }
-
-    /// The SDL of the schema's types.
-    pub fn sdl(&self) -> String {
-        self.schema.sdl()
-    }
 }
 
 /// The operation a request runs: the named one, or the document's only
