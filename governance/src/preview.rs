@@ -94,7 +94,7 @@ pub async fn preview(catalog: &Catalog, scorecard: &Scorecard, now: DateTime<Utc
         offset += PAGE;
         let mut subjects = Vec::new();
         for stored in &page.entities {
-            let envelope = serde_json::to_value(stored.entity()?).unwrap_or_default();
+            let envelope = stored.raw()?;
             let subject = Subject::new(envelope, now);
             if scorecard.applies_to.matches(&subject) {
                 subjects.push((stored.entity_ref.clone(), subject));
@@ -111,7 +111,7 @@ pub async fn preview(catalog: &Catalog, scorecard: &Scorecard, now: DateTime<Utc
                     continue;
                 };
                 let Some(target) = related.targets.get(target) else { continue };
-                let envelope = serde_json::to_value(target.entity()?).unwrap_or_default();
+                let envelope = target.raw()?;
                 by_source.entry(source).or_default().entry(relation).or_default().push(envelope);
             }
             for (entity_ref, subject) in &mut subjects {

@@ -44,7 +44,14 @@ impl AppliesTo {
             && holds(&self.spec_type, text("/spec/type"))
             && holds(&self.lifecycle, text("/spec/lifecycle"))
             && holds(&self.namespace, Some(namespace))
-            && holds(&self.entities, Some(&subject.entity_ref()))
+            && (self.entities.is_empty() || {
+                // Written refs in any spelling `EntityRef::parse` accepts.
+                let entity_ref = subject.entity_ref();
+                self.entities
+                    .iter()
+                    .filter_map(|text| EntityRef::parse(text).ok())
+                    .any(|written| written.as_str().eq_ignore_ascii_case(&entity_ref))
+            })
     }
 
     fn check(&self, at: &str, problems: &mut Vec<Located>) {
