@@ -25,7 +25,7 @@ mod subject;
 
 pub use explain::Explanation;
 pub use preview::{Failure, MAX_LISTED_FAILURES, Preview, RuleSummary, preview};
-pub use rule::{Problem, Reads, Rule, RuleOutcome, RuleStatus};
+pub use rule::{Evaluation, Problem, Reads, Rule, RuleOutcome, RuleStatus};
 pub use scorecard::{
     AppliesTo, Exemption, LevelDefinition, Located, RuleDefinition, RuleResult, Score, Scorecard, ScorecardError,
 };

@@ -3,7 +3,7 @@
 //! with what it reads, and evaluated over a [`Subject`] into a status.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use cel::common::ast::{Expr, IdedExpr, LiteralValue};
 use cel::objects::{Key, Map};
@@ -135,18 +135,31 @@ impl Rule {
 
     /// The rule's status for `subject`.
     pub fn evaluate(&self, subject: &Subject) -> RuleOutcome {
+        self.evaluate_in(&Evaluation::new(subject, &self.reads))
+    }
+
+    /// The rule's status in an evaluation prepared for several rules of one
+    /// subject (it must hold what this rule reads: [`Evaluation::new`] with a
+    /// union of the rules' [`Reads`]).
+    pub fn evaluate_in(&self, evaluation: &Evaluation<'_>) -> RuleOutcome {
         // The first fact a `fact()` call found missing. Only an error makes
         // it matter: CEL may decide without it (`fact('x') || true`).
-        let missing = Arc::new(OnceLock::new());
-        let context = context(subject, &self.reads, &missing);
-        match self.program.execute(&context) {
-            Err(_) if let Some(name) = missing.get() => {
-                RuleOutcome { status: RuleStatus::Unknown, explanation: Some(Explanation::unknown_fact(name)) }
+        *evaluation.missing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        let executed = self.program.execute(&evaluation.context);
+        let missing = evaluation.missing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        match executed {
+            Err(_) if let Some(name) = missing => {
+                RuleOutcome { status: RuleStatus::Unknown, explanation: Some(Explanation::unknown_fact(&name)) }
             }
             Ok(Value::Bool(true)) => RuleOutcome { status: RuleStatus::Pass, explanation: None },
             Ok(Value::Bool(false)) => RuleOutcome {
                 status: RuleStatus::Fail,
-                explanation: Some(explain::failure(&self.program, &self.source, &context, &subject.entity)),
+                explanation: Some(explain::failure(
+                    &self.program,
+                    &self.source,
+                    &evaluation.context,
+                    evaluation.entity,
+                )),
             },
             Ok(other) => RuleOutcome {
                 status: RuleStatus::Error,
@@ -163,9 +176,42 @@ impl Rule {
     }
 }
 
+impl Reads {
+    /// What any of `reads` reads.
+    pub fn union<'r>(reads: impl IntoIterator<Item = &'r Reads>) -> Reads {
+        let mut all = Reads::default();
+        for reads in reads {
+            all.fields.extend(reads.fields.iter().cloned());
+            all.relations.extend(reads.relations.iter().copied());
+            all.facts.extend(reads.facts.iter().cloned());
+            all.now |= reads.now;
+        }
+        all
+    }
+}
+
+/// One subject made ready for its rules: the envelope, the clock and the
+/// relation and fact functions converted to CEL once, whatever the number
+/// of rules evaluated in it. Converting the envelope costs more than
+/// evaluating a typical rule.
+pub struct Evaluation<'s> {
+    context: Context<'s, 's>,
+    entity: &'s serde_json::Value,
+    missing: Arc<Mutex<Option<String>>>,
+}
+
+impl<'s> Evaluation<'s> {
+    /// Holds what `reads` names: pass the union of the rules to evaluate.
+    pub fn new(subject: &'s Subject, reads: &Reads) -> Self {
+        let missing = Arc::new(Mutex::new(None));
+        let context = context(subject, reads, &missing);
+        Evaluation { context, entity: &subject.entity, missing }
+    }
+}
+
 /// The context one evaluation runs in: `entity`, `now`, and the functions
 /// the rule calls, each over the subject's data.
-fn context<'s>(subject: &Subject, reads: &Reads, missing: &Arc<OnceLock<String>>) -> Context<'s, 's> {
+fn context<'s>(subject: &Subject, reads: &Reads, missing: &Arc<Mutex<Option<String>>>) -> Context<'s, 's> {
     let mut context = Context::with_env(Arc::clone(&ENVIRONMENT));
     context.add_variable_from_value("entity", json_to_cel(&with_defaults(&subject.entity)));
     context.add_variable_from_value("now", Value::Timestamp(subject.now.fixed_offset()));
@@ -193,7 +239,9 @@ fn context<'s>(subject: &Subject, reads: &Reads, missing: &Arc<OnceLock<String>>
             match facts.iter().find(|(known, _)| known == name.as_str()) {
                 Some((_, Some(value))) => Ok(value.clone()),
                 _ => {
-                    let _ = missing.set(name.to_string());
+                    let mut first = missing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    first.get_or_insert_with(|| name.to_string());
+                    drop(first);
                     Err(ExecutionError::function_error(FACT_FUNCTION, format!("the fact {name} is unknown")))
                 }
             }

@@ -11,7 +11,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::explain::Explanation;
-use crate::rule::{Problem, Rule, RuleStatus};
+use crate::rule::{Evaluation, Problem, Reads, Rule, RuleStatus};
 use crate::subject::Subject;
 
 /// Which entities a scorecard (or an exemption) is about: every list that is
@@ -184,6 +184,8 @@ pub struct Scorecard {
     pub applies_to: AppliesTo,
     levels: Vec<(String, Vec<CompiledRule>)>,
     exemptions: Vec<CompiledExemption>,
+    /// What any of its rules reads.
+    reads: Reads,
 }
 
 /// One rule's result for one entity.
@@ -300,7 +302,9 @@ impl Scorecard {
         if !problems.is_empty() {
             return Err(ScorecardError { problems });
         }
+        let reads = Reads::union(levels.iter().flat_map(|(_, rules)| rules.iter().map(|rule| rule.rule.reads())));
         Ok(Scorecard {
+            reads,
             id: file.id,
             title: file.title,
             owner: file.owner,
@@ -323,11 +327,18 @@ impl Scorecard {
             .flat_map(|(level, rules)| rules.iter().map(move |rule| (level.as_str(), &rule.definition, &rule.rule)))
     }
 
+    /// What any of its rules reads: what a caller loads for it, and what
+    /// makes its stored results stale.
+    pub fn reads(&self) -> &Reads {
+        &self.reads
+    }
+
     /// The scorecard's verdict on `subject`; `None` when it does not apply.
     pub fn evaluate(&self, subject: &Subject) -> Option<Score> {
         if !self.applies_to.matches(subject) {
             return None;
         }
+        let evaluation = Evaluation::new(subject, &self.reads);
         let mut results = Vec::new();
         let mut level = None;
         let mut climbing = true;
@@ -335,7 +346,7 @@ impl Scorecard {
         for (name, rules) in &self.levels {
             let mut level_holds = true;
             for compiled in rules {
-                let outcome = compiled.rule.evaluate(subject);
+                let outcome = compiled.rule.evaluate_in(&evaluation);
                 let enforced = compiled.enforce_from.is_none_or(|from| subject.now >= from);
                 let exemption = self
                     .exemptions
