@@ -6,10 +6,10 @@ use std::sync::Arc;
 use cel::common::ast::{Expr, IdedExpr, LiteralValue};
 use cel::objects::Key;
 use cel::{Context, Program, Value};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a rule failed, is unknown, or could not be evaluated.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Explanation {
     /// The part of the rule that did not hold: the first failing operand of

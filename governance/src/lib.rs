@@ -17,15 +17,20 @@
 //! and the clock. `preview` is the one part that reads the store: a
 //! scorecard evaluated over the stored catalog, storing nothing.
 
+mod evaluator;
 mod explain;
+mod load;
 mod preview;
 mod rule;
+mod runner;
 mod scorecard;
 mod subject;
 
+pub use evaluator::{Evaluator, LevelCount, LoadedScorecard, Pass, RuleTransition, StoredResult, Summary, version_of};
 pub use explain::Explanation;
 pub use preview::{Failure, MAX_LISTED_FAILURES, Preview, RuleSummary, preview};
 pub use rule::{Evaluation, Problem, Reads, Rule, RuleOutcome, RuleStatus};
+pub use runner::{Settings, SourceProblem, read_sources, run};
 pub use scorecard::{
     AppliesTo, Exemption, LevelDefinition, Located, RuleDefinition, RuleResult, Score, Scorecard, ScorecardError,
 };

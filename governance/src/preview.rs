@@ -5,14 +5,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use catalog_domain::{EntityRef, RelationType};
-use catalog_store::{Catalog, ListQuery, OrderField, StoreError, TargetBodies};
+use catalog_store::{Catalog, ListQuery, OrderField, StoreError};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::load::Loaded;
 use crate::rule::RuleStatus;
 use crate::scorecard::{RuleResult, Scorecard};
-use crate::subject::{Relation, Subject};
+use crate::subject::Relation;
 
 /// Entities read per statement.
 const PAGE: u64 = 500;
@@ -20,7 +20,7 @@ const PAGE: u64 = 500;
 pub const MAX_LISTED_FAILURES: usize = 100;
 
 /// One rule's results over the catalog.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RuleSummary {
     pub rule: String,
@@ -32,6 +32,23 @@ pub struct RuleSummary {
     pub error: u64,
     /// Results that did not pass but an exemption covers.
     pub exempt: u64,
+}
+
+impl RuleSummary {
+    /// Counts one entity's result.
+    pub(crate) fn count(&mut self, status: RuleStatus, enforced: bool, exempt: bool) {
+        self.enforced = enforced;
+        let counted = match status {
+            RuleStatus::Pass => &mut self.pass,
+            RuleStatus::Fail => &mut self.fail,
+            RuleStatus::Unknown => &mut self.unknown,
+            RuleStatus::Error => &mut self.error,
+        };
+        *counted += 1;
+        if status != RuleStatus::Pass && exempt {
+            self.exempt += 1;
+        }
+    }
 }
 
 /// A failing result with its entity.
@@ -59,24 +76,12 @@ pub struct Preview {
     pub more_failures: u64,
 }
 
-/// The store's relation for each relation function.
-fn relation_type(relation: Relation) -> RelationType {
-    match relation {
-        Relation::Owner => RelationType::OwnedBy,
-        Relation::System => RelationType::PartOf,
-        Relation::Dependencies => RelationType::DependsOn,
-        Relation::Dependents => RelationType::DependencyOf,
-        Relation::Members => RelationType::HasMember,
-    }
-}
-
 /// Evaluates `scorecard` over every stored entity it applies to, at `now`.
 /// Relations are read only when a rule reads them; facts are not stored
 /// yet, so a rule that needs one is `UNKNOWN`.
 pub async fn preview(catalog: &Catalog, scorecard: &Scorecard, now: DateTime<Utc>) -> Result<Preview, StoreError> {
     let relations: BTreeSet<Relation> =
         scorecard.rules().flat_map(|(_, _, rule)| rule.reads().relations.iter().copied()).collect();
-    let types: Vec<RelationType> = relations.iter().map(|&relation| relation_type(relation)).collect();
     let mut levels: BTreeMap<Option<String>, u64> = BTreeMap::new();
     let mut rules: Vec<RuleSummary> = scorecard
         .rules()
@@ -92,51 +97,18 @@ pub async fn preview(catalog: &Catalog, scorecard: &Scorecard, now: DateTime<Utc
         let query = ListQuery { order: OrderField::Name, offset, limit: PAGE, ..Default::default() };
         let page = catalog.list_entities(&query).await?;
         offset += PAGE;
-        let mut subjects = Vec::new();
-        for stored in &page.entities {
-            let envelope = stored.raw()?;
-            let subject = Subject::new(envelope, now);
-            if scorecard.applies_to.matches(&subject) {
-                subjects.push((stored.entity_ref.clone(), subject));
-            }
-        }
-        if !types.is_empty() && !subjects.is_empty() {
-            let sources: Vec<EntityRef> = subjects.iter().map(|(entity_ref, _)| entity_ref.clone()).collect();
-            let related = catalog.related_entities(&sources, &types, TargetBodies::Read).await?;
-            let mut by_source: BTreeMap<&EntityRef, BTreeMap<Relation, Vec<serde_json::Value>>> = BTreeMap::new();
-            for (source, relation_type_found, target) in &related.edges {
-                let Some(relation) =
-                    relations.iter().copied().find(|&relation| relation_type(relation) == *relation_type_found)
-                else {
-                    continue;
-                };
-                let Some(target) = related.targets.get(target) else { continue };
-                let envelope = target.raw()?;
-                by_source.entry(source).or_default().entry(relation).or_default().push(envelope);
-            }
-            for (entity_ref, subject) in &mut subjects {
-                if let Some(found) = by_source.remove(entity_ref) {
-                    subject.related = found;
-                }
-            }
-        }
-        for (entity_ref, subject) in &subjects {
+        let subjects = crate::load::subjects(catalog, &page.entities, &relations, now, |subject| {
+            scorecard.applies_to.matches(subject)
+        })
+        .await?;
+        for Loaded { entity_ref, subject, .. } in &subjects {
             let Some(score) = scorecard.evaluate(subject) else { continue };
             evaluated += 1;
             *levels.entry(score.level.clone()).or_default() += 1;
             for (summary, result) in rules.iter_mut().zip(score.rules) {
-                summary.enforced = result.enforced;
-                let counted = match result.status {
-                    RuleStatus::Pass => &mut summary.pass,
-                    RuleStatus::Fail => &mut summary.fail,
-                    RuleStatus::Unknown => &mut summary.unknown,
-                    RuleStatus::Error => &mut summary.error,
-                };
-                *counted += 1;
-                if result.status != RuleStatus::Pass {
-                    if result.exemption.is_some() {
-                        summary.exempt += 1;
-                    } else if failures.len() < MAX_LISTED_FAILURES {
+                summary.count(result.status, result.enforced, result.exemption.is_some());
+                if result.status != RuleStatus::Pass && result.exemption.is_none() {
+                    if failures.len() < MAX_LISTED_FAILURES {
                         failures.push(Failure { entity_ref: entity_ref.as_str().to_owned(), result });
                     } else {
                         more_failures += 1;

@@ -8,7 +8,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use cel::common::ast::{Expr, IdedExpr, LiteralValue};
 use cel::objects::{Key, Map};
 use cel::{Context, Env, ExecutionError, Program, Value};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::explain::{self, Explanation};
 use crate::subject::{Relation, Subject};
@@ -54,7 +54,7 @@ pub struct Problem {
 }
 
 /// A rule's status for one entity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RuleStatus {
     Pass,

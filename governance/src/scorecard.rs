@@ -333,6 +333,15 @@ impl Scorecard {
         &self.reads
     }
 
+    /// The first time after `now` when its results can change with time
+    /// alone: a rule's `enforceFrom` or an exemption's expiry. A rule that
+    /// reads `now` has no such time: its evaluator re-evaluates periodically.
+    pub fn next_boundary(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let enforced = self.levels.iter().flat_map(|(_, rules)| rules.iter().filter_map(|rule| rule.enforce_from));
+        let expiries = self.exemptions.iter().map(|exemption| exemption.expires);
+        enforced.chain(expiries).filter(|&time| time > now).min()
+    }
+
     /// The scorecard's verdict on `subject`; `None` when it does not apply.
     pub fn evaluate(&self, subject: &Subject) -> Option<Score> {
         if !self.applies_to.matches(subject) {

@@ -23,6 +23,7 @@ mod m20261125_000003_api_tokens;
 mod m20261125_000004_audit_log;
 mod m20261202_000001_scaffolder_tasks;
 mod m20261203_000001_index_rows_without_foreign_keys_additive;
+mod m20261207_000001_governance_scores_additive;
 
 /// How a migration says older binaries may keep serving after it: its name
 /// ends with this. Such a migration only adds (tables, non-unique indexes,
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000004_audit_log::Migration),
             Box::new(m20261202_000001_scaffolder_tasks::Migration),
             Box::new(m20261203_000001_index_rows_without_foreign_keys_additive::Migration),
+            Box::new(m20261207_000001_governance_scores_additive::Migration),
         ]
     }
 }
@@ -67,6 +69,7 @@ mod tests {
         "m20261125_000004_audit_log",
         "m20261202_000001_scaffolder_tasks",
         "m20261203_000001_index_rows_without_foreign_keys_additive",
+        "m20261207_000001_governance_scores_additive",
     ];
 
     fn names() -> Vec<String> {

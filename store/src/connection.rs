@@ -10,7 +10,9 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseBackend, Databa
 use tokio::sync::watch;
 
 use crate::error::StoreError;
-use crate::handles::{AccessStore, Catalog, ChangeFeed, Maintenance, PoolMonitor, SnapshotWriter, TaskStore};
+use crate::handles::{
+    AccessStore, Catalog, ChangeFeed, Maintenance, PoolMonitor, ScoreStore, SnapshotWriter, TaskStore,
+};
 
 /// How long a pooled connection may sit idle before its next checkout pings
 /// it. Shorter than the idle cut-off of common proxies and firewalls (PgBouncer's
@@ -43,6 +45,9 @@ pub struct Store {
     pub(crate) facet_index: Arc<crate::facet_index::FacetIndex>,
     /// Decoded entity bodies, shared by clones (`body_cache.rs`).
     pub(crate) bodies: Arc<crate::body_cache::BodyCache>,
+    /// The governance results' announcements and writer (`scores.rs`).
+    pub(crate) score_transitions: Arc<watch::Sender<i64>>,
+    pub(crate) score_writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Connections of a store's pool: open ones, those of them idle, and the most
@@ -138,6 +143,8 @@ impl Store {
             db,
             statements,
             commits: Arc::new(watch::channel(0).0),
+            score_transitions: Arc::new(watch::channel(0).0),
+            score_writer: Arc::default(),
             writer: Arc::default(),
             url: given,
             graph: Arc::default(),
@@ -176,6 +183,15 @@ impl Store {
     /// The handle of tokens and the audit log.
     pub fn access_store(&self) -> AccessStore {
         AccessStore { db: self.db.clone() }
+    }
+
+    /// The handle of governance results.
+    pub fn score_store(&self) -> ScoreStore {
+        ScoreStore {
+            db: self.db.clone(),
+            transitions: self.score_transitions.clone(),
+            writer: self.score_writer.clone(),
+        }
     }
 
     /// The handle of retention purges and statistics.

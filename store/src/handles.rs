@@ -59,6 +59,17 @@ pub struct AccessStore {
     pub(crate) db: DatabaseConnection,
 }
 
+/// Reads and writes governance results.
+#[derive(Clone, Debug)]
+pub struct ScoreStore {
+    pub(crate) db: DatabaseConnection,
+    /// Bumped after every batch that recorded a transition.
+    pub(crate) transitions: Arc<watch::Sender<i64>>,
+    /// One writer of scores at a time in this process, so sequences are
+    /// committed in order.
+    pub(crate) writer: Arc<tokio::sync::Mutex<()>>,
+}
+
 /// The connection pool's state, for the metrics.
 #[derive(Clone, Debug)]
 pub struct PoolMonitor {

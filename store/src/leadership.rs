@@ -1,5 +1,6 @@
-//! Which replica ingests: with several servers on one PostgreSQL database,
-//! only the holder of a session advisory lock runs the providers' schedule.
+//! Which replica ingests, and which evaluates governance rules: with several
+//! servers on one PostgreSQL database, only the holder of a session advisory
+//! lock runs the providers' schedule (or the rules' evaluation).
 //! The lock lives on a connection of its own, so it goes when the process
 //! dies or the connection drops, and another replica takes over at its next
 //! try. SQLite is one file on one host: its one process always leads.
@@ -13,15 +14,20 @@ use crate::error::StoreError;
 
 /// The key of the ingestion leader's advisory lock ("ingest" in ASCII).
 const LEADER_LOCK: i64 = 0x0000_696e_6765_7374;
+/// The key of the governance evaluator's advisory lock ("govern" in ASCII).
+const GOVERNANCE_LOCK: i64 = 0x0000_676f_7665_726e;
 
 /// This process's claim to lead ingestion.
 pub struct Leadership {
     /// None on SQLite: always the leader.
     postgres: Option<PostgresClaim>,
+    /// What is led, for the log.
+    role: &'static str,
 }
 
 struct PostgresClaim {
     options: PgConnectOptions,
+    lock: i64,
     /// The connection holding the lock, when this process holds it.
     holder: Option<PgConnection>,
 }
@@ -36,11 +42,21 @@ impl std::fmt::Debug for Leadership {
 impl Store {
     /// A claim to lead ingestion; [`Leadership::try_lead`] decides each time.
     pub fn ingestion_leadership(&self) -> Leadership {
+        self.leadership(LEADER_LOCK, "ingestion")
+    }
+
+    /// A claim to evaluate governance rules, independent of ingestion's.
+    pub fn governance_leadership(&self) -> Leadership {
+        self.leadership(GOVERNANCE_LOCK, "governance")
+    }
+
+    fn leadership(&self, lock: i64, role: &'static str) -> Leadership {
         let postgres = (self.db.get_database_backend() == DatabaseBackend::Postgres).then(|| PostgresClaim {
             options: (*self.db.get_postgres_connection_pool().connect_options()).clone(),
+            lock,
             holder: None,
         });
-        Leadership { postgres }
+        Leadership { postgres, role }
     }
 }
 
@@ -55,17 +71,17 @@ impl Leadership {
                 return Ok(true);
             }
             // The connection broke, and the lock with it: another replica may lead now.
-            tracing::warn!("the ingestion leader's connection broke; claiming again");
+            tracing::warn!(role = self.role, "the leader's connection broke; claiming again");
             claim.holder = None;
         }
         let mut connection = PgConnection::connect_with(&claim.options).await.map_err(custom)?;
         let acquired: bool = sea_orm::sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(LEADER_LOCK)
+            .bind(claim.lock)
             .fetch_one(&mut connection)
             .await
             .map_err(custom)?;
         if acquired {
-            tracing::info!("this process now leads ingestion");
+            tracing::info!(role = self.role, "this process now leads");
             claim.holder = Some(connection);
         } else {
             let _ = connection.close().await;

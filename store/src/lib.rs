@@ -27,6 +27,7 @@ mod models;
 mod projection;
 mod query;
 mod record;
+mod scores;
 mod snapshot;
 mod tasks;
 #[cfg(feature = "testing")]
@@ -42,7 +43,7 @@ pub use connection::{
 pub use error::StoreError;
 pub use filter::{Filter, FilterField, Predicate};
 pub use graph::{Direction, Parent, Reached, Walk, WalkRequest};
-pub use handles::{AccessStore, Catalog, ChangeFeed, Maintenance, PoolMonitor, SnapshotWriter, TaskStore};
+pub use handles::{AccessStore, Catalog, ChangeFeed, Maintenance, PoolMonitor, ScoreStore, SnapshotWriter, TaskStore};
 pub use leadership::Leadership;
 pub use matcher::EntityMatcher;
 pub use migration::{ADDITIVE_SUFFIX, SchemaStatus};
@@ -50,6 +51,7 @@ pub use query::{Annotated, EntityPage, ListQuery, OrderField};
 pub use record::{
     Change, ChangeType, ConflictRecord, Facet, LocationRecord, Related, StoredEntity, StoredRelation, TargetBodies,
 };
+pub use scores::{NewScore, ScoreChange, ScoreWrite, ScorecardRecord, StoredScore, Transition};
 pub use snapshot::{
     ApplySummary, DeletedEntity, InvalidEntity, LocationStatus, SAFETY_VALVE_MIN_ENTITIES, Snapshot, SnapshotEntity,
 };

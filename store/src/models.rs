@@ -258,3 +258,73 @@ pub(crate) mod task_event_row {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub(crate) mod scorecard_row {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "scorecards")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub version: String,
+        #[sea_orm(column_type = "Text")]
+        pub source: String,
+        #[sea_orm(column_type = "JsonBinary")]
+        pub summary: Json,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod entity_score_row {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "entity_scores")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub scorecard: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub entity_ref: String,
+        pub level: Option<String>,
+        pub score: f64,
+        #[sea_orm(column_type = "JsonBinary")]
+        pub results: Json,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod score_change_row {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "score_changes")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub sequence: i64,
+        pub time: DateTimeUtc,
+        pub scorecard: String,
+        pub entity_ref: String,
+        pub level_before: Option<String>,
+        pub level: Option<String>,
+        pub score: Option<f64>,
+        #[sea_orm(column_type = "JsonBinary")]
+        pub rules: Json,
+        pub removed: bool,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -1,0 +1,75 @@
+//! Subjects read from the store: stored entities made [`Subject`]s with the
+//! related entities their scorecards' rules read, in one statement per
+//! batch. Shared by the preview and the evaluator, so both see an entity the
+//! same way.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use catalog_domain::{EntityRef, RelationType};
+use catalog_store::{Catalog, StoreError, StoredEntity, TargetBodies};
+use chrono::{DateTime, Utc};
+
+use crate::subject::{Relation, Subject};
+
+/// One entity ready for its rules, with the refs it read through relations
+/// (a change to one of them makes its results stale).
+pub(crate) struct Loaded {
+    pub entity_ref: EntityRef,
+    pub subject: Subject,
+    pub inputs: Vec<EntityRef>,
+}
+
+/// Related envelopes by relation function, as a [`Subject`] holds them.
+type Related = BTreeMap<Relation, Vec<serde_json::Value>>;
+
+/// The store's relation for each relation function.
+pub(crate) fn relation_type(relation: Relation) -> RelationType {
+    match relation {
+        Relation::Owner => RelationType::OwnedBy,
+        Relation::System => RelationType::PartOf,
+        Relation::Dependencies => RelationType::DependsOn,
+        Relation::Dependents => RelationType::DependencyOf,
+        Relation::Members => RelationType::HasMember,
+    }
+}
+
+/// `entities` as subjects at `now`, those `keep` accepts, with what they
+/// relate to through `relations` (read only when there are any).
+pub(crate) async fn subjects(
+    catalog: &Catalog,
+    entities: impl IntoIterator<Item = &StoredEntity>,
+    relations: &BTreeSet<Relation>,
+    now: DateTime<Utc>,
+    keep: impl Fn(&Subject) -> bool,
+) -> Result<Vec<Loaded>, StoreError> {
+    let mut loaded = Vec::new();
+    for stored in entities {
+        let subject = Subject::new(stored.raw()?, now);
+        if keep(&subject) {
+            loaded.push(Loaded { entity_ref: stored.entity_ref.clone(), subject, inputs: Vec::new() });
+        }
+    }
+    if relations.is_empty() || loaded.is_empty() {
+        return Ok(loaded);
+    }
+    let types: Vec<RelationType> = relations.iter().map(|&relation| relation_type(relation)).collect();
+    let sources: Vec<EntityRef> = loaded.iter().map(|loaded| loaded.entity_ref.clone()).collect();
+    let related = catalog.related_entities(&sources, &types, TargetBodies::Read).await?;
+    let mut by_source: BTreeMap<&EntityRef, (Related, Vec<EntityRef>)> = BTreeMap::new();
+    for (source, found_type, target) in &related.edges {
+        let Some(relation) = relations.iter().copied().find(|&relation| relation_type(relation) == *found_type) else {
+            continue;
+        };
+        let Some(target) = related.targets.get(target) else { continue };
+        let (by_relation, inputs) = by_source.entry(source).or_default();
+        by_relation.entry(relation).or_default().push(target.raw()?);
+        inputs.push(target.entity_ref.clone());
+    }
+    for loaded in &mut loaded {
+        if let Some((related, inputs)) = by_source.remove(&loaded.entity_ref) {
+            loaded.subject.related = related;
+            loaded.inputs = inputs;
+        }
+    }
+    Ok(loaded)
+}

@@ -1,0 +1,192 @@
+//! Scorecards applied to a stored catalog and kept current from its change
+//! log, on both databases: results stored with the time since they hold,
+//! re-evaluation through relations (an owner deleted and restored), updates
+//! to fields no rule reads left alone, exemptions that expire, the history
+//! of transitions, and a restart that finds nothing to write.
+
+// Tests unwrap: a failure is a failed test that names its line.
+#![allow(clippy::unwrap_used)]
+
+use catalog_domain::{Entity, EntityRef};
+use catalog_governance::{Evaluator, LoadedScorecard, RuleStatus, RuleTransition, StoredResult, Summary};
+use catalog_store::testing::one_location_snapshot;
+use catalog_store::{Store, StoredScore};
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::json;
+
+catalog_store::backend_tests!(
+    scores_follow_the_catalog_through_relations_and_time,
+    a_restart_keeps_results_and_a_removed_scorecard_takes_its_results
+);
+
+fn entity(value: serde_json::Value) -> Entity {
+    serde_json::from_value(value).unwrap()
+}
+
+fn component(name: &str, description: &str, annotations: serde_json::Value) -> Entity {
+    entity(json!({
+        "apiVersion": "backstage.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": name, "description": description, "annotations": annotations},
+        "spec": {"type": "service", "lifecycle": "production", "owner": "team-a"}
+    }))
+}
+
+fn team() -> Entity {
+    entity(json!({
+        "apiVersion": "backstage.io/v1alpha1",
+        "kind": "Group",
+        "metadata": {"name": "team-a"},
+        "spec": {"type": "team", "children": []}
+    }))
+}
+
+const OWNERSHIP: &str = r#"
+id: ownership
+title: Ownership
+owner: group:default/platform
+appliesTo: { kind: [Component] }
+levels:
+  - name: Owned
+    rules:
+      - id: owner-resolves
+        title: The owner is a Group
+        expression: owner() != null && owner().kind == 'Group'
+"#;
+
+const ON_CALL: &str = r#"
+id: on-call
+title: On call
+owner: group:default/platform
+appliesTo: { kind: [Component] }
+levels:
+  - name: Paged
+    rules:
+      - id: pagerduty
+        title: Has a PagerDuty service
+        expression: "'pagerduty.com/service-id' in entity.metadata.annotations"
+exemptions:
+  - rule: pagerduty
+    selector: { entities: [component:default/checkout] }
+    reason: moving to a new rotation
+    expires: 2027-02-01
+    approvedBy: user:default/alice
+"#;
+
+fn at(month: u32, day: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2027, month, day, 0, 0, 0).unwrap()
+}
+
+fn scorecards(sources: &[&str]) -> Vec<LoadedScorecard> {
+    sources.iter().map(|source| LoadedScorecard::parse(source).unwrap()).collect()
+}
+
+fn component_ref(name: &str) -> EntityRef {
+    EntityRef::parse(&format!("component:default/{name}")).unwrap()
+}
+
+async fn score(store: &Store, name: &str, scorecard: &str) -> Option<StoredScore> {
+    let scores = store.score_store().scores_for(&[component_ref(name)]).await.unwrap();
+    scores.into_iter().find(|score| score.scorecard == scorecard)
+}
+
+fn results(score: &StoredScore) -> Vec<StoredResult> {
+    serde_json::from_value(score.results.clone()).unwrap()
+}
+
+async fn scores_follow_the_catalog_through_relations_and_time(store: Store) {
+    let writer = store.snapshot_writer();
+    let catalog = |checkout_description: &str, with_team: bool| {
+        let mut entities = vec![
+            component("payments", "takes payments", json!({"pagerduty.com/service-id": "P1"})),
+            component("checkout", checkout_description, json!({})),
+        ];
+        if with_team {
+            entities.push(team());
+        }
+        one_location_snapshot("file", entities)
+    };
+    writer.apply_snapshot(&catalog("the basket", true)).await.unwrap();
+    let mut evaluator = Evaluator::new(store.catalog(), store.change_feed(), store.score_store());
+    let pass = evaluator.apply(scorecards(&[OWNERSHIP, ON_CALL]), true, at(1, 1)).await.unwrap();
+    assert_eq!((pass.evaluated, pass.written, pass.transitions), (4, 4, 4), "two components, two scorecards");
+
+    let payments = score(&store, "payments", "ownership").await.unwrap();
+    assert_eq!(payments.level.as_deref(), Some("Owned"));
+    let checkout = score(&store, "checkout", "on-call").await.unwrap();
+    assert_eq!(checkout.level.as_deref(), Some("Paged"), "exempt until February");
+    let result = &results(&checkout)[0];
+    assert_eq!(result.status, RuleStatus::Fail);
+    assert_eq!(result.exemption.as_ref().unwrap().reason, "moving to a new rotation");
+    assert_eq!(result.explanation.as_ref().unwrap().path.as_deref(), Some("metadata.annotations.pagerduty.com/service-id"));
+
+    // The owner deleted: both components read it, so both are evaluated again.
+    writer.apply_snapshot(&catalog("the basket", false)).await.unwrap();
+    let pass = evaluator.catch_up(at(1, 2)).await.unwrap();
+    assert_eq!(pass.evaluated, 2, "the two components under ownership; on-call reads no relation");
+    let payments = score(&store, "payments", "ownership").await.unwrap();
+    assert_eq!(payments.level, None);
+    let owner = &results(&payments)[0];
+    assert_eq!((owner.status, owner.since), (RuleStatus::Fail, at(1, 2)));
+    assert_eq!(owner.explanation.as_ref().unwrap().expression, "owner() != null");
+    let on_call = score(&store, "payments", "on-call").await.unwrap();
+    assert_eq!(results(&on_call)[0].since, at(1, 1), "a result that held keeps its time");
+    let history =
+        store.score_store().score_history(&component_ref("payments"), Some("ownership"), None, 10).await.unwrap();
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert_eq!((history[0].level_before.as_deref(), history[0].level.as_deref()), (Some("Owned"), None));
+    let moved: Vec<RuleTransition> = serde_json::from_value(history[0].rules.clone()).unwrap();
+    assert_eq!(
+        moved,
+        [RuleTransition { rule: "owner-resolves".into(), from: Some(RuleStatus::Pass), to: Some(RuleStatus::Fail) }]
+    );
+
+    // The owner back: found through the components' edges to it, not a past read.
+    writer.apply_snapshot(&catalog("the basket", true)).await.unwrap();
+    let pass = evaluator.catch_up(at(1, 3)).await.unwrap();
+    assert_eq!(pass.evaluated, 2);
+    assert_eq!(score(&store, "checkout", "ownership").await.unwrap().level.as_deref(), Some("Owned"));
+
+    // A field no on-call rule reads: only ownership (which reads relations) looks again.
+    writer.apply_snapshot(&catalog("the shopping basket", true)).await.unwrap();
+    let pass = evaluator.catch_up(at(1, 4)).await.unwrap();
+    assert_eq!((pass.evaluated, pass.written), (1, 0), "checkout under ownership, unchanged");
+
+    // Nothing moves with time until the exemption expires.
+    assert_eq!(evaluator.next_boundary(at(1, 4)), Some(at(2, 1)));
+    let pass = evaluator.reevaluate_timed(at(1, 4), at(1, 20)).await.unwrap();
+    assert_eq!(pass.evaluated, 0);
+    evaluator.reevaluate_timed(at(1, 20), at(2, 1)).await.unwrap();
+    let checkout = score(&store, "checkout", "on-call").await.unwrap();
+    assert_eq!(checkout.level, None, "the exemption expired by itself");
+    let result = &results(&checkout)[0];
+    assert_eq!((result.exemption.is_none(), result.since), (true, at(2, 1)));
+    let summary: Summary =
+        serde_json::from_value(store.score_store().scorecards().await.unwrap()[0].summary.clone()).unwrap();
+    assert_eq!(summary.evaluated, 2);
+    let rule = &summary.rules[0];
+    assert_eq!((rule.rule.as_str(), rule.pass, rule.fail, rule.exempt), ("pagerduty", 1, 1, 0));
+}
+
+async fn a_restart_keeps_results_and_a_removed_scorecard_takes_its_results(store: Store) {
+    let entities = vec![component("payments", "takes payments", json!({}))];
+    store.snapshot_writer().apply_snapshot(&one_location_snapshot("file", entities)).await.unwrap();
+    let mut first = Evaluator::new(store.catalog(), store.change_feed(), store.score_store());
+    first.apply(scorecards(&[OWNERSHIP, ON_CALL]), true, at(1, 1)).await.unwrap();
+
+    let mut second = Evaluator::new(store.catalog(), store.change_feed(), store.score_store());
+    let pass = second.apply(scorecards(&[OWNERSHIP, ON_CALL]), true, at(1, 5)).await.unwrap();
+    assert_eq!((pass.evaluated, pass.written, pass.transitions), (2, 0, 0), "the stored results still hold");
+    let on_call = score(&store, "payments", "on-call").await.unwrap();
+    assert_eq!(results(&on_call)[0].since, at(1, 1));
+
+    // A changed rule is evaluated again; a scorecard no longer listed goes with its results.
+    let changed = OWNERSHIP.replace("owner() != null && owner().kind == 'Group'", "owner() == null");
+    let pass = second.apply(scorecards(&[&changed]), true, at(1, 6)).await.unwrap();
+    assert_eq!((pass.evaluated, pass.transitions), (1, 1));
+    assert!(score(&store, "payments", "on-call").await.is_none());
+    let ids: Vec<String> =
+        store.score_store().scorecards().await.unwrap().into_iter().map(|record| record.id).collect();
+    assert_eq!(ids, ["ownership"]);
+    assert_eq!(score(&store, "payments", "ownership").await.unwrap().level.as_deref(), Some("Owned"));
+}
