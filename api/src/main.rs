@@ -252,7 +252,9 @@ async fn check_scorecard(file: &Path, json: bool, config: Config) -> anyhow::Res
     let store = catalog_store::Store::connect(&config.database.url).await.context("cannot open the database")?;
     let status = store.schema_status().await.context("cannot read the database's migrations")?;
     anyhow::ensure!(status.serves(), "cannot read the catalog: {status}");
-    let preview = catalog_governance::preview(&store.catalog(), &scorecard, chrono::Utc::now()).await?;
+    // The moves are counted against the scorecard in force with this id, if any.
+    let stored = store.score_store().scores_of(&scorecard.id).await?;
+    let preview = catalog_governance::preview(&store.catalog(), &scorecard, chrono::Utc::now(), &stored).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&preview)?);
         return Ok(ExitCode::SUCCESS);
@@ -284,6 +286,36 @@ async fn check_scorecard(file: &Path, json: bool, config: Config) -> anyhow::Res
     }
     if preview.more_failures > 0 {
         println!("  ... and {} more failures", preview.more_failures);
+    }
+    if !stored.is_empty() {
+        println!(
+            "  against the scorecard in force, {} entities would move",
+            preview.moves.len() as u64 + preview.more_moves
+        );
+        for moved in &preview.moves {
+            let level = |scored: bool, level: &Option<String>| match (scored, level) {
+                (false, _) => "(not scored)".to_owned(),
+                (true, None) => "(below the first)".to_owned(),
+                (true, Some(level)) => level.clone(),
+            };
+            let flips: Vec<String> = moved
+                .rules
+                .iter()
+                .map(|rule| {
+                    let status = |status: Option<catalog_governance::RuleStatus>| {
+                        status.map_or("-".to_owned(), |status| format!("{status:?}").to_uppercase())
+                    };
+                    format!("{} {}->{}", rule.rule, status(rule.from), status(rule.to))
+                })
+                .collect();
+            println!(
+                "  move {} {} -> {} {}",
+                moved.entity_ref,
+                level(moved.scored_before, &moved.level_before),
+                level(moved.scored, &moved.level),
+                flips.join(", ")
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

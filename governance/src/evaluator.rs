@@ -23,13 +23,10 @@ use catalog_store::{
     StoreError, TargetBodies, Transition,
 };
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
-use crate::explain::Explanation;
 use crate::load::{Loaded, relation_type};
-use crate::preview::RuleSummary;
-use crate::rule::RuleStatus;
-use crate::scorecard::{Exemption, Score, Scorecard, ScorecardError};
+use crate::results::{LevelCount, RuleSummary, RuleTransition, StoredResult, Summary};
+use crate::scorecard::{Score, Scorecard, ScorecardError};
 
 /// Entities read per statement.
 const PAGE: u64 = 500;
@@ -62,49 +59,6 @@ pub fn version_of(source: &str) -> String {
         .bytes()
         .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3));
     format!("{hash:016x}")
-}
-
-/// One rule's stored result: what an entity's `scores` show.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StoredResult {
-    pub rule: String,
-    pub level: String,
-    pub status: RuleStatus,
-    pub enforced: bool,
-    pub exemption: Option<Exemption>,
-    pub explanation: Option<Explanation>,
-    /// Since when this status (and exemption, and enforcement) has held.
-    pub since: DateTime<Utc>,
-}
-
-/// A rule whose status changed in a transition; `None` before the first
-/// evaluation or after the last.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RuleTransition {
-    pub rule: String,
-    pub from: Option<RuleStatus>,
-    pub to: Option<RuleStatus>,
-}
-
-/// Entities at one level (`None`: below the first).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LevelCount {
-    pub level: Option<String>,
-    pub entities: u64,
-}
-
-/// A scorecard's results over the catalog, stored with it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Summary {
-    /// Entities it applies to.
-    pub evaluated: u64,
-    /// Lowest first, starting with those below the first level.
-    pub levels: Vec<LevelCount>,
-    pub rules: Vec<RuleSummary>,
 }
 
 /// What a pass of the evaluator did.

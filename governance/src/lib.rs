@@ -21,14 +21,16 @@ mod evaluator;
 mod explain;
 mod load;
 mod preview;
+mod results;
 mod rule;
 mod runner;
 mod scorecard;
 mod subject;
 
-pub use evaluator::{Evaluator, LevelCount, LoadedScorecard, Pass, RuleTransition, StoredResult, Summary, version_of};
+pub use evaluator::{Evaluator, LoadedScorecard, Pass, version_of};
 pub use explain::Explanation;
-pub use preview::{Failure, MAX_LISTED_FAILURES, Preview, RuleSummary, preview};
+pub use preview::{Failure, MAX_LISTED_FAILURES, Move, Preview, preview};
+pub use results::{LevelCount, RuleSummary, RuleTransition, StoredResult, Summary};
 pub use rule::{Evaluation, Problem, Reads, Rule, RuleOutcome, RuleStatus};
 pub use runner::{Settings, SourceProblem, read_sources, run};
 pub use scorecard::{

@@ -3,13 +3,14 @@
 //! each rule's pass rate, and the failures with their explanations, so a
 //! pull request that adds or changes a scorecard can show its effect.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use catalog_store::{Catalog, ListQuery, OrderField, StoreError};
+use catalog_store::{Catalog, ListQuery, OrderField, StoreError, StoredScore};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::load::Loaded;
+use crate::results::{RuleSummary, RuleTransition, StoredResult};
 use crate::rule::RuleStatus;
 use crate::scorecard::{RuleResult, Scorecard};
 use crate::subject::Relation;
@@ -18,38 +19,6 @@ use crate::subject::Relation;
 const PAGE: u64 = 500;
 /// Failures listed in full; the rest are counted.
 pub const MAX_LISTED_FAILURES: usize = 100;
-
-/// One rule's results over the catalog.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RuleSummary {
-    pub rule: String,
-    pub level: String,
-    pub enforced: bool,
-    pub pass: u64,
-    pub fail: u64,
-    pub unknown: u64,
-    pub error: u64,
-    /// Results that did not pass but an exemption covers.
-    pub exempt: u64,
-}
-
-impl RuleSummary {
-    /// Counts one entity's result.
-    pub(crate) fn count(&mut self, status: RuleStatus, enforced: bool, exempt: bool) {
-        self.enforced = enforced;
-        let counted = match status {
-            RuleStatus::Pass => &mut self.pass,
-            RuleStatus::Fail => &mut self.fail,
-            RuleStatus::Unknown => &mut self.unknown,
-            RuleStatus::Error => &mut self.error,
-        };
-        *counted += 1;
-        if status != RuleStatus::Pass && exempt {
-            self.exempt += 1;
-        }
-    }
-}
 
 /// A failing result with its entity.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -74,12 +43,93 @@ pub struct Preview {
     /// exempt, by entity ref.
     pub failures: Vec<Failure>,
     pub more_failures: u64,
+    /// Against the stored results of the scorecard with its id (the one in
+    /// force): the first [`MAX_LISTED_FAILURES`] entities whose level or a
+    /// rule's status would change, by entity ref.
+    pub moves: Vec<Move>,
+    pub more_moves: u64,
+}
+
+/// An entity whose level or rules the previewed scorecard would change.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Move {
+    pub entity_ref: String,
+    /// Whether the scorecard in force applies to it (a level below the first
+    /// is `None` too).
+    pub scored_before: bool,
+    pub level_before: Option<String>,
+    /// Whether the previewed scorecard applies to it.
+    pub scored: bool,
+    pub level: Option<String>,
+    /// Rules whose status would change (a rule new or gone: `None` on its side).
+    pub rules: Vec<RuleTransition>,
+}
+
+/// The stored results of the scorecard in force, per entity: level and each
+/// rule's status.
+type Baseline = HashMap<String, (Option<String>, BTreeMap<String, RuleStatus>)>;
+
+fn baseline(stored: &[StoredScore]) -> Baseline {
+    stored
+        .iter()
+        .map(|score| {
+            let results: Vec<StoredResult> = serde_json::from_value(score.results.clone()).unwrap_or_default();
+            let statuses = results.into_iter().map(|result| (result.rule, result.status)).collect();
+            (score.entity_ref.as_str().to_owned(), (score.level.clone(), statuses))
+        })
+        .collect()
+}
+
+/// The move of one entity from its stored results to `now`, if anything moves.
+fn moved(
+    entity_ref: &str,
+    before: Option<(Option<String>, BTreeMap<String, RuleStatus>)>,
+    now: Option<(Option<String>, BTreeMap<String, RuleStatus>)>,
+) -> Option<Move> {
+    let (scored_before, scored) = (before.is_some(), now.is_some());
+    let (level_before, statuses_before) = before.unwrap_or_default();
+    let (level, statuses) = now.unwrap_or_default();
+    let names: BTreeSet<&String> = statuses_before.keys().chain(statuses.keys()).collect();
+    let rules: Vec<RuleTransition> = names
+        .into_iter()
+        .filter_map(|rule| {
+            let (from, to) = (statuses_before.get(rule).copied(), statuses.get(rule).copied());
+            (from != to).then(|| RuleTransition { rule: rule.clone(), from, to })
+        })
+        .collect();
+    (scored_before != scored || level_before != level || !rules.is_empty()).then(|| Move {
+        entity_ref: entity_ref.to_owned(),
+        scored_before,
+        level_before,
+        scored,
+        level,
+        rules,
+    })
 }
 
 /// Evaluates `scorecard` over every stored entity it applies to, at `now`.
 /// Relations are read only when a rule reads them; facts are not stored
 /// yet, so a rule that needs one is `UNKNOWN`.
-pub async fn preview(catalog: &Catalog, scorecard: &Scorecard, now: DateTime<Utc>) -> Result<Preview, StoreError> {
+/// `stored`: the results of the scorecard in force with the same id (empty
+/// for a new one), which the moves are counted against.
+pub async fn preview(
+    catalog: &Catalog,
+    scorecard: &Scorecard,
+    now: DateTime<Utc>,
+    stored: &[StoredScore],
+) -> Result<Preview, StoreError> {
+    let mut baseline = baseline(stored);
+    let (mut moves, mut more_moves) = (Vec::new(), 0);
+    let mut record = |entity_ref: &str, before, now| {
+        if let Some(found) = moved(entity_ref, before, now) {
+            if moves.len() < MAX_LISTED_FAILURES {
+                moves.push(found);
+            } else {
+                more_moves += 1;
+            }
+        }
+    };
     let relations: BTreeSet<Relation> =
         scorecard.rules().flat_map(|(_, _, rule)| rule.reads().relations.iter().copied()).collect();
     let mut levels: BTreeMap<Option<String>, u64> = BTreeMap::new();
@@ -104,6 +154,8 @@ pub async fn preview(catalog: &Catalog, scorecard: &Scorecard, now: DateTime<Utc
         for Loaded { entity_ref, subject, .. } in &subjects {
             let Some(score) = scorecard.evaluate(subject) else { continue };
             evaluated += 1;
+            let statuses = score.rules.iter().map(|result| (result.rule.clone(), result.status)).collect();
+            record(entity_ref.as_str(), baseline.remove(entity_ref.as_str()), Some((score.level.clone(), statuses)));
             *levels.entry(score.level.clone()).or_default() += 1;
             for (summary, result) in rules.iter_mut().zip(score.rules) {
                 summary.count(result.status, result.enforced, result.exemption.is_some());
@@ -120,6 +172,12 @@ pub async fn preview(catalog: &Catalog, scorecard: &Scorecard, now: DateTime<Utc
             break;
         }
     }
+    // What the scorecard in force scores and the previewed one no longer does.
+    let mut gone: Vec<_> = baseline.into_iter().collect();
+    gone.sort_by(|left, right| left.0.cmp(&right.0));
+    for (entity_ref, before) in gone {
+        record(&entity_ref, Some(before), None);
+    }
     let ordered = std::iter::once(None)
         .chain(scorecard.levels().map(|level| Some(level.to_owned())))
         .map(|level| {
@@ -127,5 +185,14 @@ pub async fn preview(catalog: &Catalog, scorecard: &Scorecard, now: DateTime<Utc
             (level, count)
         })
         .collect();
-    Ok(Preview { scorecard: scorecard.id.clone(), evaluated, levels: ordered, rules, failures, more_failures })
+    Ok(Preview {
+        scorecard: scorecard.id.clone(),
+        evaluated,
+        levels: ordered,
+        rules,
+        failures,
+        more_failures,
+        moves,
+        more_moves,
+    })
 }

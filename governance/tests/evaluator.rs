@@ -2,13 +2,14 @@
 //! log, on both databases: results stored with the time since they hold,
 //! re-evaluation through relations (an owner deleted and restored), updates
 //! to fields no rule reads left alone, exemptions that expire, the history
-//! of transitions, and a restart that finds nothing to write.
+//! of transitions, a restart that finds nothing to write, and a changed
+//! scorecard previewed against the results in force.
 
 // Tests unwrap: a failure is a failed test that names its line.
 #![allow(clippy::unwrap_used)]
 
 use catalog_domain::{Entity, EntityRef};
-use catalog_governance::{Evaluator, LoadedScorecard, RuleStatus, RuleTransition, StoredResult, Summary};
+use catalog_governance::{Evaluator, LoadedScorecard, RuleStatus, RuleTransition, StoredResult, Summary, preview};
 use catalog_store::testing::one_location_snapshot;
 use catalog_store::{Store, StoredScore};
 use chrono::{DateTime, TimeZone, Utc};
@@ -118,7 +119,10 @@ async fn scores_follow_the_catalog_through_relations_and_time(store: Store) {
     let result = &results(&checkout)[0];
     assert_eq!(result.status, RuleStatus::Fail);
     assert_eq!(result.exemption.as_ref().unwrap().reason, "moving to a new rotation");
-    assert_eq!(result.explanation.as_ref().unwrap().path.as_deref(), Some("metadata.annotations.pagerduty.com/service-id"));
+    assert_eq!(
+        result.explanation.as_ref().unwrap().path.as_deref(),
+        Some("metadata.annotations.pagerduty.com/service-id")
+    );
 
     // The owner deleted: both components read it, so both are evaluated again.
     writer.apply_snapshot(&catalog("the basket", false)).await.unwrap();
@@ -180,8 +184,21 @@ async fn a_restart_keeps_results_and_a_removed_scorecard_takes_its_results(store
     let on_call = score(&store, "payments", "on-call").await.unwrap();
     assert_eq!(results(&on_call)[0].since, at(1, 1));
 
-    // A changed rule is evaluated again; a scorecard no longer listed goes with its results.
+    // The change previewed against the results in force, storing nothing.
     let changed = OWNERSHIP.replace("owner() != null && owner().kind == 'Group'", "owner() == null");
+    let stored = store.score_store().scores_of("ownership").await.unwrap();
+    let candidate = LoadedScorecard::parse(&changed).unwrap();
+    let preview = preview(&store.catalog(), &candidate.scorecard, at(1, 6), &stored).await.unwrap();
+    assert_eq!(preview.moves.len(), 1);
+    let moved = &preview.moves[0];
+    assert_eq!((moved.level_before.as_deref(), moved.level.as_deref()), (None, Some("Owned")));
+    assert_eq!(
+        moved.rules,
+        [RuleTransition { rule: "owner-resolves".into(), from: Some(RuleStatus::Fail), to: Some(RuleStatus::Pass) }]
+    );
+    assert_eq!(score(&store, "payments", "ownership").await.unwrap().level, None, "a preview stores nothing");
+
+    // A changed rule is evaluated again; a scorecard no longer listed goes with its results.
     let pass = second.apply(scorecards(&[&changed]), true, at(1, 6)).await.unwrap();
     assert_eq!((pass.evaluated, pass.transitions), (1, 1));
     assert!(score(&store, "payments", "on-call").await.is_none());

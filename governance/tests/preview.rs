@@ -76,7 +76,7 @@ async fn a_preview_counts_levels_and_rules_over_the_stored_catalog(store: Store)
 "#;
     let scorecard = Scorecard::parse(&yaml).unwrap();
     let now = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
-    let preview = preview(&store.catalog(), &scorecard, now).await.unwrap();
+    let preview = preview(&store.catalog(), &scorecard, now, &[]).await.unwrap();
     assert_eq!(preview.evaluated, 3, "the three components, not the group or the user");
     assert_eq!(
         preview.levels,
@@ -95,4 +95,6 @@ async fn a_preview_counts_levels_and_rules_over_the_stored_catalog(store: Store)
     assert_eq!(explanation.expression, "owner() != null");
     assert_eq!(explanation.actual, serde_json::Value::Null);
     assert_eq!(preview.failures.len(), 3, "orphan twice, checkout once");
+    assert_eq!(preview.moves.len(), 3, "with nothing in force, every scored entity moves");
+    assert!(preview.moves.iter().all(|moved| !moved.scored_before && moved.scored));
 }
