@@ -211,6 +211,25 @@ impl Application {
                 ingestion_stopped,
             ))
         });
+        let governance = self.config.governance.enabled.then(|| {
+            let evaluator = catalog_governance::Evaluator::new(
+                self.store.catalog(),
+                self.store.change_feed(),
+                self.store.score_store(),
+            );
+            let settings = catalog_governance::Settings {
+                sources: self.config.governance.scorecards.clone(),
+                reload_every: Duration::from_secs(self.config.governance.reload_seconds.max(1)),
+                reevaluate_every: Duration::from_secs(self.config.governance.reevaluate_seconds.max(1)),
+            };
+            tokio::spawn(catalog_governance::run(
+                evaluator,
+                settings,
+                self.store.change_feed().commits(),
+                self.store.governance_leadership(),
+                stop_ingestion.subscribe(),
+            ))
+        });
         let retention = tokio::spawn(purge_hourly(
             self.store.maintenance(),
             Retention {
@@ -242,6 +261,9 @@ impl Application {
             let _ = ingestion.await;
         }
         let _ = retention.await;
+        if let Some(governance) = governance {
+            let _ = governance.await;
+        }
         // Its last push carries the requests served to the end.
         if let Some(push) = push {
             let _ = push.await;
@@ -268,6 +290,7 @@ fn store_handles(store: &Store) -> Arc<StoreHandles> {
         change_feed: store.change_feed(),
         tasks: store.task_store(),
         access: store.access_store(),
+        scores: store.score_store(),
     })
 }
 

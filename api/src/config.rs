@@ -29,6 +29,35 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub webhooks: crate::webhooks::WebhooksConfig,
     pub scaffolder: crate::scaffolder::ScaffolderConfig,
+    pub governance: GovernanceConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GovernanceConfig {
+    /// Whether `serve` evaluates the scorecards and keeps their results
+    /// current (on one replica at a time: the governance leader).
+    pub enabled: bool,
+    /// Scorecard files, or folders whose `*.yaml` and `*.yml` files are
+    /// scorecards. A file with a problem is refused and logged; its previous
+    /// version keeps applying.
+    pub scorecards: Vec<std::path::PathBuf>,
+    /// How often the scorecard files are read again for changes.
+    pub reload_seconds: u64,
+    /// How often scorecards whose rules read `now` are evaluated again
+    /// (dates in `enforceFrom` and exemptions' expiry are followed exactly).
+    pub reevaluate_seconds: u64,
+}
+
+impl Default for GovernanceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            scorecards: vec!["examples/scorecards".into()],
+            reload_seconds: 30,
+            reevaluate_seconds: 3_600,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

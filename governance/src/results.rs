@@ -69,7 +69,7 @@ pub struct RuleSummary {
 
 impl RuleSummary {
     /// Counts one entity's result.
-    pub(crate) fn count(&mut self, status: RuleStatus, enforced: bool, exempt: bool) {
+    pub fn count(&mut self, status: RuleStatus, enforced: bool, exempt: bool) {
         self.enforced = enforced;
         let counted = match status {
             RuleStatus::Pass => &mut self.pass,

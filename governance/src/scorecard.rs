@@ -320,6 +320,11 @@ impl Scorecard {
         self.levels.iter().map(|(name, _)| name.as_str())
     }
 
+    /// Its exemptions, expired ones included.
+    pub fn exemptions(&self) -> impl Iterator<Item = &Exemption> {
+        self.exemptions.iter().map(|exemption| &exemption.definition)
+    }
+
     /// Every rule with its level.
     pub fn rules(&self) -> impl Iterator<Item = (&str, &RuleDefinition, &Rule)> {
         self.levels

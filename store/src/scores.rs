@@ -11,7 +11,7 @@
 
 use catalog_domain::EntityRef;
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{OnConflict, Query};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
 use tokio::sync::watch;
 
@@ -19,7 +19,7 @@ use crate::handles::ScoreStore;
 
 use crate::bulk::{self, REF_CHUNK};
 use crate::error::StoreError;
-use crate::models::{entity_score_row, score_change_row, scorecard_row};
+use crate::models::{entity_row, entity_score_row, score_change_row, scorecard_row};
 use crate::record::{stored_ref, texts};
 
 /// Score rows per insert statement: 6 parameters each, under SQLite's and
@@ -168,6 +168,23 @@ impl ScoreStore {
             }
         }
         Ok(found)
+    }
+
+    /// The current scores under `scorecard` of the entities `owners` own
+    /// (their `spec.owner`), one statement whatever the number of owners.
+    pub async fn scores_owned_by(&self, scorecard: &str, owners: &[EntityRef]) -> Result<Vec<StoredScore>, StoreError> {
+        let backend = self.db.get_database_backend();
+        let owned = Query::select()
+            .column(entity_row::Column::EntityRef)
+            .from(entity_row::Entity)
+            .and_where(bulk::in_set(backend, "owner_ref", &texts(owners)))
+            .to_owned();
+        let rows = entity_score_row::Entity::find()
+            .filter(entity_score_row::Column::Scorecard.eq(scorecard))
+            .filter(entity_score_row::Column::EntityRef.in_subquery(owned))
+            .all(&self.db)
+            .await?;
+        rows.into_iter().map(stored_score).collect()
     }
 
     /// Applies `writes` in one transaction: scores replaced or removed, and

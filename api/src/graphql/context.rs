@@ -12,7 +12,7 @@ use catalog_store::{AccessStore, Catalog, ChangeFeed, SnapshotWriter, StoredEnti
 
 use super::StoreHandles;
 use super::error::ApiError;
-use super::loaders::{EdgesLoader, EntityLoader, RelatedLoader, RequestBudget, RequestLoader};
+use super::loaders::{EdgesLoader, EntityLoader, RelatedLoader, RequestBudget, RequestLoader, ScoresLoader};
 use crate::auth::Granted;
 use crate::auth::identity::Permission;
 use crate::auth::policy::{ReadScope, SharedScope};
@@ -35,6 +35,16 @@ pub(crate) fn entity_loader<'a>(ctx: &Context<'a>) -> Result<&'a RequestLoader<E
 /// The request's loader of related entities.
 pub(crate) fn related_loader<'a>(ctx: &Context<'a>) -> Result<&'a RequestLoader<RelatedLoader>, ApiError> {
     required(ctx)
+}
+
+/// The request's loader of entities' scores.
+pub(crate) fn scores_loader<'a>(ctx: &Context<'a>) -> Result<&'a RequestLoader<ScoresLoader>, ApiError> {
+    required(ctx)
+}
+
+/// Governance results of the database the request reads.
+pub(crate) fn score_store<'a>(ctx: &Context<'a>) -> Result<&'a catalog_store::ScoreStore, ApiError> {
+    store_handles(ctx).map(|handles| &handles.scores)
 }
 
 /// The request's loader of relation edges.

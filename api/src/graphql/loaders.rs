@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use catalog_domain::{EntityRef, RelationType};
-use catalog_store::{Catalog, Related, StoredEntity, StoredRelation, TargetBodies};
+use catalog_store::{Catalog, Related, ScoreStore, StoredEntity, StoredRelation, StoredScore, TargetBodies};
 
 use super::error::ApiError;
 use crate::auth::policy::SharedScope;
@@ -239,5 +239,23 @@ impl Loader<EntityRef> for EdgesLoader {
             by_source.entry(edge.source_ref.clone()).or_default().push(edge);
         }
         Ok(by_source.into_iter().map(|(key, edges)| (key, Arc::new(edges))).collect())
+    }
+}
+
+/// An entity's current scores under every scorecard, by the entity's ref.
+pub struct ScoresLoader(pub ScoreStore);
+
+impl Loader<EntityRef> for ScoresLoader {
+    type Value = Arc<Vec<StoredScore>>;
+    type Error = ApiError;
+
+    #[tracing::instrument(name = "loader.scores", skip_all, fields(keys = keys.len()))]
+    async fn load(&self, keys: &[EntityRef]) -> Result<HashMap<EntityRef, Self::Value>, Self::Error> {
+        let mut by_entity: HashMap<EntityRef, Vec<StoredScore>> =
+            keys.iter().map(|key| (key.clone(), Vec::new())).collect();
+        for score in self.0.scores_for(keys).await? {
+            by_entity.entry(score.entity_ref.clone()).or_default().push(score);
+        }
+        Ok(by_entity.into_iter().map(|(key, scores)| (key, Arc::new(scores))).collect())
     }
 }

@@ -11,6 +11,7 @@ mod entity;
 mod error;
 mod filter;
 mod framework_errors;
+mod governance;
 mod kubernetes;
 mod loaders;
 mod mutation;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{MergedObject, MergedSubscription, Request, Schema};
-use catalog_store::{AccessStore, Catalog, ChangeFeed, SnapshotWriter, TaskStore};
+use catalog_store::{AccessStore, Catalog, ChangeFeed, ScoreStore, SnapshotWriter, TaskStore};
 
 use crate::auth::policy::SharedScope;
 
@@ -33,7 +34,7 @@ pub use entity::EntityValue;
 pub use error::ApiError;
 pub use filter::{EntityFilter, EntityOrder};
 
-use loaders::{EdgesLoader, EntityLoader, RelatedLoader, RequestBudget};
+use loaders::{EdgesLoader, EntityLoader, RelatedLoader, RequestBudget, ScoresLoader};
 
 pub use changes::ChangeFilter;
 pub use entity::change::{AsOf, ChangeCursor, ChangePage};
@@ -43,13 +44,14 @@ pub(crate) use operations::{is_operation_label, selected_operation};
 pub use validation::{ValidationReport, validation_report};
 
 use changes::CatalogSubscription;
+use governance::{GovernanceQuery, GovernanceSubscription};
 use mutation::CatalogMutation;
 use query::CatalogQuery;
 use scaffolder::{ScaffolderMutation, ScaffolderQuery, ScaffolderSubscription};
 
 /// Every query: the catalog's and the scaffolder's.
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(CatalogQuery, ScaffolderQuery);
+pub struct QueryRoot(CatalogQuery, ScaffolderQuery, GovernanceQuery);
 
 /// Every change a client can ask for.
 #[derive(MergedObject, Default)]
@@ -57,7 +59,7 @@ pub struct MutationRoot(CatalogMutation, ScaffolderMutation);
 
 /// The entry point of every subscription.
 #[derive(MergedSubscription, Default)]
-pub struct SubscriptionRoot(CatalogSubscription, ScaffolderSubscription);
+pub struct SubscriptionRoot(CatalogSubscription, ScaffolderSubscription, GovernanceSubscription);
 
 /// The executable schema, gated (`operations.rs`).
 pub type CatalogSchema = operations::GatedSchema<QueryRoot, MutationRoot, SubscriptionRoot>;
@@ -94,6 +96,8 @@ pub struct StoreHandles {
     /// Audit records are read here; mutations, which always run on the
     /// primary, record refusals through it too.
     pub access: AccessStore,
+    /// Governance results (scorecards, scores, their history).
+    pub scores: ScoreStore,
 }
 
 /// What the schema's resolvers reach beyond the request: the primary's store
@@ -161,11 +165,12 @@ const LOADER_DELAY: std::time::Duration = std::time::Duration::from_micros(100);
 /// answer one from an earlier one's data (their budget is renewed per event).
 pub fn with_loaders(
     request: Request,
-    catalog: &Catalog,
+    handles: &StoreHandles,
     scope: &SharedScope,
     max_loaded_entities: usize,
     cache: bool,
 ) -> Request {
+    let catalog = &handles.catalog;
     let budget = Arc::new(RequestBudget::new(max_loaded_entities));
     let entities = EntityLoader { catalog: catalog.clone(), scope: scope.clone(), budget: budget.clone() };
     let related = RelatedLoader {
@@ -178,8 +183,11 @@ pub fn with_loaders(
     let related = DataLoader::with_cache(related, spawn_in_span, HashMapCache::default()).delay(LOADER_DELAY);
     let edges = DataLoader::with_cache(EdgesLoader(catalog.clone()), spawn_in_span, HashMapCache::default())
         .delay(LOADER_DELAY);
+    let scores = DataLoader::with_cache(ScoresLoader(handles.scores.clone()), spawn_in_span, HashMapCache::default())
+        .delay(LOADER_DELAY);
     entities.enable_all_cache(cache);
     related.enable_all_cache(cache);
     edges.enable_all_cache(cache);
-    request.data(scope.clone()).data(entities).data(related).data(edges).data(budget)
+    scores.enable_all_cache(cache);
+    request.data(scope.clone()).data(entities).data(related).data(edges).data(scores).data(budget)
 }

@@ -252,12 +252,11 @@ pub(super) async fn execute(
         }
     };
     let cache = operation == Some(OperationType::Query);
-    let request =
-        with_loaders(request, &handles.catalog, &SharedScope::new(scope), state.graphql.max_loaded_entities, cache)
-            .data(Arc::clone(handles))
-            .data(access.principal)
-            .data(Granted(access.granted, access.templates))
-            .data(RequestId(request_id.clone()));
+    let request = with_loaders(request, handles, &SharedScope::new(scope), state.graphql.max_loaded_entities, cache)
+        .data(Arc::clone(handles))
+        .data(access.principal)
+        .data(Granted(access.granted, access.templates))
+        .data(RequestId(request_id.clone()));
     let response = match tokio::time::timeout(state.request_timeout, state.schema.execute(request)).await {
         Ok(response) => response,
         Err(_) => {

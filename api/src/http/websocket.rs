@@ -321,7 +321,7 @@ impl FirewalledExecutor {
     /// The socket's loaders (caching only for queries), principal and
     /// grants, which every operation on it carries.
     fn with_request_data(&self, request: async_graphql::Request, cache: bool) -> async_graphql::Request {
-        with_loaders(request, &self.state.handles.catalog, &self.scope, self.state.graphql.max_loaded_entities, cache)
+        with_loaders(request, &self.state.handles, &self.scope, self.state.graphql.max_loaded_entities, cache)
             .data(self.principal.clone())
             .data(self.granted.clone())
     }

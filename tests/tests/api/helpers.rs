@@ -52,6 +52,9 @@ pub async fn spawn_app_with(
     config.database.url = url.to_owned();
     config.ingestion.enabled = false;
     config.ingestion.providers = vec![catalog_ingestion_config(catalog.join("catalog-info.yaml"))];
+    // Its statements would mix with those tests count; the governance tests turn it on.
+    config.governance.enabled = false;
+    config.governance.scorecards = vec![catalog.join("scorecards")];
     configure(&mut config);
     let application = Application::build(config).await.expect("the application builds");
     let runs = application.ingest_once().await.expect("the example catalog ingests");
@@ -180,6 +183,7 @@ pub fn catalog_command(database_url: &str, catalog: &Path) -> std::process::Comm
         .env("CATALOG_DATABASE__URL", database_url)
         .env("CATALOG_INGESTION__PROVIDERS", providers.to_string())
         .env("CATALOG_INGESTION__INTERVAL_SECONDS", "3600")
+        .env("CATALOG_GOVERNANCE__SCORECARDS", json!([catalog.join("scorecards")]).to_string())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     command

@@ -10,6 +10,7 @@ mod abuse;
 mod all_sources;
 mod deploy_compose;
 mod deploy_kubernetes;
+mod governance;
 mod graph;
 mod helpers;
 mod jwt;

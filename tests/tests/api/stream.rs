@@ -32,7 +32,7 @@ pub(crate) struct Subscriber {
 }
 
 impl Subscriber {
-    async fn connect(address: SocketAddr, path: &str, protocol: Protocol) -> Self {
+    pub(crate) async fn connect(address: SocketAddr, path: &str, protocol: Protocol) -> Self {
         Self::connect_with_window(address, path, protocol, None).await
     }
 
@@ -97,13 +97,18 @@ impl Subscriber {
         }
     }
 
-    /// The next event's payload; fails on errors and completion.
+    /// The next `catalogChanges` event; fails on errors and completion.
     pub(crate) async fn event(&mut self) -> Value {
+        self.data().await["catalogChanges"].clone()
+    }
+
+    /// The next event's data; fails on errors and completion.
+    pub(crate) async fn data(&mut self) -> Value {
         let message = self.message().await;
         let expected = if self.protocol == Protocol::TransportWs { "next" } else { "data" };
         assert_eq!(message["type"], expected, "{message}");
         assert!(message["payload"].get("errors").is_none(), "{message}");
-        message["payload"]["data"]["catalogChanges"].clone()
+        message["payload"]["data"].clone()
     }
 
     /// Nothing arrives within `wait`.

@@ -173,6 +173,9 @@ const BODY_FREE_FIELDS: &[&str] = &[
     "descendants",
     "memberOf",
     "groups",
+    "scores",
+    "scoreHistory",
+    "scorecardRollup",
 ];
 
 /// Whether a selection (fragments included) holds a field the body answers.
@@ -475,6 +478,29 @@ macro_rules! entity_object {
                 crate::graphql::pagerduty::entity_service(ctx, &self.0).await
             }
 
+            /// Its standing under each scorecard that applies to it (or the
+            /// one named), with every rule's result, explanation and the time
+            /// since it holds.
+            pub async fn scores(
+                &self,
+                ctx: &Context<'_>,
+                scorecard: Option<String>,
+            ) -> Result<Vec<crate::graphql::governance::EntityScore>> {
+                crate::graphql::governance::entity_scores(ctx, &self.0, scorecard).await
+            }
+
+            /// Its level and rule transitions, newest first, under one
+            /// scorecard or all. Pass `nextCursor` as `before` for older ones.
+            pub async fn score_history(
+                &self,
+                ctx: &Context<'_>,
+                scorecard: Option<String>,
+                #[graphql(default = 20)] first: i32,
+                before: Option<ChangeCursor>,
+            ) -> Result<crate::graphql::governance::ScoreHistoryPage> {
+                crate::graphql::governance::score_history(ctx, &self.0, scorecard, first, before).await
+            }
+
             $(
                 $(#[$owned_doc])*
                 #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity + 5")]
@@ -758,6 +784,17 @@ entity_object!(
         async fn pager_duty_services(&self, ctx: &Context<'_>) -> Result<Vec<PagerDutyServiceValue>> {
             crate::graphql::pagerduty::team_services(ctx, &self.0).await
         }
+        /// A scorecard's results over what this group owns and, with
+        /// `includeSubgroups`, what every group under it owns: entities per
+        /// level and each rule's pass rate. Null when no scorecard has the id.
+        async fn scorecard_rollup(
+            &self,
+            ctx: &Context<'_>,
+            scorecard: String,
+            #[graphql(default = true)] include_subgroups: bool,
+        ) -> Result<Option<crate::graphql::governance::ScorecardRollup>> {
+            crate::graphql::governance::scorecard_rollup(ctx, &self.0, scorecard, include_subgroups).await
+        }
     }
     owned_entities:
         /// What this group owns; with `includeSubgroups`, also what every group
@@ -877,6 +914,18 @@ entity_object!(
         arg(name = "after", ty = "Option<String>")
     ),
     field(name = "kubernetes", ty = "Vec<KubernetesCluster>", arg(name = "first", ty = "i32", default = 100)),
+    field(
+        name = "scores",
+        ty = "Vec<crate::graphql::governance::EntityScore>",
+        arg(name = "scorecard", ty = "Option<String>")
+    ),
+    field(
+        name = "score_history",
+        ty = "crate::graphql::governance::ScoreHistoryPage",
+        arg(name = "scorecard", ty = "Option<String>"),
+        arg(name = "first", ty = "i32", default = 20),
+        arg(name = "before", ty = "Option<ChangeCursor>")
+    ),
     field(
         name = "history",
         ty = "ChangePage",
