@@ -26,6 +26,7 @@ use chrono::{DateTime, Utc};
 
 use crate::load::{Loaded, relation_type};
 use crate::results::{LevelCount, RuleSummary, RuleTransition, StoredResult, Summary};
+use crate::rule::RuleStatus;
 use crate::scorecard::{Score, Scorecard, ScorecardError};
 
 /// Entities read per statement.
@@ -541,6 +542,11 @@ impl Evaluator {
                 score: Some(NewScore {
                     level: score.level.clone(),
                     score: score.score,
+                    failing: results
+                        .iter()
+                        .filter(|result| result.status != RuleStatus::Pass && result.exemption.is_none())
+                        .map(|result| result.rule.clone())
+                        .collect(),
                     results: serde_json::to_value(&results).unwrap_or_default(),
                 }),
                 transition,

@@ -1,7 +1,9 @@
 //! Governance results: the scorecards the catalog applies (their source and
 //! a summary), each entity's current score per scorecard with every rule's
 //! result, and the history of level and rule transitions (the cursor of the
-//! `scoreChanges` subscription). New tables only.
+//! `scoreChanges` subscription). `failing` lists the rules an entity fails
+//! as `,a,b,` for the `scores.ID.failing` filter, which reads the same on
+//! both databases. New tables only.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::{
@@ -28,6 +30,7 @@ enum EntityScores {
     EntityRef,
     Level,
     Score,
+    Failing,
     Results,
     UpdatedAt,
 }
@@ -69,6 +72,7 @@ impl MigrationTrait for Migration {
                     .col(string(EntityScores::EntityRef))
                     .col(string_null(EntityScores::Level))
                     .col(double(EntityScores::Score))
+                    .col(text(EntityScores::Failing))
                     .col(json_binary(EntityScores::Results))
                     .col(timestamp_with_time_zone(EntityScores::UpdatedAt))
                     .primary_key(Index::create().col(EntityScores::Scorecard).col(EntityScores::EntityRef))

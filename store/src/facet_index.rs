@@ -402,6 +402,11 @@ impl FacetIndex {
         fields: &[String],
         filter: Option<&Filter>,
     ) -> Result<Option<Vec<Facet>>, StoreError> {
+        let scored = fields.iter().any(|field| FilterField::from_key(field).scorecard().is_some());
+        if scored || filter.is_some_and(Filter::reads_scores) {
+            // Governance results are not followed here: SQL reads them.
+            return Ok(None);
+        }
         let needed = needed_columns(fields, filter);
         if needed.len() > MAX_COLUMNS {
             return Ok(None);

@@ -42,6 +42,14 @@ pub enum FilterField {
     /// Values are user refs: owned by the user or by any group the user is a
     /// member of, directly or through parent groups. Partial refs default to kind User.
     OwnedByMember,
+    /// `scores.SCORECARD.level`: the entity's level under a scorecard (the
+    /// empty string: below its first level); exists: the scorecard applies.
+    /// Current results only: not in `asOf` pages, read policies or the
+    /// change stream's filters.
+    ScoreLevel(String),
+    /// `scores.SCORECARD.failing`: the ids of the scorecard's rules the
+    /// entity does not pass and no exemption covers; exists: any.
+    FailingRule(String),
     Path(String),
 }
 
@@ -59,7 +67,16 @@ impl FilterField {
             "tags" | "tag" | "metadata.tags" => FilterField::Tag,
             "ownedByTree" => FilterField::OwnedByTree,
             "ownedByMember" => FilterField::OwnedByMember,
-            other => FilterField::Path(other.to_owned()),
+            other => {
+                let score = other.strip_prefix(SCORES_PREFIX);
+                if let Some(scorecard) = score.and_then(|rest| rest.strip_suffix(LEVEL_SUFFIX)) {
+                    return FilterField::ScoreLevel(scorecard.to_owned());
+                }
+                if let Some(scorecard) = score.and_then(|rest| rest.strip_suffix(FAILING_SUFFIX)) {
+                    return FilterField::FailingRule(scorecard.to_owned());
+                }
+                FilterField::Path(other.to_owned())
+            }
         }
     }
 
@@ -74,7 +91,35 @@ impl FilterField {
             FilterField::Type => "spec.type".into(),
             FilterField::System => "spec.system".into(),
             FilterField::Tag => "metadata.tags".into(),
+            FilterField::ScoreLevel(scorecard) => format!("{SCORES_PREFIX}{scorecard}{LEVEL_SUFFIX}"),
+            FilterField::FailingRule(scorecard) => format!("{SCORES_PREFIX}{scorecard}{FAILING_SUFFIX}"),
             FilterField::Path(path) => path.clone(),
+        }
+    }
+
+    /// The scorecard a governance field is about.
+    pub(crate) fn scorecard(&self) -> Option<&str> {
+        match self {
+            FilterField::ScoreLevel(scorecard) | FilterField::FailingRule(scorecard) => Some(scorecard),
+            _ => None,
+        }
+    }
+}
+
+/// Filter and facet keys of governance results: `scores.SCORECARD.level`
+/// and `scores.SCORECARD.failing` (an entity path never starts with `scores`).
+const SCORES_PREFIX: &str = "scores.";
+const LEVEL_SUFFIX: &str = ".level";
+const FAILING_SUFFIX: &str = ".failing";
+
+impl Filter {
+    /// Whether a comparison anywhere in it reads governance results, which
+    /// only SQL answers.
+    pub(crate) fn reads_scores(&self) -> bool {
+        match self {
+            Filter::All(filters) | Filter::Any(filters) => filters.iter().any(Filter::reads_scores),
+            Filter::Not(filter) => filter.reads_scores(),
+            Filter::Field { field, .. } => field.scorecard().is_some(),
         }
     }
 }

@@ -82,7 +82,9 @@ impl Candidate<'_> {
             FilterField::Lifecycle => Some(self.columns.lifecycle.as_deref()),
             FilterField::Type => Some(self.columns.spec_type.as_deref()),
             FilterField::System => Some(self.columns.system_ref.as_deref()),
-            FilterField::Tag | FilterField::Path(_) => None,
+            // Governance results are not an entity's fields: no facet row
+            // holds them, so they match nothing here.
+            FilterField::Tag | FilterField::Path(_) | FilterField::ScoreLevel(_) | FilterField::FailingRule(_) => None,
         };
         if let Some(value) = typed {
             return match predicate {

@@ -293,6 +293,9 @@ pub(crate) mod entity_score_row {
         pub entity_ref: String,
         pub level: Option<String>,
         pub score: f64,
+        /// The rules it fails, `,a,b,` (empty: none).
+        #[sea_orm(column_type = "Text")]
+        pub failing: String,
         #[sea_orm(column_type = "JsonBinary")]
         pub results: Json,
         pub updated_at: DateTimeUtc,

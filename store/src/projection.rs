@@ -42,7 +42,9 @@ impl TypedColumn {
             FilterField::Lifecycle => TypedColumn::Lifecycle,
             FilterField::Type => TypedColumn::Type,
             FilterField::System => TypedColumn::System,
-            FilterField::Tag | FilterField::Path(_) => return None,
+            FilterField::Tag | FilterField::Path(_) | FilterField::ScoreLevel(_) | FilterField::FailingRule(_) => {
+                return None;
+            }
         })
     }
 

@@ -17,7 +17,7 @@ use crate::bulk::{self, REF_CHUNK};
 use crate::error::StoreError;
 use crate::filter::{Filter, FilterField, Predicate, typed_values};
 use crate::handles::Catalog;
-use crate::models::{conflict_row, entity_row, facet_row, location_row, relation_row};
+use crate::models::{conflict_row, entity_row, entity_score_row, facet_row, location_row, relation_row};
 use crate::projection::TypedColumn;
 use crate::record::{
     Body, ConflictRecord, Facet, LocationRecord, Related, StoredEntity, StoredRelation, TargetBodies, asked_ref,
@@ -224,6 +224,9 @@ impl Catalog {
     }
 
     async fn facet(&self, field: &str, filter: Option<&Filter>) -> Result<Facet, StoreError> {
+        if let FilterField::ScoreLevel(scorecard) = FilterField::from_key(field) {
+            return self.level_facet(field, &scorecard, filter).await;
+        }
         let key = FilterField::from_key(field).facet_key();
         let mut query = facet_row::Entity::find()
             .select_only()
@@ -245,6 +248,36 @@ impl Catalog {
                 .cond_where(condition(self.db.get_database_backend(), Some(filter), None))
                 .to_owned();
             query = query.filter(facet_row::Column::EntityId.in_subquery(matching));
+        }
+        let values = query
+            .into_tuple::<(String, i64)>()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|(value, n)| (value, u64::try_from(n).unwrap_or_default()))
+            .collect();
+        Ok(Facet { field: field.to_owned(), values })
+    }
+
+    /// Entities per level under a scorecard (the empty string: below its
+    /// first level), most first. A facet over the rules entities fail is not
+    /// offered: `scorecardRollup` and a scorecard's summary count them.
+    async fn level_facet(&self, field: &str, scorecard: &str, filter: Option<&Filter>) -> Result<Facet, StoreError> {
+        let mut query = entity_score_row::Entity::find()
+            .select_only()
+            .column_as(Expr::cust("COALESCE(level, '')"), "value")
+            .column_as(entity_score_row::Column::EntityRef.count(), "n")
+            .filter(entity_score_row::Column::Scorecard.eq(scorecard))
+            .group_by(Expr::cust("COALESCE(level, '')"))
+            .order_by_desc(entity_score_row::Column::EntityRef.count())
+            .order_by_asc(Expr::cust("COALESCE(level, '')"));
+        if let Some(filter) = filter {
+            let matching = Query::select()
+                .column(entity_row::Column::EntityRef)
+                .from(entity_row::Entity)
+                .cond_where(condition(self.db.get_database_backend(), Some(filter), None))
+                .to_owned();
+            query = query.filter(entity_score_row::Column::EntityRef.in_subquery(matching));
         }
         let values = query
             .into_tuple::<(String, i64)>()
@@ -631,6 +664,49 @@ impl EntityRead {
     }
 }
 
+/// Entities by their stored governance results under `scorecard`: their
+/// level (`failing` false; the empty string is below the first level), or
+/// the rules they fail (`failing` true).
+fn score_condition(scorecard: &str, failing: bool, predicate: &Predicate) -> Condition {
+    let mut scored = Query::select();
+    scored
+        .column(entity_score_row::Column::EntityRef)
+        .from(entity_score_row::Entity)
+        .and_where(Expr::col(entity_score_row::Column::Scorecard).eq(scorecard));
+    let inside = |subquery: sea_orm::sea_query::SelectStatement| {
+        Condition::all().add(Expr::col((entity_row::Entity, entity_row::Column::EntityRef)).in_subquery(subquery))
+    };
+    match predicate {
+        Predicate::Exists(exists) => {
+            if failing {
+                scored.and_where(Expr::col(entity_score_row::Column::Failing).ne(""));
+            }
+            let condition = inside(scored);
+            if *exists { condition } else { condition.not() }
+        }
+        Predicate::In(values) if failing => {
+            let any = values.iter().fold(Condition::any(), |any, rule| {
+                let pattern = format!("%,{},%", escape_like(rule));
+                any.add(
+                    Expr::col(entity_score_row::Column::Failing)
+                        .like(sea_orm::sea_query::LikeExpr::new(pattern).escape('\\')),
+                )
+            });
+            scored.cond_where(any);
+            inside(scored)
+        }
+        Predicate::In(levels) => {
+            let named: Vec<String> = levels.iter().filter(|level| !level.is_empty()).cloned().collect();
+            let mut any = Condition::any().add(Expr::col(entity_score_row::Column::Level).is_in(named));
+            if levels.iter().any(String::is_empty) {
+                any = any.add(Expr::col(entity_score_row::Column::Level).is_null());
+            }
+            scored.cond_where(any);
+            inside(scored)
+        }
+    }
+}
+
 /// Builds the WHERE condition of a filter and a search.
 /// Past this many values, a typed comparison binds them as one parameter.
 const MANY_VALUES: usize = 32;
@@ -667,6 +743,9 @@ fn filter_condition(backend: DbBackend, filter: &Filter) -> Condition {
 }
 
 fn field_condition(backend: DbBackend, field: &FilterField, predicate: &Predicate) -> Condition {
+    if let Some(scorecard) = field.scorecard() {
+        return score_condition(scorecard, matches!(field, FilterField::FailingRule(_)), predicate);
+    }
     let column = TypedColumn::of(field).map(|typed| (typed.model_column(), typed.default_kind()));
     if let Some((column, default_kind)) = column {
         return match predicate {

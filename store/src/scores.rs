@@ -65,7 +65,16 @@ pub struct ScoreWrite {
 pub struct NewScore {
     pub level: Option<String>,
     pub score: f64,
+    /// The ids of the rules it does not pass and no exemption covers (the
+    /// `scores.ID.failing` filter).
+    pub failing: Vec<String>,
     pub results: serde_json::Value,
+}
+
+/// Failing rule ids as their column holds them: `,a,b,`, so that one rule
+/// is matched whole with `LIKE '%,a,%'`.
+fn failing_text(rules: &[String]) -> String {
+    if rules.is_empty() { String::new() } else { format!(",{},", rules.join(",")) }
 }
 
 /// What a transition says besides the new score: the level before and the
@@ -208,6 +217,7 @@ impl ScoreStore {
                     entity_ref: Set(write.entity_ref.to_string()),
                     level: Set(score.level.clone()),
                     score: Set(score.score),
+                    failing: Set(failing_text(&score.failing)),
                     results: Set(score.results.clone()),
                     updated_at: Set(now),
                 })
@@ -218,6 +228,7 @@ impl ScoreStore {
                         .update_columns([
                             entity_score_row::Column::Level,
                             entity_score_row::Column::Score,
+                            entity_score_row::Column::Failing,
                             entity_score_row::Column::Results,
                             entity_score_row::Column::UpdatedAt,
                         ])

@@ -34,7 +34,7 @@ const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
             "catalog-http",
         ],
     ),
-    ("catalog-bench", &["catalog-domain", "catalog-store", "catalog-ingestion"]),
+    ("catalog-bench", &["catalog-domain", "catalog-store", "catalog-ingestion", "catalog-governance"]),
     ("catalog-tests", &[]),
 ];
 

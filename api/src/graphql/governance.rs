@@ -9,7 +9,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use async_graphql::{Context, Enum, Json, Object, Result, SimpleObject, Subscription};
+use async_graphql::{
+    Context, Enum, InputValueError, InputValueResult, Json, Object, Result, Scalar, ScalarType, SimpleObject,
+    Subscription, Value,
+};
 use catalog_domain::EntityRef;
 use catalog_governance::{
     AppliesTo, Exemption, Explanation, LevelCount, LoadedScorecard, RuleSummary, RuleTransition, Scorecard,
@@ -21,7 +24,6 @@ use futures::Stream;
 
 use super::MAX_VALIDATE_BYTES;
 use super::context::{catalog, parse_ref, read_scope, require_unrestricted, score_store, scores_loader};
-use super::entity::change::ChangeCursor;
 use super::error::ApiError;
 use crate::error_code::Limit;
 
@@ -34,6 +36,27 @@ const READ_BATCH: u64 = 500;
 const POLL_EVERY: Duration = Duration::from_secs(2);
 /// Previews run one at a time per process: each reads the whole catalog.
 static PREVIEWS: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| tokio::sync::Semaphore::new(1));
+
+/// A position in the history of score transitions: a transition's
+/// sequence number, as a string. Its own sequence, not the change log's:
+/// pass a `scoreChanges` or `scoreHistory` cursor only back to those.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScoreCursor(pub i64);
+
+/// A position in the history of score transitions (a sequence number as a
+/// string), for `scoreChanges(after:)` and `scoreHistory(before:)`.
+#[Scalar]
+impl ScalarType for ScoreCursor {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        crate::graphql::paging::sequence_cursor(&value).map(ScoreCursor).ok_or_else(|| {
+            InputValueError::custom(format!("{value} is not a score cursor (a non-negative integer as a string)"))
+        })
+    }
+
+    fn to_value(&self) -> Value {
+        Value::String(self.0.to_string())
+    }
+}
 
 /// A rule's status for one entity.
 #[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
@@ -435,7 +458,7 @@ impl From<RuleTransition> for RuleTransitionValue {
 #[derive(SimpleObject, Clone)]
 pub struct ScoreTransition {
     /// Resume `scoreChanges` after this transition, or page `scoreHistory` before it.
-    pub cursor: ChangeCursor,
+    pub cursor: ScoreCursor,
     pub time: DateTime<Utc>,
     pub scorecard: String,
     pub entity_ref: String,
@@ -453,7 +476,7 @@ impl From<ScoreChange> for ScoreTransition {
     fn from(change: ScoreChange) -> Self {
         let rules: Vec<RuleTransition> = serde_json::from_value(change.rules).unwrap_or_default();
         ScoreTransition {
-            cursor: ChangeCursor(change.sequence),
+            cursor: ScoreCursor(change.sequence),
             time: change.time,
             scorecard: change.scorecard,
             entity_ref: change.entity_ref.to_string(),
@@ -471,7 +494,7 @@ impl From<ScoreChange> for ScoreTransition {
 pub struct ScoreHistoryPage {
     pub transitions: Vec<ScoreTransition>,
     /// Pass as `before` for older ones; null when there are none.
-    pub next_cursor: Option<ChangeCursor>,
+    pub next_cursor: Option<ScoreCursor>,
 }
 
 /// A scorecard's results over what a group (and its subgroups) owns.
@@ -659,7 +682,7 @@ pub(crate) async fn score_history(
     stored: &StoredEntity,
     scorecard: Option<String>,
     first: i32,
-    before: Option<ChangeCursor>,
+    before: Option<ScoreCursor>,
 ) -> Result<ScoreHistoryPage> {
     if !(1..=MAX_HISTORY_PAGE).contains(&first) {
         return Err(ApiError::BadUserInput(format!("first must be between 1 and {MAX_HISTORY_PAGE}")).into());
@@ -671,7 +694,7 @@ pub(crate) async fn score_history(
         .map_err(ApiError::from)?;
     let more = changes.len() as u64 == limit;
     changes.truncate(first as usize);
-    let next_cursor = more.then(|| changes.last().map(|change| ChangeCursor(change.sequence))).flatten();
+    let next_cursor = more.then(|| changes.last().map(|change| ScoreCursor(change.sequence))).flatten();
     Ok(ScoreHistoryPage { transitions: changes.into_iter().map(ScoreTransition::from).collect(), next_cursor })
 }
 
@@ -755,7 +778,7 @@ impl GovernanceSubscription {
         scorecards: Option<Vec<String>>,
         refs: Option<Vec<String>>,
         owned_by_tree: Option<Vec<String>>,
-        after: Option<ChangeCursor>,
+        after: Option<ScoreCursor>,
     ) -> Result<impl Stream<Item = Result<ScoreTransition>> + use<>> {
         let store: ScoreStore = score_store(ctx)?.clone();
         let catalog = catalog(ctx)?.clone();

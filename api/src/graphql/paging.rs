@@ -44,3 +44,14 @@ pub(crate) fn page_size(name: &str, value: Option<i32>) -> Result<Option<u64>, A
         Some(size) => Ok(u64::try_from(size).ok()),
     }
 }
+
+/// A sequence-number cursor as a client sends it: a non-negative integer,
+/// as a string or a number.
+pub(crate) fn sequence_cursor(value: &async_graphql::Value) -> Option<i64> {
+    let parsed = match value {
+        async_graphql::Value::String(text) => text.parse::<i64>().ok(),
+        async_graphql::Value::Number(number) => number.as_i64(),
+        _ => None,
+    };
+    parsed.filter(|sequence| *sequence >= 0)
+}

@@ -90,6 +90,28 @@ async fn scorecards_are_evaluated_served_and_followed_end_to_end(database: TestD
         .unwrap();
     assert_eq!(staged["enforced"], false);
 
+    // Filter keys and facets over the stored results.
+    let by_level = app
+        .query(
+            r#"{ gold: entities(filter: { kind: ["Component"], fields: [{ key: "scores.production-readiness.level", in: ["Gold"] }] }, first: 100) { totalCount nodes { entityRef } }
+                 below: entities(filter: { fields: [{ key: "scores.production-readiness.level", equals: "" }] }) { totalCount }
+                 unscored: entities(filter: { kind: ["Component"], fields: [{ key: "scores.production-readiness.level", exists: false }] }) { totalCount }
+                 facets(fields: ["scores.production-readiness.level"]) { values { value count } } }"#,
+            json!({}),
+        )
+        .await;
+    let gold: Vec<&str> =
+        by_level["gold"]["nodes"].as_array().unwrap().iter().map(|node| node["entityRef"].as_str().unwrap()).collect();
+    assert!(gold.contains(&"component:default/shipment-tracker"), "{by_level}");
+    let facet = by_level["facets"][0]["values"].as_array().unwrap();
+    let faceted: u64 = facet.iter().map(|value| value["count"].as_u64().unwrap()).sum();
+    assert_eq!(faceted, summary["evaluated"].as_u64().unwrap(), "{facet:?}");
+    let gold_facet = facet.iter().find(|value| value["value"] == "Gold").unwrap();
+    assert_eq!(gold_facet["count"], by_level["gold"]["totalCount"]);
+    let below = facet.iter().find(|value| value["value"] == "").map_or(0, |value| value["count"].as_u64().unwrap());
+    assert_eq!(by_level["below"]["totalCount"].as_u64().unwrap(), below);
+    assert!(by_level["unscored"]["totalCount"].as_u64().unwrap() > 0, "libraries and websites are not services");
+
     // A department's rollup counts what its teams own.
     let rollup = app
         .query(
@@ -127,6 +149,13 @@ async fn scorecards_are_evaluated_served_and_followed_end_to_end(database: TestD
     let owned = &data["entity"]["scores"][0]["rules"][0];
     assert_eq!(owned["status"], "FAIL");
     assert_eq!(owned["explanation"]["expression"], "owner() != null");
+    let failing = app
+        .query(
+            r#"{ entities(filter: { fields: [{ key: "scores.production-readiness.failing", equals: "owned" }] }) { nodes { entityRef } } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(failing["entities"]["nodes"], json!([{"entityRef": "component:default/shipment-tracker"}]));
     let history = &data["entity"]["scoreHistory"]["transitions"];
     assert_eq!(history.as_array().unwrap().len(), 2, "first evaluated, then failed: {history}");
     assert_eq!(history[0]["levelBefore"], "Gold");

@@ -32,12 +32,7 @@ pub struct ChangeCursor(pub i64);
 #[Scalar]
 impl ScalarType for ChangeCursor {
     fn parse(value: Value) -> InputValueResult<Self> {
-        let parsed = match &value {
-            Value::String(text) => text.parse::<i64>().ok(),
-            Value::Number(number) => number.as_i64(),
-            _ => None,
-        };
-        parsed.filter(|sequence| *sequence >= 0).map(ChangeCursor).ok_or_else(|| {
+        crate::graphql::paging::sequence_cursor(&value).map(ChangeCursor).ok_or_else(|| {
             InputValueError::custom(format!("{value} is not a change cursor (a non-negative integer as a string)"))
         })
     }

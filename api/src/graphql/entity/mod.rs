@@ -496,7 +496,7 @@ macro_rules! entity_object {
                 ctx: &Context<'_>,
                 scorecard: Option<String>,
                 #[graphql(default = 20)] first: i32,
-                before: Option<ChangeCursor>,
+                before: Option<crate::graphql::governance::ScoreCursor>,
             ) -> Result<crate::graphql::governance::ScoreHistoryPage> {
                 crate::graphql::governance::score_history(ctx, &self.0, scorecard, first, before).await
             }
@@ -924,7 +924,7 @@ entity_object!(
         ty = "crate::graphql::governance::ScoreHistoryPage",
         arg(name = "scorecard", ty = "Option<String>"),
         arg(name = "first", ty = "i32", default = 20),
-        arg(name = "before", ty = "Option<ChangeCursor>")
+        arg(name = "before", ty = "Option<crate::graphql::governance::ScoreCursor>")
     ),
     field(
         name = "history",
