@@ -1,10 +1,11 @@
 //! `catalog-bench`: generate synthetic catalogs, drive load against a live
 //! server, measure its change stream with many subscribers and GitHub
-//! discovery against a fake GitHub. `bench/run.sh`
+//! discovery against a fake GitHub, and governance evaluation. `bench/run.sh`
 //! ties them to the ingestion benchmark.
 
 mod generate;
 mod github;
+mod governance;
 mod load;
 mod subscribe;
 mod yaml;
@@ -60,6 +61,22 @@ enum Command {
         /// skipped.
         #[arg(long)]
         backstage_url: Option<String>,
+        /// Where to write the JSON results.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Evaluate scorecards cold over the catalog in a database (their stored
+    /// results removed first), restart over them, then change entities one
+    /// at a time and time each change until its results are stored.
+    Governance {
+        #[arg(long)]
+        database_url: String,
+        /// A folder of scorecard files (`bench/scorecards`).
+        #[arg(long)]
+        scorecards: PathBuf,
+        /// Components changed one at a time (and a fifth as many groups).
+        #[arg(long, default_value_t = 50)]
+        changes: usize,
         /// Where to write the JSON results.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -178,6 +195,9 @@ async fn main() -> anyhow::Result<()> {
             if measurements.iter().any(|m| m.errors > 0) {
                 anyhow::bail!("some requests failed");
             }
+        }
+        Command::Governance { database_url, scorecards, changes, out } => {
+            governance::run(&database_url, &scorecards, changes, out.as_deref()).await?;
         }
         Command::Subscribe {
             url,
