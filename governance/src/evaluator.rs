@@ -344,10 +344,19 @@ impl Evaluator {
                     stale.extend(readers.iter().cloned());
                 }
             }
-            // Who relates to a changed entity now: its edges the other way.
+            // Who relates to a changed entity now: its edges the other way,
+            // and for nested reads (`members(owner())`) two hops the other way.
             let inverse: Vec<RelationType> =
                 relations.iter().map(|&relation| relation_type(relation).reverse()).collect();
-            let related = self.catalog.related_entities(changed, &inverse, TargetBodies::Skip).await?;
+            let mut reached: Vec<EntityRef> = changed.to_vec();
+            let nested = &applied.scorecard().reads().nested;
+            if !nested.is_empty() {
+                let inner: Vec<RelationType> =
+                    nested.iter().map(|&relation| relation_type(relation).reverse()).collect();
+                let first = self.catalog.related_entities(changed, &inner, TargetBodies::Skip).await?;
+                reached.extend(first.targets.values().map(|target| target.entity_ref.clone()));
+            }
+            let related = self.catalog.related_entities(&reached, &inverse, TargetBodies::Skip).await?;
             for target in related.targets.values() {
                 stale.insert(target.entity_ref.clone());
             }
@@ -434,7 +443,7 @@ impl Evaluator {
         now: DateTime<Utc>,
     ) -> Result<Vec<Loaded>, StoreError> {
         let scorecard = self.applied[index].scorecard();
-        crate::load::subjects(&self.catalog, entities, &scorecard.reads().relations, now, |subject| {
+        crate::load::subjects(&self.catalog, entities, scorecard.reads(), now, |subject| {
             scorecard.applies_to.matches(subject)
         })
         .await

@@ -9,6 +9,7 @@ use catalog_domain::{EntityRef, RelationType};
 use catalog_store::{Catalog, StoreError, StoredEntity, TargetBodies};
 use chrono::{DateTime, Utc};
 
+use crate::rule::Reads;
 use crate::subject::{Relation, Subject};
 
 /// One entity ready for its rules, with the refs it read through relations
@@ -34,14 +35,16 @@ pub(crate) fn relation_type(relation: Relation) -> RelationType {
 }
 
 /// `entities` as subjects at `now`, those `keep` accepts, with what they
-/// relate to through `relations` (read only when there are any).
+/// relate to through the relations `reads` names (read only when there are
+/// any) and, for its nested reads, what those related entities relate to.
 pub(crate) async fn subjects(
     catalog: &Catalog,
     entities: impl IntoIterator<Item = &StoredEntity>,
-    relations: &BTreeSet<Relation>,
+    reads: &Reads,
     now: DateTime<Utc>,
     keep: impl Fn(&Subject) -> bool,
 ) -> Result<Vec<Loaded>, StoreError> {
+    let relations = &reads.relations;
     let mut loaded = Vec::new();
     for stored in entities {
         let subject = Subject::new(stored.raw()?, now);
@@ -71,5 +74,41 @@ pub(crate) async fn subjects(
             loaded.inputs = inputs;
         }
     }
+    if !reads.nested.is_empty() {
+        add_nested(catalog, &mut loaded, &reads.nested).await?;
+    }
     Ok(loaded)
+}
+
+/// What the subjects' related entities relate to through `nested`, one
+/// statement for all of them; the entities read so become inputs too.
+async fn add_nested(catalog: &Catalog, loaded: &mut [Loaded], nested: &BTreeSet<Relation>) -> Result<(), StoreError> {
+    let mut sources: Vec<EntityRef> = loaded.iter().flat_map(|loaded| loaded.inputs.iter().cloned()).collect();
+    sources.sort();
+    sources.dedup();
+    if sources.is_empty() {
+        return Ok(());
+    }
+    let types: Vec<RelationType> = nested.iter().map(|&relation| relation_type(relation)).collect();
+    let related = catalog.related_entities(&sources, &types, TargetBodies::Read).await?;
+    let mut by_source: BTreeMap<(&EntityRef, Relation), Vec<&StoredEntity>> = BTreeMap::new();
+    for (source, found_type, target) in &related.edges {
+        let relation = nested.iter().copied().find(|&relation| relation_type(relation) == *found_type);
+        if let (Some(relation), Some(target)) = (relation, related.targets.get(target)) {
+            by_source.entry((source, relation)).or_default().push(target);
+        }
+    }
+    for loaded in loaded.iter_mut() {
+        let mut reached = Vec::new();
+        for input in &loaded.inputs {
+            for &relation in nested {
+                let Some(targets) = by_source.get(&(input, relation)) else { continue };
+                let envelopes = targets.iter().map(|target| target.raw()).collect::<Result<Vec<_>, _>>()?;
+                reached.extend(targets.iter().map(|target| target.entity_ref.clone()));
+                loaded.subject.nested.entry(relation).or_default().insert(input.as_str().to_owned(), envelopes);
+            }
+        }
+        loaded.inputs.extend(reached);
+    }
+    Ok(())
 }

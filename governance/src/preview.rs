@@ -13,7 +13,6 @@ use crate::load::Loaded;
 use crate::results::{RuleSummary, RuleTransition, StoredResult};
 use crate::rule::RuleStatus;
 use crate::scorecard::{RuleResult, Scorecard};
-use crate::subject::Relation;
 
 /// Entities read per statement.
 const PAGE: u64 = 500;
@@ -130,8 +129,6 @@ pub async fn preview(
             }
         }
     };
-    let relations: BTreeSet<Relation> =
-        scorecard.rules().flat_map(|(_, _, rule)| rule.reads().relations.iter().copied()).collect();
     let mut levels: BTreeMap<Option<String>, u64> = BTreeMap::new();
     let mut rules: Vec<RuleSummary> = scorecard
         .rules()
@@ -147,7 +144,7 @@ pub async fn preview(
         let query = ListQuery { order: OrderField::Name, offset, limit: PAGE, ..Default::default() };
         let page = catalog.list_entities(&query).await?;
         offset += PAGE;
-        let subjects = crate::load::subjects(catalog, &page.entities, &relations, now, |subject| {
+        let subjects = crate::load::subjects(catalog, &page.entities, scorecard.reads(), now, |subject| {
             scorecard.applies_to.matches(subject)
         })
         .await?;

@@ -2,10 +2,11 @@
 //! (the variables `entity` and `now`, CEL's standard functions and ours),
 //! with what it reads, and evaluated over a [`Subject`] into a status.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use cel::common::ast::{Expr, IdedExpr, LiteralValue};
+use cel::extractors::Arguments;
 use cel::objects::{Key, Map};
 use cel::{Context, Env, ExecutionError, Program, Value};
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,10 @@ pub struct Reads {
     /// a path also covers everything below it.
     pub fields: BTreeSet<String>,
     pub relations: BTreeSet<Relation>,
+    /// Relations read of a related entity, by a relation function given
+    /// one (`members(owner())`): loaded for every entity the rule reaches
+    /// through `relations`.
+    pub nested: BTreeSet<Relation>,
     pub facts: BTreeSet<String>,
     /// Whether the result can change with time alone.
     pub now: bool,
@@ -183,6 +188,7 @@ impl Reads {
         for reads in reads {
             all.fields.extend(reads.fields.iter().cloned());
             all.relations.extend(reads.relations.iter().copied());
+            all.nested.extend(reads.nested.iter().copied());
             all.facts.extend(reads.facts.iter().cloned());
             all.now |= reads.now;
         }
@@ -215,15 +221,28 @@ fn context<'s>(subject: &Subject, reads: &Reads, missing: &Arc<Mutex<Option<Stri
     let mut context = Context::with_env(Arc::clone(&ENVIRONMENT));
     context.add_variable_from_value("entity", json_to_cel(&with_defaults(&subject.entity)));
     context.add_variable_from_value("now", Value::Timestamp(subject.now.fixed_offset()));
-    for &relation in &reads.relations {
-        let entities = subject.related.get(&relation).map(Vec::as_slice).unwrap_or_default();
-        let value = if relation.is_single() {
-            entities.first().map_or(Value::Null, json_to_cel)
-        } else {
-            Value::List(Arc::new(entities.iter().take(MAX_RELATED).map(json_to_cel).collect()))
-        };
+    for relation in reads.relations.union(&reads.nested).copied() {
+        let own = reads.relations.contains(&relation).then(|| {
+            let entities = subject.related.get(&relation).map(Vec::as_slice).unwrap_or_default();
+            relation_value(relation, entities.iter())
+        });
+        let of_related: BTreeMap<String, Value> = subject
+            .nested
+            .get(&relation)
+            .map(|by_ref| {
+                by_ref.iter().map(|(of, entities)| (of.clone(), relation_value(relation, entities.iter()))).collect()
+            })
+            .unwrap_or_default();
         // Every name here is ours, not the standard library's (checked at compile).
-        let _ = context.add_function(relation.function(), move || value.clone());
+        let _ = context.add_function(relation.function(), move |Arguments(arguments): Arguments| -> Value {
+            match arguments.first() {
+                None => own.clone().unwrap_or(Value::Null),
+                // A related entity that is absent (`owner()` is null) relates to nothing.
+                Some(related) => cel_ref(related)
+                    .and_then(|of| of_related.get(&of).cloned())
+                    .unwrap_or_else(|| relation_value(relation, std::iter::empty())),
+            }
+        });
     }
     if !reads.facts.is_empty() {
         let facts: Vec<(String, Option<Value>)> = reads
@@ -248,6 +267,31 @@ fn context<'s>(subject: &Subject, reads: &Reads, missing: &Arc<Mutex<Option<Stri
         });
     }
     context
+}
+
+/// What a relation function answers for these entities: the first one (or
+/// `null`) for `owner` and `system`, a list of at most [`MAX_RELATED`] otherwise.
+fn relation_value<'e>(relation: Relation, mut entities: impl Iterator<Item = &'e serde_json::Value>) -> Value {
+    if relation.is_single() {
+        entities.next().map_or(Value::Null, json_to_cel)
+    } else {
+        Value::List(Arc::new(entities.take(MAX_RELATED).map(json_to_cel).collect()))
+    }
+}
+
+/// The lower-case `kind:namespace/name` of an entity as CEL holds it.
+fn cel_ref(entity: &Value) -> Option<String> {
+    let Value::Map(map) = entity else { return None };
+    let text = |value: Option<&Value>| match value {
+        Some(Value::String(text)) => Some(text.as_str().to_owned()),
+        _ => None,
+    };
+    let field = |map: &Map, key: &str| map.map.get(&Key::String(Arc::new(key.to_owned()))).cloned();
+    let kind = text(field(map, "kind").as_ref())?;
+    let Some(Value::Map(metadata)) = field(map, "metadata") else { return None };
+    let name = text(field(&metadata, "name").as_ref())?;
+    let namespace = text(field(&metadata, "namespace").as_ref()).unwrap_or_else(|| "default".to_owned());
+    Some(format!("{kind}:{namespace}/{name}").to_ascii_lowercase())
 }
 
 /// The envelope with the collections Backstage defaults when a file leaves
@@ -392,10 +436,21 @@ impl Check<'_> {
             return;
         }
         if let Some(relation) = Relation::of_function(name) {
-            if member || !arguments.is_empty() {
-                self.problem(node, format!("`{name}()` takes no arguments and is not a method"));
+            match (member, arguments.len()) {
+                (false, 0) => {
+                    self.reads.relations.insert(relation);
+                }
+                // A literal is never an entity; anything else may evaluate to one.
+                (false, 1) if !matches!(arguments[0].expr, Expr::Literal(_) | Expr::List(_) | Expr::Map(_)) => {
+                    self.reads.nested.insert(relation);
+                }
+                _ => self.problem(
+                    node,
+                    format!(
+                        "`{name}` takes no argument (this entity's) or one related entity (`{name}(owner())`), and is not a method"
+                    ),
+                ),
             }
-            self.reads.relations.insert(relation);
             return;
         }
         if name == FACT_FUNCTION {

@@ -74,6 +74,10 @@ pub struct Subject {
     /// The envelopes of the entities it relates to, per relation; a relation
     /// absent here reads as none (an unresolved owner is `null`).
     pub related: BTreeMap<Relation, Vec<Value>>,
+    /// What the related entities relate to, for a rule that calls a relation
+    /// function on one (`members(owner())`): per relation, by the related
+    /// entity's ref (`group:default/team-a`, lower-case).
+    pub nested: BTreeMap<Relation, BTreeMap<String, Vec<Value>>>,
     /// Facts by name (`github.archived`, `pagerduty.service`).
     pub facts: BTreeMap<String, Fact>,
     pub now: DateTime<Utc>,
@@ -81,11 +85,17 @@ pub struct Subject {
 
 impl Subject {
     pub fn new(entity: Value, now: DateTime<Utc>) -> Self {
-        Self { entity, related: BTreeMap::new(), facts: BTreeMap::new(), now }
+        Self { entity, related: BTreeMap::new(), nested: BTreeMap::new(), facts: BTreeMap::new(), now }
     }
 
     pub fn with_related(mut self, relation: Relation, entities: Vec<Value>) -> Self {
         self.related.insert(relation, entities);
+        self
+    }
+
+    /// What the related entity `of` (its ref) relates to through `relation`.
+    pub fn with_nested(mut self, relation: Relation, of: &str, entities: Vec<Value>) -> Self {
+        self.nested.entry(relation).or_default().insert(of.to_ascii_lowercase(), entities);
         self
     }
 
@@ -97,13 +107,17 @@ impl Subject {
     /// The entity's `kind:namespace/name`, lowercased, for exemptions and
     /// messages; empty when the envelope lacks a kind or name.
     pub fn entity_ref(&self) -> String {
-        let text = |pointer: &str| self.entity.pointer(pointer).and_then(Value::as_str).unwrap_or_default();
-        let namespace =
-            Some(text("/metadata/namespace")).filter(|namespace| !namespace.is_empty()).unwrap_or("default");
-        let (kind, name) = (text("/kind"), text("/metadata/name"));
-        if kind.is_empty() || name.is_empty() {
-            return String::new();
-        }
-        format!("{kind}:{namespace}/{name}").to_ascii_lowercase()
+        ref_of(&self.entity)
     }
+}
+
+/// An envelope's `kind:namespace/name`, lower-case; empty without a kind or name.
+pub(crate) fn ref_of(entity: &Value) -> String {
+    let text = |pointer: &str| entity.pointer(pointer).and_then(Value::as_str).unwrap_or_default();
+    let namespace = Some(text("/metadata/namespace")).filter(|namespace| !namespace.is_empty()).unwrap_or("default");
+    let (kind, name) = (text("/kind"), text("/metadata/name"));
+    if kind.is_empty() || name.is_empty() {
+        return String::new();
+    }
+    format!("{kind}:{namespace}/{name}").to_ascii_lowercase()
 }

@@ -17,6 +17,7 @@ use serde_json::json;
 
 catalog_store::backend_tests!(
     scores_follow_the_catalog_through_relations_and_time,
+    a_member_leaving_or_joining_the_owner_re_evaluates_what_it_owns,
     a_restart_keeps_results_and_a_removed_scorecard_takes_its_results
 );
 
@@ -206,4 +207,52 @@ async fn a_restart_keeps_results_and_a_removed_scorecard_takes_its_results(store
         store.score_store().scorecards().await.unwrap().into_iter().map(|record| record.id).collect();
     assert_eq!(ids, ["ownership"]);
     assert_eq!(score(&store, "payments", "ownership").await.unwrap().level.as_deref(), Some("Owned"));
+}
+
+fn user(name: &str, groups: &[&str]) -> Entity {
+    entity(json!({
+        "apiVersion": "backstage.io/v1alpha1",
+        "kind": "User",
+        "metadata": {"name": name},
+        "spec": {"memberOf": groups}
+    }))
+}
+
+const STAFFED: &str = r#"
+id: staffed
+title: Staffed
+owner: group:default/platform
+appliesTo: { kind: [Component] }
+levels:
+  - name: Staffed
+    rules:
+      - id: owner-has-members
+        title: The owner is a Group with at least one member
+        expression: owner() != null && owner().kind == 'Group' && size(members(owner())) > 0
+"#;
+
+async fn a_member_leaving_or_joining_the_owner_re_evaluates_what_it_owns(store: Store) {
+    let writer = store.snapshot_writer();
+    let catalog = |members: &[&str]| {
+        let mut entities = vec![team(), component("payments", "takes payments", json!({}))];
+        entities.push(user("alice", members));
+        one_location_snapshot("file", entities)
+    };
+    writer.apply_snapshot(&catalog(&["team-a"])).await.unwrap();
+    let mut evaluator = Evaluator::new(store.catalog(), store.change_feed(), store.score_store());
+    evaluator.apply(scorecards(&[STAFFED]), true, at(1, 1)).await.unwrap();
+    assert_eq!(score(&store, "payments", "staffed").await.unwrap().level.as_deref(), Some("Staffed"));
+
+    // Alice leaves: the component read her through its owner's members.
+    writer.apply_snapshot(&catalog(&[])).await.unwrap();
+    let pass = evaluator.catch_up(at(1, 2)).await.unwrap();
+    assert_eq!(pass.evaluated, 1, "the component, not the user");
+    let payments = score(&store, "payments", "staffed").await.unwrap();
+    assert_eq!(payments.level, None);
+    assert_eq!(results(&payments)[0].explanation.as_ref().unwrap().expression, "size(members(owner())) > 0");
+
+    // Alice joins again: found two hops away (her group, then what it owns).
+    writer.apply_snapshot(&catalog(&["team-a"])).await.unwrap();
+    evaluator.catch_up(at(1, 3)).await.unwrap();
+    assert_eq!(score(&store, "payments", "staffed").await.unwrap().level.as_deref(), Some("Staffed"));
 }

@@ -50,7 +50,7 @@ fn every_problem_in_a_rule_is_reported_where_it_is() {
     let syntax = Rule::compile("entity.kind == ").unwrap_err();
     assert!(syntax[0].line == 1 && syntax[0].column > 1, "{syntax:?}");
     assert!(Rule::compile("fact(entity.kind)").unwrap_err()[0].message.contains("one name in quotes"));
-    assert!(Rule::compile("owner(1) == null").unwrap_err()[0].message.contains("takes no arguments"));
+    assert!(Rule::compile("owner(1) == null").unwrap_err()[0].message.contains("takes no argument"));
     let nested = "dependencies().all(a, dependents().all(b, members().all(c, c == a)))";
     assert!(Rule::compile(nested).unwrap_err()[0].message.contains("nest deeper"));
     // Standard functions and macros are known.
@@ -110,6 +110,29 @@ fn relations_are_read_through_functions() {
     let old = json!({"kind": "Component", "metadata": {"name": "old"}, "spec": {"lifecycle": "deprecated"}});
     let depended = alone.with_related(Relation::Dependents, vec![old]);
     assert_eq!(dependents.evaluate(&depended).status, RuleStatus::Fail);
+}
+
+#[test]
+fn a_related_entity_s_relations_are_read_by_giving_it_to_the_function() {
+    let rule = Rule::compile("owner() != null && size(members(owner())) > 0").unwrap();
+    assert_eq!(rule.reads().relations.iter().copied().collect::<Vec<_>>(), [Relation::Owner]);
+    assert_eq!(rule.reads().nested.iter().copied().collect::<Vec<_>>(), [Relation::Members]);
+    let team = json!({"kind": "Group", "metadata": {"name": "Team-A"}, "spec": {}});
+    let alice = json!({"kind": "User", "metadata": {"name": "alice"}, "spec": {}});
+    let owned = Subject::new(service("production", json!({})), now()).with_related(Relation::Owner, vec![team]);
+    let outcome = rule.evaluate(&owned);
+    assert_eq!(outcome.status, RuleStatus::Fail, "a team without members");
+    assert_eq!(outcome.explanation.unwrap().expression, "size(members(owner())) > 0");
+    let staffed = owned.with_nested(Relation::Members, "group:default/team-a", vec![alice]);
+    assert_eq!(rule.evaluate(&staffed).status, RuleStatus::Pass);
+    // No owner: the nested call sees null and answers an empty list, not an error.
+    let alone = Subject::new(service("production", json!({})), now());
+    let nested_only = Rule::compile("size(members(owner())) == 0").unwrap();
+    assert_eq!(nested_only.evaluate(&alone).status, RuleStatus::Pass);
+
+    let problems = Rule::compile("members(owner(), system()) == []").unwrap_err();
+    assert!(problems[0].message.contains("takes no argument"), "{problems:?}");
+    assert!(Rule::compile("owner().members() == []").is_err(), "not a method");
 }
 
 #[test]
