@@ -121,6 +121,12 @@ impl Application {
         self.engine.clone()
     }
 
+    /// The providers' facts as governance rules read them.
+    pub fn provider_facts(&self) -> Arc<crate::facts::ProviderFacts> {
+        let ttl = i64::try_from(self.config.governance.fact_ttl_seconds).unwrap_or(i64::MAX / 1_000);
+        Arc::new(crate::facts::ProviderFacts { engine: self.engine.clone(), ttl: chrono::Duration::seconds(ttl) })
+    }
+
     /// Runs every provider once, now.
     pub async fn ingest_once(&self) -> anyhow::Result<Vec<ProviderRun>> {
         self.engine.run_once().await.context("ingestion failed")
@@ -182,6 +188,7 @@ impl Application {
                     refusals: self.auth.refusals(),
                     tasks: self.tasks.clone(),
                     operations: metrics.as_ref().map(|metrics| metrics.operations()),
+                    facts: self.provider_facts(),
                 },
                 options,
             ),
@@ -216,7 +223,8 @@ impl Application {
                 self.store.catalog(),
                 self.store.change_feed(),
                 self.store.score_store(),
-            );
+            )
+            .with_facts(self.provider_facts());
             let settings = catalog_governance::Settings {
                 sources: self.config.governance.scorecards.clone(),
                 reload_every: Duration::from_secs(self.config.governance.reload_seconds.max(1)),

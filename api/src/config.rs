@@ -44,9 +44,13 @@ pub struct GovernanceConfig {
     pub scorecards: Vec<std::path::PathBuf>,
     /// How often the scorecard files are read again for changes.
     pub reload_seconds: u64,
-    /// How often scorecards whose rules read `now` are evaluated again
-    /// (dates in `enforceFrom` and exemptions' expiry are followed exactly).
+    /// How often scorecards whose rules read `now` or a fact are evaluated
+    /// again (dates in `enforceFrom` and exemptions' expiry are followed
+    /// exactly).
     pub reevaluate_seconds: u64,
+    /// How long after its provider read it a fact (`fact('pagerduty.service')`)
+    /// may be judged by; older, the rules that read it are `UNKNOWN`.
+    pub fact_ttl_seconds: u64,
 }
 
 impl Default for GovernanceConfig {
@@ -56,6 +60,7 @@ impl Default for GovernanceConfig {
             scorecards: vec!["examples/scorecards".into()],
             reload_seconds: 30,
             reevaluate_seconds: 3_600,
+            fact_ttl_seconds: 7_200,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error_code;
+pub mod facts;
 pub mod graphql;
 mod http;
 pub mod hub;

@@ -254,7 +254,8 @@ async fn check_scorecard(file: &Path, json: bool, config: Config) -> anyhow::Res
     anyhow::ensure!(status.serves(), "cannot read the catalog: {status}");
     // The moves are counted against the scorecard in force with this id, if any.
     let stored = store.score_store().scores_of(&scorecard.id).await?;
-    let preview = catalog_governance::preview(&store.catalog(), &scorecard, chrono::Utc::now(), &stored).await?;
+    // No providers run here: a rule that reads a fact is UNKNOWN.
+    let preview = catalog_governance::preview(&store.catalog(), &scorecard, chrono::Utc::now(), &stored, None).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&preview)?);
         return Ok(ExitCode::SUCCESS);

@@ -28,6 +28,7 @@ use crate::load::{Loaded, relation_type};
 use crate::results::{LevelCount, RuleSummary, RuleTransition, StoredResult, Summary};
 use crate::rule::RuleStatus;
 use crate::scorecard::{Score, Scorecard, ScorecardError};
+use crate::subject::FactSource;
 
 /// Entities read per statement.
 const PAGE: u64 = 500;
@@ -195,11 +196,21 @@ pub struct Evaluator {
     applied: Vec<Applied>,
     /// The last change-log sequence followed; None before the first evaluation.
     cursor: Option<i64>,
+    /// Where rules that read facts get them; None: they are `UNKNOWN`.
+    facts: Option<Arc<dyn FactSource>>,
 }
 
 impl Evaluator {
     pub fn new(catalog: Catalog, feed: ChangeFeed, scores: ScoreStore) -> Self {
-        Evaluator { catalog, feed, scores, applied: Vec::new(), cursor: None }
+        Evaluator { catalog, feed, scores, applied: Vec::new(), cursor: None, facts: None }
+    }
+
+    /// Reads facts from `source`. Facts change outside the change log, so
+    /// scorecards that read any are evaluated again periodically, as those
+    /// that read `now` are.
+    pub fn with_facts(mut self, source: Arc<dyn FactSource>) -> Self {
+        self.facts = Some(source);
+        self
     }
 
     /// The scorecards applied.
@@ -261,13 +272,15 @@ impl Evaluator {
 
     /// Evaluates again every scorecard whose results can have changed with
     /// time alone since `since`: an `enforceFrom` or an exemption's expiry
-    /// passed, or a rule reads `now`.
+    /// passed, or a rule reads `now` or a fact.
     pub async fn reevaluate_timed(&mut self, since: DateTime<Utc>, now: DateTime<Utc>) -> Result<Pass, StoreError> {
         let due: Vec<String> = self
             .applied
             .iter()
             .filter(|applied| {
-                applied.scorecard().reads().now
+                let reads = applied.scorecard().reads();
+                reads.now
+                    || !reads.facts.is_empty()
                     || applied.scorecard().next_boundary(since).is_some_and(|boundary| boundary <= now)
             })
             .map(|applied| applied.scorecard().id.clone())
@@ -443,7 +456,7 @@ impl Evaluator {
         now: DateTime<Utc>,
     ) -> Result<Vec<Loaded>, StoreError> {
         let scorecard = self.applied[index].scorecard();
-        crate::load::subjects(&self.catalog, entities, scorecard.reads(), now, |subject| {
+        crate::load::subjects(&self.catalog, entities, scorecard.reads(), self.facts.as_deref(), now, |subject| {
             scorecard.applies_to.matches(subject)
         })
         .await

@@ -176,9 +176,26 @@ pub(crate) fn entity_path(node: &IdedExpr) -> Option<String> {
     }
 }
 
+/// `facts.NAME` for `fact('NAME')`, and the fields selected from it
+/// (`fact('pagerduty.service').status` is `facts.pagerduty.service.status`).
+fn fact_path(node: &IdedExpr) -> Option<String> {
+    match &node.expr {
+        Expr::Call(call) if call.func_name == crate::rule::FACT_FUNCTION && call.target.is_none() => {
+            match call.args.as_slice() {
+                [IdedExpr { expr: Expr::Literal(LiteralValue::String(name)), .. }] => {
+                    Some(format!("facts.{}", name.inner()))
+                }
+                _ => None,
+            }
+        }
+        Expr::Select(select) if !select.test => fact_path(&select.operand).map(|path| join(&path, &select.field)),
+        _ => None,
+    }
+}
+
 /// The first entity path read anywhere in `node`, left to right.
 fn first_entity_path(node: &IdedExpr) -> Option<String> {
-    if let Some(path) = entity_path(node) {
+    if let Some(path) = entity_path(node).or_else(|| fact_path(node)) {
         return Some(path);
     }
     match &node.expr {

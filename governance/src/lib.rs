@@ -36,4 +36,4 @@ pub use runner::{Settings, SourceProblem, read_sources, run};
 pub use scorecard::{
     AppliesTo, Exemption, LevelDefinition, Located, RuleDefinition, RuleResult, Score, Scorecard, ScorecardError,
 };
-pub use subject::{Fact, Relation, Subject};
+pub use subject::{Fact, FactSource, Relation, Subject};

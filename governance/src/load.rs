@@ -10,7 +10,7 @@ use catalog_store::{Catalog, StoreError, StoredEntity, TargetBodies};
 use chrono::{DateTime, Utc};
 
 use crate::rule::Reads;
-use crate::subject::{Relation, Subject};
+use crate::subject::{FactSource, Relation, Subject};
 
 /// One entity ready for its rules, with the refs it read through relations
 /// (a change to one of them makes its results stale).
@@ -36,19 +36,24 @@ pub(crate) fn relation_type(relation: Relation) -> RelationType {
 
 /// `entities` as subjects at `now`, those `keep` accepts, with what they
 /// relate to through the relations `reads` names (read only when there are
-/// any) and, for its nested reads, what those related entities relate to.
+/// any), for its nested reads what those related entities relate to, and
+/// the facts it reads from `facts` (none without a source).
 pub(crate) async fn subjects(
     catalog: &Catalog,
     entities: impl IntoIterator<Item = &StoredEntity>,
     reads: &Reads,
+    facts: Option<&dyn FactSource>,
     now: DateTime<Utc>,
     keep: impl Fn(&Subject) -> bool,
 ) -> Result<Vec<Loaded>, StoreError> {
     let relations = &reads.relations;
     let mut loaded = Vec::new();
     for stored in entities {
-        let subject = Subject::new(stored.raw()?, now);
+        let mut subject = Subject::new(stored.raw()?, now);
         if keep(&subject) {
+            if let Some(source) = facts.filter(|_| !reads.facts.is_empty()) {
+                subject.facts = source.facts(&subject.entity, &reads.facts);
+            }
             loaded.push(Loaded { entity_ref: stored.entity_ref.clone(), subject, inputs: Vec::new() });
         }
     }

@@ -13,6 +13,7 @@ use crate::load::Loaded;
 use crate::results::{RuleSummary, RuleTransition, StoredResult};
 use crate::rule::RuleStatus;
 use crate::scorecard::{RuleResult, Scorecard};
+use crate::subject::FactSource;
 
 /// Entities read per statement.
 const PAGE: u64 = 500;
@@ -108,8 +109,8 @@ fn moved(
 }
 
 /// Evaluates `scorecard` over every stored entity it applies to, at `now`.
-/// Relations are read only when a rule reads them; facts are not stored
-/// yet, so a rule that needs one is `UNKNOWN`.
+/// Relations are read only when a rule reads them; facts come from
+/// `facts` (without one, a rule that needs a fact is `UNKNOWN`).
 /// `stored`: the results of the scorecard in force with the same id (empty
 /// for a new one), which the moves are counted against.
 pub async fn preview(
@@ -117,6 +118,7 @@ pub async fn preview(
     scorecard: &Scorecard,
     now: DateTime<Utc>,
     stored: &[StoredScore],
+    facts: Option<&dyn FactSource>,
 ) -> Result<Preview, StoreError> {
     let mut baseline = baseline(stored);
     let (mut moves, mut more_moves) = (Vec::new(), 0);
@@ -144,7 +146,7 @@ pub async fn preview(
         let query = ListQuery { order: OrderField::Name, offset, limit: PAGE, ..Default::default() };
         let page = catalog.list_entities(&query).await?;
         offset += PAGE;
-        let subjects = crate::load::subjects(catalog, &page.entities, scorecard.reads(), now, |subject| {
+        let subjects = crate::load::subjects(catalog, &page.entities, scorecard.reads(), facts, now, |subject| {
             scorecard.applies_to.matches(subject)
         })
         .await?;

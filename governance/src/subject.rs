@@ -66,6 +66,14 @@ impl Fact {
     }
 }
 
+/// Where facts come from: the providers' in-memory views, asked for the
+/// facts a scorecard's rules read about one entity. A fact the source does
+/// not know (its provider is not configured or has not read yet) is left
+/// out, which makes the rules that need it `UNKNOWN`.
+pub trait FactSource: Send + Sync {
+    fn facts(&self, entity: &Value, names: &std::collections::BTreeSet<String>) -> BTreeMap<String, Fact>;
+}
+
 /// One entity as its rules see it.
 #[derive(Clone, Debug, Default)]
 pub struct Subject {

@@ -189,7 +189,7 @@ async fn a_restart_keeps_results_and_a_removed_scorecard_takes_its_results(store
     let changed = OWNERSHIP.replace("owner() != null && owner().kind == 'Group'", "owner() == null");
     let stored = store.score_store().scores_of("ownership").await.unwrap();
     let candidate = LoadedScorecard::parse(&changed).unwrap();
-    let preview = preview(&store.catalog(), &candidate.scorecard, at(1, 6), &stored).await.unwrap();
+    let preview = preview(&store.catalog(), &candidate.scorecard, at(1, 6), &stored, None).await.unwrap();
     assert_eq!(preview.moves.len(), 1);
     let moved = &preview.moves[0];
     assert_eq!((moved.level_before.as_deref(), moved.level.as_deref()), (None, Some("Owned")));

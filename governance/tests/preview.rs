@@ -76,7 +76,7 @@ async fn a_preview_counts_levels_and_rules_over_the_stored_catalog(store: Store)
 "#;
     let scorecard = Scorecard::parse(&yaml).unwrap();
     let now = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
-    let preview = preview(&store.catalog(), &scorecard, now, &[]).await.unwrap();
+    let preview = preview(&store.catalog(), &scorecard, now, &[], None).await.unwrap();
     assert_eq!(preview.evaluated, 3, "the three components, not the group or the user");
     assert_eq!(
         preview.levels,

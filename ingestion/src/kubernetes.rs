@@ -272,6 +272,12 @@ impl KubernetesView {
         found
     }
 
+    /// Whether every scope has been listed: from then on the watchers keep
+    /// the workloads current.
+    pub fn listed(&self) -> bool {
+        self.watched.scopes().values().all(ScopeState::listed)
+    }
+
     /// Every scope's watcher.
     pub fn scopes(&self) -> Vec<ScopeStatus> {
         self.watched

@@ -562,6 +562,13 @@ impl PagerDutyView {
         unread.map_or(Ok(None), Err)
     }
 
+    /// When the oldest account's services were last read; None while any
+    /// account has not been read yet. What a service lookup answers is as
+    /// old as this.
+    pub fn read_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.providers.iter().map(|provider| provider.directory().map(|directory| directory.read_at)).min().flatten()
+    }
+
     /// Whether any of these annotations links to PagerDuty.
     pub fn is_mapped(annotations: &BTreeMap<String, String>) -> bool {
         [SERVICE_ID_ANNOTATION, INTEGRATION_KEY_ANNOTATION].iter().any(|key| annotations.contains_key(*key))

@@ -15,7 +15,7 @@ use async_graphql::{
 };
 use catalog_domain::EntityRef;
 use catalog_governance::{
-    AppliesTo, Exemption, Explanation, LevelCount, LoadedScorecard, RuleSummary, RuleTransition, Scorecard,
+    AppliesTo, Exemption, Explanation, FactSource, LevelCount, LoadedScorecard, RuleSummary, RuleTransition, Scorecard,
     StoredResult, Summary,
 };
 use catalog_store::{FilterField, ScoreChange, ScoreStore, ScorecardRecord, StoredEntity, StoredScore};
@@ -619,7 +619,8 @@ impl GovernanceQuery {
         };
         let _turn = PREVIEWS.acquire().await.map_err(|_| ApiError::Internal)?;
         let stored = score_store(ctx)?.scores_of(&scorecard.id).await.map_err(ApiError::from)?;
-        let preview = catalog_governance::preview(catalog(ctx)?, &scorecard, Utc::now(), &stored)
+        let facts = ctx.data_opt::<Arc<crate::facts::ProviderFacts>>().map(|facts| &**facts as &dyn FactSource);
+        let preview = catalog_governance::preview(catalog(ctx)?, &scorecard, Utc::now(), &stored, facts)
             .await
             .map_err(ApiError::from)?;
         let levels = preview.levels.into_iter().map(|(level, entities)| LevelCountValue { level, entities }).collect();

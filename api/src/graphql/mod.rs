@@ -113,6 +113,8 @@ pub struct SchemaServices {
     pub tasks: catalog_scaffolder::TaskService,
     /// Where each operation's duration is counted (`/metrics`), when metrics are on.
     pub operations: Option<Arc<OperationMetrics>>,
+    /// The providers' facts, for `previewScorecard`.
+    pub facts: Arc<crate::facts::ProviderFacts>,
 }
 
 /// Builds the schema over the process's services.
@@ -129,11 +131,11 @@ pub fn build_schema(services: SchemaServices, options: SchemaOptions) -> Catalog
         }
         builder
     };
-    let SchemaServices { handles, writer, hub, engine, refusals, tasks, operations } = services;
+    let SchemaServices { handles, writer, hub, engine, refusals, tasks, operations, facts } = services;
     // Depth and complexity are checked by the gate, whose errors carry their code.
     CatalogSchema::new(
         shared,
-        |builder| builder.data(handles).data(writer).data(hub).data(engine).data(refusals).data(tasks),
+        |builder| builder.data(handles).data(writer).data(hub).data(engine).data(refusals).data(tasks).data(facts),
         framework_errors::ValidationLimits { max_depth: options.max_depth, max_complexity: options.max_complexity },
         operations,
     )

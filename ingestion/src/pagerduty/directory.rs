@@ -14,6 +14,8 @@ pub(crate) struct Directory {
     services: BTreeMap<String, Arc<PagerDutyService>>,
     by_integration_key: HashMap<String, String>,
     teams: BTreeMap<String, PagerDutyReference>,
+    /// When PagerDuty answered the listing this directory holds.
+    pub(crate) read_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl Directory {
@@ -25,7 +27,7 @@ impl Directory {
             .flat_map(|service| service.integration_keys.iter().map(|key| (key.clone(), service.id.clone())))
             .collect();
         let teams = teams.into_iter().map(|team| (team.id.clone(), team)).collect();
-        Self { services, by_integration_key, teams }
+        Self { services, by_integration_key, teams, read_at: chrono::Utc::now() }
     }
 
     pub(crate) fn service(&self, id: &str) -> Option<Arc<PagerDutyService>> {

@@ -32,6 +32,7 @@ backend_tests!(
     signed_webhooks_refresh_a_service_and_forget_its_caches,
     bad_webhooks_are_refused_and_refresh_nothing,
     the_webhook_is_off_without_a_secret,
+    a_rule_judges_by_the_pagerduty_service_fact_or_is_unknown_without_it,
 );
 
 const OLD_SECRET: &str = "the PagerDuty secret being retired";
@@ -463,4 +464,44 @@ async fn the_webhook_is_off_without_a_secret(database: TestDatabase) {
     let body = event("service.updated", "PSHIP01");
     let (status, _) = deliver(&app, &body, Some(&sign(NEW_SECRET, &body))).await;
     assert_eq!(status, 404);
+}
+
+/// A scorecard over two components with one rule on the PagerDuty fact.
+const FACT_SCORECARD: &str = r#"
+id: paged
+title: Paged
+owner: group:default/team-platform-dx
+appliesTo: { entities: [component:default/shipment-tracker, component:default/label-printer-lib] }
+levels:
+  - name: Paged
+    rules:
+      - id: active-service
+        title: Maps to an active PagerDuty service
+        expression: fact('pagerduty.service') != null && fact('pagerduty.service').status == 'active'
+"#;
+
+const PREVIEW: &str = "query ($yaml: String!) { previewScorecard(yaml: $yaml) { preview {
+    summary { rules { rule pass fail unknown } } failures { entityRef status explanation { path } } } } }";
+
+async fn a_rule_judges_by_the_pagerduty_service_fact_or_is_unknown_without_it(database: TestDatabase) {
+    let fake = FakePagerDuty::start(example_account()).await;
+    let catalog = annotated_examples();
+    let app = app_on(database, catalog.path(), &fake, |_, _| {}).await;
+    let data = app.query(PREVIEW, json!({"yaml": FACT_SCORECARD})).await;
+    let preview = &data["previewScorecard"]["preview"];
+    assert_eq!(preview["summary"]["rules"][0], json!({"rule": "active-service", "pass": 1, "fail": 1, "unknown": 0}));
+    assert_eq!(
+        preview["failures"],
+        json!([{"entityRef": "component:default/label-printer-lib", "status": "FAIL",
+                "explanation": {"path": "facts.pagerduty.service"}}]),
+        "no annotation: the fact is known and null"
+    );
+
+    // Without a PagerDuty provider nobody knows: unknown, not failed.
+    let other = editable_examples();
+    let url = TestDatabase::sqlite().await;
+    let without = spawn_app_with(&url.url.clone(), other.path(), Some(url), |_| {}).await;
+    let data = without.query(PREVIEW, json!({"yaml": FACT_SCORECARD})).await;
+    let rules = &data["previewScorecard"]["preview"]["summary"]["rules"][0];
+    assert_eq!((rules["pass"].as_u64(), rules["unknown"].as_u64()), (Some(0), Some(2)), "{data}");
 }
