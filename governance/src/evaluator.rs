@@ -445,7 +445,10 @@ impl Evaluator {
             }
             self.write(writes).await?;
         }
-        self.put_scorecard(index, now).await?;
+        // The summary counts every current result: recounted only when one moved.
+        if pass.written > 0 {
+            self.put_scorecard(index, now).await?;
+        }
         Ok(pass)
     }
 
