@@ -329,6 +329,12 @@ async fn purge_hourly(maintenance: Maintenance, retention: Retention, mut shutdo
                 {
                     tracing::warn!(%error, "purging the change log failed; retrying in an hour");
                 }
+                // Score transitions are kept as long as the changes that caused them.
+                if let Some(keep) = retention.changes
+                    && let Err(error) = maintenance.purge_score_changes(chrono::Utc::now() - keep).await
+                {
+                    tracing::warn!(%error, "purging the score history failed; retrying in an hour");
+                }
                 if let Some(keep) = retention.audit
                     && let Err(error) = maintenance.purge_audit(chrono::Utc::now() - keep).await
                 {

@@ -207,6 +207,18 @@ async fn a_restart_keeps_results_and_a_removed_scorecard_takes_its_results(store
         store.score_store().scorecards().await.unwrap().into_iter().map(|record| record.id).collect();
     assert_eq!(ids, ["ownership"]);
     assert_eq!(score(&store, "payments", "ownership").await.unwrap().level.as_deref(), Some("Owned"));
+
+    // Retention takes the history, never the current scores.
+    let history = |store: Store| async move {
+        store.score_store().score_history(&component_ref("payments"), None, None, 100).await.unwrap().len()
+    };
+    assert!(history(store.clone()).await > 0);
+    let kept = store.maintenance().purge_score_changes(Utc::now() - chrono::Duration::days(1)).await.unwrap();
+    assert_eq!(kept, 0, "nothing is a day old");
+    let purged = store.maintenance().purge_score_changes(Utc::now() + chrono::Duration::seconds(1)).await.unwrap();
+    assert!(purged > 0);
+    assert_eq!(history(store.clone()).await, 0);
+    assert!(score(&store, "payments", "ownership").await.is_some());
 }
 
 fn user(name: &str, groups: &[&str]) -> Entity {

@@ -15,7 +15,7 @@ use sea_orm::sea_query::{OnConflict, Query};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
 use tokio::sync::watch;
 
-use crate::handles::ScoreStore;
+use crate::handles::{Maintenance, ScoreStore};
 
 use crate::bulk::{self, REF_CHUNK};
 use crate::error::StoreError;
@@ -337,6 +337,20 @@ impl ScoreStore {
     /// recorded one (in this process).
     pub fn transitions(&self) -> watch::Receiver<i64> {
         self.transitions.subscribe()
+    }
+}
+
+impl Maintenance {
+    /// Deletes score transitions recorded before `before` (the change log's
+    /// retention): an entity's current scores stay whatever their age.
+    /// Returns how many went.
+    pub async fn purge_score_changes(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let deleted = score_change_row::Entity::delete_many()
+            .filter(score_change_row::Column::Time.lt(before))
+            .exec(&self.db)
+            .await?
+            .rows_affected;
+        Ok(deleted)
     }
 }
 
