@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 
 use crate::load::{Loaded, relation_type};
 use crate::results::{LevelCount, RuleSummary, RuleTransition, StoredResult, Summary};
-use crate::rule::RuleStatus;
+use crate::rule::{Evaluation, Reads, RuleStatus};
 use crate::scorecard::{Score, Scorecard, ScorecardError};
 use crate::subject::FactSource;
 
@@ -388,16 +388,36 @@ impl Evaluator {
             return Ok(pass);
         }
         let mut seen: Vec<HashSet<EntityRef>> = vec![HashSet::new(); indices.len()];
+        // One subject per entity for every scorecard: its envelope, related
+        // entities and facts read once, and converted to CEL once.
+        let scorecards: Vec<Arc<Scorecard>> =
+            indices.iter().map(|&index| self.applied[index].loaded.scorecard.clone()).collect();
+        let reads = Reads::union(scorecards.iter().map(|scorecard| scorecard.reads()));
         let mut offset = 0;
         loop {
             let query = ListQuery { order: OrderField::Name, offset, limit: PAGE, ..Default::default() };
             let page = self.catalog.list_entities(&query).await?;
             offset += PAGE;
+            let loaded =
+                crate::load::subjects(&self.catalog, &page.entities, &reads, self.facts.as_deref(), now, |subject| {
+                    scorecards.iter().any(|scorecard| scorecard.applies_to.matches(subject))
+                })
+                .await?;
             let mut writes = Vec::new();
-            for (position, &index) in indices.iter().enumerate() {
-                let loaded = self.load(index, &page.entities, now).await?;
-                seen[position].extend(loaded.iter().map(|loaded| loaded.entity_ref.clone()));
-                pass += self.settle_all(index, loaded, now, &mut writes);
+            for Loaded { entity_ref, subject, inputs } in loaded {
+                let evaluation = Evaluation::new(&subject, &reads);
+                for (position, (&index, scorecard)) in indices.iter().zip(&scorecards).enumerate() {
+                    let Some(score) = scorecard.evaluate_in(&subject, &evaluation) else { continue };
+                    seen[position].insert(entity_ref.clone());
+                    pass.evaluated += 1;
+                    // What this scorecard's rules read, not the other scorecards'.
+                    let read: Vec<EntityRef> = inputs
+                        .iter()
+                        .filter(|input| input.read_by(scorecard.reads()))
+                        .map(|input| input.entity_ref.clone())
+                        .collect();
+                    pass += self.settle(index, entity_ref.clone(), Some((score, read)), now, &mut writes);
+                }
             }
             self.write(writes).await?;
             if offset >= page.total_count {
@@ -476,7 +496,8 @@ impl Evaluator {
         for Loaded { entity_ref, subject, inputs } in loaded {
             let score = self.applied[index].scorecard().evaluate(&subject);
             pass.evaluated += 1;
-            pass += self.settle(index, entity_ref, score.map(|score| (score, inputs)), now, writes);
+            let read = inputs.into_iter().map(|input| input.entity_ref).collect();
+            pass += self.settle(index, entity_ref, score.map(|score| (score, read)), now, writes);
         }
         pass
     }

@@ -17,7 +17,23 @@ use crate::subject::{FactSource, Relation, Subject};
 pub(crate) struct Loaded {
     pub entity_ref: EntityRef,
     pub subject: Subject,
-    pub inputs: Vec<EntityRef>,
+    pub inputs: Vec<Input>,
+}
+
+/// An entity a subject's rules may read: through which relation, and
+/// whether as a related entity's relation (`members(owner())`).
+#[derive(Clone, Debug)]
+pub(crate) struct Input {
+    pub relation: Relation,
+    pub nested: bool,
+    pub entity_ref: EntityRef,
+}
+
+impl Input {
+    /// Whether rules reading `reads` read it.
+    pub fn read_by(&self, reads: &Reads) -> bool {
+        if self.nested { reads.nested.contains(&self.relation) } else { reads.relations.contains(&self.relation) }
+    }
 }
 
 /// Related envelopes by relation function, as a [`Subject`] holds them.
@@ -63,7 +79,7 @@ pub(crate) async fn subjects(
     let types: Vec<RelationType> = relations.iter().map(|&relation| relation_type(relation)).collect();
     let sources: Vec<EntityRef> = loaded.iter().map(|loaded| loaded.entity_ref.clone()).collect();
     let related = catalog.related_entities(&sources, &types, TargetBodies::Read).await?;
-    let mut by_source: BTreeMap<&EntityRef, (Related, Vec<EntityRef>)> = BTreeMap::new();
+    let mut by_source: BTreeMap<&EntityRef, (Related, Vec<Input>)> = BTreeMap::new();
     for (source, found_type, target) in &related.edges {
         let Some(relation) = relations.iter().copied().find(|&relation| relation_type(relation) == *found_type) else {
             continue;
@@ -71,7 +87,7 @@ pub(crate) async fn subjects(
         let Some(target) = related.targets.get(target) else { continue };
         let (by_relation, inputs) = by_source.entry(source).or_default();
         by_relation.entry(relation).or_default().push(target.raw()?);
-        inputs.push(target.entity_ref.clone());
+        inputs.push(Input { relation, nested: false, entity_ref: target.entity_ref.clone() });
     }
     for loaded in &mut loaded {
         if let Some((related, inputs)) = by_source.remove(&loaded.entity_ref) {
@@ -88,7 +104,8 @@ pub(crate) async fn subjects(
 /// What the subjects' related entities relate to through `nested`, one
 /// statement for all of them; the entities read so become inputs too.
 async fn add_nested(catalog: &Catalog, loaded: &mut [Loaded], nested: &BTreeSet<Relation>) -> Result<(), StoreError> {
-    let mut sources: Vec<EntityRef> = loaded.iter().flat_map(|loaded| loaded.inputs.iter().cloned()).collect();
+    let mut sources: Vec<EntityRef> =
+        loaded.iter().flat_map(|loaded| loaded.inputs.iter().map(|input| input.entity_ref.clone())).collect();
     sources.sort();
     sources.dedup();
     if sources.is_empty() {
@@ -107,10 +124,19 @@ async fn add_nested(catalog: &Catalog, loaded: &mut [Loaded], nested: &BTreeSet<
         let mut reached = Vec::new();
         for input in &loaded.inputs {
             for &relation in nested {
-                let Some(targets) = by_source.get(&(input, relation)) else { continue };
+                let Some(targets) = by_source.get(&(&input.entity_ref, relation)) else { continue };
                 let envelopes = targets.iter().map(|target| target.raw()).collect::<Result<Vec<_>, _>>()?;
-                reached.extend(targets.iter().map(|target| target.entity_ref.clone()));
-                loaded.subject.nested.entry(relation).or_default().insert(input.as_str().to_owned(), envelopes);
+                reached.extend(targets.iter().map(|target| Input {
+                    relation,
+                    nested: true,
+                    entity_ref: target.entity_ref.clone(),
+                }));
+                loaded
+                    .subject
+                    .nested
+                    .entry(relation)
+                    .or_default()
+                    .insert(input.entity_ref.as_str().to_owned(), envelopes);
             }
         }
         loaded.inputs.extend(reached);

@@ -352,7 +352,16 @@ impl Scorecard {
         if !self.applies_to.matches(subject) {
             return None;
         }
-        let evaluation = Evaluation::new(subject, &self.reads);
+        self.evaluate_in(subject, &Evaluation::new(subject, &self.reads))
+    }
+
+    /// [`Scorecard::evaluate`] in an evaluation of `subject` prepared for
+    /// several scorecards (with the union of their [`Reads`]), so that the
+    /// subject is converted to CEL once for all of them.
+    pub fn evaluate_in(&self, subject: &Subject, evaluation: &Evaluation<'_>) -> Option<Score> {
+        if !self.applies_to.matches(subject) {
+            return None;
+        }
         let mut results = Vec::new();
         let mut level = None;
         let mut climbing = true;
