@@ -369,7 +369,7 @@ impl Scorecard {
         for (name, rules) in &self.levels {
             let mut level_holds = true;
             for compiled in rules {
-                let outcome = compiled.rule.evaluate_in(&evaluation);
+                let outcome = compiled.rule.evaluate_in(evaluation);
                 let enforced = compiled.enforce_from.is_none_or(|from| subject.now >= from);
                 let exemption = self
                     .exemptions
