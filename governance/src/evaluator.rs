@@ -25,7 +25,7 @@ use catalog_store::{
 use chrono::{DateTime, Utc};
 
 use crate::load::{Loaded, relation_type};
-use crate::results::{LevelCount, RuleSummary, RuleTransition, StoredResult, Summary};
+use crate::results::{RuleTransition, StoredResult, Summary};
 use crate::rule::{Evaluation, Reads, RuleStatus};
 use crate::scorecard::{Score, Scorecard, ScorecardError};
 use crate::subject::FactSource;
@@ -153,28 +153,11 @@ impl Applied {
     }
 
     fn summary(&self) -> Summary {
-        let mut levels: Vec<LevelCount> = std::iter::once(None)
-            .chain(self.scorecard().levels().map(|level| Some(level.to_owned())))
-            .map(|level| LevelCount { level, entities: 0 })
-            .collect();
-        let mut rules: Vec<RuleSummary> = self
-            .scorecard()
-            .rules()
-            .map(|(level, definition, _)| RuleSummary {
-                rule: definition.id.clone(),
-                level: level.to_owned(),
-                ..Default::default()
-            })
-            .collect();
+        let mut summary = Summary::empty(self.scorecard());
         for current in self.current.values() {
-            if let Some(count) = levels.iter_mut().find(|count| count.level == current.level) {
-                count.entities += 1;
-            }
-            for (summary, result) in rules.iter_mut().zip(&current.results) {
-                summary.count(result.status, result.enforced, result.exemption.is_some());
-            }
+            summary.count(current.level.as_deref(), current.results.iter().map(StoredResult::counted));
         }
-        Summary { evaluated: self.current.len() as u64, levels, rules }
+        summary
     }
 }
 

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::load::Loaded;
-use crate::results::{RuleSummary, RuleTransition, StoredResult};
+use crate::results::{RuleSummary, RuleTransition, StoredResult, Summary};
 use crate::rule::RuleStatus;
 use crate::scorecard::{RuleResult, Scorecard};
 use crate::subject::FactSource;
@@ -131,16 +131,8 @@ pub async fn preview(
             }
         }
     };
-    let mut levels: BTreeMap<Option<String>, u64> = BTreeMap::new();
-    let mut rules: Vec<RuleSummary> = scorecard
-        .rules()
-        .map(|(level, definition, _)| RuleSummary {
-            rule: definition.id.clone(),
-            level: level.to_owned(),
-            ..Default::default()
-        })
-        .collect();
-    let (mut evaluated, mut failures, mut more_failures) = (0, Vec::new(), 0);
+    let mut summary = Summary::empty(scorecard);
+    let (mut failures, mut more_failures) = (Vec::new(), 0);
     let mut offset = 0;
     loop {
         let query = ListQuery { order: OrderField::Name, offset, limit: PAGE, ..Default::default() };
@@ -152,12 +144,16 @@ pub async fn preview(
         .await?;
         for Loaded { entity_ref, subject, .. } in &subjects {
             let Some(score) = scorecard.evaluate(subject) else { continue };
-            evaluated += 1;
             let statuses = score.rules.iter().map(|result| (result.rule.clone(), result.status)).collect();
             record(entity_ref.as_str(), baseline.remove(entity_ref.as_str()), Some((score.level.clone(), statuses)));
-            *levels.entry(score.level.clone()).or_default() += 1;
-            for (summary, result) in rules.iter_mut().zip(score.rules) {
-                summary.count(result.status, result.enforced, result.exemption.is_some());
+            summary.count(
+                score.level.as_deref(),
+                score
+                    .rules
+                    .iter()
+                    .map(|result| (result.rule.as_str(), result.status, result.enforced, result.exemption.is_some())),
+            );
+            for result in score.rules {
                 if result.status != RuleStatus::Pass && result.exemption.is_none() {
                     if failures.len() < MAX_LISTED_FAILURES {
                         failures.push(Failure { entity_ref: entity_ref.as_str().to_owned(), result });
@@ -177,18 +173,11 @@ pub async fn preview(
     for (entity_ref, before) in gone {
         record(&entity_ref, Some(before), None);
     }
-    let ordered = std::iter::once(None)
-        .chain(scorecard.levels().map(|level| Some(level.to_owned())))
-        .map(|level| {
-            let count = levels.get(&level).copied().unwrap_or_default();
-            (level, count)
-        })
-        .collect();
     Ok(Preview {
         scorecard: scorecard.id.clone(),
-        evaluated,
-        levels: ordered,
-        rules,
+        evaluated: summary.evaluated,
+        levels: summary.levels.into_iter().map(|count| (count.level, count.entities)).collect(),
+        rules: summary.rules,
         failures,
         more_failures,
         moves,

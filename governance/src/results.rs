@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::explain::Explanation;
 use crate::rule::RuleStatus;
-use crate::scorecard::Exemption;
+use crate::scorecard::{Exemption, Scorecard};
 
 /// One rule's stored result: what an entity's `scores` show.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -81,5 +81,49 @@ impl RuleSummary {
         if status != RuleStatus::Pass && exempt {
             self.exempt += 1;
         }
+    }
+}
+
+impl Summary {
+    /// Nothing counted yet: every level of `scorecard` (lowest first, after
+    /// the entities below the first) and every rule at zero.
+    pub fn empty(scorecard: &Scorecard) -> Summary {
+        let levels = std::iter::once(None)
+            .chain(scorecard.levels().map(|level| Some(level.to_owned())))
+            .map(|level| LevelCount { level, entities: 0 })
+            .collect();
+        let rules = scorecard
+            .rules()
+            .map(|(level, definition, _)| RuleSummary {
+                rule: definition.id.clone(),
+                level: level.to_owned(),
+                ..Default::default()
+            })
+            .collect();
+        Summary { evaluated: 0, levels, rules }
+    }
+
+    /// Counts one entity: its level, and each rule's status (by rule id).
+    pub fn count<'r>(
+        &mut self,
+        level: Option<&str>,
+        results: impl IntoIterator<Item = (&'r str, RuleStatus, bool, bool)>,
+    ) {
+        self.evaluated += 1;
+        if let Some(count) = self.levels.iter_mut().find(|count| count.level.as_deref() == level) {
+            count.entities += 1;
+        }
+        for (rule, status, enforced, exempt) in results {
+            if let Some(summary) = self.rules.iter_mut().find(|summary| summary.rule == rule) {
+                summary.count(status, enforced, exempt);
+            }
+        }
+    }
+}
+
+impl StoredResult {
+    /// What [`Summary::count`] counts of it.
+    pub fn counted(&self) -> (&str, RuleStatus, bool, bool) {
+        (&self.rule, self.status, self.enforced, self.exemption.is_some())
     }
 }

@@ -242,21 +242,19 @@ impl Catalog {
             _ => query.order_by_asc(facet_row::Column::Value),
         };
         if let Some(filter) = filter {
-            let matching = Query::select()
-                .column(entity_row::Column::Id)
-                .from(entity_row::Entity)
-                .cond_where(condition(self.db.get_database_backend(), Some(filter), None))
-                .to_owned();
-            query = query.filter(facet_row::Column::EntityId.in_subquery(matching));
+            query =
+                query.filter(facet_row::Column::EntityId.in_subquery(self.matching(entity_row::Column::Id, filter)));
         }
-        let values = query
-            .into_tuple::<(String, i64)>()
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(|(value, n)| (value, u64::try_from(n).unwrap_or_default()))
-            .collect();
-        Ok(Facet { field: field.to_owned(), values })
+        Ok(Facet { field: field.to_owned(), values: value_counts(&self.db, query).await? })
+    }
+
+    /// `column` of the entities `filter` matches, as a subquery.
+    fn matching(&self, column: entity_row::Column, filter: &Filter) -> sea_orm::sea_query::SelectStatement {
+        Query::select()
+            .column(column)
+            .from(entity_row::Entity)
+            .cond_where(condition(self.db.get_database_backend(), Some(filter), None))
+            .to_owned()
     }
 
     /// Entities per level under a scorecard (the empty string: below its
@@ -272,21 +270,11 @@ impl Catalog {
             .order_by_desc(entity_score_row::Column::EntityRef.count())
             .order_by_asc(Expr::cust("COALESCE(level, '')"));
         if let Some(filter) = filter {
-            let matching = Query::select()
-                .column(entity_row::Column::EntityRef)
-                .from(entity_row::Entity)
-                .cond_where(condition(self.db.get_database_backend(), Some(filter), None))
-                .to_owned();
-            query = query.filter(entity_score_row::Column::EntityRef.in_subquery(matching));
+            query = query.filter(
+                entity_score_row::Column::EntityRef.in_subquery(self.matching(entity_row::Column::EntityRef, filter)),
+            );
         }
-        let values = query
-            .into_tuple::<(String, i64)>()
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(|(value, n)| (value, u64::try_from(n).unwrap_or_default()))
-            .collect();
-        Ok(Facet { field: field.to_owned(), values })
+        Ok(Facet { field: field.to_owned(), values: value_counts(&self.db, query).await? })
     }
 
     /// The entities that edges of `types` leaving `sources` lead to, as
@@ -662,6 +650,15 @@ impl EntityRead {
             updated_at: self.updated_at,
         })
     }
+}
+
+/// A facet query's (value, count) rows.
+async fn value_counts<E: EntityTrait>(
+    db: &sea_orm::DatabaseConnection,
+    query: sea_orm::Select<E>,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let rows = query.into_tuple::<(String, i64)>().all(db).await?;
+    Ok(rows.into_iter().map(|(value, n)| (value, u64::try_from(n).unwrap_or_default())).collect())
 }
 
 /// Entities by their stored governance results under `scorecard`: their

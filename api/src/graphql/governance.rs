@@ -732,33 +732,13 @@ pub(crate) async fn scorecard_rollup(
         let visible = catalog.refs_matching(&refs, &filter).await.map_err(ApiError::from)?;
         scores.retain(|score| visible.contains(&score.entity_ref));
     }
-    let mut levels: Vec<LevelCountValue> = std::iter::once(None)
-        .chain(definition.scorecard.levels().map(|level| Some(level.to_owned())))
-        .map(|level| LevelCountValue { level, entities: 0 })
-        .collect();
-    let mut rules: Vec<RuleSummary> = definition
-        .scorecard
-        .rules()
-        .map(|(level, rule, _)| RuleSummary { rule: rule.id.clone(), level: level.to_owned(), ..Default::default() })
-        .collect();
+    let mut summary = Summary::empty(&definition.scorecard);
     for score in &scores {
-        if let Some(count) = levels.iter_mut().find(|count| count.level == score.level) {
-            count.entities += 1;
-        }
         let results: Vec<StoredResult> = serde_json::from_value(score.results.clone()).unwrap_or_default();
-        for result in results {
-            if let Some(summary) = rules.iter_mut().find(|summary| summary.rule == result.rule) {
-                summary.count(result.status, result.enforced, result.exemption.is_some());
-            }
-        }
+        summary.count(score.level.as_deref(), results.iter().map(StoredResult::counted));
     }
-    Ok(Some(ScorecardRollup {
-        scorecard,
-        groups: groups.len() as u64,
-        evaluated: scores.len() as u64,
-        levels,
-        rules: rules.into_iter().map(RuleSummaryValue::from).collect(),
-    }))
+    let SummaryValue { evaluated, levels, rules } = SummaryValue::from(summary);
+    Ok(Some(ScorecardRollup { scorecard, groups: groups.len() as u64, evaluated, levels, rules }))
 }
 
 /// Governance's subscriptions.
