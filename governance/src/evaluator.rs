@@ -196,6 +196,13 @@ impl Evaluator {
         self
     }
 
+    /// Drops what it holds in memory: the next `apply` reads the stored
+    /// results again and starts following the change log from its end.
+    pub fn forget(&mut self) {
+        self.applied.clear();
+        self.cursor = None;
+    }
+
     /// The scorecards applied.
     pub fn scorecards(&self) -> impl Iterator<Item = &LoadedScorecard> {
         self.applied.iter().map(|applied| &applied.loaded)

@@ -82,6 +82,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut files: BTreeMap<PathBuf, LoadedScorecard> = BTreeMap::new();
+    let mut was_leading = false;
     let mut texts: Option<Vec<(PathBuf, Option<String>)>> = None;
     let mut last_timed = Utc::now();
     let mut last_reload = tokio::time::Instant::now();
@@ -91,6 +92,13 @@ pub async fn run(
             tracing::warn!(%error, "cannot tell whether this process leads governance");
             false
         });
+        if leading && !was_leading {
+            // Another replica may have led meanwhile: what this one holds in
+            // memory (results, cursor) may be behind the stored results.
+            evaluator.forget();
+            texts = None;
+        }
+        was_leading = leading;
         if leading {
             let step = async {
                 let reload_due = texts.is_none() || last_reload.elapsed() >= settings.reload_every;
