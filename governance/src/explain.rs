@@ -180,7 +180,7 @@ pub(crate) fn entity_path(node: &IdedExpr) -> Option<String> {
 /// (`fact('pagerduty.service').status` is `facts.pagerduty.service.status`).
 fn fact_path(node: &IdedExpr) -> Option<String> {
     match &node.expr {
-        Expr::Call(call) if call.func_name == crate::rule::FACT_FUNCTION && call.target.is_none() => {
+        Expr::Call(call) if call.func_name == crate::subject::FACT_FUNCTION && call.target.is_none() => {
             match call.args.as_slice() {
                 [IdedExpr { expr: Expr::Literal(LiteralValue::String(name)), .. }] => {
                     Some(format!("facts.{}", name.inner()))

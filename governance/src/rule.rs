@@ -12,7 +12,7 @@ use cel::{Context, Env, ExecutionError, Program, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::explain::{self, Explanation};
-use crate::subject::{Relation, Subject};
+use crate::subject::{FACT_FUNCTION, Relation, Subject};
 
 /// The most nodes a rule's expression may have. CEL always terminates, but
 /// its cost grows with the expression and with the lists it iterates, and a
@@ -26,8 +26,6 @@ pub const MAX_COMPREHENSION_DEPTH: usize = 2;
 /// much as the hub is large).
 pub const MAX_RELATED: usize = 1_000;
 
-/// `fact('name')`: a fact's value; missing or expired, the rule is `UNKNOWN`.
-pub const FACT_FUNCTION: &str = "fact";
 /// The variables a rule may name.
 pub const VARIABLES: [&str; 2] = ["entity", "now"];
 

@@ -49,6 +49,9 @@ impl Relation {
     }
 }
 
+/// `fact('name')`: a fact's value; missing or expired, the rule is `UNKNOWN`.
+pub const FACT_FUNCTION: &str = "fact";
+
 /// A fact a provider holds about an entity (a PagerDuty service, a
 /// repository's `archived` flag), with when it was observed and how long it
 /// stays true enough to judge by.
