@@ -104,16 +104,13 @@ impl ScoreStore {
     /// Every scorecard applied, by id.
     pub async fn scorecards(&self) -> Result<Vec<ScorecardRecord>, StoreError> {
         let rows = scorecard_row::Entity::find().order_by_asc(scorecard_row::Column::Id).all(&self.db).await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| ScorecardRecord {
-                id: row.id,
-                version: row.version,
-                source: row.source,
-                summary: row.summary,
-                updated_at: row.updated_at,
-            })
-            .collect())
+        Ok(rows.into_iter().map(scorecard_record).collect())
+    }
+
+    /// One scorecard by id, if it is applied.
+    pub async fn scorecard(&self, id: &str) -> Result<Option<ScorecardRecord>, StoreError> {
+        let row = scorecard_row::Entity::find_by_id(id.to_owned()).one(&self.db).await?;
+        Ok(row.map(scorecard_record))
     }
 
     /// Records a scorecard's source and summary, replacing the one with its id.
@@ -351,6 +348,16 @@ impl Maintenance {
             .await?
             .rows_affected;
         Ok(deleted)
+    }
+}
+
+fn scorecard_record(row: scorecard_row::Model) -> ScorecardRecord {
+    ScorecardRecord {
+        id: row.id,
+        version: row.version,
+        source: row.source,
+        summary: row.summary,
+        updated_at: row.updated_at,
     }
 }
 

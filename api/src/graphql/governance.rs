@@ -581,8 +581,8 @@ impl GovernanceQuery {
 
     /// One scorecard by id; null when none has it.
     async fn scorecard(&self, ctx: &Context<'_>, id: String) -> Result<Option<ScorecardValue>> {
-        let records = score_store(ctx)?.scorecards().await.map_err(ApiError::from)?;
-        Ok(records.into_iter().find(|record| record.id == id).and_then(ScorecardValue::new))
+        let record = score_store(ctx)?.scorecard(&id).await.map_err(ApiError::from)?;
+        Ok(record.and_then(ScorecardValue::new))
     }
 
     /// Evaluates a new or changed scorecard (YAML, up to 64 KB) over the
@@ -709,9 +709,8 @@ pub(crate) async fn scorecard_rollup(
     include_subgroups: bool,
 ) -> Result<Option<ScorecardRollup>> {
     let store = score_store(ctx)?;
-    let records = store.scorecards().await.map_err(ApiError::from)?;
-    let Some(definition) = records.into_iter().find(|record| record.id == scorecard).and_then(ScorecardValue::new)
-    else {
+    let record = store.scorecard(&scorecard).await.map_err(ApiError::from)?;
+    let Some(definition) = record.and_then(ScorecardValue::new) else {
         return Ok(None);
     };
     let catalog = catalog(ctx)?;
