@@ -43,6 +43,8 @@ pub struct Application {
     config: Config,
     /// Where metrics are pushed over OTLP besides `GET /metrics`, if anywhere.
     otlp_metrics: Option<OtlpMetricsConfig>,
+    /// The scorecards the server defines itself (staleness).
+    built_in_scorecards: Vec<catalog_governance::LoadedScorecard>,
 }
 
 impl Application {
@@ -65,9 +67,13 @@ impl Application {
                 .context("cannot open the read replica (database.read_url)")?;
             Some(reader)
         };
-        let engine = Engine::build(store.snapshot_writer(), store.catalog(), &config.ingestion.providers)
+        let mut engine = Engine::build(store.snapshot_writer(), store.catalog(), &config.ingestion.providers)
             .context("invalid provider configuration")?
             .with_run_timeout(Duration::from_secs(config.ingestion.run_timeout_seconds.max(1)));
+        if config.governance.enabled {
+            let admission = crate::admission::PolicyAdmission::new(store.catalog(), &config.governance);
+            engine = engine.with_admission(Arc::new(admission));
+        }
         let hub = match schema {
             SchemaStatus::Current | SchemaStatus::Compatible(_) => {
                 Some(follow_commits(&store, config.changes.subscriber_buffer).await?)
@@ -81,6 +87,21 @@ impl Application {
         let auth = Authenticator::new(store.access_store(), &config.auth).context("invalid auth configuration")?;
         let tasks =
             crate::scaffolder::task_service(&config.scaffolder, store.task_store(), store.catalog(), engine.clone())?;
+        let staleness = &config.governance.staleness;
+        let built_in_scorecards = if staleness.enabled {
+            let has = |kind: &str| engine.health().iter().any(|provider| provider.kind == kind);
+            let settings = catalog_governance::StalenessSettings {
+                unchanged_days: staleness.unchanged_days,
+                repository_unchanged_days: staleness.repository_unchanged_days,
+                owner: staleness.owner.clone(),
+                github: has("github"),
+                kubernetes: has("kubernetes"),
+                pagerduty: has("pagerduty"),
+            };
+            vec![catalog_governance::staleness_scorecard(&settings).context("invalid governance.staleness")?]
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             listener,
             address,
@@ -93,6 +114,7 @@ impl Application {
             tasks,
             config,
             otlp_metrics: None,
+            built_in_scorecards,
         })
     }
 
@@ -229,12 +251,22 @@ impl Application {
                 sources: self.config.governance.scorecards.clone(),
                 reload_every: Duration::from_secs(self.config.governance.reload_seconds.max(1)),
                 reevaluate_every: Duration::from_secs(self.config.governance.reevaluate_seconds.max(1)),
+                built_in: self.built_in_scorecards.clone(),
             };
             tokio::spawn(catalog_governance::run(
                 evaluator,
                 settings,
                 self.store.change_feed().commits(),
                 self.store.governance_leadership(),
+                stop_ingestion.subscribe(),
+            ))
+        });
+        let health = self.config.governance.enabled.then(|| {
+            tokio::spawn(crate::health::record_until(
+                self.store.catalog(),
+                self.store.score_store(),
+                self.engine.clone(),
+                Duration::from_secs(self.config.governance.health_record_seconds.max(1)),
                 stop_ingestion.subscribe(),
             ))
         });
@@ -271,6 +303,9 @@ impl Application {
         let _ = retention.await;
         if let Some(governance) = governance {
             let _ = governance.await;
+        }
+        if let Some(health) = health {
+            let _ = health.await;
         }
         // Its last push carries the requests served to the end.
         if let Some(push) = push {
@@ -334,6 +369,11 @@ async fn purge_hourly(maintenance: Maintenance, retention: Retention, mut shutdo
                     && let Err(error) = maintenance.purge_score_changes(chrono::Utc::now() - keep).await
                 {
                     tracing::warn!(%error, "purging the score history failed; retrying in an hour");
+                }
+                if let Some(keep) = retention.changes
+                    && let Err(error) = maintenance.purge_health(chrono::Utc::now() - keep).await
+                {
+                    tracing::warn!(%error, "purging the health history failed; retrying in an hour");
                 }
                 if let Some(keep) = retention.audit
                     && let Err(error) = maintenance.purge_audit(chrono::Utc::now() - keep).await

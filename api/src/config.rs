@@ -42,7 +42,16 @@ pub struct GovernanceConfig {
     /// scorecards. A file with a problem is refused and logged; its previous
     /// version keeps applying.
     pub scorecards: Vec<std::path::PathBuf>,
-    /// How often the scorecard files are read again for changes.
+    /// Admission policy files, or folders of them: checked on every
+    /// provider's snapshot before it is applied (`warn` admits with the
+    /// violation, `enforce` refuses). A file with a problem is refused and
+    /// logged; its previous version keeps applying.
+    pub policies: Vec<std::path::PathBuf>,
+    /// The share (0 to 1) of a snapshot an `enforce` policy may refuse
+    /// before it is held back (its violations then only warn), unless the
+    /// policy sets its own `maxRefusedShare`.
+    pub max_refused_share: f64,
+    /// How often the scorecard and policy files are read again for changes.
     pub reload_seconds: u64,
     /// How often scorecards whose rules read `now` or a fact are evaluated
     /// again (dates in `enforceFrom` and exemptions' expiry are followed
@@ -51,6 +60,37 @@ pub struct GovernanceConfig {
     /// How long after its provider read it a fact (`fact('pagerduty.service')`)
     /// may be judged by; older, the rules that read it are `UNKNOWN`.
     pub fact_ttl_seconds: u64,
+    /// Stale detection: the built-in `staleness` scorecard.
+    pub staleness: StalenessConfig,
+    /// How often the catalog's health figures are recorded for
+    /// `catalogHealth { history }` (by one replica: whichever finds the last
+    /// recording older than this). Kept as long as `changes.retention_days`.
+    pub health_record_seconds: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StalenessConfig {
+    /// Whether the built-in `staleness` scorecard is evaluated.
+    pub enabled: bool,
+    /// Days without a change to an entity's content after which it is stale.
+    pub unchanged_days: u32,
+    /// Days without a push to an entity's GitHub repository after which it
+    /// is stale (with a GitHub discovery provider).
+    pub repository_unchanged_days: u32,
+    /// The group shown as the built-in scorecard's owner.
+    pub owner: String,
+}
+
+impl Default for StalenessConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            unchanged_days: 365,
+            repository_unchanged_days: 180,
+            owner: "group:default/platform".to_owned(),
+        }
+    }
 }
 
 impl Default for GovernanceConfig {
@@ -58,9 +98,13 @@ impl Default for GovernanceConfig {
         Self {
             enabled: true,
             scorecards: vec!["examples/scorecards".into()],
+            policies: vec!["examples/policies".into()],
+            max_refused_share: catalog_governance::DEFAULT_MAX_REFUSED_SHARE,
             reload_seconds: 30,
             reevaluate_seconds: 3_600,
             fact_ttl_seconds: 7_200,
+            staleness: StalenessConfig::default(),
+            health_record_seconds: 3_600,
         }
     }
 }

@@ -17,8 +17,12 @@ pub const PAGERDUTY_SERVICE: &str = "pagerduty.service";
 /// The Kubernetes workloads linked to the entity (`cluster`, `kind`,
 /// `namespace`, `name`, `readyReplicas`, `replicas`), `[]` when none.
 pub const KUBERNETES_WORKLOADS: &str = "kubernetes.workloads";
+/// The GitHub repository the entity comes from or names in
+/// `github.com/project-slug` (`fullName`, `archived`, `pushedAt`), or
+/// `null` when it names none the GitHub providers list.
+pub const GITHUB_REPOSITORY: &str = "github.repository";
 /// Every fact name this server knows.
-pub const FACTS: [&str; 2] = [PAGERDUTY_SERVICE, KUBERNETES_WORKLOADS];
+pub const FACTS: [&str; 3] = [PAGERDUTY_SERVICE, KUBERNETES_WORKLOADS, GITHUB_REPOSITORY];
 
 /// The engine's views as a fact source; each fact judged for `ttl` after
 /// its provider last read it.
@@ -56,6 +60,26 @@ impl FactSource for ProviderFacts {
                 })
             });
             facts.insert(PAGERDUTY_SERVICE.to_owned(), Fact { value, observed_at: read_at, ttl: self.ttl });
+        }
+        let github = self.engine.github();
+        // Judged as of the oldest listing: a repository may be in any of them.
+        let listed = github
+            .iter()
+            .map(|view| view.read_at())
+            .collect::<Option<Vec<_>>>()
+            .and_then(|times| times.into_iter().min());
+        if names.contains(GITHUB_REPOSITORY)
+            && let Some(read_at) = listed
+        {
+            let value =
+                github.iter().find_map(|view| view.repository_for(&annotations)).map_or(Value::Null, |repository| {
+                    json!({
+                        "fullName": repository.full_name,
+                        "archived": repository.archived,
+                        "pushedAt": repository.pushed_at.map(|time| time.to_rfc3339()),
+                    })
+                });
+            facts.insert(GITHUB_REPOSITORY.to_owned(), Fact { value, observed_at: read_at, ttl: self.ttl });
         }
         let views = self.engine.kubernetes();
         // The watchers keep a listed scope current: its facts are as of now.

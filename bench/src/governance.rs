@@ -78,7 +78,7 @@ pub async fn run(database_url: &str, scorecards: &Path, changes: usize, out: Opt
         entity.metadata.description = Some(format!("governance bench change {round} at {}", Utc::now()));
         let snapshot = Snapshot {
             provider: stored.provider.clone(),
-            entities: vec![SnapshotEntity { entity, location: stored.location.clone() }],
+            entities: vec![SnapshotEntity::new(entity, stored.location.clone())],
             incomplete: Some("the governance benchmark changes one entity".into()),
             ..Default::default()
         };

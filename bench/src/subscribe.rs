@@ -686,7 +686,7 @@ impl WriterState {
             entities: self
                 .entities
                 .iter()
-                .map(|entity| SnapshotEntity { entity: entity.clone(), location: Some(PROVIDER.into()) })
+                .map(|entity| SnapshotEntity::new(entity.clone(), Some(PROVIDER.into())))
                 .collect(),
             invalid: Vec::new(),
             locations: vec![LocationStatus {

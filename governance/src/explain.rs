@@ -70,6 +70,11 @@ fn flatten_and<'e>(node: &'e IdedExpr, into: &mut Vec<&'e IdedExpr>) {
 fn explain_node(node: &IdedExpr, expression: String, context: &Context, entity: &serde_json::Value) -> Explanation {
     let found = |operand: &IdedExpr| cel_to_json(&Value::resolve(operand, context).unwrap_or(Value::Null));
     match &node.expr {
+        // A failed `||` failed every operand: the last is, by the usual
+        // guard-then-check shape (`!has(x) || x in [...]`), the check.
+        Expr::Call(call) if call.func_name == "_||_" && call.target.is_none() && !call.args.is_empty() => {
+            explain_node(&call.args[call.args.len() - 1], expression, context, entity)
+        }
         // has(entity.a.b)
         Expr::Select(select) if select.test => Explanation {
             expression,
@@ -85,6 +90,13 @@ fn explain_node(node: &IdedExpr, expression: String, context: &Context, entity: 
                     path: Some(join(&path, &key)),
                     expected: "present".to_owned(),
                     actual: serde_json::Value::Null,
+                },
+                // entity.spec.lifecycle in ['production', 'experimental']
+                _ if matches!(container.expr, Expr::List(_)) => Explanation {
+                    expression,
+                    path: first_entity_path(key),
+                    expected: format!("one of {}", found(container)),
+                    actual: found(key),
                 },
                 _ => Explanation {
                     expression,
@@ -195,7 +207,8 @@ fn fact_path(node: &IdedExpr) -> Option<String> {
 
 /// The first entity path read anywhere in `node`, left to right.
 fn first_entity_path(node: &IdedExpr) -> Option<String> {
-    if let Some(path) = entity_path(node).or_else(|| fact_path(node)) {
+    // `entity` itself is no path to show.
+    if let Some(path) = entity_path(node).or_else(|| fact_path(node)).filter(|path| !path.is_empty()) {
         return Some(path);
     }
     match &node.expr {

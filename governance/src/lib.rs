@@ -16,24 +16,36 @@
 //! an expiry. Rules and scorecards are pure: the caller supplies the subject
 //! and the clock. `preview` is the one part that reads the store: a
 //! scorecard evaluated over the stored catalog, storing nothing.
+//!
+//! Admission policies are YAML files of rules (CEL, or built-ins that
+//! compile to it) checked on a provider's snapshot before it is applied:
+//! `warn` admits the entity with the violation, `enforce` refuses it.
 
+mod admission;
 mod evaluator;
 mod explain;
 mod load;
+mod policy;
 mod preview;
 mod results;
 mod rule;
 mod runner;
 mod scorecard;
+mod sources;
+mod staleness;
 mod subject;
 
+pub use admission::{Admission, AdmissionReport, DEFAULT_MAX_REFUSED_SHARE, HeldBack};
 pub use evaluator::{Evaluator, LoadedScorecard, Pass, version_of};
 pub use explain::Explanation;
+pub use policy::{AllowedValues, Mode, Policy, PolicyRule, PolicyRuleDefinition, PolicyScope, read_policies};
 pub use preview::{Failure, MAX_LISTED_FAILURES, Move, Preview, preview};
 pub use results::{LevelCount, RuleSummary, RuleTransition, StoredResult, Summary};
 pub use rule::{Evaluation, Problem, Reads, Rule, RuleOutcome, RuleStatus};
-pub use runner::{Settings, SourceProblem, read_sources, run};
+pub use runner::{Settings, read_sources, run};
 pub use scorecard::{
     AppliesTo, Exemption, LevelDefinition, Located, RuleDefinition, RuleResult, Score, Scorecard, ScorecardError,
 };
-pub use subject::{Fact, FactSource, Relation, Subject};
+pub use sources::SourceProblem;
+pub use staleness::{STALENESS, StalenessSettings, staleness_scorecard};
+pub use subject::{Fact, FactSource, Relation, Subject, UPDATED_AT_FACT};

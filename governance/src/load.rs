@@ -10,7 +10,7 @@ use catalog_store::{Catalog, StoreError, StoredEntity, TargetBodies};
 use chrono::{DateTime, Utc};
 
 use crate::rule::Reads;
-use crate::subject::{FactSource, Relation, Subject};
+use crate::subject::{Fact, FactSource, Relation, Subject, UPDATED_AT_FACT};
 
 /// One entity ready for its rules, with the refs it read through relations
 /// (a change to one of them makes its results stale).
@@ -69,6 +69,14 @@ pub(crate) async fn subjects(
         if keep(&subject) {
             if let Some(source) = facts.filter(|_| !reads.facts.is_empty()) {
                 subject.facts = source.facts(&subject.entity, &reads.facts);
+            }
+            if reads.facts.contains(UPDATED_AT_FACT) {
+                // The catalog's own fact: current whenever it is read.
+                let value = serde_json::Value::String(stored.updated_at.to_rfc3339());
+                subject.facts.insert(
+                    UPDATED_AT_FACT.to_owned(),
+                    Fact { value, observed_at: now, ttl: chrono::Duration::zero() },
+                );
             }
             loaded.push(Loaded { entity_ref: stored.entity_ref.clone(), subject, inputs: Vec::new() });
         }

@@ -5,7 +5,7 @@
 //! replica on a shared PostgreSQL); the others read the stored results.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use catalog_store::{Leadership, StoreError};
@@ -13,6 +13,7 @@ use chrono::Utc;
 use tokio::sync::watch;
 
 use crate::evaluator::{Evaluator, LoadedScorecard};
+use crate::sources::{SourceProblem, read_files, source_texts};
 
 /// How the server runs the evaluator.
 #[derive(Clone, Debug)]
@@ -23,13 +24,9 @@ pub struct Settings {
     pub reload_every: Duration,
     /// How often scorecards whose rules read `now` are evaluated again.
     pub reevaluate_every: Duration,
-}
-
-/// A file that could not be read as a scorecard.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SourceProblem {
-    pub path: PathBuf,
-    pub message: String,
+    /// Scorecards the server defines itself (staleness), applied beside
+    /// the files; a file that uses the same id takes its place.
+    pub built_in: Vec<LoadedScorecard>,
 }
 
 /// The scorecard files `sources` name, read and parsed. A file that fails
@@ -39,38 +36,13 @@ pub fn read_sources(
     sources: &[PathBuf],
     previous: &BTreeMap<PathBuf, LoadedScorecard>,
 ) -> (BTreeMap<PathBuf, LoadedScorecard>, Vec<SourceProblem>) {
-    let (files, mut problems) = files_of(sources);
-    let mut loaded: BTreeMap<PathBuf, LoadedScorecard> = BTreeMap::new();
-    let mut ids: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for path in files {
-        let parsed = std::fs::read_to_string(&path)
-            .map_err(|error| error.to_string())
-            .and_then(|text| LoadedScorecard::parse(&text).map_err(|error| error.to_string()));
-        let scorecard = match parsed {
-            Ok(scorecard) => scorecard,
-            Err(message) => {
-                problems.push(SourceProblem { path: path.clone(), message });
-                match previous.get(&path) {
-                    Some(kept) => kept.clone(),
-                    None => continue,
-                }
-            }
-        };
-        if let Some(first) = ids.get(&scorecard.scorecard.id) {
-            problems.push(SourceProblem {
-                path: path.clone(),
-                message: format!(
-                    "the scorecard id {:?} is already used by {}",
-                    scorecard.scorecard.id,
-                    first.display()
-                ),
-            });
-            continue;
-        }
-        ids.insert(scorecard.scorecard.id.clone(), path.clone());
-        loaded.insert(path, scorecard);
-    }
-    (loaded, problems)
+    read_files(
+        sources,
+        previous,
+        |text| LoadedScorecard::parse(text).map_err(|error| error.to_string()),
+        |loaded| loaded.scorecard.id.as_str(),
+        "scorecard",
+    )
 }
 
 /// Runs the evaluator until `shutdown` turns true.
@@ -111,7 +83,13 @@ pub async fn run(
                 if let Some(current) = current
                     && texts.as_ref() != Some(&current)
                 {
-                    let (loaded, problems) = read_sources(&settings.sources, &files);
+                    let (mut loaded, problems) = read_sources(&settings.sources, &files);
+                    for built_in in &settings.built_in {
+                        let id = &built_in.scorecard.id;
+                        if loaded.values().all(|file| file.scorecard.id != *id) {
+                            loaded.insert(PathBuf::from(format!("(built in) {id}")), built_in.clone());
+                        }
+                    }
                     for problem in &problems {
                         tracing::warn!(
                             path = %problem.path.display(),
@@ -156,46 +134,4 @@ pub async fn run(
             return;
         }
     }
-}
-
-/// The files `sources` name: each file, and each folder's YAML files in
-/// name order; a folder that cannot be read is a problem.
-fn files_of(sources: &[PathBuf]) -> (Vec<PathBuf>, Vec<SourceProblem>) {
-    let mut files = Vec::new();
-    let mut problems = Vec::new();
-    for source in sources {
-        if !source.is_dir() {
-            files.push(source.clone());
-            continue;
-        }
-        match std::fs::read_dir(source) {
-            Ok(entries) => {
-                let mut found: Vec<PathBuf> = entries
-                    .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-                    .filter(|path| is_yaml(path))
-                    .collect();
-                found.sort();
-                files.extend(found);
-            }
-            Err(error) => problems.push(SourceProblem { path: source.clone(), message: error.to_string() }),
-        }
-    }
-    (files, problems)
-}
-
-/// The text of every scorecard file the sources name (None: unreadable),
-/// to tell cheaply whether anything changed since the last reading.
-fn source_texts(sources: &[PathBuf]) -> Vec<(PathBuf, Option<String>)> {
-    files_of(sources)
-        .0
-        .into_iter()
-        .map(|file| {
-            let text = std::fs::read_to_string(&file).ok();
-            (file, text)
-        })
-        .collect()
-}
-
-fn is_yaml(path: &Path) -> bool {
-    path.extension().is_some_and(|extension| extension == "yaml" || extension == "yml")
 }

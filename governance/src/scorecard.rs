@@ -139,9 +139,27 @@ pub struct Located {
 }
 
 impl Located {
-    fn at(at: String, message: String) -> Self {
+    pub(crate) fn at(at: String, message: String) -> Self {
         Located { at, line: 0, column: 0, message }
     }
+}
+
+/// A rule file's YAML read into its shape; a problem with either refuses
+/// the file whole (the YAML error, or the field serde names).
+pub(crate) fn read_yaml<T: serde::de::DeserializeOwned>(yaml: &str) -> Result<T, ScorecardError> {
+    let refuse = |message: String| ScorecardError { problems: vec![Located::at(String::new(), message)] };
+    let json = catalog_domain::document::parse_yaml(yaml).map_err(|error| refuse(error.to_string()))?;
+    serde_json::from_value(json).map_err(|error| refuse(error.to_string()))
+}
+
+/// An expression's problems, located at the field `at` that holds it.
+pub(crate) fn located(at: &str, problems: Vec<Problem>) -> impl Iterator<Item = Located> + '_ {
+    problems.into_iter().map(move |Problem { line, column, message }| Located {
+        at: at.to_owned(),
+        line,
+        column,
+        message,
+    })
 }
 
 impl std::fmt::Display for Located {
@@ -156,7 +174,7 @@ impl std::fmt::Display for Located {
 
 /// A scorecard file that cannot apply, with every problem in it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("the scorecard file is refused: {}", .problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+#[error("the file is refused: {}", .problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
 pub struct ScorecardError {
     pub problems: Vec<Located>,
 }
@@ -219,9 +237,7 @@ impl Scorecard {
     /// Reads and checks a scorecard file: YAML, the shape, every rule's
     /// expression, unique ids, dates, and exemptions naming known rules.
     pub fn parse(yaml: &str) -> Result<Scorecard, ScorecardError> {
-        let refuse = |message: String| ScorecardError { problems: vec![Located::at(String::new(), message)] };
-        let json = catalog_domain::document::parse_yaml(yaml).map_err(|error| refuse(error.to_string()))?;
-        let file: ScorecardFile = serde_json::from_value(json).map_err(|error| refuse(error.to_string()))?;
+        let file: ScorecardFile = read_yaml(yaml)?;
         let mut problems = Vec::new();
         if file.id.trim().is_empty() {
             problems.push(Located::at("id".to_owned(), "must not be empty".to_owned()));
@@ -265,12 +281,7 @@ impl Scorecard {
                 };
                 match Rule::compile(&definition.expression) {
                     Ok(rule) => rules.push(CompiledRule { definition: definition.clone(), rule, enforce_from }),
-                    Err(found) => problems.extend(found.into_iter().map(|Problem { line, column, message }| Located {
-                        at: format!("{at}.expression"),
-                        line,
-                        column,
-                        message,
-                    })),
+                    Err(found) => problems.extend(located(&format!("{at}.expression"), found)),
                 }
             }
             levels.push((level.name.clone(), rules));

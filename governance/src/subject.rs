@@ -52,6 +52,11 @@ impl Relation {
 /// `fact('name')`: a fact's value; missing or expired, the rule is `UNKNOWN`.
 pub const FACT_FUNCTION: &str = "fact";
 
+/// A fact the catalog itself holds about every stored entity: when its
+/// content last changed (RFC 3339), as `fact('catalog.updatedAt')` reads it
+/// (stale detection's `unchanged`).
+pub const UPDATED_AT_FACT: &str = "catalog.updatedAt";
+
 /// A fact a provider holds about an entity (a PagerDuty service, a
 /// repository's `archived` flag), with when it was observed and how long it
 /// stays true enough to judge by.

@@ -9,16 +9,20 @@
 #![allow(clippy::unwrap_used)]
 
 use catalog_domain::{Entity, EntityRef};
-use catalog_governance::{Evaluator, LoadedScorecard, RuleStatus, RuleTransition, StoredResult, Summary, preview};
+use catalog_governance::{
+    Evaluator, LoadedScorecard, RuleStatus, RuleTransition, STALENESS, StalenessSettings, StoredResult, Summary,
+    preview, staleness_scorecard,
+};
 use catalog_store::testing::one_location_snapshot;
-use catalog_store::{Store, StoredScore};
+use catalog_store::{Filter, FilterField, ListQuery, Predicate, Store, StoredScore};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 
 catalog_store::backend_tests!(
     scores_follow_the_catalog_through_relations_and_time,
     a_member_leaving_or_joining_the_owner_re_evaluates_what_it_owns,
-    a_restart_keeps_results_and_a_removed_scorecard_takes_its_results
+    a_restart_keeps_results_and_a_removed_scorecard_takes_its_results,
+    staleness_follows_the_owner_and_the_clock_and_is_a_filter_key
 );
 
 fn entity(value: serde_json::Value) -> Entity {
@@ -267,4 +271,65 @@ async fn a_member_leaving_or_joining_the_owner_re_evaluates_what_it_owns(store: 
     writer.apply_snapshot(&catalog(&["team-a"])).await.unwrap();
     evaluator.catch_up(at(1, 3)).await.unwrap();
     assert_eq!(score(&store, "payments", "staffed").await.unwrap().level.as_deref(), Some("Staffed"));
+}
+
+fn stale(store_names: &catalog_store::EntityPage) -> Vec<String> {
+    store_names.entities.iter().map(|stored| stored.entity_ref.to_string()).collect()
+}
+
+async fn staleness_follows_the_owner_and_the_clock_and_is_a_filter_key(store: Store) {
+    let writer = store.snapshot_writer();
+    let with_team = |team_too: bool| {
+        let mut entities = vec![component("payments", "takes payments", json!({}))];
+        if team_too {
+            entities.push(team());
+        }
+        one_location_snapshot("file", entities)
+    };
+    writer.apply_snapshot(&with_team(true)).await.unwrap();
+    // No provider with facts: only the catalog's own reasons apply.
+    let settings = StalenessSettings {
+        unchanged_days: 30,
+        repository_unchanged_days: 90,
+        owner: "group:default/platform".into(),
+        github: false,
+        kubernetes: false,
+        pagerduty: false,
+    };
+    let mut evaluator = Evaluator::new(store.catalog(), store.change_feed(), store.score_store());
+    let now = Utc::now();
+    evaluator.apply(vec![staleness_scorecard(&settings).unwrap()], true, now).await.unwrap();
+    let failing = |score: &StoredScore| -> Vec<String> {
+        results(score)
+            .into_iter()
+            .filter(|result| result.status == RuleStatus::Fail)
+            .map(|result| result.rule)
+            .collect()
+    };
+    let payments = score(&store, "payments", STALENESS).await.unwrap();
+    assert_eq!(failing(&payments), ["owner-without-members"], "team-a has no members");
+
+    let query = |filter: Filter| ListQuery { filter: Some(filter), limit: 10, ..Default::default() };
+    let stale_key = |predicate: Predicate| Filter::Field { field: FilterField::from_key("stale"), predicate };
+    let page = store.catalog().list_entities(&query(stale_key(Predicate::Exists(true)))).await.unwrap();
+    assert_eq!(stale(&page), ["component:default/payments"]);
+    let page = store.catalog().list_entities(&query(stale_key(Predicate::In(vec!["unchanged".into()])))).await.unwrap();
+    assert_eq!(stale(&page), Vec::<String>::new());
+
+    // The owner gone: evaluated again through the relation.
+    writer.apply_snapshot(&with_team(false)).await.unwrap();
+    evaluator.catch_up(now).await.unwrap();
+    let payments = score(&store, "payments", STALENESS).await.unwrap();
+    assert_eq!(failing(&payments), ["owner-missing"]);
+
+    // Forty days on, unchanged since it was stored: the clock alone makes it stale.
+    let later = now + chrono::Duration::days(40);
+    evaluator.reevaluate_timed(now, later).await.unwrap();
+    let payments = score(&store, "payments", STALENESS).await.unwrap();
+    assert_eq!(failing(&payments), ["owner-missing", "unchanged"]);
+    let unchanged = results(&payments).into_iter().find(|result| result.rule == "unchanged").unwrap();
+    assert_eq!(unchanged.since, later);
+    assert_eq!(unchanged.explanation.unwrap().path.as_deref(), Some("facts.catalog.updatedAt"));
+    let page = store.catalog().list_entities(&query(stale_key(Predicate::In(vec!["unchanged".into()])))).await.unwrap();
+    assert_eq!(stale(&page), ["component:default/payments"]);
 }

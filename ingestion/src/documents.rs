@@ -28,7 +28,7 @@ pub(crate) fn add_documents(text: &str, key: &str, origin: &str, snapshot: &mut 
                     locations.push(entity.clone());
                 }
                 n_entities += 1;
-                snapshot.entities.push(SnapshotEntity { entity, location: Some(key.to_owned()) });
+                snapshot.entities.push(SnapshotEntity::new(entity, Some(key.to_owned())));
             }
             DocumentOutcome::Invalid { entity_ref, errors } => {
                 let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();

@@ -11,8 +11,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::admission::{Admission, Admitted};
 use crate::config::{ProviderConfig, build_providers};
-use crate::github::GithubFileUrl;
+use crate::github::{GithubFileUrl, GithubView};
 use crate::kubernetes::KubernetesView;
 use crate::pagerduty::{PagerDutyProvider, PagerDutyView};
 use crate::provider::{BuildError, Facts, GithubRefresh, Provider, RepositoryHint, ScopeHealth};
@@ -59,6 +60,9 @@ pub struct ProviderHealth {
     pub last_error: Option<String>,
     /// What the last applied run changed.
     pub last_summary: Option<ApplySummary>,
+    /// What admission policies did to the last applied run (None without
+    /// policies).
+    pub last_admission: Option<Admitted>,
     /// Locations of the last run that could not be read or held problems.
     pub n_location_errors: usize,
     /// When the schedule runs it next (None when ingestion is not scheduled
@@ -146,6 +150,8 @@ pub struct Engine {
     providers: Vec<Arc<dyn Provider>>,
     /// The live views the Kubernetes providers' watchers keep, for the API.
     kubernetes: Vec<KubernetesView>,
+    /// What the GitHub discovery providers know of their repositories.
+    github: Vec<GithubView>,
     /// What the API reads from the PagerDuty accounts; None without one.
     pagerduty: Option<PagerDutyView>,
     /// Per provider (same order): its latest run and when it started. One
@@ -160,6 +166,8 @@ pub struct Engine {
     /// Per provider index: repositories webhooks named that no targeted
     /// re-read has taken yet. Calls waiting behind a run drain it together.
     pending_repositories: Arc<parking_lot::Mutex<HashMap<usize, HashSet<RepositoryHint>>>>,
+    /// What every snapshot passes before it is applied; None: all is admitted.
+    admission: Option<Arc<dyn Admission>>,
 }
 
 impl Engine {
@@ -182,6 +190,7 @@ impl Engine {
             Arc::clone(provider).contribute(&mut facts);
         }
         let kubernetes = facts.take::<KubernetesView>();
+        let github = facts.take::<GithubView>();
         let pagerduty = PagerDutyView::new(facts.take::<Arc<PagerDutyProvider>>());
         let latest = Arc::new(providers.iter().map(|_| tokio::sync::Mutex::new(None)).collect());
         let health = providers
@@ -196,13 +205,29 @@ impl Engine {
             writer,
             providers,
             kubernetes,
+            github,
             pagerduty,
             latest,
             health: Arc::new(parking_lot::Mutex::new(health)),
             run_timeout: RUN_TIMEOUT,
             leading: Arc::default(),
             pending_repositories: Arc::default(),
+            admission: None,
         })
+    }
+
+    /// Checks every snapshot with `admission` before it is applied.
+    pub fn with_admission(mut self, admission: Arc<dyn Admission>) -> Self {
+        self.admission = Some(admission);
+        self
+    }
+
+    /// Admits the snapshot (a no-op without admission policies).
+    async fn admit(&self, snapshot: &mut Snapshot) -> Result<Option<Admitted>, StoreError> {
+        match &self.admission {
+            Some(admission) => admission.admit(snapshot).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Abandons a provider run (applying nothing) after `timeout`.
@@ -236,6 +261,11 @@ impl Engine {
     /// The live views of the Kubernetes providers' watchers.
     pub fn kubernetes(&self) -> Vec<KubernetesView> {
         self.kubernetes.clone()
+    }
+
+    /// What the GitHub discovery providers know of their repositories.
+    pub fn github(&self) -> Vec<GithubView> {
+        self.github.clone()
     }
 
     fn update_health(&self, index: usize, update: impl FnOnce(&mut ProviderHealth)) {
@@ -339,7 +369,7 @@ impl Engine {
             *latest = run.clone().map(|run| (started, run));
             return run.map(Some).ok_or(RunError::Aborted);
         }
-        let Ok(snapshot) = tokio::time::timeout(self.run_timeout, github.read_repositories(&hints)).await else {
+        let Ok(mut snapshot) = tokio::time::timeout(self.run_timeout, github.read_repositories(&hints)).await else {
             let message =
                 format!("a targeted re-read took longer than {} s and was abandoned", self.run_timeout.as_secs());
             tracing::error!(provider, error = %message, "provider run failed");
@@ -348,7 +378,11 @@ impl Engine {
             lock_pending().entry(index).or_default().extend(hints);
             return Err(RunError::Aborted);
         };
-        let summary = match self.writer.apply_snapshot(&snapshot).await {
+        let applied = match self.admit(&mut snapshot).await {
+            Ok(_) => self.writer.apply_snapshot(&snapshot).await,
+            Err(error) => Err(error),
+        };
+        let summary = match applied {
             Ok(summary) => summary,
             Err(error) => {
                 lock_pending().entry(index).or_default().extend(hints);
@@ -445,11 +479,21 @@ impl Engine {
             }
         };
         let mut summary = ApplySummary::default();
+        let mut admitted: Option<Admitted> = None;
         for snapshot in &mut snapshots {
             if force {
                 snapshot.max_removed_share = None;
             }
-            match self.writer.apply_snapshot(snapshot).await {
+            let applied = match self.admit(snapshot).await {
+                Ok(this) => {
+                    if let Some(this) = this {
+                        admitted.get_or_insert_default().absorb(this);
+                    }
+                    self.writer.apply_snapshot(snapshot).await
+                }
+                Err(error) => Err(error),
+            };
+            match applied {
                 Ok(applied) => summary.absorb(&applied),
                 Err(error) => {
                     failed(format!("applying the snapshot of {} failed: {error}", snapshot.provider));
@@ -468,6 +512,7 @@ impl Engine {
             health.last_duration = Some(started.elapsed());
             health.last_error = error;
             health.last_summary = Some(summary.clone());
+            health.last_admission = admitted;
             health.n_location_errors = n_location_errors;
         });
         Ok(Some(ProviderRun { provider: provider.key().to_owned(), summary, n_location_errors, incomplete }))

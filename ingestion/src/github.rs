@@ -9,7 +9,7 @@
 //! mapping are here; fetching, retries, rate limits and authentication are
 //! `catalog-http`'s.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -18,6 +18,7 @@ use base64::Engine as _;
 use catalog_http::github::{GithubAuthConfig, GithubAuthError};
 use catalog_http::{HttpSource, RetryPolicy, SourceError};
 use catalog_store::{InvalidEntity, LocationStatus, Snapshot};
+use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -25,7 +26,8 @@ use serde_json::Value;
 
 use crate::documents::add_documents;
 use crate::provider::{
-    BuildContext, BuildError, BuildProvider, GithubRefresh, Provider, ReadError, RepositoryHint, RepositoryReader,
+    BuildContext, BuildError, BuildProvider, Facts, GithubRefresh, Provider, ReadError, RepositoryHint,
+    RepositoryReader,
 };
 
 /// The provider's type in the configuration.
@@ -124,6 +126,8 @@ pub struct GithubProvider {
     /// The paths of the files last read per repository (`owner/name`,
     /// lower case): a push touching one of them is worth a re-read.
     files_read: Mutex<HashMap<String, HashSet<String>>>,
+    /// Every listed repository, for governance facts.
+    view: GithubView,
 }
 
 /// A file's URL on GitHub, `https://HOST/OWNER/REPO/blob/BRANCH/PATH`, in
@@ -185,6 +189,84 @@ struct Repository {
     fork: bool,
     #[serde(default)]
     topics: Vec<String>,
+    /// The last push to any branch; null for an empty repository.
+    #[serde(default)]
+    pushed_at: Option<DateTime<Utc>>,
+}
+
+/// What GitHub said of one repository at the provider's last read: the
+/// facts governance rules read (`fact('github.repository')`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GithubRepository {
+    /// `owner/name`.
+    pub full_name: String,
+    /// `https://github.com/owner/name`.
+    pub html_url: String,
+    pub archived: bool,
+    pub pushed_at: Option<DateTime<Utc>>,
+}
+
+/// The repositories of the last listing, by lower-case `owner/name`.
+#[derive(Debug, Default)]
+struct RepositoryFacts {
+    /// When the last complete listing was read; None before one.
+    read_at: Option<DateTime<Utc>>,
+    by_name: HashMap<String, GithubRepository>,
+}
+
+/// What a GitHub discovery provider knows of its organisation's
+/// repositories (every listed one, selected or not), for the API.
+#[derive(Clone, Debug, Default)]
+pub struct GithubView {
+    facts: Arc<parking_lot::RwLock<RepositoryFacts>>,
+}
+
+impl GithubView {
+    /// When the repositories were last listed in full.
+    pub fn read_at(&self) -> Option<DateTime<Utc>> {
+        self.facts.read().read_at
+    }
+
+    /// The repository an entity's annotations point at: its
+    /// `github.com/project-slug`, or the GitHub location it was read from
+    /// (`backstage.io/managed-by-location`, `backstage.io/source-location`).
+    pub fn repository_for(&self, annotations: &BTreeMap<String, String>) -> Option<GithubRepository> {
+        let facts = self.facts.read();
+        if let Some(slug) = annotations.get("github.com/project-slug") {
+            return facts.by_name.get(&slug.trim().to_lowercase()).cloned();
+        }
+        let location = ["backstage.io/managed-by-location", "backstage.io/source-location"]
+            .iter()
+            .find_map(|key| annotations.get(*key))?;
+        let url = location.trim_start_matches("url:").to_lowercase();
+        facts
+            .by_name
+            .values()
+            .find(|repository| {
+                let base = repository.html_url.trim_end_matches('/').to_lowercase();
+                url.strip_prefix(&base).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+            .cloned()
+    }
+
+    fn record(&self, repositories: &[Repository], complete: bool) {
+        let mut facts = self.facts.write();
+        if complete {
+            facts.by_name.clear();
+            facts.read_at = Some(Utc::now());
+        }
+        for repository in repositories {
+            facts.by_name.insert(
+                repository.full_name.to_lowercase(),
+                GithubRepository {
+                    full_name: repository.full_name.clone(),
+                    html_url: repository.html_url.clone(),
+                    archived: repository.archived,
+                    pushed_at: repository.pushed_at,
+                },
+            );
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -235,7 +317,15 @@ impl GithubProvider {
             .then(|| glob::Pattern::new(config.catalog_path.trim_start_matches('/')))
             .transpose()?;
         let source = config.auth.source(config.request_timeout_seconds, policy)?;
-        Ok(Self { key, config: config.clone(), pattern, catalog_glob, source, files_read: Mutex::default() })
+        Ok(Self {
+            key,
+            config: config.clone(),
+            pattern,
+            catalog_glob,
+            source,
+            files_read: Mutex::default(),
+            view: GithubView::default(),
+        })
     }
 
     /// Reads every selected repository's catalog files into a snapshot. A
@@ -259,6 +349,7 @@ impl GithubProvider {
                 return snapshot;
             }
         };
+        self.view.record(&repositories, true);
         let selected: Vec<Repository> =
             repositories.into_iter().filter(|repository| self.selects(repository)).collect();
         let parts: Vec<(String, Snapshot, HashSet<String>)> =
@@ -293,7 +384,11 @@ impl GithubProvider {
             }
             let base = self.config.auth.api_base_url.trim_end_matches('/');
             let url = format!("{base}/repos/{}", hint.full_name);
-            match self.source.get_json::<Repository>(&url).await {
+            let read = self.source.get_json::<Repository>(&url).await;
+            if let Ok((repository, _)) = &read {
+                self.view.record(std::slice::from_ref(repository), false);
+            }
+            match read {
                 Ok((repository, _)) if self.selects(&repository) && self.owns(&repository) => {
                     // Renamed since the hint was sent: its new name's locations are its.
                     covers.push(format!("url:{}/", repository.html_url.trim_end_matches('/')));
@@ -707,6 +802,7 @@ impl GithubProvider {
             archived: false,
             fork: false,
             topics: Vec::new(),
+            pushed_at: None,
         };
         let mut tree = None;
         let paths = match self.tree(&repository, &mut tree).await {
@@ -781,6 +877,10 @@ impl Provider for GithubProvider {
 
     fn repositories(&self) -> Option<&dyn RepositoryReader> {
         Some(self)
+    }
+
+    fn contribute(self: Arc<Self>, facts: &mut Facts) {
+        facts.add(self.view.clone());
     }
 }
 

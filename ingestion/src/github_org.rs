@@ -154,7 +154,7 @@ impl GithubOrgProvider {
         let mut problems = Vec::new();
         for document in self.documents(&organisation) {
             match catalog_domain::validate(&document) {
-                Ok(entity) => snapshot.entities.push(SnapshotEntity { entity, location: Some(location.clone()) }),
+                Ok(entity) => snapshot.entities.push(SnapshotEntity::new(entity, Some(location.clone()))),
                 Err(errors) => {
                     let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
                     let kind = document["kind"].as_str().unwrap_or_default();

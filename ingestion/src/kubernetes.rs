@@ -521,7 +521,7 @@ impl KubernetesProvider {
             let location = self.location(scope);
             match catalog_domain::validate(&self.entity(workload, name)) {
                 Ok(entity) => {
-                    snapshot.entities.push(SnapshotEntity { entity, location: Some(location) });
+                    snapshot.entities.push(SnapshotEntity::new(entity, Some(location)));
                     snapshot.locations[0].n_entities += 1;
                 }
                 Err(errors) => {

@@ -9,6 +9,7 @@
 //! is which. HTTP (retries, rate limits, GitHub's authentication) is
 //! `catalog-http`'s.
 
+mod admission;
 mod config;
 mod documents;
 mod engine;
@@ -21,13 +22,14 @@ mod provider;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use admission::{Admission, Admitted};
 pub use catalog_http::github::GithubAuthConfig;
 pub use catalog_http::{RetryPolicy, SourceError};
 pub use config::ProviderConfig;
 pub use documents::{MANAGED_BY_LOCATION, MANAGED_BY_ORIGIN_LOCATION};
 pub use engine::{DownloadError, Engine, ProviderHealth, ProviderRun, RUN_TIMEOUT, RunError};
 pub use file::FileProviderConfig;
-pub use github::{GithubBuildError, GithubFileUrl, GithubProviderConfig};
+pub use github::{GithubBuildError, GithubFileUrl, GithubProviderConfig, GithubRepository, GithubView};
 pub use github_org::GithubOrgProviderConfig;
 pub use kubernetes::{
     KubernetesBuildError, KubernetesClusterConfig, KubernetesProviderConfig, KubernetesView, Replicas, ScopeStatus,

@@ -295,9 +295,7 @@ impl PagerDutyProvider {
                 Ok(documents) => {
                     for document in documents {
                         match catalog_domain::validate(&document) {
-                            Ok(entity) => {
-                                snapshot.entities.push(SnapshotEntity { entity, location: Some(location.clone()) })
-                            }
+                            Ok(entity) => snapshot.entities.push(SnapshotEntity::new(entity, Some(location.clone()))),
                             Err(errors) => {
                                 // A service that cannot be a Resource (a description
                                 // over the limits, say) keeps its last good version

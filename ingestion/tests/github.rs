@@ -36,6 +36,7 @@ fn repository(server: &MockServer, name: &str, archived: bool, fork: bool) -> Va
         "html_url": format!("https://github.example/acme/{name}"), "description": null, "fork": fork,
         "url": format!("{}/repos/acme/{name}", server.uri()), "archived": archived, "disabled": false,
         "visibility": "public", "default_branch": "main", "topics": ["backstage"],
+        "pushed_at": "2026-11-30T10:00:00Z",
     })
 }
 
@@ -175,7 +176,8 @@ async fn discovery_reads_every_page_and_each_selected_repositorys_catalog_file(s
     mount_file(&server, "someones-fork", found(component("forked", "team-x"))).await;
     mount_file(&server, "no-catalog", ResponseTemplate::new(404).set_body_json(json!({"message": "Not Found"}))).await;
 
-    let runs = engine(&store, config(&server)).run_once().await.unwrap();
+    let engine = engine(&store, config(&server));
+    let runs = engine.run_once().await.unwrap();
     assert_eq!(runs[0].provider, "github");
     assert_eq!(runs[0].summary.added, 2, "{runs:?}");
     assert!(exists(&store, "shipping-api").await && exists(&store, "invoices").await);
@@ -188,6 +190,22 @@ async fn discovery_reads_every_page_and_each_selected_repositorys_catalog_file(s
         store.catalog().entity_by_ref(&EntityRef::parse("component:default/invoices").unwrap()).await.unwrap().unwrap();
     let location = "url:https://github.example/acme/billing/blob/main/catalog-info.yaml";
     assert_eq!(stored.entity().unwrap().metadata.annotations[MANAGED_BY_LOCATION], location);
+
+    // Every listed repository is known for governance facts, selected or
+    // not: by the location an entity was read from, or by its slug.
+    let view = &engine.github()[0];
+    assert!(view.read_at().is_some());
+    let annotations = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+        pairs.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned())).collect()
+    };
+    let billing = view.repository_for(&annotations(&[(MANAGED_BY_LOCATION, location)])).unwrap();
+    assert_eq!((billing.full_name.as_str(), billing.archived), ("acme/billing", false));
+    assert_eq!(billing.pushed_at.map(|time| time.to_rfc3339()).as_deref(), Some("2026-11-30T10:00:00+00:00"));
+    let old = view.repository_for(&annotations(&[("github.com/project-slug", "Acme/Old")])).unwrap();
+    assert!(old.archived);
+    assert_eq!(view.repository_for(&annotations(&[("github.com/project-slug", "acme/elsewhere")])), None);
+    let near_miss = "url:https://github.example/acme/billing-archive/blob/main/catalog-info.yaml";
+    assert_eq!(view.repository_for(&annotations(&[(MANAGED_BY_LOCATION, near_miss)])), None);
     let locations = store.catalog().locations().await.unwrap();
     let billing = locations.iter().find(|record| record.target == location).unwrap();
     assert!(billing.error.as_deref().unwrap().contains("document 2"), "the broken document is reported: {billing:?}");

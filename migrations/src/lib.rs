@@ -24,6 +24,8 @@ mod m20261125_000004_audit_log;
 mod m20261202_000001_scaffolder_tasks;
 mod m20261203_000001_index_rows_without_foreign_keys_additive;
 mod m20261207_000001_governance_scores_additive;
+mod m20261208_000001_entity_policy_violations_additive;
+mod m20261208_000002_catalog_health_history_additive;
 
 /// How a migration says older binaries may keep serving after it: its name
 /// ends with this. Such a migration only adds (tables, non-unique indexes,
@@ -50,6 +52,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000001_scaffolder_tasks::Migration),
             Box::new(m20261203_000001_index_rows_without_foreign_keys_additive::Migration),
             Box::new(m20261207_000001_governance_scores_additive::Migration),
+            Box::new(m20261208_000001_entity_policy_violations_additive::Migration),
+            Box::new(m20261208_000002_catalog_health_history_additive::Migration),
         ]
     }
 }
@@ -70,6 +74,8 @@ mod tests {
         "m20261202_000001_scaffolder_tasks",
         "m20261203_000001_index_rows_without_foreign_keys_additive",
         "m20261207_000001_governance_scores_additive",
+        "m20261208_000001_entity_policy_violations_additive",
+        "m20261208_000002_catalog_health_history_additive",
     ];
 
     fn names() -> Vec<String> {

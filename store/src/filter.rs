@@ -67,6 +67,7 @@ impl FilterField {
             "tags" | "tag" | "metadata.tags" => FilterField::Tag,
             "ownedByTree" => FilterField::OwnedByTree,
             "ownedByMember" => FilterField::OwnedByMember,
+            STALE_KEY => FilterField::FailingRule(STALENESS_SCORECARD.to_owned()),
             other => {
                 let score = other.strip_prefix(SCORES_PREFIX);
                 if let Some(scorecard) = score.and_then(|rest| rest.strip_suffix(LEVEL_SUFFIX)) {
@@ -105,6 +106,13 @@ impl FilterField {
         }
     }
 }
+
+/// The id of the governance crate's built-in staleness scorecard, whose
+/// failing rules are an entity's reasons to be stale.
+pub const STALENESS_SCORECARD: &str = "staleness";
+/// `stale`: the staleness scorecard's failing rules (`exists: true`: stale
+/// for any reason; `equals: unchanged`: for that one).
+const STALE_KEY: &str = "stale";
 
 /// Filter and facet keys of governance results: `scores.SCORECARD.level`
 /// and `scores.SCORECARD.failing` (an entity path never starts with `scores`).

@@ -20,6 +20,7 @@ mod follower;
 mod graph;
 mod graph_index;
 mod handles;
+mod health;
 mod leadership;
 mod matcher;
 mod migration;
@@ -41,15 +42,17 @@ pub use connection::{
     ConnectSettings, DEFAULT_POSTGRES_CONNECTIONS, DEFAULT_SQLITE_CONNECTIONS, IDLE_BEFORE_PING, PoolUsage, Store,
 };
 pub use error::StoreError;
-pub use filter::{Filter, FilterField, Predicate};
+pub use filter::{Filter, FilterField, Predicate, STALENESS_SCORECARD};
 pub use graph::{Direction, Parent, Reached, Walk, WalkRequest};
 pub use handles::{AccessStore, Catalog, ChangeFeed, Maintenance, PoolMonitor, ScoreStore, SnapshotWriter, TaskStore};
+pub use health::{HealthCounts, HealthRecord};
 pub use leadership::Leadership;
 pub use matcher::EntityMatcher;
 pub use migration::{ADDITIVE_SUFFIX, SchemaStatus};
 pub use query::{Annotated, EntityPage, ListQuery, OrderField};
 pub use record::{
-    Change, ChangeType, ConflictRecord, Facet, LocationRecord, Related, StoredEntity, StoredRelation, TargetBodies,
+    Change, ChangeType, ConflictRecord, Facet, LocationRecord, PolicyViolation, Related, StoredEntity, StoredRelation,
+    TargetBodies,
 };
 pub use scores::{NewScore, ScoreChange, ScoreWrite, ScorecardRecord, StoredScore, Transition};
 pub use snapshot::{

@@ -29,6 +29,9 @@ pub(crate) mod entity_row {
         pub location_key: Option<String>,
         #[sea_orm(column_type = "JsonBinary", nullable)]
         pub errors: Option<Json>,
+        /// The admission policies' `warn` violations it was admitted with.
+        #[sea_orm(column_type = "JsonBinary", nullable)]
+        pub violations: Option<Json>,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
     }
@@ -324,6 +327,25 @@ pub(crate) mod score_change_row {
         #[sea_orm(column_type = "JsonBinary")]
         pub rules: Json,
         pub removed: bool,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod health_row {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "catalog_health")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub recorded_at: DateTimeUtc,
+        #[sea_orm(column_type = "JsonBinary")]
+        pub figures: Json,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -575,6 +575,7 @@ pub(crate) struct EntityRead {
     provider: String,
     location_key: Option<String>,
     errors: Option<String>,
+    violations: Option<String>,
     created_at: chrono::DateTime<chrono::Utc>,
     updated_at: chrono::DateTime<chrono::Utc>,
 }
@@ -582,7 +583,7 @@ pub(crate) struct EntityRead {
 /// [`EntityRead`]'s columns, for statements written as SQL (entities as `e`).
 /// Its body comes after them, as `body`.
 const READ_COLUMNS: &str = "e.id, e.entity_ref, e.etag, e.provider, e.location_key, \
-    CAST(e.errors AS TEXT) AS errors, e.created_at, e.updated_at";
+    CAST(e.errors AS TEXT) AS errors, CAST(e.violations AS TEXT) AS violations, e.created_at, e.updated_at";
 /// The `body` of [`READ_COLUMNS`]: the JSON text.
 const BODY: &str = "CAST(e.body AS TEXT) AS body";
 /// The `body` of [`READ_COLUMNS`] for [`TargetBodies::Skip`].
@@ -619,6 +620,7 @@ pub(crate) fn read_columns(select: sea_orm::Select<entity_row::Entity>) -> sea_o
             entity_row::Column::UpdatedAt,
         ])
         .expr_as(Expr::cust(r#"CAST("entities"."errors" AS TEXT)"#), "errors")
+        .expr_as(Expr::cust(r#"CAST("entities"."violations" AS TEXT)"#), "violations")
 }
 
 impl EntityRead {
@@ -639,6 +641,9 @@ impl EntityRead {
             }
             _ => Vec::new(),
         };
+        // Written by the snapshot path only; a value it cannot read is none.
+        let violations =
+            self.violations.as_deref().and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default();
         Ok(StoredEntity {
             id: self.id,
             entity_ref,
@@ -646,6 +651,7 @@ impl EntityRead {
             provider: self.provider,
             location: self.location_key,
             errors,
+            violations,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })

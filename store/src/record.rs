@@ -28,8 +28,27 @@ pub struct StoredEntity {
     pub location: Option<String>,
     /// Problems of the latest version the source offered (empty when it was valid).
     pub errors: Vec<String>,
+    /// The admission policies it breaks but was admitted with (`warn`
+    /// mode, or an `enforce` policy held back): empty when none.
+    pub violations: Vec<PolicyViolation>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A rule of an admission policy that an entity breaks, as the entity
+/// carries it. The store keeps it as the ingestion's admission step made
+/// it; `explanation` is the rule's explanation as data.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyViolation {
+    pub policy: String,
+    pub rule: String,
+    /// `warn`, or `held-back` for an `enforce` policy that would have
+    /// refused too many of its provider's entities.
+    pub mode: String,
+    pub message: String,
+    #[serde(default)]
+    pub explanation: serde_json::Value,
 }
 
 /// An entity body: its stored JSON text, decoded at most once (and then
@@ -77,6 +96,7 @@ impl StoredEntity {
             provider,
             location: None,
             errors: Vec::new(),
+            violations: Vec::new(),
             created_at: time,
             updated_at: time,
         }

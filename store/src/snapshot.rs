@@ -19,7 +19,7 @@ use crate::error::StoreError;
 use crate::handles::SnapshotWriter;
 use crate::models::{change_row, conflict_row, entity_row, facet_row, location_row, relation_row};
 use crate::projection::{facet_pairs, typed_columns};
-use crate::record::ChangeType;
+use crate::record::{ChangeType, PolicyViolation};
 
 /// Everything one provider currently offers. Applying it makes the catalog's
 /// view of that provider equal to it.
@@ -72,6 +72,16 @@ pub const SAFETY_VALVE_MIN_ENTITIES: usize = 10;
 pub struct SnapshotEntity {
     pub entity: Entity,
     pub location: Option<String>,
+    /// The admission policies it breaks but is admitted with; stored on its
+    /// row, and written only when they differ from the stored ones.
+    pub violations: Vec<PolicyViolation>,
+}
+
+impl SnapshotEntity {
+    /// An entity read from `location`, with no violations yet.
+    pub fn new(entity: Entity, location: Option<String>) -> Self {
+        Self { entity, location, violations: Vec::new() }
+    }
 }
 
 /// An invalid document about a known ref.
@@ -135,6 +145,7 @@ struct Existing {
     location: Option<String>,
     errors: Option<Value>,
     uid: String,
+    violations: Option<Value>,
 }
 
 impl SnapshotWriter {
@@ -268,13 +279,16 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
             entity_row::Column::LocationKey,
             entity_row::Column::Errors,
             entity_row::Column::Uid,
+            entity_row::Column::Violations,
         ])
         .filter(entity_row::Column::Provider.eq(provider))
-        .into_tuple::<(i64, String, String, Option<String>, Option<Value>, String)>()
+        .into_tuple::<(i64, String, String, Option<String>, Option<Value>, String, Option<Value>)>()
         .all(txn)
         .await?
         .into_iter()
-        .map(|(id, entity_ref, etag, location, errors, uid)| (entity_ref, Existing { id, etag, location, errors, uid }))
+        .map(|(id, entity_ref, etag, location, errors, uid, violations)| {
+            (entity_ref, Existing { id, etag, location, errors, uid, violations })
+        })
         .collect();
 
     // Refs that another provider already holds cannot be taken.
@@ -303,6 +317,8 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
     let mut inserts: Vec<Pending> = Vec::new();
     let mut updates: Vec<(i64, Pending)> = Vec::new();
     let mut moves: Vec<(i64, Option<String>)> = Vec::new();
+    // Each accepted entity with its violations as they are to be stored.
+    let mut violations: Vec<(String, Option<Value>)> = Vec::new();
     for item in &snapshot.entities {
         let entity_ref = item.entity.entity_ref().to_string();
         if let Some(owner_location) = seen.get(&entity_ref) {
@@ -322,6 +338,11 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
             continue;
         }
         seen.insert(entity_ref.clone(), item.location.clone());
+        let stored_violations =
+            (!item.violations.is_empty()).then(|| serde_json::to_value(&item.violations).unwrap_or(Value::Null));
+        if existing.get(&entity_ref).and_then(|row| row.violations.as_ref()) != stored_violations.as_ref() {
+            violations.push((entity_ref.clone(), stored_violations));
+        }
         let etag = item.entity.content_hash();
         match existing.get(&entity_ref) {
             None => {
@@ -464,6 +485,18 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
         summary.rows_written += chunk.len() + index.write(txn).await?;
         bulk::insert_changes(txn, &mut changes).await?;
         summary.rows_written += changes.len();
+    }
+
+    // After the inserts, so that new entities have rows. Violations are no
+    // part of the body (a policy changes them, not the source): no change-log
+    // row, and readers read the column as it is.
+    for (entity_ref, stored) in violations {
+        entity_row::Entity::update_many()
+            .col_expr(entity_row::Column::Violations, Expr::value(stored))
+            .filter(entity_row::Column::EntityRef.eq(entity_ref))
+            .exec(txn)
+            .await?;
+        summary.rows_written += 1;
     }
 
     // An incomplete snapshot may not list every location: the rows of those

@@ -18,10 +18,7 @@ use crate::snapshot::{LocationStatus, Snapshot, SnapshotEntity};
 pub fn one_location_snapshot(provider: &str, entities: Vec<Entity>) -> Snapshot {
     Snapshot {
         provider: provider.into(),
-        entities: entities
-            .into_iter()
-            .map(|entity| SnapshotEntity { entity, location: Some("all.yaml".into()) })
-            .collect(),
+        entities: entities.into_iter().map(|entity| SnapshotEntity::new(entity, Some("all.yaml".into()))).collect(),
         invalid: Vec::new(),
         locations: vec![LocationStatus { target: "all.yaml".into(), n_entities: 1, ..Default::default() }],
         ..Default::default()

@@ -41,7 +41,7 @@ fn snapshot(provider: &str, entities: Vec<(Entity, &str)>) -> Snapshot {
         provider: provider.into(),
         entities: entities
             .into_iter()
-            .map(|(entity, location)| SnapshotEntity { entity, location: Some(location.into()) })
+            .map(|(entity, location)| SnapshotEntity::new(entity, Some(location.into())))
             .collect(),
         invalid: Vec::new(),
         locations: locations
@@ -686,9 +686,7 @@ fn components(names: std::ops::Range<usize>, owner: &str) -> Vec<(Entity, &'stat
 async fn an_incomplete_snapshot_adds_and_updates_but_removes_nothing(store: Store) {
     store.snapshot_writer().apply_snapshot(&snapshot("github", components(0..3, "team-a"))).await.unwrap();
     let mut partial = snapshot("github", vec![(component("c0", "team-b", json!({})), "all.yaml")]);
-    partial
-        .entities
-        .push(SnapshotEntity { entity: component("c9", "team-a", json!({})), location: Some("all.yaml".into()) });
+    partial.entities.push(SnapshotEntity::new(component("c9", "team-a", json!({})), Some("all.yaml".into())));
     partial.incomplete = Some("page 2 of the repository list failed: 502".into());
     let summary = store.snapshot_writer().apply_snapshot(&partial).await.unwrap();
     assert_eq!((summary.added, summary.updated, summary.removed, summary.held_back), (1, 1, 0, 2), "{summary:?}");

@@ -46,6 +46,15 @@ pub struct ProviderStatus {
     pub last_removed: u64,
     /// Removals its last run held back (safety valve or incomplete read).
     pub last_held_back: u64,
+    /// Entities its last run offered that an `enforce` admission policy
+    /// refused (see `locations` for each one's error).
+    pub last_refused: u64,
+    /// Entities its last run admitted with policy violations.
+    pub last_admitted_with_violations: u64,
+    /// Admission policies its last run held back because they would have
+    /// refused more than their share of its entities
+    /// (`policy: 40 of 50 entities`): they only warned.
+    pub held_back_policies: Vec<String>,
     /// When the schedule runs it next; null when this process does not
     /// schedule ingestion.
     pub next_run_at: Option<DateTime<Utc>>,

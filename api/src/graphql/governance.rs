@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 
 use super::MAX_VALIDATE_BYTES;
-use super::context::{catalog, parse_ref, read_scope, require_unrestricted, score_store, scores_loader};
+use super::context::{catalog, engine, parse_ref, read_scope, require_unrestricted, score_store, scores_loader};
 use super::error::ApiError;
 use crate::error_code::Limit;
 
@@ -372,6 +372,35 @@ impl From<Explanation> for ExplanationValue {
     }
 }
 
+/// A rule of an admission policy that an entity breaks but was admitted with.
+#[derive(SimpleObject, Clone)]
+#[graphql(name = "PolicyViolation")]
+pub struct PolicyViolationValue {
+    pub policy: String,
+    pub rule: String,
+    /// `warn`, or `held-back`: an `enforce` policy that would have refused
+    /// more than its share of the provider's entities, so it only warned.
+    pub mode: String,
+    /// The whole violation in a sentence, as a refusal would say it.
+    pub message: String,
+    /// Why, as data; null when the stored explanation cannot be read.
+    pub explanation: Option<ExplanationValue>,
+}
+
+impl From<&catalog_store::PolicyViolation> for PolicyViolationValue {
+    fn from(violation: &catalog_store::PolicyViolation) -> Self {
+        PolicyViolationValue {
+            policy: violation.policy.clone(),
+            rule: violation.rule.clone(),
+            mode: violation.mode.clone(),
+            message: violation.message.clone(),
+            explanation: serde_json::from_value::<Explanation>(violation.explanation.clone())
+                .ok()
+                .map(ExplanationValue::from),
+        }
+    }
+}
+
 /// One rule's result for one entity.
 #[derive(SimpleObject, Clone)]
 #[graphql(name = "RuleResult")]
@@ -585,6 +614,36 @@ impl GovernanceQuery {
         Ok(record.and_then(ScorecardValue::new))
     }
 
+    /// How true the catalog is, now and as recorded every
+    /// `governance.health_record_seconds` (newest first, `historyLength` of
+    /// them, at most 1,000): for a dashboard to draw the trend. Counts the
+    /// whole catalog: principals whose reads a policy limits cannot read it.
+    async fn catalog_health(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 48)] history_length: i32,
+    ) -> Result<CatalogHealth> {
+        require_unrestricted(ctx, "catalogHealth")?;
+        if !(0..=MAX_HEALTH_HISTORY).contains(&history_length) {
+            return Err(
+                ApiError::BadUserInput(format!("historyLength must be between 0 and {MAX_HEALTH_HISTORY}")).into()
+            );
+        }
+        let scores = score_store(ctx)?;
+        let current = crate::health::figures(catalog(ctx)?, scores, engine(ctx)?).await.map_err(ApiError::from)?;
+        let mut history = Vec::new();
+        if history_length > 0 {
+            let records = scores.health_history(history_length as u64).await.map_err(ApiError::from)?;
+            for record in records {
+                // A recording this release cannot read is left out, not an error.
+                if let Ok(figures) = serde_json::from_value::<crate::health::HealthFigures>(record.figures) {
+                    history.push(HealthSnapshot::new(record.recorded_at, figures));
+                }
+            }
+        }
+        Ok(CatalogHealth { current: HealthSnapshot::new(Utc::now(), current), history })
+    }
+
     /// Evaluates a new or changed scorecard (YAML, up to 64 KB) over the
     /// current catalog without storing anything: its summary, its failures,
     /// and the entities whose level or rules would change against the
@@ -675,6 +734,137 @@ pub(crate) async fn entity_scores(
         .filter(|score| scorecard.as_ref().is_none_or(|wanted| *wanted == score.scorecard))
         .map(EntityScore::from)
         .collect())
+}
+
+/// Why an entity may no longer be true: the staleness scorecard's failing
+/// rules (governance.staleness).
+#[derive(SimpleObject, Clone)]
+pub struct Staleness {
+    /// Whether any reason holds.
+    pub stale: bool,
+    /// Since when it has been stale (its oldest reason's time); null when
+    /// it is not.
+    pub since: Option<DateTime<Utc>>,
+    pub reasons: Vec<StaleReason>,
+}
+
+/// One reason an entity is stale.
+#[derive(SimpleObject, Clone)]
+pub struct StaleReason {
+    /// `owner-missing`, `owner-without-members`, `deprecated-but-depended-on`,
+    /// `unchanged`, `no-workloads` or `no-pagerduty-service`.
+    pub reason: String,
+    /// What it found, as data.
+    pub explanation: Option<ExplanationValue>,
+    /// Since when it has held.
+    pub since: DateTime<Utc>,
+}
+
+/// The entity's staleness; null when stale detection does not apply to it
+/// (its kind, or governance is off) or has not evaluated it yet.
+pub(crate) async fn entity_staleness(ctx: &Context<'_>, stored: &StoredEntity) -> Result<Option<Staleness>> {
+    let scores = scores_loader(ctx)?.load_one(stored.entity_ref.clone()).await?.unwrap_or_default();
+    let Some(score) = scores.iter().find(|score| score.scorecard == catalog_governance::STALENESS) else {
+        return Ok(None);
+    };
+    let results: Vec<StoredResult> = serde_json::from_value(score.results.clone()).unwrap_or_default();
+    let reasons: Vec<StaleReason> = results
+        .into_iter()
+        .filter(|result| result.status == catalog_governance::RuleStatus::Fail && result.exemption.is_none())
+        .map(|result| StaleReason {
+            reason: result.rule,
+            explanation: result.explanation.map(ExplanationValue::from),
+            since: result.since,
+        })
+        .collect();
+    Ok(Some(Staleness { stale: !reasons.is_empty(), since: reasons.iter().map(|reason| reason.since).min(), reasons }))
+}
+
+/// The most recordings `catalogHealth` returns.
+const MAX_HEALTH_HISTORY: i32 = 1_000;
+
+/// The catalog's health now and as recorded.
+#[derive(SimpleObject)]
+pub struct CatalogHealth {
+    pub current: HealthSnapshot,
+    /// Newest first.
+    pub history: Vec<HealthSnapshot>,
+}
+
+/// The health figures at one time.
+#[derive(SimpleObject)]
+pub struct HealthSnapshot {
+    pub time: DateTime<Utc>,
+    pub entities: u64,
+    pub by_kind: Vec<KindCount>,
+    /// Entities whose `spec.owner` names no entity of the catalog.
+    pub orphans: u64,
+    /// Distinct refs that relations point at and no entity has.
+    pub dangling_refs: u64,
+    /// Entities whose source's latest version was refused (validation or an
+    /// `enforce` admission policy): the last good version is served.
+    pub processing_errors: u64,
+    /// Refs claimed by more than one source (`conflicts`).
+    pub conflicts: u64,
+    /// Entities stale for any reason (`staleness`).
+    pub stale: u64,
+    /// Entities admitted with admission policy violations.
+    pub policy_violations: u64,
+    /// Per scorecard rule: the entities it applies to and those that pass.
+    pub rule_coverage: Vec<RuleCoverageValue>,
+    /// Providers whose last run failed or could not read everything (as
+    /// this process saw them).
+    pub providers_in_error: Vec<String>,
+}
+
+impl HealthSnapshot {
+    fn new(time: DateTime<Utc>, figures: crate::health::HealthFigures) -> Self {
+        let counts = figures.counts;
+        HealthSnapshot {
+            time,
+            entities: counts.entities,
+            by_kind: counts.by_kind.into_iter().map(|(kind, entities)| KindCount { kind, entities }).collect(),
+            orphans: counts.orphans,
+            dangling_refs: counts.dangling_refs,
+            processing_errors: counts.processing_errors,
+            conflicts: counts.conflicts,
+            stale: counts.stale,
+            policy_violations: counts.policy_violations,
+            rule_coverage: figures
+                .rule_coverage
+                .into_iter()
+                .map(|coverage| RuleCoverageValue {
+                    pass_rate: (coverage.applicable > 0).then(|| coverage.passing as f64 / coverage.applicable as f64),
+                    scorecard: coverage.scorecard,
+                    rule: coverage.rule,
+                    applicable: coverage.applicable,
+                    passing: coverage.passing,
+                })
+                .collect(),
+            providers_in_error: figures.providers_in_error,
+        }
+    }
+}
+
+/// Entities of one kind (lower-case).
+#[derive(SimpleObject)]
+pub struct KindCount {
+    pub kind: String,
+    pub entities: u64,
+}
+
+/// How much of what a rule applies to passes it.
+#[derive(SimpleObject)]
+#[graphql(name = "RuleCoverage")]
+pub struct RuleCoverageValue {
+    pub scorecard: String,
+    pub rule: String,
+    /// Entities with a result for it.
+    pub applicable: u64,
+    /// Of those, passing or exempt.
+    pub passing: u64,
+    /// `passing / applicable`; null when it applies to nothing.
+    pub pass_rate: Option<f64>,
 }
 
 /// An entity's transitions, newest first (the `scoreHistory` field).

@@ -430,6 +430,7 @@ impl CatalogQuery {
             .map(|health| {
                 let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
                 let summary = health.last_summary.unwrap_or_default();
+                let admitted = health.last_admission.unwrap_or_default();
                 let scopes: Vec<ProviderScope> = health
                     .scopes
                     .into_iter()
@@ -453,6 +454,9 @@ impl CatalogQuery {
                     last_updated: count(summary.updated),
                     last_removed: count(summary.removed),
                     last_held_back: count(summary.held_back),
+                    last_refused: count(admitted.refused),
+                    last_admitted_with_violations: count(admitted.warned),
+                    held_back_policies: admitted.held_back,
                     next_run_at: health.next_run_at,
                 }
             })

@@ -45,6 +45,7 @@ async fn fake_github() -> MockServer {
         "owner": {"login": "acme", "type": "Organization"}, "html_url": "https://github.example/acme/checkout",
         "description": null, "fork": false, "url": format!("{}/repos/acme/checkout", server.uri()),
         "archived": false, "disabled": false, "visibility": "private", "default_branch": "main", "topics": [],
+        "pushed_at": "2020-01-31T09:00:00Z",
     });
     get(&server, "/orgs/acme/repos", json!([repository])).await;
     let content = base64::engine::general_purpose::STANDARD.encode(CHECKOUT);
@@ -80,6 +81,7 @@ async fn a_component_answers_with_its_github_team_workloads_and_who_is_on_call(d
     let unset = "CATALOG_TEST_TOKEN_UNSET";
     let url = database.url.clone();
     let app = spawn_app_with(&url, &examples_root(), Some(database), |config| {
+        config.governance.enabled = true;
         for provider in [
             json!({"type": "github", "organization": "acme", "api_base_url": github.uri(), "token_variable": unset}),
             json!({"type": "github-org", "organization": "acme", "api_base_url": github.uri(), "token_variable": unset}),
@@ -131,6 +133,29 @@ async fn a_component_answers_with_its_github_team_workloads_and_who_is_on_call(d
             ("pagerduty", &Value::Null)
         ]
     );
+
+    // Stale detection reads all three providers' facts: its workloads run
+    // and its PagerDuty service exists, but nothing was pushed to its
+    // repository since January 2020.
+    let query = r#"{ entity(ref: "component:default/checkout") { staleness { reasons { reason explanation { path } } } }
+                     scorecard(id: "staleness") { rules: levels { rules { id } } } }"#;
+    let mut found = Value::Null;
+    for _ in 0..100 {
+        found = app.query(query, json!({})).await;
+        if !found["entity"]["staleness"].is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        found["entity"]["staleness"]["reasons"],
+        json!([{"reason": "repository-unchanged", "explanation": {"path": "facts.github.repository.pushedAt"}}]),
+        "{found}"
+    );
+    let rules = found["scorecard"]["rules"][0]["rules"].to_string();
+    for reason in ["repository-archived", "no-workloads", "no-pagerduty-service"] {
+        assert!(rules.contains(reason), "with each provider, its reasons apply: {rules}");
+    }
 }
 
 backend_tests!(a_component_answers_with_its_github_team_workloads_and_who_is_on_call);

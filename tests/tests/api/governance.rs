@@ -53,16 +53,19 @@ const SCORES: &str = r#"query ($scorecard: String) {
 async fn scorecards_are_evaluated_served_and_followed_end_to_end(database: TestDatabase) {
     let catalog = editable_examples();
     let root = catalog.path().to_owned();
+    // The example `enforce` policy would refuse the dangling owner this
+    // test gives a component (tests/tests/api/admission.rs tests that).
+    std::fs::remove_dir_all(root.join("policies")).unwrap();
     let app = spawn_app_with(&database.url.clone(), catalog.path(), Some(database), |config| {
         config.governance.enabled = true;
         config.governance.reload_seconds = 1;
     })
     .await;
 
-    // Both example scorecards, evaluated over the catalog.
+    // Both example scorecards and the built-in staleness one, evaluated over the catalog.
     let scorecards = scorecards_until(&app, |scorecards| {
         scorecards.as_array().is_some_and(|list| {
-            list.len() == 2 && list.iter().all(|scorecard| scorecard["summary"]["evaluated"].as_u64() > Some(0))
+            list.len() == 3 && list.iter().all(|scorecard| scorecard["summary"]["evaluated"].as_u64() > Some(0))
         })
     })
     .await;
@@ -156,6 +159,23 @@ async fn scorecards_are_evaluated_served_and_followed_end_to_end(database: TestD
         )
         .await;
     assert_eq!(failing["entities"]["nodes"], json!([{"entityRef": "component:default/shipment-tracker"}]));
+
+    // Its owner gone, it is stale for that reason, and the `stale` key finds it.
+    let query = r#"{ entity(ref: "component:default/shipment-tracker") { staleness { stale since reasons { reason since explanation { expression } } } }
+        entities(filter: { fields: [{ key: "stale", equals: "owner-missing" }] }) { nodes { entityRef } } }"#;
+    let mut stale = app.query(query, json!({})).await;
+    for _ in 0..50 {
+        if stale["entity"]["staleness"]["stale"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stale = app.query(query, json!({})).await;
+    }
+    let staleness = &stale["entity"]["staleness"];
+    assert_eq!(staleness["stale"], true, "{stale}");
+    assert_eq!(staleness["reasons"][0]["reason"], "owner-missing", "{stale}");
+    assert_eq!(staleness["since"], staleness["reasons"][0]["since"]);
+    assert_eq!(stale["entities"]["nodes"], json!([{"entityRef": "component:default/shipment-tracker"}]));
     let history = &data["entity"]["scoreHistory"]["transitions"];
     assert_eq!(history.as_array().unwrap().len(), 2, "first evaluated, then failed: {history}");
     assert_eq!(history[0]["levelBefore"], "Gold");
@@ -193,6 +213,6 @@ async fn scorecards_are_evaluated_served_and_followed_end_to_end(database: TestD
     std::fs::write(root.join("scorecards/ownership-hygiene.yaml"), "id: ownership-hygiene\nlevels: [").unwrap();
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let scorecards =
-        scorecards_until(&app, |scorecards| scorecards.as_array().is_some_and(|list| list.len() == 2)).await;
+        scorecards_until(&app, |scorecards| scorecards.as_array().is_some_and(|list| list.len() == 3)).await;
     assert_eq!(by_id(&scorecards, "ownership-hygiene")["version"], version);
 }

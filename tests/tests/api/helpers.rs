@@ -55,6 +55,7 @@ pub async fn spawn_app_with(
     // Its statements would mix with those tests count; the governance tests turn it on.
     config.governance.enabled = false;
     config.governance.scorecards = vec![catalog.join("scorecards")];
+    config.governance.policies = vec![catalog.join("policies")];
     configure(&mut config);
     let application = Application::build(config).await.expect("the application builds");
     let runs = application.ingest_once().await.expect("the example catalog ingests");
@@ -184,6 +185,7 @@ pub fn catalog_command(database_url: &str, catalog: &Path) -> std::process::Comm
         .env("CATALOG_INGESTION__PROVIDERS", providers.to_string())
         .env("CATALOG_INGESTION__INTERVAL_SECONDS", "3600")
         .env("CATALOG_GOVERNANCE__SCORECARDS", json!([catalog.join("scorecards")]).to_string())
+        .env("CATALOG_GOVERNANCE__POLICIES", json!([catalog.join("policies")]).to_string())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     command

@@ -7,11 +7,13 @@
 #![allow(clippy::unwrap_used)]
 
 mod abuse;
+mod admission;
 mod all_sources;
 mod deploy_compose;
 mod deploy_kubernetes;
 mod governance;
 mod graph;
+mod health;
 mod helpers;
 mod jwt;
 mod kubernetes;

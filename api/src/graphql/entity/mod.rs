@@ -141,6 +141,7 @@ const BODY_FREE_FIELDS: &[&str] = &[
     "id",
     "entityRef",
     "processingErrors",
+    "policyViolations",
     "sourceLocation",
     "createdAt",
     "updatedAt",
@@ -377,6 +378,13 @@ macro_rules! entity_object {
                 &self.0.errors
             }
 
+            /// The admission policies' rules it breaks but was admitted with
+            /// (a `warn` policy, or an `enforce` policy held back because it
+            /// would have refused too much), as of its provider's last run.
+            pub async fn policy_violations(&self) -> Vec<crate::graphql::governance::PolicyViolationValue> {
+                self.0.violations.iter().map(crate::graphql::governance::PolicyViolationValue::from).collect()
+            }
+
             /// Where the entity was read from.
             pub async fn source_location(&self) -> Option<&str> {
                 self.0.location.as_deref()
@@ -487,6 +495,15 @@ macro_rules! entity_object {
                 scorecard: Option<String>,
             ) -> Result<Vec<crate::graphql::governance::EntityScore>> {
                 crate::graphql::governance::entity_scores(ctx, &self.0, scorecard).await
+            }
+
+            /// Whether it may no longer be true, and why: its owner gone or
+            /// a team nobody is in, deprecated but depended on, unchanged for
+            /// `governance.staleness.unchanged_days`, claimed workloads or a
+            /// PagerDuty service not found. Null where stale detection does
+            /// not apply. Filter with the `stale` key.
+            pub async fn staleness(&self, ctx: &Context<'_>) -> Result<Option<crate::graphql::governance::Staleness>> {
+                crate::graphql::governance::entity_staleness(ctx, &self.0).await
             }
 
             /// Its level and rule transitions, newest first, under one
@@ -890,6 +907,7 @@ entity_object!(
     field(name = "raw", ty = "Json<serde_json::Value>"),
     field(name = "relations", ty = "Vec<RelationEdge>", arg(name = "type", ty = "Option<RelationTypeValue>")),
     field(name = "processing_errors", ty = "&[String]"),
+    field(name = "policy_violations", ty = "Vec<crate::graphql::governance::PolicyViolationValue>"),
     field(name = "source_location", ty = "Option<&str>"),
     field(name = "created_at", ty = "DateTime<Utc>"),
     field(name = "updated_at", ty = "DateTime<Utc>"),
@@ -919,6 +937,7 @@ entity_object!(
         ty = "Vec<crate::graphql::governance::EntityScore>",
         arg(name = "scorecard", ty = "Option<String>")
     ),
+    field(name = "staleness", ty = "Option<crate::graphql::governance::Staleness>"),
     field(
         name = "score_history",
         ty = "crate::graphql::governance::ScoreHistoryPage",
