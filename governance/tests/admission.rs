@@ -74,6 +74,7 @@ async fn an_owner_from_another_provider_resolves_and_violations_are_stored(store
             .into(),
         ..Default::default()
     };
+    let as_read = snapshot.clone();
     let statements = store.statement_count();
     let report = admission.admit(&mut snapshot, Utc::now()).await.unwrap();
     assert_eq!(store.statement_count() - statements, 1, "one read for every owner the snapshot lacks");
@@ -91,12 +92,8 @@ async fn an_owner_from_another_provider_resolves_and_violations_are_stored(store
     assert_eq!(admission.admit(&mut other, Utc::now()).await.unwrap().refused, 0);
 
     store.snapshot_writer().apply_snapshot(&snapshot).await.unwrap();
-    let stored = store
-        .catalog()
-        .entity_by_ref(&catalog_domain::EntityRef::parse("component:default/elsewhere").unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let elsewhere = catalog_domain::EntityRef::parse("component:default/elsewhere").unwrap();
+    let stored = store.catalog().entity_by_ref(&elsewhere).await.unwrap().unwrap();
     let rules: Vec<(&str, &str, &str)> = stored
         .violations
         .iter()
@@ -108,4 +105,14 @@ async fn an_owner_from_another_provider_resolves_and_violations_are_stored(store
     // Applied again unchanged, nothing is written.
     let summary = store.snapshot_writer().apply_snapshot(&snapshot).await.unwrap();
     assert_eq!(summary.rows_written, 0, "{summary:?}");
+
+    // The warn policy withdrawn: the unchanged entities lose their
+    // violations, with no new version of them.
+    admission.set_policies(vec![Policy::parse(POLICIES[0]).unwrap()]);
+    let mut again = as_read;
+    admission.admit(&mut again, Utc::now()).await.unwrap();
+    let summary = store.snapshot_writer().apply_snapshot(&again).await.unwrap();
+    assert_eq!((summary.updated, summary.unchanged, summary.rows_written), (0, 2, 2), "{summary:?}");
+    let stored = store.catalog().entity_by_ref(&elsewhere).await.unwrap().unwrap();
+    assert_eq!(stored.violations, []);
 }

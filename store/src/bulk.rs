@@ -125,12 +125,12 @@ where
 
 const ENTITIES: UnnestInsert<entity_row::ActiveModel> = UnnestInsert {
     sql: "INSERT INTO entities (entity_ref, kind, namespace, name, uid, etag, body, owner_ref, lifecycle, \
-          spec_type, system_ref, title, search_text, provider, location_key, errors, created_at, updated_at) \
+          spec_type, system_ref, title, search_text, provider, location_key, errors, violations, created_at, updated_at) \
           SELECT r, k, ns, n, u, e, b, NULLIF(o, ''), NULLIF(l, ''), NULLIF(t, ''), NULLIF(s, ''), \
-          NULLIF(ti, ''), st, $14, NULLIF(lk, ''), NULL, $15, $15 \
+          NULLIF(ti, ''), st, $14, NULLIF(lk, ''), NULL, NULLIF(v, 'null'::jsonb), $15, $15 \
           FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], \
-          $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $16::text[]) \
-          AS input(r, k, ns, n, u, e, b, o, l, t, s, ti, st, lk) \
+          $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $16::text[], $17::jsonb[]) \
+          AS input(r, k, ns, n, u, e, b, o, l, t, s, ti, st, lk, v) \
           RETURNING id, entity_ref",
     parameters: &[
         Parameter::Column(|row| take(&mut row.entity_ref).into()),
@@ -149,6 +149,7 @@ const ENTITIES: UnnestInsert<entity_row::ActiveModel> = UnnestInsert {
         Parameter::Shared(|row| copied(&row.provider).into()),
         Parameter::Shared(|row| copied(&row.created_at).into()),
         Parameter::Column(|row| text_or_empty(&mut row.location_key).into()),
+        Parameter::Column(|row| json_or_null(&mut row.violations)),
     ],
     returning: true,
 };

@@ -317,8 +317,8 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
     let mut inserts: Vec<Pending> = Vec::new();
     let mut updates: Vec<(i64, Pending)> = Vec::new();
     let mut moves: Vec<(i64, Option<String>)> = Vec::new();
-    // Each accepted entity with its violations as they are to be stored.
-    let mut violations: Vec<(String, Option<Value>)> = Vec::new();
+    // Unchanged entities whose violations changed (a policy did), by row id.
+    let mut violations: Vec<(i64, Option<Value>)> = Vec::new();
     for item in &snapshot.entities {
         let entity_ref = item.entity.entity_ref().to_string();
         if let Some(owner_location) = seen.get(&entity_ref) {
@@ -338,11 +338,6 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
             continue;
         }
         seen.insert(entity_ref.clone(), item.location.clone());
-        let stored_violations =
-            (!item.violations.is_empty()).then(|| serde_json::to_value(&item.violations).unwrap_or(Value::Null));
-        if existing.get(&entity_ref).and_then(|row| row.violations.as_ref()) != stored_violations.as_ref() {
-            violations.push((entity_ref.clone(), stored_violations));
-        }
         let etag = item.entity.content_hash();
         match existing.get(&entity_ref) {
             None => {
@@ -350,6 +345,11 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
                 inserts.push(Pending { entity_ref, item, uid, etag });
             }
             Some(row) if row.etag == etag => {
+                // Inserts and updates write their violations with the row.
+                let stored = stored_violations(&item.violations);
+                if row.violations != stored {
+                    violations.push((row.id, stored));
+                }
                 if row.location != item.location || row.errors.is_some() {
                     moves.push((row.id, item.location.clone()));
                 }
@@ -487,13 +487,12 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
         summary.rows_written += changes.len();
     }
 
-    // After the inserts, so that new entities have rows. Violations are no
-    // part of the body (a policy changes them, not the source): no change-log
-    // row, and readers read the column as it is.
-    for (entity_ref, stored) in violations {
+    // Violations are no part of the body (a policy changes them, not the
+    // source): no change-log row, and readers read the column as it is.
+    for (id, stored) in violations {
         entity_row::Entity::update_many()
             .col_expr(entity_row::Column::Violations, Expr::value(stored))
-            .filter(entity_row::Column::EntityRef.eq(entity_ref))
+            .filter(entity_row::Column::Id.eq(id))
             .exec(txn)
             .await?;
         summary.rows_written += 1;
@@ -558,10 +557,16 @@ fn entity_active_model(
         provider: Set(provider.to_owned()),
         location_key: Set(pending.item.location.clone()),
         errors: Set(None),
+        violations: Set(stored_violations(&pending.item.violations)),
         created_at: Set(now),
         updated_at: Set(now),
         ..Default::default()
     }
+}
+
+/// Violations as the column holds them: null for none.
+fn stored_violations(violations: &[PolicyViolation]) -> Option<Value> {
+    (!violations.is_empty()).then(|| serde_json::to_value(violations).unwrap_or(Value::Null))
 }
 
 /// Deletes the relation and facet rows of entities; returns the rows deleted.
