@@ -189,6 +189,7 @@ impl Application {
                 catalog: self.store.catalog(),
                 tasks: self.store.task_store(),
                 change_feed: self.store.change_feed(),
+                scores: self.store.score_store(),
             };
             let pools = CatalogPools {
                 primary: self.store.pool_monitor(),

@@ -43,20 +43,26 @@ pub(crate) async fn figures(
     engine: &Engine,
 ) -> Result<HealthFigures, StoreError> {
     let counts = catalog.health_counts().await?;
-    let mut rule_coverage = Vec::new();
+    let rule_coverage = rule_coverage(scores).await?;
+    let providers_in_error =
+        engine.health().into_iter().filter(|health| health.last_error.is_some()).map(|health| health.key).collect();
+    Ok(HealthFigures { counts, rule_coverage, providers_in_error })
+}
+
+/// Every scorecard rule's coverage, from the stored summaries.
+pub(crate) async fn rule_coverage(scores: &ScoreStore) -> Result<Vec<RuleCoverage>, StoreError> {
+    let mut coverage = Vec::new();
     for scorecard in scores.scorecards().await? {
         // A summary this release cannot read (written by another) counts nothing.
         let summary: Summary = serde_json::from_value(scorecard.summary).unwrap_or_default();
-        rule_coverage.extend(summary.rules.into_iter().map(|rule| RuleCoverage {
+        coverage.extend(summary.rules.into_iter().map(|rule| RuleCoverage {
             scorecard: scorecard.id.clone(),
             applicable: rule.pass + rule.fail + rule.unknown + rule.error,
             passing: rule.pass + rule.exempt,
             rule: rule.rule,
         }));
     }
-    let providers_in_error =
-        engine.health().into_iter().filter(|health| health.last_error.is_some()).map(|health| health.key).collect();
-    Ok(HealthFigures { counts, rule_coverage, providers_in_error })
+    Ok(coverage)
 }
 
 /// Records the figures whenever the last recording (by any replica) is

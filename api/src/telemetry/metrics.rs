@@ -87,6 +87,7 @@ pub(crate) struct CatalogReads {
     pub catalog: Catalog,
     pub tasks: TaskStore,
     pub change_feed: ChangeFeed,
+    pub scores: catalog_store::ScoreStore,
 }
 
 /// The connection pools the metrics report.
@@ -126,6 +127,8 @@ struct CatalogCounts {
     change_log: Option<(u64, i64)>,
     /// The catalog's health counts (`catalogHealth`).
     health: Option<catalog_store::HealthCounts>,
+    /// Each scorecard rule's coverage.
+    rule_coverage: Vec<crate::health::RuleCoverage>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -153,6 +156,13 @@ struct KindLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FigureLabels {
     figure: &'static str,
+}
+
+/// Bounded by the configured scorecards' rules.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    scorecard: String,
+    rule: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -250,6 +260,15 @@ impl Collector for ProviderCollector {
                 ("policy_violations", health.policy_violations),
             ] {
                 ConstGauge::new(n as i64).encode(family.encode_family(&FigureLabels { figure })?)?;
+            }
+        }
+        {
+            let help = "Each scorecard rule's pass rate: entities passing it (or exempt) over those it applies to";
+            let mut family = encoder.encode_descriptor("rule_pass_ratio", help, None, MetricType::Gauge)?;
+            for coverage in counts.rule_coverage.iter().filter(|coverage| coverage.applicable > 0) {
+                let labels = RuleLabels { scorecard: coverage.scorecard.clone(), rule: coverage.rule.clone() };
+                let ratio = coverage.passing as f64 / coverage.applicable as f64;
+                ConstGauge::new(ratio).encode(family.encode_family(&labels)?)?;
             }
         }
         if let Some((rows, newest)) = counts.change_log {
@@ -453,10 +472,16 @@ impl Metrics {
                 // (measured: bench/results/README.md); a failure leaves the
                 // last figures.
                 let health = reads.catalog.health_counts().await;
+                let coverage = crate::health::rule_coverage(&reads.scores).await;
                 let mut counts = self.catalog_counts.lock();
-                match health {
-                    Ok(health) => counts.health = Some(health),
-                    Err(error) => tracing::warn!(%error, "cannot count the catalog's health for the metrics"),
+                match (health, coverage) {
+                    (Ok(health), Ok(coverage)) => {
+                        counts.health = Some(health);
+                        counts.rule_coverage = coverage;
+                    }
+                    (Err(error), _) | (_, Err(error)) => {
+                        tracing::warn!(%error, "cannot count the catalog's health for the metrics");
+                    }
                 }
                 counts.kinds = kinds;
                 counts.tasks = tasks.into_iter().map(|(status, n)| (status.as_str(), n)).collect();

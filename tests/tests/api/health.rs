@@ -102,6 +102,13 @@ async fn catalog_health_counts_follows_and_records_the_catalog(database: TestDat
     let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     let line = format!("catalog_health{{figure=\"orphans\"}} {}", orphans + 1);
     assert!(metrics.contains(&line), "{line} in {metrics}");
+    let coverage = health["current"]["ruleCoverage"].as_array().unwrap();
+    let described = coverage.iter().find(|rule| rule["rule"] == "described").unwrap();
+    let line = format!(
+        "catalog_rule_pass_ratio{{scorecard=\"production-readiness\",rule=\"described\"}} {}",
+        described["passRate"]
+    );
+    assert!(metrics.contains(&line), "{line} in {metrics}");
 
     let (_, refused) = app.post("{ catalogHealth(historyLength: 5000) { current { entities } } }", json!({})).await;
     assert_eq!(error_code(&refused), "BAD_USER_INPUT", "{refused}");
