@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::explain::Explanation;
 use crate::policy::{Mode, Policy};
-use crate::rule::{Reads, RuleOutcome};
+use crate::rule::{Evaluation, Reads, RuleOutcome};
 use crate::subject::{Relation, Subject};
 
 /// The share of a snapshot an `enforce` policy may refuse when its file
@@ -88,19 +88,21 @@ impl Admission {
             return Ok(AdmissionReport::default());
         }
         let reads = Reads::union(policies.iter().map(Policy::reads));
-        let related = self.related(snapshot, &applicable, &reads).await?;
+        let (related, envelopes) = self.related(snapshot, &applicable, &reads).await?;
 
-        // Per entity: its violations, each with whether it refuses.
+        // Per entity: its violations, each with whether it refuses. The
+        // entity is converted to CEL once for every policy that applies.
         let mut found: Vec<Vec<(&Policy, PolicyViolation)>> = Vec::with_capacity(snapshot.entities.len());
         for (index, item) in snapshot.entities.iter().enumerate() {
             let mut violations = Vec::new();
             if !applicable[index].is_empty() {
                 let mut subject = Subject::new(serde_json::to_value(&item.entity).unwrap_or(Value::Null), now);
-                for (relation, envelope) in related.get(&index).into_iter().flatten() {
-                    subject.related.entry(*relation).or_default().push(envelope.clone());
+                for (relation, target) in related.get(&index).into_iter().flatten() {
+                    subject.related.entry(*relation).or_default().push(envelopes[*target].clone());
                 }
+                let evaluation = Evaluation::new(&subject, &reads);
                 for policy in &applicable[index] {
-                    for (rule, outcome) in policy.violations(&subject) {
+                    for (rule, outcome) in policy.violations_in(&evaluation) {
                         violations.push((*policy, violation(policy, &rule.id, outcome)));
                     }
                 }
@@ -166,14 +168,16 @@ impl Admission {
     }
 
     /// For each entity a policy checks (by index), the owner and system
-    /// its rules read: from the snapshot itself when it holds them (a team
-    /// and its service in one file), from the catalog otherwise.
+    /// its rules read, as positions in the envelopes returned beside: from
+    /// the snapshot itself when it holds them (a team and its service in
+    /// one file), from the catalog otherwise. Each related entity is made
+    /// an envelope once, however many entities name it.
     async fn related(
         &self,
         snapshot: &Snapshot,
         applicable: &[Vec<&Policy>],
         reads: &Reads,
-    ) -> Result<HashMap<usize, Vec<(Relation, Value)>>, StoreError> {
+    ) -> Result<(HashMap<usize, Vec<(Relation, usize)>>, Vec<Value>), StoreError> {
         let wanted = |relation_type: RelationType| match relation_type {
             RelationType::OwnedBy => Some(Relation::Owner),
             RelationType::PartOf => Some(Relation::System),
@@ -195,7 +199,7 @@ impl Admission {
             }
         }
         if targets.is_empty() {
-            return Ok(HashMap::new());
+            return Ok((HashMap::new(), Vec::new()));
         }
         let in_snapshot: HashMap<EntityRef, usize> =
             snapshot.entities.iter().enumerate().map(|(index, item)| (item.entity.entity_ref(), index)).collect();
@@ -209,18 +213,31 @@ impl Admission {
         missing.dedup();
         let stored: HashMap<EntityRef, StoredEntity> =
             if missing.is_empty() { HashMap::new() } else { self.catalog.entities_by_refs(&missing).await? };
-        let mut related: HashMap<usize, Vec<(Relation, Value)>> = HashMap::new();
+        let mut related: HashMap<usize, Vec<(Relation, usize)>> = HashMap::new();
+        let mut envelopes: Vec<Value> = Vec::new();
+        let mut made: HashMap<EntityRef, Option<usize>> = HashMap::new();
         for (index, relation, target) in targets {
-            let envelope = match (in_snapshot.get(&target), stored.get(&target)) {
-                (Some(&position), _) => serde_json::to_value(&snapshot.entities[position].entity).ok(),
-                (None, Some(stored)) => Some(stored.raw()?),
-                (None, None) => None,
+            let position = match made.get(&target) {
+                Some(position) => *position,
+                None => {
+                    let envelope = match (in_snapshot.get(&target), stored.get(&target)) {
+                        (Some(&position), _) => serde_json::to_value(&snapshot.entities[position].entity).ok(),
+                        (None, Some(stored)) => Some(stored.raw()?),
+                        (None, None) => None,
+                    };
+                    let position = envelope.map(|envelope| {
+                        envelopes.push(envelope);
+                        envelopes.len() - 1
+                    });
+                    made.insert(target, position);
+                    position
+                }
             };
-            if let Some(envelope) = envelope {
-                related.entry(index).or_default().push((relation, envelope));
+            if let Some(position) = position {
+                related.entry(index).or_default().push((relation, position));
             }
         }
-        Ok(related)
+        Ok((related, envelopes))
     }
 }
 

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use catalog_domain::names::MetadataKey;
 use serde::{Deserialize, Serialize};
 
-use crate::rule::{Reads, Rule, RuleOutcome};
+use crate::rule::{Evaluation, Reads, Rule, RuleOutcome};
 use crate::scorecard::{Located, ScorecardError, located, read_yaml};
 use crate::sources::{SourceProblem, read_files};
 use crate::subject::{Relation, Subject};
@@ -215,10 +215,16 @@ impl Policy {
     /// The rules `subject` breaks, each with why: a rule that fails, or
     /// cannot be evaluated for it (an admission check fails closed).
     pub fn violations(&self, subject: &Subject) -> Vec<(&PolicyRule, RuleOutcome)> {
-        let evaluation = crate::rule::Evaluation::new(subject, &self.reads);
+        self.violations_in(&Evaluation::new(subject, &self.reads))
+    }
+
+    /// [`Policy::violations`] in an evaluation prepared for several
+    /// policies' rules (it must hold what this policy reads): the subject
+    /// is converted to CEL once for all of them.
+    pub fn violations_in(&self, evaluation: &Evaluation<'_>) -> Vec<(&PolicyRule, RuleOutcome)> {
         self.rules
             .iter()
-            .map(|rule| (rule, rule.rule.evaluate_in(&evaluation)))
+            .map(|rule| (rule, rule.rule.evaluate_in(evaluation)))
             .filter(|(_, outcome)| outcome.status != crate::rule::RuleStatus::Pass)
             .collect()
     }
