@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use catalog_domain::{EntityRef, RelationType};
+use catalog_domain::EntityRef;
 use catalog_store::{
     Catalog, InvalidEntity, PolicyViolation, SAFETY_VALVE_MIN_ENTITIES, Snapshot, StoreError, StoredEntity,
 };
@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::explain::Explanation;
+use crate::load::relation_type;
 use crate::policy::{Mode, Policy};
 use crate::rule::{Evaluation, Reads, RuleOutcome};
 use crate::subject::{Relation, Subject};
@@ -137,14 +138,15 @@ impl Admission {
         for (mut item, violations) in entities.into_iter().zip(found) {
             let mut refusals = Vec::new();
             for (policy, mut violation) in violations {
-                if policy.mode == Mode::Enforce && held.contains(&policy.id.as_str()) {
+                let held_back = held.contains(&policy.id.as_str());
+                if policy.mode == Mode::Enforce && !held_back {
+                    refusals.push(violation.message);
+                    continue;
+                }
+                if held_back {
                     violation.mode = "held-back".to_owned();
                 }
-                if violation.mode == "enforce" {
-                    refusals.push(violation.message);
-                } else {
-                    item.violations.push(violation);
-                }
+                item.violations.push(violation);
             }
             if refusals.is_empty() {
                 report.warned += usize::from(!item.violations.is_empty());
@@ -178,21 +180,16 @@ impl Admission {
         applicable: &[Vec<&Policy>],
         reads: &Reads,
     ) -> Result<(HashMap<usize, Vec<(Relation, usize)>>, Vec<Value>), StoreError> {
-        let wanted = |relation_type: RelationType| match relation_type {
-            RelationType::OwnedBy => Some(Relation::Owner),
-            RelationType::PartOf => Some(Relation::System),
-            _ => None,
-        };
         let mut targets: Vec<(usize, Relation, EntityRef)> = Vec::new();
         for (index, item) in snapshot.entities.iter().enumerate() {
             if applicable[index].is_empty() {
                 continue;
             }
             for stated in item.entity.stated_relations() {
-                let Some(relation) = wanted(stated.relation_type).filter(|relation| reads.relations.contains(relation))
-                else {
-                    continue;
-                };
+                // A policy reads owner() and system() at most (`Policy::parse`).
+                let read =
+                    reads.relations.iter().copied().find(|&relation| relation_type(relation) == stated.relation_type);
+                let Some(relation) = read else { continue };
                 if let Ok(target) = EntityRef::parse(&stated.target_ref) {
                     targets.push((index, relation, target));
                 }

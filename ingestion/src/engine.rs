@@ -222,12 +222,14 @@ impl Engine {
         self
     }
 
-    /// Admits the snapshot (a no-op without admission policies).
-    async fn admit(&self, snapshot: &mut Snapshot) -> Result<Option<Admitted>, StoreError> {
-        match &self.admission {
-            Some(admission) => admission.admit(snapshot).await.map(Some),
-            None => Ok(None),
-        }
+    /// Admits the snapshot (admission is a no-op without policies) and
+    /// applies what was admitted; nothing unchecked is applied.
+    async fn admit_and_apply(&self, snapshot: &mut Snapshot) -> Result<(ApplySummary, Option<Admitted>), StoreError> {
+        let admitted = match &self.admission {
+            Some(admission) => Some(admission.admit(snapshot).await?),
+            None => None,
+        };
+        Ok((self.writer.apply_snapshot(snapshot).await?, admitted))
     }
 
     /// Abandons a provider run (applying nothing) after `timeout`.
@@ -378,12 +380,8 @@ impl Engine {
             lock_pending().entry(index).or_default().extend(hints);
             return Err(RunError::Aborted);
         };
-        let applied = match self.admit(&mut snapshot).await {
-            Ok(_) => self.writer.apply_snapshot(&snapshot).await,
-            Err(error) => Err(error),
-        };
-        let summary = match applied {
-            Ok(summary) => summary,
+        let summary = match self.admit_and_apply(&mut snapshot).await {
+            Ok((summary, _)) => summary,
             Err(error) => {
                 lock_pending().entry(index).or_default().extend(hints);
                 return Err(error.into());
@@ -484,17 +482,13 @@ impl Engine {
             if force {
                 snapshot.max_removed_share = None;
             }
-            let applied = match self.admit(snapshot).await {
-                Ok(this) => {
+            match self.admit_and_apply(snapshot).await {
+                Ok((applied, this)) => {
+                    summary.absorb(&applied);
                     if let Some(this) = this {
                         admitted.get_or_insert_default().absorb(this);
                     }
-                    self.writer.apply_snapshot(snapshot).await
                 }
-                Err(error) => Err(error),
-            };
-            match applied {
-                Ok(applied) => summary.absorb(&applied),
                 Err(error) => {
                     failed(format!("applying the snapshot of {} failed: {error}", snapshot.provider));
                     return Err(error);
