@@ -52,7 +52,14 @@ impl Application {
     /// `database.migrate_on_start` off, looks at its migrations) and binds
     /// the listener. Fails on a database that a newer binary migrated.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        if let Some(problem) = config.database.problems().into_iter().chain(config.metrics.problems()).next() {
+        if let Some(problem) = config
+            .database
+            .problems()
+            .into_iter()
+            .chain(config.metrics.problems())
+            .chain(config.governance.problems())
+            .next()
+        {
             anyhow::bail!(problem);
         }
         let schema = crate::readiness::prepare_schema(&config.database).await?;

@@ -93,6 +93,16 @@ impl Default for StalenessConfig {
     }
 }
 
+impl GovernanceConfig {
+    /// What serde cannot check: the share is a fraction.
+    pub fn problems(&self) -> Vec<String> {
+        if (0.0..=1.0).contains(&self.max_refused_share) {
+            return Vec::new();
+        }
+        vec![format!("governance.max_refused_share: {} is not between 0 and 1", self.max_refused_share)]
+    }
+}
+
 impl Default for GovernanceConfig {
     fn default() -> Self {
         Self {
@@ -482,6 +492,7 @@ impl Config {
         if let Ok(config) = serde_json::from_value::<Config>(merged) {
             problems.extend(config.database.problems());
             problems.extend(config.metrics.problems());
+            problems.extend(config.governance.problems());
         }
         problems
     }
@@ -648,6 +659,14 @@ mod tests {
         assert!(problems[0].starts_with("database.read_url:"), "{problems:#?}");
         let primary = ("CATALOG_DATABASE__URL".to_owned(), "postgres://catalog@primary/catalog".to_owned());
         assert_eq!(Config::check(None, vec![primary, replica]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_refused_share_outside_zero_to_one_is_a_problem() {
+        let share = |value: &str| vec![("CATALOG_GOVERNANCE__MAX_REFUSED_SHARE".to_owned(), value.to_owned())];
+        let problems = Config::check(None, share("5"));
+        assert_eq!(problems, ["governance.max_refused_share: 5 is not between 0 and 1"]);
+        assert_eq!(Config::check(None, share("0.5")), Vec::<String>::new());
     }
 
     #[test]
