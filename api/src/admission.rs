@@ -67,6 +67,7 @@ impl catalog_ingestion::Admission for PolicyAdmission {
                     .iter()
                     .map(|held| format!("{}: {} of {} entities", held.policy, held.would_refuse, held.of))
                     .collect(),
+                queued: report.queued,
             })
         })
     }

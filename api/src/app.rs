@@ -383,6 +383,11 @@ async fn purge_hourly(maintenance: Maintenance, retention: Retention, mut shutdo
                 {
                     tracing::warn!(%error, "purging the health history failed; retrying in an hour");
                 }
+                if let Some(keep) = retention.changes
+                    && let Err(error) = maintenance.purge_review_events(chrono::Utc::now() - keep).await
+                {
+                    tracing::warn!(%error, "purging the review events failed; retrying in an hour");
+                }
                 if let Some(keep) = retention.audit
                     && let Err(error) = maintenance.purge_audit(chrono::Utc::now() - keep).await
                 {

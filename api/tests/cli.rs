@@ -61,6 +61,8 @@ fn a_scorecard_is_checked_against_the_stored_catalog_or_refused_with_its_problem
                 "CATALOG_INGESTION__PROVIDERS",
                 format!(r#"[{{"type": "file", "paths": ["{examples}/catalog-info.yaml"]}}]"#),
             )
+            // The example policies hold the proposed services for review.
+            .env("CATALOG_GOVERNANCE__POLICIES", format!(r#"["{examples}/policies"]"#))
             .args(args)
             .output()
             .unwrap()

@@ -11,8 +11,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use catalog_domain::EntityRef;
+use catalog_domain::RelationType;
 use catalog_store::{
-    Catalog, InvalidEntity, PolicyViolation, SAFETY_VALVE_MIN_ENTITIES, Snapshot, StoreError, StoredEntity,
+    Catalog, InvalidEntity, PendingEntity, PolicyViolation, ReviewReason, ReviewRequest, SAFETY_VALVE_MIN_ENTITIES,
+    Snapshot, StoreError, StoredEntity,
 };
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -52,6 +54,9 @@ pub struct AdmissionReport {
     /// Entities admitted with violations.
     pub warned: usize,
     pub held_back: Vec<HeldBack>,
+    /// Admitted entities held in the review queue instead (new, or with a
+    /// new owner).
+    pub queued: usize,
 }
 
 impl Admission {
@@ -166,7 +171,63 @@ impl Admission {
             }
             snapshot.invalid.push(InvalidEntity { entity_ref, location: item.location, errors: refusals });
         }
+        report.queued = self.hold_for_review(snapshot, &policies).await?;
         Ok(report)
+    }
+
+    /// Moves the admitted entities a review policy holds (the first that
+    /// applies) to the snapshot's pending list: new ones, or known ones
+    /// whose owner changes, as the policy asks. One catalog read, for
+    /// whether each exists and its owner.
+    async fn hold_for_review(&self, snapshot: &mut Snapshot, policies: &[Policy]) -> Result<usize, StoreError> {
+        let provider = snapshot.provider.as_str();
+        let chosen: Vec<Option<&Policy>> = snapshot
+            .entities
+            .iter()
+            .map(|item| {
+                policies.iter().find(|policy| {
+                    policy.review.is_some() && policy.applies(provider, item.location.as_deref(), &item.entity.kind)
+                })
+            })
+            .collect();
+        if chosen.iter().all(Option::is_none) {
+            return Ok(0);
+        }
+        let refs: Vec<EntityRef> = snapshot
+            .entities
+            .iter()
+            .zip(&chosen)
+            .filter(|(_, policy)| policy.is_some())
+            .map(|(item, _)| item.entity.entity_ref())
+            .collect();
+        let stored = self.catalog.owners_of(&refs).await?;
+        let mut queued = 0;
+        for (item, policy) in std::mem::take(&mut snapshot.entities).into_iter().zip(chosen) {
+            let Some((policy, review)) = policy.and_then(|policy| Some((policy, policy.review.as_ref()?))) else {
+                snapshot.entities.push(item);
+                continue;
+            };
+            let reason = match stored.get(&item.entity.entity_ref()) {
+                None if review.new_entities => Some(ReviewReason::New),
+                Some(previous) if review.owner_changes && owner_of(&item.entity) != *previous => {
+                    Some(ReviewReason::OwnerChange { previous: previous.clone() })
+                }
+                _ => None,
+            };
+            match reason {
+                Some(reason) => {
+                    queued += 1;
+                    let request = ReviewRequest {
+                        reason,
+                        policy: policy.id.clone(),
+                        owner_may_approve: review.owner_members_may_approve,
+                    };
+                    snapshot.pending.push(PendingEntity { item, request });
+                }
+                None => snapshot.entities.push(item),
+            }
+        }
+        Ok(queued)
     }
 
     /// For each entity a policy checks (by index), the owner and system
@@ -236,6 +297,15 @@ impl Admission {
         }
         Ok((related, envelopes))
     }
+}
+
+/// The owner an entity states, as the catalog stores it.
+fn owner_of(entity: &catalog_domain::Entity) -> Option<EntityRef> {
+    entity
+        .stated_relations()
+        .into_iter()
+        .find(|stated| stated.relation_type == RelationType::OwnedBy)
+        .and_then(|stated| EntityRef::parse(&stated.target_ref).ok())
 }
 
 /// A broken rule as the entity carries it, or as its refusal says it.

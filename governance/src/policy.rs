@@ -78,6 +78,22 @@ pub struct PolicyRuleDefinition {
     pub allowed_values: Option<AllowedValues>,
 }
 
+/// Which of a policy's entities wait in the review queue until approved.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Review {
+    /// An entity the catalog does not hold yet.
+    #[serde(default)]
+    pub new_entities: bool,
+    /// A known entity whose `spec.owner` changes.
+    #[serde(default)]
+    pub owner_changes: bool,
+    /// Members of the group the entity names as its owner may decide too,
+    /// besides holders of the `entity.approve` permission.
+    #[serde(default)]
+    pub owner_members_may_approve: bool,
+}
+
 /// A policy file as written.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -86,10 +102,15 @@ struct PolicyFile {
     title: String,
     #[serde(default)]
     description: Option<String>,
-    mode: Mode,
+    /// Required with rules; a policy that only reviews has none.
+    #[serde(default)]
+    mode: Option<Mode>,
     #[serde(default)]
     applies_to: PolicyScope,
+    #[serde(default)]
     rules: Vec<PolicyRuleDefinition>,
+    #[serde(default)]
+    review: Option<Review>,
     /// The share (0 to 1) of a provider's snapshot this policy may refuse
     /// before it is held back; the configured default when unset.
     #[serde(default)]
@@ -115,6 +136,8 @@ pub struct Policy {
     pub applies_to: PolicyScope,
     pub max_refused_share: Option<f64>,
     pub rules: Vec<PolicyRule>,
+    /// What waits for review; None: nothing.
+    pub review: Option<Review>,
     locations: Vec<glob::Pattern>,
     reads: Reads,
 }
@@ -152,8 +175,22 @@ impl Policy {
                 )),
             }
         }
-        if file.rules.is_empty() {
-            problems.push(Located::at("rules".to_owned(), "a policy needs at least one rule".to_owned()));
+        let reviews = file.review.as_ref().is_some_and(|review| review.new_entities || review.owner_changes);
+        if file.rules.is_empty() && !reviews {
+            problems.push(Located::at(
+                "rules".to_owned(),
+                "a policy needs at least one rule, or a review of newEntities or ownerChanges".to_owned(),
+            ));
+        }
+        if !file.rules.is_empty() && file.mode.is_none() {
+            problems
+                .push(Located::at("mode".to_owned(), "a policy with rules needs a mode: warn or enforce".to_owned()));
+        }
+        if file.review.is_some() && !reviews {
+            problems.push(Located::at(
+                "review".to_owned(),
+                "a review needs newEntities or ownerChanges (or both) set to true".to_owned(),
+            ));
         }
         let mut ids = BTreeSet::new();
         let mut rules = Vec::new();
@@ -189,10 +226,11 @@ impl Policy {
             id: file.id,
             title: file.title,
             description: file.description,
-            mode: file.mode,
+            mode: file.mode.unwrap_or(Mode::Warn),
             applies_to: file.applies_to,
             max_refused_share: file.max_refused_share,
             rules,
+            review: file.review.filter(|review| review.new_entities || review.owner_changes),
             locations,
             reads,
         })
@@ -418,6 +456,30 @@ rules:
         assert!(!policy.applies("file", Some("repo/libraries/catalog-info.yaml"), "Component"));
         assert!(!policy.applies("file", Some("repo/services/payments/catalog-info.yaml"), "API"));
         assert!(!policy.applies("file", None, "Component"));
+    }
+
+    #[test]
+    fn a_review_policy_needs_no_rules_but_something_to_review() {
+        let review = Policy::parse(
+            "id: review\ntitle: Review\nappliesTo: { providers: [github] }\n\
+             review: { newEntities: true, ownerMembersMayApprove: true }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            review.review,
+            Some(Review { new_entities: true, owner_changes: false, owner_members_may_approve: true })
+        );
+        assert!(review.rules.is_empty());
+
+        let problems = |yaml: &str| -> Vec<String> {
+            Policy::parse(yaml).unwrap_err().problems.iter().map(|problem| problem.at.clone()).collect()
+        };
+        // A review of nothing, and rules without a mode.
+        assert_eq!(problems("id: r\ntitle: R\nreview: { ownerMembersMayApprove: true }\n"), ["rules", "review"]);
+        assert_eq!(problems("id: r\ntitle: R\nrules: [{id: a, kebabCaseName: true}]\n"), ["mode"]);
+        // Rules and a review together: the rules keep their mode.
+        let both = Policy::parse(&format!("{POLICY}review: {{ ownerChanges: true }}\n")).unwrap();
+        assert_eq!((both.mode, both.review.map(|review| review.owner_changes)), (Mode::Enforce, Some(true)));
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct Admitted {
     /// Policies held back because they would have refused too much, each
     /// with what it would have refused (`policy: 40 of 50 entities`).
     pub held_back: Vec<String>,
+    /// Entities held in the review queue.
+    pub queued: usize,
 }
 
 impl Admitted {
@@ -31,5 +33,6 @@ impl Admitted {
         self.refused += other.refused;
         self.warned += other.warned;
         self.held_back.extend(other.held_back);
+        self.queued += other.queued;
     }
 }

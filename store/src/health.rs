@@ -35,6 +35,11 @@ pub struct HealthCounts {
     pub stale: u64,
     /// Entities admitted with admission policy violations.
     pub policy_violations: u64,
+    /// Entities waiting in the review queue (not in the catalog yet, or
+    /// with a new owner not yet applied). Absent from recordings made
+    /// before the queue existed.
+    #[serde(default)]
+    pub pending: u64,
 }
 
 /// One recording of the health figures.
@@ -53,6 +58,7 @@ struct Counts {
     conflicts: i64,
     stale: i64,
     policy_violations: i64,
+    pending: i64,
 }
 
 /// Every count but the kinds in one statement. The ref columns hold the
@@ -67,7 +73,8 @@ const COUNTS: &str = "SELECT \
     (SELECT COUNT(*) FROM entities WHERE errors IS NOT NULL) AS processing_errors, \
     (SELECT COUNT(*) FROM conflicts) AS conflicts, \
     (SELECT COUNT(*) FROM entity_scores WHERE scorecard = '{staleness}' AND failing <> '') AS stale, \
-    (SELECT COUNT(*) FROM entities WHERE violations IS NOT NULL) AS policy_violations";
+    (SELECT COUNT(*) FROM entities WHERE violations IS NOT NULL) AS policy_violations, \
+    (SELECT COUNT(*) FROM pending_entities WHERE status = 'pending') AS pending";
 
 impl Catalog {
     /// The catalog's health counts now.
@@ -81,6 +88,7 @@ impl Catalog {
             conflicts: 0,
             stale: 0,
             policy_violations: 0,
+            pending: 0,
         });
         let by_kind: BTreeMap<String, u64> = self.entity_counts_by_kind().await?.into_iter().collect();
         let count = |n: i64| u64::try_from(n).unwrap_or_default();
@@ -93,6 +101,7 @@ impl Catalog {
             conflicts: count(counts.conflicts),
             stale: count(counts.stale),
             policy_violations: count(counts.policy_violations),
+            pending: count(counts.pending),
         })
     }
 }

@@ -28,6 +28,7 @@ mod models;
 mod projection;
 mod query;
 mod record;
+mod review;
 mod scores;
 mod snapshot;
 mod tasks;
@@ -54,9 +55,11 @@ pub use record::{
     Change, ChangeType, ConflictRecord, Facet, LocationRecord, PolicyViolation, Related, StoredEntity, StoredRelation,
     TargetBodies,
 };
+pub use review::{PendingRecord, QueueCounts, ReviewEvent, ReviewEventKind, ReviewReason, ReviewRequest, ReviewStatus};
 pub use scores::{NewScore, ScoreChange, ScoreWrite, ScorecardRecord, StoredScore, Transition};
 pub use snapshot::{
-    ApplySummary, DeletedEntity, InvalidEntity, LocationStatus, SAFETY_VALVE_MIN_ENTITIES, Snapshot, SnapshotEntity,
+    ApplySummary, Decision, DecisionOutcome, DeletedEntity, InvalidEntity, LocationStatus, PendingEntity,
+    SAFETY_VALVE_MIN_ENTITIES, Snapshot, SnapshotEntity,
 };
 pub use tasks::{NewTask, TaskEnd, TaskEventRecord, TaskQuery, TaskRecord, TaskStatus};
 pub use tokens::{NewToken, TokenRecord};

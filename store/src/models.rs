@@ -353,3 +353,57 @@ pub(crate) mod health_row {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub(crate) mod pending_row {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "pending_entities")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub entity_ref: String,
+        pub provider: String,
+        pub location_key: Option<String>,
+        #[sea_orm(column_type = "JsonBinary")]
+        pub body: Json,
+        pub etag: String,
+        pub reason: String,
+        pub previous_owner: Option<String>,
+        pub owner_ref: Option<String>,
+        pub policy: String,
+        pub owner_may_approve: bool,
+        pub status: String,
+        pub queued_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+        pub decided_by: Option<String>,
+        pub decided_at: Option<DateTimeUtc>,
+        pub note: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod review_event_row {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "review_events")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub sequence: i64,
+        pub entity_ref: String,
+        pub event: String,
+        pub principal: String,
+        pub note: Option<String>,
+        pub time: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -17,9 +17,13 @@ use crate::bulk::{self, REF_CHUNK, VALUES_CHUNK as INSERT_CHUNK};
 use crate::commit::{lock_writers, notify_replicas};
 use crate::error::StoreError;
 use crate::handles::SnapshotWriter;
+use crate::models::pending_row;
 use crate::models::{change_row, conflict_row, entity_row, facet_row, location_row, relation_row};
 use crate::projection::{facet_pairs, typed_columns};
 use crate::record::{ChangeType, PolicyViolation};
+use crate::review::{
+    PendingRecord, ReviewEventKind, ReviewReason, ReviewRequest, ReviewStatus, append_events, event_row, record,
+};
 
 /// Everything one provider currently offers. Applying it makes the catalog's
 /// view of that provider equal to it.
@@ -50,6 +54,11 @@ pub struct Snapshot {
     /// location of the provider stays its owner (the claim is a conflict).
     /// None: the snapshot speaks for the whole provider.
     pub covers: Option<Vec<String>>,
+    /// Entities an admission policy holds for review: they join the review
+    /// queue instead of the catalog (a known one keeps its stored version),
+    /// unless the catalog already holds that version or, for a new one,
+    /// the ref (approved meanwhile).
+    pub pending: Vec<PendingEntity>,
 }
 
 impl Snapshot {
@@ -82,6 +91,33 @@ impl SnapshotEntity {
     pub fn new(entity: Entity, location: Option<String>) -> Self {
         Self { entity, location, violations: Vec::new() }
     }
+}
+
+/// A snapshot entity held for review instead of applied.
+#[derive(Clone, Debug)]
+pub struct PendingEntity {
+    pub item: SnapshotEntity,
+    pub request: ReviewRequest,
+}
+
+/// A reviewer's decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Approve,
+    Reject,
+}
+
+/// What a decision did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DecisionOutcome {
+    /// Recorded; an approval's apply summary (the entity written).
+    Decided { record: Box<PendingRecord>, applied: Option<ApplySummary> },
+    /// No such entity waits for review.
+    NotQueued,
+    /// The queued version is no longer the one the reviewer saw.
+    Changed { current_etag: String },
+    /// Another source holds the ref now: approving would be a conflict.
+    Taken,
 }
 
 /// An invalid document about a known ref.
@@ -157,7 +193,7 @@ impl SnapshotWriter {
     pub async fn apply_snapshot(&self, snapshot: &Snapshot) -> Result<ApplySummary, StoreError> {
         let _writing = self.writer.lock().await;
         let txn = self.db.begin().await?;
-        let summary = apply(&txn, snapshot).await?;
+        let summary = apply(&txn, snapshot, Scope::Provider).await?;
         if summary.changed() {
             let entry = crate::audit::AuditEntry {
                 principal: format!("provider:{}", snapshot.provider),
@@ -264,7 +300,20 @@ const ANALYZE_AFTER_ROWS: usize = 10_000;
 /// Entities per write chunk.
 const WRITE_CHUNK: usize = 2_000;
 
-async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySummary, StoreError> {
+/// What a snapshot speaks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// Its provider: the review queue and conflicts follow it.
+    Provider,
+    /// One approved entity: nothing else of its provider changes.
+    Approval,
+}
+
+pub(crate) async fn apply(
+    txn: &DatabaseTransaction,
+    snapshot: &Snapshot,
+    scope: Scope,
+) -> Result<ApplySummary, StoreError> {
     lock_writers(txn).await?;
     let provider = snapshot.provider.as_str();
     let now = Utc::now();
@@ -291,9 +340,20 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
         })
         .collect();
 
+    // An entity held for review goes the ordinary way when the catalog
+    // already holds its version, or, for a new one, its ref (approved
+    // since admission looked).
+    let (promoted, queued): (Vec<&PendingEntity>, Vec<&PendingEntity>) = snapshot.pending.iter().partition(|pending| {
+        match existing.get(&pending.item.entity.entity_ref().to_string()) {
+            Some(row) => pending.request.reason == ReviewReason::New || row.etag == pending.item.entity.content_hash(),
+            None => false,
+        }
+    });
+    let items: Vec<&SnapshotEntity> =
+        snapshot.entities.iter().chain(promoted.iter().map(|pending| &pending.item)).collect();
+
     // Refs that another provider already holds cannot be taken.
-    let new_refs: Vec<String> = snapshot
-        .entities
+    let new_refs: Vec<String> = items
         .iter()
         .map(|item| item.entity.entity_ref().to_string())
         .filter(|entity_ref| !existing.contains_key(entity_ref))
@@ -319,7 +379,7 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
     let mut moves: Vec<(i64, Option<String>)> = Vec::new();
     // Unchanged entities whose violations changed (a policy did), by row id.
     let mut violations: Vec<(i64, Option<Value>)> = Vec::new();
-    for item in &snapshot.entities {
+    for &item in &items {
         let entity_ref = item.entity.entity_ref().to_string();
         if let Some(owner_location) = seen.get(&entity_ref) {
             conflicts.push(ConflictClaim::new(&entity_ref, provider, owner_location.clone(), provider, &item.location));
@@ -363,7 +423,7 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
     summary.conflicts = conflicts.len();
     summary.added = inserts.len();
     summary.updated = updates.len();
-    summary.rows_written += sync_conflicts(txn, snapshot, &conflicts).await?;
+    summary.rows_written += sync_conflicts(txn, snapshot, &conflicts, scope).await?;
 
     for (id, location) in &moves {
         entity_row::Entity::update_many()
@@ -375,7 +435,10 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
         summary.rows_written += 1;
     }
 
-    let mut invalid_refs = HashSet::new();
+    // Refs whose stored version stays: invalid new versions, and new
+    // owners waiting for review.
+    let mut invalid_refs: HashSet<String> =
+        queued.iter().map(|pending| pending.item.entity.entity_ref().to_string()).collect();
     for item in &snapshot.invalid {
         let entity_ref = item.entity_ref.to_string();
         invalid_refs.insert(entity_ref.clone());
@@ -403,14 +466,28 @@ async fn apply(txn: &DatabaseTransaction, snapshot: &Snapshot) -> Result<ApplySu
     // entities of locations that were read may go.
     let listed_locations: HashSet<&str> = snapshot.locations.iter().map(|status| status.target.as_str()).collect();
     let keep_unlisted = !failed_locations.is_empty();
+    // Whether what the snapshot holds speaks for what was read from
+    // `location` before.
+    let speaks_for = |location: Option<&str>| {
+        snapshot.covers(location)
+            && !location.is_some_and(|location| failed_locations.contains(location))
+            && (!keep_unlisted || location.is_some_and(|location| listed_locations.contains(location)))
+    };
+    if scope == Scope::Provider {
+        let admitted: HashSet<String> = seen.keys().cloned().collect();
+        let removable = |location: Option<&str>| snapshot.incomplete.is_none() && speaks_for(location);
+        let queued: Vec<(&Entity, Option<&str>, &ReviewRequest)> = queued
+            .iter()
+            .map(|pending| (&pending.item.entity, pending.item.location.as_deref(), &pending.request))
+            .collect();
+        summary.rows_written += crate::review::sync_queue(txn, provider, &queued, &admitted, removable, now).await?;
+    }
+    // An approval speaks for its one entity only.
     let removed: Vec<(&String, i64)> = existing
         .iter()
+        .filter(|_| scope == Scope::Provider)
         .filter(|(entity_ref, _)| !seen.contains_key(*entity_ref) && !invalid_refs.contains(*entity_ref))
-        .filter(|(_, row)| snapshot.covers(row.location.as_deref()))
-        .filter(|(_, row)| !row.location.as_deref().is_some_and(|location| failed_locations.contains(location)))
-        .filter(|(_, row)| {
-            !keep_unlisted || row.location.as_deref().is_some_and(|location| listed_locations.contains(location))
-        })
+        .filter(|(_, row)| speaks_for(row.location.as_deref()))
         .map(|(entity_ref, row)| (entity_ref, row.id))
         .collect();
     let removed = if let Some(reason) = &snapshot.incomplete {
@@ -774,6 +851,7 @@ async fn sync_conflicts(
     txn: &DatabaseTransaction,
     snapshot: &Snapshot,
     claims: &[ConflictClaim],
+    scope: Scope,
 ) -> Result<usize, StoreError> {
     let provider = snapshot.provider.as_str();
     let recorded: HashMap<String, conflict_row::Model> = conflict_row::Entity::find()
@@ -811,6 +889,9 @@ async fn sync_conflicts(
         };
         conflict_row::Entity::insert(row).exec_without_returning(txn).await?;
         n_rows += 1;
+    }
+    if scope == Scope::Approval {
+        return Ok(n_rows);
     }
     let stale: Vec<i64> = recorded
         .values()
@@ -890,4 +971,88 @@ async fn sync_locations(
             .rows_affected as usize;
     }
     Ok(n_rows)
+}
+
+impl SnapshotWriter {
+    /// Approves or rejects a queued entity, with `audit` and a review event
+    /// in the same transaction. An approval writes the queued version as
+    /// its provider would (an add, or an update for a new owner) and takes
+    /// it off the queue; a rejection keeps it out until its source changes
+    /// it. With `expected_etag`, the decision applies only to that version.
+    pub async fn decide(
+        &self,
+        entity_ref: &EntityRef,
+        decision: Decision,
+        expected_etag: Option<&str>,
+        note: Option<String>,
+        audit: &crate::audit::AuditEntry,
+    ) -> Result<DecisionOutcome, StoreError> {
+        let _writing = self.writer.lock().await;
+        let txn = self.db.begin().await?;
+        crate::commit::lock_writers(&txn).await?;
+        let Some(row) = pending_row::Entity::find()
+            .filter(pending_row::Column::EntityRef.eq(entity_ref.to_string()))
+            .one(&txn)
+            .await?
+        else {
+            return Ok(DecisionOutcome::NotQueued);
+        };
+        if let Some(expected) = expected_etag
+            && expected != row.etag
+        {
+            return Ok(DecisionOutcome::Changed { current_etag: row.etag });
+        }
+        let now = Utc::now();
+        let (event, applied) = match decision {
+            Decision::Approve => {
+                let entity: Entity = serde_json::from_value(row.body.clone()).map_err(|error| StoreError::Corrupt {
+                    entity_ref: row.entity_ref.clone(),
+                    message: error.to_string(),
+                })?;
+                let snapshot = Snapshot {
+                    provider: row.provider.clone(),
+                    entities: vec![SnapshotEntity::new(entity, row.location_key.clone())],
+                    incomplete: Some("one approved entity".into()),
+                    ..Default::default()
+                };
+                let applied = apply(&txn, &snapshot, Scope::Approval).await?;
+                if applied.conflicts > 0 {
+                    return Ok(DecisionOutcome::Taken);
+                }
+                pending_row::Entity::delete_by_id(row.id).exec(&txn).await?;
+                (ReviewEventKind::Approved, Some(applied))
+            }
+            Decision::Reject => {
+                pending_row::Entity::update_many()
+                    .col_expr(pending_row::Column::Status, Expr::value(ReviewStatus::Rejected.name()))
+                    .col_expr(pending_row::Column::DecidedBy, Expr::value(audit.principal.clone()))
+                    .col_expr(pending_row::Column::DecidedAt, Expr::value(now))
+                    .col_expr(pending_row::Column::Note, Expr::value(note.clone()))
+                    .filter(pending_row::Column::Id.eq(row.id))
+                    .exec(&txn)
+                    .await?;
+                (ReviewEventKind::Rejected, None)
+            }
+        };
+        append_events(&txn, vec![event_row(&row.entity_ref, event, &audit.principal, note.clone(), now)]).await?;
+        crate::audit::append(&txn, audit).await?;
+        txn.commit().await?;
+        if applied.as_ref().is_some_and(ApplySummary::changed) {
+            self.announce_commit();
+        }
+        let mut row = row;
+        row.status = match decision {
+            Decision::Approve => row.status,
+            Decision::Reject => ReviewStatus::Rejected.name().to_owned(),
+        };
+        row.decided_by = Some(audit.principal.clone());
+        row.decided_at = Some(now);
+        row.note = note;
+        let record = record(row).ok_or_else(|| StoreError::Corrupt {
+            entity_ref: entity_ref.to_string(),
+            message: "an unreadable queued row".into(),
+        })?;
+        tracing::info!(entity_ref = %entity_ref, decision = event.name(), principal = %audit.principal, "review decided");
+        Ok(DecisionOutcome::Decided { record: Box::new(record), applied })
+    }
 }

@@ -19,18 +19,21 @@ pub enum Permission {
     LocationCreate,
     LocationDelete,
     TemplateExecute,
+    /// Approving and rejecting entities an admission policy holds for review.
+    EntityApprove,
     /// Every permission.
     Admin,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 7] = [
+    pub const ALL: [Permission; 8] = [
         Permission::EntityRead,
         Permission::EntityRefresh,
         Permission::EntityDelete,
         Permission::LocationCreate,
         Permission::LocationDelete,
         Permission::TemplateExecute,
+        Permission::EntityApprove,
         Permission::Admin,
     ];
 
@@ -42,6 +45,7 @@ impl Permission {
             Permission::LocationCreate => "location.create",
             Permission::LocationDelete => "location.delete",
             Permission::TemplateExecute => "template.execute",
+            Permission::EntityApprove => "entity.approve",
             Permission::Admin => "admin",
         }
     }

@@ -51,6 +51,9 @@ pub struct ProviderStatus {
     pub last_refused: u64,
     /// Entities its last run admitted with policy violations.
     pub last_admitted_with_violations: u64,
+    /// Entities its last run offered that a review policy holds in the
+    /// review queue (`pendingEntities`).
+    pub last_queued: u64,
     /// Admission policies its last run held back because they would have
     /// refused more than their share of its entities
     /// (`policy: 40 of 50 entities`): they only warned.

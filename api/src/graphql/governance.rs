@@ -810,6 +810,8 @@ pub struct HealthSnapshot {
     pub stale: u64,
     /// Entities admitted with admission policy violations.
     pub policy_violations: u64,
+    /// Entities waiting for review (`pendingEntities`).
+    pub pending: u64,
     /// Per scorecard rule: the entities it applies to and those that pass.
     pub rule_coverage: Vec<RuleCoverageValue>,
     /// Providers whose last run failed or could not read everything (as
@@ -830,6 +832,7 @@ impl HealthSnapshot {
             conflicts: counts.conflicts,
             stale: counts.stale,
             policy_violations: counts.policy_violations,
+            pending: counts.pending,
             rule_coverage: figures
                 .rule_coverage
                 .into_iter()

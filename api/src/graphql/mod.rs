@@ -19,6 +19,7 @@ mod operations;
 mod pagerduty;
 mod paging;
 mod query;
+mod review;
 mod scaffolder;
 mod validation;
 
@@ -47,19 +48,20 @@ use changes::CatalogSubscription;
 use governance::{GovernanceQuery, GovernanceSubscription};
 use mutation::CatalogMutation;
 use query::CatalogQuery;
+use review::{ReviewMutation, ReviewQuery, ReviewSubscription};
 use scaffolder::{ScaffolderMutation, ScaffolderQuery, ScaffolderSubscription};
 
 /// Every query: the catalog's and the scaffolder's.
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(CatalogQuery, ScaffolderQuery, GovernanceQuery);
+pub struct QueryRoot(CatalogQuery, ScaffolderQuery, GovernanceQuery, ReviewQuery);
 
 /// Every change a client can ask for.
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(CatalogMutation, ScaffolderMutation);
+pub struct MutationRoot(CatalogMutation, ScaffolderMutation, ReviewMutation);
 
 /// The entry point of every subscription.
 #[derive(MergedSubscription, Default)]
-pub struct SubscriptionRoot(CatalogSubscription, ScaffolderSubscription, GovernanceSubscription);
+pub struct SubscriptionRoot(CatalogSubscription, ScaffolderSubscription, GovernanceSubscription, ReviewSubscription);
 
 /// The executable schema, gated (`operations.rs`).
 pub type CatalogSchema = operations::GatedSchema<QueryRoot, MutationRoot, SubscriptionRoot>;

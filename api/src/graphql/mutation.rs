@@ -36,7 +36,7 @@ impl Guard for PermissionGuard {
 /// Writes a refused mutation to the audit log (with the field's name and
 /// its `ref` or `name` argument, never other arguments: they may carry
 /// secrets) and returns the error for the client.
-fn refused(ctx: &Context<'_>, error: ApiError) -> async_graphql::Error {
+pub(crate) fn refused(ctx: &Context<'_>, error: ApiError) -> async_graphql::Error {
     if let Some(refusals) = ctx.data_opt::<Arc<RefusalLog>>() {
         let field = ctx.field();
         let targets = field
@@ -58,7 +58,7 @@ fn refused(ctx: &Context<'_>, error: ApiError) -> async_graphql::Error {
 }
 
 /// An audit entry for this request's principal.
-fn audit_entry(ctx: &Context<'_>, operation: &str, targets: Vec<String>, result: &str) -> AuditEntry {
+pub(crate) fn audit_entry(ctx: &Context<'_>, operation: &str, targets: Vec<String>, result: &str) -> AuditEntry {
     let principal = ctx.data_opt::<Principal>();
     AuditEntry {
         principal: principal.map_or_else(|| "unknown".to_owned(), Principal::label),

@@ -456,6 +456,7 @@ impl CatalogQuery {
                     last_held_back: count(summary.held_back),
                     last_refused: count(admitted.refused),
                     last_admitted_with_violations: count(admitted.warned),
+                    last_queued: count(admitted.queued),
                     held_back_policies: admitted.held_back,
                     next_run_at: health.next_run_at,
                 }

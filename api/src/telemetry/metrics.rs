@@ -249,7 +249,7 @@ impl Collector for ProviderCollector {
         }
         if let Some(health) = &counts.health {
             let help = "Catalog health, by figure: orphans (owner unresolved), dangling_refs, processing_errors, \
-                        conflicts, stale, policy_violations (entities admitted with them)";
+                        conflicts, stale, policy_violations (entities admitted with them), pending (waiting for review)";
             let mut family = encoder.encode_descriptor("health", help, None, MetricType::Gauge)?;
             for (figure, n) in [
                 ("orphans", health.orphans),
@@ -258,6 +258,7 @@ impl Collector for ProviderCollector {
                 ("conflicts", health.conflicts),
                 ("stale", health.stale),
                 ("policy_violations", health.policy_violations),
+                ("pending", health.pending),
             ] {
                 ConstGauge::new(n as i64).encode(family.encode_family(&FigureLabels { figure })?)?;
             }

@@ -287,7 +287,50 @@ backend_tests!(
     rotated_keys_are_fetched_once_per_cooldown,
     a_user_reads_what_its_groups_own,
     a_task_knows_the_user_who_runs_it,
+    members_of_the_owning_group_may_decide_when_the_policy_lets_them,
 );
+
+/// A review policy that lets the owning group's members decide: a user
+/// in the group (by the `groups` claim, or by the catalog's memberships of
+/// the user its subject names) sees the entry and approves it; a user of
+/// another group sees nothing and is refused.
+async fn members_of_the_owning_group_may_decide_when_the_policy_lets_them(database: TestDatabase) {
+    use crate::review::{REVIEW, component, write_catalog};
+    let key = SigningKey::generate("key-1");
+    let jwks = serve_jwks(vec![key.jwk.clone()]).await;
+    let catalog = tempfile::tempdir().unwrap();
+    let root = catalog.path();
+    std::fs::create_dir(root.join("policies")).unwrap();
+    std::fs::write(root.join("policies/review.yaml"), REVIEW).unwrap();
+    write_catalog(root, &[component("payments", "team-a", "Takes payments"), component("ledger", "team-a", "Books")]);
+    let app = app_trusting_in(database, &jwks, root, |config| config.governance.enabled = true).await;
+    let queue = "{ pendingEntities { entities { entityRef mayDecide } } }";
+    let approve =
+        |name: &str| format!(r#"mutation {{ approveEntity(ref: "component:{name}") {{ decision decidedBy }} }}"#);
+
+    let outsider = key.sign(&claims(json!({"sub": "user:default/bob", "groups": ["team-b"]})));
+    let (_, body) = app.post_as(&outsider, queue).await;
+    assert_eq!(body["data"]["pendingEntities"]["entities"], json!([]), "{body}");
+    let (_, body) = app.post_as(&outsider, &approve("payments")).await;
+    assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("owning group"), "{body}");
+
+    // In the group by the claim.
+    let claimed = key.sign(&claims(json!({"sub": "user:default/bob", "groups": ["team-a"]})));
+    let (_, body) = app.post_as(&claimed, queue).await;
+    let entries = body["data"]["pendingEntities"]["entities"].as_array().unwrap_or_else(|| panic!("{body}")).clone();
+    assert_eq!(entries.len(), 2, "{body}");
+    assert!(entries.iter().all(|entry| entry["mayDecide"] == true), "{body}");
+    let (_, body) = app.post_as(&claimed, &approve("payments")).await;
+    assert_eq!(body["data"]["approveEntity"], json!({"decision": "APPROVED", "decidedBy": "sub:user:default/bob"}));
+
+    // In the group by the catalog: carol is a member of team-a.
+    let member = key.sign(&claims(json!({"sub": "user:default/carol", "groups": []})));
+    let (_, body) = app.post_as(&member, &approve("ledger")).await;
+    assert_eq!(body["data"]["approveEntity"]["decision"], "APPROVED", "{body}");
+    let (_, body) = app.post_as(&member, "{ entities(filter: {kind: [\"component\"]}) { totalCount } }").await;
+    assert_eq!(body["data"]["entities"]["totalCount"], 2, "{body}");
+}
 
 /// A template run by a signed-in user sees who runs it: `user.ref` is the
 /// user's entity ref and `user.entity` the User as the catalog holds it.

@@ -25,6 +25,7 @@ mod pagerduty;
 mod queries;
 mod readiness;
 mod replicas;
+mod review;
 mod scaffolder;
 mod security;
 mod stream;
