@@ -40,7 +40,7 @@ pub use evaluator::{Evaluator, LoadedScorecard, Pass, version_of};
 pub use explain::Explanation;
 pub use policy::{AllowedValues, Mode, Policy, PolicyRule, PolicyRuleDefinition, PolicyScope, read_policies};
 pub use preview::{Failure, MAX_LISTED_FAILURES, Move, Preview, preview};
-pub use results::{LevelCount, RuleSummary, RuleTransition, StoredResult, Summary};
+pub use results::{LevelCount, PastScore, RuleSummary, RuleTransition, StoredResult, Summary, score_as_of};
 pub use rule::{Evaluation, Problem, Reads, Rule, RuleOutcome, RuleStatus};
 pub use runner::{Settings, read_sources, run};
 pub use scorecard::{

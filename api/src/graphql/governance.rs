@@ -736,6 +736,77 @@ pub(crate) async fn entity_scores(
         .collect())
 }
 
+/// Transitions one `scoresAsOf` reads at most.
+const MAX_AS_OF_HISTORY: u64 = 1_000;
+
+/// An entity's standing under one scorecard at a past time.
+#[derive(SimpleObject, Clone)]
+pub struct PastScore {
+    pub scorecard: String,
+    /// The level it reached then; null below the first.
+    pub level: Option<String>,
+    /// Its score then; null when the history no longer says (transitions
+    /// older than `changes.retention_days` are purged).
+    pub score: Option<f64>,
+    pub rules: Vec<PastRuleResult>,
+}
+
+/// One rule's status at a past time.
+#[derive(SimpleObject, Clone)]
+pub struct PastRuleResult {
+    pub rule: String,
+    pub status: RuleStatusValue,
+}
+
+/// The entity's standings at `time`, rebuilt from its current results and
+/// the transitions recorded since (one read of its history).
+pub(crate) async fn entity_scores_as_of(
+    ctx: &Context<'_>,
+    stored: &StoredEntity,
+    time: DateTime<Utc>,
+    scorecard: Option<String>,
+) -> Result<Vec<PastScore>> {
+    if time > Utc::now() {
+        return Err(ApiError::BadUserInput(format!("time: {time} is in the future")).into());
+    }
+    let current = scores_loader(ctx)?.load_one(stored.entity_ref.clone()).await?.unwrap_or_default();
+    let history = score_store(ctx)?
+        .score_history(&stored.entity_ref, scorecard.as_deref(), None, MAX_AS_OF_HISTORY)
+        .await
+        .map_err(ApiError::from)?;
+    if history.len() as u64 == MAX_AS_OF_HISTORY && history.last().is_some_and(|oldest| oldest.time > time) {
+        return Err(ApiError::BadUserInput(format!(
+            "time: more than {MAX_AS_OF_HISTORY} transitions since {time}; ask for one scorecard or a later time"
+        ))
+        .into());
+    }
+    let mut ids: Vec<&str> = current
+        .iter()
+        .map(|score| score.scorecard.as_str())
+        .chain(history.iter().map(|change| change.scorecard.as_str()))
+        .filter(|id| scorecard.as_deref().is_none_or(|wanted| wanted == *id))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids
+        .into_iter()
+        .filter_map(|id| {
+            let now = current.iter().find(|score| score.scorecard == id);
+            catalog_governance::score_as_of(id, now, &history, time)
+        })
+        .map(|past| PastScore {
+            scorecard: past.scorecard,
+            level: past.level,
+            score: past.score,
+            rules: past
+                .rules
+                .into_iter()
+                .map(|(rule, status)| PastRuleResult { rule, status: status.into() })
+                .collect(),
+        })
+        .collect())
+}
+
 /// Why an entity may no longer be true: the staleness scorecard's failing
 /// rules (governance.staleness).
 #[derive(SimpleObject, Clone)]

@@ -47,7 +47,7 @@ const SCORES: &str = r#"query ($scorecard: String) {
             scorecard level score
             rules { rule level status enforced exempt since explanation { expression path expected actual } }
         }
-        scoreHistory(scorecard: $scorecard) { transitions { levelBefore level rules { rule from to } } nextCursor }
+        scoreHistory(scorecard: $scorecard) { transitions { levelBefore level score rules { rule from to } } nextCursor }
     } }"#;
 
 async fn scorecards_are_evaluated_served_and_followed_end_to_end(database: TestDatabase) {
@@ -142,6 +142,7 @@ async fn scorecards_are_evaluated_served_and_followed_end_to_end(database: TestD
         .await;
     // Subscribed before the change: let the subscription read its starting cursor.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let before_change = chrono::Utc::now();
     set_owner(&root, "team-shipping-core", "team-gone");
     app.ingest().await;
     let event = subscriber.data().await["scoreChanges"].clone();
@@ -179,6 +180,23 @@ async fn scorecards_are_evaluated_served_and_followed_end_to_end(database: TestD
     let history = &data["entity"]["scoreHistory"]["transitions"];
     assert_eq!(history.as_array().unwrap().len(), 2, "first evaluated, then failed: {history}");
     assert_eq!(history[0]["levelBefore"], "Gold");
+
+    // As of before the change: Gold, the owner rule passing, with the
+    // score of then; before its first evaluation, not scored at all.
+    let past = app
+        .query(
+            r#"query ($time: DateTime!) { entity(ref: "component:default/shipment-tracker") {
+                then: scoresAsOf(time: $time, scorecard: "production-readiness") { scorecard level score rules { rule status } }
+                early: scoresAsOf(time: "2000-01-01T00:00:00Z") { scorecard } } }"#,
+            json!({"time": before_change.to_rfc3339()}),
+        )
+        .await;
+    let then = &past["entity"]["then"][0];
+    assert_eq!((then["scorecard"].as_str(), then["level"].as_str()), (Some("production-readiness"), Some("Gold")));
+    let owned_then = then["rules"].as_array().unwrap().iter().find(|rule| rule["rule"] == "owned").unwrap();
+    assert_eq!(owned_then["status"], "PASS", "{past}");
+    assert_eq!(then["score"].as_f64(), history[1]["score"].as_f64(), "the score its first evaluation recorded");
+    assert_eq!(past["entity"]["early"], json!([]), "{past}");
 
     // A preview against the scorecard in force, and a broken one refused with its problems.
     let changed = std::fs::read_to_string(root.join("scorecards/production-readiness.yaml"))

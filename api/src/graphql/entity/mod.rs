@@ -497,6 +497,20 @@ macro_rules! entity_object {
                 crate::graphql::governance::entity_scores(ctx, &self.0, scorecard).await
             }
 
+            /// Its standing under each scorecard (or one) at a past `time`:
+            /// the level and each rule's status then, rebuilt from the
+            /// transitions recorded since; the score when the history
+            /// still holds it. Scorecards that did not apply then are left
+            /// out.
+            pub async fn scores_as_of(
+                &self,
+                ctx: &Context<'_>,
+                time: chrono::DateTime<chrono::Utc>,
+                scorecard: Option<String>,
+            ) -> Result<Vec<crate::graphql::governance::PastScore>> {
+                crate::graphql::governance::entity_scores_as_of(ctx, &self.0, time, scorecard).await
+            }
+
             /// Whether it may no longer be true, and why: its owner gone or
             /// a team nobody is in, deprecated but depended on, unchanged for
             /// `governance.staleness.unchanged_days`, claimed workloads or a
@@ -935,6 +949,12 @@ entity_object!(
     field(
         name = "scores",
         ty = "Vec<crate::graphql::governance::EntityScore>",
+        arg(name = "scorecard", ty = "Option<String>")
+    ),
+    field(
+        name = "scores_as_of",
+        ty = "Vec<crate::graphql::governance::PastScore>",
+        arg(name = "time", ty = "DateTime<Utc>"),
         arg(name = "scorecard", ty = "Option<String>")
     ),
     field(name = "staleness", ty = "Option<crate::graphql::governance::Staleness>"),
