@@ -100,6 +100,7 @@ impl Application {
             let settings = catalog_governance::StalenessSettings {
                 unchanged_days: staleness.unchanged_days,
                 repository_unchanged_days: staleness.repository_unchanged_days,
+                not_seen_days: staleness.not_seen_days,
                 owner: staleness.owner.clone(),
                 github: has("github"),
                 kubernetes: has("kubernetes"),

@@ -78,6 +78,9 @@ pub struct StalenessConfig {
     /// Days without a push to an entity's GitHub repository after which it
     /// is stale (with a GitHub discovery provider).
     pub repository_unchanged_days: u32,
+    /// Days its provider has not read an entity's location in full after
+    /// which it is stale (its source failing or gone).
+    pub not_seen_days: u32,
     /// The group shown as the built-in scorecard's owner.
     pub owner: String,
 }
@@ -88,6 +91,7 @@ impl Default for StalenessConfig {
             enabled: true,
             unchanged_days: 365,
             repository_unchanged_days: 180,
+            not_seen_days: 7,
             owner: "group:default/platform".to_owned(),
         }
     }

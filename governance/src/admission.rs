@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use catalog_domain::EntityRef;
-use catalog_domain::RelationType;
 use catalog_store::{
     Catalog, InvalidEntity, PendingEntity, PolicyViolation, ReviewReason, ReviewRequest, SAFETY_VALVE_MIN_ENTITIES,
     Snapshot, StoreError, StoredEntity,
@@ -209,7 +208,7 @@ impl Admission {
             };
             let reason = match stored.get(&item.entity.entity_ref()) {
                 None if review.new_entities => Some(ReviewReason::New),
-                Some(previous) if review.owner_changes && owner_of(&item.entity) != *previous => {
+                Some(previous) if review.owner_changes && catalog_store::owner_column(&item.entity) != *previous => {
                     Some(ReviewReason::OwnerChange { previous: previous.clone() })
                 }
                 _ => None,
@@ -297,15 +296,6 @@ impl Admission {
         }
         Ok((related, envelopes))
     }
-}
-
-/// The owner an entity states, as the catalog stores it.
-fn owner_of(entity: &catalog_domain::Entity) -> Option<EntityRef> {
-    entity
-        .stated_relations()
-        .into_iter()
-        .find(|stated| stated.relation_type == RelationType::OwnedBy)
-        .and_then(|stated| EntityRef::parse(&stated.target_ref).ok())
 }
 
 /// A broken rule as the entity carries it, or as its refusal says it.

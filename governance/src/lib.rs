@@ -48,4 +48,4 @@ pub use scorecard::{
 };
 pub use sources::SourceProblem;
 pub use staleness::{STALENESS, StalenessSettings, staleness_scorecard};
-pub use subject::{Fact, FactSource, Relation, Subject, UPDATED_AT_FACT};
+pub use subject::{Fact, FactSource, Relation, SEEN_AT_FACT, Subject, UPDATED_AT_FACT};

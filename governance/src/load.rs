@@ -10,7 +10,7 @@ use catalog_store::{Catalog, StoreError, StoredEntity, TargetBodies};
 use chrono::{DateTime, Utc};
 
 use crate::rule::Reads;
-use crate::subject::{Fact, FactSource, Relation, Subject, UPDATED_AT_FACT};
+use crate::subject::{Fact, FactSource, Relation, SEEN_AT_FACT, Subject, UPDATED_AT_FACT};
 
 /// One entity ready for its rules, with the refs it read through relations
 /// (a change to one of them makes its results stale).
@@ -63,6 +63,16 @@ pub(crate) async fn subjects(
     keep: impl Fn(&Subject) -> bool,
 ) -> Result<Vec<Loaded>, StoreError> {
     let relations = &reads.relations;
+    let entities: Vec<&StoredEntity> = entities.into_iter().collect();
+    // The catalog's other fact: when each entity's location was last read
+    // in full. One read for the batch, only when a rule asks.
+    let read_at = if reads.facts.contains(SEEN_AT_FACT) {
+        let locations: Vec<(String, String)> =
+            entities.iter().filter_map(|stored| Some((stored.provider.clone(), stored.location.clone()?))).collect();
+        catalog.locations_read_at(&locations).await?
+    } else {
+        Default::default()
+    };
     let mut loaded = Vec::new();
     for stored in entities {
         let mut subject = Subject::new(stored.raw()?, now);
@@ -77,6 +87,18 @@ pub(crate) async fn subjects(
                     UPDATED_AT_FACT.to_owned(),
                     Fact { value, observed_at: now, ttl: chrono::Duration::zero() },
                 );
+            }
+            if reads.facts.contains(SEEN_AT_FACT) {
+                // Null for an entity whose location has no full read on
+                // record (a provider without locations): nothing to say.
+                let seen = stored
+                    .location
+                    .as_ref()
+                    .and_then(|location| read_at.get(&(stored.provider.clone(), location.clone())));
+                let value = seen.map_or(serde_json::Value::Null, |at| serde_json::Value::String(at.to_rfc3339()));
+                subject
+                    .facts
+                    .insert(SEEN_AT_FACT.to_owned(), Fact { value, observed_at: now, ttl: chrono::Duration::zero() });
             }
             loaded.push(Loaded { entity_ref: stored.entity_ref.clone(), subject, inputs: Vec::new() });
         }

@@ -169,12 +169,20 @@ pub fn score_as_of(
             rules: results.into_iter().map(|result| (result.rule, result.status)).collect(),
         });
     };
-    let first_rules = transitions(first_after);
-    let first_evaluation = !first_after.removed
-        && first_after.level_before.is_none()
-        && !first_rules.is_empty()
-        && first_rules.iter().all(|transition| transition.from.is_none());
-    if first_evaluation {
+    // Scored then: the last transition before says so. Without one (none
+    // yet, or purged), a first later transition that moved every rule it
+    // names from nothing was the first evaluation.
+    let scored = match before {
+        Some(change) => !change.removed,
+        None => {
+            let first_rules = transitions(first_after);
+            first_after.removed
+                || first_after.level_before.is_some()
+                || first_rules.is_empty()
+                || first_rules.iter().any(|transition| transition.from.is_some())
+        }
+    };
+    if !scored {
         return None;
     }
     // First mention after `at` wins: what the rule moved from.
@@ -309,6 +317,20 @@ mod tests {
         let purged = &history[..2];
         let day3 = score_as_of("ready", Some(&now), purged, at(3)).unwrap();
         assert_eq!((day3.level.as_deref(), day3.score), (Some("Bronze"), None));
+    }
+
+    #[test]
+    fn a_rule_added_below_the_first_level_is_no_first_evaluation() {
+        // Scored below the first level on day 1; a new rule on day 5 moves
+        // from nothing while the level stays null.
+        let history = vec![
+            change(2, 5, None, None, Some(0.0), json!([{"rule": "new", "from": null, "to": "FAIL"}])),
+            change(1, 1, None, None, Some(0.0), json!([{"rule": "owner", "from": null, "to": "FAIL"}])),
+        ];
+        let now = current(None, 0.0, &[("owner", "FAIL"), ("new", "FAIL")]);
+        let day3 = score_as_of("ready", Some(&now), &history, at(3)).unwrap();
+        assert_eq!((day3.level, day3.score), (None, Some(0.0)));
+        assert_eq!(day3.rules, [("owner".to_owned(), RuleStatus::Fail)]);
     }
 
     #[test]

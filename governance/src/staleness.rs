@@ -1,7 +1,7 @@
 //! Stale detection: a built-in scorecard whose rules are the reasons an
 //! entity may no longer be true (its owner gone or a team nobody is in,
 //! deprecated but still depended on, unchanged for longer than the
-//! configured days, claiming Kubernetes workloads or a PagerDuty service
+//! configured days, not read by its provider for as long, claiming Kubernetes workloads or a PagerDuty service
 //! that the providers do not find). Being a scorecard, it is evaluated and
 //! kept current like any other (through relations, and again as time
 //! passes), its results have a `since` and a history, and the `stale`
@@ -9,7 +9,7 @@
 
 use crate::evaluator::LoadedScorecard;
 use crate::scorecard::ScorecardError;
-use crate::subject::UPDATED_AT_FACT;
+use crate::subject::{SEEN_AT_FACT, UPDATED_AT_FACT};
 
 /// The built-in scorecard's id.
 pub const STALENESS: &str = catalog_store::STALENESS_SCORECARD;
@@ -23,6 +23,9 @@ pub struct StalenessSettings {
     pub unchanged_days: u32,
     /// Days without a push to its repository after which an entity is stale.
     pub repository_unchanged_days: u32,
+    /// Days its provider has not read its location in full after which an
+    /// entity is stale (the source is failing or gone).
+    pub not_seen_days: u32,
     /// The group that answers for the built-in scorecard (shown with it).
     pub owner: String,
     pub github: bool,
@@ -100,9 +103,15 @@ levels:
       - id: unchanged
         title: Its source has not changed for {days} days
         expression: now - timestamp(fact('{UPDATED_AT_FACT}')) < duration('{hours}h')
+      - id: not-seen
+        title: Its provider has not read it for {not_seen_days} days
+        expression: >-
+          fact('{SEEN_AT_FACT}') == null || now - timestamp(fact('{SEEN_AT_FACT}')) < duration('{not_seen_hours}h')
 {providers}"#,
         owner = settings.owner.replace(['"', '\\'], ""),
         days = settings.unchanged_days,
+        not_seen_days = settings.not_seen_days,
+        not_seen_hours = u64::from(settings.not_seen_days) * 24,
         providers = provider_rules(settings),
     );
     LoadedScorecard::parse(&source)
@@ -121,6 +130,7 @@ mod tests {
         StalenessSettings {
             unchanged_days: 30,
             repository_unchanged_days: 90,
+            not_seen_days: 7,
             owner: "group:default/platform".to_owned(),
             github: true,
             kubernetes: true,
@@ -155,6 +165,7 @@ mod tests {
         .with_related(Relation::Owner, vec![team.clone()])
         .with_nested(Relation::Members, "group:default/team-a", vec![alice])
         .with_fact(UPDATED_AT_FACT, updated(3))
+        .with_fact(SEEN_AT_FACT, updated(0))
         // On no repository the GitHub providers list: not stale for it.
         .with_fact("github.repository", Fact { value: json!(null), observed_at: Utc::now(), ttl: Duration::hours(1) });
         assert_eq!(failing(&fresh), []);
@@ -162,6 +173,15 @@ mod tests {
         let mut old = fresh.clone();
         old.facts.insert(UPDATED_AT_FACT.to_owned(), updated(45));
         assert_eq!(failing(&old), [("unchanged".to_owned(), RuleStatus::Fail)]);
+
+        // Its provider has not read it for longer than allowed (its source
+        // failing or gone); with no read on record, nothing to say.
+        let unseen = fresh.clone().with_fact(SEEN_AT_FACT, updated(10));
+        assert_eq!(failing(&unseen), [("not-seen".to_owned(), RuleStatus::Fail)]);
+        let unrecorded = fresh
+            .clone()
+            .with_fact(SEEN_AT_FACT, Fact { value: json!(null), observed_at: Utc::now(), ttl: Duration::zero() });
+        assert_eq!(failing(&unrecorded), []);
 
         let mut orphan = fresh.clone();
         orphan.related.clear();
@@ -207,6 +227,9 @@ mod tests {
         let without = StalenessSettings { github: false, kubernetes: false, pagerduty: false, ..settings() };
         let loaded = staleness_scorecard(&without).unwrap();
         let rules: Vec<&str> = loaded.scorecard.rules().map(|(_, rule, _)| rule.id.as_str()).collect();
-        assert_eq!(rules, ["owner-missing", "owner-without-members", "deprecated-but-depended-on", "unchanged"]);
+        assert_eq!(
+            rules,
+            ["owner-missing", "owner-without-members", "deprecated-but-depended-on", "unchanged", "not-seen"]
+        );
     }
 }

@@ -57,6 +57,11 @@ pub const FACT_FUNCTION: &str = "fact";
 /// (stale detection's `unchanged`).
 pub const UPDATED_AT_FACT: &str = "catalog.updatedAt";
 
+/// The other fact the catalog holds: when the entity's location was last
+/// read in full by its provider (RFC 3339, to the hour), null when no read
+/// is on record (stale detection's `not-seen`).
+pub const SEEN_AT_FACT: &str = "catalog.seenAt";
+
 /// A fact a provider holds about an entity (a PagerDuty service, a
 /// repository's `archived` flag), with when it was observed and how long it
 /// stays true enough to judge by.

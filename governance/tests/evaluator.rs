@@ -291,6 +291,7 @@ async fn staleness_follows_the_owner_and_the_clock_and_is_a_filter_key(store: St
     let settings = StalenessSettings {
         unchanged_days: 30,
         repository_unchanged_days: 90,
+        not_seen_days: 30,
         owner: "group:default/platform".into(),
         github: false,
         kubernetes: false,
@@ -322,11 +323,15 @@ async fn staleness_follows_the_owner_and_the_clock_and_is_a_filter_key(store: St
     let payments = score(&store, "payments", STALENESS).await.unwrap();
     assert_eq!(failing(&payments), ["owner-missing"]);
 
-    // Forty days on, unchanged since it was stored: the clock alone makes it stale.
+    // Forty days on, unchanged since it was stored and its location not
+    // read since (as far as this clock knows): the clock alone makes it
+    // stale for both reasons.
     let later = now + chrono::Duration::days(40);
     evaluator.reevaluate_timed(now, later).await.unwrap();
     let payments = score(&store, "payments", STALENESS).await.unwrap();
-    assert_eq!(failing(&payments), ["owner-missing", "unchanged"]);
+    assert_eq!(failing(&payments), ["owner-missing", "unchanged", "not-seen"]);
+    let not_seen = results(&payments).into_iter().find(|result| result.rule == "not-seen").unwrap();
+    assert_eq!(not_seen.explanation.unwrap().path.as_deref(), Some("facts.catalog.seenAt"));
     let unchanged = results(&payments).into_iter().find(|result| result.rule == "unchanged").unwrap();
     assert_eq!(unchanged.since, later);
     assert_eq!(unchanged.explanation.unwrap().path.as_deref(), Some("facts.catalog.updatedAt"));

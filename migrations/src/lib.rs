@@ -27,6 +27,7 @@ mod m20261207_000001_governance_scores_additive;
 mod m20261208_000001_entity_policy_violations_additive;
 mod m20261208_000002_catalog_health_history_additive;
 mod m20261209_000001_review_queue_additive;
+mod m20261209_000002_location_read_at_additive;
 
 /// How a migration says older binaries may keep serving after it: its name
 /// ends with this. Such a migration only adds (tables, non-unique indexes,
@@ -56,6 +57,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261208_000001_entity_policy_violations_additive::Migration),
             Box::new(m20261208_000002_catalog_health_history_additive::Migration),
             Box::new(m20261209_000001_review_queue_additive::Migration),
+            Box::new(m20261209_000002_location_read_at_additive::Migration),
         ]
     }
 }
@@ -79,6 +81,7 @@ mod tests {
         "m20261208_000001_entity_policy_violations_additive",
         "m20261208_000002_catalog_health_history_additive",
         "m20261209_000001_review_queue_additive",
+        "m20261209_000002_location_read_at_additive",
     ];
 
     fn names() -> Vec<String> {

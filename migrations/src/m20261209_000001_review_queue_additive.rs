@@ -5,7 +5,7 @@
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::{
-    big_pk_auto, boolean, json_binary, string, string_null, text_null, timestamp_with_time_zone,
+    big_pk_auto, boolean, json_binary, json_binary_null, string, string_null, text_null, timestamp_with_time_zone,
     timestamp_with_time_zone_null,
 };
 
@@ -20,6 +20,7 @@ enum PendingEntities {
     Provider,
     LocationKey,
     Body,
+    Violations,
     Etag,
     Reason,
     PreviousOwner,
@@ -57,6 +58,7 @@ impl MigrationTrait for Migration {
                     .col(string(PendingEntities::Provider))
                     .col(string_null(PendingEntities::LocationKey))
                     .col(json_binary(PendingEntities::Body))
+                    .col(json_binary_null(PendingEntities::Violations))
                     .col(string(PendingEntities::Etag))
                     .col(string(PendingEntities::Reason))
                     .col(string_null(PendingEntities::PreviousOwner))
@@ -72,7 +74,8 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        // One row per ref is kept by the writers' lock, like the entities'.
+        // Not unique: two providers may offer one ref (the first queued
+        // keeps it, as a ref stays with the first source that holds it).
         manager
             .create_index(
                 Index::create()

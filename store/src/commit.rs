@@ -34,12 +34,20 @@ pub(crate) async fn lock_writers(txn: &DatabaseTransaction) -> Result<(), StoreE
         ))
         .await?;
     } else {
-        // A deferred SQLite transaction that reads first cannot become a
-        // writer once another connection has committed since its read
-        // (SQLITE_BUSY_SNAPSHOT, with no wait): a token's last-use write can
-        // land between a writer's first read and its first write. A write
-        // statement, even one matching no row, takes the write lock up
-        // front, waiting for it like any writer.
+        write_up_front(txn).await?;
+    }
+    Ok(())
+}
+
+/// On SQLite, takes the write lock before a transaction's first read. A
+/// deferred SQLite transaction that reads first cannot become a writer
+/// once another connection has committed since its read
+/// (SQLITE_BUSY_SNAPSHOT, with no wait): a token's last-use write can land
+/// between a writer's first read and its first write. A write statement,
+/// even one matching no row, takes the lock up front, waiting for it like
+/// any writer. Nothing on PostgreSQL.
+pub(crate) async fn write_up_front(txn: &DatabaseTransaction) -> Result<(), StoreError> {
+    if txn.get_database_backend() == DatabaseBackend::Sqlite {
         txn.execute_unprepared("UPDATE catalog_state SET value = value WHERE 1 = 0").await?;
     }
     Ok(())

@@ -50,6 +50,7 @@ pub use health::{HealthCounts, HealthRecord};
 pub use leadership::Leadership;
 pub use matcher::EntityMatcher;
 pub use migration::{ADDITIVE_SUFFIX, SchemaStatus};
+pub use projection::owner_column;
 pub use query::{Annotated, EntityPage, ListQuery, OrderField};
 pub use record::{
     Change, ChangeType, ConflictRecord, Facet, LocationRecord, PolicyViolation, Related, StoredEntity, StoredRelation,

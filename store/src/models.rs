@@ -124,6 +124,7 @@ pub(crate) mod location_row {
         pub error: Option<String>,
         pub n_entities: i64,
         pub updated_at: DateTimeUtc,
+        pub read_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -367,6 +368,8 @@ pub(crate) mod pending_row {
         pub location_key: Option<String>,
         #[sea_orm(column_type = "JsonBinary")]
         pub body: Json,
+        #[sea_orm(column_type = "JsonBinary", nullable)]
+        pub violations: Option<Json>,
         pub etag: String,
         pub reason: String,
         pub previous_owner: Option<String>,

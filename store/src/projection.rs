@@ -111,6 +111,12 @@ pub(crate) struct TypedColumns {
     pub(crate) search_text: String,
 }
 
+/// The owner an entity names, as the catalog stores and compares it (the
+/// `owner_ref` column): what an owner change is judged by.
+pub fn owner_column(entity: &Entity) -> Option<EntityRef> {
+    typed_columns(entity).owner_ref.and_then(|owner| EntityRef::from_stored(&owner).ok())
+}
+
 /// The filter columns, lower-cased: Backstage compares these case-insensitively.
 pub(crate) fn typed_columns(entity: &Entity) -> TypedColumns {
     const OWNER_KIND: Option<&str> = TypedColumn::Owner.default_kind();

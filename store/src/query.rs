@@ -538,8 +538,45 @@ impl Catalog {
                 error: row.error,
                 n_entities: row.n_entities,
                 updated_at: row.updated_at,
+                read_at: row.read_at,
             })
             .collect())
+    }
+
+    /// When each of `locations` (provider, location key) was last read in
+    /// full, to the hour; those never read, or unknown, are absent. One
+    /// statement per 5,000 keys.
+    pub async fn locations_read_at(
+        &self,
+        locations: &[(String, String)],
+    ) -> Result<HashMap<(String, String), chrono::DateTime<chrono::Utc>>, StoreError> {
+        // By provider, so that the (provider, target) index answers.
+        let mut by_provider: HashMap<&str, Vec<String>> = HashMap::new();
+        for (provider, target) in locations {
+            by_provider.entry(provider.as_str()).or_default().push(target.clone());
+        }
+        let backend = self.db.get_database_backend();
+        let mut found = HashMap::new();
+        for (provider, mut targets) in by_provider {
+            targets.sort_unstable();
+            targets.dedup();
+            for chunk in targets.chunks(bulk::REF_CHUNK) {
+                let rows = location_row::Entity::find()
+                    .select_only()
+                    .columns([location_row::Column::Target, location_row::Column::ReadAt])
+                    .filter(location_row::Column::Provider.eq(provider))
+                    .filter(bulk::in_set(backend, "target", chunk))
+                    .into_tuple::<(String, Option<chrono::DateTime<chrono::Utc>>)>()
+                    .all(&self.db)
+                    .await?;
+                for (target, read_at) in rows {
+                    if let Some(read_at) = read_at {
+                        found.insert((provider.to_owned(), target), read_at);
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Every ref claimed by two sources.

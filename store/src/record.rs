@@ -195,6 +195,8 @@ pub struct LocationRecord {
     pub n_entities: i64,
     /// When the outcome of reading it last changed (an unchanged re-read writes nothing).
     pub updated_at: DateTime<Utc>,
+    /// When it was last read in full, to the hour; None before that.
+    pub read_at: Option<DateTime<Utc>>,
 }
 
 /// Two sources claimed the same ref: the owner keeps it, the claimant is refused.
@@ -290,4 +292,9 @@ impl Change {
 pub struct Facet {
     pub field: String,
     pub values: Vec<(String, u64)>,
+}
+
+/// Violations as the column holds them: null for none.
+pub(crate) fn stored_violations(violations: &[PolicyViolation]) -> Option<serde_json::Value> {
+    (!violations.is_empty()).then(|| serde_json::to_value(violations).unwrap_or(serde_json::Value::Null))
 }

@@ -12,8 +12,8 @@ use catalog_domain::{Entity, EntityRef};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use serde_json::Value;
 
@@ -199,7 +199,7 @@ pub(crate) async fn append_events(
 pub(crate) async fn sync_queue(
     txn: &DatabaseTransaction,
     provider: &str,
-    queued: &[(&Entity, Option<&str>, &ReviewRequest)],
+    queued: &[(&Entity, Option<&str>, &ReviewRequest, &[crate::record::PolicyViolation])],
     admitted: &HashSet<String>,
     removable: impl Fn(Option<&str>) -> bool,
     now: DateTime<Utc>,
@@ -219,8 +219,9 @@ pub(crate) async fn sync_queue(
     let mut events = Vec::new();
     let mut inserts = Vec::new();
     let mut current = HashSet::new();
-    for &(entity, location, request) in queued {
+    for &(entity, location, request, violations) in queued {
         let location = location.map(str::to_owned);
+        let violations = crate::record::stored_violations(violations);
         let entity_ref = entity.entity_ref().to_string();
         if !current.insert(entity_ref.clone()) {
             continue;
@@ -240,11 +241,13 @@ pub(crate) async fn sync_queue(
                     && row.reason == request.reason.name()
                     && row.previous_owner == previous_owner
                     && row.policy == request.policy
-                    && row.owner_may_approve == request.owner_may_approve => {}
+                    && row.owner_may_approve == request.owner_may_approve
+                    && row.violations == violations => {}
             Some(row) => {
                 let again = row.status == ReviewStatus::Rejected.name();
                 let mut update = pending_row::Entity::update_many()
                     .col_expr(pending_row::Column::Body, Expr::value(body))
+                    .col_expr(pending_row::Column::Violations, Expr::value(violations))
                     .col_expr(pending_row::Column::Etag, Expr::value(etag))
                     .col_expr(pending_row::Column::LocationKey, Expr::value(location.clone()))
                     .col_expr(pending_row::Column::Reason, Expr::value(request.reason.name()))
@@ -278,6 +281,7 @@ pub(crate) async fn sync_queue(
                     provider: Set(provider.to_owned()),
                     location_key: Set(location.clone()),
                     body: Set(body),
+                    violations: Set(violations),
                     etag: Set(etag),
                     reason: Set(request.reason.name().to_owned()),
                     previous_owner: Set(previous_owner),
@@ -292,13 +296,42 @@ pub(crate) async fn sync_queue(
             }
         }
     }
+    // A ref another provider has queued stays that provider's request (as
+    // a ref stays with the first source that holds it).
+    let wanted: Vec<String> = inserts.iter().filter_map(|row| row.entity_ref.clone().take()).collect();
+    let mut elsewhere: HashSet<String> = HashSet::new();
+    for chunk in wanted.chunks(crate::bulk::REF_CHUNK) {
+        let rows = pending_row::Entity::find()
+            .select_only()
+            .column(pending_row::Column::EntityRef)
+            .filter(pending_row::Column::Provider.ne(provider))
+            .filter(crate::bulk::one_of(
+                txn.get_database_backend(),
+                pending_row::Column::EntityRef,
+                chunk.iter().cloned(),
+            ))
+            .into_tuple::<String>()
+            .all(txn)
+            .await?;
+        elsewhere.extend(rows);
+    }
+    if !elsewhere.is_empty() {
+        inserts.retain(|row| row.entity_ref.clone().take().is_none_or(|entity_ref| !elsewhere.contains(&entity_ref)));
+        events
+            .retain(|event| event.entity_ref.clone().take().is_none_or(|entity_ref| !elsewhere.contains(&entity_ref)));
+    }
     for chunk in inserts.chunks(crate::bulk::VALUES_CHUNK / 4) {
         n_rows += chunk.len();
         pending_row::Entity::insert_many(chunk.to_vec()).exec_without_returning(txn).await?;
     }
+    // Admitted now: its entry goes whatever the snapshot speaks for (an
+    // entry left would let a later approval write its stale version).
     let gone: Vec<&pending_row::Model> = recorded
         .values()
-        .filter(|row| !current.contains(&row.entity_ref) && removable(row.location_key.as_deref()))
+        .filter(|row| {
+            !current.contains(&row.entity_ref)
+                && (admitted.contains(&row.entity_ref) || removable(row.location_key.as_deref()))
+        })
         .collect();
     for row in &gone {
         let note =
@@ -346,6 +379,7 @@ impl Catalog {
     pub async fn queued(&self, entity_ref: &EntityRef) -> Result<Option<PendingRecord>, StoreError> {
         let row = pending_row::Entity::find()
             .filter(pending_row::Column::EntityRef.eq(entity_ref.to_string()))
+            .order_by_asc(pending_row::Column::Id)
             .one(&self.db)
             .await?;
         Ok(row.and_then(record))

@@ -9,7 +9,8 @@ use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::{self, NotSet, Set},
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
 };
 use serde_json::Value;
 
@@ -182,6 +183,7 @@ struct Existing {
     errors: Option<Value>,
     uid: String,
     violations: Option<Value>,
+    owner_ref: Option<String>,
 }
 
 impl SnapshotWriter {
@@ -329,32 +331,46 @@ pub(crate) async fn apply(
             entity_row::Column::Errors,
             entity_row::Column::Uid,
             entity_row::Column::Violations,
+            entity_row::Column::OwnerRef,
         ])
         .filter(entity_row::Column::Provider.eq(provider))
-        .into_tuple::<(i64, String, String, Option<String>, Option<Value>, String, Option<Value>)>()
+        .into_tuple::<(i64, String, String, Option<String>, Option<Value>, String, Option<Value>, Option<String>)>()
         .all(txn)
         .await?
         .into_iter()
-        .map(|(id, entity_ref, etag, location, errors, uid, violations)| {
-            (entity_ref, Existing { id, etag, location, errors, uid, violations })
+        .map(|(id, entity_ref, etag, location, errors, uid, violations, owner_ref)| {
+            (entity_ref, Existing { id, etag, location, errors, uid, violations, owner_ref })
         })
         .collect();
 
     // An entity held for review goes the ordinary way when the catalog
-    // already holds its version, or, for a new one, its ref (approved
-    // since admission looked).
-    let (promoted, queued): (Vec<&PendingEntity>, Vec<&PendingEntity>) = snapshot.pending.iter().partition(|pending| {
-        match existing.get(&pending.item.entity.entity_ref().to_string()) {
-            Some(row) => pending.request.reason == ReviewReason::New || row.etag == pending.item.entity.content_hash(),
-            None => false,
+    // already holds that version. A new one the catalog holds meanwhile
+    // (approved since admission looked) goes the ordinary way with the
+    // same owner, and waits as an owner change with another.
+    let mut items: Vec<&SnapshotEntity> = snapshot.entities.iter().collect();
+    let mut queued: Vec<(&SnapshotEntity, ReviewRequest)> = Vec::new();
+    for pending in &snapshot.pending {
+        let entity = &pending.item.entity;
+        match existing.get(&entity.entity_ref().to_string()) {
+            Some(row) if row.etag == entity.content_hash() => items.push(&pending.item),
+            Some(row) if pending.request.reason == ReviewReason::New => {
+                if typed_columns(entity).owner_ref == row.owner_ref {
+                    items.push(&pending.item);
+                } else {
+                    let previous = row.owner_ref.as_deref().and_then(|owner| EntityRef::from_stored(owner).ok());
+                    let reason = ReviewReason::OwnerChange { previous };
+                    queued.push((&pending.item, ReviewRequest { reason, ..pending.request.clone() }));
+                }
+            }
+            _ => queued.push((&pending.item, pending.request.clone())),
         }
-    });
-    let items: Vec<&SnapshotEntity> =
-        snapshot.entities.iter().chain(promoted.iter().map(|pending| &pending.item)).collect();
+    }
 
     // Refs that another provider already holds cannot be taken.
     let new_refs: Vec<String> = items
         .iter()
+        .copied()
+        .chain(queued.iter().map(|(item, _)| *item))
         .map(|item| item.entity.entity_ref().to_string())
         .filter(|entity_ref| !existing.contains_key(entity_ref))
         .collect();
@@ -371,6 +387,14 @@ pub(crate) async fn apply(
             foreign.insert(entity_ref, (owner, location));
         }
     }
+    // A held entity another provider holds is a conflict, not a review.
+    queued.retain(|(item, _)| {
+        let taken = foreign.contains_key(&item.entity.entity_ref().to_string());
+        if taken {
+            items.push(item);
+        }
+        !taken
+    });
 
     let mut seen: HashMap<String, Option<String>> = HashMap::new();
     let mut conflicts: Vec<ConflictClaim> = Vec::new();
@@ -406,7 +430,7 @@ pub(crate) async fn apply(
             }
             Some(row) if row.etag == etag => {
                 // Inserts and updates write their violations with the row.
-                let stored = stored_violations(&item.violations);
+                let stored = crate::record::stored_violations(&item.violations);
                 if row.violations != stored {
                     violations.push((row.id, stored));
                 }
@@ -438,7 +462,7 @@ pub(crate) async fn apply(
     // Refs whose stored version stays: invalid new versions, and new
     // owners waiting for review.
     let mut invalid_refs: HashSet<String> =
-        queued.iter().map(|pending| pending.item.entity.entity_ref().to_string()).collect();
+        queued.iter().map(|(item, _)| item.entity.entity_ref().to_string()).collect();
     for item in &snapshot.invalid {
         let entity_ref = item.entity_ref.to_string();
         invalid_refs.insert(entity_ref.clone());
@@ -473,15 +497,6 @@ pub(crate) async fn apply(
             && !location.is_some_and(|location| failed_locations.contains(location))
             && (!keep_unlisted || location.is_some_and(|location| listed_locations.contains(location)))
     };
-    if scope == Scope::Provider {
-        let admitted: HashSet<String> = seen.keys().cloned().collect();
-        let removable = |location: Option<&str>| snapshot.incomplete.is_none() && speaks_for(location);
-        let queued: Vec<(&Entity, Option<&str>, &ReviewRequest)> = queued
-            .iter()
-            .map(|pending| (&pending.item.entity, pending.item.location.as_deref(), &pending.request))
-            .collect();
-        summary.rows_written += crate::review::sync_queue(txn, provider, &queued, &admitted, removable, now).await?;
-    }
     // An approval speaks for its one entity only.
     let removed: Vec<(&String, i64)> = existing
         .iter()
@@ -513,6 +528,20 @@ pub(crate) async fn apply(
         removed
     };
     summary.removed = removed.len();
+
+    if scope == Scope::Provider {
+        // The queue loses what the catalog would: nothing when removals
+        // are held back (a rejection survives a source's glitch), and an
+        // entry admitted now in any case.
+        let admitted: HashSet<String> = seen.keys().cloned().collect();
+        let removals = snapshot.incomplete.is_none() && summary.held_back == 0;
+        let removable = |location: Option<&str>| removals && speaks_for(location);
+        let queued: Vec<(&Entity, Option<&str>, &ReviewRequest, &[PolicyViolation])> = queued
+            .iter()
+            .map(|(item, request)| (&item.entity, item.location.as_deref(), request, item.violations.as_slice()))
+            .collect();
+        summary.rows_written += crate::review::sync_queue(txn, provider, &queued, &admitted, removable, now).await?;
+    }
 
     let removed_ids: Vec<i64> = removed.iter().map(|(_, id)| *id).collect();
     let mut last_versions = bodies_by_id(txn, &removed_ids).await?;
@@ -634,16 +663,11 @@ fn entity_active_model(
         provider: Set(provider.to_owned()),
         location_key: Set(pending.item.location.clone()),
         errors: Set(None),
-        violations: Set(stored_violations(&pending.item.violations)),
+        violations: Set(crate::record::stored_violations(&pending.item.violations)),
         created_at: Set(now),
         updated_at: Set(now),
         ..Default::default()
     }
-}
-
-/// Violations as the column holds them: null for none.
-fn stored_violations(violations: &[PolicyViolation]) -> Option<Value> {
-    (!violations.is_empty()).then(|| serde_json::to_value(violations).unwrap_or(Value::Null))
 }
 
 /// Deletes the relation and facet rows of entities; returns the rows deleted.
@@ -927,9 +951,22 @@ async fn sync_locations(
     let mut n_rows = 0;
     let mut inserts = Vec::new();
     let mut current = HashSet::new();
+    // Locations read in full whose `read_at` is due again (stale
+    // detection's "not seen"): hourly is precise enough for a threshold in
+    // days and keeps an unchanged re-read from writing every row.
+    let mut seen: Vec<i64> = Vec::new();
     for status in statuses {
         if !current.insert(status.target.as_str()) {
             continue;
+        }
+        // Read in full: not a failure that keeps its entities, and not an
+        // error that found nothing (a repository gone, say).
+        let read = !status.keeps_entities && (status.error.is_none() || status.n_entities > 0);
+        if read
+            && let Some(row) = recorded.get(&status.target)
+            && row.read_at.is_none_or(|read_at| now - read_at >= chrono::Duration::hours(1))
+        {
+            seen.push(row.id);
         }
         let n_entities = i64::try_from(status.n_entities).unwrap_or(i64::MAX);
         match recorded.get(&status.target) {
@@ -950,6 +987,7 @@ async fn sync_locations(
                 error: Set(status.error.clone()),
                 n_entities: Set(n_entities),
                 updated_at: Set(now),
+                read_at: Set(read.then_some(now)),
                 ..Default::default()
             }),
         }
@@ -957,6 +995,14 @@ async fn sync_locations(
     n_rows += inserts.len();
     for chunk in inserts.chunks(INSERT_CHUNK) {
         location_row::Entity::insert_many(chunk.iter().cloned()).exec_without_returning(txn).await?;
+    }
+    // Bookkeeping, not a change: not counted in the rows written.
+    for chunk in seen.chunks(REF_CHUNK) {
+        location_row::Entity::update_many()
+            .col_expr(location_row::Column::ReadAt, Expr::value(Some(now)))
+            .filter(location_row::Column::Id.is_in(chunk.iter().copied()))
+            .exec(txn)
+            .await?;
     }
     let stale: Vec<i64> = recorded
         .values()
@@ -992,6 +1038,7 @@ impl SnapshotWriter {
         crate::commit::lock_writers(&txn).await?;
         let Some(row) = pending_row::Entity::find()
             .filter(pending_row::Column::EntityRef.eq(entity_ref.to_string()))
+            .order_by_asc(pending_row::Column::Id)
             .one(&txn)
             .await?
         else {
@@ -1011,7 +1058,14 @@ impl SnapshotWriter {
                 })?;
                 let snapshot = Snapshot {
                     provider: row.provider.clone(),
-                    entities: vec![SnapshotEntity::new(entity, row.location_key.clone())],
+                    entities: vec![SnapshotEntity {
+                        violations: row
+                            .violations
+                            .clone()
+                            .and_then(|violations| serde_json::from_value(violations).ok())
+                            .unwrap_or_default(),
+                        ..SnapshotEntity::new(entity, row.location_key.clone())
+                    }],
                     incomplete: Some("one approved entity".into()),
                     ..Default::default()
                 };

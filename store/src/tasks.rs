@@ -8,8 +8,7 @@ use catalog_domain::EntityRef;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use serde_json::Value;
 
@@ -156,12 +155,8 @@ impl TaskStore {
     /// same idempotency key, returns that one instead (and false).
     pub async fn create_task(&self, task: NewTask) -> Result<(TaskRecord, bool), StoreError> {
         let txn = self.db.begin().await?;
-        if txn.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
-            // Take SQLite's write lock before the read: a deferred
-            // transaction that read first cannot become a writer once another
-            // create committed (SQLITE_BUSY_SNAPSHOT, with no wait).
-            txn.execute_unprepared("UPDATE scaffolder_tasks SET id = id WHERE 1 = 0").await?;
-        }
+        // It reads the idempotency key before writing.
+        crate::commit::write_up_front(&txn).await?;
         if let Some(key) = &task.idempotency_key {
             let existing = task_row::Entity::find()
                 .filter(task_row::Column::CreatedBy.eq(&task.created_by))

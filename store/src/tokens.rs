@@ -71,6 +71,9 @@ impl AccessStore {
     /// never reused silently).
     pub async fn create_token(&self, token: NewToken, actor: &str) -> Result<TokenRecord, StoreError> {
         let txn = self.db.begin().await?;
+        // It reads the name before writing: on SQLite a write committed in
+        // between (a snapshot, scores) would fail the insert at once.
+        crate::commit::write_up_front(&txn).await?;
         let taken = token_row::Entity::find().filter(token_row::Column::Name.eq(&token.name)).one(&txn).await?;
         if taken.is_some() {
             return Err(StoreError::NameTaken(token.name));

@@ -15,6 +15,9 @@ pub struct CatalogLocation {
     pub entity_count: i64,
     /// When the outcome of reading it (error or entity count) last changed.
     pub updated_at: DateTime<Utc>,
+    /// When it was last read in full, to the hour (stale detection's
+    /// `not-seen`); null before that.
+    pub read_at: Option<DateTime<Utc>>,
 }
 
 /// A provider's health.

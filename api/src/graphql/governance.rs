@@ -823,7 +823,8 @@ pub struct Staleness {
 #[derive(SimpleObject, Clone)]
 pub struct StaleReason {
     /// `owner-missing`, `owner-without-members`, `deprecated-but-depended-on`,
-    /// `unchanged`, `no-workloads` or `no-pagerduty-service`.
+    /// `unchanged`, `not-seen`, `repository-archived`, `repository-unchanged`,
+    /// `no-workloads` or `no-pagerduty-service`.
     pub reason: String,
     /// What it found, as data.
     pub explanation: Option<ExplanationValue>,

@@ -405,6 +405,7 @@ impl CatalogQuery {
                 error: location.error,
                 entity_count: location.n_entities,
                 updated_at: location.updated_at,
+                read_at: location.read_at,
             })
             .collect())
     }

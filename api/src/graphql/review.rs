@@ -214,34 +214,48 @@ impl From<ReviewEvent> for ReviewEventValue {
     }
 }
 
-/// Whether the request's principal may decide about `record`: it holds
-/// `entity.approve`, or the policy lets the owning group's members decide
-/// and the principal is one (through the `groups` claim or the catalog's
-/// memberships of the user its subject names).
-async fn may_decide(ctx: &Context<'_>, record: &PendingRecord) -> Result<bool, ApiError> {
-    if require_permission(ctx, Permission::EntityApprove).is_ok() {
-        return Ok(true);
+/// Who the request's principal may decide for: everything with
+/// `entity.approve`; otherwise, where a policy lets owning groups' members
+/// decide, the groups it is in (by the JWT's `groups` claim, or the
+/// catalog's memberships of the User its subject names). Worked out once
+/// per request.
+struct Decider {
+    approver: bool,
+    groups: std::collections::HashSet<EntityRef>,
+}
+
+impl Decider {
+    async fn of(ctx: &Context<'_>) -> Result<Self, ApiError> {
+        let approver = require_permission(ctx, Permission::EntityApprove).is_ok();
+        let mut groups = std::collections::HashSet::new();
+        if let (false, Some(Principal::Jwt { subject, groups: claimed, .. })) = (approver, ctx.data_opt::<Principal>())
+        {
+            groups.extend(
+                claimed.iter().filter_map(|group| EntityRef::parse_with_defaults(group, Some("Group"), "default").ok()),
+            );
+            let user = EntityRef::parse_with_defaults(subject, Some("User"), "default")
+                .ok()
+                .filter(|user| user.kind() == "user");
+            if let Some(user) = user {
+                groups.extend(catalog(ctx)?.owner_closure(&FilterField::OwnedByMember, &[user]).await?);
+            }
+        }
+        Ok(Self { approver, groups })
     }
-    let (Some(owner), true) = (&record.owner, record.owner_may_approve) else {
-        return Ok(false);
-    };
-    let Some(Principal::Jwt { subject, groups, .. }) = ctx.data_opt::<Principal>() else {
-        return Ok(false);
-    };
-    let named = |text: &str| EntityRef::parse_with_defaults(text, Some("Group"), "default").ok();
-    if groups.iter().filter_map(|group| named(group)).any(|group| &group == owner) {
-        return Ok(true);
+
+    /// Whether it may decide about `record`. For an owner change the group
+    /// that answers is the current owner's, not the one the change names:
+    /// whoever edits the source must not approve their own claim.
+    fn may(&self, record: &PendingRecord) -> bool {
+        if self.approver {
+            return true;
+        }
+        let answering = match &record.reason {
+            ReviewReason::OwnerChange { previous } => previous.as_ref(),
+            ReviewReason::New => record.owner.as_ref(),
+        };
+        record.owner_may_approve && answering.is_some_and(|owner| self.groups.contains(owner))
     }
-    let Some(user) =
-        EntityRef::parse_with_defaults(subject, Some("User"), "default").ok().filter(|user| user.kind() == "user")
-    else {
-        return Ok(false);
-    };
-    if &user == owner {
-        return Ok(true);
-    }
-    let owners = catalog(ctx)?.owner_closure(&FilterField::OwnedByMember, &[user]).await?;
-    Ok(owners.contains(owner))
 }
 
 /// Lets through principals that hold `entity.approve` and those that may
@@ -271,17 +285,28 @@ async fn decide(
     {
         return Err(ApiError::BadUserInput(format!("note: at most {MAX_NOTE_CHARS} characters")).into());
     }
+    let decider = Decider::of(ctx).await?;
+    let refusal = |owner_may_approve: bool| {
+        ApiError::Forbidden(format!(
+            "deciding about {entity_ref} needs the entity.approve permission{}",
+            if owner_may_approve { ", or membership of its owning group" } else { "" }
+        ))
+    };
     let not_queued = || ApiError::NotFound(format!("no entity {entity_ref} waits for review"));
-    let record = catalog(ctx)?.queued(&entity_ref).await.map_err(ApiError::from)?.ok_or_else(not_queued)?;
-    if !may_decide(ctx, &record).await? {
-        return Err(refused(
-            ctx,
-            ApiError::Forbidden(format!(
-                "deciding about {entity_ref} needs the entity.approve permission{}",
-                if record.owner_may_approve { ", or membership of its owning group" } else { "" }
-            )),
-        ));
+    let Some(record) = catalog(ctx)?.queued(&entity_ref).await.map_err(ApiError::from)? else {
+        // Only reviewers learn what is queued.
+        return Err(if decider.approver { not_queued().into() } else { refused(ctx, refusal(true)) });
+    };
+    if !decider.may(&record) {
+        return Err(refused(ctx, refusal(record.owner_may_approve)));
     }
+    // The decision applies to the version the permission was checked on.
+    if let Some(etag) = &etag
+        && *etag != record.etag
+    {
+        return Err(changed(&entity_ref, &record.etag).into());
+    }
+    let etag = Some(record.etag.clone());
     let (operation, result) = match decision {
         Decision::Approve => ("entity.approve", "approved"),
         Decision::Reject => ("entity.reject", "rejected"),
@@ -294,13 +319,7 @@ async fn decide(
     let record = match outcome {
         DecisionOutcome::Decided { record, .. } => *record,
         DecisionOutcome::NotQueued => return Err(not_queued().into()),
-        DecisionOutcome::Changed { current_etag } => {
-            return Err(ApiError::BadUserInput(format!(
-                "etag: {entity_ref} changed in its source since it was reviewed (the queued version's etag is now \
-                 {current_etag}); review it again"
-            ))
-            .into());
-        }
+        DecisionOutcome::Changed { current_etag } => return Err(changed(&entity_ref, &current_etag).into()),
         DecisionOutcome::Taken => {
             return Err(ApiError::BadUserInput(format!(
                 "{entity_ref} is held by another source now; approving it would be a conflict"
@@ -320,6 +339,14 @@ async fn decide(
         note: record.note,
         entity: stored.map(|stored| EntityValue::from(std::sync::Arc::new(stored))),
     })
+}
+
+/// The queued version is not the one the reviewer saw.
+fn changed(entity_ref: &EntityRef, current_etag: &str) -> ApiError {
+    ApiError::BadUserInput(format!(
+        "etag: {entity_ref} changed in its source since it was reviewed (the queued version's etag is now \
+         {current_etag}); review it again"
+    ))
 }
 
 #[derive(Default)]
@@ -347,6 +374,7 @@ impl ReviewQuery {
             None => None,
         };
         let status = status.map(ReviewStatus::from);
+        let decider = Decider::of(ctx).await?;
         let wanted = usize::try_from(first).unwrap_or_default();
         let mut entities = Vec::new();
         // Read past the entries the caller may not decide about, a page at a time.
@@ -365,7 +393,7 @@ impl ReviewQuery {
                     });
                 }
                 cursor = Some(record.id);
-                if may_decide(ctx, &record).await? {
+                if decider.may(&record) {
                     entities.push(PendingEntityValue { record, may_decide: true });
                 }
             }

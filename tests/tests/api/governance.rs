@@ -166,7 +166,11 @@ async fn scorecards_are_evaluated_served_and_followed_end_to_end(database: TestD
         entities(filter: { fields: [{ key: "stale", equals: "owner-missing" }] }) { nodes { entityRef } } }"#;
     let mut stale = app.query(query, json!({})).await;
     for _ in 0..50 {
-        if stale["entity"]["staleness"]["stale"] == true {
+        // The staleness result and its filter key are one row, written once
+        // the evaluator has followed the change: wait for both to show it.
+        if stale["entity"]["staleness"]["stale"] == true
+            && stale["entities"]["nodes"].as_array().is_some_and(|nodes| !nodes.is_empty())
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

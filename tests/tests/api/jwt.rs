@@ -330,6 +330,19 @@ async fn members_of_the_owning_group_may_decide_when_the_policy_lets_them(databa
     assert_eq!(body["data"]["approveEntity"]["decision"], "APPROVED", "{body}");
     let (_, body) = app.post_as(&member, "{ entities(filter: {kind: [\"component\"]}) { totalCount } }").await;
     assert_eq!(body["data"]["entities"]["totalCount"], 2, "{body}");
+
+    // An owner change is decided by the current owner's members, not by
+    // those of the group the change names.
+    write_catalog(root, &[component("payments", "team-b", "Takes payments"), component("ledger", "team-a", "Books")]);
+    app.engine.run_provider("file").await.unwrap().unwrap();
+    let (_, body) = app.post_as(&outsider, &approve("payments")).await;
+    assert_eq!(error_code(&body), "FORBIDDEN", "team-b cannot approve its own claim: {body}");
+    let (_, body) = app.post_as(&claimed, &approve("payments")).await;
+    assert_eq!(body["data"]["approveEntity"]["decision"], "APPROVED", "{body}");
+    let (_, body) = app
+        .post_as(&member, r#"{ entity(ref: "component:payments") { ... on Component { owner { entityRef } } } }"#)
+        .await;
+    assert_eq!(body["data"]["entity"]["owner"]["entityRef"], "group:default/team-b", "{body}");
 }
 
 /// A template run by a signed-in user sees who runs it: `user.ref` is the

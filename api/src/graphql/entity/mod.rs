@@ -513,7 +513,9 @@ macro_rules! entity_object {
 
             /// Whether it may no longer be true, and why: its owner gone or
             /// a team nobody is in, deprecated but depended on, unchanged for
-            /// `governance.staleness.unchanged_days`, claimed workloads or a
+            /// `governance.staleness.unchanged_days`, not read by its provider
+            /// for `governance.staleness.not_seen_days`, its repository
+            /// archived or quiet, claimed workloads or a
             /// PagerDuty service not found. Null where stale detection does
             /// not apply. Filter with the `stale` key.
             pub async fn staleness(&self, ctx: &Context<'_>) -> Result<Option<crate::graphql::governance::Staleness>> {
