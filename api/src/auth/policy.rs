@@ -347,6 +347,15 @@ impl ReadScope {
         }
     }
 
+    /// [`ReadScope::allows`] for an entity that is not stored (one waiting
+    /// in the review queue).
+    pub fn allows_entity(&self, entity_ref: &catalog_domain::EntityRef, entity: &catalog_domain::Entity) -> bool {
+        match self {
+            ReadScope::All => true,
+            ReadScope::Only { matcher, .. } => matcher.matches_entity(entity_ref, entity),
+        }
+    }
+
     pub fn is_restricted(&self) -> bool {
         matches!(self, ReadScope::Only { .. })
     }

@@ -17,7 +17,7 @@ use catalog_store::{Decision, DecisionOutcome, FilterField, PendingRecord, Revie
 use chrono::{DateTime, Utc};
 use futures::Stream;
 
-use super::context::{catalog, change_feed, parse_ref, require_permission, snapshot_writer};
+use super::context::{catalog, change_feed, parse_ref, read_scope, require_permission, snapshot_writer};
 use super::entity::EntityValue;
 use super::error::ApiError;
 use super::mutation::{audit_entry, refused};
@@ -222,6 +222,9 @@ impl From<ReviewEvent> for ReviewEventValue {
 struct Decider {
     approver: bool,
     groups: std::collections::HashSet<EntityRef>,
+    /// What the principal may read: a queued entity it could not read once
+    /// stored stays hidden from it here too.
+    scope: crate::auth::policy::ReadScope,
 }
 
 impl Decider {
@@ -240,13 +243,20 @@ impl Decider {
                 groups.extend(catalog(ctx)?.owner_closure(&FilterField::OwnedByMember, &[user]).await?);
             }
         }
-        Ok(Self { approver, groups })
+        Ok(Self { approver, groups, scope: read_scope(ctx)? })
     }
 
     /// Whether it may decide about `record`. For an owner change the group
     /// that answers is the current owner's, not the one the change names:
     /// whoever edits the source must not approve their own claim.
     fn may(&self, record: &PendingRecord) -> bool {
+        if self.scope.is_restricted() {
+            let readable = serde_json::from_value::<catalog_domain::Entity>(record.entity.clone())
+                .is_ok_and(|entity| self.scope.allows_entity(&record.entity_ref, &entity));
+            if !readable {
+                return false;
+            }
+        }
         if self.approver {
             return true;
         }
@@ -356,7 +366,8 @@ pub struct ReviewQuery;
 impl ReviewQuery {
     /// The review queue, in queueing order: every entry for holders of
     /// `entity.approve`, otherwise the entries the caller may decide about
-    /// (as a member of the owning group, where the policy allows it).
+    /// (as a member of the owning group, where the policy allows it); under
+    /// a read policy, only entries it would let the caller read once stored.
     async fn pending_entities(
         &self,
         ctx: &Context<'_>,

@@ -14,7 +14,10 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, error_code, spawn_app_with};
 use crate::stream::{Protocol, Subscriber};
 
-backend_tests!(new_entities_and_owner_changes_wait_for_a_reviewer_end_to_end);
+backend_tests!(
+    new_entities_and_owner_changes_wait_for_a_reviewer_end_to_end,
+    a_read_policy_hides_queued_entities_it_would_hide_once_stored,
+);
 
 pub(crate) const REVIEW: &str = r#"
 id: review-new
@@ -219,4 +222,33 @@ async fn new_entities_and_owner_changes_wait_for_a_reviewer_end_to_end(database:
             "{operation} is audited: {events:?}"
         );
     }
+}
+
+/// A reviewer whose reads a policy limits to groups neither sees nor
+/// decides about a queued component; one without limits does.
+async fn a_read_policy_hides_queued_entities_it_would_hide_once_stored(database: TestDatabase) {
+    let catalog = tempfile::tempdir().unwrap();
+    let root = catalog.path();
+    std::fs::create_dir(root.join("policies")).unwrap();
+    std::fs::write(root.join("policies/review.yaml"), REVIEW).unwrap();
+    write_catalog(root, &[component("payments", "team-a", "Takes payments")]);
+    let app = spawn_app_with(&database.url.clone(), root, Some(database), |config| {
+        config.governance.enabled = true;
+        config.auth.policy = serde_json::from_value(json!([
+            {"subjects": ["token:groups-only"], "permissions": ["entity.read", "entity.approve"],
+             "conditions": {"kinds": ["Group"]}},
+            {"subjects": ["token:everything"], "permissions": ["entity.read", "entity.approve"]},
+        ]))
+        .unwrap();
+    })
+    .await;
+    let scopes = [Permission::EntityRead, Permission::EntityApprove];
+    let limited = issue(&app, "groups-only", &scopes).await;
+    let full = issue(&app, "everything", &scopes).await;
+    assert_eq!(queue(&app, &full, "PENDING").await.len(), 1);
+    assert_eq!(queue(&app, &limited, "PENDING").await, Vec::<Value>::new());
+    let refused = decide(&app, &limited, "approveEntity", "component:default/payments", None).await;
+    assert_eq!(error_code(&refused), "FORBIDDEN", "{refused}");
+    let approved = decide(&app, &full, "approveEntity", "component:default/payments", None).await;
+    assert_eq!(approved["data"]["approveEntity"]["decision"], "APPROVED", "{approved}");
 }
