@@ -215,6 +215,29 @@ pub(crate) async fn sync_queue(
     if queued.is_empty() && recorded.is_empty() {
         return Ok(0);
     }
+    // A ref another provider has queued stays that provider's request (as
+    // a ref stays with the first source that holds it).
+    let fresh: Vec<String> = queued
+        .iter()
+        .map(|(entity, ..)| entity.entity_ref().to_string())
+        .filter(|entity_ref| !recorded.contains_key(entity_ref))
+        .collect();
+    let mut elsewhere: HashSet<String> = HashSet::new();
+    for chunk in fresh.chunks(crate::bulk::REF_CHUNK) {
+        let rows = pending_row::Entity::find()
+            .select_only()
+            .column(pending_row::Column::EntityRef)
+            .filter(pending_row::Column::Provider.ne(provider))
+            .filter(crate::bulk::one_of(
+                txn.get_database_backend(),
+                pending_row::Column::EntityRef,
+                chunk.iter().cloned(),
+            ))
+            .into_tuple::<String>()
+            .all(txn)
+            .await?;
+        elsewhere.extend(rows);
+    }
     let mut n_rows = 0;
     let mut events = Vec::new();
     let mut inserts = Vec::new();
@@ -274,6 +297,7 @@ pub(crate) async fn sync_queue(
                 update.filter(pending_row::Column::Id.eq(row.id)).exec(txn).await?;
                 n_rows += 1;
             }
+            None if elsewhere.contains(&entity_ref) => {}
             None => {
                 events.push(event_row(&entity_ref, ReviewEventKind::Queued, &principal, None, now));
                 inserts.push(pending_row::ActiveModel {
@@ -295,30 +319,6 @@ pub(crate) async fn sync_queue(
                 });
             }
         }
-    }
-    // A ref another provider has queued stays that provider's request (as
-    // a ref stays with the first source that holds it).
-    let wanted: Vec<String> = inserts.iter().filter_map(|row| row.entity_ref.clone().take()).collect();
-    let mut elsewhere: HashSet<String> = HashSet::new();
-    for chunk in wanted.chunks(crate::bulk::REF_CHUNK) {
-        let rows = pending_row::Entity::find()
-            .select_only()
-            .column(pending_row::Column::EntityRef)
-            .filter(pending_row::Column::Provider.ne(provider))
-            .filter(crate::bulk::one_of(
-                txn.get_database_backend(),
-                pending_row::Column::EntityRef,
-                chunk.iter().cloned(),
-            ))
-            .into_tuple::<String>()
-            .all(txn)
-            .await?;
-        elsewhere.extend(rows);
-    }
-    if !elsewhere.is_empty() {
-        inserts.retain(|row| row.entity_ref.clone().take().is_none_or(|entity_ref| !elsewhere.contains(&entity_ref)));
-        events
-            .retain(|event| event.entity_ref.clone().take().is_none_or(|entity_ref| !elsewhere.contains(&entity_ref)));
     }
     for chunk in inserts.chunks(crate::bulk::VALUES_CHUNK / 4) {
         n_rows += chunk.len();

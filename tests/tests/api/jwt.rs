@@ -295,14 +295,12 @@ backend_tests!(
 /// the user its subject names) sees the entry and approves it; a user of
 /// another group sees nothing and is refused.
 async fn members_of_the_owning_group_may_decide_when_the_policy_lets_them(database: TestDatabase) {
-    use crate::review::{REVIEW, component, write_catalog};
+    use crate::review::{component, review_catalog, write_catalog};
     let key = SigningKey::generate("key-1");
     let jwks = serve_jwks(vec![key.jwk.clone()]).await;
-    let catalog = tempfile::tempdir().unwrap();
+    let catalog =
+        review_catalog(&[component("payments", "team-a", "Takes payments"), component("ledger", "team-a", "Books")]);
     let root = catalog.path();
-    std::fs::create_dir(root.join("policies")).unwrap();
-    std::fs::write(root.join("policies/review.yaml"), REVIEW).unwrap();
-    write_catalog(root, &[component("payments", "team-a", "Takes payments"), component("ledger", "team-a", "Books")]);
     let app = app_trusting_in(database, &jwks, root, |config| config.governance.enabled = true).await;
     let queue = "{ pendingEntities { entities { entityRef mayDecide } } }";
     let approve =

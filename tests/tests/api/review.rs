@@ -43,6 +43,15 @@ pub(crate) fn write_catalog(root: &Path, components: &[String]) {
     std::fs::write(root.join("catalog-info.yaml"), all.join("---\n")).unwrap();
 }
 
+/// A catalog folder holding the review policy and `components` beside the org.
+pub(crate) fn review_catalog(components: &[String]) -> tempfile::TempDir {
+    let catalog = tempfile::tempdir().unwrap();
+    std::fs::create_dir(catalog.path().join("policies")).unwrap();
+    std::fs::write(catalog.path().join("policies/review.yaml"), REVIEW).unwrap();
+    write_catalog(catalog.path(), components);
+    catalog
+}
+
 async fn issue(app: &TestApp, name: &str, scopes: &[Permission]) -> String {
     catalog_api::auth::issue_token(&app.store.access_store(), name, scopes, None, "test").await.unwrap().token
 }
@@ -88,11 +97,8 @@ async fn pending_figure(app: &TestApp, token: &str) -> Value {
 }
 
 async fn new_entities_and_owner_changes_wait_for_a_reviewer_end_to_end(database: TestDatabase) {
-    let catalog = tempfile::tempdir().unwrap();
+    let catalog = review_catalog(&[component("payments", "team-a", "Takes payments")]);
     let root = catalog.path();
-    std::fs::create_dir(root.join("policies")).unwrap();
-    std::fs::write(root.join("policies/review.yaml"), REVIEW).unwrap();
-    write_catalog(root, &[component("payments", "team-a", "Takes payments")]);
     let app = spawn_app_with(&database.url.clone(), root, Some(database), |config| {
         config.governance.enabled = true;
     })
@@ -227,11 +233,8 @@ async fn new_entities_and_owner_changes_wait_for_a_reviewer_end_to_end(database:
 /// A reviewer whose reads a policy limits to groups neither sees nor
 /// decides about a queued component; one without limits does.
 async fn a_read_policy_hides_queued_entities_it_would_hide_once_stored(database: TestDatabase) {
-    let catalog = tempfile::tempdir().unwrap();
+    let catalog = review_catalog(&[component("payments", "team-a", "Takes payments")]);
     let root = catalog.path();
-    std::fs::create_dir(root.join("policies")).unwrap();
-    std::fs::write(root.join("policies/review.yaml"), REVIEW).unwrap();
-    write_catalog(root, &[component("payments", "team-a", "Takes payments")]);
     let app = spawn_app_with(&database.url.clone(), root, Some(database), |config| {
         config.governance.enabled = true;
         config.auth.policy = serde_json::from_value(json!([
