@@ -189,12 +189,21 @@ async fn relation_fields_cost_statements_by_depth_not_by_size(app: TestApp) {
             ... on Api { owner { name } providers { name } }
             ... on Resource { owner { name } system { name } }
         } } }"#;
-    let before = app.store.statement_count();
-    let small = app.query(query, json!({"first": 2})).await;
-    let small_statements = app.store.statement_count() - before;
-    let before = app.store.statement_count();
-    let large = app.query(query, json!({"first": 40})).await;
-    let large_statements = app.store.statement_count() - before;
+    // The fewest of three runs: a loader batch that a busy machine splits
+    // in two (its 1 ms window passing mid-level) costs a statement more
+    // without saying anything about the query's shape.
+    let mut runs = Vec::new();
+    for first in [2, 40] {
+        let mut fewest = u64::MAX;
+        let mut data = Value::Null;
+        for _ in 0..3 {
+            let before = app.store.statement_count();
+            data = app.query(query, json!({"first": first})).await;
+            fewest = fewest.min(app.store.statement_count() - before);
+        }
+        runs.push((data, fewest));
+    }
+    let [(small, small_statements), (large, large_statements)] = <[_; 2]>::try_from(runs).unwrap();
     assert_eq!(small["entities"]["nodes"].as_array().unwrap().len(), 2);
     assert!(large["entities"]["nodes"].as_array().unwrap().len() >= 25);
     // count + page, then an edge load and an entity load per relation level (3 deep).
